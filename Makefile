@@ -1,0 +1,31 @@
+# The two commands of the README: `make demo` (train + evaluate on the bundled data) and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.meddx-installed
+export OMP_WAIT_POLICY ?= PASSIVE
+export PYTHONDONTWRITEBYTECODE = 1
+
+.PHONY: install demo test bench lock clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/meddx demo
+
+test: $(STAMP)
+	$(PY) -m pytest -p no:cacheprovider
+
+bench: $(STAMP)
+	$(PY) bench/pneumoniamnist_plain_vs_meddx.py
+
+lock:
+	$(PY) -m pip freeze --exclude-editable | sed '1i # Exact versions of every package meddx was tested with (pip freeze, Python 3.11, x86_64).\n# Regenerate: make lock' > requirements.lock
+
+clean:
+	rm -rf $(VENV) runs test-artifacts

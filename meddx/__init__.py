@@ -1,0 +1,30 @@
+"""meddx: honest, explained, deployable medical diagnosis classifiers.
+
+    import meddx
+    run = meddx.train({"data": {"path": "pneumoniamnist"}})   # train + evaluate; returns a Run
+    run.predict(["scan.png"])
+    meddx.load_run("runs/...").predictions("test")
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+_API = {
+    "train": "meddx.api", "evaluate": "meddx.api", "explore": "meddx.api", "leakage": "meddx.api",
+    "load_run": "meddx.api", "Run": "meddx.api", "RunConfig": "meddx.config", "load_config": "meddx.config",
+    "create_model": "meddx.models", "list_models": "meddx.models", "load_pneumoniamnist": "meddx.data",
+    "read_dataset": "meddx.data", "check_leakage": "meddx.data",
+}
+
+
+def __getattr__(name: str):
+    """Import the heavy parts (torch, Lightning) only when first used."""
+    if name in _API:
+        import importlib
+
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'meddx' has no attribute '{name}'")
+
+
+__all__ = sorted(_API)

@@ -1,0 +1,3 @@
+from meddx.cli import main
+
+main()

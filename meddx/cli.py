@@ -1,0 +1,221 @@
+"""The `meddx` command: a thin layer over meddx.api. Heavy imports happen inside each command."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+import yaml
+
+from meddx.errors import MeddxError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Honest, explained, deployable medical diagnosis classifiers.")
+
+DataOpt = Annotated[Optional[list[str]], typer.Option("--data", "-d", help="CSV, folder, .npz or 'pneumoniamnist'; repeat as split=file.csv for official split CSVs.")]
+RootOpt = Annotated[Optional[str], typer.Option(help="Folder that CSV image paths are relative to.")]
+FormatOpt = Annotated[Optional[str], typer.Option("--format", help="auto, csv, folder or medmnist.")]
+PatientColOpt = Annotated[Optional[str], typer.Option(help="Patient id column of a CSV.")]
+PatientRegexOpt = Annotated[Optional[str], typer.Option(help="Regex on file names; group 1 is the patient id.")]
+LabelColOpt = Annotated[Optional[str], typer.Option(help="One column of class names.")]
+LabelColsOpt = Annotated[Optional[str], typer.Option(help="Comma-separated 0/1 label columns.")]
+ViewsOpt = Annotated[Optional[str], typer.Option(help="Comma-separated slice/projection indices used as channels, e.g. 0,60.")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Any config field as dotted.key=value (YAML value).")]
+
+
+def _data_overrides(data, root, fmt, patient_column, patient_regex, label_column, label_columns, views) -> dict:
+    out: dict = {}
+    if data:
+        if all("=" in d for d in data):
+            out["data.path"] = dict(d.split("=", 1) for d in data)
+        elif len(data) == 1:
+            out["data.path"] = data[0]
+        else:
+            raise MeddxError("give one --data path, or several as split=file.csv")
+    for key, value in [("root", root), ("format", fmt), ("patient_column", patient_column),
+                       ("patient_regex", patient_regex), ("label_column", label_column)]:
+        if value is not None:
+            out[f"data.{key}"] = value
+    if label_columns:
+        out["data.label_columns"] = [c.strip() for c in label_columns.split(",")]
+    if views:
+        try:
+            out["data.views"] = [int(v) for v in views.split(",")]
+        except ValueError:
+            raise MeddxError(f"--views must be comma-separated integers, got {views!r}") from None
+    return out
+
+
+def _set_overrides(pairs: list[str] | None) -> dict:
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise MeddxError(f"--set expects dotted.key=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+@app.command()
+def train(
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML run config.")] = None,
+    data: DataOpt = None, root: RootOpt = None, fmt: FormatOpt = None, patient_column: PatientColOpt = None,
+    patient_regex: PatientRegexOpt = None, label_column: LabelColOpt = None, label_columns: LabelColsOpt = None,
+    views: ViewsOpt = None,
+    model: Annotated[Optional[str], typer.Option(help="Registered model name (see `meddx models`).")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs.")] = None,
+    devices: Annotated[Optional[int], typer.Option(help="Processes/devices; >1 runs Lightning DDP (gloo on CPU).")] = None,
+    accelerator: Annotated[Optional[str], typer.Option(help="auto, cpu or gpu.")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Run folder name under output_dir.")] = None,
+    output_dir: Annotated[Optional[str], typer.Option(help="Where run folders go (default runs/).")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Train a model, evaluate it on the test split and write the run folder."""
+    from meddx.api import train as api_train
+    from meddx.config import load_config
+
+    overrides = _data_overrides(data, root, fmt, patient_column, patient_regex, label_column, label_columns, views)
+    for key, value in [("model.name", model), ("train.max_epochs", epochs), ("train.devices", devices),
+                       ("train.accelerator", accelerator), ("name", name), ("output_dir", output_dir)]:
+        if value is not None:
+            overrides[key] = value
+    overrides.update(_set_overrides(set_))
+    run = api_train(load_config(config, overrides))
+    _print_summary(run)
+
+
+def _print_summary(run) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    metrics_path = run.path / "metrics.json"
+    if not metrics_path.is_file():
+        return
+    metrics = json.loads(metrics_path.read_text())
+    split = "test" if "test" in metrics["splits"] else next(iter(metrics["splits"]), None)
+    console = Console()
+    if split:
+        block = metrics["splits"][split]
+        table = Table(title=f"{split} split: {block['n_samples']} samples, {block['n_patients']} patients")
+        for col in ("label", "ROC AUC", "prior AUC", "PR AUC", "prior PR AUC", "log loss", "prior log loss"):
+            table.add_column(col)
+        fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
+        for n in metrics["labels"]:
+            m, b = block["model"]["per_label"][n], block["baselines"]["prior"]["per_label"][n]
+            table.add_row(n, fmt(m["roc_auc"]["value"]), fmt(b["roc_auc"]["value"]), fmt(m["pr_auc"]["value"]),
+                          fmt(b["pr_auc"]["value"]), fmt(m["log_loss"]["value"]), fmt(b["log_loss"]["value"]))
+        console.print(table)
+    console.print(f"run folder: {run.path}\nreport: {run.path / 'report.md'}")
+
+
+@app.command()
+def demo(
+    epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs (default from the config).")] = None,
+    output_dir: Annotated[str, typer.Option(help="Where the run folder goes.")] = "runs",
+) -> None:
+    """Train and evaluate the default recipe on the bundled PneumoniaMNIST (CC BY 4.0)."""
+    from meddx.api import train as api_train
+    from meddx.config import load_config
+
+    overrides = {"data.path": "pneumoniamnist", "name": "demo-pneumoniamnist", "output_dir": output_dir,
+                 "split.on_duplicate_images": "drop_from_train"}
+    if epochs:
+        overrides["train.max_epochs"] = epochs
+    _print_summary(api_train(load_config(None, overrides)))
+
+
+@app.command()
+def predict(
+    run: Annotated[Path, typer.Argument(help="Run folder.")],
+    files: Annotated[list[Path], typer.Argument(help="Images (PNG, JPEG, DICOM, NPY).")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write a CSV here.")] = None,
+) -> None:
+    """Probabilities per label for new scans."""
+    from meddx.api import load_run
+
+    df = load_run(run).predict([str(f) for f in files])
+    if output:
+        df.to_csv(output, index=False)
+        typer.echo(f"wrote {output}")
+    else:
+        typer.echo(df.to_string(index=False))
+
+
+@app.command()
+def evaluate(run: Annotated[Path, typer.Argument(help="Run folder.")]) -> None:
+    """(Re)compute metrics.json and report.md from the run's saved predictions."""
+    from meddx.api import evaluate as api_evaluate
+    from meddx.api import load_run
+
+    r = load_run(run)
+    api_evaluate(r)
+    _print_summary(r)
+
+
+@app.command()
+def explore(
+    data: DataOpt = None, root: RootOpt = None, fmt: FormatOpt = None, patient_column: PatientColOpt = None,
+    patient_regex: PatientRegexOpt = None, label_column: LabelColOpt = None, label_columns: LabelColsOpt = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Take the data section of a run config.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Folder for explore.json and explore.md.")] = None,
+    no_images: Annotated[bool, typer.Option("--no-images", help="Skip opening files (sizes, hashes).")] = False,
+) -> None:
+    """Summarise a data set: rows, patients, labels, missing/unreadable files, sizes, duplicates."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from meddx.api import explore as api_explore
+    from meddx.config import load_config
+    from meddx.data.explore import to_markdown, write_explore
+
+    cfg = load_config(config, _data_overrides(data, root, fmt, patient_column, patient_regex, label_column, label_columns, None))
+    summary = api_explore(cfg.data, read_images=not no_images)
+    console = Console()
+    table = Table(title=f"{summary['origin']}: {summary['rows']} rows, {summary['patients']} patients, {summary['task']}")
+    for col in ("label", "positives", "negatives", "missing"):
+        table.add_column(col)
+    for n, v in summary["labels"].items():
+        table.add_row(n, str(v["positives"]), str(v["negatives"]), str(v["missing"]))
+    console.print(table)
+    console.print(to_markdown(summary).split("## Files")[-1] if "files" in summary else "", markup=False)
+    if output:
+        j, m = write_explore(summary, output)
+        console.print(f"wrote {j} and {m}")
+
+
+@app.command("check-leakage")
+def check_leakage(
+    data: DataOpt = None, root: RootOpt = None, fmt: FormatOpt = None, patient_column: PatientColOpt = None,
+    patient_regex: PatientRegexOpt = None, label_column: LabelColOpt = None, label_columns: LabelColsOpt = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Take data and split of a run config.")] = None,
+) -> None:
+    """Split as training would and fail (exit 1) when a patient or image sits on two sides."""
+    from meddx.api import leakage
+    from meddx.config import load_config
+
+    cfg = load_config(config, _data_overrides(data, root, fmt, patient_column, patient_regex, label_column, label_columns, None))
+    report = leakage(cfg.data, cfg.split)
+    typer.echo(report.summary())
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@app.command()
+def models(all_timm: Annotated[bool, typer.Option("--all", help="Also list every timm architecture.")] = False) -> None:
+    """List registered models (any timm name also works)."""
+    from meddx.models import MODEL_INFO, list_models
+
+    for n in list_models(include_timm=all_timm):
+        info = MODEL_INFO.get(n)
+        typer.echo(f"{n:24s} {info.description if info else ''}")
+
+
+def main() -> None:
+    """Entry point: meddx errors become one clear line on stderr and exit code 2."""
+    try:
+        app()
+    except MeddxError as e:
+        typer.echo(f"meddx: error: {e}", err=True)
+        sys.exit(2)

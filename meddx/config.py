@@ -1,0 +1,150 @@
+"""Validated run configuration: one pydantic model per run, loadable from YAML, saved in the run folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from meddx.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class DataConfig(_Section):
+    """Where the data is and how to read one sample into a (C, H, W) array."""
+
+    path: str | dict[str, str] = Field(
+        "pneumoniamnist",
+        description="CSV, folder, .npz, or 'pneumoniamnist' (bundled); a {split: csv} mapping keeps official splits.",
+    )
+    format: Literal["auto", "csv", "folder", "medmnist"] = "auto"
+    root: str | None = Field(None, description="Folder that image paths in a CSV are relative to.")
+    image_column: str | None = Field(None, description="Image path column; default: Image, path, filename, ...")
+    patient_column: str | None = None
+    label_columns: list[str] | None = Field(None, description="0/1 label columns (multi-label); default: all others.")
+    label_column: str | None = Field(None, description="One column of class names (binary / multi-class).")
+    patient_regex: str | None = Field(None, description="Regex on the file name; group 1 (or the match) is the patient.")
+    positive_class: str | None = Field(None, description="Positive class of a two-class set; default: last in sorted order.")
+    label_names: list[str] | None = Field(None, description="Names for MedMNIST label indices.")
+    views: list[int] | None = Field(None, description="Slices/projections of a stack to use as channels.")
+    view_axis: int = 0
+    channels: int | None = Field(None, description="Input channels; default: those of the first image.")
+    image_size: int | None = Field(None, description="Resize to a square of this size; default: first image's size.")
+    normalize: Literal["dataset", "sample", "none"] = "dataset"
+    dicom_window: tuple[float, float] | None = Field(None, description="(center, width); default: the file's own.")
+
+
+class SplitConfig(_Section):
+    """Patient-level, label-stratified train/val/test split."""
+
+    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    seed: int = 0
+    use_official: bool = True
+    on_duplicate_images: Literal["error", "warn", "drop_from_train"] = "error"
+
+    @field_validator("ratios")
+    @classmethod
+    def _ratios_sum_to_one(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(r < 0 for r in v) or abs(sum(v) - 1.0) > 1e-6 or v[0] <= 0:
+            raise ValueError(f"split ratios must be >= 0, train > 0, and sum to 1; got {v}")
+        return v
+
+
+class ModelConfig(_Section):
+    """Which registered model, and an optional local weights file (never downloaded)."""
+
+    name: str = "small_cnn"
+    weights: str | None = None
+    dropout: float = 0.2
+
+
+class AugmentConfig(_Section):
+    """Medically safe augmentation: small shifts, rotations, brightness/contrast; no flip unless asked."""
+
+    enabled: bool = True
+    rotate_degrees: float = 10.0
+    translate: float = 0.06
+    scale: float = 0.08
+    brightness: float = 0.1
+    contrast: float = 0.1
+    hflip: bool = False
+
+
+class TrainConfig(_Section):
+    """Optimisation and the Lightning trainer."""
+
+    max_epochs: int = Field(20, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    patience: int = Field(5, ge=1, description="Early stopping on validation loss.")
+    class_weights: Literal["auto", "on", "off"] = "auto"
+    augment: AugmentConfig = AugmentConfig()
+    seed: int = 0
+    accelerator: str = "auto"
+    devices: int = Field(1, ge=1)
+    num_nodes: int = Field(1, ge=1)
+    num_workers: int = Field(0, ge=0)
+    precision: str = "32-true"
+    progress_bar: bool = True
+    limit_train_batches: float | int | None = None
+
+
+class RunConfig(_Section):
+    """The whole run: data, split, model, train; saved as config.yaml in the run folder."""
+
+    name: str | None = None
+    output_dir: str = "runs"
+    data: DataConfig = DataConfig()
+    split: SplitConfig = SplitConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+
+    @model_validator(mode="after")
+    def _one_label_source(self) -> RunConfig:
+        if self.data.label_columns and self.data.label_column:
+            raise ValueError("give data.label_columns (0/1 columns) or data.label_column (class names), not both")
+        return self
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> RunConfig:
+    """Read a YAML config (or defaults) and apply dotted overrides such as {'train.max_epochs': 3}."""
+    raw: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{p}: expected a mapping at the top level, got {type(raw).__name__}")
+    for key, value in (overrides or {}).items():
+        node = raw
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return validate_config(raw, source=str(path) if path else "config")
+
+
+def validate_config(raw: dict | RunConfig, source: str = "config") -> RunConfig:
+    """Validate a plain dict into a RunConfig with a readable error."""
+    if isinstance(raw, RunConfig):
+        return raw
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as e:
+        lines = [f"  {'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors()]
+        raise ConfigError(f"{source}: invalid configuration\n" + "\n".join(lines)) from None
+
+
+def save_config(config: RunConfig, path: str | Path) -> None:
+    """Write the whole validated config as YAML."""
+    Path(path).write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))

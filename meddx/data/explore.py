@@ -1,0 +1,110 @@
+"""`explore`: what is in a data set before any training: counts, patients, labels, files, sizes, duplicates."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from meddx.data.images import content_hash, read_pixels
+from meddx.data.records import DataSet
+from meddx.errors import DataError
+
+
+def explore(ds: DataSet, read_images: bool = True) -> dict:
+    """Summary of a data set as plain data (JSON-ready)."""
+    recs = ds.records
+    per_patient = Counter(r.patient_id for r in recs)
+    labels = ds.labels
+    ids = Counter(r.id for r in recs)
+    out: dict = {
+        "origin": ds.origin,
+        "task": ds.task,
+        "rows": len(recs),
+        "patients": len(per_patient),
+        "patients_known": ds.patients_known,
+        "images_per_patient": _describe(list(per_patient.values())),
+        "splits": dict(Counter(r.split or "(none)" for r in recs)),
+        "labels": {
+            n: {"positives": int(np.nansum(labels[:, j])), "negatives": int(np.sum(labels[:, j] == 0)),
+                "missing": int(np.isnan(labels[:, j]).sum())}
+            for j, n in enumerate(ds.label_names)
+        },
+        "duplicate_ids": sorted(i for i, c in ids.items() if c > 1)[:50],
+        "notes": list(ds.notes),
+    }
+    if ds.task == "multilabel":
+        out["label_cardinality"] = float(np.nanmean(np.nansum(labels, axis=1))) if len(labels) else 0.0
+        out["no_positive_label"] = int(np.sum(np.nansum(labels, axis=1) == 0))
+    if read_images:
+        sizes, chans, missing, unreadable = Counter(), Counter(), [], []
+        by_hash: dict[str, list[str]] = defaultdict(list)
+        for r in recs:
+            if r.index is None and not Path(r.source).is_file():
+                missing.append(r.row or r.source)
+                continue
+            try:
+                pixels, layout = read_pixels(r)
+            except DataError as e:
+                unreadable.append(str(e))
+                continue
+            shape = pixels.shape
+            chans[1 if layout == "hw" else shape[-1] if layout == "hwc" else shape[0]] += 1
+            sizes["x".join(str(s) for s in (shape if layout == "dhw" else shape[:2]))] += 1
+            by_hash[content_hash(r)].append(r.id)
+        out["files"] = {
+            "missing": len(missing), "missing_examples": missing[:10],
+            "unreadable": len(unreadable), "unreadable_examples": unreadable[:10],
+            "sizes": dict(sizes.most_common(10)), "distinct_sizes": len(sizes),
+            "channels_or_depth": {str(k): v for k, v in chans.items()},
+            "duplicate_images": [g for g in by_hash.values() if len(g) > 1][:50],
+            "duplicate_image_groups": sum(1 for g in by_hash.values() if len(g) > 1),
+        }
+    return out
+
+
+def _describe(values: list[int]) -> dict:
+    if not values:
+        return {}
+    a = np.asarray(values)
+    return {"min": int(a.min()), "median": float(np.median(a)), "mean": round(float(a.mean()), 3), "max": int(a.max())}
+
+
+def to_markdown(summary: dict) -> str:
+    """The explore summary as a Markdown document."""
+    s = summary
+    lines = [
+        f"# Data set: `{s['origin']}`", "",
+        f"- task: {s['task']}; rows: {s['rows']}; patients: {s['patients']}"
+        + ("" if s["patients_known"] else " (no patient ids: each image is its own patient)"),
+        f"- images per patient: {s['images_per_patient']}",
+        f"- splits: {s['splits']}",
+        f"- duplicate sample ids: {len(s['duplicate_ids'])}",
+    ]
+    if "label_cardinality" in s:
+        lines.append(f"- labels per sample: {s['label_cardinality']:.3f}; samples with no positive label: {s['no_positive_label']}")
+    lines += ["", "| label | positives | negatives | missing |", "|---|---|---|---|"]
+    lines += [f"| {n} | {v['positives']} | {v['negatives']} | {v['missing']} |" for n, v in s["labels"].items()]
+    if "files" in s:
+        f = s["files"]
+        lines += [
+            "", "## Files", "",
+            f"- missing: {f['missing']} {f['missing_examples'][:3]}",
+            f"- unreadable: {f['unreadable']} {f['unreadable_examples'][:3]}",
+            f"- sizes (top 10): {f['sizes']}; distinct sizes: {f['distinct_sizes']}",
+            f"- channels (or stack depth): {f['channels_or_depth']}",
+            f"- groups of identical images: {f['duplicate_image_groups']}",
+        ]
+    lines += [""] + [f"- note: {n}" for n in s["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def write_explore(summary: dict, out_dir: str | Path) -> tuple[Path, Path]:
+    """Write explore.json and explore.md into out_dir."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "explore.json").write_text(json.dumps(summary, indent=2))
+    (out / "explore.md").write_text(to_markdown(summary))
+    return out / "explore.json", out / "explore.md"

@@ -1,0 +1,208 @@
+"""Read one sample's pixels (PNG/JPEG, DICOM, NPY/NPZ, MedMNIST arrays) into a float (C, H, W) array."""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from meddx.data.records import Record
+from meddx.errors import DataError
+
+Layout = Literal["hw", "hwc", "dhw"]
+PIL_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
+DICOM_EXTENSIONS = {".dcm", ".dicom"}
+ARRAY_EXTENSIONS = {".npy", ".npz"}
+READABLE_EXTENSIONS = PIL_EXTENSIONS | DICOM_EXTENSIONS | ARRAY_EXTENSIONS
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+@lru_cache(maxsize=16)
+def load_array_file(path: str, key: str | None) -> np.ndarray:
+    """Whole array of an .npy file or of one key of an .npz file, cached (MedMNIST files hold every sample)."""
+    try:
+        if path.endswith(".npz"):
+            with np.load(path, allow_pickle=False) as npz:
+                if key is None:
+                    if len(npz.files) != 1:
+                        raise DataError(f"{path}: holds arrays {npz.files}; name the one to use")
+                    key = npz.files[0]
+                if key not in npz.files:
+                    raise DataError(f"{path}: has no array '{key}' (it has {npz.files})")
+                return npz[key]
+        return np.load(path, allow_pickle=False)
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any decoder failure becomes a clear data error
+        raise DataError(f"{path}: not a readable NumPy file ({type(e).__name__}: {e})") from None
+
+
+def _scale_integers(arr: np.ndarray) -> np.ndarray:
+    """uint8/uint16 to [0, 1] by their bit depth; other types keep their values (e.g. CT in HU)."""
+    if arr.dtype == np.uint8:
+        return arr.astype(np.float32) / 255.0
+    if arr.dtype == np.uint16:
+        return arr.astype(np.float32) / 65535.0
+    return arr.astype(np.float32)
+
+
+def _read_pil(path: str) -> tuple[np.ndarray, Layout]:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            mode = img.mode
+            if mode == "P":
+                img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+            elif mode in ("1", "LA"):
+                img = img.convert("L")
+            elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+                img = img.convert("RGB")
+            arr = np.asarray(img)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
+    if arr.dtype == np.int32:  # 16-bit PNGs may open in mode "I"
+        arr = arr.astype(np.float32) / (65535.0 if arr.max() > 255 else 255.0)
+    else:
+        arr = _scale_integers(arr)
+    if arr.ndim == 3:
+        return arr[..., :3], "hwc"  # drop alpha
+    return arr, "hw"
+
+
+def _read_dicom(path: str, window: tuple[float, float] | None) -> tuple[np.ndarray, Layout]:
+    import pydicom
+    from pydicom.pixels import apply_modality_lut
+
+    try:
+        ds = pydicom.dcmread(path)
+    except Exception as e:  # noqa: BLE001
+        raise DataError(f"{path}: not a readable DICOM file ({type(e).__name__}: {e})") from None
+    if "PixelData" not in ds:
+        raise DataError(f"{path}: DICOM file has no pixel data")
+    try:
+        arr = apply_modality_lut(ds.pixel_array, ds).astype(np.float32)
+    except Exception as e:  # noqa: BLE001
+        raise DataError(f"{path}: DICOM pixels cannot be decoded ({type(e).__name__}: {e})") from None
+    samples = int(getattr(ds, "SamplesPerPixel", 1))
+    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    if samples == 3:
+        if frames > 1:
+            raise DataError(f"{path}: multi-frame colour DICOM is not supported")
+        return arr / 255.0 if arr.max() > 1 else arr, "hwc"
+    if window is None and "WindowCenter" in ds and "WindowWidth" in ds:
+        first = lambda v: float(v[0]) if isinstance(v, pydicom.multival.MultiValue) else float(v)  # noqa: E731
+        window = (first(ds.WindowCenter), first(ds.WindowWidth))
+    if window is not None:
+        center, width = window
+        arr = np.clip((arr - (center - width / 2.0)) / max(width, 1e-6), 0.0, 1.0)
+    else:
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
+    if str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+        arr = 1.0 - arr
+    return arr.astype(np.float32), ("dhw" if frames > 1 else "hw")
+
+
+def read_pixels(record: Record, dicom_window: tuple[float, float] | None = None) -> tuple[np.ndarray, Layout]:
+    """Raw pixels of one record as float32 and their layout; integers scaled to [0, 1] by bit depth."""
+    path = record.source
+    suffix = Path(path).suffix.lower()
+    if record.index is not None:
+        data = load_array_file(path, record.key)
+        arr = data[record.index]
+        if arr.ndim == 3 and arr.shape[-1] == 3 and data.ndim == 4 and arr.shape[0] != 3:
+            return _scale_integers(arr), "hwc"  # MedMNIST colour sets are (N, H, W, 3)
+        return _scale_integers(arr), ("dhw" if arr.ndim == 3 else "hw")
+    if not Path(path).is_file():
+        raise DataError(f"{_where(record)}: image file not found: {path}")
+    if suffix in ARRAY_EXTENSIONS:
+        arr = load_array_file(path, record.key)
+        if arr.ndim not in (2, 3):
+            raise DataError(f"{path}: array of shape {arr.shape}; expected (H, W) or (C|D, H, W)")
+        return _scale_integers(arr), ("dhw" if arr.ndim == 3 else "hw")
+    if suffix in DICOM_EXTENSIONS or (suffix not in PIL_EXTENSIONS and _looks_like_dicom(path)):
+        return _read_dicom(path, dicom_window)
+    return _read_pil(path)
+
+
+def _looks_like_dicom(path: str) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(132)
+    return head[128:132] == b"DICM"
+
+
+def _where(record: Record) -> str:
+    return record.row or record.id
+
+
+def to_channels(
+    pixels: np.ndarray,
+    layout: Layout,
+    record: Record,
+    views: list[int] | None = None,
+    view_axis: int = 0,
+    channels: int | None = None,
+) -> np.ndarray:
+    """Turn raw pixels into (C, H, W): colour to channels, chosen slices of a stack to channels."""
+    where = f"{_where(record)} ({record.source})" if record.row else record.source
+    if views is not None:
+        if layout != "dhw":
+            raise DataError(f"{where}: views {views} given but the image is 2-D (shape {pixels.shape})")
+        axis = view_axis % 3
+        n = pixels.shape[axis]
+        bad = [v for v in views if not -n <= v < n]
+        if bad:
+            raise DataError(f"{where}: views {bad} out of range for a stack of {n} along axis {view_axis} (shape {pixels.shape})")
+        chw = np.stack([np.take(pixels, v, axis=axis) for v in views])
+    elif layout == "hw":
+        chw = pixels[None]
+    elif layout == "hwc":
+        chw = np.moveaxis(pixels, -1, 0)
+    elif pixels.shape[0] <= 4:
+        chw = pixels
+    else:
+        raise DataError(
+            f"{where}: a stack of shape {pixels.shape}; choose the slices to use as channels with views, "
+            "e.g. views=[0, 60]"
+        )
+    if channels is not None and chw.shape[0] != channels:
+        if chw.shape[0] == 1:
+            chw = np.repeat(chw, channels, axis=0)
+        elif chw.shape[0] == 3 and channels == 1:
+            chw = np.tensordot(_LUMA, chw, axes=1)[None]
+        else:
+            raise DataError(f"{where}: has {chw.shape[0]} channels but the run uses {channels}")
+    return np.ascontiguousarray(chw, dtype=np.float32)
+
+
+def load_image(
+    record: Record,
+    views: list[int] | None = None,
+    view_axis: int = 0,
+    channels: int | None = None,
+    dicom_window: tuple[float, float] | None = None,
+) -> np.ndarray:
+    """One record's image as float32 (C, H, W)."""
+    pixels, layout = read_pixels(record, dicom_window)
+    return to_channels(pixels, layout, record, views, view_axis, channels)
+
+
+def content_hash(record: Record) -> str | None:
+    """SHA-1 of the file bytes (or of the array slice); None when the file is missing."""
+    if record.index is not None:
+        return hashlib.sha1(np.ascontiguousarray(load_array_file(record.source, record.key)[record.index]).tobytes()).hexdigest()
+    try:
+        return hashlib.sha1(Path(record.source).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def file_record(path: str | Path) -> Record:
+    """A label-less record for a single file (prediction on new scans)."""
+    p = str(path)
+    return Record(id=Path(p).name, patient_id=Path(p).name, source=p, labels=np.zeros(0, dtype=np.float32))

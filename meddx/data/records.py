@@ -1,0 +1,76 @@
+"""The one record type every reader returns and every later stage reads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+Task = Literal["binary", "multiclass", "multilabel"]
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Record:
+    """One sample: id, patient, where its pixels are, its label vector, and its official split if any."""
+
+    id: str
+    patient_id: str
+    source: str
+    labels: np.ndarray
+    index: int | None = None
+    key: str | None = None
+    split: str | None = None
+    row: str | None = None
+
+
+@dataclass
+class DataSet:
+    """Records plus what travels with the data: task kind and label names."""
+
+    records: list[Record]
+    label_names: list[str]
+    task: Task
+    origin: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """(N, L) float label matrix."""
+        if not self.records:
+            return np.zeros((0, len(self.label_names)), dtype=np.float32)
+        return np.stack([r.labels for r in self.records]).astype(np.float32)
+
+    @property
+    def patients_known(self) -> bool:
+        """False when each sample stands for its own patient (no patient ids in the source)."""
+        return any(r.patient_id != r.id for r in self.records)
+
+    def subset(self, split: str) -> DataSet:
+        """The records of one split, same label names and task."""
+        return DataSet([r for r in self.records if r.split == split], self.label_names, self.task, self.origin)
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per record: id, patient_id, split, source and a column per label."""
+        df = pd.DataFrame(
+            {
+                "id": [r.id for r in self.records],
+                "patient_id": [r.patient_id for r in self.records],
+                "split": [r.split for r in self.records],
+                "source": [r.source if r.index is None else f"{r.source}::{r.key}[{r.index}]" for r in self.records],
+            }
+        )
+        lab = self.labels
+        for j, name in enumerate(self.label_names):
+            df[name] = lab[:, j] if len(lab) else []
+        return df
+
+    def class_indices(self) -> np.ndarray:
+        """Integer targets: argmax for multi-class, the 0/1 value for binary."""
+        lab = self.labels
+        return lab.argmax(1) if self.task == "multiclass" else lab[:, 0].astype(int)

@@ -1,0 +1,41 @@
+"""Class-weighted losses: the AI-for-Medicine weighted BCE and balanced cross-entropy."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+IMBALANCE_BAND = (0.4, 0.6)
+
+
+def bce_weights(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-label (w_pos, w_neg) = (neg / total, pos / total) so both classes add equally to the loss."""
+    labels = np.asarray(labels, dtype=np.float64)
+    pos = np.nansum(labels, axis=0) / np.sum(~np.isnan(labels), axis=0)
+    return (1.0 - pos).astype(np.float32), pos.astype(np.float32)
+
+
+def balanced_class_weights(classes: np.ndarray, num_classes: int) -> np.ndarray:
+    """Multi-class weights total / (K * count_k), as scikit-learn's 'balanced'."""
+    counts = np.bincount(classes, minlength=num_classes).astype(np.float64)
+    return (counts.sum() / (num_classes * np.maximum(counts, 1))).astype(np.float32)
+
+
+def is_imbalanced(labels: np.ndarray, task: str) -> bool:
+    """True when a label's positive share (or a class's share) lies outside 40-60% (2 classes) or is far from 1/K."""
+    labels = np.asarray(labels, dtype=np.float64)
+    if task == "multiclass":
+        share = labels.mean(0)
+        return bool(share.max() / max(share.min(), 1e-9) > 1.5)
+    pos = np.nanmean(labels, axis=0)
+    return bool(np.any((pos < IMBALANCE_BAND[0]) | (pos > IMBALANCE_BAND[1])))
+
+
+def weighted_bce_with_logits(logits: torch.Tensor, target: torch.Tensor, w_pos: torch.Tensor, w_neg: torch.Tensor) -> torch.Tensor:
+    """mean over samples and labels of -(w_pos y log p + w_neg (1 - y) log(1 - p)); NaN targets are ignored."""
+    known = ~torch.isnan(target)
+    y = torch.nan_to_num(target)
+    weight = (y * w_pos + (1 - y) * w_neg) * known
+    loss = F.binary_cross_entropy_with_logits(logits, y, weight=weight, reduction="sum")
+    return loss / known.sum().clamp(min=1)

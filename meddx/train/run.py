@@ -1,0 +1,241 @@
+"""`fit(config) -> Run`: records to a trained model in a run folder; `load_run(path)` reloads it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from datetime import datetime
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+
+from meddx.config import RunConfig, load_config, save_config, validate_config
+from meddx.data.images import file_record
+from meddx.data.readers import read_dataset
+from meddx.data.records import SPLITS, DataSet, Record
+from meddx.data.split import assign_splits, enforce_no_leakage
+from meddx.data.tensors import ImageDataset, Preprocess, resolve_preprocess
+from meddx.errors import ConfigError, DataError
+from meddx.models import create_model, min_input_size
+from meddx.train.losses import balanced_class_weights, bce_weights, is_imbalanced
+
+RUN_DIR_ENV = "MEDDX_RUN_DIR"
+
+
+def _is_rank_zero() -> bool:
+    return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+
+
+def _new_run_dir(cfg: RunConfig) -> Path:
+    """runs/<name> (or <data>-<model>-<time>), made unique; DDP workers reuse rank 0's through the environment."""
+    if os.environ.get(RUN_DIR_ENV) and not _is_rank_zero():
+        return Path(os.environ[RUN_DIR_ENV])
+    if cfg.name:
+        name = cfg.name
+    else:
+        data = cfg.data.path if isinstance(cfg.data.path, str) else next(iter(cfg.data.path.values()))
+        name = f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', Path(data).stem)}-{cfg.model.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    base = Path(cfg.output_dir) / name
+    path, k = base, 1
+    while path.exists():
+        path, k = Path(f"{base}-{k}"), k + 1
+    path.mkdir(parents=True)
+    os.environ[RUN_DIR_ENV] = str(path.resolve())
+    return path
+
+
+def prepare_data(cfg: RunConfig) -> tuple[DataSet, dict]:
+    """Read, split and leakage-check the data of a run; returns the data set and the leakage report."""
+    ds = read_dataset(cfg.data)
+    assign_splits(ds, cfg.split)
+    leakage = enforce_no_leakage(ds, cfg.split)
+    return ds, leakage.to_dict()
+
+
+def _loss_weights(cfg: RunConfig, ds: DataSet) -> dict:
+    train_labels = ds.subset("train").labels
+    on = cfg.train.class_weights == "on" or (cfg.train.class_weights == "auto" and is_imbalanced(train_labels, ds.task))
+    if not on:
+        return {}
+    if ds.task == "multiclass":
+        return {"class_weight": balanced_class_weights(train_labels.argmax(1), len(ds.label_names)).tolist()}
+    w_pos, w_neg = bce_weights(train_labels)
+    return {"pos_weight": w_pos.tolist(), "neg_weight": w_neg.tolist()}
+
+
+def fit(config: RunConfig | dict | str | Path) -> Run:
+    """Train one model as the config says; the run folder gets config, split, checkpoints, predictions."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, RichProgressBar
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    from meddx.train.module import Classifier
+
+    cfg = load_config(config) if isinstance(config, (str, Path)) else validate_config(config)
+    pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    ds, leakage = prepare_data(cfg)
+    parts = {s: ds.subset(s).records for s in SPLITS}
+    prep = resolve_preprocess(cfg.data, parts["train"])
+    need = min_input_size(cfg.model.name)
+    if min(prep.image_size) < need:
+        raise ConfigError(f"model '{cfg.model.name}' needs images of at least {need} px; set data.image_size >= {need}")
+    loaders = {}
+    for s in ("train", "val"):
+        loaders[s] = DataLoader(
+            ImageDataset(parts[s], prep), batch_size=cfg.train.batch_size, shuffle=(s == "train"),
+            num_workers=cfg.train.num_workers, drop_last=(s == "train" and len(parts[s]) > cfg.train.batch_size),
+            persistent_workers=cfg.train.num_workers > 0,
+        )
+    run_dir = _new_run_dir(cfg)
+    if _is_rank_zero():
+        (run_dir / "checkpoints").mkdir(exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+        prep.save(run_dir / "preprocess.json")
+        ds.to_frame().to_csv(run_dir / "split.csv", index=False)
+        data_info = {
+            "origin": ds.origin, "task": ds.task, "label_names": ds.label_names, "notes": ds.notes,
+            "patients_known": ds.patients_known, "leakage": leakage,
+            "sizes": {s: {"samples": len(parts[s]), "patients": len({r.patient_id for r in parts[s]})} for s in SPLITS},
+        }
+        (run_dir / "data.json").write_text(json.dumps(data_info, indent=2))
+    module = Classifier(
+        cfg.model.name, prep.channels, len(ds.label_names), ds.task, lr=cfg.train.lr,
+        weight_decay=cfg.train.weight_decay, max_epochs=cfg.train.max_epochs, dropout=cfg.model.dropout,
+        augment=cfg.train.augment.model_dump(), weights=cfg.model.weights, **_loss_weights(cfg, ds),
+    )
+    best = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val_loss", mode="min", save_last=True)
+    callbacks = [best, EarlyStopping(monitor="val_loss", mode="min", patience=cfg.train.patience), LearningRateMonitor("epoch")]
+    if cfg.train.progress_bar:
+        callbacks.append(RichProgressBar(leave=True))
+    strategy = "auto"
+    if cfg.train.devices * cfg.train.num_nodes > 1:
+        from pytorch_lightning.strategies import DDPStrategy
+
+        on_gpu = cfg.train.accelerator in ("gpu", "cuda") or (cfg.train.accelerator == "auto" and torch.cuda.is_available())
+        strategy = DDPStrategy(process_group_backend="nccl" if on_gpu else "gloo")
+    trainer = pl.Trainer(
+        max_epochs=cfg.train.max_epochs, accelerator=cfg.train.accelerator, devices=cfg.train.devices,
+        num_nodes=cfg.train.num_nodes, strategy=strategy, precision=cfg.train.precision, callbacks=callbacks,
+        logger=TensorBoardLogger(save_dir=str(run_dir), name="tb", version=""), deterministic=False,
+        enable_progress_bar=cfg.train.progress_bar, enable_model_summary=False, log_every_n_steps=10,
+        limit_train_batches=cfg.train.limit_train_batches, default_root_dir=str(run_dir),
+    )
+    started = time.perf_counter()
+    trainer.fit(module, loaders["train"], loaders["val"])
+    if not trainer.is_global_zero:
+        return Run(run_dir)
+    state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+    weights = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+    torch.save(weights, run_dir / "model.pt")
+    summary = {
+        "best_epoch": _best_epoch(trainer, best), "epochs_run": trainer.current_epoch,
+        "best_val_loss": float(best.best_model_score), "seconds": round(time.perf_counter() - started, 1),
+        "train_samples_per_second": round(len(parts["train"]) * trainer.current_epoch / (time.perf_counter() - started), 1),
+        "loss_weights": _loss_weights(cfg, ds),
+    }
+    (run_dir / "training.json").write_text(json.dumps(summary, indent=2))
+    run = Run(run_dir)
+    run.write_predictions(ds)
+    return run
+
+
+def _best_epoch(trainer, best) -> int | None:
+    m = re.search(r"epoch=(\d+)", str(best.best_model_path))
+    return int(m.group(1)) if m else trainer.callback_metrics.get("epoch")
+
+
+class Run:
+    """A run folder: its config, preprocessing, model and predictions."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not (self.path / "config.yaml").is_file():
+            raise ConfigError(f"{self.path}: not a meddx run folder (no config.yaml)")
+
+    def __repr__(self) -> str:
+        return f"Run('{self.path}')"
+
+    @cached_property
+    def config(self) -> RunConfig:
+        return load_config(self.path / "config.yaml")
+
+    @cached_property
+    def preprocess(self) -> Preprocess:
+        return Preprocess.load(self.path / "preprocess.json")
+
+    @cached_property
+    def data_info(self) -> dict:
+        return json.loads((self.path / "data.json").read_text())
+
+    @property
+    def label_names(self) -> list[str]:
+        return self.data_info["label_names"]
+
+    @property
+    def task(self) -> str:
+        return self.data_info["task"]
+
+    @cached_property
+    def model(self) -> torch.nn.Module:
+        """The best model, rebuilt from the config and loaded without pickle execution."""
+        weights = self.path / "model.pt"
+        if not weights.is_file():
+            raise ConfigError(f"{self.path}: no model.pt; the run did not finish training")
+        model = create_model(self.config.model.name, self.preprocess.channels, len(self.label_names), dropout=self.config.model.dropout)
+        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        return model.eval()
+
+    def predict_proba(self, records: list[Record], batch_size: int = 256) -> np.ndarray:
+        """(N, L) probabilities for records (or file paths)."""
+        from meddx.train.module import probabilities
+
+        records = [r if isinstance(r, Record) else file_record(r) for r in records]
+        data = ImageDataset(records, self.preprocess, preload=False) if records else []
+        out = []
+        with torch.inference_mode():
+            for x, _ in DataLoader(data, batch_size=batch_size, collate_fn=_stack_images):
+                out.append(probabilities(self.model(x), self.task).double().numpy())
+        return np.concatenate(out) if out else np.zeros((0, len(self.label_names)))
+
+    def predict(self, inputs: list[str | Path | Record]) -> pd.DataFrame:
+        """One row per input: id and a probability column per label."""
+        records = [r if isinstance(r, Record) else file_record(r) for r in inputs]
+        probs = self.predict_proba(records)
+        df = pd.DataFrame({"id": [r.id for r in records]})
+        for j, name in enumerate(self.label_names):
+            df[f"p_{name}"] = probs[:, j]
+        return df
+
+    def write_predictions(self, ds: DataSet) -> None:
+        """predictions/<split>.csv for val and test: id, patient_id, true labels, probabilities."""
+        (self.path / "predictions").mkdir(exist_ok=True)
+        for split in ("val", "test"):
+            part = ds.subset(split).records
+            if not part:
+                continue
+            df = self.predict(part)
+            df.insert(1, "patient_id", [r.patient_id for r in part])
+            for j, name in enumerate(self.label_names):
+                df.insert(2 + j, name, [float(r.labels[j]) for r in part])
+            df.to_csv(self.path / "predictions" / f"{split}.csv", index=False, float_format="%.9g")
+
+    def predictions(self, split: str = "test") -> pd.DataFrame:
+        p = self.path / "predictions" / f"{split}.csv"
+        if not p.is_file():
+            raise DataError(f"{self.path}: no predictions for split '{split}'")
+        return pd.read_csv(p, dtype={"id": str, "patient_id": str})
+
+
+def _stack_images(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, None]:
+    return torch.stack([x for x, _ in batch]), None
+
+
+def load_run(path: str | Path) -> Run:
+    """Open a run folder written by `fit`."""
+    return Run(path)
