@@ -162,6 +162,7 @@ def explore(
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Take the data section of a run config.")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Folder for explore.json and explore.md.")] = None,
     no_images: Annotated[bool, typer.Option("--no-images", help="Skip opening files (sizes, hashes).")] = False,
+    set_: SetOpt = None,
 ) -> None:
     """Summarise a data set: rows, patients, labels, missing/unreadable files, sizes, duplicates."""
     from rich.console import Console
@@ -171,7 +172,8 @@ def explore(
     from meddx.config import load_config
     from meddx.data.explore import to_markdown, write_explore
 
-    cfg = load_config(config, _data_overrides(data, root, fmt, patient_column, patient_regex, label_column, label_columns, None))
+    overrides = _data_overrides(data, root, fmt, patient_column, patient_regex, label_column, label_columns, None)
+    cfg = load_config(config, {**overrides, **_set_overrides(set_)})
     summary = api_explore(cfg.data, read_images=not no_images)
     console = Console()
     table = Table(title=f"{summary['origin']}: {summary['rows']} rows, {summary['patients']} patients, {summary['task']}")
@@ -191,12 +193,14 @@ def check_leakage(
     data: DataOpt = None, root: RootOpt = None, fmt: FormatOpt = None, patient_column: PatientColOpt = None,
     patient_regex: PatientRegexOpt = None, label_column: LabelColOpt = None, label_columns: LabelColsOpt = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Take data and split of a run config.")] = None,
+    set_: SetOpt = None,
 ) -> None:
     """Split as training would and fail (exit 1) when a patient or image sits on two sides."""
     from meddx.api import leakage
     from meddx.config import load_config
 
-    cfg = load_config(config, _data_overrides(data, root, fmt, patient_column, patient_regex, label_column, label_columns, None))
+    overrides = _data_overrides(data, root, fmt, patient_column, patient_regex, label_column, label_columns, None)
+    cfg = load_config(config, {**overrides, **_set_overrides(set_)})
     report = leakage(cfg.data, cfg.split)
     typer.echo(report.summary())
     raise typer.Exit(0 if report.ok else 1)

@@ -99,6 +99,7 @@ class LeakageReport:
     duplicate_images: list[list[tuple[str, str]]] = field(default_factory=list)
     unhashed: int = 0
     patients_known: bool = True
+    actions: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -110,7 +111,8 @@ class LeakageReport:
             msg = "no leakage: no patient, sample id or identical image on two sides of the split"
             if not self.patients_known:
                 msg += " (patient ids unknown: each image counted as its own patient)"
-            return msg + (f"; {self.unhashed} missing file(s) not hashed" if self.unhashed else "")
+            msg += f"; {self.unhashed} missing file(s) not hashed" if self.unhashed else ""
+            return "\n".join([msg, *self.actions])
         lines = []
         if self.shared_patients:
             lines.append(f"{len(self.shared_patients)} patient(s) on two sides of the split:")
@@ -131,6 +133,7 @@ class LeakageReport:
             "duplicate_images": [[{"id": i, "split": s} for i, s in g] for g in self.duplicate_images],
             "unhashed_files": self.unhashed,
             "patients_known": self.patients_known,
+            "actions": self.actions,
         }
 
 
@@ -173,7 +176,12 @@ def enforce_no_leakage(ds: DataSet, cfg: SplitConfig | None = None) -> LeakageRe
         if cfg.on_duplicate_images == "drop_from_train":
             drop = {i for g in report.duplicate_images for i, s in g if s == "train"}
             ds.records = [r for r in ds.records if not (r.split == "train" and r.id in drop)]
-            ds.notes.append(f"dropped {len(drop)} train image(s) identical to val/test images: {sorted(drop)[:20]}")
+            action = f"dropped {len(drop)} train image(s) identical to val/test images: {sorted(drop)[:20]}"
+            report = check_leakage(ds)
+            report.actions.append(action)
+            if not report.ok:
+                raise LeakageError("leakage between val and test remains:\n" + report.summary())
         else:
-            ds.notes.append(f"warning: {len(report.duplicate_images)} identical image(s) on two sides of the split")
+            report.actions.append(f"warning: {len(report.duplicate_images)} identical image(s) left on two sides (on_duplicate_images=warn)")
+        ds.notes.extend(report.actions)
     return report

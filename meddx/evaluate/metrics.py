@@ -89,7 +89,9 @@ def render_markdown(run: Run, metrics: dict) -> str:
         "", "## Data and splits", "", "| split | samples | patients |", "|---|---|---|",
     ]
     lines += [f"| {s} | {v['samples']} | {v['patients']} |" for s, v in info["sizes"].items()]
-    lines += ["", "Leakage check: " + ("passed" if info["leakage"]["ok"] else "FOUND LEAKAGE (see data.json)"), ""]
+    leak = info["leakage"]
+    lines += ["", "Leakage check: " + ("passed" if leak["ok"] else "FOUND LEAKAGE (see data.json)")
+              + (" after: " + "; ".join(leak["actions"]) if leak.get("actions") else ""), ""]
     lines += [f"- {n}" for n in info.get("notes", [])]
     for split, block in metrics["splits"].items():
         lines += [

@@ -75,6 +75,7 @@ def fit(config: RunConfig | dict | str | Path) -> Run:
     from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, RichProgressBar
     from pytorch_lightning.loggers import TensorBoardLogger
 
+    from meddx.train.callbacks import History
     from meddx.train.module import Classifier
 
     cfg = load_config(config) if isinstance(config, (str, Path)) else validate_config(config)
@@ -109,8 +110,9 @@ def fit(config: RunConfig | dict | str | Path) -> Run:
         weight_decay=cfg.train.weight_decay, max_epochs=cfg.train.max_epochs, dropout=cfg.model.dropout,
         augment=cfg.train.augment.model_dump(), weights=cfg.model.weights, **_loss_weights(cfg, ds),
     )
+    history = History()
     best = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val_loss", mode="min", save_last=True)
-    callbacks = [best, EarlyStopping(monitor="val_loss", mode="min", patience=cfg.train.patience), LearningRateMonitor("epoch")]
+    callbacks = [best, history, EarlyStopping(monitor="val_loss", mode="min", patience=cfg.train.patience), LearningRateMonitor("epoch")]
     if cfg.train.progress_bar:
         callbacks.append(RichProgressBar(leave=True))
     strategy = "auto"
@@ -126,18 +128,19 @@ def fit(config: RunConfig | dict | str | Path) -> Run:
         enable_progress_bar=cfg.train.progress_bar, enable_model_summary=False, log_every_n_steps=10,
         limit_train_batches=cfg.train.limit_train_batches, default_root_dir=str(run_dir),
     )
+    initial_val_loss = _mean_loss(module, loaders["val"])
     started = time.perf_counter()
     trainer.fit(module, loaders["train"], loaders["val"])
     if not trainer.is_global_zero:
         return Run(run_dir)
-    state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
-    weights = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+    checkpoint = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
+    weights = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
     torch.save(weights, run_dir / "model.pt")
     summary = {
-        "best_epoch": _best_epoch(trainer, best), "epochs_run": trainer.current_epoch,
+        "best_epoch": int(checkpoint["epoch"]) + 1, "epochs_run": trainer.current_epoch,
         "best_val_loss": float(best.best_model_score), "seconds": round(time.perf_counter() - started, 1),
         "train_samples_per_second": round(len(parts["train"]) * trainer.current_epoch / (time.perf_counter() - started), 1),
-        "loss_weights": _loss_weights(cfg, ds),
+        "initial_val_loss": initial_val_loss, "loss_weights": _loss_weights(cfg, ds), "history": history.epochs,
     }
     (run_dir / "training.json").write_text(json.dumps(summary, indent=2))
     run = Run(run_dir)
@@ -145,9 +148,16 @@ def fit(config: RunConfig | dict | str | Path) -> Run:
     return run
 
 
-def _best_epoch(trainer, best) -> int | None:
-    m = re.search(r"epoch=(\d+)", str(best.best_model_path))
-    return int(m.group(1)) if m else trainer.callback_metrics.get("epoch")
+def _mean_loss(module, loader: DataLoader) -> float:
+    """The module's loss over a loader, in eval mode (the untrained model's val loss, for comparison)."""
+    module.eval()
+    total, n = 0.0, 0
+    with torch.inference_mode():
+        for x, y in loader:
+            total += float(module.loss(module(x), y)) * len(x)
+            n += len(x)
+    module.train()
+    return total / max(n, 1)
 
 
 class Run:

@@ -1,0 +1,174 @@
+"""Every reader on the real files of the shared data folder, plus small files the tests write."""
+
+from __future__ import annotations
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+
+from conftest import need
+from meddx.config import DataConfig
+from meddx.data import read_csv_manifest, read_dataset, read_folder, read_medmnist
+from meddx.data.images import file_record, load_image
+from meddx.data.readers import load_pneumoniamnist
+from meddx.data.records import Record
+from meddx.errors import DataError
+
+NIH_LABELS = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Effusion", "Emphysema", "Fibrosis", "Hernia",
+              "Infiltration", "Mass", "Nodule", "Pleural_Thickening", "Pneumonia", "Pneumothorax"]
+
+
+def test_bundled_pneumoniamnist_keeps_official_splits():
+    ds = load_pneumoniamnist()
+    sizes = {s: len(ds.subset(s)) for s in ("train", "val", "test")}
+    assert sizes == {"train": 4690, "val": 524, "test": 624}
+    assert ds.task == "binary" and ds.label_names == ["pneumonia"]
+    test = ds.subset("test").labels[:, 0]
+    assert (int(test.sum()), int((test == 0).sum())) == (390, 234)
+    assert load_image(ds.records[0]).shape == (1, 28, 28)
+
+
+def test_nih_csvs_multilabel_by_column_name(data_dir):
+    folder = need(data_dir, "nih_chestxray14_course_small")
+    files = {s: str(folder / f) for s, f in [("train", "train-small.csv"), ("valid", "valid-small.csv"), ("test", "test.csv")]}
+    ds = read_csv_manifest(files, root=folder / "images-small", patient_column="PatientId", check_files=False)
+    assert ds.task == "multilabel" and sorted(ds.label_names) == sorted(NIH_LABELS)
+    assert {s: len(ds.subset(s)) for s in ("train", "val", "test")} == {"train": 1000, "val": 109, "test": 420}
+    train = ds.subset("train").labels
+    counts = dict(zip(ds.label_names, train.sum(0).astype(int)))
+    assert counts["Effusion"] == 128 and counts["Hernia"] == 2 and counts["Infiltration"] == 175
+    # test.csv orders its columns differently: the values must follow the names, not the positions.
+    import pandas as pd
+
+    raw = pd.read_csv(folder / "test.csv")
+    first = ds.subset("test").records[0]
+    for j, name in enumerate(ds.label_names):
+        assert first.labels[j] == raw.loc[0, name]
+    assert first.patient_id == str(raw.loc[0, "PatientId"])
+
+
+def test_csv_of_class_names_and_check_files(data_dir, tmp_path):
+    folder = need(data_dir, "nih_chestxray14_course_small/images-small")
+    names = sorted(p.name for p in folder.glob("*.png"))
+    csv = tmp_path / "m.csv"
+    csv.write_text("path,patient,finding\n" + "".join(f"{n},{n[:8]},{'sick' if i % 2 else 'well'}\n" for i, n in enumerate(names)))
+    ds = read_csv_manifest(csv, root=folder, image_column="path", patient_column="patient", label_column="finding")
+    assert ds.task == "binary" and ds.label_names == ["well"]  # last class in sorted order is positive
+    ds = read_csv_manifest(csv, root=folder, image_column="path", patient_column="patient", label_column="finding",
+                           positive_class="sick")
+    assert ds.label_names == ["sick"] and [r.labels[0] for r in ds.records] == [0, 1, 0, 1, 0, 1]
+    img = load_image(ds.records[0])
+    assert img.shape == (1, 1024, 1024) and 0 <= img.min() and img.max() <= 1
+
+
+def test_folder_kermany_patient_regex(data_dir):
+    folder = need(data_dir, "chest_xray_pneumonia_224")
+    ds = read_folder(folder, patient_regex=r"(person\d+|(?:NORMAL2-)?IM-\d+)")
+    assert len(ds) == 5216 and ds.task == "binary" and ds.label_names == ["PNEUMONIA"]
+    assert int(ds.labels.sum()) == 3875
+    assert {r.split for r in ds.records} == {"train"}
+    bacteria = next(r for r in ds.records if "person1000_bacteria_2931" in r.id)
+    virus = next(r for r in ds.records if "person1000_virus_1681" in r.id)
+    assert bacteria.patient_id == virus.patient_id == "person1000"
+    assert ds.patients_known and len({r.patient_id for r in ds.records}) < len(ds)
+    assert load_image(bacteria).shape == (3, 224, 224)
+    assert load_image(bacteria, channels=1).shape == (1, 224, 224)
+    with pytest.raises(DataError, match="does not match .* file name"):
+        read_folder(folder, patient_regex=r"person\d+")
+
+
+def test_folder_datscan_and_nih64_official_splits(data_dir):
+    dat = read_folder(need(data_dir, "datscan_spect_ppmi_2d"))
+    assert len(dat) == 1097 and dat.label_names == ["PD"] and int(dat.labels.sum()) == 745
+    img = load_image(dat.records[0])
+    assert img.shape == (1, 109, 91) and img.max() < 0.5  # low counts, not stretched: per-image normalisation needed
+    nih = read_folder(need(data_dir, "nih_chestxray14_64px_binary"), patient_regex=r"^(\d{8})_")
+    assert {s: len(nih.subset(s)) for s in ("train", "val")} == {"train": 600, "val": 200}
+    assert nih.label_names == ["1_abnormal"]
+    rgba = next(r for r in nih.records if r.id.endswith("00000059_001.png"))
+    assert Image.open(rgba.source).mode == "RGBA"
+    assert load_image(rgba).shape == (3, 64, 64)  # alpha dropped
+    assert load_image(rgba, channels=1).shape == (1, 64, 64)
+
+
+def test_medmnist_2d_and_3d_with_views(data_dir):
+    breast = read_medmnist(need(data_dir, "medmnist/breastmnist.npz"))  # labels stored flat, (N,)
+    assert {s: len(breast.subset(s)) for s in ("train", "val", "test")} == {"train": 546, "val": 78, "test": 156}
+    adrenal = read_medmnist(need(data_dir, "medmnist/adrenalmnist3d.npz"))
+    rec = adrenal.records[0]
+    with pytest.raises(DataError, match="views"):
+        load_image(rec)
+    img = load_image(rec, views=[0, 14, -1])
+    vol = np.load(data_dir / "medmnist/adrenalmnist3d.npz")["train_images"][0] / 255.0
+    assert img.shape == (3, 28, 28)
+    np.testing.assert_allclose(img[1], vol[14], atol=1e-6)
+    np.testing.assert_allclose(img[2], vol[27], atol=1e-6)
+    side = load_image(rec, views=[5], view_axis=2)
+    np.testing.assert_allclose(side[0], vol[:, :, 5], atol=1e-6)
+    with pytest.raises(DataError, match=r"views \[28\] out of range"):
+        load_image(rec, views=[28])
+
+
+def test_projection_stack_views_written_array(tmp_path):
+    stack = np.random.default_rng(0).integers(0, 500, size=(120, 16, 16)).astype(np.int16)
+    path = tmp_path / "datscan_projections.npy"
+    np.save(path, stack)
+    img = load_image(file_record(path), views=[0, 60])
+    assert img.shape == (2, 16, 16)
+    np.testing.assert_array_equal(img[1], stack[60].astype(np.float32))
+    npz = tmp_path / "one.npz"
+    np.savez(npz, volume=stack)
+    assert load_image(Record("a", "a", str(npz), np.zeros(1)), views=[119]).shape == (1, 16, 16)
+    with pytest.raises(DataError, match=r"out of range for a stack of 120"):
+        load_image(file_record(path), views=[0, 120])
+
+
+def test_png_8_and_16_bit_gray_rgb_jpeg(tmp_path, data_dir):
+    src = np.asarray(Image.open(need(data_dir, "datscan_spect_ppmi_2d/train/HC/case0.png")))
+    Image.fromarray((src.astype(np.uint16) * 1000)).save(tmp_path / "g16.png")
+    back = np.asarray(Image.open(tmp_path / "g16.png"))
+    assert back.dtype in (np.uint16, np.int32)
+    img16 = load_image(file_record(tmp_path / "g16.png"))
+    np.testing.assert_allclose(img16[0], src.astype(np.float64) * 1000 / 65535.0, atol=1e-6)
+    Image.fromarray(src).convert("RGB").save(tmp_path / "rgb.png")
+    assert load_image(file_record(tmp_path / "rgb.png")).shape == (3, 109, 91)
+    Image.fromarray(src).save(tmp_path / "g.jpg", quality=95)
+    assert load_image(file_record(tmp_path / "g.jpg")).shape == (1, 109, 91)
+
+
+@pytest.mark.parametrize("name", ["693_UNCR.dcm", "CT_small.dcm", "JPEG2000_UNC.dcm", "MR2_UNCR.dcm", "MR_small.dcm",
+                                  "RG1_UNCR.dcm", "US1_UNCR.dcm", "emri_small.dcm"])
+def test_every_real_dicom(data_dir, name):
+    path = need(data_dir, f"dicom/{name}")
+    ds = pydicom.dcmread(path)
+    rec = file_record(path)
+    if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1:
+        img = load_image(rec, views=[0, 9])
+        assert img.shape == (2, 64, 64)
+    else:
+        img = load_image(rec)
+        assert img.shape[1:] == ds.pixel_array.shape[:2]
+        assert img.shape[0] == (3 if ds.SamplesPerPixel == 3 else 1)
+    assert np.isfinite(img).all() and img.min() >= 0 and img.max() <= 1 and img.std() > 0
+
+
+def test_dicom_rescale_window_and_monochrome1(data_dir):
+    ct = pydicom.dcmread(need(data_dir, "dicom/693_UNCR.dcm"))
+    hu = ct.pixel_array.astype(np.float64) * float(ct.RescaleSlope) + float(ct.RescaleIntercept)
+    img = load_image(file_record(data_dir / "dicom/693_UNCR.dcm"))[0]  # file's window 40/100 (brain)
+    expected = np.clip((hu - (40 - 50)) / 100, 0, 1)
+    np.testing.assert_allclose(img, expected, atol=1e-5)
+    wide = load_image(file_record(data_dir / "dicom/693_UNCR.dcm"), dicom_window=(300.0, 2000.0))[0]
+    np.testing.assert_allclose(wide, np.clip((hu - (300 - 1000)) / 2000, 0, 1), atol=1e-5)
+    cr = pydicom.dcmread(data_dir / "dicom/RG1_UNCR.dcm")
+    raw = cr.pixel_array.astype(np.float64)
+    img = load_image(file_record(data_dir / "dicom/RG1_UNCR.dcm"))[0]
+    expected = 1 - np.clip((raw - (15000 - 15000)) / 30000, 0, 1)  # MONOCHROME1: high values are dark
+    np.testing.assert_allclose(img, expected, atol=1e-5)
+
+
+def test_read_dataset_dispatch(data_dir):
+    assert read_dataset(DataConfig(path="pneumoniamnist")).origin == "bundled:pneumoniamnist"
+    assert read_dataset(DataConfig(path=str(need(data_dir, "medmnist/breastmnist.npz")))).task == "binary"
+    assert len(read_dataset(DataConfig(path=str(data_dir / "datscan_spect_ppmi_2d")))) == 1097

@@ -1,0 +1,99 @@
+"""Splits by patient, stratified over labels, and the leakage check on real data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import need, run_cli
+from meddx.config import SplitConfig
+from meddx.data import assign_splits, check_leakage, enforce_no_leakage, read_csv_manifest, read_folder
+from meddx.data.readers import load_pneumoniamnist
+from meddx.errors import LeakageError
+
+KERMANY_REGEX = r"(person\d+|(?:NORMAL2-)?IM-\d+)"
+
+
+def _nih(data_dir, splits=("train", "valid", "test")):
+    folder = need(data_dir, "nih_chestxray14_course_small")
+    files = {"train": "train-small.csv", "valid": "valid-small.csv", "test": "test.csv"}
+    return read_csv_manifest({s: str(folder / files[s]) for s in splits}, patient_column="PatientId", check_files=False)
+
+
+def test_kermany_split_by_patient_stratified(data_dir):
+    ds = read_folder(need(data_dir, "chest_xray_pneumonia_224"), patient_regex=KERMANY_REGEX)
+    assign_splits(ds, SplitConfig(seed=3))
+    sides = {}
+    for r in ds.records:
+        sides.setdefault(r.patient_id, set()).add(r.split)
+    assert all(len(s) == 1 for s in sides.values()), "a patient sits on two sides"
+    n = {s: len(ds.subset(s)) for s in ("train", "val", "test")}
+    assert abs(n["train"] / len(ds) - 0.8) < 0.03 and abs(n["test"] / len(ds) - 0.1) < 0.02
+    prevalence = ds.labels.mean()
+    for s in ("train", "val", "test"):
+        assert abs(ds.subset(s).labels.mean() - prevalence) < 0.03
+    assert check_leakage(ds, images=False).ok
+    again = read_folder(data_dir / "chest_xray_pneumonia_224", patient_regex=KERMANY_REGEX)
+    assign_splits(again, SplitConfig(seed=3))
+    assert [r.split for r in again.records] == [r.split for r in ds.records]  # the seed fixes the split
+
+
+def test_multilabel_iterative_stratification(data_dir):
+    ds = _nih(data_dir, splits=("train",))
+    assign_splits(ds, SplitConfig(ratios=(0.6, 0.2, 0.2), seed=0))
+    full = ds.labels.sum(0)
+    for s in ("val", "test"):
+        part = ds.subset(s).labels.sum(0)
+        common = full >= 30  # labels with enough positives to stratify meaningfully
+        np.testing.assert_allclose(part[common] / full[common], 0.2, atol=0.07)
+    assert check_leakage(ds, images=False).ok
+
+
+def test_nih_train_valid_share_exactly_11_patients(data_dir):
+    ds = _nih(data_dir)
+    import pandas as pd
+
+    folder = data_dir / "nih_chestxray14_course_small"
+    tr = set(pd.read_csv(folder / "train-small.csv")["PatientId"].astype(str))
+    va = set(pd.read_csv(folder / "valid-small.csv")["PatientId"].astype(str))
+    te = set(pd.read_csv(folder / "test.csv")["PatientId"].astype(str))
+    assign_splits(ds)
+    report = check_leakage(ds, images=False)
+    assert not report.ok
+    expected = (tr & va) | (tr & te) | (va & te)
+    assert set(report.shared_patients) == expected
+    train_valid = {p for p, s in report.shared_patients.items() if s[:2] == ["train", "val"]}
+    assert train_valid == tr & va and len(train_valid) == 11
+    with pytest.raises(LeakageError, match="11 patient|patient"):
+        enforce_no_leakage(ds)
+
+
+def test_cli_check_leakage_names_patients(data_dir):
+    folder = need(data_dir, "nih_chestxray14_course_small")
+    proc = run_cli("check-leakage", "--data", f"train={folder / 'train-small.csv'}", "--data",
+                   f"valid={folder / 'valid-small.csv'}", "--patient-column", "PatientId", "--set", "data.format=csv")
+    assert proc.returncode == 1
+    assert "11 patient(s) on two sides" in proc.stdout and "train + val" in proc.stdout
+
+
+def test_bundled_duplicates_found_and_dropped():
+    ds = load_pneumoniamnist()
+    assign_splits(ds)
+    report = check_leakage(ds)
+    dup_train = {i for g in report.duplicate_images for i, s in g if s == "train"}
+    assert len(dup_train) == 8 and not report.shared_patients
+    with pytest.raises(LeakageError, match="identical image"):
+        enforce_no_leakage(ds, SplitConfig())
+    final = enforce_no_leakage(ds, SplitConfig(on_duplicate_images="drop_from_train"))
+    assert final.ok and len(ds.subset("train")) == 4690 - 8
+    assert not dup_train & {r.id for r in ds.records}
+
+
+def test_official_val_kept_and_test_carved_by_patient(data_dir):
+    ds = read_folder(need(data_dir, "nih_chestxray14_64px_binary"), patient_regex=r"^(\d{8})_")
+    val_before = {r.id for r in ds.records if r.split == "val"}
+    assign_splits(ds, SplitConfig())
+    assert {r.id for r in ds.subset("val").records} == val_before
+    assert len(ds.subset("test")) > 0
+    train_pat = {r.patient_id for r in ds.subset("train").records}
+    assert not train_pat & {r.patient_id for r in ds.subset("test").records}

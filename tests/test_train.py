@@ -1,0 +1,120 @@
+"""Training on real data: loss goes down, the run folder reloads to identical predictions, every task kind, DDP."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import meddx
+from conftest import need, run_cli
+from meddx.train.losses import bce_weights, weighted_bce_with_logits
+
+FAST = {"train": {"max_epochs": 3, "batch_size": 64, "progress_bar": False}}
+
+
+@pytest.fixture(scope="module")
+def datscan_run(data_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    cfg = {
+        "name": "datscan", "output_dir": str(out),
+        "data": {"path": str(need(data_dir, "datscan_spect_ppmi_2d")), "image_size": 48, "normalize": "sample"},
+        "train": {**FAST["train"], "max_epochs": 4, "lr": 3e-3},
+    }
+    return meddx.train(cfg)
+
+
+def test_weights_match_the_formula():
+    y = np.array([[1, 0], [0, 0], [1, 1], [1, 0]], dtype=np.float32)
+    w_pos, w_neg = bce_weights(y)
+    np.testing.assert_allclose(w_pos, [1 / 4, 3 / 4])  # w+ = negatives / total
+    np.testing.assert_allclose(w_neg, [3 / 4, 1 / 4])  # w- = positives / total
+    logits = torch.tensor([[0.3, -1.0], [2.0, 0.5], [-0.7, 1.5], [0.1, -2.0]])
+    p = torch.sigmoid(logits).double().numpy()
+    manual = -(w_pos * y * np.log(p) + w_neg * (1 - y) * np.log(1 - p)).mean()
+    got = weighted_bce_with_logits(logits, torch.from_numpy(y), torch.from_numpy(w_pos), torch.from_numpy(w_neg))
+    assert got.item() == pytest.approx(manual, rel=1e-6)
+    # both classes contribute equally to the loss in total (the point of the weighting)
+    assert np.allclose(w_pos * y.sum(0), w_neg * (1 - y).sum(0))
+
+
+def test_training_lowers_val_loss_and_writes_the_run_folder(datscan_run):
+    path = datscan_run.path
+    for f in ("config.yaml", "preprocess.json", "split.csv", "data.json", "training.json", "model.pt", "metrics.json",
+              "report.md", "checkpoints/best.ckpt", "checkpoints/last.ckpt", "predictions/test.csv", "predictions/val.csv"):
+        assert (path / f).is_file(), f
+    assert list((path / "tb").glob("events.out.tfevents.*"))
+    training = json.loads((path / "training.json").read_text())
+    assert training["best_val_loss"] < training["initial_val_loss"] * 0.9
+    assert training["loss_weights"]["pos_weight"][0] == pytest.approx(352 / 1097, abs=0.02)  # HC share, w+ = neg/total
+    metrics = json.loads((path / "metrics.json").read_text())
+    test = metrics["splits"]["test"]
+    assert test["model"]["per_label"]["PD"]["roc_auc"]["value"] > 0.75
+    assert test["baselines"]["prior"]["per_label"]["PD"]["roc_auc"]["value"] == 0.5
+    split = pd.read_csv(path / "split.csv")
+    assert len(split) == 1097 and set(split["split"]) == {"train", "val", "test"}
+
+
+def test_reload_gives_identical_predictions(datscan_run, data_dir):
+    run = meddx.load_run(datscan_run.path)
+    saved = run.predictions("test")
+    files = [str(data_dir / "datscan_spect_ppmi_2d" / i) for i in saved["id"]]
+    again = run.predict(files)
+    np.testing.assert_allclose(again["p_PD"].to_numpy(), saved["p_PD"].to_numpy(), atol=1e-6)
+    cfg = meddx.load_config(datscan_run.path / "config.yaml")
+    assert cfg.data.image_size == 48 and cfg.train.max_epochs == 4
+    proc = run_cli("predict", str(datscan_run.path), files[0], files[1], "-o", str(datscan_run.path / "cli.csv"))
+    assert proc.returncode == 0, proc.stderr
+    cli = pd.read_csv(datscan_run.path / "cli.csv")
+    np.testing.assert_allclose(cli["p_PD"].to_numpy(), saved["p_PD"].to_numpy()[:2], atol=1e-6)
+
+
+def _kermany_manifest(data_dir, tmp_path, n_per_class=120) -> str:
+    folder = need(data_dir, "chest_xray_pneumonia_224/train")
+    rows = []
+    for cls in ("NORMAL", "PNEUMONIA"):
+        for f in sorted((folder / cls).iterdir())[: n_per_class * (2 if cls == "PNEUMONIA" else 1)]:
+            kind = "virus" if "virus" in f.name else "bacteria" if "bacteria" in f.name else "normal"
+            patient = f.name.split("_")[0] if cls == "PNEUMONIA" else "-".join(f.name.split("-")[:-1])
+            rows.append({"path": f"{cls}/{f.name}", "patient": patient, "kind": kind,
+                         "pneumonia": int(kind != "normal"), "bacteria": int(kind == "bacteria"), "virus": int(kind == "virus")})
+    csv = tmp_path / "kermany.csv"
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    return str(csv)
+
+
+@pytest.mark.parametrize("task", ["multilabel", "multiclass"])
+def test_multilabel_and_multiclass_heads_on_real_xrays(data_dir, tmp_path, task):
+    csv = _kermany_manifest(data_dir, tmp_path)
+    data = {"path": csv, "root": str(data_dir / "chest_xray_pneumonia_224/train"), "image_column": "path",
+            "patient_column": "patient", "image_size": 32, "channels": 1}
+    data.update({"label_columns": ["pneumonia", "bacteria", "virus"]} if task == "multilabel" else {"label_column": "kind"})
+    run = meddx.train({"output_dir": str(tmp_path), "data": data, "train": {**FAST["train"], "max_epochs": 2}})
+    metrics = json.loads((run.path / "metrics.json").read_text())
+    assert metrics["task"] == task
+    expected = ["pneumonia", "bacteria", "virus"] if task == "multilabel" else ["bacteria", "normal", "virus"]
+    assert metrics["labels"] == expected
+    probs = run.predictions("test")[[f"p_{n}" for n in expected]].to_numpy()
+    if task == "multiclass":
+        np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+    training = json.loads((run.path / "training.json").read_text())
+    key = "class_weight" if task == "multiclass" else "pos_weight"
+    assert len(training["loss_weights"][key]) == 3
+
+
+def test_ddp_two_processes_gloo(data_dir, tmp_path):
+    npz = need(data_dir, "medmnist/breastmnist.npz")
+    proc = run_cli("train", "--data", str(npz), "--devices", "2", "--accelerator", "cpu", "--epochs", "2",
+                   "--output-dir", str(tmp_path), "--name", "ddp", "--set", "train.progress_bar=false",
+                   "--set", "train.batch_size=64", timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp"]  # only rank 0 made a run folder
+    run = meddx.load_run(tmp_path / "ddp")
+    training = json.loads((run.path / "training.json").read_text())
+    assert training["epochs_run"] == 2 and len(training["history"]) == 2
+    assert "GLOBAL_RANK: 1" in proc.stderr + proc.stdout or "MEMBER: 2/2" in proc.stderr + proc.stdout
+    metrics = json.loads((run.path / "metrics.json").read_text())
+    assert metrics["splits"]["test"]["n_samples"] == 156
