@@ -9,17 +9,20 @@ from meddx.data.explore import explore as _explore
 from meddx.data.readers import read_dataset
 from meddx.data.split import LeakageReport, assign_splits, check_leakage
 from meddx.evaluate.metrics import evaluate_run
-from meddx.train.run import Run, fit, load_run
+from meddx.train.run import Run, fit, is_rank_zero, load_run
 
 
-def train(config: RunConfig | dict | str | Path | None = None, **overrides) -> Run:
-    """Train and evaluate one run; `config` is a RunConfig, a dict or a YAML path; overrides are dotted keys."""
+def train(config: RunConfig | dict | str | Path | None = None, **overrides) -> Run | None:
+    """Train and evaluate one run; `config` is a RunConfig, a dict or a YAML path; overrides use __ for dots.
+
+    Returns None only in the worker processes of a distributed run.
+    """
     if config is None or isinstance(config, (str, Path)):
         cfg = load_config(config, {k.replace("__", "."): v for k, v in overrides.items()})
     else:
         cfg = validate_config(config)
     run = fit(cfg)
-    if (run.path / "model.pt").is_file():
+    if run is not None and is_rank_zero():
         evaluate_run(run)
     return run
 

@@ -91,10 +91,11 @@ def _print_summary(run) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    metrics_path = run.path / "metrics.json"
-    if not metrics_path.is_file():
+    from meddx.train.run import is_rank_zero
+
+    if run is None or not is_rank_zero() or not (run.path / "metrics.json").is_file():
         return
-    metrics = json.loads(metrics_path.read_text())
+    metrics = json.loads((run.path / "metrics.json").read_text())
     split = "test" if "test" in metrics["splits"] else next(iter(metrics["splits"]), None)
     console = Console()
     if split:

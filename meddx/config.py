@@ -82,7 +82,7 @@ class TrainConfig(_Section):
     batch_size: int = Field(128, ge=1)
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
-    patience: int = Field(5, ge=1, description="Early stopping on validation loss.")
+    patience: int = Field(8, ge=1, description="Early stopping on validation loss (epochs without improvement).")
     class_weights: Literal["auto", "on", "off"] = "auto"
     augment: AugmentConfig = AugmentConfig()
     seed: int = 0

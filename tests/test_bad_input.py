@@ -32,9 +32,10 @@ def _train(csv, *extra):
 def _assert_clean_error(proc, *needles):
     assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    assert proc.stderr.startswith("meddx: error:"), proc.stderr[-2000:]
+    assert "meddx: error:" in proc.stderr, proc.stderr[-2000:]
+    message = proc.stderr[proc.stderr.index("meddx: error:"):]
     for n in needles:
-        assert n in proc.stderr, (n, proc.stderr)
+        assert n in message, (n, message)
 
 
 def _csv(scans, text):

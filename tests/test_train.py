@@ -92,7 +92,8 @@ def test_multilabel_and_multiclass_heads_on_real_xrays(data_dir, tmp_path, task)
     data = {"path": csv, "root": str(data_dir / "chest_xray_pneumonia_224/train"), "image_column": "path",
             "patient_column": "patient", "image_size": 32, "channels": 1}
     data.update({"label_columns": ["pneumonia", "bacteria", "virus"]} if task == "multilabel" else {"label_column": "kind"})
-    run = meddx.train({"output_dir": str(tmp_path), "data": data, "train": {**FAST["train"], "max_epochs": 2}})
+    run = meddx.train({"output_dir": str(tmp_path), "data": data,
+                       "train": {**FAST["train"], "max_epochs": 2, "class_weights": "on"}})
     metrics = json.loads((run.path / "metrics.json").read_text())
     assert metrics["task"] == task
     expected = ["pneumonia", "bacteria", "virus"] if task == "multilabel" else ["bacteria", "normal", "virus"]
@@ -109,7 +110,7 @@ def test_ddp_two_processes_gloo(data_dir, tmp_path):
     npz = need(data_dir, "medmnist/breastmnist.npz")
     proc = run_cli("train", "--data", str(npz), "--devices", "2", "--accelerator", "cpu", "--epochs", "2",
                    "--output-dir", str(tmp_path), "--name", "ddp", "--set", "train.progress_bar=false",
-                   "--set", "train.batch_size=64", timeout=900)
+                   "--set", "train.batch_size=64", "--set", "split.on_duplicate_images=drop_from_train", timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp"]  # only rank 0 made a run folder
     run = meddx.load_run(tmp_path / "ddp")

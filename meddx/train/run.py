@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from meddx.config import RunConfig, load_config, save_config, validate_config
 from meddx.data.images import file_record
@@ -28,14 +28,19 @@ from meddx.train.losses import balanced_class_weights, bce_weights, is_imbalance
 RUN_DIR_ENV = "MEDDX_RUN_DIR"
 
 
-def _is_rank_zero() -> bool:
+def is_rank_zero() -> bool:
+    """True in the process that writes files (always, outside distributed runs)."""
     return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
 
 
 def _new_run_dir(cfg: RunConfig) -> Path:
     """runs/<name> (or <data>-<model>-<time>), made unique; DDP workers reuse rank 0's through the environment."""
-    if os.environ.get(RUN_DIR_ENV) and not _is_rank_zero():
-        return Path(os.environ[RUN_DIR_ENV])
+    if not is_rank_zero():  # a DDP worker: it writes nothing, but must agree on the folder
+        if os.environ.get(RUN_DIR_ENV):
+            return Path(os.environ[RUN_DIR_ENV])
+        if not cfg.name:
+            raise ConfigError("multi-node runs need a run name (--name) so that every node agrees on the run folder")
+        return Path(cfg.output_dir) / cfg.name
     if cfg.name:
         name = cfg.name
     else:
@@ -69,13 +74,15 @@ def _loss_weights(cfg: RunConfig, ds: DataSet) -> dict:
     return {"pos_weight": w_pos.tolist(), "neg_weight": w_neg.tolist()}
 
 
-def fit(config: RunConfig | dict | str | Path) -> Run:
-    """Train one model as the config says; the run folder gets config, split, checkpoints, predictions."""
+def fit(config: RunConfig | dict | str | Path) -> Run | None:
+    """Train one model as the config says; the run folder gets config, split, checkpoints, predictions.
+
+    Returns the Run in the process that wrote it, None in the other processes of a distributed run.
+    """
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, RichProgressBar
-    from pytorch_lightning.loggers import TensorBoardLogger
+    from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
-    from meddx.train.callbacks import History
     from meddx.train.module import Classifier
 
     cfg = load_config(config) if isinstance(config, (str, Path)) else validate_config(config)
@@ -86,15 +93,16 @@ def fit(config: RunConfig | dict | str | Path) -> Run:
     need = min_input_size(cfg.model.name)
     if min(prep.image_size) < need:
         raise ConfigError(f"model '{cfg.model.name}' needs images of at least {need} px; set data.image_size >= {need}")
+    datasets = {s: ImageDataset(parts[s], prep) for s in SPLITS if parts[s]}  # decodes every file now: bad ones fail here
     loaders = {}
     for s in ("train", "val"):
         loaders[s] = DataLoader(
-            ImageDataset(parts[s], prep), batch_size=cfg.train.batch_size, shuffle=(s == "train"),
+            datasets[s], batch_size=cfg.train.batch_size, shuffle=(s == "train"),
             num_workers=cfg.train.num_workers, drop_last=(s == "train" and len(parts[s]) > cfg.train.batch_size),
             persistent_workers=cfg.train.num_workers > 0,
         )
     run_dir = _new_run_dir(cfg)
-    if _is_rank_zero():
+    if is_rank_zero():
         (run_dir / "checkpoints").mkdir(exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
         prep.save(run_dir / "preprocess.json")
@@ -105,14 +113,14 @@ def fit(config: RunConfig | dict | str | Path) -> Run:
             "sizes": {s: {"samples": len(parts[s]), "patients": len({r.patient_id for r in parts[s]})} for s in SPLITS},
         }
         (run_dir / "data.json").write_text(json.dumps(data_info, indent=2))
+    loss_weights = _loss_weights(cfg, ds)
     module = Classifier(
         cfg.model.name, prep.channels, len(ds.label_names), ds.task, lr=cfg.train.lr,
         weight_decay=cfg.train.weight_decay, max_epochs=cfg.train.max_epochs, dropout=cfg.model.dropout,
-        augment=cfg.train.augment.model_dump(), weights=cfg.model.weights, **_loss_weights(cfg, ds),
+        augment=cfg.train.augment.model_dump(), weights=cfg.model.weights, **loss_weights,
     )
-    history = History()
     best = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val_loss", mode="min", save_last=True)
-    callbacks = [best, history, EarlyStopping(monitor="val_loss", mode="min", patience=cfg.train.patience), LearningRateMonitor("epoch")]
+    callbacks = [best, EarlyStopping(monitor="val_loss", mode="min", patience=cfg.train.patience), LearningRateMonitor("epoch")]
     if cfg.train.progress_bar:
         callbacks.append(RichProgressBar(leave=True))
     strategy = "auto"
@@ -124,7 +132,8 @@ def fit(config: RunConfig | dict | str | Path) -> Run:
     trainer = pl.Trainer(
         max_epochs=cfg.train.max_epochs, accelerator=cfg.train.accelerator, devices=cfg.train.devices,
         num_nodes=cfg.train.num_nodes, strategy=strategy, precision=cfg.train.precision, callbacks=callbacks,
-        logger=TensorBoardLogger(save_dir=str(run_dir), name="tb", version=""), deterministic=False,
+        logger=[TensorBoardLogger(save_dir=str(run_dir), name="tb", version=""),
+                CSVLogger(save_dir=str(run_dir), name="logs", version="")], deterministic=False,
         enable_progress_bar=cfg.train.progress_bar, enable_model_summary=False, log_every_n_steps=10,
         limit_train_batches=cfg.train.limit_train_batches, default_root_dir=str(run_dir),
     )
@@ -132,7 +141,7 @@ def fit(config: RunConfig | dict | str | Path) -> Run:
     started = time.perf_counter()
     trainer.fit(module, loaders["train"], loaders["val"])
     if not trainer.is_global_zero:
-        return Run(run_dir)
+        return None
     checkpoint = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
     weights = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
     torch.save(weights, run_dir / "model.pt")
@@ -140,12 +149,23 @@ def fit(config: RunConfig | dict | str | Path) -> Run:
         "best_epoch": int(checkpoint["epoch"]) + 1, "epochs_run": trainer.current_epoch,
         "best_val_loss": float(best.best_model_score), "seconds": round(time.perf_counter() - started, 1),
         "train_samples_per_second": round(len(parts["train"]) * trainer.current_epoch / (time.perf_counter() - started), 1),
-        "initial_val_loss": initial_val_loss, "loss_weights": _loss_weights(cfg, ds), "history": history.epochs,
+        "initial_val_loss": initial_val_loss, "loss_weights": loss_weights, "history": _history(run_dir / "logs" / "metrics.csv"),
     }
     (run_dir / "training.json").write_text(json.dumps(summary, indent=2))
     run = Run(run_dir)
-    run.write_predictions(ds)
+    run.write_predictions({s: d for s, d in datasets.items() if s != "train"})
     return run
+
+
+def _history(csv: Path) -> list[dict]:
+    """One row per epoch from Lightning's CSV log: train/val loss, val AUC, learning rate."""
+    if not csv.is_file():
+        return []
+    df = pd.read_csv(csv)
+    cols = [c for c in ("train_loss", "val_loss", "val_auc", "lr-AdamW") if c in df.columns]
+    rows = df.groupby("epoch")[cols].first().reset_index()
+    return [{"epoch": int(r["epoch"]) + 1, **{c: round(float(r[c]), 6) for c in cols if pd.notna(r[c])}}
+            for _, r in rows.iterrows()]
 
 
 def _mean_loss(module, loader: DataLoader) -> float:
@@ -201,38 +221,34 @@ class Run:
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         return model.eval()
 
-    def predict_proba(self, records: list[Record], batch_size: int = 256) -> np.ndarray:
-        """(N, L) probabilities for records (or file paths)."""
+    def predict_proba(self, inputs: list[Record | str | Path] | Dataset, batch_size: int = 256) -> np.ndarray:
+        """(N, L) probabilities for records, file paths, or an ImageDataset already decoded."""
         from meddx.train.module import probabilities
 
-        records = [r if isinstance(r, Record) else file_record(r) for r in records]
-        data = ImageDataset(records, self.preprocess, preload=False) if records else []
+        data = inputs if isinstance(inputs, Dataset) else ImageDataset(_as_records(inputs), self.preprocess, preload=False)
         out = []
         with torch.inference_mode():
-            for x, _ in DataLoader(data, batch_size=batch_size, collate_fn=_stack_images):
+            for x, _ in DataLoader(data, batch_size=batch_size):
                 out.append(probabilities(self.model(x), self.task).double().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.label_names)))
 
-    def predict(self, inputs: list[str | Path | Record]) -> pd.DataFrame:
+    def predict(self, inputs: list[Record | str | Path] | ImageDataset) -> pd.DataFrame:
         """One row per input: id and a probability column per label."""
-        records = [r if isinstance(r, Record) else file_record(r) for r in inputs]
-        probs = self.predict_proba(records)
+        records = inputs.records if isinstance(inputs, ImageDataset) else _as_records(inputs)
+        probs = self.predict_proba(inputs if isinstance(inputs, ImageDataset) else records)
         df = pd.DataFrame({"id": [r.id for r in records]})
         for j, name in enumerate(self.label_names):
             df[f"p_{name}"] = probs[:, j]
         return df
 
-    def write_predictions(self, ds: DataSet) -> None:
-        """predictions/<split>.csv for val and test: id, patient_id, true labels, probabilities."""
+    def write_predictions(self, datasets: dict[str, ImageDataset]) -> None:
+        """predictions/<split>.csv: id, patient_id, true labels, probabilities."""
         (self.path / "predictions").mkdir(exist_ok=True)
-        for split in ("val", "test"):
-            part = ds.subset(split).records
-            if not part:
-                continue
-            df = self.predict(part)
-            df.insert(1, "patient_id", [r.patient_id for r in part])
+        for split, data in datasets.items():
+            df = self.predict(data)
+            df.insert(1, "patient_id", [r.patient_id for r in data.records])
             for j, name in enumerate(self.label_names):
-                df.insert(2 + j, name, [float(r.labels[j]) for r in part])
+                df.insert(2 + j, name, data.labels[:, j].numpy().astype(float))
             df.to_csv(self.path / "predictions" / f"{split}.csv", index=False, float_format="%.9g")
 
     def predictions(self, split: str = "test") -> pd.DataFrame:
@@ -242,8 +258,8 @@ class Run:
         return pd.read_csv(p, dtype={"id": str, "patient_id": str})
 
 
-def _stack_images(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, None]:
-    return torch.stack([x for x, _ in batch]), None
+def _as_records(inputs: list[Record | str | Path]) -> list[Record]:
+    return [r if isinstance(r, Record) else file_record(r) for r in inputs]
 
 
 def load_run(path: str | Path) -> Run:
