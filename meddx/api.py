@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from meddx.config import DataConfig, RunConfig, SplitConfig, load_config, validate_config
+from meddx.config import DataConfig, EvaluateConfig, RunConfig, SplitConfig, load_config, validate_config
+from meddx.errors import DataError
 from meddx.data.explore import explore as _explore
 from meddx.data.readers import read_dataset
 from meddx.data.split import LeakageReport, assign_splits, check_leakage
-from meddx.evaluate.metrics import evaluate_run
+from meddx.evaluate.report import evaluate_run
 from meddx.train.run import Run, fit, is_rank_zero, load_run
 
 
@@ -27,9 +29,32 @@ def train(config: RunConfig | dict | str | Path | None = None, **overrides) -> R
     return run
 
 
-def evaluate(run: Run | str | Path) -> dict:
-    """(Re)compute metrics.json and report.md of a run folder."""
-    return evaluate_run(run)
+def evaluate(run: Run | str | Path, split: str = "test", data: dict | None = None, **settings) -> dict:
+    """Evaluate a run on one split, or on new labelled data (`data`: data-config fields, e.g. {"path": "ext.csv"}).
+
+    Thresholds and temperature always come from the run's validation split; `settings` override its
+    `evaluate` config section (operating_point="sensitivity=0.95", bootstrap=2000, temperature_scaling=True).
+    """
+    run = run if isinstance(run, Run) else load_run(run)
+    cfg = EvaluateConfig.model_validate({**run.config.evaluate.model_dump(), **settings})
+    if data:
+        split = predict_external(run, data, split if split != "test" else "external")
+    return evaluate_run(run, split, cfg)
+
+
+def predict_external(run: Run, data: dict, name: str = "external") -> str:
+    """Predict a new labelled data set with the run's preprocessing into predictions/<name>.csv."""
+    from meddx.data.tensors import ImageDataset
+
+    cfg = DataConfig.model_validate({**run.config.data.model_dump(), "label_names": None, **data})
+    ds = read_dataset(cfg)
+    synthetic = all(re.fullmatch(r"(class|label)_\d+", n) for n in ds.label_names)  # MedMNIST files carry no names
+    if synthetic and len(ds.label_names) == len(run.label_names) and ds.task == run.task:
+        ds.label_names = list(run.label_names)
+    if ds.label_names != run.label_names or ds.task != run.task:
+        raise DataError(f"{ds.origin}: labels {ds.label_names} ({ds.task}) differ from the run's {run.label_names} ({run.task})")
+    run.write_predictions({name: ImageDataset(ds.records, run.preprocess)})
+    return name
 
 
 def explore(data: DataConfig | dict, read_images: bool = True) -> dict:
@@ -46,4 +71,4 @@ def leakage(data: DataConfig | dict, split: SplitConfig | dict | None = None) ->
     return check_leakage(ds)
 
 
-__all__ = ["Run", "evaluate", "explore", "leakage", "load_run", "train"]
+__all__ = ["Run", "evaluate", "explore", "leakage", "load_run", "predict_external", "train"]

@@ -87,29 +87,34 @@ def train(
     _print_summary(run)
 
 
-def _print_summary(run) -> None:
+def _print_summary(run, split: str = "test") -> None:
+    """The evaluated split's headline table and warnings, then where the report is."""
     from rich.console import Console
     from rich.table import Table
 
+    from meddx.evaluate.report import fmt, warnings_of
     from meddx.train.run import is_rank_zero
 
-    if run is None or not is_rank_zero() or not (run.path / "metrics.json").is_file():
+    suffix = "" if split == "test" else f"-{split}"
+    if run is None or not is_rank_zero() or not (run.path / f"metrics{suffix}.json").is_file():
         return
-    metrics = json.loads((run.path / "metrics.json").read_text())
-    split = "test" if "test" in metrics["splits"] else next(iter(metrics["splits"]), None)
+    m = json.loads((run.path / f"metrics{suffix}.json").read_text())
     console = Console()
-    if split:
-        block = metrics["splits"][split]
-        table = Table(title=f"{split} split: {block['n_samples']} samples, {block['n_patients']} patients")
-        for col in ("label", "ROC AUC", "prior AUC", "PR AUC", "prior PR AUC", "log loss", "prior log loss"):
-            table.add_column(col)
-        fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
-        for n in metrics["labels"]:
-            m, b = block["model"]["per_label"][n], block["baselines"]["prior"]["per_label"][n]
-            table.add_row(n, fmt(m["roc_auc"]["value"]), fmt(b["roc_auc"]["value"]), fmt(m["pr_auc"]["value"]),
-                          fmt(b["pr_auc"]["value"]), fmt(m["log_loss"]["value"]), fmt(b["log_loss"]["value"]))
-        console.print(table)
-    console.print(f"run folder: {run.path}\nreport: {run.path / 'report.md'}")
+    if not console.is_terminal:
+        console = Console(width=130)
+    table = Table(title=f"{m['split']} split: {m['n_samples']} samples, {m['n_patients']} patients; "
+                        f"operating point {m['operating_point']['rule']} (chosen on val); 95% intervals")
+    for col in ("label", "ROC AUC", "PR AUC", "prior PR AUC", "sensitivity", "specificity", "beats prior"):
+        table.add_column(col)
+    for n in m["labels"]:
+        per, prior = m["model"]["per_label"][n], m["baselines"]["prior"]["per_label"][n]
+        ok = m["beats_prior"][n]
+        table.add_row(n, fmt(per["roc_auc"]), fmt(per["pr_auc"]), fmt(prior["pr_auc"]), fmt(per["sensitivity"]),
+                      fmt(per["specificity"]), "yes" if ok else "[bold red]NO[/]")
+    console.print(table)
+    for w in warnings_of(m):
+        console.print(f"[bold red]WARNING:[/] {w}", markup=True, highlight=False)
+    console.print(f"run folder: {run.path}\nreport: {run.path / f'report{suffix}.html'} (and report{suffix}.md)", highlight=False)
 
 
 @app.command()
@@ -146,14 +151,26 @@ def predict(
 
 
 @app.command()
-def evaluate(run: Annotated[Path, typer.Argument(help="Run folder.")]) -> None:
-    """(Re)compute metrics.json and report.md from the run's saved predictions."""
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="Run folder.")],
+    split: Annotated[str, typer.Option(help="Split to evaluate: test (default) or val; with --data, a name for the new set.")] = "test",
+    operating_point: Annotated[Optional[str], typer.Option("--operating-point", "-t", help="youden, fixed=0.3, sensitivity=0.95 or specificity=0.9; chosen on val.")] = None,
+    bootstrap: Annotated[Optional[int], typer.Option(help="Bootstrap resamples of patients (0: no intervals).")] = None,
+    temperature_scaling: Annotated[Optional[bool], typer.Option("--temperature-scaling/--no-temperature-scaling", help="Fit a temperature on val.")] = None,
+    data: DataOpt = None, root: RootOpt = None, fmt: FormatOpt = None, patient_column: PatientColOpt = None,
+    patient_regex: PatientRegexOpt = None, label_column: LabelColOpt = None, label_columns: LabelColsOpt = None,
+) -> None:
+    """Metrics with 95% intervals beside the baselines, operating points, calibration, plots, report.html."""
     from meddx.api import evaluate as api_evaluate
     from meddx.api import load_run
 
+    settings = {k: v for k, v in [("operating_point", operating_point), ("bootstrap", bootstrap),
+                                  ("temperature_scaling", temperature_scaling)] if v is not None}
+    overrides = _data_overrides(data, root, fmt, patient_column, patient_regex, label_column, label_columns, None)
+    new_data = {k.removeprefix("data."): v for k, v in overrides.items()}
     r = load_run(run)
-    api_evaluate(r)
-    _print_summary(r)
+    result = api_evaluate(r, split=split, data=new_data or None, **settings)
+    _print_summary(r, result["split"])
 
 
 @app.command()

@@ -95,6 +95,31 @@ class TrainConfig(_Section):
     limit_train_batches: float | int | None = None
 
 
+class EvaluateConfig(_Section):
+    """How the report is computed: operating point chosen on val, bootstrap intervals, calibration."""
+
+    operating_point: str = Field("youden", description="youden | fixed=T | sensitivity=S | specificity=S, chosen on val.")
+    bootstrap: int = Field(2000, ge=0, description="Resamples (of patients) for the 95% intervals; 0 turns them off.")
+    ci: float = Field(0.95, gt=0, lt=1)
+    seed: int = 0
+    temperature_scaling: bool = Field(False, description="Fit one temperature on val and apply it to test.")
+    calibration_bins: int = Field(10, ge=2)
+
+    @field_validator("operating_point")
+    @classmethod
+    def _known_operating_point(cls, v: str) -> str:
+        method, _, value = v.partition("=")
+        if method.strip().lower() not in ("youden", "fixed", "sensitivity", "specificity"):
+            raise ValueError("operating_point must be youden, fixed=T, sensitivity=S or specificity=S")
+        if value:
+            try:
+                if not 0 <= float(value) <= 1:
+                    raise ValueError
+            except ValueError:
+                raise ValueError(f"operating_point value {value!r} must be a number in [0, 1]") from None
+        return v
+
+
 class RunConfig(_Section):
     """The whole run: data, split, model, train; saved as config.yaml in the run folder."""
 
@@ -104,6 +129,7 @@ class RunConfig(_Section):
     split: SplitConfig = SplitConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
 
     @model_validator(mode="after")
     def _one_label_source(self) -> RunConfig:

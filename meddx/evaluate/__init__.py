@@ -1,5 +1,8 @@
-"""Evaluation of a run's predictions: metrics beside baselines, written to metrics.json and report.md."""
+"""Evaluation a reviewer trusts: metrics with patient-bootstrap intervals, operating points chosen on val,
+calibration, trivial baselines, collapse detection, plots and the report."""
 
-from meddx.evaluate.metrics import evaluate_run, label_metrics, mlogloss
+from meddx.evaluate.evaluation import bootstrap_weights, evaluate_arrays
+from meddx.evaluate.metrics import mlogloss
+from meddx.evaluate.report import evaluate_run
 
-__all__ = ["evaluate_run", "label_metrics", "mlogloss"]
+__all__ = ["bootstrap_weights", "evaluate_arrays", "evaluate_run", "mlogloss"]

@@ -80,6 +80,7 @@ class Classifier(pl.LightningModule):
         target = y.argmax(1) if self.task == "multiclass" else (y[:, 0] if self.task == "binary" else y).long()
         probs = probabilities(logits, self.task)
         self.val_auroc.update(probs[:, 0] if self.task == "binary" else probs, target)
+        return probs
 
     def on_validation_epoch_end(self):
         self.log("val_auc", self.val_auroc.compute(), prog_bar=True, sync_dist=False)

@@ -83,6 +83,7 @@ def fit(config: RunConfig | dict | str | Path) -> Run | None:
     from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, RichProgressBar
     from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
+    from meddx.train.collapse import CollapseMonitor
     from meddx.train.module import Classifier
 
     cfg = load_config(config) if isinstance(config, (str, Path)) else validate_config(config)
@@ -120,7 +121,8 @@ def fit(config: RunConfig | dict | str | Path) -> Run | None:
         augment=cfg.train.augment.model_dump(), weights=cfg.model.weights, **loss_weights,
     )
     best = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val_loss", mode="min", save_last=True)
-    callbacks = [best, EarlyStopping(monitor="val_loss", mode="min", patience=cfg.train.patience), LearningRateMonitor("epoch")]
+    collapse = CollapseMonitor(ds.label_names)
+    callbacks = [best, collapse, EarlyStopping(monitor="val_loss", mode="min", patience=cfg.train.patience), LearningRateMonitor("epoch")]
     if cfg.train.progress_bar:
         callbacks.append(RichProgressBar(leave=True))
     strategy = "auto"
@@ -150,6 +152,7 @@ def fit(config: RunConfig | dict | str | Path) -> Run | None:
         "best_val_loss": float(best.best_model_score), "seconds": round(time.perf_counter() - started, 1),
         "train_samples_per_second": round(len(parts["train"]) * trainer.current_epoch / (time.perf_counter() - started), 1),
         "initial_val_loss": initial_val_loss, "loss_weights": loss_weights, "history": _history(run_dir / "logs" / "metrics.csv"),
+        "collapse": collapse.summary(),
     }
     (run_dir / "training.json").write_text(json.dumps(summary, indent=2))
     run = Run(run_dir)
@@ -162,7 +165,7 @@ def _history(csv: Path) -> list[dict]:
     if not csv.is_file():
         return []
     df = pd.read_csv(csv)
-    cols = [c for c in ("train_loss", "val_loss", "val_auc", "lr-AdamW") if c in df.columns]
+    cols = [c for c in ("train_loss", "val_loss", "val_auc", "val_pred_spread") if c in df.columns]
     rows = df.groupby("epoch")[cols].first().reset_index()
     return [{"epoch": int(r["epoch"]) + 1, **{c: round(float(r[c]), 6) for c in cols if pd.notna(r[c])}}
             for _, r in rows.iterrows()]

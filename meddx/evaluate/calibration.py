@@ -1,0 +1,42 @@
+"""Calibration: reliability curve, expected calibration error, temperature scaling fitted on validation."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+
+from meddx.evaluate.metrics import EPS
+
+
+def reliability(y: np.ndarray, p: np.ndarray, bins: int = 10) -> dict:
+    """Equal-width bins: mean predicted probability, observed frequency and count per non-empty bin; ECE."""
+    y = np.asarray(y, dtype=np.float64)
+    p = np.asarray(p, dtype=np.float64)
+    idx = np.clip((p * bins).astype(int), 0, bins - 1)
+    count = np.bincount(idx, minlength=bins)
+    conf = np.bincount(idx, weights=p, minlength=bins)
+    freq = np.bincount(idx, weights=y, minlength=bins)
+    keep = count > 0
+    mean_p, obs = conf[keep] / count[keep], freq[keep] / count[keep]
+    ece = float(np.sum(count[keep] * np.abs(mean_p - obs)) / max(len(p), 1))
+    return {"mean_predicted": mean_p.tolist(), "observed": obs.tolist(), "count": count[keep].tolist(), "ece": ece}
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=np.float64), EPS, 1 - EPS)
+    return np.log(p) - np.log1p(-p)
+
+
+def fit_temperature(y_val: np.ndarray, p_val: np.ndarray) -> float:
+    """One temperature T (logits / T) minimising validation cross-entropy; sigmoid outputs, all labels shared."""
+    z, y = _logit(p_val).ravel(), np.asarray(y_val, dtype=np.float64).ravel()
+
+    def nll(log_t: float) -> float:
+        q = np.clip(1 / (1 + np.exp(-z / np.exp(log_t))), EPS, 1 - EPS)
+        return float(-np.mean(y * np.log(q) + (1 - y) * np.log1p(-q)))
+
+    return float(np.exp(minimize_scalar(nll, bounds=(-4, 4), method="bounded").x))
+
+
+def apply_temperature(p: np.ndarray, temperature: float) -> np.ndarray:
+    return 1 / (1 + np.exp(-_logit(p) / temperature))

@@ -1,0 +1,65 @@
+"""Operating points chosen on validation (fixed, Youden's J, target sensitivity or specificity), applied to test."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from meddx.errors import ConfigError
+
+METHODS = ("youden", "fixed", "sensitivity", "specificity")
+TRADEOFF_POINTS = [("youden", None), ("fixed", 0.5), ("sensitivity", 0.80), ("sensitivity", 0.90), ("sensitivity", 0.95),
+                   ("sensitivity", 0.99), ("specificity", 0.80), ("specificity", 0.90), ("specificity", 0.95)]
+
+
+def parse_operating_point(text: str) -> tuple[str, float | None]:
+    """'youden', 'fixed=0.3', 'sensitivity=0.95' or 'specificity=0.9' -> (method, value)."""
+    method, _, value = text.partition("=")
+    method = method.strip().lower()
+    if method not in METHODS:
+        raise ConfigError(f"operating point '{text}': method must be one of {', '.join(METHODS)}")
+    if method == "youden":
+        return method, None
+    try:
+        v = float(value) if value else (0.5 if method == "fixed" else 0.95)
+    except ValueError:
+        raise ConfigError(f"operating point '{text}': '{value}' is not a number") from None
+    if not 0.0 <= v <= 1.0:
+        raise ConfigError(f"operating point '{text}': {v} is outside [0, 1]")
+    return method, v
+
+
+def _candidates(p: np.ndarray) -> np.ndarray:
+    """Every distinct score as a threshold (decision: p >= t), plus one above the maximum (nothing positive)."""
+    u = np.unique(np.asarray(p, dtype=np.float64))
+    return np.r_[u, np.nextafter(u[-1], np.inf)] if len(u) else np.array([0.5])
+
+
+def rates(y: np.ndarray, p: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sensitivity and specificity of p >= t for each threshold t."""
+    y = np.asarray(y, dtype=bool)
+    p = np.asarray(p, dtype=np.float64)
+    pos, neg = np.sort(p[y]), np.sort(p[~y])
+    sens = 1 - np.searchsorted(pos, thresholds, side="left") / max(len(pos), 1)
+    spec = np.searchsorted(neg, thresholds, side="left") / max(len(neg), 1)
+    return sens, spec
+
+
+def choose_threshold(y_val: np.ndarray, p_val: np.ndarray, method: str, value: float | None = None) -> float:
+    """The threshold for one label, chosen on validation data only."""
+    if method == "fixed":
+        return float(value)
+    t = _candidates(p_val)
+    sens, spec = rates(y_val, p_val, t)
+    if method == "youden":
+        return float(t[np.argmax(sens + spec - 1)])
+    if method == "sensitivity":  # the highest threshold that still reaches the target sensitivity
+        ok = np.flatnonzero(sens >= value - 1e-12)
+        return float(t[ok.max()]) if len(ok) else float(t[0])
+    if method == "specificity":  # the lowest threshold that reaches the target specificity
+        ok = np.flatnonzero(spec >= value - 1e-12)
+        return float(t[ok.min()]) if len(ok) else float(t[-1])
+    raise ConfigError(f"unknown operating point method '{method}'")
+
+
+def label_name(method: str, value: float | None) -> str:
+    return "Youden's J" if method == "youden" else f"{method} {value:g}" if method != "fixed" else f"threshold {value:g}"

@@ -1,0 +1,152 @@
+"""Every metric equals scikit-learn's on the same arrays (1e-9); bootstrap, operating points, calibration."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from meddx.config import EvaluateConfig
+from meddx.evaluate import metrics as M
+from meddx.evaluate.calibration import apply_temperature, fit_temperature, reliability
+from meddx.evaluate.evaluation import bootstrap_weights, evaluate_arrays
+from meddx.evaluate.operating import choose_threshold, parse_operating_point, rates
+from meddx.errors import ConfigError
+
+TOL = 1e-9
+
+
+@pytest.fixture()
+def arrays():
+    rng = np.random.default_rng(0)
+    n = 400
+    y = (rng.random(n) < 0.3).astype(float)
+    p = np.clip(0.3 * y + rng.random(n) * 0.7, 0, 1)
+    p[:40] = np.round(p[:40], 1)  # ties
+    w = rng.integers(0, 4, size=n).astype(float)
+    return y, p, w
+
+
+def test_auc_and_ap_match_sklearn_with_ties_and_weights(arrays):
+    y, p, w = arrays
+    assert M.roc_auc(y, p)[0] == pytest.approx(skm.roc_auc_score(y, p), abs=TOL)
+    assert M.roc_auc(y, p, w)[0] == pytest.approx(skm.roc_auc_score(y, p, sample_weight=w), abs=TOL)
+    assert M.average_precision(y, p)[0] == pytest.approx(skm.average_precision_score(y, p), abs=TOL)
+    assert M.average_precision(y, p, w)[0] == pytest.approx(skm.average_precision_score(y, p, sample_weight=w), abs=TOL)
+    assert np.isnan(M.roc_auc(np.zeros(5), np.arange(5.0))[0])
+
+
+def test_losses_and_confusion_metrics_match_sklearn(arrays):
+    y, p, w = arrays
+    assert M.log_loss_binary(y, p)[0] == pytest.approx(skm.log_loss(y, p, labels=[0, 1]), abs=TOL)
+    assert M.log_loss_binary(y, p, w)[0] == pytest.approx(skm.log_loss(y, p, sample_weight=w, labels=[0, 1]), abs=TOL)
+    assert M.brier(y, p, w)[0] == pytest.approx(skm.brier_score_loss(y, p, sample_weight=w), abs=TOL)
+    pred = (p >= 0.4).astype(float)
+    c = {k: v[0] for k, v in M.confusion_metrics(y, pred, w).items()}
+    assert c["accuracy"] == pytest.approx(skm.accuracy_score(y, pred, sample_weight=w), abs=TOL)
+    assert c["sensitivity"] == pytest.approx(skm.recall_score(y, pred, sample_weight=w), abs=TOL)
+    assert c["specificity"] == pytest.approx(skm.recall_score(y, pred, pos_label=0, sample_weight=w), abs=TOL)
+    assert c["ppv"] == pytest.approx(skm.precision_score(y, pred, sample_weight=w), abs=TOL)
+    assert c["npv"] == pytest.approx(skm.precision_score(y, pred, pos_label=0, sample_weight=w), abs=TOL)
+    assert c["f1"] == pytest.approx(skm.f1_score(y, pred, sample_weight=w), abs=TOL)
+
+
+def test_multilabel_and_multiclass_figures_match_sklearn():
+    rng = np.random.default_rng(1)
+    y = (rng.random((300, 17)) < 0.15).astype(float)
+    p = np.clip(0.4 * y + 0.6 * rng.random((300, 17)), 0, 1)
+    expected = np.mean([skm.log_loss(y[:, j], p[:, j], labels=[0, 1]) for j in range(17)])
+    assert M.mlogloss(y, p) == pytest.approx(expected, abs=TOL)
+    pred = (p > 0.5).astype(float)
+    assert M.exact_match(y, pred)[0] == pytest.approx(skm.accuracy_score(y, pred), abs=TOL)
+    yc = np.eye(3)[rng.integers(0, 3, 200)]
+    pc = rng.random((200, 3))
+    pc /= pc.sum(1, keepdims=True)
+    assert M.categorical_log_loss(yc, pc)[0] == pytest.approx(skm.log_loss(yc.argmax(1), pc), abs=TOL)
+    micro = M.roc_auc(y.ravel(), p.ravel())[0]
+    assert micro == pytest.approx(skm.roc_auc_score(y, p, average="micro"), abs=TOL)
+
+
+def test_float32_probabilities_do_not_become_nan_or_inf():
+    p32 = np.array([1.0 - 1e-9, 1e-12, 0.5], dtype=np.float32)  # float32 rounds the first to exactly 1.0
+    y = np.array([0.0, 1.0, 1.0])
+    assert np.float32(p32[0]) == 1.0 and np.float32(1 - 1e-15) == 1.0  # the trap: clipping in float32 does nothing
+    loss = M.mlogloss(y, p32)
+    assert np.isfinite(loss)
+    expected = np.mean([-np.log1p(-(1 - 1e-15)), -np.log(np.float64(np.float32(1e-12))), -np.log(0.5)])
+    assert loss == pytest.approx(expected, rel=1e-6)
+    assert np.isfinite(M.log_loss_binary(y, p32)[0])
+
+
+def test_bootstrap_resamples_patients_not_images():
+    patients = np.array(["a", "a", "a", "b", "c", "c"])
+    w = bootstrap_weights(patients, 500, seed=0)
+    assert w.shape == (500, 6)
+    assert np.all(w[:, 0] == w[:, 1]) and np.all(w[:, 1] == w[:, 2]) and np.all(w[:, 4] == w[:, 5])
+    per_patient = w[:, [0, 3, 4]]
+    assert np.all(per_patient.sum(1) == 3)  # three patients drawn with replacement per resample
+
+
+def test_intervals_cover_the_point_and_shrink_with_data():
+    rng = np.random.default_rng(2)
+
+    def width(n):
+        y = (rng.random((n, 1)) < 0.4).astype(float)
+        p = np.clip(0.35 * y + 0.65 * rng.random((n, 1)), 0, 1)
+        r = evaluate_arrays(y, p, y, p, np.arange(n), np.array([0.4]), "binary", ["x"], EvaluateConfig(bootstrap=400))
+        auc = r["model"]["per_label"]["x"]["roc_auc"]
+        assert auc["ci_low"] <= auc["value"] <= auc["ci_high"]
+        return auc["ci_high"] - auc["ci_low"]
+
+    assert width(2000) < width(200)
+
+
+def test_operating_points_are_chosen_on_validation_only():
+    rng = np.random.default_rng(3)
+    yv = (rng.random(500) < 0.5).astype(float)
+    pv = np.clip(0.3 * yv + 0.7 * rng.random(500), 0, 1)
+    t = choose_threshold(yv, pv, "sensitivity", 0.95)
+    sens, _ = rates(yv, pv, np.array([t]))
+    assert sens[0] >= 0.95
+    assert rates(yv, pv, np.array([np.nextafter(t, 1)]))[0][0] < 0.95 or t == pv.max()  # the highest such threshold
+    t_spec = choose_threshold(yv, pv, "specificity", 0.9)
+    assert rates(yv, pv, np.array([t_spec]))[1][0] >= 0.9
+    fpr, tpr, thr = skm.roc_curve(yv, pv)
+    assert choose_threshold(yv, pv, "youden") == pytest.approx(thr[np.argmax(tpr - fpr)])
+    yt = (rng.random(300) < 0.5).astype(float)
+    pt = rng.random(300)
+    a = evaluate_arrays(yv[:, None], pv[:, None], yt[:, None], pt[:, None], np.arange(300), np.array([0.5]), "binary", ["x"],
+                        EvaluateConfig(operating_point="sensitivity=0.9", bootstrap=0))
+    b = evaluate_arrays(yv[:, None], pv[:, None], yt[:, None], 1 - pt[:, None], np.arange(300), np.array([0.5]), "binary", ["x"],
+                        EvaluateConfig(operating_point="sensitivity=0.9", bootstrap=0))
+    assert a["operating_point"]["thresholds"] == b["operating_point"]["thresholds"]  # test predictions never move it
+    assert [r["rule"] for r in a["tradeoff"]["x"]][:3] == ["Youden's J", "threshold 0.5", "sensitivity 0.8"]
+    with pytest.raises(ConfigError):
+        parse_operating_point("sensitivity=1.5")
+
+
+def test_baselines_and_the_prior_flag():
+    rng = np.random.default_rng(4)
+    y = (rng.random((400, 2)) < 0.3).astype(float)
+    good = np.clip(0.5 * y + 0.5 * rng.random((400, 2)), 0, 1)
+    good[:, 1] = rng.random(400)  # label 1: pure noise
+    r = evaluate_arrays(y, good, y, good, np.arange(400), y.mean(0), "multilabel", ["real", "noise"], EvaluateConfig(bootstrap=300))
+    assert r["beats_prior"] == {"real": True, "noise": False}
+    base = r["baselines"]
+    assert base["prior"]["per_label"]["real"]["roc_auc"]["value"] == 0.5
+    assert base["all_negative"]["per_label"]["real"]["sensitivity"]["value"] == 0.0
+    assert base["all_negative"]["per_label"]["real"]["specificity"]["value"] == 1.0
+    assert base["majority"]["per_label"]["real"]["accuracy"]["value"] == pytest.approx(1 - y[:, 0].mean())
+    assert "exact_match" in r["model"]["overall"] and "roc_auc" in r["model"]["micro"]
+
+
+def test_calibration_and_temperature():
+    rng = np.random.default_rng(5)
+    true_p = rng.uniform(0.05, 0.95, 20000)
+    y = (rng.random(20000) < true_p).astype(float)  # calibrated by construction
+    over = apply_temperature(true_p, 0.3)  # an overconfident copy
+    t = fit_temperature(y, over)
+    assert t == pytest.approx(1 / 0.3, rel=0.05)
+    assert reliability(y, apply_temperature(over, t))["ece"] < reliability(y, over)["ece"]
+    rel = reliability(np.array([0, 1, 1, 0.0]), np.array([0.05, 0.95, 0.85, 0.15]), bins=10)
+    assert rel["count"] == [1, 1, 1, 1] and rel["ece"] == pytest.approx(0.1)
