@@ -51,9 +51,9 @@ def test_training_lowers_val_loss_and_writes_the_run_folder(datscan_run):
     assert training["best_val_loss"] < training["initial_val_loss"] * 0.9
     assert training["loss_weights"]["pos_weight"][0] == pytest.approx(352 / 1097, abs=0.02)  # HC share, w+ = neg/total
     metrics = json.loads((path / "metrics.json").read_text())
-    test = metrics["splits"]["test"]
-    assert test["model"]["per_label"]["PD"]["roc_auc"]["value"] > 0.75
-    assert test["baselines"]["prior"]["per_label"]["PD"]["roc_auc"]["value"] == 0.5
+    assert metrics["split"] == "test"
+    assert metrics["model"]["per_label"]["PD"]["roc_auc"]["value"] > 0.75
+    assert metrics["baselines"]["prior"]["per_label"]["PD"]["roc_auc"]["value"] == 0.5
     split = pd.read_csv(path / "split.csv")
     assert len(split) == 1097 and set(split["split"]) == {"train", "val", "test"}
 
@@ -118,4 +118,4 @@ def test_ddp_two_processes_gloo(data_dir, tmp_path):
     assert training["epochs_run"] == 2 and len(training["history"]) == 2
     assert "GLOBAL_RANK: 1" in proc.stderr + proc.stdout or "MEMBER: 2/2" in proc.stderr + proc.stdout
     metrics = json.loads((run.path / "metrics.json").read_text())
-    assert metrics["splits"]["test"]["n_samples"] == 156
+    assert metrics["n_samples"] == 156

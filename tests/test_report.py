@@ -1,0 +1,107 @@
+"""The report on real runs: collapse reported on a run that collapsed, a healthy run not flagged, HTML in Chromium."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+import meddx
+from conftest import ARTIFACTS, need, run_cli
+
+
+@pytest.fixture(scope="module")
+def collapsed_run(data_dir, tmp_path_factory):
+    """The DaTscan resident's failure: a learning rate far too high, every output the same."""
+    out = tmp_path_factory.mktemp("collapse")
+    return meddx.train({
+        "name": "collapsed", "output_dir": str(out),
+        "data": {"path": str(need(data_dir, "datscan_spect_ppmi_2d")), "image_size": 48, "normalize": "sample"},
+        "train": {"max_epochs": 2, "batch_size": 64, "lr": 10.0, "progress_bar": False, "augment": {"enabled": False}},
+        "evaluate": {"bootstrap": 200},
+    })
+
+
+@pytest.fixture(scope="module")
+def healthy_run(data_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("healthy")
+    return meddx.train({
+        "name": "healthy", "output_dir": str(out),
+        "data": {"path": str(need(data_dir, "datscan_spect_ppmi_2d")), "image_size": 48, "normalize": "sample"},
+        "train": {"max_epochs": 4, "batch_size": 64, "lr": 3e-3, "progress_bar": False},
+        "evaluate": {"bootstrap": 500},
+    })
+
+
+def test_collapse_is_reported(collapsed_run):
+    training = json.loads((collapsed_run.path / "training.json").read_text())
+    assert training["collapse"]["collapsed_epochs"], training["history"]
+    metrics = json.loads((collapsed_run.path / "metrics.json").read_text())
+    assert metrics["collapse"]["evaluation"]["collapsed"]
+    assert metrics["beats_prior"] == {"PD": False}
+    html = (collapsed_run.path / "report.html").read_text()
+    assert "model collapse" in html and "learning rate too high" in html and "does not beat the prior" in html
+    proc = run_cli("evaluate", str(collapsed_run.path), "--bootstrap", "100")
+    assert proc.returncode == 0, proc.stderr
+    assert "model collapse" in proc.stdout and "NO" in proc.stdout
+
+
+def test_healthy_run_is_not_flagged(healthy_run):
+    training = json.loads((healthy_run.path / "training.json").read_text())
+    assert training["collapse"]["collapsed_epochs"] == []
+    metrics = json.loads((healthy_run.path / "metrics.json").read_text())
+    assert not metrics["collapse"]["evaluation"]["collapsed"] and metrics["beats_prior"] == {"PD": True}
+    auc = metrics["model"]["per_label"]["PD"]["roc_auc"]
+    assert 0.5 < auc["ci_low"] <= auc["value"] <= auc["ci_high"]
+    assert "model collapse" not in (healthy_run.path / "report.html").read_text()
+
+
+def test_threshold_flag_moves_sensitivity(healthy_run):
+    out = {}
+    for rule in ("sensitivity=0.99", "sensitivity=0.8", "specificity=0.9"):
+        m = meddx.evaluate(healthy_run, operating_point=rule, bootstrap=0)
+        assert m["operating_point"]["rule"] == rule.replace("=", " ")
+        out[rule] = (m["operating_point"]["thresholds"]["PD"], m["model"]["per_label"]["PD"]["sensitivity"]["value"],
+                     m["model"]["per_label"]["PD"]["specificity"]["value"])
+    (t_hi_sens, sens_hi, spec_hi), (t_lo_sens, sens_lo, spec_lo) = out["sensitivity=0.99"], out["sensitivity=0.8"]
+    assert t_hi_sens <= t_lo_sens and sens_hi >= sens_lo and spec_hi <= spec_lo
+    row = next(r for r in m["tradeoff"]["PD"] if r["rule"] == "sensitivity 0.99")
+    assert row["val_sensitivity"] >= 0.99 and row["threshold"] == t_hi_sens
+
+
+def test_report_files_and_figures(healthy_run):
+    meddx.evaluate(healthy_run)
+    path = healthy_run.path
+    for name in ("roc", "pr", "calibration", "histograms", "confusion"):
+        assert (path / "figures" / f"{name}.png").stat().st_size > 5000
+    md = (path / "report.md").read_text()
+    assert "baseline: prior" in md and "Operating points" in md and "leakage check: passed" in md
+    metrics = json.loads((path / "metrics.json").read_text())
+    assert metrics["schema"] == "meddx.metrics/2" and metrics["thresholds_from"] == "val"
+    assert set(metrics["baselines"]) == {"prior", "all_negative", "random", "majority"}
+
+
+def test_report_renders_in_chromium(healthy_run):
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (make test installs it with apt)")
+    from playwright.sync_api import sync_playwright
+
+    meddx.evaluate(healthy_run)
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--no-first-run", "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto((healthy_run.path / "report.html").as_uri())
+        assert "meddx report" in page.title()
+        images = page.locator("img")
+        assert images.count() == 5
+        widths = page.eval_on_selector_all("img", "els => els.map(e => e.complete ? e.naturalWidth : 0)")
+        assert all(w > 100 for w in widths), widths
+        assert page.locator("table").count() >= 3
+        page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
+        browser.close()
+    assert (ARTIFACTS / "report.png").stat().st_size > 20000
