@@ -200,7 +200,9 @@ def explore(
     for n, v in summary["labels"].items():
         table.add_row(n, str(v["positives"]), str(v["negatives"]), str(v["missing"]))
     console.print(table)
-    console.print(to_markdown(summary).split("## Files")[-1] if "files" in summary else "", markup=False)
+    for line in to_markdown(summary).splitlines():
+        if line.startswith("- "):
+            console.print(line, markup=False, highlight=False)
     if output:
         j, m = write_explore(summary, output)
         console.print(f"wrote {j} and {m}")

@@ -150,3 +150,18 @@ def test_calibration_and_temperature():
     assert reliability(y, apply_temperature(over, t))["ece"] < reliability(y, over)["ece"]
     rel = reliability(np.array([0, 1, 1, 0.0]), np.array([0.05, 0.95, 0.85, 0.15]), bins=10)
     assert rel["count"] == [1, 1, 1, 1] and rel["ece"] == pytest.approx(0.1)
+
+
+def test_temperature_scaling_is_fitted_on_val_and_applied_to_test():
+    rng = np.random.default_rng(6)
+    true_p = rng.uniform(0.05, 0.95, (3000, 1))
+    y = (rng.random((3000, 1)) < true_p).astype(float)
+    over = apply_temperature(true_p, 0.25)
+    r = evaluate_arrays(y[:1500], over[:1500], y[1500:], over[1500:], np.arange(1500), np.array([0.5]), "binary", ["x"],
+                        EvaluateConfig(bootstrap=0, temperature_scaling=True))
+    assert r["calibration"]["temperature"] == pytest.approx(4.0, rel=0.15)
+    assert r["calibration"]["per_label"]["x"]["ece"] < r["calibration"]["ece_before"]["x"]
+    plain = evaluate_arrays(y[:1500], over[:1500], y[1500:], over[1500:], np.arange(1500), np.array([0.5]), "binary", ["x"],
+                            EvaluateConfig(bootstrap=0))
+    assert r["model"]["per_label"]["x"]["log_loss"]["value"] < plain["model"]["per_label"]["x"]["log_loss"]["value"]
+    assert r["model"]["per_label"]["x"]["roc_auc"]["value"] == pytest.approx(plain["model"]["per_label"]["x"]["roc_auc"]["value"])

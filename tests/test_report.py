@@ -11,27 +11,24 @@ import meddx
 from conftest import ARTIFACTS, need, run_cli
 
 
+def _datscan(data_dir, out, name: str, train: dict, bootstrap: int):
+    return meddx.train({
+        "name": name, "output_dir": str(out),
+        "data": {"path": str(need(data_dir, "datscan_spect_ppmi_2d")), "image_size": 48, "normalize": "sample"},
+        "train": {"batch_size": 64, "progress_bar": False, **train}, "evaluate": {"bootstrap": bootstrap},
+    })
+
+
 @pytest.fixture(scope="module")
 def collapsed_run(data_dir, tmp_path_factory):
     """The DaTscan resident's failure: a learning rate far too high, every output the same."""
-    out = tmp_path_factory.mktemp("collapse")
-    return meddx.train({
-        "name": "collapsed", "output_dir": str(out),
-        "data": {"path": str(need(data_dir, "datscan_spect_ppmi_2d")), "image_size": 48, "normalize": "sample"},
-        "train": {"max_epochs": 2, "batch_size": 64, "lr": 10.0, "progress_bar": False, "augment": {"enabled": False}},
-        "evaluate": {"bootstrap": 200},
-    })
+    return _datscan(data_dir, tmp_path_factory.mktemp("collapse"), "collapsed",
+                    {"max_epochs": 2, "lr": 10.0, "augment": {"enabled": False}}, bootstrap=200)
 
 
 @pytest.fixture(scope="module")
 def healthy_run(data_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("healthy")
-    return meddx.train({
-        "name": "healthy", "output_dir": str(out),
-        "data": {"path": str(need(data_dir, "datscan_spect_ppmi_2d")), "image_size": 48, "normalize": "sample"},
-        "train": {"max_epochs": 4, "batch_size": 64, "lr": 3e-3, "progress_bar": False},
-        "evaluate": {"bootstrap": 500},
-    })
+    return _datscan(data_dir, tmp_path_factory.mktemp("healthy"), "healthy", {"max_epochs": 4, "lr": 3e-3}, bootstrap=500)
 
 
 def test_collapse_is_reported(collapsed_run):
