@@ -66,7 +66,7 @@ def main() -> None:
 
 | method | metrics per resample | time for {args.resamples} resamples (s) |
 |---|---|---|
-| meddx `score_with_intervals` (vectorised, weights) | 10 per label + macro, micro, mlogloss, exact match | {ours:.1f} |
+| meddx `score_with_intervals` (vectorised, weights) | 10 per label + macro, micro decisions, mlogloss, exact match | {ours:.1f} |
 | loop of scikit-learn calls (peer; timed on {args.peer_resamples} resamples, scaled) | ROC AUC and AP per label only | {peer_total:.1f} |
 
 - Speed-up, peer time / meddx time: **{peer_total / ours:.1f}x**; in its time meddx computes every figure of the report, the peer only ROC AUC and AP.

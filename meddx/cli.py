@@ -227,6 +227,22 @@ def check_leakage(
 
 
 @app.command()
+def export(
+    run: Annotated[Path, typer.Argument(help="Run folder.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="onnx or torchscript.")] = "onnx",
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Package folder (default RUN/package).")] = None,
+    tolerance: Annotated[float, typer.Option(help="Largest allowed difference of probabilities from PyTorch.")] = 1e-4,
+) -> None:
+    """Model package (model file, preprocessing, labels, operating point, card) checked for parity on real images."""
+    from meddx.export import export_run
+
+    out = export_run(run, fmt, output, tolerance)  # type: ignore[arg-type]
+    parity = json.loads((out / "parity.json").read_text())
+    typer.echo(f"wrote {out} ({fmt}); parity on {parity['images']} real images: max |diff| {parity['max_abs_diff']:.2e} "
+               f"<= {tolerance:g}")
+
+
+@app.command()
 def models(all_timm: Annotated[bool, typer.Option("--all", help="Also list every timm architecture.")] = False) -> None:
     """List registered models (any timm name also works)."""
     from meddx.models import MODEL_INFO, list_models

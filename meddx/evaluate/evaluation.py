@@ -35,8 +35,8 @@ def _score(y: np.ndarray, p: np.ndarray, pred: np.ndarray, task: str, names: lis
     """Every metric as an array over the rows of w (row 0: the point estimate)."""
     per = {}
     for j, n in enumerate(names):
-        m = {"roc_auc": M.roc_auc(y[:, j], p[:, j], w), "pr_auc": M.average_precision(y[:, j], p[:, j], w),
-             "log_loss": M.log_loss_binary(y[:, j], p[:, j], w), "brier": M.brier(y[:, j], p[:, j], w)}
+        m = M.ranking_metrics(y[:, j], p[:, j], w)
+        m.update(log_loss=M.log_loss_binary(y[:, j], p[:, j], w), brier=M.brier(y[:, j], p[:, j], w))
         m.update(M.confusion_metrics(y[:, j], pred[:, j], w))
         per[n] = m
     with np.errstate(all="ignore"):
@@ -54,10 +54,14 @@ def _score(y: np.ndarray, p: np.ndarray, pred: np.ndarray, task: str, names: lis
     micro = {}
     if task == "multilabel":
         overall["exact_match"] = M.exact_match(y, pred, w)
-        wl = np.repeat(w, len(names), axis=1)
-        micro = {"roc_auc": M.roc_auc(y.ravel(), p.ravel(), wl), "pr_auc": M.average_precision(y.ravel(), p.ravel(), wl)}
-        micro.update(M.confusion_metrics(y.ravel(), pred.ravel(), wl))
+        micro = M.confusion_metrics(y, pred, w)
     return {"per_label": per, "macro": macro, "micro": micro, "overall": overall}
+
+
+def micro_ranking(y: np.ndarray, p: np.ndarray) -> dict:
+    """Micro ROC AUC and PR AUC over every (sample, label) pair: point estimates (an interval would cost N x L per resample)."""
+    rows = np.repeat(np.arange(len(y)), y.shape[1])  # every label of a sample carries the sample's weight
+    return {k: {"value": None if np.isnan(v[0]) else float(v[0])} for k, v in M.ranking_metrics(y.ravel(), p.ravel(), None, rows).items()}
 
 
 def _figures(arrays: dict, ci: float) -> dict:
@@ -85,8 +89,10 @@ def score_with_intervals(y, p, pred, task, names, patients, cfg: EvaluateConfig)
         weights = np.vstack([weights, bootstrap_weights(patients, cfg.bootstrap, cfg.seed)])
     for start in range(0, len(weights), CHUNK):
         parts.append(_score(y, p, pred, task, names, weights[start : start + CHUNK]))
-    merged = _concat(parts)
-    return _figures(merged, cfg.ci)
+    figures = _figures(_concat(parts), cfg.ci)
+    if task == "multilabel":
+        figures["micro"].update(micro_ranking(y, p))
+    return figures
 
 
 def _concat(parts: list[dict]) -> dict:

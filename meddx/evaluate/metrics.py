@@ -12,45 +12,47 @@ def _as_weights(w: np.ndarray | None, n: int) -> np.ndarray:
     return np.ones((1, n)) if w is None else np.atleast_2d(np.asarray(w, dtype=np.float64))
 
 
-def _tie_groups(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Ascending order of p and the start index of each run of equal scores in that order."""
-    order = np.argsort(p, kind="mergesort")
-    ps = p[order]
-    starts = np.flatnonzero(np.r_[True, ps[1:] != ps[:-1]])
-    return order, starts
+def grouped_counts(y: np.ndarray, p: np.ndarray, w: np.ndarray, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted positives and negatives per distinct score, ascending: two (B, K) arrays.
 
+    `rows` maps each (y, p) item to its sample's weight column (micro averaging passes every label of a sample);
+    the sums are one sparse product, so B resamples cost little more than one.
+    """
+    from scipy.sparse import csr_matrix
 
-def roc_auc(y: np.ndarray, p: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
-    """ROC AUC per weight row (ties count one half); NaN where a row has no positive or no negative weight."""
     y = np.asarray(y, dtype=np.float64)
-    p = np.asarray(p, dtype=np.float64)
-    w = _as_weights(w, len(y))
-    order, starts = _tie_groups(p)
-    ws, ys = w[:, order], y[order]
-    pos = np.add.reduceat(ws * ys, starts, axis=1)
-    neg = np.add.reduceat(ws * (1 - ys), starts, axis=1)
-    neg_below = np.cumsum(neg, axis=1) - neg
+    _, group = np.unique(np.asarray(p, dtype=np.float64), return_inverse=True)
+    rows = np.arange(len(y)) if rows is None else rows
+    shape = (w.shape[1], int(group.max()) + 1 if len(group) else 0)
+    pos = np.asarray(w @ csr_matrix((y, (rows, group)), shape=shape))
+    neg = np.asarray(w @ csr_matrix((1 - y, (rows, group)), shape=shape))
+    return pos, neg
+
+
+def ranking_metrics(y: np.ndarray, p: np.ndarray, w: np.ndarray | None = None, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """ROC AUC (ties count one half) and average precision (as scikit-learn) per weight row, from one grouping."""
+    w = _as_weights(w, len(y) if rows is None else int(rows.max()) + 1)
+    pos, neg = grouped_counts(y, p, w, rows)
     total_pos, total_neg = pos.sum(1), neg.sum(1)
+    below = np.cumsum(neg, axis=1)
+    below -= 0.5 * neg  # negatives strictly below each score, plus half the tied ones
     with np.errstate(invalid="ignore", divide="ignore"):
-        auc = (pos * (neg_below + 0.5 * neg)).sum(1) / (total_pos * total_neg)
-    return np.where((total_pos > 0) & (total_neg > 0), auc, np.nan)
+        auc = np.einsum("bk,bk->b", pos, below) / (total_pos * total_neg)
+        tp = np.cumsum(pos[:, ::-1], axis=1)  # descending scores for precision-recall
+        seen = tp + np.cumsum(neg[:, ::-1], axis=1)
+        np.divide(tp, seen, out=tp, where=seen > 0)
+        ap = np.einsum("bk,bk->b", tp, pos[:, ::-1]) / total_pos
+    return {"roc_auc": np.where((total_pos > 0) & (total_neg > 0), auc, np.nan), "pr_auc": np.where(total_pos > 0, ap, np.nan)}
 
 
-def average_precision(y: np.ndarray, p: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
+def roc_auc(y: np.ndarray, p: np.ndarray, w: np.ndarray | None = None, rows: np.ndarray | None = None) -> np.ndarray:
+    """ROC AUC per weight row; NaN where a row has no positive or no negative weight."""
+    return ranking_metrics(y, p, w, rows)["roc_auc"]
+
+
+def average_precision(y: np.ndarray, p: np.ndarray, w: np.ndarray | None = None, rows: np.ndarray | None = None) -> np.ndarray:
     """PR AUC as scikit-learn's average_precision_score (step-wise, tied scores as one threshold)."""
-    y = np.asarray(y, dtype=np.float64)
-    p = np.asarray(p, dtype=np.float64)
-    w = _as_weights(w, len(y))
-    order, starts = _tie_groups(-p)  # descending scores
-    ws, ys = w[:, order], y[order]
-    pos = np.add.reduceat(ws * ys, starts, axis=1)
-    neg = np.add.reduceat(ws * (1 - ys), starts, axis=1)
-    tp, fp = np.cumsum(pos, axis=1), np.cumsum(neg, axis=1)
-    total_pos = tp[:, -1]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
-        ap = (precision * pos).sum(1) / total_pos
-    return np.where(total_pos > 0, ap, np.nan)
+    return ranking_metrics(y, p, w, rows)["pr_auc"]
 
 
 def log_loss_binary(y: np.ndarray, p: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
@@ -70,12 +72,16 @@ def brier(y: np.ndarray, p: np.ndarray, w: np.ndarray | None = None) -> np.ndarr
 
 
 def confusion_metrics(y: np.ndarray, pred: np.ndarray, w: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Accuracy, sensitivity, specificity, PPV, NPV and F1 of 0/1 decisions; NaN where undefined."""
+    """Accuracy, sensitivity, specificity, PPV, NPV and F1 of 0/1 decisions; NaN where undefined.
+
+    With (N, L) arrays the counts are pooled over labels (micro averaging).
+    """
     y = np.asarray(y, dtype=np.float64)
     pred = np.asarray(pred, dtype=np.float64)
     w = _as_weights(w, len(y))
-    tp, fp = w @ (y * pred), w @ ((1 - y) * pred)
-    fn, tn = w @ (y * (1 - pred)), w @ ((1 - y) * (1 - pred))
+    per_sample = lambda a: a.reshape(len(y), -1).sum(1)  # noqa: E731
+    tp, fp = w @ per_sample(y * pred), w @ per_sample((1 - y) * pred)
+    fn, tn = w @ per_sample(y * (1 - pred)), w @ per_sample((1 - y) * (1 - pred))
     div = lambda a, b: np.where(b > 0, a / np.where(b > 0, b, 1), np.nan)  # noqa: E731
     return {
         "accuracy": div(tp + tn, tp + tn + fp + fn),

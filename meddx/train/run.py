@@ -81,7 +81,6 @@ def fit(config: RunConfig | dict | str | Path) -> Run | None:
     """
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, RichProgressBar
-    from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
     from meddx.train.collapse import CollapseMonitor
     from meddx.train.module import Classifier
@@ -104,16 +103,7 @@ def fit(config: RunConfig | dict | str | Path) -> Run | None:
         )
     run_dir = _new_run_dir(cfg)
     if is_rank_zero():
-        (run_dir / "checkpoints").mkdir(exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
-        prep.save(run_dir / "preprocess.json")
-        ds.to_frame().to_csv(run_dir / "split.csv", index=False)
-        data_info = {
-            "origin": ds.origin, "task": ds.task, "label_names": ds.label_names, "notes": ds.notes,
-            "patients_known": ds.patients_known, "leakage": leakage,
-            "sizes": {s: {"samples": len(parts[s]), "patients": len({r.patient_id for r in parts[s]})} for s in SPLITS},
-        }
-        (run_dir / "data.json").write_text(json.dumps(data_info, indent=2))
+        _write_data_files(run_dir, cfg, ds, prep, leakage)
     loss_weights = _loss_weights(cfg, ds)
     module = Classifier(
         cfg.model.name, prep.channels, len(ds.label_names), ds.task, lr=cfg.train.lr,
@@ -125,23 +115,11 @@ def fit(config: RunConfig | dict | str | Path) -> Run | None:
     callbacks = [best, collapse, EarlyStopping(monitor="val_loss", mode="min", patience=cfg.train.patience), LearningRateMonitor("epoch")]
     if cfg.train.progress_bar:
         callbacks.append(RichProgressBar(leave=True))
-    strategy = "auto"
-    if cfg.train.devices * cfg.train.num_nodes > 1:
-        from pytorch_lightning.strategies import DDPStrategy
-
-        on_gpu = cfg.train.accelerator in ("gpu", "cuda") or (cfg.train.accelerator == "auto" and torch.cuda.is_available())
-        strategy = DDPStrategy(process_group_backend="nccl" if on_gpu else "gloo")
-    trainer = pl.Trainer(
-        max_epochs=cfg.train.max_epochs, accelerator=cfg.train.accelerator, devices=cfg.train.devices,
-        num_nodes=cfg.train.num_nodes, strategy=strategy, precision=cfg.train.precision, callbacks=callbacks,
-        logger=[TensorBoardLogger(save_dir=str(run_dir), name="tb", version=""),
-                CSVLogger(save_dir=str(run_dir), name="logs", version="")], deterministic=False,
-        enable_progress_bar=cfg.train.progress_bar, enable_model_summary=False, log_every_n_steps=10,
-        limit_train_batches=cfg.train.limit_train_batches, default_root_dir=str(run_dir),
-    )
+    trainer = _make_trainer(cfg, run_dir, callbacks)
     initial_val_loss = _mean_loss(module, loaders["val"])
     started = time.perf_counter()
     trainer.fit(module, loaders["train"], loaders["val"])
+    seconds = time.perf_counter() - started
     if not trainer.is_global_zero:
         return None
     checkpoint = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
@@ -149,8 +127,8 @@ def fit(config: RunConfig | dict | str | Path) -> Run | None:
     torch.save(weights, run_dir / "model.pt")
     summary = {
         "best_epoch": int(checkpoint["epoch"]) + 1, "epochs_run": trainer.current_epoch,
-        "best_val_loss": float(best.best_model_score), "seconds": round(time.perf_counter() - started, 1),
-        "train_samples_per_second": round(len(parts["train"]) * trainer.current_epoch / (time.perf_counter() - started), 1),
+        "best_val_loss": float(best.best_model_score), "seconds": round(seconds, 1),
+        "train_samples_per_second": round(len(parts["train"]) * trainer.current_epoch / seconds, 1),
         "initial_val_loss": initial_val_loss, "loss_weights": loss_weights, "history": _history(run_dir / "logs" / "metrics.csv"),
         "collapse": collapse.summary(),
     }
@@ -160,8 +138,44 @@ def fit(config: RunConfig | dict | str | Path) -> Run | None:
     return run
 
 
+def _write_data_files(run_dir: Path, cfg: RunConfig, ds: DataSet, prep: Preprocess, leakage: dict) -> None:
+    """config.yaml, preprocess.json, split.csv and data.json: what the run folder needs to reproduce and reload."""
+    (run_dir / "checkpoints").mkdir(exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    prep.save(run_dir / "preprocess.json")
+    ds.to_frame().to_csv(run_dir / "split.csv", index=False)
+    sizes = {}
+    for s in SPLITS:
+        part = ds.subset(s).records
+        sizes[s] = {"samples": len(part), "patients": len({r.patient_id for r in part})}
+    data_info = {"origin": ds.origin, "task": ds.task, "label_names": ds.label_names, "notes": ds.notes,
+                 "patients_known": ds.patients_known, "leakage": leakage, "sizes": sizes}
+    (run_dir / "data.json").write_text(json.dumps(data_info, indent=2))
+
+
+def _make_trainer(cfg: RunConfig, run_dir: Path, callbacks: list):
+    """Lightning Trainer with TensorBoard and CSV loggers; DDP (gloo on CPU, NCCL on GPU) beyond one device."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+
+    strategy = "auto"
+    if cfg.train.devices * cfg.train.num_nodes > 1:
+        from pytorch_lightning.strategies import DDPStrategy
+
+        on_gpu = cfg.train.accelerator in ("gpu", "cuda") or (cfg.train.accelerator == "auto" and torch.cuda.is_available())
+        strategy = DDPStrategy(process_group_backend="nccl" if on_gpu else "gloo")
+    return pl.Trainer(
+        max_epochs=cfg.train.max_epochs, accelerator=cfg.train.accelerator, devices=cfg.train.devices,
+        num_nodes=cfg.train.num_nodes, strategy=strategy, precision=cfg.train.precision, callbacks=callbacks,
+        logger=[TensorBoardLogger(save_dir=str(run_dir), name="tb", version=""),
+                CSVLogger(save_dir=str(run_dir), name="logs", version="")],
+        enable_progress_bar=cfg.train.progress_bar, enable_model_summary=False, log_every_n_steps=10,
+        limit_train_batches=cfg.train.limit_train_batches, default_root_dir=str(run_dir),
+    )
+
+
 def _history(csv: Path) -> list[dict]:
-    """One row per epoch from Lightning's CSV log: train/val loss, val AUC, learning rate."""
+    """One row per epoch from Lightning's CSV log: train/val loss, val AUC, spread of val outputs."""
     if not csv.is_file():
         return []
     df = pd.read_csv(csv)

@@ -1,0 +1,150 @@
+"""`export_run`: model file + preprocessing + labels + operating points + model card, checked for parity."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from meddx.data.readers import read_dataset
+from meddx.data.tensors import ImageDataset
+from meddx.errors import MeddxError
+from meddx.train.run import Run
+
+Format = Literal["onnx", "torchscript"]
+FILES = {"onnx": "model.onnx", "torchscript": "model.ts"}
+
+
+class ExportError(MeddxError):
+    """The exported model does not reproduce the PyTorch model."""
+
+
+class WithProbabilities(nn.Module):
+    """The model plus its output activation, so the exported file returns probabilities."""
+
+    def __init__(self, model: nn.Module, task: str):
+        super().__init__()
+        self.model, self.multiclass = model, task == "multiclass"
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        logits = self.model(image)
+        return torch.softmax(logits, dim=1) if self.multiclass else torch.sigmoid(logits)
+
+
+def check_images(run: Run, split: str = "test", limit: int = 64) -> torch.Tensor:
+    """Real, preprocessed images of one split of the run (the parity check's input)."""
+    table = pd.read_csv(run.path / "split.csv", dtype={"id": str})
+    ids = set(table.loc[table["split"] == split, "id"].head(limit))
+    records = [r for r in read_dataset(run.config.data, check_files=False).records if r.id in ids][:limit]
+    if not records:
+        raise ExportError(f"{run.path}: no {split} images to check the export against")
+    return ImageDataset(records, run.preprocess).images
+
+
+def _export_file(wrapped: nn.Module, example: torch.Tensor, fmt: Format, path: Path) -> None:
+    if fmt == "torchscript":
+        torch.jit.save(torch.jit.trace(wrapped, example), str(path))
+        return
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    torch.onnx.export(wrapped, (example,), str(path), input_names=["image"], output_names=["probabilities"],
+                      dynamic_shapes={"image": {0: batch}}, dynamo=True, external_data=False)
+
+
+def run_exported(path: Path, fmt: Format, images: np.ndarray) -> np.ndarray:
+    """Probabilities from the exported file alone (onnxruntime, or torch.jit)."""
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return session.run(["probabilities"], {"image": images.astype(np.float32)})[0]
+    module = torch.jit.load(str(path), map_location="cpu")
+    with torch.inference_mode():
+        return module(torch.from_numpy(images)).numpy()
+
+
+def parity(run: Run, path: Path, fmt: Format, images: torch.Tensor) -> dict:
+    """Largest absolute difference of probabilities, exported vs PyTorch, at two batch sizes."""
+    wrapped = WithProbabilities(run.model, run.task).eval()
+    with torch.inference_mode():
+        reference = wrapped(images).numpy()
+    full = run_exported(path, fmt, images.numpy())
+    single = run_exported(path, fmt, images[:1].numpy())  # a different batch size: the batch axis is dynamic
+    diff = float(max(np.abs(full - reference).max(), np.abs(single - reference[:1]).max()))
+    return {"max_abs_diff": diff, "images": int(len(images)), "batch_sizes": [int(len(images)), 1]}
+
+
+def export_run(run: Run | str | Path, fmt: Format = "onnx", out_dir: str | Path | None = None,
+               tolerance: float = 1e-4, split: str = "test") -> Path:
+    """Write run/package/ (or out_dir): model file, preprocess.json, labels.json, thresholds.json, card.md, parity.json.
+
+    Raises ExportError when the exported model's probabilities differ from PyTorch's by more than `tolerance`
+    on real images of `split`.
+    """
+    run = run if isinstance(run, Run) else Run(run)
+    if fmt not in FILES:
+        raise ExportError(f"unknown export format '{fmt}'; use onnx or torchscript")
+    out = Path(out_dir) if out_dir else run.path / "package"
+    out.mkdir(parents=True, exist_ok=True)
+    images = check_images(run, split)
+    wrapped = WithProbabilities(run.model, run.task).eval()
+    model_path = out / FILES[fmt]
+    _export_file(wrapped, images[: min(8, len(images))], fmt, model_path)
+    result = parity(run, model_path, fmt, images)
+    result.update(format=fmt, tolerance=tolerance, passed=result["max_abs_diff"] <= tolerance, split=split)
+    (out / "parity.json").write_text(json.dumps(result, indent=2))
+    if not result["passed"]:
+        raise ExportError(f"{model_path}: probabilities differ from PyTorch by {result['max_abs_diff']:.3g} "
+                          f"(tolerance {tolerance:g}) on {result['images']} {split} images")
+    shutil.copy(run.path / "preprocess.json", out / "preprocess.json")
+    (out / "labels.json").write_text(json.dumps({"labels": run.label_names, "task": run.task}, indent=2))
+    metrics = json.loads((run.path / "metrics.json").read_text()) if (run.path / "metrics.json").is_file() else {}
+    (out / "thresholds.json").write_text(json.dumps(metrics.get("operating_point", {}), indent=2))
+    (out / "card.md").write_text(model_card(run, metrics, result))
+    return out
+
+
+def _fig(fig: dict | None) -> str:
+    if not fig or fig.get("value") is None:
+        return "n/a"
+    return f"{fig['value']:.3f}" + (f" (95% CI {fig['ci_low']:.3f}-{fig['ci_high']:.3f})" if "ci_low" in fig else "")
+
+
+def model_card(run: Run, metrics: dict, parity_result: dict) -> str:
+    """A short model card: data, splits, metrics with intervals, intended use, limits, how to run the file."""
+    info, prep = run.data_info, run.preprocess
+    lines = [f"# Model card: {run.path.name}", "", "## Model",
+             f"- architecture `{run.config.model.name}`; input {prep.channels} x {prep.image_size[0]} x {prep.image_size[1]}; "
+             f"task {run.task}; outputs probabilities for {', '.join(run.label_names)}",
+             f"- exported as {parity_result['format']}; largest difference from PyTorch on {parity_result['images']} real "
+             f"{parity_result['split']} images: {parity_result['max_abs_diff']:.2e}",
+             "", "## Data", f"- source `{info['origin']}`; leakage check {'passed' if info['leakage']['ok'] else 'FAILED'}"]
+    lines += [f"- {s}: {v['samples']} samples, {v['patients']} patients" for s, v in info["sizes"].items()]
+    if metrics:
+        op = metrics.get("operating_point", {})
+        lines += ["", f"## Performance on the {metrics['split']} split", f"- operating point: {op.get('rule')} (chosen on validation)"]
+        for n in metrics["labels"]:
+            m = metrics["model"]["per_label"][n]
+            lines.append(f"- {n}: ROC AUC {_fig(m['roc_auc'])}; sensitivity {_fig(m['sensitivity'])}; "
+                         f"specificity {_fig(m['specificity'])}; beats the prior baseline: {metrics['beats_prior'][n]}")
+    lines += ["", "## Intended use and limits",
+              "- Research and decision support only; not a medical device. Validate on data from the site where it is used.",
+              "- Trained on the data above only: other scanners, modalities, ages or preprocessing may change its behaviour.",
+              "- Inputs must be prepared exactly as `preprocess.json` says (channels, size, normalisation).",
+              "", "## Running the file without meddx",
+              "```python",
+              "import json, numpy as np, onnxruntime as ort",
+              "prep = json.load(open('preprocess.json'))",
+              "x = image_float32_CHW  # decoded, channels and size as in prep, scaled to [0, 1] for 8/16-bit images",
+              "if prep['normalize'] == 'dataset':",
+              "    x = (x - np.array(prep['mean'])[:, None, None]) / np.array(prep['std'])[:, None, None]",
+              "elif prep['normalize'] == 'sample':",
+              "    x = (x - x.mean((1, 2), keepdims=True)) / (x.std((1, 2), ddof=1, keepdims=True) + 1e-6)",
+              "p = ort.InferenceSession('model.onnx').run(['probabilities'], {'image': x[None].astype(np.float32)})[0]",
+              "```", ""]
+    return "\n".join(lines)
