@@ -49,7 +49,8 @@ def check_images(run: Run, split: str = "test", limit: int = 64) -> torch.Tensor
 
 def _export_file(wrapped: nn.Module, example: torch.Tensor, fmt: Format, path: Path) -> None:
     if fmt == "torchscript":
-        torch.jit.save(torch.jit.trace(wrapped, example), str(path))
+        with torch.no_grad():
+            torch.jit.save(torch.jit.trace(wrapped, example.clone()), str(path))
         return
     batch = torch.export.Dim("batch", min=1, max=65536)
     torch.onnx.export(wrapped, (example,), str(path), input_names=["image"], output_names=["probabilities"],
