@@ -3,6 +3,8 @@ on validation, calibration, trivial baselines on the same split, and collapse de
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from meddx.config import EvaluateConfig
@@ -39,12 +41,9 @@ def _score(y: np.ndarray, p: np.ndarray, pred: np.ndarray, task: str, names: lis
         m.update(log_loss=M.log_loss_binary(y[:, j], p[:, j], w), brier=M.brier(y[:, j], p[:, j], w))
         m.update(M.confusion_metrics(y[:, j], pred[:, j], w))
         per[n] = m
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            macro = {k: np.nanmean(np.stack([per[n][k] for n in names]), axis=0) for k in PER_LABEL}
+    with warnings.catch_warnings():  # a resample where a label is undefined everywhere gives an all-NaN column
+        warnings.simplefilter("ignore", RuntimeWarning)
+        macro = {k: np.nanmean(np.stack([per[n][k] for n in names]), axis=0) for k in PER_LABEL}
     overall: dict[str, np.ndarray] = {}
     if task == "multiclass":
         overall["log_loss"] = M.categorical_log_loss(y, p, w)
