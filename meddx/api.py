@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from pathlib import Path
 
-from meddx.config import DataConfig, EvaluateConfig, RunConfig, SplitConfig, load_config, validate_config
+from meddx.config import DataConfig, EvaluateConfig, RunConfig, SplitConfig, apply_overrides, load_config, validate_config
 from meddx.errors import DataError
 from meddx.data.explore import explore as _explore
 from meddx.data.readers import read_dataset
@@ -19,10 +20,12 @@ def train(config: RunConfig | dict | str | Path | None = None, **overrides) -> R
 
     Returns None only in the worker processes of a distributed run.
     """
+    dotted = {k.replace("__", "."): v for k, v in overrides.items()}
     if config is None or isinstance(config, (str, Path)):
-        cfg = load_config(config, {k.replace("__", "."): v for k, v in overrides.items()})
+        cfg = load_config(config, dotted)
     else:
-        cfg = validate_config(config)
+        raw = config.model_dump(mode="json") if isinstance(config, RunConfig) else copy.deepcopy(config)
+        cfg = validate_config(apply_overrides(raw, dotted))
     run = fit(cfg)
     if run is not None and is_rank_zero():
         evaluate_run(run)

@@ -151,13 +151,19 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
             raise ConfigError(f"{p}: not valid YAML: {e}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{p}: expected a mapping at the top level, got {type(raw).__name__}")
+    apply_overrides(raw, overrides)
+    return validate_config(raw, source=str(path) if path else "config")
+
+
+def apply_overrides(raw: dict, overrides: dict | None) -> dict:
+    """Set dotted keys such as 'train.max_epochs' in a plain config dict, in place."""
     for key, value in (overrides or {}).items():
         node = raw
         *parents, leaf = key.split(".")
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = value
-    return validate_config(raw, source=str(path) if path else "config")
+    return raw
 
 
 def validate_config(raw: dict | RunConfig, source: str = "config") -> RunConfig:

@@ -93,20 +93,18 @@ def confusion_metrics(y: np.ndarray, pred: np.ndarray, w: np.ndarray | None = No
     }
 
 
-def mlogloss(y: np.ndarray, p: np.ndarray) -> float:
-    """Tianchi's score: binary cross-entropy averaged over the labels of a sample, then over samples (clipped 1e-15)."""
-    y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
-    p = np.clip(np.asarray(p, dtype=np.float64).reshape(len(y), -1), EPS, 1 - EPS)
-    return float(np.mean(np.mean(-(y * np.log(p) + (1 - y) * np.log1p(-p)), axis=1)))
-
-
 def mlogloss_weighted(y: np.ndarray, p: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
     """mlogloss per weight row (samples weighted, labels averaged)."""
-    y = np.asarray(y, dtype=np.float64)
-    p = np.clip(np.asarray(p, dtype=np.float64), EPS, 1 - EPS)
-    w = _as_weights(w, len(y))
+    y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
+    p = np.clip(np.asarray(p, dtype=np.float64).reshape(len(y), -1), EPS, 1 - EPS)
     per = np.mean(-(y * np.log(p) + (1 - y) * np.log1p(-p)), axis=1)
+    w = _as_weights(w, len(y))
     return (w @ per) / w.sum(1)
+
+
+def mlogloss(y: np.ndarray, p: np.ndarray) -> float:
+    """Tianchi's score: binary cross-entropy averaged over the labels of a sample, then over samples (clipped 1e-15)."""
+    return float(mlogloss_weighted(y, p)[0])
 
 
 def categorical_log_loss(y: np.ndarray, p: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
