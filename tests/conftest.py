@@ -34,3 +34,15 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subproce
     """Run the meddx command line as a user would; returns the completed process (text output)."""
     return subprocess.run([sys.executable, "-m", "meddx", *args], capture_output=True, text=True, cwd=cwd, timeout=timeout,
                           env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
+
+
+@pytest.fixture(scope="session")
+def datscan_run(data_dir, tmp_path_factory):
+    """A small model trained on the real DaTscan slices (about 30 s on 2 cores), shared by explain/serve/export tests."""
+    import meddx
+
+    return meddx.train({
+        "name": "datscan", "output_dir": str(tmp_path_factory.mktemp("datscan")),
+        "data": {"path": str(need(data_dir, "datscan_spect_ppmi_2d")), "image_size": 48, "normalize": "sample"},
+        "train": {"max_epochs": 4, "lr": 3e-3, "batch_size": 64, "progress_bar": False}, "evaluate": {"bootstrap": 200},
+    })

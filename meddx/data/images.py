@@ -192,6 +192,14 @@ def load_image(
     return to_channels(pixels, layout, record, views, view_axis, channels)
 
 
+def is_colour(pixels: np.ndarray, layout: Layout) -> bool:
+    """True for a colour image whose channels really differ (not grey stored as RGB)."""
+    if layout != "hwc" or pixels.shape[-1] < 3:
+        return False
+    rgb = pixels[..., :3].astype(np.float32)
+    return float(np.abs(rgb - rgb.mean(-1, keepdims=True)).mean()) > 0.02 * max(float(np.abs(rgb).max()), 1e-6)
+
+
 def content_hash(record: Record) -> str | None:
     """SHA-1 of the file bytes (or of the array slice); None when the file is missing."""
     if record.index is not None:

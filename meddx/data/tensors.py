@@ -39,11 +39,18 @@ class Preprocess:
 
     def raw(self, record: Record) -> np.ndarray:
         """Decoded, channel-selected and resized, before normalisation."""
-        arr = load_image(record, self.views, self.view_axis, self.channels, self.dicom_window)
+        return self.resize(load_image(record, self.views, self.view_axis, self.channels, self.dicom_window))
+
+    def resize(self, arr: np.ndarray) -> np.ndarray:
+        """A decoded (C, H, W) image at the model's size (bilinear, antialiased)."""
         if tuple(arr.shape[1:]) != tuple(self.image_size):
-            t = torch.from_numpy(arr)[None]
+            t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))[None]
             arr = F.interpolate(t, size=tuple(self.image_size), mode="bilinear", antialias=True, align_corners=False)[0].numpy()
         return arr
+
+    def model_input(self, decoded: np.ndarray) -> torch.Tensor:
+        """A decoded (C, H, W) image as the model's input batch of one: resized and normalised."""
+        return self.normalise(torch.from_numpy(np.ascontiguousarray(self.resize(decoded), dtype=np.float32)))[None]
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         """Per-sample z-score, data-set mean/std per channel, or nothing."""

@@ -12,9 +12,13 @@ import pandas as pd
 import torch
 from torch import nn
 
+from meddx.data.images import is_colour, read_pixels, to_channels
 from meddx.data.readers import read_dataset
+from meddx.data.records import Record
 from meddx.data.tensors import ImageDataset
 from meddx.errors import MeddxError
+from meddx.evaluate.operating import rates
+from meddx.export.domain import input_stats
 from meddx.train.run import Run
 
 Format = Literal["onnx", "torchscript"]
@@ -37,14 +41,41 @@ class WithProbabilities(nn.Module):
         return torch.softmax(logits, dim=1) if self.multiclass else torch.sigmoid(logits)
 
 
+def split_records(run: Run, split: str, limit: int) -> list[Record]:
+    """Up to `limit` records of one split of the run, spread evenly over it."""
+    table = pd.read_csv(run.path / "split.csv", dtype={"id": str})
+    ids = table.loc[table["split"] == split, "id"].tolist()
+    ids = set(ids[:: max(1, len(ids) // limit)][:limit])
+    return [r for r in read_dataset(run.config.data, check_files=False).records if r.id in ids][:limit]
+
+
 def check_images(run: Run, split: str = "test", limit: int = 64) -> torch.Tensor:
     """Real, preprocessed images of one split of the run (the parity check's input)."""
-    table = pd.read_csv(run.path / "split.csv", dtype={"id": str})
-    ids = set(table.loc[table["split"] == split, "id"].head(limit))
-    records = [r for r in read_dataset(run.config.data, check_files=False).records if r.id in ids][:limit]
+    records = split_records(run, split, limit)
     if not records:
         raise ExportError(f"{run.path}: no {split} images to check the export against")
     return ImageDataset(records, run.preprocess).images
+
+
+def training_input_stats(run: Run, limit: int = 300) -> dict:
+    """The input-domain statistics of up to `limit` training scans (decoded, before resizing and normalisation)."""
+    prep, images, colour = run.preprocess, [], []
+    for r in split_records(run, "train", limit):
+        pixels, layout = read_pixels(r, prep.dicom_window)
+        images.append(to_channels(pixels, layout, r, prep.views, prep.view_axis, prep.channels))
+        colour.append(is_colour(pixels, layout))
+    return input_stats(images, [prep.resize(im) for im in images], colour)
+
+
+def validation_rates(run: Run, points: int = 201) -> dict:
+    """Sensitivity and specificity on val at evenly spaced thresholds, per label (the service's threshold control)."""
+    val = run.predictions("val")
+    grid = np.linspace(0.0, 1.0, points)
+    out = {}
+    for n in run.label_names:
+        sens, spec = rates(val[n].to_numpy() >= 0.5, val[f"p_{n}"].to_numpy(), grid)
+        out[n] = {"threshold": grid.round(4).tolist(), "sensitivity": sens.round(4).tolist(), "specificity": spec.round(4).tolist()}
+    return {"split": "val", "samples": int(len(val)), "labels": out}
 
 
 def _export_file(wrapped: nn.Module, example: torch.Tensor, fmt: Format, path: Path) -> None:
@@ -82,7 +113,8 @@ def parity(run: Run, path: Path, fmt: Format, images: torch.Tensor) -> dict:
 
 def export_run(run: Run | str | Path, fmt: Format = "onnx", out_dir: str | Path | None = None,
                tolerance: float = 1e-4, split: str = "test") -> Path:
-    """Write run/package/ (or out_dir): model file, preprocess.json, labels.json, thresholds.json, card.md, parity.json.
+    """Write run/package/ (or out_dir): model file, preprocess.json, labels.json, thresholds.json, card.md, parity.json,
+    plus config.yaml + model.pt (Grad-CAM), input_stats.json (input-domain check) and val_rates.json (threshold control).
 
     Raises ExportError when the exported model's probabilities differ from PyTorch's by more than `tolerance`
     on real images of `split`.
@@ -102,7 +134,10 @@ def export_run(run: Run | str | Path, fmt: Format = "onnx", out_dir: str | Path 
     if not result["passed"]:
         raise ExportError(f"{model_path}: probabilities differ from PyTorch by {result['max_abs_diff']:.3g} "
                           f"(tolerance {tolerance:g}) on {result['images']} {split} images")
-    shutil.copy(run.path / "preprocess.json", out / "preprocess.json")
+    for name in ("preprocess.json", "config.yaml", "model.pt"):  # model.pt: the weights for Grad-CAM (weights_only)
+        shutil.copy(run.path / name, out / name)
+    (out / "input_stats.json").write_text(json.dumps(training_input_stats(run)))
+    (out / "val_rates.json").write_text(json.dumps(validation_rates(run)))
     (out / "labels.json").write_text(json.dumps({"labels": run.label_names, "task": run.task}, indent=2))
     metrics = json.loads((run.path / "metrics.json").read_text()) if (run.path / "metrics.json").is_file() else {}
     (out / "thresholds.json").write_text(json.dumps(metrics.get("operating_point", {}), indent=2))

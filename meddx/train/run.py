@@ -243,10 +243,10 @@ class Run:
         from meddx.train.module import probabilities
 
         data = inputs if isinstance(inputs, Dataset) else ImageDataset(_as_records(inputs), self.preprocess, preload=False)
-        out = []
+        out, model = [], self.model  # built outside inference mode, so its weights stay usable for gradients (Grad-CAM)
         with torch.inference_mode():
             for x, _ in DataLoader(data, batch_size=batch_size):
-                out.append(probabilities(self.model(x), self.task).double().numpy())
+                out.append(probabilities(model(x), self.task).double().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.label_names)))
 
     def predict(self, inputs: list[Record | str | Path] | ImageDataset) -> pd.DataFrame:

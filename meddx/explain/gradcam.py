@@ -1,0 +1,171 @@
+"""Grad-CAM maps (the grad-cam package) for any registry image model, and overlays on the original scan."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from meddx.data.images import file_record, load_image
+from meddx.data.records import Record
+from meddx.data.tensors import Preprocess
+from meddx.errors import ConfigError
+from meddx.train.run import Run
+
+_POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.AvgPool2d, nn.MaxPool2d)
+
+
+def token_reshape(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """For timm vision transformers: (B, tokens, C) activations back to a (B, C, h, w) grid; None for CNNs."""
+    grid = getattr(getattr(model, "patch_embed", None), "grid_size", None)
+    if grid is None or not hasattr(model, "blocks"):
+        return None
+    prefix = int(getattr(model, "num_prefix_tokens", 1))
+
+    def reshape(tokens: torch.Tensor) -> torch.Tensor:
+        return tokens[:, prefix:, :].reshape(tokens.shape[0], grid[0], grid[1], tokens.shape[2]).permute(0, 3, 1, 2)
+
+    return reshape
+
+
+def find_target_layer(model: nn.Module, in_chans: int, size: tuple[int, int], name: str | None = None) -> tuple[str, nn.Module]:
+    """The layer to explain: `name` if given, else the last module that outputs a spatial (B, C, h, w) map.
+
+    Found by one forward pass with hooks, so it works for every CNN (timm's stages, our models): the last 4-D output
+    in execution order that is not a pooling layer and keeps more than one position. Vision transformers use the
+    last block's first norm, read through `token_reshape`.
+    """
+    if not name and token_reshape(model) is not None:
+        name = f"blocks.{len(model.blocks) - 1}.norm1"
+    if name:
+        try:
+            return name, model.get_submodule(name)
+        except AttributeError:
+            raise ConfigError(f"model has no layer '{name}'; layers: {', '.join(n for n, _ in model.named_modules() if n)[:2000]}") from None
+    order: list[tuple[str, tuple[int, ...]]] = []
+    names = {m: n for n, m in model.named_modules() if n}
+
+    def record(module: nn.Module, _inputs, output) -> None:
+        if isinstance(output, torch.Tensor):
+            order.append((names[module], tuple(output.shape)))
+
+    hooks = [m.register_forward_hook(record) for m in names
+             if not isinstance(m, _POOLS) and "pool" not in type(m).__name__.lower()]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, in_chans, *size))
+    finally:
+        for h in hooks:
+            h.remove()
+    spatial = [n for n, s in order if len(s) == 4 and s[2] * s[3] > 1] or [n for n, s in order if len(s) == 4]
+    if not spatial:
+        raise ConfigError("Grad-CAM needs a convolutional feature map and this model has none; name a layer with --layer")
+    return spatial[-1], model.get_submodule(spatial[-1])
+
+
+class Explainer:
+    """Grad-CAM for one model: its preprocessing, label names and the chosen target layer."""
+
+    def __init__(self, model: nn.Module, prep: Preprocess, labels: list[str], task: str, layer: str | None = None):
+        from pytorch_grad_cam import GradCAM
+
+        self.model, self.prep, self.labels, self.task = model.eval(), prep, labels, task
+        self.layer_name, layer_module = find_target_layer(self.model, prep.channels, tuple(prep.image_size), layer)
+        self.cam = GradCAM(model=self.model, target_layers=[layer_module], reshape_transform=token_reshape(self.model))
+
+    @classmethod
+    def for_model(cls, model: nn.Module, prep: Preprocess, labels: list[str], task: str, layer: str | None = None) -> Explainer:
+        return cls(model, prep, labels, task, layer)
+
+    @classmethod
+    def from_run(cls, run: Run | str | Path, layer: str | None = None) -> Explainer:
+        """The explainer of a run folder's best model."""
+        run = run if isinstance(run, Run) else Run(run)
+        return cls(run.model, run.preprocess, run.label_names, run.task, layer)
+
+    def label_index(self, label: str | None) -> int:
+        """Index of a label name; default: the first (the positive class of a binary run)."""
+        if label is None:
+            return 0
+        if label not in self.labels:
+            raise ConfigError(f"unknown label '{label}'; this model's labels are {self.labels}")
+        return self.labels.index(label)
+
+    def maps(self, images: torch.Tensor, label: int) -> np.ndarray:
+        """(B, H, W) maps in [0, 1] for normalised model inputs (B, C, H, W) and one output index."""
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+        with torch.enable_grad():
+            return self.cam(input_tensor=images, targets=[ClassifierOutputTarget(label)] * len(images))
+
+    def explain(self, source: Record | str | Path | np.ndarray, label: str | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+        """(overlay RGB uint8 at the scan's own size, map (H, W) in [0, 1] at model size, probability) for one scan."""
+        from meddx.train.module import probabilities
+
+        j = self.label_index(label)
+        original = source if isinstance(source, np.ndarray) else self.original(source)
+        x = self.prep.model_input(original)
+        with torch.no_grad():
+            prob = float(probabilities(self.model(x), self.task)[0, j])
+        cam = self.maps(x, j)[0]
+        return overlay(original, cam), cam, prob
+
+    def original(self, source: Record | str | Path) -> np.ndarray:
+        """The scan as (C, H, W) float at its own resolution, channels chosen as in training."""
+        record = source if isinstance(source, Record) else file_record(source)
+        p = self.prep
+        return load_image(record, p.views, p.view_axis, p.channels, p.dicom_window)
+
+
+def display_grey(image: np.ndarray) -> np.ndarray:
+    """(H, W) grey levels in [0, 1] for display: kept as they are when already in [0, 1], else min-max scaled."""
+    g = image.mean(0) if image.ndim == 3 else image
+    lo, hi = float(g.min()), float(g.max())
+    if lo >= 0.0 and hi <= 1.0:
+        return g.astype(np.float32)
+    return ((g - lo) / (hi - lo) if hi > lo else np.zeros_like(g)).astype(np.float32)
+
+
+def overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.4, max_side: int = 1024) -> np.ndarray:
+    """The scan in grey with the map alpha-blended on top (jet colour map), as RGB uint8 at the scan's size."""
+    import matplotlib
+
+    grey = display_grey(image)
+    h, w = grey.shape
+    scale = min(1.0, max_side / max(h, w))
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    if size != (h, w):
+        grey = F.interpolate(torch.from_numpy(grey)[None, None], size=size, mode="bilinear", antialias=True)[0, 0].numpy()
+    heat = F.interpolate(torch.from_numpy(np.asarray(cam, np.float32))[None, None], size=size, mode="bilinear")[0, 0].numpy()
+    colour = matplotlib.colormaps["jet"](np.clip(heat, 0, 1))[..., :3]
+    rgb = (1 - alpha) * np.repeat(grey[..., None], 3, axis=2) + alpha * colour
+    return (np.clip(rgb, 0, 1) * 255).round().astype(np.uint8)
+
+
+def grey_png(image: np.ndarray, max_side: int = 1024) -> np.ndarray:
+    """The scan alone as grey uint8, for showing beside its map."""
+    return overlay(image, np.zeros(image.shape[-2:], np.float32), alpha=0.0, max_side=max_side)[..., 0]
+
+
+def save_png(array: np.ndarray, path: str | Path) -> Path:
+    """Write an RGB or grey uint8 array as PNG."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+    return path
+
+
+def explain_file(run: Run | str | Path, scan: str | Path, label: str | None = None, out: str | Path | None = None,
+                 layer: str | None = None) -> tuple[Path, float]:
+    """Grad-CAM overlay of one scan saved as PNG (default: RUN/explain/<scan>-<label>.png); returns path and probability."""
+    run = run if isinstance(run, Run) else Run(run)
+    explainer = Explainer.from_run(run, layer)
+    name = label or run.label_names[0]
+    image, _, prob = explainer.explain(scan, label)
+    path = Path(out) if out else run.path / "explain" / f"{Path(scan).stem}-{name}.png"
+    return save_png(image, path), prob

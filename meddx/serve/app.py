@@ -1,0 +1,114 @@
+"""The HTTP service: POST /predict, GET /health, GET /model, the web page at /, OpenAPI docs at /docs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from concurrent.futures import ThreadPoolExecutor
+from importlib.resources import files
+from pathlib import Path
+
+from fastapi import FastAPI, File, Query, UploadFile
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from meddx.errors import MeddxError
+from meddx.serve.predictor import Predictor, UploadError
+
+
+class UploadLimit:
+    """ASGI middleware: 413 for a request body over `max_bytes`, by Content-Length or while it streams in."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def _refuse(self, send) -> None:
+        body = json.dumps({"detail": f"upload larger than the limit of {self.max_bytes:,} bytes"}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            return await self._refuse(send)
+        seen, too_big = 0, False
+
+        async def counted_receive():
+            nonlocal seen, too_big
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:  # a chunked body without Content-Length: stop reading it
+                    too_big = True
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message):
+            if not too_big:
+                await send(message)
+
+        try:
+            await self.app(scope, counted_receive, guarded_send)
+        except Exception:
+            if not too_big:
+                raise
+        if too_big:
+            await self._refuse(send)
+
+
+def create_app(path: str | Path, backend: str = "auto", max_upload_mb: float = 20.0, timeout_s: float = 30.0,
+               threads: int = 2) -> FastAPI:
+    """The FastAPI app for a package or run folder; inference runs in a thread pool, never on the event loop."""
+    predictor = Predictor(path, backend)
+    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="meddx-infer")
+    app = FastAPI(title=f"meddx: {predictor.path.name}", version="1",
+                  description="Diagnosis model served by meddx. Research and decision support only; not a medical device.")
+    app.state.predictor = predictor
+    app.add_middleware(UploadLimit, max_bytes=int(max_upload_mb * 1024 * 1024))
+
+    @app.exception_handler(MeddxError)
+    async def meddx_error(_request, exc: MeddxError):
+        return JSONResponse({"detail": str(exc)}, status_code=getattr(exc, "status", 422))
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> str:
+        return files("meddx.serve").joinpath("page.html").read_text()
+
+    @app.get("/health")
+    async def health() -> dict:
+        """Liveness and what is loaded."""
+        return {"status": "ok", "model": predictor.path.name, "backend": predictor.backend, "labels": predictor.labels}
+
+    @app.get("/model")
+    async def model() -> dict:
+        """The model card, labels, operating point and the validation sensitivity/specificity table."""
+        return predictor.info()
+
+    @app.post("/predict")
+    async def predict(
+        file: UploadFile = File(..., description="PNG, JPEG, DICOM or NPY scan"),
+        cam: bool = Query(False, description="Add the Grad-CAM overlay as base64 PNG"),
+        label: str | None = Query(None, description="Label for the Grad-CAM map (default: the first)"),
+        image: bool = Query(False, description="Add the decoded scan as base64 PNG (for display)"),
+    ) -> dict:
+        """Per-label probabilities, the decision at the operating point chosen on validation, and the input-domain check."""
+        data = await file.read()
+        loop = asyncio.get_running_loop()
+        try:
+            result = await asyncio.wait_for(loop.run_in_executor(pool, predictor.predict, data, cam, label, image), timeout_s)
+        except asyncio.TimeoutError:
+            return JSONResponse({"detail": f"inference took longer than {timeout_s:g} s"}, status_code=504)
+        except UploadError as e:
+            return JSONResponse({"detail": str(e)}, status_code=e.status)
+        return {"filename": file.filename, **result}
+
+    return app
+
+
+def serve(path: str | Path, host: str = "127.0.0.1", port: int = 8000, **settings) -> None:
+    """Run the service with uvicorn until interrupted."""
+    import uvicorn
+
+    uvicorn.run(create_app(path, **settings), host=host, port=port, timeout_keep_alive=5, log_level="info")

@@ -1,0 +1,210 @@
+"""A loaded model for serving: a package folder (ONNX Runtime) or a run folder (PyTorch), plus uploads made safe."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import tempfile
+import threading
+import time
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from meddx.config import load_config
+from meddx.data.images import is_colour, read_pixels, to_channels
+from meddx.data.records import Record
+from meddx.data.tensors import Preprocess
+from meddx.errors import ConfigError, DataError
+from meddx.evaluate.operating import choose_threshold, parse_operating_point
+from meddx.export.domain import check_input
+from meddx.export.package import training_input_stats, validation_rates
+from meddx.models import create_model
+from meddx.train.module import probabilities
+from meddx.train.run import Run
+
+MAGIC = {"png": (0, b"\x89PNG\r\n\x1a\n"), "jpeg": (0, b"\xff\xd8\xff"), "dicom": (128, b"DICM"), "npy": (0, b"\x93NUMPY")}
+SUFFIX = {"png": ".png", "jpeg": ".jpg", "dicom": ".dcm", "npy": ".npy"}
+
+
+class UploadError(DataError):
+    """An upload the service refuses, with the HTTP status that says why."""
+
+    def __init__(self, message: str, status: int = 422):
+        super().__init__(message)
+        self.status = status
+
+
+def sniff(data: bytes) -> str:
+    """The upload's format from its first bytes (never from the name the client gave)."""
+    if not data:
+        raise UploadError("empty upload: the file has no bytes", 400)
+    for kind, (offset, magic) in MAGIC.items():
+        if data[offset: offset + len(magic)] == magic:
+            return kind
+    raise UploadError("unsupported file content: expected PNG, JPEG, DICOM (with the DICM preamble) or NPY; "
+                      f"the first bytes are {data[:8]!r}", 422)
+
+
+def _pixel_count(path: str, kind: str) -> int:
+    """Pixels the decoded image will have, read from the header before decoding (bombs are refused early)."""
+    try:
+        if kind in ("png", "jpeg"):
+            with Image.open(path) as im:
+                return im.width * im.height * len(im.getbands())
+        if kind == "npy":
+            with open(path, "rb") as f:
+                version = np.lib.format.read_magic(f)
+                shape, _, _ = np.lib.format._read_array_header(f, version)
+            return int(np.prod(shape))
+        import pydicom
+
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        return int(getattr(ds, "Rows", 0)) * int(getattr(ds, "Columns", 0)) * int(getattr(ds, "NumberOfFrames", 1) or 1)
+    except Exception as e:  # any header the decoder cannot read is a bad upload, never a 500
+        raise UploadError(f"not a readable {kind.upper()} file ({type(e).__name__}: {e})") from None
+
+
+def _png_base64(array: np.ndarray) -> str:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+class Predictor:
+    """Everything the service needs: model backend, preprocessing, labels, thresholds, domain statistics, Grad-CAM."""
+
+    def __init__(self, path: str | Path, backend: str = "auto", max_pixels: int = 40_000_000):
+        self.path = Path(path)
+        self.max_pixels = max_pixels
+        self._cam_lock = threading.Lock()
+        if (self.path / "labels.json").is_file():  # a package written by `meddx export`
+            self.kind = "package"
+            labels = json.loads((self.path / "labels.json").read_text())
+            self.labels, self.task = labels["labels"], labels["task"]
+            self.prep = Preprocess.load(self.path / "preprocess.json")
+            self.config = load_config(self.path / "config.yaml")
+            self.stats = json.loads((self.path / "input_stats.json").read_text())
+            self.val_rates = json.loads((self.path / "val_rates.json").read_text())
+            operating = json.loads((self.path / "thresholds.json").read_text())
+            self.card = (self.path / "card.md").read_text()
+        elif (self.path / "config.yaml").is_file():  # a run folder: PyTorch, domain statistics computed now
+            self.kind = "run"
+            run = Run(self.path)
+            self.labels, self.task, self.prep, self.config = run.label_names, run.task, run.preprocess, run.config
+            self.stats, self.val_rates = training_input_stats(run), validation_rates(run)
+            metrics = run.path / "metrics.json"
+            operating = json.loads(metrics.read_text())["operating_point"] if metrics.is_file() else {}
+            self.card = f"# {run.path.name}\n\nRun folder served directly (PyTorch); `meddx export` writes a full model card.\n"
+        else:
+            raise ConfigError(f"{self.path}: neither a model package (labels.json) nor a run folder (config.yaml)")
+        self.thresholds, self.rule = self._thresholds(operating)
+        onnx = self.path / "model.onnx"
+        if backend == "auto":
+            backend = "onnx" if onnx.is_file() else "pytorch"
+        if backend == "onnx" and not onnx.is_file():
+            raise ConfigError(f"{self.path}: no model.onnx for the onnx backend; run `meddx export` first")
+        if backend not in ("onnx", "pytorch"):
+            raise ConfigError(f"unknown backend '{backend}': use auto, onnx or pytorch")
+        self.backend = backend
+        if backend == "onnx":
+            import onnxruntime as ort
+
+            self._session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
+        else:
+            self.torch_model  # load now: a broken model file fails at start, not at the first request
+
+    def _thresholds(self, operating: dict) -> tuple[dict[str, float], str]:
+        """The operating point chosen on validation (from the evaluation, else the config's rule on val_rates' split)."""
+        if self.task == "multiclass":
+            return {n: 0.5 for n in self.labels}, "argmax"
+        if operating.get("thresholds"):
+            return {n: float(operating["thresholds"][n]) for n in self.labels}, operating.get("rule", "")
+        method, value = parse_operating_point(self.config.evaluate.operating_point)
+        if method == "fixed" or self.kind != "run":
+            return {n: float(value if method == "fixed" else 0.5) for n in self.labels}, f"threshold {value or 0.5:g}"
+        val = Run(self.path).predictions("val")
+        return {n: choose_threshold(val[n].to_numpy(), val[f"p_{n}"].to_numpy(), method, value) for n in self.labels}, method
+
+    @cached_property
+    def torch_model(self) -> torch.nn.Module:
+        """The PyTorch model rebuilt from the config, weights loaded with weights_only=True (no pickle execution)."""
+        model = create_model(self.config.model.name, self.prep.channels, len(self.labels), dropout=self.config.model.dropout)
+        model.load_state_dict(torch.load(self.path / "model.pt", map_location="cpu", weights_only=True))
+        return model.eval()
+
+    @cached_property
+    def explainer(self):
+        """Grad-CAM on the PyTorch weights (also for an ONNX package, which carries model.pt for this)."""
+        from meddx.explain.gradcam import Explainer
+
+        return Explainer.for_model(self.torch_model, self.prep, self.labels, self.task)
+
+    def info(self) -> dict:
+        """What GET /model returns: labels, thresholds, the validation table for the threshold control, the card."""
+        return {"name": self.path.name, "kind": self.kind, "backend": self.backend, "task": self.task,
+                "labels": self.labels, "thresholds": self.thresholds, "operating_point": self.rule,
+                "input": {"channels": self.prep.channels, "size": list(self.prep.image_size), "normalize": self.prep.normalize},
+                "val_rates": self.val_rates, "card": self.card}
+
+    def decode(self, data: bytes) -> tuple[np.ndarray, bool]:
+        """Upload bytes to a (C, H, W) scan, channels chosen as in training; format checked by content."""
+        kind = sniff(data)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = str(Path(tmp) / f"upload{SUFFIX[kind]}")
+            Path(path).write_bytes(data)
+            pixels = _pixel_count(path, kind)
+            if pixels > self.max_pixels:
+                raise UploadError(f"image too large: {pixels:,} values (limit {self.max_pixels:,})", 413)
+            record = Record(id="upload", patient_id="upload", source=path, labels=np.zeros(0, np.float32))
+            try:
+                raw, layout = read_pixels(record, self.prep.dicom_window)
+                image = to_channels(raw, layout, record, self.prep.views, self.prep.view_axis, self.prep.channels)
+            except DataError as e:
+                raise UploadError(str(e).replace(path, "upload")) from None
+            except Exception as e:  # a decoder failing in an unforeseen way is still the upload's fault
+                raise UploadError(f"the {kind.upper()} upload cannot be decoded ({type(e).__name__})") from None
+        if not np.isfinite(image).all():
+            raise UploadError("the image holds NaN or infinite values")
+        return image, is_colour(raw, layout)
+
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """(B, L) probabilities for normalised inputs (B, C, H, W) through the chosen backend."""
+        if self.backend == "onnx":
+            return self._session.run(["probabilities"], {"image": batch.astype(np.float32)})[0]
+        with torch.inference_mode():
+            return probabilities(self.torch_model(torch.from_numpy(batch)), self.task).numpy()
+
+    def predict(self, data: bytes, cam: bool = False, label: str | None = None, image: bool = False) -> dict:
+        """The whole answer for one upload: probabilities, decisions, domain check, optional scan and Grad-CAM PNGs."""
+        start = time.perf_counter()
+        scan, colour = self.decode(data)
+        x = self.prep.model_input(scan)
+        p = self.probabilities(x.numpy())[0]
+        probs = {n: float(p[j]) for j, n in enumerate(self.labels)}
+        if self.task == "multiclass":
+            top = self.labels[int(np.argmax(p))]
+            decisions = {n: n == top for n in self.labels}
+        else:
+            decisions = {n: probs[n] >= self.thresholds[n] for n in self.labels}
+        out = {"probabilities": probs, "decisions": decisions, "thresholds": self.thresholds,
+               "operating_point": self.rule, "domain": check_input(scan, self.prep.resize(scan), self.stats, colour),
+               "backend": self.backend}
+        if image or cam:
+            from meddx.explain.gradcam import grey_png, overlay
+
+            if image:
+                out["image_png"] = _png_base64(grey_png(scan, max_side=512))
+            if cam:
+                name = label or self.labels[0]
+                if name not in self.labels:
+                    raise UploadError(f"unknown label '{name}'; labels are {self.labels}", 400)
+                with self._cam_lock:  # Grad-CAM's hooks hold state: one map at a time
+                    heat = self.explainer.maps(x, self.labels.index(name))[0]
+                out["cam_png"], out["cam_label"] = _png_base64(overlay(scan, heat, max_side=512)), name
+        out["elapsed_ms"] = round((time.perf_counter() - start) * 1000, 2)
+        return out

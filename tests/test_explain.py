@@ -1,0 +1,80 @@
+"""Grad-CAM: the sanity check on real data (maps change when weights are randomised), target layers, overlays, gallery."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from scipy.stats import spearmanr
+
+from conftest import need, run_cli
+from meddx.data.tensors import Preprocess
+from meddx.explain import Explainer, explain_file, find_target_layer, gallery, overlay
+from meddx.export.package import check_images
+from meddx.models import create_model, list_models
+
+
+def test_maps_fail_the_randomisation_sanity_check_only_when_they_should(datscan_run):
+    """Adebayo et al.: a map that survives randomising the weights explains the image, not the model."""
+    images = check_images(datscan_run, "test", 16)
+    trained = Explainer.from_run(datscan_run).maps(images, 0)
+    random_model = copy.deepcopy(datscan_run.model)
+    torch.manual_seed(0)
+    for module in random_model.modules():
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+    randomised = Explainer(random_model, datscan_run.preprocess, datscan_run.label_names, datscan_run.task).maps(images, 0)
+    assert trained.shape == (16, 48, 48) and trained.min() >= 0 and trained.max() <= 1
+    assert (trained.std(axis=(1, 2)) > 0.01).all(), "a constant map explains nothing"
+    rank = [spearmanr(a.ravel(), b.ravel())[0] for a, b in zip(trained, randomised)]
+    assert np.mean(rank) < 0.5, f"maps barely change when the weights are randomised: {np.round(rank, 2)}"
+
+
+@pytest.mark.parametrize("name", list_models() + ["resnet18", "densenet121", "efficientnet_b0", "convnext_atto",
+                                                  "mobilenetv3_small_100", "vit_tiny_patch16_224"])
+def test_target_layer_found_for_each_architecture(name):
+    size = 224 if name.startswith("vit") else 64
+    model = create_model(name, 1, 2)
+    explainer = Explainer(model, Preprocess(1, (size, size), "none"), ["a", "b"], "multilabel")
+    maps = explainer.maps(torch.randn(2, 1, size, size), 1)
+    assert maps.shape == (2, size, size) and np.isfinite(maps).all()
+    layer_name, layer = find_target_layer(model, 1, (size, size))
+    assert layer_name == explainer.layer_name and layer is model.get_submodule(layer_name)
+
+
+def test_layer_override_and_unknown_names():
+    model = create_model("small_cnn", 1, 1)
+    assert find_target_layer(model, 1, (32, 32), "features.1")[0] == "features.1"
+    with pytest.raises(Exception, match="no layer 'nope'"):
+        find_target_layer(model, 1, (32, 32), "nope")
+
+
+def test_overlay_keeps_grey_levels_and_blends():
+    grey = np.linspace(0, 1, 40 * 30, dtype=np.float32).reshape(1, 40, 30)
+    flat = overlay(grey, np.zeros((8, 8), np.float32), alpha=0.0)
+    assert flat.shape == (40, 30, 3) and (flat[..., 0] == flat[..., 1]).all()
+    np.testing.assert_allclose(flat[..., 0] / 255.0, grey[0], atol=1 / 255)
+    hot = overlay(grey, np.ones((8, 8), np.float32), alpha=0.4)
+    assert not np.array_equal(hot, flat) and abs(int(hot[0, 0, 0]) - int(flat[0, 0, 0])) > 10
+
+
+def test_explain_cli_and_gallery(datscan_run, data_dir, tmp_path):
+    scan = sorted((need(data_dir, "datscan_spect_ppmi_2d") / "train" / "PD").iterdir())[0]
+    out = tmp_path / "map.png"
+    proc = run_cli("explain", str(datscan_run.path), str(scan), "--label", "PD", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "p = " in proc.stdout
+    with Image.open(out) as im, Image.open(scan) as original:
+        assert im.size == original.size and im.mode == "RGB"  # the overlay is on the scan at its own size
+    bad = run_cli("explain", str(datscan_run.path), str(scan), "--label", "nope")
+    assert bad.returncode == 2 and "unknown label 'nope'" in bad.stderr
+    path, prob = explain_file(datscan_run, scan)
+    assert path.is_file() and 0 <= prob <= 1
+    page = gallery(datscan_run, "test", k=2, out_dir=tmp_path / "gallery")
+    html = page.read_text()
+    assert "true positives" in html and "false negatives" in html
+    pngs = sorted((tmp_path / "gallery").glob("*-cam.png"))
+    assert 1 <= len(pngs) <= 6 and all(p.name in html for p in pngs)
