@@ -8,19 +8,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import meddx
-from conftest import need, run_cli
+from conftest import run_cli
 from meddx.export import ExportError, export_run
 from meddx.export.package import check_images
 
 
 @pytest.fixture(scope="module")
-def small_run(data_dir, tmp_path_factory):
-    return meddx.train({
-        "name": "export", "output_dir": str(tmp_path_factory.mktemp("export")),
-        "data": {"path": str(need(data_dir, "datscan_spect_ppmi_2d")), "image_size": 40, "normalize": "sample"},
-        "train": {"max_epochs": 1, "batch_size": 64, "progress_bar": False}, "evaluate": {"bootstrap": 100},
-    })
+def small_run(datscan_run):
+    return datscan_run
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])

@@ -1,0 +1,220 @@
+"""The HTTP service on a real model: predictions equal meddx's, every bad upload answered with a reason, the domain
+check, the thread pool and timeout, and the web page in real Chromium."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from conftest import ARTIFACTS, REPO, need
+from meddx.export import export_run
+from meddx.serve import create_app
+
+
+@pytest.fixture(scope="module")
+def package(datscan_run, tmp_path_factory):
+    return export_run(datscan_run, "onnx", tmp_path_factory.mktemp("pkg") / "package")
+
+
+@pytest.fixture(scope="module")
+def client(package):
+    with TestClient(create_app(package, max_upload_mb=1, timeout_s=60)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def scans(data_dir):
+    root = need(data_dir, "datscan_spect_ppmi_2d") / "train"
+    return sorted((root / "PD").iterdir())[:3] + sorted((root / "HC").iterdir())[:3]
+
+
+def _post(client, data: bytes, name: str = "scan.png", **params):
+    return client.post("/predict", params=params, files={"file": (name, data, "application/octet-stream")})
+
+
+@pytest.mark.parametrize("backend", ["onnx", "pytorch"])
+def test_predictions_equal_meddx_and_carry_decisions(datscan_run, package, scans, backend):
+    expected = datscan_run.predict([str(s) for s in scans])["p_PD"].to_numpy()
+    path = package if backend == "onnx" else datscan_run.path
+    with TestClient(create_app(path, backend=backend)) as c:
+        assert c.get("/health").json()["backend"] == backend
+        for scan, p in zip(scans, expected):
+            r = _post(c, scan.read_bytes())
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert abs(body["probabilities"]["PD"] - p) < 1e-4
+            assert body["decisions"]["PD"] == (body["probabilities"]["PD"] >= body["thresholds"]["PD"])
+            assert body["domain"]["in_distribution"], body["domain"]
+
+
+def test_model_card_health_docs(client, datscan_run):
+    info = client.get("/model").json()
+    assert info["labels"] == ["PD"] and info["backend"] == "onnx" and "ROC AUC" in info["card"]
+    table = info["val_rates"]["labels"]["PD"]
+    assert len(table["threshold"]) == 201 and table["sensitivity"][0] == 1.0 and table["specificity"][-1] >= 0.99
+    assert info["operating_point"] == "Youden's J" and 0 < info["thresholds"]["PD"] < 1
+    assert client.get("/health").json()["status"] == "ok"
+    assert client.get("/docs").status_code == 200
+    assert "/predict" in client.get("/openapi.json").json()["paths"]
+
+
+def test_grad_cam_and_scan_images_in_the_response(client, scans):
+    body = _post(client, scans[0].read_bytes(), cam=True, image=True).json()
+    cam = Image.open(io.BytesIO(base64.b64decode(body["cam_png"])))
+    scan = Image.open(io.BytesIO(base64.b64decode(body["image_png"])))
+    with Image.open(scans[0]) as original:
+        assert cam.size == scan.size == original.size and cam.mode == "RGB"
+    assert body["cam_label"] == "PD"
+    assert _post(client, scans[0].read_bytes(), cam=True, label="nope").status_code == 400
+
+
+def _dicom_without_pixels(path) -> bytes:
+    import pydicom
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = "1.2.840.10008.5.1.4.1.1.7", generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.PatientID, ds.Modality = "anon", "NM"
+    ds.save_as(path, enforce_file_format=True)
+    assert pydicom.dcmread(path).get("PixelData") is None
+    return path.read_bytes()
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
+def test_each_bad_upload_gets_a_reason_never_a_500(client, scans, tmp_path):
+    png = scans[0].read_bytes()
+    cases = {
+        "empty": (b"", 400, "empty upload"),
+        "wrong type": (b"this is a text file, not a scan\n" * 4, 422, "unsupported file content"),
+        "truncated png": (png[: len(png) // 3], 422, "truncated"),
+        "too big": (png + b"\0" * (1024 * 1024), 413, "larger than the limit"),
+        "dicom without pixels": (_dicom_without_pixels(tmp_path / "nopix.dcm"), 422, "no pixel data"),
+        "npy of the wrong shape": (_npy(np.zeros((2, 3, 4, 5), np.float32)), 422, "expected (H, W)"),
+        "npy with NaN": (_npy(np.full((48, 48), np.nan, np.float32)), 422, "NaN"),
+        "jpeg header only": (b"\xff\xd8\xff\xe0" + b"\0" * 20, 422, "JPEG"),
+    }
+    for name, (data, status, reason) in cases.items():
+        r = _post(client, data)
+        assert r.status_code == status, (name, r.status_code, r.text)
+        assert reason in r.json()["detail"], (name, r.json())
+    assert client.post("/predict").status_code == 422  # no file field at all: FastAPI's validation answer
+
+
+def test_streamed_upload_without_length_is_cut_at_the_limit(client):
+    def chunks():  # a multipart body streamed without Content-Length, so only counting can stop it
+        yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="big.png"\r\n\r\n'
+        for _ in range(40):
+            yield b"\0" * 65536
+        yield b"\r\n--b--\r\n"
+
+    r = client.post("/predict", content=chunks(), headers={"content-type": "multipart/form-data; boundary=b"})
+    assert r.status_code == 413 and "larger than the limit" in r.json()["detail"]
+
+
+def test_domain_check_flags_inverted_unscaled_and_other_modalities(client, scans, data_dir):
+    with Image.open(scans[0]) as im:
+        grey = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
+    inverted = io.BytesIO()
+    Image.fromarray(((1.0 - grey) * 255).astype(np.uint8)).save(inverted, format="PNG")
+    body = _post(client, inverted.getvalue()).json()
+    assert not body["domain"]["in_distribution"] and any("inverted" in w for w in body["domain"]["warnings"])
+    body = _post(client, _npy(grey * 4095.0), name="raw.npy").json()
+    assert any("unscaled" in w for w in body["domain"]["warnings"])
+    ct = need(data_dir, "dicom/CT_small.dcm").read_bytes()
+    body = _post(client, ct, name="ct.dcm").json()
+    assert not body["domain"]["in_distribution"] and body["domain"]["warnings"]
+    assert 0 <= body["probabilities"]["PD"] <= 1  # the number still comes, with the warning beside it
+
+
+def test_inference_runs_off_the_event_loop_and_times_out(package, scans, monkeypatch):
+    app = create_app(package, timeout_s=1.0, threads=2)
+    predictor = app.state.predictor
+    started, release = threading.Event(), threading.Event()
+    real = predictor.predict
+
+    def slow(data, *args):
+        started.set()
+        release.wait(5)
+        return real(data, *args)
+
+    monkeypatch.setattr(predictor, "predict", slow)
+    with TestClient(app) as c:
+        result = {}
+        worker = threading.Thread(target=lambda: result.update(r=_post(c, scans[0].read_bytes())))
+        worker.start()
+        assert started.wait(10)
+        assert c.get("/health").status_code == 200  # answered while the prediction is still running
+        assert "r" not in result
+        worker.join(10)
+        release.set()
+        assert result["r"].status_code == 504 and "longer than 1 s" in result["r"].json()["detail"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_web_page_in_chromium(package, scans):
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (make test installs it with apt)")
+    import httpx
+    from playwright.sync_api import sync_playwright
+
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "meddx", "serve", str(package), "--port", str(port)], cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
+    try:
+        for _ in range(240):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        else:
+            pytest.fail(f"service did not start: {server.stdout.read().decode()[-2000:] if server.poll() is not None else ''}")
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu", "--no-first-run"])
+            page = browser.new_page(viewport={"width": 1100, "height": 1000})
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.wait_for_function("document.querySelector('#label').options.length > 0")
+            page.set_input_files("#file", str(scans[0]))
+            page.wait_for_selector("#result:not([hidden])", timeout=60000)
+            page.wait_for_function("document.querySelector('#cam').naturalWidth > 0")
+            prob = float(page.locator("#probs tbody td.p").first.inner_text())
+            assert 0.0 <= prob <= 1.0
+            assert page.eval_on_selector("#scan", "e => e.naturalWidth") > 50
+            low = (page.locator("#sens").inner_text(), page.locator("#spec").inner_text())
+            page.eval_on_selector("#threshold", "e => { e.value = 0.99; e.dispatchEvent(new Event('input')); }")
+            high = (page.locator("#sens").inner_text(), page.locator("#spec").inner_text())
+            assert float(high[0]) <= float(low[0]) and float(high[1]) >= float(low[1]) and high != low
+            assert page.locator("#decision").inner_text().startswith(("positive", "negative"))
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "serve.png"), full_page=True)
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(10)
+    assert (ARTIFACTS / "serve.png").stat().st_size > 20000
