@@ -20,9 +20,8 @@ READABLE_EXTENSIONS = PIL_EXTENSIONS | DICOM_EXTENSIONS | ARRAY_EXTENSIONS
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
-@lru_cache(maxsize=16)
-def load_array_file(path: str, key: str | None) -> np.ndarray:
-    """Whole array of an .npy file or of one key of an .npz file, cached (MedMNIST files hold every sample)."""
+def read_array_file(path: str, key: str | None) -> np.ndarray:
+    """Whole array of an .npy file or of one key of an .npz file (pickles refused)."""
     try:
         if path.endswith(".npz"):
             with np.load(path, allow_pickle=False) as npz:
@@ -38,6 +37,9 @@ def load_array_file(path: str, key: str | None) -> np.ndarray:
         raise
     except Exception as e:  # noqa: BLE001 - any decoder failure becomes a clear data error
         raise DataError(f"{path}: not a readable NumPy file ({type(e).__name__}: {e})") from None
+
+
+load_array_file = lru_cache(maxsize=16)(read_array_file)  # cached: a MedMNIST file holds every sample of a data set
 
 
 def _scale_integers(arr: np.ndarray) -> np.ndarray:
@@ -120,8 +122,8 @@ def read_pixels(record: Record, dicom_window: tuple[float, float] | None = None)
         return _scale_integers(arr), ("dhw" if arr.ndim == 3 else "hw")
     if not Path(path).is_file():
         raise DataError(f"{_where(record)}: image file not found: {path}")
-    if suffix in ARRAY_EXTENSIONS:
-        arr = load_array_file(path, record.key)
+    if suffix in ARRAY_EXTENSIONS:  # one image per file: read, not cached
+        arr = read_array_file(path, record.key)
         if arr.ndim not in (2, 3):
             raise DataError(f"{path}: array of shape {arr.shape}; expected (H, W) or (C|D, H, W)")
         return _scale_integers(arr), ("dhw" if arr.ndim == 3 else "hw")

@@ -111,7 +111,9 @@ class Predictor:
         if backend == "onnx":
             import onnxruntime as ort
 
-            self._session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
+            options = ort.SessionOptions()  # no busy-waiting: request threads and other processes share the cores
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            self._session = ort.InferenceSession(str(onnx), options, providers=["CPUExecutionProvider"])
         else:
             self.torch_model  # load now: a broken model file fails at start, not at the first request
 
