@@ -33,8 +33,8 @@ def test_maps_fail_the_randomisation_sanity_check_only_when_they_should(datscan_
     assert np.mean(rank) < 0.5, f"maps barely change when the weights are randomised: {np.round(rank, 2)}"
 
 
-@pytest.mark.parametrize("name", list_models() + ["resnet18", "densenet121", "efficientnet_b0", "convnext_atto",
-                                                  "mobilenetv3_small_100", "vit_tiny_patch16_224"])
+@pytest.mark.parametrize("name", sorted(set(list_models()) | {"resnet18", "densenet121", "efficientnet_b0", "convnext_atto",
+                                                              "mobilenetv3_small_100", "vit_tiny_patch16_224"}))
 def test_target_layer_found_for_each_architecture(name):
     size = 224 if name.startswith("vit") else 64
     model = create_model(name, 1, 2)

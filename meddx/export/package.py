@@ -172,6 +172,9 @@ def model_card(run: Run, metrics: dict, parity_result: dict) -> str:
               "- Research and decision support only; not a medical device. Validate on data from the site where it is used.",
               "- Trained on the data above only: other scanners, modalities, ages or preprocessing may change its behaviour.",
               "- Inputs must be prepared exactly as `preprocess.json` says (channels, size, normalisation).",
+              "- `input_stats.json` describes the training scans; `meddx serve` warns when an upload falls outside them "
+              "(another modality, an inverted or unscaled image, colour, another aspect ratio). The check is a guard, "
+              "not a guarantee: a scan within those statistics can still be unlike the training data.",
               "", "## Running the file without meddx",
               "```python",
               "import json, numpy as np, onnxruntime as ort",
