@@ -175,10 +175,9 @@ def _finetune_summary(cfg: RunConfig, module) -> dict:
     out: dict = {}
     if cfg.train.init_from:
         out["init_from"] = {"source": str(cfg.train.init_from), **(module.init_report or {})}
-    if cfg.train.finetune_depth != "all":
-        model = module.model
-        out["trainable_parameters"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        out["total_parameters"] = sum(p.numel() for p in model.parameters())
+    model = module.model
+    out["trainable_parameters"] = sum(p.numel() for p in model.parameters() if p.requires_grad)  # at the end
+    out["total_parameters"] = sum(p.numel() for p in model.parameters())
     if cfg.train.swa:
         out["model_pt"] = "swa"
     return out
