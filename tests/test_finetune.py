@@ -240,6 +240,10 @@ def test_ensemble_of_two_runs(swa_run, data_dir, tmp_path):
     assign_splits(ds, ens.config.split)
     again = meddx.load_run(ens.path).predict(ImageDataset(ds.subset("test").records, ens.preprocess))
     np.testing.assert_allclose(again[col].to_numpy(), ens.predictions("test")[col].to_numpy(), atol=1e-5)
+    from meddx.export import export_run
+
+    package = export_run(ens.path, "torchscript", tmp_path / "pkg")  # parity with PyTorch checked on real test images
+    assert json.loads((package / "parity.json").read_text())["max_abs_diff"] <= 1e-4
     # a run on another split is refused by name
     other = tmp_path / "other"
     shutil.copytree(second.path, other)
