@@ -281,3 +281,14 @@ def test_gradual_unfreezing_lets_the_optimizer_update_the_next_block():
     cb.finetune_function(clf, 1, opt)
     changed = step()
     assert any(k.startswith("features.1.") for k in changed) and not any(k.startswith("features.0.") for k in changed)
+
+
+def test_cli_names_a_mismatched_tensor_in_one_line(data_dir, tmp_path):
+    torch.save(create_model("small_cnn_wide", 1, 1).state_dict(), tmp_path / "wide.pt")
+    proc = run_cli("train", "--data", str(need(data_dir, "medmnist/breastmnist.npz")), "--init-from", str(tmp_path / "wide.pt"),
+                   "--finetune-depth", "0", "--epochs", "1", "--output-dir", str(tmp_path / "runs"),
+                   "--set", "train.progress_bar=false", "--set", "split.on_duplicate_images=drop_from_train")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "features.0.0.0.weight (64, 1, 3, 3) in the file vs (32, 1, 3, 3) in the model" in proc.stderr
+    proc = run_cli("train", "--finetune-depth", "-1", "--epochs", "1")
+    assert proc.returncode == 2 and "finetune_depth" in proc.stderr
