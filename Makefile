@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(PY) bench/pneumoniamnist_plain_vs_meddx.py
 	$(PY) bench/bootstrap_speed.py
 	$(PY) bench/serve.py
+	$(PY) bench/transfer.py --seeds 2 --source-epochs 6 --target-epochs 12
 
 lock:
 	$(PY) -m pip freeze --exclude-editable | sed '1i # Exact versions of every package meddx was tested with (pip freeze, Python 3.11, x86_64).\n# Regenerate: make lock' > requirements.lock

@@ -74,4 +74,22 @@ def leakage(data: DataConfig | dict, split: SplitConfig | dict | None = None) ->
     return check_leakage(ds)
 
 
-__all__ = ["Run", "evaluate", "explore", "leakage", "load_run", "predict_external", "train"]
+def ensemble(runs: list[Run | str | Path], output: str | Path, **settings) -> Run:
+    """Average the probabilities of k runs on an identical split and evaluate the average like one model
+    (operating point chosen on the averaged val predictions); `settings` override the first run's `evaluate` section."""
+    from meddx.evaluate.ensemble import ensemble_runs
+
+    first = runs[0] if isinstance(runs[0], Run) else load_run(runs[0])
+    cfg = EvaluateConfig.model_validate({**first.config.evaluate.model_dump(), **settings})
+    return ensemble_runs(runs, output, cfg)
+
+
+def model_info(name: str, in_chans: int = 3, num_classes: int = 1, depth: int | str | None = None) -> list[dict]:
+    """The fine-tuning blocks of a model (counted from the end) with parameter counts; with `depth`, which train."""
+    from meddx.models import create_model
+    from meddx.models.finetune import describe
+
+    return describe(create_model(name, in_chans, num_classes), depth)
+
+
+__all__ = ["Run", "ensemble", "model_info", "evaluate", "explore", "leakage", "load_run", "predict_external", "train"]

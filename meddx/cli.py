@@ -72,6 +72,8 @@ def train(
     name: Annotated[Optional[str], typer.Option(help="Run folder name under output_dir.")] = None,
     output_dir: Annotated[Optional[str], typer.Option(help="Where run folders go (default runs/).")] = None,
     set_: SetOpt = None,
+    init_from: Annotated[Optional[str], typer.Option(help="Run folder or local state-dict file to fine-tune from (head skipped).")] = None,
+    finetune_depth: Annotated[Optional[str], typer.Option(help="Trainable backbone blocks: 0 (head only) ... or all; see `meddx model-info`.")] = None,
 ) -> None:
     """Train a model, evaluate it on the test split and write the run folder."""
     from meddx.api import train as api_train
@@ -79,12 +81,18 @@ def train(
 
     overrides = _data_overrides(data, root, fmt, patient_column, patient_regex, label_column, label_columns, views)
     for key, value in [("model.name", model), ("train.max_epochs", epochs), ("train.devices", devices),
-                       ("train.accelerator", accelerator), ("name", name), ("output_dir", output_dir)]:
+                       ("train.accelerator", accelerator), ("name", name), ("output_dir", output_dir),
+                       ("train.init_from", init_from), ("train.finetune_depth", _depth_value(finetune_depth))]:
         if value is not None:
             overrides[key] = value
     overrides.update(_set_overrides(set_))
     run = api_train(load_config(config, overrides))
     _print_summary(run)
+
+
+def _depth_value(depth: str | None) -> int | str | None:
+    """'all' stays a string, digits become an int (validated by the config)."""
+    return int(depth) if depth is not None and depth.strip().isdigit() else depth
 
 
 def _print_summary(run, split: str = "test") -> None:
@@ -293,6 +301,40 @@ def models(all_timm: Annotated[bool, typer.Option("--all", help="Also list every
     for n in list_models(include_timm=all_timm):
         info = MODEL_INFO.get(n)
         typer.echo(f"{n:24s} {info.description if info else ''}")
+
+
+@app.command("model-info")
+def model_info(
+    model: Annotated[str, typer.Argument(help="Registered or timm model name.")],
+    in_chans: Annotated[int, typer.Option(help="Input channels.")] = 3,
+    num_classes: Annotated[int, typer.Option(help="Outputs of the head.")] = 1,
+    depth: Annotated[Optional[str], typer.Option("--finetune-depth", help="Show which blocks train at this depth (N or all).")] = None,
+) -> None:
+    """The model's blocks for `--finetune-depth N` (block 1 is the last), with parameter counts."""
+    from meddx.api import model_info as api_model_info
+
+    rows = api_model_info(model, in_chans, num_classes, _depth_value(depth))
+    typer.echo(f"{'block':>6}  {'module':32s} {'parameters':>12}" + ("  trainable" if depth is not None else ""))
+    for r in rows:
+        flag = ("  yes" if r["trainable"] else "  no") if depth is not None else ""
+        typer.echo(f"{r['block']:>6}  {r['name']:32s} {r['params']:>12,}{flag}")
+    total = sum(r["params"] for r in rows)
+    trainable = sum(r["params"] for r in rows if r.get("trainable", True))
+    typer.echo(f"total {total:,} parameters" + (f"; {trainable:,} trainable at depth {depth}" if depth is not None else ""))
+
+
+@app.command()
+def ensemble(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders trained on an identical split.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="New folder for the ensemble.")],
+    operating_point: Annotated[Optional[str], typer.Option("--operating-point", "-t", help="Chosen on the averaged val predictions.")] = None,
+    bootstrap: Annotated[Optional[int], typer.Option(help="Bootstrap resamples of patients.")] = None,
+) -> None:
+    """Average k runs' probabilities and evaluate the average like one model (report, metrics.json)."""
+    from meddx.api import ensemble as api_ensemble
+
+    settings = {k: v for k, v in [("operating_point", operating_point), ("bootstrap", bootstrap)] if v is not None}
+    _print_summary(api_ensemble([str(r) for r in runs], output, **settings))
 
 
 def main() -> None:

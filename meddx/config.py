@@ -93,6 +93,23 @@ class TrainConfig(_Section):
     precision: str = "32-true"
     progress_bar: bool = True
     limit_train_batches: float | int | None = None
+    init_from: str | None = Field(None, description="Run folder or local state-dict file to start from; its head is skipped.")
+    finetune_depth: int | Literal["all"] = Field("all", description="Trainable backbone blocks (0: head only; see `meddx model-info`).")
+    backbone_lr_mult: float = Field(1.0, gt=0, le=1, description="Learning rate of the backbone relative to train.lr (the head's).")
+    unfreeze_every: int = Field(0, ge=0, description="Gradual unfreezing: one more block every this many epochs (0: off).")
+    mixup: float = Field(0.0, ge=0, description="Mixup Beta(alpha, alpha) on inputs and labels (0: off).")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing for BCE (y*(1-e)+e/2) and CE.")
+    swa: bool = Field(False, description="Stochastic Weight Averaging (Lightning's callback); model.pt holds the SWA weights.")
+    swa_lr: float | None = Field(None, gt=0, description="SWA learning rate; default: train.lr / 10.")
+    swa_epoch_start: float = Field(0.75, gt=0, le=1, description="Fraction of max_epochs after which weights are averaged.")
+    diagnostics: bool = Field(True, description="TensorBoard histograms of val probabilities and the ROC figure each epoch.")
+
+    @field_validator("finetune_depth")
+    @classmethod
+    def _depth(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 0:
+            raise ValueError("finetune_depth must be an integer >= 0 or 'all'")
+        return v
 
 
 class EvaluateConfig(_Section):

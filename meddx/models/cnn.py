@@ -24,6 +24,7 @@ class SmallCNN(nn.Module):
             stages.append(nn.Sequential(*layers))
             cin = w
         self.features = nn.Sequential(*stages)
+        self.feature_info = [{"module": f"features.{i}", "num_chs": w, "reduction": 2**i} for i, w in enumerate(widths)]
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(cin, num_classes))
 

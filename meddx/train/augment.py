@@ -29,3 +29,11 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
     contrast = 1 + u(n, 1, 1, 1) * cfg.contrast
     brightness = u(n, 1, 1, 1) * cfg.brightness
     return x * contrast + brightness
+
+
+def mixup_batch(x: torch.Tensor, y: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor, float, torch.Tensor]:
+    """Mixup (Zhang et al. 2018): lam ~ Beta(alpha, alpha); inputs and (one-hot, multi-label or binary) labels mixed
+    with a shuffled copy of the batch. Returns mixed x, mixed y, lam and the permutation."""
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    perm = torch.randperm(x.shape[0], device=x.device)
+    return lam * x + (1 - lam) * x[perm], lam * y + (1 - lam) * y[perm], lam, perm

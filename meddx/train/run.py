@@ -109,12 +109,14 @@ def fit(config: RunConfig | dict | str | Path) -> Run | None:
         cfg.model.name, prep.channels, len(ds.label_names), ds.task, lr=cfg.train.lr,
         weight_decay=cfg.train.weight_decay, max_epochs=cfg.train.max_epochs, dropout=cfg.model.dropout,
         augment=cfg.train.augment.model_dump(), weights=cfg.model.weights, **loss_weights,
+        **_finetune_args(cfg),
     )
     best = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val_loss", mode="min", save_last=True)
     collapse = CollapseMonitor(ds.label_names)
     callbacks = [best, collapse, EarlyStopping(monitor="val_loss", mode="min", patience=cfg.train.patience), LearningRateMonitor("epoch")]
     if cfg.train.progress_bar:
         callbacks.append(RichProgressBar(leave=True))
+    callbacks = _extra_callbacks(cfg, ds, module, callbacks)
     trainer = _make_trainer(cfg, run_dir, callbacks)
     initial_val_loss = _mean_loss(module, loaders["val"])
     started = time.perf_counter()
@@ -124,6 +126,8 @@ def fit(config: RunConfig | dict | str | Path) -> Run | None:
         return None
     checkpoint = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
     weights = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+    if cfg.train.swa:  # the averaged weights (BatchNorm statistics re-estimated by the callback), not the best epoch
+        weights = {k: v.detach().cpu().clone() for k, v in module.model.state_dict().items()}
     torch.save(weights, run_dir / "model.pt")
     summary = {
         "best_epoch": int(checkpoint["epoch"]) + 1, "epochs_run": trainer.current_epoch,
@@ -131,11 +135,52 @@ def fit(config: RunConfig | dict | str | Path) -> Run | None:
         "train_samples_per_second": round(len(parts["train"]) * trainer.current_epoch / seconds, 1),
         "initial_val_loss": initial_val_loss, "loss_weights": loss_weights, "history": _history(run_dir / "logs" / "metrics.csv"),
         "collapse": collapse.summary(),
+        **_finetune_summary(cfg, module),
     }
     (run_dir / "training.json").write_text(json.dumps(summary, indent=2))
     run = Run(run_dir)
     run.write_predictions({s: d for s, d in datasets.items() if s != "train"})
     return run
+
+
+def _finetune_args(cfg: RunConfig) -> dict:
+    """Classifier arguments for transfer learning and regularisation (train.init_from, finetune_depth, ...)."""
+    t = cfg.train
+    return {"init_from": t.init_from, "finetune_depth": t.finetune_depth, "backbone_lr_mult": t.backbone_lr_mult,
+            "mixup": t.mixup, "label_smoothing": t.label_smoothing}
+
+
+def _extra_callbacks(cfg: RunConfig, ds: DataSet, module, callbacks: list) -> list:
+    """Gradual unfreezing, SWA (which replaces early stopping: it averages to the last epoch), TensorBoard diagnostics."""
+    from pytorch_lightning.callbacks import EarlyStopping, StochasticWeightAveraging
+
+    from meddx.models.finetune import parse_depth
+    from meddx.train.callbacks import GradualUnfreezing, ValDiagnostics
+
+    t = cfg.train
+    depth = parse_depth(t.finetune_depth)
+    if t.unfreeze_every and depth is not None:
+        callbacks.append(GradualUnfreezing(depth, t.unfreeze_every))
+    if t.swa:
+        module.keep_frozen_bn_stats = False
+        callbacks = [c for c in callbacks if not isinstance(c, EarlyStopping)]
+        callbacks.append(StochasticWeightAveraging(swa_lrs=t.swa_lr or t.lr / 10, swa_epoch_start=t.swa_epoch_start))
+    if t.diagnostics:
+        callbacks.append(ValDiagnostics(ds.label_names))
+    return callbacks
+
+
+def _finetune_summary(cfg: RunConfig, module) -> dict:
+    """What training.json records about initialisation, freezing and averaging."""
+    out: dict = {}
+    if cfg.train.init_from:
+        out["init_from"] = {"source": str(cfg.train.init_from), **(module.init_report or {})}
+    model = module.model
+    out["trainable_parameters"] = sum(p.numel() for p in model.parameters() if p.requires_grad)  # at the end
+    out["total_parameters"] = sum(p.numel() for p in model.parameters())
+    if cfg.train.swa:
+        out["model_pt"] = "swa"
+    return out
 
 
 def _write_data_files(run_dir: Path, cfg: RunConfig, ds: DataSet, prep: Preprocess, leakage: dict) -> None:
@@ -231,6 +276,12 @@ class Run:
     @cached_property
     def model(self) -> torch.nn.Module:
         """The best model, rebuilt from the config and loaded without pickle execution."""
+        ensemble = self.path / "ensemble.json"
+        if ensemble.is_file():  # written by meddx.evaluate.ensemble: the members' probabilities averaged
+            from meddx.models.ensemble import ProbabilityAverage
+
+            members = json.loads(ensemble.read_text())["members"]
+            return ProbabilityAverage([Run(m).model for m in members], self.task).eval()
         weights = self.path / "model.pt"
         if not weights.is_file():
             raise ConfigError(f"{self.path}: no model.pt; the run did not finish training")

@@ -1,0 +1,72 @@
+"""`ensemble_runs`: k runs on the same split, their probabilities averaged and evaluated like one model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from meddx.config import EvaluateConfig
+from meddx.errors import ConfigError, DataError
+from meddx.evaluate.report import evaluate_run
+from meddx.train.run import Run
+
+ENSEMBLE_FILE = "ensemble.json"
+
+
+def _check_same(runs: list[Run]) -> None:
+    """Same task, labels, preprocessing and identical split assignment (ids, patients, splits), else a ConfigError."""
+    first = runs[0]
+    split0 = pd.read_csv(first.path / "split.csv", dtype=str)[["id", "patient_id", "split"]]
+    prep0 = json.loads((first.path / "preprocess.json").read_text())
+    for r in runs[1:]:
+        if (r.task, r.label_names) != (first.task, first.label_names):
+            raise ConfigError(f"{r.path}: task/labels {r.task} {r.label_names} differ from {first.path}'s "
+                              f"{first.task} {first.label_names}")
+        split = pd.read_csv(r.path / "split.csv", dtype=str)[["id", "patient_id", "split"]]
+        if not split.equals(split0):
+            diff = split.merge(split0, on="id", how="outer", suffixes=("", "_first"), indicator=True)
+            bad = diff[(diff["_merge"] != "both") | (diff["split"] != diff["split_first"])]
+            example = bad["id"].iloc[0] if len(bad) else "(row order)"
+            raise ConfigError(f"{r.path}: its split differs from {first.path}'s ({len(bad)} samples, e.g. {example}); "
+                              "an ensemble needs runs on identical splits (same data and split.seed)")
+        if json.loads((r.path / "preprocess.json").read_text()) != prep0:
+            raise ConfigError(f"{r.path}: preprocessing (preprocess.json) differs from {first.path}'s")
+
+
+def average_predictions(runs: list[Run], split: str) -> pd.DataFrame:
+    """One predictions table whose probability columns are the members' mean."""
+    frames = [r.predictions(split) for r in runs]
+    for r, f in zip(runs[1:], frames[1:]):
+        if not f["id"].equals(frames[0]["id"]):
+            raise DataError(f"{r.path}: predictions/{split}.csv lists other samples (or another order) than {runs[0].path}'s")
+    out = frames[0].copy()
+    cols = [f"p_{n}" for n in runs[0].label_names]
+    out[cols] = sum(f[cols].to_numpy() for f in frames) / len(frames)
+    return out
+
+
+def ensemble_runs(runs: list[Run | str | Path], output: str | Path, config: EvaluateConfig | None = None) -> Run:
+    """Write an ensemble run folder (averaged val/test predictions, members listed in ensemble.json) and evaluate it:
+    the operating point is chosen on the averaged val predictions; `Run(output).model` averages the members."""
+    members = [r if isinstance(r, Run) else Run(r) for r in runs]
+    if len(members) < 2:
+        raise ConfigError("an ensemble needs at least 2 runs")
+    _check_same(members)
+    out = Path(output)
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"{out}: exists and is not empty; choose a new output folder")
+    (out / "predictions").mkdir(parents=True, exist_ok=True)
+    for f in ("config.yaml", "preprocess.json", "data.json", "split.csv"):
+        shutil.copy(members[0].path / f, out / f)
+    splits = sorted(p.stem for p in (members[0].path / "predictions").glob("*.csv"))
+    for split in splits:
+        if all((m.path / "predictions" / f"{split}.csv").is_file() for m in members):
+            average_predictions(members, split).to_csv(out / "predictions" / f"{split}.csv", index=False, float_format="%.9g")
+    (out / ENSEMBLE_FILE).write_text(json.dumps({"members": [str(m.path.resolve()) for m in members],
+                                                 "combine": "mean of probabilities"}, indent=2))
+    run = Run(out)
+    evaluate_run(run, "test", config)
+    return run

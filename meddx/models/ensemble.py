@@ -1,0 +1,22 @@
+"""An ensemble of k models as one model: the average of their probabilities, returned as logits."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ProbabilityAverage(nn.Module):
+    """Averages members' probabilities (softmax for multi-class, sigmoid otherwise) and returns logits of the average
+    (log for multi-class, logit otherwise), so that the usual output activation gives the averaged probabilities."""
+
+    def __init__(self, members: list[nn.Module], task: str):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.task = task
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        act = (lambda z: torch.softmax(z, 1)) if self.task == "multiclass" else torch.sigmoid
+        p = torch.stack([act(m(x).double()) for m in self.members]).mean(0)
+        out = torch.log(p) if self.task == "multiclass" else torch.logit(p)
+        return out.to(x.dtype)

@@ -1,0 +1,191 @@
+"""Transfer learning for any nn.Module: find the head and the blocks, load pretrained weights without the head,
+freeze all but the last N blocks.
+
+Rules (documented in docs/architecture.md):
+- **Head**: timm's `get_classifier()` if the model has it, else the first of the attributes `head`, `classifier`,
+  `fc` that is a module with parameters.
+- **Blocks**: if the model has a timm-style `feature_info` (a list of dicts with a `module` name; timm models and our
+  small CNNs), block i holds every non-head parameter registered after block i-1's module and up to the end of
+  `feature_info[i]['module']` (so a ResNet's stem conv/bn join `act1`); parameters registered after the last feature
+  module (EfficientNet's `conv_head`, `bn2`) form one more block. Otherwise, every top-level child with parameters
+  other than the head is a block.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from meddx.errors import ConfigError
+
+HEAD_ATTRIBUTES = ("head", "classifier", "fc")
+
+
+@dataclass
+class Block:
+    """A named group of parameters; the head is a Block too (is_head=True)."""
+
+    name: str
+    params: list[str]
+    num_params: int
+    is_head: bool = False
+
+
+def head_name(model: nn.Module) -> str:
+    """The module name of the head (see the module docstring for the rule)."""
+    candidates = []
+    if hasattr(model, "get_classifier"):
+        candidates.append(model.get_classifier())
+    candidates += [getattr(model, a) for a in HEAD_ATTRIBUTES if isinstance(getattr(model, a, None), nn.Module)]
+    names = {id(m): n for n, m in model.named_modules()}
+    for c in candidates:
+        if isinstance(c, nn.Module) and id(c) in names and any(True for _ in c.parameters()):
+            return names[id(c)]
+    raise ConfigError(f"{type(model).__name__}: no head found (expected get_classifier() or an attribute "
+                      f"{', '.join(HEAD_ATTRIBUTES)} with parameters)")
+
+
+def _under(name: str, prefix: str) -> bool:
+    return prefix == "" or name == prefix or name.startswith(prefix + ".")
+
+
+def blocks(model: nn.Module) -> list[Block]:
+    """Backbone blocks in forward order, then the head as the last entry."""
+    head = head_name(model)
+    params = [(n, p) for n, p in model.named_parameters()]
+    owner = {n: n.rpartition(".")[0] for n, _ in params}
+    body = [(n, p) for n, p in params if not _under(owner[n], head)]
+    groups: list[tuple[str, list[tuple[str, torch.nn.Parameter]]]] = []
+    info = getattr(model, "feature_info", None)
+    modules = [m["module"] for m in info] if isinstance(info, list) and info and isinstance(info[0], dict) else None
+    if modules:
+        order = [n for n, _ in model.named_modules()]
+        pos = {n: i for i, n in enumerate(order)}
+        ends = [max(i for i, n in enumerate(order) if _under(n, m)) for m in modules]
+        per: dict[int, list] = {}
+        for n, p in body:
+            q = pos[owner[n]]
+            per.setdefault(next((i for i, e in enumerate(ends) if q <= e), len(ends)), []).append((n, p))
+        for i in sorted(per):
+            label = modules[i] if i < len(modules) else "+".join(dict.fromkeys(n.split(".")[0] for n, _ in per[i]))
+            groups.append((label, per[i]))
+    else:
+        for child, module in model.named_children():
+            ps = [(n, p) for n, p in body if _under(n, child)]
+            if ps:
+                groups.append((child, ps))
+    out = [Block(name, [n for n, _ in ps], sum(p.numel() for _, p in ps)) for name, ps in groups]
+    head_params = [(n, p) for n, p in params if _under(owner[n], head)]
+    out.append(Block(head, [n for n, _ in head_params], sum(p.numel() for _, p in head_params), is_head=True))
+    return out
+
+
+def parse_depth(depth: int | str) -> int | None:
+    """'all' -> None (everything trainable); an int >= 0 -> that many backbone blocks plus the head."""
+    if depth is None or str(depth).lower() == "all":
+        return None
+    try:
+        n = int(depth)
+    except (TypeError, ValueError):
+        raise ConfigError(f"finetune depth must be an integer >= 0 or 'all', got {depth!r}") from None
+    if n < 0:
+        raise ConfigError(f"finetune depth must be >= 0 or 'all', got {n}")
+    return n
+
+
+def trainable_blocks(model: nn.Module, depth: int | str) -> list[Block]:
+    """The blocks that stay trainable at this depth: the last N backbone blocks and the head."""
+    bs = blocks(model)
+    n = parse_depth(depth)
+    backbone, head = bs[:-1], bs[-1]
+    if n is None or n >= len(backbone):
+        return bs
+    return (backbone[len(backbone) - n:] if n else []) + [head]
+
+
+def freeze_all_but(model: nn.Module, depth: int | str) -> list[str]:
+    """Set requires_grad so only the last `depth` blocks and the head train; returns the trainable parameter names."""
+    keep = {n for b in trainable_blocks(model, depth) for n in b.params}
+    for n, p in model.named_parameters():
+        p.requires_grad_(n in keep)
+    return [n for n, _ in model.named_parameters() if n in keep]
+
+
+def set_batchnorm_modes(model: nn.Module) -> None:
+    """During training: BatchNorm layers whose parameters are all frozen go to eval mode (their running statistics
+    stay those of the pretrained model), the others to train mode."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            ps = list(m.parameters(recurse=False))
+            if ps:
+                m.train(any(p.requires_grad for p in ps))
+
+
+def read_state_dict(source: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict from a meddx run folder (its model.pt), a state-dict file, or a Lightning/timm checkpoint."""
+    p = Path(source)
+    if p.is_dir():
+        if not (p / "model.pt").is_file():
+            raise ConfigError(f"{p}: a run folder to initialise from needs model.pt (did the run finish?)")
+        p = p / "model.pt"
+    if not p.is_file():
+        raise ConfigError(f"init_from: {p} is neither a meddx run folder nor a weights file (meddx never downloads weights)")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001
+        raise ConfigError(f"{p}: not a loadable state dict ({type(e).__name__}: {e})") from None
+    for key in ("state_dict", "model", "state_dict_ema"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConfigError(f"{p}: expected a dict of tensors (a state dict)")
+    if state and all(k.startswith("model.") for k in state):  # a Lightning checkpoint of our Classifier
+        state = {k.removeprefix("model."): v for k, v in state.items()}
+    return state
+
+
+def load_pretrained(model: nn.Module, source: str | Path) -> dict:
+    """Load every tensor but the head's (which stays freshly initialised); any other missing or mismatched tensor is
+    a ConfigError naming it. A first conv with another channel count is adapted by timm's `adapt_input_conv`."""
+    from timm.models import adapt_input_conv
+
+    state = read_state_dict(source)
+    head = head_name(model)
+    own = model.state_dict()
+    in_head = lambda k: _under(k.rpartition(".")[0], head)  # noqa: E731
+    first_conv = next((n for n, p in model.named_parameters() if p.dim() == 4), None)
+    loaded, adapted = {}, []
+    missing = [k for k in own if k not in state and not in_head(k) and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in own and not in_head(k)]
+    wrong = []
+    for k, v in state.items():
+        if k not in own or in_head(k):
+            continue
+        if v.shape != own[k].shape:
+            if k == first_conv and v.shape[0] == own[k].shape[0] and v.shape[2:] == own[k].shape[2:]:
+                v = adapt_input_conv(own[k].shape[1], v)
+                adapted.append(f"{k}: {state[k].shape[1]} -> {own[k].shape[1]} channels")
+            else:
+                wrong.append(f"{k} {tuple(v.shape)} in the file vs {tuple(own[k].shape)} in the model")
+                continue
+        loaded[k] = v
+    if missing or unexpected or wrong:
+        parts = [f"{name}: {', '.join(items[:5])}{' ...' if len(items) > 5 else ''}"
+                 for name, items in (("shape mismatch", wrong), ("missing", missing), ("unexpected", unexpected)) if items]
+        raise ConfigError(f"{source}: weights do not fit the model outside its head '{head}'; " + "; ".join(parts))
+    model.load_state_dict(loaded, strict=False)
+    skipped = [k for k in state if in_head(k)]
+    return {"loaded": len(loaded), "skipped_head": skipped, "adapted": adapted}
+
+
+def describe(model: nn.Module, depth: int | str | None = None) -> list[dict]:
+    """One row per block (index counted from the end, name, parameters, trainable at `depth`)."""
+    bs = blocks(model)
+    keep = {b.name for b in trainable_blocks(model, depth)} if depth is not None else None
+    n_back = len(bs) - 1
+    return [{"block": "head" if b.is_head else str(n_back - i), "name": b.name, "params": b.num_params,
+             **({"trainable": b.name in keep} if keep is not None else {})} for i, b in enumerate(bs)]

@@ -1,0 +1,87 @@
+"""Lightning callbacks for fine-tuning and diagnostics: gradual unfreezing and TensorBoard histograms/ROC figures."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from pytorch_lightning.callbacks import BaseFinetuning, Callback
+
+from meddx.models.finetune import freeze_all_but
+
+HIST_BINS = np.linspace(0.0, 1.0, 21)  # fixed 0-1 bins, so epochs compare
+
+
+class GradualUnfreezing(BaseFinetuning):
+    """Start with the last `depth` blocks (and the head) trainable; one more block every `every` epochs."""
+
+    def __init__(self, depth: int, every: int):
+        super().__init__()
+        self.depth, self.every = depth, every
+
+    def freeze_before_training(self, pl_module) -> None:
+        freeze_all_but(pl_module.model, self.depth)
+
+    def finetune_function(self, pl_module, epoch: int, optimizer) -> None:
+        if epoch > 0 and epoch % self.every == 0:  # the optimizer already holds every parameter; grads decide
+            freeze_all_but(pl_module.model, self.depth + epoch // self.every)
+
+
+class ValDiagnostics(Callback):
+    """Each validation epoch: per-label AUC scalars, histograms of predicted probabilities for true positives and
+    true negatives separately (fixed 0-1 bins), and the ROC curve figure, in TensorBoard (DLwPT section 14.5.4)."""
+
+    def __init__(self, label_names: list[str]):
+        self.label_names = label_names
+        self._p: list[torch.Tensor] = []
+        self._y: list[torch.Tensor] = []
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        self._p, self._y = [], []
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if isinstance(outputs, torch.Tensor):
+            self._p.append(outputs.detach().float().cpu())
+            self._y.append(batch[1].detach().float().cpu())
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        from pytorch_lightning.loggers import TensorBoardLogger
+        from sklearn.metrics import roc_auc_score, roc_curve
+
+        if trainer.sanity_checking or not self._p:
+            return
+        p, y = torch.cat(self._p).numpy(), torch.cat(self._y).numpy()
+        aucs, curves = {}, {}
+        for j, name in enumerate(self.label_names):
+            known = ~np.isnan(y[:, j])
+            yj, pj = y[known, j], p[known, j]
+            if 0 < yj.sum() < len(yj):
+                aucs[name] = float(roc_auc_score(yj, pj))
+                curves[name] = roc_curve(yj, pj)[:2]
+        for name, auc in aucs.items():
+            pl_module.log(f"val_auc/{name}", auc, rank_zero_only=True)
+        tb = next((lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+        if tb is None or not trainer.is_global_zero:
+            return
+        step = trainer.current_epoch
+        for j, name in enumerate(self.label_names):
+            for kind, value in (("positives", 1.0), ("negatives", 0.0)):
+                v = p[y[:, j] == value, j]
+                if len(v):
+                    tb.add_histogram(f"val_prob/{name}/{kind}", v, step, bins=HIST_BINS)
+        if curves:
+            tb.add_figure("val_roc", _roc_figure(curves, aucs, step), step, close=True)
+
+
+def _roc_figure(curves: dict, aucs: dict, epoch: int):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 4), dpi=80)
+    for name, (fpr, tpr) in curves.items():
+        ax.plot(fpr, tpr, label=f"{name} (AUC {aucs[name]:.3f})")
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+    ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=f"validation ROC, epoch {epoch + 1}")
+    ax.legend(loc="lower right", fontsize=7)
+    return fig
