@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 
@@ -242,8 +243,19 @@ def test_ensemble_of_two_runs(swa_run, data_dir, tmp_path):
     np.testing.assert_allclose(again[col].to_numpy(), ens.predictions("test")[col].to_numpy(), atol=1e-5)
     from meddx.export import export_run
 
-    package = export_run(ens.path, "torchscript", tmp_path / "pkg")  # parity with PyTorch checked on real test images
+    package = export_run(ens.path, "onnx", tmp_path / "pkg")  # parity with PyTorch checked on real test images
     assert json.loads((package / "parity.json").read_text())["max_abs_diff"] <= 1e-4
+    from fastapi.testclient import TestClient  # the ensemble is served by ONNX; Grad-CAM is refused with a reason
+
+    from meddx.serve import create_app
+
+    with TestClient(create_app(package)) as client:
+        assert client.get("/model").json()["grad_cam"] is False
+        buf = io.BytesIO()
+        np.save(buf, np.load(ens.config.data.path)["test_images"][0])  # a BreastMNIST test scan as .npy
+        assert client.post("/predict", files={"file": ("s.npy", buf.getvalue())}).status_code == 200
+        r = client.post("/predict?cam=true", files={"file": ("s.npy", buf.getvalue())})
+        assert r.status_code == 400 and "Grad-CAM needs the PyTorch weights" in r.json()["detail"]
     # a run on another split is refused by name
     other = tmp_path / "other"
     shutil.copytree(second.path, other)

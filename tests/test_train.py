@@ -16,17 +16,6 @@ from meddx.train.losses import bce_weights, weighted_bce_with_logits
 FAST = {"train": {"max_epochs": 3, "batch_size": 64, "progress_bar": False}}
 
 
-@pytest.fixture(scope="module")
-def datscan_run(data_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")
-    cfg = {
-        "name": "datscan", "output_dir": str(out),
-        "data": {"path": str(need(data_dir, "datscan_spect_ppmi_2d")), "image_size": 48, "normalize": "sample"},
-        "train": {**FAST["train"], "max_epochs": 4, "lr": 3e-3},
-    }
-    return meddx.train(cfg)
-
-
 def test_weights_match_the_formula():
     y = np.array([[1, 0], [0, 0], [1, 1], [1, 0]], dtype=np.float32)
     w_pos, w_neg = bce_weights(y)
@@ -47,6 +36,7 @@ def test_training_lowers_val_loss_and_writes_the_run_folder(datscan_run):
               "report.md", "checkpoints/best.ckpt", "checkpoints/last.ckpt", "predictions/test.csv", "predictions/val.csv"):
         assert (path / f).is_file(), f
     assert list((path / "tb").glob("events.out.tfevents.*"))
+    assert torch.load(path / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 3  # the last of 4 epochs
     training = json.loads((path / "training.json").read_text())
     assert training["best_val_loss"] < training["initial_val_loss"] * 0.9
     assert training["loss_weights"]["pos_weight"][0] == pytest.approx(352 / 1097, abs=0.02)  # HC share, w+ = neg/total

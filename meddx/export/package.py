@@ -135,7 +135,8 @@ def export_run(run: Run | str | Path, fmt: Format = "onnx", out_dir: str | Path 
         raise ExportError(f"{model_path}: probabilities differ from PyTorch by {result['max_abs_diff']:.3g} "
                           f"(tolerance {tolerance:g}) on {result['images']} {split} images")
     for name in ("preprocess.json", "config.yaml", "model.pt"):  # model.pt: the weights for Grad-CAM (weights_only)
-        shutil.copy(run.path / name, out / name)
+        if (run.path / name).is_file():  # an ensemble has no single model.pt: its package is served by ONNX alone
+            shutil.copy(run.path / name, out / name)
     (out / "input_stats.json").write_text(json.dumps(training_input_stats(run)))
     (out / "val_rates.json").write_text(json.dumps(validation_rates(run)))
     (out / "labels.json").write_text(json.dumps({"labels": run.label_names, "task": run.task}, indent=2))

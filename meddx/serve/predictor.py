@@ -105,6 +105,9 @@ class Predictor:
             backend = "onnx" if onnx.is_file() else "pytorch"
         if backend == "onnx" and not onnx.is_file():
             raise ConfigError(f"{self.path}: no model.onnx for the onnx backend; run `meddx export` first")
+        self.has_weights = (self.path / "model.pt").is_file() and not (self.path / "ensemble.json").is_file()
+        if backend == "pytorch" and not self.has_weights:
+            raise ConfigError(f"{self.path}: no single model.pt (an ensemble?); serve its ONNX package instead")
         if backend not in ("onnx", "pytorch"):
             raise ConfigError(f"unknown backend '{backend}': use auto, onnx or pytorch")
         self.backend = backend
@@ -146,7 +149,7 @@ class Predictor:
     def info(self) -> dict:
         """What GET /model returns: labels, thresholds, the validation table for the threshold control, the card."""
         return {"name": self.path.name, "kind": self.kind, "backend": self.backend, "task": self.task,
-                "labels": self.labels, "thresholds": self.thresholds, "operating_point": self.rule,
+                "labels": self.labels, "thresholds": self.thresholds, "operating_point": self.rule, "grad_cam": self.has_weights,
                 "input": {"channels": self.prep.channels, "size": list(self.prep.image_size), "normalize": self.prep.normalize},
                 "val_rates": self.val_rates, "card": self.card}
 
@@ -199,6 +202,9 @@ class Predictor:
             if image:
                 out["image_png"] = _png_base64(grey_png(scan, max_side=512))
             if cam:
+                if not self.has_weights:
+                    raise UploadError("Grad-CAM needs the PyTorch weights (model.pt), which this model (an ensemble?) "
+                                      "does not have", 400)
                 name = label or self.labels[0]
                 if name not in self.labels:
                     raise UploadError(f"unknown label '{name}'; labels are {self.labels}", 400)

@@ -111,9 +111,11 @@ def fit(config: RunConfig | dict | str | Path) -> Run | None:
         augment=cfg.train.augment.model_dump(), weights=cfg.model.weights, **loss_weights,
         **_finetune_args(cfg),
     )
-    best = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val_loss", mode="min", save_last=True)
+    best = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val_loss", mode="min")
+    # Lightning 2.6's save_last only follows epochs that improved `best`; an unmonitored checkpoint is every epoch's
+    last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1)
     collapse = CollapseMonitor(ds.label_names)
-    callbacks = [best, collapse, EarlyStopping(monitor="val_loss", mode="min", patience=cfg.train.patience), LearningRateMonitor("epoch")]
+    callbacks = [best, last, collapse, EarlyStopping(monitor="val_loss", mode="min", patience=cfg.train.patience), LearningRateMonitor("epoch")]
     if cfg.train.progress_bar:
         callbacks.append(RichProgressBar(leave=True))
     callbacks = _extra_callbacks(cfg, ds, module, callbacks)
