@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(PY) bench/pneumoniamnist_plain_vs_meddx.py
 	$(PY) bench/bootstrap_speed.py
 	$(PY) bench/serve.py
+	$(PY) bench/domain_check.py
 	$(PY) bench/transfer.py --seeds 2 --source-epochs 6 --target-epochs 12
 
 lock:
