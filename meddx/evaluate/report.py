@@ -113,8 +113,10 @@ def render_markdown(run: Run, result: dict, figures: dict[str, Path]) -> str:
     lines += [f"- {n}" for n in info.get("notes", [])]
     lines += ["", "| split | samples | patients |", "|---|---|---|"]
     lines += [f"| {s} | {v['samples']} | {v['patients']} |" for s, v in info["sizes"].items()]
-    lines += ["", "## Model", "", f"- `{run.config.model.name}`, input {run.preprocess.channels} x {run.preprocess.image_size[0]} x "
-              f"{run.preprocess.image_size[1]}, normalisation {run.preprocess.normalize}",
+    model_input = (f"input token sequences padded to {run.vocab.max_len}, vocabulary {run.vocab.size}" if run.is_sequence else
+                   f"input {run.preprocess.channels} x {run.preprocess.image_size[0]} x {run.preprocess.image_size[1]}, "
+                   f"normalisation {run.preprocess.normalize}")
+    lines += ["", "## Model", "", f"- `{run.config.model.name}`, {model_input}",
               f"- best epoch {training.get('best_epoch')} of {training.get('epochs_run')}; {training.get('seconds')} s; "
               f"val loss {training.get('initial_val_loss', float('nan')):.4f} untrained -> {training.get('best_val_loss', float('nan')):.4f}"]
     for n in names:
@@ -191,8 +193,10 @@ def render_html(run: Run, result: dict, figures: dict[str, Path]) -> str:
               "<table><tr><th>split</th><th>samples</th><th>patients</th></tr>"
               + "".join(f"<tr><td>{s}</td><td>{v['samples']}</td><td>{v['patients']}</td></tr>" for s, v in info["sizes"].items())
               + "</table>"]
-    parts += ["<h2>Model and config</h2>", f"<p><code>{e(run.config.model.name)}</code>, input {run.preprocess.channels} x "
-              f"{run.preprocess.image_size[0]} x {run.preprocess.image_size[1]}, normalisation {e(run.preprocess.normalize)}; "
+    model_input = (f"input token sequences padded to {run.vocab.max_len}, vocabulary {run.vocab.size}" if run.is_sequence else
+                   f"input {run.preprocess.channels} x {run.preprocess.image_size[0]} x {run.preprocess.image_size[1]}, "
+                   f"normalisation {e(run.preprocess.normalize)}")
+    parts += ["<h2>Model and config</h2>", f"<p><code>{e(run.config.model.name)}</code>, {model_input}; "
               f"best epoch {training.get('best_epoch')} of {training.get('epochs_run')}, {training.get('seconds')} s.</p>",
               "<details><summary>config.yaml</summary><pre>" + e(yaml.safe_dump(run.config.model_dump(mode="json"), sort_keys=False))
               + "</pre></details>"]

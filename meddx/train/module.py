@@ -44,11 +44,13 @@ class Classifier(pl.LightningModule):
         class_weight: list[float] | None = None,
         augment: dict | None = None,
         weights: str | None = None,
+        model_kwargs: dict | None = None,
+        token_dropout: float = 0.0,
     ):
         super().__init__()
         self.save_hyperparameters()
         self.task = task
-        self.model = create_model(model_name, in_chans, num_labels, weights=weights, dropout=dropout)
+        self.model = create_model(model_name, in_chans, num_labels, weights=weights, dropout=dropout, **(model_kwargs or {}))
         ones = [1.0] * num_labels
         self.register_buffer("w_pos", torch.tensor(pos_weight or [0.5] * num_labels))
         self.register_buffer("w_neg", torch.tensor(neg_weight or [0.5] * num_labels))
@@ -67,8 +69,11 @@ class Classifier(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, y = batch
-        if self.augment.enabled:
+        if self.augment.enabled and x.is_floating_point():
             x = augment_batch(x, self.augment)
+        if self.hparams.token_dropout > 0 and not x.is_floating_point():  # token ids: replace some by unk (1)
+            drop = (torch.rand(x.shape, device=x.device) < self.hparams.token_dropout) & (x != 0)
+            x = x.masked_fill(drop, 1)
         loss = self.loss(self(x), y)
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(x))
         return loss
