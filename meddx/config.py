@@ -144,7 +144,7 @@ class PretrainConfig(_Section):
     lr: float = Field(5e-4, gt=0)
     mask_prob: float = Field(0.15, gt=0, lt=1)
     val_fraction: float = Field(0.05, ge=0, lt=1)
-    size: Literal["auto", "cpu", "gpu"] = Field("auto", description="Model size: auto is gpu where CUDA is present, else cpu.")
+    size: Literal["auto", "tiny", "cpu", "gpu"] = Field("auto", description="bert_small size: auto is gpu where CUDA is present, else cpu.")
     precision: str = Field("auto", description="auto: 16-mixed on GPU, 32-true on CPU.")
     limit_train_batches: float | int | None = None
 
