@@ -181,6 +181,9 @@ def test_short_finetune_lowers_val_loss_and_reloads(small_files, tmp_path):
     assert training["best_val_loss"] < training["initial_val_loss"] * 0.8
     metrics = json.loads((run.path / "metrics.json").read_text())
     assert "mlogloss" in metrics["model"]["overall"] and (run.path / "report.md").is_file()
+    t = metrics["tianchi"]  # the competition's figures beside its baselines, on the test split
+    assert t["model"]["mlogloss"] == pytest.approx(metrics["model"]["overall"]["mlogloss"]["value"])
+    assert t["model"]["mlogloss"] < t["baselines"]["prior"]["mlogloss"] < t["baselines"]["all_zero"]["mlogloss"]
     reloaded = meddx.load_run(run.path)
     test = read_dataset(reloaded.config.data)
     test.records = [r for r in test.records if r.id in set(reloaded.predictions("test")["id"])]
@@ -224,3 +227,29 @@ def test_mlm_lowers_loss_and_its_encoder_loads_into_bert(small_files, tmp_path):
     # fine-tuning through the same path: vocab and size come from the pretraining folder
     run = meddx.train({**cfg, "model": {"name": "bert_small", "weights": str(out / "encoder.pt")}})
     assert run.config.model.kwargs["size"] == "tiny" and run.vocab.tokens == vocab.tokens
+
+
+def test_round2_cv_reports_regions_and_types_and_submits_the_fold_ensemble(data_dir, tmp_path):
+    import meddx
+    from meddx.evaluate.tianchi import predict_file
+
+    lines = need(data_dir, R2).read_text().splitlines()
+    (tmp_path / "r2.csv").write_text("\n".join(lines[:360]) + "\n")
+    (tmp_path / "r2_test.csv").write_text("".join(ln.rsplit("|,|", 1)[0] + "\n" for ln in lines[360:400]))
+    cfg = {"output_dir": str(tmp_path / "runs"), "name": "cv",
+           "data": {"path": str(tmp_path / "r2.csv"), "vocab_files": [str(tmp_path / "r2_test.csv")]},
+           "model": {"name": "textcnn", "kwargs": {"embed_dim": 32, "filters": 16}},
+           "train": {"max_epochs": 3, "batch_size": 32, "class_weights": "off", "progress_bar": False}}
+    cv_dir = meddx.cross_validate(cfg, folds=2)
+    result = json.loads((cv_dir / "cv.json").read_text())
+    m = result["model"]
+    assert result["labels"] == 29 and result["n_samples"] == 360 and result["runs"] == ["fold0", "fold1"]
+    assert m["score"] == pytest.approx(0.6 * (1 - m["regions_mlogloss"]) + 0.4 * (1 - m["types_mlogloss"]))
+    assert m["mlogloss"] < result["baselines"]["all_zero"]["mlogloss"]
+    ids, probs = predict_file(cv_dir, tmp_path / "r2_test.csv")
+    single = [meddx.load_run(cv_dir / f).predict_proba(read_tianchi(tmp_path / "r2_test.csv", require_labels=False).records)
+              for f in ("fold0", "fold1")]
+    np.testing.assert_allclose(probs, np.mean(single, axis=0), atol=1e-9)  # the fold ensemble is the mean
+    assert ids == [str(i) for i in range(360, 400)] and probs.shape == (40, 29)
+    sub = meddx.submit(cv_dir, tmp_path / "r2_test.csv", tmp_path / "sub.csv")
+    assert check_submission(sub, tmp_path / "r2_test.csv", n_labels=29) == []

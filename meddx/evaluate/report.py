@@ -44,6 +44,10 @@ def evaluate_run(run: Run | str | Path, split: str = "test", config: EvaluateCon
     table = pd.read_csv(run.path / "split.csv", dtype={"id": str, "patient_id": str})
     prior = table.loc[table["split"] == "train", names].to_numpy(np.float64).mean(0)
     result = evaluate_arrays(y_val, p_val, y, p, patients, prior, run.task, names, cfg, split=split)
+    if run.is_sequence:  # the Tianchi track: the competition's score (round 2: regions and types apart) and baselines
+        from meddx.evaluate.tianchi import tianchi_scores
+
+        result["tianchi"] = tianchi_scores(y, p, names, prior=prior, seed=cfg.seed)
     result["evaluated_at"] = datetime.now().isoformat(timespec="seconds")
     if split == "val":
         result["warning_same_split"] = "thresholds were chosen on this same split: figures at the operating point are optimistic"
