@@ -253,3 +253,11 @@ def test_round2_cv_reports_regions_and_types_and_submits_the_fold_ensemble(data_
     assert ids == [str(i) for i in range(360, 400)] and probs.shape == (40, 29)
     sub = meddx.submit(cv_dir, tmp_path / "r2_test.csv", tmp_path / "sub.csv")
     assert check_submission(sub, tmp_path / "r2_test.csv", n_labels=29) == []
+
+
+def test_cli_names_the_bad_line_in_one_line(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("0|,|1 2 3 |,|4 \n1|,|5 6 |,|99 \n")
+    res = run_cli("explore", "--data", str(bad), "--no-images")
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == [f"meddx: error: {bad} line 2: region id 99 is out of range (0-16)"]
