@@ -217,6 +217,10 @@ def test_mlm_lowers_loss_and_its_encoder_loads_into_bert(small_files, tmp_path):
     info = json.loads((out / "pretrain.json").read_text())
     assert info["final_val_mlm_loss"] < info["initial_val_mlm_loss"] - 0.5
     assert (out / "checkpoints" / "last.ckpt").is_file() and (out / "vocab.json").is_file()
+    cfg["pretrain"]["max_epochs"] = 5  # rerunning resumes from last.ckpt and trains only the missing epoch
+    meddx.pretrain(cfg)
+    resumed = json.loads((out / "pretrain.json").read_text())
+    assert resumed["epochs"] == 5 and resumed["initial_val_mlm_loss"] == info["initial_val_mlm_loss"]
     encoder = torch.load(out / "encoder.pt", weights_only=True)
     vocab = Vocab.load(out / "vocab.json")
     model = create_model("bert_small", 1, 17, weights=str(out / "encoder.pt"), size="tiny", **vocab.model_kwargs())

@@ -57,8 +57,9 @@ class MaskedLM(pl.LightningModule):
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=0.01)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.hparams.lr, total_steps=self.trainer.estimated_stepping_batches,
-                                                    pct_start=0.06)
+        total = max(int(self.trainer.estimated_stepping_batches), 1)  # recomputed on resume, so more epochs may be asked
+        warmup = max(int(0.06 * total), 1)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / (total - warmup + 1))))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def encoder_state(self) -> dict:
