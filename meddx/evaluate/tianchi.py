@@ -10,7 +10,7 @@ import pandas as pd
 
 from meddx.config import RunConfig, load_config, validate_config
 from meddx.data.sequences import SEP, read_tianchi
-from meddx.errors import ConfigError, DataError
+from meddx.errors import ConfigError
 from meddx.evaluate import metrics as M
 from meddx.train.run import Run, fit
 
