@@ -140,7 +140,7 @@ def main() -> None:
               "train": {"max_epochs": args.epochs, "batch_size": 64, "lr": 2e-3, "patience": 3, "class_weights": "off",
                         "progress_bar": False}, "split": {"seed": 0}}
     neural = np.isin(folds, range(args.neural_folds))
-    note = f"fold{'s' if args.neural_folds > 1 else ''} 0-{args.neural_folds - 1} of {args.folds}, {args.epochs} epochs max"
+    note = (f"folds 0-{args.neural_folds - 1}" if args.neural_folds > 1 else "fold 0") + f" of {args.folds}, {args.epochs} epochs max"
     vocab = build_vocab([r.tokens for r in ds.records])
     x = vocab.encode_all([r.tokens for r in ds.records])
     t = time.perf_counter()
