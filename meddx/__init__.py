@@ -15,6 +15,7 @@ _API = {
     "load_run": "meddx.api", "Run": "meddx.api", "RunConfig": "meddx.config", "load_config": "meddx.config",
     "create_model": "meddx.models", "list_models": "meddx.models", "load_pneumoniamnist": "meddx.data",
     "read_dataset": "meddx.data", "check_leakage": "meddx.data",
+    "pretrain": "meddx.api", "cross_validate": "meddx.api", "submit": "meddx.api",
 }
 
 

@@ -63,7 +63,14 @@ def predict_external(run: Run, data: dict, name: str = "external") -> str:
 def explore(data: DataConfig | dict, read_images: bool = True) -> dict:
     """Summarise a data set: counts, patients, labels, files, sizes, duplicates."""
     cfg = data if isinstance(data, DataConfig) else DataConfig(**data)
-    return _explore(read_dataset(cfg, check_files=False), read_images=read_images)
+    ds = read_dataset(cfg, check_files=False)
+    from meddx.data.sequences import is_sequence, read_descriptions, sequence_summary
+
+    if is_sequence(ds):
+        out = _explore(ds, read_images=False)
+        out["sequences"] = sequence_summary(ds, {Path(f).name: read_descriptions([f]) for f in cfg.vocab_files})
+        return out
+    return _explore(ds, read_images=read_images)
 
 
 def leakage(data: DataConfig | dict, split: SplitConfig | dict | None = None) -> LeakageReport:
@@ -84,12 +91,52 @@ def ensemble(runs: list[Run | str | Path], output: str | Path, **settings) -> Ru
     return ensemble_runs(runs, output, cfg)
 
 
-def model_info(name: str, in_chans: int = 3, num_classes: int = 1, depth: int | str | None = None) -> list[dict]:
-    """The fine-tuning blocks of a model (counted from the end) with parameter counts; with `depth`, which train."""
-    from meddx.models import create_model
+def model_info(name: str, in_chans: int = 3, num_classes: int = 1, depth: int | str | None = None, **kwargs) -> list[dict]:
+    """The fine-tuning blocks of a model (counted from the end) with parameter counts; with `depth`, which train.
+
+    Sequence models are built with `vocab_size` 1,000 and `max_len` 128 unless given (embedding rows scale with them).
+    """
+    from meddx.models import MODEL_INFO, create_model
     from meddx.models.finetune import describe
 
-    return describe(create_model(name, in_chans, num_classes), depth)
+    if name in MODEL_INFO and MODEL_INFO[name].kind == "sequence":
+        kwargs = {"vocab_size": 1000, "max_len": 128, **kwargs}
+    return describe(create_model(name, in_chans, num_classes, **kwargs), depth)
 
 
-__all__ = ["Run", "ensemble", "model_info", "evaluate", "explore", "leakage", "load_run", "predict_external", "train"]
+def pretrain(config: RunConfig | dict | str | Path, **overrides) -> Path:
+    """MLM-pretrain bert_small on data.path + data.vocab_files; returns the folder with encoder.pt (resumable)."""
+    from meddx.train.pretrain import pretrain as _pretrain
+
+    return _pretrain(_config(config, overrides))
+
+
+def cross_validate(config: RunConfig | dict | str | Path, folds: int = 5, **overrides) -> Path:
+    """k runs on iterative-stratified folds; out-of-fold predictions and scores in <output_dir>/<name>/cv.json."""
+    from meddx.evaluate.tianchi import cross_validate as _cv
+
+    return _cv(_config(config, overrides), folds)
+
+
+def submit(source: str | Path, data: str | Path, output: str | Path = "submission.csv") -> Path:
+    """Tianchi submission from a run or CV folder (fold ensemble) for a `|,|` test file, checked before returning."""
+    from meddx.evaluate.tianchi import check_submission, predict_file, write_submission
+
+    ids, probs = predict_file(source, data)
+    path = write_submission(ids, probs, output)
+    problems = check_submission(path, data, probs.shape[1])
+    if problems:
+        raise DataError(f"{path}: the written submission fails its check: {problems[0]}")
+    return path
+
+
+def _config(config, overrides: dict) -> RunConfig:
+    dotted = {k.replace("__", "."): v for k, v in overrides.items()}
+    if config is None or isinstance(config, (str, Path)):
+        return load_config(config, dotted)
+    raw = config.model_dump(mode="json") if isinstance(config, RunConfig) else copy.deepcopy(config)
+    return validate_config(apply_overrides(raw, dotted))
+
+
+__all__ = ["Run", "cross_validate", "ensemble", "evaluate", "explore", "leakage", "load_run", "model_info",
+           "predict_external", "pretrain", "submit", "train"]

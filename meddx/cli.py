@@ -337,6 +337,66 @@ def ensemble(
     _print_summary(api_ensemble([str(r) for r in runs], output, **settings))
 
 
+ConfigArg = Annotated[Path, typer.Argument(help="YAML run config (data, model, train, pretrain sections).")]
+
+
+@app.command()
+def pretrain(config: ConfigArg, set_: SetOpt = None) -> None:
+    """MLM-pretrain bert_small on all descriptions (data.path + data.vocab_files, labels unused); rerun to resume."""
+    from meddx.api import pretrain as api_pretrain
+
+    out = api_pretrain(config, **{k.replace(".", "__"): v for k, v in _set_overrides(set_).items()})
+    info = json.loads((out / "pretrain.json").read_text())
+    typer.echo(f"wrote {out / 'encoder.pt'} ({info['size']} size, {info['epochs']} epochs); val MLM loss "
+               f"{info.get('initial_val_mlm_loss', float('nan')):.3f} -> {info['final_val_mlm_loss']:.3f}\n"
+               f"fine-tune: --set model.name=bert_small --set model.weights={out / 'encoder.pt'}")
+
+
+@app.command()
+def cv(
+    config: ConfigArg,
+    folds: Annotated[int, typer.Option(help="Number of folds (iterative stratification).")] = 5,
+    set_: SetOpt = None,
+) -> None:
+    """k-fold training: one run per fold, out-of-fold predictions and mlogloss; the folder is a fold ensemble for submit."""
+    from meddx.api import cross_validate
+
+    out = cross_validate(config, folds, **{k.replace(".", "__"): v for k, v in _set_overrides(set_).items()})
+    r = json.loads((out / "cv.json").read_text())
+    typer.echo(f"{out}: out-of-fold mlogloss {r['model']['mlogloss']:.4f} (score {r['model']['score']:.4f}); "
+               f"prior {r['baselines']['prior']['mlogloss']:.4f}, all-zero {r['baselines']['all_zero']['mlogloss']:.4f}; "
+               f"mean AUC {r['model']['mean_roc_auc']:.4f}, exact match {r['model']['exact_match']:.4f}")
+
+
+@app.command()
+def submit(
+    run: Annotated[Path, typer.Argument(help="Run folder, or a `meddx cv` folder (fold ensemble).")],
+    data: Annotated[Path, typer.Option("--data", "-d", help="The competition test file (report_ID|,|description).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Submission file.")] = Path("submission.csv"),
+) -> None:
+    """Write a Tianchi submission: `report_ID|,|p0 ... p16`, one line per test row in order (checked)."""
+    from meddx.api import submit as api_submit
+
+    typer.echo(f"wrote {api_submit(run, data, output)}")
+
+
+@app.command("check-submission")
+def check_submission(
+    file: Annotated[Path, typer.Argument(help="Submission file.")],
+    data: Annotated[Path, typer.Option("--data", "-d", help="The test file it answers.")],
+    labels: Annotated[int, typer.Option(help="Probabilities per line (17 in round 1).")] = 17,
+) -> None:
+    """Validate a submission: row count, ids in the test file's order, N floats in [0, 1], the `|,|` separator."""
+    from meddx.evaluate.tianchi import check_submission as check
+
+    problems = check(file, data, labels)
+    for p in problems:
+        typer.echo(f"{file}: {p}", err=True)
+    if not problems:
+        typer.echo(f"{file}: valid")
+    raise typer.Exit(1 if problems else 0)
+
+
 def main() -> None:
     """Entry point: meddx errors become one clear line on stderr and exit code 2."""
     try:

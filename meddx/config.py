@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -22,7 +22,7 @@ class DataConfig(_Section):
         "pneumoniamnist",
         description="CSV, folder, .npz, or 'pneumoniamnist' (bundled); a {split: csv} mapping keeps official splits.",
     )
-    format: Literal["auto", "csv", "folder", "medmnist"] = "auto"
+    format: Literal["auto", "csv", "folder", "medmnist", "tianchi"] = "auto"
     root: str | None = Field(None, description="Folder that image paths in a CSV are relative to.")
     image_column: str | None = Field(None, description="Image path column; default: Image, path, filename, ...")
     patient_column: str | None = None
@@ -37,6 +37,11 @@ class DataConfig(_Section):
     image_size: int | None = Field(None, description="Resize to a square of this size; default: first image's size.")
     normalize: Literal["dataset", "sample", "none"] = "dataset"
     dicom_window: tuple[float, float] | None = Field(None, description="(center, width); default: the file's own.")
+    label_set: Literal["both", "regions", "types"] = Field(
+        "both", description="Tianchi round 2: 29 labels (17 regions + 12 types), regions only or types only.")
+    vocab_files: list[str] = Field(default_factory=list, description="Unlabelled `|,|` files (test sets) added to the vocabulary and the MLM corpus.")
+    max_len: int | None = Field(None, ge=1, description="Pad/truncate token sequences to this length; default: the longest in train + vocab_files.")
+    vocab: str | None = Field(None, description="A vocab.json to use (e.g. from `meddx pretrain`); default: built from the data.")
 
 
 class SplitConfig(_Section):
@@ -46,6 +51,14 @@ class SplitConfig(_Section):
     seed: int = 0
     use_official: bool = True
     on_duplicate_images: Literal["error", "warn", "drop_from_train"] = "error"
+    folds: int | None = Field(None, ge=2, description="k-fold: fold `fold` is the test split, val is carved from the rest.")
+    fold: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _fold_in_range(self) -> SplitConfig:
+        if self.folds is not None and self.fold >= self.folds:
+            raise ValueError(f"split.fold {self.fold} must be below split.folds {self.folds}")
+        return self
 
     @field_validator("ratios")
     @classmethod
@@ -61,6 +74,7 @@ class ModelConfig(_Section):
     name: str = "small_cnn"
     weights: str | None = None
     dropout: float = 0.2
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="Extra builder arguments, e.g. {size: gpu} for bert_small.")
 
 
 class AugmentConfig(_Section):
@@ -93,6 +107,7 @@ class TrainConfig(_Section):
     precision: str = "32-true"
     progress_bar: bool = True
     limit_train_batches: float | int | None = None
+    token_dropout: float = Field(0.0, ge=0, lt=1, description="Sequences: share of tokens replaced by unk in training.")
     init_from: str | None = Field(None, description="Run folder or local state-dict file to start from; its head is skipped.")
     finetune_depth: int | Literal["all"] = Field("all", description="Trainable backbone blocks (0: head only; see `meddx model-info`).")
     backbone_lr_mult: float = Field(1.0, gt=0, le=1, description="Learning rate of the backbone relative to train.lr (the head's).")
@@ -137,6 +152,20 @@ class EvaluateConfig(_Section):
         return v
 
 
+class PretrainConfig(_Section):
+    """Masked-language-model pretraining of bert_small on every description (labels unused)."""
+
+    dir: str = Field("pretrained/bert_small", description="Output folder: encoder.pt, vocab.json, model_kwargs.json, checkpoints.")
+    max_epochs: int = Field(30, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(5e-4, gt=0)
+    mask_prob: float = Field(0.15, gt=0, lt=1)
+    val_fraction: float = Field(0.05, ge=0, lt=1)
+    size: Literal["auto", "tiny", "cpu", "gpu"] = Field("auto", description="bert_small size: auto is gpu where CUDA is present, else cpu.")
+    precision: str = Field("auto", description="auto: 16-mixed on GPU, 32-true on CPU.")
+    limit_train_batches: float | int | None = None
+
+
 class RunConfig(_Section):
     """The whole run: data, split, model, train; saved as config.yaml in the run folder."""
 
@@ -147,6 +176,7 @@ class RunConfig(_Section):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    pretrain: PretrainConfig = PretrainConfig()
 
     @model_validator(mode="after")
     def _one_label_source(self) -> RunConfig:

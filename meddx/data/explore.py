@@ -97,6 +97,18 @@ def to_markdown(summary: dict) -> str:
             f"- channels (or stack depth): {f['channels_or_depth']}",
             f"- groups of identical images: {f['duplicate_image_groups']}",
         ]
+    if "sequences" in s:
+        q = s["sequences"]
+        lines += [
+            "", "## Sequences", "",
+            f"- length: {q['length']}", f"- length histogram: {q['length_histogram']}",
+            f"- distinct tokens: {q['distinct_tokens']}",
+            f"- empty label (normal): {q['empty_label_rows']} rows ({q['empty_label_share']:.1%}); label cardinality "
+            f"{q['label_cardinality']}; labels per row: {q['label_count_distribution']}",
+            f"- duplicate descriptions: {q['duplicate_description_groups']} group(s), {q['rows_in_duplicate_groups']} rows, "
+            f"{q['duplicates_with_different_labels']} with different labels",
+        ]
+        lines += [f"- vs {name}: {v}" for name, v in q["other_sets"].items()]
     lines += [""] + [f"- note: {n}" for n in s["notes"]]
     return "\n".join(lines) + "\n"
 

@@ -203,7 +203,9 @@ def is_colour(pixels: np.ndarray, layout: Layout) -> bool:
 
 
 def content_hash(record: Record) -> str | None:
-    """SHA-1 of the file bytes (or of the array slice); None when the file is missing."""
+    """SHA-1 of the file bytes (or of the array slice, or of a sequence's tokens); None when the file is missing."""
+    if record.tokens is not None:
+        return hashlib.sha1(np.ascontiguousarray(record.tokens, dtype=np.int64).tobytes()).hexdigest()
     if record.index is not None:
         return hashlib.sha1(np.ascontiguousarray(load_array_file(record.source, record.key)[record.index]).tobytes()).hexdigest()
     try:

@@ -259,6 +259,16 @@ def read_dataset(cfg: DataConfig, check_files: bool = True) -> DataSet:
         ds.origin = f"bundled:{path}"
         return ds
     fmt = cfg.format
+    if fmt == "auto" and isinstance(path, str) and Path(path).is_file():
+        from meddx.data.sequences import is_tianchi_file
+
+        fmt = "tianchi" if is_tianchi_file(path) else fmt
+    if fmt == "tianchi":
+        from meddx.data.sequences import read_tianchi
+
+        if not isinstance(path, str):
+            raise DataError("data.format tianchi reads one labelled file; put test files in data.vocab_files")
+        return read_tianchi(path, cfg.label_set)
     if fmt == "auto":
         if isinstance(path, dict) or str(path).lower().endswith((".csv", ".tsv")):
             fmt = "csv"

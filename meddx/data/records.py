@@ -24,6 +24,7 @@ class Record:
     key: str | None = None
     split: str | None = None
     row: str | None = None
+    tokens: np.ndarray | None = None  # token ids of a text/sequence sample (images leave it None)
 
 
 @dataclass

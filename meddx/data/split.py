@@ -50,11 +50,53 @@ def _carve(table: np.ndarray, task: str, fraction: float, seed: int) -> tuple[np
     return np.sort(rest), np.sort(carved)
 
 
+def fold_indices(table: np.ndarray, task: str, folds: int, seed: int = 0) -> np.ndarray:
+    """Fold number of each row: iterative stratification for multi-label, stratified k-fold otherwise."""
+    if len(table) < folds:
+        raise DataError(f"cannot make {folds} folds of {len(table)} patients")
+    if task == "multilabel":
+        from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+
+        splitter = MultilabelStratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+        y = table
+    else:
+        from sklearn.model_selection import StratifiedKFold
+
+        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+        y = table.argmax(1) if task == "multiclass" else table[:, 0].astype(int)
+    out = np.zeros(len(table), dtype=int)
+    for k, (_, held) in enumerate(splitter.split(np.zeros(len(table)), y)):
+        out[held] = k
+    return out
+
+
+def assign_fold(ds: DataSet, cfg: SplitConfig) -> DataSet:
+    """k-fold by patient: fold `cfg.fold` is test (out-of-fold), val is carved from the other folds."""
+    patients, table = _patient_table(ds, ds.records)
+    fold_of = dict(zip(patients, fold_indices(table, ds.task, cfg.folds, cfg.seed)))
+    for r in ds.records:
+        r.split = "test" if fold_of[r.patient_id] == cfg.fold else "train"
+    pool = [r for r in ds.records if r.split == "train"]
+    r_train, r_val, _ = cfg.ratios
+    patients, table = _patient_table(ds, pool)
+    _, carved = _carve(table, ds.task, r_val / (r_train + r_val), cfg.seed)
+    chosen = {patients[i] for i in carved}
+    for r in pool:
+        if r.patient_id in chosen:
+            r.split = "val"
+    ds.notes.append(f"splits: fold {cfg.fold} of {cfg.folds} (by patient, stratified) is test; val carved from the rest")
+    if not any(r.split == "val" for r in ds.records):
+        raise DataError(f"{ds.origin}: the val split is empty; check split.ratios {cfg.ratios}")
+    return ds
+
+
 def assign_splits(ds: DataSet, cfg: SplitConfig | None = None) -> DataSet:
     """Set every record's split: official splits kept, missing ones carved from train by patient."""
     cfg = cfg or SplitConfig()
     if not ds.records:
         raise DataError(f"{ds.origin}: the data set has no records")
+    if cfg.folds:
+        return assign_fold(ds, cfg)
     official = {r.split for r in ds.records}
     if not cfg.use_official or official == {None}:
         for r in ds.records:

@@ -44,6 +44,10 @@ def evaluate_run(run: Run | str | Path, split: str = "test", config: EvaluateCon
     table = pd.read_csv(run.path / "split.csv", dtype={"id": str, "patient_id": str})
     prior = table.loc[table["split"] == "train", names].to_numpy(np.float64).mean(0)
     result = evaluate_arrays(y_val, p_val, y, p, patients, prior, run.task, names, cfg, split=split)
+    if run.is_sequence:  # the Tianchi track: the competition's score (round 2: regions and types apart) and baselines
+        from meddx.evaluate.tianchi import tianchi_scores
+
+        result["tianchi"] = tianchi_scores(y, p, names, prior=prior, seed=cfg.seed)
     result["evaluated_at"] = datetime.now().isoformat(timespec="seconds")
     if split == "val":
         result["warning_same_split"] = "thresholds were chosen on this same split: figures at the operating point are optimistic"
@@ -113,8 +117,10 @@ def render_markdown(run: Run, result: dict, figures: dict[str, Path]) -> str:
     lines += [f"- {n}" for n in info.get("notes", [])]
     lines += ["", "| split | samples | patients |", "|---|---|---|"]
     lines += [f"| {s} | {v['samples']} | {v['patients']} |" for s, v in info["sizes"].items()]
-    lines += ["", "## Model", "", f"- `{run.config.model.name}`, input {run.preprocess.channels} x {run.preprocess.image_size[0]} x "
-              f"{run.preprocess.image_size[1]}, normalisation {run.preprocess.normalize}",
+    model_input = (f"input token sequences padded to {run.vocab.max_len}, vocabulary {run.vocab.size}" if run.is_sequence else
+                   f"input {run.preprocess.channels} x {run.preprocess.image_size[0]} x {run.preprocess.image_size[1]}, "
+                   f"normalisation {run.preprocess.normalize}")
+    lines += ["", "## Model", "", f"- `{run.config.model.name}`, {model_input}",
               f"- best epoch {training.get('best_epoch')} of {training.get('epochs_run')}; {training.get('seconds')} s; "
               f"val loss {training.get('initial_val_loss', float('nan')):.4f} untrained -> {training.get('best_val_loss', float('nan')):.4f}"]
     for n in names:
@@ -191,8 +197,10 @@ def render_html(run: Run, result: dict, figures: dict[str, Path]) -> str:
               "<table><tr><th>split</th><th>samples</th><th>patients</th></tr>"
               + "".join(f"<tr><td>{s}</td><td>{v['samples']}</td><td>{v['patients']}</td></tr>" for s, v in info["sizes"].items())
               + "</table>"]
-    parts += ["<h2>Model and config</h2>", f"<p><code>{e(run.config.model.name)}</code>, input {run.preprocess.channels} x "
-              f"{run.preprocess.image_size[0]} x {run.preprocess.image_size[1]}, normalisation {e(run.preprocess.normalize)}; "
+    model_input = (f"input token sequences padded to {run.vocab.max_len}, vocabulary {run.vocab.size}" if run.is_sequence else
+                   f"input {run.preprocess.channels} x {run.preprocess.image_size[0]} x {run.preprocess.image_size[1]}, "
+                   f"normalisation {e(run.preprocess.normalize)}")
+    parts += ["<h2>Model and config</h2>", f"<p><code>{e(run.config.model.name)}</code>, {model_input}; "
               f"best epoch {training.get('best_epoch')} of {training.get('epochs_run')}, {training.get('seconds')} s.</p>",
               "<details><summary>config.yaml</summary><pre>" + e(yaml.safe_dump(run.config.model_dump(mode="json"), sort_keys=False))
               + "</pre></details>"]

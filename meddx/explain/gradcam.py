@@ -86,6 +86,8 @@ class Explainer:
     def from_run(cls, run: Run | str | Path, layer: str | None = None) -> Explainer:
         """The explainer of a run folder's best model."""
         run = run if isinstance(run, Run) else Run(run)
+        if run.is_sequence:
+            raise ConfigError(f"{run.path}: a token-sequence run; Grad-CAM explains image models")
         if (run.path / "ensemble.json").is_file():
             raise ConfigError(f"{run.path}: an ensemble; explain one of its member runs (a map of an average is not one model's)")
         return cls(run.model, run.preprocess, run.label_names, run.task, layer)

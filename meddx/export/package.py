@@ -120,6 +120,9 @@ def export_run(run: Run | str | Path, fmt: Format = "onnx", out_dir: str | Path 
     on real images of `split`.
     """
     run = run if isinstance(run, Run) else Run(run)
+    if run.is_sequence:
+        raise ExportError(f"{run.path}: a token-sequence run; packages and the service are for image models "
+                          "(sequence runs predict with `meddx submit` or Run.predict_proba)")
     if fmt not in FILES:
         raise ExportError(f"unknown export format '{fmt}'; use onnx or torchscript")
     out = Path(out_dir) if out_dir else run.path / "package"

@@ -20,6 +20,7 @@ class ModelInfo:
     builder: Callable[..., nn.Module]
     min_size: int
     description: str
+    kind: str = "image"  # "image" (in_chans, H, W) or "sequence" (token indices; needs vocab_size, max_len)
 
 
 MODEL_INFO: dict[str, ModelInfo] = {}
@@ -31,11 +32,11 @@ TIMM_RECOMMENDED = {
 }
 
 
-def register_model(name: str, min_size: int = 1, description: str = "") -> Callable:
+def register_model(name: str, min_size: int = 1, description: str = "", kind: str = "image") -> Callable:
     """Decorator: register a builder `f(in_chans, num_classes, **kw) -> nn.Module` under `name`."""
 
     def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        MODEL_INFO[name] = ModelInfo(name, builder, min_size, description or (builder.__doc__ or "").strip())
+        MODEL_INFO[name] = ModelInfo(name, builder, min_size, description or (builder.__doc__ or "").strip(), kind)
         return builder
 
     return wrap
@@ -74,7 +75,10 @@ def create_model(
 ) -> nn.Module:
     """Build a registered (or any timm) model; `weights` is a local state-dict file, never a download."""
     if name in MODEL_INFO:
-        model = MODEL_INFO[name].builder(in_chans=in_chans, num_classes=num_classes, **kwargs)
+        try:
+            model = MODEL_INFO[name].builder(in_chans=in_chans, num_classes=num_classes, **kwargs)
+        except TypeError as e:
+            raise ConfigError(f"model '{name}' ({MODEL_INFO[name].kind}): bad arguments {sorted(kwargs)}: {e}") from None
     else:
         import timm
 
@@ -82,7 +86,8 @@ def create_model(
             raise ConfigError(f"unknown model '{name}'; registered: {', '.join(list_models())} (or any timm name)")
         model = _timm_builder(name)(in_chans=in_chans, num_classes=num_classes, **kwargs)
     if weights is not None:
-        load_weights(model, weights)
+        loader = getattr(model, "load_pretrained", None)  # models with a pretrained encoder and a new head
+        loader(weights) if loader else load_weights(model, weights)
     return model
 
 

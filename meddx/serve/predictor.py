@@ -92,6 +92,8 @@ class Predictor:
         elif (self.path / "config.yaml").is_file():  # a run folder: PyTorch, domain statistics computed now
             self.kind = "run"
             run = Run(self.path)
+            if run.is_sequence:
+                raise ConfigError(f"{self.path}: a token-sequence run; the service takes image models")
             self.labels, self.task, self.prep, self.config = run.label_names, run.task, run.preprocess, run.config
             self.stats, self.val_rates = training_input_stats(run), validation_rates(run)
             metrics = run.path / "metrics.json"
@@ -135,7 +137,8 @@ class Predictor:
     @cached_property
     def torch_model(self) -> torch.nn.Module:
         """The PyTorch model rebuilt from the config, weights loaded with weights_only=True (no pickle execution)."""
-        model = create_model(self.config.model.name, self.prep.channels, len(self.labels), dropout=self.config.model.dropout)
+        model = create_model(self.config.model.name, self.prep.channels, len(self.labels), dropout=self.config.model.dropout,
+                             **self.config.model.kwargs)
         model.load_state_dict(torch.load(self.path / "model.pt", map_location="cpu", weights_only=True))
         return model.eval()
 

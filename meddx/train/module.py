@@ -50,11 +50,13 @@ class Classifier(pl.LightningModule):
         backbone_lr_mult: float = 1.0,
         mixup: float = 0.0,
         label_smoothing: float = 0.0,
+        model_kwargs: dict | None = None,
+        token_dropout: float = 0.0,
     ):
         super().__init__()
         self.save_hyperparameters()
         self.task = task
-        self.model = create_model(model_name, in_chans, num_labels, weights=weights, dropout=dropout)
+        self.model = create_model(model_name, in_chans, num_labels, weights=weights, dropout=dropout, **(model_kwargs or {}))
         self.init_report = load_pretrained(self.model, init_from) if init_from else None  # head stays fresh
         self.frozen = parse_depth(finetune_depth) is not None
         if self.frozen:
@@ -86,8 +88,11 @@ class Classifier(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, y = batch
-        if self.augment.enabled:
+        if self.augment.enabled and x.is_floating_point():
             x = augment_batch(x, self.augment)
+        if self.hparams.get("token_dropout", 0.0) > 0 and not x.is_floating_point():  # token ids: replace some by unk (1)
+            drop = (torch.rand(x.shape, device=x.device) < self.hparams.token_dropout) & (x != 0)
+            x = x.masked_fill(drop, 1)
         alpha = self.hparams.get("mixup", 0.0)
         if alpha:
             x, y, _, _ = mixup_batch(x, y, alpha)

@@ -20,9 +20,10 @@ from meddx.data.images import file_record
 from meddx.data.readers import read_dataset
 from meddx.data.records import SPLITS, DataSet, Record
 from meddx.data.split import assign_splits, enforce_no_leakage
+from meddx.data.sequences import SequenceDataset, Vocab, build_vocab, is_sequence, read_descriptions
 from meddx.data.tensors import ImageDataset, Preprocess, resolve_preprocess
 from meddx.errors import ConfigError, DataError
-from meddx.models import create_model, min_input_size
+from meddx.models import MODEL_INFO, create_model, min_input_size
 from meddx.train.losses import balanced_class_weights, bce_weights, is_imbalanced
 
 RUN_DIR_ENV = "MEDDX_RUN_DIR"
@@ -89,11 +90,21 @@ def fit(config: RunConfig | dict | str | Path) -> Run | None:
     pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
     ds, leakage = prepare_data(cfg)
     parts = {s: ds.subset(s).records for s in SPLITS}
-    prep = resolve_preprocess(cfg.data, parts["train"])
-    need = min_input_size(cfg.model.name)
-    if min(prep.image_size) < need:
-        raise ConfigError(f"model '{cfg.model.name}' needs images of at least {need} px; set data.image_size >= {need}")
-    datasets = {s: ImageDataset(parts[s], prep) for s in SPLITS if parts[s]}  # decodes every file now: bad ones fail here
+    sequence = is_sequence(ds)
+    if sequence:
+        if cfg.train.mixup:
+            raise ConfigError("train.mixup mixes pixel values and applies to images only; for token sequences use "
+                              "train.token_dropout")
+        prep = resolve_sequence(cfg, ds)
+        datasets = {s: SequenceDataset(parts[s], prep) for s in SPLITS if parts[s]}
+        in_chans, model_kwargs, augment = 1, {**prep.model_kwargs(), **cfg.model.kwargs}, {"enabled": False}
+    else:
+        prep = resolve_preprocess(cfg.data, parts["train"])
+        need = min_input_size(cfg.model.name)
+        if min(prep.image_size) < need:
+            raise ConfigError(f"model '{cfg.model.name}' needs images of at least {need} px; set data.image_size >= {need}")
+        datasets = {s: ImageDataset(parts[s], prep) for s in SPLITS if parts[s]}  # decodes every file now: bad ones fail here
+        in_chans, model_kwargs, augment = prep.channels, dict(cfg.model.kwargs), cfg.train.augment.model_dump()
     loaders = {}
     for s in ("train", "val"):
         loaders[s] = DataLoader(
@@ -106,10 +117,10 @@ def fit(config: RunConfig | dict | str | Path) -> Run | None:
         _write_data_files(run_dir, cfg, ds, prep, leakage)
     loss_weights = _loss_weights(cfg, ds)
     module = Classifier(
-        cfg.model.name, prep.channels, len(ds.label_names), ds.task, lr=cfg.train.lr,
+        cfg.model.name, in_chans, len(ds.label_names), ds.task, lr=cfg.train.lr,
         weight_decay=cfg.train.weight_decay, max_epochs=cfg.train.max_epochs, dropout=cfg.model.dropout,
-        augment=cfg.train.augment.model_dump(), weights=cfg.model.weights, **loss_weights,
-        **_finetune_args(cfg),
+        augment=augment, weights=cfg.model.weights, model_kwargs=model_kwargs,
+        token_dropout=cfg.train.token_dropout, **loss_weights, **_finetune_args(cfg),
     )
     best = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val_loss", mode="min")
     # Lightning 2.6's save_last only follows epochs that improved `best`; an unmonitored checkpoint is every epoch's
@@ -185,11 +196,42 @@ def _finetune_summary(cfg: RunConfig, module) -> dict:
     return out
 
 
-def _write_data_files(run_dir: Path, cfg: RunConfig, ds: DataSet, prep: Preprocess, leakage: dict) -> None:
-    """config.yaml, preprocess.json, split.csv and data.json: what the run folder needs to reproduce and reload."""
+def resolve_sequence(cfg: RunConfig, ds: DataSet) -> Vocab:
+    """The vocabulary (given, next to pretrained weights, or built from train + vocab_files); fills model.kwargs.
+
+    A pretrained encoder folder (`meddx pretrain`) brings its vocab.json and model_kwargs.json, so the fine-tuned
+    model matches it; the resolved values are written back into the config saved with the run.
+    """
+    from meddx.models.sequence import resolve_size
+
+    if cfg.model.name not in MODEL_INFO or MODEL_INFO[cfg.model.name].kind != "sequence":
+        seq = [n for n, i in MODEL_INFO.items() if i.kind == "sequence"]
+        raise ConfigError(f"model '{cfg.model.name}' is an image model; token sequences need one of {seq}")
+    vocab_path = cfg.data.vocab
+    source = cfg.model.weights or cfg.train.init_from  # an MLM folder's encoder.pt, or a sequence run folder
+    if source:
+        folder = Path(source) if Path(source).is_dir() else Path(source).parent
+        if vocab_path is None and (folder / "vocab.json").is_file():
+            vocab_path = str(folder / "vocab.json")
+        if (folder / "model_kwargs.json").is_file():
+            cfg.model.kwargs = {**json.loads((folder / "model_kwargs.json").read_text()), **cfg.model.kwargs}
+        elif (folder / "config.yaml").is_file():
+            cfg.model.kwargs = {**load_config(folder / "config.yaml").model.kwargs, **cfg.model.kwargs}
+    if vocab_path:
+        vocab = Vocab.load(vocab_path)
+        cfg.data.vocab = vocab_path
+    else:
+        vocab = build_vocab([r.tokens for r in ds.records] + read_descriptions(cfg.data.vocab_files), cfg.data.max_len)
+    if cfg.model.kwargs.get("size") == "auto":
+        cfg.model.kwargs = {**cfg.model.kwargs, "size": resolve_size("auto")}
+    return vocab
+
+
+def _write_data_files(run_dir: Path, cfg: RunConfig, ds: DataSet, prep: Preprocess | Vocab, leakage: dict) -> None:
+    """config.yaml, preprocess.json (vocab.json for sequences), split.csv and data.json: what the run folder needs."""
     (run_dir / "checkpoints").mkdir(exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
-    prep.save(run_dir / "preprocess.json")
+    prep.save(run_dir / ("vocab.json" if isinstance(prep, Vocab) else "preprocess.json"))
     ds.to_frame().to_csv(run_dir / "split.csv", index=False)
     sizes = {}
     for s in SPLITS:
@@ -263,6 +305,15 @@ class Run:
     def preprocess(self) -> Preprocess:
         return Preprocess.load(self.path / "preprocess.json")
 
+    @property
+    def is_sequence(self) -> bool:
+        """True for token-sequence runs (vocab.json instead of preprocess.json)."""
+        return (self.path / "vocab.json").is_file()
+
+    @cached_property
+    def vocab(self) -> Vocab:
+        return Vocab.load(self.path / "vocab.json")
+
     @cached_property
     def data_info(self) -> dict:
         return json.loads((self.path / "data.json").read_text())
@@ -287,15 +338,25 @@ class Run:
         weights = self.path / "model.pt"
         if not weights.is_file():
             raise ConfigError(f"{self.path}: no model.pt; the run did not finish training")
-        model = create_model(self.config.model.name, self.preprocess.channels, len(self.label_names), dropout=self.config.model.dropout)
+        if self.is_sequence:
+            kwargs = {**self.vocab.model_kwargs(), **self.config.model.kwargs}
+            model = create_model(self.config.model.name, 1, len(self.label_names), dropout=self.config.model.dropout, **kwargs)
+        else:
+            model = create_model(self.config.model.name, self.preprocess.channels, len(self.label_names),
+                                 dropout=self.config.model.dropout, **self.config.model.kwargs)
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         return model.eval()
 
     def predict_proba(self, inputs: list[Record | str | Path] | Dataset, batch_size: int = 256) -> np.ndarray:
-        """(N, L) probabilities for records, file paths, or an ImageDataset already decoded."""
+        """(N, L) probabilities for records, file paths, or an ImageDataset already decoded (token records for sequences)."""
         from meddx.train.module import probabilities
 
-        data = inputs if isinstance(inputs, Dataset) else ImageDataset(_as_records(inputs), self.preprocess, preload=False)
+        if isinstance(inputs, Dataset):
+            data = inputs
+        elif self.is_sequence:
+            data = SequenceDataset(list(inputs), self.vocab)
+        else:
+            data = ImageDataset(_as_records(inputs), self.preprocess, preload=False)
         out, model = [], self.model  # built outside inference mode, so its weights stay usable for gradients (Grad-CAM)
         with torch.inference_mode():
             for x, _ in DataLoader(data, batch_size=batch_size):
@@ -304,8 +365,8 @@ class Run:
 
     def predict(self, inputs: list[Record | str | Path] | ImageDataset) -> pd.DataFrame:
         """One row per input: id and a probability column per label."""
-        records = inputs.records if isinstance(inputs, ImageDataset) else _as_records(inputs)
-        probs = self.predict_proba(inputs if isinstance(inputs, ImageDataset) else records)
+        records = inputs.records if isinstance(inputs, (ImageDataset, SequenceDataset)) else _as_records(inputs)
+        probs = self.predict_proba(inputs if isinstance(inputs, (ImageDataset, SequenceDataset)) else records)
         df = pd.DataFrame({"id": [r.id for r in records]})
         for j, name in enumerate(self.label_names):
             df[f"p_{name}"] = probs[:, j]

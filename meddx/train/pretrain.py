@@ -1,0 +1,133 @@
+"""Masked-language-model pretraining of bert_small on every description (labels unused), resumable, AMP on GPU."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from meddx.config import RunConfig, load_config, validate_config
+from meddx.data.sequences import MASK, N_SPECIAL, build_vocab, read_descriptions
+from meddx.models.sequence import bert_config, resolve_size
+
+
+def mask_tokens(x: torch.Tensor, vocab_size: int, prob: float = 0.15, generator: torch.Generator | None = None):
+    """BERT masking: `prob` of the real tokens are targets; of those 80% -> [MASK], 10% random, 10% kept."""
+    g = dict(generator=generator)
+    real = x >= N_SPECIAL
+    target = (torch.rand(x.shape, **g) < prob) & real
+    labels = torch.where(target, x, torch.full_like(x, -100))
+    roll = torch.rand(x.shape, **g)
+    inputs = x.clone()
+    inputs[target & (roll < 0.8)] = MASK
+    swap = target & (roll >= 0.8) & (roll < 0.9)
+    inputs[swap] = torch.randint(N_SPECIAL, vocab_size, x.shape, **g)[swap]
+    return inputs, labels
+
+
+class MaskedLM(pl.LightningModule):
+    """transformers BertForMaskedLM built from a config, with the masking done per batch."""
+
+    def __init__(self, vocab_size: int, max_len: int, size: str = "cpu", lr: float = 5e-4, mask_prob: float = 0.15,
+                 max_epochs: int = 30):
+        super().__init__()
+        from transformers import BertForMaskedLM
+
+        self.save_hyperparameters()
+        self.mlm = BertForMaskedLM(bert_config(vocab_size, max_len, size))
+
+    def loss(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        inputs, labels = mask_tokens(x.cpu(), self.hparams.vocab_size, self.hparams.mask_prob, generator)
+        inputs, labels = inputs.to(x.device), labels.to(x.device)
+        return self.mlm(input_ids=inputs, attention_mask=(x != 0).long(), labels=labels).loss
+
+    def training_step(self, batch, batch_idx):
+        loss = self.loss(batch[0])
+        self.log("train_mlm_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(batch[0]))
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        g = torch.Generator().manual_seed(batch_idx)  # the same masks every epoch: comparable val losses
+        self.log("val_mlm_loss", self.loss(batch[0], g), on_epoch=True, prog_bar=True, batch_size=len(batch[0]))
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=0.01)
+        total = max(int(self.trainer.estimated_stepping_batches), 1)  # recomputed on resume, so more epochs may be asked
+        warmup = max(int(0.06 * total), 1)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / (total - warmup + 1))))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def encoder_state(self) -> dict:
+        """The encoder's weights under the keys of bert_small's classifier (`bert.*`)."""
+        return {f"bert.{k}": v.detach().cpu() for k, v in self.mlm.bert.state_dict().items()}
+
+
+def mean_mlm_loss(module: MaskedLM, loader: DataLoader) -> float:
+    module.eval()
+    total, n = 0.0, 0
+    with torch.inference_mode():
+        for i, (x,) in enumerate(loader):
+            total += float(module.loss(x.to(module.device), torch.Generator().manual_seed(i))) * len(x)
+            n += len(x)
+    module.train()
+    return total / max(n, 1)
+
+
+def pretrain(config: RunConfig | dict | str | Path) -> Path:
+    """MLM on data.path + data.vocab_files (labels unused); writes encoder.pt, vocab.json, model_kwargs.json.
+
+    Rerunning the same config resumes from checkpoints/last.ckpt; on a GPU it uses 16-bit AMP and the larger size.
+    """
+    from pytorch_lightning.callbacks import ModelCheckpoint
+    from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+
+    cfg = load_config(config) if isinstance(config, (str, Path)) else validate_config(config)
+    pc = cfg.pretrain
+    out = Path(pc.dir)
+    out.mkdir(parents=True, exist_ok=True)
+    pl.seed_everything(cfg.train.seed, verbose=False)
+    seqs = read_descriptions([str(cfg.data.path), *cfg.data.vocab_files])
+    vocab = build_vocab(seqs, cfg.data.max_len)
+    if (out / "vocab.json").is_file():
+        from meddx.data.sequences import Vocab
+
+        vocab = Vocab.load(out / "vocab.json")  # resuming: keep the vocabulary the checkpoint was made with
+    vocab.save(out / "vocab.json")
+    size = resolve_size(pc.size)
+    (out / "model_kwargs.json").write_text(json.dumps({"size": size}))
+    x = vocab.encode_all(seqs)
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(cfg.train.seed))
+    n_val = int(round(pc.val_fraction * len(x)))
+    val, train = x[order[:n_val]], x[order[n_val:]]
+    train_loader = DataLoader(TensorDataset(train), batch_size=pc.batch_size, shuffle=True, drop_last=len(train) > pc.batch_size)
+    val_loader = DataLoader(TensorDataset(val if n_val else train[:256]), batch_size=256)
+    module = MaskedLM(vocab.size, vocab.max_len, size, pc.lr, pc.mask_prob, pc.max_epochs)
+    gpu = torch.cuda.is_available() and cfg.train.accelerator in ("auto", "gpu", "cuda")
+    precision = pc.precision if pc.precision != "auto" else ("16-mixed" if gpu else "32-true")
+    last = out / "checkpoints" / "last.ckpt"
+    initial = None if last.is_file() else mean_mlm_loss(module, val_loader)
+    trainer = pl.Trainer(
+        max_epochs=pc.max_epochs, accelerator="gpu" if gpu else "cpu", devices=1, precision=precision,
+        callbacks=[ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val_mlm_loss", save_last=True)],
+        logger=[TensorBoardLogger(str(out), name="tb", version=""), CSVLogger(str(out), name="logs", version="")],
+        enable_progress_bar=cfg.train.progress_bar, enable_model_summary=False, log_every_n_steps=10,
+        limit_train_batches=pc.limit_train_batches, default_root_dir=str(out),
+    )
+    started = time.perf_counter()
+    trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if last.is_file() else None)
+    torch.save(module.encoder_state(), out / "encoder.pt")
+    info_path = out / "pretrain.json"
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    info.update({
+        "sequences": len(x), "val_sequences": n_val, "vocab_size": vocab.size, "max_len": vocab.max_len, "size": size,
+        "precision": precision, "epochs": trainer.current_epoch, "final_val_mlm_loss": mean_mlm_loss(module, val_loader),
+        "seconds_this_session": round(time.perf_counter() - started, 1), "device": "gpu" if gpu else "cpu",
+    })
+    if initial is not None:
+        info["initial_val_mlm_loss"] = initial
+    info_path.write_text(json.dumps(info, indent=2))
+    return out
