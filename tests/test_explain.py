@@ -14,7 +14,7 @@ from conftest import need, run_cli
 from meddx.data.tensors import Preprocess
 from meddx.explain import Explainer, explain_file, find_target_layer, gallery, overlay
 from meddx.export.package import check_images
-from meddx.models import create_model, list_models
+from meddx.models import MODEL_INFO, create_model, list_models
 
 
 def test_maps_fail_the_randomisation_sanity_check_only_when_they_should(datscan_run):
@@ -33,7 +33,10 @@ def test_maps_fail_the_randomisation_sanity_check_only_when_they_should(datscan_
     assert np.mean(rank) < 0.5, f"maps barely change when the weights are randomised: {np.round(rank, 2)}"
 
 
-@pytest.mark.parametrize("name", sorted(set(list_models()) | {"resnet18", "densenet121", "efficientnet_b0", "convnext_atto",
+IMAGE_MODELS = {n for n in list_models() if MODEL_INFO[n].kind == "image"}
+
+
+@pytest.mark.parametrize("name", sorted(IMAGE_MODELS | {"resnet18", "densenet121", "efficientnet_b0", "convnext_atto",
                                                               "mobilenetv3_small_100", "vit_tiny_patch16_224"}))
 def test_target_layer_found_for_each_architecture(name):
     size = 224 if name.startswith("vit") else 64
