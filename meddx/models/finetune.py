@@ -132,19 +132,20 @@ def read_state_dict(source: str | Path) -> dict[str, torch.Tensor]:
             raise ConfigError(f"{p}: a run folder to initialise from needs model.pt (did the run finish?)")
         p = p / "model.pt"
     if not p.is_file():
-        raise ConfigError(f"init_from: {p} is neither a meddx run folder nor a weights file (meddx never downloads weights)")
+        raise ConfigError(f"weights file not found: {p} (neither a meddx run folder nor a file; meddx never downloads weights)")
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001
         raise ConfigError(f"{p}: not a loadable state dict ({type(e).__name__}: {e})") from None
+    lightning = isinstance(state, dict) and "pytorch-lightning_version" in state
     for key in ("state_dict", "model", "state_dict_ema"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
             break
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ConfigError(f"{p}: expected a dict of tensors (a state dict)")
-    if state and all(k.startswith("model.") for k in state):  # a Lightning checkpoint of our Classifier
-        state = {k.removeprefix("model."): v for k, v in state.items()}
+    if lightning or (state and all(k.startswith("model.") for k in state)):  # our Classifier: the model, not its loss buffers
+        state = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
     return state
 
 

@@ -6,7 +6,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from meddx.errors import ConfigError
@@ -93,21 +92,15 @@ def create_model(
 
 def load_weights(model: nn.Module, path: str | Path) -> None:
     """Load a local state dict (or a Lightning checkpoint's) strictly, naming any mismatched tensor."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"weights file not found: {p} (meddx never downloads weights)")
-    try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
-        raise ConfigError(f"{p}: not a loadable state dict ({type(e).__name__}: {e})") from None
-    if isinstance(state, dict) and "state_dict" in state:
-        state = {k.removeprefix("model."): v for k, v in state["state_dict"].items()}
+    from meddx.models.finetune import read_state_dict
+
+    state = read_state_dict(path)
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if k in state and state[k].shape != v.shape]
     if missing or unexpected or wrong:
         raise ConfigError(
-            f"{p}: weights do not fit the model; missing {missing[:5]}, unexpected {unexpected[:5]}, shape {wrong[:5]}"
+            f"{path}: weights do not fit the model; missing {missing[:5]}, unexpected {unexpected[:5]}, shape {wrong[:5]}"
         )
     model.load_state_dict(state)

@@ -136,8 +136,6 @@ class BertClassifier(nn.Module):
         head stays new, any other missing or mismatched tensor is named."""
         from meddx.models.finetune import load_pretrained
 
-        if not Path(path).exists():
-            raise ConfigError(f"weights file not found: {path} (meddx never downloads weights)")
         load_pretrained(self, path)
 
 
