@@ -16,6 +16,8 @@ _API = {
     "create_model": "meddx.models", "list_models": "meddx.models", "load_pneumoniamnist": "meddx.data",
     "read_dataset": "meddx.data", "check_leakage": "meddx.data",
     "pretrain": "meddx.api", "cross_validate": "meddx.api", "submit": "meddx.api",
+    "ensemble": "meddx.api", "model_info": "meddx.api", "export_run": "meddx.export",
+    "explain_file": "meddx.explain", "gallery": "meddx.explain", "create_app": "meddx.serve",
 }
 
 
