@@ -218,3 +218,17 @@ def test_web_page_in_chromium(package, scans):
         server.terminate()
         server.wait(10)
     assert (ARTIFACTS / "serve.png").stat().st_size > 20000
+
+
+def test_grad_cam_hooks_stay_off_the_prediction_model(datscan_run, scans):
+    """grad-cam hooks its model for good; the service's predictions must run on a model without those hooks."""
+    app = create_app(datscan_run.path, backend="pytorch")
+    predictor = app.state.predictor
+    with TestClient(app) as c:
+        before = _post(c, scans[1].read_bytes()).json()["probabilities"]
+        assert _post(c, scans[0].read_bytes(), cam=True).status_code == 200
+        for _ in range(3):
+            assert _post(c, scans[1].read_bytes()).json()["probabilities"] == before
+    assert not any(m._forward_hooks for m in predictor.torch_model.modules())
+    assert any(m._forward_hooks for m in predictor.explainer.model.modules())
+    assert len(predictor.explainer.cam.activations_and_grads.activations) == 1  # the map's own forward only

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from pathlib import Path
 
@@ -69,7 +70,10 @@ def find_target_layer(model: nn.Module, in_chans: int, size: tuple[int, int], na
 
 
 class Explainer:
-    """Grad-CAM for one model: its preprocessing, label names and the chosen target layer."""
+    """Grad-CAM for one model: its preprocessing, label names and the chosen target layer.
+
+    grad-cam hooks the model for good (every forward records activations), so give it a model of its own.
+    """
 
     def __init__(self, model: nn.Module, prep: Preprocess, labels: list[str], task: str, layer: str | None = None):
         from pytorch_grad_cam import GradCAM
@@ -90,7 +94,7 @@ class Explainer:
             raise ConfigError(f"{run.path}: a token-sequence run; Grad-CAM explains image models")
         if (run.path / "ensemble.json").is_file():
             raise ConfigError(f"{run.path}: an ensemble; explain one of its member runs (a map of an average is not one model's)")
-        return cls(run.model, run.preprocess, run.label_names, run.task, layer)
+        return cls(copy.deepcopy(run.model), run.preprocess, run.label_names, run.task, layer)
 
     def label_index(self, label: str | None) -> int:
         """Index of a label name; default: the first (the positive class of a binary run)."""

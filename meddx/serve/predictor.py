@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import copy
 import io
 import json
 import tempfile
@@ -147,7 +148,8 @@ class Predictor:
         """Grad-CAM on the PyTorch weights (also for an ONNX package, which carries model.pt for this)."""
         from meddx.explain.gradcam import Explainer
 
-        return Explainer.for_model(self.torch_model, self.prep, self.labels, self.task)
+        # a copy: grad-cam's hooks record every forward, so plain predictions in other threads must not share it
+        return Explainer.for_model(copy.deepcopy(self.torch_model), self.prep, self.labels, self.task)
 
     def info(self) -> dict:
         """What GET /model returns: labels, thresholds, the validation table for the threshold control, the card."""
