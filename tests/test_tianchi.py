@@ -181,6 +181,9 @@ def test_short_finetune_lowers_val_loss_and_reloads(small_files, tmp_path):
     assert training["best_val_loss"] < training["initial_val_loss"] * 0.8
     metrics = json.loads((run.path / "metrics.json").read_text())
     assert "mlogloss" in metrics["model"]["overall"] and (run.path / "report.md").is_file()
+    report = (run.path / "report.md").read_text()
+    assert "## Competition score" in report and f"{metrics['tianchi']['model']['mlogloss']:.4f}" in report
+    assert "Competition score" in (run.path / "report.html").read_text()
     t = metrics["tianchi"]  # the competition's figures beside its baselines, on the test split
     assert t["model"]["mlogloss"] == pytest.approx(metrics["model"]["overall"]["mlogloss"]["value"])
     assert t["model"]["mlogloss"] < t["baselines"]["prior"]["mlogloss"] < t["baselines"]["all_zero"]["mlogloss"]

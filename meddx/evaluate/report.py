@@ -103,6 +103,19 @@ def _summary_rows(result: dict) -> list[tuple[str, dict]]:
     return [("model", result["model"])] + [(f"baseline: {b}", result["baselines"][b]) for b in BASELINES]
 
 
+def _competition_rows(result: dict) -> tuple[list[str], list[list[str]]]:
+    """The Tianchi score table (model and baselines): header and rows; empty for image runs."""
+    t = result.get("tianchi")
+    if not t:
+        return [], []
+    keys = ["mlogloss", "score"] + (["regions_mlogloss", "types_mlogloss"] if "regions_mlogloss" in t["model"] else [])
+    header = ["", *keys, "mean ROC AUC", "exact match"]
+    f4 = "{:.4f}".format
+    rows = [["model", *(f4(t["model"][k]) for k in keys), f4(t["model"]["mean_roc_auc"]), f4(t["model"]["exact_match"])]]
+    rows += [[f"baseline: {b}", *(f4(v[k]) for k in keys), "", ""] for b, v in t["baselines"].items()]
+    return header, rows
+
+
 def render_markdown(run: Run, result: dict, figures: dict[str, Path]) -> str:
     info = run.data_info
     training = _read_json(run.path / "training.json")
@@ -123,6 +136,12 @@ def render_markdown(run: Run, result: dict, figures: dict[str, Path]) -> str:
     lines += ["", "## Model", "", f"- `{run.config.model.name}`, {model_input}",
               f"- best epoch {training.get('best_epoch')} of {training.get('epochs_run')}; {training.get('seconds')} s; "
               f"val loss {training.get('initial_val_loss', float('nan')):.4f} untrained -> {training.get('best_val_loss', float('nan')):.4f}"]
+    header, rows = _competition_rows(result)
+    if rows:
+        lines += ["", "## Competition score", "", "mlogloss as the competition computes it (BCE averaged over labels, then "
+                  "samples; clipped at 1e-15); score = 1 - mlogloss (round 2: 0.6 x regions + 0.4 x types).", "",
+                  "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
     for n in names:
         lines += ["", f"## {n}", "", "| | " + " | ".join(TITLES[k] for k in HEADLINE) + " |", "|---" * (len(HEADLINE) + 1) + "|"]
         for row, block in _summary_rows(result):
@@ -204,6 +223,12 @@ def render_html(run: Run, result: dict, figures: dict[str, Path]) -> str:
               f"best epoch {training.get('best_epoch')} of {training.get('epochs_run')}, {training.get('seconds')} s.</p>",
               "<details><summary>config.yaml</summary><pre>" + e(yaml.safe_dump(run.config.model_dump(mode="json"), sort_keys=False))
               + "</pre></details>"]
+    header, rows = _competition_rows(result)
+    if rows:
+        parts += ["<h2>Competition score</h2>", "<p>mlogloss as the competition computes it; score = 1 - mlogloss "
+                  "(round 2: 0.6 x regions + 0.4 x types).</p>",
+                  "<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>"
+                  + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows) + "</table>"]
     for n in names:
         parts.append(f"<h2>{e(n)}</h2>")
         if not result["beats_prior"][n]:
