@@ -277,3 +277,24 @@ def test_cli_names_the_bad_line_in_one_line(tmp_path):
     res = run_cli("explore", "--data", str(bad), "--no-images")
     assert res.returncode == 2
     assert res.stderr.strip().splitlines() == [f"meddx: error: {bad} line 2: region id 99 is out of range (0-16)"]
+
+
+def test_seed_ensemble_of_sequence_runs(small_files, tmp_path):
+    """`meddx ensemble` takes token-sequence runs too: vocabularies must match, the average gets the competition score."""
+    import meddx
+
+    cfg = {"output_dir": str(tmp_path),
+           "data": {"path": str(small_files / "train.csv"), "vocab_files": [str(small_files / "test.csv")]},
+           "model": {"name": "textcnn", "kwargs": {"embed_dim": 16, "filters": 16}},
+           "train": {"max_epochs": 2, "batch_size": 32, "class_weights": "off", "progress_bar": False, "diagnostics": False},
+           "evaluate": {"bootstrap": 20}}
+    runs = [meddx.train({**cfg, "name": f"s{seed}", "train": {**cfg["train"], "seed": seed}}) for seed in (0, 1)]
+    ens = meddx.ensemble([r.path for r in runs], tmp_path / "ens", bootstrap=20)
+    cols = [f"p_{n}" for n in runs[0].label_names]
+    mean = (runs[0].predictions("test")[cols].to_numpy() + runs[1].predictions("test")[cols].to_numpy()) / 2
+    np.testing.assert_allclose(ens.predictions("test")[cols].to_numpy(), mean, atol=1e-8)
+    metrics = json.loads((ens.path / "metrics.json").read_text())
+    assert metrics["tianchi"]["model"]["mlogloss"] < metrics["tianchi"]["baselines"]["all_zero"]["mlogloss"]
+    records = [r for r in meddx.read_dataset(runs[0].config.data).records][:5]
+    np.testing.assert_allclose(ens.predict_proba(records), (runs[0].predict_proba(records) + runs[1].predict_proba(records)) / 2,
+                               atol=1e-6)

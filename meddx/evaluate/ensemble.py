@@ -16,11 +16,17 @@ from meddx.train.run import Run
 ENSEMBLE_FILE = "ensemble.json"
 
 
+def _prep_file(run: Run) -> str:
+    """What turns an input into the model's: preprocess.json for images, vocab.json for token sequences."""
+    return "vocab.json" if run.is_sequence else "preprocess.json"
+
+
 def _check_same(runs: list[Run]) -> None:
     """Same task, labels, preprocessing and identical split assignment (ids, patients, splits), else a ConfigError."""
     first = runs[0]
     split0 = pd.read_csv(first.path / "split.csv", dtype=str)[["id", "patient_id", "split"]]
-    prep0 = json.loads((first.path / "preprocess.json").read_text())
+    prep_file = _prep_file(first)
+    prep0 = json.loads((first.path / prep_file).read_text())
     for r in runs[1:]:
         if (r.task, r.label_names) != (first.task, first.label_names):
             raise ConfigError(f"{r.path}: task/labels {r.task} {r.label_names} differ from {first.path}'s "
@@ -32,8 +38,8 @@ def _check_same(runs: list[Run]) -> None:
             example = bad["id"].iloc[0] if len(bad) else "(row order)"
             raise ConfigError(f"{r.path}: its split differs from {first.path}'s ({len(bad)} samples, e.g. {example}); "
                               "an ensemble needs runs on identical splits (same data and split.seed)")
-        if json.loads((r.path / "preprocess.json").read_text()) != prep0:
-            raise ConfigError(f"{r.path}: preprocessing (preprocess.json) differs from {first.path}'s")
+        if not (r.path / prep_file).is_file() or json.loads((r.path / prep_file).read_text()) != prep0:
+            raise ConfigError(f"{r.path}: preprocessing ({prep_file}) differs from {first.path}'s")
 
 
 def average_predictions(runs: list[Run], split: str) -> pd.DataFrame:
@@ -59,7 +65,7 @@ def ensemble_runs(runs: list[Run | str | Path], output: str | Path, config: Eval
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out}: exists and is not empty; choose a new output folder")
     (out / "predictions").mkdir(parents=True, exist_ok=True)
-    for f in ("config.yaml", "preprocess.json", "data.json", "split.csv"):
+    for f in ("config.yaml", _prep_file(members[0]), "data.json", "split.csv"):
         shutil.copy(members[0].path / f, out / f)
     splits = sorted(p.stem for p in (members[0].path / "predictions").glob("*.csv"))
     for split in splits:

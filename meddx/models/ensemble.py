@@ -19,4 +19,4 @@ class ProbabilityAverage(nn.Module):
         act = (lambda z: torch.softmax(z, 1)) if self.task == "multiclass" else torch.sigmoid
         p = torch.stack([act(m(x).double()) for m in self.members]).mean(0)
         out = torch.log(p) if self.task == "multiclass" else torch.logit(p)
-        return out.to(x.dtype)
+        return out.to(x.dtype if x.is_floating_point() else torch.get_default_dtype())  # token ids are integers
