@@ -232,3 +232,22 @@ def test_grad_cam_hooks_stay_off_the_prediction_model(datscan_run, scans):
     assert not any(m._forward_hooks for m in predictor.torch_model.modules())
     assert any(m._forward_hooks for m in predictor.explainer.model.modules())
     assert len(predictor.explainer.cam.activations_and_grads.activations) == 1  # the map's own forward only
+
+
+def test_operating_point_without_an_evaluation(datscan_run, package, tmp_path):
+    """A run never evaluated gets its threshold chosen on val now; a package without one says it uses 0.5."""
+    from meddx.evaluate.operating import choose_threshold
+    from meddx.serve import Predictor
+
+    run_copy = tmp_path / "run"
+    shutil.copytree(datscan_run.path, run_copy)
+    (run_copy / "metrics.json").unlink()
+    predictor = Predictor(run_copy)
+    val = datscan_run.predictions("val")
+    assert predictor.rule == "Youden's J"
+    assert predictor.thresholds["PD"] == choose_threshold(val["PD"].to_numpy(), val["p_PD"].to_numpy(), "youden")
+    pkg_copy = tmp_path / "pkg"
+    shutil.copytree(package, pkg_copy)
+    (pkg_copy / "thresholds.json").write_text("{}")
+    bare = Predictor(pkg_copy)
+    assert bare.thresholds == {"PD": 0.5} and "no operating point chosen" in bare.rule

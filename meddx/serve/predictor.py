@@ -21,7 +21,7 @@ from meddx.data.images import is_colour, read_pixels, to_channels
 from meddx.data.records import Record
 from meddx.data.tensors import Preprocess
 from meddx.errors import ConfigError, DataError
-from meddx.evaluate.operating import choose_threshold, parse_operating_point
+from meddx.evaluate.operating import choose_threshold, label_name, parse_operating_point
 from meddx.export.domain import check_input
 from meddx.export.package import training_input_stats, validation_rates
 from meddx.models import create_model
@@ -130,10 +130,13 @@ class Predictor:
         if operating.get("thresholds"):
             return {n: float(operating["thresholds"][n]) for n in self.labels}, operating.get("rule", "")
         method, value = parse_operating_point(self.config.evaluate.operating_point)
-        if method == "fixed" or self.kind != "run":
-            return {n: float(value if method == "fixed" else 0.5) for n in self.labels}, f"threshold {value or 0.5:g}"
+        if method == "fixed":
+            return {n: float(value) for n in self.labels}, f"threshold {value:g}"
+        if self.kind != "run":  # a package exported before its run was evaluated: nothing chosen on val to apply
+            return {n: 0.5 for n in self.labels}, "threshold 0.5 (no operating point chosen on validation in this package)"
         val = Run(self.path).predictions("val")
-        return {n: choose_threshold(val[n].to_numpy(), val[f"p_{n}"].to_numpy(), method, value) for n in self.labels}, method
+        return ({n: choose_threshold(val[n].to_numpy(), val[f"p_{n}"].to_numpy(), method, value) for n in self.labels},
+                label_name(method, value))
 
     @cached_property
     def torch_model(self) -> torch.nn.Module:
