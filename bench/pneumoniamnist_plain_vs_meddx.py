@@ -28,6 +28,7 @@ from meddx.models import create_model
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _docs import write_section  # noqa: E402
+from _plain import plain_bce_epoch  # noqa: E402
 
 
 def plain_loop(epochs: int, batch_size: int = 128, seed: int = 0) -> dict:
@@ -42,14 +43,7 @@ def plain_loop(epochs: int, batch_size: int = 128, seed: int = 0) -> dict:
     best, best_state = float("inf"), None
     start = time.perf_counter()
     for _ in range(epochs):
-        model.train()
-        perm = torch.randperm(len(xtr))
-        for i in range(0, len(perm), batch_size):
-            idx = perm[i : i + batch_size]
-            loss = F.binary_cross_entropy_with_logits(model(xtr[idx]), ytr[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+        plain_bce_epoch(model, opt, xtr, ytr, batch_size)
         model.eval()
         with torch.no_grad():
             val = sum(F.binary_cross_entropy_with_logits(model(xva[i : i + 512]), yva[i : i + 512], reduction="sum").item()

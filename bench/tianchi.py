@@ -33,6 +33,7 @@ from meddx.evaluate.metrics import mlogloss, roc_auc
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _docs import write_section  # noqa: E402
+from _plain import plain_bce_epoch  # noqa: E402
 
 TRAIN, TEST_A, TEST_B = "track1_round1_train_20210222.csv", "track1_round1_testA_20210222.csv", "track1_round1_testB.csv"
 
@@ -81,14 +82,7 @@ def plain_lstm_peer(x: torch.Tensor, y: np.ndarray, split: np.ndarray, epochs: i
     xtr, ytr = x[tr], yt[tr]
     best, best_test = float("inf"), None
     for _ in range(epochs):
-        model.train()
-        perm = torch.randperm(len(xtr))
-        for i in range(0, len(perm), 64):
-            idx = perm[i : i + 64]
-            loss = F.binary_cross_entropy_with_logits(model(xtr[idx]), ytr[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+        plain_bce_epoch(model, opt, xtr, ytr, 64)
         model.eval()
         with torch.inference_mode():
             val = float(F.binary_cross_entropy_with_logits(model(x[va]), yt[va]))
