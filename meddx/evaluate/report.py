@@ -15,6 +15,7 @@ import yaml
 from meddx.config import EvaluateConfig
 from meddx.errors import DataError
 from meddx.evaluate.evaluation import decisions, evaluate_arrays
+from meddx.evaluate.operating import choose_threshold, label_name, parse_operating_point
 from meddx.evaluate.plots import write_figures
 from meddx.train.collapse import collapse_message
 from meddx.train.run import Run
@@ -24,6 +25,21 @@ HEADLINE = ("roc_auc", "pr_auc", "log_loss", "brier", "sensitivity", "specificit
 TITLES = {"roc_auc": "ROC AUC", "pr_auc": "PR AUC", "log_loss": "log loss", "brier": "Brier", "sensitivity": "sensitivity",
           "specificity": "specificity", "ppv": "PPV", "npv": "NPV", "f1": "F1", "accuracy": "accuracy",
           "mlogloss": "mlogloss", "exact_match": "exact match"}
+
+
+def run_operating_point(run: Run) -> tuple[dict[str, float], str]:
+    """Thresholds per label and the rule's name: the last test evaluation's (metrics.json), else the config's rule
+    chosen on val now; multi-class decides by argmax."""
+    names = run.label_names
+    if run.task == "multiclass":
+        return {n: 0.5 for n in names}, "argmax"
+    op = _read_json(run.path / "metrics.json").get("operating_point", {})
+    if op.get("thresholds"):
+        return {n: float(op["thresholds"][n]) for n in names}, op.get("rule", "")
+    method, value = parse_operating_point(run.config.evaluate.operating_point)
+    val = run.predictions("val")
+    return ({n: choose_threshold(val[n].to_numpy(), val[f"p_{n}"].to_numpy(), method, value) for n in names},
+            label_name(method, value))
 
 
 def _arrays(run: Run, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -8,23 +8,13 @@ from pathlib import Path
 import numpy as np
 
 from meddx.data.readers import read_dataset
-from meddx.evaluate.operating import choose_threshold, parse_operating_point
+from meddx.evaluate.report import run_operating_point
 from meddx.explain.gradcam import Explainer, grey_png, save_png
 from meddx.train.run import Run
 
 GROUPS = (("true positives", "highest probability among positives called positive"),
           ("false positives", "highest probability among negatives called positive"),
           ("false negatives", "lowest probability among positives called negative"))
-
-
-def threshold_for(run: Run, j: int) -> tuple[float, str]:
-    """The run's operating point for label j, chosen on val predictions (argmax runs use 0.5 for the one-vs-rest view)."""
-    if run.task == "multiclass":
-        return 0.5, "one-vs-rest at 0.5"
-    method, value = parse_operating_point(run.config.evaluate.operating_point)
-    val = run.predictions("val")
-    name = run.label_names[j]
-    return choose_threshold(val[name].to_numpy(), val[f"p_{name}"].to_numpy(), method, value), run.config.evaluate.operating_point
 
 
 def pick_cases(y: np.ndarray, p: np.ndarray, threshold: float, k: int) -> dict[str, np.ndarray]:
@@ -46,7 +36,8 @@ def gallery(run: Run | str | Path, split: str = "test", label: str | None = None
     out = Path(out_dir) if out_dir else run.path / "explain" / f"gallery-{split}-{name}"
     out.mkdir(parents=True, exist_ok=True)
     preds = run.predictions(split)
-    t, rule = threshold_for(run, j)
+    thresholds, rule = run_operating_point(run)  # multi-class: one-vs-rest at 0.5
+    t = thresholds[name]
     chosen = pick_cases(preds[name].to_numpy(), preds[f"p_{name}"].to_numpy(), t, k)
     wanted = {preds["id"].iloc[i] for rows in chosen.values() for i in rows}
     records = {r.id: r for r in read_dataset(run.config.data, check_files=False).records if r.id in wanted}

@@ -21,7 +21,8 @@ from meddx.data.images import is_colour, read_pixels, to_channels
 from meddx.data.records import Record
 from meddx.data.tensors import Preprocess
 from meddx.errors import ConfigError, DataError
-from meddx.evaluate.operating import choose_threshold, label_name, parse_operating_point
+from meddx.evaluate.operating import parse_operating_point
+from meddx.evaluate.report import run_operating_point
 from meddx.export.domain import check_input
 from meddx.export.package import training_input_stats, validation_rates
 from meddx.models import create_model
@@ -88,7 +89,7 @@ class Predictor:
             self.config = load_config(self.path / "config.yaml")
             self.stats = json.loads((self.path / "input_stats.json").read_text())
             self.val_rates = json.loads((self.path / "val_rates.json").read_text())
-            operating = json.loads((self.path / "thresholds.json").read_text())
+            self.thresholds, self.rule = self._thresholds(json.loads((self.path / "thresholds.json").read_text()))
             self.card = (self.path / "card.md").read_text()
         elif (self.path / "config.yaml").is_file():  # a run folder: PyTorch, domain statistics computed now
             self.kind = "run"
@@ -97,12 +98,10 @@ class Predictor:
                 raise ConfigError(f"{self.path}: a token-sequence run; the service takes image models")
             self.labels, self.task, self.prep, self.config = run.label_names, run.task, run.preprocess, run.config
             self.stats, self.val_rates = training_input_stats(run), validation_rates(run)
-            metrics = run.path / "metrics.json"
-            operating = json.loads(metrics.read_text())["operating_point"] if metrics.is_file() else {}
+            self.thresholds, self.rule = run_operating_point(run)
             self.card = f"# {run.path.name}\n\nRun folder served directly (PyTorch); `meddx export` writes a full model card.\n"
         else:
             raise ConfigError(f"{self.path}: neither a model package (labels.json) nor a run folder (config.yaml)")
-        self.thresholds, self.rule = self._thresholds(operating)
         onnx = self.path / "model.onnx"
         if backend == "auto":
             backend = "onnx" if onnx.is_file() else "pytorch"
@@ -124,7 +123,7 @@ class Predictor:
             self.torch_model  # load now: a broken model file fails at start, not at the first request
 
     def _thresholds(self, operating: dict) -> tuple[dict[str, float], str]:
-        """The operating point chosen on validation (from the evaluation, else the config's rule on val_rates' split)."""
+        """A package's operating point: thresholds.json (chosen on val at export), else the config's fixed threshold."""
         if self.task == "multiclass":
             return {n: 0.5 for n in self.labels}, "argmax"
         if operating.get("thresholds"):
@@ -132,11 +131,7 @@ class Predictor:
         method, value = parse_operating_point(self.config.evaluate.operating_point)
         if method == "fixed":
             return {n: float(value) for n in self.labels}, f"threshold {value:g}"
-        if self.kind != "run":  # a package exported before its run was evaluated: nothing chosen on val to apply
-            return {n: 0.5 for n in self.labels}, "threshold 0.5 (no operating point chosen on validation in this package)"
-        val = Run(self.path).predictions("val")
-        return ({n: choose_threshold(val[n].to_numpy(), val[f"p_{n}"].to_numpy(), method, value) for n in self.labels},
-                label_name(method, value))
+        return {n: 0.5 for n in self.labels}, "threshold 0.5 (no operating point chosen on validation in this package)"
 
     @cached_property
     def torch_model(self) -> torch.nn.Module:
@@ -193,7 +188,8 @@ class Predictor:
         """The whole answer for one upload: probabilities, decisions, domain check, optional scan and Grad-CAM PNGs."""
         start = time.perf_counter()
         scan, colour = self.decode(data)
-        x = self.prep.model_input(scan)
+        resized = self.prep.resize(scan)  # once: the model input and the domain check's layout view both use it
+        x = self.prep.model_input(resized)  # already at model size: no second resize
         p = self.probabilities(x.numpy())[0]
         probs = {n: float(p[j]) for j, n in enumerate(self.labels)}
         if self.task == "multiclass":
@@ -202,7 +198,7 @@ class Predictor:
         else:
             decisions = {n: probs[n] >= self.thresholds[n] for n in self.labels}
         out = {"probabilities": probs, "decisions": decisions, "thresholds": self.thresholds,
-               "operating_point": self.rule, "domain": check_input(scan, self.prep.resize(scan), self.stats, colour),
+               "operating_point": self.rule, "domain": check_input(scan, resized, self.stats, colour),
                "backend": self.backend}
         if image or cam:
             from meddx.explain.gradcam import grey_png, overlay
