@@ -11,7 +11,7 @@ import torch
 from conftest import need, run_cli
 from meddx.config import DataConfig, SplitConfig
 from meddx.data.readers import read_dataset
-from meddx.data.sequences import UNK, Vocab, build_vocab, read_tianchi, sequence_summary
+from meddx.data.sequences import UNK, Vocab, build_vocab, length_grouped_sampler, read_tianchi, sequence_summary, trim_padding
 from meddx.data.split import assign_splits, check_leakage
 from meddx.errors import ConfigError, DataError
 from meddx.evaluate.metrics import mlogloss
@@ -81,6 +81,35 @@ def test_vocab_pads_truncates_and_maps_unknown_tokens():
     np.testing.assert_array_equal(vocab.encode(np.array([30, 20, 10, 40, 30, 20])), [5, 4, 3, 6])  # truncated
     np.testing.assert_array_equal(vocab.encode(np.array([999, 15, 10])), [UNK, UNK, 3, 0])  # unseen tokens -> unk
     assert build_vocab([np.array([1, 2]), np.array([1, 2, 3, 4, 5])]).max_len == 5  # measured from the data
+
+
+@pytest.mark.parametrize("name, kwargs", [("bilstm", {}), ("bigru", {}), ("transformer", {}), ("textcnn", {}),
+                                          ("bert_small", {"size": "tiny"})])
+def test_trimmed_batches_give_the_same_outputs(name, kwargs):
+    """Cutting the padding columns a batch shares (trim_padding) must not change any model's outputs."""
+    from meddx.models import create_model
+
+    torch.manual_seed(0)
+    lengths = [3, 9, 5, 1]
+    x = torch.zeros(4, 20, dtype=torch.long)
+    for i, n in enumerate(lengths):
+        x[i, :n] = torch.randint(3, 50, (n,))
+    trimmed, y = trim_padding([(row, torch.tensor([float(i)])) for i, row in enumerate(x)])
+    assert trimmed.shape == (4, 9) and y.flatten().tolist() == [0, 1, 2, 3]
+    model = create_model(name, 1, 3, vocab_size=50, max_len=20, **kwargs).eval()
+    with torch.inference_mode():
+        torch.testing.assert_close(model(trimmed), model(x), atol=1e-5, rtol=1e-4)
+
+
+def test_length_grouped_batches_cover_every_row_once():
+    x = torch.zeros(1000, 30, dtype=torch.long)
+    lengths = torch.randint(1, 31, (1000,), generator=torch.Generator().manual_seed(0))
+    for i, n in enumerate(lengths):
+        x[i, :n] = 5
+    order = list(length_grouped_sampler(x, 10))
+    assert sorted(order) == list(range(1000))
+    spread = [int(lengths[order[i:i + 10]].max() - lengths[order[i:i + 10]].min()) for i in range(0, 1000, 10)]
+    assert np.mean(spread) < 5  # sorted within mega-batches; random batches of 10 would spread about 24
 
 
 def test_vocab_round_trips(tmp_path):

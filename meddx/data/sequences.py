@@ -180,6 +180,26 @@ class SequenceDataset(Dataset):
         return self.inputs[i], self.labels[i]
 
 
+def trim_columns(x: torch.Tensor) -> torch.Tensor:
+    """(B, L) token indices without the trailing padding columns every row shares (masked models: same outputs)."""
+    longest = int((x != PAD).sum(1).max()) if len(x) else 0
+    return x[:, : max(longest, 1)]
+
+
+def trim_padding(batch: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
+    """Collate of (tokens, ...) items that cuts the batch's shared padding columns."""
+    first, *rest = (torch.stack(items) for items in zip(*batch))
+    return (trim_columns(first), *rest)
+
+
+def length_grouped_sampler(inputs: torch.Tensor, batch_size: int):
+    """transformers' LengthGroupedSampler over (N, L) token indices: random mega-batches of 50 batches, each sorted
+    by length, so padded steps (and epoch time) shrink while the batches stay shuffled."""
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    return LengthGroupedSampler(batch_size, lengths=(inputs != PAD).sum(1).tolist())
+
+
 def is_sequence(ds: DataSet) -> bool:
     return bool(ds.records) and ds.records[0].tokens is not None
 

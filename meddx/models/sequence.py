@@ -29,10 +29,11 @@ class RNNClassifier(nn.Module):
     """Embedding -> bidirectional LSTM/GRU (packed) -> max + mean pooling -> linear."""
 
     def __init__(self, num_classes: int, vocab_size: int, cell: str = "lstm", embed_dim: int = 128, hidden: int = 128,
-                 layers: int = 1, dropout: float = 0.3):
+                 layers: int = 1, dropout: float = 0.3, spatial_dropout: bool = True):
         super().__init__()
         self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
-        self.embed_drop = nn.Dropout1d(dropout)  # drops whole embedding channels (spatial dropout)
+        self.spatial_dropout = spatial_dropout  # True: drop whole embedding channels of a report; False: single values
+        self.embed_drop = nn.Dropout1d(dropout) if spatial_dropout else nn.Dropout(dropout)
         rnn = nn.LSTM if cell == "lstm" else nn.GRU
         self.rnn = rnn(embed_dim, hidden, num_layers=layers, batch_first=True, bidirectional=True,
                        dropout=dropout if layers > 1 else 0.0)
@@ -42,7 +43,8 @@ class RNNClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mask = x != 0
         lengths = mask.sum(1).clamp(min=1)
-        e = self.embed_drop(self.embed(x).transpose(1, 2)).transpose(1, 2)
+        e = self.embed(x)
+        e = self.embed_drop(e.transpose(1, 2)).transpose(1, 2) if self.spatial_dropout else self.embed_drop(e)
         packed = nn.utils.rnn.pack_padded_sequence(e, lengths.cpu(), batch_first=True, enforce_sorted=False)
         h, _ = self.rnn(packed)
         h, _ = nn.utils.rnn.pad_packed_sequence(h, batch_first=True, total_length=x.shape[1])

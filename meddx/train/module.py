@@ -63,8 +63,8 @@ class Classifier(pl.LightningModule):
             freeze_all_but(self.model, finetune_depth)
         self.keep_frozen_bn_stats = True  # SWA turns this off: it re-estimates every BatchNorm at the end
         ones = [1.0] * num_labels
-        self.register_buffer("w_pos", torch.tensor(pos_weight or [0.5] * num_labels))
-        self.register_buffer("w_neg", torch.tensor(neg_weight or [0.5] * num_labels))
+        self.register_buffer("w_pos", torch.tensor(pos_weight or ones))
+        self.register_buffer("w_neg", torch.tensor(neg_weight or ones))
         self.register_buffer("w_class", torch.tensor(class_weight or ones))
         self.augment = AugmentConfig(**augment) if augment else AugmentConfig(enabled=False)
         self.val_auroc = _auroc(task, num_labels)

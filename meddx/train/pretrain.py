@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from meddx.config import RunConfig, load_config, validate_config
-from meddx.data.sequences import MASK, N_SPECIAL, build_vocab, read_descriptions
+from meddx.data.sequences import MASK, N_SPECIAL, build_vocab, length_grouped_sampler, read_descriptions, trim_padding
 from meddx.models.sequence import bert_config, resolve_size
 
 
@@ -103,8 +103,10 @@ def pretrain(config: RunConfig | dict | str | Path) -> Path:
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(cfg.train.seed))
     n_val = int(round(pc.val_fraction * len(x)))
     val, train = x[order[:n_val]], x[order[n_val:]]
-    train_loader = DataLoader(TensorDataset(train), batch_size=pc.batch_size, shuffle=True, drop_last=len(train) > pc.batch_size)
-    val_loader = DataLoader(TensorDataset(val if n_val else train[:256]), batch_size=256)
+    sampler = length_grouped_sampler(train, pc.batch_size) if cfg.train.group_by_length else None
+    train_loader = DataLoader(TensorDataset(train), batch_size=pc.batch_size, shuffle=sampler is None, sampler=sampler,
+                              collate_fn=trim_padding, drop_last=len(train) > pc.batch_size)
+    val_loader = DataLoader(TensorDataset(val if n_val else train[:256]), batch_size=256, collate_fn=trim_padding)
     module = MaskedLM(vocab.size, vocab.max_len, size, pc.lr, pc.mask_prob, pc.max_epochs)
     gpu = torch.cuda.is_available() and cfg.train.accelerator in ("auto", "gpu", "cuda")
     precision = pc.precision if pc.precision != "auto" else ("16-mixed" if gpu else "32-true")

@@ -20,7 +20,15 @@ from meddx.data.images import file_record
 from meddx.data.readers import read_dataset
 from meddx.data.records import SPLITS, DataSet, Record
 from meddx.data.split import assign_splits, enforce_no_leakage
-from meddx.data.sequences import SequenceDataset, Vocab, build_vocab, is_sequence, read_descriptions
+from meddx.data.sequences import (
+    SequenceDataset,
+    Vocab,
+    build_vocab,
+    is_sequence,
+    length_grouped_sampler,
+    read_descriptions,
+    trim_padding,
+)
 from meddx.data.tensors import ImageDataset, Preprocess, resolve_preprocess
 from meddx.errors import ConfigError, DataError
 from meddx.models import MODEL_INFO, create_model, min_input_size
@@ -107,8 +115,11 @@ def fit(config: RunConfig | dict | str | Path) -> Run | None:
         in_chans, model_kwargs, augment = prep.channels, dict(cfg.model.kwargs), cfg.train.augment.model_dump()
     loaders = {}
     for s in ("train", "val"):
+        grouped = sequence and s == "train" and cfg.train.group_by_length
         loaders[s] = DataLoader(
-            datasets[s], batch_size=cfg.train.batch_size, shuffle=(s == "train"),
+            datasets[s], batch_size=cfg.train.batch_size, shuffle=(s == "train" and not grouped),
+            sampler=length_grouped_sampler(datasets[s].inputs, cfg.train.batch_size) if grouped else None,
+            collate_fn=trim_padding if sequence else None,
             num_workers=cfg.train.num_workers, drop_last=(s == "train" and len(parts[s]) > cfg.train.batch_size),
             persistent_workers=cfg.train.num_workers > 0,
         )
@@ -359,7 +370,7 @@ class Run:
             data = ImageDataset(_as_records(inputs), self.preprocess, preload=False)
         out, model = [], self.model  # built outside inference mode, so its weights stay usable for gradients (Grad-CAM)
         with torch.inference_mode():
-            for x, _ in DataLoader(data, batch_size=batch_size):
+            for x, _ in DataLoader(data, batch_size=batch_size, collate_fn=trim_padding if self.is_sequence else None):
                 out.append(probabilities(model(x), self.task).double().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.label_names)))
 
