@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -114,6 +116,19 @@ def main() -> None:
     folds = fold_indices(table, ds.task, args.folds, seed=0)
     rows: list[dict] = []
 
+    def cached(key: str, compute) -> tuple[np.ndarray, str, float, str]:
+        """(probabilities, row name, seconds, note) of one row, kept in OUT/rows so a rerun with --out resumes."""
+        f = out / "rows" / f"{key}.npz"
+        if f.is_file():
+            z = np.load(f)
+            return z["p"], str(z["name"]), float(z["seconds"]), str(z["note"])
+        t = time.perf_counter()
+        p, name, note = compute()
+        seconds = time.perf_counter() - t
+        f.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(f, p=p, name=name, seconds=seconds, note=note)
+        return p, name, seconds, note
+
     def add(name: str, p: np.ndarray, mask: np.ndarray, seconds: float, note: str) -> None:
         rows.append({"name": name, "p": p, "mask": mask, "seconds": seconds, "note": note})
         print(f"{name:38s} mlogloss {mlogloss(y[mask], p):.4f} on {mask.sum()} rows, {seconds:.0f} s", flush=True)
@@ -126,10 +141,10 @@ def main() -> None:
         prior[folds == k] = y[folds != k].mean(0)
     add("all-zero", np.zeros_like(y), all_rows, 0, f"{args.folds}-fold OOF")
     add("prior (train label shares)", prior, all_rows, 0, f"{args.folds}-fold OOF")
-    t = time.perf_counter()
     texts = [" ".join(map(str, r.tokens)) for r in ds.records]
-    add("peer: TF-IDF 1-2-grams + OvR logistic", sklearn_peer(texts, y, folds), all_rows, time.perf_counter() - t,
-        f"{args.folds}-fold OOF")
+    p, name, sec, note_ = cached("tfidf", lambda: (sklearn_peer(texts, y, folds), "peer: TF-IDF 1-2-grams + OvR logistic",
+                                                   f"{args.folds}-fold OOF"))
+    add(name, p, all_rows, sec, note_)
 
     common = {"data": {"path": str(data / TRAIN), "vocab_files": [str(data / TEST_A), str(data / TEST_B)]},
               "train": {"max_epochs": args.epochs, "batch_size": 64, "lr": 2e-3, "patience": 3, "class_weights": "off",
@@ -141,51 +156,88 @@ def main() -> None:
     note = (f"folds 0-{args.neural_folds - 1}" if args.neural_folds > 1 else "fold 0") + f" of {args.folds}, {args.epochs} epochs max"
     vocab = build_vocab([r.tokens for r in ds.records])
     x = vocab.encode_all([r.tokens for r in ds.records])
-    t = time.perf_counter()
-    peer = np.zeros_like(y)
-    for k in range(args.neural_folds):
-        part = copy.deepcopy(ds)
-        assign_splits(part, SplitConfig(folds=args.folds, fold=k))  # the same train/val/test rows as `meddx cv`
-        split = np.array([r.split for r in part.records])
-        peer[split == "test"] = plain_lstm_peer(x, y, split, args.epochs)
-    add("peer: plain PyTorch BiLSTM", peer[neural], neural, time.perf_counter() - t, note)
+
+    def peer_rows():
+        peer = np.zeros_like(y)
+        for k in range(args.neural_folds):
+            part = copy.deepcopy(ds)
+            assign_splits(part, SplitConfig(folds=args.folds, fold=k))  # the same train/val/test rows as `meddx cv`
+            split = np.array([r.split for r in part.records])
+            peer[split == "test"] = plain_lstm_peer(x, y, split, args.epochs)
+        return peer[neural], "peer: plain PyTorch BiLSTM", note + ", lr 0.002 constant"
+
+    add(*_named(cached("peer_bilstm", peer_rows), neural))
 
     from meddx.evaluate.tianchi import cross_validate
 
-    model_probs = []
+    index = {r.id: i for i, r in enumerate(ds.records)}
+
+    def oof_of(folder: Path, split: str = "oof") -> np.ndarray:
+        """Probabilities in train-file order from an oof.csv (cv folder) or the test predictions of fold runs."""
+        import pandas as pd
+
+        frame = (pd.read_csv(folder / "oof.csv", dtype={"id": str}) if split == "oof" else
+                 pd.concat([pd.read_csv(folder / f"fold{k}" / "predictions" / "test.csv", dtype={"id": str})
+                            for k in range(args.neural_folds)]))
+        p = np.zeros_like(y)
+        p[[index[i] for i in frame["id"]]] = frame[[f"p_{n}" for n in names]].to_numpy()
+        return p[neural]
+
+    model_probs, cv_dirs = [], []
     for name in [m for m in args.models.split(",") if m]:
         cfg = copy.deepcopy(common)
         cfg["output_dir"], cfg["name"] = str(out), name
-        model, label = name, name
-        if name.startswith("bert"):
-            cfg["train"].update(lr=5e-4, batch_size=32)
-            cfg["model"] = {"name": "bert_small", "kwargs": {"size": args.bert_size}, "dropout": 0.1}
-            label = f"bert_small ({args.bert_size}) from scratch"
-        else:
-            cfg["model"] = {"name": model, "kwargs": {}, "dropout": 0.3 if model in ("bilstm", "bigru") else 0.2}
-            cfg["train"]["lr"] = lrs.get(model, 2e-3)
-        t = time.perf_counter()
-        extra = ""
-        if name == "bert_mlm":
-            cfg["pretrain"] = {"dir": str(out / "mlm"), "max_epochs": args.mlm_epochs, "size": args.bert_size, "batch_size": 64,
-                               "lr": 1e-3}
-            folder = meddx.pretrain(cfg)
-            info = __import__("json").loads((folder / "pretrain.json").read_text())
-            extra = f"; MLM {args.mlm_epochs} epochs on 16,000 descriptions, val MLM loss {info.get('initial_val_mlm_loss', float('nan')):.2f} -> {info['final_val_mlm_loss']:.2f}"
-            cfg["model"] = {"name": "bert_small", "weights": str(folder / "encoder.pt"), "dropout": 0.1}
-            label = f"bert_small ({info['size']}) after MLM pretraining"
-        cv_dir = cross_validate(cfg, args.folds, only_folds=list(range(args.neural_folds)))
-        import pandas as pd
 
-        oof = pd.read_csv(cv_dir / "oof.csv", dtype={"id": str})
-        index = {r.id: i for i, r in enumerate(ds.records)}
-        p = np.zeros_like(y)
-        p[[index[i] for i in oof["id"]]] = oof[[f"p_{n}" for n in names]].to_numpy()
-        model_probs.append(p[neural])
-        add(f"meddx {label}", p[neural], neural, time.perf_counter() - t, note + f", lr {cfg['train']['lr']:g}" + extra)
+        def train_model(name=name, cfg=cfg):
+            model, label, extra = name, name, ""
+            if name.startswith("bert"):
+                cfg["train"].update(lr=5e-4, batch_size=32)
+                cfg["model"] = {"name": "bert_small", "kwargs": {"size": args.bert_size}, "dropout": 0.1}
+                label = f"bert_small ({args.bert_size}) from scratch"
+            else:
+                cfg["model"] = {"name": model, "kwargs": {}, "dropout": 0.3 if model in ("bilstm", "bigru") else 0.2}
+                cfg["train"]["lr"] = lrs.get(model, 2e-3)
+            if name == "bert_mlm":
+                cfg["pretrain"] = {"dir": str(out / "mlm"), "max_epochs": args.mlm_epochs, "size": args.bert_size,
+                                   "batch_size": 64, "lr": 1e-3}
+                folder = meddx.pretrain(cfg)
+                info = json.loads((folder / "pretrain.json").read_text())
+                extra = (f"; MLM {args.mlm_epochs} epochs on 16,000 descriptions, val MLM loss "
+                         f"{info.get('initial_val_mlm_loss', float('nan')):.2f} -> {info['final_val_mlm_loss']:.2f}")
+                cfg["model"] = {"name": "bert_small", "weights": str(folder / "encoder.pt"), "dropout": 0.1}
+                label = f"bert_small ({info['size']}) after MLM pretraining"
+            cv_dir = cross_validate(cfg, args.folds, only_folds=list(range(args.neural_folds)))
+            return oof_of(cv_dir), f"meddx {label}", note + f", lr {cfg['train']['lr']:g}" + extra
+
+        row = cached(name, train_model)
+        model_probs.append(row[0])
+        cv_dirs.append(out / name)
+        add(*_named(row, neural))
     if len(model_probs) > 1:
-        add("meddx ensemble (mean of the meddx rows above)", np.mean(model_probs, 0), neural, 0, note)
+        add("meddx ensemble, equal weights (mean of the meddx rows above)", np.mean(model_probs, 0), neural, 0, note)
+
+        def val_weighted():
+            from meddx.config import EvaluateConfig
+            from meddx.evaluate.ensemble import ensemble_runs
+
+            weights = []
+            for k in range(args.neural_folds):
+                shutil.rmtree(out / "ensemble_val" / f"fold{k}", ignore_errors=True)  # derived: rebuilt from the runs
+                ens = ensemble_runs([d / f"fold{k}" for d in cv_dirs], out / "ensemble_val" / f"fold{k}",
+                                    EvaluateConfig(bootstrap=0), weights="val")
+                weights.append(json.loads((ens.path / "ensemble.json").read_text())["weights"])
+            mean_w = ", ".join(f"{d.name} {w:.2f}" for d, w in zip(cv_dirs, np.mean(weights, 0)))
+            return (oof_of(out / "ensemble_val", "folds"), "meddx ensemble, weights chosen on each fold's val",
+                    note + f"; `meddx ensemble --weights val` per fold; mean weights: {mean_w}")
+
+        add(*_named(cached("ensemble_val", val_weighted), neural))
     print(render(rows, y, names, args))
+
+
+def _named(row: tuple[np.ndarray, str, float, str], mask: np.ndarray) -> tuple:
+    """A cached row as add()'s arguments."""
+    p, name, seconds, note = row
+    return name, p, mask, seconds, note
 
 
 def render(rows: list[dict], y: np.ndarray, names: list[str], args) -> str:

@@ -81,14 +81,14 @@ def leakage(data: DataConfig | dict, split: SplitConfig | dict | None = None) ->
     return check_leakage(ds)
 
 
-def ensemble(runs: list[Run | str | Path], output: str | Path, **settings) -> Run:
-    """Average the probabilities of k runs on an identical split and evaluate the average like one model
-    (operating point chosen on the averaged val predictions); `settings` override the first run's `evaluate` section."""
+def ensemble(runs: list[Run | str | Path], output: str | Path, weights: str = "equal", **settings) -> Run:
+    """Average the probabilities of k runs on an identical split (weights "equal", or "val": chosen on val) and evaluate
+    the average like one model (operating point chosen on val); `settings` override the first run's `evaluate`."""
     from meddx.evaluate.ensemble import ensemble_runs
 
     first = runs[0] if isinstance(runs[0], Run) else load_run(runs[0])
     cfg = EvaluateConfig.model_validate({**first.config.evaluate.model_dump(), **settings})
-    return ensemble_runs(runs, output, cfg)
+    return ensemble_runs(runs, output, cfg, weights)
 
 
 def model_info(name: str, in_chans: int = 3, num_classes: int = 1, depth: int | str | None = None, **kwargs) -> list[dict]:

@@ -329,12 +329,13 @@ def ensemble(
     output: Annotated[Path, typer.Option("--output", "-o", help="New folder for the ensemble.")],
     operating_point: Annotated[Optional[str], typer.Option("--operating-point", "-t", help="Chosen on the averaged val predictions.")] = None,
     bootstrap: Annotated[Optional[int], typer.Option(help="Bootstrap resamples of patients.")] = None,
+    weights: Annotated[str, typer.Option(help="equal, or val: greedy ensemble selection on val (weak runs may get 0).")] = "equal",
 ) -> None:
     """Average k runs' probabilities and evaluate the average like one model (report, metrics.json)."""
     from meddx.api import ensemble as api_ensemble
 
     settings = {k: v for k, v in [("operating_point", operating_point), ("bootstrap", bootstrap)] if v is not None}
-    _print_summary(api_ensemble([str(r) for r in runs], output, **settings))
+    _print_summary(api_ensemble([str(r) for r in runs], output, weights=weights, **settings))
 
 
 ConfigArg = Annotated[Path, typer.Argument(help="YAML run config (data, model, train, pretrain sections).")]

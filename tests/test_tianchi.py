@@ -327,3 +327,29 @@ def test_seed_ensemble_of_sequence_runs(small_files, tmp_path):
     records = [r for r in meddx.read_dataset(runs[0].config.data).records][:5]
     np.testing.assert_allclose(ens.predict_proba(records), (runs[0].predict_proba(records) + runs[1].predict_proba(records)) / 2,
                                atol=1e-6)
+    chosen = meddx.ensemble([r.path for r in runs], tmp_path / "ens_val", weights="val", bootstrap=20)
+    w = json.loads((chosen.path / "ensemble.json").read_text())["weights"]
+    assert len(w) == 2 and abs(sum(w) - 1) < 1e-9
+    np.testing.assert_allclose(chosen.predictions("test")[cols].to_numpy(), w[0] * runs[0].predictions("test")[cols].to_numpy()
+                               + w[1] * runs[1].predictions("test")[cols].to_numpy(), atol=1e-8)
+    np.testing.assert_allclose(chosen.predict_proba(records), w[0] * runs[0].predict_proba(records)
+                               + w[1] * runs[1].predict_proba(records), atol=1e-6)  # Run.model applies the same weights
+    val = [r.predictions("val") for r in runs]
+    yv = val[0][runs[0].label_names].to_numpy()
+    weighted = mlogloss(yv, chosen.predictions("val")[cols].to_numpy())
+    assert weighted <= min(mlogloss(yv, v[cols].to_numpy()) for v in val) + 1e-9  # never worse than the best member on val
+
+
+def test_greedy_weights_drop_a_useless_member():
+    from meddx.evaluate.ensemble import greedy_weights
+
+    rng = np.random.default_rng(0)
+    y = (rng.random((400, 5)) < 0.3).astype(float)
+    good = np.clip(y * 0.8 + 0.1 + rng.normal(0, 0.05, y.shape), 0.01, 0.99)
+    fair = np.clip(y * 0.6 + 0.2 + rng.normal(0, 0.1, y.shape), 0.01, 0.99)
+    noise = rng.random(y.shape)
+    w = greedy_weights([good, noise, fair], y, "multilabel")
+    assert w[1] == 0 and w[0] > w[2] and abs(w.sum() - 1) < 1e-12
+    assert mlogloss(y, sum(wi * p for wi, p in zip(w, [good, noise, fair]))) <= mlogloss(y, good)
+    onehot = np.eye(3)[rng.integers(0, 3, 300)]
+    assert greedy_weights([np.full((300, 3), 1 / 3), np.clip(onehot, 0.05, 0.9)], onehot, "multiclass")[1] == 1

@@ -1,4 +1,5 @@
-"""`ensemble_runs`: k runs on the same split, their probabilities averaged and evaluated like one model."""
+"""`ensemble_runs`: k runs on the same split, their probabilities averaged (equally, or with weights chosen on val)
+and evaluated like one model."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from meddx.config import EvaluateConfig
 from meddx.errors import ConfigError, DataError
+from meddx.evaluate.metrics import categorical_log_loss, mlogloss
 from meddx.evaluate.report import evaluate_run
 from meddx.train.run import Run
 
@@ -42,25 +45,61 @@ def _check_same(runs: list[Run]) -> None:
             raise ConfigError(f"{r.path}: preprocessing ({prep_file}) differs from {first.path}'s")
 
 
-def average_predictions(runs: list[Run], split: str) -> pd.DataFrame:
-    """One predictions table whose probability columns are the members' mean."""
-    frames = [r.predictions(split) for r in runs]
+def greedy_weights(probs: list[np.ndarray], y: np.ndarray, task: str, rounds: int = 50) -> np.ndarray:
+    """Caruana et al. (2004) ensemble selection: add, with replacement, the member that most lowers the log loss of the
+    running average, `rounds` times, and keep the best ensemble seen; weights = how often each member was picked.
+    Its loss on these predictions is never above the best single member's; weak members can get weight 0."""
+    loss = (lambda p: float(categorical_log_loss(y, p)[0])) if task == "multiclass" else (lambda p: mlogloss(y, p))
+    counts, total = np.zeros(len(probs)), np.zeros_like(probs[0], dtype=np.float64)
+    best_loss, best_counts = float("inf"), counts
+    for n in range(1, rounds + 1):
+        pick = min(range(len(probs)), key=lambda i: loss((total + probs[i]) / n))
+        counts, total = counts.copy(), total + probs[pick]
+        counts[pick] += 1
+        if (current := loss(total / n)) < best_loss:
+            best_loss, best_counts = current, counts
+    return best_counts / best_counts.sum()
+
+
+def val_weights(runs: list[Run]) -> list[float]:
+    """Member weights chosen by `greedy_weights` on the val split's predictions (never on test)."""
+    frames = _aligned([r.predictions("val") for r in runs], runs, "val")
+    cols = [f"p_{n}" for n in runs[0].label_names]
+    y = frames[0][runs[0].label_names].to_numpy(np.float64)
+    return greedy_weights([f[cols].to_numpy(np.float64) for f in frames], y, runs[0].task).tolist()
+
+
+def _aligned(frames: list[pd.DataFrame], runs: list[Run], split: str) -> list[pd.DataFrame]:
     for r, f in zip(runs[1:], frames[1:]):
         if not f["id"].equals(frames[0]["id"]):
             raise DataError(f"{r.path}: predictions/{split}.csv lists other samples (or another order) than {runs[0].path}'s")
+    return frames
+
+
+def average_predictions(runs: list[Run], split: str, weights: list[float] | None = None) -> pd.DataFrame:
+    """One predictions table whose probability columns are the members' (weighted) mean."""
+    frames = _aligned([r.predictions(split) for r in runs], runs, split)
+    w = np.full(len(runs), 1 / len(runs)) if weights is None else np.asarray(weights, np.float64)
     out = frames[0].copy()
     cols = [f"p_{n}" for n in runs[0].label_names]
-    out[cols] = sum(f[cols].to_numpy() for f in frames) / len(frames)
+    out[cols] = sum(wi * f[cols].to_numpy(np.float64) for wi, f in zip(w, frames))
     return out
 
 
-def ensemble_runs(runs: list[Run | str | Path], output: str | Path, config: EvaluateConfig | None = None) -> Run:
-    """Write an ensemble run folder (averaged val/test predictions, members listed in ensemble.json) and evaluate it:
-    the operating point is chosen on the averaged val predictions; `Run(output).model` averages the members."""
+def ensemble_runs(runs: list[Run | str | Path], output: str | Path, config: EvaluateConfig | None = None,
+                  weights: str = "equal") -> Run:
+    """Write an ensemble run folder (averaged val/test predictions, members and weights in ensemble.json) and evaluate
+    it: the operating point is chosen on the averaged val predictions; `Run(output).model` averages the members.
+
+    weights: "equal", or "val" (greedy ensemble selection on the val predictions; test stays unseen).
+    """
     members = [r if isinstance(r, Run) else Run(r) for r in runs]
     if len(members) < 2:
         raise ConfigError("an ensemble needs at least 2 runs")
+    if weights not in ("equal", "val"):
+        raise ConfigError(f"ensemble weights '{weights}' unknown; use 'equal' or 'val'")
     _check_same(members)
+    w = val_weights(members) if weights == "val" else [1 / len(members)] * len(members)
     out = Path(output)
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out}: exists and is not empty; choose a new output folder")
@@ -70,9 +109,10 @@ def ensemble_runs(runs: list[Run | str | Path], output: str | Path, config: Eval
     splits = sorted(p.stem for p in (members[0].path / "predictions").glob("*.csv"))
     for split in splits:
         if all((m.path / "predictions" / f"{split}.csv").is_file() for m in members):
-            average_predictions(members, split).to_csv(out / "predictions" / f"{split}.csv", index=False, float_format="%.9g")
-    (out / ENSEMBLE_FILE).write_text(json.dumps({"members": [str(m.path.resolve()) for m in members],
-                                                 "combine": "mean of probabilities"}, indent=2))
+            average_predictions(members, split, w).to_csv(out / "predictions" / f"{split}.csv", index=False, float_format="%.9g")
+    combine = "mean of probabilities" if weights == "equal" else "weighted mean of probabilities, weights chosen on val"
+    (out / ENSEMBLE_FILE).write_text(json.dumps({"members": [str(m.path.resolve()) for m in members], "weights": w,
+                                                 "combine": combine}, indent=2))
     run = Run(out)
     evaluate_run(run, "test", config)
     return run

@@ -344,8 +344,8 @@ class Run:
         if ensemble.is_file():  # written by meddx.evaluate.ensemble: the members' probabilities averaged
             from meddx.models.ensemble import ProbabilityAverage
 
-            members = json.loads(ensemble.read_text())["members"]
-            return ProbabilityAverage([Run(m).model for m in members], self.task).eval()
+            info = json.loads(ensemble.read_text())
+            return ProbabilityAverage([Run(m).model for m in info["members"]], self.task, info.get("weights")).eval()
         weights = self.path / "model.pt"
         if not weights.is_file():
             raise ConfigError(f"{self.path}: no model.pt; the run did not finish training")
