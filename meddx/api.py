@@ -118,11 +118,13 @@ def cross_validate(config: RunConfig | dict | str | Path, folds: int = 5, **over
     return _cv(_config(config, overrides), folds)
 
 
-def submit(source: str | Path, data: str | Path, output: str | Path = "submission.csv") -> Path:
-    """Tianchi submission from a run or CV folder (fold ensemble) for a `|,|` test file, checked before returning."""
-    from meddx.evaluate.tianchi import check_submission, predict_file, write_submission
+def submit(source: str | Path | list[str | Path], data: str | Path, output: str | Path = "submission.csv",
+           weights: str | list[float] = "equal") -> Path:
+    """Tianchi submission for a `|,|` test file, checked before returning, from a run or CV folder (fold ensemble), or
+    several blended with weights "equal", "oof" (chosen on the CV folders' out-of-fold predictions) or given."""
+    from meddx.evaluate.tianchi import blend_file, check_submission, write_submission
 
-    ids, probs = predict_file(source, data)
+    ids, probs, _ = blend_file(source if isinstance(source, list) else [source], data, weights)
     path = write_submission(ids, probs, output)
     problems = check_submission(path, data, probs.shape[1])
     if problems:

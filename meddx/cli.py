@@ -371,14 +371,21 @@ def cv(
 
 @app.command()
 def submit(
-    run: Annotated[Path, typer.Argument(help="Run folder, or a `meddx cv` folder (fold ensemble).")],
+    runs: Annotated[list[Path], typer.Argument(help="Run folder(s), or `meddx cv` folders (fold ensembles); several are blended.")],
     data: Annotated[Path, typer.Option("--data", "-d", help="The competition test file (report_ID|,|description).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Submission file.")] = Path("submission.csv"),
+    weights: Annotated[str, typer.Option(help="Blend of several folders: equal, or oof (greedy selection on their "
+                                               "out-of-fold predictions; cv folders only).")] = "equal",
 ) -> None:
     """Write a Tianchi submission: `report_ID|,|p0 ... p16`, one line per test row in order (checked)."""
     from meddx.api import submit as api_submit
+    from meddx.evaluate.tianchi import blend_weights
 
-    typer.echo(f"wrote {api_submit(run, data, output)}")
+    chosen: str | list[float] = weights
+    if weights == "oof":
+        chosen = blend_weights([str(r) for r in runs])
+        typer.echo("weights chosen out of fold: " + ", ".join(f"{r} {w:.2f}" for r, w in zip(runs, chosen)))
+    typer.echo(f"wrote {api_submit([str(r) for r in runs], data, output, chosen)}")
 
 
 @app.command("check-submission")

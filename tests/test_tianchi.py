@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -15,7 +16,7 @@ from meddx.data.sequences import UNK, Vocab, build_vocab, length_grouped_sampler
 from meddx.data.split import assign_splits, check_leakage
 from meddx.errors import ConfigError, DataError
 from meddx.evaluate.metrics import mlogloss
-from meddx.evaluate.tianchi import check_submission, tianchi_scores, write_submission
+from meddx.evaluate.tianchi import blend_weights, check_submission, tianchi_scores, write_submission
 
 R1 = "tianchi_round1/track1_round1_train_20210222.csv"
 R1A = "tianchi_round1/track1_round1_testA_20210222.csv"
@@ -298,6 +299,23 @@ def test_round2_cv_reports_regions_and_types_and_submits_the_fold_ensemble(data_
     assert ids == [str(i) for i in range(360, 400)] and probs.shape == (40, 29)
     sub = meddx.submit(cv_dir, tmp_path / "r2_test.csv", tmp_path / "sub.csv")
     assert check_submission(sub, tmp_path / "r2_test.csv", n_labels=29) == []
+
+    # a blend of CV folders with weights chosen out of fold: a folder whose OOF predictions are noise gets weight 0
+    import shutil
+
+    noisy = tmp_path / "runs" / "noisy"
+    shutil.copytree(cv_dir, noisy)
+    oof = pd.read_csv(noisy / "oof.csv", dtype={"id": str})
+    cols = [c for c in oof.columns if c.startswith("p_")]
+    oof[cols] = np.random.default_rng(0).random((len(oof), len(cols)))
+    oof.sample(frac=1, random_state=0).to_csv(noisy / "oof.csv", index=False)  # another row order: aligned by id
+    assert blend_weights([cv_dir, noisy]) == [1.0, 0.0]
+    proc = run_cli("submit", str(cv_dir), str(noisy), "--data", str(tmp_path / "r2_test.csv"), "-o", str(tmp_path / "blend.csv"),
+                   "--weights", "oof")
+    assert proc.returncode == 0 and "noisy 0.00" in proc.stdout, proc.stderr
+    assert (tmp_path / "blend.csv").read_text() == sub.read_text()
+    with pytest.raises(ConfigError, match="no oof.csv"):
+        blend_weights([cv_dir, cv_dir / "fold0"])
 
 
 def test_cli_names_the_bad_line_in_one_line(tmp_path):

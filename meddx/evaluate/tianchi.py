@@ -59,6 +59,38 @@ def predict_file(source: str | Path, data: str | Path) -> tuple[list[str], np.nd
     return [r.id for r in records], probs
 
 
+def blend_weights(sources: list[str | Path]) -> list[float]:
+    """Weights for blending `meddx cv` folders, chosen by greedy ensemble selection on their out-of-fold predictions
+    (the competition's test set stays unseen); the folders must cover the same reports."""
+    from meddx.evaluate.ensemble import greedy_weights
+
+    frames = []
+    for src in map(Path, sources):
+        if not (src / "oof.csv").is_file():
+            raise ConfigError(f"{src}: no oof.csv; weights chosen out of fold need `meddx cv` folders")
+        frames.append(pd.read_csv(src / "oof.csv", dtype={"id": str}).sort_values("id", ignore_index=True))
+    for src, f in zip(sources[1:], frames[1:]):
+        if not f["id"].equals(frames[0]["id"]):
+            raise ConfigError(f"{src}: its out-of-fold reports differ from {sources[0]}'s; blend CV runs of the same data")
+    names = [c[2:] for c in frames[0].columns if c.startswith("p_")]
+    y = frames[0][names].to_numpy(np.float64)
+    return greedy_weights([f[[f"p_{n}" for n in names]].to_numpy(np.float64) for f in frames], y, "multilabel").tolist()
+
+
+def blend_file(sources: list[str | Path], data: str | Path,
+               weights: str | list[float] = "equal") -> tuple[list[str], np.ndarray, list[float]]:
+    """Report ids, probabilities and weights of run or CV folders blended: "equal", "oof" (blend_weights) or given."""
+    if isinstance(weights, str) and weights not in ("equal", "oof"):
+        raise ConfigError(f"blend weights '{weights}' unknown; use 'equal' or 'oof'")
+    w = (blend_weights(sources) if weights == "oof" else [1 / len(sources)] * len(sources)) if isinstance(weights, str) \
+        else [float(v) / sum(weights) for v in weights]
+    if len(w) != len(sources):
+        raise ConfigError(f"{len(w)} blend weights for {len(sources)} folders")
+    parts = [predict_file(s, data) for s in sources]
+    probs = sum(wi * p for wi, (_, p) in zip(w, parts))
+    return parts[0][0], probs, w
+
+
 def write_submission(ids: list[str], probs: np.ndarray, path: str | Path) -> Path:
     """`report_ID|,|p0 p1 ... pK` one line per test row, in the test file's order."""
     path = Path(path)
