@@ -7,8 +7,8 @@ from torch import nn
 
 
 class ProbabilityAverage(nn.Module):
-    """Averages members' probabilities (optionally weighted) (softmax for multi-class, sigmoid otherwise) and returns logits of the average
-    (log for multi-class, logit otherwise), so that the usual output activation gives the averaged probabilities."""
+    """Averages members' probabilities (softmax for multi-class, sigmoid otherwise; weights optional, normalised) and
+    returns logits of the average (log for multi-class, logit otherwise), so the usual activation gives the average."""
 
     def __init__(self, members: list[nn.Module], task: str, weights: list[float] | None = None):
         super().__init__()
