@@ -184,11 +184,16 @@ def main() -> None:
         return p[neural]
 
     model_probs, cv_dirs = [], []
-    for name in [m for m in args.models.split(",") if m]:
+    for token in [m for m in args.models.split(",") if m]:
+        name, _, option = token.partition("@")  # `bilstm@grouped`: length-grouped training batches
+        if option not in ("", "grouped"):
+            raise SystemExit(f"--models: unknown option '@{option}' (only @grouped)")
+        key = token.replace("@", "-")
         cfg = copy.deepcopy(common)
-        cfg["output_dir"], cfg["name"] = str(out), name
+        cfg["output_dir"], cfg["name"] = str(out), key
+        cfg["train"]["group_by_length"] = option == "grouped"
 
-        def train_model(name=name, cfg=cfg):
+        def train_model(name=name, cfg=cfg, option=option):
             model, label, extra = name, name, ""
             if name.startswith("bert"):
                 cfg["train"].update(lr=5e-4, batch_size=32)
@@ -207,11 +212,12 @@ def main() -> None:
                 cfg["model"] = {"name": "bert_small", "weights": str(folder / "encoder.pt"), "dropout": 0.1}
                 label = f"bert_small ({info['size']}) after MLM pretraining"
             cv_dir = cross_validate(cfg, args.folds, only_folds=list(range(args.neural_folds)))
-            return oof_of(cv_dir), f"meddx {label}", note + f", lr {cfg['train']['lr']:g}" + extra
+            grouped = ", length-grouped batches" if option else ""
+            return oof_of(cv_dir), f"meddx {label}{grouped}", note + f", lr {cfg['train']['lr']:g}" + extra
 
-        row = cached(name, train_model)
+        row = cached(key, train_model)
         model_probs.append(row[0])
-        cv_dirs.append(out / name)
+        cv_dirs.append(out / key)
         add(*_named(row, neural))
     if len(model_probs) > 1:
         add("meddx ensemble, equal weights (mean of the meddx rows above)", np.mean(model_probs, 0), neural, 0, note)
@@ -230,7 +236,7 @@ def main() -> None:
             return (oof_of(out / "ensemble_val", "folds"), "meddx ensemble, weights chosen on each fold's val",
                     note + f"; `meddx ensemble --weights val` per fold; mean weights: {mean_w}")
 
-        add(*_named(cached("ensemble_val", val_weighted), neural))
+        add(*_named(cached("ensemble_val-" + "+".join(d.name for d in cv_dirs), val_weighted), neural))
     print(render(rows, y, names, args))
 
 

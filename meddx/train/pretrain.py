@@ -103,7 +103,7 @@ def pretrain(config: RunConfig | dict | str | Path) -> Path:
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(cfg.train.seed))
     n_val = int(round(pc.val_fraction * len(x)))
     val, train = x[order[:n_val]], x[order[n_val:]]
-    sampler = length_grouped_sampler(train, pc.batch_size) if cfg.train.group_by_length else None
+    sampler = length_grouped_sampler(train, pc.batch_size) if pc.group_by_length else None
     train_loader = DataLoader(TensorDataset(train), batch_size=pc.batch_size, shuffle=sampler is None, sampler=sampler,
                               collate_fn=trim_padding, drop_last=len(train) > pc.batch_size)
     val_loader = DataLoader(TensorDataset(val if n_val else train[:256]), batch_size=256, collate_fn=trim_padding)
@@ -111,7 +111,11 @@ def pretrain(config: RunConfig | dict | str | Path) -> Path:
     gpu = torch.cuda.is_available() and cfg.train.accelerator in ("auto", "gpu", "cuda")
     precision = pc.precision if pc.precision != "auto" else ("16-mixed" if gpu else "32-true")
     last = out / "checkpoints" / "last.ckpt"
-    initial = None if last.is_file() else mean_mlm_loss(module, val_loader)
+    info_path = out / "pretrain.json"
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    if not last.is_file():  # written now, so a resumed session still reports where the first one started
+        info["initial_val_mlm_loss"] = mean_mlm_loss(module, val_loader)
+        info_path.write_text(json.dumps(info, indent=2))
     trainer = pl.Trainer(
         max_epochs=pc.max_epochs, accelerator="gpu" if gpu else "cpu", devices=1, precision=precision,
         callbacks=[ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val_mlm_loss", save_last=True)],
@@ -122,14 +126,10 @@ def pretrain(config: RunConfig | dict | str | Path) -> Path:
     started = time.perf_counter()
     trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if last.is_file() else None)
     torch.save(module.encoder_state(), out / "encoder.pt")
-    info_path = out / "pretrain.json"
-    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
     info.update({
         "sequences": len(x), "val_sequences": n_val, "vocab_size": vocab.size, "max_len": vocab.max_len, "size": size,
         "precision": precision, "epochs": trainer.current_epoch, "final_val_mlm_loss": mean_mlm_loss(module, val_loader),
         "seconds_this_session": round(time.perf_counter() - started, 1), "device": "gpu" if gpu else "cpu",
     })
-    if initial is not None:
-        info["initial_val_mlm_loss"] = initial
     info_path.write_text(json.dumps(info, indent=2))
     return out
