@@ -124,7 +124,7 @@ def submit(source: str | Path | list[str | Path], data: str | Path, output: str 
     several blended with weights "equal", "oof" (chosen on the CV folders' out-of-fold predictions) or given."""
     from meddx.evaluate.tianchi import blend_file, check_submission, write_submission
 
-    ids, probs, _ = blend_file(source if isinstance(source, list) else [source], data, weights)
+    ids, probs = blend_file(source if isinstance(source, list) else [source], data, weights)
     path = write_submission(ids, probs, output)
     problems = check_submission(path, data, probs.shape[1])
     if problems:

@@ -78,8 +78,8 @@ def blend_weights(sources: list[str | Path]) -> list[float]:
 
 
 def blend_file(sources: list[str | Path], data: str | Path,
-               weights: str | list[float] = "equal") -> tuple[list[str], np.ndarray, list[float]]:
-    """Report ids, probabilities and weights of run or CV folders blended: "equal", "oof" (blend_weights) or given."""
+               weights: str | list[float] = "equal") -> tuple[list[str], np.ndarray]:
+    """Report ids and probabilities of run or CV folders blended with weights "equal", "oof" (blend_weights) or given."""
     if isinstance(weights, str) and weights not in ("equal", "oof"):
         raise ConfigError(f"blend weights '{weights}' unknown; use 'equal' or 'oof'")
     w = (blend_weights(sources) if weights == "oof" else [1 / len(sources)] * len(sources)) if isinstance(weights, str) \
@@ -88,7 +88,7 @@ def blend_file(sources: list[str | Path], data: str | Path,
         raise ConfigError(f"{len(w)} blend weights for {len(sources)} folders")
     parts = [predict_file(s, data) for s in sources]
     probs = sum(wi * p for wi, (_, p) in zip(w, parts))
-    return parts[0][0], probs, w
+    return parts[0][0], probs
 
 
 def write_submission(ids: list[str], probs: np.ndarray, path: str | Path) -> Path:

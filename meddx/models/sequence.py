@@ -32,7 +32,7 @@ class RNNClassifier(nn.Module):
                  layers: int = 1, dropout: float = 0.3, spatial_dropout: bool = True):
         super().__init__()
         self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
-        self.spatial_dropout = spatial_dropout  # True: drop whole embedding channels of a report; False: single values
+        # spatial dropout drops whole embedding channels of a report; plain Dropout drops single values
         self.embed_drop = nn.Dropout1d(dropout) if spatial_dropout else nn.Dropout(dropout)
         rnn = nn.LSTM if cell == "lstm" else nn.GRU
         self.rnn = rnn(embed_dim, hidden, num_layers=layers, batch_first=True, bidirectional=True,
@@ -43,8 +43,7 @@ class RNNClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mask = x != 0
         lengths = mask.sum(1).clamp(min=1)
-        e = self.embed(x)
-        e = self.embed_drop(e.transpose(1, 2)).transpose(1, 2) if self.spatial_dropout else self.embed_drop(e)
+        e = self.embed_drop(self.embed(x).transpose(1, 2)).transpose(1, 2)  # (B, C, L): Dropout1d drops channels
         packed = nn.utils.rnn.pack_padded_sequence(e, lengths.cpu(), batch_first=True, enforce_sorted=False)
         h, _ = self.rnn(packed)
         h, _ = nn.utils.rnn.pad_packed_sequence(h, batch_first=True, total_length=x.shape[1])
