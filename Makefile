@@ -5,7 +5,7 @@ STAMP := $(VENV)/.meddx-installed
 export OMP_WAIT_POLICY ?= PASSIVE
 export PYTHONDONTWRITEBYTECODE = 1
 
-.PHONY: install demo test bench lock clean chromium
+.PHONY: install demo test test-fast lint bench lock clean chromium
 
 install: $(STAMP)
 
@@ -18,8 +18,17 @@ $(STAMP): requirements.lock pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/meddx demo
 
-test: $(STAMP) chromium
+test: lint chromium
 	$(PY) -m pytest -p no:cacheprovider
+
+# The fast tier (no training, no extra processes), under 2 minutes on 2 cores.
+test-fast: lint
+	$(PY) -m pytest -p no:cacheprovider -m "not slow"
+
+# ruff: pyflakes, pycodestyle, import order, bugbear, and the formatter's check (pyproject.toml [tool.ruff]).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 # The report's browser test drives Debian's chromium (never a downloaded browser).
 chromium:

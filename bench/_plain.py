@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 
 
-def plain_bce_epoch(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-                    batch_size: int) -> None:
+def plain_bce_epoch(
+    model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, batch_size: int
+) -> None:
     """One epoch of shuffled mini-batches with unweighted BCE on logits."""
     model.train()
     perm = torch.randperm(len(x))

@@ -16,7 +16,7 @@ import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from meddx.config import EvaluateConfig
-from meddx.evaluate.evaluation import bootstrap_weights, decisions, score_with_intervals
+from meddx.evaluation.evaluation import bootstrap_weights, decisions, score_with_intervals
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _docs import write_section  # noqa: E402
@@ -54,14 +54,16 @@ def main() -> None:
     names = [f"l{j}" for j in range(17)]
     cfg = EvaluateConfig(bootstrap=args.resamples)
     start = time.perf_counter()
-    result = score_with_intervals(y, p, decisions(p, "multilabel", np.full(17, 0.5)), "multilabel", names, patients, cfg)
+    result = score_with_intervals(
+        y, p, decisions(p, "multilabel", np.full(17, 0.5)), "multilabel", names, patients, cfg
+    )
     ours = time.perf_counter() - start
     assert result["per_label"]["l0"]["roc_auc"]["ci_low"] < result["per_label"]["l0"]["roc_auc"]["value"]
     w = bootstrap_weights(patients, 1, 0)
     assert w.shape == (1, 10_000)
     per_resample = peer(y, p, patients, args.peer_resamples)
     peer_total = per_resample * args.resamples
-    table = f"""Measured {time.strftime('%Y-%m-%d')} on {platform.machine()} by `.venv/bin/python bench/bootstrap_speed.py` (one run).
+    table = f"""Measured {time.strftime("%Y-%m-%d")} on {platform.machine()} by `.venv/bin/python bench/bootstrap_speed.py` (one run).
 10,000 samples x 17 labels, {args.resamples} resamples of ~7,000 patients.
 
 | method | metrics per resample | time for {args.resamples} resamples (s) |
@@ -72,7 +74,9 @@ def main() -> None:
 - Speed-up, peer time / meddx time: **{peer_total / ours:.1f}x**; in its time meddx computes every figure of the report, the peer only ROC AUC and AP.
 """
     print(table)
-    print(f"wrote {write_section('bootstrap', 'Bootstrap intervals: vectorised against a loop of scikit-learn calls', table)}")
+    print(
+        f"wrote {write_section('bootstrap', 'Bootstrap intervals: vectorised against a loop of scikit-learn calls', table)}"
+    )
 
 
 if __name__ == "__main__":

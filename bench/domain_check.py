@@ -34,7 +34,10 @@ def range_only(image: np.ndarray, stats: dict) -> bool:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data-dir", default=os.environ.get("MEDDX_DATA_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "data")))
+    ap.add_argument(
+        "--data-dir",
+        default=os.environ.get("MEDDX_DATA_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "data")),
+    )
     args = ap.parse_args()
     root = Path(args.data_dir)
     started = time.time()
@@ -44,19 +47,38 @@ def main() -> None:
     kermany, nih = files("chest_xray_pneumonia_224/*/*/*", 100), files("nih_chestxray14_64px_binary/*/*/*", 20)
     dicom = [r for r in files("dicom/*.dcm", 1) if "emri" not in r.source]  # emri: a 10-frame stack
     setups = {  # name: (training scans, model size, held-out scans of the same set, other sets)
-        "PneumoniaMNIST (28 px chest X-ray)": ([r for r in pneumo if r.split == "train"][::16], (28, 28),
-                                               [r for r in pneumo if r.split == "test"],
-                                               {"DaTscan SPECT": datscan[::10], "Kermany chest X-ray 224 px": kermany,
-                                                "NIH chest X-ray 64 px": nih, "DICOM CT/MR/US/CR/NM": dicom}),
-        "DaTscan SPECT slices": (datscan[::4], (48, 48), datscan[1::4],
-                                 {"PneumoniaMNIST chest X-ray": pneumo[::50], "Kermany chest X-ray 224 px": kermany,
-                                  "NIH chest X-ray 64 px": nih, "DICOM CT/MR/US/CR/NM": dicom}),
+        "PneumoniaMNIST (28 px chest X-ray)": (
+            [r for r in pneumo if r.split == "train"][::16],
+            (28, 28),
+            [r for r in pneumo if r.split == "test"],
+            {
+                "DaTscan SPECT": datscan[::10],
+                "Kermany chest X-ray 224 px": kermany,
+                "NIH chest X-ray 64 px": nih,
+                "DICOM CT/MR/US/CR/NM": dicom,
+            },
+        ),
+        "DaTscan SPECT slices": (
+            datscan[::4],
+            (48, 48),
+            datscan[1::4],
+            {
+                "PneumoniaMNIST chest X-ray": pneumo[::50],
+                "Kermany chest X-ray 224 px": kermany,
+                "NIH chest X-ray 64 px": nih,
+                "DICOM CT/MR/US/CR/NM": dicom,
+            },
+        ),
     }
-    lines = [f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()} by `.venv/bin/python bench/domain_check.py` "
-             "(one run). Training statistics from the train scans named; every other row is scans the statistics never saw. "
-             "Share flagged as out of distribution by meddx's check (`meddx/export/domain.py`) and by a plain value-range "
-             "check (the peer).", "",
-             "| trained on | scans checked | n | meddx flags | range check flags | meddx says 'inverted' |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()} by `.venv/bin/python bench/domain_check.py` "
+        "(one run). Training statistics from the train scans named; every other row is scans the statistics never saw. "
+        "Share flagged as out of distribution by meddx's check (`meddx/export/domain.py`) and by a plain value-range "
+        "check (the peer).",
+        "",
+        "| trained on | scans checked | n | meddx flags | range check flags | meddx says 'inverted' |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, (train, size, held_out, others) in setups.items():
         prep = Preprocess(1, size, "none")
         images = [load_image(r, channels=1) for r in train]
@@ -73,10 +95,13 @@ def main() -> None:
             inverted = np.mean([any("inverted" in w for w in c["warnings"]) for c in checks])
             lines.append(f"| {name} | {group} | {len(scans)} | {ours:.1%} | {peer:.1%} | {inverted:.1%} |")
             print(lines[-1])
-    lines += ["", f"Run time {time.time() - started:.0f} s. Same-modality scans from another source (Kermany or NIH chest "
-              "X-rays for a PneumoniaMNIST model) are meant to pass: the check guards against the wrong kind of input, not "
-              "against a new hospital. A value-range check alone misses inverted scans and other modalities scaled to the "
-              "same range."]
+    lines += [
+        "",
+        f"Run time {time.time() - started:.0f} s. Same-modality scans from another source (Kermany or NIH chest "
+        "X-rays for a PneumoniaMNIST model) are meant to pass: the check guards against the wrong kind of input, not "
+        "against a new hospital. A value-range check alone misses inverted scans and other modalities scaled to the "
+        "same range.",
+    ]
     table = "\n".join(lines)
     print(f"wrote {write_section('domain', 'Input-domain check: meddx against a value-range check', table)}")
 

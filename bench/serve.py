@@ -37,10 +37,17 @@ MODELS = {  # name: (model, image size, epochs, batches per epoch): the demo CNN
 
 
 def train_package(model: str, size: int, epochs: int, batches: int | None, out: Path) -> Path:
-    run = meddx.train({"name": model, "output_dir": str(out), "data": {"path": "pneumoniamnist", "image_size": size},
-                       "split": {"on_duplicate_images": "drop_from_train"}, "model": {"name": model},
-                       "train": {"max_epochs": epochs, "progress_bar": False, "limit_train_batches": batches},
-                       "evaluate": {"bootstrap": 0}})
+    run = meddx.train(
+        {
+            "name": model,
+            "output_dir": str(out),
+            "data": {"path": "pneumoniamnist", "image_size": size},
+            "split": {"on_duplicate_images": "drop_from_train"},
+            "model": {"name": model},
+            "train": {"max_epochs": epochs, "progress_bar": False, "limit_train_batches": batches},
+            "evaluate": {"bootstrap": 0},
+        }
+    )
     return export_run(run, "onnx")
 
 
@@ -56,8 +63,12 @@ def start(package: Path, backend: str) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "meddx", "serve", str(package), "--backend", backend, "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "meddx", "serve", str(package), "--backend", backend, "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
+    )
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
         try:
@@ -83,6 +94,7 @@ def latency(url: str, data: bytes, n: int) -> list[float]:
 async def throughput(url: str, data: bytes, n: int, concurrency: int) -> float:
     sem = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=concurrency)) as c:
+
         async def one():
             async with sem:
                 r = await c.post(url + "/predict", files={"file": ("x.png", data, "image/png")})
@@ -108,10 +120,10 @@ def main() -> None:
             lat: dict[str, list[float]] = {b: [] for b in servers}
             thr: dict[str, list[float]] = {b: [] for b in servers}
             try:
-                for b, (_, url) in servers.items():
+                for _, url in servers.values():
                     latency(url, data, 20)  # warm-up
                 for r in range(args.rounds):
-                    for b in (("onnx", "pytorch") if r % 2 == 0 else ("pytorch", "onnx")):
+                    for b in ("onnx", "pytorch") if r % 2 == 0 else ("pytorch", "onnx"):
                         lat[b] += latency(servers[b][1], data, args.requests // args.rounds)
                         thr[b].append(asyncio.run(throughput(servers[b][1], data, args.requests, args.concurrency)))
             finally:
@@ -122,21 +134,29 @@ def main() -> None:
                 ms = np.array(lat[b]) * 1000
                 rows.append((label, b, np.percentile(ms, 50), np.percentile(ms, 99), float(np.mean(thr[b]))))
             o, p = rows[-2], rows[-1]
-            print(f"{label}: p50 {o[2]:.1f} vs {p[2]:.1f} ms; throughput {o[4]:.1f} vs {p[4]:.1f} req/s (onnx vs pytorch)")
-    lines = [f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, {os.cpu_count()} CPU cores, by "
-             f"`.venv/bin/python bench/serve.py --requests {args.requests} --concurrency {args.concurrency} --rounds {args.rounds}` "
-             f"(one run, {time.time() - started:.0f} s). Each model is trained briefly on the bundled PneumoniaMNIST "
-             "(speed does not depend on accuracy), exported with `export_run(run, 'onnx')`, and the one package is served "
-             "twice by `meddx serve --backend onnx|pytorch` (2 inference threads, uvicorn, loopback). Upload: one 28 px "
-             "PNG test image; each request decodes, checks the input domain, resizes, normalises and predicts.",
-             "", "| model | backend | latency p50 (ms) | latency p99 (ms) | throughput, "
-             f"{args.concurrency} concurrent (req/s) |", "|---|---|---|---|---|"]
+            print(
+                f"{label}: p50 {o[2]:.1f} vs {p[2]:.1f} ms; throughput {o[4]:.1f} vs {p[4]:.1f} req/s (onnx vs pytorch)"
+            )
+    lines = [
+        f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, {os.cpu_count()} CPU cores, by "
+        f"`.venv/bin/python bench/serve.py --requests {args.requests} --concurrency {args.concurrency} --rounds {args.rounds}` "
+        f"(one run, {time.time() - started:.0f} s). Each model is trained briefly on the bundled PneumoniaMNIST "
+        "(speed does not depend on accuracy), exported with `export_run(run, 'onnx')`, and the one package is served "
+        "twice by `meddx serve --backend onnx|pytorch` (2 inference threads, uvicorn, loopback). Upload: one 28 px "
+        "PNG test image; each request decodes, checks the input domain, resizes, normalises and predicts.",
+        "",
+        "| model | backend | latency p50 (ms) | latency p99 (ms) | throughput, "
+        f"{args.concurrency} concurrent (req/s) |",
+        "|---|---|---|---|---|",
+    ]
     lines += [f"| {m} | {b} | {p50:.1f} | {p99:.1f} | {t:.1f} |" for m, b, p50, p99, t in rows]
     lines.append("")
     for i in range(0, len(rows), 2):
         o, p = rows[i], rows[i + 1]
-        lines.append(f"- {o[0]}: ONNX Runtime / PyTorch: p50 latency **{o[2] / p[2]:.2f}x**, throughput "
-                     f"**{o[4] / p[4]:.2f}x** (below 1 is faster for latency, above 1 is faster for throughput).")
+        lines.append(
+            f"- {o[0]}: ONNX Runtime / PyTorch: p50 latency **{o[2] / p[2]:.2f}x**, throughput "
+            f"**{o[4] / p[4]:.2f}x** (below 1 is faster for latency, above 1 is faster for throughput)."
+        )
     table = "\n".join(lines)
     print(table)
     print(f"wrote {write_section('serve', 'Serving: ONNX Runtime against PyTorch behind meddx serve', table)}")

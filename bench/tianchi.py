@@ -31,14 +31,18 @@ from meddx.config import DataConfig, SplitConfig
 from meddx.data.readers import read_dataset
 from meddx.data.sequences import build_vocab
 from meddx.data.split import _patient_table, assign_splits, fold_indices
-from meddx.evaluate.metrics import mlogloss, roc_auc
+from meddx.evaluation.metrics import mlogloss, roc_auc
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _docs import write_section  # noqa: E402
 from _plain import plain_bce_epoch  # noqa: E402
 
 MODELS = "bilstm,transformer,textcnn,bert_small,bert_mlm"
-TRAIN, TEST_A, TEST_B = "track1_round1_train_20210222.csv", "track1_round1_testA_20210222.csv", "track1_round1_testB.csv"
+TRAIN, TEST_A, TEST_B = (
+    "track1_round1_train_20210222.csv",
+    "track1_round1_testA_20210222.csv",
+    "track1_round1_testB.csv",
+)
 
 
 def sklearn_peer(texts: list[str], y: np.ndarray, folds: np.ndarray) -> np.ndarray:
@@ -96,7 +100,9 @@ def plain_lstm_peer(x: torch.Tensor, y: np.ndarray, split: np.ndarray, epochs: i
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tianchi_round1"))
+    ap.add_argument(
+        "--data", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tianchi_round1")
+    )
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--neural-folds", type=int, default=1, help="How many of the folds the neural rows run on.")
     ap.add_argument("--epochs", type=int, default=8)
@@ -142,18 +148,33 @@ def main() -> None:
     add("all-zero", np.zeros_like(y), all_rows, 0, f"{args.folds}-fold OOF")
     add("prior (train label shares)", prior, all_rows, 0, f"{args.folds}-fold OOF")
     texts = [" ".join(map(str, r.tokens)) for r in ds.records]
-    p, name, sec, note_ = cached("tfidf", lambda: (sklearn_peer(texts, y, folds), "peer: TF-IDF 1-2-grams + OvR logistic",
-                                                   f"{args.folds}-fold OOF"))
+    p, name, sec, note_ = cached(
+        "tfidf",
+        lambda: (sklearn_peer(texts, y, folds), "peer: TF-IDF 1-2-grams + OvR logistic", f"{args.folds}-fold OOF"),
+    )
     add(name, p, all_rows, sec, note_)
 
-    common = {"data": {"path": str(data / TRAIN), "vocab_files": [str(data / TEST_A), str(data / TEST_B)]},
-              "train": {"max_epochs": args.epochs, "batch_size": 64, "lr": 2e-3, "patience": 3, "class_weights": "off",
-                        "progress_bar": False, "diagnostics": False}, "split": {"seed": 0}, "evaluate": {"bootstrap": 0}}
+    common = {
+        "data": {"path": str(data / TRAIN), "vocab_files": [str(data / TEST_A), str(data / TEST_B)]},
+        "train": {
+            "max_epochs": args.epochs,
+            "batch_size": 64,
+            "lr": 2e-3,
+            "patience": 3,
+            "class_weights": "off",
+            "progress_bar": False,
+            "diagnostics": False,
+        },
+        "split": {"seed": 0},
+        "evaluate": {"bootstrap": 0},
+    }
     # learning rates: bilstm 4e-3 (cosine over few epochs starves it at 2e-3: fold-0 test 0.064 vs 0.057 at 8 epochs),
     # attention models 5e-4 (2e-3 without warm-up diverged to 0.10 in the first table); textcnn keeps 2e-3
     lrs = {"bilstm": 4e-3, "bigru": 4e-3, "transformer": 5e-4, "textcnn": 2e-3}
     neural = np.isin(folds, range(args.neural_folds))
-    note = (f"folds 0-{args.neural_folds - 1}" if args.neural_folds > 1 else "fold 0") + f" of {args.folds}, {args.epochs} epochs max"
+    note = (
+        f"folds 0-{args.neural_folds - 1}" if args.neural_folds > 1 else "fold 0"
+    ) + f" of {args.folds}, {args.epochs} epochs max"
     vocab = build_vocab([r.tokens for r in ds.records])
     x = vocab.encode_all([r.tokens for r in ds.records])
 
@@ -168,7 +189,7 @@ def main() -> None:
 
     add(*_named(cached("peer_bilstm", peer_rows), neural))
 
-    from meddx.evaluate.tianchi import cross_validate
+    from meddx.training.cv import cross_validate
 
     index = {r.id: i for i, r in enumerate(ds.records)}
 
@@ -176,9 +197,16 @@ def main() -> None:
         """Probabilities in train-file order from an oof.csv (cv folder) or the test predictions of fold runs."""
         import pandas as pd
 
-        frame = (pd.read_csv(folder / "oof.csv", dtype={"id": str}) if split == "oof" else
-                 pd.concat([pd.read_csv(folder / f"fold{k}" / "predictions" / "test.csv", dtype={"id": str})
-                            for k in range(args.neural_folds)]))
+        frame = (
+            pd.read_csv(folder / "oof.csv", dtype={"id": str})
+            if split == "oof"
+            else pd.concat(
+                [
+                    pd.read_csv(folder / f"fold{k}" / "predictions" / "test.csv", dtype={"id": str})
+                    for k in range(args.neural_folds)
+                ]
+            )
+        )
         p = np.zeros_like(y)
         p[[index[i] for i in frame["id"]]] = frame[[f"p_{n}" for n in names]].to_numpy()
         return p[neural]
@@ -203,12 +231,19 @@ def main() -> None:
                 cfg["model"] = {"name": model, "kwargs": {}, "dropout": 0.3 if model in ("bilstm", "bigru") else 0.2}
                 cfg["train"]["lr"] = lrs.get(model, 2e-3)
             if name == "bert_mlm":
-                cfg["pretrain"] = {"dir": str(out / "mlm"), "max_epochs": args.mlm_epochs, "size": args.bert_size,
-                                   "batch_size": 64, "lr": 1e-3}
+                cfg["pretrain"] = {
+                    "dir": str(out / "mlm"),
+                    "max_epochs": args.mlm_epochs,
+                    "size": args.bert_size,
+                    "batch_size": 64,
+                    "lr": 1e-3,
+                }
                 folder = meddx.pretrain(cfg)
                 info = json.loads((folder / "pretrain.json").read_text())
-                extra = (f"; MLM {args.mlm_epochs} epochs on 16,000 descriptions, val MLM loss "
-                         f"{info.get('initial_val_mlm_loss', float('nan')):.2f} -> {info['final_val_mlm_loss']:.2f}")
+                extra = (
+                    f"; MLM {args.mlm_epochs} epochs on 16,000 descriptions, val MLM loss "
+                    f"{info.get('initial_val_mlm_loss', float('nan')):.2f} -> {info['final_val_mlm_loss']:.2f}"
+                )
                 cfg["model"] = {"name": "bert_small", "weights": str(folder / "encoder.pt"), "dropout": 0.1}
                 label = f"bert_small ({info['size']}) after MLM pretraining"
             cv_dir = cross_validate(cfg, args.folds, only_folds=list(range(args.neural_folds)))
@@ -224,17 +259,24 @@ def main() -> None:
 
         def val_weighted():
             from meddx.config import EvaluateConfig
-            from meddx.evaluate.ensemble import ensemble_runs
+            from meddx.evaluation.ensemble import ensemble_runs
 
             weights = []
             for k in range(args.neural_folds):
                 shutil.rmtree(out / "ensemble_val" / f"fold{k}", ignore_errors=True)  # derived: rebuilt from the runs
-                ens = ensemble_runs([d / f"fold{k}" for d in cv_dirs], out / "ensemble_val" / f"fold{k}",
-                                    EvaluateConfig(bootstrap=0), weights="val")
+                ens = ensemble_runs(
+                    [d / f"fold{k}" for d in cv_dirs],
+                    out / "ensemble_val" / f"fold{k}",
+                    EvaluateConfig(bootstrap=0),
+                    weights="val",
+                )
                 weights.append(json.loads((ens.path / "ensemble.json").read_text())["weights"])
             mean_w = ", ".join(f"{d.name} {w:.2f}" for d, w in zip(cv_dirs, np.mean(weights, 0)))
-            return (oof_of(out / "ensemble_val", "folds"), "meddx ensemble, weights chosen on each fold's val",
-                    note + f"; `meddx ensemble --weights val` per fold; mean weights: {mean_w}")
+            return (
+                oof_of(out / "ensemble_val", "folds"),
+                "meddx ensemble, weights chosen on each fold's val",
+                note + f"; `meddx ensemble --weights val` per fold; mean weights: {mean_w}",
+            )
 
         add(*_named(cached("ensemble_val-" + "+".join(d.name for d in cv_dirs), val_weighted), neural))
     print(render(rows, y, names, args))
@@ -256,7 +298,8 @@ def render(rows: list[dict], y: np.ndarray, names: list[str], args) -> str:
         f"{os.cpu_count()} CPU cores ({threads} torch threads); GPU: {torch.cuda.is_available()}.",
         "Round 1 train (10,000 labelled reports), iterative-stratified folds (seed 0). mlogloss is the competition's "
         "(BCE averaged over the 17 labels, then over reports, clip 1e-15); score = 1 - mlogloss. Ratios are this row's "
-        "mlogloss over the peer's **on the same rows** (below 1: better than the peer).", "",
+        "mlogloss over the peer's **on the same rows** (below 1: better than the peer).",
+        "",
         "| row | rows scored | mlogloss | score | mean AUC | vs TF-IDF peer | vs plain BiLSTM peer | seconds | notes |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -266,8 +309,10 @@ def render(rows: list[dict], y: np.ndarray, names: list[str], args) -> str:
         auc = np.nanmean([roc_auc(y[mask][:, j], r["p"][:, j])[0] for j in range(len(names))])
         vs_sk = m / mlogloss(y[mask], sk["p"][mask])
         vs_pl = m / mlogloss(y[mask & pl_["mask"]], pl_["p"]) if (mask == pl_["mask"]).all() else float("nan")
-        lines.append(f"| {r['name']} | {int(mask.sum())} | {m:.4f} | {1 - m:.4f} | {auc:.4f} | {vs_sk:.2f} | "
-                     f"{'' if np.isnan(vs_pl) else f'{vs_pl:.2f}'} | {r['seconds']:.0f} | {r['note']} |")
+        lines.append(
+            f"| {r['name']} | {int(mask.sum())} | {m:.4f} | {1 - m:.4f} | {auc:.4f} | {vs_sk:.2f} | "
+            f"{'' if np.isnan(vs_pl) else f'{vs_pl:.2f}'} | {r['seconds']:.0f} | {r['note']} |"
+        )
     table = "\n".join(lines)
     if not args.no_docs:
         write_section("tianchi", "Tianchi report anomaly task, round 1 (sequence track)", table)

@@ -41,17 +41,31 @@ VARIANTS = [  # (row name, finetune_depth, backbone_lr_mult, initialise from the
 
 
 def train(out: str, name: str, data: dict, split: dict | None = None, **train_cfg) -> dict:
-    cfg = {"name": name, "output_dir": out, "data": data, "split": {"on_duplicate_images": "drop_from_train", **(split or {})},
-           "model": {"name": "small_cnn"},
-           "train": {"batch_size": 64, "progress_bar": False, "diagnostics": False, **train_cfg},
-           "evaluate": {"bootstrap": 2000}}
+    cfg = {
+        "name": name,
+        "output_dir": out,
+        "data": data,
+        "split": {"on_duplicate_images": "drop_from_train", **(split or {})},
+        "model": {"name": "small_cnn"},
+        "train": {"batch_size": 64, "progress_bar": False, "diagnostics": False, **train_cfg},
+        "evaluate": {"bootstrap": 2000},
+    }
     run = meddx.train(cfg)
     m = json.loads((run.path / "metrics.json").read_text())
     t = json.loads((run.path / "training.json").read_text())
     auc = m["model"]["per_label"][m["labels"][0]]["roc_auc"]
-    return {"path": str(run.path), "auc": auc["value"], "lo": auc.get("ci_low"), "hi": auc.get("ci_high"),
-            "n_test": m["n_samples"], "seconds": t["seconds"], "best_epoch": t["best_epoch"], "epochs": t["epochs_run"],
-            "trainable": t["trainable_parameters"], "positive": m["labels"][0]}
+    return {
+        "path": str(run.path),
+        "auc": auc["value"],
+        "lo": auc.get("ci_low"),
+        "hi": auc.get("ci_high"),
+        "n_test": m["n_samples"],
+        "seconds": t["seconds"],
+        "best_epoch": t["best_epoch"],
+        "epochs": t["epochs_run"],
+        "trainable": t["trainable_parameters"],
+        "positive": m["labels"][0],
+    }
 
 
 def main() -> None:
@@ -67,13 +81,22 @@ def main() -> None:
         return render(saved["args"], saved["minutes"], saved["results"])
     started = time.perf_counter()
     pairs = [
-        ("Kermany pneumonia (64 px)", {"path": str(DATA / "chest_xray_pneumonia_224"), "image_size": 64, "channels": 1},
-         {"limit_train_batches": args.source_fraction},
-         "NIH ChestX-ray14 normal vs abnormal (64 px)", {"path": str(DATA / "nih_chestxray14_64px_binary"), "channels": 1,
-                                                         "patient_regex": r"^(\d{8})_"},
-         NIH_SPLIT),
-        ("PneumoniaMNIST (28 px)", {"path": "pneumoniamnist"}, {},
-         "BreastMNIST (28 px)", {"path": str(DATA / "medmnist" / "breastmnist.npz")}, None),
+        (
+            "Kermany pneumonia (64 px)",
+            {"path": str(DATA / "chest_xray_pneumonia_224"), "image_size": 64, "channels": 1},
+            {"limit_train_batches": args.source_fraction},
+            "NIH ChestX-ray14 normal vs abnormal (64 px)",
+            {"path": str(DATA / "nih_chestxray14_64px_binary"), "channels": 1, "patient_regex": r"^(\d{8})_"},
+            NIH_SPLIT,
+        ),
+        (
+            "PneumoniaMNIST (28 px)",
+            {"path": "pneumoniamnist"},
+            {},
+            "BreastMNIST (28 px)",
+            {"path": str(DATA / "medmnist" / "breastmnist.npz")},
+            None,
+        ),
     ]
     results: list[tuple[str, str, dict, list[dict]]] = []
     with tempfile.TemporaryDirectory() as out:
@@ -84,9 +107,17 @@ def main() -> None:
             for k, (label, depth, mult, init) in enumerate(VARIANTS):
                 per_seed = []
                 for seed in range(args.seeds):
-                    r = train(out, f"tgt-{len(results)}-v{k}-s{seed}", tgt_data, tgt_split,
-                              max_epochs=args.target_epochs, seed=seed, finetune_depth=depth, backbone_lr_mult=mult,
-                              init_from=src["path"] if init else None)
+                    r = train(
+                        out,
+                        f"tgt-{len(results)}-v{k}-s{seed}",
+                        tgt_data,
+                        tgt_split,
+                        max_epochs=args.target_epochs,
+                        seed=seed,
+                        finetune_depth=depth,
+                        backbone_lr_mult=mult,
+                        init_from=src["path"] if init else None,
+                    )
                     print(f"  {tgt_name} / {label} / seed {seed}: {r}", flush=True)
                     per_seed.append(r)
                 rows.append({"label": label, "runs": per_seed})
@@ -101,34 +132,49 @@ def main() -> None:
 def render(args: dict, minutes: float, results: list) -> None:
     """The table and the note on which depth won, into docs/benchmarks.md."""
     args = argparse.Namespace(**args)
-    lines = [f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, {torch.get_num_threads()} threads, torch "
-             f"{torch.__version__}, by `.venv/bin/python bench/transfer.py --seeds {args.seeds} --source-epochs "
-             f"{args.source_epochs} --target-epochs {args.target_epochs} --source-fraction {args.source_fraction}` "
-             f"({minutes:.0f} min, all rows in one run). Model `small_cnn` (3 blocks + head) everywhere; target runs "
-             f"{args.target_epochs} epochs at most with early stopping; AUC on each target's own test split with a "
-             "patient-bootstrap 95% interval (2,000 resamples); the peer is the same model trained from scratch in the "
-             "same run. Depth N = the last N blocks and the head train (`meddx model-info small_cnn`).", ""]
+    lines = [
+        f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, {torch.get_num_threads()} threads, torch "
+        f"{torch.__version__}, by `.venv/bin/python bench/transfer.py --seeds {args.seeds} --source-epochs "
+        f"{args.source_epochs} --target-epochs {args.target_epochs} --source-fraction {args.source_fraction}` "
+        f"({minutes:.0f} min, all rows in one run). Model `small_cnn` (3 blocks + head) everywhere; target runs "
+        f"{args.target_epochs} epochs at most with early stopping; AUC on each target's own test split with a "
+        "patient-bootstrap 95% interval (2,000 resamples); the peer is the same model trained from scratch in the "
+        "same run. Depth N = the last N blocks and the head train (`meddx model-info small_cnn`).",
+        "",
+    ]
     summary = []
     for src_name, tgt_name, src, rows in results:
-        lines += [f"**{src_name} -> {tgt_name}** (source test AUC {src['auc']:.3f}; target test set "
-                  f"{rows[0]['runs'][0]['n_test']} images, positive class `{rows[0]['runs'][0]['positive']}`)", "",
-                  "| variant | test ROC AUC (95% CI), seed 0 | mean AUC minus scratch | mean AUC / scratch | trainable params | best epoch | fit s |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            f"**{src_name} -> {tgt_name}** (source test AUC {src['auc']:.3f}; target test set "
+            f"{rows[0]['runs'][0]['n_test']} images, positive class `{rows[0]['runs'][0]['positive']}`)",
+            "",
+            "| variant | test ROC AUC (95% CI), seed 0 | mean AUC minus scratch | mean AUC / scratch | trainable params | best epoch | fit s |",
+            "|---|---|---|---|---|---|---|",
+        ]
         scratch = [r["auc"] for r in rows[0]["runs"]]
         for row in rows:
             r0 = row["runs"][0]
             aucs = [r["auc"] for r in row["runs"]]
             mean, base = sum(aucs) / len(aucs), sum(scratch) / len(scratch)
             seeds = f"; mean of {len(aucs)} seeds {mean:.3f}" if len(aucs) > 1 else ""
-            lines.append(f"| {row['label']} | {r0['auc']:.3f} ({r0['lo']:.3f}-{r0['hi']:.3f}){seeds} | {mean - base:+.3f} | "
-                         f"{mean / base:.3f} | {r0['trainable']:,} | {r0['best_epoch']} of {r0['epochs']} | {r0['seconds']:.0f} |")
+            lines.append(
+                f"| {row['label']} | {r0['auc']:.3f} ({r0['lo']:.3f}-{r0['hi']:.3f}){seeds} | {mean - base:+.3f} | "
+                f"{mean / base:.3f} | {r0['trainable']:,} | {r0['best_epoch']} of {r0['epochs']} | {r0['seconds']:.0f} |"
+            )
         best = max(rows, key=lambda row: sum(r["auc"] for r in row["runs"]) / len(row["runs"]))
         gain = (sum(r["auc"] for r in best["runs"]) - sum(scratch)) / len(scratch)
-        summary.append(f"- {tgt_name}: best **{best['label']}**, {gain:+.3f} AUC against scratch"
-                       f" (seed 0 interval of scratch: {rows[0]['runs'][0]['lo']:.3f}-{rows[0]['runs'][0]['hi']:.3f}).")
+        summary.append(
+            f"- {tgt_name}: best **{best['label']}**, {gain:+.3f} AUC against scratch"
+            f" (seed 0 interval of scratch: {rows[0]['runs'][0]['lo']:.3f}-{rows[0]['runs'][0]['hi']:.3f})."
+        )
         lines.append("")
-    lines += ["Which depth won:"] + summary + [
-        "- A difference smaller than the intervals' width is not evidence of a real difference: these test sets are small."]
+    lines += (
+        ["Which depth won:"]
+        + summary
+        + [
+            "- A difference smaller than the intervals' width is not evidence of a real difference: these test sets are small."
+        ]
+    )
     body = "\n".join(lines)
     print(body)
     print(f"wrote {write_section('transfer', 'Transfer learning: scratch vs head only vs last block vs all', body)}")

@@ -1,9 +1,9 @@
 """meddx: honest, explained, deployable medical diagnosis classifiers.
 
-    import meddx
-    run = meddx.train({"data": {"path": "pneumoniamnist"}})   # train + evaluate; returns a Run
-    run.predict(["scan.png"])
-    meddx.load_run("runs/...").predictions("test")
+import meddx
+run = meddx.train({"data": {"path": "pneumoniamnist"}})   # train + evaluate; returns a Run
+run.predict(["scan.png"])
+meddx.load_run("runs/...").predictions("test")
 """
 
 from __future__ import annotations
@@ -11,13 +11,29 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 _API = {
-    "train": "meddx.api", "evaluate": "meddx.api", "explore": "meddx.api", "leakage": "meddx.api",
-    "load_run": "meddx.api", "Run": "meddx.api", "RunConfig": "meddx.config", "load_config": "meddx.config",
-    "create_model": "meddx.models", "list_models": "meddx.models", "load_pneumoniamnist": "meddx.data",
-    "read_dataset": "meddx.data", "check_leakage": "meddx.data",
-    "pretrain": "meddx.api", "cross_validate": "meddx.api", "submit": "meddx.api",
-    "ensemble": "meddx.api", "model_info": "meddx.api", "export_run": "meddx.export",
-    "explain_file": "meddx.explain", "gallery": "meddx.explain", "create_app": "meddx.serve",
+    "train": "meddx.api",
+    "evaluate": "meddx.api",
+    "explore": "meddx.api",
+    "leakage": "meddx.api",
+    "predict": "meddx.api",
+    "pretrain": "meddx.api",
+    "cross_validate": "meddx.api",
+    "submit": "meddx.api",
+    "ensemble": "meddx.api",
+    "model_info": "meddx.api",
+    "load_run": "meddx.run",
+    "Run": "meddx.run",
+    "RunConfig": "meddx.config",
+    "load_config": "meddx.config",
+    "create_model": "meddx.models",
+    "list_models": "meddx.models",
+    "load_pneumoniamnist": "meddx.data",
+    "read_dataset": "meddx.data",
+    "check_leakage": "meddx.data",
+    "export_run": "meddx.export",
+    "explain_file": "meddx.explain",
+    "gallery": "meddx.explain",
+    "create_app": "meddx.serve",
 }
 
 
@@ -28,6 +44,10 @@ def __getattr__(name: str):
 
         return getattr(importlib.import_module(_API[name]), name)
     raise AttributeError(f"module 'meddx' has no attribute '{name}'")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_API])
 
 
 __all__ = sorted(_API)

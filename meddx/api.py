@@ -1,33 +1,31 @@
-"""The Python API a notebook user calls; the CLI is a thin layer over these functions."""
+"""The Python API a notebook user calls; the CLI is a thin layer over these functions.
+
+Heavy parts (torch, Lightning) load on first use, so `import meddx` stays light.
+"""
 
 from __future__ import annotations
 
-import copy
 import re
 from pathlib import Path
 
-from meddx.config import DataConfig, EvaluateConfig, RunConfig, SplitConfig, apply_overrides, load_config, validate_config
-from meddx.errors import DataError
+import meddx.tianchi  # noqa: F401 - registers the Tianchi score table with the reports of sequence runs
+from meddx.config import DataConfig, EvaluateConfig, RunConfig, SplitConfig, as_config
 from meddx.data.explore import explore as _explore
 from meddx.data.readers import read_dataset
 from meddx.data.split import LeakageReport, assign_splits, check_leakage
-from meddx.evaluate.report import evaluate_run
-from meddx.train.run import Run, fit, is_rank_zero, load_run
+from meddx.errors import DataError
+from meddx.evaluation.report import evaluate_run
+from meddx.run import Run, load_run
+from meddx.tianchi import submit
 
 
 def train(config: RunConfig | dict | str | Path | None = None, **overrides) -> Run | None:
-    """Train and evaluate one run; `config` is a RunConfig, a dict or a YAML path; overrides use __ for dots.
+    """Train and evaluate one run; `config` is a RunConfig, a dict or a YAML path; overrides use __ for dots
+    (`train__max_epochs=3`). Returns None only in the worker processes of a distributed run."""
+    from meddx.training.fit import fit
 
-    Returns None only in the worker processes of a distributed run.
-    """
-    dotted = {k.replace("__", "."): v for k, v in overrides.items()}
-    if config is None or isinstance(config, (str, Path)):
-        cfg = load_config(config, dotted)
-    else:
-        raw = config.model_dump(mode="json") if isinstance(config, RunConfig) else copy.deepcopy(config)
-        cfg = validate_config(apply_overrides(raw, dotted))
-    run = fit(cfg)
-    if run is not None and is_rank_zero():
+    run = fit(as_config(config, overrides))
+    if run is not None:
         evaluate_run(run)
     return run
 
@@ -47,24 +45,30 @@ def evaluate(run: Run | str | Path, split: str = "test", data: dict | None = Non
 
 def predict_external(run: Run, data: dict, name: str = "external") -> str:
     """Predict a new labelled data set with the run's preprocessing into predictions/<name>.csv."""
-    from meddx.data.tensors import ImageDataset
-
     cfg = DataConfig.model_validate({**run.config.data.model_dump(), "label_names": None, **data})
     ds = read_dataset(cfg)
     synthetic = all(re.fullmatch(r"(class|label)_\d+", n) for n in ds.label_names)  # MedMNIST files carry no names
     if synthetic and len(ds.label_names) == len(run.label_names) and ds.task == run.task:
         ds.label_names = list(run.label_names)
     if ds.label_names != run.label_names or ds.task != run.task:
-        raise DataError(f"{ds.origin}: labels {ds.label_names} ({ds.task}) differ from the run's {run.label_names} ({run.task})")
-    run.write_predictions({name: ImageDataset(ds.records, run.preprocess)})
+        raise DataError(
+            f"{ds.origin}: labels {ds.label_names} ({ds.task}) differ from the run's {run.label_names} ({run.task})"
+        )
+    run.write_predictions(name, ds.records, run.predict_proba(run.dataset(ds.records, preload=None)))
     return name
 
 
+def predict(run: Run | str | Path, inputs: list) -> "pd.DataFrame":  # noqa: F821
+    """Probabilities per label for scans (paths) or records: one row per input, `id` and `p_<label>` columns."""
+    return (run if isinstance(run, Run) else load_run(run)).predict(inputs)
+
+
 def explore(data: DataConfig | dict, read_images: bool = True) -> dict:
-    """Summarise a data set: counts, patients, labels, files, sizes, duplicates."""
+    """Summarise a data set: counts, patients, labels, files, sizes, duplicates (token statistics for sequences)."""
     cfg = data if isinstance(data, DataConfig) else DataConfig(**data)
     ds = read_dataset(cfg, check_files=False)
-    from meddx.data.sequences import is_sequence, read_descriptions, sequence_summary
+    from meddx.data.reports import read_descriptions
+    from meddx.data.sequences import is_sequence, sequence_summary
 
     if is_sequence(ds):
         out = _explore(ds, read_images=False)
@@ -84,14 +88,16 @@ def leakage(data: DataConfig | dict, split: SplitConfig | dict | None = None) ->
 def ensemble(runs: list[Run | str | Path], output: str | Path, weights: str = "equal", **settings) -> Run:
     """Average the probabilities of k runs on an identical split (weights "equal", or "val": chosen on val) and evaluate
     the average like one model (operating point chosen on val); `settings` override the first run's `evaluate`."""
-    from meddx.evaluate.ensemble import ensemble_runs
+    from meddx.evaluation.ensemble import ensemble_runs
 
     first = runs[0] if isinstance(runs[0], Run) else load_run(runs[0])
     cfg = EvaluateConfig.model_validate({**first.config.evaluate.model_dump(), **settings})
     return ensemble_runs(runs, output, cfg, weights)
 
 
-def model_info(name: str, in_chans: int = 3, num_classes: int = 1, depth: int | str | None = None, **kwargs) -> list[dict]:
+def model_info(
+    name: str, in_chans: int = 3, num_classes: int = 1, depth: int | str | None = None, **kwargs
+) -> list[dict]:
     """The fine-tuning blocks of a model (counted from the end) with parameter counts; with `depth`, which train.
 
     Sequence models are built with `vocab_size` 1,000 and `max_len` 128 unless given (embedding rows scale with them).
@@ -106,39 +112,34 @@ def model_info(name: str, in_chans: int = 3, num_classes: int = 1, depth: int | 
 
 def pretrain(config: RunConfig | dict | str | Path, **overrides) -> Path:
     """MLM-pretrain bert_small on data.path + data.vocab_files; returns the folder with encoder.pt (resumable)."""
-    from meddx.train.pretrain import pretrain as _pretrain
+    from meddx.training.pretrain import pretrain as _pretrain
 
-    return _pretrain(_config(config, overrides))
+    return _pretrain(as_config(config, overrides))
 
 
 def cross_validate(config: RunConfig | dict | str | Path, folds: int = 5, **overrides) -> Path:
-    """k runs on iterative-stratified folds; out-of-fold predictions and scores in <output_dir>/<name>/cv.json."""
-    from meddx.evaluate.tianchi import cross_validate as _cv
+    """k runs on iterative-stratified folds; out-of-fold predictions (oof.csv) and their scores beside the baselines
+    (cv.json) in <output_dir>/<name>/. The folder is a fold ensemble for `submit`."""
+    from meddx.evaluation.scores import score_cv
+    from meddx.training.cv import cross_validate as _cv
 
-    return _cv(_config(config, overrides), folds)
-
-
-def submit(source: str | Path | list[str | Path], data: str | Path, output: str | Path = "submission.csv",
-           weights: str | list[float] = "equal") -> Path:
-    """Tianchi submission for a `|,|` test file, checked before returning, from a run or CV folder (fold ensemble), or
-    several blended with weights "equal", "oof" (chosen on the CV folders' out-of-fold predictions) or given."""
-    from meddx.evaluate.tianchi import blend_file, check_submission, write_submission
-
-    ids, probs = blend_file(source if isinstance(source, list) else [source], data, weights)
-    path = write_submission(ids, probs, output)
-    problems = check_submission(path, data, probs.shape[1])
-    if problems:
-        raise DataError(f"{path}: the written submission fails its check: {problems[0]}")
-    return path
+    out = _cv(as_config(config, overrides), folds)
+    score_cv(out)
+    return out
 
 
-def _config(config, overrides: dict) -> RunConfig:
-    dotted = {k.replace("__", "."): v for k, v in overrides.items()}
-    if config is None or isinstance(config, (str, Path)):
-        return load_config(config, dotted)
-    raw = config.model_dump(mode="json") if isinstance(config, RunConfig) else copy.deepcopy(config)
-    return validate_config(apply_overrides(raw, dotted))
-
-
-__all__ = ["Run", "cross_validate", "ensemble", "evaluate", "explore", "leakage", "load_run", "model_info",
-           "predict_external", "pretrain", "submit", "train"]
+__all__ = [
+    "Run",
+    "cross_validate",
+    "ensemble",
+    "evaluate",
+    "explore",
+    "leakage",
+    "load_run",
+    "model_info",
+    "predict",
+    "predict_external",
+    "pretrain",
+    "submit",
+    "train",
+]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,8 +29,12 @@ class DataConfig(_Section):
     patient_column: str | None = None
     label_columns: list[str] | None = Field(None, description="0/1 label columns (multi-label); default: all others.")
     label_column: str | None = Field(None, description="One column of class names (binary / multi-class).")
-    patient_regex: str | None = Field(None, description="Regex on the file name; group 1 (or the match) is the patient.")
-    positive_class: str | None = Field(None, description="Positive class of a two-class set; default: last in sorted order.")
+    patient_regex: str | None = Field(
+        None, description="Regex on the file name; group 1 (or the match) is the patient."
+    )
+    positive_class: str | None = Field(
+        None, description="Positive class of a two-class set; default: last in sorted order."
+    )
     label_names: list[str] | None = Field(None, description="Names for MedMNIST label indices.")
     views: list[int] | None = Field(None, description="Slices/projections of a stack to use as channels.")
     view_axis: int = 0
@@ -38,10 +43,20 @@ class DataConfig(_Section):
     normalize: Literal["dataset", "sample", "none"] = "dataset"
     dicom_window: tuple[float, float] | None = Field(None, description="(center, width); default: the file's own.")
     label_set: Literal["both", "regions", "types"] = Field(
-        "both", description="Tianchi round 2: 29 labels (17 regions + 12 types), regions only or types only.")
-    vocab_files: list[str] = Field(default_factory=list, description="Unlabelled `|,|` files (test sets) added to the vocabulary and the MLM corpus.")
-    max_len: int | None = Field(None, ge=1, description="Pad/truncate token sequences to this length; default: the longest in train + vocab_files.")
-    vocab: str | None = Field(None, description="A vocab.json to use (e.g. from `meddx pretrain`); default: built from the data.")
+        "both", description="Tianchi round 2: 29 labels (17 regions + 12 types), regions only or types only."
+    )
+    vocab_files: list[str] = Field(
+        default_factory=list,
+        description="Unlabelled `|,|` files (test sets) added to the vocabulary and the MLM corpus.",
+    )
+    max_len: int | None = Field(
+        None,
+        ge=1,
+        description="Pad/truncate token sequences to this length; default: the longest in train + vocab_files.",
+    )
+    vocab: str | None = Field(
+        None, description="A vocab.json to use (e.g. from `meddx pretrain`); default: built from the data."
+    )
 
 
 class SplitConfig(_Section):
@@ -51,7 +66,9 @@ class SplitConfig(_Section):
     seed: int = 0
     use_official: bool = True
     on_duplicate_images: Literal["error", "warn", "drop_from_train"] = "error"
-    folds: int | None = Field(None, ge=2, description="k-fold: fold `fold` is the test split, val is carved from the rest.")
+    folds: int | None = Field(
+        None, ge=2, description="k-fold: fold `fold` is the test split, val is carved from the rest."
+    )
     fold: int = Field(0, ge=0)
 
     @model_validator(mode="after")
@@ -74,7 +91,9 @@ class ModelConfig(_Section):
     name: str = "small_cnn"
     weights: str | None = None
     dropout: float = 0.2
-    kwargs: dict[str, Any] = Field(default_factory=dict, description="Extra builder arguments, e.g. {size: gpu} for bert_small.")
+    kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Extra builder arguments, e.g. {size: gpu} for bert_small."
+    )
 
 
 class AugmentConfig(_Section):
@@ -108,19 +127,36 @@ class TrainConfig(_Section):
     progress_bar: bool = True
     limit_train_batches: float | int | None = None
     token_dropout: float = Field(0.0, ge=0, lt=1, description="Sequences: share of tokens replaced by unk in training.")
-    group_by_length: bool = Field(False, description="Sequences: batches of similar lengths (transformers' "
-                                  "LengthGroupedSampler): faster, but lengths go with labels, so batches are less mixed "
-                                  "(Tianchi bilstm, fold 0: 0.0472 vs 0.0437 mlogloss).")
-    init_from: str | None = Field(None, description="Run folder or local state-dict file to start from; its head is skipped.")
-    finetune_depth: int | Literal["all"] = Field("all", description="Trainable backbone blocks (0: head only; see `meddx model-info`).")
-    backbone_lr_mult: float = Field(1.0, gt=0, le=1, description="Learning rate of the backbone relative to train.lr (the head's).")
-    unfreeze_every: int = Field(0, ge=0, description="Gradual unfreezing: one more block every this many epochs (0: off).")
+    group_by_length: bool = Field(
+        False,
+        description="Sequences: batches of similar lengths (transformers' "
+        "LengthGroupedSampler): faster, but lengths go with labels, so batches are less mixed "
+        "(Tianchi bilstm, fold 0: 0.0472 vs 0.0437 mlogloss).",
+    )
+    init_from: str | None = Field(
+        None, description="Run folder or local state-dict file to start from; its head is skipped."
+    )
+    finetune_depth: int | Literal["all"] = Field(
+        "all", description="Trainable backbone blocks (0: head only; see `meddx model-info`)."
+    )
+    backbone_lr_mult: float = Field(
+        1.0, gt=0, le=1, description="Learning rate of the backbone relative to train.lr (the head's)."
+    )
+    unfreeze_every: int = Field(
+        0, ge=0, description="Gradual unfreezing: one more block every this many epochs (0: off)."
+    )
     mixup: float = Field(0.0, ge=0, description="Mixup Beta(alpha, alpha) on inputs and labels (0: off).")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing for BCE (y*(1-e)+e/2) and CE.")
-    swa: bool = Field(False, description="Stochastic Weight Averaging (Lightning's callback); model.pt holds the SWA weights.")
+    swa: bool = Field(
+        False, description="Stochastic Weight Averaging (Lightning's callback); model.pt holds the SWA weights."
+    )
     swa_lr: float | None = Field(None, gt=0, description="SWA learning rate; default: train.lr / 10.")
-    swa_epoch_start: float = Field(0.75, gt=0, le=1, description="Fraction of max_epochs after which weights are averaged.")
-    diagnostics: bool = Field(True, description="TensorBoard histograms of val probabilities and the ROC figure each epoch.")
+    swa_epoch_start: float = Field(
+        0.75, gt=0, le=1, description="Fraction of max_epochs after which weights are averaged."
+    )
+    diagnostics: bool = Field(
+        True, description="TensorBoard histograms of val probabilities and the ROC figure each epoch."
+    )
 
     @field_validator("finetune_depth")
     @classmethod
@@ -133,7 +169,9 @@ class TrainConfig(_Section):
 class EvaluateConfig(_Section):
     """How the report is computed: operating point chosen on val, bootstrap intervals, calibration."""
 
-    operating_point: str = Field("youden", description="youden | fixed=T | sensitivity=S | specificity=S, chosen on val.")
+    operating_point: str = Field(
+        "youden", description="youden | fixed=T | sensitivity=S | specificity=S, chosen on val."
+    )
     bootstrap: int = Field(2000, ge=0, description="Resamples (of patients) for the 95% intervals; 0 turns them off.")
     ci: float = Field(0.95, gt=0, lt=1)
     seed: int = 0
@@ -158,17 +196,24 @@ class EvaluateConfig(_Section):
 class PretrainConfig(_Section):
     """Masked-language-model pretraining of bert_small on every description (labels unused)."""
 
-    dir: str = Field("pretrained/bert_small", description="Output folder: encoder.pt, vocab.json, model_kwargs.json, checkpoints.")
+    dir: str = Field(
+        "pretrained/bert_small", description="Output folder: encoder.pt, vocab.json, model_kwargs.json, checkpoints."
+    )
     max_epochs: int = Field(30, ge=1)
     batch_size: int = Field(128, ge=1)
     lr: float = Field(5e-4, gt=0)
     mask_prob: float = Field(0.15, gt=0, lt=1)
     val_fraction: float = Field(0.05, ge=0, lt=1)
-    size: Literal["auto", "tiny", "cpu", "gpu"] = Field("auto", description="bert_small size: auto is gpu where CUDA is present, else cpu.")
+    size: Literal["auto", "tiny", "cpu", "gpu"] = Field(
+        "auto", description="bert_small size: auto is gpu where CUDA is present, else cpu."
+    )
     precision: str = Field("auto", description="auto: 16-mixed on GPU, 32-true on CPU.")
     limit_train_batches: float | int | None = None
-    group_by_length: bool = Field(True, description="Batches of similar lengths (transformers' LengthGroupedSampler): "
-                                  "faster; MLM has no labels for the batches to be skewed by.")
+    group_by_length: bool = Field(
+        True,
+        description="Batches of similar lengths (transformers' LengthGroupedSampler): "
+        "faster; MLM has no labels for the batches to be skewed by.",
+    )
 
 
 class RunConfig(_Section):
@@ -205,6 +250,16 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
             raise ConfigError(f"{p}: expected a mapping at the top level, got {type(raw).__name__}")
     apply_overrides(raw, overrides)
     return validate_config(raw, source=str(path) if path else "config")
+
+
+def as_config(config: RunConfig | dict | str | Path | None = None, overrides: dict | None = None) -> RunConfig:
+    """A validated RunConfig from a RunConfig, a plain dict, a YAML path or nothing (defaults), with overrides applied:
+    dotted keys ('train.max_epochs') or keyword style ('train__max_epochs'). Never changes the caller's object."""
+    dotted = {k.replace("__", "."): v for k, v in (overrides or {}).items()}
+    if config is None or isinstance(config, (str, Path)):
+        return load_config(config, dotted)
+    raw = config.model_dump(mode="json") if isinstance(config, RunConfig) else copy.deepcopy(config)
+    return validate_config(apply_overrides(raw, dotted))
 
 
 def apply_overrides(raw: dict, overrides: dict | None) -> dict:

@@ -1,10 +1,12 @@
-"""Shared fixtures: the real data folder (../shared/data or $MEDDX_DATA_DIR), skipped with a reason when absent."""
+"""Shared fixtures: the real data folder (../shared/data or $MEDDX_DATA_DIR; skipped with a reason when absent, a
+failure in CI), and the command line called in-process or, where a test needs its own interpreter, as a subprocess."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import pytest
@@ -15,10 +17,20 @@ DATA_DIR = Path(os.environ.get("MEDDX_DATA_DIR", REPO.parent / "shared" / "data"
 ARTIFACTS = REPO / "test-artifacts"
 
 
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def missing(reason: str) -> None:
+    """Skip a test whose real data is absent; in CI (CI=true) fail instead, so a lost data folder cannot pass."""
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: real data is required)")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     if not DATA_DIR.is_dir():
-        pytest.skip(f"real data not found at {DATA_DIR}; set MEDDX_DATA_DIR to the shared data folder")
+        missing(f"real data not found at {DATA_DIR}; set MEDDX_DATA_DIR to the shared data folder")
     return DATA_DIR
 
 
@@ -26,23 +38,63 @@ def need(data_dir: Path, rel: str) -> Path:
     """A path inside the data folder, or skip naming what is missing."""
     p = data_dir / rel
     if not p.exists():
-        pytest.skip(f"{p} not present in the shared data folder")
+        missing(f"{p} not present in the shared data folder")
     return p
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run the meddx command line as a user would; returns the completed process (text output)."""
-    return subprocess.run([sys.executable, "-m", "meddx", *args], capture_output=True, text=True, cwd=cwd, timeout=timeout,
-                          env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
+def run_cli(*args: str, timeout: int = 600, own_process: bool = False) -> subprocess.CompletedProcess:
+    """Run the meddx command line as a user would (exit code, stdout, stderr): in-process through typer's CliRunner,
+    with errors reported as `meddx.cli.main` reports them; `own_process` starts a new interpreter (DDP re-launches
+    its command line, so it needs one)."""
+    if own_process:
+        return _subprocess_cli(*args, timeout=timeout)
+    from typer.testing import CliRunner
+
+    from meddx.cli import app, error_line
+    from meddx.errors import MeddxError
+
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    code, stderr, error = result.exit_code, result.stderr, result.exception
+    if isinstance(error, MeddxError):
+        code, stderr = 2, stderr + error_line(error) + "\n"
+    elif error is not None and not isinstance(error, SystemExit):  # what a user would see: a traceback
+        stderr += "Traceback (most recent call last):\n" + "".join(traceback.format_exception(error))
+    return subprocess.CompletedProcess(["meddx", *args], code, result.stdout, stderr)
+
+
+def _subprocess_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "meddx", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
+    )
 
 
 @pytest.fixture(scope="session")
 def datscan_run(data_dir, tmp_path_factory):
-    """A small model trained on the real DaTscan slices (about 30 s on 2 cores), shared by explain/serve/export tests."""
+    """A small model trained on the real DaTscan slices (about 30 s on 2 cores), shared by explain/serve/export
+    tests."""
     import meddx
 
-    return meddx.train({
-        "name": "datscan", "output_dir": str(tmp_path_factory.mktemp("datscan")),
-        "data": {"path": str(need(data_dir, "datscan_spect_ppmi_2d")), "image_size": 48, "normalize": "sample"},
-        "train": {"max_epochs": 4, "lr": 3e-3, "batch_size": 64, "progress_bar": False}, "evaluate": {"bootstrap": 200},
-    })
+    return meddx.train(
+        {
+            "name": "datscan",
+            "output_dir": str(tmp_path_factory.mktemp("datscan")),
+            "data": {"path": str(need(data_dir, "datscan_spect_ppmi_2d")), "image_size": 48, "normalize": "sample"},
+            "train": {"max_epochs": 4, "lr": 3e-3, "batch_size": 64, "progress_bar": False},
+            "evaluate": {"bootstrap": 200},
+        }
+    )
+
+
+TRAINED_FIXTURES = {"datscan_run", "small_run", "package", "client", "swa_run", "collapsed_run", "healthy_run"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test that needs a trained run is `slow` (the fast tier, `make test-fast`, leaves them out); tests that
+    train by themselves carry the marker explicitly."""
+    for item in items:
+        if TRAINED_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

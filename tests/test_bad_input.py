@@ -24,15 +24,31 @@ def scans(tmp_path, data_dir):
 
 
 def _train(csv, *extra):
-    return run_cli("train", "--data", str(csv), "--epochs", "1", "--output-dir", str(csv.parent / "runs"),
-                   "--set", "train.progress_bar=false", *extra, timeout=300)
+    return run_cli(
+        "train",
+        "--data",
+        str(csv),
+        "--epochs",
+        "1",
+        "--output-dir",
+        str(csv.parent / "runs"),
+        "--set",
+        "train.progress_bar=false",
+        *extra,
+        timeout=300,
+    )
+
+
+def _train_labelled(scans, *extra):
+    """Training on the good manifest with its patient and label columns named, plus `extra` options."""
+    return _train(scans / "ok.csv", "--patient-column", "patient", "--label-columns", "label", *extra)
 
 
 def _assert_clean_error(proc, *needles):
     assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert "meddx: error:" in proc.stderr, proc.stderr[-2000:]
-    message = proc.stderr[proc.stderr.index("meddx: error:"):]
+    message = proc.stderr[proc.stderr.index("meddx: error:") :]
     for n in needles:
         assert n in message, (n, message)
 
@@ -45,51 +61,71 @@ def _csv(scans, text):
 
 def test_missing_image_file(scans):
     text = (scans / "ok.csv").read_text().replace("PD_case", "PD_nope", 1)
-    _assert_clean_error(_train(_csv(scans, text), "--patient-column", "patient", "--label-columns", "label"),
-                        "bad.csv row 5", "do not exist", "PD_nope")
+    _assert_clean_error(
+        _train(_csv(scans, text), "--patient-column", "patient", "--label-columns", "label"),
+        "bad.csv row 5",
+        "do not exist",
+        "PD_nope",
+    )
 
 
 def test_unreadable_image(scans):
     victim = sorted(scans.glob("HC_*.png"))[0]
     victim.write_bytes(b"this is not a PNG at all")
-    proc = run_cli("explore", "--data", str(scans / "ok.csv"), "--patient-column", "patient", "--label-columns", "label")
+    proc = run_cli(
+        "explore", "--data", str(scans / "ok.csv"), "--patient-column", "patient", "--label-columns", "label"
+    )
     assert proc.returncode == 0 and "unreadable: 1" in proc.stdout
-    _assert_clean_error(_train(scans / "ok.csv", "--patient-column", "patient", "--label-columns", "label"),
-                        victim.name, "not a readable image")
+    _assert_clean_error(
+        _train(scans / "ok.csv", "--patient-column", "patient", "--label-columns", "label"),
+        victim.name,
+        "not a readable image",
+    )
 
 
 def test_truncated_image(scans):
     victim = sorted(scans.glob("PD_*.png"))[-1]
     victim.write_bytes(victim.read_bytes()[:200])
-    _assert_clean_error(_train(scans / "ok.csv", "--patient-column", "patient", "--label-columns", "label"),
-                        victim.name)
+    _assert_clean_error(
+        _train(scans / "ok.csv", "--patient-column", "patient", "--label-columns", "label"), victim.name
+    )
 
 
 def test_csv_without_named_columns(scans):
-    _assert_clean_error(_train(scans / "ok.csv", "--patient-column", "PatientId", "--label-columns", "label"),
-                        "ok.csv", "no patient id column 'PatientId'", "columns are ['path', 'patient', 'label']")
-    _assert_clean_error(_train(scans / "ok.csv", "--patient-column", "patient", "--label-columns", "label,Effusion"),
-                        "missing column(s) ['Effusion']")
+    _assert_clean_error(
+        _train(scans / "ok.csv", "--patient-column", "PatientId", "--label-columns", "label"),
+        "ok.csv",
+        "no patient id column 'PatientId'",
+        "columns are ['path', 'patient', 'label']",
+    )
+    _assert_clean_error(
+        _train(scans / "ok.csv", "--patient-column", "patient", "--label-columns", "label,Effusion"),
+        "missing column(s) ['Effusion']",
+    )
 
 
 def test_label_values_other_than_0_1(scans):
     text = (scans / "ok.csv").read_text().splitlines()
     text[3] = text[3].rsplit(",", 1)[0] + ",2"
-    _assert_clean_error(_train(_csv(scans, "\n".join(text) + "\n"), "--patient-column", "patient", "--label-columns", "label"),
-                        "bad.csv: row 4, column 'label'", "'2' is not 0 or 1")
+    _assert_clean_error(
+        _train(_csv(scans, "\n".join(text) + "\n"), "--patient-column", "patient", "--label-columns", "label"),
+        "bad.csv: row 4, column 'label'",
+        "'2' is not 0 or 1",
+    )
 
 
 def test_patient_column_with_blanks(scans):
     text = (scans / "ok.csv").read_text().splitlines()
     parts = text[2].split(",")
     text[2] = f"{parts[0]},,{parts[2]}"
-    _assert_clean_error(_train(_csv(scans, "\n".join(text) + "\n"), "--patient-column", "patient", "--label-columns", "label"),
-                        "blank patient id in column 'patient' on row(s) [3]")
+    _assert_clean_error(
+        _train(_csv(scans, "\n".join(text) + "\n"), "--patient-column", "patient", "--label-columns", "label"),
+        "blank patient id in column 'patient' on row(s) [3]",
+    )
 
 
 def test_empty_split(scans):
-    _assert_clean_error(_train(scans / "ok.csv", "--patient-column", "patient", "--label-columns", "label",
-                               "--set", "split.ratios=[1.0, 0.0, 0.0]"), "the val split is empty")
+    _assert_clean_error(_train_labelled(scans, "--set", "split.ratios=[1.0, 0.0, 0.0]"), "the val split is empty")
 
 
 def test_views_out_of_range(tmp_path):
@@ -98,9 +134,9 @@ def test_views_out_of_range(tmp_path):
         (tmp_path / "stacks" / cls).mkdir(parents=True)
         for i in range(6):
             np.save(tmp_path / "stacks" / cls / f"{cls}{i}.npy", rng.random((12, 16, 16), dtype=np.float32))
-    proc = run_cli("train", "--data", str(tmp_path / "stacks"), "--views", "0,60", "--epochs", "1",
-                   "--output-dir", str(tmp_path / "runs"), "--set", "train.progress_bar=false")
-    _assert_clean_error(proc, ".npy", "views [60] out of range for a stack of 12")
+    _assert_clean_error(
+        _train(tmp_path / "stacks", "--views", "0,60"), ".npy", "views [60] out of range for a stack of 12"
+    )
     proc = run_cli("train", "--data", str(tmp_path / "stacks"), "--epochs", "1", "--output-dir", str(tmp_path / "runs"))
     _assert_clean_error(proc, "choose the slices to use as channels with views")
 
@@ -110,13 +146,13 @@ def test_bad_config_values(scans, tmp_path):
     _assert_clean_error(_train(scans / "ok.csv", "--set", "split.ratios=[0.5, 0.5, 0.5]"), "split.ratios")
     (tmp_path / "c.yaml").write_text("data: [unclosed\n")
     _assert_clean_error(run_cli("train", "--config", str(tmp_path / "c.yaml")), "c.yaml", "not valid YAML")
-    _assert_clean_error(_train(scans / "ok.csv", "--patient-column", "patient", "--label-columns", "label",
-                               "--model", "no_such_net"), "unknown model 'no_such_net'")
+    _assert_clean_error(_train_labelled(scans, "--model", "no_such_net"), "unknown model 'no_such_net'")
 
 
 def test_model_too_small_for_images(scans):
-    _assert_clean_error(_train(scans / "ok.csv", "--patient-column", "patient", "--label-columns", "label",
-                               "--model", "densenet121", "--set", "data.image_size=28"), "densenet121", "at least 32 px")
+    _assert_clean_error(
+        _train_labelled(scans, "--model", "densenet121", "--set", "data.image_size=28"), "densenet121", "at least 32 px"
+    )
 
 
 def test_missing_data_path(tmp_path):

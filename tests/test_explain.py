@@ -1,4 +1,5 @@
-"""Grad-CAM: the sanity check on real data (maps change when weights are randomised), target layers, overlays, gallery."""
+"""Grad-CAM: the sanity check on real data (maps change when weights are randomised), target layers, overlays,
+gallery."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ import torch
 from PIL import Image
 from scipy.stats import spearmanr
 
-from conftest import need, run_cli
 from meddx.data.tensors import Preprocess
 from meddx.explain import Explainer, explain_file, find_target_layer, gallery, overlay
 from meddx.export.package import check_images
 from meddx.models import MODEL_INFO, create_model, list_models
+
+from conftest import need, run_cli
 
 
 def test_maps_fail_the_randomisation_sanity_check_only_when_they_should(datscan_run):
@@ -26,7 +28,9 @@ def test_maps_fail_the_randomisation_sanity_check_only_when_they_should(datscan_
     for module in random_model.modules():
         if hasattr(module, "reset_parameters"):
             module.reset_parameters()
-    randomised = Explainer(random_model, datscan_run.preprocess, datscan_run.label_names, datscan_run.task).maps(images, 0)
+    randomised = Explainer(random_model, datscan_run.preprocess, datscan_run.label_names, datscan_run.task).maps(
+        images, 0
+    )
     assert trained.shape == (16, 48, 48) and trained.min() >= 0 and trained.max() <= 1
     assert (trained.std(axis=(1, 2)) > 0.01).all(), "a constant map explains nothing"
     rank = [spearmanr(a.ravel(), b.ravel())[0] for a, b in zip(trained, randomised)]
@@ -36,8 +40,20 @@ def test_maps_fail_the_randomisation_sanity_check_only_when_they_should(datscan_
 IMAGE_MODELS = {n for n in list_models() if MODEL_INFO[n].kind == "image"}
 
 
-@pytest.mark.parametrize("name", sorted(IMAGE_MODELS | {"resnet18", "densenet121", "efficientnet_b0", "convnext_atto",
-                                                              "mobilenetv3_small_100", "vit_tiny_patch16_224"}))
+@pytest.mark.parametrize(
+    "name",
+    sorted(
+        IMAGE_MODELS
+        | {
+            "resnet18",
+            "densenet121",
+            "efficientnet_b0",
+            "convnext_atto",
+            "mobilenetv3_small_100",
+            "vit_tiny_patch16_224",
+        }
+    ),
+)
 def test_target_layer_found_for_each_architecture(name):
     size = 224 if name.startswith("vit") else 64
     model = create_model(name, 1, 2)

@@ -5,13 +5,19 @@ from __future__ import annotations
 import json
 
 import meddx
+
 from conftest import need, run_cli
 
 
 def test_explore_nih_csv_counts_and_missing_files(data_dir):
     folder = need(data_dir, "nih_chestxray14_course_small")
-    s = meddx.explore({"path": {"train": str(folder / "train-small.csv"), "valid": str(folder / "valid-small.csv")},
-                       "root": str(folder / "images-small"), "patient_column": "PatientId"})
+    s = meddx.explore(
+        {
+            "path": {"train": str(folder / "train-small.csv"), "valid": str(folder / "valid-small.csv")},
+            "root": str(folder / "images-small"),
+            "patient_column": "PatientId",
+        }
+    )
     assert s["rows"] == 1109 and s["task"] == "multilabel"
     assert s["labels"]["Effusion"]["positives"] >= 128 and s["labels"]["Hernia"]["positives"] >= 2
     assert s["files"]["missing"] == 1109 - 6  # only 6 images of the course subset exist

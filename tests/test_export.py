@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import run_cli
 from meddx.export import ExportError, export_run
 from meddx.export.package import check_images
+
+from conftest import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,13 @@ def test_export_parity_on_real_images(small_run, fmt, tmp_path):
     out = export_run(small_run, fmt, tmp_path / fmt)
     parity = json.loads((out / "parity.json").read_text())
     assert parity["passed"] and parity["max_abs_diff"] <= 1e-4 and parity["images"] > 10
-    for f in ("preprocess.json", "labels.json", "thresholds.json", "card.md", "model.onnx" if fmt == "onnx" else "model.ts"):
+    for f in (
+        "preprocess.json",
+        "labels.json",
+        "thresholds.json",
+        "card.md",
+        "model.onnx" if fmt == "onnx" else "model.ts",
+    ):
         assert (out / f).is_file(), f
     assert json.loads((out / "labels.json").read_text()) == {"labels": ["PD"], "task": "binary"}
     assert "ROC AUC" in (out / "card.md").read_text()
@@ -40,7 +47,9 @@ def test_onnxruntime_and_numpy_alone_reproduce_meddx(small_run, data_dir, tmp_pa
         img = Image.open(f).resize(tuple(prep["image_size"][::-1]), Image.BILINEAR)
         x = np.asarray(img, dtype=np.float32)[None] / 255.0
         xs.append((x - x.mean((1, 2), keepdims=True)) / (x.std((1, 2), ddof=1, keepdims=True) + 1e-6))
-    p = ort.InferenceSession(str(out / "model.onnx")).run(["probabilities"], {"image": np.stack(xs).astype(np.float32)})[0]
+    p = ort.InferenceSession(str(out / "model.onnx")).run(
+        ["probabilities"], {"image": np.stack(xs).astype(np.float32)}
+    )[0]
     expected = small_run.predict([str(f) for f in files])["p_PD"].to_numpy()
     np.testing.assert_allclose(p[:, 0], expected, atol=0.02)  # PIL's resize differs slightly from torch's antialias
 

@@ -13,11 +13,12 @@ import torch
 import torch.nn.functional as F
 
 import meddx
-from conftest import need, run_cli
 from meddx.api import ensemble, model_info
 from meddx.errors import ConfigError
 from meddx.models import create_model
 from meddx.models.finetune import blocks, describe, freeze_all_but, head_name, load_pretrained
+
+from conftest import need, run_cli
 
 
 @pytest.mark.parametrize("name,in_chans", [("small_cnn", 1), ("resnet18", 1), ("efficientnet_b0", 3)])
@@ -35,7 +36,9 @@ def test_frozen_set_is_exactly_what_model_info_lists(name, in_chans):
         assert trainable == listed
         expected = n_blocks if depth == "all" else depth
         assert sum(r["trainable"] for r in rows if r["block"] != "head") == expected
-        assert sum(r["params"] for r in rows if r["trainable"]) == sum(p.numel() for p in model.parameters() if p.requires_grad)
+        assert sum(r["params"] for r in rows if r["trainable"]) == sum(
+            p.numel() for p in model.parameters() if p.requires_grad
+        )
     assert [r["name"] for r in describe(model)][-1] == head_name(model)
 
 
@@ -85,11 +88,13 @@ def test_three_channel_weights_adapted_to_one_channel_like_timm(tmp_path):
 
 
 def test_mixup_on_a_multilabel_batch():
-    from meddx.train.augment import mixup_batch
+    from meddx.training.augment import mixup_batch
 
     torch.manual_seed(0)
     x = torch.randn(8, 1, 6, 6)
-    y = torch.tensor([[1, 0, 1], [0, 0, 0], [1, 1, 0], [0, 1, 1], [1, 0, 0], [0, 0, 1], [1, 1, 1], [0, 1, 0]], dtype=torch.float32)
+    y = torch.tensor(
+        [[1, 0, 1], [0, 0, 0], [1, 1, 0], [0, 1, 1], [1, 0, 0], [0, 0, 1], [1, 1, 1], [0, 1, 0]], dtype=torch.float32
+    )
     y[3, 2] = float("nan")  # unknown label stays unknown in both mixed rows
     xm, ym, lam, perm = mixup_batch(x, y, alpha=0.4)
     assert 0 < lam < 1 and sorted(perm.tolist()) == list(range(8))
@@ -98,22 +103,23 @@ def test_mixup_on_a_multilabel_batch():
     torch.testing.assert_close(ym[known], (lam * y + (1 - lam) * y[perm])[known])
     assert torch.isnan(ym[3, 2]) and torch.isnan(ym[(perm == 3).nonzero().item(), 2])
     assert ((ym[known] >= 0) & (ym[known] <= 1)).all() and ym[known].unique().numel() > 2  # soft targets
-    from meddx.train.module import Classifier
+    from meddx.training.module import Classifier
 
-    clf = Classifier("small_cnn", 1, 3, "multilabel", mixup=0.4)
+    clf = Classifier({"name": "small_cnn"}, {"mixup": 0.4}, "multilabel", 1, 3)
     loss = clf.loss(clf(xm), ym)
     assert torch.isfinite(loss)
 
 
 def test_label_smoothing_binary_and_multiclass():
-    from meddx.train.module import Classifier
+    from meddx.training.module import Classifier
 
     logits = torch.tensor([[2.0, -1.0, 0.5], [-0.3, 0.2, 1.5]])
     y = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
-    multi = Classifier("small_cnn", 1, 3, "multiclass")
+    multi = Classifier({"name": "small_cnn"}, {}, "multiclass", 1, 3)
     assert multi.loss(logits, y, smoothing=0.1).item() == pytest.approx(
-        F.cross_entropy(logits, y.argmax(1), label_smoothing=0.1).item(), rel=1e-6)
-    binary = Classifier("small_cnn", 1, 3, "multilabel")
+        F.cross_entropy(logits, y.argmax(1), label_smoothing=0.1).item(), rel=1e-6
+    )
+    binary = Classifier({"name": "small_cnn"}, {}, "multilabel", 1, 3)
     smooth = y * 0.9 + 0.05
     manual = F.binary_cross_entropy_with_logits(logits, smooth)  # class weights off: plain BCE (both weights 1)
     assert binary.loss(logits, y, smoothing=0.1).item() == pytest.approx(manual.item(), rel=1e-6)
@@ -122,7 +128,8 @@ def test_label_smoothing_binary_and_multiclass():
 
 def _breast(data_dir, out, name, **train):
     return {
-        "name": name, "output_dir": str(out),
+        "name": name,
+        "output_dir": str(out),
         "data": {"path": str(need(data_dir, "medmnist/breastmnist.npz"))},
         "split": {"on_duplicate_images": "drop_from_train"},
         "train": {"max_epochs": 3, "batch_size": 64, "progress_bar": False, **train},
@@ -196,11 +203,35 @@ def test_tensorboard_has_scalars_histograms_and_roc_figure(swa_run):
 
 
 def test_finetune_from_a_run_freezes_what_model_info_says(swa_run, data_dir, tmp_path):
-    proc = run_cli("train", "--data", str(need(data_dir, "medmnist/breastmnist.npz")), "--init-from", str(swa_run.path),
-                   "--finetune-depth", "1", "--epochs", "2", "--output-dir", str(tmp_path), "--name", "ft",
-                   "--set", "train.progress_bar=false", "--set", "train.batch_size=64", "--set", "train.unfreeze_every=1",
-                   "--set", "train.backbone_lr_mult=0.1", "--set", "split.on_duplicate_images=drop_from_train",
-                   "--set", "evaluate.bootstrap=100", "--set", "train.diagnostics=false")
+    proc = run_cli(
+        "train",
+        "--data",
+        str(need(data_dir, "medmnist/breastmnist.npz")),
+        "--init-from",
+        str(swa_run.path),
+        "--finetune-depth",
+        "1",
+        "--epochs",
+        "2",
+        "--output-dir",
+        str(tmp_path),
+        "--name",
+        "ft",
+        "--set",
+        "train.progress_bar=false",
+        "--set",
+        "train.batch_size=64",
+        "--set",
+        "train.unfreeze_every=1",
+        "--set",
+        "train.backbone_lr_mult=0.1",
+        "--set",
+        "split.on_duplicate_images=drop_from_train",
+        "--set",
+        "evaluate.bootstrap=100",
+        "--set",
+        "train.diagnostics=false",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = meddx.load_run(tmp_path / "ft")
     cfg = run.config
@@ -232,10 +263,12 @@ def test_ensemble_of_two_runs(swa_run, data_dir, tmp_path):
         mean = (swa_run.predictions(split)[col] + second.predictions(split)[col]) / 2
         np.testing.assert_allclose(ens.predictions(split)[col].to_numpy(), mean.to_numpy(), atol=1e-8)
     metrics = json.loads((ens.path / "metrics.json").read_text())
-    assert metrics["n_samples"] == 156 and metrics["model"]["per_label"][swa_run.label_names[0]]["roc_auc"]["value"] > 0.5
-    from meddx.data.tensors import ImageDataset
+    assert (
+        metrics["n_samples"] == 156 and metrics["model"]["per_label"][swa_run.label_names[0]]["roc_auc"]["value"] > 0.5
+    )
     from meddx.data.readers import read_dataset
     from meddx.data.split import assign_splits
+    from meddx.data.tensors import ImageDataset
 
     ds = read_dataset(ens.config.data)
     assign_splits(ds, ens.config.split)
@@ -270,13 +303,13 @@ def test_ensemble_of_two_runs(swa_run, data_dir, tmp_path):
 
 
 def test_gradual_unfreezing_lets_the_optimizer_update_the_next_block():
-    from meddx.train.callbacks import GradualUnfreezing
-    from meddx.train.module import Classifier
+    from meddx.training.callbacks import GradualUnfreezing
+    from meddx.training.module import Classifier
 
     torch.manual_seed(0)
-    clf = Classifier("small_cnn", 1, 1, "binary", finetune_depth=1, backbone_lr_mult=0.1)
+    clf = Classifier({"name": "small_cnn"}, {"finetune_depth": 1, "backbone_lr_mult": 0.1}, "binary", 1, 1)
     opt = clf.configure_optimizers()["optimizer"]
-    assert [g["lr"] for g in opt.param_groups] == pytest.approx([clf.hparams.lr * 0.1, clf.hparams.lr])
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([clf.train_cfg.lr * 0.1, clf.train_cfg.lr])
     cb = GradualUnfreezing(1, every=1)
     x, y = torch.randn(8, 1, 16, 16), torch.tensor([[1.0], [0.0]] * 4)
 
@@ -297,9 +330,23 @@ def test_gradual_unfreezing_lets_the_optimizer_update_the_next_block():
 
 def test_cli_names_a_mismatched_tensor_in_one_line(data_dir, tmp_path):
     torch.save(create_model("small_cnn_wide", 1, 1).state_dict(), tmp_path / "wide.pt")
-    proc = run_cli("train", "--data", str(need(data_dir, "medmnist/breastmnist.npz")), "--init-from", str(tmp_path / "wide.pt"),
-                   "--finetune-depth", "0", "--epochs", "1", "--output-dir", str(tmp_path / "runs"),
-                   "--set", "train.progress_bar=false", "--set", "split.on_duplicate_images=drop_from_train")
+    proc = run_cli(
+        "train",
+        "--data",
+        str(need(data_dir, "medmnist/breastmnist.npz")),
+        "--init-from",
+        str(tmp_path / "wide.pt"),
+        "--finetune-depth",
+        "0",
+        "--epochs",
+        "1",
+        "--output-dir",
+        str(tmp_path / "runs"),
+        "--set",
+        "train.progress_bar=false",
+        "--set",
+        "split.on_duplicate_images=drop_from_train",
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "features.0.0.0.weight (64, 1, 3, 3) in the file vs (32, 1, 3, 3) in the model" in proc.stderr
     proc = run_cli("train", "--finetune-depth", "-1", "--epochs", "1")

@@ -7,11 +7,11 @@ import pytest
 from sklearn import metrics as skm
 
 from meddx.config import EvaluateConfig
-from meddx.evaluate import metrics as M
-from meddx.evaluate.calibration import apply_temperature, fit_temperature, reliability
-from meddx.evaluate.evaluation import bootstrap_weights, evaluate_arrays
-from meddx.evaluate.operating import choose_threshold, parse_operating_point, rates
 from meddx.errors import ConfigError
+from meddx.evaluation import metrics as M
+from meddx.evaluation.calibration import apply_temperature, fit_temperature, reliability
+from meddx.evaluation.evaluation import bootstrap_weights, evaluate_arrays
+from meddx.evaluation.operating import choose_threshold, parse_operating_point, rates
 
 TOL = 1e-9
 
@@ -115,10 +115,28 @@ def test_operating_points_are_chosen_on_validation_only():
     assert choose_threshold(yv, pv, "youden") == pytest.approx(thr[np.argmax(tpr - fpr)])
     yt = (rng.random(300) < 0.5).astype(float)
     pt = rng.random(300)
-    a = evaluate_arrays(yv[:, None], pv[:, None], yt[:, None], pt[:, None], np.arange(300), np.array([0.5]), "binary", ["x"],
-                        EvaluateConfig(operating_point="sensitivity=0.9", bootstrap=0))
-    b = evaluate_arrays(yv[:, None], pv[:, None], yt[:, None], 1 - pt[:, None], np.arange(300), np.array([0.5]), "binary", ["x"],
-                        EvaluateConfig(operating_point="sensitivity=0.9", bootstrap=0))
+    a = evaluate_arrays(
+        yv[:, None],
+        pv[:, None],
+        yt[:, None],
+        pt[:, None],
+        np.arange(300),
+        np.array([0.5]),
+        "binary",
+        ["x"],
+        EvaluateConfig(operating_point="sensitivity=0.9", bootstrap=0),
+    )
+    b = evaluate_arrays(
+        yv[:, None],
+        pv[:, None],
+        yt[:, None],
+        1 - pt[:, None],
+        np.arange(300),
+        np.array([0.5]),
+        "binary",
+        ["x"],
+        EvaluateConfig(operating_point="sensitivity=0.9", bootstrap=0),
+    )
     assert a["operating_point"]["thresholds"] == b["operating_point"]["thresholds"]  # test predictions never move it
     assert [r["rule"] for r in a["tradeoff"]["x"]][:3] == ["Youden's J", "threshold 0.5", "sensitivity 0.8"]
     with pytest.raises(ConfigError):
@@ -130,7 +148,9 @@ def test_baselines_and_the_prior_flag():
     y = (rng.random((400, 2)) < 0.3).astype(float)
     good = np.clip(0.5 * y + 0.5 * rng.random((400, 2)), 0, 1)
     good[:, 1] = rng.random(400)  # label 1: pure noise
-    r = evaluate_arrays(y, good, y, good, np.arange(400), y.mean(0), "multilabel", ["real", "noise"], EvaluateConfig(bootstrap=300))
+    r = evaluate_arrays(
+        y, good, y, good, np.arange(400), y.mean(0), "multilabel", ["real", "noise"], EvaluateConfig(bootstrap=300)
+    )
     assert r["beats_prior"] == {"real": True, "noise": False}
     base = r["baselines"]
     assert base["prior"]["per_label"]["real"]["roc_auc"]["value"] == 0.5
@@ -157,11 +177,25 @@ def test_temperature_scaling_is_fitted_on_val_and_applied_to_test():
     true_p = rng.uniform(0.05, 0.95, (3000, 1))
     y = (rng.random((3000, 1)) < true_p).astype(float)
     over = apply_temperature(true_p, 0.25)
-    r = evaluate_arrays(y[:1500], over[:1500], y[1500:], over[1500:], np.arange(1500), np.array([0.5]), "binary", ["x"],
-                        EvaluateConfig(bootstrap=0, temperature_scaling=True))
+
+    def evaluate(**settings):
+        return evaluate_arrays(
+            y[:1500],
+            over[:1500],
+            y[1500:],
+            over[1500:],
+            np.arange(1500),
+            np.array([0.5]),
+            "binary",
+            ["x"],
+            EvaluateConfig(bootstrap=0, **settings),
+        )
+
+    r = evaluate(temperature_scaling=True)
     assert r["calibration"]["temperature"] == pytest.approx(4.0, rel=0.15)
     assert r["calibration"]["per_label"]["x"]["ece"] < r["calibration"]["ece_before"]["x"]
-    plain = evaluate_arrays(y[:1500], over[:1500], y[1500:], over[1500:], np.arange(1500), np.array([0.5]), "binary", ["x"],
-                            EvaluateConfig(bootstrap=0))
+    plain = evaluate()
     assert r["model"]["per_label"]["x"]["log_loss"]["value"] < plain["model"]["per_label"]["x"]["log_loss"]["value"]
-    assert r["model"]["per_label"]["x"]["roc_auc"]["value"] == pytest.approx(plain["model"]["per_label"]["x"]["roc_auc"]["value"])
+    assert r["model"]["per_label"]["x"]["roc_auc"]["value"] == pytest.approx(
+        plain["model"]["per_label"]["x"]["roc_auc"]["value"]
+    )

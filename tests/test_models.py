@@ -8,12 +8,13 @@ import torch
 from sklearn.calibration import calibration_curve
 
 from meddx.errors import ConfigError
-from meddx.evaluate.calibration import reliability
+from meddx.evaluation.calibration import reliability
 from meddx.models import create_model, list_models, min_input_size
 
 
-@pytest.mark.parametrize("name,chans,size", [("small_cnn", 2, 28), ("resnet18", 2, 64), ("densenet121", 1, 32),
-                                             ("efficientnet_b0", 5, 64)])
+@pytest.mark.parametrize(
+    "name,chans,size", [("small_cnn", 2, 28), ("resnet18", 2, 64), ("densenet121", 1, 32), ("efficientnet_b0", 5, 64)]
+)
 def test_any_channel_count(name, chans, size):
     model = create_model(name, in_chans=chans, num_classes=3).eval()
     with torch.no_grad():

@@ -7,7 +7,6 @@ import pydicom
 import pytest
 from PIL import Image
 
-from conftest import need
 from meddx.config import DataConfig
 from meddx.data import read_csv_manifest, read_dataset, read_folder, read_medmnist
 from meddx.data.images import file_record, load_image
@@ -15,8 +14,24 @@ from meddx.data.readers import load_pneumoniamnist
 from meddx.data.records import Record
 from meddx.errors import DataError
 
-NIH_LABELS = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Effusion", "Emphysema", "Fibrosis", "Hernia",
-              "Infiltration", "Mass", "Nodule", "Pleural_Thickening", "Pneumonia", "Pneumothorax"]
+from conftest import need
+
+NIH_LABELS = [
+    "Atelectasis",
+    "Cardiomegaly",
+    "Consolidation",
+    "Edema",
+    "Effusion",
+    "Emphysema",
+    "Fibrosis",
+    "Hernia",
+    "Infiltration",
+    "Mass",
+    "Nodule",
+    "Pleural_Thickening",
+    "Pneumonia",
+    "Pneumothorax",
+]
 
 
 def test_bundled_pneumoniamnist_keeps_official_splits():
@@ -31,7 +46,10 @@ def test_bundled_pneumoniamnist_keeps_official_splits():
 
 def test_nih_csvs_multilabel_by_column_name(data_dir):
     folder = need(data_dir, "nih_chestxray14_course_small")
-    files = {s: str(folder / f) for s, f in [("train", "train-small.csv"), ("valid", "valid-small.csv"), ("test", "test.csv")]}
+    files = {
+        s: str(folder / f)
+        for s, f in [("train", "train-small.csv"), ("valid", "valid-small.csv"), ("test", "test.csv")]
+    }
     ds = read_csv_manifest(files, root=folder / "images-small", patient_column="PatientId", check_files=False)
     assert ds.task == "multilabel" and sorted(ds.label_names) == sorted(NIH_LABELS)
     assert {s: len(ds.subset(s)) for s in ("train", "val", "test")} == {"train": 1000, "val": 109, "test": 420}
@@ -52,11 +70,14 @@ def test_csv_of_class_names_and_check_files(data_dir, tmp_path):
     folder = need(data_dir, "nih_chestxray14_course_small/images-small")
     names = sorted(p.name for p in folder.glob("*.png"))
     csv = tmp_path / "m.csv"
-    csv.write_text("path,patient,finding\n" + "".join(f"{n},{n[:8]},{'sick' if i % 2 else 'well'}\n" for i, n in enumerate(names)))
+    csv.write_text(
+        "path,patient,finding\n" + "".join(f"{n},{n[:8]},{'sick' if i % 2 else 'well'}\n" for i, n in enumerate(names))
+    )
     ds = read_csv_manifest(csv, root=folder, image_column="path", patient_column="patient", label_column="finding")
     assert ds.task == "binary" and ds.label_names == ["well"]  # last class in sorted order is positive
-    ds = read_csv_manifest(csv, root=folder, image_column="path", patient_column="patient", label_column="finding",
-                           positive_class="sick")
+    ds = read_csv_manifest(
+        csv, root=folder, image_column="path", patient_column="patient", label_column="finding", positive_class="sick"
+    )
     assert ds.label_names == ["sick"] and [r.labels[0] for r in ds.records] == [0, 1, 0, 1, 0, 1]
     img = load_image(ds.records[0])
     assert img.shape == (1, 1024, 1024) and 0 <= img.min() and img.max() <= 1
@@ -137,8 +158,19 @@ def test_png_8_and_16_bit_gray_rgb_jpeg(tmp_path, data_dir):
     assert load_image(file_record(tmp_path / "g.jpg")).shape == (1, 109, 91)
 
 
-@pytest.mark.parametrize("name", ["693_UNCR.dcm", "CT_small.dcm", "JPEG2000_UNC.dcm", "MR2_UNCR.dcm", "MR_small.dcm",
-                                  "RG1_UNCR.dcm", "US1_UNCR.dcm", "emri_small.dcm"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "693_UNCR.dcm",
+        "CT_small.dcm",
+        "JPEG2000_UNC.dcm",
+        "MR2_UNCR.dcm",
+        "MR_small.dcm",
+        "RG1_UNCR.dcm",
+        "US1_UNCR.dcm",
+        "emri_small.dcm",
+    ],
+)
 def test_every_real_dicom(data_dir, name):
     path = need(data_dir, f"dicom/{name}")
     ds = pydicom.dcmread(path)

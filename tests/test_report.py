@@ -8,27 +8,39 @@ import shutil
 import pytest
 
 import meddx
+
 from conftest import ARTIFACTS, need, run_cli
 
 
 def _datscan(data_dir, out, name: str, train: dict, bootstrap: int):
-    return meddx.train({
-        "name": name, "output_dir": str(out),
-        "data": {"path": str(need(data_dir, "datscan_spect_ppmi_2d")), "image_size": 48, "normalize": "sample"},
-        "train": {"batch_size": 64, "progress_bar": False, **train}, "evaluate": {"bootstrap": bootstrap},
-    })
+    return meddx.train(
+        {
+            "name": name,
+            "output_dir": str(out),
+            "data": {"path": str(need(data_dir, "datscan_spect_ppmi_2d")), "image_size": 48, "normalize": "sample"},
+            "train": {"batch_size": 64, "progress_bar": False, **train},
+            "evaluate": {"bootstrap": bootstrap},
+        }
+    )
 
 
 @pytest.fixture(scope="module")
 def collapsed_run(data_dir, tmp_path_factory):
     """The DaTscan resident's failure: a learning rate far too high, every output the same."""
-    return _datscan(data_dir, tmp_path_factory.mktemp("collapse"), "collapsed",
-                    {"max_epochs": 2, "lr": 10.0, "augment": {"enabled": False}}, bootstrap=200)
+    return _datscan(
+        data_dir,
+        tmp_path_factory.mktemp("collapse"),
+        "collapsed",
+        {"max_epochs": 2, "lr": 10.0, "augment": {"enabled": False}},
+        bootstrap=200,
+    )
 
 
 @pytest.fixture(scope="module")
 def healthy_run(data_dir, tmp_path_factory):
-    return _datscan(data_dir, tmp_path_factory.mktemp("healthy"), "healthy", {"max_epochs": 4, "lr": 3e-3}, bootstrap=500)
+    return _datscan(
+        data_dir, tmp_path_factory.mktemp("healthy"), "healthy", {"max_epochs": 4, "lr": 3e-3}, bootstrap=500
+    )
 
 
 def test_collapse_is_reported(collapsed_run):
@@ -59,8 +71,11 @@ def test_threshold_flag_moves_sensitivity(healthy_run):
     for rule in ("sensitivity=0.99", "sensitivity=0.8", "specificity=0.9"):
         m = meddx.evaluate(healthy_run, operating_point=rule, bootstrap=0)
         assert m["operating_point"]["rule"] == rule.replace("=", " ")
-        out[rule] = (m["operating_point"]["thresholds"]["PD"], m["model"]["per_label"]["PD"]["sensitivity"]["value"],
-                     m["model"]["per_label"]["PD"]["specificity"]["value"])
+        out[rule] = (
+            m["operating_point"]["thresholds"]["PD"],
+            m["model"]["per_label"]["PD"]["sensitivity"]["value"],
+            m["model"]["per_label"]["PD"]["specificity"]["value"],
+        )
     (t_hi_sens, sens_hi, spec_hi), (t_lo_sens, sens_lo, spec_lo) = out["sensitivity=0.99"], out["sensitivity=0.8"]
     assert t_hi_sens <= t_lo_sens and sens_hi >= sens_lo and spec_hi <= spec_lo
     row = next(r for r in m["tradeoff"]["PD"] if r["rule"] == "sensitivity 0.99")
@@ -88,9 +103,17 @@ def test_report_renders_in_chromium(healthy_run):
     meddx.evaluate(healthy_run)
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--no-first-run", "--disable-sync"])
+        browser = pw.chromium.launch(
+            executable_path=chromium,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+                "--disable-sync",
+            ],
+        )
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto((healthy_run.path / "report.html").as_uri())
         assert "meddx report" in page.title()

@@ -18,9 +18,10 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from conftest import ARTIFACTS, REPO, need
 from meddx.export import export_run
 from meddx.serve import create_app
+
+from conftest import ARTIFACTS, REPO, need
 
 
 @pytest.fixture(scope="module")
@@ -184,8 +185,13 @@ def test_web_page_in_chromium(package, scans):
     from playwright.sync_api import sync_playwright
 
     port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "meddx", "serve", str(package), "--port", str(port)], cwd=REPO,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
+    server = subprocess.Popen(
+        [sys.executable, "-m", "meddx", "serve", str(package), "--port", str(port)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
+    )
     try:
         for _ in range(240):
             try:
@@ -194,9 +200,13 @@ def test_web_page_in_chromium(package, scans):
             except httpx.HTTPError:
                 time.sleep(0.5)
         else:
-            pytest.fail(f"service did not start: {server.stdout.read().decode()[-2000:] if server.poll() is not None else ''}")
+            pytest.fail(
+                f"service did not start: {server.stdout.read().decode()[-2000:] if server.poll() is not None else ''}"
+            )
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu", "--no-first-run"])
+            browser = pw.chromium.launch(
+                executable_path=chromium, args=["--no-sandbox", "--disable-gpu", "--no-first-run"]
+            )
             page = browser.new_page(viewport={"width": 1100, "height": 1000})
             page.goto(f"http://127.0.0.1:{port}/")
             page.wait_for_function("document.querySelector('#label').options.length > 0")
@@ -236,7 +246,7 @@ def test_grad_cam_hooks_stay_off_the_prediction_model(datscan_run, scans):
 
 def test_operating_point_without_an_evaluation(datscan_run, package, tmp_path):
     """A run never evaluated gets its threshold chosen on val now; a package without one says it uses 0.5."""
-    from meddx.evaluate.operating import choose_threshold
+    from meddx.evaluation.operating import choose_threshold
     from meddx.serve import Predictor
 
     run_copy = tmp_path / "run"

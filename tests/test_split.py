@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import need, run_cli
 from meddx.config import SplitConfig
 from meddx.data import assign_splits, check_leakage, enforce_no_leakage, read_csv_manifest, read_folder
 from meddx.data.readers import load_pneumoniamnist
 from meddx.errors import LeakageError
+
+from conftest import need, run_cli
 
 KERMANY_REGEX = r"(person\d+|(?:NORMAL2-)?IM-\d+)"
 
@@ -70,8 +71,17 @@ def test_nih_train_valid_share_exactly_11_patients(data_dir):
 
 def test_cli_check_leakage_names_patients(data_dir):
     folder = need(data_dir, "nih_chestxray14_course_small")
-    proc = run_cli("check-leakage", "--data", f"train={folder / 'train-small.csv'}", "--data",
-                   f"valid={folder / 'valid-small.csv'}", "--patient-column", "PatientId", "--set", "data.format=csv")
+    proc = run_cli(
+        "check-leakage",
+        "--data",
+        f"train={folder / 'train-small.csv'}",
+        "--data",
+        f"valid={folder / 'valid-small.csv'}",
+        "--patient-column",
+        "PatientId",
+        "--set",
+        "data.format=csv",
+    )
     assert proc.returncode == 1
     assert "11 patient(s) on two sides" in proc.stdout and "train + val" in proc.stdout
 

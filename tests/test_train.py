@@ -10,8 +10,9 @@ import pytest
 import torch
 
 import meddx
+from meddx.training.losses import bce_weights, weighted_bce_with_logits
+
 from conftest import need, run_cli
-from meddx.train.losses import bce_weights, weighted_bce_with_logits
 
 FAST = {"train": {"max_epochs": 3, "batch_size": 64, "progress_bar": False}}
 
@@ -32,8 +33,20 @@ def test_weights_match_the_formula():
 
 def test_training_lowers_val_loss_and_writes_the_run_folder(datscan_run):
     path = datscan_run.path
-    for f in ("config.yaml", "preprocess.json", "split.csv", "data.json", "training.json", "model.pt", "metrics.json",
-              "report.md", "checkpoints/best.ckpt", "checkpoints/last.ckpt", "predictions/test.csv", "predictions/val.csv"):
+    for f in (
+        "config.yaml",
+        "preprocess.json",
+        "split.csv",
+        "data.json",
+        "training.json",
+        "model.pt",
+        "metrics.json",
+        "report.md",
+        "checkpoints/best.ckpt",
+        "checkpoints/last.ckpt",
+        "predictions/test.csv",
+        "predictions/val.csv",
+    ):
         assert (path / f).is_file(), f
     assert list((path / "tb").glob("events.out.tfevents.*"))
     assert torch.load(path / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 3  # the last of 4 epochs
@@ -69,21 +82,39 @@ def _kermany_manifest(data_dir, tmp_path, n_per_class=120) -> str:
         for f in sorted((folder / cls).iterdir())[: n_per_class * (2 if cls == "PNEUMONIA" else 1)]:
             kind = "virus" if "virus" in f.name else "bacteria" if "bacteria" in f.name else "normal"
             patient = f.name.split("_")[0] if cls == "PNEUMONIA" else "-".join(f.name.split("-")[:-1])
-            rows.append({"path": f"{cls}/{f.name}", "patient": patient, "kind": kind,
-                         "pneumonia": int(kind != "normal"), "bacteria": int(kind == "bacteria"), "virus": int(kind == "virus")})
+            rows.append(
+                {
+                    "path": f"{cls}/{f.name}",
+                    "patient": patient,
+                    "kind": kind,
+                    "pneumonia": int(kind != "normal"),
+                    "bacteria": int(kind == "bacteria"),
+                    "virus": int(kind == "virus"),
+                }
+            )
     csv = tmp_path / "kermany.csv"
     pd.DataFrame(rows).to_csv(csv, index=False)
     return str(csv)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["multilabel", "multiclass"])
 def test_multilabel_and_multiclass_heads_on_real_xrays(data_dir, tmp_path, task):
     csv = _kermany_manifest(data_dir, tmp_path)
-    data = {"path": csv, "root": str(data_dir / "chest_xray_pneumonia_224/train"), "image_column": "path",
-            "patient_column": "patient", "image_size": 32, "channels": 1}
-    data.update({"label_columns": ["pneumonia", "bacteria", "virus"]} if task == "multilabel" else {"label_column": "kind"})
-    run = meddx.train({"output_dir": str(tmp_path), "data": data,
-                       "train": {**FAST["train"], "max_epochs": 2, "class_weights": "on"}})
+    data = {
+        "path": csv,
+        "root": str(data_dir / "chest_xray_pneumonia_224/train"),
+        "image_column": "path",
+        "patient_column": "patient",
+        "image_size": 32,
+        "channels": 1,
+    }
+    data.update(
+        {"label_columns": ["pneumonia", "bacteria", "virus"]} if task == "multilabel" else {"label_column": "kind"}
+    )
+    run = meddx.train(
+        {"output_dir": str(tmp_path), "data": data, "train": {**FAST["train"], "max_epochs": 2, "class_weights": "on"}}
+    )
     metrics = json.loads((run.path / "metrics.json").read_text())
     assert metrics["task"] == task
     expected = ["pneumonia", "bacteria", "virus"] if task == "multilabel" else ["bacteria", "normal", "virus"]
@@ -96,11 +127,32 @@ def test_multilabel_and_multiclass_heads_on_real_xrays(data_dir, tmp_path, task)
     assert len(training["loss_weights"][key]) == 3
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_gloo(data_dir, tmp_path):
     npz = need(data_dir, "medmnist/breastmnist.npz")
-    proc = run_cli("train", "--data", str(npz), "--devices", "2", "--accelerator", "cpu", "--epochs", "2",
-                   "--output-dir", str(tmp_path), "--name", "ddp", "--set", "train.progress_bar=false",
-                   "--set", "train.batch_size=64", "--set", "split.on_duplicate_images=drop_from_train", timeout=900)
+    proc = run_cli(
+        "train",
+        "--data",
+        str(npz),
+        "--devices",
+        "2",
+        "--accelerator",
+        "cpu",
+        "--epochs",
+        "2",
+        "--output-dir",
+        str(tmp_path),
+        "--name",
+        "ddp",
+        "--set",
+        "train.progress_bar=false",
+        "--set",
+        "train.batch_size=64",
+        "--set",
+        "split.on_duplicate_images=drop_from_train",
+        timeout=900,
+        own_process=True,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp"]  # only rank 0 made a run folder
     run = meddx.load_run(tmp_path / "ddp")

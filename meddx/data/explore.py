@@ -28,8 +28,11 @@ def explore(ds: DataSet, read_images: bool = True) -> dict:
         "images_per_patient": _describe(list(per_patient.values())),
         "splits": dict(Counter(r.split or "(none)" for r in recs)),
         "labels": {
-            n: {"positives": int(np.nansum(labels[:, j])), "negatives": int(np.sum(labels[:, j] == 0)),
-                "missing": int(np.isnan(labels[:, j]).sum())}
+            n: {
+                "positives": int(np.nansum(labels[:, j])),
+                "negatives": int(np.sum(labels[:, j] == 0)),
+                "missing": int(np.isnan(labels[:, j]).sum()),
+            }
             for j, n in enumerate(ds.label_names)
         },
         "duplicate_ids": sorted(i for i, c in ids.items() if c > 1)[:50],
@@ -55,9 +58,12 @@ def explore(ds: DataSet, read_images: bool = True) -> dict:
             sizes["x".join(str(s) for s in (shape if layout == "dhw" else shape[:2]))] += 1
             by_hash[content_hash(r)].append(r.id)
         out["files"] = {
-            "missing": len(missing), "missing_examples": missing[:10],
-            "unreadable": len(unreadable), "unreadable_examples": unreadable[:10],
-            "sizes": dict(sizes.most_common(10)), "distinct_sizes": len(sizes),
+            "missing": len(missing),
+            "missing_examples": missing[:10],
+            "unreadable": len(unreadable),
+            "unreadable_examples": unreadable[:10],
+            "sizes": dict(sizes.most_common(10)),
+            "distinct_sizes": len(sizes),
             "channels_or_depth": {str(k): v for k, v in chans.items()},
             "duplicate_images": [g for g in by_hash.values() if len(g) > 1][:50],
             "duplicate_image_groups": sum(1 for g in by_hash.values() if len(g) > 1),
@@ -76,7 +82,8 @@ def to_markdown(summary: dict) -> str:
     """The explore summary as a Markdown document."""
     s = summary
     lines = [
-        f"# Data set: `{s['origin']}`", "",
+        f"# Data set: `{s['origin']}`",
+        "",
         f"- task: {s['task']}; rows: {s['rows']}; patients: {s['patients']}"
         + ("" if s["patients_known"] else " (no patient ids: each image is its own patient)"),
         f"- images per patient: {s['images_per_patient']}",
@@ -84,13 +91,18 @@ def to_markdown(summary: dict) -> str:
         f"- duplicate sample ids: {len(s['duplicate_ids'])}",
     ]
     if "label_cardinality" in s:
-        lines.append(f"- labels per sample: {s['label_cardinality']:.3f}; samples with no positive label: {s['no_positive_label']}")
+        lines.append(
+            f"- labels per sample: {s['label_cardinality']:.3f}; "
+            f"samples with no positive label: {s['no_positive_label']}"
+        )
     lines += ["", "| label | positives | negatives | missing |", "|---|---|---|---|"]
     lines += [f"| {n} | {v['positives']} | {v['negatives']} | {v['missing']} |" for n, v in s["labels"].items()]
     if "files" in s:
         f = s["files"]
         lines += [
-            "", "## Files", "",
+            "",
+            "## Files",
+            "",
             f"- missing: {f['missing']} {f['missing_examples'][:3]}",
             f"- unreadable: {f['unreadable']} {f['unreadable_examples'][:3]}",
             f"- sizes (top 10): {f['sizes']}; distinct sizes: {f['distinct_sizes']}",
@@ -100,17 +112,35 @@ def to_markdown(summary: dict) -> str:
     if "sequences" in s:
         q = s["sequences"]
         lines += [
-            "", "## Sequences", "",
-            f"- length: {q['length']}", f"- length histogram: {q['length_histogram']}",
+            "",
+            "## Sequences",
+            "",
+            f"- length: {q['length']}",
+            f"- length histogram: {q['length_histogram']}",
             f"- distinct tokens: {q['distinct_tokens']}",
             f"- empty label (normal): {q['empty_label_rows']} rows ({q['empty_label_share']:.1%}); label cardinality "
             f"{q['label_cardinality']}; labels per row: {q['label_count_distribution']}",
-            f"- duplicate descriptions: {q['duplicate_description_groups']} group(s), {q['rows_in_duplicate_groups']} rows, "
+            f"- duplicate descriptions: {q['duplicate_description_groups']} group(s), "
+            f"{q['rows_in_duplicate_groups']} rows, "
             f"{q['duplicates_with_different_labels']} with different labels",
         ]
         lines += [f"- vs {name}: {v}" for name, v in q["other_sets"].items()]
     lines += [""] + [f"- note: {n}" for n in s["notes"]]
     return "\n".join(lines) + "\n"
+
+
+def summary_table(summary: dict):
+    """A rich table of the labels: positives, negatives and missing values per label."""
+    from rich.table import Table
+
+    table = Table(
+        title=f"{summary['origin']}: {summary['rows']} rows, {summary['patients']} patients, {summary['task']}"
+    )
+    for col in ("label", "positives", "negatives", "missing"):
+        table.add_column(col)
+    for n, v in summary["labels"].items():
+        table.add_row(n, str(v["positives"]), str(v["negatives"]), str(v["missing"]))
+    return table
 
 
 def write_explore(summary: dict, out_dir: str | Path) -> tuple[Path, Path]:

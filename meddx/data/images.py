@@ -159,7 +159,9 @@ def to_channels(
         n = pixels.shape[axis]
         bad = [v for v in views if not -n <= v < n]
         if bad:
-            raise DataError(f"{where}: views {bad} out of range for a stack of {n} along axis {view_axis} (shape {pixels.shape})")
+            raise DataError(
+                f"{where}: views {bad} out of range for a stack of {n} along axis {view_axis} (shape {pixels.shape})"
+            )
         chw = np.stack([np.take(pixels, v, axis=axis) for v in views])
     elif layout == "hw":
         chw = pixels[None]
@@ -207,7 +209,9 @@ def content_hash(record: Record) -> str | None:
     if record.tokens is not None:
         return hashlib.sha1(np.ascontiguousarray(record.tokens, dtype=np.int64).tobytes()).hexdigest()
     if record.index is not None:
-        return hashlib.sha1(np.ascontiguousarray(load_array_file(record.source, record.key)[record.index]).tobytes()).hexdigest()
+        return hashlib.sha1(
+            np.ascontiguousarray(load_array_file(record.source, record.key)[record.index]).tobytes()
+        ).hexdigest()
     try:
         return hashlib.sha1(Path(record.source).read_bytes()).hexdigest()
     except OSError:

@@ -8,6 +8,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from meddx.errors import DataError
+
 Task = Literal["binary", "multiclass", "multilabel"]
 SPLITS = ("train", "val", "test")
 
@@ -75,3 +77,17 @@ class DataSet:
         """Integer targets: argmax for multi-class, the 0/1 value for binary."""
         lab = self.labels
         return lab.argmax(1) if self.task == "multiclass" else lab[:, 0].astype(int)
+
+
+def class_labels(names: list[str], positive_class: str | None, where: str) -> tuple[list[str], Task, dict]:
+    """Label names, task and a class-name -> label-vector map for one column of class names."""
+    classes = sorted(set(names))
+    if len(classes) < 2:
+        raise DataError(f"{where}: only one class found ({classes}); need at least two")
+    if len(classes) == 2:
+        positive = positive_class or classes[-1]
+        if positive not in classes:
+            raise DataError(f"{where}: positive_class '{positive}' is not one of the classes {classes}")
+        return [positive], "binary", {c: np.array([float(c == positive)], np.float32) for c in classes}
+    eye = np.eye(len(classes), dtype=np.float32)
+    return classes, "multiclass", {c: eye[i] for i, c in enumerate(classes)}

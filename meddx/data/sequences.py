@@ -1,4 +1,5 @@
-"""Token-id sequences: the Tianchi `|,|` reader (rounds 1 and 2), the vocabulary, and a torch Dataset."""
+"""Token-id sequences: the vocabulary, a torch Dataset, padding-trimmed batches, length-grouped sampling and a
+summary for explore (the `|,|` report files are read by `data.reports`)."""
 
 from __future__ import annotations
 
@@ -14,108 +15,7 @@ from torch.utils.data import Dataset
 from meddx.data.records import DataSet, Record
 from meddx.errors import DataError
 
-SEP = "|,|"
-N_REGIONS, N_TYPES = 17, 12
-REGION_NAMES = [f"region_{i}" for i in range(N_REGIONS)]
-TYPE_NAMES = [f"type_{i}" for i in range(N_TYPES)]
 PAD, UNK, MASK, N_SPECIAL = 0, 1, 2, 3
-
-
-def is_tianchi_file(path: str | Path) -> bool:
-    """True when the file's first line uses the `|,|` field separator."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return SEP in f.readline()
-    except OSError:
-        return False
-
-
-def _ids(text: str, limit: int | None, what: str, where: str) -> list[int]:
-    out = []
-    for t in text.split():
-        if not t.isdigit():
-            raise DataError(f"{where}: {what} {t!r} is not a non-negative integer")
-        v = int(t)
-        if limit is not None and v >= limit:
-            raise DataError(f"{where}: {what} {v} is out of range (0-{limit - 1})")
-        out.append(v)
-    return out
-
-
-def read_tianchi(path: str | Path, label_set: str = "both", require_labels: bool = True) -> DataSet:
-    """A Tianchi file `report_ID|,|tokens|,|label` (train) or `report_ID|,|tokens` (test), rounds 1 and 2.
-
-    Round 1 labels are region ids; round 2 labels are `regions,types`. Empty label = normal. Identical
-    descriptions share a patient id so that a split never puts them on two sides.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"Tianchi file not found: {path}")
-    rows: list[tuple[str, list[int], list[int] | None, list[int] | None, str]] = []
-    n_fields, round2, seen = None, None, set()
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path} line {n}"
-        fields = line.split(SEP)
-        if n_fields is None:
-            n_fields = len(fields)
-            if n_fields not in (2, 3):
-                raise DataError(f"{where}: {n_fields} fields; expected report_ID|,|description[|,|label]")
-        if len(fields) != n_fields:
-            raise DataError(f"{where}: {len(fields)} fields where the file's first line has {n_fields}")
-        rid = fields[0].strip()
-        if not rid:
-            raise DataError(f"{where}: empty report_ID")
-        if rid in seen:
-            raise DataError(f"{where}: report_ID {rid} appears twice")
-        seen.add(rid)
-        tokens = _ids(fields[1], None, "token", where)
-        if not tokens:
-            raise DataError(f"{where}: empty description")
-        regions = types = None
-        if n_fields == 3:
-            label = fields[2]
-            if round2 is None:
-                round2 = "," in label
-            if round2 != ("," in label):
-                raise DataError(f"{where}: label {label.strip()!r} is not in the file's format "
-                                f"({'regions,types' if round2 else 'region ids without a comma'})")
-            reg_text, _, type_text = label.partition(",")
-            regions = _ids(reg_text, N_REGIONS, "region id", where)
-            types = _ids(type_text, N_TYPES, "type id", where) if round2 else None
-        rows.append((rid, tokens, regions, types, where))
-    if not rows:
-        raise DataError(f"{path}: no rows")
-    labelled = n_fields == 3
-    if require_labels and not labelled:
-        raise DataError(f"{path}: no label field (report_ID|,|description only); it is a test file")
-    if label_set == "types" and labelled and not round2:
-        raise DataError(f"{path}: label_set 'types' needs a round-2 file (labels 'regions,types')")
-    use_regions = label_set in ("both", "regions") or not labelled
-    use_types = bool(round2) and label_set in ("both", "types")
-    names = (REGION_NAMES if use_regions else []) + (TYPE_NAMES if use_types else [])
-    first_by_text: dict[bytes, str] = {}
-    records = []
-    for rid, tokens, regions, types, where in rows:
-        y = np.zeros(len(names), np.float32)
-        if use_regions and regions:
-            y[regions] = 1
-        if use_types and types:
-            y[[(N_REGIONS if use_regions else 0) + t for t in types]] = 1
-        arr = np.asarray(tokens, dtype=np.int64)
-        patient = first_by_text.setdefault(arr.tobytes(), rid)
-        records.append(Record(rid, patient, str(path), y, row=where, tokens=arr))
-    dups = sum(1 for r in records if r.patient_id != r.id)
-    notes = ["each report is its own patient" + (f"; {dups} duplicate description(s) grouped with their first copy" if dups else "")]
-    if not labelled:
-        notes.append("unlabelled file (test set): labels are all zero")
-    return DataSet(records, names, "multilabel", origin=str(path), notes=notes)
-
-
-def read_descriptions(paths: list[str]) -> list[np.ndarray]:
-    """Token arrays of unlabelled (or labelled) `|,|` files, labels ignored: the vocabulary and MLM corpus."""
-    return [r.tokens for p in paths for r in read_tianchi(p, require_labels=False).records]
 
 
 @dataclass
@@ -142,7 +42,11 @@ class Vocab:
         return out
 
     def encode_all(self, seqs: list[np.ndarray]) -> torch.Tensor:
-        return torch.from_numpy(np.stack([self.encode(s) for s in seqs])) if seqs else torch.zeros(0, self.max_len, dtype=torch.long)
+        return (
+            torch.from_numpy(np.stack([self.encode(s) for s in seqs]))
+            if seqs
+            else torch.zeros(0, self.max_len, dtype=torch.long)
+        )
 
     def model_kwargs(self) -> dict:
         return {"vocab_size": self.size, "max_len": self.max_len}
@@ -171,7 +75,9 @@ class SequenceDataset(Dataset):
     def __init__(self, records: list[Record], vocab: Vocab):
         self.records, self.vocab = records, vocab
         self.inputs = vocab.encode_all([r.tokens for r in records])
-        self.labels = torch.from_numpy(np.stack([r.labels for r in records]).astype(np.float32)) if records else torch.zeros(0)
+        self.labels = (
+            torch.from_numpy(np.stack([r.labels for r in records]).astype(np.float32)) if records else torch.zeros(0)
+        )
 
     def __len__(self) -> int:
         return len(self.records)
@@ -214,10 +120,18 @@ def sequence_summary(ds: DataSet, extra: dict[str, list[np.ndarray]] | None = No
     groups = [g for g in by_text.values() if len(g) > 1]
     labels = ds.labels
     out = {
-        "length": {"min": int(lengths.min()), "mean": round(float(lengths.mean()), 2), "median": float(np.median(lengths)),
-                   "p95": float(np.percentile(lengths, 95)), "p99": float(np.percentile(lengths, 99)), "max": int(lengths.max())},
-        "length_histogram": {f"{lo}-{lo + 9}": int(((lengths >= lo) & (lengths <= lo + 9)).sum())
-                             for lo in range(0, int(lengths.max()) + 1, 10)},
+        "length": {
+            "min": int(lengths.min()),
+            "mean": round(float(lengths.mean()), 2),
+            "median": float(np.median(lengths)),
+            "p95": float(np.percentile(lengths, 95)),
+            "p99": float(np.percentile(lengths, 99)),
+            "max": int(lengths.max()),
+        },
+        "length_histogram": {
+            f"{lo}-{lo + 9}": int(((lengths >= lo) & (lengths <= lo + 9)).sum())
+            for lo in range(0, int(lengths.max()) + 1, 10)
+        },
         "distinct_tokens": len(train_tokens),
         "empty_label_rows": int((labels.sum(1) == 0).sum()),
         "empty_label_share": round(float((labels.sum(1) == 0).mean()), 4),
@@ -226,7 +140,8 @@ def sequence_summary(ds: DataSet, extra: dict[str, list[np.ndarray]] | None = No
         "duplicate_description_groups": len(groups),
         "rows_in_duplicate_groups": sum(len(g) for g in groups),
         "duplicates_with_different_labels": sum(
-            1 for g in groups if len({ds.records[i].labels.tobytes() for i in [int(_index(ds, x)) for x in g]}) > 1),
+            1 for g in groups if len({ds.records[i].labels.tobytes() for i in [int(_index(ds, x)) for x in g]}) > 1
+        ),
         "other_sets": {},
     }
     for name, seqs in (extra or {}).items():
@@ -234,9 +149,13 @@ def sequence_summary(ds: DataSet, extra: dict[str, list[np.ndarray]] | None = No
         unseen = {t for t in tokens if t not in train_tokens}
         texts = {s.tobytes() for s in seqs}
         out["other_sets"][name] = {
-            "rows": len(seqs), "max_length": int(max(len(s) for s in seqs)), "distinct_tokens": len(tokens),
+            "rows": len(seqs),
+            "max_length": int(max(len(s) for s in seqs)),
+            "distinct_tokens": len(tokens),
             "tokens_unseen_in_train": len(unseen),
-            "occurrences_of_unseen_tokens_share": round(sum(tokens[t] for t in unseen) / max(sum(tokens.values()), 1), 5),
+            "occurrences_of_unseen_tokens_share": round(
+                sum(tokens[t] for t in unseen) / max(sum(tokens.values()), 1), 5
+            ),
             "descriptions_also_in_train": sum(1 for t in texts if t in by_text),
         }
     return out

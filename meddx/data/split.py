@@ -84,7 +84,9 @@ def assign_fold(ds: DataSet, cfg: SplitConfig) -> DataSet:
     for r in pool:
         if r.patient_id in chosen:
             r.split = "val"
-    ds.notes.append(f"splits: fold {cfg.fold} of {cfg.folds} (by patient, stratified) is test; val carved from the rest")
+    ds.notes.append(
+        f"splits: fold {cfg.fold} of {cfg.folds} (by patient, stratified) is test; val carved from the rest"
+    )
     if not any(r.split == "val" for r in ds.records):
         raise DataError(f"{ds.origin}: the val split is empty; check split.ratios {cfg.ratios}")
     return ds
@@ -190,7 +192,9 @@ def check_leakage(ds: DataSet, images: bool = True) -> LeakageReport:
     key = lambda s: order.get(s, 9)  # noqa: E731
     report = LeakageReport(patients_known=ds.patients_known)
     report.shared_patients = {p: sorted(s, key=key) for p, s in by_patient.items() if len(s) > 1}
-    report.shared_ids = {i: sorted(s, key=key) for i, s in by_id.items() if len(s) > 1 and i not in report.shared_patients}
+    report.shared_ids = {
+        i: sorted(s, key=key) for i, s in by_id.items() if len(s) > 1 and i not in report.shared_patients
+    }
     if images:
         by_hash: dict[str, list[tuple[str, str]]] = defaultdict(list)
         for r in ds.records:
@@ -212,7 +216,8 @@ def enforce_no_leakage(ds: DataSet, cfg: SplitConfig | None = None) -> LeakageRe
     if report.duplicate_images:
         if cfg.on_duplicate_images == "error":
             raise LeakageError(
-                "leakage between splits:\n" + report.summary()
+                "leakage between splits:\n"
+                + report.summary()
                 + "\nset split.on_duplicate_images to 'drop_from_train' (remove them from train) or 'warn'"
             )
         if cfg.on_duplicate_images == "drop_from_train":
@@ -224,6 +229,9 @@ def enforce_no_leakage(ds: DataSet, cfg: SplitConfig | None = None) -> LeakageRe
             if not report.ok:
                 raise LeakageError("leakage between val and test remains:\n" + report.summary())
         else:
-            report.actions.append(f"warning: {len(report.duplicate_images)} identical image(s) left on two sides (on_duplicate_images=warn)")
+            report.actions.append(
+                f"warning: {len(report.duplicate_images)} identical image(s) left on two sides "
+                "(on_duplicate_images=warn)"
+            )
         ds.notes.extend(report.actions)
     return report

@@ -45,7 +45,9 @@ class Preprocess:
         """A decoded (C, H, W) image at the model's size (bilinear, antialiased)."""
         if tuple(arr.shape[1:]) != tuple(self.image_size):
             t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))[None]
-            arr = F.interpolate(t, size=tuple(self.image_size), mode="bilinear", antialias=True, align_corners=False)[0].numpy()
+            arr = F.interpolate(t, size=tuple(self.image_size), mode="bilinear", antialias=True, align_corners=False)[
+                0
+            ].numpy()
         return arr
 
     def model_input(self, decoded: np.ndarray) -> torch.Tensor:
@@ -77,8 +79,12 @@ def resolve_preprocess(cfg: DataConfig, train_records: list[Record]) -> Preproce
     first = load_image(train_records[0], cfg.views, cfg.view_axis, cfg.channels, cfg.dicom_window)
     size = (cfg.image_size, cfg.image_size) if cfg.image_size else tuple(int(s) for s in first.shape[1:])
     prep = Preprocess(
-        channels=cfg.channels or int(first.shape[0]), image_size=size, normalize=cfg.normalize,
-        views=cfg.views, view_axis=cfg.view_axis, dicom_window=cfg.dicom_window,
+        channels=cfg.channels or int(first.shape[0]),
+        image_size=size,
+        normalize=cfg.normalize,
+        views=cfg.views,
+        view_axis=cfg.view_axis,
+        dicom_window=cfg.dicom_window,
     )
     if cfg.normalize == "dataset":
         step = max(1, len(train_records) // STATS_SAMPLES)
@@ -93,7 +99,9 @@ class ImageDataset(Dataset):
 
     def __init__(self, records: list[Record], prep: Preprocess, preload: bool | None = None):
         self.records, self.prep = records, prep
-        self.labels = torch.from_numpy(np.stack([r.labels for r in records]).astype(np.float32)) if records else torch.zeros(0)
+        self.labels = (
+            torch.from_numpy(np.stack([r.labels for r in records]).astype(np.float32)) if records else torch.zeros(0)
+        )
         nbytes = len(records) * prep.channels * prep.image_size[0] * prep.image_size[1] * 4
         self.images: torch.Tensor | None = None
         if preload if preload is not None else nbytes <= PRELOAD_LIMIT_BYTES:

@@ -8,26 +8,36 @@ from pathlib import Path
 import numpy as np
 
 from meddx.data.readers import read_dataset
-from meddx.evaluate.report import run_operating_point
+from meddx.evaluation.operating import run_operating_point
 from meddx.explain.gradcam import Explainer, grey_png, save_png
-from meddx.train.run import Run
+from meddx.run import Run
 
-GROUPS = (("true positives", "highest probability among positives called positive"),
-          ("false positives", "highest probability among negatives called positive"),
-          ("false negatives", "lowest probability among positives called negative"))
+GROUPS = (
+    ("true positives", "highest probability among positives called positive"),
+    ("false positives", "highest probability among negatives called positive"),
+    ("false negatives", "lowest probability among positives called negative"),
+)
 
 
 def pick_cases(y: np.ndarray, p: np.ndarray, threshold: float, k: int) -> dict[str, np.ndarray]:
     """Row indices of the k most telling cases in each group."""
     pos, called = y >= 0.5, p >= threshold
     tp, fp, fn = np.flatnonzero(pos & called), np.flatnonzero(~pos & called), np.flatnonzero(pos & ~called)
-    return {"true positives": tp[np.argsort(-p[tp], kind="stable")][:k],
-            "false positives": fp[np.argsort(-p[fp], kind="stable")][:k],
-            "false negatives": fn[np.argsort(p[fn], kind="stable")][:k]}
+    return {
+        "true positives": tp[np.argsort(-p[tp], kind="stable")][:k],
+        "false positives": fp[np.argsort(-p[fp], kind="stable")][:k],
+        "false negatives": fn[np.argsort(p[fn], kind="stable")][:k],
+    }
 
 
-def gallery(run: Run | str | Path, split: str = "test", label: str | None = None, k: int = 6,
-            out_dir: str | Path | None = None, layer: str | None = None) -> Path:
+def gallery(
+    run: Run | str | Path,
+    split: str = "test",
+    label: str | None = None,
+    k: int = 6,
+    out_dir: str | Path | None = None,
+    layer: str | None = None,
+) -> Path:
     """Write out_dir/index.html (default RUN/explain/gallery-<split>-<label>/) with scans and Grad-CAM overlays."""
     run = run if isinstance(run, Run) else Run(run)
     explainer = Explainer.from_run(run, layer)
@@ -42,12 +52,15 @@ def gallery(run: Run | str | Path, split: str = "test", label: str | None = None
     wanted = {preds["id"].iloc[i] for rows in chosen.values() for i in rows}
     records = {r.id: r for r in read_dataset(run.config.data, check_files=False).records if r.id in wanted}
     e = html.escape
-    parts = [f"<!doctype html><meta charset='utf-8'><title>Grad-CAM gallery: {e(run.path.name)}</title>",
-             "<style>body{font-family:sans-serif;margin:2em}figure{display:inline-block;margin:.4em;text-align:center}"
-             "img{width:200px;image-rendering:pixelated;border:1px solid #ccc}figcaption{font-size:12px;max-width:410px}</style>",
-             f"<h1>Grad-CAM gallery: {e(run.path.name)}</h1>",
-             f"<p>Split <b>{e(split)}</b>, label <b>{e(name)}</b>, threshold {t:.4g} ({e(rule)}, chosen on val); layer "
-             f"<code>{e(explainer.layer_name)}</code>. Each case: the scan, then the map for <b>{e(name)}</b> over it.</p>"]
+    parts = [
+        f"<!doctype html><meta charset='utf-8'><title>Grad-CAM gallery: {e(run.path.name)}</title>",
+        "<style>body{font-family:sans-serif;margin:2em}figure{display:inline-block;margin:.4em;text-align:center}"
+        "img{width:200px;image-rendering:pixelated;border:1px solid #ccc}"
+        "figcaption{font-size:12px;max-width:410px}</style>",
+        f"<h1>Grad-CAM gallery: {e(run.path.name)}</h1>",
+        f"<p>Split <b>{e(split)}</b>, label <b>{e(name)}</b>, threshold {t:.4g} ({e(rule)}, chosen on val); layer "
+        f"<code>{e(explainer.layer_name)}</code>. Each case: the scan, then the map for <b>{e(name)}</b> over it.</p>",
+    ]
     for group, why in GROUPS:
         rows = chosen[group]
         parts.append(f"<h2>{e(group)} ({len(rows)})</h2><p>{e(why)}</p>")
@@ -60,8 +73,10 @@ def gallery(run: Run | str | Path, split: str = "test", label: str | None = None
             stem = f"{''.join(w[0] for w in group.split())}-{sid}".replace("/", "_")
             save_png(grey_png(original), out / f"{stem}-scan.png")
             save_png(image, out / f"{stem}-cam.png")
-            parts.append(f"<figure><img src='{stem}-scan.png' alt='scan'><img src='{stem}-cam.png' alt='Grad-CAM'>"
-                         f"<figcaption>{e(str(sid))} (patient {e(str(preds['patient_id'].iloc[i]))}): p = {prob:.3f}"
-                         "</figcaption></figure>")
+            parts.append(
+                f"<figure><img src='{stem}-scan.png' alt='scan'><img src='{stem}-cam.png' alt='Grad-CAM'>"
+                f"<figcaption>{e(str(sid))} (patient {e(str(preds['patient_id'].iloc[i]))}): p = {prob:.3f}"
+                "</figcaption></figure>"
+            )
     (out / "index.html").write_text("\n".join(parts) + "\n")
     return out / "index.html"

@@ -16,7 +16,8 @@ from meddx.data.images import file_record, load_image
 from meddx.data.records import Record
 from meddx.data.tensors import Preprocess
 from meddx.errors import ConfigError
-from meddx.train.run import Run
+from meddx.models.output import probabilities
+from meddx.run import Run
 
 _POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.AvgPool2d, nn.MaxPool2d)
 
@@ -34,7 +35,9 @@ def token_reshape(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | 
     return reshape
 
 
-def find_target_layer(model: nn.Module, in_chans: int, size: tuple[int, int], name: str | None = None) -> tuple[str, nn.Module]:
+def find_target_layer(
+    model: nn.Module, in_chans: int, size: tuple[int, int], name: str | None = None
+) -> tuple[str, nn.Module]:
     """The layer to explain: `name` if given, else the last module that outputs a spatial (B, C, h, w) map.
 
     Found by one forward pass with hooks, so it works for every CNN (timm's stages, our models): the last 4-D output
@@ -47,7 +50,9 @@ def find_target_layer(model: nn.Module, in_chans: int, size: tuple[int, int], na
         try:
             return name, model.get_submodule(name)
         except AttributeError:
-            raise ConfigError(f"model has no layer '{name}'; layers: {', '.join(n for n, _ in model.named_modules() if n)[:2000]}") from None
+            raise ConfigError(
+                f"model has no layer '{name}'; layers: {', '.join(n for n, _ in model.named_modules() if n)[:2000]}"
+            ) from None
     order: list[tuple[str, tuple[int, ...]]] = []
     names = {m: n for n, m in model.named_modules() if n}
 
@@ -55,8 +60,11 @@ def find_target_layer(model: nn.Module, in_chans: int, size: tuple[int, int], na
         if isinstance(output, torch.Tensor):
             order.append((names[module], tuple(output.shape)))
 
-    hooks = [m.register_forward_hook(record) for m in names
-             if not isinstance(m, _POOLS) and "pool" not in type(m).__name__.lower()]
+    hooks = [
+        m.register_forward_hook(record)
+        for m in names
+        if not isinstance(m, _POOLS) and "pool" not in type(m).__name__.lower()
+    ]
     try:
         with torch.no_grad():
             model.eval()(torch.zeros(1, in_chans, *size))
@@ -65,7 +73,9 @@ def find_target_layer(model: nn.Module, in_chans: int, size: tuple[int, int], na
             h.remove()
     spatial = [n for n, s in order if len(s) == 4 and s[2] * s[3] > 1] or [n for n, s in order if len(s) == 4]
     if not spatial:
-        raise ConfigError("Grad-CAM needs a convolutional feature map and this model has none; name a layer with --layer")
+        raise ConfigError(
+            "Grad-CAM needs a convolutional feature map and this model has none; name a layer with --layer"
+        )
     return spatial[-1], model.get_submodule(spatial[-1])
 
 
@@ -83,7 +93,9 @@ class Explainer:
         self.cam = GradCAM(model=self.model, target_layers=[layer_module], reshape_transform=token_reshape(self.model))
 
     @classmethod
-    def for_model(cls, model: nn.Module, prep: Preprocess, labels: list[str], task: str, layer: str | None = None) -> Explainer:
+    def for_model(
+        cls, model: nn.Module, prep: Preprocess, labels: list[str], task: str, layer: str | None = None
+    ) -> Explainer:
         return cls(model, prep, labels, task, layer)
 
     @classmethod
@@ -92,8 +104,10 @@ class Explainer:
         run = run if isinstance(run, Run) else Run(run)
         if run.is_sequence:
             raise ConfigError(f"{run.path}: a token-sequence run; Grad-CAM explains image models")
-        if (run.path / "ensemble.json").is_file():
-            raise ConfigError(f"{run.path}: an ensemble; explain one of its member runs (a map of an average is not one model's)")
+        if run.is_ensemble:
+            raise ConfigError(
+                f"{run.path}: an ensemble; explain one of its member runs (a map of an average is not one model's)"
+            )
         return cls(copy.deepcopy(run.model), run.preprocess, run.label_names, run.task, layer)
 
     def label_index(self, label: str | None) -> int:
@@ -111,10 +125,10 @@ class Explainer:
         with torch.enable_grad():
             return self.cam(input_tensor=images, targets=[ClassifierOutputTarget(label)] * len(images))
 
-    def explain(self, source: Record | str | Path | np.ndarray, label: str | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+    def explain(
+        self, source: Record | str | Path | np.ndarray, label: str | None = None
+    ) -> tuple[np.ndarray, np.ndarray, float]:
         """(overlay RGB uint8 at the scan's own size, map (H, W) in [0, 1] at model size, probability) for one scan."""
-        from meddx.train.module import probabilities
-
         j = self.label_index(label)
         original = source if isinstance(source, np.ndarray) else self.original(source)
         x = self.prep.model_input(original)
@@ -148,8 +162,12 @@ def overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.4, max_side: in
     scale = min(1.0, max_side / max(h, w))
     size = (max(1, round(h * scale)), max(1, round(w * scale)))
     if size != (h, w):
-        grey = F.interpolate(torch.from_numpy(grey)[None, None], size=size, mode="bilinear", antialias=True)[0, 0].numpy()
-    heat = F.interpolate(torch.from_numpy(np.asarray(cam, np.float32))[None, None], size=size, mode="bilinear")[0, 0].numpy()
+        grey = F.interpolate(torch.from_numpy(grey)[None, None], size=size, mode="bilinear", antialias=True)[
+            0, 0
+        ].numpy()
+    heat = F.interpolate(torch.from_numpy(np.asarray(cam, np.float32))[None, None], size=size, mode="bilinear")[
+        0, 0
+    ].numpy()
     colour = matplotlib.colormaps["jet"](np.clip(heat, 0, 1))[..., :3]
     rgb = (1 - alpha) * np.repeat(grey[..., None], 3, axis=2) + alpha * colour
     return (np.clip(rgb, 0, 1) * 255).round().astype(np.uint8)
@@ -168,9 +186,15 @@ def save_png(array: np.ndarray, path: str | Path) -> Path:
     return path
 
 
-def explain_file(run: Run | str | Path, scan: str | Path, label: str | None = None, out: str | Path | None = None,
-                 layer: str | None = None) -> tuple[Path, float]:
-    """Grad-CAM overlay of one scan saved as PNG (default: RUN/explain/<scan>-<label>.png); returns path and probability."""
+def explain_file(
+    run: Run | str | Path,
+    scan: str | Path,
+    label: str | None = None,
+    out: str | Path | None = None,
+    layer: str | None = None,
+) -> tuple[Path, float]:
+    """Grad-CAM overlay of one scan saved as PNG (default: RUN/explain/<scan>-<label>.png); returns path and
+    probability."""
     run = run if isinstance(run, Run) else Run(run)
     explainer = Explainer.from_run(run, layer)
     name = label or run.label_names[0]

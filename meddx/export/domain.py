@@ -32,18 +32,27 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 def _limits(distances: np.ndarray) -> dict:
     q50, q99 = (float(v) for v in np.quantile(distances, [0.5, 0.99]))
-    return {"median": q50, "p99": q99, "max": float(distances.max()),
-            "limit": max(q99 + 0.5 * (q99 - q50), float(distances.max()), 0.05)}
+    return {
+        "median": q50,
+        "p99": q99,
+        "max": float(distances.max()),
+        "limit": max(q99 + 0.5 * (q99 - q50), float(distances.max()), 0.05),
+    }
 
 
 def _robust(values: np.ndarray) -> dict:
     med = float(np.median(values))
-    return {"median": med, "mad": float(np.median(np.abs(values - med))) * 1.4826, "min": float(values.min()),
-            "max": float(values.max())}
+    return {
+        "median": med,
+        "mad": float(np.median(np.abs(values - med))) * 1.4826,
+        "min": float(values.min()),
+        "max": float(values.max()),
+    }
 
 
 def input_stats(images: list[np.ndarray], resized: list[np.ndarray], colour: list[bool] | None = None) -> dict:
-    """Statistics of decoded training scans (C, H, W): at their own size (intensities, shape) and at model size (layout)."""
+    """Statistics of decoded training scans (C, H, W): at their own size (intensities, shape) and at model size
+    (layout)."""
     if not images:
         raise ValueError("input_stats needs at least one image")
     sample = np.concatenate([im.ravel()[:: max(1, im.size // 20000)] for im in images])
@@ -59,17 +68,26 @@ def input_stats(images: list[np.ndarray], resized: list[np.ndarray], colour: lis
     correlation = units @ mean_image
     aspects = np.array([im.shape[2] / im.shape[1] for im in images])
     return {
-        "version": STATS_VERSION, "images": len(images), "channels": int(images[0].shape[0]),
+        "version": STATS_VERSION,
+        "images": len(images),
+        "channels": int(images[0].shape[0]),
         "colour_share": float(np.mean(colour)) if colour else 0.0,
         "height": _robust(np.array([im.shape[1] for im in images], float)),
         "width": _robust(np.array([im.shape[2] for im in images], float)),
-        "aspect": _robust(aspects), "mean": _robust(np.array([im.mean() for im in images])),
+        "aspect": _robust(aspects),
+        "mean": _robust(np.array([im.mean() for im in images])),
         "std": _robust(np.array([im.std() for im in images])),
-        "value_range": [low, high], "edges": edges.tolist(), "histogram": reference.tolist(),
+        "value_range": [low, high],
+        "edges": edges.tolist(),
+        "histogram": reference.tolist(),
         "distance": _limits(np.array([_distance(h, reference) for h in hists])),
-        "mean_image": mean_image.round(6).tolist(), "mean_image_shape": list(resized[0].shape[1:]),
-        "correlation": {"median": float(np.median(correlation)), "min": float(correlation.min()),
-                        "limit": float(min(np.quantile(correlation, 0.005), correlation.min()) - 0.05)},
+        "mean_image": mean_image.round(6).tolist(),
+        "mean_image_shape": list(resized[0].shape[1:]),
+        "correlation": {
+            "median": float(np.median(correlation)),
+            "min": float(correlation.min()),
+            "limit": float(min(np.quantile(correlation, 0.005), correlation.min()) - 0.05),
+        },
     }
 
 
@@ -83,23 +101,39 @@ def check_input(image: np.ndarray, resized: np.ndarray, stats: dict, colour: boo
     if colour and stats.get("colour_share", 0.0) < 0.05:
         warnings.append("colour image: the model was trained on grey-level scans")
     if hi > high + 2 * span or lo < low - 2 * span:
-        warnings.append(f"intensities run from {lo:.4g} to {hi:.4g} but training scans lay within {low:.3g} to {high:.3g}: "
-                        "the image looks unscaled (raw units or another bit depth)")
+        warnings.append(
+            f"intensities run from {lo:.4g} to {hi:.4g} but training scans lay within {low:.3g} to {high:.3g}: "
+            "the image looks unscaled (raw units or another bit depth)"
+        )
     distance = _distance(_histogram(image, edges), reference)
     limit = stats["distance"]["limit"]
     correlation = float(_unit(resized) @ np.asarray(stats["mean_image"]))
     floor = stats["correlation"]["limit"]
     if correlation < floor and -correlation >= floor:
-        warnings.append(f"the image looks inverted (bright and dark swapped): it anti-correlates ({correlation:.2f}) with "
-                        "the average training scan")
+        warnings.append(
+            f"the image looks inverted (bright and dark swapped): it anti-correlates ({correlation:.2f}) with "
+            "the average training scan"
+        )
     elif correlation < floor:
-        warnings.append(f"the layout is unlike the training scans (correlation {correlation:.2f} with the average training "
-                        f"scan; training scans reach {stats['correlation']['min']:.2f}): another body part or view?")
+        warnings.append(
+            f"the layout is unlike the training scans (correlation {correlation:.2f} with the average training "
+            f"scan; training scans reach {stats['correlation']['min']:.2f}): another body part or view?"
+        )
     if distance > limit:
-        warnings.append(f"intensity distribution unlike the training scans (distance {distance:.2f}; training scans reach "
-                        f"{stats['distance']['max']:.2f}): another modality or preprocessing?")
+        warnings.append(
+            f"intensity distribution unlike the training scans (distance {distance:.2f}; training scans reach "
+            f"{stats['distance']['max']:.2f}): another modality or preprocessing?"
+        )
     aspect = image.shape[2] / image.shape[1]
     if abs(np.log(aspect / stats["aspect"]["median"])) > np.log(1.5):
-        warnings.append(f"aspect ratio {aspect:.2f} (width/height) differs from the training scans' {stats['aspect']['median']:.2f}")
-    return {"in_distribution": not warnings, "distance": round(distance, 4), "distance_limit": round(limit, 4),
-            "correlation": round(correlation, 4), "correlation_limit": round(floor, 4), "warnings": warnings}
+        warnings.append(
+            f"aspect ratio {aspect:.2f} (width/height) differs from the training scans' {stats['aspect']['median']:.2f}"
+        )
+    return {
+        "in_distribution": not warnings,
+        "distance": round(distance, 4),
+        "distance_limit": round(limit, 4),
+        "correlation": round(correlation, 4),
+        "correlation_limit": round(floor, 4),
+        "warnings": warnings,
+    }

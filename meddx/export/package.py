@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 
@@ -17,9 +16,10 @@ from meddx.data.readers import read_dataset
 from meddx.data.records import Record
 from meddx.data.tensors import ImageDataset
 from meddx.errors import MeddxError
-from meddx.evaluate.operating import rates
+from meddx.evaluation.operating import rates
 from meddx.export.domain import input_stats
-from meddx.train.run import Run
+from meddx.models.output import probabilities
+from meddx.run import CONFIG, PREPROCESS, WEIGHTS, Run
 
 Format = Literal["onnx", "torchscript"]
 FILES = {"onnx": "model.onnx", "torchscript": "model.ts"}
@@ -30,20 +30,19 @@ class ExportError(MeddxError):
 
 
 class WithProbabilities(nn.Module):
-    """The model plus its output activation, so the exported file returns probabilities."""
+    """The model plus its task's output activation, so the exported file returns probabilities."""
 
     def __init__(self, model: nn.Module, task: str):
         super().__init__()
-        self.model, self.multiclass = model, task == "multiclass"
+        self.model, self.task = model, task
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        logits = self.model(image)
-        return torch.softmax(logits, dim=1) if self.multiclass else torch.sigmoid(logits)
+        return probabilities(self.model(image), self.task)
 
 
 def split_records(run: Run, split: str, limit: int) -> list[Record]:
     """Up to `limit` records of one split of the run, spread evenly over it."""
-    table = pd.read_csv(run.path / "split.csv", dtype={"id": str})
+    table = run.split_table()
     ids = table.loc[table["split"] == split, "id"].tolist()
     ids = set(ids[:: max(1, len(ids) // limit)][:limit])
     return [r for r in read_dataset(run.config.data, check_files=False).records if r.id in ids][:limit]
@@ -74,7 +73,11 @@ def validation_rates(run: Run, points: int = 201) -> dict:
     out = {}
     for n in run.label_names:
         sens, spec = rates(val[n].to_numpy() >= 0.5, val[f"p_{n}"].to_numpy(), grid)
-        out[n] = {"threshold": grid.round(4).tolist(), "sensitivity": sens.round(4).tolist(), "specificity": spec.round(4).tolist()}
+        out[n] = {
+            "threshold": grid.round(4).tolist(),
+            "sensitivity": sens.round(4).tolist(),
+            "specificity": spec.round(4).tolist(),
+        }
     return {"split": "val", "samples": int(len(val)), "labels": out}
 
 
@@ -84,8 +87,16 @@ def _export_file(wrapped: nn.Module, example: torch.Tensor, fmt: Format, path: P
             torch.jit.save(torch.jit.trace(wrapped, example.clone()), str(path))
         return
     batch = torch.export.Dim("batch", min=1, max=65536)
-    torch.onnx.export(wrapped, (example,), str(path), input_names=["image"], output_names=["probabilities"],
-                      dynamic_shapes={"image": {0: batch}}, dynamo=True, external_data=False)
+    torch.onnx.export(
+        wrapped,
+        (example,),
+        str(path),
+        input_names=["image"],
+        output_names=["probabilities"],
+        dynamic_shapes={"image": {0: batch}},
+        dynamo=True,
+        external_data=False,
+    )
 
 
 def run_exported(path: Path, fmt: Format, images: np.ndarray) -> np.ndarray:
@@ -111,18 +122,26 @@ def parity(run: Run, path: Path, fmt: Format, images: torch.Tensor) -> dict:
     return {"max_abs_diff": diff, "images": int(len(images)), "batch_sizes": [int(len(images)), 1]}
 
 
-def export_run(run: Run | str | Path, fmt: Format = "onnx", out_dir: str | Path | None = None,
-               tolerance: float = 1e-4, split: str = "test") -> Path:
+def export_run(
+    run: Run | str | Path,
+    fmt: Format = "onnx",
+    out_dir: str | Path | None = None,
+    tolerance: float = 1e-4,
+    split: str = "test",
+) -> Path:
     """Write run/package/ (or out_dir): model file, preprocess.json, labels.json, thresholds.json, card.md, parity.json,
-    plus config.yaml + model.pt (Grad-CAM), input_stats.json (input-domain check) and val_rates.json (threshold control).
+    plus config.yaml + model.pt (Grad-CAM), input_stats.json (input-domain check) and val_rates.json (threshold
+    control).
 
     Raises ExportError when the exported model's probabilities differ from PyTorch's by more than `tolerance`
     on real images of `split`.
     """
     run = run if isinstance(run, Run) else Run(run)
     if run.is_sequence:
-        raise ExportError(f"{run.path}: a token-sequence run; packages and the service are for image models "
-                          "(sequence runs predict with `meddx submit` or Run.predict_proba)")
+        raise ExportError(
+            f"{run.path}: a token-sequence run; packages and the service are for image models "
+            "(sequence runs predict with `meddx submit` or Run.predict_proba)"
+        )
     if fmt not in FILES:
         raise ExportError(f"unknown export format '{fmt}'; use onnx or torchscript")
     out = Path(out_dir) if out_dir else run.path / "package"
@@ -135,15 +154,17 @@ def export_run(run: Run | str | Path, fmt: Format = "onnx", out_dir: str | Path 
     result.update(format=fmt, tolerance=tolerance, passed=result["max_abs_diff"] <= tolerance, split=split)
     (out / "parity.json").write_text(json.dumps(result, indent=2))
     if not result["passed"]:
-        raise ExportError(f"{model_path}: probabilities differ from PyTorch by {result['max_abs_diff']:.3g} "
-                          f"(tolerance {tolerance:g}) on {result['images']} {split} images")
-    for name in ("preprocess.json", "config.yaml", "model.pt"):  # model.pt: the weights for Grad-CAM (weights_only)
+        raise ExportError(
+            f"{model_path}: probabilities differ from PyTorch by {result['max_abs_diff']:.3g} "
+            f"(tolerance {tolerance:g}) on {result['images']} {split} images"
+        )
+    for name in (PREPROCESS, CONFIG, WEIGHTS):  # model.pt: the weights for Grad-CAM (weights_only)
         if (run.path / name).is_file():  # an ensemble has no single model.pt: its package is served by ONNX alone
             shutil.copy(run.path / name, out / name)
     (out / "input_stats.json").write_text(json.dumps(training_input_stats(run)))
     (out / "val_rates.json").write_text(json.dumps(validation_rates(run)))
     (out / "labels.json").write_text(json.dumps({"labels": run.label_names, "task": run.task}, indent=2))
-    metrics = json.loads((run.path / "metrics.json").read_text()) if (run.path / "metrics.json").is_file() else {}
+    metrics = run.metrics("test")
     (out / "thresholds.json").write_text(json.dumps(metrics.get("operating_point", {}), indent=2))
     (out / "card.md").write_text(model_card(run, metrics, result))
     return out
@@ -158,36 +179,54 @@ def _fig(fig: dict | None) -> str:
 def model_card(run: Run, metrics: dict, parity_result: dict) -> str:
     """A short model card: data, splits, metrics with intervals, intended use, limits, how to run the file."""
     info, prep = run.data_info, run.preprocess
-    lines = [f"# Model card: {run.path.name}", "", "## Model",
-             f"- architecture `{run.config.model.name}`; input {prep.channels} x {prep.image_size[0]} x {prep.image_size[1]}; "
-             f"task {run.task}; outputs probabilities for {', '.join(run.label_names)}",
-             f"- exported as {parity_result['format']}; largest difference from PyTorch on {parity_result['images']} real "
-             f"{parity_result['split']} images: {parity_result['max_abs_diff']:.2e}",
-             "", "## Data", f"- source `{info['origin']}`; leakage check {'passed' if info['leakage']['ok'] else 'FAILED'}"]
+    lines = [
+        f"# Model card: {run.path.name}",
+        "",
+        "## Model",
+        f"- architecture `{run.config.model.name}`; "
+        f"input {prep.channels} x {prep.image_size[0]} x {prep.image_size[1]}; "
+        f"task {run.task}; outputs probabilities for {', '.join(run.label_names)}",
+        f"- exported as {parity_result['format']}; largest difference from PyTorch on {parity_result['images']} real "
+        f"{parity_result['split']} images: {parity_result['max_abs_diff']:.2e}",
+        "",
+        "## Data",
+        f"- source `{info['origin']}`; leakage check {'passed' if info['leakage']['ok'] else 'FAILED'}",
+    ]
     lines += [f"- {s}: {v['samples']} samples, {v['patients']} patients" for s, v in info["sizes"].items()]
     if metrics:
         op = metrics.get("operating_point", {})
-        lines += ["", f"## Performance on the {metrics['split']} split", f"- operating point: {op.get('rule')} (chosen on validation)"]
+        lines += [
+            "",
+            f"## Performance on the {metrics['split']} split",
+            f"- operating point: {op.get('rule')} (chosen on validation)",
+        ]
         for n in metrics["labels"]:
             m = metrics["model"]["per_label"][n]
-            lines.append(f"- {n}: ROC AUC {_fig(m['roc_auc'])}; sensitivity {_fig(m['sensitivity'])}; "
-                         f"specificity {_fig(m['specificity'])}; beats the prior baseline: {metrics['beats_prior'][n]}")
-    lines += ["", "## Intended use and limits",
-              "- Research and decision support only; not a medical device. Validate on data from the site where it is used.",
-              "- Trained on the data above only: other scanners, modalities, ages or preprocessing may change its behaviour.",
-              "- Inputs must be prepared exactly as `preprocess.json` says (channels, size, normalisation).",
-              "- `input_stats.json` describes the training scans; `meddx serve` warns when an upload falls outside them "
-              "(another modality, an inverted or unscaled image, colour, another aspect ratio). The check is a guard, "
-              "not a guarantee: a scan within those statistics can still be unlike the training data.",
-              "", "## Running the file without meddx",
-              "```python",
-              "import json, numpy as np, onnxruntime as ort",
-              "prep = json.load(open('preprocess.json'))",
-              "x = image_float32_CHW  # decoded, channels and size as in prep, scaled to [0, 1] for 8/16-bit images",
-              "if prep['normalize'] == 'dataset':",
-              "    x = (x - np.array(prep['mean'])[:, None, None]) / np.array(prep['std'])[:, None, None]",
-              "elif prep['normalize'] == 'sample':",
-              "    x = (x - x.mean((1, 2), keepdims=True)) / (x.std((1, 2), ddof=1, keepdims=True) + 1e-6)",
-              "p = ort.InferenceSession('model.onnx').run(['probabilities'], {'image': x[None].astype(np.float32)})[0]",
-              "```", ""]
+            lines.append(
+                f"- {n}: ROC AUC {_fig(m['roc_auc'])}; sensitivity {_fig(m['sensitivity'])}; "
+                f"specificity {_fig(m['specificity'])}; beats the prior baseline: {metrics['beats_prior'][n]}"
+            )
+    lines += [
+        "",
+        "## Intended use and limits",
+        "- Research and decision support only; not a medical device. Validate on data from the site where it is used.",
+        "- Trained on the data above only: other scanners, modalities, ages or preprocessing may change its behaviour.",
+        "- Inputs must be prepared exactly as `preprocess.json` says (channels, size, normalisation).",
+        "- `input_stats.json` describes the training scans; `meddx serve` warns when an upload falls outside them "
+        "(another modality, an inverted or unscaled image, colour, another aspect ratio). The check is a guard, "
+        "not a guarantee: a scan within those statistics can still be unlike the training data.",
+        "",
+        "## Running the file without meddx",
+        "```python",
+        "import json, numpy as np, onnxruntime as ort",
+        "prep = json.load(open('preprocess.json'))",
+        "x = image_float32_CHW  # decoded, channels and size as in prep, scaled to [0, 1] for 8/16-bit images",
+        "if prep['normalize'] == 'dataset':",
+        "    x = (x - np.array(prep['mean'])[:, None, None]) / np.array(prep['std'])[:, None, None]",
+        "elif prep['normalize'] == 'sample':",
+        "    x = (x - x.mean((1, 2), keepdims=True)) / (x.std((1, 2), ddof=1, keepdims=True) + 1e-6)",
+        "p = ort.InferenceSession('model.onnx').run(['probabilities'], {'image': x[None].astype(np.float32)})[0]",
+        "```",
+        "",
+    ]
     return "\n".join(lines)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from meddx.models.output import logits_of, probabilities
+
 
 class ProbabilityAverage(nn.Module):
-    """Averages members' probabilities (softmax for multi-class, sigmoid otherwise; weights optional, normalised) and
-    returns logits of the average (log for multi-class, logit otherwise), so the usual activation gives the average."""
+    """Averages members' probabilities (weights optional, normalised) and returns the logits of the average, so the
+    task's usual activation gives the average."""
 
     def __init__(self, members: list[nn.Module], task: str, weights: list[float] | None = None):
         super().__init__()
@@ -18,7 +20,7 @@ class ProbabilityAverage(nn.Module):
         self.register_buffer("weights", w / w.sum())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        act = (lambda z: torch.softmax(z, 1)) if self.task == "multiclass" else torch.sigmoid
-        p = sum(w * act(m(x).double()) for w, m in zip(self.weights, self.members))
-        out = torch.log(p) if self.task == "multiclass" else torch.logit(p)
-        return out.to(x.dtype if x.is_floating_point() else torch.get_default_dtype())  # token ids are integers
+        p = sum(w * probabilities(m(x).double(), self.task) for w, m in zip(self.weights, self.members))
+        return logits_of(p, self.task).to(
+            x.dtype if x.is_floating_point() else torch.get_default_dtype()
+        )  # token ids: ints

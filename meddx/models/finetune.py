@@ -44,8 +44,10 @@ def head_name(model: nn.Module) -> str:
     for c in candidates:
         if isinstance(c, nn.Module) and id(c) in names and any(True for _ in c.parameters()):
             return names[id(c)]
-    raise ConfigError(f"{type(model).__name__}: no head found (expected get_classifier() or an attribute "
-                      f"{', '.join(HEAD_ATTRIBUTES)} with parameters)")
+    raise ConfigError(
+        f"{type(model).__name__}: no head found (expected get_classifier() or an attribute "
+        f"{', '.join(HEAD_ATTRIBUTES)} with parameters)"
+    )
 
 
 def _under(name: str, prefix: str) -> bool:
@@ -73,7 +75,7 @@ def blocks(model: nn.Module) -> list[Block]:
             label = modules[i] if i < len(modules) else "+".join(dict.fromkeys(n.split(".")[0] for n, _ in per[i]))
             groups.append((label, per[i]))
     else:
-        for child, module in model.named_children():
+        for child, _module in model.named_children():
             ps = [(n, p) for n, p in body if _under(n, child)]
             if ps:
                 groups.append((child, ps))
@@ -103,7 +105,7 @@ def trainable_blocks(model: nn.Module, depth: int | str) -> list[Block]:
     backbone, head = bs[:-1], bs[-1]
     if n is None or n >= len(backbone):
         return bs
-    return (backbone[len(backbone) - n:] if n else []) + [head]
+    return (backbone[len(backbone) - n :] if n else []) + [head]
 
 
 def freeze_all_but(model: nn.Module, depth: int | str) -> list[str]:
@@ -132,7 +134,9 @@ def read_state_dict(source: str | Path) -> dict[str, torch.Tensor]:
             raise ConfigError(f"{p}: a run folder to initialise from needs model.pt (did the run finish?)")
         p = p / "model.pt"
     if not p.is_file():
-        raise ConfigError(f"weights file not found: {p} (neither a meddx run folder nor a file; meddx never downloads weights)")
+        raise ConfigError(
+            f"weights file not found: {p} (neither a meddx run folder nor a file; meddx never downloads weights)"
+        )
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001
@@ -144,7 +148,9 @@ def read_state_dict(source: str | Path) -> dict[str, torch.Tensor]:
             break
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ConfigError(f"{p}: expected a dict of tensors (a state dict)")
-    if lightning or (state and all(k.startswith("model.") for k in state)):  # our Classifier: the model, not its loss buffers
+    if lightning or (
+        state and all(k.startswith("model.") for k in state)
+    ):  # our Classifier: the model, not its loss buffers
         state = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
     return state
 
@@ -175,8 +181,11 @@ def load_pretrained(model: nn.Module, source: str | Path) -> dict:
                 continue
         loaded[k] = v
     if missing or unexpected or wrong:
-        parts = [f"{name}: {', '.join(items[:5])}{' ...' if len(items) > 5 else ''}"
-                 for name, items in (("shape mismatch", wrong), ("missing", missing), ("unexpected", unexpected)) if items]
+        parts = [
+            f"{name}: {', '.join(items[:5])}{' ...' if len(items) > 5 else ''}"
+            for name, items in (("shape mismatch", wrong), ("missing", missing), ("unexpected", unexpected))
+            if items
+        ]
         raise ConfigError(f"{source}: weights do not fit the model outside its head '{head}'; " + "; ".join(parts))
     model.load_state_dict(loaded, strict=False)
     skipped = [k for k in state if in_head(k)]
@@ -188,5 +197,26 @@ def describe(model: nn.Module, depth: int | str | None = None) -> list[dict]:
     bs = blocks(model)
     keep = {b.name for b in trainable_blocks(model, depth)} if depth is not None else None
     n_back = len(bs) - 1
-    return [{"block": "head" if b.is_head else str(n_back - i), "name": b.name, "params": b.num_params,
-             **({"trainable": b.name in keep} if keep is not None else {})} for i, b in enumerate(bs)]
+    return [
+        {
+            "block": "head" if b.is_head else str(n_back - i),
+            "name": b.name,
+            "params": b.num_params,
+            **({"trainable": b.name in keep} if keep is not None else {}),
+        }
+        for i, b in enumerate(bs)
+    ]
+
+
+def blocks_table(rows: list[dict], depth: int | str | None = None) -> str:
+    """`describe`'s rows as the text table `meddx model-info` prints (a trainable column when a depth is given)."""
+    lines = [f"{'block':>6}  {'module':32s} {'parameters':>12}" + ("  trainable" if depth is not None else "")]
+    for r in rows:
+        flag = ("  yes" if r["trainable"] else "  no") if depth is not None else ""
+        lines.append(f"{r['block']:>6}  {r['name']:32s} {r['params']:>12,}{flag}")
+    total = sum(r["params"] for r in rows)
+    trainable = sum(r["params"] for r in rows if r.get("trainable", True))
+    lines.append(
+        f"total {total:,} parameters" + (f"; {trainable:,} trainable at depth {depth}" if depth is not None else "")
+    )
+    return "\n".join(lines)

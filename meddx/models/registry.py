@@ -45,7 +45,9 @@ def _timm_builder(name: str) -> Callable[..., nn.Module]:
     def build(in_chans: int, num_classes: int, dropout: float = 0.0, **kw) -> nn.Module:
         import timm
 
-        return timm.create_model(name, pretrained=False, in_chans=in_chans, num_classes=num_classes, drop_rate=dropout, **kw)
+        return timm.create_model(
+            name, pretrained=False, in_chans=in_chans, num_classes=num_classes, drop_rate=dropout, **kw
+        )
 
     return build
 
@@ -69,15 +71,15 @@ def min_input_size(name: str) -> int:
     return MODEL_INFO[name].min_size if name in MODEL_INFO else 32
 
 
-def create_model(
-    name: str, in_chans: int, num_classes: int, weights: str | Path | None = None, **kwargs
-) -> nn.Module:
+def create_model(name: str, in_chans: int, num_classes: int, weights: str | Path | None = None, **kwargs) -> nn.Module:
     """Build a registered (or any timm) model; `weights` is a local state-dict file, never a download."""
     if name in MODEL_INFO:
         try:
             model = MODEL_INFO[name].builder(in_chans=in_chans, num_classes=num_classes, **kwargs)
         except TypeError as e:
-            raise ConfigError(f"model '{name}' ({MODEL_INFO[name].kind}): bad arguments {sorted(kwargs)}: {e}") from None
+            raise ConfigError(
+                f"model '{name}' ({MODEL_INFO[name].kind}): bad arguments {sorted(kwargs)}: {e}"
+            ) from None
     else:
         import timm
 
@@ -98,9 +100,14 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if k in state and state[k].shape != v.shape]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and state[k].shape != v.shape
+    ]
     if missing or unexpected or wrong:
         raise ConfigError(
-            f"{path}: weights do not fit the model; missing {missing[:5]}, unexpected {unexpected[:5]}, shape {wrong[:5]}"
+            f"{path}: weights do not fit the model; missing {missing[:5]}, unexpected {unexpected[:5]}, "
+            f"shape {wrong[:5]}"
         )
     model.load_state_dict(state)

@@ -28,15 +28,30 @@ def masked_mean_max(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 class RNNClassifier(nn.Module):
     """Embedding -> bidirectional LSTM/GRU (packed) -> max + mean pooling -> linear."""
 
-    def __init__(self, num_classes: int, vocab_size: int, cell: str = "lstm", embed_dim: int = 128, hidden: int = 128,
-                 layers: int = 1, dropout: float = 0.3, spatial_dropout: bool = True):
+    def __init__(
+        self,
+        num_classes: int,
+        vocab_size: int,
+        cell: str = "lstm",
+        embed_dim: int = 128,
+        hidden: int = 128,
+        layers: int = 1,
+        dropout: float = 0.3,
+        spatial_dropout: bool = True,
+    ):
         super().__init__()
         self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
         # spatial dropout drops whole embedding channels of a report; plain Dropout drops single values
         self.embed_drop = nn.Dropout1d(dropout) if spatial_dropout else nn.Dropout(dropout)
         rnn = nn.LSTM if cell == "lstm" else nn.GRU
-        self.rnn = rnn(embed_dim, hidden, num_layers=layers, batch_first=True, bidirectional=True,
-                       dropout=dropout if layers > 1 else 0.0)
+        self.rnn = rnn(
+            embed_dim,
+            hidden,
+            num_layers=layers,
+            batch_first=True,
+            bidirectional=True,
+            dropout=dropout if layers > 1 else 0.0,
+        )
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(4 * hidden, num_classes)
 
@@ -53,8 +68,17 @@ class RNNClassifier(nn.Module):
 class TransformerClassifier(nn.Module):
     """Embedding + learned positions -> nn.TransformerEncoder (pre-norm) -> mean + max pooling -> linear."""
 
-    def __init__(self, num_classes: int, vocab_size: int, max_len: int, d_model: int = 128, heads: int = 4,
-                 layers: int = 2, ff: int = 256, dropout: float = 0.1):
+    def __init__(
+        self,
+        num_classes: int,
+        vocab_size: int,
+        max_len: int,
+        d_model: int = 128,
+        heads: int = 4,
+        layers: int = 2,
+        ff: int = 256,
+        dropout: float = 0.1,
+    ):
         super().__init__()
         self.embed = nn.Embedding(vocab_size, d_model, padding_idx=0)
         self.pos = nn.Parameter(torch.zeros(1, max_len, d_model))
@@ -75,8 +99,15 @@ class TransformerClassifier(nn.Module):
 class TextCNN(nn.Module):
     """Kim's TextCNN: embedding -> parallel 1-D convolutions -> max over time -> linear."""
 
-    def __init__(self, num_classes: int, vocab_size: int, embed_dim: int = 128, filters: int = 128,
-                 kernel_sizes: tuple[int, ...] = (2, 3, 4, 5), dropout: float = 0.3):
+    def __init__(
+        self,
+        num_classes: int,
+        vocab_size: int,
+        embed_dim: int = 128,
+        filters: int = 128,
+        kernel_sizes: tuple[int, ...] = (2, 3, 4, 5),
+        dropout: float = 0.3,
+    ):
         super().__init__()
         self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
         self.convs = nn.ModuleList(nn.Conv1d(embed_dim, filters, k, padding=k // 2) for k in kernel_sizes)
@@ -100,9 +131,18 @@ def bert_config(vocab_size: int, max_len: int, size: str = "cpu", dropout: float
     if size not in BERT_SIZES:
         raise ConfigError(f"bert size '{size}' unknown; use one of {sorted(BERT_SIZES)} (or auto)")
     hidden, layers, heads = BERT_SIZES[size]
-    return BertConfig(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                      intermediate_size=4 * hidden, max_position_embeddings=max_len, type_vocab_size=1, pad_token_id=0,
-                      hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+    return BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=4 * hidden,
+        max_position_embeddings=max_len,
+        type_vocab_size=1,
+        pad_token_id=0,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
+    )
 
 
 def resolve_size(size: str) -> str:
@@ -155,7 +195,9 @@ def bigru(in_chans: int, num_classes: int, vocab_size: int, max_len: int, dropou
 
 
 @_seq("transformer", "Embedding + nn.TransformerEncoder, mean+max pooling (token sequences)")
-def transformer(in_chans: int, num_classes: int, vocab_size: int, max_len: int, dropout: float = 0.1, **kw) -> nn.Module:
+def transformer(
+    in_chans: int, num_classes: int, vocab_size: int, max_len: int, dropout: float = 0.1, **kw
+) -> nn.Module:
     return TransformerClassifier(num_classes, vocab_size, max_len, dropout=dropout, **kw)
 
 
@@ -164,6 +206,8 @@ def textcnn(in_chans: int, num_classes: int, vocab_size: int, max_len: int, drop
     return TextCNN(num_classes, vocab_size, dropout=dropout, **kw)
 
 
-@_seq("bert_small", "transformers BERT from a config (cpu: 256x4 layers; gpu: 512x8), MLM-pretrainable (token sequences)")
+@_seq(
+    "bert_small", "transformers BERT from a config (cpu: 256x4 layers; gpu: 512x8), MLM-pretrainable (token sequences)"
+)
 def bert_small(in_chans: int, num_classes: int, vocab_size: int, max_len: int, dropout: float = 0.1, **kw) -> nn.Module:
     return BertClassifier(num_classes, vocab_size, max_len, dropout=dropout, **kw)

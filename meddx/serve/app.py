@@ -23,8 +23,13 @@ class UploadLimit:
 
     async def _refuse(self, send) -> None:
         body = json.dumps({"detail": f"upload larger than the limit of {self.max_bytes:,} bytes"}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
     async def __call__(self, scope, receive, send):
@@ -58,13 +63,17 @@ class UploadLimit:
             await self._refuse(send)
 
 
-def create_app(path: str | Path, backend: str = "auto", max_upload_mb: float = 20.0, timeout_s: float = 30.0,
-               threads: int = 2) -> FastAPI:
+def create_app(
+    path: str | Path, backend: str = "auto", max_upload_mb: float = 20.0, timeout_s: float = 30.0, threads: int = 2
+) -> FastAPI:
     """The FastAPI app for a package or run folder; inference runs in a thread pool, never on the event loop."""
     predictor = Predictor(path, backend)
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="meddx-infer")
-    app = FastAPI(title=f"meddx: {predictor.path.name}", version="1",
-                  description="Diagnosis model served by meddx. Research and decision support only; not a medical device.")
+    app = FastAPI(
+        title=f"meddx: {predictor.path.name}",
+        version="1",
+        description="Diagnosis model served by meddx. Research and decision support only; not a medical device.",
+    )
     app.state.predictor = predictor
     app.add_middleware(UploadLimit, max_bytes=int(max_upload_mb * 1024 * 1024))
 
@@ -93,11 +102,14 @@ def create_app(path: str | Path, backend: str = "auto", max_upload_mb: float = 2
         label: str | None = Query(None, description="Label for the Grad-CAM map (default: the first)"),
         image: bool = Query(False, description="Add the decoded scan as base64 PNG (for display)"),
     ) -> dict:
-        """Per-label probabilities, the decision at the operating point chosen on validation, and the input-domain check."""
+        """Per-label probabilities, the decision at the operating point chosen on validation, and the input-domain
+        check."""
         data = await file.read()
         loop = asyncio.get_running_loop()
         try:
-            result = await asyncio.wait_for(loop.run_in_executor(pool, predictor.predict, data, cam, label, image), timeout_s)
+            result = await asyncio.wait_for(
+                loop.run_in_executor(pool, predictor.predict, data, cam, label, image), timeout_s
+            )
         except asyncio.TimeoutError:
             return JSONResponse({"detail": f"inference took longer than {timeout_s:g} s"}, status_code=504)
         except UploadError as e:

@@ -21,15 +21,18 @@ from meddx.data.images import is_colour, read_pixels, to_channels
 from meddx.data.records import Record
 from meddx.data.tensors import Preprocess
 from meddx.errors import ConfigError, DataError
-from meddx.evaluate.operating import parse_operating_point
-from meddx.evaluate.report import run_operating_point
+from meddx.evaluation.operating import resolve_operating_point, run_operating_point
 from meddx.export.domain import check_input
 from meddx.export.package import training_input_stats, validation_rates
-from meddx.models import create_model
-from meddx.train.module import probabilities
-from meddx.train.run import Run
+from meddx.models.output import build_model, probabilities
+from meddx.run import CONFIG, ENSEMBLE, PREPROCESS, WEIGHTS, Run
 
-MAGIC = {"png": (0, b"\x89PNG\r\n\x1a\n"), "jpeg": (0, b"\xff\xd8\xff"), "dicom": (128, b"DICM"), "npy": (0, b"\x93NUMPY")}
+MAGIC = {
+    "png": (0, b"\x89PNG\r\n\x1a\n"),
+    "jpeg": (0, b"\xff\xd8\xff"),
+    "dicom": (128, b"DICM"),
+    "npy": (0, b"\x93NUMPY"),
+}
 SUFFIX = {"png": ".png", "jpeg": ".jpg", "dicom": ".dcm", "npy": ".npy"}
 
 
@@ -46,10 +49,13 @@ def sniff(data: bytes) -> str:
     if not data:
         raise UploadError("empty upload: the file has no bytes", 400)
     for kind, (offset, magic) in MAGIC.items():
-        if data[offset: offset + len(magic)] == magic:
+        if data[offset : offset + len(magic)] == magic:
             return kind
-    raise UploadError("unsupported file content: expected PNG, JPEG, DICOM (with the DICM preamble) or NPY; "
-                      f"the first bytes are {data[:8]!r}", 422)
+    raise UploadError(
+        "unsupported file content: expected PNG, JPEG, DICOM (with the DICM preamble) or NPY; "
+        f"the first bytes are {data[:8]!r}",
+        422,
+    )
 
 
 def _pixel_count(path: str, kind: str) -> int:
@@ -85,13 +91,18 @@ class Predictor:
             self.kind = "package"
             labels = json.loads((self.path / "labels.json").read_text())
             self.labels, self.task = labels["labels"], labels["task"]
-            self.prep = Preprocess.load(self.path / "preprocess.json")
-            self.config = load_config(self.path / "config.yaml")
+            self.prep = Preprocess.load(self.path / PREPROCESS)
+            self.config = load_config(self.path / CONFIG)
             self.stats = json.loads((self.path / "input_stats.json").read_text())
             self.val_rates = json.loads((self.path / "val_rates.json").read_text())
-            self.thresholds, self.rule = self._thresholds(json.loads((self.path / "thresholds.json").read_text()))
+            self.thresholds, self.rule = resolve_operating_point(
+                self.task,
+                self.labels,
+                json.loads((self.path / "thresholds.json").read_text()),
+                self.config.evaluate.operating_point,
+            )
             self.card = (self.path / "card.md").read_text()
-        elif (self.path / "config.yaml").is_file():  # a run folder: PyTorch, domain statistics computed now
+        elif (self.path / CONFIG).is_file():  # a run folder: PyTorch, domain statistics computed now
             self.kind = "run"
             run = Run(self.path)
             if run.is_sequence:
@@ -99,7 +110,9 @@ class Predictor:
             self.labels, self.task, self.prep, self.config = run.label_names, run.task, run.preprocess, run.config
             self.stats, self.val_rates = training_input_stats(run), validation_rates(run)
             self.thresholds, self.rule = run_operating_point(run)
-            self.card = f"# {run.path.name}\n\nRun folder served directly (PyTorch); `meddx export` writes a full model card.\n"
+            self.card = (
+                f"# {run.path.name}\n\nRun folder served directly (PyTorch); `meddx export` writes a full model card.\n"
+            )
         else:
             raise ConfigError(f"{self.path}: neither a model package (labels.json) nor a run folder (config.yaml)")
         onnx = self.path / "model.onnx"
@@ -107,7 +120,7 @@ class Predictor:
             backend = "onnx" if onnx.is_file() else "pytorch"
         if backend == "onnx" and not onnx.is_file():
             raise ConfigError(f"{self.path}: no model.onnx for the onnx backend; run `meddx export` first")
-        self.has_weights = (self.path / "model.pt").is_file() and not (self.path / "ensemble.json").is_file()
+        self.has_weights = (self.path / WEIGHTS).is_file() and not (self.path / ENSEMBLE).is_file()
         if backend == "pytorch" and not self.has_weights:
             raise ConfigError(f"{self.path}: no single model.pt (an ensemble?); serve its ONNX package instead")
         if backend not in ("onnx", "pytorch"):
@@ -120,26 +133,12 @@ class Predictor:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             self._session = ort.InferenceSession(str(onnx), options, providers=["CPUExecutionProvider"])
         else:
-            self.torch_model  # load now: a broken model file fails at start, not at the first request
-
-    def _thresholds(self, operating: dict) -> tuple[dict[str, float], str]:
-        """A package's operating point: thresholds.json (chosen on val at export), else the config's fixed threshold."""
-        if self.task == "multiclass":
-            return {n: 0.5 for n in self.labels}, "argmax"
-        if operating.get("thresholds"):
-            return {n: float(operating["thresholds"][n]) for n in self.labels}, operating.get("rule", "")
-        method, value = parse_operating_point(self.config.evaluate.operating_point)
-        if method == "fixed":
-            return {n: float(value) for n in self.labels}, f"threshold {value:g}"
-        return {n: 0.5 for n in self.labels}, "threshold 0.5 (no operating point chosen on validation in this package)"
+            _ = self.torch_model  # load now: a broken model file fails at start, not at the first request
 
     @cached_property
     def torch_model(self) -> torch.nn.Module:
         """The PyTorch model rebuilt from the config, weights loaded with weights_only=True (no pickle execution)."""
-        model = create_model(self.config.model.name, self.prep.channels, len(self.labels), dropout=self.config.model.dropout,
-                             **self.config.model.kwargs)
-        model.load_state_dict(torch.load(self.path / "model.pt", map_location="cpu", weights_only=True))
-        return model.eval()
+        return build_model(self.config.model, self.prep.channels, len(self.labels), self.path / WEIGHTS)
 
     @cached_property
     def explainer(self):
@@ -151,10 +150,23 @@ class Predictor:
 
     def info(self) -> dict:
         """What GET /model returns: labels, thresholds, the validation table for the threshold control, the card."""
-        return {"name": self.path.name, "kind": self.kind, "backend": self.backend, "task": self.task,
-                "labels": self.labels, "thresholds": self.thresholds, "operating_point": self.rule, "grad_cam": self.has_weights,
-                "input": {"channels": self.prep.channels, "size": list(self.prep.image_size), "normalize": self.prep.normalize},
-                "val_rates": self.val_rates, "card": self.card}
+        return {
+            "name": self.path.name,
+            "kind": self.kind,
+            "backend": self.backend,
+            "task": self.task,
+            "labels": self.labels,
+            "thresholds": self.thresholds,
+            "operating_point": self.rule,
+            "grad_cam": self.has_weights,
+            "input": {
+                "channels": self.prep.channels,
+                "size": list(self.prep.image_size),
+                "normalize": self.prep.normalize,
+            },
+            "val_rates": self.val_rates,
+            "card": self.card,
+        }
 
     def decode(self, data: bytes) -> tuple[np.ndarray, bool]:
         """Upload bytes to a (C, H, W) scan, channels chosen as in training; format checked by content."""
@@ -197,9 +209,14 @@ class Predictor:
             decisions = {n: n == top for n in self.labels}
         else:
             decisions = {n: probs[n] >= self.thresholds[n] for n in self.labels}
-        out = {"probabilities": probs, "decisions": decisions, "thresholds": self.thresholds,
-               "operating_point": self.rule, "domain": check_input(scan, resized, self.stats, colour),
-               "backend": self.backend}
+        out = {
+            "probabilities": probs,
+            "decisions": decisions,
+            "thresholds": self.thresholds,
+            "operating_point": self.rule,
+            "domain": check_input(scan, resized, self.stats, colour),
+            "backend": self.backend,
+        }
         if image or cam:
             from meddx.explain.gradcam import grey_png, overlay
 
@@ -207,8 +224,10 @@ class Predictor:
                 out["image_png"] = _png_base64(grey_png(scan, max_side=512))
             if cam:
                 if not self.has_weights:
-                    raise UploadError("Grad-CAM needs the PyTorch weights (model.pt), which this model (an ensemble?) "
-                                      "does not have", 400)
+                    raise UploadError(
+                        "Grad-CAM needs the PyTorch weights (model.pt), which this model (an ensemble?) does not have",
+                        400,
+                    )
                 name = label or self.labels[0]
                 if name not in self.labels:
                     raise UploadError(f"unknown label '{name}'; labels are {self.labels}", 400)

@@ -12,7 +12,9 @@ def _as_weights(w: np.ndarray | None, n: int) -> np.ndarray:
     return np.ones((1, n)) if w is None else np.atleast_2d(np.asarray(w, dtype=np.float64))
 
 
-def grouped_counts(y: np.ndarray, p: np.ndarray, w: np.ndarray, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def grouped_counts(
+    y: np.ndarray, p: np.ndarray, w: np.ndarray, rows: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Weighted positives and negatives per distinct score, ascending: two (B, K) arrays.
 
     `rows` maps each (y, p) item to its sample's weight column (micro averaging passes every label of a sample);
@@ -29,7 +31,9 @@ def grouped_counts(y: np.ndarray, p: np.ndarray, w: np.ndarray, rows: np.ndarray
     return pos, neg
 
 
-def ranking_metrics(y: np.ndarray, p: np.ndarray, w: np.ndarray | None = None, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def ranking_metrics(
+    y: np.ndarray, p: np.ndarray, w: np.ndarray | None = None, rows: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
     """ROC AUC (ties count one half) and average precision (as scikit-learn) per weight row, from one grouping."""
     w = _as_weights(w, len(y) if rows is None else int(rows.max()) + 1)
     pos, neg = grouped_counts(y, p, w, rows)
@@ -42,7 +46,10 @@ def ranking_metrics(y: np.ndarray, p: np.ndarray, w: np.ndarray | None = None, r
         seen = tp + np.cumsum(neg[:, ::-1], axis=1)
         np.divide(tp, seen, out=tp, where=seen > 0)
         ap = np.einsum("bk,bk->b", tp, pos[:, ::-1]) / total_pos
-    return {"roc_auc": np.where((total_pos > 0) & (total_neg > 0), auc, np.nan), "pr_auc": np.where(total_pos > 0, ap, np.nan)}
+    return {
+        "roc_auc": np.where((total_pos > 0) & (total_neg > 0), auc, np.nan),
+        "pr_auc": np.where(total_pos > 0, ap, np.nan),
+    }
 
 
 def roc_auc(y: np.ndarray, p: np.ndarray, w: np.ndarray | None = None, rows: np.ndarray | None = None) -> np.ndarray:
@@ -50,7 +57,9 @@ def roc_auc(y: np.ndarray, p: np.ndarray, w: np.ndarray | None = None, rows: np.
     return ranking_metrics(y, p, w, rows)["roc_auc"]
 
 
-def average_precision(y: np.ndarray, p: np.ndarray, w: np.ndarray | None = None, rows: np.ndarray | None = None) -> np.ndarray:
+def average_precision(
+    y: np.ndarray, p: np.ndarray, w: np.ndarray | None = None, rows: np.ndarray | None = None
+) -> np.ndarray:
     """PR AUC as scikit-learn's average_precision_score (step-wise, tied scores as one threshold)."""
     return ranking_metrics(y, p, w, rows)["pr_auc"]
 

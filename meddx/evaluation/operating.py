@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from meddx.errors import ConfigError
 
 METHODS = ("youden", "fixed", "sensitivity", "specificity")
-TRADEOFF_POINTS = [("youden", None), ("fixed", 0.5), ("sensitivity", 0.80), ("sensitivity", 0.90), ("sensitivity", 0.95),
-                   ("sensitivity", 0.99), ("specificity", 0.80), ("specificity", 0.90), ("specificity", 0.95)]
+TRADEOFF_POINTS = [
+    ("youden", None),
+    ("fixed", 0.5),
+    ("sensitivity", 0.80),
+    ("sensitivity", 0.90),
+    ("sensitivity", 0.95),
+    ("sensitivity", 0.99),
+    ("specificity", 0.80),
+    ("specificity", 0.90),
+    ("specificity", 0.95),
+]
 
 
 def parse_operating_point(text: str) -> tuple[str, float | None]:
@@ -62,4 +72,39 @@ def choose_threshold(y_val: np.ndarray, p_val: np.ndarray, method: str, value: f
 
 
 def label_name(method: str, value: float | None) -> str:
-    return "Youden's J" if method == "youden" else f"{method} {value:g}" if method != "fixed" else f"threshold {value:g}"
+    return (
+        "Youden's J" if method == "youden" else f"{method} {value:g}" if method != "fixed" else f"threshold {value:g}"
+    )
+
+
+def resolve_operating_point(
+    task: str, labels: list[str], saved: dict, rule: str, val: pd.DataFrame | None = None
+) -> tuple[dict[str, float], str]:
+    """Thresholds per label and the rule's name: argmax for multi-class; else `saved` thresholds (a test evaluation's,
+    or a package's thresholds.json) when present; else `rule` chosen on `val` predictions (columns <label>, p_<label>);
+    without val, a fixed rule's threshold, or 0.5 named as such."""
+    if task == "multiclass":
+        return {n: 0.5 for n in labels}, "argmax"
+    if saved.get("thresholds"):
+        return {n: float(saved["thresholds"][n]) for n in labels}, saved.get("rule", "")
+    method, value = parse_operating_point(rule)
+    if val is not None:
+        return (
+            {n: choose_threshold(val[n].to_numpy(), val[f"p_{n}"].to_numpy(), method, value) for n in labels},
+            label_name(method, value),
+        )
+    if method == "fixed":
+        return {n: float(value) for n in labels}, label_name(method, value)
+    return {n: 0.5 for n in labels}, "threshold 0.5 (no operating point chosen on validation in this package)"
+
+
+def run_operating_point(run) -> tuple[dict[str, float], str]:
+    """A run's operating point: its last test evaluation's thresholds (metrics.json), else the config's rule chosen on
+    its val predictions now; what the gallery and the service apply."""
+    return resolve_operating_point(
+        run.task,
+        run.label_names,
+        run.metrics("test").get("operating_point", {}),
+        run.config.evaluate.operating_point,
+        run.predictions("val"),
+    )

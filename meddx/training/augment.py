@@ -22,7 +22,11 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
         flip = torch.where(torch.rand(n, device=dev) < 0.5, -flip, flip)
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack(
-        [torch.stack([cos * flip, -sin, u(n) * 2 * cfg.translate], 1), torch.stack([sin * flip, cos, u(n) * 2 * cfg.translate], 1)], 1
+        [
+            torch.stack([cos * flip, -sin, u(n) * 2 * cfg.translate], 1),
+            torch.stack([sin * flip, cos, u(n) * 2 * cfg.translate], 1),
+        ],
+        1,
     )
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
@@ -31,7 +35,9 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
     return x * contrast + brightness
 
 
-def mixup_batch(x: torch.Tensor, y: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor, float, torch.Tensor]:
+def mixup_batch(
+    x: torch.Tensor, y: torch.Tensor, alpha: float
+) -> tuple[torch.Tensor, torch.Tensor, float, torch.Tensor]:
     """Mixup (Zhang et al. 2018): lam ~ Beta(alpha, alpha); inputs and (one-hot, multi-label or binary) labels mixed
     with a shuffled copy of the batch. Returns mixed x, mixed y, lam and the permutation."""
     lam = float(torch.distributions.Beta(alpha, alpha).sample())

@@ -1,12 +1,15 @@
-"""Lightning callbacks for fine-tuning and diagnostics: gradual unfreezing and TensorBoard histograms/ROC figures."""
+"""Lightning callbacks for fine-tuning and diagnostics: gradual unfreezing, the collapse monitor, and TensorBoard
+histograms/ROC figures."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 from pytorch_lightning.callbacks import BaseFinetuning, Callback
+from pytorch_lightning.utilities import rank_zero_warn
 
 from meddx.models.finetune import freeze_all_but
+from meddx.training.collapse import SPREAD_TOLERANCE, collapse_message, detect_collapse
 
 HIST_BINS = np.linspace(0.0, 1.0, 21)  # fixed 0-1 bins, so epochs compare
 
@@ -85,3 +88,37 @@ def _roc_figure(curves: dict, aucs: dict, epoch: int):
     ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=f"validation ROC, epoch {epoch + 1}")
     ax.legend(loc="lower right", fontsize=7)
     return fig
+
+
+class CollapseMonitor(Callback):
+    """Watches the spread of validation outputs per label each epoch; warns and records when they collapse."""
+
+    def __init__(self, label_names: list[str], tolerance: float = SPREAD_TOLERANCE):
+        self.label_names, self.tolerance = label_names, tolerance
+        self._probs: list[torch.Tensor] = []
+        self.epochs: list[dict] = []
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        if outputs is not None:
+            self._probs.append(outputs.detach().float().cpu())
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        if trainer.sanity_checking or not self._probs:
+            self._probs = []
+            return
+        result = detect_collapse(torch.cat(self._probs).numpy(), self.label_names, self.tolerance)
+        self._probs = []
+        result["epoch"] = trainer.current_epoch + 1
+        self.epochs.append(result)
+        pl_module.log("val_pred_spread", min(result["spread"].values()), sync_dist=True)
+        if result["collapsed"]:
+            rank_zero_warn(f"epoch {result['epoch']}: {collapse_message(result)}")
+
+    def summary(self) -> dict:
+        """Collapse state of the last epoch and the epochs that collapsed."""
+        last = self.epochs[-1] if self.epochs else {"collapsed": False}
+        return {
+            "collapsed_last_epoch": last["collapsed"],
+            "collapsed_epochs": [e["epoch"] for e in self.epochs if e["collapsed"]],
+            "last": last,
+        }

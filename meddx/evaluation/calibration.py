@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-from meddx.evaluate.metrics import EPS
+from meddx.evaluation.metrics import EPS
 
 
 def reliability(y: np.ndarray, p: np.ndarray, bins: int = 10) -> dict:

@@ -8,10 +8,10 @@ import warnings
 import numpy as np
 
 from meddx.config import EvaluateConfig
-from meddx.evaluate import metrics as M
-from meddx.evaluate.calibration import apply_temperature, fit_temperature, reliability
-from meddx.evaluate.operating import TRADEOFF_POINTS, choose_threshold, label_name, parse_operating_point, rates
-from meddx.train.collapse import detect_collapse
+from meddx.evaluation import metrics as M
+from meddx.evaluation.calibration import apply_temperature, fit_temperature, reliability
+from meddx.evaluation.operating import TRADEOFF_POINTS, choose_threshold, label_name, parse_operating_point, rates
+from meddx.training.collapse import detect_collapse
 
 SCHEMA = "meddx.metrics/2"
 CHUNK = 250
@@ -58,9 +58,13 @@ def _score(y: np.ndarray, p: np.ndarray, pred: np.ndarray, task: str, names: lis
 
 
 def micro_ranking(y: np.ndarray, p: np.ndarray) -> dict:
-    """Micro ROC AUC and PR AUC over every (sample, label) pair: point estimates (an interval would cost N x L per resample)."""
+    """Micro ROC AUC and PR AUC over every (sample, label) pair: point estimates (an interval would cost N x L per
+    resample)."""
     rows = np.repeat(np.arange(len(y)), y.shape[1])  # every label of a sample carries the sample's weight
-    return {k: {"value": None if np.isnan(v[0]) else float(v[0])} for k, v in M.ranking_metrics(y.ravel(), p.ravel(), None, rows).items()}
+    return {
+        k: {"value": None if np.isnan(v[0]) else float(v[0])}
+        for k, v in M.ranking_metrics(y.ravel(), p.ravel(), None, rows).items()
+    }
 
 
 def _figures(arrays: dict, ci: float) -> dict:
@@ -96,8 +100,10 @@ def score_with_intervals(y, p, pred, task, names, patients, cfg: EvaluateConfig)
 
 def _concat(parts: list[dict]) -> dict:
     first = parts[0]
-    return {k: _concat([p[k] for p in parts]) if isinstance(v, dict) else np.concatenate([p[k] for p in parts])
-            for k, v in first.items()}
+    return {
+        k: _concat([p[k] for p in parts]) if isinstance(v, dict) else np.concatenate([p[k] for p in parts])
+        for k, v in first.items()
+    }
 
 
 def baseline_predictions(prior: np.ndarray, n: int, task: str, seed: int) -> dict[str, np.ndarray]:
@@ -126,9 +132,18 @@ def tradeoff_table(y_val, p_val, y_test, p_test) -> list[dict]:
         sv, cv = rates(y_val, p_val, np.array([t]))
         st, ct = rates(y_test, p_test, np.array([t]))
         conf = M.confusion_metrics(y_test, (p_test >= t).astype(float))
-        rows.append({"rule": label_name(method, value), "threshold": t, "val_sensitivity": float(sv[0]),
-                     "val_specificity": float(cv[0]), "test_sensitivity": float(st[0]), "test_specificity": float(ct[0]),
-                     "test_ppv": _f(conf["ppv"][0]), "test_npv": _f(conf["npv"][0])})
+        rows.append(
+            {
+                "rule": label_name(method, value),
+                "threshold": t,
+                "val_sensitivity": float(sv[0]),
+                "val_specificity": float(cv[0]),
+                "test_sensitivity": float(st[0]),
+                "test_specificity": float(ct[0]),
+                "test_ppv": _f(conf["ppv"][0]),
+                "test_npv": _f(conf["npv"][0]),
+            }
+        )
     return rows
 
 
@@ -136,41 +151,75 @@ def _f(x: float) -> float | None:
     return None if np.isnan(x) else float(x)
 
 
+def calibrate(y_val, p_val, y_test, p_test, task: str, names: list[str], cfg: EvaluateConfig) -> tuple:
+    """(calibration section, val and test probabilities after temperature scaling if asked): the temperature is
+    fitted on val; the reliability of test is measured after it (and before it, as `ece_before`)."""
+    calibration: dict = {"temperature": None}
+    if cfg.temperature_scaling and task != "multiclass":
+        t = fit_temperature(y_val, p_val)
+        calibration["temperature"] = t
+        calibration["ece_before"] = {
+            n: reliability(y_test[:, j], p_test[:, j], cfg.calibration_bins)["ece"] for j, n in enumerate(names)
+        }
+        p_val, p_test = apply_temperature(p_val, t), apply_temperature(p_test, t)
+    calibration["per_label"] = {
+        n: reliability(y_test[:, j], p_test[:, j], cfg.calibration_bins) for j, n in enumerate(names)
+    }
+    return calibration, p_val, p_test
+
+
 def evaluate_arrays(
-    y_val: np.ndarray, p_val: np.ndarray, y_test: np.ndarray, p_test: np.ndarray, patients_test: np.ndarray,
-    prior: np.ndarray, task: str, names: list[str], cfg: EvaluateConfig | None = None, split: str = "test",
+    y_val: np.ndarray,
+    p_val: np.ndarray,
+    y_test: np.ndarray,
+    p_test: np.ndarray,
+    patients_test: np.ndarray,
+    prior: np.ndarray,
+    task: str,
+    names: list[str],
+    cfg: EvaluateConfig | None = None,
+    split: str = "test",
 ) -> dict:
     """The whole evaluation of one split from plain arrays; thresholds and temperature come from val only."""
     cfg = cfg or EvaluateConfig()
     y_val, p_val = np.asarray(y_val, np.float64), np.asarray(p_val, np.float64)
     y_test, p_test = np.asarray(y_test, np.float64), np.asarray(p_test, np.float64)
-    calibration: dict = {"temperature": None}
-    if cfg.temperature_scaling and task != "multiclass":
-        t = fit_temperature(y_val, p_val)
-        calibration["temperature"] = t
-        calibration["ece_before"] = {n: reliability(y_test[:, j], p_test[:, j], cfg.calibration_bins)["ece"] for j, n in enumerate(names)}
-        p_val, p_test = apply_temperature(p_val, t), apply_temperature(p_test, t)
-    calibration["per_label"] = {n: reliability(y_test[:, j], p_test[:, j], cfg.calibration_bins) for j, n in enumerate(names)}
+    calibration, p_val, p_test = calibrate(y_val, p_val, y_test, p_test, task, names, cfg)
     thresholds = None if task == "multiclass" else choose_thresholds(y_val, p_val, cfg.operating_point)
     method, value = parse_operating_point(cfg.operating_point)
     result = {
-        "schema": SCHEMA, "task": task, "labels": names, "split": split, "thresholds_from": "val",
-        "n_samples": int(len(y_test)), "n_patients": int(len(np.unique(np.asarray(patients_test).astype(str)))),
+        "schema": SCHEMA,
+        "task": task,
+        "labels": names,
+        "split": split,
+        "thresholds_from": "val",
+        "n_samples": int(len(y_test)),
+        "n_patients": int(len(np.unique(np.asarray(patients_test).astype(str)))),
         "positives": {n: int(y_test[:, j].sum()) for j, n in enumerate(names)},
-        "operating_point": {"rule": "argmax" if task == "multiclass" else label_name(method, value), "method": method,
-                            "value": value, "thresholds": None if thresholds is None else dict(zip(names, thresholds.tolist()))},
+        "operating_point": {
+            "rule": "argmax" if task == "multiclass" else label_name(method, value),
+            "method": method,
+            "value": value,
+            "thresholds": None if thresholds is None else dict(zip(names, thresholds.tolist())),
+        },
         "bootstrap": {"resamples": cfg.bootstrap, "unit": "patient", "ci": cfg.ci, "seed": cfg.seed},
-        "model": score_with_intervals(y_test, p_test, decisions(p_test, task, thresholds), task, names, patients_test, cfg),
+        "model": score_with_intervals(
+            y_test, p_test, decisions(p_test, task, thresholds), task, names, patients_test, cfg
+        ),
         "baselines": {},
         "calibration": calibration,
         "collapse": detect_collapse(p_test, names),
     }
     half = None if task == "multiclass" else np.full(len(names), 0.5)  # baselines decide at 0.5: all-negative says no
     for name, p_b in baseline_predictions(prior, len(y_test), task, cfg.seed + 1).items():
-        result["baselines"][name] = score_with_intervals(y_test, p_b, decisions(p_b, task, half), task, names, patients_test, cfg)
+        result["baselines"][name] = score_with_intervals(
+            y_test, p_b, decisions(p_b, task, half), task, names, patients_test, cfg
+        )
     result["beats_prior"] = {n: _beats_prior(result, n) for n in names}
     if task != "multiclass":
-        result["tradeoff"] = {n: tradeoff_table(y_val[:, j], p_val[:, j], y_test[:, j], p_test[:, j]) for j, n in enumerate(names)}
+        result["tradeoff"] = {
+            n: tradeoff_table(y_val[:, j], p_val[:, j], y_test[:, j], p_test[:, j]) for j, n in enumerate(names)
+        }
     return result
 
 

@@ -12,35 +12,32 @@ import pandas as pd
 
 from meddx.config import EvaluateConfig
 from meddx.errors import ConfigError, DataError
-from meddx.evaluate.metrics import categorical_log_loss, mlogloss
-from meddx.evaluate.report import evaluate_run
-from meddx.train.run import Run
-
-ENSEMBLE_FILE = "ensemble.json"
-
-
-def _prep_file(run: Run) -> str:
-    """What turns an input into the model's: preprocess.json for images, vocab.json for token sequences."""
-    return "vocab.json" if run.is_sequence else "preprocess.json"
+from meddx.evaluation.metrics import categorical_log_loss, mlogloss
+from meddx.evaluation.report import evaluate_run
+from meddx.run import CONFIG, DATA, ENSEMBLE, PREDICTIONS, SPLIT, Run
 
 
 def _check_same(runs: list[Run]) -> None:
     """Same task, labels, preprocessing and identical split assignment (ids, patients, splits), else a ConfigError."""
     first = runs[0]
-    split0 = pd.read_csv(first.path / "split.csv", dtype=str)[["id", "patient_id", "split"]]
-    prep_file = _prep_file(first)
+    split0 = pd.read_csv(first.path / SPLIT, dtype=str)[["id", "patient_id", "split"]]
+    prep_file = first.prep_file
     prep0 = json.loads((first.path / prep_file).read_text())
     for r in runs[1:]:
         if (r.task, r.label_names) != (first.task, first.label_names):
-            raise ConfigError(f"{r.path}: task/labels {r.task} {r.label_names} differ from {first.path}'s "
-                              f"{first.task} {first.label_names}")
-        split = pd.read_csv(r.path / "split.csv", dtype=str)[["id", "patient_id", "split"]]
+            raise ConfigError(
+                f"{r.path}: task/labels {r.task} {r.label_names} differ from {first.path}'s "
+                f"{first.task} {first.label_names}"
+            )
+        split = pd.read_csv(r.path / SPLIT, dtype=str)[["id", "patient_id", "split"]]
         if not split.equals(split0):
             diff = split.merge(split0, on="id", how="outer", suffixes=("", "_first"), indicator=True)
             bad = diff[(diff["_merge"] != "both") | (diff["split"] != diff["split_first"])]
             example = bad["id"].iloc[0] if len(bad) else "(row order)"
-            raise ConfigError(f"{r.path}: its split differs from {first.path}'s ({len(bad)} samples, e.g. {example}); "
-                              "an ensemble needs runs on identical splits (same data and split.seed)")
+            raise ConfigError(
+                f"{r.path}: its split differs from {first.path}'s ({len(bad)} samples, e.g. {example}); "
+                "an ensemble needs runs on identical splits (same data and split.seed)"
+            )
         if not (r.path / prep_file).is_file() or json.loads((r.path / prep_file).read_text()) != prep0:
             raise ConfigError(f"{r.path}: preprocessing ({prep_file}) differs from {first.path}'s")
 
@@ -72,7 +69,9 @@ def val_weights(runs: list[Run]) -> list[float]:
 def _aligned(frames: list[pd.DataFrame], runs: list[Run], split: str) -> list[pd.DataFrame]:
     for r, f in zip(runs[1:], frames[1:]):
         if not f["id"].equals(frames[0]["id"]):
-            raise DataError(f"{r.path}: predictions/{split}.csv lists other samples (or another order) than {runs[0].path}'s")
+            raise DataError(
+                f"{r.path}: predictions/{split}.csv lists other samples (or another order) than {runs[0].path}'s"
+            )
     return frames
 
 
@@ -86,8 +85,9 @@ def average_predictions(runs: list[Run], split: str, weights: list[float] | None
     return out
 
 
-def ensemble_runs(runs: list[Run | str | Path], output: str | Path, config: EvaluateConfig | None = None,
-                  weights: str = "equal") -> Run:
+def ensemble_runs(
+    runs: list[Run | str | Path], output: str | Path, config: EvaluateConfig | None = None, weights: str = "equal"
+) -> Run:
     """Write an ensemble run folder (averaged val/test predictions, members and weights in ensemble.json) and evaluate
     it: the operating point is chosen on the averaged val predictions; `Run(output).model` averages the members.
 
@@ -103,16 +103,19 @@ def ensemble_runs(runs: list[Run | str | Path], output: str | Path, config: Eval
     out = Path(output)
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out}: exists and is not empty; choose a new output folder")
-    (out / "predictions").mkdir(parents=True, exist_ok=True)
-    for f in ("config.yaml", _prep_file(members[0]), "data.json", "split.csv"):
+    (out / PREDICTIONS).mkdir(parents=True, exist_ok=True)
+    for f in (CONFIG, members[0].prep_file, DATA, SPLIT):
         shutil.copy(members[0].path / f, out / f)
-    splits = sorted(p.stem for p in (members[0].path / "predictions").glob("*.csv"))
+    splits = sorted(p.stem for p in (members[0].path / PREDICTIONS).glob("*.csv"))
     for split in splits:
-        if all((m.path / "predictions" / f"{split}.csv").is_file() for m in members):
-            average_predictions(members, split, w).to_csv(out / "predictions" / f"{split}.csv", index=False, float_format="%.9g")
+        if all((m.path / PREDICTIONS / f"{split}.csv").is_file() for m in members):
+            average_predictions(members, split, w).to_csv(
+                out / PREDICTIONS / f"{split}.csv", index=False, float_format="%.9g"
+            )
     combine = "mean of probabilities" if weights == "equal" else "weighted mean of probabilities, weights chosen on val"
-    (out / ENSEMBLE_FILE).write_text(json.dumps({"members": [str(m.path.resolve()) for m in members], "weights": w,
-                                                 "combine": combine}, indent=2))
+    (out / ENSEMBLE).write_text(
+        json.dumps({"members": [str(m.path.resolve()) for m in members], "weights": w, "combine": combine}, indent=2)
+    )
     run = Run(out)
     evaluate_run(run, "test", config)
     return run

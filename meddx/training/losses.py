@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -32,10 +34,36 @@ def is_imbalanced(labels: np.ndarray, task: str) -> bool:
     return bool(np.any((pos < IMBALANCE_BAND[0]) | (pos > IMBALANCE_BAND[1])))
 
 
-def weighted_bce_with_logits(logits: torch.Tensor, target: torch.Tensor, w_pos: torch.Tensor, w_neg: torch.Tensor) -> torch.Tensor:
+def weighted_bce_with_logits(
+    logits: torch.Tensor, target: torch.Tensor, w_pos: torch.Tensor, w_neg: torch.Tensor
+) -> torch.Tensor:
     """mean over samples and labels of -(w_pos y log p + w_neg (1 - y) log(1 - p)); NaN targets are ignored."""
     known = ~torch.isnan(target)
     y = torch.nan_to_num(target)
     weight = (y * w_pos + (1 - y) * w_neg) * known
     loss = F.binary_cross_entropy_with_logits(logits, y, weight=weight, reduction="sum")
     return loss / known.sum().clamp(min=1)
+
+
+@dataclass
+class LossWeights:
+    """Class weights of the loss: per-label (w+, w-) for BCE, per-class for cross-entropy; None: unweighted."""
+
+    pos_weight: list[float] | None = None
+    neg_weight: list[float] | None = None
+    class_weight: list[float] | None = None
+
+    def to_dict(self) -> dict:
+        """The weights that are set (training.json's `loss_weights`)."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+def loss_weights(class_weights: str, labels: np.ndarray, task: str) -> LossWeights:
+    """Balanced weights from the training labels when `class_weights` is "on", or "auto" and the labels are
+    imbalanced."""
+    if not (class_weights == "on" or (class_weights == "auto" and is_imbalanced(labels, task))):
+        return LossWeights()
+    if task == "multiclass":
+        return LossWeights(class_weight=balanced_class_weights(labels.argmax(1), labels.shape[1]).tolist())
+    w_pos, w_neg = bce_weights(labels)
+    return LossWeights(pos_weight=w_pos.tolist(), neg_weight=w_neg.tolist())

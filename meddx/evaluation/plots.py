@@ -67,7 +67,13 @@ def calibration_figure(calibration: dict, names, path: Path) -> Path:
         c = calibration[n]
         ax.plot(c["mean_predicted"], c["observed"], "o-", ms=3, label=f"{n} (ECE {c['ece']:.3f})")
     ax.plot([0, 1], [0, 1], ":", color="grey")
-    ax.set(title="Reliability (test)", xlabel="mean predicted probability", ylabel="observed frequency", xlim=(0, 1), ylim=(0, 1))
+    ax.set(
+        title="Reliability (test)",
+        xlabel="mean predicted probability",
+        ylabel="observed frequency",
+        xlim=(0, 1),
+        ylim=(0, 1),
+    )
     ax.legend(fontsize=7, loc="upper left")
     return _save(fig, path)
 
@@ -92,8 +98,15 @@ def confusion_figure(y, pred, names, task, path: Path) -> Path:
         np.add.at(cm, (y.argmax(1), pred.argmax(1)), 1)
         fig, ax = plt.subplots(figsize=(1.2 * k + 2.5, 1.1 * k + 2))
         ax.imshow(cm, cmap="Blues")
-        ax.set(xticks=range(k), yticks=range(k), xticklabels=names, yticklabels=names, xlabel="predicted", ylabel="true",
-               title="Confusion matrix (test, argmax)")
+        ax.set(
+            xticks=range(k),
+            yticks=range(k),
+            xticklabels=names,
+            yticklabels=names,
+            xlabel="predicted",
+            ylabel="true",
+            title="Confusion matrix (test, argmax)",
+        )
         for i in range(k):
             for jj in range(k):
                 ax.text(jj, i, cm[i, jj], ha="center", va="center")
@@ -106,8 +119,15 @@ def confusion_figure(y, pred, names, task, path: Path) -> Path:
         for a in (0, 1):
             for b in (0, 1):
                 ax.text(b, a, cm[a, b], ha="center", va="center")
-        ax.set(title=n, xticks=[0, 1], yticks=[0, 1], xticklabels=["neg", "pos"], yticklabels=["neg", "pos"],
-               xlabel="predicted", ylabel="true")
+        ax.set(
+            title=n,
+            xticks=[0, 1],
+            yticks=[0, 1],
+            xticklabels=["neg", "pos"],
+            yticklabels=["neg", "pos"],
+            xlabel="predicted",
+            ylabel="true",
+        )
     return _save(fig, path)
 
 

@@ -1,0 +1,32 @@
+"""The `meddx` command: a thin layer over `meddx.api`, one module per group of commands; heavy imports happen inside
+each command, so `meddx --help` stays fast."""
+
+import sys
+
+import typer
+
+from meddx.cli import data, models, runs, ship, tianchi
+from meddx.errors import MeddxError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Honest, explained, deployable medical diagnosis classifiers.",
+)
+for group in (runs, data, ship, models, tianchi):
+    group.register(app)
+
+
+def error_line(error: MeddxError) -> str:
+    """How the command line reports a meddx error: one line on stderr (with exit code 2)."""
+    return f"meddx: error: {error}"
+
+
+def main() -> None:
+    """Entry point: meddx errors become one clear line on stderr and exit code 2."""
+    try:
+        app()
+    except MeddxError as e:
+        typer.echo(error_line(e), err=True)
+        sys.exit(2)

@@ -1,0 +1,54 @@
+"""Commands on models: models, model-info, pretrain."""
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from meddx.cli.options import SetOpt, depth_value, set_overrides
+
+
+def models(all_timm: Annotated[bool, typer.Option("--all", help="Also list every timm architecture.")] = False) -> None:
+    """List registered models (any timm name also works)."""
+    from meddx.models import MODEL_INFO, list_models
+
+    for n in list_models(include_timm=all_timm):
+        info = MODEL_INFO.get(n)
+        typer.echo(f"{n:24s} {info.description if info else ''}")
+
+
+def model_info(
+    model: Annotated[str, typer.Argument(help="Registered or timm model name.")],
+    in_chans: Annotated[int, typer.Option(help="Input channels.")] = 3,
+    num_classes: Annotated[int, typer.Option(help="Outputs of the head.")] = 1,
+    depth: Annotated[
+        Optional[str], typer.Option("--finetune-depth", help="Show which blocks train at this depth (N or all).")
+    ] = None,
+) -> None:
+    """The model's blocks for `--finetune-depth N` (block 1 is the last), with parameter counts."""
+    from meddx.api import model_info as api_model_info
+    from meddx.models.finetune import blocks_table
+
+    typer.echo(blocks_table(api_model_info(model, in_chans, num_classes, depth_value(depth)), depth))
+
+
+def pretrain(
+    config: Annotated[Path, typer.Argument(help="YAML run config (data and pretrain sections).")], set_: SetOpt = None
+) -> None:
+    """MLM-pretrain bert_small on all descriptions (data.path + data.vocab_files, labels unused); rerun to resume."""
+    from meddx.api import pretrain as api_pretrain
+
+    out = api_pretrain(config, **set_overrides(set_))
+    info = json.loads((out / "pretrain.json").read_text())
+    typer.echo(
+        f"wrote {out / 'encoder.pt'} ({info['size']} size, {info['epochs']} epochs); val MLM loss "
+        f"{info.get('initial_val_mlm_loss', float('nan')):.3f} -> {info['final_val_mlm_loss']:.3f}\n"
+        f"fine-tune: --set model.name=bert_small --set model.weights={out / 'encoder.pt'}"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(models)
+    app.command("model-info")(model_info)
+    app.command()(pretrain)

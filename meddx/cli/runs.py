@@ -1,0 +1,164 @@
+"""Commands on runs: train, demo, predict, evaluate, ensemble, cv."""
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from meddx.cli.options import ConfigOpt, SetOpt, depth_value, set_overrides, with_data_options
+
+OperatingOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--operating-point", "-t", help="youden, fixed=0.3, sensitivity=0.95 or specificity=0.9; chosen on val."
+    ),
+]
+BootstrapOpt = Annotated[Optional[int], typer.Option(help="Bootstrap resamples of patients (0: no intervals).")]
+
+
+def _given(**values) -> dict:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+@with_data_options("data", "root", "fmt", "patient_column", "patient_regex", "label_column", "label_columns", "views")
+def train(
+    config: ConfigOpt = None,
+    model: Annotated[Optional[str], typer.Option(help="Registered model name (see `meddx models`).")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs.")] = None,
+    devices: Annotated[
+        Optional[int], typer.Option(help="Processes/devices; >1 runs Lightning DDP (gloo on CPU).")
+    ] = None,
+    accelerator: Annotated[Optional[str], typer.Option(help="auto, cpu or gpu.")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Run folder name under output_dir.")] = None,
+    output_dir: Annotated[Optional[str], typer.Option(help="Where run folders go (default runs/).")] = None,
+    set_: SetOpt = None,
+    init_from: Annotated[
+        Optional[str], typer.Option(help="Run folder or local state-dict file to fine-tune from (head skipped).")
+    ] = None,
+    finetune_depth: Annotated[
+        Optional[str], typer.Option(help="Trainable backbone blocks: 0 (head only) ... or all; see `meddx model-info`.")
+    ] = None,
+    data_overrides: dict = None,
+) -> None:
+    """Train a model, evaluate it on the test split and write the run folder."""
+    from meddx.api import train as api_train
+    from meddx.evaluation.summary import print_summary
+
+    overrides = {
+        **data_overrides,
+        **_given(
+            **{
+                "model.name": model,
+                "train.max_epochs": epochs,
+                "train.devices": devices,
+                "train.accelerator": accelerator,
+                "name": name,
+                "output_dir": output_dir,
+                "train.init_from": init_from,
+                "train.finetune_depth": depth_value(finetune_depth),
+            }
+        ),
+        **set_overrides(set_),
+    }
+    print_summary(api_train(config, **overrides))
+
+
+def demo(
+    epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs (default from the config).")] = None,
+    output_dir: Annotated[str, typer.Option(help="Where the run folder goes.")] = "runs",
+) -> None:
+    """Train and evaluate the default recipe on the bundled PneumoniaMNIST (CC BY 4.0)."""
+    from meddx.api import train as api_train
+    from meddx.evaluation.summary import print_summary
+
+    overrides = {
+        "data.path": "pneumoniamnist",
+        "name": "demo-pneumoniamnist",
+        "output_dir": output_dir,
+        "split.on_duplicate_images": "drop_from_train",
+        **_given(**{"train.max_epochs": epochs}),
+    }
+    print_summary(api_train(None, **overrides))
+
+
+def predict(
+    run: Annotated[Path, typer.Argument(help="Run folder.")],
+    files: Annotated[list[Path], typer.Argument(help="Images (PNG, JPEG, DICOM, NPY).")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write a CSV here.")] = None,
+) -> None:
+    """Probabilities per label for new scans."""
+    from meddx.api import predict as api_predict
+
+    df = api_predict(run, [str(f) for f in files])
+    if output:
+        df.to_csv(output, index=False)
+        typer.echo(f"wrote {output}")
+    else:
+        typer.echo(df.to_string(index=False))
+
+
+@with_data_options("data", "root", "fmt", "patient_column", "patient_regex", "label_column", "label_columns")
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="Run folder.")],
+    split: Annotated[
+        str, typer.Option(help="Split to evaluate: test (default) or val; with --data, a name for the new set.")
+    ] = "test",
+    operating_point: OperatingOpt = None,
+    bootstrap: BootstrapOpt = None,
+    temperature_scaling: Annotated[
+        Optional[bool], typer.Option("--temperature-scaling/--no-temperature-scaling", help="Fit a temperature on val.")
+    ] = None,
+    data_overrides: dict = None,
+) -> None:
+    """Metrics with 95% intervals beside the baselines, operating points, calibration, plots, report.html."""
+    from meddx.api import evaluate as api_evaluate
+    from meddx.api import load_run
+    from meddx.evaluation.summary import print_summary
+
+    settings = _given(operating_point=operating_point, bootstrap=bootstrap, temperature_scaling=temperature_scaling)
+    new_data = {k.removeprefix("data."): v for k, v in data_overrides.items()}
+    r = load_run(run)
+    result = api_evaluate(r, split=split, data=new_data or None, **settings)
+    print_summary(r, result["split"])
+
+
+def ensemble(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders trained on an identical split.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="New folder for the ensemble.")],
+    operating_point: OperatingOpt = None,
+    bootstrap: BootstrapOpt = None,
+    weights: Annotated[
+        str, typer.Option(help="equal, or val: greedy ensemble selection on val (weak runs may get 0).")
+    ] = "equal",
+) -> None:
+    """Average k runs' probabilities and evaluate the average like one model (report, metrics.json)."""
+    from meddx.api import ensemble as api_ensemble
+    from meddx.evaluation.summary import print_summary
+
+    settings = _given(operating_point=operating_point, bootstrap=bootstrap)
+    print_summary(api_ensemble([str(r) for r in runs], output, weights=weights, **settings))
+
+
+def cv(
+    config: Annotated[Path, typer.Argument(help="YAML run config.")],
+    folds: Annotated[int, typer.Option(help="Number of folds (iterative stratification).")] = 5,
+    set_: SetOpt = None,
+) -> None:
+    """k-fold training: one run per fold, out-of-fold predictions and their scores; the folder is a fold ensemble."""
+    from meddx.api import cross_validate
+
+    out = cross_validate(config, folds, **set_overrides(set_))
+    r = json.loads((out / "cv.json").read_text())
+    m, b = r["model"], r["baselines"]
+    score = f" (score {m['score']:.4f})" if "score" in m else ""
+    typer.echo(
+        f"{out}: out-of-fold mlogloss {m['mlogloss']:.4f}{score}; prior {b['prior']['mlogloss']:.4f}, "
+        f"all-zero {b['all_zero']['mlogloss']:.4f}; mean AUC {m['mean_roc_auc']:.4f}, "
+        f"exact match {m['exact_match']:.4f}"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    for command in (train, demo, predict, evaluate, ensemble, cv):
+        app.command()(command)

@@ -1,0 +1,85 @@
+"""Commands that ship a run: export, explain, serve."""
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from meddx.errors import MeddxError
+
+
+def export(
+    run: Annotated[Path, typer.Argument(help="Run folder.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="onnx or torchscript.")] = "onnx",
+    output: Annotated[
+        Optional[Path], typer.Option("--output", "-o", help="Package folder (default RUN/package).")
+    ] = None,
+    tolerance: Annotated[float, typer.Option(help="Largest allowed difference of probabilities from PyTorch.")] = 1e-4,
+) -> None:
+    """Model package (model file, preprocessing, labels, operating point, card) checked for parity on real images."""
+    from meddx.export import export_run
+
+    out = export_run(run, fmt, output, tolerance)  # type: ignore[arg-type]
+    parity = json.loads((out / "parity.json").read_text())
+    typer.echo(
+        f"wrote {out} ({fmt}); parity on {parity['images']} real images: max |diff| {parity['max_abs_diff']:.2e} "
+        f"<= {tolerance:g}"
+    )
+
+
+def explain(
+    run: Annotated[Path, typer.Argument(help="Run folder.")],
+    scans: Annotated[
+        Optional[list[Path]], typer.Argument(help="Scan files (PNG, JPEG, DICOM, NPY); omit with --gallery.")
+    ] = None,
+    label: Annotated[Optional[str], typer.Option(help="Label to explain (default: the first / positive one).")] = None,
+    layer: Annotated[
+        Optional[str], typer.Option(help="Target layer by name (default: the last spatial feature map).")
+    ] = None,
+    output: Annotated[
+        Optional[Path], typer.Option("--output", "-o", help="PNG (one scan) or folder (several / gallery).")
+    ] = None,
+    gallery: Annotated[
+        bool, typer.Option("--gallery", help="HTML page of top true/false positives and false negatives.")
+    ] = False,
+    split: Annotated[str, typer.Option(help="Split for --gallery.")] = "test",
+    k: Annotated[int, typer.Option("-k", help="Cases per group for --gallery.")] = 6,
+) -> None:
+    """Grad-CAM overlays on the scans (grey levels kept, heat map blended), or a gallery over a split."""
+    from meddx.explain import explain_file
+    from meddx.explain import gallery as make_gallery
+
+    if gallery:
+        typer.echo(f"wrote {make_gallery(run, split, label, k, output, layer)}")
+        return
+    if not scans:
+        raise MeddxError("give one or more scan files, or --gallery")
+    for scan in scans:
+        out = (
+            output
+            if output and len(scans) == 1 and output.suffix.lower() == ".png"
+            else (output / f"{scan.stem}-{label or 'map'}.png" if output else None)
+        )
+        path, prob = explain_file(run, scan, label, out, layer)
+        typer.echo(f"{scan}: p = {prob:.4f} -> {path}")
+
+
+def serve(
+    path: Annotated[Path, typer.Argument(help="Model package (meddx export) or run folder.")],
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    backend: Annotated[str, typer.Option(help="auto (ONNX when the package has it), onnx or pytorch.")] = "auto",
+    max_upload_mb: Annotated[float, typer.Option(help="Uploads above this get 413.")] = 20.0,
+    timeout: Annotated[float, typer.Option(help="Seconds before a prediction answers 504.")] = 30.0,
+    threads: Annotated[int, typer.Option(help="Inference threads.")] = 2,
+) -> None:
+    """HTTP service: POST /predict, GET /health, GET /model, web page at /, API docs at /docs."""
+    from meddx.serve import serve as run_service
+
+    run_service(path, host, port, backend=backend, max_upload_mb=max_upload_mb, timeout_s=timeout, threads=threads)
+
+
+def register(app: typer.Typer) -> None:
+    for command in (export, explain, serve):
+        app.command()(command)

@@ -1,0 +1,72 @@
+"""The Tianchi competition's commands as one sub-app, `meddx tianchi submit|check|blend`; `meddx submit` and
+`meddx check-submission` stay as aliases."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+SourcesArg = Annotated[
+    list[Path], typer.Argument(help="Run folder(s), or `meddx cv` folders (fold ensembles); several are blended.")
+]
+TestOpt = Annotated[Path, typer.Option("--data", "-d", help="The competition test file (report_ID|,|description).")]
+
+
+def submit(
+    runs: SourcesArg,
+    data: TestOpt,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Submission file.")] = Path("submission.csv"),
+    weights: Annotated[
+        str,
+        typer.Option(
+            help="Blend of several folders: equal, or oof (greedy selection on their "
+            "out-of-fold predictions; cv folders only)."
+        ),
+    ] = "equal",
+) -> None:
+    """Write a Tianchi submission: `report_ID|,|p0 ... p16`, one line per test row in order (checked)."""
+    from meddx.tianchi import blend_weights
+    from meddx.tianchi import submit as write
+
+    chosen: str | list[float] = weights
+    if weights == "oof":
+        chosen = blend_weights([str(r) for r in runs])
+        typer.echo("weights chosen out of fold: " + ", ".join(f"{r} {w:.2f}" for r, w in zip(runs, chosen)))
+    typer.echo(f"wrote {write([str(r) for r in runs], data, output, chosen)}")
+
+
+def check(
+    file: Annotated[Path, typer.Argument(help="Submission file.")],
+    data: Annotated[Path, typer.Option("--data", "-d", help="The test file it answers.")],
+    labels: Annotated[int, typer.Option(help="Probabilities per line (17 in round 1).")] = 17,
+) -> None:
+    """Validate a submission: row count, ids in the test file's order, N floats in [0, 1], the `|,|` separator."""
+    from meddx.tianchi import check_submission
+
+    problems = check_submission(file, data, labels)
+    for p in problems:
+        typer.echo(f"{file}: {p}", err=True)
+    if not problems:
+        typer.echo(f"{file}: valid")
+    raise typer.Exit(1 if problems else 0)
+
+
+def blend(cv_folders: Annotated[list[Path], typer.Argument(help="`meddx cv` folders of the same data.")]) -> None:
+    """Weights for blending CV folders, chosen by greedy selection on their out-of-fold predictions, and the blended
+    out-of-fold mlogloss beside each folder's own."""
+    from meddx.tianchi import blend_oof
+
+    weights, losses, blended = blend_oof([str(f) for f in cv_folders])
+    for f, w, loss in zip(cv_folders, weights, losses):
+        typer.echo(f"{f}: weight {w:.2f}, out-of-fold mlogloss {loss:.4f}")
+    typer.echo(f"blend: out-of-fold mlogloss {blended:.4f} (use: meddx tianchi submit ... --weights oof)")
+
+
+def register(app: typer.Typer) -> None:
+    sub = typer.Typer(no_args_is_help=True, help="The Tianchi 2021 report competition: submissions and blends.")
+    sub.command()(submit)
+    sub.command()(check)
+    sub.command()(blend)
+    app.add_typer(sub, name="tianchi")
+    app.command("submit", help="Alias of `meddx tianchi submit`.")(submit)
+    app.command("check-submission", help="Alias of `meddx tianchi check`.")(check)

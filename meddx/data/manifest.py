@@ -1,0 +1,143 @@
+"""CSV manifests: an image path column, a patient id column, and 0/1 label columns or one column of class names;
+one file, or a {split: csv} mapping that keeps official splits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from meddx.data.records import DataSet, Record, class_labels
+from meddx.errors import DataError
+
+SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+IMAGE_COLUMN_GUESSES = ("Image", "image", "path", "Path", "filename", "file", "Image Index")
+PATIENT_COLUMN_GUESSES = ("PatientId", "patient_id", "Patient ID", "patient", "PatientID", "subject_id")
+BINARY_VALUES = ["0", "1", "0.0", "1.0"]
+
+
+def _pick_column(columns: list[str], wanted: str | None, guesses: tuple[str, ...], what: str, where: str) -> str | None:
+    if wanted is not None:
+        if wanted not in columns:
+            raise DataError(f"{where}: no {what} column '{wanted}'; columns are {columns}")
+        return wanted
+    return next((c for c in guesses if c in columns), None)
+
+
+def _read_frames(path: str | Path | dict[str, str]) -> tuple[dict, dict[str | None, pd.DataFrame]]:
+    """{split or None: csv path} and the CSVs read as strings; bad split names, missing or empty files are errors."""
+    if isinstance(path, dict):
+        files = {SPLIT_ALIASES.get(k.lower(), k): v for k, v in path.items()}
+    else:
+        files = {None: str(path)}
+    bad = [k for k in files if k is not None and k not in ("train", "val", "test")]
+    if bad:
+        raise DataError(f"split names {bad} not understood; use train, val (or valid) and test")
+    frames = {}
+    for split, csv in files.items():
+        if not Path(csv).is_file():
+            raise DataError(f"CSV manifest not found: {csv}")
+        try:
+            frames[split] = pd.read_csv(csv, dtype=str, keep_default_na=False)
+        except Exception as e:  # noqa: BLE001
+            raise DataError(f"{csv}: not a readable CSV ({type(e).__name__}: {e})") from None
+        if frames[split].empty:
+            raise DataError(f"{csv}: has a header but no rows")
+    return files, frames
+
+
+def _columns(files: dict, frames: dict, image_column, patient_column, label_columns, label_column) -> tuple:
+    """(image column, patient column or None, label columns), chosen on the first CSV and required in every CSV."""
+    first_csv, first = next(iter(files.values())), next(iter(frames.values()))
+    cols = list(first.columns)
+    img_col = _pick_column(cols, image_column, IMAGE_COLUMN_GUESSES, "image", first_csv)
+    if img_col is None:
+        raise DataError(f"{first_csv}: no image path column; set image_column (columns are {cols})")
+    pat_col = _pick_column(cols, patient_column, PATIENT_COLUMN_GUESSES, "patient id", first_csv)
+    if label_column is not None:
+        _pick_column(cols, label_column, (), "label", first_csv)
+        label_cols = [label_column]
+    else:
+        label_cols = label_columns or [c for c in cols if c not in (img_col, pat_col)]
+        if not label_cols:
+            raise DataError(f"{first_csv}: no label columns besides '{img_col}' and '{pat_col}'")
+    for split, df in frames.items():
+        missing = [c for c in [img_col, *([pat_col] if pat_col else []), *label_cols] if c not in df.columns]
+        if missing:
+            raise DataError(f"{files[split]}: missing column(s) {missing}; columns are {list(df.columns)}")
+    return img_col, pat_col, label_cols
+
+
+def _blank_rows(csv: str, df: pd.DataFrame, column: str, what: str) -> None:
+    """A DataError naming the first blank rows of a column (CSV row numbers, header = 1)."""
+    blank = np.flatnonzero(df[column].str.strip() == "")
+    if len(blank):
+        raise DataError(f"{csv}: blank {what} on row(s) {[int(i) + 2 for i in blank[:10]]}")
+
+
+def _binary_matrix(csv: str, df: pd.DataFrame, label_cols: list[str]) -> np.ndarray:
+    """0/1 label columns as a float matrix; the first value that is not 0 or 1 is an error naming row and column."""
+    values = df[label_cols].apply(lambda s: s.str.strip())
+    ok = values.isin(BINARY_VALUES)
+    if not ok.all().all():
+        r, c = np.argwhere(~ok.to_numpy())[0]
+        n_bad = int((~ok).to_numpy().sum())
+        raise DataError(
+            f"{csv}: row {r + 2}, column '{label_cols[c]}': label value {values.iat[r, c]!r} is not 0 or 1"
+            f" ({n_bad} such value(s) in the file)"
+        )
+    return values.astype(float).to_numpy(np.float32)
+
+
+def _label_rows(files: dict, frames: dict, label_cols: list[str], label_column, positive_class) -> tuple:
+    """(label names, task, {split: per-row label vectors})."""
+    if label_column is None:
+        names, task = list(label_cols), ("binary" if len(label_cols) == 1 else "multilabel")
+        return names, task, {s: _binary_matrix(files[s], df, label_cols) for s, df in frames.items()}
+    for split, df in frames.items():
+        _blank_rows(files[split], df, label_column, f"'{label_column}'")
+    all_names = [v for df in frames.values() for v in df[label_column]]
+    names, task, vec = class_labels(all_names, positive_class, next(iter(files.values())))
+    return names, task, {s: [vec[c] for c in df[label_column]] for s, df in frames.items()}
+
+
+def read_csv_manifest(
+    path: str | Path | dict[str, str],
+    root: str | Path | None = None,
+    image_column: str | None = None,
+    patient_column: str | None = None,
+    label_columns: list[str] | None = None,
+    label_column: str | None = None,
+    positive_class: str | None = None,
+    check_files: bool = True,
+) -> DataSet:
+    """CSV(s) with an image path, a patient id and 0/1 label columns or one class-name column.
+
+    A {split: csv} mapping keeps official splits; columns are matched by name, so their order may differ.
+    """
+    files, frames = _read_frames(path)
+    img_col, pat_col, label_cols = _columns(files, frames, image_column, patient_column, label_columns, label_column)
+    if pat_col:
+        for split, df in frames.items():
+            _blank_rows(files[split], df, pat_col, f"patient id in column '{pat_col}'")
+    label_names, task, labels = _label_rows(files, frames, label_cols, label_column, positive_class)
+    records, missing_files = [], []
+    for split, df in frames.items():
+        base = Path(root) if root is not None else Path(files[split]).parent
+        images = df[img_col].str.strip().to_numpy()
+        patients = df[pat_col].str.strip().to_numpy() if pat_col else images
+        for i, image in enumerate(images):
+            where = f"{files[split]} row {i + 2}"
+            if not image:
+                raise DataError(f"{where}: blank image path in column '{img_col}'")
+            records.append(Record(image, patients[i], str(base / image), labels[split][i], split=split, row=where))
+            if check_files and not Path(records[-1].source).is_file():
+                missing_files.append(f"{where}: {records[-1].source}")
+    if missing_files:
+        raise DataError(
+            f"{len(missing_files)} image file(s) named in the manifest do not exist, e.g.\n  "
+            + "\n  ".join(missing_files[:5])
+        )
+    notes = [] if pat_col else ["no patient id column: each image is its own patient"]
+    return DataSet(records, label_names, task, origin=", ".join(files.values()), notes=notes)

@@ -1,0 +1,108 @@
+"""Pooled scores of a set of predictions beside trivial baselines (out-of-fold CV predictions, competition tables), and
+the registry through which a competition module adds its own score to every report."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from meddx.evaluation import metrics as M
+from meddx.run import Run
+from meddx.training.cv import CV, oof_arrays, read_oof
+
+
+def pooled_scores(
+    y: np.ndarray,
+    p: np.ndarray,
+    label_names: list[str],
+    prior: np.ndarray | None = None,
+    seed: int = 0,
+    score: Callable[[np.ndarray, np.ndarray], dict] | None = None,
+) -> dict:
+    """mlogloss, mean and per-label ROC AUC and exact match at 0.5 of `p`, and the mlogloss of the all-zero, prior
+    (train prevalence, per row or overall) and uniform-random predictions on the same rows. `score(y, q)` adds figures
+    computed for the model and each baseline alike."""
+    y, p = np.asarray(y, np.float64), np.asarray(p, np.float64)
+    extra = score or (lambda _y, _q: {})
+
+    def losses(q: np.ndarray) -> dict:
+        return {"mlogloss": M.mlogloss(y, q), **extra(y, q)}
+
+    prior = y.mean(0) if prior is None else np.asarray(prior, np.float64)
+    rng = np.random.default_rng(seed)
+    auc = {n: float(M.roc_auc(y[:, j], p[:, j])[0]) for j, n in enumerate(label_names)}
+    return {
+        "n_samples": len(y),
+        "labels": len(label_names),
+        "model": {
+            **losses(p),
+            "exact_match": float(M.exact_match(y, p >= 0.5)[0]),
+            "mean_roc_auc": float(np.nanmean(list(auc.values()))),
+            "per_label_roc_auc": auc,
+        },
+        "baselines": {
+            "all_zero": losses(np.zeros_like(p)),
+            "prior": losses(np.broadcast_to(prior, p.shape)),
+            "random": losses(rng.random(p.shape)),
+        },
+    }
+
+
+@dataclass
+class Competition:
+    """A competition's score for the runs it applies to, and how its table reads in a report."""
+
+    name: str
+    applies: Callable  # (Run) -> bool
+    score: Callable  # (y, p, label_names, prior, seed) -> dict as pooled_scores
+    title: str
+    note: str
+    keys: Callable  # (score dict) -> the figure names shown as columns
+
+
+COMPETITIONS: dict[str, Competition] = {}
+
+
+def register_competition(competition: Competition) -> None:
+    """Make every report of a run the competition applies to carry its score table (under metrics.json[name])."""
+    COMPETITIONS[competition.name] = competition
+
+
+def competition_for(run) -> Competition | None:
+    """The registered competition that applies to a run, if any."""
+    return next((c for c in COMPETITIONS.values() if c.applies(run)), None)
+
+
+def score_table(scores: dict, keys: list[str]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows (model, then baselines) of a pooled-scores dict, 4 decimals."""
+    header = ["", *keys, "mean ROC AUC", "exact match"]
+    f4 = "{:.4f}".format
+    rows = [
+        [
+            "model",
+            *(f4(scores["model"][k]) for k in keys),
+            f4(scores["model"]["mean_roc_auc"]),
+            f4(scores["model"]["exact_match"]),
+        ]
+    ]
+    rows += [[f"baseline: {b}", *(f4(v[k]) for k in keys), "", ""] for b, v in scores["baselines"].items()]
+    return header, rows
+
+
+def score_cv(cv_dir: str | Path) -> dict:
+    """Pooled scores of a CV folder's out-of-fold predictions (a registered competition's, if it applies to the fold
+    runs), each row against its own fold's training prior; merged into its cv.json."""
+    cv_dir = Path(cv_dir)
+    frame, names = read_oof(cv_dir)
+    y, p, prior = oof_arrays(frame, names)
+    info = json.loads((cv_dir / CV).read_text())
+    competition = competition_for(Run(cv_dir / info["runs"][0]))
+    scores = competition.score(y, p, names, prior=prior) if competition else pooled_scores(y, p, names, prior)
+    result = {**scores, "folds": info["folds"], "runs": info["runs"]}
+    result["model"]["name"] = info["model"]["name"]
+    (cv_dir / CV).write_text(json.dumps(result, indent=2))
+    return result

@@ -1,0 +1,50 @@
+"""The evaluated split's headline for a terminal: a rich table of each label beside the prior, the warnings, and where
+the report is."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from meddx.evaluation.report import fmt, warnings_of
+from meddx.run import Run, split_suffix
+
+
+def headline(metrics: dict) -> Table:
+    """Each label's ROC AUC, PR AUC (and the prior's), sensitivity and specificity, and whether it beats the prior."""
+    intervals = f"{metrics['bootstrap']['ci']:.0%} intervals" if metrics["bootstrap"]["resamples"] else "no intervals"
+    table = Table(
+        title=f"{metrics['split']} split: {metrics['n_samples']} samples, {metrics['n_patients']} patients; "
+        f"operating point {metrics['operating_point']['rule']} (chosen on val); {intervals}"
+    )
+    for col in ("label", "ROC AUC", "PR AUC", "prior PR AUC", "sensitivity", "specificity", "beats prior"):
+        table.add_column(col)
+    for n in metrics["labels"]:
+        per, prior = metrics["model"]["per_label"][n], metrics["baselines"]["prior"]["per_label"][n]
+        table.add_row(
+            n,
+            fmt(per["roc_auc"]),
+            fmt(per["pr_auc"]),
+            fmt(prior["pr_auc"]),
+            fmt(per["sensitivity"]),
+            fmt(per["specificity"]),
+            "yes" if metrics["beats_prior"][n] else "[bold red]NO[/]",
+        )
+    return table
+
+
+def print_summary(run: Run | None, split: str = "test", console: Console | None = None) -> None:
+    """Print a run's evaluated split (nothing when it was not evaluated, or in a distributed worker: run None)."""
+    metrics = run.metrics(split) if run is not None else {}
+    if not metrics:
+        return
+    console = console or Console()
+    if not console.is_terminal:
+        console = Console(width=130)
+    console.print(headline(metrics))
+    for w in warnings_of(metrics):
+        console.print(f"[bold red]WARNING:[/] {w}", markup=True, highlight=False)
+    suffix = split_suffix(split)
+    console.print(
+        f"run folder: {run.path}\nreport: {run.path / f'report{suffix}.html'} (and report{suffix}.md)", highlight=False
+    )

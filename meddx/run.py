@@ -1,0 +1,188 @@
+"""The run folder: its file names, `Run` (config, preprocessing, model, predictions of one run) and `load_run`.
+
+Everything that reads a run (evaluation, explain, export, serve, the API) reads it through this module, which sits
+right above `data` and `models` and imports no Lightning.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from meddx.config import RunConfig, load_config
+from meddx.data.images import file_record
+from meddx.data.records import Record
+from meddx.data.sequences import SequenceDataset, Vocab, trim_padding
+from meddx.data.tensors import ImageDataset, Preprocess
+from meddx.errors import ConfigError, DataError
+from meddx.models.ensemble import ProbabilityAverage
+from meddx.models.output import build_model, predict_proba
+
+CONFIG = "config.yaml"
+PREPROCESS = "preprocess.json"  # image runs
+VOCAB = "vocab.json"  # token-sequence runs
+SPLIT = "split.csv"
+DATA = "data.json"
+TRAINING = "training.json"
+WEIGHTS = "model.pt"
+ENSEMBLE = "ensemble.json"
+CHECKPOINTS = "checkpoints"
+PREDICTIONS = "predictions"
+LOGS = "logs"
+TENSORBOARD = "tb"
+
+
+def split_suffix(split: str) -> str:
+    """'' for the test split (the run's headline report), '-<split>' otherwise: metrics-val.json, report-val.html."""
+    return "" if split == "test" else f"-{split}"
+
+
+def read_json(path: Path) -> dict:
+    """A JSON file's content, or {} when it is absent."""
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+class Run:
+    """A run folder: its config, preprocessing, model and predictions."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not (self.path / CONFIG).is_file():
+            raise ConfigError(f"{self.path}: not a meddx run folder (no {CONFIG})")
+
+    def __repr__(self) -> str:
+        return f"Run('{self.path}')"
+
+    @cached_property
+    def config(self) -> RunConfig:
+        return load_config(self.path / CONFIG)
+
+    @cached_property
+    def preprocess(self) -> Preprocess:
+        return Preprocess.load(self.path / PREPROCESS)
+
+    @property
+    def is_sequence(self) -> bool:
+        """True for token-sequence runs (vocab.json instead of preprocess.json)."""
+        return (self.path / VOCAB).is_file()
+
+    @property
+    def is_ensemble(self) -> bool:
+        """True for a folder written by `meddx ensemble` (members' probabilities averaged)."""
+        return (self.path / ENSEMBLE).is_file()
+
+    @property
+    def prep_file(self) -> str:
+        """What turns an input into the model's: preprocess.json for images, vocab.json for token sequences."""
+        return VOCAB if self.is_sequence else PREPROCESS
+
+    @cached_property
+    def vocab(self) -> Vocab:
+        return Vocab.load(self.path / VOCAB)
+
+    @cached_property
+    def data_info(self) -> dict:
+        return json.loads((self.path / DATA).read_text())
+
+    @property
+    def training(self) -> dict:
+        """training.json: epochs, losses, seconds, collapse, fine-tuning ({} for an ensemble)."""
+        return read_json(self.path / TRAINING)
+
+    def metrics(self, split: str = "test") -> dict:
+        """The last evaluation of a split (metrics.json, metrics-<split>.json); {} when it was never evaluated."""
+        return read_json(self.path / f"metrics{split_suffix(split)}.json")
+
+    @property
+    def label_names(self) -> list[str]:
+        return self.data_info["label_names"]
+
+    @property
+    def task(self) -> str:
+        return self.data_info["task"]
+
+    def split_table(self) -> pd.DataFrame:
+        """split.csv: every record id with its patient, split and labels."""
+        return pd.read_csv(self.path / SPLIT, dtype={"id": str, "patient_id": str})
+
+    def train_prior(self) -> np.ndarray:
+        """Per-label prevalence in the training split (the prior baseline)."""
+        table = self.split_table()
+        return table.loc[table["split"] == "train", self.label_names].to_numpy(np.float64).mean(0)
+
+    @cached_property
+    def model(self) -> nn.Module:
+        """The best model, rebuilt from the config and loaded without pickle execution (an ensemble: its members)."""
+        if self.is_ensemble:
+            info = json.loads((self.path / ENSEMBLE).read_text())
+            return ProbabilityAverage([Run(m).model for m in info["members"]], self.task, info.get("weights")).eval()
+        if not (self.path / WEIGHTS).is_file():
+            raise ConfigError(f"{self.path}: no {WEIGHTS}; the run did not finish training")
+        if self.is_sequence:
+            return build_model(
+                self.config.model, 1, len(self.label_names), self.path / WEIGHTS, **self.vocab.model_kwargs()
+            )
+        return build_model(self.config.model, self.preprocess.channels, len(self.label_names), self.path / WEIGHTS)
+
+    def dataset(self, inputs: list[Record | str | Path], preload: bool | None = False) -> Dataset:
+        """A dataset of records or file paths prepared as this run's inputs (token records for sequence runs); images
+        are decoded up front with `preload` (None: when they fit in memory)."""
+        records = [r if isinstance(r, Record) else file_record(r) for r in inputs]
+        return (
+            SequenceDataset(records, self.vocab)
+            if self.is_sequence
+            else ImageDataset(records, self.preprocess, preload)
+        )
+
+    def predict_proba(self, inputs: list[Record | str | Path] | Dataset, batch_size: int = 256) -> np.ndarray:
+        """(N, L) probabilities for records, file paths, or a dataset already prepared (`Run.dataset`)."""
+        data = inputs if isinstance(inputs, Dataset) else self.dataset(list(inputs))
+        model = self.model  # built outside inference mode, so its weights stay usable for gradients (Grad-CAM)
+        loader = DataLoader(data, batch_size=batch_size, collate_fn=trim_padding if self.is_sequence else None)
+        return predict_proba(model, loader, self.task, len(self.label_names))
+
+    def predict(self, inputs: list[Record | str | Path] | Dataset) -> pd.DataFrame:
+        """One row per input: id and a probability column per label."""
+        data = inputs if isinstance(inputs, Dataset) else self.dataset(list(inputs))
+        return prediction_frame(data.records, self.predict_proba(data), self.label_names)
+
+    def write_predictions(self, split: str, records: list[Record], probs: np.ndarray) -> Path:
+        """predictions/<split>.csv: id, patient_id, true labels, probabilities."""
+        path = self.path / PREDICTIONS / f"{split}.csv"
+        path.parent.mkdir(exist_ok=True)
+        prediction_frame(records, probs, self.label_names, with_truth=True).to_csv(
+            path, index=False, float_format="%.9g"
+        )
+        return path
+
+    def predictions(self, split: str = "test") -> pd.DataFrame:
+        p = self.path / PREDICTIONS / f"{split}.csv"
+        if not p.is_file():
+            raise DataError(f"{self.path}: no predictions for split '{split}'")
+        return pd.read_csv(p, dtype={"id": str, "patient_id": str})
+
+
+def prediction_frame(
+    records: list[Record], probs: np.ndarray, label_names: list[str], with_truth: bool = False
+) -> pd.DataFrame:
+    """id, (patient_id and the true labels,) and p_<label> columns, one row per record."""
+    df = pd.DataFrame({"id": [r.id for r in records]})
+    if with_truth:
+        df["patient_id"] = [r.patient_id for r in records]
+        truth = np.stack([r.labels for r in records]).astype(float) if records else np.zeros((0, len(label_names)))
+        for j, name in enumerate(label_names):
+            df[name] = truth[:, j]
+    for j, name in enumerate(label_names):
+        df[f"p_{name}"] = probs[:, j]
+    return df
+
+
+def load_run(path: str | Path) -> Run:
+    """Open a run folder written by `meddx.train` (or `meddx ensemble`)."""
+    return Run(path)

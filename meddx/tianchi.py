@@ -1,0 +1,173 @@
+"""The Tianchi 2021 report competition in one module: its score (mlogloss; round 2: 0.6 x regions + 0.4 x types), the
+submission writer and checker, fold ensembles and blends of CV folders. It uses the generic pieces (the `|,|` reader
+in `data`, k-fold CV in `training`, metrics and ensemble selection in `evaluation`) and registers its score table
+with every report of a token-sequence run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from meddx.data.reports import SEP, read_tianchi
+from meddx.errors import ConfigError, DataError
+from meddx.evaluation import metrics as M
+from meddx.evaluation.ensemble import greedy_weights
+from meddx.evaluation.scores import Competition, pooled_scores, register_competition
+from meddx.run import Run
+from meddx.training.cv import CV, read_oof
+
+REGION_SHARE = 0.6  # round 2: score = 0.6 x (1 - region mlogloss) + 0.4 x (1 - type mlogloss)
+
+
+def tianchi_scores(
+    y: np.ndarray, p: np.ndarray, label_names: list[str], prior: np.ndarray | None = None, seed: int = 0
+) -> dict:
+    """mlogloss (competition formula), score = 1 - mlogloss (round 2: regions and types apart), per-label AUC, exact
+    match at 0.5, and the all-zero, prior and uniform-random baselines on the same rows."""
+    regions = [j for j, n in enumerate(label_names) if not n.startswith("type_")]
+    types = [j for j, n in enumerate(label_names) if n.startswith("type_")]
+
+    def score(y_: np.ndarray, q: np.ndarray) -> dict:
+        if not (regions and types):
+            return {"score": 1 - M.mlogloss(y_, q)}
+        r, t = M.mlogloss(y_[:, regions], q[:, regions]), M.mlogloss(y_[:, types], q[:, types])
+        return {
+            "regions_mlogloss": r,
+            "types_mlogloss": t,
+            "score": REGION_SHARE * (1 - r) + (1 - REGION_SHARE) * (1 - t),
+        }
+
+    return pooled_scores(y, p, label_names, prior, seed, score)
+
+
+def _table_keys(scores: dict) -> list[str]:
+    return ["mlogloss", "score"] + (
+        ["regions_mlogloss", "types_mlogloss"] if "regions_mlogloss" in scores["model"] else []
+    )
+
+
+register_competition(
+    Competition(
+        name="tianchi",
+        applies=lambda run: run.is_sequence,
+        score=tianchi_scores,
+        title="Competition score",
+        note="mlogloss as the competition computes it (BCE averaged over labels, then samples; clipped at 1e-15); "
+        "score = 1 - mlogloss (round 2: 0.6 x regions + 0.4 x types).",
+        keys=_table_keys,
+    )
+)
+
+
+def predict_file(source: str | Path, data: str | Path) -> tuple[list[str], np.ndarray]:
+    """Report ids and probabilities for a `|,|` file from one run folder or a CV folder (fold ensemble: mean)."""
+    src = Path(source)
+    runs = [Run(src / r) for r in json.loads((src / CV).read_text())["runs"]] if (src / CV).is_file() else [Run(src)]
+    if not runs[0].is_sequence:
+        raise ConfigError(f"{src}: not a token-sequence run (no vocab.json); submissions are for the Tianchi track")
+    records = read_tianchi(data, require_labels=False).records
+    return [r.id for r in records], np.mean([r.predict_proba(records) for r in runs], axis=0)
+
+
+def blend_weights(sources: list[str | Path]) -> list[float]:
+    """Weights for blending `meddx cv` folders, chosen by greedy ensemble selection on their out-of-fold predictions
+    (the competition's test set stays unseen); the folders must cover the same reports."""
+    frames = [read_oof(src)[0].sort_values("id", ignore_index=True) for src in sources]
+    for src, f in zip(sources[1:], frames[1:]):
+        if not f["id"].equals(frames[0]["id"]):
+            raise ConfigError(
+                f"{src}: its out-of-fold reports differ from {sources[0]}'s; blend CV runs of the same data"
+            )
+    names = [c[2:] for c in frames[0].columns if c.startswith("p_")]
+    y = frames[0][names].to_numpy(np.float64)
+    return greedy_weights([f[[f"p_{n}" for n in names]].to_numpy(np.float64) for f in frames], y, "multilabel").tolist()
+
+
+def blend_oof(sources: list[str | Path]) -> tuple[list[float], list[float], float]:
+    """Out-of-fold blend weights of CV folders, each folder's own out-of-fold mlogloss, and the blend's."""
+    weights = blend_weights(sources)
+    frames = [read_oof(src)[0].sort_values("id", ignore_index=True) for src in sources]
+    names = [c[2:] for c in frames[0].columns if c.startswith("p_")]
+    y = frames[0][names].to_numpy(np.float64)
+    probs = [f[[f"p_{n}" for n in names]].to_numpy(np.float64) for f in frames]
+    blended = sum(w * p for w, p in zip(weights, probs))
+    return weights, [M.mlogloss(y, p) for p in probs], M.mlogloss(y, blended)
+
+
+def blend_file(
+    sources: list[str | Path], data: str | Path, weights: str | list[float] = "equal"
+) -> tuple[list[str], np.ndarray]:
+    """Report ids and probabilities of run or CV folders blended with weights "equal", "oof" (blend_weights) or
+    given."""
+    if isinstance(weights, str) and weights not in ("equal", "oof"):
+        raise ConfigError(f"blend weights '{weights}' unknown; use 'equal' or 'oof'")
+    w = (
+        (blend_weights(sources) if weights == "oof" else [1 / len(sources)] * len(sources))
+        if isinstance(weights, str)
+        else [float(v) / sum(weights) for v in weights]
+    )
+    if len(w) != len(sources):
+        raise ConfigError(f"{len(w)} blend weights for {len(sources)} folders")
+    parts = [predict_file(s, data) for s in sources]
+    return parts[0][0], sum(wi * p for wi, (_, p) in zip(w, parts))
+
+
+def write_submission(ids: list[str], probs: np.ndarray, path: str | Path) -> Path:
+    """`report_ID|,|p0 p1 ... pK` one line per test row, in the test file's order."""
+    path = Path(path)
+    lines = [f"{i}{SEP}{' '.join(f'{v:.8f}' for v in row)}" for i, row in zip(ids, np.clip(probs, 0, 1))]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def submit(
+    source: str | Path | list[str | Path],
+    data: str | Path,
+    output: str | Path = "submission.csv",
+    weights: str | list[float] = "equal",
+) -> Path:
+    """A submission for a `|,|` test file, checked before returning, from a run or CV folder (fold ensemble), or several
+    blended with weights "equal", "oof" (chosen on the CV folders' out-of-fold predictions) or given."""
+    ids, probs = blend_file(source if isinstance(source, list) else [source], data, weights)
+    path = write_submission(ids, probs, output)
+    problems = check_submission(path, data, probs.shape[1])
+    if problems:
+        raise DataError(f"{path}: the written submission fails its check: {problems[0]}")
+    return path
+
+
+def _line_problem(n: int, line: str, want: str, n_labels: int) -> list[str]:
+    """What is wrong with submission line n (empty list: nothing)."""
+    parts = line.split(SEP)
+    if len(parts) != 2:
+        return [f"line {n}: expected 'report_ID{SEP}p0 ... p{n_labels - 1}' (one '{SEP}' separator)"]
+    problems = []
+    if parts[0].strip() != want:
+        problems.append(f"line {n}: report_ID {parts[0].strip()!r}, expected {want!r} (same order as the test file)")
+    values = parts[1].split()
+    if len(values) != n_labels:
+        return problems + [f"line {n}: {len(values)} probabilities, expected {n_labels}"]
+    try:
+        floats = np.array([float(v) for v in values])
+    except ValueError:
+        return problems + [f"line {n}: a probability is not a number: {parts[1].strip()[:60]!r}"]
+    if not np.all(np.isfinite(floats)) or floats.min() < 0 or floats.max() > 1:
+        problems.append(f"line {n}: probabilities must lie in [0, 1]")
+    return problems
+
+
+def check_submission(path: str | Path, data: str | Path, n_labels: int = 17) -> list[str]:
+    """Problems of a submission file against its test file (empty list: valid); at most 10 are listed."""
+    path = Path(path)
+    if not path.is_file():
+        return [f"{path}: file not found"]
+    ids = [r.id for r in read_tianchi(data, require_labels=False).records]
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    problems = [f"{len(lines)} rows but the test file has {len(ids)}"] if len(lines) != len(ids) else []
+    for n, (line, want) in enumerate(zip(lines, ids), start=1):
+        if len(problems) >= 10:
+            break
+        problems += _line_problem(n, line, want, n_labels)
+    return problems

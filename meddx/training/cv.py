@@ -1,0 +1,69 @@
+"""k-fold cross-validation of any data set: one ordinary run per fold, their test predictions pooled out of fold."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from meddx.config import RunConfig, as_config
+from meddx.errors import ConfigError
+from meddx.run import WEIGHTS, Run
+
+OOF = "oof.csv"
+CV = "cv.json"
+
+
+def cross_validate(config: RunConfig | dict | str | Path, folds: int = 5, only_folds: list[int] | None = None) -> Path:
+    """Train one run per fold (`split.folds`/`split.fold`: fold k is the test split, val carved from the rest) into
+    <output_dir>/<name>/fold<k>; write oof.csv (every sample's out-of-fold prediction, its fold and the fold's training
+    prior) and cv.json (folds, runs, model). Finished folds are kept, so a rerun resumes."""
+    cfg = as_config(config)
+    cv_dir = Path(cfg.output_dir) / (cfg.name or f"{Path(str(cfg.data.path)).stem}-{cfg.model.name}-cv{folds}")
+    runs, oof = [], []
+    for k in only_folds if only_folds is not None else range(folds):
+        run = _fold_run(cfg, cv_dir, folds, k)
+        runs.append(run.path.name)
+        pred = run.predictions("test")
+        pred["fold"] = k
+        prior = run.train_prior()
+        for j, name in enumerate(run.label_names):
+            pred[f"prior_{name}"] = prior[j]
+        oof.append(pred)
+    pd.concat(oof, ignore_index=True).to_csv(cv_dir / OOF, index=False, float_format="%.9g")
+    (cv_dir / CV).write_text(json.dumps({"folds": folds, "runs": runs, "model": {"name": cfg.model.name}}, indent=2))
+    return cv_dir
+
+
+def _fold_run(cfg: RunConfig, cv_dir: Path, folds: int, k: int) -> Run:
+    """Fold k's run: trained now, or the finished one from an earlier call."""
+    fold_cfg = cfg.model_copy(deep=True)
+    fold_cfg.name, fold_cfg.output_dir = f"fold{k}", str(cv_dir)
+    fold_cfg.split.folds, fold_cfg.split.fold = folds, k
+    folder = cv_dir / f"fold{k}"
+    if (folder / WEIGHTS).is_file():
+        return Run(folder)
+    if folder.exists():
+        raise ConfigError(f"{folder} exists but did not finish; remove it to retrain that fold")
+    from meddx.training.fit import fit  # Lightning only when a fold trains: reading CV folders stays light
+
+    return fit(fold_cfg)
+
+
+def read_oof(cv_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
+    """A CV folder's out-of-fold table and its label names."""
+    cv_dir = Path(cv_dir)
+    if not (cv_dir / OOF).is_file():
+        raise ConfigError(f"{cv_dir}: no {OOF}; out-of-fold predictions come from `meddx cv` folders")
+    frame = pd.read_csv(cv_dir / OOF, dtype={"id": str, "patient_id": str})
+    return frame, [c[2:] for c in frame.columns if c.startswith("p_")]
+
+
+def oof_arrays(frame: pd.DataFrame, names: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(truth, out-of-fold probabilities, each row's training prior) as float64 arrays."""
+    y = frame[names].to_numpy(np.float64)
+    p = frame[[f"p_{n}" for n in names]].to_numpy(np.float64)
+    prior = frame[[f"prior_{n}" for n in names]].to_numpy(np.float64)
+    return y, p, prior

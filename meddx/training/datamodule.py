@@ -1,0 +1,124 @@
+"""The run's data as a LightningDataModule: read, split, leakage gate, preprocessing or vocabulary, loaders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader, Dataset
+
+from meddx.config import RunConfig, load_config
+from meddx.data.readers import read_dataset
+from meddx.data.records import SPLITS, DataSet
+from meddx.data.reports import read_descriptions
+from meddx.data.sequences import SequenceDataset, Vocab, build_vocab, is_sequence, length_grouped_sampler, trim_padding
+from meddx.data.split import assign_splits, enforce_no_leakage
+from meddx.data.tensors import ImageDataset, Preprocess, resolve_preprocess
+from meddx.errors import ConfigError
+from meddx.models import MODEL_INFO, min_input_size
+from meddx.models.sequence import resolve_size
+from meddx.run import CONFIG, VOCAB
+
+
+class RunDataModule(pl.LightningDataModule):
+    """Reads, splits and leakage-gates the data of a run once, resolves its preprocessing (images) or vocabulary (token
+    sequences, written back into `cfg`), and builds the train, val and prediction loaders."""
+
+    def __init__(self, cfg: RunConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.dataset: DataSet | None = None
+        self.datasets: dict[str, Dataset] = {}
+        self.prep: Preprocess | Vocab | None = None
+        self.leakage: dict = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        """Everything before the first step; image files are decoded here, so bad ones fail before training."""
+        if self.dataset is not None:
+            return
+        ds = read_dataset(self.cfg.data)
+        assign_splits(ds, self.cfg.split)
+        self.leakage = enforce_no_leakage(ds, self.cfg.split).to_dict()
+        parts = {s: ds.subset(s).records for s in SPLITS}
+        if is_sequence(ds):
+            if self.cfg.train.mixup:
+                raise ConfigError(
+                    "train.mixup mixes pixel values and applies to images only; for token sequences use "
+                    "train.token_dropout"
+                )
+            self.prep = resolve_vocab(self.cfg, ds)
+            self.datasets = {s: SequenceDataset(parts[s], self.prep) for s in SPLITS if parts[s]}
+        else:
+            self.prep = resolve_preprocess(self.cfg.data, parts["train"])
+            need = min_input_size(self.cfg.model.name)
+            if min(self.prep.image_size) < need:
+                raise ConfigError(
+                    f"model '{self.cfg.model.name}' needs images of at least {need} px; set data.image_size >= {need}"
+                )
+            self.datasets = {s: ImageDataset(parts[s], self.prep) for s in SPLITS if parts[s]}
+        self.dataset = ds
+
+    @property
+    def is_sequence(self) -> bool:
+        return isinstance(self.prep, Vocab)
+
+    @property
+    def in_chans(self) -> int:
+        return 1 if self.is_sequence else self.prep.channels
+
+    @property
+    def model_kwargs(self) -> dict:
+        """Builder arguments the data fixes: a vocabulary's size and length (none for images)."""
+        return self.prep.model_kwargs() if self.is_sequence else {}
+
+    def loader(self, split: str, shuffle: bool = False) -> DataLoader:
+        """A loader over one split; sequence batches are cut to their longest row."""
+        t = self.cfg.train
+        data = self.datasets[split]
+        grouped = self.is_sequence and shuffle and t.group_by_length
+        return DataLoader(
+            data,
+            batch_size=t.batch_size,
+            shuffle=shuffle and not grouped,
+            sampler=length_grouped_sampler(data.inputs, t.batch_size) if grouped else None,
+            collate_fn=trim_padding if self.is_sequence else None,
+            num_workers=t.num_workers,
+            drop_last=shuffle and len(data) > t.batch_size,
+            persistent_workers=t.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self.loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.loader("val")
+
+
+def resolve_vocab(cfg: RunConfig, ds: DataSet) -> Vocab:
+    """The vocabulary (given, next to pretrained weights, or built from train + vocab_files); fills model.kwargs.
+
+    A pretrained encoder folder (`meddx pretrain`) brings its vocab.json and model_kwargs.json, so the fine-tuned
+    model matches it; the resolved values are written back into the config saved with the run.
+    """
+    if cfg.model.name not in MODEL_INFO or MODEL_INFO[cfg.model.name].kind != "sequence":
+        seq = [n for n, i in MODEL_INFO.items() if i.kind == "sequence"]
+        raise ConfigError(f"model '{cfg.model.name}' is an image model; token sequences need one of {seq}")
+    vocab_path = cfg.data.vocab
+    source = cfg.model.weights or cfg.train.init_from  # an MLM folder's encoder.pt, or a sequence run folder
+    if source:
+        folder = Path(source) if Path(source).is_dir() else Path(source).parent
+        if vocab_path is None and (folder / VOCAB).is_file():
+            vocab_path = str(folder / VOCAB)
+        if (folder / "model_kwargs.json").is_file():
+            cfg.model.kwargs = {**json.loads((folder / "model_kwargs.json").read_text()), **cfg.model.kwargs}
+        elif (folder / CONFIG).is_file():
+            cfg.model.kwargs = {**load_config(folder / CONFIG).model.kwargs, **cfg.model.kwargs}
+    if vocab_path:
+        vocab = Vocab.load(vocab_path)
+        cfg.data.vocab = vocab_path
+    else:
+        vocab = build_vocab([r.tokens for r in ds.records] + read_descriptions(cfg.data.vocab_files), cfg.data.max_len)
+    if cfg.model.kwargs.get("size") == "auto":
+        cfg.model.kwargs = {**cfg.model.kwargs, "size": resolve_size("auto")}
+    return vocab

@@ -1,0 +1,135 @@
+"""The one LightningModule for every task: binary, multi-class and multi-label heads, images and token sequences."""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+import torchmetrics
+
+from meddx.config import ModelConfig, TrainConfig
+from meddx.data.sequences import UNK
+from meddx.models.finetune import blocks, freeze_all_but, load_pretrained, parse_depth, set_batchnorm_modes
+from meddx.models.output import build_model, probabilities
+from meddx.training.augment import augment_batch, mixup_batch
+from meddx.training.losses import LossWeights, weighted_bce_with_logits
+
+
+def _auroc(task: str, num_labels: int) -> torchmetrics.Metric:
+    if task == "multiclass":
+        return torchmetrics.AUROC(task="multiclass", num_classes=num_labels, average="macro")
+    if task == "multilabel":
+        return torchmetrics.AUROC(task="multilabel", num_labels=num_labels, average="macro")
+    return torchmetrics.AUROC(task="binary")
+
+
+class Classifier(pl.LightningModule):
+    """A registry model with its loss, optimiser and validation metrics, configured by the run's model and train
+    sections; `model_kwargs` are the data's builder arguments (a vocabulary's size and length)."""
+
+    def __init__(
+        self,
+        model: ModelConfig | dict,
+        train: TrainConfig | dict,
+        task: str,
+        in_chans: int,
+        num_labels: int,
+        loss_weights: LossWeights | dict | None = None,
+        model_kwargs: dict | None = None,
+    ):
+        super().__init__()
+        self.model_cfg, self.train_cfg = ModelConfig.model_validate(model), TrainConfig.model_validate(train)
+        weights = loss_weights if isinstance(loss_weights, LossWeights) else LossWeights(**(loss_weights or {}))
+        self.save_hyperparameters(
+            {
+                "model": self.model_cfg.model_dump(mode="json"),
+                "task": task,
+                "in_chans": in_chans,
+                "train": self.train_cfg.model_dump(mode="json"),
+                "num_labels": num_labels,
+                "loss_weights": weights.to_dict(),
+                "model_kwargs": model_kwargs or {},
+            }
+        )
+        self.task = task
+        self.model = build_model(self.model_cfg, in_chans, num_labels, **(model_kwargs or {}))
+        t = self.train_cfg
+        self.init_report = load_pretrained(self.model, t.init_from) if t.init_from else None  # head stays fresh
+        self.frozen = parse_depth(t.finetune_depth) is not None
+        if self.frozen:
+            freeze_all_but(self.model, t.finetune_depth)
+        self.keep_frozen_bn_stats = True  # SWA turns this off: it re-estimates every BatchNorm at the end
+        ones = [1.0] * num_labels
+        self.register_buffer("w_pos", torch.tensor(weights.pos_weight or ones))
+        self.register_buffer("w_neg", torch.tensor(weights.neg_weight or ones))
+        self.register_buffer("w_class", torch.tensor(weights.class_weight or ones))
+        self.val_auroc = _auroc(task, num_labels)
+        self.sanity_loss = torchmetrics.MeanMetric()
+        self.initial_val_loss: float | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def loss(self, logits: torch.Tensor, y: torch.Tensor, smoothing: float = 0.0, soft: bool = False) -> torch.Tensor:
+        """Weighted BCE (binary, multi-label) or weighted cross-entropy (multi-class); optional label smoothing;
+        `soft` keeps mixed (mixup) multi-class targets as probabilities."""
+        if self.task == "multiclass":
+            target = y if soft else y.argmax(1)
+            return F.cross_entropy(logits, target, weight=self.w_class, label_smoothing=smoothing)
+        if smoothing:
+            y = y * (1 - smoothing) + smoothing / 2
+        return weighted_bce_with_logits(logits, y, self.w_pos, self.w_neg)
+
+    def on_train_epoch_start(self):
+        if self.frozen and self.keep_frozen_bn_stats:
+            set_batchnorm_modes(self.model)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        t = self.train_cfg
+        if t.augment.enabled and x.is_floating_point():
+            x = augment_batch(x, t.augment)
+        if t.token_dropout > 0 and not x.is_floating_point():  # token ids: replace some by unk
+            drop = (torch.rand(x.shape, device=x.device) < t.token_dropout) & (x != 0)
+            x = x.masked_fill(drop, UNK)
+        if t.mixup:
+            x, y, _, _ = mixup_batch(x, y, t.mixup)
+        loss = self.loss(self(x), y, smoothing=t.label_smoothing, soft=bool(t.mixup))
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(x))
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self(x)
+        loss = self.loss(logits, y)
+        if self.trainer.sanity_checking:  # the untrained model over the whole val split (num_sanity_val_steps=-1)
+            self.sanity_loss.update(loss, weight=len(x))
+        self.log("val_loss", loss, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(x))
+        target = y.argmax(1) if self.task == "multiclass" else (y[:, 0] if self.task == "binary" else y).long()
+        probs = probabilities(logits, self.task)
+        self.val_auroc.update(probs[:, 0] if self.task == "binary" else probs, target)
+        return probs
+
+    def on_validation_epoch_end(self):
+        if self.trainer.sanity_checking:
+            self.initial_val_loss = float(self.sanity_loss.compute())  # synced over processes by torchmetrics
+            self.sanity_loss.reset()
+        self.log("val_auc", self.val_auroc.compute(), prog_bar=True, sync_dist=False)
+        self.val_auroc.reset()
+
+    def predict_step(self, batch, batch_idx, dataloader_idx=0):
+        return probabilities(self(batch[0]), self.task)
+
+    def configure_optimizers(self):
+        t = self.train_cfg
+        params = self.parameters()
+        if t.backbone_lr_mult != 1.0:  # discriminative learning rates: the backbone at lr * mult, the head at lr
+            head = set(blocks(self.model)[-1].params)
+            named = list(self.model.named_parameters())
+            params = [
+                {"params": [p for n, p in named if n not in head], "lr": t.lr * t.backbone_lr_mult},
+                {"params": [p for n, p in named if n in head], "lr": t.lr},
+            ]
+        opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=t.max_epochs)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}

@@ -1,0 +1,82 @@
+"""The Lightning Trainer of a run and every callback it needs, assembled in one place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import (
+    EarlyStopping,
+    LearningRateMonitor,
+    ModelCheckpoint,
+    RichProgressBar,
+    StochasticWeightAveraging,
+)
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+
+from meddx.config import RunConfig
+from meddx.models.finetune import parse_depth
+from meddx.run import CHECKPOINTS, LOGS, TENSORBOARD
+from meddx.training.callbacks import CollapseMonitor, GradualUnfreezing, ValDiagnostics
+from meddx.training.datamodule import RunDataModule
+from meddx.training.writer import RunWriter, SplitPredictionWriter
+
+
+def make_callbacks(cfg: RunConfig, run_dir: Path, data: RunDataModule) -> list[pl.Callback]:
+    """Checkpoints (best by val loss, and the last epoch), early stopping (or SWA, which averages to the last epoch),
+    collapse monitor, gradual unfreezing, TensorBoard diagnostics, progress bar, and the run-folder writers."""
+    t = cfg.train
+    ckpt_dir = run_dir / CHECKPOINTS
+    callbacks: list[pl.Callback] = [
+        ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_loss", mode="min"),
+        # Lightning 2.6's save_last only follows epochs that improved `best`; an unmonitored checkpoint is every epoch's
+        ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1),
+        CollapseMonitor(data.dataset.label_names),
+        LearningRateMonitor("epoch"),
+        RunWriter(run_dir, data),
+        SplitPredictionWriter(run_dir, data),
+    ]
+    if t.swa:
+        callbacks.append(StochasticWeightAveraging(swa_lrs=t.swa_lr or t.lr / 10, swa_epoch_start=t.swa_epoch_start))
+    else:
+        callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=t.patience))
+    depth = parse_depth(t.finetune_depth)
+    if t.unfreeze_every and depth is not None:
+        callbacks.append(GradualUnfreezing(depth, t.unfreeze_every))
+    if t.diagnostics:
+        callbacks.append(ValDiagnostics(data.dataset.label_names))
+    if t.progress_bar:
+        callbacks.append(RichProgressBar(leave=True))
+    return callbacks
+
+
+def make_trainer(cfg: RunConfig, run_dir: Path, data: RunDataModule) -> pl.Trainer:
+    """Lightning Trainer with TensorBoard and CSV loggers; DDP (gloo on CPU, NCCL on GPU) beyond one device. The
+    sanity check runs the whole val split: the untrained model's val loss (training.json's initial_val_loss)."""
+    t = cfg.train
+    strategy = "auto"
+    if t.devices * t.num_nodes > 1:
+        from pytorch_lightning.strategies import DDPStrategy
+
+        on_gpu = t.accelerator in ("gpu", "cuda") or (t.accelerator == "auto" and torch.cuda.is_available())
+        strategy = DDPStrategy(process_group_backend="nccl" if on_gpu else "gloo")
+    return pl.Trainer(
+        max_epochs=t.max_epochs,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=strategy,
+        precision=t.precision,
+        callbacks=make_callbacks(cfg, run_dir, data),
+        logger=[
+            TensorBoardLogger(save_dir=str(run_dir), name=TENSORBOARD, version=""),
+            CSVLogger(save_dir=str(run_dir), name=LOGS, version=""),
+        ],
+        enable_progress_bar=t.progress_bar,
+        enable_model_summary=False,
+        log_every_n_steps=10,
+        limit_train_batches=t.limit_train_batches,
+        default_root_dir=str(run_dir),
+        num_sanity_val_steps=-1,
+    )

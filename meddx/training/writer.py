@@ -1,0 +1,162 @@
+"""Writing the run folder from inside Lightning: the data files at setup, model.pt and training.json at the end of
+fitting, predictions/<split>.csv from `trainer.predict`; only the global rank zero writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import BasePredictionWriter
+
+from meddx.config import RunConfig, save_config
+from meddx.data.records import SPLITS
+from meddx.errors import ConfigError
+from meddx.run import CHECKPOINTS, CONFIG, DATA, LOGS, PREPROCESS, SPLIT, TRAINING, VOCAB, WEIGHTS, Run
+from meddx.training.callbacks import CollapseMonitor
+from meddx.training.datamodule import RunDataModule
+
+RUN_DIR_ENV = "MEDDX_RUN_DIR"
+
+
+def is_rank_zero() -> bool:
+    """True in the process that writes files (always, outside distributed runs)."""
+    return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+
+
+def new_run_dir(cfg: RunConfig) -> Path:
+    """runs/<name> (or <data>-<model>-<time>), made unique; DDP workers reuse rank 0's through the environment."""
+    if not is_rank_zero():  # a DDP worker: it writes nothing, but must agree on the folder
+        if os.environ.get(RUN_DIR_ENV):
+            return Path(os.environ[RUN_DIR_ENV])
+        if not cfg.name:
+            raise ConfigError("multi-node runs need a run name (--name) so that every node agrees on the run folder")
+        return Path(cfg.output_dir) / cfg.name
+    if cfg.name:
+        name = cfg.name
+    else:
+        data = cfg.data.path if isinstance(cfg.data.path, str) else next(iter(cfg.data.path.values()))
+        name = f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', Path(data).stem)}-{cfg.model.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    base = Path(cfg.output_dir) / name
+    path, k = base, 1
+    while path.exists():
+        path, k = Path(f"{base}-{k}"), k + 1
+    path.mkdir(parents=True)
+    os.environ[RUN_DIR_ENV] = str(path.resolve())
+    return path
+
+
+class RunWriter(pl.Callback):
+    """Writes config.yaml, preprocess.json (vocab.json), split.csv and data.json when fitting starts, and model.pt (the
+    best checkpoint's weights, or SWA's average) and training.json when it ends."""
+
+    def __init__(self, run_dir: Path, data: RunDataModule):
+        self.run_dir, self.data = Path(run_dir), data
+        self._started = 0.0
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self._started = time.perf_counter()
+        if trainer.is_global_zero:
+            write_data_files(self.run_dir, self.data)
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        if not trainer.is_global_zero:
+            return
+        best = trainer.checkpoint_callback
+        checkpoint = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
+        weights = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+        if pl_module.train_cfg.swa:  # the averaged weights (BatchNorm statistics re-estimated), not the best epoch
+            weights = {k: v.detach().cpu().clone() for k, v in pl_module.model.state_dict().items()}
+        torch.save(weights, self.run_dir / WEIGHTS)
+        seconds = time.perf_counter() - self._started
+        summary = {
+            "best_epoch": int(checkpoint["epoch"]) + 1,
+            "epochs_run": trainer.current_epoch,
+            "best_val_loss": float(best.best_model_score),
+            "seconds": round(seconds, 1),
+            "train_samples_per_second": round(len(self.data.datasets["train"]) * trainer.current_epoch / seconds, 1),
+            "initial_val_loss": pl_module.initial_val_loss,
+            "loss_weights": pl_module.hparams.loss_weights,
+            "history": history(self.run_dir / LOGS / "metrics.csv"),
+            "collapse": next(c for c in trainer.callbacks if isinstance(c, CollapseMonitor)).summary(),
+            **finetune_summary(pl_module),
+        }
+        (self.run_dir / TRAINING).write_text(json.dumps(summary, indent=2))
+
+
+class SplitPredictionWriter(BasePredictionWriter):
+    """Gathers `trainer.predict`'s probabilities of one split from every process, in dataset order, into
+    predictions/<split>.csv (set `split` before each call)."""
+
+    def __init__(self, run_dir: Path, data: RunDataModule):
+        super().__init__(write_interval="epoch")
+        self.run_dir, self.data, self.split = Path(run_dir), data, "test"
+
+    def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
+        indices = np.concatenate([np.asarray(b, dtype=np.int64) for b in batch_indices[0]])
+        probs = torch.cat(predictions).double().cpu().numpy()
+        parts = [(indices, probs)]
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            parts = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(parts, (indices, probs))
+        if trainer.is_global_zero:
+            order = np.concatenate([i for i, _ in parts])
+            stacked = np.concatenate([p for _, p in parts])[np.argsort(order, kind="stable")]
+            records = self.data.datasets[self.split].records
+            Run(self.run_dir).write_predictions(self.split, records, stacked)
+
+
+def write_data_files(run_dir: Path, data: RunDataModule) -> None:
+    """config.yaml, preprocess.json (vocab.json for sequences), split.csv and data.json: what the run folder needs."""
+    ds, cfg = data.dataset, data.cfg
+    (run_dir / CHECKPOINTS).mkdir(exist_ok=True)
+    save_config(cfg, run_dir / CONFIG)
+    data.prep.save(run_dir / (VOCAB if data.is_sequence else PREPROCESS))
+    ds.to_frame().to_csv(run_dir / SPLIT, index=False)
+    sizes = {}
+    for s in SPLITS:
+        part = ds.subset(s).records
+        sizes[s] = {"samples": len(part), "patients": len({r.patient_id for r in part})}
+    data_info = {
+        "origin": ds.origin,
+        "task": ds.task,
+        "label_names": ds.label_names,
+        "notes": ds.notes,
+        "patients_known": ds.patients_known,
+        "leakage": data.leakage,
+        "sizes": sizes,
+    }
+    (run_dir / DATA).write_text(json.dumps(data_info, indent=2))
+
+
+def finetune_summary(module) -> dict:
+    """What training.json records about initialisation, freezing and averaging."""
+    t, out = module.train_cfg, {}
+    if t.init_from:
+        out["init_from"] = {"source": str(t.init_from), **(module.init_report or {})}
+    model = module.model
+    out["trainable_parameters"] = sum(p.numel() for p in model.parameters() if p.requires_grad)  # at the end
+    out["total_parameters"] = sum(p.numel() for p in model.parameters())
+    if t.swa:
+        out["model_pt"] = "swa"
+    return out
+
+
+def history(csv: Path) -> list[dict]:
+    """One row per epoch from Lightning's CSV log: train/val loss, val AUC, spread of val outputs."""
+    if not csv.is_file():
+        return []
+    df = pd.read_csv(csv)
+    cols = [c for c in ("train_loss", "val_loss", "val_auc", "val_pred_spread") if c in df.columns]
+    rows = df.groupby("epoch")[cols].first().reset_index()
+    return [
+        {"epoch": int(r["epoch"]) + 1, **{c: round(float(r[c]), 6) for c in cols if pd.notna(r[c])}}
+        for _, r in rows.iterrows()
+    ]
