@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pandas as pd
+
 import meddx.tianchi  # noqa: F401 - registers the Tianchi score table with the reports of sequence runs
 from meddx.config import DataConfig, EvaluateConfig, RunConfig, SplitConfig, as_config
 from meddx.data.explore import explore as _explore
@@ -58,7 +60,7 @@ def predict_external(run: Run, data: dict, name: str = "external") -> str:
     return name
 
 
-def predict(run: Run | str | Path, inputs: list) -> "pd.DataFrame":  # noqa: F821
+def predict(run: Run | str | Path, inputs: list) -> pd.DataFrame:
     """Probabilities per label for scans (paths) or records: one row per input, `id` and `p_<label>` columns."""
     return (run if isinstance(run, Run) else load_run(run)).predict(inputs)
 

@@ -20,7 +20,7 @@ def explore(
     ] = None,
     no_images: Annotated[bool, typer.Option("--no-images", help="Skip opening files (sizes, hashes).")] = False,
     set_: SetOpt = None,
-    data_overrides: dict = None,
+    data_overrides: dict | None = None,
 ) -> None:
     """Summarise a data set: rows, patients, labels, missing/unreadable files, sizes, duplicates."""
     from rich.console import Console
@@ -42,7 +42,7 @@ def explore(
 
 
 @with_data_options(*ALL_DATA)
-def check_leakage(config: ConfigOpt = None, set_: SetOpt = None, data_overrides: dict = None) -> None:
+def check_leakage(config: ConfigOpt = None, set_: SetOpt = None, data_overrides: dict | None = None) -> None:
     """Split as training would and fail (exit 1) when a patient or image sits on two sides."""
     from meddx.api import leakage
     from meddx.config import load_config

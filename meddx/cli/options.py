@@ -22,8 +22,8 @@ def _help(field: str) -> str:
 DATA_PANEL = "Data (the config's data section)"
 
 
-def _opt(*names: str, help: str) -> typer.models.OptionInfo:  # noqa: A002 - typer's own parameter name
-    return typer.Option(*names, rich_help_panel=DATA_PANEL, help=help)
+def _opt(*names: str, text: str) -> typer.models.OptionInfo:
+    return typer.Option(*names, rich_help_panel=DATA_PANEL, help=text)
 
 
 # parameter name -> (type with its option, data-config field)
@@ -34,18 +34,18 @@ DATA_OPTIONS = {
             _opt(
                 "--data",
                 "-d",
-                help=_help("path").replace("a {split: csv} mapping keeps", "repeat as split=file.csv to keep"),
+                text=_help("path").replace("a {split: csv} mapping keeps", "repeat as split=file.csv to keep"),
             ),
         ],
         "path",
     ),
-    "root": (Annotated[Optional[str], _opt(help=_help("root"))], "root"),
-    "fmt": (Annotated[Optional[str], _opt("--format", help="auto, csv, folder, medmnist or tianchi.")], "format"),
-    "patient_column": (Annotated[Optional[str], _opt(help="Patient id column of a CSV.")], "patient_column"),
-    "patient_regex": (Annotated[Optional[str], _opt(help=_help("patient_regex"))], "patient_regex"),
-    "label_column": (Annotated[Optional[str], _opt(help=_help("label_column"))], "label_column"),
-    "label_columns": (Annotated[Optional[str], _opt(help="Comma-separated 0/1 label columns.")], "label_columns"),
-    "views": (Annotated[Optional[str], _opt(help="Slice/projection indices used as channels, e.g. 0,60.")], "views"),
+    "root": (Annotated[Optional[str], _opt(text=_help("root"))], "root"),
+    "fmt": (Annotated[Optional[str], _opt("--format", text="auto, csv, folder, medmnist or tianchi.")], "format"),
+    "patient_column": (Annotated[Optional[str], _opt(text="Patient id column of a CSV.")], "patient_column"),
+    "patient_regex": (Annotated[Optional[str], _opt(text=_help("patient_regex"))], "patient_regex"),
+    "label_column": (Annotated[Optional[str], _opt(text=_help("label_column"))], "label_column"),
+    "label_columns": (Annotated[Optional[str], _opt(text="Comma-separated 0/1 label columns.")], "label_columns"),
+    "views": (Annotated[Optional[str], _opt(text="Slice/projection indices used as channels, e.g. 0,60.")], "views"),
 }
 SetOpt = Annotated[
     Optional[list[str]], typer.Option("--set", help="Any config field as dotted.key=value (YAML value).")

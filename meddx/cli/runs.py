@@ -39,7 +39,7 @@ def train(
     finetune_depth: Annotated[
         Optional[str], typer.Option(help="Trainable backbone blocks: 0 (head only) ... or all; see `meddx model-info`.")
     ] = None,
-    data_overrides: dict = None,
+    data_overrides: dict | None = None,
 ) -> None:
     """Train a model, evaluate it on the test split and write the run folder."""
     from meddx.api import train as api_train
@@ -109,7 +109,7 @@ def evaluate(
     temperature_scaling: Annotated[
         Optional[bool], typer.Option("--temperature-scaling/--no-temperature-scaling", help="Fit a temperature on val.")
     ] = None,
-    data_overrides: dict = None,
+    data_overrides: dict | None = None,
 ) -> None:
     """Metrics with 95% intervals beside the baselines, operating points, calibration, plots, report.html."""
     from meddx.api import evaluate as api_evaluate

@@ -47,7 +47,14 @@ def _read_frames(path: str | Path | dict[str, str]) -> tuple[dict, dict[str | No
     return files, frames
 
 
-def _columns(files: dict, frames: dict, image_column, patient_column, label_columns, label_column) -> tuple:
+def _columns(
+    files: dict,
+    frames: dict,
+    image_column: str | None,
+    patient_column: str | None,
+    label_columns: list[str] | None,
+    label_column: str | None,
+) -> tuple[str, str | None, list[str]]:
     """(image column, patient column or None, label columns), chosen on the first CSV and required in every CSV."""
     first_csv, first = next(iter(files.values())), next(iter(frames.values()))
     cols = list(first.columns)
@@ -90,7 +97,9 @@ def _binary_matrix(csv: str, df: pd.DataFrame, label_cols: list[str]) -> np.ndar
     return values.astype(float).to_numpy(np.float32)
 
 
-def _label_rows(files: dict, frames: dict, label_cols: list[str], label_column, positive_class) -> tuple:
+def _label_rows(
+    files: dict, frames: dict, label_cols: list[str], label_column: str | None, positive_class: str | None
+) -> tuple[list[str], str, dict]:
     """(label names, task, {split: per-row label vectors})."""
     if label_column is None:
         names, task = list(label_cols), ("binary" if len(label_cols) == 1 else "multilabel")
