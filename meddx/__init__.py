@@ -16,6 +16,7 @@ _API = {
     "explore": "meddx.api",
     "leakage": "meddx.api",
     "predict": "meddx.api",
+    "plan": "meddx.api",
     "pretrain": "meddx.api",
     "cross_validate": "meddx.api",
     "submit": "meddx.api",

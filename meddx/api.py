@@ -5,7 +5,9 @@ Heavy parts (torch, Lightning) load on first use, so `import meddx` stays light.
 
 from __future__ import annotations
 
+import json
 import re
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -17,19 +19,52 @@ from meddx.data.readers import read_dataset
 from meddx.data.split import LeakageReport, assign_splits, check_leakage
 from meddx.errors import DataError
 from meddx.evaluation.report import evaluate_run
-from meddx.run import Run, load_run
+from meddx.run import PLAN, Run, load_run
 from meddx.tianchi import submit
 
 
 def train(config: RunConfig | dict | str | Path | None = None, **overrides) -> Run | None:
     """Train and evaluate one run; `config` is a RunConfig, a dict or a YAML path; overrides use __ for dots
-    (`train__max_epochs=3`). Returns None only in the worker processes of a distributed run."""
-    from meddx.training.fit import fit
+    (`train__max_epochs=3`). Every recipe field not given is planned from the data and `plan.budget_minutes`
+    (`plan.enabled=False`: the fixed defaults); a planned ensemble is averaged and evaluated as one model.
+    Returns None only in the worker processes of a distributed run."""
+    from meddx.evaluation.ensemble import ensemble_runs
+    from meddx.training.autofit import train_members
 
-    run = fit(as_config(config, overrides))
-    if run is not None:
-        evaluate_run(run)
+    started = time.perf_counter()
+    trained = train_members(as_config(config, overrides))
+    if trained is None:
+        return None
+    runs, base = trained
+    run = runs[0] if base is None else ensemble_runs(runs, base, evaluate=False)
+    record_actual_time(run, time.perf_counter() - started)
+    evaluate_run(run)
     return run
+
+
+def plan(config: RunConfig | dict | str | Path | None = None, output: str | Path | None = None, **overrides) -> Path:
+    """Plan a run without training it: the fingerprint, the rules' choices and (with the pilot) epochs and ensemble
+    size for the budget; writes plan.json and plan.md into `output` (default plans/<data name>)."""
+    from meddx.training.autofit import plan_run
+    from meddx.training.plan import plan_markdown
+
+    cfg = as_config(config, {**overrides, "plan.enabled": True})
+    _, _, made = plan_run(cfg)
+    data = cfg.data.path if isinstance(cfg.data.path, str) else next(iter(cfg.data.path.values()))
+    out = Path(output) if output else Path("plans") / Path(data).stem
+    out.mkdir(parents=True, exist_ok=True)
+    made.save(out / PLAN)
+    (out / "plan.md").write_text(plan_markdown(made))
+    return out
+
+
+def record_actual_time(run: Run, seconds: float) -> None:
+    """Write the planned run's actual training minutes beside its estimate (plan.json), for the report."""
+    path = run.path / PLAN
+    if path.is_file():
+        plan = json.loads(path.read_text())
+        plan["actual"] = {"training_s": round(seconds, 1)}
+        path.write_text(json.dumps(plan, indent=2))
 
 
 def evaluate(run: Run | str | Path, split: str = "test", data: dict | None = None, **settings) -> dict:
@@ -139,6 +174,7 @@ __all__ = [
     "leakage",
     "load_run",
     "model_info",
+    "plan",
     "predict",
     "predict_external",
     "pretrain",

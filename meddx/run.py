@@ -32,6 +32,8 @@ DATA = "data.json"
 TRAINING = "training.json"
 WEIGHTS = "model.pt"
 ENSEMBLE = "ensemble.json"
+PLAN = "plan.json"  # the plan that chose the recipe (meddx.training.plan)
+MEMBERS = "members"  # a planned ensemble's member runs
 CHECKPOINTS = "checkpoints"
 PREDICTIONS = "predictions"
 LOGS = "logs"
@@ -91,6 +93,11 @@ class Run:
         return json.loads((self.path / DATA).read_text())
 
     @property
+    def plan(self) -> dict:
+        """plan.json: the fingerprint and every planned choice ({} for a run trained without a plan)."""
+        return read_json(self.path / PLAN)
+
+    @property
     def training(self) -> dict:
         """training.json: epochs, losses, seconds, collapse, fine-tuning ({} for an ensemble)."""
         return read_json(self.path / TRAINING)
@@ -121,7 +128,8 @@ class Run:
         """The best model, rebuilt from the config and loaded without pickle execution (an ensemble: its members)."""
         if self.is_ensemble:
             info = json.loads((self.path / ENSEMBLE).read_text())
-            return ProbabilityAverage([Run(m).model for m in info["members"]], self.task, info.get("weights")).eval()
+            members = [Run(m if Path(m).is_absolute() else self.path / m).model for m in info["members"]]
+            return ProbabilityAverage(members, self.task, info.get("weights")).eval()
         if not (self.path / WEIGHTS).is_file():
             raise ConfigError(f"{self.path}: no {WEIGHTS}; the run did not finish training")
         if self.is_sequence:

@@ -85,9 +85,13 @@ def datscan_run(data_dir, tmp_path_factory):
             "data": {"path": str(need(data_dir, "datscan_spect_ppmi_2d")), "image_size": 48, "normalize": "sample"},
             "train": {"max_epochs": 4, "lr": 3e-3, "batch_size": 64, "progress_bar": False},
             "evaluate": {"bootstrap": 200},
+            "plan": {"enabled": False},  # a fixed recipe: the tests that use it are not about planning
         }
     )
 
+
+# `meddx train` options of a test that trains a fixed recipe quietly (the recipe is the test's, not a plan's)
+FIXED_RECIPE = ("--set", "train.progress_bar=false", "--set", "plan.enabled=false", "--set", "train.batch_size=64")
 
 TRAINED_FIXTURES = {"datscan_run", "small_run", "package", "client", "swa_run", "collapsed_run", "healthy_run"}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -137,8 +138,13 @@ def test_views_out_of_range(tmp_path):
     _assert_clean_error(
         _train(tmp_path / "stacks", "--views", "0,60"), ".npy", "views [60] out of range for a stack of 12"
     )
-    proc = run_cli("train", "--data", str(tmp_path / "stacks"), "--epochs", "1", "--output-dir", str(tmp_path / "runs"))
-    _assert_clean_error(proc, "choose the slices to use as channels with views")
+    _assert_clean_error(
+        _train(tmp_path / "stacks", "--set", "plan.enabled=false"), "choose the slices to use as channels"
+    )
+    planned = _train(tmp_path / "stacks", "--name", "planned")  # the plan takes three slices through the middle
+    assert planned.returncode == 0, planned.stderr
+    plan = json.loads((tmp_path / "runs" / "planned" / "plan.json").read_text())
+    assert {c["field"]: c["value"] for c in plan["choices"]}["data.views"] == [4, 6, 8]
 
 
 def test_bad_config_values(scans, tmp_path):

@@ -18,7 +18,7 @@ from meddx.errors import ConfigError
 from meddx.models import create_model
 from meddx.models.finetune import blocks, describe, freeze_all_but, head_name, load_pretrained
 
-from conftest import need, run_cli
+from conftest import FIXED_RECIPE, need, run_cli
 
 
 @pytest.mark.parametrize("name,in_chans", [("small_cnn", 1), ("resnet18", 1), ("efficientnet_b0", 3)])
@@ -134,6 +134,7 @@ def _breast(data_dir, out, name, **train):
         "split": {"on_duplicate_images": "drop_from_train"},
         "train": {"max_epochs": 3, "batch_size": 64, "progress_bar": False, **train},
         "evaluate": {"bootstrap": 200},
+        "plan": {"enabled": False},
     }
 
 
@@ -217,10 +218,7 @@ def test_finetune_from_a_run_freezes_what_model_info_says(swa_run, data_dir, tmp
         str(tmp_path),
         "--name",
         "ft",
-        "--set",
-        "train.progress_bar=false",
-        "--set",
-        "train.batch_size=64",
+        *FIXED_RECIPE,
         "--set",
         "train.unfreeze_every=1",
         "--set",

@@ -20,6 +20,7 @@ def _datscan(data_dir, out, name: str, train: dict, bootstrap: int):
             "data": {"path": str(need(data_dir, "datscan_spect_ppmi_2d")), "image_size": 48, "normalize": "sample"},
             "train": {"batch_size": 64, "progress_bar": False, **train},
             "evaluate": {"bootstrap": bootstrap},
+            "plan": {"enabled": False},
         }
     )
 

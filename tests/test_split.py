@@ -93,7 +93,7 @@ def test_bundled_duplicates_found_and_dropped():
     dup_train = {i for g in report.duplicate_images for i, s in g if s == "train"}
     assert len(dup_train) == 8 and not report.shared_patients
     with pytest.raises(LeakageError, match="identical image"):
-        enforce_no_leakage(ds, SplitConfig())
+        enforce_no_leakage(ds, SplitConfig(on_duplicate_images="error"))
     final = enforce_no_leakage(ds, SplitConfig(on_duplicate_images="drop_from_train"))
     assert final.ok and len(ds.subset("train")) == 4690 - 8
     assert not dup_train & {r.id for r in ds.records}

@@ -213,6 +213,7 @@ def _seq_config(small_files, out, model: dict, **train) -> dict:
         "data": {"path": str(small_files / "train.csv"), "vocab_files": [str(small_files / "test.csv")]},
         "model": model,
         "train": {"batch_size": 32, "class_weights": "off", "progress_bar": False, **train},
+        "plan": {"enabled": False},
     }
 
 
@@ -400,6 +401,7 @@ def test_seed_ensemble_of_sequence_runs(small_files, tmp_path):
             "diagnostics": False,
         },
         "evaluate": {"bootstrap": 20},
+        "plan": {"enabled": False},
     }
     runs = [meddx.train({**cfg, "name": f"s{seed}", "train": {**cfg["train"], "seed": seed}}) for seed in (0, 1)]
     ens = meddx.ensemble([r.path for r in runs], tmp_path / "ens", bootstrap=20)

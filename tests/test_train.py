@@ -12,7 +12,7 @@ import torch
 import meddx
 from meddx.training.losses import bce_weights, weighted_bce_with_logits
 
-from conftest import need, run_cli
+from conftest import FIXED_RECIPE, need, run_cli
 
 FAST = {"train": {"max_epochs": 3, "batch_size": 64, "progress_bar": False}}
 
@@ -113,7 +113,12 @@ def test_multilabel_and_multiclass_heads_on_real_xrays(data_dir, tmp_path, task)
         {"label_columns": ["pneumonia", "bacteria", "virus"]} if task == "multilabel" else {"label_column": "kind"}
     )
     run = meddx.train(
-        {"output_dir": str(tmp_path), "data": data, "train": {**FAST["train"], "max_epochs": 2, "class_weights": "on"}}
+        {
+            "output_dir": str(tmp_path),
+            "data": data,
+            "train": {**FAST["train"], "max_epochs": 2, "class_weights": "on"},
+            "plan": {"enabled": False},
+        }
     )
     metrics = json.loads((run.path / "metrics.json").read_text())
     assert metrics["task"] == task
@@ -144,10 +149,7 @@ def test_ddp_two_processes_gloo(data_dir, tmp_path):
         str(tmp_path),
         "--name",
         "ddp",
-        "--set",
-        "train.progress_bar=false",
-        "--set",
-        "train.batch_size=64",
+        *FIXED_RECIPE,
         "--set",
         "split.on_duplicate_images=drop_from_train",
         timeout=900,

@@ -112,6 +112,26 @@ def with_data_options(*names: str):
     return decorate
 
 
+def budget_minutes(text: str | None) -> float | None:
+    """'15m', '900s', '1.5h' or plain minutes ('20') as minutes."""
+    if text is None:
+        return None
+    units = {"s": 1 / 60, "m": 1.0, "h": 60.0}
+    value, unit = (text[:-1], text[-1].lower()) if text[-1:].lower() in units else (text, "m")
+    try:
+        minutes = float(value) * units[unit]
+    except ValueError:
+        raise MeddxError(f"--budget {text!r}: expected minutes such as 15m, 900s or 1h") from None
+    if minutes <= 0:
+        raise MeddxError(f"--budget {text!r}: must be more than 0")
+    return minutes
+
+
+BudgetOpt = Annotated[
+    Optional[str], typer.Option(help="Time for training every planned model: 15m (default), 900s, 1h.")
+]
+
+
 def depth_value(depth: str | None) -> int | str | None:
     """'all' stays a string, digits become an int (validated by the config)."""
     return int(depth) if depth is not None and depth.strip().isdigit() else depth

@@ -6,7 +6,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from meddx.cli.options import ConfigOpt, SetOpt, depth_value, set_overrides, with_data_options
+from meddx.cli.options import (
+    DATA_OPTIONS,
+    BudgetOpt,
+    ConfigOpt,
+    SetOpt,
+    budget_minutes,
+    depth_value,
+    set_overrides,
+    with_data_options,
+)
 
 OperatingOpt = Annotated[
     Optional[str],
@@ -36,12 +45,14 @@ def train(
     init_from: Annotated[
         Optional[str], typer.Option(help="Run folder or local state-dict file to fine-tune from (head skipped).")
     ] = None,
+    budget: BudgetOpt = None,
     finetune_depth: Annotated[
         Optional[str], typer.Option(help="Trainable backbone blocks: 0 (head only) ... or all; see `meddx model-info`.")
     ] = None,
     data_overrides: dict | None = None,
 ) -> None:
-    """Train a model, evaluate it on the test split and write the run folder."""
+    """Train a model, evaluate it on the test split and write the run folder. Every recipe option not given is
+    planned from the data and the budget (`meddx plan` shows the plan first; --set plan.enabled=false: defaults)."""
     from meddx.api import train as api_train
     from meddx.evaluation.summary import print_summary
 
@@ -57,6 +68,7 @@ def train(
                 "output_dir": output_dir,
                 "train.init_from": init_from,
                 "train.finetune_depth": depth_value(finetune_depth),
+                "plan.budget_minutes": budget_minutes(budget),
             }
         ),
         **set_overrides(set_),
@@ -64,11 +76,31 @@ def train(
     print_summary(api_train(config, **overrides))
 
 
-def demo(
-    epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs (default from the config).")] = None,
-    output_dir: Annotated[str, typer.Option(help="Where the run folder goes.")] = "runs",
+@with_data_options(*DATA_OPTIONS)
+def plan(
+    config: ConfigOpt = None,
+    budget: BudgetOpt = None,
+    accelerator: Annotated[Optional[str], typer.Option(help="auto, cpu or gpu: the hardware the plan is for.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Folder for plan.json and plan.md.")] = None,
+    set_: SetOpt = None,
+    data_overrides: dict | None = None,
 ) -> None:
-    """Train and evaluate the default recipe on the bundled PneumoniaMNIST (CC BY 4.0)."""
+    """Plan a run without training it: the data's fingerprint and every choice with its reason, epochs and ensemble
+    size fitted to the budget by a timed pilot; `meddx train` with the same options trains this plan."""
+    from meddx.api import plan as api_plan
+
+    given = _given(**{"plan.budget_minutes": budget_minutes(budget), "train.accelerator": accelerator})
+    out = api_plan(config, output, **{**data_overrides, **given, **set_overrides(set_)})
+    typer.echo((out / "plan.md").read_text())
+    typer.echo(f"wrote {out / 'plan.json'} and {out / 'plan.md'}")
+
+
+def demo(
+    epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs (default: planned).")] = None,
+    output_dir: Annotated[str, typer.Option(help="Where the run folder goes.")] = "runs",
+    budget: Annotated[str, typer.Option(help="Time for training, as for `meddx train --budget`.")] = "3m",
+) -> None:
+    """Plan, train and evaluate on the bundled PneumoniaMNIST (CC BY 4.0) within a short budget."""
     from meddx.api import train as api_train
     from meddx.evaluation.summary import print_summary
 
@@ -76,7 +108,7 @@ def demo(
         "data.path": "pneumoniamnist",
         "name": "demo-pneumoniamnist",
         "output_dir": output_dir,
-        "split.on_duplicate_images": "drop_from_train",
+        "plan.budget_minutes": budget_minutes(budget),
         **_given(**{"train.max_epochs": epochs}),
     }
     print_summary(api_train(None, **overrides))
@@ -160,5 +192,5 @@ def cv(
 
 
 def register(app: typer.Typer) -> None:
-    for command in (train, demo, predict, evaluate, ensemble, cv):
+    for command in (train, plan, demo, predict, evaluate, ensemble, cv):
         app.command()(command)

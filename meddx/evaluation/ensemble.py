@@ -14,7 +14,9 @@ from meddx.config import EvaluateConfig
 from meddx.errors import ConfigError, DataError
 from meddx.evaluation.metrics import categorical_log_loss, mlogloss
 from meddx.evaluation.report import evaluate_run
-from meddx.run import CONFIG, DATA, ENSEMBLE, PREDICTIONS, SPLIT, Run
+from meddx.run import CONFIG, DATA, ENSEMBLE, MEMBERS, PLAN, PREDICTIONS, SPLIT, TRAINING, Run
+
+MEMBER_KEYS = ("best_epoch", "epochs_run", "seconds", "initial_val_loss", "best_val_loss")
 
 
 def _check_same(runs: list[Run]) -> None:
@@ -86,12 +88,17 @@ def average_predictions(runs: list[Run], split: str, weights: list[float] | None
 
 
 def ensemble_runs(
-    runs: list[Run | str | Path], output: str | Path, config: EvaluateConfig | None = None, weights: str = "equal"
+    runs: list[Run | str | Path],
+    output: str | Path,
+    config: EvaluateConfig | None = None,
+    weights: str = "equal",
+    evaluate: bool = True,
 ) -> Run:
     """Write an ensemble run folder (averaged val/test predictions, members and weights in ensemble.json) and evaluate
     it: the operating point is chosen on the averaged val predictions; `Run(output).model` averages the members.
 
-    weights: "equal", or "val" (greedy ensemble selection on the val predictions; test stays unseen).
+    weights: "equal", or "val" (greedy ensemble selection on the val predictions; test stays unseen). Members inside
+    the output folder (a planned ensemble's members/) are recorded by relative path, so the folder can move.
     """
     members = [r if isinstance(r, Run) else Run(r) for r in runs]
     if len(members) < 2:
@@ -101,11 +108,12 @@ def ensemble_runs(
     _check_same(members)
     w = val_weights(members) if weights == "val" else [1 / len(members)] * len(members)
     out = Path(output)
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and any(p.name != MEMBERS for p in out.iterdir()):
         raise ConfigError(f"{out}: exists and is not empty; choose a new output folder")
     (out / PREDICTIONS).mkdir(parents=True, exist_ok=True)
-    for f in (CONFIG, members[0].prep_file, DATA, SPLIT):
-        shutil.copy(members[0].path / f, out / f)
+    for f in (CONFIG, members[0].prep_file, DATA, SPLIT, PLAN):
+        if f != PLAN or (members[0].path / f).is_file():
+            shutil.copy(members[0].path / f, out / f)
     splits = sorted(p.stem for p in (members[0].path / PREDICTIONS).glob("*.csv"))
     for split in splits:
         if all((m.path / PREDICTIONS / f"{split}.csv").is_file() for m in members):
@@ -114,8 +122,22 @@ def ensemble_runs(
             )
     combine = "mean of probabilities" if weights == "equal" else "weighted mean of probabilities, weights chosen on val"
     (out / ENSEMBLE).write_text(
-        json.dumps({"members": [str(m.path.resolve()) for m in members], "weights": w, "combine": combine}, indent=2)
+        json.dumps({"members": [_member_path(m, out) for m in members], "weights": w, "combine": combine}, indent=2)
     )
+    (out / TRAINING).write_text(json.dumps(members_training(members), indent=2))
     run = Run(out)
-    evaluate_run(run, "test", config)
+    if evaluate:
+        evaluate_run(run, "test", config)
     return run
+
+
+def _member_path(member: Run, out: Path) -> str:
+    """A member's folder relative to the ensemble's when it lies inside it, else absolute."""
+    path = member.path.resolve()
+    return str(path.relative_to(out.resolve())) if path.is_relative_to(out.resolve()) else str(path)
+
+
+def members_training(members: list[Run]) -> dict:
+    """The ensemble's training.json: each member's epochs, losses and seconds, and the seconds of all of them."""
+    rows = [{"run": m.path.name, **{k: m.training.get(k) for k in MEMBER_KEYS}} for m in members]
+    return {"members": rows, "seconds": round(sum(r["seconds"] or 0 for r in rows), 1)}

@@ -1,43 +1,23 @@
-"""`evaluate_run`: a run folder's predictions to metrics.json, figures, and one set of report sections rendered by
-jinja2 templates to report.md and a self-contained report.html."""
+"""`evaluate_run`: a run folder's predictions to metrics.json, figures, and the report sections (`sections.py`)
+rendered by jinja2 templates to report.md and a self-contained report.html."""
 
 from __future__ import annotations
 
-import base64
 import json
 from datetime import datetime
 from functools import cache
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from meddx.config import EvaluateConfig
 from meddx.errors import DataError
 from meddx.evaluation.calibration import apply_temperature
 from meddx.evaluation.evaluation import decisions, evaluate_arrays
 from meddx.evaluation.plots import write_figures
-from meddx.evaluation.scores import competition_for, score_table
+from meddx.evaluation.scores import competition_for
+from meddx.evaluation.sections import report_context
 from meddx.run import PREDICTIONS, Run, split_suffix
-from meddx.training.collapse import collapse_message
-
-BASELINES = ("prior", "all_negative", "random", "majority")
-HEADLINE = ("roc_auc", "pr_auc", "log_loss", "brier", "sensitivity", "specificity", "ppv", "npv", "f1", "accuracy")
-TITLES = {
-    "roc_auc": "ROC AUC",
-    "pr_auc": "PR AUC",
-    "log_loss": "log loss",
-    "brier": "Brier",
-    "sensitivity": "sensitivity",
-    "specificity": "specificity",
-    "ppv": "PPV",
-    "npv": "NPV",
-    "f1": "F1",
-    "accuracy": "accuracy",
-    "mlogloss": "mlogloss",
-    "exact_match": "exact match",
-}
-TRADEOFF_HEADER = ["rule", "threshold", "val sens", "val spec", "test sens", "test spec", "test PPV", "test NPV"]
 
 
 def _arrays(run: Run, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -109,158 +89,3 @@ def _environment(autoescape: bool):
 def render(template: str, context: dict) -> str:
     """A report template filled with the sections of `report_context` (HTML escaped, Markdown as is)."""
     return _environment(template.endswith(".html.j2")).get_template(template).render(**context)
-
-
-def fmt(fig: dict | None, digits: int = 3) -> str:
-    """'0.912 (0.871-0.944)' for a figure with an interval, 'n/a' when undefined."""
-    if not fig or fig.get("value") is None:
-        return "n/a"
-    s = f"{fig['value']:.{digits}f}"
-    return s + (f" ({fig['ci_low']:.{digits}f}-{fig['ci_high']:.{digits}f})" if "ci_low" in fig else "")
-
-
-def warnings_of(result: dict) -> list[str]:
-    """The plain-words warnings a reviewer must see first."""
-    out = []
-    ev, tr = result["collapse"]["evaluation"], result["collapse"].get("training") or {}
-    if ev["collapsed"]:
-        out.append(collapse_message(ev))
-    elif ev["flat_labels"]:
-        out.append(f"near-constant predictions on {', '.join(ev['flat_labels'])}")
-    if tr.get("collapsed_epochs"):
-        out.append(f"collapse during training in epoch(s) {tr['collapsed_epochs']}")
-    losers = [n for n, ok in result["beats_prior"].items() if not ok]
-    if losers:
-        out.append(
-            "does not beat the prior baseline (AUC interval not above 0.5, or PR AUC not above prevalence): "
-            + ", ".join(losers)
-        )
-    if "warning_same_split" in result:
-        out.append(result["warning_same_split"])
-    return out
-
-
-def _summary_rows(result: dict) -> list[tuple[str, dict]]:
-    """(row name, metrics block) for the model and each baseline."""
-    return [("model", result["model"])] + [(f"baseline: {b}", result["baselines"][b]) for b in BASELINES]
-
-
-def _num(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:.3f}"
-
-
-def _label_section(result: dict, name: str) -> dict:
-    """One label's table (model and baselines), whether it beats the prior, and its operating-point trade-off rows."""
-    rows = [[row, *(fmt(block["per_label"][name].get(k)) for k in HEADLINE)] for row, block in _summary_rows(result)]
-    tradeoff = [
-        [
-            r["rule"],
-            f"{r['threshold']:.4g}",
-            f"{r['val_sensitivity']:.3f}",
-            f"{r['val_specificity']:.3f}",
-            f"{r['test_sensitivity']:.3f}",
-            f"{r['test_specificity']:.3f}",
-            _num(r["test_ppv"]),
-            _num(r["test_npv"]),
-        ]
-        for r in (result.get("tradeoff") or {}).get(name, [])
-    ]
-    return {
-        "name": name,
-        "header": ["", *(TITLES[k] for k in HEADLINE)],
-        "rows": rows,
-        "beats_prior": result["beats_prior"][name],
-        "tradeoff": tradeoff,
-    }
-
-
-def _overall_section(result: dict) -> dict:
-    """Macro, overall and (multi-label) micro figures of the model and each baseline."""
-    keys = ["macro ROC AUC", "macro PR AUC"] + [TITLES[k] for k in result["model"]["overall"]]
-    micro = bool(result["model"]["micro"])
-    if micro:
-        keys += ["micro ROC AUC", "micro PR AUC"]
-    rows = []
-    for row, block in _summary_rows(result):
-        values = [block["macro"]["roc_auc"], block["macro"]["pr_auc"]] + [
-            block["overall"][k] for k in result["model"]["overall"]
-        ]
-        if micro:
-            values += [block["micro"].get("roc_auc"), block["micro"].get("pr_auc")]
-        rows.append([row, *(fmt(v) for v in values)])
-    return {"header": ["", *keys], "rows": rows}
-
-
-def _model_section(run: Run) -> dict:
-    training = run.training
-    if run.is_sequence:
-        model_input = f"input token sequences padded to {run.vocab.max_len}, vocabulary {run.vocab.size}"
-    else:
-        prep = run.preprocess
-        model_input = (
-            f"input {prep.channels} x {prep.image_size[0]} x {prep.image_size[1]}, normalisation {prep.normalize}"
-        )
-    summary = (
-        f"best epoch {training.get('best_epoch')} of {training.get('epochs_run')}; {training.get('seconds')} s; "
-        f"val loss {training.get('initial_val_loss') or float('nan'):.4f} untrained -> "
-        f"{training.get('best_val_loss', float('nan')):.4f}"
-    )
-    return {
-        "name": run.config.model.name,
-        "input": model_input,
-        "training": summary,
-        "config": yaml.safe_dump(run.config.model_dump(mode="json"), sort_keys=False),
-    }
-
-
-def report_context(run: Run, result: dict, figures: dict[str, Path]) -> dict:
-    """Every section of the report as plain values; both templates render this one context."""
-    info, cal, names = run.data_info, result["calibration"], result["labels"]
-    b = result["bootstrap"]
-    competition = competition_for(run)
-    comp = None
-    if competition and competition.name in result:
-        header, rows = score_table(result[competition.name], competition.keys(result[competition.name]))
-        comp = {"title": competition.title, "note": competition.note, "header": header, "rows": rows}
-    calibration = (
-        [f"temperature scaling: {cal['temperature']:.3f} (fitted on val)"]
-        if cal["temperature"]
-        else ["temperature scaling: off"]
-    )
-    calibration += [
-        f"{n}: ECE {cal['per_label'][n]['ece']:.4f}"
-        + (f" (before scaling {cal['ece_before'][n]:.4f})" if "ece_before" in cal else "")
-        for n in names
-    ]
-    return {
-        "name": run.path.name,
-        "split": result["split"],
-        "n_samples": result["n_samples"],
-        "n_patients": result["n_patients"],
-        "rule": result["operating_point"]["rule"],
-        "intervals": (
-            f"{b['resamples']} bootstrap resamples of patients, {b['ci']:.0%} intervals"
-            if b["resamples"]
-            else "no bootstrap intervals (bootstrap 0)"
-        ),
-        "warnings": warnings_of(result),
-        "data": {
-            "origin": info["origin"],
-            "task": info["task"],
-            "labels": names,
-            "leakage_ok": info["leakage"]["ok"],
-            "notes": info.get("notes", []),
-            "sizes": info["sizes"],
-            "size_rows": [[s, v["samples"], v["patients"]] for s, v in info["sizes"].items()],
-        },
-        "model": _model_section(run),
-        "competition": comp,
-        "labels": [_label_section(result, n) for n in names],
-        "tradeoff_header": TRADEOFF_HEADER,
-        "overall": _overall_section(result),
-        "calibration": calibration,
-        "figures": [
-            {"key": k, "path": f"{p.parent.name}/{p.name}", "base64": base64.b64encode(p.read_bytes()).decode()}
-            for k, p in figures.items()
-        ],
-    }

@@ -6,7 +6,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from meddx.evaluation.report import fmt, warnings_of
+from meddx.evaluation.sections import fmt, warnings_of
 from meddx.run import Run, split_suffix
 
 

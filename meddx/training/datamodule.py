@@ -33,13 +33,20 @@ class RunDataModule(pl.LightningDataModule):
         self.prep: Preprocess | Vocab | None = None
         self.leakage: dict = {}
 
+    def read(self) -> DataSet:
+        """Read, split and leakage-gate the data once (no image is decoded yet); the plan reads this."""
+        if self.dataset is None:
+            ds = read_dataset(self.cfg.data)
+            assign_splits(ds, self.cfg.split)
+            self.leakage = enforce_no_leakage(ds, self.cfg.split).to_dict()
+            self.dataset = ds
+        return self.dataset
+
     def setup(self, stage: str | None = None) -> None:
         """Everything before the first step; image files are decoded here, so bad ones fail before training."""
-        if self.dataset is not None:
+        if self.datasets:
             return
-        ds = read_dataset(self.cfg.data)
-        assign_splits(ds, self.cfg.split)
-        self.leakage = enforce_no_leakage(ds, self.cfg.split).to_dict()
+        ds = self.read()
         parts = {s: ds.subset(s).records for s in SPLITS}
         if is_sequence(ds):
             if self.cfg.train.mixup:
@@ -57,7 +64,6 @@ class RunDataModule(pl.LightningDataModule):
                     f"model '{self.cfg.model.name}' needs images of at least {need} px; set data.image_size >= {need}"
                 )
             self.datasets = {s: ImageDataset(parts[s], self.prep) for s in SPLITS if parts[s]}
-        self.dataset = ds
 
     @property
     def is_sequence(self) -> bool:

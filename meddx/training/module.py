@@ -7,12 +7,13 @@ import torch
 import torch.nn.functional as F
 import torchmetrics
 
-from meddx.config import ModelConfig, TrainConfig
+from meddx.config import ModelConfig, RunConfig, TrainConfig
 from meddx.data.sequences import UNK
 from meddx.models.finetune import blocks, freeze_all_but, load_pretrained, parse_depth, set_batchnorm_modes
 from meddx.models.output import build_model, probabilities
 from meddx.training.augment import augment_batch, mixup_batch
-from meddx.training.losses import LossWeights, weighted_bce_with_logits
+from meddx.training.datamodule import RunDataModule
+from meddx.training.losses import LossWeights, loss_weights, weighted_bce_with_logits
 
 
 def _auroc(task: str, num_labels: int) -> torchmetrics.Metric:
@@ -66,6 +67,13 @@ class Classifier(pl.LightningModule):
         self.val_auroc = _auroc(task, num_labels)
         self.sanity_loss = torchmetrics.MeanMetric()
         self.initial_val_loss: float | None = None
+
+    @classmethod
+    def for_data(cls, cfg: RunConfig, data: RunDataModule) -> Classifier:
+        """The Classifier a run of `cfg` trains on a set-up data module (class weights from its training labels)."""
+        ds = data.dataset
+        weights = loss_weights(cfg.train.class_weights, ds.subset("train").labels, ds.task)
+        return cls(cfg.model, cfg.train, ds.task, data.in_chans, len(ds.label_names), weights, data.model_kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)

@@ -20,10 +20,11 @@ from meddx.models.finetune import parse_depth
 from meddx.run import CHECKPOINTS, LOGS, TENSORBOARD
 from meddx.training.callbacks import CollapseMonitor, GradualUnfreezing, ValDiagnostics
 from meddx.training.datamodule import RunDataModule
+from meddx.training.plan import Plan
 from meddx.training.writer import RunWriter, SplitPredictionWriter
 
 
-def make_callbacks(cfg: RunConfig, run_dir: Path, data: RunDataModule) -> list[pl.Callback]:
+def make_callbacks(cfg: RunConfig, run_dir: Path, data: RunDataModule, plan: Plan | None = None) -> list[pl.Callback]:
     """Checkpoints (best by val loss, and the last epoch), early stopping (or SWA, which averages to the last epoch),
     collapse monitor, gradual unfreezing, TensorBoard diagnostics, progress bar, and the run-folder writers."""
     t = cfg.train
@@ -34,7 +35,7 @@ def make_callbacks(cfg: RunConfig, run_dir: Path, data: RunDataModule) -> list[p
         ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1),
         CollapseMonitor(data.dataset.label_names),
         LearningRateMonitor("epoch"),
-        RunWriter(run_dir, data),
+        RunWriter(run_dir, data, plan),
         SplitPredictionWriter(run_dir, data),
     ]
     if t.swa:
@@ -51,7 +52,7 @@ def make_callbacks(cfg: RunConfig, run_dir: Path, data: RunDataModule) -> list[p
     return callbacks
 
 
-def make_trainer(cfg: RunConfig, run_dir: Path, data: RunDataModule) -> pl.Trainer:
+def make_trainer(cfg: RunConfig, run_dir: Path, data: RunDataModule, plan: Plan | None = None) -> pl.Trainer:
     """Lightning Trainer with TensorBoard and CSV loggers; DDP (gloo on CPU, NCCL on GPU) beyond one device. The
     sanity check runs the whole val split: the untrained model's val loss (training.json's initial_val_loss)."""
     t = cfg.train
@@ -68,7 +69,7 @@ def make_trainer(cfg: RunConfig, run_dir: Path, data: RunDataModule) -> pl.Train
         num_nodes=t.num_nodes,
         strategy=strategy,
         precision=t.precision,
-        callbacks=make_callbacks(cfg, run_dir, data),
+        callbacks=make_callbacks(cfg, run_dir, data, plan),
         logger=[
             TensorBoardLogger(save_dir=str(run_dir), name=TENSORBOARD, version=""),
             CSVLogger(save_dir=str(run_dir), name=LOGS, version=""),

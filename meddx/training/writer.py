@@ -19,9 +19,10 @@ from pytorch_lightning.callbacks import BasePredictionWriter
 from meddx.config import RunConfig, save_config
 from meddx.data.records import SPLITS
 from meddx.errors import ConfigError
-from meddx.run import CHECKPOINTS, CONFIG, DATA, LOGS, PREPROCESS, SPLIT, TRAINING, VOCAB, WEIGHTS, Run
+from meddx.run import CHECKPOINTS, CONFIG, DATA, LOGS, PLAN, PREPROCESS, SPLIT, TRAINING, VOCAB, WEIGHTS, Run
 from meddx.training.callbacks import CollapseMonitor
 from meddx.training.datamodule import RunDataModule
+from meddx.training.plan import Plan
 
 RUN_DIR_ENV = "MEDDX_RUN_DIR"
 
@@ -57,14 +58,16 @@ class RunWriter(pl.Callback):
     """Writes config.yaml, preprocess.json (vocab.json), split.csv and data.json when fitting starts, and model.pt (the
     best checkpoint's weights, or SWA's average) and training.json when it ends."""
 
-    def __init__(self, run_dir: Path, data: RunDataModule):
-        self.run_dir, self.data = Path(run_dir), data
+    def __init__(self, run_dir: Path, data: RunDataModule, plan: Plan | None = None):
+        self.run_dir, self.data, self.plan = Path(run_dir), data, plan
         self._started = 0.0
 
     def on_fit_start(self, trainer, pl_module) -> None:
         self._started = time.perf_counter()
         if trainer.is_global_zero:
             write_data_files(self.run_dir, self.data)
+            if self.plan is not None:
+                self.plan.save(self.run_dir / PLAN)
 
     def on_fit_end(self, trainer, pl_module) -> None:
         if not trainer.is_global_zero:

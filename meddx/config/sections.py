@@ -1,15 +1,10 @@
-"""Validated run configuration: one pydantic model per run, loadable from YAML, saved in the run folder."""
+"""The sections of a run's configuration as pydantic models; `RunConfig` holds them all."""
 
 from __future__ import annotations
 
-import copy
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
-from meddx.errors import ConfigError
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Section(BaseModel):
@@ -65,7 +60,11 @@ class SplitConfig(_Section):
     ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
     seed: int = 0
     use_official: bool = True
-    on_duplicate_images: Literal["error", "warn", "drop_from_train"] = "error"
+    on_duplicate_images: Literal["error", "warn", "drop_from_train"] = Field(
+        "drop_from_train",
+        description="Byte-identical images on two sides: drop the train copies (val and test stay whole; the report "
+        "names them), stop (error), or keep them (warn). Identical val and test images always stop.",
+    )
     folds: int | None = Field(
         None, ge=2, description="k-fold: fold `fold` is the test split, val is carved from the rest."
     )
@@ -157,6 +156,7 @@ class TrainConfig(_Section):
     diagnostics: bool = Field(
         True, description="TensorBoard histograms of val probabilities and the ROC figure each epoch."
     )
+    ensemble: int = Field(1, ge=1, description="Models trained with seeds seed, seed+1, ... on one split, averaged.")
 
     @field_validator("finetune_depth")
     @classmethod
@@ -216,6 +216,16 @@ class PretrainConfig(_Section):
     )
 
 
+class PlanConfig(_Section):
+    """Self-configuration: every recipe field the user did not set is planned from the data's fingerprint and a time
+    budget (`meddx plan` shows the plan; plan.json in the run folder records it)."""
+
+    enabled: bool = Field(True, description="Plan the fields the user did not set; false: the fixed defaults.")
+    budget_minutes: float = Field(15.0, gt=0, description="Wall time for training every model of the plan.")
+    pilot: bool = Field(True, description="Time a short pilot here to fit epochs and ensemble size to the budget.")
+    max_ensemble: int = Field(5, ge=1, description="Most models (seeds) the plan averages.")
+
+
 class RunConfig(_Section):
     """The whole run: data, split, model, train; saved as config.yaml in the run folder."""
 
@@ -227,63 +237,10 @@ class RunConfig(_Section):
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     pretrain: PretrainConfig = PretrainConfig()
+    plan: PlanConfig = PlanConfig()
 
     @model_validator(mode="after")
     def _one_label_source(self) -> RunConfig:
         if self.data.label_columns and self.data.label_column:
             raise ValueError("give data.label_columns (0/1 columns) or data.label_column (class names), not both")
         return self
-
-
-def load_config(path: str | Path | None = None, overrides: dict | None = None) -> RunConfig:
-    """Read a YAML config (or defaults) and apply dotted overrides such as {'train.max_epochs': 3}."""
-    raw: dict = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML: {e}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{p}: expected a mapping at the top level, got {type(raw).__name__}")
-    apply_overrides(raw, overrides)
-    return validate_config(raw, source=str(path) if path else "config")
-
-
-def as_config(config: RunConfig | dict | str | Path | None = None, overrides: dict | None = None) -> RunConfig:
-    """A validated RunConfig from a RunConfig, a plain dict, a YAML path or nothing (defaults), with overrides applied:
-    dotted keys ('train.max_epochs') or keyword style ('train__max_epochs'). Never changes the caller's object."""
-    dotted = {k.replace("__", "."): v for k, v in (overrides or {}).items()}
-    if config is None or isinstance(config, (str, Path)):
-        return load_config(config, dotted)
-    raw = config.model_dump(mode="json") if isinstance(config, RunConfig) else copy.deepcopy(config)
-    return validate_config(apply_overrides(raw, dotted))
-
-
-def apply_overrides(raw: dict, overrides: dict | None) -> dict:
-    """Set dotted keys such as 'train.max_epochs' in a plain config dict, in place."""
-    for key, value in (overrides or {}).items():
-        node = raw
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return raw
-
-
-def validate_config(raw: dict | RunConfig, source: str = "config") -> RunConfig:
-    """Validate a plain dict into a RunConfig with a readable error."""
-    if isinstance(raw, RunConfig):
-        return raw
-    try:
-        return RunConfig.model_validate(raw)
-    except ValidationError as e:
-        lines = [f"  {'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors()]
-        raise ConfigError(f"{source}: invalid configuration\n" + "\n".join(lines)) from None
-
-
-def save_config(config: RunConfig, path: str | Path) -> None:
-    """Write the whole validated config as YAML."""
-    Path(path).write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))

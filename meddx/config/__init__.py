@@ -1,0 +1,32 @@
+"""Validated run configuration: one pydantic model per run (`sections`), loadable from YAML and saved in the run folder
+(`files`)."""
+
+from meddx.config.files import apply_overrides, as_config, load_config, save_config, validate_config
+from meddx.config.sections import (
+    AugmentConfig,
+    DataConfig,
+    EvaluateConfig,
+    ModelConfig,
+    PlanConfig,
+    PretrainConfig,
+    RunConfig,
+    SplitConfig,
+    TrainConfig,
+)
+
+__all__ = [
+    "AugmentConfig",
+    "DataConfig",
+    "EvaluateConfig",
+    "ModelConfig",
+    "PlanConfig",
+    "PretrainConfig",
+    "RunConfig",
+    "SplitConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "as_config",
+    "load_config",
+    "save_config",
+    "validate_config",
+]

@@ -1,0 +1,85 @@
+"""A timed pilot: a few training and validation batches of the planned model on this machine, so the plan knows the
+seconds an epoch costs here."""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager
+
+import numpy as np
+import pytorch_lightning as pl
+
+from meddx.config import RunConfig
+from meddx.training.datamodule import RunDataModule
+from meddx.training.module import Classifier
+
+LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning_fabric", "lightning.pytorch")
+
+
+class _BatchTimer(pl.Callback):
+    """Wall seconds of every training and validation batch."""
+
+    def __init__(self):
+        self.train: list[float] = []
+        self.val: list[float] = []
+        self._start = 0.0
+
+    def on_train_batch_start(self, *args) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, *args) -> None:
+        self.train.append(time.perf_counter() - self._start)
+
+    def on_validation_batch_start(self, *args) -> None:
+        self._start = time.perf_counter()
+
+    def on_validation_batch_end(self, *args) -> None:
+        self.val.append(time.perf_counter() - self._start)
+
+
+@contextmanager
+def _quiet_lightning():
+    """The pilot's Trainer announces itself like a real run; keep its info lines (devices, tips) off the terminal."""
+    loggers = [logging.getLogger(n) for n in LIGHTNING_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def time_epoch(cfg: RunConfig, data: RunDataModule, train_batches: int = 12, val_batches: int = 4) -> dict:
+    """Seconds per training epoch (train + val), from the median batch times of a short fit (the first batch, which
+    pays for warm-up, is left out)."""
+    pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    train, val = data.loader("train", shuffle=True), data.loader("val")
+    timer = _BatchTimer()
+    with _quiet_lightning():
+        trainer = pl.Trainer(
+            max_epochs=1,
+            limit_train_batches=min(train_batches, len(train)),
+            limit_val_batches=min(val_batches, len(val)),
+            num_sanity_val_steps=0,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[timer],
+            accelerator=cfg.train.accelerator,
+            devices=1,
+            precision=cfg.train.precision,
+        )
+        trainer.fit(Classifier.for_data(cfg, data), train, val)
+    per_train = float(np.median(timer.train[1:] or timer.train))
+    per_val = float(np.median(timer.val)) if timer.val else 0.0
+    return {
+        "train_batches_timed": len(timer.train),
+        "seconds_per_train_batch": round(per_train, 4),
+        "seconds_per_val_batch": round(per_val, 4),
+        "steps_per_epoch": len(train),
+        "seconds_per_epoch": round(len(train) * per_train + len(val) * per_val, 2),
+    }

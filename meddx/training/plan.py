@@ -1,0 +1,236 @@
+"""The plan: every recipe field the user did not set, chosen by written rules from the data's fingerprint, then fitted
+to the time budget with the seconds per epoch a pilot measured here. Each choice carries its reason and its source
+(rule, budget, or the user's own setting, which always wins)."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from meddx.config import RunConfig, apply_overrides, validate_config
+from meddx.data.fingerprint import fingerprint
+from meddx.data.records import DataSet
+from meddx.training.losses import is_imbalanced
+
+SCHEMA = "meddx.plan/1"
+CPU_MAX_SIZE, GPU_MAX_SIZE = 64, 224  # input sides the rules allow: 2 CPU cores fit ~20 epochs at 64 px in minutes
+TARGET_STEPS = 2000  # optimiser steps a model gets when the budget allows; 15-50 epochs
+SPECT_MODALITIES = ("NM", "PT")
+
+
+@dataclass
+class Choice:
+    """One planned field: its value, why, and who decided (rule, budget, user)."""
+
+    field: str
+    value: Any
+    reason: str
+    source: str = "rule"
+
+
+@dataclass
+class Plan:
+    """The fingerprint and every choice; `config` is the run config with the plan applied under the user's fields."""
+
+    fingerprint: dict
+    budget_minutes: float
+    accelerator: str
+    choices: list[Choice] = field(default_factory=list)
+    pilot: dict = field(default_factory=dict)
+    estimate: dict = field(default_factory=dict)
+    schema: str = SCHEMA
+
+    def value(self, name: str) -> Any:
+        return next((c.value for c in reversed(self.choices) if c.field == name), None)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def save(self, path: str | Path) -> Path:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, default=str))
+        return Path(path)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Plan:
+        return cls(**{**d, "choices": [Choice(**c) for c in d.get("choices", [])]})
+
+    def apply(self, cfg: RunConfig) -> RunConfig:
+        """The config with every planned value set (the user's own values are among the choices, unchanged)."""
+        raw = cfg.model_dump(mode="json")
+        return validate_config(apply_overrides(raw, {c.field: c.value for c in self.choices if c.source != "user"}))
+
+
+def plan_markdown(plan: Plan) -> str:
+    """plan.md: what the fingerprint says and every choice with its reason."""
+    fp, est = plan.fingerprint, plan.estimate
+    lines = [
+        f"# Plan for `{fp['origin']}`",
+        "",
+        f"- {fp['samples']} samples ({', '.join(f'{s} {n}' for s, n in fp['splits'].items())}), "
+        f"{fp['patients']} patients, task {fp['task']}, labels {', '.join(fp['label_names'])}",
+        f"- positive shares: {', '.join(f'{n} {v:.2f}' for n, v in fp['positive_share'].items())}",
+    ]
+    if "images" in fp:
+        im = fp["images"]
+        lines.append(
+            f"- images: median {im['height']['median']:.0f} x {im['width']['median']:.0f} px, layout "
+            f"{im['layout']}, {im['bits'] or '?'} bits, modality {im['modality'] or 'unknown'}, colour share "
+            f"{im['colour_share']:.2f}, median brightest pixel {im['max_intensity']['median']:.2f}"
+        )
+    lines.append(
+        f"- budget {plan.budget_minutes:g} min on the {plan.accelerator.upper()}"
+        + (f"; planned {est['total_s'] / 60:.1f} min" if est else "")
+        + (f"; pilot {plan.pilot['seconds_per_epoch']:.1f} s per epoch" if plan.pilot.get("seconds_per_epoch") else "")
+    )
+    lines += ["", "| field | value | decided by | why |", "|---|---|---|---|"]
+    lines += [f"| {c.field} | {json.dumps(c.value)} | {c.source} | {c.reason} |" for c in plan.choices]
+    return "\n".join(lines) + "\n"
+
+
+def user_fields(cfg: RunConfig) -> dict[str, Any]:
+    """Dotted names and values of every field the user set explicitly (YAML, dict, CLI option or --set)."""
+    out: dict[str, Any] = {}
+
+    def walk(model, prefix: str) -> None:
+        for name in model.model_fields_set:
+            value = getattr(model, name)
+            if hasattr(value, "model_fields_set"):
+                walk(value, f"{prefix}{name}.")
+            else:
+                out[f"{prefix}{name}"] = value
+
+    walk(cfg, "")
+    return out
+
+
+class _Planner:
+    """Collects choices; a field the user set is recorded as theirs and keeps their value."""
+
+    def __init__(self, cfg: RunConfig, plan: Plan):
+        self.cfg, self.plan, self.user = cfg, plan, user_fields(cfg)
+
+    def choose(self, name: str, value: Any, reason: str, source: str = "rule") -> Any:
+        if name in self.user:
+            value, reason, source = self.user[name], f"set by the user (the plan's: {value!r}: {reason})", "user"
+        self.plan.choices.append(Choice(name, value, reason, source))
+        return value
+
+
+def _spect_like(im: dict) -> tuple[bool, str]:
+    """Whether images are SPECT/PET-like (per-image z-score) and why: the DICOM modality, or low counts whose scale
+    varies from image to image (DaTscan: brightest pixel about a quarter of the 8-bit range)."""
+    m, cv = im["max_intensity"], im["max_intensity_cv"]
+    if im["modality"] in SPECT_MODALITIES:
+        return True, f"DICOM modality {im['modality']}: each image z-scored"
+    if m["median"] < 0.5 and cv > 0.2:
+        return True, (
+            f"low counts varying per image (median brightest pixel {m['median']:.2f} of full scale, "
+            f"spread {cv:.2f}): each image z-scored, as SPECT needs"
+        )
+    return False, f"intensities fill the range alike (median brightest pixel {m['median']:.2f}): train mean and std"
+
+
+def _image_rules(p: _Planner, fp: dict, gpu: bool, train_labels: np.ndarray) -> None:
+    im, n_train = fp["images"], fp["splits"].get("train", fp["samples"])
+    if im["layout"] == "dhw" and im["depth"]["median"] > 4:
+        d = int(im["depth"]["median"])
+        views = [round(d * 0.3), d // 2, round(d * 0.7)]
+        p.choose("data.views", views, f"3-D volumes of {d} slices: three slices through the middle as channels")
+    if im["layout"] == "hwc" and im["colour_share"] < 0.05:
+        p.choose("data.channels", 1, "grey images stored as RGB (channels equal in every sampled image): one channel")
+    side = int(min(im["height"]["median"], im["width"]["median"]))
+    cap = GPU_MAX_SIZE if gpu else CPU_MAX_SIZE
+    size = p.choose(
+        "data.image_size",
+        min(side, cap),
+        f"median image {im['height']['median']:.0f} x {im['width']['median']:.0f} px; "
+        + ("native size" if side <= cap else f"at most {cap} px on the {'GPU' if gpu else 'CPU'}"),
+    )
+    spect, why = _spect_like(im)
+    p.choose("data.normalize", "sample" if spect else "dataset", why)
+    big = size > CPU_MAX_SIZE
+    model = p.choose(
+        "model.name",
+        "resnet18" if big else ("small_cnn_wide" if n_train >= 20000 else "small_cnn"),
+        f"{size} px: "
+        + (
+            "ResNet-18 from scratch (timm)"
+            if big
+            else "the 6-conv small CNN, which reached test AUC 0.98 on the 28 px PneumoniaMNIST"
+        ),
+    )
+    batch = int(min(128, max(16, 2 ** int(math.log2(max(n_train // 16, 1))))))
+    p.choose("train.batch_size", batch, f"{n_train} training images: at least 16 steps per epoch, at most 128")
+    p.choose("train.lr", 1e-3 if model.startswith("resnet") else 2e-3, "AdamW with a cosine schedule")
+    imbalanced = is_imbalanced(train_labels, fp["task"])
+    p.choose(
+        "train.class_weights",
+        "on" if imbalanced else "off",
+        "positive shares "
+        + ", ".join(f"{v:.2f}" for v in fp["positive_share"].values())
+        + (": outside 40-60%, balanced weights" if imbalanced else ": balanced enough, plain loss"),
+    )
+    p.choose("train.augment.enabled", True, "small shifts, rotations, scale and intensity; never flips (anatomy)")
+
+
+def _sequence_rules(p: _Planner) -> None:
+    p.choose("model.name", "bilstm", "token reports: the BiLSTM, 5-fold OOF mlogloss 0.0418 on Tianchi round 1")
+    p.choose("model.dropout", 0.3, "the benchmarked BiLSTM recipe (docs/benchmarks.md)")
+    p.choose("train.lr", 4e-3, "the benchmarked BiLSTM recipe (2e-3 stayed under-trained)")
+    p.choose("train.batch_size", 64, "the benchmarked BiLSTM recipe")
+    p.choose("train.class_weights", "off", "multi-label mlogloss scores raw probabilities: no re-weighting")
+
+
+def make_plan(cfg: RunConfig, ds: DataSet) -> Plan:
+    """The rule part of the plan for a read and split data set (no training yet)."""
+    import torch
+
+    gpu = cfg.train.accelerator in ("gpu", "cuda") or (cfg.train.accelerator == "auto" and torch.cuda.is_available())
+    plan = Plan(fingerprint(ds), cfg.plan.budget_minutes, "gpu" if gpu else "cpu")
+    planner = _Planner(cfg, plan)
+    if plan.fingerprint["kind"] == "sequence":
+        _sequence_rules(planner)
+    else:
+        _image_rules(planner, plan.fingerprint, gpu, ds.subset("train").labels)
+    return plan
+
+
+def fit_budget(plan: Plan, cfg: RunConfig, steps_per_epoch: int, elapsed_s: float, distributed: bool) -> None:
+    """Epochs, patience and ensemble size that fit the budget, from the pilot's seconds per epoch (or, without a
+    pilot, the fixed defaults); `elapsed_s` is what reading, decoding and the pilot already used."""
+    p = _Planner(cfg, plan)
+    epoch_s = plan.pilot.get("seconds_per_epoch")
+    if not epoch_s:
+        p.choose("train.max_epochs", cfg.train.max_epochs, "no pilot: the default", "budget")
+        p.choose("train.ensemble", 1, "no pilot: one model", "budget")
+        return
+    budget_s = plan.budget_minutes * 60
+    reserve = max(30.0, 0.1 * budget_s)  # predictions, the bootstrap, reports
+    left = max(budget_s - elapsed_s - reserve, epoch_s)
+    target = int(np.clip(math.ceil(TARGET_STEPS / max(steps_per_epoch, 1)), 15, 50))
+    k_fit = int(np.clip(left // (target * epoch_s), 1, cfg.plan.max_ensemble))
+    if distributed:
+        k, why = 1, "a distributed run trains one model"
+    elif "train.max_epochs" in p.user:
+        k, why = 1, "the user fixed the epochs of one model: one model (set train.ensemble for more)"
+    else:
+        k, why = k_fit, f"{k_fit} model(s) of {target} epochs fit {left / 60:.1f} min at {epoch_s:.1f} s per epoch"
+    k = p.choose("train.ensemble", k, why, "budget")
+    epochs = p.choose(
+        "train.max_epochs",
+        int(np.clip(left // (k * epoch_s), 3, 100)),
+        f"{left / 60:.1f} min for {k} model(s) at {epoch_s:.1f} s per epoch (about {target} wanted)",
+        "budget",
+    )
+    p.choose("train.patience", int(np.clip(epochs // 4, 3, 10)), "a quarter of the epochs, 3-10", "budget")
+    plan.estimate = {
+        "elapsed_before_training_s": round(elapsed_s, 1),
+        "training_s": round(k * epochs * epoch_s, 1),
+        "reserve_s": round(reserve, 1),
+        "total_s": round(elapsed_s + k * epochs * epoch_s + reserve, 1),
+    }

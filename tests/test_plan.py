@@ -1,0 +1,130 @@
+"""Self-configuring training: the fingerprint of each shared set, the rules' choices, the budget arithmetic, the
+user's options winning, and a planned run end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import meddx
+from meddx.config import DataConfig, as_config
+from meddx.data.fingerprint import fingerprint
+from meddx.data.readers import read_dataset
+from meddx.data.split import assign_splits
+from meddx.training.plan import Plan, fit_budget, make_plan, user_fields
+
+from conftest import need, run_cli
+
+KERMANY_REGEX = r"(person\d+|(?:NORMAL2-)?IM-\d+)"
+# data set -> (median height, width, layout, positive share of the first label, planned choices)
+SETS = {
+    "pneumoniamnist": (28, 28, "hw", 0.729, {"data.image_size": 28, "data.normalize": "dataset"}),
+    "medmnist/breastmnist.npz": (28, 28, "hw", 0.731, {"data.image_size": 28, "train.batch_size": 32}),
+    "datscan_spect_ppmi_2d": (109, 91, "hw", 0.679, {"data.image_size": 64, "data.normalize": "sample"}),
+    "chest_xray_pneumonia_224": (224, 224, "hwc", 0.743, {"data.channels": 1, "data.image_size": 64}),
+    "nih_chestxray14_64px_binary": (64, 64, "hwc", 0.5, {"data.channels": 1, "train.class_weights": "off"}),
+    "medmnist/adrenalmnist3d.npz": (28, 28, "dhw", 0.221, {"data.views": [8, 14, 20], "train.class_weights": "on"}),
+}
+
+
+def _read(data_dir, name: str, **data):
+    path = name if name == "pneumoniamnist" else str(need(data_dir, name))
+    cfg = as_config({"data": {"path": path, **data}, "train": {"accelerator": "cpu"}})
+    ds = read_dataset(cfg.data)
+    assign_splits(ds, cfg.split)
+    return cfg, ds
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_fingerprint_and_rules_on_each_shared_set(data_dir, name):
+    height, width, layout, share, planned = SETS[name]
+    cfg, ds = _read(data_dir, name, **({"patient_regex": KERMANY_REGEX} if "xray_pneumonia" in name else {}))
+    fp = fingerprint(ds)
+    im = fp["images"]
+    assert (im["height"]["median"], im["width"]["median"], im["layout"]) == (height, width, layout)
+    assert list(fp["positive_share"].values())[0] == pytest.approx(share, abs=0.01)
+    assert im["colour_share"] == 0 and im["bits"] == 8
+    assert fp["samples"] == len(ds) and sum(fp["splits"].values()) == len(ds)
+    plan = make_plan(cfg, ds)
+    assert {f: plan.value(f) for f in planned} == planned
+    assert all(c.source == "rule" and c.reason for c in plan.choices)
+
+
+def _budget(minutes: float, user: dict | None = None, epoch_s: float = 2.0, steps: int = 10, elapsed: float = 5.0):
+    cfg = as_config({"data": {"path": "x.csv"}, "plan": {"budget_minutes": minutes}, **(user or {})})
+    plan = Plan({}, minutes, "cpu", pilot={"seconds_per_epoch": epoch_s})
+    fit_budget(plan, cfg, steps, elapsed, distributed=False)
+    return plan
+
+
+def test_budget_fits_epochs_and_ensemble_into_the_time():
+    tiny = _budget(1.0)
+    assert tiny.value("train.ensemble") == 1
+    assert tiny.estimate["total_s"] <= 60.0  # 5 s spent + 12 epochs of 2 s + 30 s reserve
+    assert tiny.value("train.max_epochs") == 12 and tiny.value("train.patience") == 3
+    roomy = _budget(60.0)
+    assert roomy.value("train.ensemble") == 5  # capped at plan.max_ensemble
+    assert roomy.estimate["total_s"] <= 3600.0
+    user_epochs = _budget(60.0, {"train": {"max_epochs": 4}})
+    assert user_epochs.value("train.ensemble") == 1 and user_epochs.value("train.max_epochs") == 4
+    user_k = _budget(10.0, {"train": {"ensemble": 3}})
+    k_epochs = user_k.value("train.max_epochs")
+    assert user_k.value("train.ensemble") == 3 and 3 * k_epochs * 2.0 <= 10 * 60
+    no_pilot = Plan({}, 5.0, "cpu")
+    fit_budget(no_pilot, as_config({}), 10, 0.0, distributed=False)
+    assert no_pilot.value("train.ensemble") == 1 and no_pilot.value("train.max_epochs") == 20
+
+
+def test_user_options_override_their_part_of_the_plan(data_dir):
+    cfg, ds = _read(data_dir, "datscan_spect_ppmi_2d")
+    mine = as_config({"data": {"path": cfg.data.path, "image_size": 48}, "model": {"name": "resnet18"}})
+    assert user_fields(mine) == {"data.path": cfg.data.path, "data.image_size": 48, "model.name": "resnet18"}
+    plan = make_plan(mine, ds)
+    by_field = {c.field: c for c in plan.choices}
+    assert by_field["data.image_size"].source == "user" and by_field["data.image_size"].value == 48
+    assert by_field["model.name"].value == "resnet18" and "small_cnn" in by_field["model.name"].reason
+    applied = plan.apply(mine)
+    assert (applied.data.image_size, applied.model.name, applied.data.normalize) == (48, "resnet18", "sample")
+    assert mine.data.normalize == "dataset"  # the caller's config is never changed
+
+
+def test_plan_command_writes_the_plan(data_dir, tmp_path):
+    npz = need(data_dir, "medmnist/breastmnist.npz")
+    proc = run_cli("plan", "--data", str(npz), "--budget", "90s", "-o", str(tmp_path / "p"))
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads((tmp_path / "p" / "plan.json").read_text())
+    assert plan["budget_minutes"] == 1.5 and plan["pilot"]["seconds_per_epoch"] > 0
+    assert plan["estimate"]["total_s"] <= 90 and "| train.max_epochs |" in proc.stdout
+    bad = run_cli("plan", "--data", str(npz), "--budget", "soon")
+    assert bad.returncode == 2 and "--budget 'soon'" in bad.stderr
+
+
+@pytest.mark.slow
+def test_planned_run_trains_the_planned_ensemble(data_dir, tmp_path):
+    npz = need(data_dir, "medmnist/breastmnist.npz")
+    run = meddx.train(
+        {
+            "data": {"path": str(npz)},
+            "output_dir": str(tmp_path),
+            "name": "auto",
+            "plan": {"budget_minutes": 1.5},
+            "train": {"progress_bar": False},
+            "evaluate": {"bootstrap": 50},
+        }
+    )
+    plan = run.plan
+    k = next(c["value"] for c in plan["choices"] if c["field"] == "train.ensemble")
+    assert plan["actual"]["training_s"] > 0 and run.config.train.ensemble == k
+    report = (run.path / "report.md").read_text()
+    assert "## Plan" in report and "upper bound" in report
+    if k > 1:
+        members = json.loads((run.path / "ensemble.json").read_text())["members"]
+        assert members == [f"members/seed{i}" for i in range(k)]  # relative: the folder can move
+    moved = run.path.rename(tmp_path / "moved")
+    again = meddx.load_run(moved).predict_proba(
+        meddx.load_run(moved).dataset(read_dataset(DataConfig(path=str(npz))).records[:5])
+    )
+    assert again.shape == (5, 1) and np.isfinite(again).all()
+    assert meddx.load_run(moved).metrics()["model"]["per_label"]["class_1"]["roc_auc"]["value"] > 0.75
