@@ -147,11 +147,26 @@ def model_info(
     return describe(create_model(name, in_chans, num_classes, **kwargs), depth)
 
 
-def pretrain(config: RunConfig | dict | str | Path, **overrides) -> Path:
-    """MLM-pretrain bert_small on data.path + data.vocab_files; returns the folder with encoder.pt (resumable)."""
+def pretrain(config: RunConfig | dict | str | Path | None = None, **overrides) -> Path:
+    """Self-supervised pretraining, labels unused; returns the folder with encoder.pt. Token reports: MLM of
+    bert_small on data.path + data.vocab_files (resumable). Images: SimCLR of model.name on every image of
+    pretrain.data, leaving out the val/test images of pretrain.exclude_from; fine-tune with train.init_from."""
+    from meddx.data.reports import is_tianchi_file
+
+    cfg = as_config(config, overrides)
+    path = cfg.data.path if isinstance(cfg.data.path, str) else ""
+    objective = cfg.pretrain.objective
+    if objective == "auto":
+        objective = (
+            "mlm" if cfg.data.format == "tianchi" or (Path(path).is_file() and is_tianchi_file(path)) else "simclr"
+        )
+    if objective == "simclr":
+        from meddx.training.contrastive import pretrain_images
+
+        return pretrain_images(cfg)
     from meddx.training.pretrain import pretrain as _pretrain
 
-    return _pretrain(as_config(config, overrides))
+    return _pretrain(cfg)
 
 
 def cross_validate(config: RunConfig | dict | str | Path, folds: int = 5, **overrides) -> Path:

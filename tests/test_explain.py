@@ -97,3 +97,18 @@ def test_explain_cli_and_gallery(datscan_run, data_dir, tmp_path):
     assert "true positives" in html and "false negatives" in html
     pngs = sorted((tmp_path / "gallery").glob("*-cam.png"))
     assert 1 <= len(pngs) <= 6 and all(p.name in html for p in pngs)
+
+
+def test_ensemble_map_is_the_weighted_mean_of_its_members_maps():
+    """A planned ensemble is explained, not refused: its map is the members' maps averaged as their probabilities."""
+    from meddx.explain.gradcam import EnsembleExplainer
+    from meddx.models.ensemble import ProbabilityAverage
+
+    torch.manual_seed(0)
+    members = [create_model("small_cnn", 1, 1).eval() for _ in range(2)]
+    prep = Preprocess(channels=1, image_size=(32, 32), normalize="none")
+    ensemble = EnsembleExplainer(ProbabilityAverage(members, "binary", [0.25, 0.75]), prep, ["x"], "binary")
+    images = torch.randn(3, 1, 32, 32)
+    own = [Explainer(m, prep, ["x"], "binary").maps(images, 0) for m in copy.deepcopy(members)]
+    np.testing.assert_allclose(ensemble.maps(images, 0), 0.25 * own[0] + 0.75 * own[1], atol=1e-5)
+    assert not np.allclose(own[0], own[1])  # the members disagree, so the mean is a real mixture

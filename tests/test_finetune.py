@@ -87,6 +87,17 @@ def test_three_channel_weights_adapted_to_one_channel_like_timm(tmp_path):
     torch.testing.assert_close(dst.layer4[1].conv2.weight, src.layer4[1].conv2.weight)
 
 
+def test_grey_weights_spread_over_three_channels(tmp_path):
+    """A one-channel encoder (pretrained on X-rays) on RGB input: each grey filter split evenly over R, G and B, so a
+    grey image stored as RGB gives the same first-layer response."""
+    src = create_model("small_cnn", 1, 1)
+    torch.save(src.state_dict(), tmp_path / "grey.pt")
+    dst = create_model("small_cnn", 3, 1)
+    assert load_pretrained(dst, tmp_path / "grey.pt")["adapted"] == ["features.0.0.0.weight: 1 -> 3 channels"]
+    x = torch.randn(2, 1, 16, 16)
+    torch.testing.assert_close(dst.features[0][0][0](x.repeat(1, 3, 1, 1)), src.features[0][0][0](x))
+
+
 def test_mixup_on_a_multilabel_batch():
     from meddx.training.augment import mixup_batch
 

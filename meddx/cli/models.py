@@ -34,13 +34,51 @@ def model_info(
 
 
 def pretrain(
-    config: Annotated[Path, typer.Argument(help="YAML run config (data and pretrain sections).")], set_: SetOpt = None
+    config: Annotated[
+        Optional[Path], typer.Argument(help="YAML run config (data, model and pretrain sections).")
+    ] = None,
+    data: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--data", "-d", help="Unlabelled images: a folder, CSV or .npz; repeat for several (labels are ignored)."
+        ),
+    ] = None,
+    exclude: Annotated[
+        Optional[list[str]],
+        typer.Option(help="A data set to fine-tune on later: its val and test images are left out. Repeatable."),
+    ] = None,
+    model: Annotated[Optional[str], typer.Option(help="Image model to pretrain (default small_cnn).")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Folder for encoder.pt.")] = None,
+    set_: SetOpt = None,
 ) -> None:
-    """MLM-pretrain bert_small on all descriptions (data.path + data.vocab_files, labels unused); rerun to resume."""
+    """Self-supervised pretraining, labels unused: SimCLR on unlabelled images (--data, repeatable), or MLM of
+    bert_small on `|,|` report files (a config with data.path and data.vocab_files); rerun MLM to resume."""
     from meddx.api import pretrain as api_pretrain
 
-    out = api_pretrain(config, **set_overrides(set_))
+    given = {
+        k: v
+        for k, v in {
+            "pretrain.data": data,
+            "pretrain.exclude_from": exclude,
+            "model.name": model,
+            "pretrain.max_epochs": epochs,
+            "pretrain.dir": str(output) if output else None,
+        }.items()
+        if v is not None
+    }
+    if data:
+        given.setdefault("pretrain.dir", "pretrained/simclr")
+        given["pretrain.objective"] = "simclr"
+    out = api_pretrain(config, **given, **set_overrides(set_))
     info = json.loads((out / "pretrain.json").read_text())
+    if info.get("objective") == "simclr":
+        typer.echo(
+            f"wrote {out / 'encoder.pt'} ({info['model']}, {info['images']} images, {info['epochs']} epochs); "
+            f"val NT-Xent {info['initial_val_ntxent']:.3f} -> {info['final_val_ntxent']:.3f}\n"
+            f"fine-tune: --model {info['model']} --init-from {out / 'encoder.pt'}"
+        )
+        return
     typer.echo(
         f"wrote {out / 'encoder.pt'} ({info['size']} size, {info['epochs']} epochs); val MLM loss "
         f"{info.get('initial_val_mlm_loss', float('nan')):.3f} -> {info['final_val_mlm_loss']:.3f}\n"

@@ -194,14 +194,27 @@ class EvaluateConfig(_Section):
 
 
 class PretrainConfig(_Section):
-    """Masked-language-model pretraining of bert_small on every description (labels unused)."""
+    """Self-supervised pretraining, labels unused: masked-language modelling of bert_small on every description (token
+    reports), or SimCLR contrastive learning of the image model on every unlabelled image named."""
 
+    objective: Literal["auto", "mlm", "simclr"] = Field(
+        "auto", description="auto: mlm for `|,|` report files, simclr for images."
+    )
     dir: str = Field(
         "pretrained/bert_small", description="Output folder: encoder.pt, vocab.json, model_kwargs.json, checkpoints."
     )
+    data: list[str] = Field(
+        default_factory=list, description="simclr: image folders, CSVs and .npz files (default: data.path)."
+    )
+    exclude_from: list[str] = Field(
+        default_factory=list,
+        description="simclr: data sets whose val and test images (meddx's default split) are left out, so a model "
+        "fine-tuned on them never saw its evaluation images.",
+    )
+    temperature: float = Field(0.5, gt=0, description="simclr: NT-Xent temperature.")
     max_epochs: int = Field(30, ge=1)
     batch_size: int = Field(128, ge=1)
-    lr: float = Field(5e-4, gt=0)
+    lr: float | None = Field(None, gt=0, description="Default: 5e-4 for mlm, 3e-3 for simclr.")
     mask_prob: float = Field(0.15, gt=0, lt=1)
     val_fraction: float = Field(0.05, ge=0, lt=1)
     size: Literal["auto", "tiny", "cpu", "gpu"] = Field(

@@ -105,9 +105,7 @@ class Explainer:
         if run.is_sequence:
             raise ConfigError(f"{run.path}: a token-sequence run; Grad-CAM explains image models")
         if run.is_ensemble:
-            raise ConfigError(
-                f"{run.path}: an ensemble; explain one of its member runs (a map of an average is not one model's)"
-            )
+            return EnsembleExplainer(run.model, run.preprocess, run.label_names, run.task, layer)
         return cls(copy.deepcopy(run.model), run.preprocess, run.label_names, run.task, layer)
 
     def label_index(self, label: str | None) -> int:
@@ -142,6 +140,20 @@ class Explainer:
         record = source if isinstance(source, Record) else file_record(source)
         p = self.prep
         return load_image(record, p.views, p.view_axis, p.channels, p.dicom_window)
+
+
+class EnsembleExplainer(Explainer):
+    """Grad-CAM of an ensemble (a planned ensemble of seeds, or `meddx ensemble`): the mean of its members' maps, each
+    in [0, 1] and weighted as in the ensemble, beside the ensemble's own probability."""
+
+    def __init__(self, ensemble: nn.Module, prep: Preprocess, labels: list[str], task: str, layer: str | None = None):
+        self.model, self.prep, self.labels, self.task = ensemble.eval(), prep, labels, task
+        self.members = [Explainer(copy.deepcopy(m), prep, labels, task, layer) for m in ensemble.members]
+        self.weights = ensemble.weights.double().numpy()
+        self.layer_name = self.members[0].layer_name
+
+    def maps(self, images: torch.Tensor, label: int) -> np.ndarray:
+        return np.tensordot(self.weights, np.stack([m.maps(images, label) for m in self.members]), axes=1)
 
 
 def display_grey(image: np.ndarray) -> np.ndarray:

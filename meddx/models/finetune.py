@@ -155,6 +155,14 @@ def read_state_dict(source: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def _adapt_channels(weight: torch.Tensor, channels: int, adapt_input_conv) -> torch.Tensor:
+    """A first conv's weights for another input channel count: timm's rule (3 -> 1 sums, 3 -> N repeats), and a
+    one-channel (grey) filter spread evenly over N channels, which timm does not do."""
+    if weight.shape[1] == 1 and channels > 1:
+        return weight.repeat(1, channels, 1, 1) / channels
+    return adapt_input_conv(channels, weight)
+
+
 def load_pretrained(model: nn.Module, source: str | Path) -> dict:
     """Load every tensor but the head's (which stays freshly initialised); any other missing or mismatched tensor is
     a ConfigError naming it. A first conv with another channel count is adapted by timm's `adapt_input_conv`."""
@@ -174,7 +182,7 @@ def load_pretrained(model: nn.Module, source: str | Path) -> dict:
             continue
         if v.shape != own[k].shape:
             if k == first_conv and v.shape[0] == own[k].shape[0] and v.shape[2:] == own[k].shape[2:]:
-                v = adapt_input_conv(own[k].shape[1], v)
+                v = _adapt_channels(v, own[k].shape[1], adapt_input_conv)
                 adapted.append(f"{k}: {state[k].shape[1]} -> {own[k].shape[1]} channels")
             else:
                 wrong.append(f"{k} {tuple(v.shape)} in the file vs {tuple(own[k].shape)} in the model")
@@ -220,3 +228,11 @@ def blocks_table(rows: list[dict], depth: int | str | None = None) -> str:
         f"total {total:,} parameters" + (f"; {trainable:,} trainable at depth {depth}" if depth is not None else "")
     )
     return "\n".join(lines)
+
+
+def replace_head(model: nn.Module, replacement: nn.Module | None = None) -> nn.Module:
+    """The model with its head swapped (default: `nn.Flatten()`, so it returns its pooled features), in place."""
+    parent_name, _, child = head_name(model).rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, replacement if replacement is not None else nn.Flatten())
+    return model

@@ -16,6 +16,8 @@ from meddx.data.sequences import MASK, N_SPECIAL, Vocab, build_vocab, length_gro
 from meddx.models.sequence import bert_config, resolve_size
 from meddx.run import CHECKPOINTS, VOCAB
 
+MLM_LR = 5e-4
+
 
 def mask_tokens(x: torch.Tensor, vocab_size: int, prob: float = 0.15, generator: torch.Generator | None = None):
     """BERT masking: `prob` of the real tokens are targets; of those 80% -> [MASK], 10% random, 10% kept."""
@@ -138,7 +140,7 @@ def pretrain(config: RunConfig | dict | str | Path) -> Path:
     size = resolve_size(pc.size)
     (out / "model_kwargs.json").write_text(json.dumps({"size": size}))
     train_loader, val_loader, n_val = _loaders(x, pc, cfg.train.seed)
-    module = MaskedLM(vocab.size, vocab.max_len, size, pc.lr, pc.mask_prob, pc.max_epochs)
+    module = MaskedLM(vocab.size, vocab.max_len, size, pc.lr or MLM_LR, pc.mask_prob, pc.max_epochs)
     gpu = torch.cuda.is_available() and cfg.train.accelerator in ("auto", "gpu", "cuda")
     precision = pc.precision if pc.precision != "auto" else ("16-mixed" if gpu else "32-true")
     last, info_path = out / CHECKPOINTS / "last.ckpt", out / "pretrain.json"

@@ -1,0 +1,176 @@
+"""Self-configuring training on every shared image set: `meddx train --data X` with its plan under a budget, against
+the fixed default recipe (plan off), pixels + logistic regression (scikit-learn, C chosen on val), and the published
+figure where one exists. Each row: test ROC AUC with its patient-bootstrap 95% interval, on the set's own test split,
+and wall minutes. Every choice is made on val; the test split chooses nothing.
+
+    .venv/bin/python bench/plan.py [--budget 15] [--sets pneumoniamnist,breastmnist,...] [--out /tmp/plan-bench]
+
+Rows are cached in --out/rows.json, so a rerun resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import meddx
+from meddx.config import as_config
+from meddx.data.readers import read_dataset
+from meddx.data.split import assign_splits, enforce_no_leakage
+from meddx.data.tensors import ImageDataset, resolve_preprocess
+from meddx.evaluation.evaluation import bootstrap_weights
+from meddx.evaluation.metrics import ranking_metrics
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _docs import write_section  # noqa: E402
+
+DATA = Path(os.environ.get("MEDDX_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+KERMANY = {"patient_regex": r"(person\d+|(?:NORMAL2-)?IM-\d+)"}  # files of one child stay on one side
+SETS = {  # name -> (data section, published test AUC on the same split, or "")
+    "pneumoniamnist": ({"path": "pneumoniamnist"}, "0.991 (Google AutoML Vision), 0.944 (ResNet-18 28), MedMNIST v2"),
+    "breastmnist": ({"path": str(DATA / "medmnist/breastmnist.npz")}, "0.919 (AutoML Vision), 0.901 (ResNet-18 28)"),
+    "datscan": ({"path": str(DATA / "datscan_spect_ppmi_2d")}, ""),
+    "kermany": (
+        {"path": str(DATA / "chest_xray_pneumonia_224"), **KERMANY},
+        "0.968 on the official test (Kermany 2018)",
+    ),
+    "nih64": ({"path": str(DATA / "nih_chestxray14_64px_binary")}, ""),
+    "adrenal3d": ({"path": str(DATA / "medmnist/adrenalmnist3d.npz")}, "0.827 (ResNet-18+3D, unchecked)"),
+}
+PEER_SIZE = 28
+
+
+def _auc_ci(y: np.ndarray, p: np.ndarray, patients: np.ndarray, resamples: int = 2000) -> tuple[float, float, float]:
+    w = np.vstack([np.ones((1, len(y))), bootstrap_weights(patients, resamples, 0)])
+    auc = ranking_metrics(y, p, w)["roc_auc"]
+    lo, hi = np.nanpercentile(auc[1:], [2.5, 97.5])
+    return float(auc[0]), float(lo), float(hi)
+
+
+def meddx_row(name: str, data: dict, out: Path, **cfg) -> dict:
+    """One meddx run through the public API; its test AUC, interval, wall minutes and (planned) its plan's minutes."""
+    started = time.perf_counter()
+    run = meddx.train({"name": name, "output_dir": str(out), "data": data, "train": {"progress_bar": False}, **cfg})
+    minutes = (time.perf_counter() - started) / 60
+    m = run.metrics()
+    auc = m["model"]["per_label"][m["labels"][0]]["roc_auc"]
+    plan = run.plan
+    choices = {c["field"]: c["value"] for c in plan.get("choices", [])}
+    note = (
+        f"{choices.get('model.name')} {choices.get('data.image_size')} px, {choices.get('train.ensemble')} model(s) "
+        f"x {choices.get('train.max_epochs')} epochs max; planned {plan['estimate']['total_s'] / 60:.1f} min"
+        if plan
+        else f"{run.config.model.name} {run.preprocess.image_size[0]} px, {run.config.train.max_epochs} epochs max"
+    )
+    return {"auc": auc["value"], "lo": auc.get("ci_low"), "hi": auc.get("ci_high"), "minutes": minutes, "note": note}
+
+
+def peer_row(data: dict) -> dict:
+    """Pixels at 28 px, standardised, into an L2 logistic regression whose C is chosen on val (scikit-learn)."""
+    from sklearn.linear_model import LogisticRegression
+
+    started = time.perf_counter()
+    cfg = as_config({"data": {**data, "image_size": PEER_SIZE, "channels": 1}})
+    ds = read_dataset(cfg.data)
+    assign_splits(ds, cfg.split)
+    enforce_no_leakage(ds, cfg.split)
+    if ds.records[0].index is not None and "3d" in data["path"]:
+        cfg.data.views = [8, 14, 20]
+    prep = resolve_preprocess(cfg.data, ds.subset("train").records)
+    arrays = {}
+    for s in ("train", "val", "test"):
+        part = ds.subset(s)
+        arrays[s] = (
+            ImageDataset(part.records, prep).images.flatten(1).numpy(),
+            part.labels[:, 0],
+            np.array([r.patient_id for r in part.records]),
+        )
+    best = max(
+        (LogisticRegression(C=c, max_iter=2000).fit(*arrays["train"][:2]) for c in (0.001, 0.01, 0.1, 1.0)),
+        key=lambda m: ranking_metrics(arrays["val"][1], m.predict_proba(arrays["val"][0])[:, 1])["roc_auc"][0],
+    )
+    x, y, patients = arrays["test"]
+    auc, lo, hi = _auc_ci(y, best.predict_proba(x)[:, 1], patients)
+    return {
+        "auc": auc,
+        "lo": lo,
+        "hi": hi,
+        "minutes": (time.perf_counter() - started) / 60,
+        "note": f"C = {best.C:g} (chosen on val)",
+    }
+
+
+def _fmt(r: dict) -> str:
+    ci = f" ({r['lo']:.3f}-{r['hi']:.3f})" if r.get("lo") is not None else ""
+    return f"{r['auc']:.3f}{ci}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--budget", type=float, default=15.0, help="minutes of training for the planned run")
+    ap.add_argument("--sets", default=",".join(SETS))
+    ap.add_argument("--out", default="/tmp/plan-bench")
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cache = out / "rows.json"
+    rows = json.loads(cache.read_text()) if cache.is_file() else {}
+    jobs = [(s, kind) for s in args.sets.split(",") for kind in ("plan", "fixed", "peer")]
+    random.Random(0).shuffle(jobs)  # no recipe always runs on a fresher (or busier) machine
+    for name, kind in jobs:
+        key = f"{name}/{kind}/{args.budget:g}" if kind == "plan" else f"{name}/{kind}"
+        if key in rows:
+            continue
+        data = SETS[name][0]
+        if kind == "plan":
+            rows[key] = meddx_row(f"{name}-plan", data, out, plan={"budget_minutes": args.budget})
+        elif kind == "fixed":
+            fixed = {"views": [8, 14, 20]} if name == "adrenal3d" else {}
+            rows[key] = meddx_row(f"{name}-fixed", {**data, **fixed}, out, plan={"enabled": False})
+        else:
+            rows[key] = peer_row(data)
+        cache.write_text(json.dumps(rows, indent=2))
+        print(key, rows[key], flush=True)
+    write_table(rows, args)
+
+
+def write_table(rows: dict, args) -> None:
+    lines = [
+        f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, 2 CPU cores, by `.venv/bin/python bench/plan.py "
+        f"--budget {args.budget:g}`. Test ROC AUC (95% patient-bootstrap interval) on each set's own test split; "
+        "minutes are wall time of the whole `meddx.train` call (reading, planning, pilot, training, evaluation).",
+        "",
+        "| data set | planned (`meddx train --data X`) | fixed defaults (plan off) | pixels + logistic regression "
+        "| published | planned / fixed minutes | what the plan chose |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in args.sets.split(","):
+        plan, fixed, peer = (rows.get(k) for k in (f"{name}/plan/{args.budget:g}", f"{name}/fixed", f"{name}/peer"))
+        if not (plan and fixed and peer):
+            continue
+        lines.append(
+            f"| {name} | {_fmt(plan)} | {_fmt(fixed)} | {_fmt(peer)} | {SETS[name][1]} | "
+            f"{plan['minutes']:.1f} / {fixed['minutes']:.1f} | {plan['note']} |"
+        )
+    lines += [
+        "",
+        "Kermany is read with its patient regex (the files of one child stay on one side). The fixed "
+        "defaults: small CNN at the native size, 20 epochs at most, dataset normalisation, batch 128 (3-D: the "
+        "same three slices as the plan). Published figures come from other splits except MedMNIST's, which "
+        "use the same official test split.",
+    ]
+    table = "\n".join(lines)
+    print(table)
+    print(f"wrote {write_section('plan', 'Self-configuring training: the plan against fixed defaults', table)}")
+
+
+if __name__ == "__main__":
+    main()

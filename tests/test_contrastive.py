@@ -1,0 +1,69 @@
+"""Self-supervised pretraining on unlabelled X-rays: the reader, the held-out images, SimCLR lowering its loss, and
+its encoder loading through train.init_from."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import meddx
+from meddx.data.unlabelled import read_unlabelled
+from meddx.errors import DataError
+from meddx.training.contrastive import held_out
+
+from conftest import need, run_cli
+
+NIH = "nih_chestxray14_64px_binary"
+
+
+def test_unlabelled_images_from_folders_arrays_and_csvs(data_dir, tmp_path):
+    folder = need(data_dir, NIH)
+    assert len(read_unlabelled([str(folder)])) == 800  # every PNG, class folders or not
+    assert len(read_unlabelled(["pneumoniamnist"])) == 4690 + 524 + 624  # every *images array of the file
+    csv = need(data_dir, "nih_chestxray14_course_small/train-small.csv")
+    with pytest.raises(DataError, match=r"row 2: 1000 of 1000 images named in train-small.csv do not exist"):
+        read_unlabelled([str(csv)])
+    held = held_out([str(folder)])
+    assert len(held) == 267  # the official valid folder (200) and the test carved from train (67)
+    kept = read_unlabelled([str(folder)], exclude=held)
+    assert len(kept) == 533 and not {r.source for r in kept} & held
+
+
+@pytest.mark.slow
+def test_simclr_lowers_its_loss_and_its_encoder_fine_tunes(data_dir, tmp_path):
+    folder = str(need(data_dir, NIH))
+    proc = run_cli(
+        "pretrain",
+        "--data",
+        folder,
+        "--exclude",
+        folder,
+        "--epochs",
+        "6",
+        "-o",
+        str(tmp_path / "ssl"),
+        "--set",
+        "train.progress_bar=false",
+        "--set",
+        "pretrain.batch_size=64",
+        "--set",
+        "data.image_size=32",
+    )
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads((tmp_path / "ssl" / "pretrain.json").read_text())
+    assert info["images"] == 533 and info["excluded_images"] == 267
+    assert info["final_val_ntxent"] < 0.9 * info["initial_val_ntxent"]
+    run = meddx.train(
+        {
+            "data": {"path": folder, "image_size": 32},
+            "output_dir": str(tmp_path),
+            "name": "ft",
+            "train": {"init_from": str(tmp_path / "ssl" / "encoder.pt"), "max_epochs": 1, "progress_bar": False},
+            "plan": {"enabled": False},
+            "evaluate": {"bootstrap": 0},
+        }
+    )
+    loaded = run.training["init_from"]
+    assert loaded["loaded"] > 0 and loaded["skipped_head"] == []  # the encoder has no head
+    assert loaded["adapted"] == ["features.0.0.0.weight: 1 -> 3 channels"]  # grey filters spread over RGB
