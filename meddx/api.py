@@ -13,13 +13,13 @@ from pathlib import Path
 import pandas as pd
 
 import meddx.tianchi  # noqa: F401 - registers the Tianchi score table with the reports of sequence runs
-from meddx.config import DataConfig, EvaluateConfig, RunConfig, SplitConfig, as_config
+from meddx.config import DataConfig, EvaluateConfig, RunConfig, SplitConfig, as_config, save_config
 from meddx.data.explore import explore as _explore
 from meddx.data.readers import read_dataset
 from meddx.data.split import LeakageReport, assign_splits, check_leakage
 from meddx.errors import DataError
 from meddx.evaluation.report import evaluate_run
-from meddx.run import PLAN, Run, load_run
+from meddx.run import CONFIG, PLAN, Run, load_run
 from meddx.tianchi import submit
 
 
@@ -35,8 +35,11 @@ def train(config: RunConfig | dict | str | Path | None = None, **overrides) -> R
     trained = train_members(as_config(config, overrides))
     if trained is None:
         return None
-    runs, base = trained
-    run = runs[0] if base is None else ensemble_runs(runs, base, evaluate=False)
+    runs, base, planned = trained
+    run = runs[0]
+    if base is not None:
+        run = ensemble_runs(runs, base, evaluate=False)
+        save_config(planned, base / CONFIG)  # the plan's (seed, number of models), not its first member's
     record_actual_time(run, time.perf_counter() - started)
     evaluate_run(run)
     return run

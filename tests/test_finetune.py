@@ -298,6 +298,9 @@ def test_ensemble_of_two_runs(swa_run, data_dir, tmp_path):
         assert client.post("/predict", files={"file": ("s.npy", buf.getvalue())}).status_code == 200
         r = client.post("/predict?cam=true", files={"file": ("s.npy", buf.getvalue())})
         assert r.status_code == 400 and "Grad-CAM needs the PyTorch weights" in r.json()["detail"]
+    with TestClient(create_app(ens.path)) as client:  # the run folder itself: PyTorch, members' maps averaged
+        r = client.post("/predict?cam=true", files={"file": ("s.npy", buf.getvalue())})
+        assert r.status_code == 200 and r.json()["cam_png"] and client.get("/model").json()["grad_cam"] is True
     # a run on another split is refused by name
     other = tmp_path / "other"
     shutil.copytree(second.path, other)

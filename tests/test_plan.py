@@ -128,3 +128,11 @@ def test_planned_run_trains_the_planned_ensemble(data_dir, tmp_path):
     )
     assert again.shape == (5, 1) and np.isfinite(again).all()
     assert meddx.load_run(moved).metrics()["model"]["per_label"]["class_1"]["roc_auc"]["value"] > 0.75
+
+
+def test_the_users_model_gets_the_input_size_it_needs(data_dir):
+    """DenseNet fails below 32 px: on 28 px images the plan upsamples for it rather than letting training fail."""
+    cfg, ds = _read(data_dir, "medmnist/breastmnist.npz")
+    plan = make_plan(as_config({"data": {"path": cfg.data.path}, "model": {"name": "densenet121"}}), ds)
+    size = next(c for c in plan.choices if c.field == "data.image_size")
+    assert size.value == 32 and "at least 32 px for densenet121" in size.reason

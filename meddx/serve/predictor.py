@@ -104,7 +104,7 @@ class Predictor:
             self.card = (self.path / "card.md").read_text()
         elif (self.path / CONFIG).is_file():  # a run folder: PyTorch, domain statistics computed now
             self.kind = "run"
-            run = Run(self.path)
+            run = self._run = Run(self.path)
             if run.is_sequence:
                 raise ConfigError(f"{self.path}: a token-sequence run; the service takes image models")
             self.labels, self.task, self.prep, self.config = run.label_names, run.task, run.preprocess, run.config
@@ -120,7 +120,10 @@ class Predictor:
             backend = "onnx" if onnx.is_file() else "pytorch"
         if backend == "onnx" and not onnx.is_file():
             raise ConfigError(f"{self.path}: no model.onnx for the onnx backend; run `meddx export` first")
-        self.has_weights = (self.path / WEIGHTS).is_file() and not (self.path / ENSEMBLE).is_file()
+        # a run folder (an ensemble's too) has its PyTorch model; a package has it when it carries model.pt
+        self.has_weights = self.kind == "run" or (
+            (self.path / WEIGHTS).is_file() and not (self.path / ENSEMBLE).is_file()
+        )
         if backend == "pytorch" and not self.has_weights:
             raise ConfigError(f"{self.path}: no single model.pt (an ensemble?); serve its ONNX package instead")
         if backend not in ("onnx", "pytorch"):
@@ -137,14 +140,20 @@ class Predictor:
 
     @cached_property
     def torch_model(self) -> torch.nn.Module:
-        """The PyTorch model rebuilt from the config, weights loaded with weights_only=True (no pickle execution)."""
+        """The PyTorch model rebuilt from the config, weights loaded with weights_only=True (no pickle execution); a
+        run folder's own model (an ensemble: its members averaged)."""
+        if self.kind == "run":
+            return self._run.model
         return build_model(self.config.model, self.prep.channels, len(self.labels), self.path / WEIGHTS)
 
     @cached_property
     def explainer(self):
         """Grad-CAM on the PyTorch weights (also for an ONNX package, which carries model.pt for this)."""
-        from meddx.explain.gradcam import Explainer
+        from meddx.explain.gradcam import EnsembleExplainer, Explainer
+        from meddx.models.ensemble import ProbabilityAverage
 
+        if isinstance(self.torch_model, ProbabilityAverage):  # copies its members itself
+            return EnsembleExplainer(self.torch_model, self.prep, self.labels, self.task)
         # a copy: grad-cam's hooks record every forward, so plain predictions in other threads must not share it
         return Explainer.for_model(copy.deepcopy(self.torch_model), self.prep, self.labels, self.task)
 

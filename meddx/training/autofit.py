@@ -42,15 +42,15 @@ def plan_run(cfg: RunConfig) -> tuple[RunConfig, RunDataModule, Plan | None]:
     return data.cfg, data, plan
 
 
-def train_members(cfg: RunConfig) -> tuple[list[Run], Path | None] | None:
+def train_members(cfg: RunConfig) -> tuple[list[Run], Path | None, RunConfig] | None:
     """Every model of the (planned) run: one run folder, or `train.ensemble` members under <run>/members/seed<k>,
-    all on the same split and decoded data; the second value is the ensemble's folder (None for one model).
+    all on the same split and decoded data; then the ensemble's folder (None for one model) and the planned config.
     None in the worker processes of a distributed run."""
     planned, data, plan = plan_run(cfg)
     k = planned.train.ensemble
     if k == 1:
         run = fit(planned, data, plan)
-        return ([run], None) if run is not None else None
+        return ([run], None, planned) if run is not None else None
     base = new_run_dir(planned)
     members = []
     for i in range(k):
@@ -58,4 +58,4 @@ def train_members(cfg: RunConfig) -> tuple[list[Run], Path | None] | None:
         member.name, member.output_dir = f"seed{planned.train.seed + i}", str(base / MEMBERS)
         member.train.seed, member.train.ensemble = planned.train.seed + i, 1
         members.append(fit(member, data, plan))
-    return members, base
+    return members, base, planned

@@ -15,6 +15,7 @@ import numpy as np
 from meddx.config import RunConfig, apply_overrides, validate_config
 from meddx.data.fingerprint import fingerprint
 from meddx.data.records import DataSet
+from meddx.models import min_input_size
 from meddx.training.losses import is_imbalanced
 
 SCHEMA = "meddx.plan/1"
@@ -145,11 +146,13 @@ def _image_rules(p: _Planner, fp: dict, gpu: bool, train_labels: np.ndarray) -> 
         p.choose("data.channels", 1, "grey images stored as RGB (channels equal in every sampled image): one channel")
     side = int(min(im["height"]["median"], im["width"]["median"]))
     cap = GPU_MAX_SIZE if gpu else CPU_MAX_SIZE
+    need = min_input_size(p.user["model.name"]) if "model.name" in p.user else 1  # the user's model may need more
     size = p.choose(
         "data.image_size",
-        min(side, cap),
+        max(min(side, cap), need),
         f"median image {im['height']['median']:.0f} x {im['width']['median']:.0f} px; "
-        + ("native size" if side <= cap else f"at most {cap} px on the {'GPU' if gpu else 'CPU'}"),
+        + ("native size" if side <= cap else f"at most {cap} px on the {'GPU' if gpu else 'CPU'}")
+        + (f"; at least {need} px for {p.user['model.name']}" if need > min(side, cap) else ""),
     )
     spect, why = _spect_like(im)
     p.choose("data.normalize", "sample" if spect else "dataset", why)
