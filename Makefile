@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(PY) bench/serve.py
 	$(PY) bench/domain_check.py
 	$(PY) bench/transfer.py --seeds 2 --source-epochs 6 --target-epochs 12
+	$(PY) bench/plan.py --budget 15   # about 2 hours on 2 cores: every shared image set, planned and fixed
 
 lock:
 	$(PY) -m pip freeze --exclude-editable | sed '1i # Exact versions of every package meddx was tested with (pip freeze, Python 3.11, x86_64).\n# Regenerate: make lock' > requirements.lock

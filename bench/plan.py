@@ -146,9 +146,11 @@ def main() -> None:
 
 
 def write_table(rows: dict, args) -> None:
+    command = f"--budget {args.budget:g}" + (f" --sets {args.sets}" if args.sets != ",".join(SETS) else "")
+    command += f" --skip {args.skip}" if args.skip else ""
     lines = [
         f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, 2 CPU cores, by `.venv/bin/python bench/plan.py "
-        f"--budget {args.budget:g}`. Test ROC AUC (95% patient-bootstrap interval) on each set's own test split; "
+        f"{command}`. Test ROC AUC (95% patient-bootstrap interval) on each set's own test split; "
         "minutes are wall time of the whole `meddx.train` call (reading, planning, pilot, training, evaluation).",
         "",
         "| data set | planned (`meddx train --data X`) | fixed defaults (plan off) | pixels + logistic regression "
@@ -178,7 +180,8 @@ def write_table(rows: dict, args) -> None:
     ]
     table = "\n".join(lines)
     print(table)
-    print(f"wrote {write_section('plan', 'Self-configuring training: the plan against fixed defaults', table)}")
+    title = f"Self-configuring training: the plan against fixed defaults, {args.budget:g}-minute budget"
+    print(f"wrote {write_section(f'plan-{args.budget:g}', title, table)}")
 
 
 if __name__ == "__main__":

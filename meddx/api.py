@@ -62,11 +62,12 @@ def plan(config: RunConfig | dict | str | Path | None = None, output: str | Path
 
 
 def record_actual_time(run: Run, seconds: float) -> None:
-    """Write the planned run's actual training minutes beside its estimate (plan.json), for the report."""
+    """Write the planned run's actual minutes from reading to trained models (evaluation not included) beside its
+    estimate (plan.json), for the report."""
     path = run.path / PLAN
     if path.is_file():
         plan = json.loads(path.read_text())
-        plan["actual"] = {"training_s": round(seconds, 1)}
+        plan["actual"] = {"until_trained_s": round(seconds, 1)}
         path.write_text(json.dumps(plan, indent=2))
 
 

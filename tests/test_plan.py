@@ -116,7 +116,7 @@ def test_planned_run_trains_the_planned_ensemble(data_dir, tmp_path):
     )
     plan = run.plan
     k = next(c["value"] for c in plan["choices"] if c["field"] == "train.ensemble")
-    assert plan["actual"]["training_s"] > 0 and run.config.train.ensemble == k
+    assert plan["actual"]["until_trained_s"] > 0 and run.config.train.ensemble == k
     report = (run.path / "report.md").read_text()
     assert "## Plan" in report and "upper bound" in report
     if k > 1:

@@ -157,9 +157,13 @@ def _plan_section(run: Run) -> dict | None:
     est, act = plan.get("estimate", {}), plan.get("actual", {})
     minutes = f"budget {plan['budget_minutes']:g} min on the {plan['accelerator'].upper()}"
     if est:
-        minutes += f"; planned {est['total_s'] / 60:.1f} min (training {est['training_s'] / 60:.1f})"
+        until_trained = (est["elapsed_before_training_s"] + est["training_s"]) / 60
+        minutes += f"; planned {until_trained:.1f} min to trained models, {est['total_s'] / 60:.1f} with the report"
     if act:
-        minutes += f"; training took {act['training_s'] / 60:.1f} min (early stopping may end a model sooner)"
+        minutes += (
+            f"; reading, planning and training took {act['until_trained_s'] / 60:.1f} min (early stopping "
+            "may end a model sooner)"
+        )
     rows = [[c["field"], json.dumps(c["value"]), c["source"], c["reason"]] for c in plan["choices"]]
     user = [c["field"] for c in plan["choices"] if c["source"] == "user"]
     return {

@@ -11,7 +11,7 @@ from meddx.run import Run
 from meddx.training.datamodule import RunDataModule
 from meddx.training.module import Classifier
 from meddx.training.plan import Plan
-from meddx.training.trainer import make_trainer
+from meddx.training.trainer import make_trainer, quiet_lightning
 from meddx.training.writer import SplitPredictionWriter, new_run_dir
 
 
@@ -38,5 +38,6 @@ def fit(
     for split in ("val", "test"):
         if split in data.datasets:  # on the trainer's accelerator, every process its share
             writer.split = split
-            trainer.predict(module, data.loader(split), ckpt_path=best, return_predictions=False)
+            with quiet_lightning():
+                trainer.predict(module, data.loader(split), ckpt_path=best, return_predictions=False)
     return Run(run_dir) if trainer.is_global_zero else None

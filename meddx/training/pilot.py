@@ -3,9 +3,7 @@ seconds an epoch costs here."""
 
 from __future__ import annotations
 
-import logging
 import time
-from contextlib import contextmanager
 
 import numpy as np
 import pytorch_lightning as pl
@@ -13,8 +11,7 @@ import pytorch_lightning as pl
 from meddx.config import RunConfig
 from meddx.training.datamodule import RunDataModule
 from meddx.training.module import Classifier
-
-LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning_fabric", "lightning.pytorch")
+from meddx.training.trainer import quiet_lightning
 
 
 class _BatchTimer(pl.Callback):
@@ -38,27 +35,13 @@ class _BatchTimer(pl.Callback):
         self.val.append(time.perf_counter() - self._start)
 
 
-@contextmanager
-def _quiet_lightning():
-    """The pilot's Trainer announces itself like a real run; keep its info lines (devices, tips) off the terminal."""
-    loggers = [logging.getLogger(n) for n in LIGHTNING_LOGGERS]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
-
-
 def time_epoch(cfg: RunConfig, data: RunDataModule, train_batches: int = 12, val_batches: int = 4) -> dict:
     """Seconds per training epoch (train + val), from the median batch times of a short fit (the first batch, which
     pays for warm-up, is left out)."""
     pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
     train, val = data.loader("train", shuffle=True), data.loader("val")
     timer = _BatchTimer()
-    with _quiet_lightning():
+    with quiet_lightning():
         trainer = pl.Trainer(
             max_epochs=1,
             limit_train_batches=min(train_batches, len(train)),

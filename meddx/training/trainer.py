@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -81,3 +83,21 @@ def make_trainer(cfg: RunConfig, run_dir: Path, data: RunDataModule, plan: Plan 
         default_root_dir=str(run_dir),
         num_sanity_val_steps=-1,
     )
+
+
+LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning_fabric", "lightning.pytorch")
+
+
+@contextmanager
+def quiet_lightning():
+    """Keep Lightning's info lines (devices, tips, checkpoint restored) off the terminal for the pilot and the
+    predictions after training; warnings still show."""
+    loggers = [logging.getLogger(n) for n in LIGHTNING_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
