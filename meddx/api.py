@@ -53,8 +53,7 @@ def plan(config: RunConfig | dict | str | Path | None = None, output: str | Path
 
     cfg = as_config(config, {**overrides, "plan.enabled": True})
     _, _, made = plan_run(cfg)
-    data = cfg.data.path if isinstance(cfg.data.path, str) else next(iter(cfg.data.path.values()))
-    out = Path(output) if output else Path("plans") / Path(data).stem
+    out = Path(output) if output else Path("plans") / Path(cfg.data.main_path).stem
     out.mkdir(parents=True, exist_ok=True)
     made.save(out / PLAN)
     (out / "plan.md").write_text(plan_markdown(made))

@@ -71,9 +71,9 @@ def predict_file(source: str | Path, data: str | Path) -> tuple[list[str], np.nd
     return [r.id for r in records], np.mean([r.predict_proba(records) for r in runs], axis=0)
 
 
-def blend_weights(sources: list[str | Path]) -> list[float]:
-    """Weights for blending `meddx cv` folders, chosen by greedy ensemble selection on their out-of-fold predictions
-    (the competition's test set stays unseen); the folders must cover the same reports."""
+def _oof_matrices(sources: list[str | Path]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The truth and each CV folder's out-of-fold probabilities, rows aligned by report id (the folders must cover
+    the same reports)."""
     frames = [read_oof(src)[0].sort_values("id", ignore_index=True) for src in sources]
     for src, f in zip(sources[1:], frames[1:]):
         if not f["id"].equals(frames[0]["id"]):
@@ -81,17 +81,20 @@ def blend_weights(sources: list[str | Path]) -> list[float]:
                 f"{src}: its out-of-fold reports differ from {sources[0]}'s; blend CV runs of the same data"
             )
     names = [c[2:] for c in frames[0].columns if c.startswith("p_")]
-    y = frames[0][names].to_numpy(np.float64)
-    return greedy_weights([f[[f"p_{n}" for n in names]].to_numpy(np.float64) for f in frames], y, "multilabel").tolist()
+    return frames[0][names].to_numpy(np.float64), [f[[f"p_{n}" for n in names]].to_numpy(np.float64) for f in frames]
+
+
+def blend_weights(sources: list[str | Path]) -> list[float]:
+    """Weights for blending `meddx cv` folders, chosen by greedy ensemble selection on their out-of-fold predictions
+    (the competition's test set stays unseen)."""
+    y, probs = _oof_matrices(sources)
+    return greedy_weights(probs, y, "multilabel").tolist()
 
 
 def blend_oof(sources: list[str | Path]) -> tuple[list[float], list[float], float]:
     """Out-of-fold blend weights of CV folders, each folder's own out-of-fold mlogloss, and the blend's."""
-    weights = blend_weights(sources)
-    frames = [read_oof(src)[0].sort_values("id", ignore_index=True) for src in sources]
-    names = [c[2:] for c in frames[0].columns if c.startswith("p_")]
-    y = frames[0][names].to_numpy(np.float64)
-    probs = [f[[f"p_{n}" for n in names]].to_numpy(np.float64) for f in frames]
+    y, probs = _oof_matrices(sources)
+    weights = greedy_weights(probs, y, "multilabel").tolist()
     blended = sum(w * p for w, p in zip(weights, probs))
     return weights, [M.mlogloss(y, p) for p in probs], M.mlogloss(y, blended)
 

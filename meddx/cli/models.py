@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from meddx.cli.options import SetOpt, depth_value, set_overrides
+from meddx.cli.options import SetOpt, depth_value, given, set_overrides
 
 
 def models(all_timm: Annotated[bool, typer.Option("--all", help="Also list every timm architecture.")] = False) -> None:
@@ -56,21 +56,19 @@ def pretrain(
     bert_small on `|,|` report files (a config with data.path and data.vocab_files); rerun MLM to resume."""
     from meddx.api import pretrain as api_pretrain
 
-    given = {
-        k: v
-        for k, v in {
+    options = given(
+        **{
             "pretrain.data": data,
             "pretrain.exclude_from": exclude,
             "model.name": model,
             "pretrain.max_epochs": epochs,
             "pretrain.dir": str(output) if output else None,
-        }.items()
-        if v is not None
-    }
+        }
+    )
     if data:
-        given.setdefault("pretrain.dir", "pretrained/simclr")
-        given["pretrain.objective"] = "simclr"
-    out = api_pretrain(config, **given, **set_overrides(set_))
+        options.setdefault("pretrain.dir", "pretrained/simclr")
+        options["pretrain.objective"] = "simclr"
+    out = api_pretrain(config, **options, **set_overrides(set_))
     info = json.loads((out / "pretrain.json").read_text())
     if info.get("objective") == "simclr":
         typer.echo(

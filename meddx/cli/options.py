@@ -132,6 +132,11 @@ BudgetOpt = Annotated[
 ]
 
 
+def given(**values) -> dict:
+    """The options a user gave (None means not given), keyed as the caller names them."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
 def depth_value(depth: str | None) -> int | str | None:
     """'all' stays a string, digits become an int (validated by the config)."""
     return int(depth) if depth is not None and depth.strip().isdigit() else depth

@@ -13,6 +13,7 @@ from meddx.cli.options import (
     SetOpt,
     budget_minutes,
     depth_value,
+    given,
     set_overrides,
     with_data_options,
 )
@@ -24,10 +25,6 @@ OperatingOpt = Annotated[
     ),
 ]
 BootstrapOpt = Annotated[Optional[int], typer.Option(help="Bootstrap resamples of patients (0: no intervals).")]
-
-
-def _given(**values) -> dict:
-    return {k: v for k, v in values.items() if v is not None}
 
 
 @with_data_options("data", "root", "fmt", "patient_column", "patient_regex", "label_column", "label_columns", "views")
@@ -58,7 +55,7 @@ def train(
 
     overrides = {
         **data_overrides,
-        **_given(
+        **given(
             **{
                 "model.name": model,
                 "train.max_epochs": epochs,
@@ -89,8 +86,8 @@ def plan(
     size fitted to the budget by a timed pilot; `meddx train` with the same options trains this plan."""
     from meddx.api import plan as api_plan
 
-    given = _given(**{"plan.budget_minutes": budget_minutes(budget), "train.accelerator": accelerator})
-    out = api_plan(config, output, **{**data_overrides, **given, **set_overrides(set_)})
+    options = given(**{"plan.budget_minutes": budget_minutes(budget), "train.accelerator": accelerator})
+    out = api_plan(config, output, **{**data_overrides, **options, **set_overrides(set_)})
     typer.echo((out / "plan.md").read_text())
     typer.echo(f"wrote {out / 'plan.json'} and {out / 'plan.md'}")
 
@@ -109,7 +106,7 @@ def demo(
         "name": "demo-pneumoniamnist",
         "output_dir": output_dir,
         "plan.budget_minutes": budget_minutes(budget),
-        **_given(**{"train.max_epochs": epochs}),
+        **given(**{"train.max_epochs": epochs}),
     }
     print_summary(api_train(None, **overrides))
 
@@ -148,7 +145,7 @@ def evaluate(
     from meddx.api import load_run
     from meddx.evaluation.summary import print_summary
 
-    settings = _given(operating_point=operating_point, bootstrap=bootstrap, temperature_scaling=temperature_scaling)
+    settings = given(operating_point=operating_point, bootstrap=bootstrap, temperature_scaling=temperature_scaling)
     new_data = {k.removeprefix("data."): v for k, v in data_overrides.items()}
     r = load_run(run)
     result = api_evaluate(r, split=split, data=new_data or None, **settings)
@@ -168,7 +165,7 @@ def ensemble(
     from meddx.api import ensemble as api_ensemble
     from meddx.evaluation.summary import print_summary
 
-    settings = _given(operating_point=operating_point, bootstrap=bootstrap)
+    settings = given(operating_point=operating_point, bootstrap=bootstrap)
     print_summary(api_ensemble([str(r) for r in runs], output, weights=weights, **settings))
 
 

@@ -53,6 +53,11 @@ class DataConfig(_Section):
         None, description="A vocab.json to use (e.g. from `meddx pretrain`); default: built from the data."
     )
 
+    @property
+    def main_path(self) -> str:
+        """The data path, or the first file of a {split: file} mapping (names a run, a plan, a corpus)."""
+        return self.path if isinstance(self.path, str) else next(iter(self.path.values()))
+
 
 class SplitConfig(_Section):
     """Patient-level, label-stratified train/val/test split."""

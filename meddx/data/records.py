@@ -28,6 +28,11 @@ class Record:
     row: str | None = None
     tokens: np.ndarray | None = None  # token ids of a text/sequence sample (images leave it None)
 
+    @property
+    def location(self) -> str:
+        """Where the pixels are: the file, or `file::key[index]` for one image of an array file (split.csv's source)."""
+        return self.source if self.index is None else f"{self.source}::{self.key}[{self.index}]"
+
 
 @dataclass
 class DataSet:
@@ -65,7 +70,7 @@ class DataSet:
                 "id": [r.id for r in self.records],
                 "patient_id": [r.patient_id for r in self.records],
                 "split": [r.split for r in self.records],
-                "source": [r.source if r.index is None else f"{r.source}::{r.key}[{r.index}]" for r in self.records],
+                "source": [r.location for r in self.records],
             }
         )
         lab = self.labels

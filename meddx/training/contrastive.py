@@ -79,17 +79,13 @@ class SimCLR(pl.LightningModule):
         return {k: v.detach().cpu() for k, v in self.backbone.state_dict().items()}
 
 
-def _source(r: Record) -> str:
-    return r.source if r.index is None else f"{r.source}::{r.key}[{r.index}]"  # as split.csv writes it
-
-
 def held_out(paths: list[str]) -> set[str]:
     """The val and test images of each named data set as meddx's default split makes them."""
     out: set[str] = set()
     for path in paths:
         ds = read_dataset(DataConfig(path=path), check_files=False)
         assign_splits(ds, SplitConfig())
-        out |= {_source(r) for r in ds.records if r.split in ("val", "test")}
+        out |= {r.location for r in ds.records if r.split in ("val", "test")}
     return out
 
 
@@ -114,9 +110,9 @@ def pretrain_images(cfg: RunConfig) -> Path:
     pc, out = cfg.pretrain, Path(cfg.pretrain.dir)
     out.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(cfg.train.seed, verbose=False)
-    sources = pc.data or [cfg.data.path if isinstance(cfg.data.path, str) else next(iter(cfg.data.path.values()))]
+    sources = pc.data or [cfg.data.main_path]
     excluded = held_out(pc.exclude_from)
-    records = [r for r in read_unlabelled(sources) if _source(r) not in excluded]
+    records = [r for r in read_unlabelled(sources) if r.location not in excluded]
     train, val, prep = _split_images(cfg, records)
     n_val = len(val)
     module = SimCLR(

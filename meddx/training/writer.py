@@ -43,7 +43,7 @@ def new_run_dir(cfg: RunConfig) -> Path:
     if cfg.name:
         name = cfg.name
     else:
-        data = cfg.data.path if isinstance(cfg.data.path, str) else next(iter(cfg.data.path.values()))
+        data = cfg.data.main_path
         name = f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', Path(data).stem)}-{cfg.model.name}-{datetime.now():%Y%m%d-%H%M%S}"
     base = Path(cfg.output_dir) / name
     path, k = base, 1
