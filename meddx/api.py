@@ -29,17 +29,20 @@ def train(config: RunConfig | dict | str | Path | None = None, **overrides) -> R
     (`plan.enabled=False`: the fixed defaults); a planned ensemble is averaged and evaluated as one model.
     Returns None only in the worker processes of a distributed run."""
     from meddx.evaluation.ensemble import ensemble_runs
+    from meddx.evaluation.selection import compare_runs
     from meddx.training.autofit import train_members
 
     started = time.perf_counter()
-    trained = train_members(as_config(config, overrides))
+    trained = train_members(as_config(config, overrides), choose=compare_runs)
     if trained is None:
         return None
-    runs, base, planned = trained
+    runs, base, planned, made = trained
     run = runs[0]
     if base is not None:
         run = ensemble_runs(runs, base, evaluate=False)
         save_config(planned, base / CONFIG)  # the plan's (seed, number of models), not its first member's
+    if made is not None:
+        made.save(run.path / PLAN)  # with the choices made on val and the final number of models
     record_actual_time(run, time.perf_counter() - started)
     evaluate_run(run)
     return run

@@ -14,7 +14,7 @@ def test_overrides_apply_to_yaml_dict_and_runconfig(tmp_path, monkeypatch):
     (tmp_path / "run.yaml").write_text("train:\n  max_epochs: 7\n")
     assert load_config(tmp_path / "run.yaml", {"train.lr": 0.01}).train.max_epochs == 7
     seen = []
-    monkeypatch.setattr(meddx.training.autofit, "train_members", lambda cfg: seen.append(cfg))
+    monkeypatch.setattr(meddx.training.autofit, "train_members", lambda cfg, **kw: seen.append(cfg))
     meddx.api.train({"train": {"max_epochs": 3}}, train__lr=0.05, name="x")
     meddx.api.train(RunConfig(), train__max_epochs=2)
     assert (seen[0].train.max_epochs, seen[0].train.lr, seen[0].name) == (3, 0.05, "x")

@@ -27,6 +27,15 @@ SETS = {
     "nih_chestxray14_64px_binary": (64, 64, "hwc", 0.5, {"data.channels": 1, "train.class_weights": "off"}),
     "medmnist/adrenalmnist3d.npz": (28, 28, "dhw", 0.221, {"data.views": [8, 14, 20], "train.class_weights": "on"}),
 }
+# data set -> the alternatives to the rules' model and size that the plan tries on val when the budget allows
+ALTERNATIVES = {
+    "pneumoniamnist": ["small_cnn_wide 28 px"],
+    "medmnist/breastmnist.npz": ["small_cnn_wide 28 px"],
+    "datscan_spect_ppmi_2d": ["resnet18 64 px", "small_cnn 91 px"],
+    "chest_xray_pneumonia_224": ["resnet18 64 px", "small_cnn 128 px"],
+    "nih_chestxray14_64px_binary": ["resnet18 64 px"],
+    "medmnist/adrenalmnist3d.npz": ["small_cnn_wide 28 px"],
+}
 
 
 def _read(data_dir, name: str, **data):
@@ -50,6 +59,7 @@ def test_fingerprint_and_rules_on_each_shared_set(data_dir, name):
     plan = make_plan(cfg, ds)
     assert {f: plan.value(f) for f in planned} == planned
     assert all(c.source == "rule" and c.reason for c in plan.choices)
+    assert [a["name"] for a in plan.alternatives] == ALTERNATIVES[name]
 
 
 def _budget(minutes: float, user: dict | None = None, epoch_s: float = 2.0, steps: int = 10, elapsed: float = 5.0):
@@ -140,3 +150,18 @@ def test_the_users_model_gets_the_input_size_it_needs(data_dir):
     plan = make_plan(as_config({"data": {"path": cfg.data.path}, "model": {"name": "densenet121"}}), ds)
     size = next(c for c in plan.choices if c.field == "data.image_size")
     assert size.value == 32 and "at least 32 px for densenet121" in size.reason
+
+
+def test_a_model_without_a_rule_gets_its_rate_from_the_finder(data_dir, tmp_path):
+    """The rules know rates for their own models only; for another (here EfficientNet-B0) Lightning's range test sets
+    it, clipped into a safe range, and a rate the user gives is never replaced."""
+    npz = need(data_dir, "medmnist/breastmnist.npz")
+    common = {"data": {"path": str(npz)}, "plan": {"budget_minutes": 1, "pilot": False}}
+    out = meddx.plan({**common, "model": {"name": "efficientnet_b0"}}, tmp_path / "found")
+    plan = json.loads((out / "plan.json").read_text())
+    lr = next(c for c in plan["choices"] if c["field"] == "train.lr")
+    assert lr["source"] == "lr finder" and 1e-4 <= lr["value"] <= 1e-2 and plan["lr_finder"]["steps"] > 10
+    assert "learning-rate finder" in (out / "plan.md").read_text()
+    mine = meddx.plan({**common, "model": {"name": "efficientnet_b0"}, "train": {"lr": 0.0042}}, tmp_path / "mine")
+    plan = json.loads((mine / "plan.json").read_text())
+    assert plan["lr_finder"] == {} and next(c for c in plan["choices"] if c["field"] == "train.lr")["value"] == 0.0042

@@ -242,6 +242,9 @@ class PlanConfig(_Section):
     budget_minutes: float = Field(15.0, gt=0, description="Wall time for training every model of the plan.")
     pilot: bool = Field(True, description="Time a short pilot here to fit epochs and ensemble size to the budget.")
     max_ensemble: int = Field(5, ge=1, description="Most models (seeds) the plan averages.")
+    select: bool = Field(
+        True, description="Try the plan's alternatives (model, size) on val when the budget allows; false: the rules'."
+    )
 
 
 class RunConfig(_Section):

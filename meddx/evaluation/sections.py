@@ -166,12 +166,38 @@ def _plan_section(run: Run) -> dict | None:
         )
     rows = [[c["field"], json.dumps(c["value"]), c["source"], c["reason"]] for c in plan["choices"]]
     user = [c["field"] for c in plan["choices"] if c["source"] == "user"]
+    sel = plan.get("selection") or {}
+    header, sel_rows = selection_table(sel)
+    alts = ", ".join(a["name"] for a in plan.get("alternatives", []))
     return {
         "minutes": minutes,
         "header": ["field", "value", "decided by", "why"],
         "rows": rows,
         "user": ", ".join(user) if user else "none",
+        "selection": {"text": _selection_text(sel, alts), "header": header, "rows": sel_rows} if alts else None,
     }
+
+
+def selection_table(selection: dict) -> tuple[list[str], list[list[str]]]:
+    """The verdict as a table for the report: candidate, val AUC and interval, difference from the best, cost."""
+    header = ["candidate", "val AUC (95% CI)", "difference from the best (paired 95% CI)", "s per epoch", "chosen"]
+    rows = [
+        [r["candidate"], f"{r['val_auc']:.4f} ({r['ci'][0]:.4f}-{r['ci'][1]:.4f})",
+         f"{r['diff_from_best']:+.4f} ({r['diff_ci'][0]:+.4f} to {r['diff_ci'][1]:+.4f})",
+         f"{r['seconds_per_epoch']:.2f}", "yes" if r["candidate"] == selection["chosen"] else ""]
+        for r in selection.get("rows", [])
+    ]  # fmt: skip
+    return header, rows
+
+
+def _selection_text(sel: dict, alts: str) -> str:
+    if not sel.get("rows"):
+        return f"Alternatives to the rules' choice ({alts}) were not tried: {sel.get('reason', 'not recorded')}."
+    skipped = f" Not tried for lack of time: {'; '.join(sel['skipped'])}." if sel.get("skipped") else ""
+    return (
+        f"Chosen on validation only ({sel['repeats']} seeds per candidate, {sel['epochs']} epochs each, "
+        f"{sel['resamples']} patient-level bootstrap resamples): {sel['chosen']}, {sel['reason']}.{skipped}"
+    )
 
 
 def report_context(run: Run, result: dict, figures: dict[str, Path]) -> dict:

@@ -6,14 +6,15 @@ from __future__ import annotations
 import json
 import os
 import time
-from pathlib import Path
 
 from meddx.config import RunConfig
-from meddx.run import MEMBERS, Run
+from meddx.run import MEMBERS
 from meddx.training.datamodule import RunDataModule
 from meddx.training.fit import fit
+from meddx.training.lr_find import find_lr
 from meddx.training.pilot import time_epoch
-from meddx.training.plan import Plan, fit_budget, make_plan
+from meddx.training.plan import Plan, Planner, fit_budget, make_plan, reserve_seconds
+from meddx.training.search import Chooser, candidates_in_budget, search, should_search
 from meddx.training.writer import is_rank_zero, new_run_dir
 
 PLAN_ENV = "MEDDX_PLAN"  # rank 0's plan, inherited by the processes Lightning launches (they must not plan again)
@@ -33,6 +34,8 @@ def plan_run(cfg: RunConfig) -> tuple[RunConfig, RunDataModule, Plan | None]:
     data.setup()
     if not inherited:
         distributed = data.cfg.train.devices * data.cfg.train.num_nodes > 1
+        if plan.lr_finder.get("wanted"):
+            data.cfg = _found_lr(cfg, data, plan)
         if cfg.plan.pilot and data.cfg.train.num_nodes == 1:  # nodes launched apart could time differently
             plan.pilot = time_epoch(data.cfg, data)
         plan.pilot["data_seconds"] = round(time.perf_counter() - started, 1)
@@ -42,15 +45,36 @@ def plan_run(cfg: RunConfig) -> tuple[RunConfig, RunDataModule, Plan | None]:
     return data.cfg, data, plan
 
 
-def train_members(cfg: RunConfig) -> tuple[list[Run], Path | None, RunConfig] | None:
-    """Every model of the (planned) run: one run folder, or `train.ensemble` members under <run>/members/seed<k>,
-    all on the same split and decoded data; then the ensemble's folder (None for one model) and the planned config.
-    None in the worker processes of a distributed run."""
+def _found_lr(cfg: RunConfig, data: RunDataModule, plan: Plan) -> RunConfig:
+    """The planned config with the learning-rate finder's rate (kept at the plan's start value when it finds none)."""
+    found = find_lr(data.cfg, data)
+    plan.lr_finder.update(found)
+    if found["lr"] is not None:
+        why = f"Lightning's learning-rate finder over {found['steps']} batches (suggested {found['suggested']:.2g})"
+        Planner(cfg, plan).choose("train.lr", found["lr"], why, "lr finder")
+    return plan.apply(data.cfg)
+
+
+def train_members(cfg: RunConfig, choose: Chooser | None = None) -> tuple | None:
+    """Every model of the (planned) run: one run folder, or `train.ensemble` members under <run>/members/, all on the
+    same split and decoded data; with `choose` (a comparison on val), the plan's alternatives are tried first and the
+    winner's seeds make the ensemble. Returns (runs, ensemble folder or None, planned config, plan or None); None in
+    the worker processes of a distributed run."""
+    started = time.monotonic()
     planned, data, plan = plan_run(cfg)
+    distributed = planned.train.devices * planned.train.num_nodes > 1
+    go, why = should_search(cfg, plan, distributed) if choose else (False, "no chooser")
+    if plan is not None and plan.alternatives and not go:
+        plan.selection = {"chosen": None, "reason": why}
+    if go:
+        deadline = started + plan.budget_minutes * 60 - reserve_seconds(plan.budget_minutes * 60)
+        tried = candidates_in_budget(planned, data, plan, deadline)
+        if len(tried) > 1:
+            return (*search(cfg, tried, plan, choose, deadline), plan)
     k = planned.train.ensemble
     if k == 1:
         run = fit(planned, data, plan)
-        return ([run], None, planned) if run is not None else None
+        return ([run], None, planned, plan) if run is not None else None
     base = new_run_dir(planned)
     members = []
     for i in range(k):
@@ -58,4 +82,4 @@ def train_members(cfg: RunConfig) -> tuple[list[Run], Path | None, RunConfig] | 
         member.name, member.output_dir = f"seed{planned.train.seed + i}", str(base / MEMBERS)
         member.train.seed, member.train.ensemble = planned.train.seed + i, 1
         members.append(fit(member, data, plan))
-    return members, base, planned
+    return members, base, planned, plan

@@ -44,6 +44,9 @@ class Plan:
     choices: list[Choice] = field(default_factory=list)
     pilot: dict = field(default_factory=dict)
     estimate: dict = field(default_factory=dict)
+    alternatives: list[dict] = field(default_factory=list)
+    lr_finder: dict = field(default_factory=dict)
+    selection: dict = field(default_factory=dict)
     schema: str = SCHEMA
 
     def value(self, name: str) -> Any:
@@ -109,16 +112,17 @@ def user_fields(cfg: RunConfig) -> dict[str, Any]:
     return out
 
 
-class _Planner:
+class Planner:
     """Collects choices; a field the user set is recorded as theirs and keeps their value."""
 
     def __init__(self, cfg: RunConfig, plan: Plan):
         self.cfg, self.plan, self.user = cfg, plan, user_fields(cfg)
 
     def choose(self, name: str, value: Any, reason: str, source: str = "rule") -> Any:
+        """Record a choice (replacing an earlier one of the same field); the user's value wins."""
         if name in self.user:
             value, reason, source = self.user[name], f"set by the user (the plan's: {value!r}: {reason})", "user"
-        self.plan.choices.append(Choice(name, value, reason, source))
+        self.plan.choices = [c for c in self.plan.choices if c.field != name] + [Choice(name, value, reason, source)]
         return value
 
 
@@ -136,7 +140,7 @@ def _spect_like(im: dict) -> tuple[bool, str]:
     return False, f"intensities fill the range alike (median brightest pixel {m['median']:.2f}): train mean and std"
 
 
-def _image_rules(p: _Planner, fp: dict, gpu: bool, train_labels: np.ndarray) -> None:
+def _image_rules(p: Planner, fp: dict, gpu: bool, train_labels: np.ndarray) -> None:
     im, n_train = fp["images"], fp["splits"].get("train", fp["samples"])
     if im["layout"] == "dhw" and im["depth"]["median"] > 4:
         d = int(im["depth"]["median"])
@@ -169,7 +173,8 @@ def _image_rules(p: _Planner, fp: dict, gpu: bool, train_labels: np.ndarray) -> 
     )
     batch = int(min(128, max(16, 2 ** int(math.log2(max(n_train // 16, 1))))))
     p.choose("train.batch_size", batch, f"{n_train} training images: at least 16 steps per epoch, at most 128")
-    p.choose("train.lr", 1e-3 if model.startswith("resnet") else 2e-3, "AdamW with a cosine schedule")
+    _learning_rate(p, model, {"small_cnn": 2e-3, "small_cnn_wide": 2e-3, "resnet18": 1e-3})
+    _alternatives(p, model, side, size, gpu)
     imbalanced = is_imbalanced(train_labels, fp["task"])
     p.choose(
         "train.class_weights",
@@ -181,10 +186,51 @@ def _image_rules(p: _Planner, fp: dict, gpu: bool, train_labels: np.ndarray) -> 
     p.choose("train.augment.enabled", True, "small shifts, rotations, scale and intensity; never flips (anatomy)")
 
 
-def _sequence_rules(p: _Planner) -> None:
+def _alternatives(p: Planner, model: str, side: int, size: int, gpu: bool) -> None:
+    """Candidates the rules cannot tell apart without data, tried on val when the budget allows (after the rule's own,
+    which is the model and size chosen above): a wider or deeper model, and one size step up where the images allow."""
+    alts = []
+    if "model.name" not in p.user and model == "small_cnn":
+        if size < CPU_MAX_SIZE:
+            alts.append(("small_cnn_wide", {"model.name": "small_cnn_wide"}, "the small CNN with twice the filters"))
+        else:
+            alts.append(("resnet18", {"model.name": "resnet18", "train.lr": 1e-3}, "ResNet-18 from scratch (timm)"))
+    up = min(side, 2 * size, GPU_MAX_SIZE * 2 if gpu else 2 * CPU_MAX_SIZE)
+    if "data.image_size" not in p.user and up >= 1.4 * size:
+        why = f"{up} px: finer detail at about {(up / size) ** 2:.0f}x the cost"
+        alts.append((model, {"data.image_size": up}, why))
+    p.plan.alternatives = [
+        {"name": f"{name} {s.get('data.image_size', size)} px", "set": {k: v for k, v in s.items() if k not in p.user},
+         "reason": why}
+        for name, s, why in alts
+    ]  # fmt: skip
+
+
+def reserve_seconds(budget_s: float) -> float:
+    """Seconds of the budget kept for predictions, the bootstrap and reports."""
+    return max(30.0, 0.1 * budget_s)
+
+
+def target_epochs(steps_per_epoch: int) -> int:
+    """Epochs for about TARGET_STEPS optimiser steps, 15-50."""
+    return int(np.clip(math.ceil(TARGET_STEPS / max(steps_per_epoch, 1)), 15, 50))
+
+
+def _learning_rate(p: Planner, model: str, ruled: dict[str, float]) -> None:
+    """The benchmarked rate of a model the rules know; for any other, Lightning's learning-rate finder decides after
+    the data are decoded (`plan.lr_finder`), starting from 1e-3."""
+    if model in ruled:
+        recipe = "the benchmarked BiLSTM recipe (2e-3 under-trained)" if model == "bilstm" else ""
+        p.choose("train.lr", ruled[model], recipe or "AdamW with a cosine schedule")
+    else:
+        p.plan.lr_finder = {} if "train.lr" in p.user else {"wanted": True}
+        p.choose("train.lr", 1e-3, f"no rule for {model}: Lightning's learning-rate finder decides")
+
+
+def _sequence_rules(p: Planner) -> None:
     p.choose("model.name", "bilstm", "token reports: the BiLSTM, 5-fold OOF mlogloss 0.0418 on Tianchi round 1")
     p.choose("model.dropout", 0.3, "the benchmarked BiLSTM recipe (docs/benchmarks.md)")
-    p.choose("train.lr", 4e-3, "the benchmarked BiLSTM recipe (2e-3 stayed under-trained)")
+    _learning_rate(p, p.plan.value("model.name"), {"bilstm": 4e-3})
     p.choose("train.batch_size", 64, "the benchmarked BiLSTM recipe")
     p.choose("train.class_weights", "off", "multi-label mlogloss scores raw probabilities: no re-weighting")
 
@@ -195,7 +241,7 @@ def make_plan(cfg: RunConfig, ds: DataSet) -> Plan:
 
     gpu = cfg.train.accelerator in ("gpu", "cuda") or (cfg.train.accelerator == "auto" and torch.cuda.is_available())
     plan = Plan(fingerprint(ds), cfg.plan.budget_minutes, "gpu" if gpu else "cpu")
-    planner = _Planner(cfg, plan)
+    planner = Planner(cfg, plan)
     if plan.fingerprint["kind"] == "sequence":
         _sequence_rules(planner)
     else:
@@ -206,16 +252,16 @@ def make_plan(cfg: RunConfig, ds: DataSet) -> Plan:
 def fit_budget(plan: Plan, cfg: RunConfig, steps_per_epoch: int, elapsed_s: float, distributed: bool) -> None:
     """Epochs, patience and ensemble size that fit the budget, from the pilot's seconds per epoch (or, without a
     pilot, the fixed defaults); `elapsed_s` is what reading, decoding and the pilot already used."""
-    p = _Planner(cfg, plan)
+    p = Planner(cfg, plan)
     epoch_s = plan.pilot.get("seconds_per_epoch")
     if not epoch_s:
         p.choose("train.max_epochs", cfg.train.max_epochs, "no pilot: the default", "budget")
         p.choose("train.ensemble", 1, "no pilot: one model", "budget")
         return
     budget_s = plan.budget_minutes * 60
-    reserve = max(30.0, 0.1 * budget_s)  # predictions, the bootstrap, reports
+    reserve = reserve_seconds(budget_s)
     left = max(budget_s - elapsed_s - reserve, epoch_s)
-    target = int(np.clip(math.ceil(TARGET_STEPS / max(steps_per_epoch, 1)), 15, 50))
+    target = target_epochs(steps_per_epoch)
     k_fit = int(np.clip(left // (target * epoch_s), 1, cfg.plan.max_ensemble))
     if distributed:
         k, why = 1, "a distributed run trains one model"

@@ -1,0 +1,134 @@
+"""Choices that need data, made on val: the rule's candidate and the plan's alternatives (a wider or deeper model, a
+larger input) each train REPEATS seeds for the same epochs; a chooser from the evaluation layer compares their val
+predictions with intervals, ties going to the cheaper one; the winner's seeds become the ensemble, topped up with
+more seeds while the budget lasts."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from meddx.config import RunConfig, apply_overrides, validate_config
+from meddx.run import MEMBERS, Run
+from meddx.training.datamodule import RunDataModule
+from meddx.training.fit import fit
+from meddx.training.pilot import time_epoch
+from meddx.training.plan import Plan, Planner, target_epochs
+from meddx.training.writer import new_run_dir
+
+REPEATS = 2  # seeds per candidate: a choice rests on the mean of two trainings, never on one draw
+MIN_EPOCHS = 15  # fewer epochs than this would judge candidates before they have learnt
+SEARCH_SHARE = 0.8  # of the time left, the most the candidates may take (the rest tops up the winner's ensemble)
+Chooser = Callable[[dict[str, list[Run]], dict[str, float]], dict]
+
+
+@dataclass
+class Candidate:
+    """One way to train: its config (the plan applied, plus its overrides), its data and seconds per epoch here."""
+
+    name: str
+    overrides: dict
+    cfg: RunConfig
+    data: RunDataModule
+    seconds_per_epoch: float
+
+
+def should_search(cfg: RunConfig, plan: Plan | None, distributed: bool) -> tuple[bool, str]:
+    """Whether the plan's alternatives are tried, and why not when they are not."""
+    if plan is None or not plan.alternatives:
+        return False, "no alternative to the rules' choice"
+    if not cfg.plan.select or not cfg.plan.pilot:
+        return False, "plan.select or plan.pilot is off: the rules' choice"
+    if distributed:
+        return False, "a distributed run trains the rules' choice"
+    user = Planner(cfg, plan).user
+    if "train.max_epochs" in user or "train.ensemble" in user:
+        return False, "the user fixed the epochs or the number of models: the rules' choice"
+    return True, ""
+
+
+def _candidate(cfg: RunConfig, data: RunDataModule, alt: dict, rule: Candidate, deadline: float) -> Candidate | None:
+    """An alternative's config and data (decoded again only when its input differs), timed by a pilot; None when its
+    estimated cost (a larger size costs about the square of its side) would pass the deadline before decoding."""
+    alt_cfg = validate_config(apply_overrides(cfg.model_dump(mode="json"), alt["set"]))
+    if any(k.startswith("data.") for k in alt["set"]):
+        ratio = (alt_cfg.data.image_size / max(cfg.data.image_size, 1)) ** 2
+        if time.monotonic() + REPEATS * rule.seconds_per_epoch * ratio * MIN_EPOCHS > deadline:
+            return None
+        alt_data = RunDataModule(alt_cfg)
+        alt_data.dataset, alt_data.leakage = data.dataset, data.leakage
+    else:
+        alt_data = data
+    alt_data.setup()
+    return Candidate(alt["name"], alt["set"], alt_cfg, alt_data, time_epoch(alt_cfg, alt_data)["seconds_per_epoch"])
+
+
+def _member(c: Candidate, base: Path, seed: int, epochs: int) -> RunConfig:
+    m = c.cfg.model_copy(deep=True)
+    m.name, m.output_dir = f"{c.name.replace(' ', '')}-seed{seed}", str(base / MEMBERS)
+    m.train.seed, m.train.ensemble, m.train.max_epochs = seed, 1, epochs
+    m.train.patience = int(min(max(epochs // 4, 3), 10))
+    return m
+
+
+def candidates_in_budget(cfg: RunConfig, data: RunDataModule, plan: Plan, deadline: float) -> list[Candidate]:
+    """The rule's candidate and every alternative (each timed by a pilot) while REPEATS seeds of all of them fit the
+    search's share of the time left at MIN_EPOCHS or more; their epochs (at most the plan's target) and the skipped
+    ones are recorded in plan.selection."""
+    rule = Candidate(_rule_name(cfg), {}, cfg, data, plan.pilot["seconds_per_epoch"])
+    tried, skipped = [rule], []
+    share = SEARCH_SHARE * (deadline - time.monotonic())
+    for alt in plan.alternatives:
+        spent = REPEATS * MIN_EPOCHS * sum(c.seconds_per_epoch for c in tried)
+        c = _candidate(cfg, data, alt, rule, time.monotonic() + share - spent)
+        if c is not None and spent + REPEATS * MIN_EPOCHS * c.seconds_per_epoch <= share:
+            tried.append(c)
+        else:
+            need = "" if c is None else f": {REPEATS * MIN_EPOCHS * c.seconds_per_epoch / 60:.1f} min"
+            skipped.append(f"{alt['name']} ({REPEATS} x {MIN_EPOCHS} epochs pass the search's share{need})")
+    fit_epochs = share // (REPEATS * sum(c.seconds_per_epoch for c in tried))
+    epochs = int(min(target_epochs(plan.pilot["steps_per_epoch"]), max(fit_epochs, MIN_EPOCHS)))
+    plan.selection = {"skipped": skipped, "repeats": REPEATS, "epochs": epochs}
+    if len(tried) == 1:
+        plan.selection.update(chosen=None, reason=f"no alternative fits {SEARCH_SHARE:.0%} of the budget left")
+    return tried
+
+
+def search(user_cfg: RunConfig, tried: list[Candidate], plan: Plan, choose: Chooser, deadline: float) -> tuple:
+    """Train REPEATS seeds of every candidate, choose on val, top up the winner's seeds while time is left before
+    `deadline` (time.monotonic); returns (winner's runs, ensemble folder, winner's config) and records the verdict
+    in `plan.selection` and the choices (`user_cfg`: the user's own config, whose fields stay theirs)."""
+    epochs, cfg = plan.selection["epochs"], tried[0].cfg
+    base, seed0 = new_run_dir(cfg), cfg.train.seed
+    runs = {c.name: [fit(_member(c, base, seed0 + i, epochs), c.data, plan) for i in range(REPEATS)] for c in tried}
+    verdict = choose(runs, {c.name: c.seconds_per_epoch for c in tried})
+    win = next(c for c in tried if c.name == verdict["chosen"])
+    room = (deadline - time.monotonic()) // (epochs * win.seconds_per_epoch)
+    extra = int(max(0, min(cfg.plan.max_ensemble - REPEATS, room)))
+    more = [fit(_member(win, base, seed0 + REPEATS + i, epochs), win.data, plan) for i in range(extra)]
+    members = runs[win.name] + more
+    _record(plan, user_cfg, win, verdict, epochs, len(members))
+    seconds = REPEATS * epochs * sum(c.seconds_per_epoch for c in tried) + extra * epochs * win.seconds_per_epoch
+    plan.estimate["training_s"] = round(seconds, 1)
+    plan.estimate["total_s"] = round(
+        sum(plan.estimate.get(k, 0) for k in ("elapsed_before_training_s", "training_s", "reserve_s")), 1
+    )
+    return members, base, plan.apply(win.cfg)
+
+
+def _rule_name(cfg: RunConfig) -> str:
+    return f"{cfg.model.name} {cfg.data.image_size} px"
+
+
+def _record(plan: Plan, user_cfg: RunConfig, win: Candidate, verdict: dict, epochs: int, k: int) -> None:
+    """The verdict in plan.selection and the winner's fields, epochs and ensemble size among the choices."""
+    plan.selection.update(verdict)
+    p = Planner(user_cfg, plan)
+    for name in sorted({f for a in plan.alternatives for f in a["set"]}):
+        value = win.overrides.get(name, plan.value(name))
+        p.choose(name, value, f"{verdict['chosen']} chosen on val: {verdict['reason']}", "validation")
+    p.choose("train.max_epochs", epochs, f"about {epochs} epochs per model, the same for every candidate", "budget")
+    p.choose("train.patience", int(min(max(epochs // 4, 3), 10)), "a quarter of the epochs, 3-10", "budget")
+    p.choose("train.ensemble", k, f"the winner's {REPEATS} seeds from the search and {k - REPEATS} more", "budget")

@@ -1,0 +1,96 @@
+"""Choices made on val: the paired comparison of candidates (ties go to the cheaper one), which alternatives the plan
+offers, when the search runs, and a planned run that tries two candidates and keeps the winner's seeds."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import meddx
+import meddx.training.search as search_module
+from meddx.config import as_config
+from meddx.evaluation.selection import compare_predictions
+from meddx.training.plan import Plan
+from meddx.training.search import should_search
+
+from conftest import need
+
+
+def _scores(y: np.ndarray, separation: float, rng: np.random.Generator) -> np.ndarray:
+    return 1 / (1 + np.exp(-(separation * (y - 0.5) + rng.normal(size=len(y)))))
+
+
+def test_a_clearly_better_candidate_wins_even_when_dearer():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 600)
+    preds = {"cheap": _scores(y, 0.5, rng), "dear": _scores(y, 4.0, rng)}
+    verdict = compare_predictions(y, np.arange(600), preds, {"cheap": 1.0, "dear": 5.0})
+    assert verdict["chosen"] == "dear" and "worse by more than the paired interval" in verdict["reason"]
+    cheap = verdict["rows"][0]
+    assert cheap["candidate"] == "cheap" and not cheap["as_good_as_best"] and cheap["diff_ci"][1] < 0
+    assert cheap["ci"][0] < cheap["val_auc"] < cheap["ci"][1]
+
+
+def test_a_tie_goes_to_the_cheaper_candidate():
+    """On 40 val patients two candidates of nearly equal skill cannot be told apart: the cheaper one is chosen even
+    though the dearer one has the higher point estimate."""
+    rng = np.random.default_rng(1)
+    y = np.tile([0, 1], 20)
+    base = _scores(y, 2.0, rng)
+    preds = {"dear": base + 0.05 * y * rng.random(40), "cheap": base}
+    verdict = compare_predictions(y, np.arange(40), preds, {"cheap": 1.0, "dear": 3.0})
+    assert verdict["rows"][1]["val_auc"] >= verdict["rows"][0]["val_auc"]  # the dearer is ahead on the point figure
+    assert verdict["chosen"] == "cheap" and "a tie goes to the cheaper model" in verdict["reason"]
+
+
+def test_images_of_a_patient_are_resampled_together():
+    """Multi-label, two images per patient: the bootstrap draws patients, so the interval is wider than per image."""
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, (100, 2))
+    y, p = np.repeat(y, 2, axis=0), np.repeat(np.clip(y + rng.normal(0, 0.8, y.shape), 0, 1), 2, axis=0)
+    by_patient = compare_predictions(y, np.repeat(np.arange(100), 2), {"a": p}, {"a": 1.0})["rows"][0]
+    by_image = compare_predictions(y, np.arange(200), {"a": p}, {"a": 1.0})["rows"][0]
+    assert by_patient["val_auc"] == by_image["val_auc"]
+    assert by_patient["ci"][1] - by_patient["ci"][0] > by_image["ci"][1] - by_image["ci"][0]
+
+
+def test_the_search_runs_only_where_the_plan_is_free_to_choose():
+    plan = Plan({}, 10, "cpu", alternatives=[{"name": "resnet18 64 px", "set": {"model.name": "resnet18"}}])
+    assert should_search(as_config({}), plan, distributed=False) == (True, "")
+    assert not should_search(as_config({}), plan, distributed=True)[0]
+    assert "fixed the epochs" in should_search(as_config({"train": {"max_epochs": 3}}), plan, False)[1]
+    assert not should_search(as_config({"plan": {"select": False}}), plan, False)[0]
+    assert not should_search(as_config({}), Plan({}, 10, "cpu"), False)[0]
+
+
+@pytest.mark.slow
+def test_a_planned_run_chooses_on_val_and_keeps_the_winners_seeds(data_dir, tmp_path, monkeypatch):
+    """A few epochs per candidate (the budget arithmetic is tested apart) so both BreastMNIST candidates are trained."""
+    npz = need(data_dir, "medmnist/breastmnist.npz")
+    monkeypatch.setattr(search_module, "target_epochs", lambda steps: 3)
+    monkeypatch.setattr(search_module, "MIN_EPOCHS", 3)
+    run = meddx.train(
+        {
+            "data": {"path": str(npz)},
+            "output_dir": str(tmp_path),
+            "name": "chosen",
+            "plan": {"budget_minutes": 2, "max_ensemble": 3},
+            "train": {"progress_bar": False},
+            "evaluate": {"bootstrap": 50},
+        }
+    )
+    sel = run.plan["selection"]
+    assert [r["candidate"] for r in sel["rows"]] == ["small_cnn 28 px", "small_cnn_wide 28 px"]
+    assert sel["chosen"] in ("small_cnn 28 px", "small_cnn_wide 28 px") and sel["epochs"] == 3
+    slug = sel["chosen"].replace(" ", "")
+    members = json.loads((run.path / "ensemble.json").read_text())["members"]
+    assert members[:2] == [f"members/{slug}-seed0", f"members/{slug}-seed1"] and len(members) <= 3
+    assert len(list((run.path / "members").iterdir())) == 2 + len(members)  # the loser's two seeds stay, unused
+    chosen_model = "small_cnn_wide" if "wide" in slug else "small_cnn"
+    assert run.config.model.name == chosen_model and run.config.train.ensemble == len(members)
+    model = next(c for c in run.plan["choices"] if c["field"] == "model.name")
+    assert model["source"] == "validation" and model["value"] == chosen_model
+    report = (run.path / "report.md").read_text()
+    assert "Chosen on validation only" in report and "small_cnn_wide 28 px" in report
