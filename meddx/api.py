@@ -13,13 +13,13 @@ from pathlib import Path
 import pandas as pd
 
 import meddx.tianchi  # noqa: F401 - registers the Tianchi score table with the reports of sequence runs
-from meddx.config import DataConfig, EvaluateConfig, RunConfig, SplitConfig, as_config, save_config
+from meddx.config import DataConfig, EvaluateConfig, RunConfig, SplitConfig, as_config, save_config, validate_section
 from meddx.data.explore import explore as _explore
 from meddx.data.readers import read_dataset
-from meddx.data.split import LeakageReport, assign_splits, check_leakage
+from meddx.data.split import LeakageReport, assign_splits, check_leakage, overlap_with_training
 from meddx.errors import DataError
 from meddx.evaluation.report import evaluate_run
-from meddx.run import CONFIG, PLAN, Run, load_run
+from meddx.run import CONFIG, PLAN, PREDICTIONS, Run, load_run
 from meddx.tianchi import submit
 
 
@@ -80,15 +80,16 @@ def evaluate(run: Run | str | Path, split: str = "test", data: dict | None = Non
     `evaluate` config section (operating_point="sensitivity=0.95", bootstrap=2000, temperature_scaling=True).
     """
     run = run if isinstance(run, Run) else load_run(run)
-    cfg = EvaluateConfig.model_validate({**run.config.evaluate.model_dump(), **settings})
+    cfg = validate_section(EvaluateConfig, {**run.config.evaluate.model_dump(), **settings}, "evaluate.")
     if data:
-        split = predict_external(run, data, split if split != "test" else "external")
+        split = predict_external(run, data, split if split != "test" else "external", cfg.on_training_overlap == "drop")
     return evaluate_run(run, split, cfg)
 
 
-def predict_external(run: Run, data: dict, name: str = "external") -> str:
-    """Predict a new labelled data set with the run's preprocessing into predictions/<name>.csv."""
-    cfg = DataConfig.model_validate({**run.config.data.model_dump(), "label_names": None, **data})
+def predict_external(run: Run, data: dict, name: str = "external", drop_overlap: bool = False) -> str:
+    """Predict a new labelled data set with the run's preprocessing into predictions/<name>.csv, after checking it
+    against the run's train and val images (identical files stop it or are dropped; predictions/<name>.leakage.json)."""
+    cfg = validate_section(DataConfig, {**run.config.data.model_dump(), "label_names": None, **data}, "data.")
     ds = read_dataset(cfg)
     synthetic = all(re.fullmatch(r"(class|label)_\d+", n) for n in ds.label_names)  # MedMNIST files carry no names
     if synthetic and len(ds.label_names) == len(run.label_names) and ds.task == run.task:
@@ -97,7 +98,11 @@ def predict_external(run: Run, data: dict, name: str = "external") -> str:
         raise DataError(
             f"{ds.origin}: labels {ds.label_names} ({ds.task}) differ from the run's {run.label_names} ({run.task})"
         )
-    run.write_predictions(name, ds.records, run.predict_proba(run.dataset(ds.records, preload=None)))
+    records, check = overlap_with_training(ds.records, run.split_table(), drop_overlap)
+    if not records:
+        raise DataError(f"{ds.origin}: every sample is a training/val image of the run; nothing left to evaluate")
+    run.write_predictions(name, records, run.predict_proba(run.dataset(records, preload=None)))
+    (run.path / PREDICTIONS / f"{name}.leakage.json").write_text(json.dumps(check, indent=2))
     return name
 
 
@@ -134,7 +139,7 @@ def ensemble(runs: list[Run | str | Path], output: str | Path, weights: str = "e
     from meddx.evaluation.ensemble import ensemble_runs
 
     first = runs[0] if isinstance(runs[0], Run) else load_run(runs[0])
-    cfg = EvaluateConfig.model_validate({**first.config.evaluate.model_dump(), **settings})
+    cfg = validate_section(EvaluateConfig, {**first.config.evaluate.model_dump(), **settings}, "evaluate.")
     return ensemble_runs(runs, output, cfg, weights)
 
 

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from meddx.config import RunConfig, load_config
 from meddx.data.images import file_record
 from meddx.data.records import Record
+from meddx.data.reports import read_tianchi
 from meddx.data.sequences import SequenceDataset, Vocab, trim_padding
 from meddx.data.tensors import ImageDataset, Preprocess
 from meddx.errors import ConfigError, DataError
@@ -116,7 +117,7 @@ class Run:
 
     def split_table(self) -> pd.DataFrame:
         """split.csv: every record id with its patient, split and labels."""
-        return pd.read_csv(self.path / SPLIT, dtype={"id": str, "patient_id": str})
+        return pd.read_csv(self.path / SPLIT, dtype={"id": str, "patient_id": str, "sha1": str})
 
     def train_prior(self) -> np.ndarray:
         """Per-label prevalence in the training split (the prior baseline)."""
@@ -139,14 +140,12 @@ class Run:
         return build_model(self.config.model, self.preprocess.channels, len(self.label_names), self.path / WEIGHTS)
 
     def dataset(self, inputs: list[Record | str | Path], preload: bool | None = False) -> Dataset:
-        """A dataset of records or file paths prepared as this run's inputs (token records for sequence runs); images
-        are decoded up front with `preload` (None: when they fit in memory)."""
-        records = [r if isinstance(r, Record) else file_record(r) for r in inputs]
-        return (
-            SequenceDataset(records, self.vocab)
-            if self.is_sequence
-            else ImageDataset(records, self.preprocess, preload)
-        )
+        """A dataset of records or file paths prepared as this run's inputs: for sequence runs a path is a `|,|` report
+        file (every row, labels optional); images are decoded up front with `preload` (None: if they fit in memory)."""
+        if self.is_sequence:
+            rows = [[x] if isinstance(x, Record) else read_tianchi(x, require_labels=False).records for x in inputs]
+            return SequenceDataset([r for group in rows for r in group], self.vocab)
+        return ImageDataset([r if isinstance(r, Record) else file_record(r) for r in inputs], self.preprocess, preload)
 
     def predict_proba(self, inputs: list[Record | str | Path] | Dataset, batch_size: int = 256) -> np.ndarray:
         """(N, L) probabilities for records, file paths, or a dataset already prepared (`Run.dataset`)."""

@@ -164,3 +164,18 @@ def test_model_too_small_for_images(scans):
 def test_missing_data_path(tmp_path):
     _assert_clean_error(run_cli("explore", "--data", str(tmp_path / "nowhere.csv")), "nowhere.csv")
     _assert_clean_error(run_cli("predict", str(tmp_path), str(tmp_path / "x.png")), "not a meddx run folder")
+
+
+def test_config_typos_get_a_did_you_mean(scans):
+    _assert_clean_error(_train(scans / "ok.csv", "--set", "train.max_epoch=3"), "train.max_epoch", "'max_epochs'")
+    _assert_clean_error(_train(scans / "ok.csv", "--set", "trian.lr=0.1"), "trian: unknown key", "'train'")
+
+
+def test_bad_evaluation_options_are_one_line(datscan_run):
+    """These printed pydantic tracebacks: an operating point out of range or misspelt, a negative bootstrap."""
+    run = str(datscan_run.path)
+    _assert_clean_error(run_cli("evaluate", run, "-t", "sensitivity=95"), "evaluate.operating_point", "[0, 1]")
+    _assert_clean_error(run_cli("evaluate", run, "-t", "sens=0.9"), "evaluate.operating_point", "sensitivity=S")
+    _assert_clean_error(run_cli("evaluate", run, "--bootstrap", "-5"), "evaluate.bootstrap", "-5")
+    out = ["-o", str(datscan_run.path.parent / "ens")]
+    _assert_clean_error(run_cli("ensemble", run, run, *out, "-t", "sensitivity=95"), "evaluate.operating_point")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -126,3 +127,24 @@ def test_report_renders_in_chromium(healthy_run):
         page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
         browser.close()
     assert (ARTIFACTS / "report.png").stat().st_size > 20000
+
+
+def test_external_data_is_checked_against_the_training_images(healthy_run, data_dir, tmp_path):
+    """A folder holding training images was evaluated as 'leakage check: passed'; now it stops with one line, or,
+    asked to, leaves them out and says so in the report."""
+    split = healthy_run.split_table()
+    split["cls"] = [Path(s).parent.name for s in split["source"]]
+    flat = tmp_path / "flat"  # class folders: 3 train images of each class and 5 test images of each
+    for split_name, n in (("train", 3), ("test", 5)):
+        for cls, rows in split[split["split"] == split_name].groupby("cls"):
+            (flat / cls).mkdir(parents=True, exist_ok=True)
+            for source in rows["source"].head(n):
+                shutil.copy(source, flat / cls / f"{split_name}-{Path(source).name}")
+    proc = run_cli("evaluate", str(healthy_run.path), "--data", str(flat), "--bootstrap", "0")
+    assert proc.returncode == 2 and "6 of 16 image(s) are identical to the run's training/val images" in proc.stderr
+    assert "Traceback" not in proc.stderr and "--drop-training-overlap" in proc.stderr
+    kept = run_cli("evaluate", str(healthy_run.path), "-d", str(flat), "--bootstrap", "0", "--drop-training-overlap")
+    assert kept.returncode == 0, kept.stderr
+    report = (healthy_run.path / "report-external.md").read_text()
+    assert "16 files of this data checked against the run's train and val images (SHA-1): 6 identical" in report
+    assert json.loads((healthy_run.path / "metrics-external.json").read_text())["n_samples"] == 10

@@ -107,3 +107,32 @@ def test_official_val_kept_and_test_carved_by_patient(data_dir):
     assert len(ds.subset("test")) > 0
     train_pat = {r.patient_id for r in ds.subset("train").records}
     assert not train_pat & {r.patient_id for r in ds.subset("test").records}
+
+
+def test_patient_regex_applies_to_csv_manifests(data_dir, tmp_path):
+    """Without its patient column, the NIH manifests still leak 11 patients: --patient-regex on the file names finds
+    them (it was ignored for CSVs and "no leakage" was printed); a regex that misses rows names them."""
+    import pandas as pd
+
+    folder = need(data_dir, "nih_chestxray14_course_small")
+    args = []
+    for split, name in (("train", "train-small.csv"), ("valid", "valid-small.csv")):
+        pd.read_csv(folder / name).drop(columns="PatientId").to_csv(tmp_path / name, index=False)
+        args += ["--data", f"{split}={tmp_path / name}"]
+    root = ["--root", str(folder / "images-small")]
+    proc = run_cli("check-leakage", *args, *root, "--patient-regex", r"^(\d{8})_")
+    assert proc.returncode == 1 and "11 patient(s) on two sides" in proc.stdout
+    missed = run_cli("check-leakage", *args, *root, "--patient-regex", r"^(\d{9})_")
+    assert missed.returncode == 2 and "does not match" in missed.stderr and "row 2 (00008270_015.png)" in missed.stderr
+    bad = run_cli("check-leakage", *args, *root, "--patient-regex", r"^((\d{8})_")
+    assert bad.returncode == 2 and "not a valid regular expression" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_official_splits_sharing_patients_point_to_use_official(data_dir):
+    ds = _nih(data_dir, splits=("train", "valid"))
+    assign_splits(ds)
+    with pytest.raises(LeakageError, match="split.use_official=false"):
+        enforce_no_leakage(ds)
+    again = _nih(data_dir, splits=("train", "valid"))
+    assign_splits(again, SplitConfig(use_official=False))
+    assert enforce_no_leakage(again).ok and "official" not in next(n for n in again.notes if n.startswith("splits"))

@@ -250,6 +250,10 @@ def test_short_finetune_lowers_val_loss_and_reloads(small_files, tmp_path):
     res = run_cli("submit", str(run.path), "--data", str(small_files / "test.csv"), "-o", str(sub))
     assert res.returncode == 0, res.stderr
     assert check_submission(sub, small_files / "test.csv") == [] and len(sub.read_text().splitlines()) == 200
+    predicted = run_cli("predict", str(run.path), str(small_files / "test.csv"), "-o", str(tmp_path / "p.csv"))
+    assert predicted.returncode == 0, predicted.stderr  # was a TypeError traceback
+    rows = pd.read_csv(tmp_path / "p.csv")
+    assert len(rows) == 200 and list(rows.columns) == ["id"] + [f"p_{n}" for n in run.label_names]
 
 
 def test_image_model_on_sequences_is_a_config_error(small_files, tmp_path):

@@ -113,10 +113,12 @@ def demo(
 
 def predict(
     run: Annotated[Path, typer.Argument(help="Run folder.")],
-    files: Annotated[list[Path], typer.Argument(help="Images (PNG, JPEG, DICOM, NPY).")],
+    files: Annotated[
+        list[Path], typer.Argument(help="Images (PNG, JPEG, DICOM, NPY); for a sequence run, `|,|` report files.")
+    ],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write a CSV here.")] = None,
 ) -> None:
-    """Probabilities per label for new scans."""
+    """Probabilities per label for new scans (or, for a sequence run, every row of report files)."""
     from meddx.api import predict as api_predict
 
     df = api_predict(run, [str(f) for f in files])
@@ -138,6 +140,9 @@ def evaluate(
     temperature_scaling: Annotated[
         Optional[bool], typer.Option("--temperature-scaling/--no-temperature-scaling", help="Fit a temperature on val.")
     ] = None,
+    drop_training_overlap: Annotated[
+        bool, typer.Option(help="With --data: leave out files identical to the run's train/val images (else stop).")
+    ] = False,
     data_overrides: dict | None = None,
 ) -> None:
     """Metrics with 95% intervals beside the baselines, operating points, calibration, plots, report.html."""
@@ -146,6 +151,8 @@ def evaluate(
     from meddx.evaluation.summary import print_summary
 
     settings = given(operating_point=operating_point, bootstrap=bootstrap, temperature_scaling=temperature_scaling)
+    if drop_training_overlap:
+        settings["on_training_overlap"] = "drop"
     new_data = {k.removeprefix("data."): v for k, v in data_overrides.items()}
     r = load_run(run)
     result = api_evaluate(r, split=split, data=new_data or None, **settings)

@@ -1,7 +1,7 @@
 """Validated run configuration: one pydantic model per run (`sections`), loadable from YAML and saved in the run folder
 (`files`)."""
 
-from meddx.config.files import apply_overrides, as_config, load_config, save_config, validate_config
+from meddx.config.files import apply_overrides, as_config, load_config, save_config, validate_config, validate_section
 from meddx.config.sections import (
     AugmentConfig,
     DataConfig,
@@ -29,4 +29,5 @@ __all__ = [
     "load_config",
     "save_config",
     "validate_config",
+    "validate_section",
 ]

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import copy
+import difflib
 from pathlib import Path
+from typing import TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from meddx.config.sections import RunConfig
 from meddx.errors import ConfigError
+
+S = TypeVar("S", bound=BaseModel)
 
 
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> RunConfig:
@@ -50,6 +54,38 @@ def apply_overrides(raw: dict, overrides: dict | None) -> dict:
     return raw
 
 
+def _did_you_mean(model: type[BaseModel], loc: tuple) -> str:
+    """For an unknown key, the closest field names of the section it sits in."""
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part)) if isinstance(model, type) else None
+        model = field.annotation if field is not None else None
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return ""
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=2, cutoff=0.6)
+    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+
+
+def describe(e: ValidationError, model: type[BaseModel], prefix: str = "") -> list[str]:
+    """One line per problem: the dotted field, what is wrong, the value given (and a did-you-mean for unknown keys)."""
+    lines = []
+    for err in e.errors():
+        where = prefix + ".".join(str(x) for x in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{where}: unknown key{_did_you_mean(model, err['loc'])}")
+        else:
+            lines.append(f"{where}: {msg} (given: {err['input']!r})")
+    return lines
+
+
+def validate_section(model: type[S], raw: dict, prefix: str) -> S:
+    """A config section from a dict, or a ConfigError naming each bad field (`prefix`: its place, e.g. 'evaluate.')."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError("; ".join(describe(e, model, prefix))) from None
+
+
 def validate_config(raw: dict | RunConfig, source: str = "config") -> RunConfig:
     """Validate a plain dict into a RunConfig with a readable error."""
     if isinstance(raw, RunConfig):
@@ -57,7 +93,7 @@ def validate_config(raw: dict | RunConfig, source: str = "config") -> RunConfig:
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as e:
-        lines = [f"  {'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors()]
+        lines = [f"  {line}" for line in describe(e, RunConfig)]
         raise ConfigError(f"{source}: invalid configuration\n" + "\n".join(lines)) from None
 
 

@@ -3,6 +3,7 @@ one file, or a {split: csv} mapping that keeps official splits."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,37 @@ SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "
 IMAGE_COLUMN_GUESSES = ("Image", "image", "path", "Path", "filename", "file", "Image Index")
 PATIENT_COLUMN_GUESSES = ("PatientId", "patient_id", "Patient ID", "patient", "PatientID", "subject_id")
 BINARY_VALUES = ["0", "1", "0.0", "1.0"]
+
+
+def compile_patient_regex(pattern: str | None) -> re.Pattern | None:
+    """The compiled --patient-regex, or a one-line DataError naming what is wrong with it."""
+    try:
+        return re.compile(pattern) if pattern else None
+    except re.error as e:
+        raise DataError(f"--patient-regex {pattern!r} is not a valid regular expression: {e}") from None
+
+
+def patient_from_name(name: str, regex: re.Pattern | None) -> str | None:
+    """The patient id in a file name: the regex's group 1 (or its whole match); the stem without a regex; None when
+    the regex does not match."""
+    if regex is None:
+        return Path(name).stem
+    m = regex.search(name)
+    if not m:
+        return None
+    return m.group(1) if m.groups() else m.group(0)
+
+
+def _patients_by_regex(where: str, images: np.ndarray, regex: re.Pattern) -> np.ndarray:
+    """Patient ids from the file names of a manifest's image column; a DataError naming rows it does not match."""
+    found = [patient_from_name(Path(str(image)).name, regex) for image in images]
+    bad = [f"row {i + 2} ({images[i]})" for i, p in enumerate(found) if p is None]
+    if bad:
+        raise DataError(
+            f"{where}: patient_regex {regex.pattern!r} does not match {len(bad)} file name(s), "
+            f"e.g. {', '.join(bad[:3])}"
+        )
+    return np.array(found, dtype=object)
 
 
 def _pick_column(columns: list[str], wanted: str | None, guesses: tuple[str, ...], what: str, where: str) -> str | None:
@@ -120,13 +152,22 @@ def read_csv_manifest(
     label_column: str | None = None,
     positive_class: str | None = None,
     check_files: bool = True,
+    patient_regex: str | None = None,
 ) -> DataSet:
     """CSV(s) with an image path, a patient id and 0/1 label columns or one class-name column.
 
-    A {split: csv} mapping keeps official splits; columns are matched by name, so their order may differ.
+    A {split: csv} mapping keeps official splits; columns are matched by name, so their order may differ. With
+    `patient_regex` the patient id comes from each image's file name instead of a patient column.
     """
     files, frames = _read_frames(path)
+    if patient_regex and patient_column:
+        raise DataError("give either a patient column or a patient regex, not both")
+    regex = compile_patient_regex(patient_regex)
     img_col, pat_col, label_cols = _columns(files, frames, image_column, patient_column, label_columns, label_column)
+    notes = [f"patient ids from the file names by patient_regex {patient_regex!r}"] if regex else []
+    if regex and pat_col:
+        notes.append(f"patient_regex given: column '{pat_col}' not used for patients")
+        pat_col = None
     if pat_col:
         for split, df in frames.items():
             _blank_rows(files[split], df, pat_col, f"patient id in column '{pat_col}'")
@@ -136,6 +177,8 @@ def read_csv_manifest(
         base = Path(root) if root is not None else Path(files[split]).parent
         images = df[img_col].str.strip().to_numpy()
         patients = df[pat_col].str.strip().to_numpy() if pat_col else images
+        if regex:
+            patients = _patients_by_regex(files[split], images, regex)
         for i, image in enumerate(images):
             where = f"{files[split]} row {i + 2}"
             if not image:
@@ -148,5 +191,6 @@ def read_csv_manifest(
             f"{len(missing_files)} image file(s) named in the manifest do not exist, e.g.\n  "
             + "\n  ".join(missing_files[:5])
         )
-    notes = [] if pat_col else ["no patient id column: each image is its own patient"]
+    if not pat_col and not regex:
+        notes.append("no patient id column nor patient_regex: each image is its own patient")
     return DataSet(records, label_names, task, origin=", ".join(files.values()), notes=notes)

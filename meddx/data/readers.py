@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from importlib import resources
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import numpy as np
 
 from meddx.config import DataConfig
 from meddx.data.images import READABLE_EXTENSIONS
-from meddx.data.manifest import SPLIT_ALIASES, read_csv_manifest
+from meddx.data.manifest import SPLIT_ALIASES, compile_patient_regex, patient_from_name, read_csv_manifest
 from meddx.data.records import DataSet, Record, class_labels
 from meddx.data.reports import is_tianchi_file, read_tianchi
 from meddx.errors import DataError
@@ -80,15 +79,6 @@ def read_medmnist(path: str | Path, class_names: list[str] | None = None) -> Dat
     )
 
 
-def _patient_from_name(name: str, regex: re.Pattern | None) -> str | None:
-    if regex is None:
-        return Path(name).stem
-    m = regex.search(name)
-    if not m:
-        return None
-    return m.group(1) if m.groups() else m.group(0)
-
-
 def read_folder(path: str | Path, patient_regex: str | None = None, positive_class: str | None = None) -> DataSet:
     """`class/*.png` or `split/class/*.png`; the patient id comes from a regex on the file name."""
     root = Path(path)
@@ -101,7 +91,7 @@ def read_folder(path: str | Path, patient_regex: str | None = None, positive_cla
         split_dirs = [(SPLIT_ALIASES[p.name.lower()], p) for p in subdirs]
     else:
         split_dirs = [(None, root)]
-    regex = re.compile(patient_regex) if patient_regex else None
+    regex = compile_patient_regex(patient_regex)
     entries, ignored, unmatched = [], [], []
     for split, sdir in split_dirs:
         for cdir in sorted(p for p in sdir.iterdir() if p.is_dir() and not p.name.startswith(".")):
@@ -111,7 +101,7 @@ def read_folder(path: str | Path, patient_regex: str | None = None, positive_cla
                 if f.suffix.lower() not in READABLE_EXTENSIONS:
                     ignored.append(str(f))
                     continue
-                patient = _patient_from_name(f.name, regex)
+                patient = patient_from_name(f.name, regex)
                 if patient is None:
                     unmatched.append(str(f))
                 entries.append((split, cdir.name, f, patient))
@@ -171,4 +161,5 @@ def read_dataset(cfg: DataConfig, check_files: bool = True) -> DataSet:
         cfg.label_column,
         cfg.positive_class,
         check_files,
+        cfg.patient_regex,
     )

@@ -6,10 +6,11 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
 from meddx.config import SplitConfig
 from meddx.data.images import content_hash
-from meddx.data.records import SPLITS, DataSet
+from meddx.data.records import SPLITS, DataSet, Record
 from meddx.errors import DataError, LeakageError
 
 
@@ -103,7 +104,7 @@ def assign_splits(ds: DataSet, cfg: SplitConfig | None = None) -> DataSet:
     if not cfg.use_official or official == {None}:
         for r in ds.records:
             r.split = "train"
-        have = {"train"}
+        have, official = {"train"}, set()  # nothing official is kept
     elif None in official:
         raise DataError(f"{ds.origin}: some records have an official split and some do not")
     else:
@@ -198,7 +199,7 @@ def check_leakage(ds: DataSet, images: bool = True) -> LeakageReport:
     if images:
         by_hash: dict[str, list[tuple[str, str]]] = defaultdict(list)
         for r in ds.records:
-            h = content_hash(r)
+            h = r.sha1 = content_hash(r)
             if h is None:
                 report.unhashed += 1
             else:
@@ -211,14 +212,26 @@ def enforce_no_leakage(ds: DataSet, cfg: SplitConfig | None = None) -> LeakageRe
     """Run the check before training: raise on shared patients; duplicates per cfg.on_duplicate_images."""
     cfg = cfg or SplitConfig()
     report = check_leakage(ds)
+    official = any(n.startswith("splits:") and "official" in n for n in ds.notes)
     if report.shared_patients or report.shared_ids:
-        raise LeakageError("leakage between splits:\n" + report.summary())
+        hint = (
+            "\nthe official splits share these patients: set split.use_official=false to split again by patient"
+            if official and report.shared_patients
+            else ""
+        )
+        raise LeakageError("leakage between splits:\n" + report.summary() + hint)
     if report.duplicate_images:
         if cfg.on_duplicate_images == "error":
+            regex = (
+                "; patient ids are unknown (each image its own patient): if file names carry them, give "
+                "--patient-regex first"
+                if not report.patients_known
+                else ""
+            )
             raise LeakageError(
                 "leakage between splits:\n"
                 + report.summary()
-                + "\nset split.on_duplicate_images to 'drop_from_train' (remove them from train) or 'warn'"
+                + f"\nset split.on_duplicate_images to 'drop_from_train' (remove them from train) or 'warn'{regex}"
             )
         if cfg.on_duplicate_images == "drop_from_train":
             drop = {i for g in report.duplicate_images for i, s in g if s == "train"}
@@ -235,3 +248,33 @@ def enforce_no_leakage(ds: DataSet, cfg: SplitConfig | None = None) -> LeakageRe
             )
         ds.notes.extend(report.actions)
     return report
+
+
+def overlap_with_training(records: list[Record], split_table: pd.DataFrame, drop: bool) -> tuple[list[Record], dict]:
+    """New labelled data checked against a run's train and val samples (split.csv): files with the same SHA-1 as a
+    training image stop the evaluation (LeakageError), or with `drop` are removed; shared patient ids are reported.
+    Returns the records kept and the check for the report."""
+    seen = split_table[split_table["split"].isin(["train", "val"])]
+    known = dict(zip(seen["sha1"], seen["id"])) if "sha1" in seen else {}
+    hashes = [content_hash(r) for r in records]
+    same = [(r.id, known[h]) for r, h in zip(records, hashes) if h and h in known]
+    patients = sorted({r.patient_id for r in records} & set(seen["patient_id"].astype(str))) if known else []
+    check = {
+        "checked": bool(known),
+        "files": len(records),
+        "identical_to_training": len(same),
+        "examples": [f"{a} = {b}" for a, b in same[:5]],
+        "shared_patient_ids": len(patients),
+        "dropped": 0,
+    }
+    if same and not drop:
+        raise LeakageError(
+            f"{len(same)} of {len(records)} image(s) are identical to the run's training/val images (e.g. "
+            f"{', '.join(check['examples'][:3])}); evaluate on data the model never saw, or leave them out "
+            "(--drop-training-overlap, evaluate.on_training_overlap=drop)"
+        )
+    if same:
+        ids = {a for a, _ in same}
+        records = [r for r in records if r.id not in ids]
+        check["dropped"] = len(same)
+    return records, check

@@ -200,6 +200,23 @@ def _selection_text(sel: dict, alts: str) -> str:
     )
 
 
+def _leakage_text(run: Run, split: str, info: dict) -> str:
+    """The leakage line: the training-time gate for the run's own splits; for new data, its check against the run's
+    train and val images (predictions/<split>.leakage.json)."""
+    if split in ("train", "val", "test"):
+        return "passed" if info["leakage"]["ok"] else "FOUND LEAKAGE"
+    path = run.path / "predictions" / f"{split}.leakage.json"
+    check = json.loads(path.read_text()) if path.is_file() else {"checked": False}
+    if not check["checked"]:
+        return "this data was not checked against the training images (the run's split.csv holds no hashes)"
+    text = f"{check['files']} files of this data checked against the run's train and val images (SHA-1): " + (
+        f"{check['dropped']} identical ones left out" if check["dropped"] else "none identical"
+    )
+    if check["shared_patient_ids"]:
+        text += f"; {check['shared_patient_ids']} patient id(s) also in training (ids may coincide across sources)"
+    return text
+
+
 def report_context(run: Run, result: dict, figures: dict[str, Path]) -> dict:
     """Every section of the report as plain values; both templates render this one context."""
     info, cal, names = run.data_info, result["calibration"], result["labels"]
@@ -236,7 +253,7 @@ def report_context(run: Run, result: dict, figures: dict[str, Path]) -> dict:
             "origin": info["origin"],
             "task": info["task"],
             "labels": names,
-            "leakage_ok": info["leakage"]["ok"],
+            "leakage": _leakage_text(run, result["split"], info),
             "notes": info.get("notes", []),
             "sizes": info["sizes"],
             "size_rows": [[s, v["samples"], v["patients"]] for s, v in info["sizes"].items()],
