@@ -23,8 +23,9 @@ import numpy as np
 
 import meddx
 from meddx.config import as_config
+from meddx.data.leakage import enforce_no_leakage
 from meddx.data.readers import read_dataset
-from meddx.data.split import assign_splits, enforce_no_leakage
+from meddx.data.split import assign_splits
 from meddx.data.tensors import ImageDataset, resolve_preprocess
 from meddx.evaluation.evaluation import bootstrap_weights
 from meddx.evaluation.metrics import ranking_metrics

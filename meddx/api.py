@@ -15,8 +15,9 @@ import pandas as pd
 import meddx.tianchi  # noqa: F401 - registers the Tianchi score table with the reports of sequence runs
 from meddx.config import DataConfig, EvaluateConfig, RunConfig, SplitConfig, as_config, save_config, validate_section
 from meddx.data.explore import explore as _explore
+from meddx.data.leakage import LeakageReport, check_leakage, overlap_with_training
 from meddx.data.readers import read_dataset
-from meddx.data.split import LeakageReport, assign_splits, check_leakage, overlap_with_training
+from meddx.data.split import assign_splits
 from meddx.errors import DataError
 from meddx.evaluation.report import evaluate_run
 from meddx.run import CONFIG, PLAN, PREDICTIONS, Run, load_run

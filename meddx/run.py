@@ -117,7 +117,7 @@ class Run:
 
     def split_table(self) -> pd.DataFrame:
         """split.csv: every record id with its patient, split and labels."""
-        return pd.read_csv(self.path / SPLIT, dtype={"id": str, "patient_id": str, "sha1": str})
+        return pd.read_csv(self.path / SPLIT, dtype={"id": str, "patient_id": str, "sha1": str, "phash": str})
 
     def train_prior(self) -> np.ndarray:
         """Per-label prevalence in the training split (the prior baseline)."""

@@ -130,8 +130,10 @@ def test_report_renders_in_chromium(healthy_run):
 
 
 def test_external_data_is_checked_against_the_training_images(healthy_run, data_dir, tmp_path):
-    """A folder holding training images was evaluated as 'leakage check: passed'; now it stops with one line, or,
-    asked to, leaves them out and says so in the report."""
+    """A folder holding training images was evaluated as 'leakage check: passed'; now identical files (SHA-1) and
+    re-encoded or resized copies (perceptual hash) stop it with one line, or, asked to, are left out and reported."""
+    from PIL import Image
+
     split = healthy_run.split_table()
     split["cls"] = [Path(s).parent.name for s in split["source"]]
     flat = tmp_path / "flat"  # class folders: 3 train images of each class and 5 test images of each
@@ -140,11 +142,18 @@ def test_external_data_is_checked_against_the_training_images(healthy_run, data_
             (flat / cls).mkdir(parents=True, exist_ok=True)
             for source in rows["source"].head(n):
                 shutil.copy(source, flat / cls / f"{split_name}-{Path(source).name}")
+    for cls, rows in split[split["split"] == "train"].groupby("cls"):  # one re-encoded copy per class
+        source = rows["source"].iloc[10]
+        image = Image.open(source)
+        image.resize((image.width * 3 // 2, image.height * 3 // 2)).convert("RGB").save(
+            flat / cls / f"copy-{Path(source).stem}.jpg", quality=70
+        )
     proc = run_cli("evaluate", str(healthy_run.path), "--data", str(flat), "--bootstrap", "0")
-    assert proc.returncode == 2 and "6 of 16 image(s) are identical to the run's training/val images" in proc.stderr
-    assert "Traceback" not in proc.stderr and "--drop-training-overlap" in proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "--drop-training-overlap" in proc.stderr
+    assert "8 of 18 image(s) are identical (6) or near-identical (2) to the run's training/val images" in proc.stderr
     kept = run_cli("evaluate", str(healthy_run.path), "-d", str(flat), "--bootstrap", "0", "--drop-training-overlap")
     assert kept.returncode == 0, kept.stderr
     report = (healthy_run.path / "report-external.md").read_text()
-    assert "16 files of this data checked against the run's train and val images (SHA-1): 6 identical" in report
+    assert "18 files of this data checked against the run's train and val images (SHA-1; near duplicates" in report
+    assert "8 identical or near-identical ones left out" in report
     assert json.loads((healthy_run.path / "metrics-external.json").read_text())["n_samples"] == 10

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -136,3 +138,45 @@ def test_official_splits_sharing_patients_point_to_use_official(data_dir):
     again = _nih(data_dir, splits=("train", "valid"))
     assign_splits(again, SplitConfig(use_official=False))
     assert enforce_no_leakage(again).ok and "official" not in next(n for n in again.notes if n.startswith("splits"))
+
+
+def test_near_duplicates_across_splits_are_found_and_dropped(data_dir, tmp_path):
+    """A resized JPEG copy of a training scan in test escapes SHA-1; the perceptual check finds it (and only it among
+    40 distinct DaTscan slices of look-alike anatomy), and the gate drops the training copy."""
+    from PIL import Image
+
+    sources = sorted((need(data_dir, "datscan_spect_ppmi_2d") / "train" / "HC").glob("*.png"))[:40]
+    for i, src in enumerate(sources):
+        split = "train" if i < 30 else "test"
+        (tmp_path / split / "HC").mkdir(parents=True, exist_ok=True)
+        (tmp_path / split / "PD").mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, tmp_path / split / ("HC" if i % 2 else "PD") / src.name)
+    image = Image.open(sources[3])
+    image.resize((image.width * 2, image.height * 2)).convert("RGB").save(
+        tmp_path / "test" / "HC" / "x.jpg", quality=70
+    )
+    ds = read_folder(tmp_path)
+    assign_splits(ds, SplitConfig(ratios=(0.9, 0.1, 0.0)))
+    report = check_leakage(ds)
+    copy_of = f"train/HC/{sources[3].name}"
+    assert not report.duplicate_images and report.near_duplicates == [[("test/HC/x.jpg", "test"), (copy_of, "train")]]
+    assert "1 near-duplicate image pair(s) on two sides (perceptual hash within 10" in report.summary()
+    final = enforce_no_leakage(ds, SplitConfig(ratios=(0.9, 0.1, 0.0)))
+    assert final.ok and copy_of not in {r.id for r in ds.records} and len(ds.records) == 40
+    assert check_leakage(ds, near=False).near_rule == ""
+
+
+def test_breastmnist_official_splits_share_near_duplicates(data_dir):
+    """MedMNIST's official BreastMNIST splits hold 47 pairs of the same scan on two sides (mean pixel difference 0.7-3.5
+    grey levels against about 41 for distinct scans; 3 pairs disagree on the label): 28 train-test, 16 train-val and 3
+    val-test. Train copies go, a val-test pair loses its val copy, and the test split stays whole."""
+    from meddx.data.readers import read_medmnist
+
+    ds = read_medmnist(need(data_dir, "medmnist/breastmnist.npz"))
+    assign_splits(ds)
+    report = check_leakage(ds)
+    sides = sorted(tuple(sorted(s for _, s in g)) for g in report.near_duplicates)
+    assert len(sides) == 47 and sides.count(("test", "val")) == 3 and sides.count(("test", "train")) == 28
+    final = enforce_no_leakage(ds)
+    assert final.ok and len(ds.subset("test")) == 156 and len(ds.subset("val")) == 78 - 3
+    assert any(a.startswith("dropped 3 val image(s) (near-)identical to test ones") for a in final.actions)

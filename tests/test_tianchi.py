@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from meddx.config import DataConfig, SplitConfig
+from meddx.data.leakage import check_leakage
 from meddx.data.readers import read_dataset
 from meddx.data.reports import read_tianchi
 from meddx.data.sequences import UNK, Vocab, build_vocab, length_grouped_sampler, sequence_summary, trim_padding
-from meddx.data.split import assign_splits, check_leakage
+from meddx.data.split import assign_splits
 from meddx.errors import ConfigError, DataError
 from meddx.evaluation.metrics import mlogloss
 from meddx.tianchi import blend_weights, check_submission, tianchi_scores, write_submission

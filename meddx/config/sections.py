@@ -64,11 +64,14 @@ class SplitConfig(_Section):
 
     ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
     seed: int = 0
+    near_duplicates: bool = Field(
+        True, description="Also look for re-encoded or resized copies across splits (perceptual hash + correlation)."
+    )
     use_official: bool = True
     on_duplicate_images: Literal["error", "warn", "drop_from_train"] = Field(
         "drop_from_train",
-        description="Byte-identical images on two sides: drop the train copies (val and test stay whole; the report "
-        "names them), stop (error), or keep them (warn). Identical val and test images always stop.",
+        description="Identical or near-identical images on two sides: drop the train copies (for a val-test pair, the "
+        "val copy: test stays whole; the report names them), stop (error), or keep them (warn).",
     )
     folds: int | None = Field(
         None, ge=2, description="k-fold: fold `fold` is the test split, val is carved from the rest."

@@ -27,7 +27,8 @@ class Record:
     split: str | None = None
     row: str | None = None
     tokens: np.ndarray | None = None  # token ids of a text/sequence sample (images leave it None)
-    sha1: str | None = None  # content hash, once the leakage check has read the pixels (split.csv keeps it)
+    sha1: str | None = None  # content hash, once the leakage check has read the file (split.csv keeps it)
+    phash: str | None = None  # perceptual hash, once the near-duplicate check has decoded it (split.csv keeps it)
 
     @property
     def location(self) -> str:
@@ -74,8 +75,9 @@ class DataSet:
                 "source": [r.location for r in self.records],
             }
         )
-        if any(r.sha1 for r in self.records):
-            df["sha1"] = [r.sha1 or "" for r in self.records]
+        for name in ("sha1", "phash"):
+            if any(getattr(r, name) for r in self.records):
+                df[name] = [getattr(r, name) or "" for r in self.records]
         lab = self.labels
         for j, name in enumerate(self.label_names):
             df[name] = lab[:, j] if len(lab) else []

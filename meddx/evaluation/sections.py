@@ -204,13 +204,20 @@ def _leakage_text(run: Run, split: str, info: dict) -> str:
     """The leakage line: the training-time gate for the run's own splits; for new data, its check against the run's
     train and val images (predictions/<split>.leakage.json)."""
     if split in ("train", "val", "test"):
-        return "passed" if info["leakage"]["ok"] else "FOUND LEAKAGE"
+        rule = info["leakage"].get("near_duplicate_rule")
+        return ("passed" if info["leakage"]["ok"] else "FOUND LEAKAGE") + (
+            f" (patients, sample ids, identical files by SHA-1, near duplicates: {rule})" if rule else ""
+        )
     path = run.path / "predictions" / f"{split}.leakage.json"
     check = json.loads(path.read_text()) if path.is_file() else {"checked": False}
     if not check["checked"]:
         return "this data was not checked against the training images (the run's split.csv holds no hashes)"
-    text = f"{check['files']} files of this data checked against the run's train and val images (SHA-1): " + (
-        f"{check['dropped']} identical ones left out" if check["dropped"] else "none identical"
+    rule = check.get("near_duplicate_rule")
+    text = (
+        f"{check['files']} files of this data checked against the run's train and val images (SHA-1"
+        + (f"; near duplicates: {rule}" if rule else "")
+        + "): "
+        + (f"{check['dropped']} identical or near-identical ones left out" if check["dropped"] else "none found")
     )
     if check["shared_patient_ids"]:
         text += f"; {check['shared_patient_ids']} patient id(s) also in training (ids may coincide across sources)"

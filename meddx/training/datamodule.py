@@ -9,11 +9,12 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset
 
 from meddx.config import RunConfig, load_config
+from meddx.data.leakage import enforce_no_leakage
 from meddx.data.readers import read_dataset
 from meddx.data.records import SPLITS, DataSet
 from meddx.data.reports import read_descriptions
 from meddx.data.sequences import SequenceDataset, Vocab, build_vocab, is_sequence, length_grouped_sampler, trim_padding
-from meddx.data.split import assign_splits, enforce_no_leakage
+from meddx.data.split import assign_splits
 from meddx.data.tensors import ImageDataset, Preprocess, resolve_preprocess
 from meddx.errors import ConfigError
 from meddx.models import MODEL_INFO, min_input_size

@@ -1,0 +1,197 @@
+"""The leakage gate: patients, sample ids, identical and near-duplicate images on two sides of a split, and new
+data checked against a run's training images."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from meddx.config import SplitConfig
+from meddx.data.images import content_hash
+from meddx.data.near_duplicates import RULE as NEAR_RULE
+from meddx.data.near_duplicates import near_duplicate_pairs, near_training
+from meddx.data.records import SPLITS, DataSet, Record
+from meddx.errors import LeakageError
+
+
+@dataclass
+class LeakageReport:
+    """What sits on two sides of a split: patients, sample ids, identical images."""
+
+    shared_patients: dict[str, list[str]] = field(default_factory=dict)
+    shared_ids: dict[str, list[str]] = field(default_factory=dict)
+    duplicate_images: list[list[tuple[str, str]]] = field(default_factory=list)
+    near_duplicates: list[list[tuple[str, str]]] = field(default_factory=list)
+    near_rule: str = ""  # how near duplicates were found; "" when that check did not run
+    unhashed: int = 0
+    patients_known: bool = True
+    actions: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.shared_patients or self.shared_ids or self.duplicate_images or self.near_duplicates)
+
+    def summary(self) -> str:
+        """Human-readable lines naming what leaks."""
+        if self.ok:
+            msg = "no leakage: no patient, sample id or identical image on two sides of the split"
+            msg += f"; no near-duplicate image ({self.near_rule})" if self.near_rule else ""
+            if not self.patients_known:
+                msg += " (patient ids unknown: each image counted as its own patient)"
+            msg += f"; {self.unhashed} missing file(s) not hashed" if self.unhashed else ""
+            return "\n".join([msg, *self.actions])
+        lines = []
+        if self.shared_patients:
+            lines.append(f"{len(self.shared_patients)} patient(s) on two sides of the split:")
+            lines += [f"  patient {p}: {' + '.join(s)}" for p, s in sorted(self.shared_patients.items())]
+        if self.shared_ids:
+            lines.append(f"{len(self.shared_ids)} sample id(s) on two sides:")
+            lines += [f"  {i}: {' + '.join(s)}" for i, s in sorted(self.shared_ids.items())]
+        if self.duplicate_images:
+            lines.append(f"{len(self.duplicate_images)} identical image(s) on two sides:")
+            lines += ["  " + " = ".join(f"{i} ({s})" for i, s in group) for group in self.duplicate_images]
+        if self.near_duplicates:
+            lines.append(f"{len(self.near_duplicates)} near-duplicate image pair(s) on two sides ({self.near_rule}):")
+            lines += ["  " + " ~ ".join(f"{i} ({s})" for i, s in group) for group in self.near_duplicates]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {
+            "ok": self.ok,
+            "shared_patients": self.shared_patients,
+            "shared_ids": self.shared_ids,
+            "duplicate_images": [[{"id": i, "split": s} for i, s in g] for g in self.duplicate_images],
+            "near_duplicates": [[{"id": i, "split": s} for i, s in g] for g in self.near_duplicates],
+            "near_duplicate_rule": self.near_rule,
+            "unhashed_files": self.unhashed,
+            "patients_known": self.patients_known,
+            "actions": self.actions,
+        }
+
+
+def check_leakage(ds: DataSet, images: bool = True, near: bool = True) -> LeakageReport:
+    """Find patients, sample ids, identical images (SHA-1) and, with `near`, near-duplicate images (perceptual hash
+    confirmed by thumbnail correlation) that appear in more than one split."""
+    by_patient: dict[str, set[str]] = defaultdict(set)
+    by_id: dict[str, set[str]] = defaultdict(set)
+    for r in ds.records:
+        by_patient[r.patient_id].add(r.split)
+        by_id[r.id].add(r.split)
+    order = {s: i for i, s in enumerate(SPLITS)}
+    key = lambda s: order.get(s, 9)  # noqa: E731
+    report = LeakageReport(patients_known=ds.patients_known)
+    report.shared_patients = {p: sorted(s, key=key) for p, s in by_patient.items() if len(s) > 1}
+    report.shared_ids = {
+        i: sorted(s, key=key) for i, s in by_id.items() if len(s) > 1 and i not in report.shared_patients
+    }
+    if images:
+        by_hash: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        for r in ds.records:
+            h = r.sha1 = content_hash(r)
+            if h is None:
+                report.unhashed += 1
+            else:
+                by_hash[h].append((r.id, r.split))
+        report.duplicate_images = [g for g in by_hash.values() if len({s for _, s in g}) > 1]
+        if near and any(r.tokens is None for r in ds.records):
+            exact = {frozenset((a, b)) for g in by_hash.values() for a, _ in g for b, _ in g if a != b}
+            pairs = near_duplicate_pairs(ds.records, exact)
+            report.near_duplicates = [[(a.id, a.split), (b.id, b.split)] for a, b in pairs]
+            report.near_rule = NEAR_RULE
+    return report
+
+
+def enforce_no_leakage(ds: DataSet, cfg: SplitConfig | None = None) -> LeakageReport:
+    """Run the check before training: raise on shared patients; duplicates per cfg.on_duplicate_images."""
+    cfg = cfg or SplitConfig()
+    report = check_leakage(ds, near=cfg.near_duplicates)
+    official = any(n.startswith("splits:") and "official" in n for n in ds.notes)
+    if report.shared_patients or report.shared_ids:
+        hint = (
+            "\nthe official splits share these patients: set split.use_official=false to split again by patient"
+            if official and report.shared_patients
+            else ""
+        )
+        raise LeakageError("leakage between splits:\n" + report.summary() + hint)
+    if report.duplicate_images or report.near_duplicates:
+        if cfg.on_duplicate_images == "error":
+            regex = (
+                "; patient ids are unknown (each image its own patient): if file names carry them, give "
+                "--patient-regex first"
+                if not report.patients_known
+                else ""
+            )
+            raise LeakageError(
+                "leakage between splits:\n"
+                + report.summary()
+                + f"\nset split.on_duplicate_images to 'drop_from_train' (remove them from train) or 'warn'{regex}"
+            )
+        if cfg.on_duplicate_images == "drop_from_train":
+            report = _drop_copies(ds, report, cfg)
+        else:
+            report.actions.append(
+                f"warning: {len(report.duplicate_images)} identical and {len(report.near_duplicates)} near-duplicate "
+                "image(s) left on two sides (on_duplicate_images=warn)"
+            )
+        ds.notes.extend(report.actions)
+    return report
+
+
+def _drop_copies(ds: DataSet, report: LeakageReport, cfg: SplitConfig) -> LeakageReport:
+    """Drop the train copy of every identical or near-identical group; a group with no train copy (val and test, as
+    in BreastMNIST's official splits) loses its val copy, so that the test split stays whole."""
+    groups = report.duplicate_images + report.near_duplicates
+    drop = {(i, s) for g in groups for i, s in g if s == "train"}
+    drop |= {(i, s) for g in groups if all(s != "train" for _, s in g) for i, s in g if s == "val"}
+    ds.records = [r for r in ds.records if (r.id, r.split) not in drop]
+    actions = []
+    for side in ("train", "val"):
+        ids = sorted(i for i, s in drop if s == side)
+        if ids:
+            other = "val/test" if side == "train" else "test"
+            actions.append(f"dropped {len(ids)} {side} image(s) (near-)identical to {other} ones: {ids[:20]}")
+    report = check_leakage(ds, near=cfg.near_duplicates)
+    report.actions.extend(actions)
+    if not report.ok:
+        raise LeakageError("leakage remains after dropping copies:\n" + report.summary())
+    return report
+
+
+def overlap_with_training(records: list[Record], split_table: pd.DataFrame, drop: bool) -> tuple[list[Record], dict]:
+    """New labelled data checked against a run's train and val images (split.csv's hashes): files identical (SHA-1)
+    or near-identical (perceptual hash, confirmed while the training file is readable) stop the evaluation
+    (LeakageError), or with `drop` are left out; shared patient ids are counted. Returns the records kept and the
+    check for the report."""
+    seen = split_table[split_table["split"].isin(["train", "val"])]
+    known = dict(zip(seen["sha1"], seen["id"])) if "sha1" in seen else {}
+    same = [(r, known[h]) for r in records if (h := content_hash(r)) and h in known]
+    near = []
+    if "phash" in seen:
+        rest = [r for r in records if r.id not in {a.id for a, _ in same}]
+        hashes = {h: loc for h, loc in zip(seen["phash"], seen["source"]) if isinstance(h, str) and h}
+        near = near_training(rest, hashes)
+    found = same + near
+    patients = sorted({r.patient_id for r in records} & set(seen["patient_id"].astype(str))) if known else []
+    check = {
+        "checked": bool(known),
+        "near_duplicate_rule": NEAR_RULE if "phash" in seen else "",
+        "files": len(records),
+        "identical_to_training": len(same),
+        "near_duplicates_of_training": len(near),
+        "examples": [f"{r.id} = {b}" for r, b in same[:5]] + [f"{r.id} ~ {b}" for r, b in near[:5]],
+        "shared_patient_ids": len(patients),
+        "dropped": 0,
+    }
+    if found and not drop:
+        raise LeakageError(
+            f"{len(found)} of {len(records)} image(s) are identical ({len(same)}) or near-identical ({len(near)}) to "
+            f"the run's training/val images (e.g. {', '.join(check['examples'][:3])}); evaluate on data the model "
+            "never saw, or leave them out (--drop-training-overlap, evaluate.on_training_overlap=drop)"
+        )
+    if found:
+        ids = {r.id for r, _ in found}
+        records = [r for r in records if r.id not in ids]
+        check["dropped"] = len(found)
+    return records, check
