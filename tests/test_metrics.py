@@ -199,3 +199,20 @@ def test_temperature_scaling_is_fitted_on_val_and_applied_to_test():
     assert r["model"]["per_label"]["x"]["roc_auc"]["value"] == pytest.approx(
         plain["model"]["per_label"]["x"]["roc_auc"]["value"]
     )
+
+
+def test_collapse_fires_on_collapse_not_on_short_training_or_one_sample():
+    """Outputs within 0.01 of each other that still rank the classes (AUC 0.74 after a short training) are not a
+    collapse; constant outputs are; one val sample is too few to judge."""
+    from meddx.training.collapse import detect_collapse
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    close = 0.3 + 0.004 * (y + rng.normal(0, 1.0, 200)).clip(-1, 1.49)  # spread under 0.01, still ranks
+    assert np.ptp(close) < 0.01 and detect_collapse(close, ["PD"], labels=y)["collapsed"] is False
+    assert detect_collapse(close, ["PD"])["collapsed"] is True  # without labels only the spread can speak
+    constant = np.full(200, 0.31) + rng.normal(0, 1e-4, 200)
+    result = detect_collapse(constant, ["PD"], labels=y)
+    assert result["collapsed"] and result["flat_labels"] == ["PD"] and result["likely_causes"]
+    one = detect_collapse(np.array([0.4]), ["PD"], labels=np.array([1]))
+    assert one["collapsed"] is False and one["judged"] is False

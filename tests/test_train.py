@@ -163,3 +163,17 @@ def test_ddp_two_processes_gloo(data_dir, tmp_path):
     assert "GLOBAL_RANK: 1" in proc.stderr + proc.stdout or "MEMBER: 2/2" in proc.stderr + proc.stdout
     metrics = json.loads((run.path / "metrics.json").read_text())
     assert metrics["n_samples"] == 156
+
+
+@pytest.mark.slow
+def test_library_noise_goes_to_the_run_log_not_the_terminal(tmp_path):
+    """Lightning's litlogger tip and _pytree deprecation reached the user's terminal; now they land in meddx.log."""
+    proc = run_cli(
+        "train", "--data", "pneumoniamnist", "--epochs", "1", *FIXED_RECIPE, "--name", "quiet",
+        "--output-dir", str(tmp_path), own_process=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    terminal = proc.stdout + proc.stderr
+    assert "litlogger" not in terminal and "LeafSpec" not in terminal and "run folder:" in terminal
+    log = (tmp_path / "quiet" / "meddx.log").read_text()
+    assert "litlogger" in log and "LeafSpec" in log

@@ -7,6 +7,7 @@ import typer
 
 from meddx.cli import data, models, runs, ship, tianchi
 from meddx.errors import MeddxError
+from meddx.logs import quiet_third_party
 
 app = typer.Typer(
     add_completion=False,
@@ -25,6 +26,7 @@ def error_line(error: MeddxError) -> str:
 
 def main() -> None:
     """Entry point: meddx errors become one clear line on stderr and exit code 2."""
+    quiet_third_party()
     try:
         app()
     except MeddxError as e:

@@ -208,7 +208,7 @@ def evaluate_arrays(
         ),
         "baselines": {},
         "calibration": calibration,
-        "collapse": detect_collapse(p_test, names),
+        "collapse": detect_collapse(p_test, names, labels=y_test),
     }
     half = None if task == "multiclass" else np.full(len(names), 0.5)  # baselines decide at 0.5: all-negative says no
     for name, p_b in baseline_predictions(prior, len(y_test), task, cfg.seed + 1).items():

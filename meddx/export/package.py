@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -18,6 +21,7 @@ from meddx.data.tensors import ImageDataset
 from meddx.errors import MeddxError
 from meddx.evaluation.operating import rates
 from meddx.export.domain import input_stats
+from meddx.logs import LOG, run_log
 from meddx.models.output import probabilities
 from meddx.run import CONFIG, PREPROCESS, WEIGHTS, Run
 
@@ -87,16 +91,21 @@ def _export_file(wrapped: nn.Module, example: torch.Tensor, fmt: Format, path: P
             torch.jit.save(torch.jit.trace(wrapped, example.clone()), str(path))
         return
     batch = torch.export.Dim("batch", min=1, max=65536)
-    torch.onnx.export(
-        wrapped,
-        (example,),
-        str(path),
-        input_names=["image"],
-        output_names=["probabilities"],
-        dynamic_shapes={"image": {0: batch}},
-        dynamo=True,
-        external_data=False,
-    )
+    steps = io.StringIO()
+    with contextlib.redirect_stdout(steps), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            wrapped,
+            (example,),
+            str(path),
+            input_names=["image"],
+            output_names=["probabilities"],
+            dynamic_shapes={"image": {0: batch}},
+            dynamo=True,
+            external_data=False,
+        )
+    for line in steps.getvalue().splitlines():  # the exporter's step log: the run's meddx.log, not the terminal
+        LOG.info(line)
 
 
 def run_exported(path: Path, fmt: Format, images: np.ndarray) -> np.ndarray:
@@ -149,7 +158,8 @@ def export_run(
     images = check_images(run, split)
     wrapped = WithProbabilities(run.model, run.task).eval()
     model_path = out / FILES[fmt]
-    _export_file(wrapped, images[: min(8, len(images))], fmt, model_path)
+    with run_log(run.path):
+        _export_file(wrapped, images[: min(8, len(images))], fmt, model_path)
     result = parity(run, model_path, fmt, images)
     result.update(format=fmt, tolerance=tolerance, passed=result["max_abs_diff"] <= tolerance, split=split)
     (out / "parity.json").write_text(json.dumps(result, indent=2))

@@ -96,23 +96,34 @@ class CollapseMonitor(Callback):
     def __init__(self, label_names: list[str], tolerance: float = SPREAD_TOLERANCE):
         self.label_names, self.tolerance = label_names, tolerance
         self._probs: list[torch.Tensor] = []
+        self._labels: list[torch.Tensor] = []
         self.epochs: list[dict] = []
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
         if outputs is not None:
             self._probs.append(outputs.detach().float().cpu())
+            self._labels.append(batch[1].detach().float().cpu().reshape(len(outputs), -1))
 
     def on_validation_epoch_end(self, trainer, pl_module):
-        if trainer.sanity_checking or not self._probs:
-            self._probs = []
+        probs, labels = self._probs, self._labels
+        self._probs, self._labels = [], []
+        if trainer.sanity_checking or not probs:
             return
-        result = detect_collapse(torch.cat(self._probs).numpy(), self.label_names, self.tolerance)
-        self._probs = []
+        result = detect_collapse(torch.cat(probs).numpy(), self.label_names, self.tolerance, self._targets(labels))
         result["epoch"] = trainer.current_epoch + 1
         self.epochs.append(result)
         pl_module.log("val_pred_spread", min(result["spread"].values()), sync_dist=True)
         if result["collapsed"]:
             rank_zero_warn(f"epoch {result['epoch']}: {collapse_message(result)}")
+
+    def _targets(self, labels: list[torch.Tensor]) -> np.ndarray | None:
+        """The val labels as one 0/1 column per label (class indices of a multi-class task one-hot), else None."""
+        y = torch.cat(labels).numpy()
+        if y.shape[1] == len(self.label_names):
+            return y
+        if y.shape[1] == 1 and len(self.label_names) > 1:
+            return np.eye(len(self.label_names))[y[:, 0].astype(int)]
+        return None
 
     def summary(self) -> dict:
         """Collapse state of the last epoch and the epochs that collapsed."""

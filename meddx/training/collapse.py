@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 SPREAD_TOLERANCE = 0.01
+MIN_SAMPLES = 10  # fewer outputs than this say nothing about collapse (a one-sample val split has spread 0)
+RANKING_AUC = 0.6  # outputs close together that still order the classes this well are informative
 LIKELY_CAUSES = [
     "learning rate too high (try 10x lower) or too low to move at all",
     "inputs not normalised (raw 0-255 or HU values; DaTscan counts need per-image normalisation)",
@@ -15,18 +17,35 @@ LIKELY_CAUSES = [
 ]
 
 
-def detect_collapse(probs: np.ndarray, label_names: list[str], tolerance: float = SPREAD_TOLERANCE) -> dict:
-    """Per-label spread (max - min) of predicted probabilities; collapsed when every label's spread is below
-    tolerance."""
+def _ranks_well(p: np.ndarray, y: np.ndarray) -> bool:
+    """Whether outputs, however close together, still order the classes (ROC AUC at least RANKING_AUC)."""
+    from sklearn.metrics import roc_auc_score
+
+    return len(np.unique(y)) == 2 and roc_auc_score(y, p) >= RANKING_AUC
+
+
+def detect_collapse(
+    probs: np.ndarray, label_names: list[str], tolerance: float = SPREAD_TOLERANCE, labels: np.ndarray | None = None
+) -> dict:
+    """Per-label spread (max - min) of predicted probabilities; collapsed when every label's spread is below tolerance
+    and, where `labels` are given, its outputs do not rank the classes either (a short training leaves outputs close
+    together that still rank: that is under-training, not collapse). Fewer than MIN_SAMPLES outputs are not judged."""
     probs = np.asarray(probs, dtype=np.float64).reshape(len(probs), -1)
     spread = (probs.max(0) - probs.min(0)) if len(probs) else np.zeros(probs.shape[1])
-    flat = [n for n, s in zip(label_names, spread) if s < tolerance]
+    y = None if labels is None else np.asarray(labels, dtype=np.float64).reshape(len(probs), -1)
+    flat = [
+        n
+        for j, (n, s) in enumerate(zip(label_names, spread))
+        if s < tolerance and (y is None or not _ranks_well(probs[:, j], y[:, j]))
+    ]
+    judged = len(probs) >= MIN_SAMPLES
     return {
-        "collapsed": bool(len(flat) == len(label_names) and len(label_names) > 0),
-        "flat_labels": flat,
+        "collapsed": bool(judged and len(flat) == len(label_names) and len(label_names) > 0),
+        "judged": judged,
+        "flat_labels": flat if judged else [],
         "spread": {n: float(s) for n, s in zip(label_names, spread)},
         "tolerance": tolerance,
-        "likely_causes": LIKELY_CAUSES if flat else [],
+        "likely_causes": LIKELY_CAUSES if flat and judged else [],
     }
 
 

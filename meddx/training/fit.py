@@ -7,6 +7,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 
 from meddx.config import RunConfig, as_config
+from meddx.logs import run_log
 from meddx.run import Run
 from meddx.training.datamodule import RunDataModule
 from meddx.training.module import Classifier
@@ -31,13 +32,14 @@ def fit(
     data.setup("fit")
     run_dir = new_run_dir(cfg)
     module = Classifier.for_data(cfg, data)
-    trainer = make_trainer(cfg, run_dir, data, plan)
-    trainer.fit(module, datamodule=data)
-    writer = next(c for c in trainer.callbacks if isinstance(c, SplitPredictionWriter))
-    best = None if cfg.train.swa else trainer.checkpoint_callback.best_model_path  # SWA: the averaged weights
-    for split in ("val", "test"):
-        if split in data.datasets:  # on the trainer's accelerator, every process its share
-            writer.split = split
-            with quiet_lightning():
-                trainer.predict(module, data.loader(split), ckpt_path=best, return_predictions=False)
+    with run_log(run_dir):  # library noise (tips, deprecations) goes to meddx.log
+        trainer = make_trainer(cfg, run_dir, data, plan)
+        trainer.fit(module, datamodule=data)
+        writer = next(c for c in trainer.callbacks if isinstance(c, SplitPredictionWriter))
+        best = None if cfg.train.swa else trainer.checkpoint_callback.best_model_path  # SWA: the averaged weights
+        for split in ("val", "test"):
+            if split in data.datasets:  # on the trainer's accelerator, every process its share
+                writer.split = split
+                with quiet_lightning():
+                    trainer.predict(module, data.loader(split), ckpt_path=best, return_predictions=False)
     return Run(run_dir) if trainer.is_global_zero else None

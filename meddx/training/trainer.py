@@ -18,6 +18,7 @@ from pytorch_lightning.callbacks import (
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
 from meddx.config import RunConfig
+from meddx.logs import quiet_third_party
 from meddx.models.finetune import parse_depth
 from meddx.run import CHECKPOINTS, LOGS, TENSORBOARD
 from meddx.training.callbacks import CollapseMonitor, GradualUnfreezing, ValDiagnostics
@@ -57,6 +58,7 @@ def make_callbacks(cfg: RunConfig, run_dir: Path, data: RunDataModule, plan: Pla
 def make_trainer(cfg: RunConfig, run_dir: Path, data: RunDataModule, plan: Plan | None = None) -> pl.Trainer:
     """Lightning Trainer with TensorBoard and CSV loggers; DDP (gloo on CPU, NCCL on GPU) beyond one device. The
     sanity check runs the whole val split: the untrained model's val loss (training.json's initial_val_loss)."""
+    quiet_third_party()
     t = cfg.train
     strategy = "auto"
     if t.devices * t.num_nodes > 1:
