@@ -21,6 +21,7 @@ _API = {
     "cross_validate": "meddx.api",
     "submit": "meddx.api",
     "ensemble": "meddx.api",
+    "compare": "meddx.api",
     "model_info": "meddx.api",
     "load_run": "meddx.run",
     "Run": "meddx.run",

@@ -144,6 +144,28 @@ def ensemble(runs: list[Run | str | Path], output: str | Path, weights: str = "e
     return ensemble_runs(runs, output, cfg, weights)
 
 
+def compare(
+    runs: list[Run | str | Path], output: str | Path | None = None, split: str = "test", resamples: int = 2000
+) -> dict:
+    """Compare runs on the same test patients: figures with intervals, paired differences from the best and DeLong's
+    test; writes compare.json, compare.md and compare.html into `output` (default: comparisons/<first>-vs-...)."""
+    from meddx.evaluation.compare import compare_runs, comparison_table
+    from meddx.evaluation.report import render
+
+    loaded = [r if isinstance(r, Run) else load_run(r) for r in runs]
+    result = compare_runs(loaded, split, resamples)
+    out = Path(output) if output else Path("comparisons") / "-vs-".join(r.path.name for r in loaded)[:120]
+    out.mkdir(parents=True, exist_ok=True)
+    header, rows = comparison_table(result)
+    intervals = f"{resamples} bootstrap resamples of patients, {result['ci']:.0%} intervals"
+    context = {**result, "header": header, "rows": rows, "intervals": intervals, "alpha": f"{1 - result['ci']:.2g}"}
+    (out / "compare.json").write_text(json.dumps(result, indent=2))
+    (out / "compare.md").write_text(render("compare.md.j2", context))
+    (out / "compare.html").write_text(render("compare.html.j2", context))
+    result["output"] = str(out)
+    return result
+
+
 def model_info(
     name: str, in_chans: int = 3, num_classes: int = 1, depth: int | str | None = None, **kwargs
 ) -> list[dict]:
@@ -198,6 +220,7 @@ __all__ = [
     "ensemble",
     "evaluate",
     "explore",
+    "compare",
     "leakage",
     "load_run",
     "model_info",

@@ -90,6 +90,30 @@ def datscan_run(data_dir, tmp_path_factory):
     )
 
 
+def datscan_variant(data_dir, out, name: str, train: dict, bootstrap: int, **sections):
+    """A small DaTscan run of the given training settings (the report and compare tests' variants)."""
+    import meddx
+
+    return meddx.train(
+        {
+            "name": name,
+            "output_dir": str(out),
+            "data": {"path": str(need(data_dir, "datscan_spect_ppmi_2d")), "image_size": 48, "normalize": "sample"},
+            "train": {"batch_size": 64, "progress_bar": False, **train},
+            "evaluate": {"bootstrap": bootstrap},
+            "plan": {"enabled": False},
+            **sections,
+        }
+    )
+
+
+@pytest.fixture(scope="session")
+def healthy_run(data_dir, tmp_path_factory):
+    return datscan_variant(
+        data_dir, tmp_path_factory.mktemp("healthy"), "healthy", {"max_epochs": 4, "lr": 3e-3}, bootstrap=500
+    )
+
+
 # `meddx train` options of a test that trains a fixed recipe quietly (the recipe is the test's, not a plan's)
 FIXED_RECIPE = ("--set", "train.progress_bar=false", "--set", "plan.enabled=false", "--set", "train.batch_size=64")
 

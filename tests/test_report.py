@@ -10,38 +10,18 @@ import pytest
 
 import meddx
 
-from conftest import ARTIFACTS, need, run_cli
-
-
-def _datscan(data_dir, out, name: str, train: dict, bootstrap: int):
-    return meddx.train(
-        {
-            "name": name,
-            "output_dir": str(out),
-            "data": {"path": str(need(data_dir, "datscan_spect_ppmi_2d")), "image_size": 48, "normalize": "sample"},
-            "train": {"batch_size": 64, "progress_bar": False, **train},
-            "evaluate": {"bootstrap": bootstrap},
-            "plan": {"enabled": False},
-        }
-    )
+from conftest import ARTIFACTS, datscan_variant, run_cli
 
 
 @pytest.fixture(scope="module")
 def collapsed_run(data_dir, tmp_path_factory):
     """The DaTscan resident's failure: a learning rate far too high, every output the same."""
-    return _datscan(
+    return datscan_variant(
         data_dir,
         tmp_path_factory.mktemp("collapse"),
         "collapsed",
         {"max_epochs": 2, "lr": 10.0, "augment": {"enabled": False}},
         bootstrap=200,
-    )
-
-
-@pytest.fixture(scope="module")
-def healthy_run(data_dir, tmp_path_factory):
-    return _datscan(
-        data_dir, tmp_path_factory.mktemp("healthy"), "healthy", {"max_epochs": 4, "lr": 3e-3}, bootstrap=500
     )
 
 

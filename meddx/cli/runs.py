@@ -159,6 +159,29 @@ def evaluate(
     print_summary(r, result["split"])
 
 
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders evaluated on the same test patients.")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Folder for compare.json/.md/.html.")] = None,
+    split: Annotated[str, typer.Option(help="Split to compare: test (default), val, or an external name.")] = "test",
+    bootstrap: Annotated[int, typer.Option(min=100, help="Patient resamples for the paired intervals.")] = 2000,
+) -> None:
+    """Rank runs on the same test patients: figures with intervals, paired differences from the best, DeLong's test."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from meddx.api import compare as api_compare
+    from meddx.evaluation.compare import comparison_table
+
+    result = api_compare(runs, output, split, bootstrap)
+    header, rows = comparison_table(result)
+    keep = [0, 1, 2, 6, 7, 8]  # rank, run, ROC AUC, difference from the best, DeLong p, verdict (the rest: the files)
+    table = Table(*[header[k] for k in keep], title=f"{result['split']}: {result['samples']} samples")
+    for row in rows:
+        table.add_row(*[row[k] for k in keep])
+    Console().print(table)
+    typer.echo(f"wrote {result['output']}/compare.html (and .md, .json)")
+
+
 def ensemble(
     runs: Annotated[list[Path], typer.Argument(help="Run folders trained on an identical split.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="New folder for the ensemble.")],
@@ -196,5 +219,5 @@ def cv(
 
 
 def register(app: typer.Typer) -> None:
-    for command in (train, plan, demo, predict, evaluate, ensemble, cv):
+    for command in (train, plan, demo, predict, evaluate, ensemble, compare, cv):
         app.command()(command)

@@ -1,0 +1,126 @@
+"""Comparing runs on the same test patients: every headline figure of each run, the paired difference from the
+best-ranked run with an interval from the same patient resamples, and DeLong's test for correlated ROC AUCs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from scipy.stats import norm, rankdata
+
+from meddx.errors import ConfigError
+from meddx.evaluation import metrics as M
+from meddx.evaluation.evaluation import bootstrap_weights
+from meddx.run import Run
+
+FIGURES = {  # name -> function of y, p and (B, N) sample weights
+    "roc_auc": M.roc_auc,
+    "pr_auc": M.average_precision,
+    "brier": M.brier,
+    "log_loss": M.log_loss_binary,
+}
+
+
+def delong(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray) -> dict:
+    """DeLong, DeLong and Clarke-Pearson (1988) for two correlated ROC AUCs on the same samples, computed with
+    midranks (Sun and Xu 2014): both AUCs, their difference, its standard error and the two-sided p-value."""
+    y = np.asarray(y).astype(bool)
+    pos, neg = y.sum(), (~y).sum()
+    if pos < 2 or neg < 2:
+        return {"auc_a": math.nan, "auc_b": math.nan, "diff": math.nan, "se": math.nan, "z": math.nan, "p": math.nan}
+    v10, v01, auc = [], [], []
+    for p in (np.asarray(p_a, np.float64), np.asarray(p_b, np.float64)):
+        x, z = p[y], p[~y]
+        all_ranks = rankdata(np.concatenate([x, z]))
+        tx, tz = rankdata(x), rankdata(z)
+        v10.append((all_ranks[:pos] - tx) / neg)  # per positive: share of negatives below it (ties one half)
+        v01.append(1 - (all_ranks[pos:] - tz) / pos)  # per negative: share of positives above it
+        auc.append(float(v10[-1].mean()))
+    s10, s01 = np.cov(np.vstack(v10)), np.cov(np.vstack(v01))
+    var = (s10[0, 0] + s10[1, 1] - 2 * s10[0, 1]) / pos + (s01[0, 0] + s01[1, 1] - 2 * s01[0, 1]) / neg
+    diff = auc[0] - auc[1]
+    se = math.sqrt(max(var, 0.0))
+    z = diff / se if se > 0 else (0.0 if diff == 0 else math.copysign(math.inf, diff))
+    return {"auc_a": auc[0], "auc_b": auc[1], "diff": diff, "se": se, "z": z, "p": float(2 * norm.sf(abs(z)))}
+
+
+def _aligned(runs: list[Run], split: str) -> tuple[pd.DataFrame, list[np.ndarray]]:
+    """The first run's predictions (truth, patients) and every run's probabilities in its sample order; refuses runs
+    whose split holds other samples, patients or labels."""
+    first = runs[0].predictions(split)
+    cols = [f"p_{n}" for n in runs[0].label_names]
+    probs = []
+    for run in runs:
+        if run.label_names != runs[0].label_names:
+            raise ConfigError(f"{run.path}: labels {run.label_names} differ from {runs[0].path}'s")
+        frame = run.predictions(split)
+        if set(frame["id"]) != set(first["id"]) or len(frame) != len(first):
+            raise ConfigError(
+                f"{run.path}: its {split} split holds other samples than {runs[0].path}'s "
+                f"({len(set(frame['id']) ^ set(first['id']))} differ); compare runs on the same test set"
+            )
+        frame = frame.set_index("id").loc[first["id"]]
+        same = (frame["patient_id"].to_numpy() == first["patient_id"].to_numpy()).all()
+        if not same or not np.allclose(frame[runs[0].label_names].to_numpy(), first[runs[0].label_names].to_numpy()):
+            raise ConfigError(f"{run.path}: patients or labels of its {split} split differ from {runs[0].path}'s")
+        probs.append(frame[cols].to_numpy(np.float64))
+    return first, probs
+
+
+def _figures(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> dict[str, np.ndarray]:
+    """Every figure per weight row, macro-averaged over labels."""
+    out = {}
+    for name, fn in FIGURES.items():
+        per_label = np.column_stack([fn(y[:, j], p[:, j], w) for j in range(y.shape[1])])
+        out[name] = np.nanmean(per_label, axis=1)
+    return out
+
+
+def compare_runs(runs: list[Run], split: str = "test", resamples: int = 2000, ci: float = 0.95, seed: int = 0) -> dict:
+    """Each run's figures with intervals, ranked by ROC AUC; each run's paired difference from the best with its
+    interval (same patient resamples for all runs) and DeLong's p-value per label; 'real' when the interval excludes
+    0 (and, for ROC AUC, DeLong's p < 1 - ci on every label)."""
+    if len(runs) < 2:
+        raise ConfigError("compare needs at least two runs")
+    frame, probs = _aligned(runs, split)
+    y = frame[runs[0].label_names].to_numpy(np.float64)
+    w = np.vstack([np.ones(len(y)), bootstrap_weights(frame["patient_id"].to_numpy(), resamples, seed)])
+    scores = [_figures(y, p, w) for p in probs]
+    order = sorted(range(len(runs)), key=lambda i: -scores[i]["roc_auc"][0])
+    best = order[0]
+    q = [(1 - ci) / 2, (1 + ci) / 2]
+    rows = []
+    for i in order:
+        row = {"run": str(runs[i].path), "name": runs[i].path.name, "figures": {}, "vs_best": {}}
+        for name in FIGURES:
+            values = scores[i][name]
+            lo, hi = np.nanquantile(values[1:], q)
+            row["figures"][name] = {"value": float(values[0]), "ci": [float(lo), float(hi)]}
+            if i != best:
+                d = values - scores[best][name]
+                dlo, dhi = np.nanquantile(d[1:], q)
+                real = bool(dlo > 0 or dhi < 0)
+                row["vs_best"][name] = {"diff": float(d[0]), "ci": [float(dlo), float(dhi)], "real": real}
+        if i != best:
+            names = runs[0].label_names
+            tests = {n: delong(y[:, j], probs[i][:, j], probs[best][:, j]) for j, n in enumerate(names)}
+            row["delong"] = tests
+            row["vs_best"]["roc_auc"]["real"] &= all(t["p"] < 1 - ci for t in tests.values())
+        rows.append(row)
+    return {"split": split, "samples": int(len(y)), "patients": int(frame["patient_id"].nunique()),
+            "resamples": resamples, "ci": ci, "best": str(runs[best].path), "runs": rows}  # fmt: skip
+
+
+def comparison_table(result: dict) -> tuple[list[str], list[list[str]]]:
+    """The comparison as one table: figures with intervals, the difference in ROC AUC from the best, DeLong's p."""
+    header = ["rank", "run", "ROC AUC", "PR AUC", "Brier", "log loss", "ROC AUC - best", "DeLong p", "verdict"]
+    rows = []
+    for k, r in enumerate(result["runs"], 1):
+        f = {n: f"{v['value']:.4f} ({v['ci'][0]:.4f}-{v['ci'][1]:.4f})" for n, v in r["figures"].items()}
+        d = r["vs_best"].get("roc_auc")
+        p = ", ".join(f"{t['p']:.2g}" for t in r.get("delong", {}).values())
+        verdict = "best" if d is None else ("worse (real)" if d["real"] else "not distinguishable from the best")
+        diff = "" if d is None else f"{d['diff']:+.4f} ({d['ci'][0]:+.4f} to {d['ci'][1]:+.4f})"
+        rows.append([str(k), r["name"], f["roc_auc"], f["pr_auc"], f["brier"], f["log_loss"], diff, p, verdict])
+    return header, rows
