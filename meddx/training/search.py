@@ -102,16 +102,18 @@ def search(user_cfg: RunConfig, tried: list[Candidate], plan: Plan, choose: Choo
     in `plan.selection` and the choices (`user_cfg`: the user's own config, whose fields stay theirs)."""
     epochs, cfg = plan.selection["epochs"], tried[0].cfg
     base, seed0 = new_run_dir(cfg), cfg.train.seed
+    started = time.monotonic()
     runs = {c.name: [fit(_member(c, base, seed0 + i, epochs), c.data, plan) for i in range(REPEATS)] for c in tried}
+    searched = time.monotonic() - started
     verdict = choose(runs, {c.name: c.seconds_per_epoch for c in tried})
     win = next(c for c in tried if c.name == verdict["chosen"])
-    room = (deadline - time.monotonic()) // (epochs * win.seconds_per_epoch)
+    per_member = max(r.training.get("seconds") or epochs * win.seconds_per_epoch for r in runs[win.name])
+    room = (deadline - time.monotonic()) // max(per_member, 1e-3)  # the winner's seeds here (early stopping included)
     extra = int(max(0, min(cfg.plan.max_ensemble - REPEATS, room)))
     more = [fit(_member(win, base, seed0 + REPEATS + i, epochs), win.data, plan) for i in range(extra)]
     members = runs[win.name] + more
     _record(plan, user_cfg, win, verdict, epochs, len(members))
-    seconds = REPEATS * epochs * sum(c.seconds_per_epoch for c in tried) + extra * epochs * win.seconds_per_epoch
-    plan.estimate["training_s"] = round(seconds, 1)
+    plan.estimate["training_s"] = round(searched + extra * per_member, 1)  # the search as it ran, then the seeds
     plan.estimate["total_s"] = round(
         sum(plan.estimate.get(k, 0) for k in ("elapsed_before_training_s", "training_s", "reserve_s")), 1
     )
