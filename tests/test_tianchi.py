@@ -254,7 +254,10 @@ def test_short_finetune_lowers_val_loss_and_reloads(small_files, tmp_path):
     predicted = run_cli("predict", str(run.path), str(small_files / "test.csv"), "-o", str(tmp_path / "p.csv"))
     assert predicted.returncode == 0, predicted.stderr  # was a TypeError traceback
     rows = pd.read_csv(tmp_path / "p.csv")
-    assert len(rows) == 200 and list(rows.columns) == ["id"] + [f"p_{n}" for n in run.label_names]
+    assert len(rows) == 200 and list(rows.columns)[: 1 + len(run.label_names)] == ["id"] + [
+        f"p_{n}" for n in run.label_names
+    ]
+    assert {"decision", "operating_point"} <= set(rows.columns)
 
 
 def test_image_model_on_sequences_is_a_config_error(small_files, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -73,6 +74,34 @@ def test_reload_gives_identical_predictions(datscan_run, data_dir):
     assert proc.returncode == 0, proc.stderr
     cli = pd.read_csv(datscan_run.path / "cli.csv")
     np.testing.assert_allclose(cli["p_PD"].to_numpy(), saved["p_PD"].to_numpy()[:2], atol=1e-6)
+
+
+def test_predict_takes_folders_and_csvs_and_gives_decisions(datscan_run, data_dir, tmp_path):
+    """predict gave probabilities only: now the decision at the run's operating point, the input-domain check, folder
+    and CSV inputs (ids as `meddx evaluate --data` names them), JSON, and an unreadable file named in its own row."""
+    import json
+    import shutil
+
+    saved = meddx.load_run(datscan_run.path).predictions("test").head(4)
+    metrics = json.loads((datscan_run.path / "metrics.json").read_text())
+    threshold = metrics["operating_point"]["thresholds"]["PD"]
+    for i in saved["id"]:
+        (tmp_path / "scans" / Path(i).parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(data_dir / "datscan_spect_ppmi_2d" / i, tmp_path / "scans" / Path(i).parent.name / Path(i).name)
+    (tmp_path / "scans" / "HC" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    proc = run_cli("predict", str(datscan_run.path), str(tmp_path / "scans"), "--json")
+    assert proc.returncode == 1 and "1 of 5 file(s) could not be read" in proc.stderr
+    rows = {r["id"]: r for r in json.loads(proc.stdout)}
+    assert "broken.png" in rows["HC/broken.png"]["error"]
+    for _, s in saved.iterrows():
+        row = rows[str(Path(s["id"]).relative_to("train"))]
+        assert row["p_PD"] == pytest.approx(s["p_PD"], abs=1e-5) and row["operating_point"] == "Youden's J"
+        assert row["decision"] == ("PD" if s["p_PD"] >= threshold else "negative") and row["in_domain"] is True
+    pd.DataFrame({"path": [f"scans/{Path(i).parent.name}/{Path(i).name}" for i in saved["id"]]}).to_csv(
+        tmp_path / "m.csv", index=False
+    )
+    from_csv = meddx.predict(datscan_run.path, [tmp_path / "m.csv"])
+    assert len(from_csv) == 4 and (from_csv["error"] == "").all()
 
 
 def _kermany_manifest(data_dir, tmp_path, n_per_class=120) -> str:

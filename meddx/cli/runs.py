@@ -112,21 +112,31 @@ def demo(
 
 
 def predict(
-    run: Annotated[Path, typer.Argument(help="Run folder.")],
-    files: Annotated[
-        list[Path], typer.Argument(help="Images (PNG, JPEG, DICOM, NPY); for a sequence run, `|,|` report files.")
+    run: Annotated[Path, typer.Argument(help="Run folder or model package.")],
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(help="Scans (PNG, JPEG, DICOM, NPY), folders, CSV manifests; `|,|` files for a token run."),
     ],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write a CSV here.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON records instead of a table.")] = False,
 ) -> None:
-    """Probabilities per label for new scans (or, for a sequence run, every row of report files)."""
+    """Per scan: probabilities, the decision at the run's operating point and the input-domain check."""
     from meddx.api import predict as api_predict
 
-    df = api_predict(run, [str(f) for f in files])
+    df = api_predict(run, [str(f) for f in inputs])
+    failed = int((df["error"] != "").sum()) if "error" in df else 0
     if output:
         df.to_csv(output, index=False)
-        typer.echo(f"wrote {output}")
+        typer.echo(f"wrote {output} ({len(df)} rows)")
+    elif as_json:
+        typer.echo(df.to_json(orient="records", indent=2))
     else:
-        typer.echo(df.to_string(index=False))
+        from meddx.serve.batch import short_table
+
+        typer.echo(short_table(df).to_string(index=False))
+    if failed:
+        typer.echo(f"meddx: {failed} of {len(df)} file(s) could not be read (their rows name why)", err=True)
+        raise typer.Exit(1)
 
 
 @with_data_options("data", "root", "fmt", "patient_column", "patient_regex", "label_column", "label_columns")

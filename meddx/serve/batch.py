@@ -1,0 +1,71 @@
+"""`meddx predict` for many scans: files, folders (recursively) and CSV manifests in; per scan the probabilities, the
+decision at the run's operating point and the input-domain check out, with a file that cannot be read named in its
+own row instead of stopping the batch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from meddx.data.images import READABLE_EXTENSIONS
+from meddx.data.manifest import IMAGE_COLUMN_GUESSES
+from meddx.errors import DataError, MeddxError
+from meddx.serve.predictor import Predictor
+
+
+def expand_inputs(inputs: list[str | Path]) -> list[tuple[str, Path]]:
+    """(id, path) per scan: a file as given; a folder's images with ids relative to it (`HC/case0.png`, as
+    `meddx evaluate --data` names them); a CSV's image column, relative to the CSV's folder."""
+    items: list[tuple[str, Path]] = []
+    for given in map(Path, inputs):
+        if given.is_dir():
+            files = sorted(p for p in given.rglob("*") if p.is_file() and p.suffix.lower() in READABLE_EXTENSIONS)
+            if not files:
+                raise DataError(f"{given}: no image files inside")
+            items += [(str(p.relative_to(given)), p) for p in files]
+        elif given.suffix.lower() in (".csv", ".tsv"):
+            table = pd.read_csv(given, sep="\t" if given.suffix.lower() == ".tsv" else ",", dtype=str)
+            column = next((c for c in IMAGE_COLUMN_GUESSES if c in table.columns), None)
+            if column is None:
+                raise DataError(f"{given}: no image column (looked for {', '.join(IMAGE_COLUMN_GUESSES)})")
+            items += [(str(v), given.parent / str(v)) for v in table[column].dropna()]
+        else:
+            items.append((str(given), given))
+    return items
+
+
+def predict_files(path: str | Path, inputs: list[str | Path]) -> pd.DataFrame:
+    """One row per scan: id, p_<label>, decision (the labels called positive, or the class), the operating point,
+    in_domain and the domain warnings; `error` names a scan that could not be read."""
+    predictor = Predictor(path)
+    rows = []
+    for scan_id, file in expand_inputs(inputs):
+        row: dict = {"id": scan_id}
+        try:
+            if not file.is_file():
+                raise DataError(f"{file}: file not found")
+            out = predictor.predict(file.read_bytes())
+        except MeddxError as e:
+            rows.append({**row, "error": f"{file}: {str(e).removeprefix('upload: ')}"})
+            continue
+        row.update({f"p_{n}": round(p, 6) for n, p in out["probabilities"].items()})
+        positive = [n for n, d in out["decisions"].items() if d]
+        row["decision"] = "; ".join(positive) if positive else "negative"
+        row["operating_point"] = predictor.rule
+        row["in_domain"] = out["domain"]["in_distribution"]
+        row["domain_warnings"] = "; ".join(out["domain"]["warnings"])
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if "error" not in frame:
+        frame["error"] = ""
+    return frame.fillna({"error": ""})
+
+
+def short_table(frame: pd.DataFrame, width: int = 70) -> pd.DataFrame:
+    """The table for a terminal: long warnings and errors cut to `width` characters (the CSV and JSON keep them)."""
+    out = frame.copy()
+    for column in ("domain_warnings", "error"):
+        if column in out:
+            out[column] = [v if len(str(v)) <= width else str(v)[: width - 3] + "..." for v in out[column].fillna("")]
+    return out.drop(columns=[c for c in ("error",) if c in out and not (out[c] != "").any()])
