@@ -83,8 +83,20 @@ def evaluate(run: Run | str | Path, split: str = "test", data: dict | None = Non
     run = run if isinstance(run, Run) else load_run(run)
     cfg = validate_section(EvaluateConfig, {**run.config.evaluate.model_dump(), **settings}, "evaluate.")
     if data:
-        split = predict_external(run, data, split if split != "test" else "external", cfg.on_training_overlap == "drop")
-    return evaluate_run(run, split, cfg)
+        default = f"external-{re.sub(r'[^A-Za-z0-9_.-]+', '_', Path(str(data.get('path', 'data'))).stem)}"
+        split = predict_external(run, data, split if split != "test" else default, cfg.on_training_overlap == "drop")
+    return evaluate_run(run, split, cfg, evaluation_name(split, run.config.evaluate, cfg))
+
+
+def evaluation_name(split: str, saved: EvaluateConfig, cfg: EvaluateConfig) -> str | None:
+    """None for an evaluation with the run's own settings (it is the split's report); otherwise the split and the
+    settings that differ (`test-sensitivity0.95`), so the headline report, which the package and the server read,
+    is never overwritten by a what-if."""
+    changed = {k: v for k, v in cfg.model_dump().items() if saved.model_dump()[k] != v and k != "on_training_overlap"}
+    if not changed:
+        return None
+    slug = "-".join(f"{k if k != 'operating_point' else ''}{v}" for k, v in sorted(changed.items()))
+    return f"{split}-{re.sub(r'[^A-Za-z0-9_.-]+', '', slug)}"
 
 
 def predict_external(run: Run, data: dict, name: str = "external", drop_overlap: bool = False) -> str:

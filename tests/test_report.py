@@ -133,7 +133,20 @@ def test_external_data_is_checked_against_the_training_images(healthy_run, data_
     assert "8 of 18 image(s) are identical (6) or near-identical (2) to the run's training/val images" in proc.stderr
     kept = run_cli("evaluate", str(healthy_run.path), "-d", str(flat), "--bootstrap", "0", "--drop-training-overlap")
     assert kept.returncode == 0, kept.stderr
-    report = (healthy_run.path / "report-external.md").read_text()
+    report = (healthy_run.path / "report-external-flat-bootstrap0.md").read_text()
     assert "18 files of this data checked against the run's train and val images (SHA-1; near duplicates" in report
     assert "8 identical or near-identical ones left out" in report
-    assert json.loads((healthy_run.path / "metrics-external.json").read_text())["n_samples"] == 10
+    assert json.loads((healthy_run.path / "metrics-external-flat-bootstrap0.json").read_text())["n_samples"] == 10
+
+
+def test_a_what_if_evaluation_keeps_the_headline(healthy_run):
+    """`evaluate -t sensitivity=0.95` overwrote metrics.json, whose operating point the package and the server use;
+    now it is kept under its own name and the headline stays."""
+    headline = (healthy_run.path / "metrics.json").read_text()
+    proc = run_cli("evaluate", str(healthy_run.path), "-t", "sensitivity=0.95", "--bootstrap", "0")
+    assert proc.returncode == 0, proc.stderr
+    assert (healthy_run.path / "metrics.json").read_text() == headline
+    name = "test-bootstrap0-sensitivity0.95"
+    what_if = json.loads((healthy_run.path / f"metrics-{name}.json").read_text())
+    assert what_if["operating_point"]["rule"] == "sensitivity 0.95" and what_if["name"] == name
+    assert f"report-{name}.html" in proc.stdout and "keep the headline operating point" in proc.stdout

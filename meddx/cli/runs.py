@@ -166,7 +166,10 @@ def evaluate(
     new_data = {k.removeprefix("data."): v for k, v in data_overrides.items()}
     r = load_run(run)
     result = api_evaluate(r, split=split, data=new_data or None, **settings)
-    print_summary(r, result["split"])
+    print_summary(r, result["name"])
+    if result["name"] != "test":
+        used = r.metrics("test").get("operating_point", {}).get("rule", "the config's rule, chosen on val")
+        typer.echo(f"the package and `meddx serve` keep the headline operating point (metrics.json: {used})")
 
 
 def compare(

@@ -30,8 +30,11 @@ def _arrays(run: Run, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     )
 
 
-def evaluate_run(run: Run | str | Path, split: str = "test", config: EvaluateConfig | None = None) -> dict:
-    """Evaluate one split of a run (thresholds and temperature from val) and write metrics.json and the reports."""
+def evaluate_run(
+    run: Run | str | Path, split: str = "test", config: EvaluateConfig | None = None, name: str | None = None
+) -> dict:
+    """Evaluate one split of a run (thresholds and temperature from val) and write metrics.json and the reports;
+    `name` keeps an evaluation with other settings apart (metrics-<name>.json) from the split's own."""
     run = run if isinstance(run, Run) else Run(run)
     cfg = config or run.config.evaluate
     names = run.label_names
@@ -54,7 +57,8 @@ def evaluate_run(run: Run | str | Path, split: str = "test", config: EvaluateCon
     thresholds = None if op is None else np.array([op[n] for n in names])
     if result["calibration"]["temperature"]:
         p = apply_temperature(p, result["calibration"]["temperature"])
-    suffix = split_suffix(split)  # the test split's report is the run's headline
+    result["name"] = name or split
+    suffix = split_suffix(name or split)  # the test split's report is the run's headline
     figures = write_figures(
         y,
         p,
