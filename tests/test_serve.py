@@ -216,11 +216,25 @@ def test_web_page_in_chromium(package, scans):
             prob = float(page.locator("#probs tbody td.p").first.inner_text())
             assert 0.0 <= prob <= 1.0
             assert page.eval_on_selector("#scan", "e => e.naturalWidth") > 50
+            model = httpx.get(f"http://127.0.0.1:{port}/model").json()
+            threshold = model["thresholds"]["PD"]  # the slider opens at the operating point itself, not snapped
+            assert page.eval_on_selector("#threshold", "e => Number(e.value)") == pytest.approx(threshold, abs=1e-12)
+            rates = model["val_rates"]["labels"]["PD"]
+            sens = np.mean(np.asarray(rates["positives"]) >= threshold)
+            spec = np.mean(np.asarray(rates["negatives"]) < threshold)
+            assert page.locator("#sens").inner_text() == f"{sens:.3f}"
+            assert page.locator("#spec").inner_text() == f"{spec:.3f}"
             low = (page.locator("#sens").inner_text(), page.locator("#spec").inner_text())
-            page.eval_on_selector("#threshold", "e => { e.value = 0.99; e.dispatchEvent(new Event('input')); }")
+            for t, word in ((0.02, "positive"), (0.999, "negative")):  # one truth: sentence, table and marker agree
+                page.eval_on_selector("#threshold", f"e => {{ e.value = {t}; e.dispatchEvent(new Event('input')); }}")
+                if word == "positive" and prob < t or word == "negative" and prob >= t:
+                    continue
+                assert page.locator("#decision").inner_text().startswith(word)
+                assert page.locator("#probs tbody td.decision").first.inner_text() == word
+                marker = page.eval_on_selector("#probs tbody .bar span", "e => e.style.left")
+                assert float(marker.rstrip("%")) == pytest.approx(100 * t)
             high = (page.locator("#sens").inner_text(), page.locator("#spec").inner_text())
             assert float(high[0]) <= float(low[0]) and float(high[1]) >= float(low[1]) and high != low
-            assert page.locator("#decision").inner_text().startswith(("positive", "negative"))
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "serve.png"), full_page=True)
             browser.close()

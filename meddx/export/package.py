@@ -71,16 +71,20 @@ def training_input_stats(run: Run, limit: int = 300) -> dict:
 
 
 def validation_rates(run: Run, points: int = 201) -> dict:
-    """Sensitivity and specificity on val at evenly spaced thresholds, per label (the service's threshold control)."""
+    """Sensitivity and specificity on val at evenly spaced thresholds, per label, and the sorted val scores of each
+    class, from which the page computes the rates at exactly any threshold (the service's threshold control)."""
     val = run.predictions("val")
     grid = np.linspace(0.0, 1.0, points)
     out = {}
     for n in run.label_names:
-        sens, spec = rates(val[n].to_numpy() >= 0.5, val[f"p_{n}"].to_numpy(), grid)
+        y, p = val[n].to_numpy() >= 0.5, val[f"p_{n}"].to_numpy()
+        sens, spec = rates(y, p, grid)
         out[n] = {
             "threshold": grid.round(4).tolist(),
             "sensitivity": sens.round(4).tolist(),
             "specificity": spec.round(4).tolist(),
+            "positives": np.sort(p[y]).tolist(),
+            "negatives": np.sort(p[~y]).tolist(),
         }
     return {"split": "val", "samples": int(len(val)), "labels": out}
 
