@@ -216,3 +216,20 @@ def test_collapse_fires_on_collapse_not_on_short_training_or_one_sample():
     assert result["collapsed"] and result["flat_labels"] == ["PD"] and result["likely_causes"]
     one = detect_collapse(np.array([0.4]), ["PD"], labels=np.array([1]))
     assert one["collapsed"] is False and one["judged"] is False
+
+
+def test_decision_curve_net_benefit():
+    """Net benefit by hand on 10 patients, a perfect model's equals the prevalence, and a useless one's never beats
+    treating all or none (Vickers and Elkin 2006)."""
+    from meddx.evaluation.decision import decision_curve, decision_table, net_benefit
+
+    y = np.array([1, 1, 1, 0, 0, 0, 0, 0, 0, 0])
+    p = np.array([0.9, 0.6, 0.2, 0.7, 0.1, 0.1, 0.1, 0.3, 0.05, 0.4])
+    # at t = 0.5: TP = 2, FP = 1 of 10 -> 0.2 - 0.1 * 1 = 0.1
+    assert net_benefit(y, p, np.array([0.5]))[0] == pytest.approx(0.1)
+    perfect = decision_curve(y, y.astype(float))
+    assert np.allclose(perfect["model"], 0.3) and perfect["useful_range"] == [0.01, 0.99]
+    assert perfect["treat_all"][49] == pytest.approx(0.3 - 0.7)  # t = 0.5: odds 1
+    useless = decision_curve(y, np.full(10, 0.3))
+    assert useless["useful_range"] is None
+    assert decision_table(perfect)[0] == ["5%", "0.3000", f"{0.3 - 0.7 * 0.05 / 0.95:.4f}", "0"]

@@ -67,7 +67,7 @@ def test_threshold_flag_moves_sensitivity(healthy_run):
 def test_report_files_and_figures(healthy_run):
     meddx.evaluate(healthy_run)
     path = healthy_run.path
-    for name in ("roc", "pr", "calibration", "histograms", "confusion"):
+    for name in ("roc", "pr", "calibration", "histograms", "confusion", "decision"):
         assert (path / "figures" / f"{name}.png").stat().st_size > 5000
     md = (path / "report.md").read_text()
     assert "baseline: prior" in md and "Operating points" in md and "leakage check: passed" in md
@@ -100,7 +100,7 @@ def test_report_renders_in_chromium(healthy_run):
         page.goto((healthy_run.path / "report.html").as_uri())
         assert "meddx report" in page.title()
         images = page.locator("img")
-        assert images.count() == 5
+        assert images.count() == 6  # ROC, PR, calibration, histograms, confusion, decision curve
         widths = page.eval_on_selector_all("img", "els => els.map(e => e.complete ? e.naturalWidth : 0)")
         assert all(w > 100 for w in widths), widths
         assert page.locator("table").count() >= 3

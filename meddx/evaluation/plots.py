@@ -131,13 +131,29 @@ def confusion_figure(y, pred, names, task, path: Path) -> Path:
     return _save(fig, path)
 
 
-def write_figures(y, p, pred, names, task, thresholds, calibration: dict, folder: Path) -> dict[str, Path]:
+def decision_figure(curves: dict, names, path: Path) -> Path:
+    fig, axes = _grid(len(names), "Decision curves (test): net benefit by threshold probability")
+    for ax, n in zip(axes, names[:MAX_PANELS]):
+        c = curves[n]
+        ax.plot(c["thresholds"], c["model"], lw=1.5, label="model")
+        ax.plot(c["thresholds"], c["treat_all"], "--", color="grey", label="treat all")
+        ax.axhline(0, color="black", lw=0.8, label="treat none")
+        top = max(c["prevalence"], 0.01)
+        ax.set(title=n, xlabel="threshold probability", ylabel="net benefit", xlim=(0, 1), ylim=(-0.1 * top, 1.1 * top))
+        ax.legend(loc="upper right", fontsize=7)
+    return _save(fig, path)
+
+
+def write_figures(
+    y, p, pred, names, task, thresholds, calibration: dict, folder: Path, curves: dict | None = None
+) -> dict[str, Path]:
     """All figures of one evaluation into folder; returns name -> path."""
     folder.mkdir(parents=True, exist_ok=True)
+    extra = {"decision": decision_figure(curves, names, folder / "decision.png")} if curves else {}
     return {
         "roc": roc_figure(y, p, names, thresholds, folder / "roc.png"),
         "pr": pr_figure(y, p, names, folder / "pr.png"),
         "calibration": calibration_figure(calibration, names, folder / "calibration.png"),
         "histograms": histogram_figure(y, p, names, thresholds, folder / "histograms.png"),
         "confusion": confusion_figure(y, pred, names, task, folder / "confusion.png"),
-    }
+    } | extra

@@ -13,6 +13,7 @@ import numpy as np
 from meddx.config import EvaluateConfig
 from meddx.errors import DataError
 from meddx.evaluation.calibration import apply_temperature
+from meddx.evaluation.decision import decision_curves
 from meddx.evaluation.evaluation import decisions, evaluate_arrays
 from meddx.evaluation.plots import write_figures
 from meddx.evaluation.scores import competition_for
@@ -59,6 +60,7 @@ def evaluate_run(
         p = apply_temperature(p, result["calibration"]["temperature"])
     result["name"] = name or split
     suffix = split_suffix(name or split)  # the test split's report is the run's headline
+    result["decision_curve"] = decision_curves(y, p, names)
     figures = write_figures(
         y,
         p,
@@ -68,6 +70,7 @@ def evaluate_run(
         thresholds,
         result["calibration"]["per_label"],
         run.path / f"figures{suffix}",
+        result["decision_curve"],
     )
     (run.path / f"metrics{suffix}.json").write_text(json.dumps(result, indent=2))
     context = report_context(run, result, figures)

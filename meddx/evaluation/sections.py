@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from meddx.evaluation.decision import decision_table
 from meddx.evaluation.scores import competition_for, score_table
 from meddx.run import Run
 from meddx.training.collapse import collapse_message
@@ -33,6 +34,7 @@ INTERNAL_NOTE = (
     "This split comes from the same source as the training data: its figures are an upper bound for data from "
     "elsewhere (another hospital, scanner or population). `meddx evaluate RUN --data OTHER` measures that."
 )
+DECISION_HEADER = ["threshold probability", "net benefit: model", "treat all", "treat none"]
 TRADEOFF_HEADER = ["rule", "threshold", "val sens", "val spec", "test sens", "test spec", "test PPV", "test NPV"]
 
 
@@ -90,13 +92,29 @@ def _label_section(result: dict, name: str) -> dict:
         ]
         for r in (result.get("tradeoff") or {}).get(name, [])
     ]
+    curve = (result.get("decision_curve") or {}).get(name)
     return {
         "name": name,
         "header": ["", *(TITLES[k] for k in HEADLINE)],
         "rows": rows,
         "beats_prior": result["beats_prior"][name],
         "tradeoff": tradeoff,
+        "decision": {"text": _decision_text(curve), "rows": decision_table(curve)} if curve else None,
     }
+
+
+def _decision_text(curve: dict) -> str:
+    useful = curve["useful_range"]
+    span = f"from {useful[0]:.0%} to {useful[1]:.0%}" if useful else ""
+    if useful and not curve.get("useful_contiguous", True):
+        n, total = curve["useful_points"], len(curve["thresholds"])
+        span = f"at {n} of {total} points between {useful[0]:.0%} and {useful[1]:.0%}"
+    where = (
+        f"acting on the model adds net benefit over treating everyone and no one for threshold probabilities {span}"
+        if useful
+        else "acting on the model adds no net benefit over treating everyone or no one at any threshold probability"
+    )
+    return f"Decision curve (test, prevalence {curve['prevalence']:.1%}): {where} (point estimates)."
 
 
 def _overall_section(result: dict) -> dict:
@@ -270,6 +288,7 @@ def report_context(run: Run, result: dict, figures: dict[str, Path]) -> dict:
         "competition": comp,
         "labels": [_label_section(result, n) for n in names],
         "tradeoff_header": TRADEOFF_HEADER,
+        "decision_header": DECISION_HEADER,
         "overall": _overall_section(result),
         "calibration": calibration,
         "figures": [
