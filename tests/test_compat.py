@@ -32,7 +32,8 @@ def test_old_run_evaluates_with_the_same_schema(old_run):
     result = meddx.evaluate(old_run, bootstrap=20)
     assert result["schema"] == before["schema"] and set(before) <= set(result) | {"evaluated_at"}
     assert result["model"]["per_label"]["pneumonia"]["roc_auc"]["value"] > 0.8
-    assert (old_run.path / "report.html").is_file() and (old_run.path / "report.md").is_file()
+    name = result["name"]  # other settings than the run's: kept apart from the headline report
+    assert name == "test-bootstrap20" and (old_run.path / f"report-{name}.html").is_file()
 
 
 def test_old_run_exports_with_parity(old_run, tmp_path):

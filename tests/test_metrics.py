@@ -233,3 +233,34 @@ def test_decision_curve_net_benefit():
     useless = decision_curve(y, np.full(10, 0.3))
     assert useless["useful_range"] is None
     assert decision_table(perfect)[0] == ["5%", "0.3000", f"{0.3 - 0.7 * 0.05 / 0.95:.4f}", "0"]
+
+
+def test_micro_auc_has_an_interval():
+    """Micro ROC and PR AUC of a multi-label model came without interval; now from the same patient resamples."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from meddx.config import EvaluateConfig
+    from meddx.evaluation.evaluation import score_with_intervals
+
+    rng = np.random.default_rng(3)
+    y = (rng.random((300, 4)) < 0.3).astype(float)
+    p = np.clip(0.4 * y + 0.6 * rng.random((300, 4)), 0, 1)
+    figures = score_with_intervals(y, p, (p > 0.5).astype(float), "multilabel", list("abcd"), np.arange(300),
+                                   EvaluateConfig(bootstrap=300))  # fmt: skip
+    micro = figures["micro"]
+    assert micro["roc_auc"]["value"] == pytest.approx(roc_auc_score(y, p, average="micro"), abs=1e-9)
+    assert micro["pr_auc"]["value"] == pytest.approx(average_precision_score(y, p, average="micro"), abs=1e-9)
+    assert micro["roc_auc"]["ci_low"] < micro["roc_auc"]["value"] < micro["roc_auc"]["ci_high"]
+
+
+def test_ece_has_an_interval_and_its_point_matches():
+    from meddx.evaluation.calibration import ece_weighted, reliability
+
+    rng = np.random.default_rng(4)
+    p = rng.random(500)
+    y = (rng.random(500) < p**1.5).astype(float)  # miscalibrated on purpose
+    point = ece_weighted(y, p, np.ones((1, 500)))[0]
+    assert point == pytest.approx(reliability(y, p)["ece"], abs=1e-12)
+    w = rng.multinomial(500, np.full(500, 1 / 500), size=200).astype(float)
+    lo, hi = np.percentile(ece_weighted(y, p, w), [2.5, 97.5])
+    assert lo < point < hi and hi - lo < 0.1

@@ -22,6 +22,15 @@ def reliability(y: np.ndarray, p: np.ndarray, bins: int = 10) -> dict:
     return {"mean_predicted": mean_p.tolist(), "observed": obs.tolist(), "count": count[keep].tolist(), "ece": ece}
 
 
+def ece_weighted(y: np.ndarray, p: np.ndarray, w: np.ndarray, bins: int = 10) -> np.ndarray:
+    """ECE per row of (B, N) sample weights (row 0 of ones: `reliability`'s ECE), for bootstrap intervals."""
+    y, p = np.asarray(y, dtype=np.float64), np.asarray(p, dtype=np.float64)
+    idx = np.clip((p * bins).astype(int), 0, bins - 1)
+    onehot = np.eye(bins)[idx]  # (N, bins)
+    gap = np.abs(w @ (onehot * p[:, None]) - w @ (onehot * y[:, None]))  # |sum p - sum y| per bin and row
+    return gap.sum(1) / w.sum(1)
+
+
 def _logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(np.asarray(p, dtype=np.float64), EPS, 1 - EPS)
     return np.log(p) - np.log1p(-p)

@@ -9,7 +9,7 @@ import numpy as np
 
 from meddx.config import EvaluateConfig
 from meddx.evaluation import metrics as M
-from meddx.evaluation.calibration import apply_temperature, fit_temperature, reliability
+from meddx.evaluation.calibration import apply_temperature, ece_weighted, fit_temperature, reliability
 from meddx.evaluation.operating import TRADEOFF_POINTS, choose_threshold, label_name, parse_operating_point, rates
 from meddx.training.collapse import detect_collapse
 
@@ -54,17 +54,9 @@ def _score(y: np.ndarray, p: np.ndarray, pred: np.ndarray, task: str, names: lis
     if task == "multilabel":
         overall["exact_match"] = M.exact_match(y, pred, w)
         micro = M.confusion_metrics(y, pred, w)
+        rows = np.repeat(np.arange(len(y)), y.shape[1])  # micro ROC/PR AUC: every label carries its sample's weight
+        micro.update(M.ranking_metrics(y.ravel(), p.ravel(), w, rows))  # 2,000 resamples of 4,000 x 17: under 1 s
     return {"per_label": per, "macro": macro, "micro": micro, "overall": overall}
-
-
-def micro_ranking(y: np.ndarray, p: np.ndarray) -> dict:
-    """Micro ROC AUC and PR AUC over every (sample, label) pair: point estimates (an interval would cost N x L per
-    resample)."""
-    rows = np.repeat(np.arange(len(y)), y.shape[1])  # every label of a sample carries the sample's weight
-    return {
-        k: {"value": None if np.isnan(v[0]) else float(v[0])}
-        for k, v in M.ranking_metrics(y.ravel(), p.ravel(), None, rows).items()
-    }
 
 
 def _figures(arrays: dict, ci: float) -> dict:
@@ -92,10 +84,7 @@ def score_with_intervals(y, p, pred, task, names, patients, cfg: EvaluateConfig)
         weights = np.vstack([weights, bootstrap_weights(patients, cfg.bootstrap, cfg.seed)])
     for start in range(0, len(weights), CHUNK):
         parts.append(_score(y, p, pred, task, names, weights[start : start + CHUNK]))
-    figures = _figures(_concat(parts), cfg.ci)
-    if task == "multilabel":
-        figures["micro"].update(micro_ranking(y, p))
-    return figures
+    return _figures(_concat(parts), cfg.ci)
 
 
 def _concat(parts: list[dict]) -> dict:
@@ -151,9 +140,10 @@ def _f(x: float) -> float | None:
     return None if np.isnan(x) else float(x)
 
 
-def calibrate(y_val, p_val, y_test, p_test, task: str, names: list[str], cfg: EvaluateConfig) -> tuple:
+def calibrate(y_val, p_val, y_test, p_test, task: str, names: list[str], cfg: EvaluateConfig, patients=None) -> tuple:
     """(calibration section, val and test probabilities after temperature scaling if asked): the temperature is
-    fitted on val; the reliability of test is measured after it (and before it, as `ece_before`)."""
+    fitted on val; the reliability of test is measured after it (and before it, as `ece_before`), its ECE with a
+    patient-bootstrap interval (`ece_ci`) when `patients` are given."""
     calibration: dict = {"temperature": None}
     if cfg.temperature_scaling and task != "multiclass":
         t = fit_temperature(y_val, p_val)
@@ -165,6 +155,12 @@ def calibrate(y_val, p_val, y_test, p_test, task: str, names: list[str], cfg: Ev
     calibration["per_label"] = {
         n: reliability(y_test[:, j], p_test[:, j], cfg.calibration_bins) for j, n in enumerate(names)
     }
+    if cfg.bootstrap and patients is not None:
+        w = bootstrap_weights(patients, cfg.bootstrap, cfg.seed)
+        q = [50 * (1 - cfg.ci), 50 * (1 + cfg.ci)]
+        for j, n in enumerate(names):
+            ece = ece_weighted(y_test[:, j], p_test[:, j], w, cfg.calibration_bins)
+            calibration["per_label"][n]["ece_ci"] = np.percentile(ece, q).tolist()
     return calibration, p_val, p_test
 
 
@@ -184,7 +180,7 @@ def evaluate_arrays(
     cfg = cfg or EvaluateConfig()
     y_val, p_val = np.asarray(y_val, np.float64), np.asarray(p_val, np.float64)
     y_test, p_test = np.asarray(y_test, np.float64), np.asarray(p_test, np.float64)
-    calibration, p_val, p_test = calibrate(y_val, p_val, y_test, p_test, task, names, cfg)
+    calibration, p_val, p_test = calibrate(y_val, p_val, y_test, p_test, task, names, cfg, patients_test)
     thresholds = None if task == "multiclass" else choose_thresholds(y_val, p_val, cfg.operating_point)
     method, value = parse_operating_point(cfg.operating_point)
     result = {

@@ -258,6 +258,7 @@ def report_context(run: Run, result: dict, figures: dict[str, Path]) -> dict:
     )
     calibration += [
         f"{n}: ECE {cal['per_label'][n]['ece']:.4f}"
+        + (" ({:.4f}-{:.4f})".format(*cal["per_label"][n]["ece_ci"]) if "ece_ci" in cal["per_label"][n] else "")
         + (f" (before scaling {cal['ece_before'][n]:.4f})" if "ece_before" in cal else "")
         for n in names
     ]
