@@ -74,18 +74,28 @@ def record_actual_time(run: Run, seconds: float) -> None:
         path.write_text(json.dumps(plan, indent=2))
 
 
-def evaluate(run: Run | str | Path, split: str = "test", data: dict | None = None, **settings) -> dict:
-    """Evaluate a run on one split, or on new labelled data (`data`: data-config fields, e.g. {"path": "ext.csv"}).
+def evaluate(
+    run: Run | str | Path, split: str = "test", data: dict | None = None, by: str | None = None, **settings
+) -> dict:
+    """Evaluate a run on one split, or on new labelled data (`data`: data-config fields, e.g. {"path": "ext.csv"});
+    `by`: a manifest column whose values get every figure apart (subgroups).
 
     Thresholds and temperature always come from the run's validation split; `settings` override its
     `evaluate` config section (operating_point="sensitivity=0.95", bootstrap=2000, temperature_scaling=True).
     """
+    from meddx.data.manifest import column_values
+
     run = run if isinstance(run, Run) else load_run(run)
     cfg = validate_section(EvaluateConfig, {**run.config.evaluate.model_dump(), **settings}, "evaluate.")
+    source = {**run.config.data.model_dump(), **(data or {})}
+    groups = {"column": by, "values": column_values(source["path"], by, source.get("image_column"))} if by else None
     if data:
         default = f"external-{re.sub(r'[^A-Za-z0-9_.-]+', '_', Path(str(data.get('path', 'data'))).stem)}"
         split = predict_external(run, data, split if split != "test" else default, cfg.on_training_overlap == "drop")
-    return evaluate_run(run, split, cfg, evaluation_name(split, run.config.evaluate, cfg))
+    name = evaluation_name(split, run.config.evaluate, cfg)
+    if by:
+        name = f"{name or split}-by-{re.sub(r'[^A-Za-z0-9_.-]+', '_', by)}"
+    return evaluate_run(run, split, cfg, name, groups)
 
 
 def evaluation_name(split: str, saved: EvaluateConfig, cfg: EvaluateConfig) -> str | None:

@@ -206,3 +206,37 @@ def test_library_noise_goes_to_the_run_log_not_the_terminal(tmp_path):
     assert "litlogger" not in terminal and "LeafSpec" not in terminal and "run folder:" in terminal
     log = (tmp_path / "quiet" / "meddx.log").read_text()
     assert "litlogger" in log and "LeafSpec" in log
+
+
+@pytest.mark.slow
+def test_subgroups_by_a_manifest_column(data_dir, tmp_path):
+    """`meddx evaluate --by site`: every figure per value of a manifest column with its interval (checked against
+    scikit-learn on the subgroup), the largest gap in words, and an unknown column named in one line."""
+    from sklearn.metrics import roc_auc_score
+
+    csv = _kermany_manifest(data_dir, tmp_path, n_per_class=250)
+    table = pd.read_csv(csv)
+    table["site"] = ["north" if sum(map(ord, p)) % 2 else "south" for p in table["patient"]]
+    table.to_csv(csv, index=False)
+    data = {"path": csv, "root": str(data_dir / "chest_xray_pneumonia_224/train"), "image_column": "path",
+            "patient_column": "patient", "label_columns": ["pneumonia"], "image_size": 32, "channels": 1}  # fmt: skip
+    run = meddx.train(
+        {"output_dir": str(tmp_path), "data": data, "train": {**FAST["train"], "max_epochs": 2},
+         "plan": {"enabled": False}, "evaluate": {"bootstrap": 200}}
+    )  # fmt: skip
+    proc = run_cli("evaluate", str(run.path), "--by", "site")
+    assert proc.returncode == 0, proc.stderr
+    sub = json.loads((run.path / "metrics-test-by-site.json").read_text())["subgroups"]
+    test = run.predictions("test").merge(table.rename(columns={"path": "id"})[["id", "site"]], on="id")
+    assert all("figures" in g for g in sub["groups"].values()) and "largest_gap" in sub
+    for site, rows in test.groupby("site"):
+        group = sub["groups"][site]
+        assert group["samples"] == len(rows)
+        if "figures" in group:
+            auc = group["figures"]["roc_auc"]
+            assert auc["value"] == pytest.approx(roc_auc_score(rows["pneumonia"], rows["p_pneumonia"]), abs=1e-9)
+            assert auc["ci_low"] <= auc["value"] <= auc["ci_high"]
+    report = (run.path / "report-test-by-site.md").read_text()
+    assert "## Subgroups by site" in report and ("Largest gap in ROC AUC" in report or "Fewer than two" in report)
+    bad = run_cli("evaluate", str(run.path), "--by", "scanner")
+    assert bad.returncode == 2 and "no column 'scanner' for subgroups" in bad.stderr and "Traceback" not in bad.stderr

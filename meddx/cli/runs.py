@@ -153,6 +153,7 @@ def evaluate(
     drop_training_overlap: Annotated[
         bool, typer.Option(help="With --data: leave out files identical to the run's train/val images (else stop).")
     ] = False,
+    by: Annotated[Optional[str], typer.Option(help="A manifest column: every figure per subgroup (sex, site).")] = None,
     data_overrides: dict | None = None,
 ) -> None:
     """Metrics with 95% intervals beside the baselines, operating points, calibration, plots, report.html."""
@@ -165,7 +166,7 @@ def evaluate(
         settings["on_training_overlap"] = "drop"
     new_data = {k.removeprefix("data."): v for k, v in data_overrides.items()}
     r = load_run(run)
-    result = api_evaluate(r, split=split, data=new_data or None, **settings)
+    result = api_evaluate(r, split=split, data=new_data or None, by=by, **settings)
     print_summary(r, result["name"])
     if result["name"] != "test":
         used = r.metrics("test").get("operating_point", {}).get("rule", "the config's rule, chosen on val")

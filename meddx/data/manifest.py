@@ -194,3 +194,19 @@ def read_csv_manifest(
     if not pat_col and not regex:
         notes.append("no patient id column nor patient_regex: each image is its own patient")
     return DataSet(records, label_names, task, origin=", ".join(files.values()), notes=notes)
+
+
+def column_values(path: str | Path | dict[str, str], column: str, image_column: str | None = None) -> dict[str, str]:
+    """{sample id (the image path as written): value} of one manifest column, for subgroups; a DataError names the
+    columns there are."""
+    if not isinstance(path, dict) and not str(path).lower().endswith((".csv", ".tsv")):
+        raise DataError(f"{path}: subgroups need a CSV manifest holding the column '{column}'")
+    files, frames = _read_frames(path)
+    values: dict[str, str] = {}
+    for split, df in frames.items():
+        cols = list(df.columns)
+        img = _pick_column(cols, image_column, IMAGE_COLUMN_GUESSES, "image", files[split])
+        if column not in cols:
+            raise DataError(f"{files[split]}: no column '{column}' for subgroups; columns are {cols}")
+        values.update(zip(df[img].str.strip(), df[column].str.strip()))
+    return values

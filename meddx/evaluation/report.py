@@ -18,6 +18,7 @@ from meddx.evaluation.evaluation import decisions, evaluate_arrays
 from meddx.evaluation.plots import write_figures
 from meddx.evaluation.scores import competition_for
 from meddx.evaluation.sections import report_context
+from meddx.evaluation.subgroups import subgroup_scores
 from meddx.run import PREDICTIONS, Run, split_suffix
 
 
@@ -32,10 +33,15 @@ def _arrays(run: Run, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def evaluate_run(
-    run: Run | str | Path, split: str = "test", config: EvaluateConfig | None = None, name: str | None = None
+    run: Run | str | Path,
+    split: str = "test",
+    config: EvaluateConfig | None = None,
+    name: str | None = None,
+    groups: dict | None = None,
 ) -> dict:
     """Evaluate one split of a run (thresholds and temperature from val) and write metrics.json and the reports;
-    `name` keeps an evaluation with other settings apart (metrics-<name>.json) from the split's own."""
+    `name` keeps an evaluation with other settings apart (metrics-<name>.json) from the split's own; `groups`
+    ({"column", "values": {sample id: value}}) adds every figure per subgroup."""
     run = run if isinstance(run, Run) else Run(run)
     cfg = config or run.config.evaluate
     names = run.label_names
@@ -61,6 +67,10 @@ def evaluate_run(
     result["name"] = name or split
     suffix = split_suffix(name or split)  # the test split's report is the run's headline
     result["decision_curve"] = decision_curves(y, p, names)
+    if groups:
+        values = [groups["values"].get(i) for i in run.predictions(split)["id"]]
+        pred = decisions(p, run.task, thresholds)
+        result["subgroups"] = subgroup_scores(y, p, pred, run.task, names, patients, values, groups["column"], cfg)
     figures = write_figures(
         y,
         p,

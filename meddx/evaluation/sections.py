@@ -10,7 +10,10 @@ from pathlib import Path
 import yaml
 
 from meddx.evaluation.decision import decision_table
+from meddx.evaluation.plan_section import plan_section
 from meddx.evaluation.scores import competition_for, score_table
+from meddx.evaluation.subgroups import FIGURES as SUBGROUP_FIGURES
+from meddx.evaluation.subgroups import subgroup_text
 from meddx.run import Run
 from meddx.training.collapse import collapse_message
 
@@ -103,6 +106,20 @@ def _label_section(result: dict, name: str) -> dict:
     }
 
 
+def _subgroup_section(result: dict) -> dict | None:
+    """Subgroups of one manifest column: figures with intervals per value, and the largest gap in words."""
+    sub = result.get("subgroups")
+    if not sub:
+        return None
+    header = ["subgroup", "samples", "patients", *(TITLES[k] for k in SUBGROUP_FIGURES)]
+    rows = [
+        [g, str(r["samples"]), str(r["patients"]),
+         *((fmt(r["figures"][k]) for k in SUBGROUP_FIGURES) if "figures" in r else ["too few"] * len(SUBGROUP_FIGURES))]
+        for g, r in sub["groups"].items()
+    ]  # fmt: skip
+    return {"column": sub["column"], "text": subgroup_text(sub), "header": header, "rows": rows}
+
+
 def _decision_text(curve: dict) -> str:
     useful = curve["useful_range"]
     span = f"from {useful[0]:.0%} to {useful[1]:.0%}" if useful else ""
@@ -164,57 +181,6 @@ def _training_summary(training: dict) -> str:
         f"best epoch {training.get('best_epoch')} of {training.get('epochs_run')}; {training.get('seconds')} s; "
         f"val loss {training.get('initial_val_loss') or float('nan'):.4f} untrained -> "
         f"{training.get('best_val_loss', float('nan')):.4f}"
-    )
-
-
-def _plan_section(run: Run) -> dict | None:
-    """The plan's choices (field, value, who decided, why) and its planned against actual training minutes."""
-    plan = run.plan
-    if not plan:
-        return None
-    est, act = plan.get("estimate", {}), plan.get("actual", {})
-    minutes = f"budget {plan['budget_minutes']:g} min on the {plan['accelerator'].upper()}"
-    if est:
-        until_trained = (est["elapsed_before_training_s"] + est["training_s"]) / 60
-        minutes += f"; planned {until_trained:.1f} min to trained models, {est['total_s'] / 60:.1f} with the report"
-    if act:
-        minutes += (
-            f"; reading, planning and training took {act['until_trained_s'] / 60:.1f} min (early stopping "
-            "may end a model sooner)"
-        )
-    rows = [[c["field"], json.dumps(c["value"]), c["source"], c["reason"]] for c in plan["choices"]]
-    user = [c["field"] for c in plan["choices"] if c["source"] == "user"]
-    sel = plan.get("selection") or {}
-    header, sel_rows = selection_table(sel)
-    alts = ", ".join(a["name"] for a in plan.get("alternatives", []))
-    return {
-        "minutes": minutes,
-        "header": ["field", "value", "decided by", "why"],
-        "rows": rows,
-        "user": ", ".join(user) if user else "none",
-        "selection": {"text": _selection_text(sel, alts), "header": header, "rows": sel_rows} if alts else None,
-    }
-
-
-def selection_table(selection: dict) -> tuple[list[str], list[list[str]]]:
-    """The verdict as a table for the report: candidate, val AUC and interval, difference from the best, cost."""
-    header = ["candidate", "val AUC (95% CI)", "difference from the best (paired 95% CI)", "s per epoch", "chosen"]
-    rows = [
-        [r["candidate"], f"{r['val_auc']:.4f} ({r['ci'][0]:.4f}-{r['ci'][1]:.4f})",
-         f"{r['diff_from_best']:+.4f} ({r['diff_ci'][0]:+.4f} to {r['diff_ci'][1]:+.4f})",
-         f"{r['seconds_per_epoch']:.2f}", "yes" if r["candidate"] == selection["chosen"] else ""]
-        for r in selection.get("rows", [])
-    ]  # fmt: skip
-    return header, rows
-
-
-def _selection_text(sel: dict, alts: str) -> str:
-    if not sel.get("rows"):
-        return f"Alternatives to the rules' choice ({alts}) were not tried: {sel.get('reason', 'not recorded')}."
-    skipped = f" Not tried for lack of time: {'; '.join(sel['skipped'])}." if sel.get("skipped") else ""
-    return (
-        f"Chosen on validation only ({sel['repeats']} seeds per candidate, {sel['epochs']} epochs each, "
-        f"{sel['resamples']} patient-level bootstrap resamples): {sel['chosen']}, {sel['reason']}.{skipped}"
     )
 
 
@@ -285,7 +251,8 @@ def report_context(run: Run, result: dict, figures: dict[str, Path]) -> dict:
             "size_rows": [[s, v["samples"], v["patients"]] for s, v in info["sizes"].items()],
         },
         "model": _model_section(run),
-        "plan": _plan_section(run),
+        "plan": plan_section(run),
+        "subgroups": _subgroup_section(result),
         "competition": comp,
         "labels": [_label_section(result, n) for n in names],
         "tradeoff_header": TRADEOFF_HEADER,
