@@ -240,3 +240,15 @@ def test_subgroups_by_a_manifest_column(data_dir, tmp_path):
     assert "## Subgroups by site" in report and ("Largest gap in ROC AUC" in report or "Fewer than two" in report)
     bad = run_cli("evaluate", str(run.path), "--by", "scanner")
     assert bad.returncode == 2 and "no column 'scanner' for subgroups" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.slow
+def test_samples_per_second_counts_the_samples_seen(tmp_path):
+    """training.json divided the whole train split by the time even under limit_train_batches."""
+    run = meddx.train(
+        {"data": {"path": "pneumoniamnist"}, "output_dir": str(tmp_path), "plan": {"enabled": False},
+         "train": {"max_epochs": 1, "batch_size": 64, "limit_train_batches": 2, "progress_bar": False},
+         "evaluate": {"bootstrap": 0}}
+    )  # fmt: skip
+    training = json.loads((run.path / "training.json").read_text())
+    assert training["train_samples_per_second"] * training["seconds"] == pytest.approx(128, rel=0.15)

@@ -79,7 +79,7 @@ def competition_for(run) -> Competition | None:
 
 def score_table(scores: dict, keys: list[str]) -> tuple[list[str], list[list[str]]]:
     """Header and rows (model, then baselines) of a pooled-scores dict, 4 decimals."""
-    header = ["", *keys, "mean ROC AUC", "exact match"]
+    header = ["", *keys, "mean ROC AUC", "exact match at 0.5"]
     f4 = "{:.4f}".format
     rows = [
         [

@@ -31,7 +31,7 @@ TITLES = {
     "f1": "F1",
     "accuracy": "accuracy",
     "mlogloss": "mlogloss",
-    "exact_match": "exact match",
+    "exact_match": "exact match at the operating point",
 }
 INTERNAL_NOTE = (
     "This split comes from the same source as the training data: its figures are an upper bound for data from "

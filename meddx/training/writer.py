@@ -60,7 +60,7 @@ class RunWriter(pl.Callback):
 
     def __init__(self, run_dir: Path, data: RunDataModule, plan: Plan | None = None):
         self.run_dir, self.data, self.plan = Path(run_dir), data, plan
-        self._started = 0.0
+        self._started, self._samples = 0.0, 0
 
     def on_fit_start(self, trainer, pl_module) -> None:
         self._started = time.perf_counter()
@@ -68,6 +68,9 @@ class RunWriter(pl.Callback):
             write_data_files(self.run_dir, self.data)
             if self.plan is not None:
                 self.plan.save(self.run_dir / PLAN)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._samples += len(batch[0])
 
     def on_fit_end(self, trainer, pl_module) -> None:
         if not trainer.is_global_zero:
@@ -84,7 +87,8 @@ class RunWriter(pl.Callback):
             "epochs_run": trainer.current_epoch,
             "best_val_loss": float(best.best_model_score),
             "seconds": round(seconds, 1),
-            "train_samples_per_second": round(len(self.data.datasets["train"]) * trainer.current_epoch / seconds, 1),
+            # the samples the optimiser saw (limit_train_batches and drop_last included), every process's share
+            "train_samples_per_second": round(self._samples * trainer.world_size / seconds, 1),
             "initial_val_loss": pl_module.initial_val_loss,
             "loss_weights": pl_module.hparams.loss_weights,
             "history": history(self.run_dir / LOGS / "metrics.csv"),
