@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 NOISE = (  # messages a user can do nothing about
     r"isinstance\(treespec, LeafSpec\)",  # Lightning's _pytree deprecation under torch 2.14
@@ -52,6 +56,22 @@ def quiet_third_party() -> None:
         for handler in logging.getLogger(name).handlers:
             if not any(isinstance(f, _Divert) for f in handler.filters):
                 handler.addFilter(_Divert())
+
+
+def progress(items: Sequence[T], description: str, least: int = 500) -> Iterable[T]:
+    """`items` with a progress bar on the terminal (rich) when there are at least `least` of them and stderr is a
+    terminal; otherwise `items` unchanged (logs, CI, notebooks stay clean)."""
+    if len(items) < least or not sys.stderr.isatty():
+        return items
+    from rich.progress import track
+
+    return track(items, description=description, transient=True, console=_console())
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True)
 
 
 @contextmanager

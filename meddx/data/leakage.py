@@ -14,6 +14,7 @@ from meddx.data.near_duplicates import RULE as NEAR_RULE
 from meddx.data.near_duplicates import near_duplicate_pairs, near_training
 from meddx.data.records import SPLITS, DataSet, Record
 from meddx.errors import LeakageError
+from meddx.logs import progress
 
 
 @dataclass
@@ -88,7 +89,7 @@ def check_leakage(ds: DataSet, images: bool = True, near: bool = True) -> Leakag
     }
     if images:
         by_hash: dict[str, list[tuple[str, str]]] = defaultdict(list)
-        for r in ds.records:
+        for r in progress(ds.records, f"hashing {len(ds.records)} files"):
             h = r.sha1 = content_hash(r)
             if h is None:
                 report.unhashed += 1

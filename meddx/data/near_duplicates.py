@@ -22,6 +22,7 @@ from PIL import Image
 from meddx.data.images import read_pixels
 from meddx.data.records import Record
 from meddx.errors import DataError
+from meddx.logs import progress
 
 MAX_DISTANCE, MIN_CORRELATION, THUMB = 10, 0.998, 32
 RULE = f"perceptual hash within {MAX_DISTANCE} of 64 bits, confirmed by {THUMB} px correlation >= {MIN_CORRELATION}"
@@ -88,7 +89,8 @@ def phash(plane: np.ndarray) -> str:
 
 def hash_records(records: Iterable[Record]) -> None:
     """Set `record.phash` for every readable image record not hashed yet."""
-    for r in records:
+    records = list(records)
+    for r in progress(records, f"looking for near duplicates in {len(records)} images"):
         if r.phash is None and (plane := grey(r)) is not None:
             r.phash = phash(plane)
 

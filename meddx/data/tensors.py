@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 from meddx.config import DataConfig
 from meddx.data.images import load_image
 from meddx.data.records import Record
+from meddx.logs import progress
 
 PRELOAD_LIMIT_BYTES = 2 * 1024**3
 STATS_SAMPLES = 2000
@@ -105,7 +106,8 @@ class ImageDataset(Dataset):
         nbytes = len(records) * prep.channels * prep.image_size[0] * prep.image_size[1] * 4
         self.images: torch.Tensor | None = None
         if preload if preload is not None else nbytes <= PRELOAD_LIMIT_BYTES:
-            raw = torch.from_numpy(np.stack([prep.raw(r) for r in records])) if records else torch.zeros(0)
+            decoded = [prep.raw(r) for r in progress(records, f"decoding {len(records)} images")]
+            raw = torch.from_numpy(np.stack(decoded)) if records else torch.zeros(0)
             self.images = prep.normalise(raw) if len(records) else raw
 
     def __len__(self) -> int:

@@ -1,0 +1,32 @@
+"""Terminal hygiene: library noise diverted to the run's log, progress bars only where a person watches."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from meddx.logs import progress
+
+
+def test_noise_goes_to_the_run_log_and_other_warnings_still_show(tmp_path):
+    """In a fresh process (pytest records warnings itself): a torchmetrics warning lands in meddx.log, meddx's own
+    collapse warning still reaches stderr."""
+    code = (
+        "import warnings; from meddx.logs import quiet_third_party, run_log; quiet_third_party()\n"
+        f"with run_log({str(tmp_path)!r}):\n"
+        "    warnings.warn('No positive samples in targets, true positive value should be meaningless')\n"
+        "    warnings.warn('model collapse: every output the same')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "model collapse" in proc.stderr and "No positive samples" not in proc.stderr
+    assert "No positive samples" in (tmp_path / "meddx.log").read_text()
+
+
+def test_progress_only_on_a_terminal_and_for_long_work(monkeypatch):
+    items = list(range(1000))
+    assert progress(items, "x") is items  # pytest's stderr is not a terminal
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    assert progress(items[:10], "x") == items[:10]  # too short to bother
+    shown = progress(items, "decoding")
+    assert shown is not items and list(shown) == items
