@@ -104,6 +104,8 @@ def test_report_renders_in_chromium(healthy_run):
         widths = page.eval_on_selector_all("img", "els => els.map(e => e.complete ? e.naturalWidth : 0)")
         assert all(w > 100 for w in widths), widths
         assert page.locator("table").count() >= 3
+        boxes = page.eval_on_selector_all(".figures figure", "els => els.map(e => e.getBoundingClientRect().toJSON())")
+        assert abs(boxes[0]["y"] - boxes[1]["y"]) < 5 and boxes[1]["x"] > boxes[0]["x"] + 300  # side by side at 1280 px
         page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
         browser.close()
     assert (ARTIFACTS / "report.png").stat().st_size > 20000

@@ -10,35 +10,71 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve  # noqa: E402
 
-MAX_PANELS = 20
+MAX_PANELS = 30  # Tianchi round 2 has 29 labels
+BAND_RESAMPLES = 200
+FPR_GRID = np.linspace(0, 1, 101)
 
 
 def _grid(n: int, title: str):
     n = min(n, MAX_PANELS)
-    cols = min(4, n)
+    cols = min(4 if n <= 8 else 6, n)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(max(3.4 * cols, 5.5), 3.1 * rows + 0.4), squeeze=False)
-    fig.suptitle(title, fontsize=10)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(max(3.2 * cols, 6.0), 3.0 * rows + 0.5), squeeze=False, layout="constrained"
+    )
+    fig.suptitle(title, fontsize=11)
     for ax in axes.flat[n:]:
         ax.axis("off")
     return fig, axes.flat
 
 
+def _title(name: str) -> str:
+    return name if len(name) <= 24 else name[:22] + "..."
+
+
 def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
 
 
-def roc_figure(y, p, names, thresholds, path: Path) -> Path:
-    fig, axes = _grid(len(names), "ROC (test) with the operating point chosen on validation")
+def _resamples(n: int, patients, seed: int = 0) -> list[np.ndarray]:
+    """Sample indices of BAND_RESAMPLES patient-level bootstrap draws (every image of a drawn patient)."""
+    rng = np.random.default_rng(seed)
+    _, group = np.unique(
+        np.asarray(patients if patients is not None else np.arange(n)).astype(str), return_inverse=True
+    )
+    members = [np.flatnonzero(group == g) for g in range(group.max() + 1)]
+    return [
+        np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))]) for _ in range(BAND_RESAMPLES)
+    ]
+
+
+def _roc_band(y: np.ndarray, p: np.ndarray, draws: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """2.5 and 97.5 percentiles of sensitivity over FPR_GRID across the bootstrap draws."""
+    curves = []
+    for idx in draws:
+        if 0 < y[idx].sum() < len(idx):
+            fpr, tpr, _ = roc_curve(y[idx], p[idx])
+            curves.append(np.interp(FPR_GRID, fpr, tpr))
+    return np.percentile(curves, [2.5, 97.5], axis=0) if curves else (FPR_GRID * np.nan, FPR_GRID * np.nan)
+
+
+def roc_figure(y, p, names, thresholds, path: Path, patients=None) -> Path:
+    fig, axes = _grid(len(names), "ROC (test), 95% band; red: operating point (val)")
+    draws = _resamples(len(y), patients)
     for j, (ax, n) in enumerate(zip(axes, names[:MAX_PANELS])):
+        title = _title(n)
         if 0 < y[:, j].sum() < len(y):
             fpr, tpr, _ = roc_curve(y[:, j], p[:, j])
+            lo, hi = _roc_band(y[:, j], p[:, j], draws)
+            ax.fill_between(FPR_GRID, lo, hi, color="tab:blue", alpha=0.2, lw=0)
             ax.plot(fpr, tpr, lw=1.5)
+            aucs = [roc_auc_score(y[idx, j], p[idx, j]) for idx in draws if 0 < y[idx, j].sum() < len(idx)]
+            ci = f" ({np.percentile(aucs, 2.5):.3f}-{np.percentile(aucs, 97.5):.3f})" if aucs else ""
+            title += f"\nAUC {roc_auc_score(y[:, j], p[:, j]):.3f}{ci}"
             if thresholds is not None:
                 pred = p[:, j] >= thresholds[j]
                 sens = pred[y[:, j] == 1].mean()
@@ -46,35 +82,37 @@ def roc_figure(y, p, names, thresholds, path: Path) -> Path:
                 ax.plot([fp_rate], [sens], "o", color="crimson", label=f"t={thresholds[j]:.3g}")
                 ax.legend(loc="lower right", fontsize=8)
         ax.plot([0, 1], [0, 1], ":", color="grey")
-        ax.set(title=n, xlabel="1 - specificity", ylabel="sensitivity", xlim=(0, 1), ylim=(0, 1.01))
+        ax.set(xlabel="1 - specificity", ylabel="sensitivity", xlim=(0, 1), ylim=(0, 1.01))
+        ax.set_title(title, fontsize=9)
     return _save(fig, path)
 
 
 def pr_figure(y, p, names, path: Path) -> Path:
     fig, axes = _grid(len(names), "Precision-recall (test); dashed: prevalence")
     for j, (ax, n) in enumerate(zip(axes, names[:MAX_PANELS])):
+        title = _title(n)
         if y[:, j].sum() > 0:
             prec, rec, _ = precision_recall_curve(y[:, j], p[:, j])
             ax.plot(rec, prec, lw=1.5)
+            title += f"\nPR AUC {average_precision_score(y[:, j], p[:, j]):.3f}"
         ax.axhline(y[:, j].mean(), ls="--", color="grey")
-        ax.set(title=n, xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.01))
+        ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.01))
+        ax.set_title(title, fontsize=9)
     return _save(fig, path)
 
 
 def calibration_figure(calibration: dict, names, path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(5, 4.5))
-    for n in names[:MAX_PANELS]:
+    """One small panel per label (17 curves in one axis were a tangle), point size by bin count, ECE in the title."""
+    fig, axes = _grid(len(names), "Reliability (test); dot size: samples in the bin")
+    for ax, n in zip(axes, names[:MAX_PANELS]):
         c = calibration[n]
-        ax.plot(c["mean_predicted"], c["observed"], "o-", ms=3, label=f"{n} (ECE {c['ece']:.3f})")
-    ax.plot([0, 1], [0, 1], ":", color="grey")
-    ax.set(
-        title="Reliability (test)",
-        xlabel="mean predicted probability",
-        ylabel="observed frequency",
-        xlim=(0, 1),
-        ylim=(0, 1),
-    )
-    ax.legend(fontsize=7, loc="upper left")
+        sizes = 8 + 60 * np.asarray(c["count"]) / max(max(c["count"], default=1), 1)
+        ax.plot(c["mean_predicted"], c["observed"], "-", lw=1, color="tab:blue")
+        ax.scatter(c["mean_predicted"], c["observed"], s=sizes, color="tab:blue", zorder=3)
+        ax.plot([0, 1], [0, 1], ":", color="grey")
+        ci = " ({:.3f}-{:.3f})".format(*c["ece_ci"]) if "ece_ci" in c else ""
+        ax.set(xlabel="predicted", ylabel="observed", xlim=(0, 1), ylim=(0, 1))
+        ax.set_title(f"{_title(n)}\nECE {c['ece']:.3f}{ci}", fontsize=9)
     return _save(fig, path)
 
 
@@ -89,6 +127,13 @@ def histogram_figure(y, p, names, thresholds, path: Path) -> Path:
         ax.set(title=n, xlabel="probability", ylabel="samples")
         ax.legend(fontsize=7)
     return _save(fig, path)
+
+
+def _counts(ax, cm: np.ndarray) -> None:
+    """Each cell's count, white on dark cells and black on light ones (black on navy was unreadable)."""
+    top = max(int(cm.max()), 1)
+    for (a, b), v in np.ndenumerate(cm):
+        ax.text(b, a, str(v), ha="center", va="center", fontsize=11, color="white" if v > top / 2 else "black")
 
 
 def confusion_figure(y, pred, names, task, path: Path) -> Path:
@@ -107,20 +152,16 @@ def confusion_figure(y, pred, names, task, path: Path) -> Path:
             ylabel="true",
             title="Confusion matrix (test, argmax)",
         )
-        for i in range(k):
-            for jj in range(k):
-                ax.text(jj, i, cm[i, jj], ha="center", va="center")
+        _counts(ax, cm)
         return _save(fig, path)
     fig, axes = _grid(len(names), "Confusion at the operating point (test)")
     for j, (ax, n) in enumerate(zip(axes, names[:MAX_PANELS])):
         t, d = y[:, j].astype(int), pred[:, j].astype(int)
         cm = np.array([[np.sum((t == a) & (d == b)) for b in (0, 1)] for a in (0, 1)])
         ax.imshow(cm, cmap="Blues")
-        for a in (0, 1):
-            for b in (0, 1):
-                ax.text(b, a, cm[a, b], ha="center", va="center")
+        _counts(ax, cm)
         ax.set(
-            title=n,
+            title=_title(n),
             xticks=[0, 1],
             yticks=[0, 1],
             xticklabels=["neg", "pos"],
@@ -132,7 +173,7 @@ def confusion_figure(y, pred, names, task, path: Path) -> Path:
 
 
 def decision_figure(curves: dict, names, path: Path) -> Path:
-    fig, axes = _grid(len(names), "Decision curves (test): net benefit by threshold probability")
+    fig, axes = _grid(len(names), "Decision curves (test): net benefit")
     for ax, n in zip(axes, names[:MAX_PANELS]):
         c = curves[n]
         ax.plot(c["thresholds"], c["model"], lw=1.5, label="model")
@@ -145,13 +186,13 @@ def decision_figure(curves: dict, names, path: Path) -> Path:
 
 
 def write_figures(
-    y, p, pred, names, task, thresholds, calibration: dict, folder: Path, curves: dict | None = None
+    y, p, pred, names, task, thresholds, calibration: dict, folder: Path, curves: dict | None = None, patients=None
 ) -> dict[str, Path]:
     """All figures of one evaluation into folder; returns name -> path."""
     folder.mkdir(parents=True, exist_ok=True)
     extra = {"decision": decision_figure(curves, names, folder / "decision.png")} if curves else {}
     return {
-        "roc": roc_figure(y, p, names, thresholds, folder / "roc.png"),
+        "roc": roc_figure(y, p, names, thresholds, folder / "roc.png", patients),
         "pr": pr_figure(y, p, names, folder / "pr.png"),
         "calibration": calibration_figure(calibration, names, folder / "calibration.png"),
         "histograms": histogram_figure(y, p, names, thresholds, folder / "histograms.png"),

@@ -81,6 +81,7 @@ def evaluate_run(
         result["calibration"]["per_label"],
         run.path / f"figures{suffix}",
         result["decision_curve"],
+        patients,
     )
     (run.path / f"metrics{suffix}.json").write_text(json.dumps(result, indent=2))
     context = report_context(run, result, figures)

@@ -260,7 +260,12 @@ def report_context(run: Run, result: dict, figures: dict[str, Path]) -> dict:
         "overall": _overall_section(result),
         "calibration": calibration,
         "figures": [
-            {"key": k, "path": f"{p.parent.name}/{p.name}", "base64": base64.b64encode(p.read_bytes()).decode()}
+            {
+                "key": k,
+                "path": f"{p.parent.name}/{p.name}",
+                "base64": base64.b64encode(p.read_bytes()).decode(),
+                "wide": len(names) > 4,
+            }  # many labels: one figure per row, full width
             for k, p in figures.items()
         ],
     }
