@@ -264,3 +264,20 @@ def test_ece_has_an_interval_and_its_point_matches():
     w = rng.multinomial(500, np.full(500, 1 / 500), size=200).astype(float)
     lo, hi = np.percentile(ece_weighted(y, p, w), [2.5, 97.5])
     assert lo < point < hi and hi - lo < 0.1
+
+
+def test_operating_point_table_has_intervals():
+    """Each trade-off row's test sensitivity, specificity, PPV and NPV come with an interval from the resamples."""
+    from meddx.evaluation.evaluation import bootstrap_weights, tradeoff_table
+
+    rng = np.random.default_rng(5)
+    y_val, y_test = rng.integers(0, 2, 300), rng.integers(0, 2, 300)
+    p_val = np.clip(0.35 * y_val + 0.65 * rng.random(300), 0, 1)
+    p_test = np.clip(0.35 * y_test + 0.65 * rng.random(300), 0, 1)
+    rows = tradeoff_table(y_val, p_val, y_test, p_test, bootstrap_weights(np.arange(300), 300, 0))
+    for row in rows:
+        t = row["threshold"]
+        assert row["test_sensitivity"] == pytest.approx(np.mean(p_test[y_test == 1] >= t))
+        lo, hi = row["test_sensitivity_ci"]
+        assert lo <= row["test_sensitivity"] <= hi and hi - lo < 0.2
+    assert "test_sensitivity_ci" not in tradeoff_table(y_val, p_val, y_test, p_test)[0]

@@ -113,26 +113,30 @@ def choose_thresholds(y_val: np.ndarray, p_val: np.ndarray, operating_point: str
     return np.array([choose_threshold(y_val[:, j], p_val[:, j], method, value) for j in range(y_val.shape[1])])
 
 
-def tradeoff_table(y_val, p_val, y_test, p_test) -> list[dict]:
-    """For one label: operating points chosen on val and what they give on val and test."""
+def tradeoff_table(y_val, p_val, y_test, p_test, w: np.ndarray | None = None, ci: float = 0.95) -> list[dict]:
+    """For one label: operating points chosen on val and what they give on val and test; with bootstrap weights `w`
+    (resamples x test samples), each test figure's interval (`<figure>_ci`)."""
     rows = []
+    weights = np.ones((1, len(y_test))) if w is None else np.vstack([np.ones(len(y_test)), w])
+    q = [50 * (1 - ci), 50 * (1 + ci)]
     for method, value in TRADEOFF_POINTS:
         t = choose_threshold(y_val, p_val, method, value)
         sv, cv = rates(y_val, p_val, np.array([t]))
-        st, ct = rates(y_test, p_test, np.array([t]))
-        conf = M.confusion_metrics(y_test, (p_test >= t).astype(float))
-        rows.append(
-            {
-                "rule": label_name(method, value),
-                "threshold": t,
-                "val_sensitivity": float(sv[0]),
-                "val_specificity": float(cv[0]),
-                "test_sensitivity": float(st[0]),
-                "test_specificity": float(ct[0]),
-                "test_ppv": _f(conf["ppv"][0]),
-                "test_npv": _f(conf["npv"][0]),
-            }
-        )
+        conf = M.confusion_metrics(y_test, (p_test >= t).astype(float), weights)
+        row = {
+            "rule": label_name(method, value),
+            "threshold": t,
+            "val_sensitivity": float(sv[0]),
+            "val_specificity": float(cv[0]),
+        }
+        for key, figure in (("sensitivity", "sensitivity"), ("specificity", "specificity"), ("ppv", "ppv"),
+                            ("npv", "npv")):  # fmt: skip
+            values = conf[figure]
+            row[f"test_{key}"] = _f(values[0])
+            boot = values[1:][~np.isnan(values[1:])]
+            if len(boot):
+                row[f"test_{key}_ci"] = np.percentile(boot, q).tolist()
+        rows.append(row)
     return rows
 
 
@@ -213,8 +217,10 @@ def evaluate_arrays(
         )
     result["beats_prior"] = {n: _beats_prior(result, n) for n in names}
     if task != "multiclass":
+        w = bootstrap_weights(patients_test, cfg.bootstrap, cfg.seed) if cfg.bootstrap else None
         result["tradeoff"] = {
-            n: tradeoff_table(y_val[:, j], p_val[:, j], y_test[:, j], p_test[:, j]) for j, n in enumerate(names)
+            n: tradeoff_table(y_val[:, j], p_val[:, j], y_test[:, j], p_test[:, j], w, cfg.ci)
+            for j, n in enumerate(names)
         }
     return result
 

@@ -88,10 +88,7 @@ def _label_section(result: dict, name: str) -> dict:
             f"{r['threshold']:.4g}",
             f"{r['val_sensitivity']:.3f}",
             f"{r['val_specificity']:.3f}",
-            f"{r['test_sensitivity']:.3f}",
-            f"{r['test_specificity']:.3f}",
-            _num(r["test_ppv"]),
-            _num(r["test_npv"]),
+            *(_with_ci(r, f"test_{k}") for k in ("sensitivity", "specificity", "ppv", "npv")),
         ]
         for r in (result.get("tradeoff") or {}).get(name, [])
     ]
@@ -104,6 +101,12 @@ def _label_section(result: dict, name: str) -> dict:
         "tradeoff": tradeoff,
         "decision": {"text": _decision_text(curve), "rows": decision_table(curve)} if curve else None,
     }
+
+
+def _with_ci(row: dict, key: str) -> str:
+    """A trade-off figure with its interval when the evaluation bootstrapped."""
+    value = _num(row.get(key))
+    return value + (" ({:.3f}-{:.3f})".format(*row[f"{key}_ci"]) if row.get(f"{key}_ci") else "")
 
 
 def _subgroup_section(result: dict) -> dict | None:
