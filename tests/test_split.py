@@ -163,6 +163,7 @@ def test_near_duplicates_across_splits_are_found_and_dropped(data_dir, tmp_path)
     assert "1 near-duplicate image pair(s) on two sides (perceptual hash within 10" in report.summary()
     final = enforce_no_leakage(ds, SplitConfig(ratios=(0.9, 0.1, 0.0)))
     assert final.ok and copy_of not in {r.id for r in ds.records} and len(ds.records) == 40
+    assert any("--patient-regex" in a for a in final.actions)  # files without patient ids: the regex is suggested
     assert check_leakage(ds, near=False).near_rule == ""
 
 
@@ -180,3 +181,4 @@ def test_breastmnist_official_splits_share_near_duplicates(data_dir):
     final = enforce_no_leakage(ds)
     assert final.ok and len(ds.subset("test")) == 156 and len(ds.subset("val")) == 78 - 3
     assert any(a.startswith("dropped 3 val image(s) (near-)identical to test ones") for a in final.actions)
+    assert not any("--patient-regex" in a for a in final.actions)  # no file names to take patients from

@@ -153,6 +153,12 @@ def _drop_copies(ds: DataSet, report: LeakageReport, cfg: SplitConfig) -> Leakag
         if ids:
             other = "val/test" if side == "train" else "test"
             actions.append(f"dropped {len(ids)} {side} image(s) (near-)identical to {other} ones: {ids[:20]}")
+    named_files = any(r.index is None and r.tokens is None for r in ds.records)  # an .npz has no file names
+    if actions and not report.patients_known and named_files:
+        actions.append(
+            "patient ids are unknown (each image its own patient): copies across splits often mean one patient's "
+            "images; if file names carry the patient, --patient-regex keeps them on one side"
+        )
     report = check_leakage(ds, near=cfg.near_duplicates)
     report.actions.extend(actions)
     if not report.ok:
