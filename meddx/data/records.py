@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Literal
 
 import numpy as np
@@ -58,8 +59,9 @@ class DataSet:
 
     @property
     def patients_known(self) -> bool:
-        """False when each sample stands for its own patient (no patient ids in the source)."""
-        return any(r.patient_id != r.id for r in self.records)
+        """False when each sample stands for its own patient (no patient ids in the source: the id, or the file name's
+        stem as a folder read without a patient regex gives)."""
+        return any(r.patient_id not in (r.id, PurePath(r.id).stem) for r in self.records)
 
     def subset(self, split: str) -> DataSet:
         """The records of one split, same label names and task."""
