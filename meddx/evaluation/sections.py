@@ -220,17 +220,6 @@ def report_context(run: Run, result: dict, figures: dict[str, Path]) -> dict:
     if competition and competition.name in result:
         header, rows = score_table(result[competition.name], competition.keys(result[competition.name]))
         comp = {"title": competition.title, "note": competition.note, "header": header, "rows": rows}
-    calibration = (
-        [f"temperature scaling: {cal['temperature']:.3f} (fitted on val)"]
-        if cal["temperature"]
-        else ["temperature scaling: off"]
-    )
-    calibration += [
-        f"{n}: ECE {cal['per_label'][n]['ece']:.4f}"
-        + (" ({:.4f}-{:.4f})".format(*cal["per_label"][n]["ece_ci"]) if "ece_ci" in cal["per_label"][n] else "")
-        + (f" (before scaling {cal['ece_before'][n]:.4f})" if "ece_before" in cal else "")
-        for n in names
-    ]
     return {
         "name": run.path.name,
         "split": result["split"],
@@ -261,14 +250,29 @@ def report_context(run: Run, result: dict, figures: dict[str, Path]) -> dict:
         "tradeoff_header": TRADEOFF_HEADER,
         "decision_header": DECISION_HEADER,
         "overall": _overall_section(result),
-        "calibration": calibration,
-        "figures": [
-            {
-                "key": k,
-                "path": f"{p.parent.name}/{p.name}",
-                "base64": base64.b64encode(p.read_bytes()).decode(),
-                "wide": len(names) > 4,
-            }  # many labels: one figure per row, full width
-            for k, p in figures.items()
-        ],
+        "calibration": _calibration_lines(cal, names),
+        "figures": _figure_list(figures, wide=len(names) > 4),
     }
+
+
+def _calibration_lines(cal: dict, names: list[str]) -> list[str]:
+    """Temperature scaling and each label's ECE with its interval."""
+    lines = (
+        [f"temperature scaling: {cal['temperature']:.3f} (fitted on val)"]
+        if cal["temperature"]
+        else ["temperature scaling: off"]
+    )
+    return lines + [
+        f"{n}: ECE {cal['per_label'][n]['ece']:.4f}"
+        + (" ({:.4f}-{:.4f})".format(*cal["per_label"][n]["ece_ci"]) if "ece_ci" in cal["per_label"][n] else "")
+        + (f" (before scaling {cal['ece_before'][n]:.4f})" if "ece_before" in cal else "")
+        for n in names
+    ]
+
+
+def _figure_list(figures: dict[str, Path], wide: bool) -> list[dict]:
+    """Figures embedded for the HTML report (with many labels, one per row at full width) and linked for Markdown."""
+    embed = {k: base64.b64encode(p.read_bytes()).decode() for k, p in figures.items()}
+    return [
+        {"key": k, "path": f"{p.parent.name}/{p.name}", "base64": embed[k], "wide": wide} for k, p in figures.items()
+    ]
