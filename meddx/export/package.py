@@ -21,6 +21,7 @@ from meddx.data.tensors import ImageDataset
 from meddx.errors import MeddxError
 from meddx.evaluation.operating import rates
 from meddx.export.domain import input_stats
+from meddx.export.snippet import SNIPPET
 from meddx.logs import LOG, run_log
 from meddx.models.output import probabilities
 from meddx.run import CONFIG, PREPROCESS, WEIGHTS, Run
@@ -231,15 +232,10 @@ def model_card(run: Run, metrics: dict, parity_result: dict) -> str:
         "not a guarantee: a scan within those statistics can still be unlike the training data.",
         "",
         "## Running the file without meddx",
+        "numpy, Pillow and onnxruntime only, in this folder; `predict(['scan.png'])` gives meddx's probabilities "
+        "(to 1e-4) for PNG and JPEG scans (DICOM and stacks: see `preprocess.json`'s window and views).",
         "```python",
-        "import json, numpy as np, onnxruntime as ort",
-        "prep = json.load(open('preprocess.json'))",
-        "x = image_float32_CHW  # decoded, channels and size as in prep, scaled to [0, 1] for 8/16-bit images",
-        "if prep['normalize'] == 'dataset':",
-        "    x = (x - np.array(prep['mean'])[:, None, None]) / np.array(prep['std'])[:, None, None]",
-        "elif prep['normalize'] == 'sample':",
-        "    x = (x - x.mean((1, 2), keepdims=True)) / (x.std((1, 2), ddof=1, keepdims=True) + 1e-6)",
-        "p = ort.InferenceSession('model.onnx').run(['probabilities'], {'image': x[None].astype(np.float32)})[0]",
+        SNIPPET.rstrip(),
         "```",
         "",
     ]
