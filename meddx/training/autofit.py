@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 
 from meddx.config import RunConfig
 from meddx.run import MEMBERS
@@ -76,10 +77,27 @@ def train_members(cfg: RunConfig, choose: Chooser | None = None) -> tuple | None
         run = fit(planned, data, plan)
         return ([run], None, planned, plan) if run is not None else None
     base = new_run_dir(planned)
-    members = []
-    for i in range(k):
-        member = planned.model_copy(deep=True)
-        member.name, member.output_dir = f"seed{planned.train.seed + i}", str(base / MEMBERS)
-        member.train.seed, member.train.ensemble = planned.train.seed + i, 1
-        members.append(fit(member, data, plan))
+    members = [fit(_seed(planned, base, i), data, plan) for i in range(k)]
+    if plan is not None and plan.pilot.get("seconds_per_epoch") and _planned_size(cfg, plan, distributed):
+        deadline = started + plan.budget_minutes * 60 - reserve_seconds(plan.budget_minutes * 60)
+        per_member = max(m.training.get("seconds") or 0.0 for m in members)  # early stopping included
+        while len(members) < cfg.plan.max_ensemble and time.monotonic() + per_member < deadline:
+            members.append(fit(_seed(planned, base, len(members)), data, plan))
+        if len(members) > k:
+            why = f"{k} planned at full epochs; early stopping left time for {len(members) - k} more seed(s)"
+            Planner(cfg, plan).choose("train.ensemble", len(members), why, "budget")
+            planned = plan.apply(planned)
     return members, base, planned, plan
+
+
+def _seed(planned: RunConfig, base: Path, i: int) -> RunConfig:
+    """The config of the ensemble's i-th seed, under <base>/members/seed<k>."""
+    member = planned.model_copy(deep=True)
+    member.name, member.output_dir = f"seed{planned.train.seed + i}", str(base / MEMBERS)
+    member.train.seed, member.train.ensemble = planned.train.seed + i, 1
+    return member
+
+
+def _planned_size(cfg: RunConfig, plan: Plan, distributed: bool) -> bool:
+    """Whether the plan (not the user) set the number of models and the epochs, so seeds may be added."""
+    return not distributed and not {"train.ensemble", "train.max_epochs"} & set(Planner(cfg, plan).user)
