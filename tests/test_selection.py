@@ -27,7 +27,7 @@ def test_a_clearly_better_candidate_wins_even_when_dearer():
     y = rng.integers(0, 2, 600)
     preds = {"cheap": _scores(y, 0.5, rng), "dear": _scores(y, 4.0, rng)}
     verdict = compare_predictions(y, np.arange(600), preds, {"cheap": 1.0, "dear": 5.0})
-    assert verdict["chosen"] == "dear" and "worse by more than the paired interval" in verdict["reason"]
+    assert verdict["chosen"] == "dear" and "is worse by more than the paired interval" in verdict["reason"]
     cheap = verdict["rows"][0]
     assert cheap["candidate"] == "cheap" and not cheap["as_good_as_best"] and cheap["diff_ci"][1] < 0
     assert cheap["ci"][0] < cheap["val_auc"] < cheap["ci"][1]
@@ -41,8 +41,11 @@ def test_a_tie_goes_to_the_cheaper_candidate():
     base = _scores(y, 2.0, rng)
     preds = {"dear": base + 0.05 * y * rng.random(40), "cheap": base}
     verdict = compare_predictions(y, np.arange(40), preds, {"cheap": 1.0, "dear": 3.0})
-    assert verdict["rows"][1]["val_auc"] >= verdict["rows"][0]["val_auc"]  # the dearer is ahead on the point figure
-    assert verdict["chosen"] == "cheap" and "a tie goes to the cheaper model" in verdict["reason"]
+    assert verdict["rows"][0]["val_auc"] >= verdict["rows"][1]["val_auc"]  # the dearer is ahead on the point figure
+    assert verdict["chosen"] == "cheap" and "a tie goes to the cheaper or simpler model" in verdict["reason"]
+    costs = {"rule": 7.6, "other": 7.5}
+    same_cost = compare_predictions(y, np.arange(40), {"rule": base, "other": preds["dear"]}, costs)
+    assert same_cost["chosen"] == "rule" and "the rules' own choice" in same_cost["reason"]  # 7.5 s is not cheaper
 
 
 def test_images_of_a_patient_are_resampled_together():

@@ -14,6 +14,7 @@ from meddx.evaluation.metrics import roc_auc
 from meddx.run import Run
 
 RESAMPLES, CI, SEED = 2000, 0.95, 0
+CLEARLY_CHEAPER = 0.85  # a pilot's seconds per epoch vary by about 10%: cheaper means under 85% of the other's cost
 
 
 def macro_auc(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -33,14 +34,15 @@ def _interval(values: np.ndarray) -> tuple[float, float]:
 def compare_predictions(
     y: np.ndarray, patients: np.ndarray, preds: dict[str, np.ndarray], costs: dict[str, float]
 ) -> dict:
-    """The verdict on candidates judged on the same val samples: a row per candidate (AUC, interval, paired difference
-    from the best and its interval, cost) and the chosen one with the reason."""
+    """The verdict on candidates judged on the same val samples: a row per candidate, in the given order (the rules'
+    candidate first), with AUC, interval, paired difference from the best and its interval, cost; and the chosen one
+    with the reason: among those as good as the best, the first unless another is clearly cheaper."""
     y = np.asarray(y, np.float64).reshape(len(y), -1)
     w = np.vstack([np.ones(len(y)), bootstrap_weights(patients, RESAMPLES, SEED)])
     aucs = {name: macro_auc(y, np.asarray(p, np.float64).reshape(y.shape), w) for name, p in preds.items()}
     best = max(aucs, key=lambda n: aucs[n][0])
     rows = []
-    for name in sorted(preds, key=lambda n: costs[n]):
+    for name in preds:
         diff = aucs[name][1:] - aucs[best][1:]
         lo, hi = _interval(aucs[name][1:])
         dlo, dhi = _interval(diff) if name != best else (0.0, 0.0)
@@ -51,18 +53,21 @@ def compare_predictions(
              "diff_from_best": round(gap, 4), "diff_ci": [round(dlo, 4), round(dhi, 4)],
              "seconds_per_epoch": round(costs[name], 2), "as_good_as_best": tie}
         )  # fmt: skip
-    chosen = next(r for r in rows if r["as_good_as_best"])["candidate"]
+    tied = [r["candidate"] for r in rows if r["as_good_as_best"]]
+    chosen = tied[0]
+    for name in tied[1:]:
+        if costs[name] < CLEARLY_CHEAPER * costs[chosen]:
+            chosen = name
     if chosen != best:
         reason = (
-            f"cheapest candidate whose val AUC is within the paired {CI:.0%} interval of the best ({best}, "
-            f"{aucs[best][0]:.4f}): a tie goes to the cheaper model"
+            f"within the paired {CI:.0%} interval of the best ({best}, {aucs[best][0]:.4f}) and "
+            + ("clearly cheaper" if costs[chosen] < CLEARLY_CHEAPER * costs[best] else "the rules' own choice")
+            + ": a tie goes to the cheaper or simpler model"
         )
-    elif chosen == rows[0]["candidate"]:
-        reason = f"best on val (AUC {aucs[best][0]:.4f}) and the cheapest"
+    elif len(rows) == 1 or all(costs[chosen] <= costs[r["candidate"]] / CLEARLY_CHEAPER for r in rows):
+        reason = f"best on val (AUC {aucs[best][0]:.4f}), not dearer than the others"
     else:
-        reason = (
-            f"best on val (AUC {aucs[best][0]:.4f}); every cheaper candidate is worse by more than the paired interval"
-        )
+        reason = f"best on val (AUC {aucs[best][0]:.4f}); each cheaper one is worse by more than the paired interval"
     return {"metric": "val ROC AUC, macro over labels, mean of each candidate's seeds", "resamples": RESAMPLES,
             "unit": "patient", "rows": rows, "chosen": chosen, "reason": reason}  # fmt: skip
 
