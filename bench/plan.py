@@ -122,6 +122,16 @@ def peer_row(data: dict) -> dict:
     }
 
 
+def _commit() -> str:
+    """The meddx commit a row was measured at."""
+    import subprocess
+
+    out = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True
+    )
+    return out.stdout.strip() or "unknown"
+
+
 def _fmt(r: dict) -> str:
     if r["auc"] != r["auc"]:
         return "not run"
@@ -159,6 +169,7 @@ def main() -> None:
             rows[key] = meddx_row(f"{name}-fixed", {**data, **fixed}, out, plan={"enabled": False})
         else:
             rows[key] = peer_row(data)
+        rows[key]["commit"] = _commit()
         cache.write_text(json.dumps(rows, indent=2))
         print(key, rows[key], flush=True)
     write_table(rows, args)
@@ -167,9 +178,10 @@ def main() -> None:
 def write_table(rows: dict, args) -> None:
     command = f"--budget {args.budget:g}" + (f" --sets {args.sets}" if args.sets != ",".join(SETS) else "")
     command += f" --skip {args.skip}" if args.skip else ""
+    commits = ", ".join(sorted({r.get("commit", "unknown") for r in rows.values()}))
     lines = [
-        f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, 2 CPU cores, by `.venv/bin/python bench/plan.py "
-        f"{command}`. Test ROC AUC (95% patient-bootstrap interval) on each set's own test split; "
+        f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, 2 CPU cores (meddx at {commits}), by "
+        f"`.venv/bin/python bench/plan.py {command}`. Test ROC AUC (95% patient-bootstrap interval) on each set's own test split; "
         "minutes are wall time of the whole `meddx.train` call (reading, planning, pilot, training, evaluation).",
         "",
         "| data set | planned (`meddx train --data X`) | README hand recipe, same budget | fixed defaults (plan off) "
