@@ -120,9 +120,9 @@ class Run:
         return pd.read_csv(self.path / SPLIT, dtype={"id": str, "patient_id": str, "sha1": str, "phash": str})
 
     def train_prior(self) -> np.ndarray:
-        """Per-label prevalence in the training split (the prior baseline)."""
+        """Per-label prevalence in the training split (the prior baseline; unknown labels left out)."""
         table = self.split_table()
-        return table.loc[table["split"] == "train", self.label_names].to_numpy(np.float64).mean(0)
+        return np.nanmean(table.loc[table["split"] == "train", self.label_names].to_numpy(np.float64), axis=0)
 
     @cached_property
     def model(self) -> nn.Module:

@@ -111,7 +111,7 @@ def test_label_values_other_than_0_1(scans):
     _assert_clean_error(
         _train(_csv(scans, "\n".join(text) + "\n"), "--patient-column", "patient", "--label-columns", "label"),
         "bad.csv: row 4, column 'label'",
-        "'2' is not 0 or 1",
+        "'2' is not 0, 1, blank (unknown), -1 (uncertain)",
     )
 
 

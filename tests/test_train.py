@@ -252,3 +252,39 @@ def test_samples_per_second_counts_the_samples_seen(tmp_path):
     )  # fmt: skip
     training = json.loads((run.path / "training.json").read_text())
     assert training["train_samples_per_second"] * training["seconds"] == pytest.approx(128, rel=0.15)
+
+
+@pytest.mark.slow
+def test_unknown_uncertain_and_soft_labels(data_dir, tmp_path):
+    """Blank (unknown) labels are left out of the loss and every metric, CheXpert's -1 follows data.uncertain_labels,
+    values in (0, 1) train as soft targets; the reader says so; anything else is named in one line."""
+    from sklearn.metrics import roc_auc_score
+
+    csv = _kermany_manifest(data_dir, tmp_path, n_per_class=150)
+    table = pd.read_csv(csv, dtype=str)
+    rng = np.random.default_rng(0)
+    table.loc[rng.random(len(table)) < 0.15, "virus"] = ""
+    table.loc[rng.random(len(table)) < 0.10, "bacteria"] = "-1"
+    soft = (table["pneumonia"] == "1") & (rng.random(len(table)) < 0.2)
+    table.loc[soft, "pneumonia"] = "0.7"
+    table.to_csv(csv, index=False)
+    data = {"path": csv, "root": str(data_dir / "chest_xray_pneumonia_224/train"), "image_column": "path",
+            "patient_column": "patient", "label_columns": ["pneumonia", "bacteria", "virus"], "image_size": 32,
+            "channels": 1}  # fmt: skip
+    run = meddx.train(
+        {"output_dir": str(tmp_path), "data": data, "train": {**FAST["train"], "max_epochs": 2},
+         "plan": {"enabled": False}, "evaluate": {"bootstrap": 100}}
+    )  # fmt: skip
+    notes = json.loads((run.path / "data.json").read_text())["notes"]
+    assert any("uncertain (-1) label(s): ignore" in n for n in notes) and any("soft label(s)" in n for n in notes)
+    test = run.predictions("test")
+    metrics = json.loads((run.path / "metrics.json").read_text())
+    for name in ("pneumonia", "bacteria", "virus"):
+        known = test[name].notna()
+        expected = roc_auc_score(test.loc[known, name] >= 0.5, test.loc[known, f"p_{name}"])
+        assert metrics["model"]["per_label"][name]["roc_auc"]["value"] == pytest.approx(expected, abs=1e-9)
+    assert test["virus"].isna().any() and np.isfinite(metrics["model"]["overall"]["mlogloss"]["value"])
+    table.loc[0, "virus"] = "2"
+    table.to_csv(csv, index=False)
+    with pytest.raises(meddx.errors.DataError, match="row 2, column 'virus': label value '2'"):
+        meddx.read_dataset(meddx.config.DataConfig(**data))

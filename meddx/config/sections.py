@@ -35,6 +35,9 @@ class DataConfig(_Section):
     view_axis: int = 0
     channels: int | None = Field(None, description="Input channels; default: those of the first image.")
     image_size: int | None = Field(None, description="Resize to a square of this size; default: first image's size.")
+    uncertain_labels: Literal["ignore", "ones", "zeros"] = Field(
+        "ignore", description="CSV label -1 (uncertain, CheXpert): unknown (left out), or read as 1 or as 0."
+    )
     normalize: Literal["dataset", "sample", "none"] = "dataset"
     dicom_window: tuple[float, float] | None = Field(None, description="(center, width); default: the file's own.")
     label_set: Literal["both", "regions", "types"] = Field(

@@ -101,7 +101,9 @@ def fingerprint(ds: DataSet, sample: int = SAMPLE) -> dict:
         "patients": len(per_patient),
         "patients_known": ds.patients_known,
         "images_per_patient": _describe(list(per_patient.values())),
-        "positive_share": {n: float(positives[j] / len(labels)) for j, n in enumerate(ds.label_names)},
+        "positive_share": {
+            n: float(positives[j] / max(np.sum(~np.isnan(labels[:, j])), 1)) for j, n in enumerate(ds.label_names)
+        },
         "kind": "sequence" if ds.records and ds.records[0].tokens is not None else "image",
     }
     if out["kind"] == "sequence":

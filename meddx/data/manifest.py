@@ -15,7 +15,6 @@ from meddx.errors import DataError
 SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 IMAGE_COLUMN_GUESSES = ("Image", "image", "path", "Path", "filename", "file", "Image Index")
 PATIENT_COLUMN_GUESSES = ("PatientId", "patient_id", "Patient ID", "patient", "PatientID", "subject_id")
-BINARY_VALUES = ["0", "1", "0.0", "1.0"]
 
 
 def compile_patient_regex(pattern: str | None) -> re.Pattern | None:
@@ -115,27 +114,53 @@ def _blank_rows(csv: str, df: pd.DataFrame, column: str, what: str) -> None:
         raise DataError(f"{csv}: blank {what} on row(s) {[int(i) + 2 for i in blank[:10]]}")
 
 
-def _binary_matrix(csv: str, df: pd.DataFrame, label_cols: list[str]) -> np.ndarray:
-    """0/1 label columns as a float matrix; the first value that is not 0 or 1 is an error naming row and column."""
+def _binary_matrix(csv: str, df: pd.DataFrame, label_cols: list[str], uncertain: str = "ignore") -> np.ndarray:
+    """Label columns as a float matrix: 0 and 1; blank for unknown (NaN: left out of the loss and the metrics); -1
+    for uncertain (CheXpert), by `uncertain`: ignore (unknown), ones, zeros; values between 0 and 1 as soft labels
+    (several raters averaged). Anything else is an error naming row and column."""
     values = df[label_cols].apply(lambda s: s.str.strip())
-    ok = values.isin(BINARY_VALUES)
+    numbers = values.apply(pd.to_numeric, errors="coerce")
+    blank = values.isin(["", "nan", "NaN"])
+    ok = blank | ((numbers >= 0) & (numbers <= 1)) | (numbers == -1)
     if not ok.all().all():
         r, c = np.argwhere(~ok.to_numpy())[0]
         n_bad = int((~ok).to_numpy().sum())
         raise DataError(
-            f"{csv}: row {r + 2}, column '{label_cols[c]}': label value {values.iat[r, c]!r} is not 0 or 1"
-            f" ({n_bad} such value(s) in the file)"
+            f"{csv}: row {r + 2}, column '{label_cols[c]}': label value {values.iat[r, c]!r} is not 0, 1, blank "
+            f"(unknown), -1 (uncertain) or a soft label in [0, 1] ({n_bad} such value(s) in the file)"
         )
-    return values.astype(float).to_numpy(np.float32)
+    matrix = np.array(numbers.to_numpy(np.float32), copy=True)  # pandas may hand out a read-only view
+    matrix[blank.to_numpy()] = np.nan
+    matrix[matrix == -1] = {"ignore": np.nan, "ones": 1.0, "zeros": 0.0}[uncertain]
+    return matrix
+
+
+def label_notes(labels: np.ndarray, raw_uncertain: int, uncertain: str) -> list[str]:
+    """What the reader did with labels beyond 0/1, for the report's data notes."""
+    notes = []
+    if raw_uncertain:
+        notes.append(f"{raw_uncertain} uncertain (-1) label(s): {uncertain} (data.uncertain_labels)")
+    unknown = int(np.isnan(labels).sum())
+    if unknown:
+        notes.append(f"{unknown} unknown label(s) (blank or uncertain-ignored): left out of the loss and the metrics")
+    soft = int(((labels > 0) & (labels < 1)).sum())
+    if soft:
+        notes.append(f"{soft} soft label(s) in (0, 1): trained as BCE targets, judged as positive from 0.5")
+    return notes
 
 
 def _label_rows(
-    files: dict, frames: dict, label_cols: list[str], label_column: str | None, positive_class: str | None
+    files: dict,
+    frames: dict,
+    label_cols: list[str],
+    label_column: str | None,
+    positive_class: str | None,
+    uncertain: str = "ignore",
 ) -> tuple[list[str], str, dict]:
     """(label names, task, {split: per-row label vectors})."""
     if label_column is None:
         names, task = list(label_cols), ("binary" if len(label_cols) == 1 else "multilabel")
-        return names, task, {s: _binary_matrix(files[s], df, label_cols) for s, df in frames.items()}
+        return names, task, {s: _binary_matrix(files[s], df, label_cols, uncertain) for s, df in frames.items()}
     for split, df in frames.items():
         _blank_rows(files[split], df, label_column, f"'{label_column}'")
     all_names = [v for df in frames.values() for v in df[label_column]]
@@ -153,6 +178,7 @@ def read_csv_manifest(
     positive_class: str | None = None,
     check_files: bool = True,
     patient_regex: str | None = None,
+    uncertain: str = "ignore",
 ) -> DataSet:
     """CSV(s) with an image path, a patient id and 0/1 label columns or one class-name column.
 
@@ -171,7 +197,11 @@ def read_csv_manifest(
     if pat_col:
         for split, df in frames.items():
             _blank_rows(files[split], df, pat_col, f"patient id in column '{pat_col}'")
-    label_names, task, labels = _label_rows(files, frames, label_cols, label_column, positive_class)
+    label_names, task, labels = _label_rows(files, frames, label_cols, label_column, positive_class, uncertain)
+    if label_column is None:
+        raw = sum(int(df[label_cols].apply(lambda s: pd.to_numeric(s, errors="coerce")).eq(-1).to_numpy().sum())
+                  for df in frames.values())  # fmt: skip
+        notes += label_notes(np.concatenate(list(labels.values())), raw, uncertain)
     records, missing_files = [], []
     for split, df in frames.items():
         base = Path(root) if root is not None else Path(files[split]).parent

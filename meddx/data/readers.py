@@ -162,4 +162,5 @@ def read_dataset(cfg: DataConfig, check_files: bool = True) -> DataSet:
         cfg.positive_class,
         check_files,
         cfg.patient_regex,
+        cfg.uncertain_labels,
     )

@@ -20,7 +20,8 @@ def _patient_table(ds: DataSet, records: list) -> tuple[list[str], np.ndarray]:
     if ds.task == "multiclass":
         table = np.stack([np.eye(len(ds.label_names))[np.bincount(np.argmax(rows[p], 1)).argmax()] for p in patients])
     else:
-        table = np.stack([np.max(rows[p], axis=0) for p in patients])
+        # unknown labels (NaN) count as negative and soft ones as positive from 0.5, for stratification only
+        table = np.stack([(np.nan_to_num(np.fmax.reduce(rows[p], axis=0)) >= 0.5).astype(np.float32) for p in patients])
     return patients, table
 
 

@@ -9,9 +9,11 @@ from meddx.evaluation.metrics import EPS
 
 
 def reliability(y: np.ndarray, p: np.ndarray, bins: int = 10) -> dict:
-    """Equal-width bins: mean predicted probability, observed frequency and count per non-empty bin; ECE."""
+    """Equal-width bins: mean predicted probability, observed frequency and count per non-empty bin; ECE (unknown
+    labels left out)."""
     y = np.asarray(y, dtype=np.float64)
-    p = np.asarray(p, dtype=np.float64)
+    known = ~np.isnan(y)
+    y, p = y[known], np.asarray(p, dtype=np.float64)[known]
     idx = np.clip((p * bins).astype(int), 0, bins - 1)
     count = np.bincount(idx, minlength=bins)
     conf = np.bincount(idx, weights=p, minlength=bins)
@@ -25,6 +27,8 @@ def reliability(y: np.ndarray, p: np.ndarray, bins: int = 10) -> dict:
 def ece_weighted(y: np.ndarray, p: np.ndarray, w: np.ndarray, bins: int = 10) -> np.ndarray:
     """ECE per row of (B, N) sample weights (row 0 of ones: `reliability`'s ECE), for bootstrap intervals."""
     y, p = np.asarray(y, dtype=np.float64), np.asarray(p, dtype=np.float64)
+    known = ~np.isnan(y)
+    y, p, w = y[known], p[known], np.asarray(w)[:, known]
     idx = np.clip((p * bins).astype(int), 0, bins - 1)
     onehot = np.eye(bins)[idx]  # (N, bins)
     gap = np.abs(w @ (onehot * p[:, None]) - w @ (onehot * y[:, None]))  # |sum p - sum y| per bin and row
@@ -39,6 +43,7 @@ def _logit(p: np.ndarray) -> np.ndarray:
 def fit_temperature(y_val: np.ndarray, p_val: np.ndarray) -> float:
     """One temperature T (logits / T) minimising validation cross-entropy; sigmoid outputs, all labels shared."""
     z, y = _logit(p_val).ravel(), np.asarray(y_val, dtype=np.float64).ravel()
+    z, y = z[~np.isnan(y)], y[~np.isnan(y)]
 
     def nll(log_t: float) -> float:
         q = np.clip(1 / (1 + np.exp(-z / np.exp(log_t))), EPS, 1 - EPS)

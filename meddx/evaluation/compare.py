@@ -25,7 +25,9 @@ FIGURES = {  # name -> function of y, p and (B, N) sample weights
 def delong(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray) -> dict:
     """DeLong, DeLong and Clarke-Pearson (1988) for two correlated ROC AUCs on the same samples, computed with
     midranks (Sun and Xu 2014): both AUCs, their difference, its standard error and the two-sided p-value."""
-    y = np.asarray(y).astype(bool)
+    y = np.asarray(y, dtype=np.float64)
+    known = ~np.isnan(y)  # unknown labels left out, soft ones positive from 0.5
+    y, p_a, p_b = y[known] >= 0.5, np.asarray(p_a)[known], np.asarray(p_b)[known]
     pos, neg = y.sum(), (~y).sum()
     if pos < 2 or neg < 2:
         return {"auc_a": math.nan, "auc_b": math.nan, "diff": math.nan, "se": math.nan, "z": math.nan, "p": math.nan}
@@ -68,11 +70,18 @@ def _aligned(runs: list[Run], split: str) -> tuple[pd.DataFrame, list[np.ndarray
     return first, probs
 
 
+def _masked(fn, name: str, y: np.ndarray, p: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """A figure on the known labels (ranking on labels from 0.5; log loss and Brier on soft targets)."""
+    known, yb = M.known_binary(y)
+    target = yb if name in ("roc_auc", "pr_auc") else y
+    return fn(target[known], p[known], w[:, known])
+
+
 def _figures(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> dict[str, np.ndarray]:
     """Every figure per weight row, macro-averaged over labels."""
     out = {}
     for name, fn in FIGURES.items():
-        per_label = np.column_stack([fn(y[:, j], p[:, j], w) for j in range(y.shape[1])])
+        per_label = np.column_stack([_masked(fn, name, y[:, j], p[:, j], w) for j in range(y.shape[1])])
         out[name] = np.nanmean(per_label, axis=1)
     return out
 

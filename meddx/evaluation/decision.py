@@ -20,8 +20,11 @@ def net_benefit(y: np.ndarray, p: np.ndarray, thresholds: np.ndarray) -> np.ndar
 
 
 def decision_curve(y: np.ndarray, p: np.ndarray) -> dict:
-    """Net benefit of the model, of treating all and of treating none over GRID; where the model beats both."""
-    y = np.asarray(y, dtype=bool)
+    """Net benefit of the model, of treating all and of treating none over GRID; where the model beats both (unknown
+    labels left out, soft ones positive from 0.5)."""
+    y = np.asarray(y, dtype=np.float64)
+    known = ~np.isnan(y)
+    y, p = y[known] >= 0.5, np.asarray(p)[known]
     prevalence = float(y.mean()) if len(y) else 0.0
     model = net_benefit(y, p, GRID)
     treat_all = prevalence - (1 - prevalence) * GRID / (1 - GRID)

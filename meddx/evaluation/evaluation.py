@@ -37,9 +37,12 @@ def _score(y: np.ndarray, p: np.ndarray, pred: np.ndarray, task: str, names: lis
     """Every metric as an array over the rows of w (row 0: the point estimate)."""
     per = {}
     for j, n in enumerate(names):
-        m = M.ranking_metrics(y[:, j], p[:, j], w)
-        m.update(log_loss=M.log_loss_binary(y[:, j], p[:, j], w), brier=M.brier(y[:, j], p[:, j], w))
-        m.update(M.confusion_metrics(y[:, j], pred[:, j], w))
+        known, yb = M.known_binary(y[:, j])  # unknown labels left out; soft ones count as positive from 0.5 ...
+        wj, pj = w[:, known], p[known, j]
+        m = M.ranking_metrics(yb[known], pj, wj)
+        soft = y[known, j]  # ... except in the log loss and the Brier score, which take the soft target
+        m.update(log_loss=M.log_loss_binary(soft, pj, wj), brier=M.brier(soft, pj, wj))
+        m.update(M.confusion_metrics(yb[known], pred[known, j], wj))
         per[n] = m
     with warnings.catch_warnings():  # a resample where a label is undefined everywhere gives an all-NaN column
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -54,8 +57,9 @@ def _score(y: np.ndarray, p: np.ndarray, pred: np.ndarray, task: str, names: lis
     if task == "multilabel":
         overall["exact_match"] = M.exact_match(y, pred, w)
         micro = M.confusion_metrics(y, pred, w)
-        rows = np.repeat(np.arange(len(y)), y.shape[1])  # micro ROC/PR AUC: every label carries its sample's weight
-        micro.update(M.ranking_metrics(y.ravel(), p.ravel(), w, rows))  # 2,000 resamples of 4,000 x 17: under 1 s
+        known, yb = M.known_binary(y.ravel())
+        rows = np.repeat(np.arange(len(y)), y.shape[1])[known]  # micro ROC/PR AUC: each label its sample's weight
+        micro.update(M.ranking_metrics(yb[known], p.ravel()[known], w, rows))  # 2,000 x (4,000 x 17): under 1 s
     return {"per_label": per, "macro": macro, "micro": micro, "overall": overall}
 
 
@@ -195,7 +199,8 @@ def evaluate_arrays(
         "thresholds_from": "val",
         "n_samples": int(len(y_test)),
         "n_patients": int(len(np.unique(np.asarray(patients_test).astype(str)))),
-        "positives": {n: int(y_test[:, j].sum()) for j, n in enumerate(names)},
+        "positives": {n: int((np.nan_to_num(y_test[:, j]) >= 0.5).sum()) for j, n in enumerate(names)},
+        "unknown_labels": {n: int(np.isnan(y_test[:, j]).sum()) for j, n in enumerate(names)},
         "operating_point": {
             "rule": "argmax" if task == "multiclass" else label_name(method, value),
             "method": method,

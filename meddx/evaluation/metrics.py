@@ -88,7 +88,9 @@ def confusion_metrics(y: np.ndarray, pred: np.ndarray, w: np.ndarray | None = No
     y = np.asarray(y, dtype=np.float64)
     pred = np.asarray(pred, dtype=np.float64)
     w = _as_weights(w, len(y))
-    per_sample = lambda a: a.reshape(len(y), -1).sum(1)  # noqa: E731
+    known = ~np.isnan(y)  # unknown labels count nowhere
+    y = (np.nan_to_num(y) >= 0.5).astype(np.float64)  # soft labels are positive from 0.5
+    per_sample = lambda a: (a * known).reshape(len(y), -1).sum(1)  # noqa: E731
     tp, fp = w @ per_sample(y * pred), w @ per_sample((1 - y) * pred)
     fn, tn = w @ per_sample(y * (1 - pred)), w @ per_sample((1 - y) * (1 - pred))
     div = lambda a, b: np.where(b > 0, a / np.where(b > 0, b, 1), np.nan)  # noqa: E731
@@ -106,8 +108,10 @@ def mlogloss_weighted(y: np.ndarray, p: np.ndarray, w: np.ndarray | None = None)
     """mlogloss per weight row (samples weighted, labels averaged)."""
     y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
     p = np.clip(np.asarray(p, dtype=np.float64).reshape(len(y), -1), EPS, 1 - EPS)
-    per = np.mean(-(y * np.log(p) + (1 - y) * np.log1p(-p)), axis=1)
-    w = _as_weights(w, len(y))
+    known = ~np.isnan(y)  # unknown labels are left out; a sample with none known weighs nothing
+    y = np.nan_to_num(y)
+    per = (-(y * np.log(p) + (1 - y) * np.log1p(-p)) * known).sum(1) / np.maximum(known.sum(1), 1)
+    w = _as_weights(w, len(y)) * known.any(1)
     return (w @ per) / w.sum(1)
 
 
@@ -127,6 +131,14 @@ def categorical_log_loss(y: np.ndarray, p: np.ndarray, w: np.ndarray | None = No
 
 def exact_match(y: np.ndarray, pred: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
     """Share of samples whose every label decision is right (multi-label subset accuracy)."""
-    hit = np.all(np.asarray(y) == np.asarray(pred), axis=1).astype(np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    right = ((np.nan_to_num(y) >= 0.5) == np.asarray(pred).astype(bool)) | np.isnan(y)  # unknown labels: no error
+    hit = np.all(right, axis=1).astype(np.float64)
     w = _as_weights(w, len(hit))
     return (w @ hit) / w.sum(1)
+
+
+def known_binary(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mask of known labels, labels as 0/1 from 0.5): unknown (NaN) labels are left out, soft ones thresholded."""
+    y = np.asarray(y, dtype=np.float64)
+    return ~np.isnan(y), (np.nan_to_num(y) >= 0.5).astype(np.float64)

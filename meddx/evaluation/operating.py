@@ -45,9 +45,10 @@ def _candidates(p: np.ndarray) -> np.ndarray:
 
 
 def rates(y: np.ndarray, p: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sensitivity and specificity of p >= t for each threshold t."""
-    y = np.asarray(y, dtype=bool)
-    p = np.asarray(p, dtype=np.float64)
+    """Sensitivity and specificity of p >= t for each threshold t (unknown labels left out, soft ones from 0.5)."""
+    y = np.asarray(y, dtype=np.float64)
+    known = ~np.isnan(y)
+    y, p = y[known] >= 0.5, np.asarray(p, dtype=np.float64)[known]
     pos, neg = np.sort(p[y]), np.sort(p[~y])
     sens = 1 - np.searchsorted(pos, thresholds, side="left") / max(len(pos), 1)
     spec = np.searchsorted(neg, thresholds, side="left") / max(len(neg), 1)

@@ -64,22 +64,23 @@ def _roc_band(y: np.ndarray, p: np.ndarray, draws: list[np.ndarray]) -> tuple[np
 
 def roc_figure(y, p, names, thresholds, path: Path, patients=None) -> Path:
     fig, axes = _grid(len(names), "ROC (test), 95% band; red: operating point (val)")
-    draws = _resamples(len(y), patients)
     for j, (ax, n) in enumerate(zip(axes, names[:MAX_PANELS])):
         title = _title(n)
-        if 0 < y[:, j].sum() < len(y):
-            fpr, tpr, _ = roc_curve(y[:, j], p[:, j])
-            lo, hi = _roc_band(y[:, j], p[:, j], draws)
+        k = ~np.isnan(y[:, j])  # unknown labels left out
+        yj, pj = y[k, j], p[k, j]
+        if 0 < yj.sum() < len(yj):
+            draws = _resamples(len(yj), None if patients is None else np.asarray(patients)[k])
+            fpr, tpr, _ = roc_curve(yj, pj)
+            lo, hi = _roc_band(yj, pj, draws)
             ax.fill_between(FPR_GRID, lo, hi, color="tab:blue", alpha=0.2, lw=0)
             ax.plot(fpr, tpr, lw=1.5)
-            aucs = [roc_auc_score(y[idx, j], p[idx, j]) for idx in draws if 0 < y[idx, j].sum() < len(idx)]
+            aucs = [roc_auc_score(yj[idx], pj[idx]) for idx in draws if 0 < yj[idx].sum() < len(idx)]
             ci = f" ({np.percentile(aucs, 2.5):.3f}-{np.percentile(aucs, 97.5):.3f})" if aucs else ""
-            title += f"\nAUC {roc_auc_score(y[:, j], p[:, j]):.3f}{ci}"
+            title += f"\nAUC {roc_auc_score(yj, pj):.3f}{ci}"
             if thresholds is not None:
-                pred = p[:, j] >= thresholds[j]
-                sens = pred[y[:, j] == 1].mean()
-                fp_rate = pred[y[:, j] == 0].mean()
-                ax.plot([fp_rate], [sens], "o", color="crimson", label=f"t={thresholds[j]:.3g}")
+                pred = pj >= thresholds[j]
+                point = ([pred[yj == 0].mean()], [pred[yj == 1].mean()])
+                ax.plot(*point, "o", color="crimson", label=f"t={thresholds[j]:.3g}")
                 ax.legend(loc="lower right", fontsize=8)
         ax.plot([0, 1], [0, 1], ":", color="grey")
         ax.set(xlabel="1 - specificity", ylabel="sensitivity", xlim=(0, 1), ylim=(0, 1.01))
@@ -91,11 +92,13 @@ def pr_figure(y, p, names, path: Path) -> Path:
     fig, axes = _grid(len(names), "Precision-recall (test); dashed: prevalence")
     for j, (ax, n) in enumerate(zip(axes, names[:MAX_PANELS])):
         title = _title(n)
-        if y[:, j].sum() > 0:
-            prec, rec, _ = precision_recall_curve(y[:, j], p[:, j])
+        k = ~np.isnan(y[:, j])
+        yj, pj = y[k, j], p[k, j]
+        if yj.sum() > 0:
+            prec, rec, _ = precision_recall_curve(yj, pj)
             ax.plot(rec, prec, lw=1.5)
-            title += f"\nPR AUC {average_precision_score(y[:, j], p[:, j]):.3f}"
-        ax.axhline(y[:, j].mean(), ls="--", color="grey")
+            title += f"\nPR AUC {average_precision_score(yj, pj):.3f}"
+        ax.axhline(yj.mean() if len(yj) else 0, ls="--", color="grey")
         ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.01))
         ax.set_title(title, fontsize=9)
     return _save(fig, path)
@@ -120,7 +123,7 @@ def histogram_figure(y, p, names, thresholds, path: Path) -> Path:
     fig, axes = _grid(len(names), "Predicted probability by true label (test)")
     bins = np.linspace(0, 1, 26)
     for j, (ax, n) in enumerate(zip(axes, names[:MAX_PANELS])):
-        ax.hist(p[y[:, j] == 0, j], bins=bins, alpha=0.6, label="negative", color="tab:blue")
+        ax.hist(p[y[:, j] == 0, j], bins=bins, alpha=0.6, label="negative", color="tab:blue")  # NaN: neither
         ax.hist(p[y[:, j] == 1, j], bins=bins, alpha=0.6, label="positive", color="tab:orange")
         if thresholds is not None:
             ax.axvline(thresholds[j], color="crimson", lw=1)
@@ -156,7 +159,8 @@ def confusion_figure(y, pred, names, task, path: Path) -> Path:
         return _save(fig, path)
     fig, axes = _grid(len(names), "Confusion at the operating point (test)")
     for j, (ax, n) in enumerate(zip(axes, names[:MAX_PANELS])):
-        t, d = y[:, j].astype(int), pred[:, j].astype(int)
+        k = ~np.isnan(y[:, j])
+        t, d = y[k, j].astype(int), pred[k, j].astype(int)
         cm = np.array([[np.sum((t == a) & (d == b)) for b in (0, 1)] for a in (0, 1)])
         ax.imshow(cm, cmap="Blues")
         _counts(ax, cm)
@@ -188,8 +192,10 @@ def decision_figure(curves: dict, names, path: Path) -> Path:
 def write_figures(
     y, p, pred, names, task, thresholds, calibration: dict, folder: Path, curves: dict | None = None, patients=None
 ) -> dict[str, Path]:
-    """All figures of one evaluation into folder; returns name -> path."""
+    """All figures of one evaluation into folder; returns name -> path. Unknown labels (NaN) count as neither class
+    (drawn as negatives where a figure needs every sample: the confusion matrix and histograms leave them out)."""
     folder.mkdir(parents=True, exist_ok=True)
+    y = np.where(np.isnan(y), np.nan, (np.nan_to_num(y) >= 0.5).astype(np.float64))
     extra = {"decision": decision_figure(curves, names, folder / "decision.png")} if curves else {}
     return {
         "roc": roc_figure(y, p, names, thresholds, folder / "roc.png", patients),

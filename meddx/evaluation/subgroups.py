@@ -22,7 +22,7 @@ def subgroup_scores(
     for g in sorted(set(groups)):
         m = groups == g
         row = {"samples": int(m.sum()), "patients": int(len(set(np.asarray(patients)[m])))}
-        if m.sum() >= MIN_SAMPLES and 0 < y[m].sum() < y[m].size:
+        if m.sum() >= MIN_SAMPLES and 0 < np.nansum(y[m]) < np.sum(~np.isnan(y[m])):
             figures = score_with_intervals(y[m], p[m], pred[m], task, names, np.asarray(patients)[m], cfg)
             row["figures"] = {k: figures["macro"][k] for k in FIGURES}
         out["groups"][g] = row

@@ -56,7 +56,7 @@ class ValDiagnostics(Callback):
         aucs, curves = {}, {}
         for j, name in enumerate(self.label_names):
             known = ~np.isnan(y[:, j])
-            yj, pj = y[known, j], p[known, j]
+            yj, pj = y[known, j] >= 0.5, p[known, j]  # soft labels: positive from 0.5
             if 0 < yj.sum() < len(yj):
                 aucs[name] = float(roc_auc_score(yj, pj))
                 curves[name] = roc_curve(yj, pj)[:2]
@@ -68,7 +68,7 @@ class ValDiagnostics(Callback):
         step = trainer.current_epoch
         for j, name in enumerate(self.label_names):
             for kind, value in (("positives", 1.0), ("negatives", 0.0)):
-                v = p[y[:, j] == value, j]
+                v = p[np.nan_to_num(y[:, j], nan=-1.0).round() == value, j]
                 if len(v):
                     tb.add_histogram(f"val_prob/{name}/{kind}", v, step, bins=HIST_BINS)
         if curves:

@@ -21,6 +21,8 @@ def _ranks_well(p: np.ndarray, y: np.ndarray) -> bool:
     """Whether outputs, however close together, still order the classes (ROC AUC at least RANKING_AUC)."""
     from sklearn.metrics import roc_auc_score
 
+    known = ~np.isnan(y)
+    y, p = y[known] >= 0.5, p[known]
     return len(np.unique(y)) == 2 and roc_auc_score(y, p) >= RANKING_AUC
 
 

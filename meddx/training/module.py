@@ -19,9 +19,17 @@ from meddx.training.losses import LossWeights, loss_weights, weighted_bce_with_l
 def _auroc(task: str, num_labels: int) -> torchmetrics.Metric:
     if task == "multiclass":
         return torchmetrics.AUROC(task="multiclass", num_classes=num_labels, average="macro")
-    if task == "multilabel":
-        return torchmetrics.AUROC(task="multilabel", num_labels=num_labels, average="macro")
-    return torchmetrics.AUROC(task="binary")
+    if task == "multilabel":  # unknown labels come as -1 (see `_auroc_target`)
+        return torchmetrics.AUROC(task="multilabel", num_labels=num_labels, average="macro", ignore_index=-1)
+    return torchmetrics.AUROC(task="binary", ignore_index=-1)
+
+
+def _auroc_target(y: torch.Tensor, task: str) -> torch.Tensor:
+    """Integer targets for the val AUROC: class index (multi-class), else 1 from 0.5 (soft labels) and -1 unknown."""
+    if task == "multiclass":
+        return y.argmax(1)
+    target = torch.where(torch.isnan(y), torch.full_like(y, -1), (y >= 0.5).float()).long()
+    return target[:, 0] if task == "binary" else target
 
 
 class Classifier(pl.LightningModule):
@@ -113,9 +121,8 @@ class Classifier(pl.LightningModule):
         if self.trainer.sanity_checking:  # the untrained model over the whole val split (num_sanity_val_steps=-1)
             self.sanity_loss.update(loss, weight=len(x))
         self.log("val_loss", loss, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(x))
-        target = y.argmax(1) if self.task == "multiclass" else (y[:, 0] if self.task == "binary" else y).long()
         probs = probabilities(logits, self.task)
-        self.val_auroc.update(probs[:, 0] if self.task == "binary" else probs, target)
+        self.val_auroc.update(probs[:, 0] if self.task == "binary" else probs, _auroc_target(y, self.task))
         return probs
 
     def on_validation_epoch_end(self):
