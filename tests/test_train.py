@@ -251,7 +251,7 @@ def test_samples_per_second_counts_the_samples_seen(tmp_path):
          "evaluate": {"bootstrap": 0}}
     )  # fmt: skip
     training = json.loads((run.path / "training.json").read_text())
-    assert training["train_samples_per_second"] * training["seconds"] == pytest.approx(128, rel=0.15)
+    assert training["train_samples_seen"] == 128  # 2 batches of 64; per second divides this count by the time
 
 
 @pytest.mark.slow

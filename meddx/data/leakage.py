@@ -90,7 +90,7 @@ def check_leakage(ds: DataSet, images: bool = True, near: bool = True) -> Leakag
     if images:
         by_hash: dict[str, list[tuple[str, str]]] = defaultdict(list)
         for r in progress(ds.records, f"hashing {len(ds.records)} files"):
-            h = r.sha1 = content_hash(r)
+            h = r.sha1 = r.sha1 or content_hash(r)  # read once: the gate checks again after dropping copies
             if h is None:
                 report.unhashed += 1
             else:
@@ -159,7 +159,9 @@ def _drop_copies(ds: DataSet, report: LeakageReport, cfg: SplitConfig) -> Leakag
             "patient ids are unknown (each image its own patient): copies across splits often mean one patient's "
             "images; if file names carry the patient, --patient-regex keeps them on one side"
         )
-    report = check_leakage(ds, near=cfg.near_duplicates)
+    near = [g for g in report.near_duplicates if not drop & set(g)]  # dropping copies makes no new pairs
+    report, rule = check_leakage(ds, near=False), report.near_rule
+    report.near_duplicates, report.near_rule = near, rule
     report.actions.extend(actions)
     if not report.ok:
         raise LeakageError("leakage remains after dropping copies:\n" + report.summary())

@@ -70,18 +70,12 @@ def _aligned(runs: list[Run], split: str) -> tuple[pd.DataFrame, list[np.ndarray
     return first, probs
 
 
-def _masked(fn, name: str, y: np.ndarray, p: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """A figure on the known labels (ranking on labels from 0.5; log loss and Brier on soft targets)."""
-    known, yb = M.known_binary(y)
-    target = yb if name in ("roc_auc", "pr_auc") else y
-    return fn(target[known], p[known], w[:, known])
-
-
 def _figures(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> dict[str, np.ndarray]:
     """Every figure per weight row, macro-averaged over labels."""
     out = {}
     for name, fn in FIGURES.items():
-        per_label = np.column_stack([_masked(fn, name, y[:, j], p[:, j], w) for j in range(y.shape[1])])
+        ranking = name in ("roc_auc", "pr_auc")
+        per_label = np.column_stack([M.on_known(fn, y[:, j], p[:, j], w, ranking) for j in range(y.shape[1])])
         out[name] = np.nanmean(per_label, axis=1)
     return out
 

@@ -142,3 +142,10 @@ def known_binary(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(mask of known labels, labels as 0/1 from 0.5): unknown (NaN) labels are left out, soft ones thresholded."""
     y = np.asarray(y, dtype=np.float64)
     return ~np.isnan(y), (np.nan_to_num(y) >= 0.5).astype(np.float64)
+
+
+def on_known(fn, y: np.ndarray, p: np.ndarray, w: np.ndarray, ranking: bool = True) -> np.ndarray:
+    """`fn(y, p, w)` of one label on its known samples: labels from 0.5 for ranking figures, soft targets kept for
+    the others (log loss, Brier)."""
+    known, yb = known_binary(y)
+    return fn((yb if ranking else np.asarray(y, dtype=np.float64))[known], np.asarray(p)[known], w[:, known])

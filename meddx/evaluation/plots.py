@@ -12,6 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve  # noqa: E402
 
+from meddx.evaluation.evaluation import bootstrap_weights  # noqa: E402
+
 MAX_PANELS = 30  # Tianchi round 2 has 29 labels
 BAND_RESAMPLES = 200
 FPR_GRID = np.linspace(0, 1, 101)
@@ -41,15 +43,10 @@ def _save(fig, path: Path) -> Path:
 
 
 def _resamples(n: int, patients, seed: int = 0) -> list[np.ndarray]:
-    """Sample indices of BAND_RESAMPLES patient-level bootstrap draws (every image of a drawn patient)."""
-    rng = np.random.default_rng(seed)
-    _, group = np.unique(
-        np.asarray(patients if patients is not None else np.arange(n)).astype(str), return_inverse=True
-    )
-    members = [np.flatnonzero(group == g) for g in range(group.max() + 1)]
-    return [
-        np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))]) for _ in range(BAND_RESAMPLES)
-    ]
+    """Sample indices of BAND_RESAMPLES patient-level bootstrap draws: the evaluation's resample weights as indices."""
+    ids = np.arange(n) if patients is None else np.asarray(patients)
+    weights = bootstrap_weights(ids, BAND_RESAMPLES, seed).astype(int)
+    return [np.repeat(np.arange(n), row) for row in weights]
 
 
 def _roc_band(y: np.ndarray, p: np.ndarray, draws: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -10,7 +10,7 @@ import numpy as np
 
 from meddx.evaluation.ensemble import average_predictions
 from meddx.evaluation.evaluation import bootstrap_weights
-from meddx.evaluation.metrics import roc_auc
+from meddx.evaluation.metrics import on_known, roc_auc
 from meddx.run import Run
 
 RESAMPLES, CI, SEED = 2000, 0.95, 0
@@ -18,8 +18,8 @@ CLEARLY_CHEAPER = 0.85  # a pilot's seconds per epoch vary by about 10%: cheaper
 
 
 def macro_auc(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """ROC AUC per weight row, averaged over the labels (columns) that have both classes."""
-    per_label = np.column_stack([roc_auc(y[:, j], p[:, j], w) for j in range(y.shape[1])])
+    """ROC AUC per weight row, averaged over the labels (columns) that have both classes (unknown labels left out)."""
+    per_label = np.column_stack([on_known(roc_auc, y[:, j], p[:, j], w) for j in range(y.shape[1])])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a resample without both classes in any label: NaN
         return np.nanmean(per_label, axis=1)

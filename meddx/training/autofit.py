@@ -15,7 +15,7 @@ from meddx.training.fit import fit
 from meddx.training.lr_find import find_lr
 from meddx.training.pilot import time_epoch
 from meddx.training.plan import Plan, Planner, fit_budget, make_plan, reserve_seconds
-from meddx.training.search import Chooser, candidates_in_budget, search, should_search
+from meddx.training.search import Chooser, candidates_in_budget, search, should_search, top_up
 from meddx.training.writer import is_rank_zero, new_run_dir
 
 PLAN_ENV = "MEDDX_PLAN"  # rank 0's plan, inherited by the processes Lightning launches (they must not plan again)
@@ -80,9 +80,8 @@ def train_members(cfg: RunConfig, choose: Chooser | None = None) -> tuple | None
     members = [fit(_seed(planned, base, i), data, plan) for i in range(k)]
     if plan is not None and plan.pilot.get("seconds_per_epoch") and _planned_size(cfg, plan, distributed):
         deadline = started + plan.budget_minutes * 60 - reserve_seconds(plan.budget_minutes * 60)
-        per_member = max(m.training.get("seconds") or 0.0 for m in members)  # early stopping included
-        while len(members) < cfg.plan.max_ensemble and time.monotonic() + per_member < deadline:
-            members.append(fit(_seed(planned, base, len(members)), data, plan))
+        more = lambda i: fit(_seed(planned, base, i), data, plan)  # noqa: E731
+        members = top_up(members, deadline, cfg.plan.max_ensemble, more, 0.0)
         if len(members) > k:
             why = f"{k} planned at full epochs; early stopping left time for {len(members) - k} more seed(s)"
             Planner(cfg, plan).choose("train.ensemble", len(members), why, "budget")

@@ -104,20 +104,25 @@ def search(user_cfg: RunConfig, tried: list[Candidate], plan: Plan, choose: Choo
     base, seed0 = new_run_dir(cfg), cfg.train.seed
     started = time.monotonic()
     runs = {c.name: [fit(_member(c, base, seed0 + i, epochs), c.data, plan) for i in range(REPEATS)] for c in tried}
-    searched = time.monotonic() - started
     verdict = choose(runs, {c.name: c.seconds_per_epoch for c in tried})
     win = next(c for c in tried if c.name == verdict["chosen"])
-    per_member = max(r.training.get("seconds") or epochs * win.seconds_per_epoch for r in runs[win.name])
-    room = (deadline - time.monotonic()) // max(per_member, 1e-3)  # the winner's seeds here (early stopping included)
-    extra = int(max(0, min(cfg.plan.max_ensemble - REPEATS, room)))
-    more = [fit(_member(win, base, seed0 + REPEATS + i, epochs), win.data, plan) for i in range(extra)]
-    members = runs[win.name] + more
+    more = lambda i: fit(_member(win, base, seed0 + i, epochs), win.data, plan)  # noqa: E731
+    members = top_up(list(runs[win.name]), deadline, cfg.plan.max_ensemble, more, epochs * win.seconds_per_epoch)
     _record(plan, user_cfg, win, verdict, epochs, len(members))
-    plan.estimate["training_s"] = round(searched + extra * per_member, 1)  # the search as it ran, then the seeds
+    plan.estimate["training_s"] = round(time.monotonic() - started, 1)  # the search and the seeds, as they ran
     plan.estimate["total_s"] = round(
         sum(plan.estimate.get(k, 0) for k in ("elapsed_before_training_s", "training_s", "reserve_s")), 1
     )
     return members, base, plan.apply(win.cfg)
+
+
+def top_up(members: list[Run], deadline: float, cap: int, train: Callable[[int], Run], fallback_s: float) -> list:
+    """More seeds (`train(i)` makes the i-th) while the slowest member so far, early stopping included, still fits
+    before `deadline` (time.monotonic), up to `cap` members."""
+    per_member = max(m.training.get("seconds") or fallback_s for m in members)
+    while len(members) < cap and time.monotonic() + per_member < deadline:
+        members.append(train(len(members)))
+    return members
 
 
 def _rule_name(cfg: RunConfig) -> str:

@@ -88,6 +88,7 @@ class RunWriter(pl.Callback):
             "best_val_loss": float(best.best_model_score),
             "seconds": round(seconds, 1),
             # the samples the optimiser saw (limit_train_batches and drop_last included), every process's share
+            "train_samples_seen": self._samples * trainer.world_size,
             "train_samples_per_second": round(self._samples * trainer.world_size / seconds, 1),
             "initial_val_loss": pl_module.initial_val_loss,
             "loss_weights": pl_module.hparams.loss_weights,
