@@ -31,6 +31,7 @@ from meddx.evaluation.evaluation import bootstrap_weights
 from meddx.evaluation.metrics import ranking_metrics
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _compare import verdict  # noqa: E402
 from _docs import write_section  # noqa: E402
 
 DATA = Path(os.environ.get("MEDDX_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -82,25 +83,6 @@ def meddx_row(name: str, data: dict, out: Path, **cfg) -> dict:
         "note": note,
         "path": str(run.path),
     }
-
-
-def which_won(plan: dict, fixed: dict) -> str:
-    """`meddx compare` of the planned and the fixed run on their common test patients, in a few words."""
-    from meddx.errors import MeddxError
-    from meddx.evaluation.compare import compare_runs
-
-    if not plan.get("path") or not fixed.get("path"):
-        return "-"
-    try:
-        result = compare_runs([meddx.load_run(plan["path"]), meddx.load_run(fixed["path"])])
-    except MeddxError as e:  # e.g. the fixed defaults split otherwise (another duplicate rule)
-        return f"not comparable ({str(e)[:60]})"
-    best, other = result["runs"]
-    d = other["vs_best"]["roc_auc"]
-    winner = "planned" if best["run"] == plan["path"] else "fixed"
-    p = ", ".join(f"{t['p']:.2g}" for t in other["delong"].values())
-    real = "a real difference" if d["real"] else "not a real difference"
-    return f"{winner} ahead by {-d['diff']:.3f} ({-d['ci'][1]:.3f} to {-d['ci'][0]:.3f}), DeLong p {p}: {real}"
 
 
 def _selection_note(sel: dict) -> str:
@@ -211,9 +193,9 @@ def write_table(rows: dict, args) -> None:
         "minutes are wall time of the whole `meddx.train` call (reading, planning, pilot, training, evaluation).",
         "",
         "| data set | planned (`meddx train --data X`) | README hand recipe, same budget | fixed defaults (plan off) "
-        "| pixels + logistic regression | published | planned / hand / fixed minutes | planned vs fixed (`meddx compare`) "
-        "| what the plan chose |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| pixels + logistic regression | published | planned / hand / fixed minutes | planned vs hand (`meddx compare`) "
+        "| planned vs fixed (`meddx compare`) | what the plan chose |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name in args.sets.split(","):
         b = f"{args.budget:g}"
@@ -226,7 +208,8 @@ def write_table(rows: dict, args) -> None:
         )
         lines.append(
             f"| {name} | {_fmt(plan)} | {_fmt(hand)} | {_fmt(fixed)} | {_fmt(peer)} | {SETS[name][1]} | "
-            f"{minutes} | {which_won(plan, fixed)} | {plan['note']} |"
+            f"{minutes} | {verdict(plan.get('path'), hand.get('path'), ('planned', 'hand'))} | "
+            f"{verdict(plan.get('path'), fixed.get('path'), ('planned', 'fixed'))} | {plan['note']} |"
         )
     lines += [
         "",

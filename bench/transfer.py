@@ -5,7 +5,10 @@ Peer: the same model trained from scratch on the target, in the same run. Source
 - PneumoniaMNIST (bundled, 28 px) -> BreastMNIST (780, 28 px).
 Every target run is evaluated by meddx on the target's own test split (AUC with a patient-bootstrap 95% interval).
 
-    .venv/bin/python bench/transfer.py [--seeds 1] [--source-epochs 8] [--target-epochs 15]
+    .venv/bin/python bench/transfer.py [--seeds 1] [--source-epochs 8] [--target-epochs 15] [--out /tmp/transfer-bench]
+
+The run folders stay under --out, so the "which won" lines (`meddx compare` on the same test patients) can be
+rendered again with --from-json.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -24,6 +28,7 @@ import torch
 import meddx
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _compare import verdict  # noqa: E402
 from _docs import write_section  # noqa: E402
 
 DATA = Path(os.environ.get("MEDDX_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -49,6 +54,7 @@ def train(out: str, name: str, data: dict, split: dict | None = None, **train_cf
         "model": {"name": "small_cnn"},
         "train": {"batch_size": 64, "progress_bar": False, "diagnostics": False, **train_cfg},
         "evaluate": {"bootstrap": 2000},
+        "plan": {"enabled": False},  # a controlled comparison: the same fixed recipe in every row
     }
     run = meddx.train(cfg)
     m = json.loads((run.path / "metrics.json").read_text())
@@ -74,6 +80,7 @@ def main() -> None:
     ap.add_argument("--source-epochs", type=int, default=8)
     ap.add_argument("--target-epochs", type=int, default=15)
     ap.add_argument("--source-fraction", type=float, default=0.3, help="share of Kermany train batches per epoch")
+    ap.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "transfer-bench"), help="run folders")
     ap.add_argument("--from-json", help="re-render the table from the results a previous run saved")
     args = ap.parse_args()
     if args.from_json:
@@ -99,29 +106,30 @@ def main() -> None:
         ),
     ]
     results: list[tuple[str, str, dict, list[dict]]] = []
-    with tempfile.TemporaryDirectory() as out:
-        for src_name, src_data, src_extra, tgt_name, tgt_data, tgt_split in pairs:
-            src = train(out, f"src-{len(results)}", src_data, max_epochs=args.source_epochs, **src_extra)
-            print(f"source {src_name}: {src}", flush=True)
-            rows = []
-            for k, (label, depth, mult, init) in enumerate(VARIANTS):
-                per_seed = []
-                for seed in range(args.seeds):
-                    r = train(
-                        out,
-                        f"tgt-{len(results)}-v{k}-s{seed}",
-                        tgt_data,
-                        tgt_split,
-                        max_epochs=args.target_epochs,
-                        seed=seed,
-                        finetune_depth=depth,
-                        backbone_lr_mult=mult,
-                        init_from=src["path"] if init else None,
-                    )
-                    print(f"  {tgt_name} / {label} / seed {seed}: {r}", flush=True)
-                    per_seed.append(r)
-                rows.append({"label": label, "runs": per_seed})
-            results.append((src_name, tgt_name, src, rows))
+    shutil.rmtree(args.out, ignore_errors=True)
+    out = args.out
+    for src_name, src_data, src_extra, tgt_name, tgt_data, tgt_split in pairs:
+        src = train(out, f"src-{len(results)}", src_data, max_epochs=args.source_epochs, **src_extra)
+        print(f"source {src_name}: {src}", flush=True)
+        rows = []
+        for k, (label, depth, mult, init) in enumerate(VARIANTS):
+            per_seed = []
+            for seed in range(args.seeds):
+                r = train(
+                    out,
+                    f"tgt-{len(results)}-v{k}-s{seed}",
+                    tgt_data,
+                    tgt_split,
+                    max_epochs=args.target_epochs,
+                    seed=seed,
+                    finetune_depth=depth,
+                    backbone_lr_mult=mult,
+                    init_from=src["path"] if init else None,
+                )
+                print(f"  {tgt_name} / {label} / seed {seed}: {r}", flush=True)
+                per_seed.append(r)
+            rows.append({"label": label, "runs": per_seed})
+        results.append((src_name, tgt_name, src, rows))
     minutes = (time.perf_counter() - started) / 60
     saved = Path(tempfile.gettempdir()) / "meddx_bench_transfer.json"
     saved.write_text(json.dumps({"args": vars(args), "minutes": minutes, "results": results}, indent=1))
@@ -163,16 +171,21 @@ def render(args: dict, minutes: float, results: list) -> None:
             )
         best = max(rows, key=lambda row: sum(r["auc"] for r in row["runs"]) / len(row["runs"]))
         gain = (sum(r["auc"] for r in best["runs"]) - sum(scratch)) / len(scratch)
+        verdicts = "; ".join(
+            f"seed {seed}: {verdict(b.get('path'), s.get('path'), ('transfer', 'scratch'))}"
+            for seed, (b, s) in enumerate(zip(best["runs"], rows[0]["runs"]))
+        )
         summary.append(
-            f"- {tgt_name}: best **{best['label']}**, {gain:+.3f} AUC against scratch"
-            f" (seed 0 interval of scratch: {rows[0]['runs'][0]['lo']:.3f}-{rows[0]['runs'][0]['hi']:.3f})."
+            f"- {tgt_name}: best **{best['label']}**, {gain:+.3f} mean AUC against scratch. `meddx compare` of the two "
+            f"on the same test patients, {verdicts}."
         )
         lines.append("")
     lines += (
         ["Which depth won:"]
         + summary
         + [
-            "- A difference smaller than the intervals' width is not evidence of a real difference: these test sets are small."
+            "- 'A real difference' means the paired 95% interval of the AUC difference (the same patient resamples for "
+            "both runs) excludes 0; these test sets are small."
         ]
     )
     body = "\n".join(lines)
