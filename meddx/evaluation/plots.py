@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import math
 from pathlib import Path
 
@@ -59,7 +60,9 @@ def _roc_band(y: np.ndarray, p: np.ndarray, draws: list[np.ndarray]) -> tuple[np
     return np.percentile(curves, [2.5, 97.5], axis=0) if curves else (FPR_GRID * np.nan, FPR_GRID * np.nan)
 
 
-def roc_figure(y, p, names, thresholds, path: Path, patients=None) -> Path:
+def roc_figure(y, p, names, thresholds, path: Path, patients=None, aucs: dict | None = None) -> Path:
+    """Per label: the ROC curve, its patient-bootstrap band, the operating point; the title's AUC and interval are
+    the evaluation's (`aucs`: label -> metrics.json's roc_auc) so the figure and the tables agree."""
     fig, axes = _grid(len(names), "ROC (test), 95% band; red: operating point (val)")
     for j, (ax, n) in enumerate(zip(axes, names[:MAX_PANELS])):
         title = _title(n)
@@ -71,9 +74,9 @@ def roc_figure(y, p, names, thresholds, path: Path, patients=None) -> Path:
             lo, hi = _roc_band(yj, pj, draws)
             ax.fill_between(FPR_GRID, lo, hi, color="tab:blue", alpha=0.2, lw=0)
             ax.plot(fpr, tpr, lw=1.5)
-            aucs = [roc_auc_score(yj[idx], pj[idx]) for idx in draws if 0 < yj[idx].sum() < len(idx)]
-            ci = f" ({np.percentile(aucs, 2.5):.3f}-{np.percentile(aucs, 97.5):.3f})" if aucs else ""
-            title += f"\nAUC {roc_auc_score(yj, pj):.3f}{ci}"
+            auc = (aucs or {}).get(n) or {"value": roc_auc_score(yj, pj)}
+            ci = f" ({auc['ci_low']:.3f}-{auc['ci_high']:.3f})" if auc.get("ci_low") is not None else ""
+            title += f"\nAUC {auc['value']:.3f}{ci}"
             if thresholds is not None:
                 pred = pj >= thresholds[j]
                 point = ([pred[yj == 0].mean()], [pred[yj == 1].mean()])
@@ -187,7 +190,17 @@ def decision_figure(curves: dict, names, path: Path) -> Path:
 
 
 def write_figures(
-    y, p, pred, names, task, thresholds, calibration: dict, folder: Path, curves: dict | None = None, patients=None
+    y,
+    p,
+    pred,
+    names,
+    task,
+    thresholds,
+    calibration: dict,
+    folder: Path,
+    curves: dict | None = None,
+    patients=None,
+    aucs: dict | None = None,
 ) -> dict[str, Path]:
     """All figures of one evaluation into folder; returns name -> path. Unknown labels (NaN) count as neither class
     (drawn as negatives where a figure needs every sample: the confusion matrix and histograms leave them out)."""
@@ -195,9 +208,46 @@ def write_figures(
     y = np.where(np.isnan(y), np.nan, (np.nan_to_num(y) >= 0.5).astype(np.float64))
     extra = {"decision": decision_figure(curves, names, folder / "decision.png")} if curves else {}
     return {
-        "roc": roc_figure(y, p, names, thresholds, folder / "roc.png", patients),
+        "roc": roc_figure(y, p, names, thresholds, folder / "roc.png", patients, aucs),
         "pr": pr_figure(y, p, names, folder / "pr.png"),
         "calibration": calibration_figure(calibration, names, folder / "calibration.png"),
         "histograms": histogram_figure(y, p, names, thresholds, folder / "histograms.png"),
         "confusion": confusion_figure(y, pred, names, task, folder / "confusion.png"),
     } | extra
+
+
+CAPTIONS = {
+    "roc": "ROC curve",
+    "pr": "Precision-recall curve",
+    "calibration": "Reliability (calibration)",
+    "histograms": "Scores by true class",
+    "confusion": "Confusion at the operating point",
+    "decision": "Decision curve (net benefit)",
+}
+
+
+def figure_list(figures: dict[str, Path], result: dict) -> list[dict]:
+    """Figures embedded for the HTML report (with many labels, one per row at full width) and linked for Markdown,
+    each with a caption that states its headline figure."""
+    wide = len(result["labels"]) > 4
+    out = []
+    for key, path in figures.items():
+        caption = CAPTIONS.get(key, key) + _headline(key, result)
+        embed = base64.b64encode(path.read_bytes()).decode()
+        out.append(
+            {"key": key, "caption": caption, "path": f"{path.parent.name}/{path.name}", "base64": embed, "wide": wide}
+        )
+    return out
+
+
+def _headline(key: str, result: dict) -> str:
+    """': ROC AUC 0.981 (0.975-0.987)' for the ROC and PR figures (macro over labels where there are several)."""
+    metric = {"roc": ("roc_auc", "ROC AUC"), "pr": ("pr_auc", "PR AUC")}.get(key)
+    if metric is None:
+        return ""
+    names = result["labels"]
+    figure = (result["model"]["per_label"][names[0]] if len(names) == 1 else result["model"]["macro"]).get(metric[0])
+    if not figure or figure.get("value") is None:
+        return ""
+    ci = f" ({figure['ci_low']:.3f}-{figure['ci_high']:.3f})" if figure.get("ci_low") is not None else ""
+    return f": {'macro ' if len(names) > 1 else ''}{metric[1]} {figure['value']:.3f}{ci}"

@@ -82,6 +82,7 @@ def evaluate_run(
         run.path / f"figures{suffix}",
         result["decision_curve"],
         patients,
+        {n: m["roc_auc"] for n, m in result["model"]["per_label"].items()},
     )
     (run.path / f"metrics{suffix}.json").write_text(json.dumps(result, indent=2))
     context = report_context(run, result, figures)

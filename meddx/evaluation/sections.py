@@ -3,7 +3,6 @@ templates (Markdown and HTML) render this one context."""
 
 from __future__ import annotations
 
-import base64
 import json
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import yaml
 
 from meddx.evaluation.decision import decision_table
 from meddx.evaluation.plan_section import plan_section
+from meddx.evaluation.plots import figure_list
 from meddx.evaluation.scores import competition_for, score_table
 from meddx.evaluation.subgroups import FIGURES as SUBGROUP_FIGURES
 from meddx.evaluation.subgroups import subgroup_text
@@ -251,7 +251,7 @@ def report_context(run: Run, result: dict, figures: dict[str, Path]) -> dict:
         "decision_header": DECISION_HEADER,
         "overall": _overall_section(result),
         "calibration": _calibration_lines(cal, names),
-        "figures": _figure_list(figures, wide=len(names) > 4),
+        "figures": figure_list(figures, result),
     }
 
 
@@ -267,12 +267,4 @@ def _calibration_lines(cal: dict, names: list[str]) -> list[str]:
         + (" ({:.4f}-{:.4f})".format(*cal["per_label"][n]["ece_ci"]) if "ece_ci" in cal["per_label"][n] else "")
         + (f" (before scaling {cal['ece_before'][n]:.4f})" if "ece_before" in cal else "")
         for n in names
-    ]
-
-
-def _figure_list(figures: dict[str, Path], wide: bool) -> list[dict]:
-    """Figures embedded for the HTML report (with many labels, one per row at full width) and linked for Markdown."""
-    embed = {k: base64.b64encode(p.read_bytes()).decode() for k, p in figures.items()}
-    return [
-        {"key": k, "path": f"{p.parent.name}/{p.name}", "base64": embed[k], "wide": wide} for k, p in figures.items()
     ]
