@@ -9,6 +9,7 @@ import json
 import re
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -23,6 +24,9 @@ from meddx.evaluation.report import evaluate_run
 from meddx.run import CONFIG, PLAN, PREDICTIONS, Run, load_run
 from meddx.tianchi import submit
 
+if TYPE_CHECKING:
+    from meddx.training.plan import Plan
+
 
 def train(config: RunConfig | dict | str | Path | None = None, **overrides) -> Run | None:
     """Train and evaluate one run; `config` is a RunConfig, a dict or a YAML path; overrides use __ for dots
@@ -34,7 +38,8 @@ def train(config: RunConfig | dict | str | Path | None = None, **overrides) -> R
     from meddx.training.autofit import train_members
 
     started = time.perf_counter()
-    trained = train_members(as_config(config, overrides), choose=compare_runs)
+    cfg = as_config(config, overrides)
+    trained = train_members(cfg, choose=compare_runs)
     if trained is None:
         return None
     runs, base, planned, made = trained
@@ -43,10 +48,25 @@ def train(config: RunConfig | dict | str | Path | None = None, **overrides) -> R
         run = ensemble_runs(runs, base, evaluate=False)
         save_config(planned, base / CONFIG)  # the plan's (seed, number of models), not its first member's
     if made is not None:
+        run = _decide_tta(run, cfg, made)
         made.save(run.path / PLAN)  # with the choices made on val and the final number of models
     record_actual_time(run, time.perf_counter() - started)
     evaluate_run(run)
     return run
+
+
+def _decide_tta(run: Run, cfg: RunConfig, made: Plan) -> Run:
+    """Test-time augmentation on or off, on val (`choose_tta`), unless the user set it or the plan does not select."""
+    from meddx.evaluation.selection import choose_tta
+    from meddx.training.plan import Planner
+
+    planner = Planner(cfg, made)
+    if run.is_sequence or not cfg.plan.select or "model.tta" in planner.user:
+        return run
+    made.tta = choose_tta(run)
+    on = made.tta["chosen"] == "on"
+    planner.choose("model.tta", on, made.tta["reason"] + ("" if on else ": off"), "validation")
+    return load_run(run.path)
 
 
 def plan(config: RunConfig | dict | str | Path | None = None, output: str | Path | None = None, **overrides) -> Path:

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from meddx.config import RunConfig, load_config
 from meddx.data.images import file_record
+from meddx.data.readers import read_dataset
 from meddx.data.records import Record
 from meddx.data.reports import read_tianchi
 from meddx.data.sequences import SequenceDataset, Vocab, trim_padding
@@ -24,6 +25,7 @@ from meddx.data.tensors import ImageDataset, Preprocess
 from meddx.errors import ConfigError, DataError
 from meddx.models.ensemble import ProbabilityAverage
 from meddx.models.output import build_model, predict_proba
+from meddx.models.tta import ShiftAverage
 
 CONFIG = "config.yaml"
 PREPROCESS = "preprocess.json"  # image runs
@@ -126,7 +128,12 @@ class Run:
 
     @cached_property
     def model(self) -> nn.Module:
-        """The best model, rebuilt from the config and loaded without pickle execution (an ensemble: its members)."""
+        """The best model, rebuilt from the config and loaded without pickle execution (an ensemble: its members),
+        averaged over shifted copies of each input when the run's config says `model.tta`."""
+        model = self._model()
+        return ShiftAverage(model, self.task).eval() if self.config.model.tta and not self.is_sequence else model
+
+    def _model(self) -> nn.Module:
         if self.is_ensemble:
             info = json.loads((self.path / ENSEMBLE).read_text())
             members = [Run(m if Path(m).is_absolute() else self.path / m).model for m in info["members"]]
@@ -167,6 +174,13 @@ class Run:
             path, index=False, float_format="%.9g"
         )
         return path
+
+    def records(self, split: str) -> list[Record]:
+        """The image records of one split, in the split table's order (read again from the run's data section)."""
+        table = self.split_table()
+        ids = table.loc[table["split"] == split, "id"].tolist()
+        by_id = {r.id: r for r in read_dataset(self.config.data, check_files=False).records}
+        return [by_id[i] for i in ids if i in by_id]
 
     def predictions(self, split: str = "test") -> pd.DataFrame:
         p = self.path / PREDICTIONS / f"{split}.csv"

@@ -97,3 +97,8 @@ def test_a_planned_run_chooses_on_val_and_keeps_the_winners_seeds(data_dir, tmp_
     assert model["source"] == "validation" and model["value"] == chosen_model
     report = (run.path / "report.md").read_text()
     assert "Chosen on validation only" in report and "small_cnn_wide 28 px" in report
+    tta = run.plan["tta"]  # test-time augmentation judged on val after training, recorded with its verdict
+    assert [r["candidate"] for r in tta["rows"]] == ["off", "on"] and tta["rows"][1]["passes_per_image"] == 5
+    choice = next(c for c in run.plan["choices"] if c["field"] == "model.tta")
+    assert choice["source"] == "validation" and choice["value"] == (tta["chosen"] == "on") == run.config.model.tta
+    assert "Test-time augmentation, judged on val" in report and "forward passes per image" in report

@@ -101,6 +101,11 @@ class ModelConfig(_Section):
     name: str = "small_cnn"
     weights: str | None = None
     dropout: float = 0.2
+    tta: bool = Field(
+        False,
+        description="Average predictions over the image and four copies shifted by 3% of its side (the plan decides "
+        "it on val).",
+    )
     kwargs: dict[str, Any] = Field(
         default_factory=dict, description="Extra builder arguments, e.g. {size: gpu} for bert_small."
     )

@@ -34,16 +34,31 @@ def plan_section(run: Run) -> dict | None:
         "rows": rows,
         "user": ", ".join(user) if user else "none",
         "selection": {"text": _selection_text(sel, alts), "header": header, "rows": sel_rows} if alts else None,
+        "tta": _tta_section(plan.get("tta") or {}),
     }
+
+
+def _tta_section(tta: dict) -> dict | None:
+    """Test-time augmentation (the model alone against its average over shifted copies), judged on val."""
+    if not tta:
+        return None
+    header, rows = selection_table(tta)
+    text = (
+        f"Test-time augmentation, judged on val after training ({tta.get('resamples', 0)} patient-level bootstrap "
+        f"resamples): {tta['chosen']}, {tta['reason']}."
+    )
+    return {"text": text, "header": header, "rows": rows}
 
 
 def selection_table(selection: dict) -> tuple[list[str], list[list[str]]]:
     """The verdict as a table for the report: candidate, val AUC and interval, difference from the best, cost."""
-    header = ["candidate", "val AUC (95% CI)", "difference from the best (paired 95% CI)", "s per epoch", "chosen"]
+    passes = any("passes_per_image" in r for r in selection.get("rows", []))
+    cost, unit = ("passes_per_image", "forward passes per image") if passes else ("seconds_per_epoch", "s per epoch")
+    header = ["candidate", "val AUC (95% CI)", "difference from the best (paired 95% CI)", unit, "chosen"]
     rows = [
         [r["candidate"], f"{r['val_auc']:.4f} ({r['ci'][0]:.4f}-{r['ci'][1]:.4f})",
          f"{r['diff_from_best']:+.4f} ({r['diff_ci'][0]:+.4f} to {r['diff_ci'][1]:+.4f})",
-         f"{r['seconds_per_epoch']:.2f}", "yes" if r["candidate"] == selection["chosen"] else ""]
+         f"{r[cost]:g}", "yes" if r["candidate"] == selection["chosen"] else ""]
         for r in selection.get("rows", [])
     ]  # fmt: skip
     return header, rows

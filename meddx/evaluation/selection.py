@@ -7,11 +7,15 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+from torch.utils.data import DataLoader
 
+from meddx.config import save_config
 from meddx.evaluation.ensemble import average_predictions
 from meddx.evaluation.evaluation import bootstrap_weights
 from meddx.evaluation.metrics import on_known, roc_auc
-from meddx.run import Run
+from meddx.models.output import predict_proba
+from meddx.models.tta import VIEWS, ShiftAverage
+from meddx.run import CONFIG, Run
 
 RESAMPLES, CI, SEED = 2000, 0.95, 0
 CLEARLY_CHEAPER = 0.85  # a pilot's seconds per epoch vary by about 10%: cheaper means under 85% of the other's cost
@@ -27,12 +31,18 @@ def macro_auc(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 def _interval(values: np.ndarray) -> tuple[float, float]:
     finite = values[np.isfinite(values)]
+    if not len(finite):  # no resample holds both classes: nothing can be told apart
+        return float("nan"), float("nan")
     lo, hi = np.quantile(finite, [(1 - CI) / 2, (1 + CI) / 2])
     return float(lo), float(hi)
 
 
 def compare_predictions(
-    y: np.ndarray, patients: np.ndarray, preds: dict[str, np.ndarray], costs: dict[str, float]
+    y: np.ndarray,
+    patients: np.ndarray,
+    preds: dict[str, np.ndarray],
+    costs: dict[str, float],
+    cost_name: str = "seconds_per_epoch",
 ) -> dict:
     """The verdict on candidates judged on the same val samples: a row per candidate, in the given order (the rules'
     candidate first), with AUC, interval, paired difference from the best and its interval, cost; and the chosen one
@@ -46,12 +56,12 @@ def compare_predictions(
         diff = aucs[name][1:] - aucs[best][1:]
         lo, hi = _interval(aucs[name][1:])
         dlo, dhi = _interval(diff) if name != best else (0.0, 0.0)
-        tie = dlo <= 0 <= dhi
+        tie = not (dlo > 0 or dhi < 0)  # an interval that holds 0 (or none at all): not told apart
         gap = float(aucs[name][0] - aucs[best][0])
         rows.append(
             {"candidate": name, "val_auc": round(float(aucs[name][0]), 4), "ci": [round(lo, 4), round(hi, 4)],
              "diff_from_best": round(gap, 4), "diff_ci": [round(dlo, 4), round(dhi, 4)],
-             "seconds_per_epoch": round(costs[name], 2), "as_good_as_best": tie}
+             cost_name: round(costs[name], 2), "as_good_as_best": tie}
         )  # fmt: skip
     tied = [r["candidate"] for r in rows if r["as_good_as_best"]]
     chosen = tied[0]
@@ -80,3 +90,31 @@ def compare_runs(candidates: dict[str, list[Run]], costs: dict[str, float]) -> d
     cols = [f"p_{n}" for n in first.label_names]
     preds = {name: f.set_index("id").loc[ref["id"], cols].to_numpy() for name, f in frames.items()}
     return compare_predictions(ref[first.label_names].to_numpy(), ref["patient_id"].to_numpy(), preds, costs)
+
+
+def choose_tta(run: Run) -> dict:
+    """Test-time augmentation judged on val like the plan's other candidates: the run's val predictions against the
+    same model averaged over shifted copies (`meddx.models.tta`), paired on the same patients; a tie keeps it off (one
+    forward pass per image instead of five). When on, the run's config says so and its val and test predictions are
+    written again with it."""
+    frame = run.predictions("val")
+    by_id = {r.id: r for r in run.records("val")}
+    if set(frame["id"]) - set(by_id):
+        return {"chosen": "off", "reason": "val images no longer readable: not tried"}
+    tta = ShiftAverage(run.model, run.task).eval()
+    loader = DataLoader(run.dataset([by_id[i] for i in frame["id"]], preload=None), batch_size=256)
+    cols = [f"p_{n}" for n in run.label_names]
+    preds = {"off": frame[cols].to_numpy(), "on": predict_proba(tta, loader, run.task, len(cols))}
+    verdict = compare_predictions(
+        frame[run.label_names].to_numpy(), frame["patient_id"].to_numpy(), preds, {"off": 1.0, "on": float(VIEWS)},
+        "passes_per_image",
+    )  # fmt: skip
+    if verdict["chosen"] == "on":
+        cfg = run.config.model_copy(deep=True)
+        cfg.model.tta = True
+        save_config(cfg, run.path / CONFIG)
+        run.write_predictions("val", [by_id[i] for i in frame["id"]], preds["on"])
+        test = run.records("test")
+        run.write_predictions("test", test, predict_proba(tta, DataLoader(run.dataset(test, preload=None), 256),
+                                                          run.task, len(cols)))  # fmt: skip
+    return verdict

@@ -17,6 +17,7 @@ from meddx.data.records import Record
 from meddx.data.tensors import Preprocess
 from meddx.errors import ConfigError
 from meddx.models.output import probabilities
+from meddx.models.tta import without_tta
 from meddx.run import Run
 
 _POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.AvgPool2d, nn.MaxPool2d)
@@ -104,9 +105,10 @@ class Explainer:
         run = run if isinstance(run, Run) else Run(run)
         if run.is_sequence:
             raise ConfigError(f"{run.path}: a token-sequence run; Grad-CAM explains image models")
+        model = without_tta(run.model)  # Grad-CAM explains the model, not its average over shifted copies
         if run.is_ensemble:
-            return EnsembleExplainer(run.model, run.preprocess, run.label_names, run.task, layer)
-        return cls(copy.deepcopy(run.model), run.preprocess, run.label_names, run.task, layer)
+            return EnsembleExplainer(model, run.preprocess, run.label_names, run.task, layer)
+        return cls(copy.deepcopy(model), run.preprocess, run.label_names, run.task, layer)
 
     def label_index(self, label: str | None) -> int:
         """Index of a label name; default: the first (the positive class of a binary run)."""

@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 from meddx.data.images import is_colour, read_pixels, to_channels
-from meddx.data.readers import read_dataset
 from meddx.data.records import Record
 from meddx.data.tensors import ImageDataset
 from meddx.errors import MeddxError
@@ -47,10 +46,8 @@ class WithProbabilities(nn.Module):
 
 def split_records(run: Run, split: str, limit: int) -> list[Record]:
     """Up to `limit` records of one split of the run, spread evenly over it."""
-    table = run.split_table()
-    ids = table.loc[table["split"] == split, "id"].tolist()
-    ids = set(ids[:: max(1, len(ids) // limit)][:limit])
-    return [r for r in read_dataset(run.config.data, check_files=False).records if r.id in ids][:limit]
+    records = run.records(split)
+    return records[:: max(1, len(records) // limit)][:limit]
 
 
 def check_images(run: Run, split: str = "test", limit: int = 64) -> torch.Tensor:

@@ -47,6 +47,7 @@ class Plan:
     alternatives: list[dict] = field(default_factory=list)
     lr_finder: dict = field(default_factory=dict)
     selection: dict = field(default_factory=dict)
+    tta: dict = field(default_factory=dict)
     schema: str = SCHEMA
 
     def value(self, name: str) -> Any:
@@ -184,6 +185,9 @@ def _image_rules(p: Planner, fp: dict, gpu: bool, train_labels: np.ndarray) -> N
         + (": outside 40-60%, balanced weights" if imbalanced else ": balanced enough, plain loss"),
     )
     p.choose("train.augment.enabled", True, "small shifts, rotations, scale and intensity; never flips (anatomy)")
+    p.choose(
+        "model.tta", False, "off unless averaging over shifted copies beats the model alone on val (after training)"
+    )
 
 
 def _alternatives(p: Planner, model: str, side: int, size: int, gpu: bool) -> None:
