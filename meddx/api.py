@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 import meddx.tianchi  # noqa: F401 - registers the Tianchi score table with the reports of sequence runs
+from meddx.atomic import write_text
 from meddx.config import DataConfig, EvaluateConfig, RunConfig, SplitConfig, as_config, save_config, validate_section
 from meddx.data.explore import explore as _explore
 from meddx.data.leakage import LeakageReport, check_leakage, overlap_with_training
@@ -80,7 +81,7 @@ def plan(config: RunConfig | dict | str | Path | None = None, output: str | Path
     out = Path(output) if output else Path("plans") / Path(cfg.data.main_path).stem
     out.mkdir(parents=True, exist_ok=True)
     made.save(out / PLAN)
-    (out / "plan.md").write_text(plan_markdown(made))
+    write_text(out / "plan.md", plan_markdown(made))
     return out
 
 
@@ -91,7 +92,7 @@ def record_actual_time(run: Run, seconds: float) -> None:
     if path.is_file():
         plan = json.loads(path.read_text())
         plan["actual"] = {"until_trained_s": round(seconds, 1)}
-        path.write_text(json.dumps(plan, indent=2))
+        write_text(path, json.dumps(plan, indent=2))
 
 
 def evaluate(
@@ -145,7 +146,7 @@ def predict_external(run: Run, data: dict, name: str = "external", drop_overlap:
     if not records:
         raise DataError(f"{ds.origin}: every sample is a training/val image of the run; nothing left to evaluate")
     run.write_predictions(name, records, run.predict_proba(run.dataset(records, preload=None)))
-    (run.path / PREDICTIONS / f"{name}.leakage.json").write_text(json.dumps(check, indent=2))
+    write_text(run.path / PREDICTIONS / f"{name}.leakage.json", json.dumps(check, indent=2))
     return name
 
 
@@ -221,9 +222,9 @@ def compare(
     header, rows = comparison_table(result)
     intervals = f"{resamples} bootstrap resamples of patients, {result['ci']:.0%} intervals"
     context = {**result, "header": header, "rows": rows, "intervals": intervals, "alpha": f"{1 - result['ci']:.2g}"}
-    (out / "compare.json").write_text(json.dumps(result, indent=2))
-    (out / "compare.md").write_text(render("compare.md.j2", context))
-    (out / "compare.html").write_text(render("compare.html.j2", context))
+    write_text(out / "compare.json", json.dumps(result, indent=2))
+    write_text(out / "compare.md", render("compare.md.j2", context))
+    write_text(out / "compare.html", render("compare.html.j2", context))
     result["output"] = str(out)
     return result
 

@@ -15,6 +15,7 @@ import pandas as pd
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from meddx.atomic import write_frame
 from meddx.config import RunConfig, load_config
 from meddx.data.images import file_record
 from meddx.data.readers import read_dataset
@@ -170,9 +171,8 @@ class Run:
         """predictions/<split>.csv: id, patient_id, true labels, probabilities."""
         path = self.path / PREDICTIONS / f"{split}.csv"
         path.parent.mkdir(exist_ok=True)
-        prediction_frame(records, probs, self.label_names, with_truth=True).to_csv(
-            path, index=False, float_format="%.9g"
-        )
+        write_frame(prediction_frame(records, probs, self.label_names, with_truth=True), path, index=False,
+                    float_format="%.9g")  # fmt: skip
         return path
 
     def records(self, split: str) -> list[Record]:
@@ -186,7 +186,21 @@ class Run:
         p = self.path / PREDICTIONS / f"{split}.csv"
         if not p.is_file():
             raise DataError(f"{self.path}: no predictions for split '{split}'")
-        return pd.read_csv(p, dtype={"id": str, "patient_id": str})
+        try:
+            frame = pd.read_csv(p, dtype={"id": str, "patient_id": str})
+        except (ValueError, pd.errors.ParserError) as e:
+            raise DataError(f"{p}: not a readable predictions file ({type(e).__name__}: {e})") from None
+        missing = [c for c in [f"p_{n}" for n in self.label_names] if c not in frame.columns]
+        if missing or frame[[f"p_{n}" for n in self.label_names]].isna().any().any():
+            raise DataError(f"{p}: probabilities missing ({', '.join(missing) or 'blank cells'}); predict again")
+        table = self.split_table() if (self.path / SPLIT).is_file() else pd.DataFrame({"split": [], "id": []})
+        expected = set(table.loc[table["split"] == split, "id"])
+        if expected and set(frame["id"]) != expected:
+            raise DataError(
+                f"{p}: {len(frame)} rows for the {len(expected)} samples of the {split} split "
+                f"({len(expected - set(frame['id']))} missing); the file is incomplete: predict or train again"
+            )
+        return frame
 
 
 def prediction_frame(

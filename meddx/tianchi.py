@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from meddx.atomic import write_text
 from meddx.data.reports import SEP, read_tianchi
 from meddx.errors import ConfigError, DataError
 from meddx.evaluation import metrics as M
@@ -121,7 +122,7 @@ def write_submission(ids: list[str], probs: np.ndarray, path: str | Path) -> Pat
     """`report_ID|,|p0 p1 ... pK` one line per test row, in the test file's order."""
     path = Path(path)
     lines = [f"{i}{SEP}{' '.join(f'{v:.8f}' for v in row)}" for i, row in zip(ids, np.clip(probs, 0, 1))]
-    path.write_text("\n".join(lines) + "\n")
+    write_text(path, "\n".join(lines) + "\n")
     return path
 
 

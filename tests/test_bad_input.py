@@ -179,3 +179,54 @@ def test_bad_evaluation_options_are_one_line(datscan_run):
     _assert_clean_error(run_cli("evaluate", run, "--bootstrap", "-5"), "evaluate.bootstrap", "-5")
     out = ["-o", str(datscan_run.path.parent / "ens")]
     _assert_clean_error(run_cli("ensemble", run, run, *out, "-t", "sensitivity=95"), "evaluate.operating_point")
+
+
+def test_a_huge_image_is_refused_before_it_is_decoded(scans):
+    """A 140 KB PNG claiming 12000 x 12000 pixels set the size of every image and was OOM-killed at 21.8 GB."""
+    from PIL import Image
+
+    victim = sorted(scans.glob("PD_*.png"))[0]
+    Image.new("L", (12000, 12000)).save(victim, optimize=True)
+    assert victim.stat().st_size < 500_000
+    _assert_clean_error(_train_labelled(scans), victim.name, "12000 x 12000", "over the limit", "MEDDX_MAX_PIXELS")
+
+
+def test_nan_or_infinite_pixels_are_refused(scans):
+    """One NaN pixel made every normalised image NaN, trained an all-NaN model.pt and crashed the evaluation."""
+    rows = ["path,patient,label"]
+    for i in range(6):
+        image = np.random.default_rng(i).random((32, 32), dtype=np.float32)
+        if i == 4:
+            image[3, 5] = np.nan
+        np.save(scans / f"scan{i}.npy", image)
+        rows.append(f"scan{i}.npy,p{i},{i % 2}")
+    _assert_clean_error(
+        _train(_csv(scans, "\n".join(rows) + "\n"), "--patient-column", "patient", "--label-columns", "label"),
+        "scan4.npy",
+        "1 NaN or infinite pixel value(s) of 1,024",
+    )
+
+
+@pytest.mark.slow
+def test_predict_names_unreadable_scans_and_fails(datscan_run, tmp_path):
+    """`meddx predict` printed p=NaN with exit 0 for a scan holding NaN; now its row names why and the exit is 1."""
+    bad = np.zeros((48, 48), dtype=np.float32)
+    bad[0, 0] = np.inf
+    np.save(tmp_path / "inf.npy", bad)
+    proc = run_cli("predict", str(datscan_run.path), str(tmp_path / "inf.npy"), "--json")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    row = json.loads(proc.stdout)[0]
+    assert "NaN or infinite" in row["error"] and row["error"].startswith(str(tmp_path / "inf.npy"))
+
+
+@pytest.mark.slow
+def test_a_torn_predictions_file_is_refused(datscan_run, tmp_path):
+    """29 of 110 rows of a predictions CSV were evaluated silently as a 29-sample test split."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(datscan_run.path, run_dir)
+    path = run_dir / "predictions" / "test.csv"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:30]) + "\n")
+    _assert_clean_error(run_cli("evaluate", str(run_dir)), "test.csv", "29 rows", "incomplete")
+    path.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][: len(lines[-1]) // 2] + "\n")  # the last row cut
+    _assert_clean_error(run_cli("evaluate", str(run_dir)), "test.csv")

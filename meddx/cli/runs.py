@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from meddx.atomic import write_frame
 from meddx.cli.options import (
     DATA_OPTIONS,
     BudgetOpt,
@@ -126,7 +127,7 @@ def predict(
     df = api_predict(run, [str(f) for f in inputs])
     failed = int((df["error"] != "").sum()) if "error" in df else 0
     if output:
-        df.to_csv(output, index=False)
+        write_frame(df, output, index=False)
         typer.echo(f"wrote {output} ({len(df)} rows)")
     elif as_json:
         typer.echo(df.to_json(orient="records", indent=2))

@@ -10,6 +10,7 @@ from typing import TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from meddx.atomic import write_text
 from meddx.config.sections import RunConfig
 from meddx.errors import ConfigError
 
@@ -99,4 +100,4 @@ def validate_config(raw: dict | RunConfig, source: str = "config") -> RunConfig:
 
 def save_config(config: RunConfig, path: str | Path) -> None:
     """Write the whole validated config as YAML."""
-    Path(path).write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    write_text(path, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from meddx.atomic import write_text
 from meddx.data.images import content_hash, read_pixels
 from meddx.data.records import DataSet
 from meddx.errors import DataError
@@ -147,6 +148,6 @@ def write_explore(summary: dict, out_dir: str | Path) -> tuple[Path, Path]:
     """Write explore.json and explore.md into out_dir."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "explore.json").write_text(json.dumps(summary, indent=2))
-    (out / "explore.md").write_text(to_markdown(summary))
+    write_text(out / "explore.json", json.dumps(summary, indent=2))
+    write_text(out / "explore.md", to_markdown(summary))
     return out / "explore.json", out / "explore.md"

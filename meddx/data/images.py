@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -18,6 +20,30 @@ DICOM_EXTENSIONS = {".dcm", ".dicom"}
 ARRAY_EXTENSIONS = {".npy", ".npz"}
 READABLE_EXTENSIONS = PIL_EXTENSIONS | DICOM_EXTENSIONS | ARRAY_EXTENSIONS
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+# pixels in one image plane: a 140 KB PNG can claim 12000 x 12000 and take 20 GB to train; a volume may hold 8 times
+# as many values in all (a CT of 600 slices of 512 x 512 fits)
+MAX_PIXELS = int(os.environ.get("MEDDX_MAX_PIXELS", 40_000_000))
+VOLUME_FACTOR = 8
+
+
+def check_size(path: str, height: int, width: int, depth: int = 1, channels: int = 1) -> None:
+    """Refuse a scan whose header claims an image plane over MAX_PIXELS pixels (or a volume over VOLUME_FACTOR times
+    that many values) before it is decoded."""
+    plane, values = int(height) * int(width), int(height) * int(width) * int(depth) * int(channels)
+    if plane > MAX_PIXELS or values > VOLUME_FACTOR * MAX_PIXELS:
+        size = f"{int(height)} x {int(width)}" + (f" x {int(depth)} frames" if depth > 1 else "")
+        raise DataError(
+            f"{path}: {size} pixels, over the limit of {MAX_PIXELS:,} per image "
+            "(resize it, or set MEDDX_MAX_PIXELS to allow more)"
+        )
+
+
+def check_finite(path: str, arr: np.ndarray) -> np.ndarray:
+    """Refuse NaN or infinite values: they would make every normalised image, loss and weight NaN."""
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        bad = int((~np.isfinite(arr)).sum())
+        raise DataError(f"{path}: {bad:,} NaN or infinite pixel value(s) of {arr.size:,}")
+    return arr
 
 
 def read_array_file(path: str, key: str | None) -> np.ndarray:
@@ -55,7 +81,11 @@ def _read_pil(path: str) -> tuple[np.ndarray, Layout]:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():  # check_size stands guard; PIL's own warning would only repeat it
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+        with img:
+            check_size(path, img.height, img.width, getattr(img, "n_frames", 1), len(img.getbands()))
             img.load()
             mode = img.mode
             if mode == "P":
@@ -65,7 +95,7 @@ def _read_pil(path: str) -> tuple[np.ndarray, Layout]:
             elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
                 img = img.convert("RGB")
             arr = np.asarray(img)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise DataError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
     if arr.dtype == np.int32:  # 16-bit PNGs may open in mode "I"
         arr = arr.astype(np.float32) / (65535.0 if arr.max() > 255 else 255.0)
@@ -86,12 +116,13 @@ def _read_dicom(path: str, window: tuple[float, float] | None) -> tuple[np.ndarr
         raise DataError(f"{path}: not a readable DICOM file ({type(e).__name__}: {e})") from None
     if "PixelData" not in ds:
         raise DataError(f"{path}: DICOM file has no pixel data")
+    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    check_size(path, int(ds.get("Rows", 0)), int(ds.get("Columns", 0)), frames, int(ds.get("SamplesPerPixel", 1)))
     try:
         arr = apply_modality_lut(ds.pixel_array, ds).astype(np.float32)
     except Exception as e:  # noqa: BLE001
         raise DataError(f"{path}: DICOM pixels cannot be decoded ({type(e).__name__}: {e})") from None
     samples = int(getattr(ds, "SamplesPerPixel", 1))
-    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
     if samples == 3:
         if frames > 1:
             raise DataError(f"{path}: multi-frame colour DICOM is not supported")
@@ -111,7 +142,14 @@ def _read_dicom(path: str, window: tuple[float, float] | None) -> tuple[np.ndarr
 
 
 def read_pixels(record: Record, dicom_window: tuple[float, float] | None = None) -> tuple[np.ndarray, Layout]:
-    """Raw pixels of one record as float32 and their layout; integers scaled to [0, 1] by bit depth."""
+    """Raw pixels of one record as float32 and their layout; integers scaled to [0, 1] by bit depth. Scans over
+    MAX_PIXELS values and NaN or infinite values are refused with one line naming the file."""
+    arr, layout = _read_pixels(record, dicom_window)
+    where = f"{record.source}[{record.index}]" if record.index is not None else record.source
+    return check_finite(where, arr), layout
+
+
+def _read_pixels(record: Record, dicom_window: tuple[float, float] | None) -> tuple[np.ndarray, Layout]:
     path = record.source
     suffix = Path(path).suffix.lower()
     if record.index is not None:
@@ -123,13 +161,31 @@ def read_pixels(record: Record, dicom_window: tuple[float, float] | None = None)
     if not Path(path).is_file():
         raise DataError(f"{_where(record)}: image file not found: {path}")
     if suffix in ARRAY_EXTENSIONS:  # one image per file: read, not cached
+        if suffix == ".npy":
+            check_size(path, *_plane_first(_npy_shape(path)))
         arr = read_array_file(path, record.key)
+        check_size(path, *_plane_first(arr.shape))
         if arr.ndim not in (2, 3):
             raise DataError(f"{path}: array of shape {arr.shape}; expected (H, W) or (C|D, H, W)")
         return _scale_integers(arr), ("dhw" if arr.ndim == 3 else "hw")
     if suffix in DICOM_EXTENSIONS or (suffix not in PIL_EXTENSIONS and _looks_like_dicom(path)):
         return _read_dicom(path, dicom_window)
     return _read_pil(path)
+
+
+def _plane_first(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """(height, width, the product of the other axes) of an array's shape: its last two axes are the plane."""
+    if len(shape) < 2:
+        return (1, int(np.prod(shape, dtype=np.int64)) if shape else 1)
+    return (shape[-2], shape[-1], int(np.prod(shape[:-2], dtype=np.int64)))
+
+
+def _npy_shape(path: str) -> tuple[int, ...]:
+    """The shape an .npy file's header claims, read without loading the array."""
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False).shape
+    except Exception as e:  # noqa: BLE001 - any decoder failure becomes a clear data error
+        raise DataError(f"{path}: not a readable NumPy file ({type(e).__name__}: {e})") from None
 
 
 def _looks_like_dicom(path: str) -> bool:

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from meddx.atomic import write_text
 from meddx.data.records import DataSet, Record
 from meddx.errors import DataError
 
@@ -52,7 +53,7 @@ class Vocab:
         return {"vocab_size": self.size, "max_len": self.max_len}
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(asdict(self)))
+        write_text(path, json.dumps(asdict(self)))
 
     @classmethod
     def load(cls, path: str | Path) -> Vocab:

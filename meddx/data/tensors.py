@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from meddx.atomic import write_text
 from meddx.config import DataConfig
 from meddx.data.images import load_image
 from meddx.data.records import Record
@@ -66,7 +67,7 @@ class Preprocess:
         return x
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(asdict(self), indent=2))
+        write_text(path, json.dumps(asdict(self), indent=2))
 
     @classmethod
     def load(cls, path: str | Path) -> Preprocess:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from meddx.atomic import write_frame, write_text
 from meddx.config import EvaluateConfig
 from meddx.errors import ConfigError, DataError
 from meddx.evaluation.metrics import categorical_log_loss, mlogloss
@@ -117,14 +118,14 @@ def ensemble_runs(
     splits = sorted(p.stem for p in (members[0].path / PREDICTIONS).glob("*.csv"))
     for split in splits:
         if all((m.path / PREDICTIONS / f"{split}.csv").is_file() for m in members):
-            average_predictions(members, split, w).to_csv(
-                out / PREDICTIONS / f"{split}.csv", index=False, float_format="%.9g"
-            )
+            write_frame(average_predictions(members, split, w), out / PREDICTIONS / f"{split}.csv", index=False,
+                        float_format="%.9g")  # fmt: skip
     combine = "mean of probabilities" if weights == "equal" else "weighted mean of probabilities, weights chosen on val"
-    (out / ENSEMBLE).write_text(
-        json.dumps({"members": [_member_path(m, out) for m in members], "weights": w, "combine": combine}, indent=2)
+    write_text(
+        out / ENSEMBLE,
+        json.dumps({"members": [_member_path(m, out) for m in members], "weights": w, "combine": combine}, indent=2),
     )
-    (out / TRAINING).write_text(json.dumps(members_training(members), indent=2))
+    write_text(out / TRAINING, json.dumps(members_training(members), indent=2))
     run = Run(out)
     if evaluate:
         evaluate_run(run, "test", config)

@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve  # noqa: E402
 
+from meddx.atomic import staged_file  # noqa: E402
 from meddx.evaluation.evaluation import bootstrap_weights  # noqa: E402
 
 MAX_PANELS = 30  # Tianchi round 2 has 29 labels
@@ -38,7 +39,8 @@ def _title(name: str) -> str:
 
 
 def _save(fig, path: Path) -> Path:
-    fig.savefig(path, dpi=90)
+    with staged_file(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
     plt.close(fig)
     return path
 

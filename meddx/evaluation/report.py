@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from meddx.atomic import write_text
 from meddx.config import EvaluateConfig
 from meddx.errors import DataError
 from meddx.evaluation.calibration import apply_temperature
@@ -84,10 +85,10 @@ def evaluate_run(
         patients,
         {n: m["roc_auc"] for n, m in result["model"]["per_label"].items()},
     )
-    (run.path / f"metrics{suffix}.json").write_text(json.dumps(result, indent=2))
+    write_text(run.path / f"metrics{suffix}.json", json.dumps(result, indent=2))
     context = report_context(run, result, figures)
-    (run.path / f"report{suffix}.md").write_text(render("report.md.j2", context))
-    (run.path / f"report{suffix}.html").write_text(render("report.html.j2", context))
+    write_text(run.path / f"report{suffix}.md", render("report.md.j2", context))
+    write_text(run.path / f"report{suffix}.html", render("report.html.j2", context))
     return result
 
 

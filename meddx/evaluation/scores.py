@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from meddx.atomic import write_text
 from meddx.evaluation import metrics as M
 from meddx.run import Run
 from meddx.training.cv import CV, oof_arrays, read_oof
@@ -105,5 +106,5 @@ def score_cv(cv_dir: str | Path) -> dict:
     scores = competition.score(y, p, names, prior=prior) if competition else pooled_scores(y, p, names, prior)
     result = {**scores, "folds": info["folds"], "runs": info["runs"]}
     result["model"]["name"] = info["model"]["name"]
-    (cv_dir / CV).write_text(json.dumps(result, indent=2))
+    write_text(cv_dir / CV, json.dumps(result, indent=2))
     return result

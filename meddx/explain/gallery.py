@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from meddx.atomic import write_text
 from meddx.data.readers import read_dataset
 from meddx.evaluation.operating import run_operating_point
 from meddx.explain.gradcam import Explainer, grey_png, save_png
@@ -78,5 +79,5 @@ def gallery(
                 f"<figcaption>{e(str(sid))} (patient {e(str(preds['patient_id'].iloc[i]))}): p = {prob:.3f}"
                 "</figcaption></figure>"
             )
-    (out / "index.html").write_text("\n".join(parts) + "\n")
+    write_text(out / "index.html", "\n".join(parts) + "\n")
     return out / "index.html"

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from meddx.atomic import staged_dir, write_text
 from meddx.data.images import is_colour, read_pixels, to_channels
 from meddx.data.records import Record
 from meddx.data.tensors import ImageDataset
@@ -155,8 +156,14 @@ def export_run(
         )
     if fmt not in FILES:
         raise ExportError(f"unknown export format '{fmt}'; use onnx or torchscript")
-    out = Path(out_dir) if out_dir else run.path / "package"
-    out.mkdir(parents=True, exist_ok=True)
+    final = Path(out_dir) if out_dir else run.path / "package"
+    with staged_dir(final) as out:  # built aside: a failed export leaves the old package as it was, never a mix
+        _write_package(run, fmt, out, tolerance, split)
+    return final
+
+
+def _write_package(run: Run, fmt: Format, out: Path, tolerance: float, split: str) -> None:
+    """Every file of the package into `out`; raises ExportError when the parity check fails."""
     images = check_images(run, split)
     wrapped = WithProbabilities(run.model, run.task).eval()
     model_path = out / FILES[fmt]
@@ -164,22 +171,21 @@ def export_run(
         _export_file(wrapped, images[: min(8, len(images))], fmt, model_path)
     result = parity(run, model_path, fmt, images)
     result.update(format=fmt, tolerance=tolerance, passed=result["max_abs_diff"] <= tolerance, split=split)
-    (out / "parity.json").write_text(json.dumps(result, indent=2))
+    write_text(out / "parity.json", json.dumps(result, indent=2))
     if not result["passed"]:
         raise ExportError(
-            f"{model_path}: probabilities differ from PyTorch by {result['max_abs_diff']:.3g} "
-            f"(tolerance {tolerance:g}) on {result['images']} {split} images"
+            f"{run.path}: the exported {fmt} model's probabilities differ from PyTorch by {result['max_abs_diff']:.3g} "
+            f"(tolerance {tolerance:g}) on {result['images']} {split} images; no package written"
         )
     for name in (PREPROCESS, CONFIG, WEIGHTS):  # model.pt: the weights for Grad-CAM (weights_only)
         if (run.path / name).is_file():  # an ensemble has no single model.pt: its package is served by ONNX alone
             shutil.copy(run.path / name, out / name)
-    (out / "input_stats.json").write_text(json.dumps(training_input_stats(run)))
-    (out / "val_rates.json").write_text(json.dumps(validation_rates(run)))
-    (out / "labels.json").write_text(json.dumps({"labels": run.label_names, "task": run.task}, indent=2))
+    write_text(out / "input_stats.json", json.dumps(training_input_stats(run)))
+    write_text(out / "val_rates.json", json.dumps(validation_rates(run)))
+    write_text(out / "labels.json", json.dumps({"labels": run.label_names, "task": run.task}, indent=2))
     metrics = run.metrics("test")
-    (out / "thresholds.json").write_text(json.dumps(metrics.get("operating_point", {}), indent=2))
-    (out / "card.md").write_text(model_card(run, metrics, result))
-    return out
+    write_text(out / "thresholds.json", json.dumps(metrics.get("operating_point", {}), indent=2))
+    write_text(out / "card.md", model_card(run, metrics, result))
 
 
 def _fig(fig: dict | None) -> str:

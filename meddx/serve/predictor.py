@@ -74,6 +74,18 @@ def _pixel_count(path: str, kind: str) -> int:
         raise UploadError(f"not a readable {kind.upper()} file ({type(e).__name__}: {e})") from None
 
 
+def _check_parity(path: Path) -> None:
+    """A package is served only if its parity check against PyTorch passed (`meddx export` writes parity.json)."""
+    try:
+        parity = json.loads((path / "parity.json").read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path}: no readable parity.json ({type(e).__name__}); export the run again") from None
+    if parity.get("passed") is not True:
+        raise ConfigError(
+            f"{path}: its parity check failed (max difference {parity.get('max_abs_diff')}); export the run again"
+        )
+
+
 def _png_base64(array: np.ndarray) -> str:
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="PNG")
@@ -89,6 +101,7 @@ class Predictor:
         self._cam_lock = threading.Lock()
         if (self.path / "labels.json").is_file():  # a package written by `meddx export`
             self.kind = "package"
+            _check_parity(self.path)
             labels = json.loads((self.path / "labels.json").read_text())
             self.labels, self.task = labels["labels"], labels["task"]
             self.prep = Preprocess.load(self.path / PREPROCESS)

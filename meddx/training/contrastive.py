@@ -12,6 +12,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from meddx.atomic import save_torch, write_text
 from meddx.config import AugmentConfig, DataConfig, RunConfig, SplitConfig
 from meddx.data.readers import read_dataset
 from meddx.data.records import Record
@@ -142,7 +143,7 @@ def pretrain_images(cfg: RunConfig) -> Path:
         DataLoader(train, batch_size=pc.batch_size, shuffle=True, drop_last=len(train) > pc.batch_size),
         val_loader,
     )
-    torch.save(module.encoder_state(), out / "encoder.pt")
+    save_torch(module.encoder_state(), out / "encoder.pt")
     info = {
         "objective": "simclr",
         "model": cfg.model.name,
@@ -159,5 +160,5 @@ def pretrain_images(cfg: RunConfig) -> Path:
         "final_val_ntxent": float(trainer.validate(module, val_loader, verbose=False)[0]["val_ntxent"]),
         "seconds": round(time.perf_counter() - started, 1),
     }
-    (out / "pretrain.json").write_text(json.dumps(info, indent=2))
+    write_text(out / "pretrain.json", json.dumps(info, indent=2))
     return out

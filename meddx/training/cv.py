@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from meddx.atomic import write_frame, write_text
 from meddx.config import RunConfig, as_config
 from meddx.errors import ConfigError
 from meddx.run import WEIGHTS, Run
@@ -32,8 +33,8 @@ def cross_validate(config: RunConfig | dict | str | Path, folds: int = 5, only_f
         for j, name in enumerate(run.label_names):
             pred[f"prior_{name}"] = prior[j]
         oof.append(pred)
-    pd.concat(oof, ignore_index=True).to_csv(cv_dir / OOF, index=False, float_format="%.9g")
-    (cv_dir / CV).write_text(json.dumps({"folds": folds, "runs": runs, "model": {"name": cfg.model.name}}, indent=2))
+    write_frame(pd.concat(oof, ignore_index=True), cv_dir / OOF, index=False, float_format="%.9g")
+    write_text(cv_dir / CV, json.dumps({"folds": folds, "runs": runs, "model": {"name": cfg.model.name}}, indent=2))
     return cv_dir
 
 

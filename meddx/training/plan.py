@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from meddx.atomic import write_text
 from meddx.config import RunConfig, apply_overrides, validate_config
 from meddx.data.fingerprint import fingerprint
 from meddx.data.records import DataSet
@@ -57,7 +58,7 @@ class Plan:
         return asdict(self)
 
     def save(self, path: str | Path) -> Path:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, default=str))
+        write_text(path, json.dumps(self.to_dict(), indent=2, default=str))
         return Path(path)
 
     @classmethod

@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from meddx.atomic import save_torch, write_text
 from meddx.config import PretrainConfig, RunConfig, as_config
 from meddx.data.reports import read_descriptions
 from meddx.data.sequences import MASK, N_SPECIAL, Vocab, build_vocab, length_grouped_sampler, trim_padding
@@ -138,7 +139,7 @@ def pretrain(config: RunConfig | dict | str | Path) -> Path:
     pl.seed_everything(cfg.train.seed, verbose=False)
     vocab, x = _corpus(cfg, out)
     size = resolve_size(pc.size)
-    (out / "model_kwargs.json").write_text(json.dumps({"size": size}))
+    write_text(out / "model_kwargs.json", json.dumps({"size": size}))
     train_loader, val_loader, n_val = _loaders(x, pc, cfg.train.seed)
     module = MaskedLM(vocab.size, vocab.max_len, size, pc.lr or MLM_LR, pc.mask_prob, pc.max_epochs)
     gpu = torch.cuda.is_available() and cfg.train.accelerator in ("auto", "gpu", "cuda")
@@ -148,10 +149,10 @@ def pretrain(config: RunConfig | dict | str | Path) -> Path:
     trainer = _trainer(cfg, out, gpu, precision)
     if not last.is_file():  # written now, so a resumed session still reports where the first one started
         info["initial_val_mlm_loss"] = val_mlm_loss(trainer, module, val_loader)
-        info_path.write_text(json.dumps(info, indent=2))
+        write_text(info_path, json.dumps(info, indent=2))
     started = time.perf_counter()
     trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if last.is_file() else None)
-    torch.save(module.encoder_state(), out / "encoder.pt")
+    save_torch(module.encoder_state(), out / "encoder.pt")
     info.update(
         {
             "sequences": len(x),
@@ -166,7 +167,7 @@ def pretrain(config: RunConfig | dict | str | Path) -> Path:
             "device": "gpu" if gpu else "cpu",
         }
     )
-    info_path.write_text(json.dumps(info, indent=2))
+    write_text(info_path, json.dumps(info, indent=2))
     return out
 
 

@@ -16,6 +16,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 
+from meddx.atomic import save_torch, write_frame, write_text
 from meddx.config import RunConfig, save_config
 from meddx.data.records import SPLITS
 from meddx.errors import ConfigError
@@ -80,7 +81,7 @@ class RunWriter(pl.Callback):
         weights = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
         if pl_module.train_cfg.swa:  # the averaged weights (BatchNorm statistics re-estimated), not the best epoch
             weights = {k: v.detach().cpu().clone() for k, v in pl_module.model.state_dict().items()}
-        torch.save(weights, self.run_dir / WEIGHTS)
+        save_torch(weights, self.run_dir / WEIGHTS)
         seconds = time.perf_counter() - self._started
         summary = {
             "best_epoch": int(checkpoint["epoch"]) + 1,
@@ -96,7 +97,7 @@ class RunWriter(pl.Callback):
             "collapse": next(c for c in trainer.callbacks if isinstance(c, CollapseMonitor)).summary(),
             **finetune_summary(pl_module),
         }
-        (self.run_dir / TRAINING).write_text(json.dumps(summary, indent=2))
+        write_text(self.run_dir / TRAINING, json.dumps(summary, indent=2))
 
 
 class SplitPredictionWriter(BasePredictionWriter):
@@ -127,7 +128,7 @@ def write_data_files(run_dir: Path, data: RunDataModule) -> None:
     (run_dir / CHECKPOINTS).mkdir(exist_ok=True)
     save_config(cfg, run_dir / CONFIG)
     data.prep.save(run_dir / (VOCAB if data.is_sequence else PREPROCESS))
-    ds.to_frame().to_csv(run_dir / SPLIT, index=False)
+    write_frame(ds.to_frame(), run_dir / SPLIT, index=False)
     sizes = {}
     for s in SPLITS:
         part = ds.subset(s).records
@@ -141,7 +142,7 @@ def write_data_files(run_dir: Path, data: RunDataModule) -> None:
         "leakage": data.leakage,
         "sizes": sizes,
     }
-    (run_dir / DATA).write_text(json.dumps(data_info, indent=2))
+    write_text(run_dir / DATA, json.dumps(data_info, indent=2))
 
 
 def finetune_summary(module) -> dict:

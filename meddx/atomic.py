@@ -1,0 +1,76 @@
+"""Writes that are complete or absent: every file goes to a temporary name in its folder and is renamed over the
+target (`os.replace` is atomic on one file system), so a killed process or a full disk never leaves half a file
+that a later step would read as whole. A folder (a package) is built aside and swapped in the same way."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+@contextmanager
+def staged_file(path: Path) -> Iterator[Path]:
+    """A temporary path beside `path`, renamed onto it when the block succeeds and removed when it fails."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """`Path.write_text`, complete or absent."""
+    with staged_file(Path(path)) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    """`Path.write_bytes`, complete or absent."""
+    with staged_file(Path(path)) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def save_torch(obj: Any, path: str | Path) -> Path:
+    """`torch.save` (a state dict: loaded later with weights_only=True), complete or absent."""
+    import torch
+
+    with staged_file(Path(path)) as tmp:
+        torch.save(obj, tmp)
+    return Path(path)
+
+
+def write_frame(frame: Any, path: str | Path, **to_csv: Any) -> Path:
+    """`DataFrame.to_csv`, complete or absent."""
+    with staged_file(Path(path)) as tmp:
+        frame.to_csv(tmp, **to_csv)
+    return Path(path)
+
+
+@contextmanager
+def staged_dir(path: str | Path) -> Iterator[Path]:
+    """A new folder built beside `path` and swapped in when the block succeeds (the old one removed); when the block
+    fails, the half-built folder is removed and the old `path`, if any, is left as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = path.with_name(f".{path.name}.old-{os.getpid()}")
+    if path.exists():
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)

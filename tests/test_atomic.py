@@ -1,0 +1,65 @@
+"""Writes that are complete or absent: a failed write leaves the old file or folder as it was, never half of one."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from meddx.atomic import staged_dir, write_text
+
+
+def test_a_failed_write_leaves_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "metrics.json"
+    write_text(path, '{"auc": 0.9}')
+
+    class Full(OSError):
+        pass
+
+    def broken_write(self, text):  # a full disk after half the text
+        with open(self, "w") as f:
+            f.write(text[: len(text) // 2])
+        raise Full("No space left on device")
+
+    monkeypatch.setattr("pathlib.Path.write_text", broken_write)
+    with pytest.raises(Full):
+        write_text(path, json.dumps({"auc": 0.95, "pad": "x" * 1000}))
+    monkeypatch.undo()
+    assert json.loads(path.read_text()) == {"auc": 0.9}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no temporary file left behind
+
+
+def test_a_failed_folder_build_leaves_the_old_folder(tmp_path):
+    final = tmp_path / "package"
+    with staged_dir(final) as out:
+        (out / "model.onnx").write_text("A")
+        (out / "thresholds.json").write_text("A")
+    with pytest.raises(RuntimeError), staged_dir(final) as out:
+        (out / "model.onnx").write_text("B")
+        raise RuntimeError("killed half way")
+    assert {p.name: p.read_text() for p in final.iterdir()} == {"model.onnx": "A", "thresholds.json": "A"}
+    assert [p.name for p in tmp_path.iterdir()] == ["package"]
+
+
+@pytest.mark.slow
+def test_a_failed_export_keeps_the_old_package_and_serve_refuses_a_failed_parity(datscan_run, tmp_path, monkeypatch):
+    """A failed export into an existing package left the new model.onnx beside the old thresholds, and `meddx serve`
+    accepted it (parity.json "passed": false ignored)."""
+    from meddx.export import package
+    from meddx.serve.predictor import Predictor
+
+    out = package.export_run(datscan_run, "onnx", tmp_path / "pkg")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real = package.parity
+    monkeypatch.setattr(package, "parity", lambda *a: {**real(*a), "max_abs_diff": 0.5})
+    with pytest.raises(package.ExportError, match="no package written"):
+        package.export_run(datscan_run, "onnx", out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["pkg"]
+    Predictor(out)  # the old, complete package still serves
+    broken = tmp_path / "broken"
+    shutil.copytree(out, broken)
+    (broken / "parity.json").write_text(json.dumps({"passed": False, "max_abs_diff": 0.5}))
+    with pytest.raises(Exception, match="parity check failed"):
+        Predictor(broken)
