@@ -230,3 +230,65 @@ def test_a_torn_predictions_file_is_refused(datscan_run, tmp_path):
     _assert_clean_error(run_cli("evaluate", str(run_dir)), "test.csv", "29 rows", "incomplete")
     path.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][: len(lines[-1]) // 2] + "\n")  # the last row cut
     _assert_clean_error(run_cli("evaluate", str(run_dir)), "test.csv")
+
+
+def test_class_names_differing_in_spaces_or_case_are_one_class(scans):
+    """'PD ' and 'hc' beside 'PD' and 'HC' made a binary task of four classes; now they are read as two, and said."""
+    from meddx.data.manifest import read_csv_manifest
+
+    rows = (scans / "ok.csv").read_text().splitlines()
+    names = ["HC", "hc", "HC ", "PD", "PD ", "PD"]
+    text = "path,patient,cls\n" + "\n".join(f"{r.split(',')[0]},{r.split(',')[1]},{n}" for r, n in zip(rows[1:], names))
+    ds = read_csv_manifest(_csv(scans, text + "\n"), patient_column="patient", label_column="cls")
+    assert ds.task == "binary" and ds.label_names == ["PD"] and ds.labels[:, 0].tolist() == [0, 0, 0, 1, 1, 1]
+    assert any("'HC' 2" in n and "'hc' 1" in n for n in ds.notes) and any(
+        "2 class name(s) with spaces" in n for n in ds.notes
+    )
+
+
+def test_repeated_rows_are_dropped_and_conflicting_ones_refused(scans):
+    """Duplicate rows, and the same image with labels 0 and 1, were kept; check-leakage said 'no leakage'."""
+    from meddx.data.manifest import read_csv_manifest
+
+    rows = (scans / "ok.csv").read_text().splitlines()
+    ds = read_csv_manifest(_csv(scans, "\n".join([*rows, rows[1], rows[2]]) + "\n"), patient_column="patient",
+                           label_columns=["label"])  # fmt: skip
+    assert len(ds) == 6 and any("2 repeated row(s)" in n and "bad.csv row 8" in n for n in ds.notes)
+    path, patient, label = rows[1].split(",")
+    conflict = _csv(scans, "\n".join([*rows, f"{path},{patient},{1 - int(label)}"]) + "\n")
+    _assert_clean_error(
+        _train(conflict, "--patient-column", "patient", "--label-columns", "label"),
+        "bad.csv row 8", "also on row 2 with other labels", "([0.0] there, [1.0] here)",
+    )  # fmt: skip
+
+
+def test_manifest_paths_that_leave_the_root_are_refused(scans):
+    """`../` and absolute paths in a manifest were read silently (a manifest could point anywhere on the machine)."""
+    from meddx.data.manifest import read_csv_manifest
+
+    rows = (scans / "ok.csv").read_text().splitlines()
+    outside = scans.parent / f"{scans.name}-elsewhere"
+    outside.mkdir()
+    name = rows[1].split(",")[0]
+    shutil.copy(scans / name, outside / name)
+    climbing = _csv(scans, "\n".join([rows[0], f"../{outside.name}/{name},pX,0", *rows[2:]]) + "\n")
+    _assert_clean_error(
+        _train(climbing, "--patient-column", "patient", "--label-columns", "label"),
+        "leave its folder", "bad.csv row 2", "data.allow_outside_root=true",
+    )  # fmt: skip
+    absolute = _csv(scans, "\n".join([rows[0], f"{outside / name},pX,0", *rows[2:]]) + "\n")
+    with pytest.raises(Exception, match="leave its folder"):
+        read_csv_manifest(absolute, patient_column="patient")
+    assert len(read_csv_manifest(absolute, patient_column="patient", allow_outside_root=True)) == 6
+    (scans / "sub").mkdir()
+    inside = [rows[0], f"sub/../{name},pX,0", *rows[2:]]  # '..' that stays inside is fine
+    assert len(read_csv_manifest(_csv(scans, "\n".join(inside) + "\n"), patient_column="patient")) == 6
+
+
+def test_on_and_off_survive_yaml(scans):
+    """`--set train.class_weights=off` failed: YAML 1.1 reads `off` as false."""
+    from meddx.config import as_config
+
+    assert as_config(None, {"train.class_weights": False}).train.class_weights == "off"
+    proc = _train_labelled(scans, "--set", "train.class_weights=off", "--set", "plan.enabled=false")
+    assert proc.returncode == 0, proc.stderr[-2000:]

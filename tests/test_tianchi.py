@@ -92,6 +92,22 @@ def test_vocab_pads_truncates_and_maps_unknown_tokens():
     assert build_vocab([np.array([1, 2]), np.array([1, 2, 3, 4, 5])]).max_len == 5  # measured from the data
 
 
+def test_a_huge_token_id_costs_no_memory():
+    """The vocabulary was a dense table sized by the largest id: one token 3 x 10^8 cost 2.24 GiB, 10^12 a
+    MemoryError traceback. Now it holds the tokens seen, and unseen huge ids are unknown."""
+    import tracemalloc
+
+    tracemalloc.start()
+    vocab = build_vocab([np.array([5, 10**12, 300_000_000]), np.array([7])], max_len=8)
+    x = vocab.encode(np.array([10**12, 7, 8, 2**62, 300_000_000]))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 1_000_000, peak
+    assert (
+        vocab.size == 3 + 4 and x[2] == UNK and x[3] == UNK and len(set(x[[0, 1, 4]])) == 3 and UNK not in x[[0, 1, 4]]
+    )
+
+
 @pytest.mark.parametrize(
     "name, kwargs",
     [("bilstm", {}), ("bigru", {}), ("transformer", {}), ("textcnn", {}), ("bert_small", {"size": "tiny"})],

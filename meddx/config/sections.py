@@ -20,6 +20,9 @@ class DataConfig(_Section):
     )
     format: Literal["auto", "csv", "folder", "medmnist", "tianchi"] = "auto"
     root: str | None = Field(None, description="Folder that image paths in a CSV are relative to.")
+    allow_outside_root: bool = Field(
+        False, description="Let a CSV name images outside its folder (absolute paths, '..'); refused by default."
+    )
     image_column: str | None = Field(None, description="Image path column; default: Image, path, filename, ...")
     patient_column: str | None = None
     label_columns: list[str] | None = Field(None, description="0/1 label columns (multi-label); default: all others.")
@@ -173,6 +176,12 @@ class TrainConfig(_Section):
         True, description="TensorBoard histograms of val probabilities and the ROC figure each epoch."
     )
     ensemble: int = Field(1, ge=1, description="Models trained with seeds seed, seed+1, ... on one split, averaged.")
+
+    @field_validator("class_weights", mode="before")
+    @classmethod
+    def _on_off(cls, v: Any) -> Any:
+        """YAML 1.1 reads `off`/`on` (in a file or `--set`) as booleans: take them back as the words meant."""
+        return {False: "off", True: "on"}.get(v, v) if isinstance(v, bool) else v
 
     @field_validator("finetune_depth")
     @classmethod

@@ -3,13 +3,14 @@ one file, or a {split: csv} mapping that keeps official splits."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from meddx.data.records import DataSet, Record, class_labels
+from meddx.data.records import DataSet, Record, class_labels, normalise_class_names
 from meddx.errors import DataError
 
 SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
@@ -156,16 +157,17 @@ def _label_rows(
     label_column: str | None,
     positive_class: str | None,
     uncertain: str = "ignore",
-) -> tuple[list[str], str, dict]:
-    """(label names, task, {split: per-row label vectors})."""
+) -> tuple[list[str], str, dict, list[str]]:
+    """(label names, task, {split: per-row label vectors}, notes on class names)."""
     if label_column is None:
         names, task = list(label_cols), ("binary" if len(label_cols) == 1 else "multilabel")
-        return names, task, {s: _binary_matrix(files[s], df, label_cols, uncertain) for s, df in frames.items()}
+        return names, task, {s: _binary_matrix(files[s], df, label_cols, uncertain) for s, df in frames.items()}, []
     for split, df in frames.items():
         _blank_rows(files[split], df, label_column, f"'{label_column}'")
-    all_names = [v for df in frames.values() for v in df[label_column]]
+    canonical, notes = normalise_class_names([v for df in frames.values() for v in df[label_column]])
+    all_names = [canonical[v] for df in frames.values() for v in df[label_column]]
     names, task, vec = class_labels(all_names, positive_class, next(iter(files.values())))
-    return names, task, {s: [vec[c] for c in df[label_column]] for s, df in frames.items()}
+    return names, task, {s: [vec[canonical[c]] for c in df[label_column]] for s, df in frames.items()}, notes
 
 
 def read_csv_manifest(
@@ -179,6 +181,7 @@ def read_csv_manifest(
     check_files: bool = True,
     patient_regex: str | None = None,
     uncertain: str = "ignore",
+    allow_outside_root: bool = False,
 ) -> DataSet:
     """CSV(s) with an image path, a patient id and 0/1 label columns or one class-name column.
 
@@ -197,14 +200,17 @@ def read_csv_manifest(
     if pat_col:
         for split, df in frames.items():
             _blank_rows(files[split], df, pat_col, f"patient id in column '{pat_col}'")
-    label_names, task, labels = _label_rows(files, frames, label_cols, label_column, positive_class, uncertain)
+    label_names, task, labels, class_notes = _label_rows(
+        files, frames, label_cols, label_column, positive_class, uncertain
+    )
+    notes += class_notes
     if label_column is None:
         raw = sum(int(df[label_cols].apply(lambda s: pd.to_numeric(s, errors="coerce")).eq(-1).to_numpy().sum())
                   for df in frames.values())  # fmt: skip
         notes += label_notes(np.concatenate(list(labels.values())), raw, uncertain)
-    records, missing_files = [], []
+    records, bases = [], {}
     for split, df in frames.items():
-        base = Path(root) if root is not None else Path(files[split]).parent
+        bases[split] = Path(root) if root is not None else Path(files[split]).parent
         images = df[img_col].str.strip().to_numpy()
         patients = df[pat_col].str.strip().to_numpy() if pat_col else images
         if regex:
@@ -213,17 +219,67 @@ def read_csv_manifest(
             where = f"{files[split]} row {i + 2}"
             if not image:
                 raise DataError(f"{where}: blank image path in column '{img_col}'")
-            records.append(Record(image, patients[i], str(base / image), labels[split][i], split=split, row=where))
-            if check_files and not Path(records[-1].source).is_file():
-                missing_files.append(f"{where}: {records[-1].source}")
-    if missing_files:
-        raise DataError(
-            f"{len(missing_files)} image file(s) named in the manifest do not exist, e.g.\n  "
-            + "\n  ".join(missing_files[:5])
-        )
+            source = str(bases[split] / image)
+            records.append(Record(image, patients[i], source, labels[split][i], split=split, row=where))
+    _check_paths(records, bases, check_files, allow_outside_root)
     if not pat_col and not regex:
         notes.append("no patient id column nor patient_regex: each image is its own patient")
+    records, repeated = _drop_repeated_rows(records)
+    notes += repeated
     return DataSet(records, label_names, task, origin=", ".join(files.values()), notes=notes)
+
+
+def _check_paths(records: list[Record], bases: dict, check_files: bool, allow_outside_root: bool) -> None:
+    """One DataError for image paths that leave the manifest's folder (unless allowed), then for missing files."""
+    outside = [f"{r.row}: {r.id}" for r in records if not (allow_outside_root or _inside(bases[r.split], r.id))]
+    if outside:
+        raise DataError(
+            f"{len(outside)} image path(s) in the manifest leave its folder (absolute or '..'), e.g. {outside[0]}; "
+            "set data.allow_outside_root=true (or data.root) if that is intended"
+        )
+    missing = [f"{r.row}: {r.source}" for r in records if check_files and not Path(r.source).is_file()]
+    if missing:
+        raise DataError(
+            f"{len(missing)} image file(s) named in the manifest do not exist, e.g.\n  " + "\n  ".join(missing[:5])
+        )
+
+
+def _inside(base: Path, image: str) -> bool:
+    """Whether a manifest's image path stays inside its folder (relative, and no '..' climbing out of it)."""
+    if os.path.isabs(image) or Path(image).drive:
+        return False
+    root = os.path.normpath(base)
+    path = os.path.normpath(os.path.join(root, image))
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _drop_repeated_rows(records: list[Record]) -> tuple[list[Record], list[str]]:
+    """Rows naming an image already listed for the same split: dropped (with a note) when they say the same; a
+    DataError naming both rows when they give it other labels or another patient (one image, one truth). An image in
+    two official splits is left to the leakage gate."""
+    first: dict[str, Record] = {}
+    kept, dropped = [], []
+    for r in records:
+        key = f"{r.split}:{os.path.normpath(r.source)}"
+        seen = first.setdefault(key, r)
+        if seen is r:
+            kept.append(r)
+            continue
+        for what, a, b in (("labels", seen.labels, r.labels), ("patient", seen.patient_id, r.patient_id)):
+            same = np.array_equal(a, b, equal_nan=True) if what == "labels" else a == b
+            if not same:
+                there = seen.row.removeprefix(r.row.rsplit(" row ", 1)[0] + " ")  # "row 2" within one file
+                raise DataError(
+                    f"{r.row}: {r.id} is also on {there} with other {what} ({_show(a)} there, {_show(b)} here)"
+                )
+        dropped.append(r.row)
+    shown = ", ".join(dropped[:3]) + (", ..." if len(dropped) > 3 else "")
+    note = f"{len(dropped)} repeated row(s) naming an image already listed, with the same labels: dropped ({shown})"
+    return kept, [note] if dropped else []
+
+
+def _show(value) -> str:
+    return str(np.asarray(value).tolist()) if isinstance(value, np.ndarray) else repr(value)
 
 
 def column_values(path: str | Path | dict[str, str], column: str, image_column: str | None = None) -> dict[str, str]:

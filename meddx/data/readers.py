@@ -163,4 +163,5 @@ def read_dataset(cfg: DataConfig, check_files: bool = True) -> DataSet:
         check_files,
         cfg.patient_regex,
         cfg.uncertain_labels,
+        allow_outside_root=cfg.allow_outside_root,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Literal
@@ -89,6 +90,26 @@ class DataSet:
         """Integer targets: argmax for multi-class, the 0/1 value for binary."""
         lab = self.labels
         return lab.argmax(1) if self.task == "multiclass" else lab[:, 0].astype(int)
+
+
+def normalise_class_names(values: list[str]) -> tuple[dict[str, str], list[str]]:
+    """{name as written: class name}: spaces around a name removed, and spellings that differ only in case ('hc',
+    'HC') read as the most frequent one; the notes say what was changed, so nothing is merged silently."""
+    counts = Counter(v.strip() for v in values)
+    spellings: dict[str, list[str]] = defaultdict(list)
+    for name in counts:
+        spellings[name.casefold()].append(name)
+    canonical, notes = {}, []
+    for names in spellings.values():
+        main = max(names, key=lambda n: (counts[n], n))
+        canonical.update({n: main for n in names})
+        if len(names) > 1:
+            rows = ", ".join(f"'{n}' {counts[n]}" for n in sorted(names))
+            notes.append(f"class names differing only in case read as '{main}' (rows: {rows})")
+    padded = sum(v != v.strip() for v in values)
+    if padded:
+        notes.append(f"{padded} class name(s) with spaces around them: spaces removed")
+    return {v: canonical[v.strip()] for v in set(values)}, notes
 
 
 def class_labels(names: list[str], positive_class: str | None, where: str) -> tuple[list[str], Task, dict]:
