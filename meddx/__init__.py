@@ -23,6 +23,7 @@ _API = {
     "ensemble": "meddx.api",
     "compare": "meddx.api",
     "model_info": "meddx.api",
+    "resume": "meddx.api",
     "load_run": "meddx.run",
     "Run": "meddx.run",
     "RunConfig": "meddx.config",

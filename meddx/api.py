@@ -9,7 +9,6 @@ import json
 import re
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -22,11 +21,8 @@ from meddx.data.readers import read_dataset
 from meddx.data.split import assign_splits
 from meddx.errors import DataError
 from meddx.evaluation.report import evaluate_run
-from meddx.run import CONFIG, PLAN, PREDICTIONS, Run, load_run
+from meddx.run import CONFIG, PLAN, PREDICTIONS, Run, load_run, write_status
 from meddx.tianchi import submit
-
-if TYPE_CHECKING:
-    from meddx.training.plan import Plan
 
 
 def train(config: RunConfig | dict | str | Path | None = None, **overrides) -> Run | None:
@@ -35,7 +31,7 @@ def train(config: RunConfig | dict | str | Path | None = None, **overrides) -> R
     (`plan.enabled=False`: the fixed defaults); a planned ensemble is averaged and evaluated as one model.
     Returns None only in the worker processes of a distributed run."""
     from meddx.evaluation.ensemble import ensemble_runs
-    from meddx.evaluation.selection import compare_runs
+    from meddx.evaluation.selection import compare_runs, decide_tta
     from meddx.training.autofit import train_members
 
     started = time.perf_counter()
@@ -49,25 +45,22 @@ def train(config: RunConfig | dict | str | Path | None = None, **overrides) -> R
         run = ensemble_runs(runs, base, evaluate=False)
         save_config(planned, base / CONFIG)  # the plan's (seed, number of models), not its first member's
     if made is not None:
-        run = _decide_tta(run, cfg, made)
+        run = decide_tta(run, cfg, made)
         made.save(run.path / PLAN)  # with the choices made on val and the final number of models
     record_actual_time(run, time.perf_counter() - started)
     evaluate_run(run)
+    write_status(run.path, "complete")
     return run
 
 
-def _decide_tta(run: Run, cfg: RunConfig, made: Plan) -> Run:
-    """Test-time augmentation on or off, on val (`choose_tta`), unless the user set it or the plan does not select."""
-    from meddx.evaluation.selection import choose_tta
-    from meddx.training.plan import Planner
+def resume(run: str | Path) -> Run:
+    """Continue a killed or failed run from its last checkpoint (`meddx train --resume RUN`), then evaluate it."""
+    from meddx.training.resume import resume_fit
 
-    planner = Planner(cfg, made)
-    if run.is_sequence or not cfg.plan.select or "model.tta" in planner.user:
-        return run
-    made.tta = choose_tta(run)
-    on = made.tta["chosen"] == "on"
-    planner.choose("model.tta", on, made.tta["reason"] + ("" if on else ": off"), "validation")
-    return load_run(run.path)
+    resumed = resume_fit(run)
+    evaluate_run(resumed)
+    write_status(resumed.path, "complete")
+    return resumed
 
 
 def plan(config: RunConfig | dict | str | Path | None = None, output: str | Path | None = None, **overrides) -> Path:

@@ -7,6 +7,8 @@ right above `data` and `models` and imports no Lightning.
 from __future__ import annotations
 
 import json
+import os
+from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import pandas as pd
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from meddx.atomic import write_frame
+from meddx.atomic import write_frame, write_text
 from meddx.config import RunConfig, load_config
 from meddx.data.images import file_record
 from meddx.data.readers import read_dataset
@@ -38,10 +40,38 @@ WEIGHTS = "model.pt"
 ENSEMBLE = "ensemble.json"
 PLAN = "plan.json"  # the plan that chose the recipe (meddx.training.plan)
 MEMBERS = "members"  # a planned ensemble's member runs
+STATUS = "status.json"  # running (with its process id), failed (with the reason), trained, complete
 CHECKPOINTS = "checkpoints"
 PREDICTIONS = "predictions"
 LOGS = "logs"
 TENSORBOARD = "tb"
+
+
+def write_status(path: Path, state: str, reason: str = "") -> None:
+    """The run folder's status.json: what state it is in, since when, which process, and why it failed."""
+    info = {"state": state, "since": datetime.now().isoformat(timespec="seconds"), "pid": os.getpid()}
+    write_text(Path(path) / STATUS, json.dumps({**info, **({"reason": reason} if reason else {})}, indent=2))
+
+
+def read_status(path: Path) -> dict:
+    """status.json, with a run left 'running' by a process that no longer exists reported as interrupted."""
+    p = Path(path) / STATUS
+    if not p.is_file():
+        return {"state": "complete" if (Path(path) / "metrics.json").is_file() else "unknown"}
+    info = json.loads(p.read_text())
+    if info.get("state") == "running" and not _alive(int(info.get("pid", 0))):
+        info["state"] = "interrupted"
+    return info
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pid > 0
 
 
 def split_suffix(split: str) -> str:

@@ -63,3 +63,16 @@ def test_a_failed_export_keeps_the_old_package_and_serve_refuses_a_failed_parity
     (broken / "parity.json").write_text(json.dumps({"passed": False, "max_abs_diff": 0.5}))
     with pytest.raises(Exception, match="parity check failed"):
         Predictor(broken)
+
+
+def test_runs_started_at_once_with_one_name_get_their_own_folders(tmp_path):
+    """4 of 20 runs started at once with one --name raised FileExistsError."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from meddx.config import as_config
+    from meddx.training.writer import new_run_dir
+
+    cfg = as_config(None, {"name": "same", "output_dir": str(tmp_path / "runs")})
+    with ThreadPoolExecutor(8) as pool:
+        folders = list(pool.map(lambda _: new_run_dir(cfg), range(20)))
+    assert len(set(folders)) == 20 and all(f.is_dir() for f in folders)

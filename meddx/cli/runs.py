@@ -18,6 +18,7 @@ from meddx.cli.options import (
     set_overrides,
     with_data_options,
 )
+from meddx.errors import ConfigError
 
 OperatingOpt = Annotated[
     Optional[str],
@@ -47,12 +48,24 @@ def train(
     finetune_depth: Annotated[
         Optional[str], typer.Option(help="Trainable backbone blocks: 0 (head only) ... or all; see `meddx model-info`.")
     ] = None,
+    resume: Annotated[
+        Optional[Path], typer.Option(help="Continue this killed or failed run from its last checkpoint.")
+    ] = None,
     data_overrides: dict | None = None,
 ) -> None:
     """Train a model, evaluate it on the test split and write the run folder. Every recipe option not given is
     planned from the data and the budget (`meddx plan` shows the plan first; --set plan.enabled=false: defaults)."""
     from meddx.api import train as api_train
     from meddx.evaluation.summary import print_summary
+
+    if resume is not None:
+        from meddx.api import resume as api_resume
+
+        options = [config, model, epochs, devices, accelerator, name, output_dir, set_, init_from, budget]
+        if any(v is not None for v in [*options, finetune_depth]) or data_overrides:
+            raise ConfigError("--resume continues a run exactly as it was configured: give no other option")
+        print_summary(api_resume(resume))
+        return
 
     overrides = {
         **data_overrides,
@@ -233,6 +246,22 @@ def cv(
     )
 
 
+def runs(folder: Annotated[Path, typer.Argument(help="Folder holding run folders.")] = Path("runs")) -> None:
+    """Every run folder under FOLDER with its state (complete, trained, running, interrupted, failed and why), so
+    nobody evaluates a half run; `meddx train --resume RUN` continues an interrupted or failed one."""
+    from meddx.run import CONFIG, read_status
+
+    if not folder.is_dir():
+        raise ConfigError(f"{folder}: no such folder")
+    found = sorted(p for p in folder.iterdir() if (p / CONFIG).is_file())
+    for path in found:
+        info = read_status(path)
+        reason = f" ({info['reason']})" if info.get("reason") else ""
+        typer.echo(f"{info['state']:<12} {info.get('since', ''):<20} {path}{reason}")
+    if not found:
+        typer.echo(f"no run folders in {folder}")
+
+
 def register(app: typer.Typer) -> None:
-    for command in (train, plan, demo, predict, evaluate, ensemble, compare, cv):
+    for command in (train, plan, demo, predict, evaluate, ensemble, compare, cv, runs):
         app.command()(command)

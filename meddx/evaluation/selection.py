@@ -9,13 +9,14 @@ import warnings
 import numpy as np
 from torch.utils.data import DataLoader
 
-from meddx.config import save_config
+from meddx.config import RunConfig, save_config
 from meddx.evaluation.ensemble import average_predictions
 from meddx.evaluation.evaluation import bootstrap_weights
 from meddx.evaluation.metrics import on_known, roc_auc
 from meddx.models.output import predict_proba
 from meddx.models.tta import VIEWS, ShiftAverage
 from meddx.run import CONFIG, Run
+from meddx.training.plan import Plan, Planner
 
 RESAMPLES, CI, SEED = 2000, 0.95, 0
 CLEARLY_CHEAPER = 0.85  # a pilot's seconds per epoch vary by about 10%: cheaper means under 85% of the other's cost
@@ -118,3 +119,15 @@ def choose_tta(run: Run) -> dict:
         run.write_predictions("test", test, predict_proba(tta, DataLoader(run.dataset(test, preload=None), 256),
                                                           run.task, len(cols)))  # fmt: skip
     return verdict
+
+
+def decide_tta(run: Run, cfg: RunConfig, plan: Plan) -> Run:
+    """Test-time augmentation on or off for a planned run (`choose_tta`), recorded in the plan as decided on
+    validation; skipped when the user set `model.tta`, the plan does not select, or the run reads token sequences."""
+    planner = Planner(cfg, plan)
+    if run.is_sequence or not cfg.plan.select or "model.tta" in planner.user:
+        return run
+    plan.tta = choose_tta(run)
+    on = plan.tta["chosen"] == "on"
+    planner.choose("model.tta", on, plan.tta["reason"] + ("" if on else ": off"), "validation")
+    return Run(run.path)

@@ -3,6 +3,8 @@ histograms/ROC figures."""
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import torch
 from pytorch_lightning.callbacks import BaseFinetuning, Callback
@@ -125,6 +127,12 @@ class CollapseMonitor(Callback):
             return np.eye(len(self.label_names))[y[:, 0].astype(int)]
         return None
 
+    def state_dict(self) -> dict:
+        return {"epochs": self.epochs}  # kept in checkpoints: a resumed run reports every epoch
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.epochs = list(state_dict.get("epochs", []))
+
     def summary(self) -> dict:
         """Collapse state of the last epoch and the epochs that collapsed."""
         last = self.epochs[-1] if self.epochs else {"collapsed": False}
@@ -133,3 +141,31 @@ class CollapseMonitor(Callback):
             "collapsed_epochs": [e["epoch"] for e in self.epochs if e["collapsed"]],
             "last": last,
         }
+
+
+class ResumeState(Callback):
+    """What a checkpoint needs beyond Lightning's own for a resumed run to continue as if never stopped: the random
+    number generators (the next epoch's shuffle and augmentation) and the untrained model's val loss."""
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        checkpoint["meddx"] = {
+            "torch_rng": torch.get_rng_state(),
+            "numpy_rng": [v.tolist() if isinstance(v, np.ndarray) else v for v in np.random.get_state()],
+            "python_rng": random.getstate(),
+            "initial_val_loss": pl_module.initial_val_loss,
+        }
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        state = checkpoint.get("meddx")
+        if not state:
+            return
+        torch.set_rng_state(state["torch_rng"])
+        name, keys, *rest = state["numpy_rng"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
+        random.setstate(_as_tuples(state["python_rng"]))
+        pl_module.initial_val_loss = state["initial_val_loss"]
+
+
+def _as_tuples(value):
+    """random.setstate wants tuples where a checkpoint may hand back lists."""
+    return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value

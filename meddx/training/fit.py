@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytorch_lightning as pl
 
 from meddx.config import RunConfig, as_config
 from meddx.logs import run_log
-from meddx.run import Run
+from meddx.run import CHECKPOINTS, Run, write_status
 from meddx.training.datamodule import RunDataModule
 from meddx.training.module import Classifier
 from meddx.training.plan import Plan
 from meddx.training.trainer import make_trainer, quiet_lightning
-from meddx.training.writer import SplitPredictionWriter, new_run_dir
+from meddx.training.writer import SplitPredictionWriter, is_rank_zero, new_run_dir
 
 
 def fit(
-    config: RunConfig | dict | str | Path, data: RunDataModule | None = None, plan: Plan | None = None
+    config: RunConfig | dict | str | Path,
+    data: RunDataModule | None = None,
+    plan: Plan | None = None,
+    resume: Path | None = None,
 ) -> Run | None:
     """Train one model exactly as the config says (no planning: see `training.autofit`); the run folder gets config,
-    split, checkpoints, model.pt, predictions. `data`: a data module already set up for this config, shared by the
-    members of an ensemble; `plan`: written beside the config.
+    split, checkpoints, model.pt, predictions and status.json. `data`: a data module already set up for this config,
+    shared by the members of an ensemble; `plan`: written beside the config; `resume`: a run folder of this config
+    whose training stopped, continued from its last checkpoint (optimiser, scheduler, early stopping, RNG).
 
     Returns the Run in the process that wrote it, None in the other processes of a distributed run.
     """
@@ -30,11 +35,15 @@ def fit(
     if data is None:
         data = RunDataModule(cfg)
     data.setup("fit")
-    run_dir = new_run_dir(cfg)
+    run_dir = Path(resume) if resume else new_run_dir(cfg)
+    last = run_dir / CHECKPOINTS / "last.ckpt"
+    if is_rank_zero():
+        write_status(run_dir, "running")
     module = Classifier.for_data(cfg, data)
-    with run_log(run_dir):  # library noise (tips, deprecations) goes to meddx.log
+    with run_log(run_dir), _failure_recorded(run_dir):  # library noise (tips, deprecations) goes to meddx.log
         trainer = make_trainer(cfg, run_dir, data, plan)
-        trainer.fit(module, datamodule=data)
+        ckpt = last if resume and last.is_file() else None
+        trainer.fit(module, datamodule=data, ckpt_path=ckpt, weights_only=True)  # a checkpoint never runs code
         writer = next(c for c in trainer.callbacks if isinstance(c, SplitPredictionWriter))
         best = None if cfg.train.swa else trainer.checkpoint_callback.best_model_path  # SWA: the averaged weights
         for split in ("val", "test"):
@@ -42,4 +51,17 @@ def fit(
                 writer.split = split
                 with quiet_lightning():
                     trainer.predict(module, data.loader(split), ckpt_path=best, return_predictions=False)
+        if trainer.is_global_zero:
+            write_status(run_dir, "trained")
     return Run(run_dir) if trainer.is_global_zero else None
+
+
+@contextmanager
+def _failure_recorded(run_dir: Path):
+    """status.json says 'failed' and why when training raises (a kill leaves 'running' from a process now gone)."""
+    try:
+        yield
+    except BaseException as e:
+        if is_rank_zero():
+            write_status(run_dir, "failed", f"{type(e).__name__}: {e}"[:500])
+        raise

@@ -127,7 +127,9 @@ class Classifier(pl.LightningModule):
 
     def on_validation_epoch_end(self):
         if self.trainer.sanity_checking:
-            self.initial_val_loss = float(self.sanity_loss.compute())  # synced over processes by torchmetrics
+            loss = float(self.sanity_loss.compute())  # synced over processes by torchmetrics
+            if self.initial_val_loss is None:  # a resumed run keeps its untrained model's figure (ResumeState)
+                self.initial_val_loss = loss
             self.sanity_loss.reset()
         self.log("val_auc", self.val_auroc.compute(), prog_bar=True, sync_dist=False)
         self.val_auroc.reset()

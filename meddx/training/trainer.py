@@ -21,7 +21,7 @@ from meddx.config import RunConfig
 from meddx.logs import quiet_third_party
 from meddx.models.finetune import parse_depth
 from meddx.run import CHECKPOINTS, LOGS, TENSORBOARD
-from meddx.training.callbacks import CollapseMonitor, GradualUnfreezing, ValDiagnostics
+from meddx.training.callbacks import CollapseMonitor, GradualUnfreezing, ResumeState, ValDiagnostics
 from meddx.training.datamodule import RunDataModule
 from meddx.training.plan import Plan
 from meddx.training.writer import RunWriter, SplitPredictionWriter
@@ -37,6 +37,7 @@ def make_callbacks(cfg: RunConfig, run_dir: Path, data: RunDataModule, plan: Pla
         # Lightning 2.6's save_last only follows epochs that improved `best`; an unmonitored checkpoint is every epoch's
         ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1),
         CollapseMonitor(data.dataset.label_names),
+        ResumeState(),
         LearningRateMonitor("epoch"),
         RunWriter(run_dir, data, plan),
         SplitPredictionWriter(run_dir, data),

@@ -47,10 +47,14 @@ def new_run_dir(cfg: RunConfig) -> Path:
         data = cfg.data.main_path
         name = f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', Path(data).stem)}-{cfg.model.name}-{datetime.now():%Y%m%d-%H%M%S}"
     base = Path(cfg.output_dir) / name
+    base.parent.mkdir(parents=True, exist_ok=True)
     path, k = base, 1
-    while path.exists():
-        path, k = Path(f"{base}-{k}"), k + 1
-    path.mkdir(parents=True)
+    while True:  # mkdir is the claim: two runs started at once with one name get two folders, never one mixed
+        try:
+            path.mkdir()
+            break
+        except FileExistsError:
+            path, k = Path(f"{base}-{k}"), k + 1
     os.environ[RUN_DIR_ENV] = str(path.resolve())
     return path
 

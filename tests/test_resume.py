@@ -1,0 +1,75 @@
+"""Nothing lost when a run is killed: `meddx train --resume RUN` continues from the last checkpoint (optimiser,
+scheduler, early stopping, random generators) and ends where an uninterrupted run of the same seed ends; status.json
+and `meddx runs` say which runs are complete, interrupted or failed."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import need, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def _command(data, out, name):
+    return [
+        sys.executable, "-m", "meddx", "train", "--data", str(data), "--output-dir", str(out), "--name", name,
+        "--epochs", "7", "--set", "plan.enabled=false", "--set", "train.progress_bar=false", "--set",
+        "train.patience=20", "--set", "data.image_size=40", "--set", "train.batch_size=64", "--set",
+        "evaluate.bootstrap=100",
+    ]  # fmt: skip
+
+
+def _killed_mid_run(data, out, name, seed: int):
+    """Start a training, SIGKILL it at a random moment after its second epoch's checkpoint; its folder."""
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    proc = subprocess.Popen(_command(data, out, name), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = out / name / "logs" / "metrics.csv"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.is_file() and metrics.read_text().count("\n") >= 3:  # at least two epochs logged
+            break
+        time.sleep(0.2)
+    time.sleep(random.Random(seed).uniform(0.0, 2.0))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return out / name
+
+
+def test_a_killed_run_resumes_to_the_same_result(data_dir, tmp_path):
+    data = need(data_dir, "datscan_spect_ppmi_2d")
+    straight = subprocess.run(_command(data, tmp_path, "straight"), capture_output=True, text=True, timeout=600)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    killed = _killed_mid_run(data, tmp_path, "killed", seed=int(time.time()))
+    assert not (killed / "model.pt").exists(), "the run finished before it could be killed"
+    listing = run_cli("runs", str(tmp_path))
+    assert listing.returncode == 0 and "interrupted" in listing.stdout and "complete" in listing.stdout
+    _refused = run_cli("evaluate", str(killed))
+    assert _refused.returncode == 2 and "Traceback" not in _refused.stderr
+    resumed = run_cli("train", "--resume", str(killed))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = (json.loads((tmp_path / n / "training.json").read_text()) for n in ("straight", "killed"))
+    assert a["best_epoch"] == b["best_epoch"] and a["epochs_run"] == b["epochs_run"] == 7
+    assert b["best_val_loss"] == pytest.approx(a["best_val_loss"], abs=1e-4)
+    assert b["initial_val_loss"] == pytest.approx(a["initial_val_loss"], abs=1e-9)
+    auc = [json.loads((tmp_path / n / "metrics.json").read_text())["model"]["per_label"]["PD"]["roc_auc"]["value"]
+           for n in ("straight", "killed")]  # fmt: skip
+    assert auc[1] == pytest.approx(auc[0], abs=1e-3)
+    assert json.loads((killed / "status.json").read_text())["state"] == "complete"
+    again = run_cli("train", "--resume", str(killed))
+    assert again.returncode == 2 and "already finished" in again.stderr
+
+
+def test_resume_refuses_what_it_cannot_continue(tmp_path):
+    assert run_cli("train", "--resume", str(tmp_path)).stderr.count("not a run folder") == 1
+    (tmp_path / "config.yaml").write_text("name: x\n")
+    proc = run_cli("train", "--resume", str(tmp_path), "--epochs", "3")
+    assert proc.returncode == 2 and "give no other option" in proc.stderr
