@@ -73,3 +73,29 @@ def test_resume_refuses_what_it_cannot_continue(tmp_path):
     (tmp_path / "config.yaml").write_text("name: x\n")
     proc = run_cli("train", "--resume", str(tmp_path), "--epochs", "3")
     assert proc.returncode == 2 and "give no other option" in proc.stderr
+
+
+class _Planted:
+    """A pickle whose loading would run a command (it writes a marker file)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_planted_checkpoint_never_runs(data_dir, tmp_path, monkeypatch):
+    """A crafted last.ckpt ran its command on resume with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 set; now it is refused
+    with one line, the variable or not."""
+    import torch
+
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    data = need(data_dir, "datscan_spect_ppmi_2d")
+    killed = _killed_mid_run(data, tmp_path, "victim", seed=0)
+    marker = tmp_path / "ran"
+    torch.save({"state_dict": {}, "payload": _Planted(marker)}, killed / "checkpoints" / "last.ckpt")
+    proc = run_cli("train", "--resume", str(killed))
+    assert proc.returncode == 2 and "refused, not a plain checkpoint" in proc.stderr and "Traceback" not in proc.stderr
+    assert not marker.exists()
+    assert json.loads((killed / "status.json").read_text())["state"] == "failed"

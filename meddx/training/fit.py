@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import pickle
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytorch_lightning as pl
 
 from meddx.config import RunConfig, as_config
+from meddx.errors import DataError
 from meddx.logs import run_log
 from meddx.run import CHECKPOINTS, Run, write_status
 from meddx.training.datamodule import RunDataModule
@@ -43,14 +45,16 @@ def fit(
     with run_log(run_dir), _failure_recorded(run_dir):  # library noise (tips, deprecations) goes to meddx.log
         trainer = make_trainer(cfg, run_dir, data, plan)
         ckpt = last if resume and last.is_file() else None
-        trainer.fit(module, datamodule=data, ckpt_path=ckpt, weights_only=True)  # a checkpoint never runs code
+        with refuse_unsafe(ckpt):
+            trainer.fit(module, datamodule=data, ckpt_path=ckpt, weights_only=True)  # a checkpoint never runs code
         writer = next(c for c in trainer.callbacks if isinstance(c, SplitPredictionWriter))
         best = None if cfg.train.swa else trainer.checkpoint_callback.best_model_path  # SWA: the averaged weights
         for split in ("val", "test"):
             if split in data.datasets:  # on the trainer's accelerator, every process its share
                 writer.split = split
                 with quiet_lightning():
-                    trainer.predict(module, data.loader(split), ckpt_path=best, return_predictions=False)
+                    trainer.predict(module, data.loader(split), ckpt_path=best, return_predictions=False,
+                                    weights_only=True)  # fmt: skip
         if trainer.is_global_zero:
             write_status(run_dir, "trained")
     return Run(run_dir) if trainer.is_global_zero else None
@@ -65,3 +69,15 @@ def _failure_recorded(run_dir: Path):
         if is_rank_zero():
             write_status(run_dir, "failed", f"{type(e).__name__}: {e}"[:500])
         raise
+
+
+@contextmanager
+def refuse_unsafe(checkpoint: Path | None):
+    """A checkpoint that holds more than tensors and plain values (a pickle that could run code) is one clear line."""
+    try:
+        yield
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(
+            f"{checkpoint}: refused, not a plain checkpoint (only tensors and plain values load): {first}"
+        ) from None

@@ -16,6 +16,7 @@ from meddx.data.reports import read_descriptions
 from meddx.data.sequences import MASK, N_SPECIAL, Vocab, build_vocab, length_grouped_sampler, trim_padding
 from meddx.models.sequence import bert_config, resolve_size
 from meddx.run import CHECKPOINTS, VOCAB
+from meddx.training.fit import refuse_unsafe
 
 MLM_LR = 5e-4
 
@@ -151,7 +152,10 @@ def pretrain(config: RunConfig | dict | str | Path) -> Path:
         info["initial_val_mlm_loss"] = val_mlm_loss(trainer, module, val_loader)
         write_text(info_path, json.dumps(info, indent=2))
     started = time.perf_counter()
-    trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if last.is_file() else None)
+    with refuse_unsafe(last if last.is_file() else None):
+        trainer.fit(
+            module, train_loader, val_loader, ckpt_path=str(last) if last.is_file() else None, weights_only=True
+        )
     save_torch(module.encoder_state(), out / "encoder.pt")
     info.update(
         {
