@@ -21,7 +21,7 @@ from meddx.data.readers import read_dataset
 from meddx.data.split import assign_splits
 from meddx.errors import DataError
 from meddx.evaluation.report import evaluate_run
-from meddx.run import CONFIG, PLAN, PREDICTIONS, Run, load_run, write_status
+from meddx.run import CONFIG, MEMBERS, PLAN, PREDICTIONS, Run, load_run, write_status
 from meddx.tianchi import submit
 
 
@@ -54,10 +54,19 @@ def train(config: RunConfig | dict | str | Path | None = None, **overrides) -> R
 
 
 def resume(run: str | Path) -> Run:
-    """Continue a killed or failed run from its last checkpoint (`meddx train --resume RUN`), then evaluate it."""
-    from meddx.training.resume import resume_fit
+    """Continue a killed or failed run from its last checkpoint (`meddx train --resume RUN`; a planned ensemble: its
+    unfinished members), then evaluate it."""
+    from meddx.evaluation.ensemble import ensemble_runs
+    from meddx.training.resume import resume_ensemble, resume_fit
 
-    resumed = resume_fit(run)
+    if (Path(run) / MEMBERS).is_dir():
+        members, cfg, made = resume_ensemble(run)
+        resumed = ensemble_runs(members, run, evaluate=False) if len(members) > 1 else members[0]
+        save_config(cfg, resumed.path / CONFIG)
+        if made is not None:
+            made.save(resumed.path / PLAN)
+    else:
+        resumed = resume_fit(run)
     evaluate_run(resumed)
     write_status(resumed.path, "complete")
     return resumed

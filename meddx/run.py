@@ -47,10 +47,12 @@ LOGS = "logs"
 TENSORBOARD = "tb"
 
 
-def write_status(path: Path, state: str, reason: str = "") -> None:
-    """The run folder's status.json: what state it is in, since when, which process, and why it failed."""
+def write_status(path: Path, state: str, reason: str = "", kind: str = "") -> None:
+    """The run folder's status.json: what state it is in, since when, which process, why it failed, and for a folder
+    of several models what kind (ensemble: seeds; search: candidates chosen on val)."""
     info = {"state": state, "since": datetime.now().isoformat(timespec="seconds"), "pid": os.getpid()}
-    write_text(Path(path) / STATUS, json.dumps({**info, **({"reason": reason} if reason else {})}, indent=2))
+    extra = {k: v for k, v in (("reason", reason), ("kind", kind)) if v}
+    write_text(Path(path) / STATUS, json.dumps({**info, **extra}, indent=2))
 
 
 def read_status(path: Path) -> dict:

@@ -99,3 +99,31 @@ def test_a_planted_checkpoint_never_runs(data_dir, tmp_path, monkeypatch):
     assert proc.returncode == 2 and "refused, not a plain checkpoint" in proc.stderr and "Traceback" not in proc.stderr
     assert not marker.exists()
     assert json.loads((killed / "status.json").read_text())["state"] == "failed"
+
+
+def test_a_killed_planned_ensemble_keeps_its_finished_members(data_dir, tmp_path):
+    """`meddx train --data X` often trains a planned ensemble of seeds: killed during its second member, the resume
+    keeps the first member as it was, finishes the second and trains the third, then averages and evaluates."""
+    data = need(data_dir, "datscan_spect_ppmi_2d")
+    command = [
+        sys.executable, "-m", "meddx", "train", "--data", str(data), "--output-dir", str(tmp_path), "--name", "ens",
+        "--epochs", "3", "--set", "train.ensemble=3", "--set", "data.image_size=40", "--set", "plan.select=false",
+        "--set", "train.progress_bar=false", "--set", "evaluate.bootstrap=100",
+    ]  # fmt: skip
+    proc = subprocess.Popen(command, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    base, deadline = tmp_path / "ens", time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not (base / "members" / "seed1" / "logs").is_dir():
+        time.sleep(0.2)
+    time.sleep(random.Random().uniform(0.5, 2.0))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (base / "members" / "seed0" / "model.pt").is_file() and not (base / "ensemble.json").exists()
+    kept = (base / "members" / "seed0" / "training.json").read_text()
+    assert "interrupted" in run_cli("runs", str(tmp_path)).stdout
+    resumed = run_cli("train", "--resume", str(base))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    members = json.loads((base / "ensemble.json").read_text())["members"]
+    assert members == ["members/seed0", "members/seed1", "members/seed2"]
+    assert (base / "members" / "seed0" / "training.json").read_text() == kept  # kept, not trained again
+    assert json.loads((base / "status.json").read_text())["state"] == "complete" and (base / "metrics.json").is_file()

@@ -15,7 +15,7 @@ from meddx.config import EvaluateConfig
 from meddx.errors import ConfigError, DataError
 from meddx.evaluation.metrics import categorical_log_loss, mlogloss
 from meddx.evaluation.report import evaluate_run
-from meddx.run import CONFIG, DATA, ENSEMBLE, MEMBERS, PLAN, PREDICTIONS, SPLIT, TRAINING, Run
+from meddx.run import CONFIG, DATA, ENSEMBLE, MEMBERS, PLAN, PREDICTIONS, SPLIT, STATUS, TRAINING, Run
 
 MEMBER_KEYS = ("best_epoch", "epochs_run", "seconds", "initial_val_loss", "best_val_loss")
 
@@ -109,7 +109,7 @@ def ensemble_runs(
     _check_same(members)
     w = val_weights(members) if weights == "val" else [1 / len(members)] * len(members)
     out = Path(output)
-    if out.exists() and any(p.name != MEMBERS for p in out.iterdir()):
+    if out.exists() and any(p.name not in (MEMBERS, CONFIG, PLAN, STATUS, "meddx.log") for p in out.iterdir()):
         raise ConfigError(f"{out}: exists and is not empty; choose a new output folder")
     (out / PREDICTIONS).mkdir(parents=True, exist_ok=True)
     for f in (CONFIG, members[0].prep_file, DATA, SPLIT, PLAN):

@@ -16,7 +16,7 @@ from meddx.training.lr_find import find_lr
 from meddx.training.pilot import time_epoch
 from meddx.training.plan import Plan, Planner, fit_budget, make_plan, reserve_seconds
 from meddx.training.search import Chooser, candidates_in_budget, search, should_search, top_up
-from meddx.training.writer import is_rank_zero, new_run_dir
+from meddx.training.writer import is_rank_zero, new_run_dir, open_ensemble
 
 PLAN_ENV = "MEDDX_PLAN"  # rank 0's plan, inherited by the processes Lightning launches (they must not plan again)
 
@@ -77,10 +77,12 @@ def train_members(cfg: RunConfig, choose: Chooser | None = None) -> tuple | None
         run = fit(planned, data, plan)
         return ([run], None, planned, plan) if run is not None else None
     base = new_run_dir(planned)
-    members = [fit(_seed(planned, base, i), data, plan) for i in range(k)]
+    if is_rank_zero():
+        open_ensemble(base, planned, plan, "ensemble")
+    members = [fit(seed_config(planned, base, i), data, plan) for i in range(k)]
     if plan is not None and plan.pilot.get("seconds_per_epoch") and _planned_size(cfg, plan, distributed):
         deadline = started + plan.budget_minutes * 60 - reserve_seconds(plan.budget_minutes * 60)
-        more = lambda i: fit(_seed(planned, base, i), data, plan)  # noqa: E731
+        more = lambda i: fit(seed_config(planned, base, i), data, plan)  # noqa: E731
         members = top_up(members, deadline, cfg.plan.max_ensemble, more, 0.0)
         if len(members) > k:
             why = f"{k} planned at full epochs; early stopping left time for {len(members) - k} more seed(s)"
@@ -89,7 +91,7 @@ def train_members(cfg: RunConfig, choose: Chooser | None = None) -> tuple | None
     return members, base, planned, plan
 
 
-def _seed(planned: RunConfig, base: Path, i: int) -> RunConfig:
+def seed_config(planned: RunConfig, base: Path, i: int) -> RunConfig:
     """The config of the ensemble's i-th seed, under <base>/members/seed<k>."""
     member = planned.model_copy(deep=True)
     member.name, member.output_dir = f"seed{planned.train.seed + i}", str(base / MEMBERS)

@@ -1,5 +1,6 @@
-"""`resume_fit(run)`: a run whose training was killed or failed continues from its last checkpoint, in its own folder,
-with the config it was planned with (no planning again) and the same split."""
+"""Resuming: a run whose training was killed or failed continues from its last checkpoint, in its own folder, with
+the config it was planned with (no planning again) and the same split; a planned ensemble of seeds keeps its finished
+members, resumes the one cut short and trains the missing ones."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from meddx.config import load_config
+from meddx.config import RunConfig, load_config
 from meddx.errors import ConfigError, DataError
-from meddx.run import CONFIG, MEMBERS, PLAN, SPLIT, WEIGHTS, Run, read_status
+from meddx.run import CONFIG, ENSEMBLE, MEMBERS, PLAN, SPLIT, WEIGHTS, Run, read_status
+from meddx.training.autofit import seed_config
 from meddx.training.datamodule import RunDataModule
 from meddx.training.fit import fit
 from meddx.training.plan import Plan
@@ -19,23 +21,53 @@ from meddx.training.plan import Plan
 def resume_fit(path: str | Path) -> Run:
     """Continue training the run folder `path` from checkpoints/last.ckpt (from the start if none was written)."""
     path = Path(path)
-    if not (path / CONFIG).is_file():
-        raise ConfigError(f"{path}: not a run folder (no {CONFIG}); nothing to resume")
+    _check_resumable(path)
     if (path / MEMBERS).is_dir():
-        raise ConfigError(
-            f"{path}: a planned ensemble; resuming one is not supported yet (its finished members are in {MEMBERS}/)"
-        )
-    status = read_status(path)
-    if status["state"] == "running":
-        raise ConfigError(f"{path}: still running (process {status.get('pid')}); stop it before resuming")
-    if status["state"] in ("trained", "complete") and (path / WEIGHTS).is_file():
-        raise ConfigError(f"{path}: training already finished ({status['state']}); nothing to resume")
+        raise ConfigError(f"{path}: a folder of several models; `meddx train --resume` (meddx.resume) finishes it")
     cfg = load_config(path / CONFIG)
     data = RunDataModule(cfg)
     data.setup("fit")
     _check_same_split(path, data)
-    plan = Plan.from_dict(json.loads((path / PLAN).read_text())) if (path / PLAN).is_file() else None
-    return fit(cfg, data, plan, resume=path)
+    return fit(cfg, data, _plan(path), resume=path)
+
+
+def resume_ensemble(path: str | Path) -> tuple[list[Run], RunConfig, Plan | None]:
+    """Finish a planned ensemble of seeds: returns (members, the ensemble's config, its plan). Seeds the budget would
+    have added after the planned ones are not (the budget is spent)."""
+    path = Path(path)
+    _check_resumable(path)
+    if read_status(path).get("kind") != "ensemble":
+        raise ConfigError(f"{path}: stopped while choosing between candidates on val; train it again")
+    cfg, plan = load_config(path / CONFIG), _plan(path)
+    members, data = [], None
+    for i in range(cfg.train.ensemble):
+        member = seed_config(cfg, path, i)
+        folder = path / MEMBERS / member.name
+        if (folder / WEIGHTS).is_file() and read_status(folder)["state"] in ("trained", "complete"):
+            members.append(Run(folder))
+        elif (folder / CONFIG).is_file():
+            members.append(resume_fit(folder))
+        else:
+            if data is None:
+                data = RunDataModule(cfg)
+                data.setup("fit")
+            members.append(fit(member, data, plan))
+    return members, cfg, plan
+
+
+def _plan(path: Path) -> Plan | None:
+    return Plan.from_dict(json.loads((path / PLAN).read_text())) if (path / PLAN).is_file() else None
+
+
+def _check_resumable(path: Path) -> None:
+    """A run folder that stopped before it finished, and whose process is gone."""
+    if not (path / CONFIG).is_file():
+        raise ConfigError(f"{path}: not a run folder (no {CONFIG}); nothing to resume")
+    status = read_status(path)
+    if status["state"] == "running":
+        raise ConfigError(f"{path}: still running (process {status.get('pid')}); stop it before resuming")
+    if status["state"] in ("trained", "complete") and ((path / WEIGHTS).is_file() or (path / ENSEMBLE).is_file()):
+        raise ConfigError(f"{path}: training already finished ({status['state']}); nothing to resume")
 
 
 def _check_same_split(path: Path, data: RunDataModule) -> None:

@@ -16,7 +16,7 @@ from meddx.training.datamodule import RunDataModule
 from meddx.training.fit import fit
 from meddx.training.pilot import time_epoch
 from meddx.training.plan import Plan, Planner, target_epochs
-from meddx.training.writer import new_run_dir
+from meddx.training.writer import new_run_dir, open_ensemble
 
 REPEATS = 2  # seeds per candidate: a choice rests on the mean of two trainings, never on one draw
 MIN_EPOCHS = 15  # fewer epochs than this would judge candidates before they have learnt
@@ -102,6 +102,7 @@ def search(user_cfg: RunConfig, tried: list[Candidate], plan: Plan, choose: Choo
     in `plan.selection` and the choices (`user_cfg`: the user's own config, whose fields stay theirs)."""
     epochs, cfg = plan.selection["epochs"], tried[0].cfg
     base, seed0 = new_run_dir(cfg), cfg.train.seed
+    open_ensemble(base, cfg, plan, "search")
     started = time.monotonic()
     runs = {c.name: [fit(_member(c, base, seed0 + i, epochs), c.data, plan) for i in range(REPEATS)] for c in tried}
     verdict = choose(runs, {c.name: c.seconds_per_epoch for c in tried})

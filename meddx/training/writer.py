@@ -20,7 +20,20 @@ from meddx.atomic import save_torch, write_frame, write_text
 from meddx.config import RunConfig, save_config
 from meddx.data.records import SPLITS
 from meddx.errors import ConfigError
-from meddx.run import CHECKPOINTS, CONFIG, DATA, LOGS, PLAN, PREPROCESS, SPLIT, TRAINING, VOCAB, WEIGHTS, Run
+from meddx.run import (
+    CHECKPOINTS,
+    CONFIG,
+    DATA,
+    LOGS,
+    PLAN,
+    PREPROCESS,
+    SPLIT,
+    TRAINING,
+    VOCAB,
+    WEIGHTS,
+    Run,
+    write_status,
+)
 from meddx.training.callbacks import CollapseMonitor
 from meddx.training.datamodule import RunDataModule
 from meddx.training.plan import Plan
@@ -173,3 +186,12 @@ def history(csv: Path) -> list[dict]:
         {"epoch": int(r["epoch"]) + 1, **{c: round(float(r[c]), 6) for c in cols if pd.notna(r[c])}}
         for _, r in rows.iterrows()
     ]
+
+
+def open_ensemble(base: Path, cfg: RunConfig, plan: Plan | None, kind: str) -> None:
+    """A folder of several models says from the start what it will be (config, plan, status running), so a killed
+    one is listed as interrupted and `meddx train --resume` knows its planned seeds."""
+    save_config(cfg, base / CONFIG)
+    if plan is not None:
+        plan.save(base / PLAN)
+    write_status(base, "running", kind=kind)
