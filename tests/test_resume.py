@@ -127,3 +127,20 @@ def test_a_killed_planned_ensemble_keeps_its_finished_members(data_dir, tmp_path
     assert members == ["members/seed0", "members/seed1", "members/seed2"]
     assert (base / "members" / "seed0" / "training.json").read_text() == kept  # kept, not trained again
     assert json.loads((base / "status.json").read_text())["state"] == "complete" and (base / "metrics.json").is_file()
+
+
+def test_cross_validation_goes_on_after_a_fold_that_did_not_finish(data_dir, tmp_path):
+    """`meddx cv` refused to go on after a killed fold until its folder was removed by hand; now it resumes it."""
+    import meddx
+    from meddx.training.cv import cross_validate
+
+    cfg = {"name": "cv", "output_dir": str(tmp_path), "plan": {"enabled": False}, "evaluate": {"bootstrap": 0},
+           "data": {"path": str(need(data_dir, "datscan_spect_ppmi_2d")), "image_size": 32},
+           "train": {"max_epochs": 2, "progress_bar": False, "diagnostics": False}}  # fmt: skip
+    cv_dir = cross_validate(cfg, folds=2, only_folds=[0])
+    fold = cv_dir / "fold0"
+    (fold / "model.pt").unlink()  # as if killed after its last checkpoint, before model.pt
+    (fold / "status.json").write_text(json.dumps({"state": "failed", "reason": "killed", "pid": 0}))
+    cross_validate(cfg, folds=2, only_folds=[0])
+    assert (fold / "model.pt").is_file() and meddx.load_run(fold).predictions("test").shape[0] > 0
+    assert json.loads((fold / "status.json").read_text())["state"] == "trained"

@@ -11,7 +11,7 @@ import pandas as pd
 from meddx.atomic import write_frame, write_text
 from meddx.config import RunConfig, as_config
 from meddx.errors import ConfigError
-from meddx.run import WEIGHTS, Run
+from meddx.run import CONFIG, WEIGHTS, Run
 
 OOF = "oof.csv"
 CV = "cv.json"
@@ -46,11 +46,12 @@ def _fold_run(cfg: RunConfig, cv_dir: Path, folds: int, k: int) -> Run:
     folder = cv_dir / f"fold{k}"
     if (folder / WEIGHTS).is_file():
         return Run(folder)
-    if folder.exists():
-        raise ConfigError(f"{folder} exists but did not finish; remove it to retrain that fold")
     from meddx.training.fit import fit  # Lightning only when a fold trains: reading CV folders stays light
+    from meddx.training.resume import resume_fit
 
-    return fit(fold_cfg)
+    if (folder / CONFIG).is_file():  # a fold killed or failed part way: continued from its last checkpoint
+        return resume_fit(folder)
+    return fit(fold_cfg, resume=folder if folder.exists() else None)
 
 
 def read_oof(cv_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
