@@ -292,3 +292,38 @@ def test_on_and_off_survive_yaml(scans):
     assert as_config(None, {"train.class_weights": False}).train.class_weights == "off"
     proc = _train_labelled(scans, "--set", "train.class_weights=off", "--set", "plan.enabled=false")
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_gpu_accelerator_without_a_gpu_is_one_line(scans):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible here")
+    _assert_clean_error(_train_labelled(scans, "--accelerator", "gpu"), "train.accelerator=gpu", "no CUDA GPU")
+
+
+@pytest.mark.slow
+def test_a_broken_model_file_is_one_line_on_every_path(datscan_run, tmp_path):
+    """A zero-byte model.pt said only 'Aborted.'; a cut one or a crafted pickle must be named too, and the crafted
+    pickle's command must never run (predict, export, serve)."""
+    import os
+
+    import torch
+
+    class Planted:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'ran'}",))
+
+    scan = str(datscan_run.records("test")[0].source)
+    good = (datscan_run.path / "model.pt").read_bytes()
+    for name, write, needle in (
+        ("empty", lambda p: p.write_bytes(b""), "empty (0 bytes)"),
+        ("cut", lambda p: p.write_bytes(good[: len(good) // 3]), "cut or corrupted"),
+        ("crafted", lambda p: torch.save({"w": Planted()}, p), "refused, holds more than tensors"),
+    ):
+        run_dir = tmp_path / name
+        shutil.copytree(datscan_run.path, run_dir)
+        write(run_dir / "model.pt")
+        _assert_clean_error(run_cli("predict", str(run_dir), scan), "model.pt", needle)
+        _assert_clean_error(run_cli("export", str(run_dir)), "model.pt", needle)
+    assert not (tmp_path / "ran").exists()

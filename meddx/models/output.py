@@ -3,6 +3,7 @@ the one prediction loop."""
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import torch
 from torch import nn
 
 from meddx.config import ModelConfig
+from meddx.errors import ConfigError
 from meddx.models.registry import create_model
 
 
@@ -24,9 +26,25 @@ def build_model(
     weights = None if state_dict_file else cfg.weights
     model = create_model(cfg.name, in_chans, num_labels, weights=weights, dropout=cfg.dropout, **kwargs)
     if state_dict_file:
-        model.load_state_dict(torch.load(state_dict_file, map_location="cpu", weights_only=True))
+        model.load_state_dict(load_state_dict_file(state_dict_file))
         model.eval()
     return model
+
+
+def load_state_dict_file(path: str | Path) -> dict:
+    """A state dict saved by meddx, loaded with weights_only=True; an empty, cut or crafted file is one clear line."""
+    size = Path(path).stat().st_size if Path(path).is_file() else -1
+    if size <= 0:
+        raise ConfigError(f"{path}: {'missing' if size < 0 else 'empty (0 bytes)'}; train the run again or restore it")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ConfigError(f"{path}: refused, holds more than tensors ({str(e).strip().splitlines()[0]})") from None
+    except (EOFError, RuntimeError, ValueError, OSError) as e:
+        raise ConfigError(f"{path}: not a readable weights file, cut or corrupted ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict):
+        raise ConfigError(f"{path}: holds a {type(state).__name__}, not a state dict")
+    return state
 
 
 def probabilities(logits: torch.Tensor, task: str) -> torch.Tensor:

@@ -16,6 +16,7 @@ from meddx.training.lr_find import find_lr
 from meddx.training.pilot import time_epoch
 from meddx.training.plan import Plan, Planner, fit_budget, make_plan, reserve_seconds
 from meddx.training.search import Chooser, candidates_in_budget, search, should_search, top_up
+from meddx.training.trainer import check_accelerator
 from meddx.training.writer import is_rank_zero, new_run_dir, open_ensemble
 
 PLAN_ENV = "MEDDX_PLAN"  # rank 0's plan, inherited by the processes Lightning launches (they must not plan again)
@@ -24,6 +25,7 @@ PLAN_ENV = "MEDDX_PLAN"  # rank 0's plan, inherited by the processes Lightning l
 def plan_run(cfg: RunConfig) -> tuple[RunConfig, RunDataModule, Plan | None]:
     """The planned config, its data module (set up) and the plan (None when planning is off)."""
     started = time.perf_counter()
+    check_accelerator(cfg)
     data = RunDataModule(cfg)
     ds = data.read()
     if not cfg.plan.enabled:

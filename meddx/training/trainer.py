@@ -18,6 +18,7 @@ from pytorch_lightning.callbacks import (
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
 from meddx.config import RunConfig
+from meddx.errors import ConfigError
 from meddx.logs import quiet_third_party
 from meddx.models.finetune import parse_depth
 from meddx.run import CHECKPOINTS, LOGS, TENSORBOARD
@@ -56,10 +57,22 @@ def make_callbacks(cfg: RunConfig, run_dir: Path, data: RunDataModule, plan: Pla
     return callbacks
 
 
+def check_accelerator(cfg: RunConfig) -> None:
+    """`--accelerator gpu` where no GPU is visible (Lightning raised a MisconfigurationException traceback)."""
+    wanted = cfg.train.accelerator
+    if wanted in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"train.accelerator={wanted}: no CUDA GPU is visible to PyTorch here; use --accelerator cpu or auto"
+        )
+    if wanted not in ("auto", "cpu", "gpu", "cuda", "mps"):
+        raise ConfigError(f"train.accelerator={wanted!r}: use auto, cpu or gpu")
+
+
 def make_trainer(cfg: RunConfig, run_dir: Path, data: RunDataModule, plan: Plan | None = None) -> pl.Trainer:
     """Lightning Trainer with TensorBoard and CSV loggers; DDP (gloo on CPU, NCCL on GPU) beyond one device. The
     sanity check runs the whole val split: the untrained model's val loss (training.json's initial_val_loss)."""
     quiet_third_party()
+    check_accelerator(cfg)
     t = cfg.train
     strategy = "auto"
     if t.devices * t.num_nodes > 1:
