@@ -327,3 +327,24 @@ def test_a_broken_model_file_is_one_line_on_every_path(datscan_run, tmp_path):
         _assert_clean_error(run_cli("predict", str(run_dir), scan), "model.pt", needle)
         _assert_clean_error(run_cli("export", str(run_dir)), "model.pt", needle)
     assert not (tmp_path / "ran").exists()
+
+
+def test_folder_reader_names_broken_links_and_empty_classes(scans, tmp_path):
+    """The folder reader skipped broken links, link loops and empty class folders silently."""
+    import os
+
+    folder = tmp_path / "folder"
+    for cls in ("HC", "PD"):
+        (folder / cls).mkdir(parents=True)
+        for f in scans.glob(f"{cls}_*.png"):
+            shutil.copy(f, folder / cls / f.name)
+    run = ["explore", "--data", str(folder)]
+    assert run_cli(*run).returncode == 0
+    (folder / "SWEDD").mkdir()
+    _assert_clean_error(run_cli(*run), "SWEDD", "a class folder with no images")
+    (folder / "SWEDD").rmdir()
+    os.symlink(folder / "HC" / "gone.png", folder / "HC" / "link.png")
+    _assert_clean_error(run_cli(*run), "1 broken link(s)", "link.png")
+    (folder / "HC" / "link.png").unlink()
+    os.symlink(folder / "PD" / "loop.png", folder / "PD" / "loop.png")
+    _assert_clean_error(run_cli(*run), "broken link(s)", "loop.png")

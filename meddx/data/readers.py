@@ -10,7 +10,7 @@ import numpy as np
 from meddx.config import DataConfig
 from meddx.data.images import READABLE_EXTENSIONS
 from meddx.data.manifest import SPLIT_ALIASES, compile_patient_regex, patient_from_name, read_csv_manifest
-from meddx.data.records import DataSet, Record, class_labels
+from meddx.data.records import DataSet, Record, class_labels, normalise_class_names
 from meddx.data.reports import is_tianchi_file, read_tianchi
 from meddx.errors import DataError
 
@@ -92,10 +92,13 @@ def read_folder(path: str | Path, patient_regex: str | None = None, positive_cla
     else:
         split_dirs = [(None, root)]
     regex = compile_patient_regex(patient_regex)
-    entries, ignored, unmatched = [], [], []
+    entries, ignored, unmatched, broken = [], [], [], []
     for split, sdir in split_dirs:
         for cdir in sorted(p for p in sdir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            before = len(entries)
             for f in sorted(cdir.iterdir()):
+                if f.is_symlink() and not f.exists():  # a broken link or a loop: a missing scan, not a skipped one
+                    broken.append(str(f))
                 if f.name.startswith(".") or not f.is_file():
                     continue
                 if f.suffix.lower() not in READABLE_EXTENSIONS:
@@ -105,6 +108,10 @@ def read_folder(path: str | Path, patient_regex: str | None = None, positive_cla
                 if patient is None:
                     unmatched.append(str(f))
                 entries.append((split, cdir.name, f, patient))
+            if len(entries) == before:
+                raise DataError(f"{cdir}: a class folder with no images; add its images or remove the folder")
+    if broken:
+        raise DataError(f"{root}: {len(broken)} broken link(s) (missing target or a loop), e.g. {broken[0]}")
     if not entries:
         raise DataError(f"{root}: no image files found in its class folders")
     if unmatched:
@@ -112,12 +119,15 @@ def read_folder(path: str | Path, patient_regex: str | None = None, positive_cla
             f"{root}: patient_regex {patient_regex!r} does not match {len(unmatched)} file name(s), e.g. "
             + ", ".join(unmatched[:5])
         )
-    label_names, task, vec = class_labels([c for _, c, _, _ in entries], positive_class, str(root))
+    canonical, class_notes = normalise_class_names([c for _, c, _, _ in entries])
+    label_names, task, vec = class_labels([canonical[c] for _, c, _, _ in entries], positive_class, str(root))
     records = [
-        Record(str(f.relative_to(root)), str(patient), str(f), vec[c], split=split, row=str(f.relative_to(root)))
+        Record(str(f.relative_to(root)), str(patient), str(f), vec[canonical[c]], split=split,
+               row=str(f.relative_to(root)))
         for split, c, f, patient in entries
-    ]
+    ]  # fmt: skip
     notes = [f"{len(ignored)} non-image file(s) ignored, e.g. {ignored[0]}"] if ignored else []
+    notes += class_notes
     if regex is None:
         notes.append("no patient_regex: each image is its own patient")
     return DataSet(records, label_names, task, origin=str(root), notes=notes)
