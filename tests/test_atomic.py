@@ -76,3 +76,31 @@ def test_runs_started_at_once_with_one_name_get_their_own_folders(tmp_path):
     with ThreadPoolExecutor(8) as pool:
         folders = list(pool.map(lambda _: new_run_dir(cfg), range(20)))
     assert len(set(folders)) == 20 and all(f.is_dir() for f in folders)
+
+
+@pytest.mark.slow
+def test_a_run_folder_works_from_any_working_directory(data_dir, tmp_path):
+    """Trained with a relative data path, a run could not be exported or served from another working directory."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import need
+
+    source = need(data_dir, "datscan_spect_ppmi_2d")
+    work = tmp_path / "work"
+    work.mkdir()
+    os.symlink(source, work / "scans")
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    meddx = [sys.executable, "-m", "meddx"]
+    settings = ["plan.enabled=false", "data.image_size=32", "evaluate.bootstrap=0", "train.progress_bar=false"]
+    train = [*meddx, "train", "--data", "scans", "--epochs", "1", "--name", "rel"]
+    train += [arg for s in settings for arg in ("--set", s)]
+    done = subprocess.run(train, cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    export = subprocess.run([*meddx, "export", str(work / "runs" / "rel")], cwd=elsewhere, env=env,
+                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert export.returncode == 0, export.stderr[-2000:]
+    assert (work / "runs" / "rel" / "package" / "model.onnx").is_file()

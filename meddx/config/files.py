@@ -99,5 +99,20 @@ def validate_config(raw: dict | RunConfig, source: str = "config") -> RunConfig:
 
 
 def save_config(config: RunConfig, path: str | Path) -> None:
-    """Write the whole validated config as YAML."""
-    write_text(path, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    """Write the whole validated config as YAML, with paths to existing files and folders made absolute, so the run
+    folder is read the same from any working directory (export, serve, evaluate)."""
+    raw = config.model_dump(mode="json")
+    data = raw["data"]
+    if isinstance(data["path"], dict):
+        data["path"] = {split: _absolute(p) for split, p in data["path"].items()}
+    else:
+        data["path"] = _absolute(data["path"])
+    data["root"] = _absolute(data["root"])
+    raw["model"]["weights"] = _absolute(raw["model"]["weights"])
+    raw["train"]["init_from"] = _absolute(raw["train"]["init_from"])
+    write_text(path, yaml.safe_dump(raw, sort_keys=False))
+
+
+def _absolute(path: str | None) -> str | None:
+    """An existing relative path as an absolute one; anything else (a bundled set's name, None) unchanged."""
+    return str(Path(path).resolve()) if path and not Path(path).is_absolute() and Path(path).exists() else path
