@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -67,8 +69,11 @@ def test_model_card_health_docs(client, datscan_run):
     assert len(table["threshold"]) == 201 and table["sensitivity"][0] == 1.0 and table["specificity"][-1] >= 0.99
     assert info["operating_point"] == "Youden's J" and 0 < info["thresholds"]["PD"] < 1
     assert client.get("/health").json()["status"] == "ok"
-    assert client.get("/docs").status_code == 200
+    assert client.get("/docs").status_code == 404  # Swagger UI would load from a CDN; the schema stays
     assert "/predict" in client.get("/openapi.json").json()["paths"]
+    origin = datscan_run.data_info["origin"]
+    assert "/" in origin and origin not in json.dumps(info)  # where the training data lived stays behind
+    assert "datscan_spect_ppmi_2d" in info["card"]
 
 
 def test_grad_cam_and_scan_images_in_the_response(client, scans):
@@ -118,6 +123,7 @@ def test_each_bad_upload_gets_a_reason_never_a_500(client, scans, tmp_path):
         r = _post(client, data)
         assert r.status_code == status, (name, r.status_code, r.text)
         assert reason in r.json()["detail"], (name, r.json())
+        assert "/tmp" not in r.text and tempfile.gettempdir() not in r.text, (name, r.text)  # no server paths
     assert client.post("/predict").status_code == 422  # no file field at all: FastAPI's validation answer
 
 

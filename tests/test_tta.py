@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -66,5 +67,11 @@ def test_a_run_that_takes_tta_predicts_and_exports_with_it(datscan_run, tmp_path
     from meddx.export.package import export_run
 
     assert not isinstance(Explainer.from_run(run).model, ShiftAverage)
-    parity = json.loads((export_run(run, "onnx", tmp_path / "pkg") / "parity.json").read_text())
+    pkg = export_run(run, "onnx", tmp_path / "pkg")
+    parity = json.loads((pkg / "parity.json").read_text())
     assert parity["passed"] and parity["max_abs_diff"] <= 1e-4
+    from meddx.serve.predictor import Predictor
+
+    scan = Path(run.records("test")[0].source).read_bytes()
+    served = [Predictor(pkg, backend).predict(scan)["probabilities"] for backend in ("onnx", "pytorch")]
+    assert served[0] == pytest.approx(served[1], abs=1e-5)  # the package's PyTorch backend averages the shifts too

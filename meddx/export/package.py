@@ -12,6 +12,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+import yaml
 from torch import nn
 
 from meddx.atomic import staged_dir, write_text
@@ -177,9 +178,13 @@ def _write_package(run: Run, fmt: Format, out: Path, tolerance: float, split: st
             f"{run.path}: the exported {fmt} model's probabilities differ from PyTorch by {result['max_abs_diff']:.3g} "
             f"(tolerance {tolerance:g}) on {result['images']} {split} images; no package written"
         )
-    for name in (PREPROCESS, CONFIG, WEIGHTS):  # model.pt: the weights for Grad-CAM (weights_only)
+    for name in (PREPROCESS, WEIGHTS):  # model.pt: the weights for Grad-CAM (weights_only)
         if (run.path / name).is_file():  # an ensemble has no single model.pt: its package is served by ONNX alone
             shutil.copy(run.path / name, out / name)
+    shipped = run.config.model_copy(deep=True)  # the training machine's paths stay behind
+    shipped.data.path = public_origin(run.data_info["origin"])
+    shipped.data.root = shipped.train.init_from = shipped.model.weights = None
+    write_text(out / CONFIG, yaml.safe_dump(shipped.model_dump(mode="json"), sort_keys=False))
     write_text(out / "input_stats.json", json.dumps(training_input_stats(run)))
     write_text(out / "val_rates.json", json.dumps(validation_rates(run)))
     write_text(out / "labels.json", json.dumps({"labels": run.label_names, "task": run.task}, indent=2))
@@ -192,6 +197,12 @@ def _fig(fig: dict | None) -> str:
     if not fig or fig.get("value") is None:
         return "n/a"
     return f"{fig['value']:.3f}" + (f" (95% CI {fig['ci_low']:.3f}-{fig['ci_high']:.3f})" if "ci_low" in fig else "")
+
+
+def public_origin(origin: str) -> str:
+    """The data's file and folder names without the folders above them: a card or a service never shows where on the
+    training machine the data lived."""
+    return ", ".join(Path(part).name or part for part in origin.split(", "))
 
 
 def model_card(run: Run, metrics: dict, parity_result: dict) -> str:
@@ -208,7 +219,7 @@ def model_card(run: Run, metrics: dict, parity_result: dict) -> str:
         f"{parity_result['split']} images: {parity_result['max_abs_diff']:.2e}",
         "",
         "## Data",
-        f"- source `{info['origin']}`; leakage check {'passed' if info['leakage']['ok'] else 'FAILED'}",
+        f"- source `{public_origin(info['origin'])}`; leakage check {'passed' if info['leakage']['ok'] else 'FAILED'}",
     ]
     lines += [f"- {s}: {v['samples']} samples, {v['patients']} patients" for s, v in info["sizes"].items()]
     if metrics:

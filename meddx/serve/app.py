@@ -73,6 +73,8 @@ def create_app(
         title=f"meddx: {predictor.path.name}",
         version="1",
         description="Diagnosis model served by meddx. Research and decision support only; not a medical device.",
+        docs_url=None,  # Swagger UI and ReDoc load their scripts from a CDN: nothing here reaches the internet
+        redoc_url=None,
     )
     app.state.predictor = predictor
     app.add_middleware(UploadLimit, max_bytes=int(max_upload_mb * 1024 * 1024))

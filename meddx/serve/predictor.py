@@ -25,6 +25,7 @@ from meddx.evaluation.operating import resolve_operating_point, run_operating_po
 from meddx.export.domain import check_input
 from meddx.export.package import training_input_stats, validation_rates
 from meddx.models.output import build_model, probabilities
+from meddx.models.tta import ShiftAverage, without_tta
 from meddx.run import CONFIG, ENSEMBLE, PREPROCESS, WEIGHTS, Run
 
 MAGIC = {
@@ -71,7 +72,8 @@ def _pixel_count(path: str, kind: str) -> int:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
         return int(getattr(ds, "Rows", 0)) * int(getattr(ds, "Columns", 0)) * int(getattr(ds, "NumberOfFrames", 1) or 1)
     except Exception as e:  # any header the decoder cannot read is a bad upload, never a 500
-        raise UploadError(f"not a readable {kind.upper()} file ({type(e).__name__}: {e})") from None
+        message = str(e).replace(path, "upload")  # never the server's temporary path
+        raise UploadError(f"not a readable {kind.upper()} file ({type(e).__name__}: {message})") from None
 
 
 def _check_parity(path: Path) -> None:
@@ -157,7 +159,8 @@ class Predictor:
         run folder's own model (an ensemble: its members averaged)."""
         if self.kind == "run":
             return self._run.model
-        return build_model(self.config.model, self.prep.channels, len(self.labels), self.path / WEIGHTS)
+        model = build_model(self.config.model, self.prep.channels, len(self.labels), self.path / WEIGHTS)
+        return ShiftAverage(model, self.task).eval() if self.config.model.tta else model  # as model.onnx does
 
     @cached_property
     def explainer(self):
@@ -165,10 +168,11 @@ class Predictor:
         from meddx.explain.gradcam import EnsembleExplainer, Explainer
         from meddx.models.ensemble import ProbabilityAverage
 
-        if isinstance(self.torch_model, ProbabilityAverage):  # copies its members itself
-            return EnsembleExplainer(self.torch_model, self.prep, self.labels, self.task)
+        model = without_tta(self.torch_model)  # Grad-CAM explains the model, not its average over shifted copies
+        if isinstance(model, ProbabilityAverage):  # copies its members itself
+            return EnsembleExplainer(model, self.prep, self.labels, self.task)
         # a copy: grad-cam's hooks record every forward, so plain predictions in other threads must not share it
-        return Explainer.for_model(copy.deepcopy(self.torch_model), self.prep, self.labels, self.task)
+        return Explainer.for_model(copy.deepcopy(model), self.prep, self.labels, self.task)
 
     def info(self) -> dict:
         """What GET /model returns: labels, thresholds, the validation table for the threshold control, the card."""
