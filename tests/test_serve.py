@@ -281,3 +281,19 @@ def test_operating_point_without_an_evaluation(datscan_run, package, tmp_path):
     (pkg_copy / "thresholds.json").write_text("{}")
     bare = Predictor(pkg_copy)
     assert bare.thresholds == {"PD": 0.5} and "no operating point chosen" in bare.rule
+
+
+def test_an_optional_bearer_token_guards_predict_and_model(package, scans):
+    """`meddx serve --token T` (or MEDDX_TOKEN): /predict and /model answer 401 without the token or with a wrong
+    one, /health says only that it is alive, and the schema declares the scheme."""
+    with TestClient(create_app(package, token="s3cret-token")) as c:
+        files = {"file": ("scan.png", scans[0].read_bytes(), "application/octet-stream")}
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic s3cret-token"}):
+            r = c.post("/predict", files=files, headers=headers)
+            assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer", (headers, r.text)
+            assert c.get("/model", headers=headers).status_code == 401
+        right = {"Authorization": "Bearer s3cret-token"}
+        assert c.post("/predict", files=files, headers=right).status_code == 200
+        assert c.get("/model", headers=right).json()["labels"] == ["PD"]
+        assert c.get("/health").json() == {"status": "ok"}
+        assert "HTTPBearer" in c.get("/openapi.json").json()["components"]["securitySchemes"]

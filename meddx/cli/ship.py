@@ -73,11 +73,18 @@ def serve(
     max_upload_mb: Annotated[float, typer.Option(help="Uploads above this get 413.")] = 20.0,
     timeout: Annotated[float, typer.Option(help="Seconds before a prediction answers 504.")] = 30.0,
     threads: Annotated[int, typer.Option(help="Inference threads.")] = 2,
+    token: Annotated[
+        Optional[str],
+        typer.Option(envvar="MEDDX_TOKEN", help="Require `Authorization: Bearer TOKEN` on /predict and /model."),
+    ] = None,
 ) -> None:
-    """HTTP service: POST /predict, GET /health, GET /model, web page at /, API docs at /docs."""
+    """HTTP service: POST /predict, GET /health, GET /model, web page at /, schema at /openapi.json."""
     from meddx.serve import serve as run_service
 
-    run_service(path, host, port, backend=backend, max_upload_mb=max_upload_mb, timeout_s=timeout, threads=threads)
+    if host not in ("127.0.0.1", "localhost", "::1") and not token:
+        typer.echo(f"meddx: warning: listening on {host} without --token: anyone who reaches it can use it", err=True)
+    run_service(path, host, port, backend=backend, max_upload_mb=max_upload_mb, timeout_s=timeout, threads=threads,
+                token=token)  # fmt: skip
 
 
 def register(app: typer.Typer) -> None:

@@ -1,15 +1,18 @@
-"""The HTTP service: POST /predict, GET /health, GET /model, the web page at /, OpenAPI docs at /docs."""
+"""The HTTP service: POST /predict, GET /health, GET /model, the web page at /, the OpenAPI schema at /openapi.json;
+with a token, /predict and /model answer only requests that carry it (Authorization: Bearer)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 from concurrent.futures import ThreadPoolExecutor
 from importlib.resources import files
 from pathlib import Path
 
-from fastapi import FastAPI, File, Query, UploadFile
+from fastapi import Depends, FastAPI, File, HTTPException, Query, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from meddx.errors import MeddxError
 from meddx.serve.predictor import Predictor, UploadError
@@ -63,11 +66,29 @@ class UploadLimit:
             await self._refuse(send)
 
 
+def bearer_check(token: str | None):
+    """A FastAPI dependency: nothing without a token; with one, 401 unless the request carries it."""
+    scheme = HTTPBearer(auto_error=False, description="The token `meddx serve --token` (or MEDDX_TOKEN) was given.")
+
+    async def check(credentials: HTTPAuthorizationCredentials | None = Depends(scheme)) -> None:
+        given = credentials.credentials if credentials else ""
+        if token and not secrets.compare_digest(given.encode(), token.encode()):
+            raise HTTPException(401, "missing or wrong access token", headers={"WWW-Authenticate": "Bearer"})
+
+    return check
+
+
 def create_app(
-    path: str | Path, backend: str = "auto", max_upload_mb: float = 20.0, timeout_s: float = 30.0, threads: int = 2
+    path: str | Path,
+    backend: str = "auto",
+    max_upload_mb: float = 20.0,
+    timeout_s: float = 30.0,
+    threads: int = 2,
+    token: str | None = None,
 ) -> FastAPI:
     """The FastAPI app for a package or run folder; inference runs in a thread pool, never on the event loop."""
     predictor = Predictor(path, backend)
+    guarded = [Depends(bearer_check(token))] if token else []
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="meddx-infer")
     app = FastAPI(
         title=f"meddx: {predictor.path.name}",
@@ -89,15 +110,17 @@ def create_app(
 
     @app.get("/health")
     async def health() -> dict:
-        """Liveness and what is loaded."""
+        """Liveness and what is loaded (only liveness when the service has a token)."""
+        if token:
+            return {"status": "ok"}
         return {"status": "ok", "model": predictor.path.name, "backend": predictor.backend, "labels": predictor.labels}
 
-    @app.get("/model")
+    @app.get("/model", dependencies=guarded)
     async def model() -> dict:
         """The model card, labels, operating point and the validation sensitivity/specificity table."""
         return predictor.info()
 
-    @app.post("/predict")
+    @app.post("/predict", dependencies=guarded)
     async def predict(
         file: UploadFile = File(..., description="PNG, JPEG, DICOM or NPY scan"),
         cam: bool = Query(False, description="Add the Grad-CAM overlay as base64 PNG"),
