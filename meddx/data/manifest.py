@@ -71,12 +71,19 @@ def _read_frames(path: str | Path | dict[str, str]) -> tuple[dict, dict[str | No
         if not Path(csv).is_file():
             raise DataError(f"CSV manifest not found: {csv}")
         try:
-            frames[split] = pd.read_csv(csv, dtype=str, keep_default_na=False)
+            frames[split] = pd.read_csv(csv, dtype=str, keep_default_na=False, encoding=_encoding(csv))
         except Exception as e:  # noqa: BLE001
             raise DataError(f"{csv}: not a readable CSV ({type(e).__name__}: {e})") from None
         if frames[split].empty:
             raise DataError(f"{csv}: has a header but no rows")
     return files, frames
+
+
+def _encoding(csv: str) -> str:
+    """UTF-16 (as Excel saves 'Unicode text') or UTF-8 with or without a byte-order mark, from the first bytes."""
+    with open(csv, "rb") as f:
+        head = f.read(3)
+    return "utf-16" if head[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
 
 
 def _columns(
