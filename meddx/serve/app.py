@@ -16,6 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from meddx.errors import MeddxError
 from meddx.serve.predictor import Predictor, UploadError
+from meddx.serve.schema import Health, ModelInfo, Prediction, errors
 
 
 class UploadLimit:
@@ -108,19 +109,25 @@ def create_app(
     async def page() -> str:
         return files("meddx.serve").joinpath("page.html").read_text()
 
-    @app.get("/health")
+    @app.get("/health", response_model=Health, response_model_exclude_none=True)
     async def health() -> dict:
         """Liveness and what is loaded (only liveness when the service has a token)."""
         if token:
             return {"status": "ok"}
         return {"status": "ok", "model": predictor.path.name, "backend": predictor.backend, "labels": predictor.labels}
 
-    @app.get("/model", dependencies=guarded)
+    @app.get("/model", dependencies=guarded, response_model=ModelInfo, responses=errors(401))
     async def model() -> dict:
         """The model card, labels, operating point and the validation sensitivity/specificity table."""
         return predictor.info()
 
-    @app.post("/predict", dependencies=guarded)
+    @app.post(
+        "/predict",
+        dependencies=guarded,
+        response_model=Prediction,
+        response_model_exclude_none=True,
+        responses=errors(400, 401, 413, 422, 504),
+    )
     async def predict(
         file: UploadFile = File(..., description="PNG, JPEG, DICOM or NPY scan"),
         cam: bool = Query(False, description="Add the Grad-CAM overlay as base64 PNG"),
