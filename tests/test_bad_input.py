@@ -320,6 +320,7 @@ def test_a_broken_model_file_is_one_line_on_every_path(datscan_run, tmp_path):
         ("empty", lambda p: p.write_bytes(b""), "empty (0 bytes)"),
         ("cut", lambda p: p.write_bytes(good[: len(good) // 3]), "cut or corrupted"),
         ("crafted", lambda p: torch.save({"w": Planted()}, p), "refused, holds more than tensors"),
+        ("another model", lambda p: torch.save({"fc.weight": torch.zeros(1, 4)}, p), "do not fit model 'small_cnn'"),
     ):
         run_dir = tmp_path / name
         shutil.copytree(datscan_run.path, run_dir)

@@ -3,7 +3,6 @@ one file, or a {split: csv} mapping that keeps official splits."""
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from meddx.data.records import DataSet, Record, class_labels, normalise_class_names
+from meddx.data.rows import check_paths, drop_repeated_rows
 from meddx.errors import DataError
 
 SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
@@ -228,65 +228,12 @@ def read_csv_manifest(
                 raise DataError(f"{where}: blank image path in column '{img_col}'")
             source = str(bases[split] / image)
             records.append(Record(image, patients[i], source, labels[split][i], split=split, row=where))
-    _check_paths(records, bases, check_files, allow_outside_root)
+    check_paths(records, bases, check_files, allow_outside_root)
     if not pat_col and not regex:
         notes.append("no patient id column nor patient_regex: each image is its own patient")
-    records, repeated = _drop_repeated_rows(records)
+    records, repeated = drop_repeated_rows(records)
     notes += repeated
     return DataSet(records, label_names, task, origin=", ".join(files.values()), notes=notes)
-
-
-def _check_paths(records: list[Record], bases: dict, check_files: bool, allow_outside_root: bool) -> None:
-    """One DataError for image paths that leave the manifest's folder (unless allowed), then for missing files."""
-    outside = [f"{r.row}: {r.id}" for r in records if not (allow_outside_root or _inside(bases[r.split], r.id))]
-    if outside:
-        raise DataError(
-            f"{len(outside)} image path(s) in the manifest leave its folder (absolute or '..'), e.g. {outside[0]}; "
-            "set data.allow_outside_root=true (or data.root) if that is intended"
-        )
-    missing = [f"{r.row}: {r.source}" for r in records if check_files and not Path(r.source).is_file()]
-    if missing:
-        raise DataError(
-            f"{len(missing)} image file(s) named in the manifest do not exist, e.g.\n  " + "\n  ".join(missing[:5])
-        )
-
-
-def _inside(base: Path, image: str) -> bool:
-    """Whether a manifest's image path stays inside its folder (relative, and no '..' climbing out of it)."""
-    if os.path.isabs(image) or Path(image).drive:
-        return False
-    root = os.path.normpath(base)
-    path = os.path.normpath(os.path.join(root, image))
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
-
-
-def _drop_repeated_rows(records: list[Record]) -> tuple[list[Record], list[str]]:
-    """Rows naming an image already listed for the same split: dropped (with a note) when they say the same; a
-    DataError naming both rows when they give it other labels or another patient (one image, one truth). An image in
-    two official splits is left to the leakage gate."""
-    first: dict[str, Record] = {}
-    kept, dropped = [], []
-    for r in records:
-        key = f"{r.split}:{os.path.normpath(r.source)}"
-        seen = first.setdefault(key, r)
-        if seen is r:
-            kept.append(r)
-            continue
-        for what, a, b in (("labels", seen.labels, r.labels), ("patient", seen.patient_id, r.patient_id)):
-            same = np.array_equal(a, b, equal_nan=True) if what == "labels" else a == b
-            if not same:
-                there = seen.row.removeprefix(r.row.rsplit(" row ", 1)[0] + " ")  # "row 2" within one file
-                raise DataError(
-                    f"{r.row}: {r.id} is also on {there} with other {what} ({_show(a)} there, {_show(b)} here)"
-                )
-        dropped.append(r.row)
-    shown = ", ".join(dropped[:3]) + (", ..." if len(dropped) > 3 else "")
-    note = f"{len(dropped)} repeated row(s) naming an image already listed, with the same labels: dropped ({shown})"
-    return kept, [note] if dropped else []
-
-
-def _show(value) -> str:
-    return str(np.asarray(value).tolist()) if isinstance(value, np.ndarray) else repr(value)
 
 
 def column_values(path: str | Path | dict[str, str], column: str, image_column: str | None = None) -> dict[str, str]:

@@ -26,7 +26,11 @@ def build_model(
     weights = None if state_dict_file else cfg.weights
     model = create_model(cfg.name, in_chans, num_labels, weights=weights, dropout=cfg.dropout, **kwargs)
     if state_dict_file:
-        model.load_state_dict(load_state_dict_file(state_dict_file))
+        try:
+            model.load_state_dict(load_state_dict_file(state_dict_file))
+        except RuntimeError as e:  # weights of another model or size than the config says
+            first = str(e).strip().splitlines()[0]
+            raise ConfigError(f"{state_dict_file}: its weights do not fit model '{cfg.name}' ({first})") from None
         model.eval()
     return model
 

@@ -90,7 +90,6 @@ def create_app(
     """The FastAPI app for a package or run folder; inference runs in a thread pool, never on the event loop."""
     predictor = Predictor(path, backend)
     guarded = [Depends(bearer_check(token))] if token else []
-    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="meddx-infer")
     app = FastAPI(
         title=f"meddx: {predictor.path.name}",
         version="1",
@@ -121,6 +120,15 @@ def create_app(
         """The model card, labels, operating point and the validation sensitivity/specificity table."""
         return predictor.info()
 
+    _add_predict(app, predictor, ThreadPoolExecutor(max_workers=threads, thread_name_prefix="meddx-infer"),
+                 timeout_s, guarded)  # fmt: skip
+
+    return app
+
+
+def _add_predict(app: FastAPI, predictor: Predictor, pool: ThreadPoolExecutor, timeout_s: float, guarded: list) -> None:
+    """POST /predict: the upload decoded and predicted in the thread pool, bounded by `timeout_s` (504)."""
+
     @app.post(
         "/predict",
         dependencies=guarded,
@@ -147,8 +155,6 @@ def create_app(
         except UploadError as e:
             return JSONResponse({"detail": str(e)}, status_code=e.status)
         return {"filename": file.filename, **result}
-
-    return app
 
 
 def serve(path: str | Path, host: str = "127.0.0.1", port: int = 8000, **settings) -> None:

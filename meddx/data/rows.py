@@ -1,0 +1,65 @@
+"""Checks on the rows of a CSV manifest once read: image paths that leave its folder or do not exist, and images
+listed twice (dropped when the rows agree, refused when they do not)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from meddx.data.records import Record
+from meddx.errors import DataError
+
+
+def check_paths(records: list[Record], bases: dict, check_files: bool, allow_outside_root: bool) -> None:
+    """One DataError for image paths that leave the manifest's folder (unless allowed), then for missing files."""
+    outside = [f"{r.row}: {r.id}" for r in records if not (allow_outside_root or _inside(bases[r.split], r.id))]
+    if outside:
+        raise DataError(
+            f"{len(outside)} image path(s) in the manifest leave its folder (absolute or '..'), e.g. {outside[0]}; "
+            "set data.allow_outside_root=true (or data.root) if that is intended"
+        )
+    missing = [f"{r.row}: {r.source}" for r in records if check_files and not Path(r.source).is_file()]
+    if missing:
+        raise DataError(
+            f"{len(missing)} image file(s) named in the manifest do not exist, e.g.\n  " + "\n  ".join(missing[:5])
+        )
+
+
+def _inside(base: Path, image: str) -> bool:
+    """Whether a manifest's image path stays inside its folder (relative, and no '..' climbing out of it)."""
+    if os.path.isabs(image) or Path(image).drive:
+        return False
+    root = os.path.normpath(base)
+    path = os.path.normpath(os.path.join(root, image))
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def drop_repeated_rows(records: list[Record]) -> tuple[list[Record], list[str]]:
+    """Rows naming an image already listed for the same split: dropped (with a note) when they say the same; a
+    DataError naming both rows when they give it other labels or another patient (one image, one truth). An image in
+    two official splits is left to the leakage gate."""
+    first: dict[str, Record] = {}
+    kept, dropped = [], []
+    for r in records:
+        key = f"{r.split}:{os.path.normpath(r.source)}"
+        seen = first.setdefault(key, r)
+        if seen is r:
+            kept.append(r)
+            continue
+        for what, a, b in (("labels", seen.labels, r.labels), ("patient", seen.patient_id, r.patient_id)):
+            same = np.array_equal(a, b, equal_nan=True) if what == "labels" else a == b
+            if not same:
+                there = seen.row.removeprefix(r.row.rsplit(" row ", 1)[0] + " ")  # "row 2" within one file
+                raise DataError(
+                    f"{r.row}: {r.id} is also on {there} with other {what} ({_show(a)} there, {_show(b)} here)"
+                )
+        dropped.append(r.row)
+    shown = ", ".join(dropped[:3]) + (", ..." if len(dropped) > 3 else "")
+    note = f"{len(dropped)} repeated row(s) naming an image already listed, with the same labels: dropped ({shown})"
+    return kept, [note] if dropped else []
+
+
+def _show(value) -> str:
+    return str(np.asarray(value).tolist()) if isinstance(value, np.ndarray) else repr(value)
