@@ -102,7 +102,8 @@ def main() -> None:
         f"`.venv/bin/python bench/serve_load.py --requests {args.requests}` (one run, {time.time() - started:.0f} s). "
         "The small CNN package of `bench/serve.py` (28 px, ONNX Runtime backend, 2 inference threads) behind "
         "`meddx serve` on loopback; each client sends the next request when its answer arrives, until the fixed "
-        "count is done. Peer: the same server with one client (throughput ratio).",
+        "count is done. Peer: the same server with one client (throughput ratio). The load generator (httpx, "
+        "one Python process) shares the 2 cores with the server, so the 64-client row measures both.",
         "",
         "| clients | query | requests | errors | throughput (req/s) | vs 1 client | p50 (ms) | p95 (ms) | p99 (ms) "
         "| server RSS before / after (MB) |",
