@@ -127,6 +127,37 @@ def test_each_bad_upload_gets_a_reason_never_a_500(client, scans, tmp_path):
     assert client.post("/predict").status_code == 422  # no file field at all: FastAPI's validation answer
 
 
+def _png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height pixels, with one tiny compressed row of data (a decompression bomb)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
+
+
+def test_hand_made_abuse_gets_a_4xx_with_the_reason(client, scans):
+    """One byte, a PNG claiming 100000 x 100000 pixels, a wrong field name, two files, NaN in an NPY, repeated
+    files: each a 4xx naming the reason, never a 5xx."""
+    png = scans[0].read_bytes()
+    for name, data, status, reason in (
+        ("one byte", b"\x89", 422, "unsupported file content"),
+        ("bomb", _png_claiming(100_000, 100_000), 413, "image too large"),
+        ("inf", _npy(np.full((48, 48), np.inf, np.float32)), 422, "NaN"),
+    ):
+        r = _post(client, data)
+        assert r.status_code == status and reason in r.json()["detail"], (name, r.status_code, r.text)
+    wrong = client.post("/predict", files={"image": ("scan.png", png, "image/png")})
+    assert wrong.status_code == 422 and "file" in wrong.text
+    two = client.post("/predict", files=[("file", ("a.png", png, "image/png")), ("file", ("b.png", png, "image/png"))])
+    assert two.status_code in (200, 422), two.text  # FastAPI takes the first part of a repeated field: never a 5xx
+
+
 def test_streamed_upload_without_length_is_cut_at_the_limit(client):
     def chunks():  # a multipart body streamed without Content-Length, so only counting can stop it
         yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="big.png"\r\n\r\n'

@@ -71,6 +71,10 @@ def _pixel_count(path: str, kind: str) -> int:
 
         ds = pydicom.dcmread(path, stop_before_pixels=True)
         return int(getattr(ds, "Rows", 0)) * int(getattr(ds, "Columns", 0)) * int(getattr(ds, "NumberOfFrames", 1) or 1)
+    except Image.DecompressionBombError:  # PIL refuses at open a header claiming over twice its own limit
+        raise UploadError(
+            "image too large: its header claims more pixels than any scan this service takes", 413
+        ) from None
     except Exception as e:  # any header the decoder cannot read is a bad upload, never a 500
         message = str(e).replace(path, "upload")  # never the server's temporary path
         raise UploadError(f"not a readable {kind.upper()} file ({type(e).__name__}: {message})") from None
