@@ -328,3 +328,32 @@ def test_an_optional_bearer_token_guards_predict_and_model(package, scans):
         assert c.get("/model", headers=right).json()["labels"] == ["PD"]
         assert c.get("/health").json() == {"status": "ok"}
         assert "HTTPBearer" in c.get("/openapi.json").json()["components"]["securitySchemes"]
+
+
+def test_a_504_bounds_the_work_it_abandons(package, scans):
+    """Requests that time out answer 504; work not yet started is cancelled, so abandoned inference never exceeds
+    the pool's threads (2) instead of running every queued request to the end."""
+    import asyncio
+
+    import httpx
+
+    app = create_app(package, timeout_s=0.2, threads=2)
+    started = []
+
+    def slow(data, *args):
+        started.append(time.perf_counter())
+        time.sleep(1.0)
+        return {}
+
+    app.state.predictor.predict = slow
+
+    async def burst():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            files = {"file": ("scan.png", scans[0].read_bytes(), "image/png")}
+            return await asyncio.gather(*(c.post("/predict", files=files) for _ in range(10)))
+
+    answers = asyncio.run(burst())
+    assert [r.status_code for r in answers] == [504] * 10 and "longer than 0.2 s" in answers[0].json()["detail"]
+    time.sleep(1.5)  # anything still queued would have started by now
+    assert len(started) <= 2, len(started)
