@@ -21,7 +21,7 @@ from meddx.data.readers import read_dataset
 from meddx.data.split import assign_splits
 from meddx.errors import DataError
 from meddx.evaluation.report import evaluate_run
-from meddx.run import CONFIG, MEMBERS, PLAN, PREDICTIONS, Run, load_run, write_status
+from meddx.run import CONFIG, ENSEMBLE, MEMBERS, PLAN, PREDICTIONS, Run, load_run, write_status
 from meddx.tianchi import submit
 
 
@@ -61,7 +61,8 @@ def resume(run: str | Path) -> Run:
 
     if (Path(run) / MEMBERS).is_dir():
         members, cfg, made = resume_ensemble(run)
-        resumed = ensemble_runs(members, run, evaluate=False) if len(members) > 1 else members[0]
+        done = (Path(run) / ENSEMBLE).is_file()  # killed while evaluating: the average is already written
+        resumed = Run(Path(run)) if done else ensemble_runs(members, run, evaluate=False)
         save_config(cfg, resumed.path / CONFIG)
         if made is not None:
             made.save(resumed.path / PLAN)

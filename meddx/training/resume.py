@@ -67,7 +67,10 @@ def _check_resumable(path: Path) -> None:
     if status["state"] == "running":
         raise ConfigError(f"{path}: still running (process {status.get('pid')}); stop it before resuming")
     if status["state"] in ("trained", "complete") and ((path / WEIGHTS).is_file() or (path / ENSEMBLE).is_file()):
-        raise ConfigError(f"{path}: training already finished ({status['state']}); nothing to resume")
+        raise ConfigError(
+            f"{path}: training already finished ({status['state']}); nothing to resume (`meddx evaluate {path}` "
+            "writes its report again)"
+        )
 
 
 def _check_same_split(path: Path, data: RunDataModule) -> None:
