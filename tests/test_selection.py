@@ -91,6 +91,10 @@ def test_a_planned_run_chooses_on_val_and_keeps_the_winners_seeds(data_dir, tmp_
     members = json.loads((run.path / "ensemble.json").read_text())["members"]
     assert members[:2] == [f"members/{slug}-seed0", f"members/{slug}-seed1"] and len(members) <= 3
     assert len(list((run.path / "members").iterdir())) == 2 + len(members)  # the loser's two seeds stay, unused
+    for folder in (run.path / "members").iterdir():  # each member's config names its own model (a shared data
+        model_name = "small_cnn_wide" if "wide" in folder.name else "small_cnn"  # module once named the other's)
+        assert meddx.load_run(folder).config.model.name == model_name, folder
+    assert run.predict(run.records("test")[:4]).shape[0] == 4  # the ensemble's members load from their configs
     chosen_model = "small_cnn_wide" if "wide" in slug else "small_cnn"
     assert run.config.model.name == chosen_model and run.config.train.ensemble == len(members)
     model = next(c for c in run.plan["choices"] if c["field"] == "model.name")

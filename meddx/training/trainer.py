@@ -40,7 +40,7 @@ def make_callbacks(cfg: RunConfig, run_dir: Path, data: RunDataModule, plan: Pla
         CollapseMonitor(data.dataset.label_names),
         ResumeState(),
         LearningRateMonitor("epoch"),
-        RunWriter(run_dir, data, plan),
+        RunWriter(run_dir, data, plan, cfg),
         SplitPredictionWriter(run_dir, data),
     ]
     if t.swa:

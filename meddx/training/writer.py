@@ -76,14 +76,14 @@ class RunWriter(pl.Callback):
     """Writes config.yaml, preprocess.json (vocab.json), split.csv and data.json when fitting starts, and model.pt (the
     best checkpoint's weights, or SWA's average) and training.json when it ends."""
 
-    def __init__(self, run_dir: Path, data: RunDataModule, plan: Plan | None = None):
-        self.run_dir, self.data, self.plan = Path(run_dir), data, plan
+    def __init__(self, run_dir: Path, data: RunDataModule, plan: Plan | None = None, cfg: RunConfig | None = None):
+        self.run_dir, self.data, self.plan, self.cfg = Path(run_dir), data, plan, cfg
         self._started, self._samples = 0.0, 0
 
     def on_fit_start(self, trainer, pl_module) -> None:
         self._started = time.perf_counter()
         if trainer.is_global_zero:
-            write_data_files(self.run_dir, self.data)
+            write_data_files(self.run_dir, self.data, self.cfg)
             if self.plan is not None:
                 self.plan.save(self.run_dir / PLAN)
 
@@ -139,9 +139,10 @@ class SplitPredictionWriter(BasePredictionWriter):
             Run(self.run_dir).write_predictions(self.split, records, stacked)
 
 
-def write_data_files(run_dir: Path, data: RunDataModule) -> None:
-    """config.yaml, preprocess.json (vocab.json for sequences), split.csv and data.json: what the run folder needs."""
-    ds, cfg = data.dataset, data.cfg
+def write_data_files(run_dir: Path, data: RunDataModule, cfg: RunConfig | None = None) -> None:
+    """config.yaml (`cfg`: the config this run trains with; the data module's is shared by the candidates of a search
+    and names another model), preprocess.json (vocab.json for sequences), split.csv and data.json."""
+    ds, cfg = data.dataset, cfg or data.cfg
     (run_dir / CHECKPOINTS).mkdir(exist_ok=True)
     save_config(cfg, run_dir / CONFIG)
     data.prep.save(run_dir / (VOCAB if data.is_sequence else PREPROCESS))
