@@ -26,13 +26,17 @@ MAX_PIXELS = int(os.environ.get("MEDDX_MAX_PIXELS", 40_000_000))
 VOLUME_FACTOR = 8
 
 
+class ImageTooLarge(DataError):
+    """A scan whose header claims more pixels than MAX_PIXELS (the service answers it with 413)."""
+
+
 def check_size(path: str, height: int, width: int, depth: int = 1, channels: int = 1) -> None:
     """Refuse a scan whose header claims an image plane over MAX_PIXELS pixels (or a volume over VOLUME_FACTOR times
     that many values) before it is decoded."""
     plane, values = int(height) * int(width), int(height) * int(width) * int(depth) * int(channels)
     if plane > MAX_PIXELS or values > VOLUME_FACTOR * MAX_PIXELS:
         size = f"{int(height)} x {int(width)}" + (f" x {int(depth)} frames" if depth > 1 else "")
-        raise DataError(
+        raise ImageTooLarge(
             f"{path}: {size} pixels, over the limit of {MAX_PIXELS:,} per image "
             "(resize it, or set MEDDX_MAX_PIXELS to allow more)"
         )
@@ -95,7 +99,9 @@ def _read_pil(path: str) -> tuple[np.ndarray, Layout]:
             elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
                 img = img.convert("RGB")
             arr = np.asarray(img)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError:  # PIL's own guard, at open, for headers far past ours
+        raise ImageTooLarge(f"{path}: its header claims over {MAX_PIXELS:,} pixels, the limit per image") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DataError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
     if arr.dtype == np.int32:  # 16-bit PNGs may open in mode "I"
         arr = arr.astype(np.float32) / (65535.0 if arr.max() > 255 else 255.0)
