@@ -15,13 +15,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from torch.utils.data import DataLoader
 
 import meddx
 from meddx.evaluation.evaluation import bootstrap_weights
-from meddx.evaluation.selection import choose_tta, macro_auc
-from meddx.models.output import predict_proba
-from meddx.models.tta import ShiftAverage
+from meddx.evaluation.selection import choose_tta, macro_auc, shifted_probabilities
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _docs import write_section  # noqa: E402
@@ -34,9 +31,8 @@ def tta_row(run_dir: Path) -> dict:
     run = meddx.load_run(run_dir)
     test = run.predictions("test")
     by_id = {r.id: r for r in run.records("test")}
-    loader = DataLoader(run.dataset([by_id[i] for i in test["id"]], preload=None), batch_size=256)
     cols = [f"p_{n}" for n in run.label_names]
-    on = predict_proba(ShiftAverage(run.model, run.task).eval(), loader, run.task, len(cols))
+    on = shifted_probabilities(run, [by_id[i] for i in test["id"]])
     y, patients = test[run.label_names].to_numpy(np.float64), test["patient_id"].to_numpy()
     w = np.vstack([np.ones(len(y)), bootstrap_weights(patients, 2000, 0)])  # the same patient resamples for both
     off_auc, on_auc = macro_auc(y, test[cols].to_numpy(), w), macro_auc(y, on, w)

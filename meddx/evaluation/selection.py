@@ -93,6 +93,12 @@ def compare_runs(candidates: dict[str, list[Run]], costs: dict[str, float]) -> d
     return compare_predictions(ref[first.label_names].to_numpy(), ref["patient_id"].to_numpy(), preds, costs)
 
 
+def shifted_probabilities(run: Run, records: list) -> np.ndarray:
+    """(N, L) probabilities of the run's model averaged over shifted copies of each record's image."""
+    loader = DataLoader(run.dataset(records, preload=None), batch_size=256)
+    return predict_proba(ShiftAverage(run.model, run.task).eval(), loader, run.task, len(run.label_names))
+
+
 def choose_tta(run: Run) -> dict:
     """Test-time augmentation judged on val like the plan's other candidates: the run's val predictions against the
     same model averaged over shifted copies (`meddx.models.tta`), paired on the same patients; a tie keeps it off (one
@@ -102,10 +108,8 @@ def choose_tta(run: Run) -> dict:
     by_id = {r.id: r for r in run.records("val")}
     if set(frame["id"]) - set(by_id):
         return {"chosen": "off", "reason": "val images no longer readable: not tried"}
-    tta = ShiftAverage(run.model, run.task).eval()
-    loader = DataLoader(run.dataset([by_id[i] for i in frame["id"]], preload=None), batch_size=256)
-    cols = [f"p_{n}" for n in run.label_names]
-    preds = {"off": frame[cols].to_numpy(), "on": predict_proba(tta, loader, run.task, len(cols))}
+    records = [by_id[i] for i in frame["id"]]
+    preds = {"off": frame[[f"p_{n}" for n in run.label_names]].to_numpy(), "on": shifted_probabilities(run, records)}
     verdict = compare_predictions(
         frame[run.label_names].to_numpy(), frame["patient_id"].to_numpy(), preds, {"off": 1.0, "on": float(VIEWS)},
         "passes_per_image",
@@ -114,10 +118,9 @@ def choose_tta(run: Run) -> dict:
         cfg = run.config.model_copy(deep=True)
         cfg.model.tta = True
         save_config(cfg, run.path / CONFIG)
-        run.write_predictions("val", [by_id[i] for i in frame["id"]], preds["on"])
+        run.write_predictions("val", records, preds["on"])
         test = run.records("test")
-        run.write_predictions("test", test, predict_proba(tta, DataLoader(run.dataset(test, preload=None), 256),
-                                                          run.task, len(cols)))  # fmt: skip
+        run.write_predictions("test", test, shifted_probabilities(run, test))
     return verdict
 
 
