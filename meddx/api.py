@@ -21,7 +21,7 @@ from meddx.data.readers import read_dataset
 from meddx.data.split import assign_splits
 from meddx.errors import DataError
 from meddx.evaluation.report import evaluate_run
-from meddx.run import CONFIG, ENSEMBLE, MEMBERS, PLAN, PREDICTIONS, Run, load_run, write_status
+from meddx.run import CONFIG, ENSEMBLE, MEMBERS, PLAN, PREDICTIONS, Run, load_run, record_actual_time, write_status
 from meddx.tianchi import submit
 
 
@@ -47,20 +47,23 @@ def train(config: RunConfig | dict | str | Path | None = None, **overrides) -> R
     if made is not None:
         run = decide_tta(run, cfg, made)
         made.save(run.path / PLAN)  # with the choices made on val and the final number of models
-    record_actual_time(run, time.perf_counter() - started)
+    record_actual_time(run.path, time.perf_counter() - started)
     evaluate_run(run)
     write_status(run.path, "complete")
     return run
 
 
-def resume(run: str | Path) -> Run:
+def resume(run: str | Path) -> Run | None:
     """Continue a killed or failed run from its last checkpoint (`meddx train --resume RUN`; a planned ensemble: its
     unfinished members), then evaluate it."""
     from meddx.evaluation.ensemble import ensemble_runs
+    from meddx.training.distributed import is_rank_zero
     from meddx.training.resume import resume_ensemble, resume_fit
 
     if (Path(run) / MEMBERS).is_dir():
         members, cfg, made = resume_ensemble(run)
+        if not is_rank_zero():
+            return None  # a worker process of a distributed run: rank 0 averages and evaluates
         done = (Path(run) / ENSEMBLE).is_file()  # killed while evaluating: the average is already written
         resumed = Run(Path(run)) if done else ensemble_runs(members, run, evaluate=False)
         save_config(cfg, resumed.path / CONFIG)
@@ -68,6 +71,8 @@ def resume(run: str | Path) -> Run:
             made.save(resumed.path / PLAN)
     else:
         resumed = resume_fit(run)
+        if resumed is None:
+            return None
     evaluate_run(resumed)
     write_status(resumed.path, "complete")
     return resumed
@@ -86,16 +91,6 @@ def plan(config: RunConfig | dict | str | Path | None = None, output: str | Path
     made.save(out / PLAN)
     write_text(out / "plan.md", plan_markdown(made))
     return out
-
-
-def record_actual_time(run: Run, seconds: float) -> None:
-    """Write the planned run's actual minutes from reading to trained models (evaluation not included) beside its
-    estimate (plan.json), for the report."""
-    path = run.path / PLAN
-    if path.is_file():
-        plan = json.loads(path.read_text())
-        plan["actual"] = {"until_trained_s": round(seconds, 1)}
-        write_text(path, json.dumps(plan, indent=2))
 
 
 def evaluate(

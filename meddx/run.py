@@ -55,6 +55,16 @@ def write_status(path: Path, state: str, reason: str = "", kind: str = "") -> No
     write_text(Path(path) / STATUS, json.dumps({**info, **extra}, indent=2))
 
 
+def record_actual_time(path: Path, seconds: float) -> None:
+    """Write a planned run's actual time from reading to trained models (evaluation not included) beside its estimate
+    in plan.json, for the report."""
+    plan_path = Path(path) / PLAN
+    if plan_path.is_file():
+        plan = json.loads(plan_path.read_text())
+        plan["actual"] = {"until_trained_s": round(seconds, 1)}
+        write_text(plan_path, json.dumps(plan, indent=2))
+
+
 def read_status(path: Path) -> dict:
     """status.json, with a run left 'running' by a process that no longer exists reported as interrupted."""
     p = Path(path) / STATUS

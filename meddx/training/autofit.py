@@ -11,31 +11,40 @@ from pathlib import Path
 from meddx.config import RunConfig
 from meddx.run import MEMBERS
 from meddx.training.datamodule import RunDataModule
+from meddx.training.distributed import grouped, is_rank_zero, match_launcher, share, start_process_group
 from meddx.training.fit import fit
 from meddx.training.lr_find import find_lr
 from meddx.training.pilot import time_epoch
 from meddx.training.plan import Plan, Planner, fit_budget, make_plan, reserve_seconds
 from meddx.training.search import Chooser, candidates_in_budget, search, should_search, top_up
 from meddx.training.trainer import check_accelerator
-from meddx.training.writer import is_rank_zero, new_run_dir, open_ensemble
+from meddx.training.writer import new_run_dir, open_ensemble
 
 PLAN_ENV = "MEDDX_PLAN"  # rank 0's plan, inherited by the processes Lightning launches (they must not plan again)
 
 
 def plan_run(cfg: RunConfig) -> tuple[RunConfig, RunDataModule, Plan | None]:
-    """The planned config, its data module (set up) and the plan (None when planning is off)."""
+    """The planned config, its data module (set up) and the plan (None when planning is off). Rank 0 plans; the
+    other processes get its plan (through the process group, or Lightning's launcher's environment)."""
     started = time.perf_counter()
+    cfg = match_launcher(cfg)
     check_accelerator(cfg)
+    start_process_group(cfg)
     data = RunDataModule(cfg)
     ds = data.read()
     if not cfg.plan.enabled:
         data.setup()
         return cfg, data, None
-    inherited = None if is_rank_zero() else os.environ.get(PLAN_ENV)  # rank 0 (and every notebook call) plans
-    plan = Plan.from_dict(json.loads(inherited)) if inherited else make_plan(cfg, ds)
+    leader = is_rank_zero()
+    inherited = None if leader else os.environ.get(PLAN_ENV)  # Lightning's launcher: its workers re-run the command
+    if inherited:
+        plan = Plan.from_dict(json.loads(inherited))
+    else:  # rank 0's first plan reaches the others before decoding, so every process decodes at once
+        plan = _from_rank_zero(make_plan(cfg, ds) if leader else None) or make_plan(cfg, ds)
+        leader = leader or not grouped()  # a node started apart, with nothing to inherit, plans alone
     data.cfg = plan.apply(cfg)
     data.setup()
-    if not inherited:
+    if leader:
         distributed = data.cfg.train.devices * data.cfg.train.num_nodes > 1
         if plan.lr_finder.get("wanted"):
             data.cfg = _found_lr(cfg, data, plan)
@@ -44,8 +53,16 @@ def plan_run(cfg: RunConfig) -> tuple[RunConfig, RunDataModule, Plan | None]:
         plan.pilot["data_seconds"] = round(time.perf_counter() - started, 1)
         fit_budget(plan, cfg, plan.pilot.get("steps_per_epoch", 1), time.perf_counter() - started, distributed)
         os.environ[PLAN_ENV] = json.dumps(plan.to_dict(), default=str)
+    if not inherited:
+        plan = _from_rank_zero(plan)  # with the learning rate, the pilot and the epochs
     data.cfg = plan.apply(data.cfg)  # on the data module's config: it holds the resolved vocabulary
     return data.cfg, data, plan
+
+
+def _from_rank_zero(plan: Plan | None) -> Plan | None:
+    """Rank 0's plan in every process of a process group (the argument unchanged outside one, or in rank 0)."""
+    shared = share(None if plan is None else json.dumps(plan.to_dict(), default=str))
+    return plan if is_rank_zero() or shared is None else Plan.from_dict(json.loads(shared))
 
 
 def _found_lr(cfg: RunConfig, data: RunDataModule, plan: Plan) -> RunConfig:
@@ -82,6 +99,8 @@ def train_members(cfg: RunConfig, choose: Chooser | None = None) -> tuple | None
     if is_rank_zero():
         open_ensemble(base, planned, plan, "ensemble")
     members = [fit(seed_config(planned, base, i), data, plan) for i in range(k)]
+    if not is_rank_zero():
+        return None  # a worker process of a distributed run: rank 0 averages the members
     if plan is not None and plan.pilot.get("seconds_per_epoch") and _planned_size(cfg, plan, distributed):
         deadline = started + plan.budget_minutes * 60 - reserve_seconds(plan.budget_minutes * 60)
         more = lambda i: fit(seed_config(planned, base, i), data, plan)  # noqa: E731

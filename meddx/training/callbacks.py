@@ -7,6 +7,7 @@ import random
 
 import numpy as np
 import torch
+from pytorch_lightning import seed_everything
 from pytorch_lightning.callbacks import BaseFinetuning, Callback
 from pytorch_lightning.utilities import rank_zero_warn
 
@@ -54,7 +55,7 @@ class ValDiagnostics(Callback):
 
         if trainer.sanity_checking or not self._p:
             return
-        p, y = torch.cat(self._p).numpy(), torch.cat(self._y).numpy()
+        p, y = gather_rows(trainer, torch.cat(self._p).numpy()), gather_rows(trainer, torch.cat(self._y).numpy())
         aucs, curves = {}, {}
         for j, name in enumerate(self.label_names):
             known = ~np.isnan(y[:, j])
@@ -63,7 +64,7 @@ class ValDiagnostics(Callback):
                 aucs[name] = float(roc_auc_score(yj, pj))
                 curves[name] = roc_curve(yj, pj)[:2]
         for name, auc in aucs.items():
-            pl_module.log(f"val_auc/{name}", auc, rank_zero_only=True)
+            pl_module.log(f"val_auc/{name}", auc, sync_dist=True)  # from every process's rows: the same in each
         tb = next((lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
         if tb is None or not trainer.is_global_zero:
             return
@@ -111,16 +112,17 @@ class CollapseMonitor(Callback):
         self._probs, self._labels = [], []
         if trainer.sanity_checking or not probs:
             return
-        result = detect_collapse(torch.cat(probs).numpy(), self.label_names, self.tolerance, self._targets(labels))
+        every = gather_rows(trainer, torch.cat(probs).numpy())  # the whole val split, not this process's share
+        result = detect_collapse(every, self.label_names, self.tolerance, self._targets(trainer, labels))
         result["epoch"] = trainer.current_epoch + 1
         self.epochs.append(result)
         pl_module.log("val_pred_spread", min(result["spread"].values()), sync_dist=True)
         if result["collapsed"]:
             rank_zero_warn(f"epoch {result['epoch']}: {collapse_message(result)}")
 
-    def _targets(self, labels: list[torch.Tensor]) -> np.ndarray | None:
+    def _targets(self, trainer, labels: list[torch.Tensor]) -> np.ndarray | None:
         """The val labels as one 0/1 column per label (class indices of a multi-class task one-hot), else None."""
-        y = torch.cat(labels).numpy()
+        y = gather_rows(trainer, torch.cat(labels).numpy())
         if y.shape[1] == len(self.label_names):
             return y
         if y.shape[1] == 1 and len(self.label_names) > 1:
@@ -141,6 +143,25 @@ class CollapseMonitor(Callback):
             "collapsed_epochs": [e["epoch"] for e in self.epochs if e["collapsed"]],
             "last": last,
         }
+
+
+def gather_rows(trainer, rows: np.ndarray) -> np.ndarray:
+    """Every process's rows, rank by rank (unchanged in a one-process run); the sampler's padding repeats a few."""
+    if trainer.world_size == 1 or not torch.distributed.is_initialized():
+        return rows
+    parts = [None] * trainer.world_size
+    torch.distributed.all_gather_object(parts, rows)
+    return np.concatenate(parts)
+
+
+class RankSeeds(Callback):
+    """Different random draws in each process of a distributed run (augmentation, mixup, dropout), all from the run's
+    seed: as training starts (a resumed one too), each reseeds from the generator state they share plus its rank."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if trainer.world_size > 1:
+            shared = int(torch.randint(0, 2**31 - 1 - trainer.world_size, (1,)))
+            seed_everything(shared + trainer.global_rank, workers=True, verbose=False)
 
 
 class ResumeState(Callback):

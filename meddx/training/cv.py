@@ -26,6 +26,8 @@ def cross_validate(config: RunConfig | dict | str | Path, folds: int = 5, only_f
     runs, oof = [], []
     for k in only_folds if only_folds is not None else range(folds):
         run = _fold_run(cfg, cv_dir, folds, k)
+        if run is None:  # a worker process of a distributed run: rank 0 writes
+            continue
         runs.append(run.path.name)
         pred = run.predictions("test")
         pred["fold"] = k
@@ -33,6 +35,8 @@ def cross_validate(config: RunConfig | dict | str | Path, folds: int = 5, only_f
         for j, name in enumerate(run.label_names):
             pred[f"prior_{name}"] = prior[j]
         oof.append(pred)
+    if not oof:
+        return cv_dir
     write_frame(pd.concat(oof, ignore_index=True), cv_dir / OOF, index=False, float_format="%.9g")
     write_text(cv_dir / CV, json.dumps({"folds": folds, "runs": runs, "model": {"name": cfg.model.name}}, indent=2))
     return cv_dir

@@ -13,10 +13,11 @@ from meddx.errors import DataError
 from meddx.logs import run_log
 from meddx.run import CHECKPOINTS, Run, write_status
 from meddx.training.datamodule import RunDataModule
+from meddx.training.distributed import is_rank_zero, match_launcher, start_process_group
 from meddx.training.module import Classifier
 from meddx.training.plan import Plan
 from meddx.training.trainer import make_trainer, quiet_lightning
-from meddx.training.writer import SplitPredictionWriter, is_rank_zero, new_run_dir
+from meddx.training.writer import SplitPredictionWriter, new_run_dir
 
 
 def fit(
@@ -32,7 +33,8 @@ def fit(
 
     Returns the Run in the process that wrote it, None in the other processes of a distributed run.
     """
-    cfg = as_config(config)
+    cfg = match_launcher(as_config(config))
+    start_process_group(cfg)
     pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
     if data is None:
         data = RunDataModule(cfg)

@@ -8,6 +8,7 @@ import pytorch_lightning as pl
 
 from meddx.config import RunConfig
 from meddx.training.datamodule import RunDataModule
+from meddx.training.distributed import alone
 from meddx.training.module import Classifier
 from meddx.training.trainer import quiet_lightning
 
@@ -30,6 +31,7 @@ def find_lr(cfg: RunConfig, data: RunDataModule, steps: int = 60) -> dict:
             enable_model_summary=False,
             accelerator=cfg.train.accelerator,
             devices=1,
+            plugins=alone(),
             precision=cfg.train.precision,
         )
         finder = pl.tuner.Tuner(trainer).lr_find(

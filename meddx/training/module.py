@@ -16,12 +16,12 @@ from meddx.training.datamodule import RunDataModule
 from meddx.training.losses import LossWeights, loss_weights, weighted_bce_with_logits
 
 
-def _auroc(task: str, num_labels: int) -> torchmetrics.Metric:
+def _auroc(task: str, num_labels: int, **sync) -> torchmetrics.Metric:
     if task == "multiclass":
-        return torchmetrics.AUROC(task="multiclass", num_classes=num_labels, average="macro")
+        return torchmetrics.AUROC(task="multiclass", num_classes=num_labels, average="macro", **sync)
     if task == "multilabel":  # unknown labels come as -1 (see `_auroc_target`)
-        return torchmetrics.AUROC(task="multilabel", num_labels=num_labels, average="macro", ignore_index=-1)
-    return torchmetrics.AUROC(task="binary", ignore_index=-1)
+        return torchmetrics.AUROC(task="multilabel", num_labels=num_labels, average="macro", ignore_index=-1, **sync)
+    return torchmetrics.AUROC(task="binary", ignore_index=-1, **sync)
 
 
 def _auroc_target(y: torch.Tensor, task: str) -> torch.Tensor:
@@ -72,9 +72,14 @@ class Classifier(pl.LightningModule):
         self.register_buffer("w_pos", torch.tensor(weights.pos_weight or ones))
         self.register_buffer("w_neg", torch.tensor(weights.neg_weight or ones))
         self.register_buffer("w_class", torch.tensor(weights.class_weight or ones))
-        self.val_auroc = _auroc(task, num_labels)
-        self.sanity_loss = torchmetrics.MeanMetric()
+        # synced over the trainer's processes only: rank 0's one-process pilot runs while the others wait in the group
+        sync = {"distributed_available_fn": self._trainer_is_distributed}
+        self.val_auroc = _auroc(task, num_labels, **sync)
+        self.sanity_loss = torchmetrics.MeanMetric(**sync)
         self.initial_val_loss: float | None = None
+
+    def _trainer_is_distributed(self) -> bool:
+        return self._trainer is not None and self.trainer.world_size > 1
 
     @classmethod
     def for_data(cls, cfg: RunConfig, data: RunDataModule) -> Classifier:
@@ -131,7 +136,7 @@ class Classifier(pl.LightningModule):
             if self.initial_val_loss is None:  # a resumed run keeps its untrained model's figure (ResumeState)
                 self.initial_val_loss = loss
             self.sanity_loss.reset()
-        self.log("val_auc", self.val_auroc.compute(), prog_bar=True, sync_dist=False)
+        self.log("val_auc", self.val_auroc.compute(), prog_bar=True, sync_dist=True)  # the same in every process
         self.val_auroc.reset()
 
     def predict_step(self, batch, batch_idx, dataloader_idx=0):

@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 
 from meddx.config import RunConfig
 from meddx.training.datamodule import RunDataModule
+from meddx.training.distributed import alone
 from meddx.training.module import Classifier
 from meddx.training.trainer import quiet_lightning
 
@@ -54,6 +55,7 @@ def time_epoch(cfg: RunConfig, data: RunDataModule, train_batches: int = 12, val
             callbacks=[timer],
             accelerator=cfg.train.accelerator,
             devices=1,
+            plugins=alone(),
             precision=cfg.train.precision,
         )
         trainer.fit(Classifier.for_data(cfg, data), train, val)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from meddx.errors import ConfigError
 from meddx.logs import quiet_third_party
 from meddx.models.finetune import parse_depth
 from meddx.run import CHECKPOINTS, LOGS, TENSORBOARD
-from meddx.training.callbacks import CollapseMonitor, GradualUnfreezing, ResumeState, ValDiagnostics
+from meddx.training.callbacks import CollapseMonitor, GradualUnfreezing, RankSeeds, ResumeState, ValDiagnostics
 from meddx.training.datamodule import RunDataModule
 from meddx.training.plan import Plan
 from meddx.training.writer import RunWriter, SplitPredictionWriter
@@ -39,6 +40,7 @@ def make_callbacks(cfg: RunConfig, run_dir: Path, data: RunDataModule, plan: Pla
         ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1),
         CollapseMonitor(data.dataset.label_names),
         ResumeState(),
+        RankSeeds(),
         LearningRateMonitor("epoch"),
         RunWriter(run_dir, data, plan, cfg),
         SplitPredictionWriter(run_dir, data),
@@ -107,13 +109,16 @@ LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning_fabric", "lightning.pytorch
 @contextmanager
 def quiet_lightning():
     """Keep Lightning's info lines (devices, tips, checkpoint restored) off the terminal for the pilot and the
-    predictions after training; warnings still show."""
+    predictions after training; warnings still show, but for the advice to sync logged values (rank 0's one-process
+    pilot inside a torchrun job has nothing to sync)."""
     loggers = [logging.getLogger(n) for n in LIGHTNING_LOGGERS]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.WARNING)
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="It is recommended to use `self.log")
+            yield
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)

@@ -36,24 +36,26 @@ from meddx.run import (
 )
 from meddx.training.callbacks import CollapseMonitor
 from meddx.training.datamodule import RunDataModule
+from meddx.training.distributed import is_rank_zero, share
 from meddx.training.plan import Plan
 
 RUN_DIR_ENV = "MEDDX_RUN_DIR"
 
 
-def is_rank_zero() -> bool:
-    """True in the process that writes files (always, outside distributed runs)."""
-    return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
-
-
 def new_run_dir(cfg: RunConfig) -> Path:
-    """runs/<name> (or <data>-<model>-<time>), made unique; DDP workers reuse rank 0's through the environment."""
-    if not is_rank_zero():  # a DDP worker: it writes nothing, but must agree on the folder
-        if os.environ.get(RUN_DIR_ENV):
-            return Path(os.environ[RUN_DIR_ENV])
-        if not cfg.name:
-            raise ConfigError("multi-node runs need a run name (--name) so that every node agrees on the run folder")
-        return Path(cfg.output_dir) / cfg.name
+    """runs/<name> (or <data>-<model>-<time>), made unique by rank 0 and shared with every process of the run through
+    the process group (Lightning's launcher, whose workers start inside `fit`: through the environment)."""
+    claimed = str(_claim_run_dir(cfg)) if is_rank_zero() else os.environ.get(RUN_DIR_ENV)
+    path = share(claimed)
+    if path is not None:
+        return Path(path)
+    if not cfg.name:  # a node started by hand (NODE_RANK) with Lightning's launcher: no group yet, nothing inherited
+        raise ConfigError("multi-node runs need a run name (--name) so that every node agrees on the run folder")
+    return Path(cfg.output_dir) / cfg.name
+
+
+def _claim_run_dir(cfg: RunConfig) -> Path:
+    """A new folder for this run: mkdir is the claim, so two runs started at once with one name get two folders."""
     if cfg.name:
         name = cfg.name
     else:
@@ -62,7 +64,7 @@ def new_run_dir(cfg: RunConfig) -> Path:
     base = Path(cfg.output_dir) / name
     base.parent.mkdir(parents=True, exist_ok=True)
     path, k = base, 1
-    while True:  # mkdir is the claim: two runs started at once with one name get two folders, never one mixed
+    while True:
         try:
             path.mkdir()
             break
