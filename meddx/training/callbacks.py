@@ -164,6 +164,27 @@ class RankSeeds(Callback):
             seed_everything(shared + trainer.global_rank, workers=True, verbose=False)
 
 
+class EpochHistory(Callback):
+    """One row per epoch (train and val loss, val AUC, spread of val outputs), kept in every checkpoint: a resumed
+    run reports the epochs before the kill too (Lightning's CSV log starts afresh when a run resumes)."""
+
+    KEYS = ("train_loss", "val_loss", "val_auc", "val_pred_spread")
+
+    def __init__(self):
+        self.rows: list[dict] = []
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:  # before the checkpoints of this epoch are saved
+        metrics = trainer.callback_metrics
+        values = {k: round(float(metrics[k]), 6) for k in self.KEYS if k in metrics}
+        self.rows.append({"epoch": trainer.current_epoch + 1, **values})
+
+    def state_dict(self) -> dict:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.rows = list(state_dict.get("rows", []))
+
+
 class ResumeState(Callback):
     """What a checkpoint needs beyond Lightning's own for a resumed run to continue as if never stopped: the random
     number generators (the next epoch's shuffle and augmentation) and the untrained model's val loss."""

@@ -23,7 +23,14 @@ from meddx.errors import ConfigError
 from meddx.logs import quiet_third_party
 from meddx.models.finetune import parse_depth
 from meddx.run import CHECKPOINTS, LOGS, TENSORBOARD
-from meddx.training.callbacks import CollapseMonitor, GradualUnfreezing, RankSeeds, ResumeState, ValDiagnostics
+from meddx.training.callbacks import (
+    CollapseMonitor,
+    EpochHistory,
+    GradualUnfreezing,
+    RankSeeds,
+    ResumeState,
+    ValDiagnostics,
+)
 from meddx.training.datamodule import RunDataModule
 from meddx.training.plan import Plan
 from meddx.training.writer import RunWriter, SplitPredictionWriter
@@ -41,6 +48,7 @@ def make_callbacks(cfg: RunConfig, run_dir: Path, data: RunDataModule, plan: Pla
         CollapseMonitor(data.dataset.label_names),
         ResumeState(),
         RankSeeds(),
+        EpochHistory(),
         LearningRateMonitor("epoch"),
         RunWriter(run_dir, data, plan, cfg),
         SplitPredictionWriter(run_dir, data),

@@ -11,7 +11,6 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
@@ -20,21 +19,8 @@ from meddx.atomic import save_torch, write_frame, write_text
 from meddx.config import RunConfig, save_config
 from meddx.data.records import SPLITS
 from meddx.errors import ConfigError
-from meddx.run import (
-    CHECKPOINTS,
-    CONFIG,
-    DATA,
-    LOGS,
-    PLAN,
-    PREPROCESS,
-    SPLIT,
-    TRAINING,
-    VOCAB,
-    WEIGHTS,
-    Run,
-    write_status,
-)
-from meddx.training.callbacks import CollapseMonitor
+from meddx.run import CHECKPOINTS, CONFIG, DATA, PLAN, PREPROCESS, SPLIT, TRAINING, VOCAB, WEIGHTS, Run, write_status
+from meddx.training.callbacks import CollapseMonitor, EpochHistory
 from meddx.training.datamodule import RunDataModule
 from meddx.training.distributed import is_rank_zero, share
 from meddx.training.plan import Plan
@@ -112,7 +98,7 @@ class RunWriter(pl.Callback):
             "train_samples_per_second": round(self._samples * trainer.world_size / seconds, 1),
             "initial_val_loss": pl_module.initial_val_loss,
             "loss_weights": pl_module.hparams.loss_weights,
-            "history": history(self.run_dir / LOGS / "metrics.csv"),
+            "history": next(c for c in trainer.callbacks if isinstance(c, EpochHistory)).rows,
             "collapse": next(c for c in trainer.callbacks if isinstance(c, CollapseMonitor)).summary(),
             **finetune_summary(pl_module),
         }
@@ -176,19 +162,6 @@ def finetune_summary(module) -> dict:
     if t.swa:
         out["model_pt"] = "swa"
     return out
-
-
-def history(csv: Path) -> list[dict]:
-    """One row per epoch from Lightning's CSV log: train/val loss, val AUC, spread of val outputs."""
-    if not csv.is_file():
-        return []
-    df = pd.read_csv(csv)
-    cols = [c for c in ("train_loss", "val_loss", "val_auc", "val_pred_spread") if c in df.columns]
-    rows = df.groupby("epoch")[cols].first().reset_index()
-    return [
-        {"epoch": int(r["epoch"]) + 1, **{c: round(float(r[c]), 6) for c in cols if pd.notna(r[c])}}
-        for _, r in rows.iterrows()
-    ]
 
 
 def open_ensemble(base: Path, cfg: RunConfig, plan: Plan | None, kind: str) -> None:
