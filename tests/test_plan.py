@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 import meddx
 from meddx.config import DataConfig, as_config
@@ -165,3 +166,29 @@ def test_a_model_without_a_rule_gets_its_rate_from_the_finder(data_dir, tmp_path
     mine = meddx.plan({**common, "model": {"name": "efficientnet_b0"}, "train": {"lr": 0.0042}}, tmp_path / "mine")
     plan = json.loads((mine / "plan.json").read_text())
     assert plan["lr_finder"] == {} and next(c for c in plan["choices"] if c["field"] == "train.lr")["value"] == 0.0042
+
+
+def test_hardware_rules_for_a_gpu_and_for_the_cpu(data_dir, monkeypatch):
+    """On CUDA: bf16 mixed precision, channels_last and pinned memory; on the CPU none of them. Loader workers only
+    when the decoded images would not fit in memory (here: a limit made small)."""
+    import meddx.training.hardware as hardware
+
+    cfg, ds = _read(data_dir, "medmnist/breastmnist.npz")
+    cpu = make_plan(cfg, ds)
+    assert cpu.value("train.precision") is None and cpu.value("train.channels_last") is None
+    assert cpu.value("train.num_workers") == 0
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    gpu = make_plan(as_config({"data": {"path": cfg.data.path}, "train": {"accelerator": "gpu"}}), ds)
+    assert gpu.accelerator == "gpu"
+    assert (gpu.value("train.precision"), gpu.value("train.channels_last"), gpu.value("train.pin_memory")) == (
+        "bf16-mixed", True, True
+    )  # fmt: skip
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert make_plan(as_config({"data": {"path": cfg.data.path}}), ds).value("train.precision") == "16-mixed"
+    monkeypatch.setattr(hardware, "PRELOAD_LIMIT_BYTES", 1000)
+    monkeypatch.setattr(hardware, "usable_cores", lambda: 4)
+    lazy = make_plan(cfg, ds)
+    assert lazy.value("train.num_workers") == 3 and "over the in-memory limit" in next(
+        c.reason for c in lazy.choices if c.field == "train.num_workers"
+    )

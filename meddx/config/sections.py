@@ -141,7 +141,10 @@ class TrainConfig(_Section):
     devices: int = Field(1, ge=1)
     num_nodes: int = Field(1, ge=1)
     num_workers: int = Field(0, ge=0)
-    precision: str = "32-true"
+    pin_memory: bool = Field(False, description="Page-locked batches for faster copies to a GPU.")
+    precision: str = Field("32-true", description="Lightning's precision: 32-true, bf16-mixed, 16-mixed.")
+    channels_last: bool = Field(False, description="Image models: NHWC memory layout (faster convolutions on GPUs).")
+    compile: bool = Field(False, description="torch.compile the model (slow first steps; faster later on GPUs).")
     progress_bar: bool = True
     limit_train_batches: float | int | None = None
     token_dropout: float = Field(0.0, ge=0, lt=1, description="Sequences: share of tokens replaced by unk in training.")

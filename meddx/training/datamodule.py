@@ -91,6 +91,7 @@ class RunDataModule(pl.LightningDataModule):
             sampler=length_grouped_sampler(data.inputs, t.batch_size) if grouped else None,
             collate_fn=trim_padding if self.is_sequence else None,
             num_workers=t.num_workers,
+            pin_memory=t.pin_memory,
             drop_last=shuffle and len(data) > t.batch_size,
             persistent_workers=t.num_workers > 0,
         )

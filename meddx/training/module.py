@@ -88,7 +88,18 @@ class Classifier(pl.LightningModule):
         weights = loss_weights(cfg.train.class_weights, ds.subset("train").labels, ds.task)
         return cls(cfg.model, cfg.train, ds.task, data.in_chans, len(ds.label_names), weights, data.model_kwargs)
 
+    def configure_model(self) -> None:
+        """`train.channels_last` and `train.compile`, once the model is on its device (Lightning calls this for every
+        fit and predict); compiled in place, so weights and checkpoints keep their names."""
+        if self.train_cfg.channels_last:
+            self.model.to(memory_format=torch.channels_last)  # 4-D weights only: a token model is unchanged
+        if self.train_cfg.compile and not getattr(self, "_compiled", False):
+            self.model.compile()
+            self._compiled = True
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.train_cfg.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.model(x)
 
     def loss(self, logits: torch.Tensor, y: torch.Tensor, smoothing: float = 0.0, soft: bool = False) -> torch.Tensor:

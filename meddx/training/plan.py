@@ -17,6 +17,7 @@ from meddx.config import RunConfig, apply_overrides, validate_config
 from meddx.data.fingerprint import fingerprint
 from meddx.data.records import DataSet
 from meddx.models import min_input_size
+from meddx.training.hardware import hardware_rules
 from meddx.training.losses import is_imbalanced
 
 SCHEMA = "meddx.plan/1"
@@ -251,6 +252,7 @@ def make_plan(cfg: RunConfig, ds: DataSet) -> Plan:
         _sequence_rules(planner)
     else:
         _image_rules(planner, plan.fingerprint, gpu, ds.subset("train").labels)
+    hardware_rules(planner, gpu, plan.fingerprint)
     return plan
 
 

@@ -85,10 +85,10 @@ def make_trainer(cfg: RunConfig, run_dir: Path, data: RunDataModule, plan: Plan 
     check_accelerator(cfg)
     t = cfg.train
     strategy = "auto"
+    on_gpu = t.accelerator in ("gpu", "cuda") or (t.accelerator == "auto" and torch.cuda.is_available())
     if t.devices * t.num_nodes > 1:
         from pytorch_lightning.strategies import DDPStrategy
 
-        on_gpu = t.accelerator in ("gpu", "cuda") or (t.accelerator == "auto" and torch.cuda.is_available())
         strategy = DDPStrategy(process_group_backend="nccl" if on_gpu else "gloo")
     return pl.Trainer(
         max_epochs=t.max_epochs,
@@ -108,6 +108,7 @@ def make_trainer(cfg: RunConfig, run_dir: Path, data: RunDataModule, plan: Plan 
         limit_train_batches=t.limit_train_batches,
         default_root_dir=str(run_dir),
         num_sanity_val_steps=-1,
+        benchmark=True if on_gpu else None,  # cuDNN picks the fastest convolution for the fixed input size
     )
 
 
