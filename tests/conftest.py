@@ -6,12 +6,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# the decoded-image cache of this test session (shared by its tests and the processes they start), never ~/.cache
+os.environ["MEDDX_CACHE_DIR"] = tempfile.mkdtemp(prefix="meddx-test-cache-")
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("MEDDX_DATA_DIR", REPO.parent / "shared" / "data"))
 ARTIFACTS = REPO / "test-artifacts"

@@ -42,6 +42,11 @@ class DataConfig(_Section):
         "ignore", description="CSV label -1 (uncertain, CheXpert): unknown (left out), or read as 1 or as 0."
     )
     normalize: Literal["dataset", "sample", "none"] = "dataset"
+    cache: bool = Field(
+        True,
+        description="Keep decoded images on disk ($MEDDX_CACHE_DIR, default ~/.cache/meddx/decoded), memory-mapped "
+        "and reused by later runs, folds and processes.",
+    )
     dicom_window: tuple[float, float] | None = Field(None, description="(center, width); default: the file's own.")
     label_set: Literal["both", "regions", "types"] = Field(
         "both", description="Tianchi round 2: 29 labels (17 regions + 12 types), regions only or types only."

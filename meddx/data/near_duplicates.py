@@ -6,25 +6,27 @@ the shared data: copies (resized 1.5-2x and saved as JPEG 70, JPEG 60, downsized
 least 0.9995 on DaTscan and Kermany X-rays but moved the hash up to 6 bits on low-count DaTscan; among the 40,985
 candidate pairs of distinct DaTscan slices (smooth look-alikes) the highest correlation was 0.9974, among Kermany's,
 PneumoniaMNIST's and NIH's distinct pairs below 0.986. Missed: crops (a 5% crop moved the hash 6-12 bits and the
-correlation to 0.75-0.90) and 28 px images shrunk further (r 0.994). About 20 s for Kermany's 5,216 images here.
+correlation to 0.75-0.90) and 28 px images shrunk further (r 0.994). Hashes are kept by SHA-1 in the cache folder, so
+a data set's second run decodes nothing for this check.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import warnings
 from collections.abc import Iterable
 
 import numpy as np
 from PIL import Image
 
+from meddx.data.cache import store_phashes, stored_phashes
 from meddx.data.images import read_pixels
 from meddx.data.records import Record
 from meddx.errors import DataError
 from meddx.logs import progress
 
 MAX_DISTANCE, MIN_CORRELATION, THUMB = 10, 0.998, 32
+SEARCH_BLOCK = 1024  # rows of the distance matrix at a time (8 MB of distances for 1,024 x 8,192 hashes)
 RULE = f"perceptual hash within {MAX_DISTANCE} of 64 bits, confirmed by {THUMB} px correlation >= {MIN_CORRELATION}"
 
 
@@ -88,21 +90,31 @@ def phash(plane: np.ndarray) -> str:
 
 
 def hash_records(records: Iterable[Record]) -> None:
-    """Set `record.phash` for every readable image record not hashed yet."""
+    """Set `record.phash` for every readable image record not hashed yet; hashes of files seen before (by SHA-1) come
+    from the cache folder's store instead of decoding the image again."""
     records = list(records)
-    for r in progress(records, f"looking for near duplicates in {len(records)} images"):
-        if r.phash is None and (plane := grey(r)) is not None:
+    known = stored_phashes([r.sha1 for r in records if r.phash is None and r.sha1])
+    for r in records:
+        r.phash = r.phash or known.get(r.sha1)
+    todo = [r for r in records if r.phash is None]
+    for r in progress(todo, f"looking for near duplicates in {len(todo)} images"):
+        if (plane := grey(r)) is not None:
             r.phash = phash(plane)
+    store_phashes({r.sha1: r.phash for r in todo if r.sha1 and r.phash})
 
 
 def _candidates(hashes: dict[str, str]) -> list[tuple[str, str]]:
-    """Pairs of keys whose hashes lie within MAX_DISTANCE bits (imagededup's search)."""
-    if len(hashes) < 2:
-        return []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        found = _hasher().find_duplicates(encoding_map=hashes, max_distance_threshold=MAX_DISTANCE, num_dist_workers=1)
-    return sorted({tuple(sorted((a, b))) for a, others in found.items() for b in others})
+    """Pairs of keys whose 64-bit hashes lie within MAX_DISTANCE bits: XOR and popcount over blocks of rows (numpy),
+    the pairs imagededup's search finds, in 0.1 s rather than 6-18 s for 5,900 hashes here."""
+    keys = list(hashes)
+    codes = np.array([int(hashes[k], 16) for k in keys], dtype=np.uint64)
+    pairs = set()
+    for start in range(0, len(codes), SEARCH_BLOCK):
+        near = np.bitwise_count(codes[start : start + SEARCH_BLOCK, None] ^ codes[None, :]) <= MAX_DISTANCE
+        for a, b in zip(*np.nonzero(near)):
+            if start + a < b:
+                pairs.add(tuple(sorted((keys[start + a], keys[b]))))
+    return sorted(pairs)
 
 
 def near_duplicate_pairs(records: list[Record], exact: set[frozenset[str]]) -> list[tuple[Record, Record]]:

@@ -13,12 +13,14 @@ from torch.utils.data import Dataset
 
 from meddx.atomic import write_text
 from meddx.config import DataConfig
+from meddx.data.cache import Decoded
 from meddx.data.images import load_image
 from meddx.data.records import Record
 from meddx.logs import progress
 
 PRELOAD_LIMIT_BYTES = 2 * 1024**3
 STATS_SAMPLES = 2000
+STATS_BLOCK = 64  # images summed at a time
 
 
 @dataclass
@@ -76,11 +78,19 @@ class Preprocess:
         return cls(**d)
 
 
-def resolve_preprocess(cfg: DataConfig, train_records: list[Record]) -> Preprocess:
-    """Fill in channels and size from the first image and data-set statistics from the train split."""
-    first = load_image(train_records[0], cfg.views, cfg.view_axis, cfg.channels, cfg.dicom_window)
+def resolve_preprocess(cfg: DataConfig, train_records: list[Record], decoded: Decoded | None = None) -> Preprocess:
+    """Fill in channels and size from the first image and data-set statistics from the train split (read from
+    `decoded`, the cached images, when given; else decoded here)."""
+    prep = base_preprocess(cfg, train_records[0])
+    fill_statistics(prep, train_records, decoded)
+    return prep
+
+
+def base_preprocess(cfg: DataConfig, first_record: Record) -> Preprocess:
+    """Channels and size from the config or the first image; no statistics yet."""
+    first = load_image(first_record, cfg.views, cfg.view_axis, cfg.channels, cfg.dicom_window)
     size = (cfg.image_size, cfg.image_size) if cfg.image_size else tuple(int(s) for s in first.shape[1:])
-    prep = Preprocess(
+    return Preprocess(
         channels=cfg.channels or int(first.shape[0]),
         image_size=size,
         normalize=cfg.normalize,
@@ -88,32 +98,62 @@ def resolve_preprocess(cfg: DataConfig, train_records: list[Record]) -> Preproce
         view_axis=cfg.view_axis,
         dicom_window=cfg.dicom_window,
     )
-    if cfg.normalize == "dataset":
-        step = max(1, len(train_records) // STATS_SAMPLES)
-        stack = np.stack([prep.raw(r) for r in train_records[::step]])
-        prep.mean = [float(v) for v in stack.mean(axis=(0, 2, 3))]
-        prep.std = [float(max(v, 1e-6)) for v in stack.std(axis=(0, 2, 3))]
-    return prep
+
+
+def fill_statistics(prep: Preprocess, train_records: list[Record], decoded: Decoded | None = None) -> None:
+    """Per-channel mean and std of (an even sample of up to STATS_SAMPLES) train images, for `dataset` normalising;
+    summed in blocks of images, so memory stays small at any image size."""
+    if prep.normalize != "dataset":
+        return
+    sample = train_records[:: max(1, len(train_records) // STATS_SAMPLES)]
+    rows = np.sort(decoded.rows_of(sample)) if decoded is not None else None
+    total = np.zeros((2, prep.channels))
+    for start in range(0, len(sample), STATS_BLOCK):
+        if rows is not None:
+            block = np.asarray(decoded.array[rows[start : start + STATS_BLOCK]], dtype=np.float64)
+        else:
+            block = np.stack([prep.raw(r) for r in sample[start : start + STATS_BLOCK]]).astype(np.float64)
+        total += [block.sum(axis=(0, 2, 3)), np.square(block).sum(axis=(0, 2, 3))]
+    n = len(sample) * prep.image_size[0] * prep.image_size[1]
+    mean = total[0] / n
+    prep.mean = [float(v) for v in mean]
+    prep.std = [float(max(np.sqrt(max(v, 0.0)), 1e-6)) for v in total[1] / n - mean**2]
+
+
+def decode_settings(prep: Preprocess) -> dict:
+    """What decides the decoded pixels (the cache's key, with the images); normalising comes after."""
+    return {k: v for k, v in asdict(prep).items() if k not in ("normalize", "mean", "std")}
 
 
 class ImageDataset(Dataset):
-    """(image, label) pairs; decodes every image up front when they fit in memory, which also finds bad files early."""
+    """(image, label) pairs: from memory (decoded up front when they fit, which also finds bad files early), from the
+    cache's memory-mapped rows (`decoded`), or decoded item by item."""
 
-    def __init__(self, records: list[Record], prep: Preprocess, preload: bool | None = None):
-        self.records, self.prep = records, prep
+    def __init__(
+        self, records: list[Record], prep: Preprocess, preload: bool | None = None, decoded: Decoded | None = None
+    ):
+        self.records, self.prep, self.decoded = records, prep, decoded
         self.labels = (
             torch.from_numpy(np.stack([r.labels for r in records]).astype(np.float32)) if records else torch.zeros(0)
         )
+        self.rows = decoded.rows_of(records) if decoded is not None else None
         nbytes = len(records) * prep.channels * prep.image_size[0] * prep.image_size[1] * 4
         self.images: torch.Tensor | None = None
-        if preload if preload is not None else nbytes <= PRELOAD_LIMIT_BYTES:
-            decoded = [prep.raw(r) for r in progress(records, f"decoding {len(records)} images")]
-            raw = torch.from_numpy(np.stack(decoded)) if records else torch.zeros(0)
-            self.images = prep.normalise(raw) if len(records) else raw
+        if records and (preload if preload is not None else nbytes <= PRELOAD_LIMIT_BYTES):
+            if decoded is not None:
+                raw = np.asarray(decoded.array[self.rows], dtype=np.float32)
+            else:
+                raw = np.stack([prep.raw(r) for r in progress(records, f"decoding {len(records)} images")])
+            self.images = prep.normalise(torch.from_numpy(raw))
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.images[i] if self.images is not None else self.prep(self.records[i])
+        if self.images is not None:
+            x = self.images[i]
+        elif self.rows is not None:
+            x = self.prep.normalise(torch.from_numpy(np.array(self.decoded.array[self.rows[i]], dtype=np.float32)))
+        else:
+            x = self.prep(self.records[i])
         return x, self.labels[i]

@@ -9,13 +9,14 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset
 
 from meddx.config import RunConfig, load_config
+from meddx.data.cache import decoded_images
 from meddx.data.leakage import enforce_no_leakage
 from meddx.data.readers import read_dataset
 from meddx.data.records import SPLITS, DataSet
 from meddx.data.reports import read_descriptions
 from meddx.data.sequences import SequenceDataset, Vocab, build_vocab, is_sequence, length_grouped_sampler, trim_padding
 from meddx.data.split import assign_splits
-from meddx.data.tensors import ImageDataset, Preprocess, resolve_preprocess
+from meddx.data.tensors import ImageDataset, Preprocess, base_preprocess, decode_settings, fill_statistics
 from meddx.errors import ConfigError
 from meddx.models import MODEL_INFO, min_input_size
 from meddx.models.sequence import resolve_size
@@ -58,13 +59,23 @@ class RunDataModule(pl.LightningDataModule):
             self.prep = resolve_vocab(self.cfg, ds)
             self.datasets = {s: SequenceDataset(parts[s], self.prep) for s in SPLITS if parts[s]}
         else:
-            self.prep = resolve_preprocess(self.cfg.data, parts["train"])
+            self.prep = base_preprocess(self.cfg.data, parts["train"][0])
             need = min_input_size(self.cfg.model.name)
             if min(self.prep.image_size) < need:
                 raise ConfigError(
                     f"model '{self.cfg.model.name}' needs images of at least {need} px; set data.image_size >= {need}"
                 )
-            self.datasets = {s: ImageDataset(parts[s], self.prep) for s in SPLITS if parts[s]}
+            decoded = None
+            if self.cfg.data.cache:  # decoded once for every split, run and process, then read from the page cache
+                decoded = decoded_images(ds.records, self.prep.raw, decode_settings(self.prep))
+            fill_statistics(self.prep, parts["train"], decoded)
+            t = self.cfg.train
+            shared = t.devices * t.num_nodes > 1 and decoded is not None  # one copy for all processes, not one each
+            self.datasets = {
+                s: ImageDataset(parts[s], self.prep, preload=False if shared else None, decoded=decoded)
+                for s in SPLITS
+                if parts[s]
+            }
 
     @property
     def is_sequence(self) -> bool:
