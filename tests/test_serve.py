@@ -188,14 +188,14 @@ def test_inference_runs_off_the_event_loop_and_times_out(package, scans, monkeyp
     app = create_app(package, timeout_s=1.0, threads=2)
     predictor = app.state.predictor
     started, release = threading.Event(), threading.Event()
-    real = predictor.predict
+    real = predictor.prepare
 
-    def slow(data, *args):
+    def slow(data):
         started.set()
         release.wait(5)
-        return real(data, *args)
+        return real(data)
 
-    monkeypatch.setattr(predictor, "predict", slow)
+    monkeypatch.setattr(predictor, "prepare", slow)
     with TestClient(app) as c:
         result = {}
         worker = threading.Thread(target=lambda: result.update(r=_post(c, scans[0].read_bytes())))
@@ -340,12 +340,12 @@ def test_a_504_bounds_the_work_it_abandons(package, scans):
     app = create_app(package, timeout_s=0.2, threads=2)
     started = []
 
-    def slow(data, *args):
+    def slow(data):
         started.append(time.perf_counter())
         time.sleep(1.0)
         return {}
 
-    app.state.predictor.predict = slow
+    app.state.predictor.prepare = slow
 
     async def burst():
         transport = httpx.ASGITransport(app=app)
@@ -357,3 +357,97 @@ def test_a_504_bounds_the_work_it_abandons(package, scans):
     assert [r.status_code for r in answers] == [504] * 10 and "longer than 0.2 s" in answers[0].json()["detail"]
     time.sleep(1.5)  # anything still queued would have started by now
     assert len(started) <= 2, len(started)
+
+
+def _burst(app, uploads: list[bytes]) -> list:
+    """All uploads posted at once to the app in this process (no lifespan: the batcher starts by itself), then
+    /health."""
+    import asyncio
+
+    import httpx
+
+    async def run():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=300) as c:
+            posts = (c.post("/predict", files={"file": ("s.png", u, "image/png")}) for u in uploads)
+            return [*await asyncio.gather(*posts), await c.get("/health")]
+
+    return asyncio.run(run())
+
+
+def test_batched_answers_equal_unbatched_ones_and_a_bad_upload_fails_alone(package, scans):
+    """Six scans and one broken upload at once: the six share one model call (the batch is full at six, so the long
+    wait never runs out), each gets the probability it gets alone, and the broken one gets its own 422."""
+    with TestClient(create_app(package, max_batch=1)) as c:
+        assert c.get("/health").json()["batching"] == {"max_batch": 1}
+        alone = [_post(c, s.read_bytes()).json()["probabilities"]["PD"] for s in scans]
+    app = create_app(package, timeout_s=300, max_batch=len(scans), batch_wait_ms=120_000)
+    uploads = [s.read_bytes() for s in scans]
+    *answers, health = _burst(app, uploads[:3] + [uploads[0][:40]] + uploads[3:])
+    bad = answers.pop(3)
+    assert bad.status_code == 422 and "PNG" in bad.json()["detail"], bad.text
+    assert [r.status_code for r in answers] == [200] * len(scans), [r.text for r in answers]
+    together = [r.json()["probabilities"]["PD"] for r in answers]
+    assert together == pytest.approx(alone, abs=1e-6)
+    batching = health.json()["batching"]
+    assert (batching["model_calls"], batching["requests"], batching["waiting"]) == (1, len(scans), 0)
+
+
+def test_onnx_threads_follow_the_cores_and_the_workers(package, monkeypatch):
+    """ONNX Runtime's intra-op threads are the usable cores shared among the request threads; /health says so."""
+    from meddx.serve import microbatch
+
+    assert microbatch.usable_cores() == len(os.sched_getaffinity(0))
+    monkeypatch.setattr(microbatch, "usable_cores", lambda: 8)
+    app = create_app(package, threads=4)
+    options = app.state.predictor._session.get_session_options()
+    assert (options.intra_op_num_threads, options.inter_op_num_threads) == (2, 1)
+    with TestClient(app) as c:
+        health = c.get("/health").json()
+    assert health["threads"] == {"cores": 8, "workers": 4, "intra_op": 2, "inter_op": 1}
+    assert health["batching"]["max_batch"] == 32 and health["batching"]["wait_ms"] == 5
+
+
+def test_sigterm_answers_the_requests_waiting_in_a_batch(package, scans):
+    """`meddx serve` stopped by SIGTERM while six requests wait in the batcher (a 5 s batch wait): all six are
+    answered with 200 before it exits."""
+    import asyncio
+    import signal
+
+    import httpx
+
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "meddx", "serve", str(package), "--port", str(port), "--batch-wait-ms", "5000"],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    async def run():
+        async with httpx.AsyncClient(base_url=url, timeout=120) as c:
+            for _ in range(240):
+                try:
+                    await c.get("/health")
+                    break
+                except httpx.HTTPError:
+                    await asyncio.sleep(0.5)
+            posts = [asyncio.create_task(c.post("/predict", files={"file": ("s.png", s.read_bytes())})) for s in scans]
+            for _ in range(3000):  # until the server holds all six in its batcher (their batch waits 5 s)
+                if (await c.get("/health")).json()["batching"]["waiting"] == len(scans):
+                    break
+                await asyncio.sleep(0.02)
+            else:
+                pytest.fail(f"the requests never all waited in the batcher: {await asyncio.gather(*posts)}")
+            server.send_signal(signal.SIGTERM)
+            return await asyncio.gather(*posts, return_exceptions=True)
+
+    try:
+        answers = asyncio.run(run())
+        assert [getattr(r, "status_code", r) for r in answers] == [200] * len(scans)
+        assert server.wait(60) in (0, -signal.SIGTERM)
+    finally:
+        if server.poll() is None:
+            server.kill()
