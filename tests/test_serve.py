@@ -376,12 +376,19 @@ def _burst(app, uploads: list[bytes]) -> list:
 
 
 def test_batched_answers_equal_unbatched_ones_and_a_bad_upload_fails_alone(package, scans):
-    """Six scans and one broken upload at once: the six share one model call (the batch is full at six, so the long
-    wait never runs out), each gets the probability it gets alone, and the broken one gets its own 422."""
+    """Six scans and one broken upload at once: the six share one model call (all seven are being decoded before the
+    first reaches the batcher, which is full at six), each gets the probability it gets alone, the broken one a 422."""
     with TestClient(create_app(package, max_batch=1)) as c:
         assert c.get("/health").json()["batching"] == {"max_batch": 1}
         alone = [_post(c, s.read_bytes()).json()["probabilities"]["PD"] for s in scans]
-    app = create_app(package, timeout_s=300, max_batch=len(scans), batch_wait_ms=120_000)
+    app = create_app(package, timeout_s=300, threads=8, max_batch=len(scans), batch_wait_ms=120_000)
+    barrier, real = threading.Barrier(len(scans) + 1, timeout=120), app.state.predictor.prepare
+
+    def together(data: bytes):  # every upload is being decoded before any reaches the batcher
+        barrier.wait()
+        return real(data)
+
+    app.state.predictor.prepare = together
     uploads = [s.read_bytes() for s in scans]
     *answers, health = _burst(app, uploads[:3] + [uploads[0][:40]] + uploads[3:])
     bad = answers.pop(3)
@@ -408,46 +415,59 @@ def test_onnx_threads_follow_the_cores_and_the_workers(package, monkeypatch):
     assert health["batching"]["max_batch"] == 32 and health["batching"]["wait_ms"] == 5
 
 
-def test_sigterm_answers_the_requests_waiting_in_a_batch(package, scans):
-    """`meddx serve` stopped by SIGTERM while six requests wait in the batcher (a 5 s batch wait): all six are
-    answered with 200 before it exits."""
+def test_shutdown_answers_the_requests_it_holds(package, scans, monkeypatch):
+    """uvicorn's graceful shutdown (what SIGTERM starts) while six requests are being decoded: once the listener is
+    closed they go on through the batcher, and all six are answered with 200 before the server stops."""
     import asyncio
-    import signal
 
     import httpx
+    import uvicorn
 
+    app = create_app(package, threads=8)
+    predictor, entered, release = app.state.predictor, [], threading.Event()
+    real = predictor.prepare
+
+    def held(data: bytes):
+        entered.append(data)
+        release.wait(120)
+        return real(data)
+
+    monkeypatch.setattr(predictor, "prepare", held)
     port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "meddx", "serve", str(package), "--port", str(port), "--batch-wait-ms", "5000"],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
-    )
-    url = f"http://127.0.0.1:{port}"
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run)  # not the main thread: uvicorn leaves the signals alone
+    thread.start()
+
+    def until(condition, what: str) -> None:
+        for _ in range(6000):
+            if condition():
+                return
+            time.sleep(0.02)
+        pytest.fail(f"waited two minutes for {what}")
+
+    def listening() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+            return True
+        except OSError:
+            return False
 
     async def run():
-        async with httpx.AsyncClient(base_url=url, timeout=120) as c:
-            for _ in range(240):
-                try:
-                    await c.get("/health")
-                    break
-                except httpx.HTTPError:
-                    await asyncio.sleep(0.5)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120) as c:
             posts = [asyncio.create_task(c.post("/predict", files={"file": ("s.png", s.read_bytes())})) for s in scans]
-            for _ in range(3000):  # until the server holds all six in its batcher (their batch waits 5 s)
-                if (await c.get("/health")).json()["batching"]["waiting"] == len(scans):
-                    break
-                await asyncio.sleep(0.02)
-            else:
-                pytest.fail(f"the requests never all waited in the batcher: {await asyncio.gather(*posts)}")
-            server.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(until, lambda: len(entered) == len(scans), "six requests to be held")
+            server.should_exit = True  # what uvicorn's SIGTERM handler does
+            await asyncio.to_thread(until, lambda: not listening(), "the listener to close")
+            release.set()
             return await asyncio.gather(*posts, return_exceptions=True)
 
     try:
+        until(lambda: server.started, "the server to start")
         answers = asyncio.run(run())
         assert [getattr(r, "status_code", r) for r in answers] == [200] * len(scans)
-        assert server.wait(60) in (0, -signal.SIGTERM)
+        thread.join(60)
+        assert not thread.is_alive() and app.state.batcher.rows == len(scans)
     finally:
-        if server.poll() is None:
-            server.kill()
+        release.set()
+        server.should_exit = True
+        thread.join(60)

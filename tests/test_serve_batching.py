@@ -39,16 +39,36 @@ def test_concurrent_inputs_share_one_call_and_each_gets_its_row():
         assert row.shape == (1, 2) and np.all(row == 2 * i)
 
 
-def test_a_batch_short_of_max_runs_when_the_wait_ends():
-    """All five are queued before the worker first runs, so the one call holds five (the wait only ends it)."""
+def test_inputs_queued_together_run_at_once_when_nothing_else_is_on_its_way():
+    """All five are queued before the worker first runs; with no request being decoded, the long wait is skipped."""
     model = Model()
-    batcher = MicroBatcher(model, None, max_batch=32, wait_ms=50)
+    batcher = MicroBatcher(model, None, max_batch=32, wait_ms=60_000)
 
     async def burst():
         return await asyncio.gather(*(batcher.submit(np.full((1, 3), i, np.float32)) for i in range(5)))
 
     assert [float(r[0, 0]) for r in asyncio.run(burst())] == [0, 2, 4, 6, 8]
     assert model.sizes == [5]
+
+
+def test_a_batch_waits_for_a_request_being_decoded_and_not_for_one_that_failed():
+    model = Model()
+    batcher = MicroBatcher(model, None, max_batch=3, wait_ms=60_000)
+
+    async def request(value: float, steps: int, fails: bool = False):
+        with batcher.preparing():
+            for _ in range(steps):  # decoding, in event-loop steps
+                await asyncio.sleep(0)
+            if fails:
+                return "bad upload"
+        return await batcher.submit(np.full((1, 1), value, np.float32))
+
+    async def scenario():
+        return await asyncio.gather(request(1, 0), request(2, 5), request(3, 10, fails=True))
+
+    first, second, third = asyncio.run(scenario())
+    assert (float(first[0, 0]), float(second[0, 0]), third) == (2, 4, "bad upload")
+    assert model.sizes == [2]  # the first waited for the second; the failed third ended the wait (not 60 s)
 
 
 def test_a_caller_that_gave_up_is_left_out_of_the_next_batch():

@@ -8,7 +8,7 @@ import json
 import secrets
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from importlib.resources import files
 from pathlib import Path
 
@@ -150,7 +150,8 @@ def _answerer(
 
     async def answer(data: bytes, cam: bool, label: str | None, image: bool) -> dict:
         loop = asyncio.get_running_loop()
-        prepared = await loop.run_in_executor(pool, predictor.prepare, data)
+        with batcher.preparing() if batcher else nullcontext():  # a batch may wait for this one
+            prepared = await loop.run_in_executor(pool, predictor.prepare, data)
         x = prepared.x.numpy()
         p = await (batcher.submit(x) if batcher else loop.run_in_executor(pool, predictor.probabilities, x))
         if cam or image:

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -26,8 +27,8 @@ def session_threads(workers: int, cores: int | None = None) -> dict[str, int]:
 
 
 class MicroBatcher:
-    """Collects (1, ...) inputs until `max_batch` are queued or `wait_ms` passed since the first, runs `model` once
-    on them in `executor`, and answers each caller with its own (1, ...) row; one batch runs at a time."""
+    """Collects (1, ...) inputs until `max_batch` are queued or `wait_ms` passed since the first (not waiting when no
+    other request is being decoded), runs `model` once on them in `executor`, and answers each caller its own row."""
 
     def __init__(self, model: Callable[[np.ndarray], np.ndarray], executor: Executor | None, max_batch: int = 32,
                  wait_ms: float = 5.0):  # fmt: skip
@@ -35,6 +36,7 @@ class MicroBatcher:
             raise ValueError(f"max_batch must be at least 1 and wait_ms at least 0, not {max_batch} and {wait_ms}")
         self.model, self.executor, self.max_batch, self.wait_s = model, executor, max_batch, wait_ms / 1000
         self.calls, self.rows, self.waiting = 0, 0, 0  # model calls made, inputs they answered, callers waiting
+        self.coming = 0  # requests being decoded, whose inputs a batch may wait for
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue | None = None
         self._worker: asyncio.Task | None = None
@@ -63,22 +65,33 @@ class MicroBatcher:
         finally:
             self.waiting -= 1
 
+    @contextmanager
+    def preparing(self) -> Iterator[None]:
+        """Marks a request being decoded: a batch waits for more inputs only while some request is (else it runs)."""
+        self.coming += 1
+        try:
+            yield
+        finally:
+            self.coming -= 1
+            if not self.coming and self._queue is not None and self._loop is asyncio.get_running_loop():
+                self._queue.put_nowait(None)  # wakes a batch waiting for an input that will not come
+
     async def _collect(self, queue: asyncio.Queue) -> list[tuple[np.ndarray, asyncio.Future]]:
-        """The next batch: the first queued input, then whatever arrives within the wait, up to `max_batch`."""
-        batch = [await queue.get()]
-        deadline = asyncio.get_running_loop().time() + self.wait_s
+        """The next batch: the first queued input, then more until `max_batch`, the wait's end, or no request is
+        being decoded (nothing more can come soon)."""
+        batch: list = []
+        deadline = None
         while len(batch) < self.max_batch:
-            if not queue.empty():
-                batch.append(queue.get_nowait())
-                continue
-            left = deadline - asyncio.get_running_loop().time()
-            if left <= 0:
+            if queue.empty() and batch and not self.coming:
                 break
             try:
-                async with asyncio.timeout(left):
-                    batch.append(await queue.get())
+                async with asyncio.timeout_at(deadline):
+                    item = await queue.get()
             except TimeoutError:
                 break
+            if item is not None:
+                batch.append(item)
+                deadline = deadline or asyncio.get_running_loop().time() + self.wait_s
         return [(x, f) for x, f in batch if not f.done()]  # a caller that timed out (504) is not computed
 
     async def _work(self, queue: asyncio.Queue) -> None:
