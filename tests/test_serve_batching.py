@@ -9,6 +9,7 @@ import threading
 import numpy as np
 import pytest
 
+from meddx.errors import ConfigError
 from meddx.serve.microbatch import MicroBatcher, session_threads
 
 
@@ -113,8 +114,9 @@ def test_a_failed_call_reaches_every_caller_and_the_next_batch_still_runs():
 
 
 def test_settings_are_checked():
-    with pytest.raises(ValueError, match="max_batch"):
-        MicroBatcher(Model(), None, max_batch=0)
+    for max_batch, wait_ms in ((0, 5), (4, -1)):
+        with pytest.raises(ConfigError, match="max_batch must be at least 1"):
+            MicroBatcher(Model(), None, max_batch, wait_ms)
 
 
 @pytest.mark.parametrize(("cores", "workers", "intra"), [(2, 2, 1), (16, 4, 4), (2, 8, 1), (16, 1, 16), (8, 3, 2)])

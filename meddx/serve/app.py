@@ -96,7 +96,7 @@ def create_app(
     on the event loop; concurrent requests' model calls are batched (up to `max_batch`, waiting `batch_wait_ms`)."""
     predictor = Predictor(path, backend, workers=threads)
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="meddx-infer")
-    batcher = MicroBatcher(predictor.probabilities, pool, max_batch, batch_wait_ms) if max_batch > 1 else None
+    batcher = MicroBatcher(predictor.probabilities, pool, max_batch, batch_wait_ms) if max_batch != 1 else None
     guarded = [Depends(bearer_check(token))] if token else []
 
     @asynccontextmanager

@@ -12,6 +12,8 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from meddx.errors import ConfigError
+
 
 def usable_cores() -> int:
     """The cores this process may run on (its CPU affinity where the OS reports it, else the machine's count)."""
@@ -33,7 +35,7 @@ class MicroBatcher:
     def __init__(self, model: Callable[[np.ndarray], np.ndarray], executor: Executor | None, max_batch: int = 32,
                  wait_ms: float = 5.0):  # fmt: skip
         if max_batch < 1 or wait_ms < 0:
-            raise ValueError(f"max_batch must be at least 1 and wait_ms at least 0, not {max_batch} and {wait_ms}")
+            raise ConfigError(f"max_batch must be at least 1 and wait_ms at least 0, not {max_batch} and {wait_ms}")
         self.model, self.executor, self.max_batch, self.wait_s = model, executor, max_batch, wait_ms / 1000
         self.calls, self.rows, self.waiting = 0, 0, 0  # model calls made, inputs they answered, callers waiting
         self.coming = 0  # requests being decoded, whose inputs a batch may wait for
