@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(PY) bench/pneumoniamnist_plain_vs_meddx.py
 	$(PY) bench/bootstrap_speed.py
 	$(PY) bench/serve.py
+	$(PY) bench/serve_batching.py
 	$(PY) bench/domain_check.py
 	$(PY) bench/transfer.py --seeds 2 --source-epochs 6 --target-epochs 12
 	$(PY) bench/plan.py --budget 15   # about 2 hours on 2 cores: every shared image set, planned and fixed

@@ -59,12 +59,13 @@ def upload_png() -> bytes:
     return buf.getvalue()
 
 
-def start(package: Path, backend: str) -> tuple[subprocess.Popen, str]:
+def start(package: Path, backend: str, *options: str) -> tuple[subprocess.Popen, str]:
+    """`meddx serve` on a free loopback port with the given extra options, once /health answers."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "meddx", "serve", str(package), "--backend", backend, "--port", str(port)],
+        [sys.executable, "-m", "meddx", "serve", str(package), "--backend", backend, "--port", str(port), *options],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},

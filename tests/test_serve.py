@@ -188,14 +188,14 @@ def test_inference_runs_off_the_event_loop_and_times_out(package, scans, monkeyp
     app = create_app(package, timeout_s=1.0, threads=2)
     predictor = app.state.predictor
     started, release = threading.Event(), threading.Event()
-    real = predictor.predict
+    real = predictor.prepare
 
-    def slow(data, *args):
+    def slow(data):
         started.set()
         release.wait(5)
-        return real(data, *args)
+        return real(data)
 
-    monkeypatch.setattr(predictor, "predict", slow)
+    monkeypatch.setattr(predictor, "prepare", slow)
     with TestClient(app) as c:
         result = {}
         worker = threading.Thread(target=lambda: result.update(r=_post(c, scans[0].read_bytes())))
@@ -340,12 +340,12 @@ def test_a_504_bounds_the_work_it_abandons(package, scans):
     app = create_app(package, timeout_s=0.2, threads=2)
     started = []
 
-    def slow(data, *args):
+    def slow(data):
         started.append(time.perf_counter())
         time.sleep(1.0)
         return {}
 
-    app.state.predictor.predict = slow
+    app.state.predictor.prepare = slow
 
     async def burst():
         transport = httpx.ASGITransport(app=app)
@@ -357,3 +357,117 @@ def test_a_504_bounds_the_work_it_abandons(package, scans):
     assert [r.status_code for r in answers] == [504] * 10 and "longer than 0.2 s" in answers[0].json()["detail"]
     time.sleep(1.5)  # anything still queued would have started by now
     assert len(started) <= 2, len(started)
+
+
+def _burst(app, uploads: list[bytes]) -> list:
+    """All uploads posted at once to the app in this process (no lifespan: the batcher starts by itself), then
+    /health."""
+    import asyncio
+
+    import httpx
+
+    async def run():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=300) as c:
+            posts = (c.post("/predict", files={"file": ("s.png", u, "image/png")}) for u in uploads)
+            return [*await asyncio.gather(*posts), await c.get("/health")]
+
+    return asyncio.run(run())
+
+
+def test_batched_answers_equal_unbatched_ones_and_a_bad_upload_fails_alone(package, scans):
+    """Six scans and one broken upload at once: the six share one model call (all seven are being decoded before the
+    first reaches the batcher, which is full at six), each gets the probability it gets alone, the broken one a 422."""
+    with TestClient(create_app(package, max_batch=1)) as c:
+        assert c.get("/health").json()["batching"] == {"max_batch": 1}
+        alone = [_post(c, s.read_bytes()).json()["probabilities"]["PD"] for s in scans]
+    app = create_app(package, timeout_s=300, threads=8, max_batch=len(scans), batch_wait_ms=120_000)
+    barrier, real = threading.Barrier(len(scans) + 1, timeout=120), app.state.predictor.prepare
+
+    def together(data: bytes):  # every upload is being decoded before any reaches the batcher
+        barrier.wait()
+        return real(data)
+
+    app.state.predictor.prepare = together
+    uploads = [s.read_bytes() for s in scans]
+    *answers, health = _burst(app, uploads[:3] + [uploads[0][:40]] + uploads[3:])
+    bad = answers.pop(3)
+    assert bad.status_code == 422 and "PNG" in bad.json()["detail"], bad.text
+    assert [r.status_code for r in answers] == [200] * len(scans), [r.text for r in answers]
+    together = [r.json()["probabilities"]["PD"] for r in answers]
+    assert together == pytest.approx(alone, abs=1e-6)
+    batching = health.json()["batching"]
+    assert (batching["model_calls"], batching["requests"], batching["waiting"]) == (1, len(scans), 0)
+
+
+def test_onnx_threads_follow_the_cores_and_the_workers(package, monkeypatch):
+    """ONNX Runtime's intra-op threads are the usable cores shared among the request threads; /health says so."""
+    from meddx.serve import microbatch
+
+    assert microbatch.usable_cores() == len(os.sched_getaffinity(0))
+    monkeypatch.setattr(microbatch, "usable_cores", lambda: 8)
+    app = create_app(package, threads=4)
+    options = app.state.predictor._session.get_session_options()
+    assert (options.intra_op_num_threads, options.inter_op_num_threads) == (2, 1)
+    with TestClient(app) as c:
+        health = c.get("/health").json()
+    assert health["threads"] == {"cores": 8, "workers": 4, "intra_op": 2, "inter_op": 1}
+    assert health["batching"]["max_batch"] == 32 and health["batching"]["wait_ms"] == 5
+
+
+def test_shutdown_answers_the_requests_it_holds(package, scans, monkeypatch):
+    """uvicorn's graceful shutdown (what SIGTERM starts) while six requests are being decoded: once the listener is
+    closed they go on through the batcher, and all six are answered with 200 before the server stops."""
+    import asyncio
+
+    import httpx
+    import uvicorn
+
+    app = create_app(package, threads=8)
+    predictor, entered, release = app.state.predictor, [], threading.Event()
+    real = predictor.prepare
+
+    def held(data: bytes):
+        entered.append(data)
+        release.wait(120)
+        return real(data)
+
+    monkeypatch.setattr(predictor, "prepare", held)
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run)  # not the main thread: uvicorn leaves the signals alone
+    thread.start()
+
+    def until(condition, what: str) -> None:
+        for _ in range(6000):
+            if condition():
+                return
+            time.sleep(0.02)
+        pytest.fail(f"waited two minutes for {what}")
+
+    def listening() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+            return True
+        except OSError:
+            return False
+
+    async def run():
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120) as c:
+            posts = [asyncio.create_task(c.post("/predict", files={"file": ("s.png", s.read_bytes())})) for s in scans]
+            await asyncio.to_thread(until, lambda: len(entered) == len(scans), "six requests to be held")
+            server.should_exit = True  # what uvicorn's SIGTERM handler does
+            await asyncio.to_thread(until, lambda: not listening(), "the listener to close")
+            release.set()
+            return await asyncio.gather(*posts, return_exceptions=True)
+
+    try:
+        until(lambda: server.started, "the server to start")
+        answers = asyncio.run(run())
+        assert [getattr(r, "status_code", r) for r in answers] == [200] * len(scans)
+        thread.join(60)
+        assert not thread.is_alive() and app.state.batcher.rows == len(scans)
+    finally:
+        release.set()
+        server.should_exit = True
+        thread.join(60)

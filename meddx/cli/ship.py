@@ -72,7 +72,16 @@ def serve(
     backend: Annotated[str, typer.Option(help="auto (ONNX when the package has it), onnx or pytorch.")] = "auto",
     max_upload_mb: Annotated[float, typer.Option(help="Uploads above this get 413.")] = 20.0,
     timeout: Annotated[float, typer.Option(help="Seconds before a prediction answers 504.")] = 30.0,
-    threads: Annotated[int, typer.Option(help="Inference threads.")] = 2,
+    threads: Annotated[
+        int, typer.Option(help="Request worker threads (decoding and inference); ONNX Runtime gets cores / threads.")
+    ] = 2,
+    batching: Annotated[
+        bool, typer.Option("--batching/--no-batching", help="Run concurrent requests' model calls as one batch.")
+    ] = True,
+    max_batch: Annotated[int, typer.Option(help="Most requests in one model call (1: no batching).")] = 32,
+    batch_wait_ms: Annotated[
+        float, typer.Option(help="Milliseconds a batch waits for more requests after its first.")
+    ] = 5.0,
     token: Annotated[
         Optional[str],
         typer.Option(envvar="MEDDX_TOKEN", help="Require `Authorization: Bearer TOKEN` on /predict and /model."),
@@ -84,7 +93,7 @@ def serve(
     if host not in ("127.0.0.1", "localhost", "::1") and not token:
         typer.echo(f"meddx: warning: listening on {host} without --token: anyone who reaches it can use it", err=True)
     run_service(path, host, port, backend=backend, max_upload_mb=max_upload_mb, timeout_s=timeout, threads=threads,
-                token=token)  # fmt: skip
+                token=token, max_batch=max_batch if batching else 1, batch_wait_ms=batch_wait_ms)  # fmt: skip
 
 
 def register(app: typer.Typer) -> None:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager, nullcontext
 from importlib.resources import files
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from meddx.errors import MeddxError
+from meddx.serve.microbatch import MicroBatcher
 from meddx.serve.predictor import Predictor, UploadError
 from meddx.serve.schema import Health, ModelInfo, Prediction, errors
 
@@ -86,18 +89,31 @@ def create_app(
     timeout_s: float = 30.0,
     threads: int = 2,
     token: str | None = None,
+    max_batch: int = 32,
+    batch_wait_ms: float = 5.0,
 ) -> FastAPI:
-    """The FastAPI app for a package or run folder; inference runs in a thread pool, never on the event loop."""
-    predictor = Predictor(path, backend)
+    """The FastAPI app for a package or run folder; decoding and inference run in a pool of `threads` threads, never
+    on the event loop; concurrent requests' model calls are batched (up to `max_batch`, waiting `batch_wait_ms`)."""
+    predictor = Predictor(path, backend, workers=threads)
+    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="meddx-infer")
+    batcher = MicroBatcher(predictor.probabilities, pool, max_batch, batch_wait_ms) if max_batch != 1 else None
     guarded = [Depends(bearer_check(token))] if token else []
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        if batcher is not None:  # uvicorn has answered the requests it held (SIGTERM drains them first)
+            await batcher.close()
+
     app = FastAPI(
+        lifespan=lifespan,
         title=f"meddx: {predictor.path.name}",
         version="1",
         description="Diagnosis model served by meddx. Research and decision support only; not a medical device.",
         docs_url=None,  # Swagger UI and ReDoc load their scripts from a CDN: nothing here reaches the internet
         redoc_url=None,
     )
-    app.state.predictor = predictor
+    app.state.predictor, app.state.batcher = predictor, batcher
     app.add_middleware(UploadLimit, max_bytes=int(max_upload_mb * 1024 * 1024))
 
     @app.exception_handler(MeddxError)
@@ -113,21 +129,40 @@ def create_app(
         """Liveness and what is loaded (only liveness when the service has a token)."""
         if token:
             return {"status": "ok"}
-        return {"status": "ok", "model": predictor.path.name, "backend": predictor.backend, "labels": predictor.labels}
+        batching = batcher.stats() if batcher else {"max_batch": 1}
+        return {"status": "ok", "model": predictor.path.name, "backend": predictor.backend, "labels": predictor.labels,
+                "threads": predictor.threads, "batching": batching}  # fmt: skip
 
     @app.get("/model", dependencies=guarded, response_model=ModelInfo, responses=errors(401))
     async def model() -> dict:
         """The model card, labels, operating point and the validation sensitivity/specificity table."""
         return predictor.info()
 
-    _add_predict(app, predictor, ThreadPoolExecutor(max_workers=threads, thread_name_prefix="meddx-infer"),
-                 timeout_s, guarded)  # fmt: skip
-
+    _add_predict(app, _answerer(predictor, pool, batcher), timeout_s, guarded)
     return app
 
 
-def _add_predict(app: FastAPI, predictor: Predictor, pool: ThreadPoolExecutor, timeout_s: float, guarded: list) -> None:
-    """POST /predict: the upload decoded and predicted in the thread pool, bounded by `timeout_s` (504)."""
+def _answerer(
+    predictor: Predictor, pool: ThreadPoolExecutor, batcher: MicroBatcher | None
+) -> Callable[..., Awaitable[dict]]:
+    """The coroutine answering one upload: decoded in the pool (a bad upload fails alone, before any batch), the
+    model call batched with other requests' (or alone in the pool), pictures drawn in the pool."""
+
+    async def answer(data: bytes, cam: bool, label: str | None, image: bool) -> dict:
+        loop = asyncio.get_running_loop()
+        with batcher.preparing() if batcher else nullcontext():  # a batch may wait for this one
+            prepared = await loop.run_in_executor(pool, predictor.prepare, data)
+        x = prepared.x.numpy()
+        p = await (batcher.submit(x) if batcher else loop.run_in_executor(pool, predictor.probabilities, x))
+        if cam or image:
+            return await loop.run_in_executor(pool, predictor.answer, prepared, p, cam, label, image)
+        return predictor.answer(prepared, p)
+
+    return answer
+
+
+def _add_predict(app: FastAPI, answer: Callable[..., Awaitable[dict]], timeout_s: float, guarded: list) -> None:
+    """POST /predict: the upload answered by `answer` off the event loop, bounded by `timeout_s` (504)."""
 
     @app.post(
         "/predict",
@@ -145,11 +180,8 @@ def _add_predict(app: FastAPI, predictor: Predictor, pool: ThreadPoolExecutor, t
         """Per-label probabilities, the decision at the operating point chosen on validation, and the input-domain
         check."""
         data = await file.read()
-        loop = asyncio.get_running_loop()
         try:
-            result = await asyncio.wait_for(
-                loop.run_in_executor(pool, predictor.predict, data, cam, label, image), timeout_s
-            )
+            result = await asyncio.wait_for(answer(data, cam, label, image), timeout_s)
         except asyncio.TimeoutError:
             return JSONResponse({"detail": f"inference took longer than {timeout_s:g} s"}, status_code=504)
         except UploadError as e:

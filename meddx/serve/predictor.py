@@ -11,6 +11,7 @@ import threading
 import time
 from functools import cached_property
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -27,6 +28,7 @@ from meddx.export.package import training_input_stats, validation_rates
 from meddx.models.output import build_model, probabilities
 from meddx.models.tta import ShiftAverage, without_tta
 from meddx.run import CONFIG, ENSEMBLE, PREPROCESS, WEIGHTS, Run
+from meddx.serve.microbatch import session_threads
 
 MAGIC = {
     "png": (0, b"\x89PNG\r\n\x1a\n"),
@@ -71,6 +73,15 @@ def _check_parity(path: Path) -> None:
         )
 
 
+class Prepared(NamedTuple):
+    """One upload ready for the model: the decoded scan, the model input (1, C, H, W), its domain check, start time."""
+
+    scan: np.ndarray
+    x: torch.Tensor
+    domain: dict
+    start: float
+
+
 def _png_base64(array: np.ndarray) -> str:
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="PNG")
@@ -80,7 +91,8 @@ def _png_base64(array: np.ndarray) -> str:
 class Predictor:
     """Everything the service needs: model backend, preprocessing, labels, thresholds, domain statistics, Grad-CAM."""
 
-    def __init__(self, path: str | Path, backend: str = "auto"):
+    def __init__(self, path: str | Path, backend: str = "auto", workers: int = 1):
+        """`workers`: the request threads that may call the model at once (ONNX Runtime's threads share the cores)."""
         self.path = Path(path)
         self._cam_lock = threading.Lock()
         if (self.path / "labels.json").is_file():  # a package written by `meddx export`
@@ -125,12 +137,14 @@ class Predictor:
             raise ConfigError(f"{self.path}: no single model.pt (an ensemble?); serve its ONNX package instead")
         if backend not in ("onnx", "pytorch"):
             raise ConfigError(f"unknown backend '{backend}': use auto, onnx or pytorch")
-        self.backend = backend
+        self.backend, self.threads = backend, session_threads(workers)
         if backend == "onnx":
             import onnxruntime as ort
 
             options = ort.SessionOptions()  # no busy-waiting: request threads and other processes share the cores
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            options.intra_op_num_threads = self.threads["intra_op"]  # unset, each worker's call took every core
+            options.inter_op_num_threads = self.threads["inter_op"]
             self._session = ort.InferenceSession(str(onnx), options, providers=["CPUExecutionProvider"])
         else:
             _ = self.torch_model  # load now: a broken model file fails at start, not at the first request
@@ -201,16 +215,25 @@ class Predictor:
         with torch.inference_mode():
             return probabilities(self.torch_model(torch.from_numpy(batch)), self.task).numpy()
 
-    def predict(self, data: bytes, cam: bool = False, label: str | None = None, image: bool = False) -> dict:
-        """The whole answer for one upload: probabilities, decisions, domain check, optional scan and Grad-CAM PNGs."""
+    def prepare(self, data: bytes) -> Prepared:
+        """Everything per upload before the model call: decode, resize, normalise, the input-domain check."""
         start = time.perf_counter()
         scan, colour = self.decode(data)
         resized = self.prep.resize(scan)  # once: the model input and the domain check's layout view both use it
         x = self.prep.model_input(resized)  # already at model size: no second resize
-        p = self.probabilities(x.numpy())[0]
-        probs = {n: float(p[j]) for j, n in enumerate(self.labels)}
+        return Prepared(scan, x, check_input(scan, resized, self.stats, colour), start)
+
+    def predict(self, data: bytes, cam: bool = False, label: str | None = None, image: bool = False) -> dict:
+        """The whole answer for one upload: probabilities, decisions, domain check, optional scan and Grad-CAM PNGs."""
+        prepared = self.prepare(data)
+        return self.answer(prepared, self.probabilities(prepared.x.numpy()), cam, label, image)
+
+    def answer(self, prepared: Prepared, p: np.ndarray, cam: bool = False, label: str | None = None,
+               image: bool = False) -> dict:  # fmt: skip
+        """The answer from an upload's prepared input and its (1, L) probabilities (the scan and map when asked)."""
+        probs = {n: float(p[0, j]) for j, n in enumerate(self.labels)}
         if self.task == "multiclass":
-            top = self.labels[int(np.argmax(p))]
+            top = self.labels[int(np.argmax(p[0]))]
             decisions = {n: n == top for n in self.labels}
         else:
             decisions = {n: probs[n] >= self.thresholds[n] for n in self.labels}
@@ -219,25 +242,30 @@ class Predictor:
             "decisions": decisions,
             "thresholds": self.thresholds,
             "operating_point": self.rule,
-            "domain": check_input(scan, resized, self.stats, colour),
+            "domain": prepared.domain,
             "backend": self.backend,
         }
         if image or cam:
-            from meddx.explain.gradcam import grey_png, overlay
+            out.update(self.pictures(prepared, cam, label, image))
+        out["elapsed_ms"] = round((time.perf_counter() - prepared.start) * 1000, 2)
+        return out
 
-            if image:
-                out["image_png"] = _png_base64(grey_png(scan, max_side=512))
-            if cam:
-                if not self.has_weights:
-                    raise UploadError(
-                        "Grad-CAM needs the PyTorch weights (model.pt), which this model (an ensemble?) does not have",
-                        400,
-                    )
-                name = label or self.labels[0]
-                if name not in self.labels:
-                    raise UploadError(f"unknown label '{name}'; labels are {self.labels}", 400)
-                with self._cam_lock:  # Grad-CAM's hooks hold state: one map at a time
-                    heat = self.explainer.maps(x, self.labels.index(name))[0]
-                out["cam_png"], out["cam_label"] = _png_base64(overlay(scan, heat, max_side=512)), name
-        out["elapsed_ms"] = round((time.perf_counter() - start) * 1000, 2)
+    def pictures(self, prepared: Prepared, cam: bool, label: str | None, image: bool) -> dict:
+        """The decoded scan and the Grad-CAM overlay as base64 PNGs, as asked."""
+        from meddx.explain.gradcam import grey_png, overlay
+
+        out = {}
+        if image:
+            out["image_png"] = _png_base64(grey_png(prepared.scan, max_side=512))
+        if cam:
+            if not self.has_weights:
+                raise UploadError(
+                    "Grad-CAM needs the PyTorch weights (model.pt), which this model (an ensemble?) does not have", 400
+                )
+            name = label or self.labels[0]
+            if name not in self.labels:
+                raise UploadError(f"unknown label '{name}'; labels are {self.labels}", 400)
+            with self._cam_lock:  # Grad-CAM's hooks hold state: one map at a time
+                heat = self.explainer.maps(prepared.x, self.labels.index(name))[0]
+            out["cam_png"], out["cam_label"] = _png_base64(overlay(prepared.scan, heat, max_side=512)), name
         return out

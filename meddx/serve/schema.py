@@ -48,6 +48,12 @@ class Health(BaseModel):
     model: str | None = None
     backend: str | None = None
     labels: list[str] | None = None
+    threads: dict[str, int] | None = Field(
+        None, description="Usable cores, request worker threads, ONNX Runtime's intra-op and inter-op threads."
+    )
+    batching: dict[str, float] | None = Field(
+        None, description="Micro-batching: max_batch (1: off), wait_ms, model calls, requests answered, waiting."
+    )
 
 
 class ModelInfo(BaseModel):
