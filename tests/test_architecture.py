@@ -14,7 +14,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "meddx"
 # Lowest first: a module may import its own layer and the ones below, never one above.
 LAYERS = [
-    ("meddx.errors", "meddx.config", "meddx.logs", "meddx.atomic"),
+    ("meddx.errors", "meddx.config", "meddx.logs", "meddx.atomic", "meddx.machine"),
     ("meddx.data",),
     ("meddx.models",),
     ("meddx.run",),

@@ -18,6 +18,7 @@ from meddx.atomic import write_text
 from meddx.data.images import load_array_file
 from meddx.data.records import Record
 from meddx.errors import DataError
+from meddx.machine import usable_cores
 
 CACHE_ENV = "MEDDX_CACHE_DIR"
 VERSION = 1  # bump when the decoded values of the same settings change
@@ -122,7 +123,7 @@ def _build(path: Path, records: list[Record], decode, settings: dict) -> None:
     first = np.asarray(decode(records[0]), dtype=np.float32)
     tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(records), *first.shape))
-    workers = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1, 8)
+    workers = min(usable_cores(), 8)
     loader = DataLoader(_Decoding(records, decode), batch_size=BUILD_BATCH, num_workers=workers if len(records) >= 256
                         else 0, collate_fn=_collate)  # fmt: skip
     try:

@@ -5,7 +5,6 @@ ONNX Runtime thread counts that keep request workers from oversubscribing the co
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from contextlib import contextmanager
@@ -13,13 +12,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from meddx.errors import ConfigError
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity where the OS reports it, else the machine's count)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+from meddx.machine import usable_cores
 
 
 def session_threads(workers: int, cores: int | None = None) -> dict[str, int]:

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import os
-
 import torch
 
 from meddx.data.tensors import PRELOAD_LIMIT_BYTES
+from meddx.machine import usable_cores
 
 MAX_WORKERS = 8
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (its affinity mask where the OS has one)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def hardware_rules(p, gpu: bool, fp: dict) -> None:
