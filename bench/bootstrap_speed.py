@@ -16,7 +16,8 @@ import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from meddx.config import EvaluateConfig
-from meddx.evaluation.evaluation import bootstrap_weights, decisions, score_with_intervals
+from meddx.evaluation.evaluation import bootstrap_weights, decisions
+from meddx.evaluation.intervals import score_with_intervals
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _docs import write_section  # noqa: E402

@@ -1,0 +1,159 @@
+"""The bootstrap in one pass: every figure of every predictor is a segment of items (one per tied score and patient,
+by descending score) walked once per resample by a numba kernel (`_walk`, imported only here, when a pass runs);
+patient resamples are drawn once, in chunks of bounded memory, and serve every segment."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+MASSES = 8  # per item: positive, negative, true positive, false positive, log loss, squared error, p, soft y
+BLOCK = 128  # resamples the kernel walks at once (fewer where a chunk holds fewer): wide enough to hide latency
+CHUNK_BYTES = 64 * 2**20  # resample counts in memory at a time (int64 draw and float32 copy)
+
+
+def patient_index(patients: np.ndarray) -> tuple[np.ndarray, int]:
+    """Each sample's patient as 0..P-1 (patients sorted as strings, as every bootstrap here draws them), and P."""
+    _, inverse = np.unique(np.asarray(patients).astype(str), return_inverse=True)
+    return inverse.ravel(), int(inverse.max()) + 1 if len(inverse) else 0
+
+
+def count_chunks(n_patients: int, seed: int, sizes: list[int]) -> Iterator[np.ndarray]:
+    """(size, P) draws of how often each patient is resampled, from one generator: their rows concatenated are the
+    same for any split of the same total into `sizes`."""
+    rng = np.random.default_rng(seed)
+    for size in sizes:
+        yield rng.multinomial(n_patients, np.full(n_patients, 1.0 / n_patients), size=size)
+
+
+def chunking(rows: int, n_patients: int, chunk_bytes: int = CHUNK_BYTES) -> tuple[list[int], int]:
+    """Rows per chunk and the kernel's block: whole blocks (of BLOCK, or a smaller power of two) whose counts
+    (8 bytes each) and kernel copy (4 bytes) fit `chunk_bytes`."""
+    fit = max(chunk_bytes // (12 * max(n_patients, 1)), 1)
+    block = min(BLOCK, 1 << (fit.bit_length() - 1))
+    per_chunk = fit // block * block
+    return [min(per_chunk, rows - start) for start in range(0, rows, per_chunk)], block
+
+
+@dataclass
+class Segment:
+    """One figure set's items and, after `FusedPass.run`, its results over [point, resample 1..B]: `auc` and `ap`
+    (NaN where undefined) and `cum`, the cumulative masses at each cut (cut 0: the whole segment)."""
+
+    col: np.ndarray
+    mass: np.ndarray
+    flag: np.ndarray
+    score: np.ndarray | None
+    nmass: int
+    cuts: list[int] = field(default_factory=list)
+    auc: np.ndarray | None = None
+    ap: np.ndarray | None = None
+    cum: np.ndarray | None = None
+
+    def cut_at_scores(self, thresholds) -> list[int]:
+        """Cut slots whose masses are those of the items scored >= each threshold."""
+        return self._add([int(np.sum(self.score >= t)) for t in thresholds])
+
+    def cut_at_bins(self, bins: int) -> list[int]:
+        """Cut slots at the edges of equal-width bins of the score, highest first (with the whole segment's at the
+        end, consecutive slots differ by one bin's masses: bins - 1 ... 0)."""
+        idx = np.clip((self.score * bins).astype(int), 0, bins - 1)
+        return self._add([int(np.sum(idx >= e)) for e in range(bins - 1, 0, -1)])
+
+    def _add(self, positions: list[int]) -> list[int]:
+        self.cuts += positions
+        return list(range(len(self.cuts) - len(positions), len(self.cuts)))
+
+
+def build_segment(col: np.ndarray, n_patients: int, mass: np.ndarray, score: np.ndarray | None = None) -> Segment:
+    """Items merged per (tied score, patient), highest score first, masses summed; without `score`, one item per
+    patient and no ranking."""
+    group = np.zeros(len(col), np.int64)
+    if score is not None:
+        values, inverse = np.unique(np.asarray(score, np.float64), return_inverse=True)
+        group = len(values) - 1 - inverse.ravel()
+    keys, item = np.unique(group * n_patients + col, return_inverse=True)
+    merged = np.zeros((len(keys), MASSES))
+    for m in range(mass.shape[1]):
+        merged[:, m] = np.bincount(item.ravel(), weights=mass[:, m], minlength=len(keys))
+    g = keys // max(n_patients, 1)
+    flag = np.zeros(len(keys), np.uint8)
+    if score is not None and len(keys):
+        start, end = np.r_[True, g[1:] != g[:-1]], np.r_[g[1:] != g[:-1], True]
+        ranked = (np.bincount(g, weights=merged[:, 0] > 0) > 0)[g]  # groups without a positive change no sum
+        flag = (start & ranked) + 2 * (end & ranked).astype(np.uint8)
+    item_score = None if score is None else values[len(values) - 1 - g]
+    return Segment(keys % max(n_patients, 1), merged, flag.astype(np.uint8), item_score, mass.shape[1], [len(keys)])
+
+
+class FusedPass:
+    """Segments over one split's samples, walked together over the same patient resamples."""
+
+    def __init__(self, patients: np.ndarray) -> None:
+        self.inverse, self.n_patients = patient_index(patients)
+        self.segments: list[Segment] = []
+
+    def add(self, mass: np.ndarray, score: np.ndarray | None = None, rows: np.ndarray | None = None) -> Segment:
+        """A segment of per-sample masses (or per-item ones, `rows` naming each item's sample), ranked by `score`."""
+        col = self.inverse if rows is None else self.inverse[rows]
+        segment = build_segment(col, self.n_patients, np.asarray(mass, np.float64), score)
+        self.segments.append(segment)
+        return segment
+
+    def run(self, resamples: int, seed: int, chunk_bytes: int = CHUNK_BYTES) -> None:
+        """Walk every segment over [point, resample 1..B] (B = `resamples` drawn with `seed`) and set its results."""
+        from meddx.evaluation._walk import walk  # numba: compiled (or loaded from its cache) on first use
+
+        args, cut_offsets = _flatten(self.segments)
+        rows = 1 + resamples
+        sizes, block = chunking(rows, self.n_patients, chunk_bytes)
+        rank = np.zeros((rows + block, len(self.segments), 2))
+        cut = np.zeros((rows + block, cut_offsets[-1], MASSES))
+        draws = count_chunks(self.n_patients, seed, [sizes[0] - 1, *sizes[1:]])
+        start = 0
+        for i, counts in enumerate(draws):
+            blocks = _blocked(counts, block, point=i == 0)  # the point estimate's row (every patient once) first
+            end = start + blocks.shape[0] * block  # the kernel writes the padding rows too; the next chunk overwrites
+            walk(blocks, *args, rank[start:end], cut[start:end])
+            start += len(counts) + (i == 0)
+        for s, segment in enumerate(self.segments):
+            segment.cum = cut[:rows, cut_offsets[s] : cut_offsets[s + 1]]
+            pos, neg = segment.cum[:, 0, 0], segment.cum[:, 0, 1]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                segment.auc = np.where((pos > 0) & (neg > 0), (pos * neg - rank[:rows, s, 0]) / (pos * neg), np.nan)
+                segment.ap = np.where(pos > 0, rank[:rows, s, 1] / pos, np.nan)
+
+
+def _blocked(counts: np.ndarray, block: int, point: bool = False) -> np.ndarray:
+    """(rows, P) counts, after a row of ones if `point`, as (blocks, P, block) float32 (exact: a count is at most P),
+    rows padded with zeros."""
+    n_blocks = -(-(len(counts) + point) // block)
+    padded = np.zeros((n_blocks * block, counts.shape[1]), np.float32)
+    padded[:point] = 1.0
+    padded[point : point + len(counts)] = counts
+    return np.ascontiguousarray(padded.reshape(n_blocks, block, -1).transpose(0, 2, 1))
+
+
+def _flatten(segments: list[Segment]) -> tuple[tuple, np.ndarray]:
+    """The kernel's arrays: items of all segments end to end, segment offsets, and cut positions sorted per segment."""
+    sizes = np.array([len(s.col) for s in segments], np.int64)
+    seg = np.r_[0, np.cumsum(sizes)].astype(np.int64)
+    cut_offsets = np.r_[0, np.cumsum([len(s.cuts) for s in segments])].astype(np.int64)
+    cut_pos, cut_slot = [], []
+    for s, segment in enumerate(segments):
+        order = np.argsort(segment.cuts, kind="stable")
+        cut_pos.append(np.asarray(segment.cuts, np.int64)[order] + seg[s])
+        cut_slot.append(order + cut_offsets[s])
+    args = (
+        np.concatenate([s.col for s in segments]).astype(np.int64),
+        np.concatenate([s.mass for s in segments]),
+        np.concatenate([s.flag for s in segments]),
+        seg,
+        np.array([s.nmass for s in segments], np.int64),
+        np.concatenate(cut_pos).astype(np.int64),
+        np.concatenate(cut_slot).astype(np.int64),
+        cut_offsets,
+    )
+    return args, cut_offsets
