@@ -9,7 +9,7 @@ from meddx.config import EvaluateConfig
 from meddx.evaluation import metrics as M
 from meddx.evaluation.calibration import apply_temperature, fit_temperature, reliability
 from meddx.evaluation.fused import FusedPass, count_chunks, patient_index
-from meddx.evaluation.intervals import add_predictor, confusion, ece_from_cuts, figures, predictor_arrays
+from meddx.evaluation.intervals import add_predictor, confusion, ece_from_cuts, figures, percentiles, predictor_arrays
 from meddx.evaluation.operating import TRADEOFF_POINTS, choose_threshold, label_name, parse_operating_point, rates
 from meddx.training.collapse import detect_collapse
 
@@ -64,9 +64,10 @@ def tradeoff_table(y_val, p_val, y_test, p_test, w: np.ndarray | None = None, ci
 
 def tradeoff_rows(y_val, p_val, thresholds: list[float], conf: list[dict], ci: float) -> list[dict]:
     """The trade-off table from each point's threshold and its test confusion figures over [point, resamples]."""
+    keys = ("sensitivity", "specificity", "ppv", "npv")
+    bounds = percentiles(np.stack([c[k][1:] for c in conf for k in keys]), [50 * (1 - ci), 50 * (1 + ci)])
     rows = []
-    q = [50 * (1 - ci), 50 * (1 + ci)]
-    for (method, value), t, figures_t in zip(TRADEOFF_POINTS, thresholds, conf):
+    for i, ((method, value), t, figures_t) in enumerate(zip(TRADEOFF_POINTS, thresholds, conf)):
         sv, cv = rates(y_val, p_val, np.array([t]))
         row = {
             "rule": label_name(method, value),
@@ -74,12 +75,10 @@ def tradeoff_rows(y_val, p_val, thresholds: list[float], conf: list[dict], ci: f
             "val_sensitivity": float(sv[0]),
             "val_specificity": float(cv[0]),
         }
-        for key in ("sensitivity", "specificity", "ppv", "npv"):
-            values = figures_t[key]
-            row[f"test_{key}"] = _f(values[0])
-            boot = values[1:][~np.isnan(values[1:])]
-            if len(boot):
-                row[f"test_{key}_ci"] = np.percentile(boot, q).tolist()
+        for j, key in enumerate(keys):
+            row[f"test_{key}"] = _f(figures_t[key][0])
+            if not np.isnan(bounds[i * len(keys) + j, 0]):
+                row[f"test_{key}_ci"] = bounds[i * len(keys) + j].tolist()
         rows.append(row)
     return rows
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 MASSES = 8  # per item: positive, negative, true positive, false positive, log loss, squared error, p, soft y
-BLOCK = 128  # resamples the kernel walks at once (fewer where a chunk holds fewer): wide enough to hide latency
-CHUNK_BYTES = 64 * 2**20  # resample counts in memory at a time (int64 draw and float32 copy)
+BLOCK = 512  # resamples the kernel walks at once (fewer where a chunk holds fewer): wide enough to hide latency
+CHUNK_BYTES = 64 * 2**20  # one chunk of resample counts in memory (int64 draw and float32 copy)
 
 
 def patient_index(patients: np.ndarray) -> tuple[np.ndarray, int]:
@@ -28,11 +28,11 @@ def count_chunks(n_patients: int, seed: int, sizes: list[int]) -> Iterator[np.nd
         yield rng.multinomial(n_patients, np.full(n_patients, 1.0 / n_patients), size=size)
 
 
-def chunking(rows: int, n_patients: int, chunk_bytes: int = CHUNK_BYTES) -> tuple[list[int], int]:
-    """Rows per chunk and the kernel's block: whole blocks (of BLOCK, or a smaller power of two) whose counts
-    (8 bytes each) and kernel copy (4 bytes) fit `chunk_bytes`."""
+def chunking(rows: int, n_patients: int, chunk_bytes: int = CHUNK_BYTES, threads: int = 1) -> tuple[list[int], int]:
+    """Rows per chunk and the kernel's block: whole blocks (of BLOCK, or a smaller power of two leaving a block
+    to each thread) whose counts (8 bytes each) and kernel copy (4 bytes) fit `chunk_bytes`."""
     fit = max(chunk_bytes // (12 * max(n_patients, 1)), 1)
-    block = min(BLOCK, 1 << (fit.bit_length() - 1))
+    block = min(BLOCK, 1 << (max(fit // threads, 1).bit_length() - 1))
     per_chunk = fit // block * block
     return [min(per_chunk, rows - start) for start in range(0, rows, per_chunk)], block
 
@@ -104,20 +104,22 @@ class FusedPass:
 
     def run(self, resamples: int, seed: int, chunk_bytes: int = CHUNK_BYTES) -> None:
         """Walk every segment over [point, resample 1..B] (B = `resamples` drawn with `seed`) and set its results."""
+        from numba import get_num_threads
+
         from meddx.evaluation._walk import walk  # numba: compiled (or loaded from its cache) on first use
 
         args, cut_offsets = _flatten(self.segments)
         rows = 1 + resamples
-        sizes, block = chunking(rows, self.n_patients, chunk_bytes)
+        sizes, block = chunking(rows, self.n_patients, chunk_bytes, get_num_threads())
         rank = np.zeros((rows + block, len(self.segments), 2))
         cut = np.zeros((rows + block, cut_offsets[-1], MASSES))
         draws = count_chunks(self.n_patients, seed, [sizes[0] - 1, *sizes[1:]])
         start = 0
         for i, counts in enumerate(draws):
             blocks = _blocked(counts, block, point=i == 0)  # the point estimate's row (every patient once) first
-            end = start + blocks.shape[0] * block  # the kernel writes the padding rows too; the next chunk overwrites
+            end = start + blocks.shape[0] * block  # the kernel writes padding rows too; the next chunk overwrites
             walk(blocks, *args, rank[start:end], cut[start:end])
-            start += len(counts) + (i == 0)
+            start += sizes[i]
         for s, segment in enumerate(self.segments):
             segment.cum = cut[:rows, cut_offsets[s] : cut_offsets[s + 1]]
             pos, neg = segment.cum[:, 0, 0], segment.cum[:, 0, 1]
@@ -129,11 +131,14 @@ class FusedPass:
 def _blocked(counts: np.ndarray, block: int, point: bool = False) -> np.ndarray:
     """(rows, P) counts, after a row of ones if `point`, as (blocks, P, block) float32 (exact: a count is at most P),
     rows padded with zeros."""
-    n_blocks = -(-(len(counts) + point) // block)
-    padded = np.zeros((n_blocks * block, counts.shape[1]), np.float32)
-    padded[:point] = 1.0
-    padded[point : point + len(counts)] = counts
-    return np.ascontiguousarray(padded.reshape(n_blocks, block, -1).transpose(0, 2, 1))
+    rows = len(counts) + point
+    out = np.zeros((-(-rows // block), counts.shape[1], block), np.float32)
+    for i, start in enumerate(range(0, rows, block)):
+        first = point if i == 0 else 0
+        part = counts[start + first - point : start + block - point]
+        out[i, :, :first] = 1.0
+        out[i, :, first : first + len(part)] = part.T
+    return out
 
 
 def _flatten(segments: list[Segment]) -> tuple[tuple, np.ndarray]:

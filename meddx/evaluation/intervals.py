@@ -97,19 +97,46 @@ def predictor_arrays(pr: Predictor, names: list[str]) -> dict:
 
 
 def figures(arrays: dict, ci: float) -> dict:
-    """Arrays over [point, resample 1..B] -> {value, ci_low, ci_high}, recursively."""
+    """Arrays over [point, resample 1..B] -> {value, ci_low, ci_high}, recursively (intervals of the resamples'
+    non-NaN values; none where there are none or the point is NaN)."""
+    leaves: list[np.ndarray] = []
+    _leaves(arrays, leaves)
+    bounds = iter(percentiles(np.stack(leaves)[:, 1:], [50 * (1 - ci), 50 * (1 + ci)]) if leaves else [])
+    return _rebuild(arrays, bounds)
+
+
+def _leaves(arrays: dict, out: list) -> None:
+    for v in arrays.values():
+        if isinstance(v, dict):
+            _leaves(v, out)
+        else:
+            out.append(v)
+
+
+def _rebuild(arrays: dict, bounds) -> dict:
     out = {}
     for k, v in arrays.items():
         if isinstance(v, dict):
-            out[k] = figures(v, ci)
+            out[k] = _rebuild(v, bounds)
             continue
-        point = float(v[0])
-        fig = {"value": None if np.isnan(point) else point}
-        boot = v[1:][~np.isnan(v[1:])]
-        if len(boot) and fig["value"] is not None:
-            lo, hi = np.percentile(boot, [50 * (1 - ci), 50 * (1 + ci)])
-            fig.update(ci_low=float(lo), ci_high=float(hi))
-        out[k] = fig
+        point, (lo, hi) = float(v[0]), next(bounds)
+        out[k] = {"value": None if np.isnan(point) else point}
+        if not np.isnan(point) and not np.isnan(lo):
+            out[k].update(ci_low=float(lo), ci_high=float(hi))
+    return out
+
+
+def percentiles(boot: np.ndarray, q: list[float]) -> np.ndarray:
+    """(F, B) values -> (F, len(q)) percentiles of each row's non-NaN values (NaN for none): one call for the
+    rows without NaN, one per other row."""
+    out = np.full((len(boot), len(q)), np.nan)
+    missing = np.isnan(boot).any(1)
+    if not missing.all() and boot.shape[1]:
+        out[~missing] = np.percentile(boot[~missing], q, axis=1).T
+    for i in np.flatnonzero(missing):
+        row = boot[i][~np.isnan(boot[i])]
+        if len(row):
+            out[i] = np.percentile(row, q)
     return out
 
 
