@@ -91,9 +91,9 @@ def test_auc_ap_and_confusion_match_sklearn_on_each_resample():
     p = np.round(rng.random(30), 1)
     patients = np.repeat(np.arange(15), 2)
     pred = (p >= 0.5).astype(float)
-    fp = FusedPass(patients)
+    fp = FusedPass(patients, 300, 5)
     seg = fp.add(np.stack([y, 1 - y, y * pred, (1 - y) * pred], 1), p)
-    fp.run(300, 5)
+    fp.run()
     w = _weights(patients, 300, 5)
     one_class = 0
     for r, wr in enumerate(w):
@@ -116,9 +116,9 @@ def test_fused_pass_equals_the_numpy_implementation(task):
     y, p, patients = _data(400, labels, 1, task)
     names = [f"l{j}" for j in range(labels)]
     pred = decisions(p, task, None if task == "multiclass" else np.full(labels, 0.5))
-    fp = FusedPass(patients)
+    fp = FusedPass(patients, 200, 3)
     pr = add_predictor(fp, y, p, pred, task)
-    fp.run(200, 3)
+    fp.run()
     _assert_same(predictor_arrays(pr, names), _old_score(y, p, pred, task, names, _weights(patients, 200, 3)))
 
 
@@ -127,17 +127,37 @@ def test_chunks_of_any_size_give_the_same_figures():
     pred = (p >= 0.5).astype(float)
 
     def arrays(chunk_bytes: int) -> dict:
-        fp = FusedPass(patients)
+        fp = FusedPass(patients, 150, 4, chunk_bytes)
         pr = add_predictor(fp, y, p, pred, "multilabel")
-        fp.run(150, 4, chunk_bytes=chunk_bytes)
+        fp.run()
         return predictor_arrays(pr, ["a", "b", "c"])
 
     n_patients = fused.patient_index(patients)[1]
-    assert fused.chunking(151, n_patients, 12 * n_patients * 20) == ([16, 16, 16, 16, 16, 16, 16, 16, 16, 7], 16)
-    whole, small = arrays(fused.CHUNK_BYTES), arrays(12 * n_patients * 20)
+    assert fused.chunk_sizes(151, n_patients, 20 * n_patients * 20) == [16, 16, 16, 16, 16, 16, 16, 16, 16, 7]
+    whole, small = arrays(fused.CHUNK_BYTES), arrays(20 * n_patients * 20)
     _assert_same(small, whole)
     parts = np.vstack(list(fused.count_chunks(n_patients, 4, [3, 0, 50, 97])))
     assert np.array_equal(parts, next(fused.count_chunks(n_patients, 4, [150])))
+
+
+def test_counts_over_255_take_the_float32_copy():
+    """Counts fit uint8 in practice (a patient drawn 256 times of P); where one does not, float32 gives the same."""
+    from meddx.evaluation._walk import walk
+
+    y, p, patients = _data(200, 2, 5)
+    fp = FusedPass(patients, 0, 0)
+    add_predictor(fp, y, p, (p >= 0.5).astype(float), "multilabel")
+    args, cut_offsets = fused._flatten(fp.segments)
+    counts = np.random.default_rng(0).integers(0, 300, (40, fp.n_patients))
+    blocks = fused._blocked(counts, 16, point=True)
+    assert blocks.dtype == np.float32 and fused._blocked(counts % 256, 16).dtype == np.uint8
+    out = []
+    for copy in (blocks, (blocks % 256).astype(np.uint8), blocks % 256):
+        rank, cut = np.zeros((48, len(fp.segments), 2)), np.zeros((48, cut_offsets[-1], fused.MASSES))
+        walk(copy, *args, rank, cut)
+        out.append((rank, cut))
+    assert not np.array_equal(out[0][1], out[1][1])
+    assert np.array_equal(out[1][0], out[2][0]) and np.array_equal(out[1][1], out[2][1])
 
 
 def test_the_model_and_baselines_share_one_draw_and_match_the_separate_bootstraps(monkeypatch):

@@ -1,5 +1,6 @@
 """The numba kernel behind the bootstrap (imported only when a bootstrap runs): one walk down each segment's items,
-sorted by descending score, for blocks of resamples at once."""
+sorted by descending score, for blocks of resamples at once. One thread, the GIL released: the next chunk of
+resamples is drawn meanwhile."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ def _jit(fn):
     """njit with the compiled code cached on disk (next to this file, else in the user's cache directory); where
     neither is writable, compiled anew in each process."""
     try:
-        return numba.njit(cache=True, parallel=True, nogil=True)(fn)
+        return numba.njit(cache=True, nogil=True)(fn)
     except RuntimeError:  # numba: "cannot cache function ...: no locator available"
-        return numba.njit(parallel=True, nogil=True)(fn)
+        return numba.njit(nogil=True)(fn)
 
 
 def _walk(weights, col, mass, flag, seg, nmass, cut_pos, cut_slot, cut_seg, rank, cut):
@@ -21,7 +22,7 @@ def _walk(weights, col, mass, flag, seg, nmass, cut_pos, cut_slot, cut_seg, rank
     tied group holding a positive, 2: its last); writes per resample and segment the AUC's and AP's sums (`rank`)
     and the cumulative masses at each cut (`cut`)."""
     R, M = weights.shape[2], mass.shape[1]  # noqa: N806
-    for blk in numba.prange(weights.shape[0]):
+    for blk in range(weights.shape[0]):
         w_blk = weights[blk]
         cum = np.zeros((M, R))
         pos0, neg0, auc, ap = np.zeros(R), np.zeros(R), np.zeros(R), np.zeros(R)

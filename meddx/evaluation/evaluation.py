@@ -66,14 +66,13 @@ def tradeoff_rows(y_val, p_val, thresholds: list[float], conf: list[dict], ci: f
     """The trade-off table from each point's threshold and its test confusion figures over [point, resamples]."""
     keys = ("sensitivity", "specificity", "ppv", "npv")
     bounds = percentiles(np.stack([c[k][1:] for c in conf for k in keys]), [50 * (1 - ci), 50 * (1 + ci)])
-    rows = []
+    rows, (sv, cv) = [], rates(y_val, p_val, np.array(thresholds))
     for i, ((method, value), t, figures_t) in enumerate(zip(TRADEOFF_POINTS, thresholds, conf)):
-        sv, cv = rates(y_val, p_val, np.array([t]))
         row = {
             "rule": label_name(method, value),
             "threshold": t,
-            "val_sensitivity": float(sv[0]),
-            "val_specificity": float(cv[0]),
+            "val_sensitivity": float(sv[i]),
+            "val_specificity": float(cv[i]),
         }
         for j, key in enumerate(keys):
             row[f"test_{key}"] = _f(figures_t[key][0])
@@ -107,7 +106,7 @@ def calibrate(y_val, p_val, y_test, p_test, task: str, names: list[str], cfg: Ev
 def bootstrap_all(y_val, p_val, y_test, p_test, patients, prior, task, names, thresholds, cfg) -> dict:
     """The model's and the four baselines' figures, the trade-off tables and the ECE intervals, from one pass over
     the same patient resamples (drawn once)."""
-    fp = FusedPass(patients)
+    fp = FusedPass(patients, cfg.bootstrap, cfg.seed)
     model = add_predictor(fp, y_test, p_test, decisions(p_test, task, thresholds), task, ece=cfg.bootstrap > 0)
     bins = [s.cut_at_bins(cfg.calibration_bins) for s in model.labels] if cfg.bootstrap else []
     points = [] if task == "multiclass" else [tradeoff_thresholds(y_val[:, j], p_val[:, j]) for j in range(len(names))]
@@ -117,7 +116,7 @@ def bootstrap_all(y_val, p_val, y_test, p_test, patients, prior, task, names, th
         name: add_predictor(fp, y_test, p_b, decisions(p_b, task, half), task)
         for name, p_b in baseline_predictions(prior, len(y_test), task, cfg.seed + 1).items()
     }
-    fp.run(cfg.bootstrap, cfg.seed)
+    fp.run()
     q = [50 * (1 - cfg.ci), 50 * (1 + cfg.ci)]
     return {
         "model": figures(predictor_arrays(model, names), cfg.ci),

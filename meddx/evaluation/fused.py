@@ -1,17 +1,19 @@
-"""The bootstrap in one pass: every figure of every predictor is a segment of items (one per tied score and patient,
-by descending score) walked once per resample by a numba kernel (`_walk`, imported only here, when a pass runs);
-patient resamples are drawn once, in chunks of bounded memory, and serve every segment."""
+"""The bootstrap in one pass: the ranking and confusion figures of every predictor come from segments of items (one
+per tied score and patient, by descending score) walked once per resample by a numba kernel (`_walk`, imported only
+here, when a pass runs); sums that need no order (log loss, Brier, overall figures) from one matrix product; patient
+resamples are drawn once, in chunks of bounded memory, and serve all of them."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
-MASSES = 8  # per item: positive, negative, true positive, false positive, log loss, squared error, p, soft y
+MASSES = 6  # per item: positive, negative, true positive, false positive, p, soft y
 BLOCK = 512  # resamples the kernel walks at once (fewer where a chunk holds fewer): wide enough to hide latency
-CHUNK_BYTES = 64 * 2**20  # one chunk of resample counts in memory (int64 draw and float32 copy)
+CHUNK_BYTES = 64 * 2**20  # one chunk of resample counts in memory (the int64 draw and two copies)
 
 
 def patient_index(patients: np.ndarray) -> tuple[np.ndarray, int]:
@@ -28,13 +30,12 @@ def count_chunks(n_patients: int, seed: int, sizes: list[int]) -> Iterator[np.nd
         yield rng.multinomial(n_patients, np.full(n_patients, 1.0 / n_patients), size=size)
 
 
-def chunking(rows: int, n_patients: int, chunk_bytes: int = CHUNK_BYTES, threads: int = 1) -> tuple[list[int], int]:
-    """Rows per chunk and the kernel's block: whole blocks (of BLOCK, or a smaller power of two leaving a block
-    to each thread) whose counts (8 bytes each) and kernel copy (4 bytes) fit `chunk_bytes`."""
-    fit = max(chunk_bytes // (12 * max(n_patients, 1)), 1)
-    block = min(BLOCK, 1 << (max(fit // threads, 1).bit_length() - 1))
-    per_chunk = fit // block * block
-    return [min(per_chunk, rows - start) for start in range(0, rows, per_chunk)], block
+def chunk_sizes(rows: int, n_patients: int, chunk_bytes: int = CHUNK_BYTES) -> list[int]:
+    """Rows per chunk: as many as fit `chunk_bytes` (counts 8 bytes each, their float64 and kernel copies 8 and 4),
+    rounded down to a multiple of BLOCK, or to a power of two below it."""
+    fit = max(chunk_bytes // (20 * max(n_patients, 1)), 1)
+    per_chunk = fit // BLOCK * BLOCK or 1 << (fit.bit_length() - 1)
+    return [min(per_chunk, rows - start) for start in range(0, rows, per_chunk)]
 
 
 @dataclass
@@ -67,6 +68,14 @@ class Segment:
         return list(range(len(self.cuts) - len(positions), len(self.cuts)))
 
 
+@dataclass
+class Sums:
+    """Columns of per-sample terms whose weighted sums over [point, resample 1..B] `FusedPass.run` sets (`values`)."""
+
+    per_patient: np.ndarray
+    values: np.ndarray | None = None
+
+
 def build_segment(col: np.ndarray, n_patients: int, mass: np.ndarray, score: np.ndarray | None = None) -> Segment:
     """Items merged per (tied score, patient), highest score first, masses summed; without `score`, one item per
     patient and no ranking."""
@@ -89,11 +98,18 @@ def build_segment(col: np.ndarray, n_patients: int, mass: np.ndarray, score: np.
 
 
 class FusedPass:
-    """Segments over one split's samples, walked together over the same patient resamples."""
+    """Segments over one split's samples, walked together over the same patient resamples: B = `resamples` drawn
+    with `seed`, the first chunk while the segments are added, each next one while the kernel walks the last."""
 
-    def __init__(self, patients: np.ndarray) -> None:
+    def __init__(self, patients: np.ndarray, resamples: int, seed: int, chunk_bytes: int = CHUNK_BYTES) -> None:
         self.inverse, self.n_patients = patient_index(patients)
         self.segments: list[Segment] = []
+        self.sums: list[Sums] = []
+        self.sizes = chunk_sizes(1 + resamples, self.n_patients, chunk_bytes)
+        draws = count_chunks(self.n_patients, seed, [self.sizes[0] - 1, *self.sizes[1:]])  # the point's row first
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="meddx-resamples")
+        self._draw = lambda: next(draws)
+        self._next = self._pool.submit(self._draw)
 
     def add(self, mass: np.ndarray, score: np.ndarray | None = None, rows: np.ndarray | None = None) -> Segment:
         """A segment of per-sample masses (or per-item ones, `rows` naming each item's sample), ranked by `score`."""
@@ -102,24 +118,36 @@ class FusedPass:
         self.segments.append(segment)
         return segment
 
-    def run(self, resamples: int, seed: int, chunk_bytes: int = CHUNK_BYTES) -> None:
-        """Walk every segment over [point, resample 1..B] (B = `resamples` drawn with `seed`) and set its results."""
-        from numba import get_num_threads
+    def add_sums(self, columns: np.ndarray) -> Sums:
+        """Weighted sums of per-sample `columns` (N, k), for figures that need no ranking."""
+        per_patient = [np.bincount(self.inverse, weights=c, minlength=self.n_patients) for c in columns.T]
+        self.sums.append(Sums(np.stack(per_patient, 1)))
+        return self.sums[-1]
 
+    def run(self) -> None:
+        """Walk every segment over [point, resample 1..B] and set its results."""
         from meddx.evaluation._walk import walk  # numba: compiled (or loaded from its cache) on first use
 
         args, cut_offsets = _flatten(self.segments)
-        rows = 1 + resamples
-        sizes, block = chunking(rows, self.n_patients, chunk_bytes, get_num_threads())
+        rows, block = sum(self.sizes), min(BLOCK, self.sizes[0])  # a power of two below BLOCK divides a chunk
         rank = np.zeros((rows + block, len(self.segments), 2))
         cut = np.zeros((rows + block, cut_offsets[-1], MASSES))
-        draws = count_chunks(self.n_patients, seed, [sizes[0] - 1, *sizes[1:]])
+        terms = np.hstack([s.per_patient for s in self.sums] or [np.zeros((self.n_patients, 0))])
+        sums = np.empty((rows, terms.shape[1]))
         start = 0
-        for i, counts in enumerate(draws):
-            blocks = _blocked(counts, block, point=i == 0)  # the point estimate's row (every patient once) first
-            end = start + blocks.shape[0] * block  # the kernel writes padding rows too; the next chunk overwrites
-            walk(blocks, *args, rank[start:end], cut[start:end])
-            start += sizes[i]
+        with self._pool:
+            for i, size in enumerate(self.sizes):
+                counts = self._next.result()
+                if i + 1 < len(self.sizes):
+                    self._next = self._pool.submit(self._draw)
+                blocks = _blocked(counts, block, point=i == 0)
+                end = start + blocks.shape[0] * block  # the kernel writes padding rows too; the next chunk overwrites
+                walk(blocks, *args, rank[start:end], cut[start:end])
+                sums[start + (i == 0) : start + size] = counts.astype(np.float64) @ terms
+                start += size
+        sums[0] = np.ones(self.n_patients) @ terms
+        for i, s in enumerate(np.cumsum([0, *(s.per_patient.shape[1] for s in self.sums)])[:-1]):
+            self.sums[i].values = sums[:, s : s + self.sums[i].per_patient.shape[1]]
         for s, segment in enumerate(self.segments):
             segment.cum = cut[:rows, cut_offsets[s] : cut_offsets[s + 1]]
             pos, neg = segment.cum[:, 0, 0], segment.cum[:, 0, 1]
@@ -129,14 +157,15 @@ class FusedPass:
 
 
 def _blocked(counts: np.ndarray, block: int, point: bool = False) -> np.ndarray:
-    """(rows, P) counts, after a row of ones if `point`, as (blocks, P, block) float32 (exact: a count is at most P),
-    rows padded with zeros."""
+    """(rows, P) counts, after a row of ones if `point`, as (blocks, P, block), rows padded with zeros: uint8 where
+    every count fits (a quarter of float32's memory traffic), else float32 (exact: a count is at most P)."""
     rows = len(counts) + point
-    out = np.zeros((-(-rows // block), counts.shape[1], block), np.float32)
+    dtype = np.uint8 if counts.max(initial=0) <= 255 else np.float32
+    out = np.zeros((-(-rows // block), counts.shape[1], block), dtype)
     for i, start in enumerate(range(0, rows, block)):
         first = point if i == 0 else 0
         part = counts[start + first - point : start + block - point]
-        out[i, :, :first] = 1.0
+        out[i, :, :first] = 1
         out[i, :, first : first + len(part)] = part.T
     return out
 

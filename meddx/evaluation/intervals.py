@@ -10,31 +10,36 @@ import numpy as np
 
 from meddx.config import EvaluateConfig
 from meddx.evaluation import metrics as M
-from meddx.evaluation.fused import FusedPass, Segment
+from meddx.evaluation.fused import FusedPass, Segment, Sums
 
 PER_LABEL = ("roc_auc", "pr_auc", "log_loss", "brier", "accuracy", "sensitivity", "specificity", "ppv", "npv", "f1")
 
 
 @dataclass
 class Predictor:
-    """One predictor's segments in a pass: one per label, the pooled items (multi-label), per-sample overall terms."""
+    """One predictor in a pass: a segment per label, one of the pooled items (multi-label), and sums of each label's
+    log loss and squared error and of the overall figures' terms."""
 
     task: str
     labels: list[Segment]
     micro: Segment | None
-    overall: Segment
+    sums: Sums
 
 
 def add_predictor(fp: FusedPass, y: np.ndarray, p: np.ndarray, pred: np.ndarray, task: str, ece: bool = False):
     """Segments of predictions `p` and 0/1 decisions `pred` against labels `y` (NaN: unknown); with `ece`, each
     label's items also carry p and y for calibration cuts."""
     known_all, yb = ~np.isnan(y), (np.nan_to_num(y) >= 0.5).astype(np.float64)  # soft labels count from 0.5 ...
-    labels = []
+    labels, sums = [], []
     for j in range(y.shape[1]):
         k = np.flatnonzero(known_all[:, j])
         pj, soft = p[k, j], y[k, j]  # ... except in the log loss and the Brier score, which take the soft target
-        cols = [*_confusion_masses(yb[k, j], pred[k, j]), M.log_loss_terms(soft, pj), (pj - soft) ** 2]
-        labels.append(fp.add(np.stack(cols + ([pj, soft] if ece else []), 1), pj, rows=k))
+        labels.append(
+            fp.add(np.stack(_confusion_masses(yb[k, j], pred[k, j]) + ([pj, soft] if ece else []), 1), pj, rows=k)
+        )
+        for term in (M.log_loss_terms(soft, pj), (pj - soft) ** 2):
+            sums.append(np.zeros(len(y)))
+            sums[-1][k] = term
     micro = None
     if task == "multilabel":  # micro figures: each (sample, label) an item weighing its sample's weight
         known, flat = M.known_binary(y.ravel())
@@ -46,7 +51,7 @@ def add_predictor(fp: FusedPass, y: np.ndarray, p: np.ndarray, pred: np.ndarray,
     else:
         per, counted = M.mlogloss_terms(y, p)
         terms = [per * counted, counted.astype(np.float64), M.exact_match_hits(y, pred), ones]
-    return Predictor(task, labels, micro, fp.add(np.stack(terms, 1)))
+    return Predictor(task, labels, micro, fp.add_sums(np.stack(sums + terms, 1)))
 
 
 def _confusion_masses(yb: np.ndarray, pred: np.ndarray) -> list[np.ndarray]:
@@ -63,7 +68,7 @@ def confusion(segment: Segment, slot: int | None = None) -> dict[str, np.ndarray
 
 def ece_from_cuts(segment: Segment, slots: list[int]) -> np.ndarray:
     """Expected calibration error per row from the cumulative p and y at the bin edges (`Segment.cut_at_bins`)."""
-    cum = segment.cum[:, [*slots, 0]][:, :, 6:8]  # bins - 1 ... 0 from the top
+    cum = segment.cum[:, [*slots, 0]][:, :, 4:6]  # bins - 1 ... 0 from the top
     per_bin = np.diff(cum, axis=1, prepend=0.0)
     total = segment.cum[:, 0, 0] + segment.cum[:, 0, 1]
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -72,17 +77,16 @@ def ece_from_cuts(segment: Segment, slots: list[int]) -> np.ndarray:
 
 def predictor_arrays(pr: Predictor, names: list[str]) -> dict:
     """Every metric as an array over [point, resample 1..B]: per label, macro, micro and overall."""
-    per = {}
-    for n, segment in zip(names, pr.labels):
-        total = segment.cum[:, 0]
+    per, sums = {}, pr.sums.values
+    for j, (n, segment) in enumerate(zip(names, pr.labels)):
+        known = segment.cum[:, 0, 0] + segment.cum[:, 0, 1]
         with np.errstate(invalid="ignore", divide="ignore"):
-            known = total[:, 0] + total[:, 1]
-            per[n] = {"roc_auc": segment.auc, "pr_auc": segment.ap, "log_loss": total[:, 4] / known,
-                      "brier": total[:, 5] / known, **confusion(segment)}  # fmt: skip
+            per[n] = {"roc_auc": segment.auc, "pr_auc": segment.ap, "log_loss": sums[:, 2 * j] / known,
+                      "brier": sums[:, 2 * j + 1] / known, **confusion(segment)}  # fmt: skip
     with warnings.catch_warnings():  # a resample where a label is undefined everywhere gives an all-NaN column
         warnings.simplefilter("ignore", RuntimeWarning)
         macro = {k: np.nanmean(np.stack([per[n][k] for n in names]), axis=0) for k in PER_LABEL}
-    t = pr.overall.cum[:, 0]
+    t = sums[:, 2 * len(names) :]
     with np.errstate(invalid="ignore", divide="ignore"):
         if pr.task == "multiclass":
             overall = {"log_loss": t[:, 0] / t[:, 1], "accuracy": t[:, 2] / t[:, 3]}
@@ -142,7 +146,7 @@ def percentiles(boot: np.ndarray, q: list[float]) -> np.ndarray:
 
 def score_with_intervals(y, p, pred, task: str, names: list[str], patients, cfg: EvaluateConfig) -> dict:
     """Point estimates and patient-bootstrap intervals of every metric of one set of predictions."""
-    fp = FusedPass(patients)
+    fp = FusedPass(patients, cfg.bootstrap, cfg.seed)
     pr = add_predictor(fp, np.asarray(y, np.float64), np.asarray(p, np.float64), np.asarray(pred, np.float64), task)
-    fp.run(cfg.bootstrap, cfg.seed)
+    fp.run()
     return figures(predictor_arrays(pr, names), cfg.ci)
