@@ -13,7 +13,7 @@ import numpy as np
 
 MASSES = 6  # per item: positive, negative, true positive, false positive, p, soft y
 BLOCK = 512  # resamples the kernel walks at once (fewer where a chunk holds fewer): wide enough to hide latency
-CHUNK_BYTES = 64 * 2**20  # one chunk of resample counts in memory (the int64 draw and two copies)
+CHUNK_BYTES = 64 * 2**20  # a chunk of resample counts: its int64 draw and two copies (the next is drawn meanwhile)
 
 
 def patient_index(patients: np.ndarray) -> tuple[np.ndarray, int]:
@@ -46,7 +46,7 @@ class Segment:
     col: np.ndarray
     mass: np.ndarray
     flag: np.ndarray
-    score: np.ndarray | None
+    score: np.ndarray
     nmass: int
     cuts: list[int] = field(default_factory=list)
     auc: np.ndarray | None = None
@@ -76,25 +76,19 @@ class Sums:
     values: np.ndarray | None = None
 
 
-def build_segment(col: np.ndarray, n_patients: int, mass: np.ndarray, score: np.ndarray | None = None) -> Segment:
-    """Items merged per (tied score, patient), highest score first, masses summed; without `score`, one item per
-    patient and no ranking."""
-    group = np.zeros(len(col), np.int64)
-    if score is not None:
-        values, inverse = np.unique(np.asarray(score, np.float64), return_inverse=True)
-        group = len(values) - 1 - inverse.ravel()
-    keys, item = np.unique(group * n_patients + col, return_inverse=True)
+def build_segment(col: np.ndarray, n_patients: int, mass: np.ndarray, score: np.ndarray) -> Segment:
+    """Items merged per (tied score, patient), highest score first, masses summed; flags mark the first and last
+    item of each tied group that holds a positive (the only groups that move AUC and AP)."""
+    values, inverse = np.unique(np.asarray(score, np.float64), return_inverse=True)
+    keys, item = np.unique((len(values) - 1 - inverse.ravel()) * n_patients + col, return_inverse=True)
     merged = np.zeros((len(keys), MASSES))
     for m in range(mass.shape[1]):
         merged[:, m] = np.bincount(item.ravel(), weights=mass[:, m], minlength=len(keys))
     g = keys // max(n_patients, 1)
-    flag = np.zeros(len(keys), np.uint8)
-    if score is not None and len(keys):
-        start, end = np.r_[True, g[1:] != g[:-1]], np.r_[g[1:] != g[:-1], True]
-        ranked = (np.bincount(g, weights=merged[:, 0] > 0) > 0)[g]  # groups without a positive change no sum
-        flag = (start & ranked) + 2 * (end & ranked).astype(np.uint8)
-    item_score = None if score is None else values[len(values) - 1 - g]
-    return Segment(keys % max(n_patients, 1), merged, flag.astype(np.uint8), item_score, mass.shape[1], [len(keys)])
+    start, end = np.r_[True, g[1:] != g[:-1]], np.r_[g[1:] != g[:-1], True]
+    ranked = (np.bincount(g, weights=merged[:, 0] > 0) > 0)[g] if len(keys) else np.zeros(0, bool)
+    flag = ((start & ranked) + 2 * (end & ranked)).astype(np.uint8)
+    return Segment(keys % max(n_patients, 1), merged, flag, values[len(values) - 1 - g], mass.shape[1], [len(keys)])
 
 
 class FusedPass:
@@ -111,7 +105,7 @@ class FusedPass:
         self._draw = lambda: next(draws)
         self._next = self._pool.submit(self._draw)
 
-    def add(self, mass: np.ndarray, score: np.ndarray | None = None, rows: np.ndarray | None = None) -> Segment:
+    def add(self, mass: np.ndarray, score: np.ndarray, rows: np.ndarray | None = None) -> Segment:
         """A segment of per-sample masses (or per-item ones, `rows` naming each item's sample), ranked by `score`."""
         col = self.inverse if rows is None else self.inverse[rows]
         segment = build_segment(col, self.n_patients, np.asarray(mass, np.float64), score)
@@ -125,7 +119,21 @@ class FusedPass:
         return self.sums[-1]
 
     def run(self) -> None:
-        """Walk every segment over [point, resample 1..B] and set its results."""
+        """Walk every segment over [point, resample 1..B] and set its results and the sums' (once)."""
+        rank, cut, sums = self._walk_chunks()
+        widths = [s.per_patient.shape[1] for s in self.sums]
+        for s, offset, width in zip(self.sums, np.cumsum([0, *widths]), widths):
+            s.values = sums[:, offset : offset + width]
+        offsets = np.cumsum([0, *(len(s.cuts) for s in self.segments)])
+        for s, segment in enumerate(self.segments):
+            segment.cum = cut[:, offsets[s] : offsets[s + 1]]
+            pos, neg = segment.cum[:, 0, 0], segment.cum[:, 0, 1]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                segment.auc = np.where((pos > 0) & (neg > 0), (pos * neg - rank[:, s, 0]) / (pos * neg), np.nan)
+                segment.ap = np.where(pos > 0, rank[:, s, 1] / pos, np.nan)
+
+    def _walk_chunks(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The kernel's AUC and AP sums, cut masses and the matrix product's sums, row by row over the chunks."""
         from meddx.evaluation._walk import walk  # numba: compiled (or loaded from its cache) on first use
 
         args, cut_offsets = _flatten(self.segments)
@@ -134,6 +142,7 @@ class FusedPass:
         cut = np.zeros((rows + block, cut_offsets[-1], MASSES))
         terms = np.hstack([s.per_patient for s in self.sums] or [np.zeros((self.n_patients, 0))])
         sums = np.empty((rows, terms.shape[1]))
+        sums[0] = np.ones(self.n_patients) @ terms  # the point estimate: every patient once
         start = 0
         with self._pool:
             for i, size in enumerate(self.sizes):
@@ -145,15 +154,7 @@ class FusedPass:
                 walk(blocks, *args, rank[start:end], cut[start:end])
                 sums[start + (i == 0) : start + size] = counts.astype(np.float64) @ terms
                 start += size
-        sums[0] = np.ones(self.n_patients) @ terms
-        for i, s in enumerate(np.cumsum([0, *(s.per_patient.shape[1] for s in self.sums)])[:-1]):
-            self.sums[i].values = sums[:, s : s + self.sums[i].per_patient.shape[1]]
-        for s, segment in enumerate(self.segments):
-            segment.cum = cut[:rows, cut_offsets[s] : cut_offsets[s + 1]]
-            pos, neg = segment.cum[:, 0, 0], segment.cum[:, 0, 1]
-            with np.errstate(invalid="ignore", divide="ignore"):
-                segment.auc = np.where((pos > 0) & (neg > 0), (pos * neg - rank[:rows, s, 0]) / (pos * neg), np.nan)
-                segment.ap = np.where(pos > 0, rank[:rows, s, 1] / pos, np.nan)
+        return rank[:rows], cut[:rows], sums
 
 
 def _blocked(counts: np.ndarray, block: int, point: bool = False) -> np.ndarray:
