@@ -17,18 +17,18 @@ def _jit(fn):
         return numba.njit(nogil=True)(fn)
 
 
-def _walk(weights, col, mass, flag, seg, nmass, cut_pos, cut_slot, cut_seg, rank, cut):
-    """weights (blocks, patients, R resamples); per item its patient `col`, `mass` and `flag` (1: first item of a
-    tied group holding a positive, 2: its last); writes per resample and segment the AUC's and AP's sums (`rank`)
-    and the cumulative masses at each cut (`cut`)."""
-    R, M = weights.shape[2], mass.shape[1]  # noqa: N806
+def _walk(weights, col, mass, moff, flag, seg, nmass, cut_pos, cut_slot, cut_seg, rank, cut):
+    """weights (blocks, patients, R resamples); per item its patient `col`, its `nmass[s]` masses (from `moff[s]`
+    in the flat `mass`) and `flag` (1: first item of a tied group holding a positive, 2: its last); writes per
+    resample and segment the AUC's and AP's sums (`rank`) and the cumulative masses at each cut (`cut`)."""
+    R, M = weights.shape[2], cut.shape[2]  # noqa: N806
     for blk in range(weights.shape[0]):
         w_blk = weights[blk]
         cum = np.zeros((M, R))
         pos0, neg0, auc, ap = np.zeros(R), np.zeros(R), np.zeros(R), np.zeros(R)
         for s in range(len(seg) - 1):
             cum[:], auc[:], ap[:] = 0.0, 0.0, 0.0
-            c, k = cut_seg[s], seg[s]
+            c, k, nm = cut_seg[s], seg[s], nmass[s]
             while True:
                 while c < cut_seg[s + 1] and cut_pos[c] == k:
                     for r in range(R):
@@ -39,8 +39,8 @@ def _walk(weights, col, mass, flag, seg, nmass, cut_pos, cut_slot, cut_seg, rank
                 if flag[k] & 1:
                     pos0[:], neg0[:] = cum[0], cum[1]
                 w = w_blk[col[k]]
-                for m in range(nmass[s]):
-                    v = mass[k, m]
+                for m in range(nm):
+                    v = mass[moff[s] + (k - seg[s]) * nm + m]
                     if v != 0.0:
                         for r in range(R):
                             cum[m, r] += w[r] * v

@@ -47,7 +47,6 @@ class Segment:
     mass: np.ndarray
     flag: np.ndarray
     score: np.ndarray
-    nmass: int
     cuts: list[int] = field(default_factory=list)
     auc: np.ndarray | None = None
     ap: np.ndarray | None = None
@@ -81,14 +80,14 @@ def build_segment(col: np.ndarray, n_patients: int, mass: np.ndarray, score: np.
     item of each tied group that holds a positive (the only groups that move AUC and AP)."""
     values, inverse = np.unique(np.asarray(score, np.float64), return_inverse=True)
     keys, item = np.unique((len(values) - 1 - inverse.ravel()) * n_patients + col, return_inverse=True)
-    merged = np.zeros((len(keys), MASSES))
+    merged = np.zeros((len(keys), mass.shape[1]))
     for m in range(mass.shape[1]):
         merged[:, m] = np.bincount(item.ravel(), weights=mass[:, m], minlength=len(keys))
     g = keys // max(n_patients, 1)
     start, end = np.r_[True, g[1:] != g[:-1]], np.r_[g[1:] != g[:-1], True]
     ranked = (np.bincount(g, weights=merged[:, 0] > 0) > 0)[g] if len(keys) else np.zeros(0, bool)
     flag = ((start & ranked) + 2 * (end & ranked)).astype(np.uint8)
-    return Segment(keys % max(n_patients, 1), merged, flag, values[len(values) - 1 - g], mass.shape[1], [len(keys)])
+    return Segment(keys % max(n_patients, 1), merged, flag, values[len(values) - 1 - g], [len(keys)])
 
 
 class FusedPass:
@@ -172,7 +171,8 @@ def _blocked(counts: np.ndarray, block: int, point: bool = False) -> np.ndarray:
 
 
 def _flatten(segments: list[Segment]) -> tuple[tuple, np.ndarray]:
-    """The kernel's arrays: items of all segments end to end, segment offsets, and cut positions sorted per segment."""
+    """The kernel's arrays: items of all segments end to end (masses flat, each segment's as wide as it needs), segment
+    offsets, and cut positions sorted per segment."""
     sizes = np.array([len(s.col) for s in segments], np.int64)
     seg = np.r_[0, np.cumsum(sizes)].astype(np.int64)
     cut_offsets = np.r_[0, np.cumsum([len(s.cuts) for s in segments])].astype(np.int64)
@@ -183,10 +183,11 @@ def _flatten(segments: list[Segment]) -> tuple[tuple, np.ndarray]:
         cut_slot.append(order + cut_offsets[s])
     args = (
         np.concatenate([s.col for s in segments]).astype(np.int64),
-        np.concatenate([s.mass for s in segments]),
+        np.concatenate([s.mass.ravel() for s in segments]),
+        np.r_[0, np.cumsum([s.mass.size for s in segments])].astype(np.int64),
         np.concatenate([s.flag for s in segments]),
         seg,
-        np.array([s.nmass for s in segments], np.int64),
+        np.array([s.mass.shape[1] for s in segments], np.int64),
         np.concatenate(cut_pos).astype(np.int64),
         np.concatenate(cut_slot).astype(np.int64),
         cut_offsets,
