@@ -240,7 +240,7 @@ def test_micro_auc_has_an_interval():
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     from meddx.config import EvaluateConfig
-    from meddx.evaluation.evaluation import score_with_intervals
+    from meddx.evaluation.intervals import score_with_intervals
 
     rng = np.random.default_rng(3)
     y = (rng.random((300, 4)) < 0.3).astype(float)

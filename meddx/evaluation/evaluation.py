@@ -3,26 +3,23 @@ on validation, calibration, trivial baselines on the same split, and collapse de
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
 from meddx.config import EvaluateConfig
 from meddx.evaluation import metrics as M
-from meddx.evaluation.calibration import apply_temperature, ece_weighted, fit_temperature, reliability
+from meddx.evaluation.calibration import apply_temperature, fit_temperature, reliability
+from meddx.evaluation.fused import FusedPass, count_chunks, patient_index
+from meddx.evaluation.intervals import add_predictor, confusion, ece_from_cuts, figures, percentiles, predictor_arrays
 from meddx.evaluation.operating import TRADEOFF_POINTS, choose_threshold, label_name, parse_operating_point, rates
 from meddx.training.collapse import detect_collapse
 
 SCHEMA = "meddx.metrics/2"
-CHUNK = 250
-PER_LABEL = ("roc_auc", "pr_auc", "log_loss", "brier", "accuracy", "sensitivity", "specificity", "ppv", "npv", "f1")
 
 
 def bootstrap_weights(patients: np.ndarray, resamples: int, seed: int) -> np.ndarray:
     """(resamples, N) sample weights from resampling patients with replacement (every image of a drawn patient)."""
-    _, inverse = np.unique(np.asarray(patients).astype(str), return_inverse=True)
-    n_patients = inverse.max() + 1
-    counts = np.random.default_rng(seed).multinomial(n_patients, np.full(n_patients, 1.0 / n_patients), size=resamples)
+    inverse, n_patients = patient_index(patients)
+    counts = next(count_chunks(n_patients, seed, [resamples]))
     return counts[:, inverse].astype(np.float64)
 
 
@@ -31,72 +28,6 @@ def decisions(p: np.ndarray, task: str, thresholds: np.ndarray | None) -> np.nda
     if task == "multiclass":
         return np.eye(p.shape[1])[p.argmax(1)]
     return (p >= thresholds[None, :]).astype(np.float64)
-
-
-def _score(y: np.ndarray, p: np.ndarray, pred: np.ndarray, task: str, names: list[str], w: np.ndarray) -> dict:
-    """Every metric as an array over the rows of w (row 0: the point estimate)."""
-    per = {}
-    for j, n in enumerate(names):
-        known, yb = M.known_binary(y[:, j])  # unknown labels left out; soft ones count as positive from 0.5 ...
-        wj, pj = w[:, known], p[known, j]
-        m = M.ranking_metrics(yb[known], pj, wj)
-        soft = y[known, j]  # ... except in the log loss and the Brier score, which take the soft target
-        m.update(log_loss=M.log_loss_binary(soft, pj, wj), brier=M.brier(soft, pj, wj))
-        m.update(M.confusion_metrics(yb[known], pred[known, j], wj))
-        per[n] = m
-    with warnings.catch_warnings():  # a resample where a label is undefined everywhere gives an all-NaN column
-        warnings.simplefilter("ignore", RuntimeWarning)
-        macro = {k: np.nanmean(np.stack([per[n][k] for n in names]), axis=0) for k in PER_LABEL}
-    overall: dict[str, np.ndarray] = {}
-    if task == "multiclass":
-        overall["log_loss"] = M.categorical_log_loss(y, p, w)
-        overall["accuracy"] = M.exact_match(y, pred, w)
-    else:
-        overall["mlogloss"] = M.mlogloss_weighted(y, p, w)
-    micro = {}
-    if task == "multilabel":
-        overall["exact_match"] = M.exact_match(y, pred, w)
-        micro = M.confusion_metrics(y, pred, w)
-        known, yb = M.known_binary(y.ravel())
-        rows = np.repeat(np.arange(len(y)), y.shape[1])[known]  # micro ROC/PR AUC: each label its sample's weight
-        micro.update(M.ranking_metrics(yb[known], p.ravel()[known], w, rows))  # 2,000 x (4,000 x 17): under 1 s
-    return {"per_label": per, "macro": macro, "micro": micro, "overall": overall}
-
-
-def _figures(arrays: dict, ci: float) -> dict:
-    """Arrays over [point, resample 1..B] -> {value, ci_low, ci_high}, recursively."""
-    out = {}
-    for k, v in arrays.items():
-        if isinstance(v, dict):
-            out[k] = _figures(v, ci)
-            continue
-        point = float(v[0])
-        fig = {"value": None if np.isnan(point) else point}
-        boot = v[1:][~np.isnan(v[1:])]
-        if len(boot) and fig["value"] is not None:
-            lo, hi = np.percentile(boot, [50 * (1 - ci), 50 * (1 + ci)])
-            fig.update(ci_low=float(lo), ci_high=float(hi))
-        out[k] = fig
-    return out
-
-
-def score_with_intervals(y, p, pred, task, names, patients, cfg: EvaluateConfig) -> dict:
-    """Point estimates and bootstrap intervals of every metric, computed in chunks of resamples."""
-    parts = []
-    weights = np.ones((1, len(y)))
-    if cfg.bootstrap:
-        weights = np.vstack([weights, bootstrap_weights(patients, cfg.bootstrap, cfg.seed)])
-    for start in range(0, len(weights), CHUNK):
-        parts.append(_score(y, p, pred, task, names, weights[start : start + CHUNK]))
-    return _figures(_concat(parts), cfg.ci)
-
-
-def _concat(parts: list[dict]) -> dict:
-    first = parts[0]
-    return {
-        k: _concat([p[k] for p in parts]) if isinstance(v, dict) else np.concatenate([p[k] for p in parts])
-        for k, v in first.items()
-    }
 
 
 def baseline_predictions(prior: np.ndarray, n: int, task: str, seed: int) -> dict[str, np.ndarray]:
@@ -117,29 +48,36 @@ def choose_thresholds(y_val: np.ndarray, p_val: np.ndarray, operating_point: str
     return np.array([choose_threshold(y_val[:, j], p_val[:, j], method, value) for j in range(y_val.shape[1])])
 
 
+def tradeoff_thresholds(y_val: np.ndarray, p_val: np.ndarray) -> list[float]:
+    """For one label: the threshold of each trade-off point, chosen on val."""
+    return [choose_threshold(y_val, p_val, method, value) for method, value in TRADEOFF_POINTS]
+
+
 def tradeoff_table(y_val, p_val, y_test, p_test, w: np.ndarray | None = None, ci: float = 0.95) -> list[dict]:
     """For one label: operating points chosen on val and what they give on val and test; with bootstrap weights `w`
     (resamples x test samples), each test figure's interval (`<figure>_ci`)."""
-    rows = []
     weights = np.ones((1, len(y_test))) if w is None else np.vstack([np.ones(len(y_test)), w])
-    q = [50 * (1 - ci), 50 * (1 + ci)]
-    for method, value in TRADEOFF_POINTS:
-        t = choose_threshold(y_val, p_val, method, value)
-        sv, cv = rates(y_val, p_val, np.array([t]))
-        conf = M.confusion_metrics(y_test, (p_test >= t).astype(float), weights)
+    thresholds = tradeoff_thresholds(y_val, p_val)
+    conf = [M.confusion_metrics(y_test, (p_test >= t).astype(float), weights) for t in thresholds]
+    return tradeoff_rows(y_val, p_val, thresholds, conf, ci)
+
+
+def tradeoff_rows(y_val, p_val, thresholds: list[float], conf: list[dict], ci: float) -> list[dict]:
+    """The trade-off table from each point's threshold and its test confusion figures over [point, resamples]."""
+    keys = ("sensitivity", "specificity", "ppv", "npv")
+    bounds = percentiles(np.stack([c[k][1:] for c in conf for k in keys]), [50 * (1 - ci), 50 * (1 + ci)])
+    rows, (sv, cv) = [], rates(y_val, p_val, np.array(thresholds))
+    for i, ((method, value), t, figures_t) in enumerate(zip(TRADEOFF_POINTS, thresholds, conf)):
         row = {
             "rule": label_name(method, value),
             "threshold": t,
-            "val_sensitivity": float(sv[0]),
-            "val_specificity": float(cv[0]),
+            "val_sensitivity": float(sv[i]),
+            "val_specificity": float(cv[i]),
         }
-        for key, figure in (("sensitivity", "sensitivity"), ("specificity", "specificity"), ("ppv", "ppv"),
-                            ("npv", "npv")):  # fmt: skip
-            values = conf[figure]
-            row[f"test_{key}"] = _f(values[0])
-            boot = values[1:][~np.isnan(values[1:])]
-            if len(boot):
-                row[f"test_{key}_ci"] = np.percentile(boot, q).tolist()
+        for j, key in enumerate(keys):
+            row[f"test_{key}"] = _f(figures_t[key][0])
+            if not np.isnan(bounds[i * len(keys) + j, 0]):
+                row[f"test_{key}_ci"] = bounds[i * len(keys) + j].tolist()
         rows.append(row)
     return rows
 
@@ -148,10 +86,9 @@ def _f(x: float) -> float | None:
     return None if np.isnan(x) else float(x)
 
 
-def calibrate(y_val, p_val, y_test, p_test, task: str, names: list[str], cfg: EvaluateConfig, patients=None) -> tuple:
+def calibrate(y_val, p_val, y_test, p_test, task: str, names: list[str], cfg: EvaluateConfig) -> tuple:
     """(calibration section, val and test probabilities after temperature scaling if asked): the temperature is
-    fitted on val; the reliability of test is measured after it (and before it, as `ece_before`), its ECE with a
-    patient-bootstrap interval (`ece_ci`) when `patients` are given."""
+    fitted on val; the reliability of test is measured after it (and before it, as `ece_before`)."""
     calibration: dict = {"temperature": None}
     if cfg.temperature_scaling and task != "multiclass":
         t = fit_temperature(y_val, p_val)
@@ -163,13 +100,33 @@ def calibrate(y_val, p_val, y_test, p_test, task: str, names: list[str], cfg: Ev
     calibration["per_label"] = {
         n: reliability(y_test[:, j], p_test[:, j], cfg.calibration_bins) for j, n in enumerate(names)
     }
-    if cfg.bootstrap and patients is not None:
-        w = bootstrap_weights(patients, cfg.bootstrap, cfg.seed)
-        q = [50 * (1 - cfg.ci), 50 * (1 + cfg.ci)]
-        for j, n in enumerate(names):
-            ece = ece_weighted(y_test[:, j], p_test[:, j], w, cfg.calibration_bins)
-            calibration["per_label"][n]["ece_ci"] = np.percentile(ece, q).tolist()
     return calibration, p_val, p_test
+
+
+def bootstrap_all(y_val, p_val, y_test, p_test, patients, prior, task, names, thresholds, cfg) -> dict:
+    """The model's and the four baselines' figures, the trade-off tables and the ECE intervals, from one pass over
+    the same patient resamples (drawn once)."""
+    fp = FusedPass(patients, cfg.bootstrap, cfg.seed)
+    model = add_predictor(fp, y_test, p_test, decisions(p_test, task, thresholds), task, ece=cfg.bootstrap > 0)
+    bins = [s.cut_at_bins(cfg.calibration_bins) for s in model.labels] if cfg.bootstrap else []
+    points = [] if task == "multiclass" else [tradeoff_thresholds(y_val[:, j], p_val[:, j]) for j in range(len(names))]
+    cuts = [s.cut_at_scores(t) for s, t in zip(model.labels, points)]
+    half = None if task == "multiclass" else np.full(len(names), 0.5)  # baselines decide at 0.5: all-negative says no
+    baselines = {
+        name: add_predictor(fp, y_test, p_b, decisions(p_b, task, half), task)
+        for name, p_b in baseline_predictions(prior, len(y_test), task, cfg.seed + 1).items()
+    }
+    fp.run()
+    q = [50 * (1 - cfg.ci), 50 * (1 + cfg.ci)]
+    return {
+        "model": figures(predictor_arrays(model, names), cfg.ci),
+        "baselines": {name: figures(predictor_arrays(b, names), cfg.ci) for name, b in baselines.items()},
+        "ece_ci": {n: np.percentile(ece_from_cuts(s, b)[1:], q).tolist() for n, s, b in zip(names, model.labels, bins)},
+        "tradeoff": {
+            n: tradeoff_rows(y_val[:, j], p_val[:, j], points[j], [confusion(s, c) for c in cuts[j]], cfg.ci)
+            for j, (n, s) in enumerate(zip(names[: len(points)], model.labels))
+        },
+    }
 
 
 def evaluate_arrays(
@@ -188,9 +145,12 @@ def evaluate_arrays(
     cfg = cfg or EvaluateConfig()
     y_val, p_val = np.asarray(y_val, np.float64), np.asarray(p_val, np.float64)
     y_test, p_test = np.asarray(y_test, np.float64), np.asarray(p_test, np.float64)
-    calibration, p_val, p_test = calibrate(y_val, p_val, y_test, p_test, task, names, cfg, patients_test)
+    calibration, p_val, p_test = calibrate(y_val, p_val, y_test, p_test, task, names, cfg)
     thresholds = None if task == "multiclass" else choose_thresholds(y_val, p_val, cfg.operating_point)
     method, value = parse_operating_point(cfg.operating_point)
+    boot = bootstrap_all(y_val, p_val, y_test, p_test, patients_test, prior, task, names, thresholds, cfg)
+    for n, interval in boot["ece_ci"].items():
+        calibration["per_label"][n]["ece_ci"] = interval
     result = {
         "schema": SCHEMA,
         "task": task,
@@ -208,25 +168,14 @@ def evaluate_arrays(
             "thresholds": None if thresholds is None else dict(zip(names, thresholds.tolist())),
         },
         "bootstrap": {"resamples": cfg.bootstrap, "unit": "patient", "ci": cfg.ci, "seed": cfg.seed},
-        "model": score_with_intervals(
-            y_test, p_test, decisions(p_test, task, thresholds), task, names, patients_test, cfg
-        ),
-        "baselines": {},
+        "model": boot["model"],
+        "baselines": boot["baselines"],
         "calibration": calibration,
         "collapse": detect_collapse(p_test, names, labels=y_test),
     }
-    half = None if task == "multiclass" else np.full(len(names), 0.5)  # baselines decide at 0.5: all-negative says no
-    for name, p_b in baseline_predictions(prior, len(y_test), task, cfg.seed + 1).items():
-        result["baselines"][name] = score_with_intervals(
-            y_test, p_b, decisions(p_b, task, half), task, names, patients_test, cfg
-        )
     result["beats_prior"] = {n: _beats_prior(result, n) for n in names}
     if task != "multiclass":
-        w = bootstrap_weights(patients_test, cfg.bootstrap, cfg.seed) if cfg.bootstrap else None
-        result["tradeoff"] = {
-            n: tradeoff_table(y_val[:, j], p_val[:, j], y_test[:, j], p_test[:, j], w, cfg.ci)
-            for j, n in enumerate(names)
-        }
+        result["tradeoff"] = boot["tradeoff"]
     return result
 
 

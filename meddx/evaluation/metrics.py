@@ -66,11 +66,15 @@ def average_precision(
 
 def log_loss_binary(y: np.ndarray, p: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
     """Binary cross-entropy with probabilities clipped to [1e-15, 1 - 1e-15], computed in float64."""
+    w = _as_weights(w, len(y))
+    return (w @ log_loss_terms(y, p)) / w.sum(1)
+
+
+def log_loss_terms(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Each sample's binary cross-entropy (probabilities clipped to [1e-15, 1 - 1e-15], float64)."""
     y = np.asarray(y, dtype=np.float64)
     p = np.clip(np.asarray(p, dtype=np.float64), EPS, 1 - EPS)
-    w = _as_weights(w, len(y))
-    per = -(y * np.log(p) + (1 - y) * np.log1p(-p))
-    return (w @ per) / w.sum(1)
+    return -(y * np.log(p) + (1 - y) * np.log1p(-p))
 
 
 def brier(y: np.ndarray, p: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
@@ -93,6 +97,11 @@ def confusion_metrics(y: np.ndarray, pred: np.ndarray, w: np.ndarray | None = No
     per_sample = lambda a: (a * known).reshape(len(y), -1).sum(1)  # noqa: E731
     tp, fp = w @ per_sample(y * pred), w @ per_sample((1 - y) * pred)
     fn, tn = w @ per_sample(y * (1 - pred)), w @ per_sample((1 - y) * (1 - pred))
+    return confusion_from_counts(tp, fp, fn, tn)
+
+
+def confusion_from_counts(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray, tn: np.ndarray) -> dict[str, np.ndarray]:
+    """Accuracy, sensitivity, specificity, PPV, NPV and F1 from weighted counts; NaN where undefined."""
     div = lambda a, b: np.where(b > 0, a / np.where(b > 0, b, 1), np.nan)  # noqa: E731
     return {
         "accuracy": div(tp + tn, tp + tn + fp + fn),
@@ -106,13 +115,19 @@ def confusion_metrics(y: np.ndarray, pred: np.ndarray, w: np.ndarray | None = No
 
 def mlogloss_weighted(y: np.ndarray, p: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
     """mlogloss per weight row (samples weighted, labels averaged)."""
+    per, counted = mlogloss_terms(y, p)
+    w = _as_weights(w, len(per)) * counted
+    return (w @ per) / w.sum(1)
+
+
+def mlogloss_terms(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each sample's mean binary cross-entropy over its known labels, and whether it has any (else it counts not)."""
     y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
     p = np.clip(np.asarray(p, dtype=np.float64).reshape(len(y), -1), EPS, 1 - EPS)
     known = ~np.isnan(y)  # unknown labels are left out; a sample with none known weighs nothing
     y = np.nan_to_num(y)
     per = (-(y * np.log(p) + (1 - y) * np.log1p(-p)) * known).sum(1) / np.maximum(known.sum(1), 1)
-    w = _as_weights(w, len(y)) * known.any(1)
-    return (w @ per) / w.sum(1)
+    return per, known.any(1)
 
 
 def mlogloss(y: np.ndarray, p: np.ndarray) -> float:
@@ -122,20 +137,29 @@ def mlogloss(y: np.ndarray, p: np.ndarray) -> float:
 
 def categorical_log_loss(y: np.ndarray, p: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
     """Multi-class cross-entropy of one-hot y against probability rows (clipped, renormalised as sklearn does)."""
+    w = _as_weights(w, len(y))
+    return (w @ categorical_log_loss_terms(y, p)) / w.sum(1)
+
+
+def categorical_log_loss_terms(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Each sample's multi-class cross-entropy (clipped, renormalised)."""
     p = np.clip(np.asarray(p, dtype=np.float64), EPS, 1 - EPS)
     p = p / p.sum(1, keepdims=True)
-    w = _as_weights(w, len(y))
-    per = -np.log(p[np.arange(len(y)), np.asarray(y).argmax(1)])
-    return (w @ per) / w.sum(1)
+    return -np.log(p[np.arange(len(y)), np.asarray(y).argmax(1)])
 
 
 def exact_match(y: np.ndarray, pred: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
     """Share of samples whose every label decision is right (multi-label subset accuracy)."""
-    y = np.asarray(y, dtype=np.float64)
-    right = ((np.nan_to_num(y) >= 0.5) == np.asarray(pred).astype(bool)) | np.isnan(y)  # unknown labels: no error
-    hit = np.all(right, axis=1).astype(np.float64)
+    hit = exact_match_hits(y, pred)
     w = _as_weights(w, len(hit))
     return (w @ hit) / w.sum(1)
+
+
+def exact_match_hits(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """1.0 for each sample whose every known label decision is right, else 0.0."""
+    y = np.asarray(y, dtype=np.float64)
+    right = ((np.nan_to_num(y) >= 0.5) == np.asarray(pred).astype(bool)) | np.isnan(y)  # unknown labels: no error
+    return np.all(right, axis=1).astype(np.float64)
 
 
 def known_binary(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

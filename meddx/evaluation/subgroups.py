@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from meddx.config import EvaluateConfig
-from meddx.evaluation.evaluation import score_with_intervals
+from meddx.evaluation.intervals import score_with_intervals
 
 MIN_SAMPLES = 20  # fewer samples in a subgroup give intervals too wide to read
 FIGURES = ("roc_auc", "pr_auc", "sensitivity", "specificity")

@@ -1,0 +1,152 @@
+"""Every figure of a set of predictions over [point, resample 1..B] from one fused pass (`fused.py`), and the
+percentile intervals that come of them."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from meddx.config import EvaluateConfig
+from meddx.evaluation import metrics as M
+from meddx.evaluation.fused import FusedPass, Segment, Sums
+
+PER_LABEL = ("roc_auc", "pr_auc", "log_loss", "brier", "accuracy", "sensitivity", "specificity", "ppv", "npv", "f1")
+
+
+@dataclass
+class Predictor:
+    """One predictor in a pass: a segment per label, one of the pooled items (multi-label), and sums of each label's
+    log loss and squared error and of the overall figures' terms."""
+
+    task: str
+    labels: list[Segment]
+    micro: Segment | None
+    sums: Sums
+
+
+def add_predictor(fp: FusedPass, y: np.ndarray, p: np.ndarray, pred: np.ndarray, task: str, ece: bool = False):
+    """Segments of predictions `p` and 0/1 decisions `pred` against labels `y` (NaN: unknown); with `ece`, each
+    label's items also carry p and y for calibration cuts."""
+    known_all, yb = ~np.isnan(y), (np.nan_to_num(y) >= 0.5).astype(np.float64)  # soft labels count from 0.5 ...
+    labels, sums = [], []
+    for j in range(y.shape[1]):
+        k = np.flatnonzero(known_all[:, j])
+        pj, soft = p[k, j], y[k, j]  # ... except in the log loss and the Brier score, which take the soft target
+        labels.append(
+            fp.add(np.stack(_confusion_masses(yb[k, j], pred[k, j]) + ([pj, soft] if ece else []), 1), pj, rows=k)
+        )
+        for term in (M.log_loss_terms(soft, pj), (pj - soft) ** 2):
+            sums.append(np.zeros(len(y)))
+            sums[-1][k] = term
+    micro = None
+    if task == "multilabel":  # micro figures: each (sample, label) an item weighing its sample's weight
+        known, flat = M.known_binary(y.ravel())
+        rows = np.repeat(np.arange(len(y)), y.shape[1])[known]
+        micro = fp.add(np.stack(_confusion_masses(flat[known], pred.ravel()[known]), 1), p.ravel()[known], rows=rows)
+    ones = np.ones(len(y))
+    if task == "multiclass":
+        terms = [M.categorical_log_loss_terms(y, p), ones, M.exact_match_hits(y, pred), ones]
+    else:
+        per, counted = M.mlogloss_terms(y, p)
+        terms = [per * counted, counted.astype(np.float64), M.exact_match_hits(y, pred), ones]
+    return Predictor(task, labels, micro, fp.add_sums(np.stack(sums + terms, 1)))
+
+
+def _confusion_masses(yb: np.ndarray, pred: np.ndarray) -> list[np.ndarray]:
+    """Positive, negative, true positive and false positive weight of each item."""
+    return [yb, 1 - yb, yb * pred, (1 - yb) * pred]
+
+
+def confusion(segment: Segment, slot: int | None = None) -> dict[str, np.ndarray]:
+    """Confusion figures of the segment's decisions, or of deciding positive the items before cut `slot`."""
+    total = segment.cum[:, 0]
+    tp, fp = (total[:, 2], total[:, 3]) if slot is None else (segment.cum[:, slot, 0], segment.cum[:, slot, 1])
+    return M.confusion_from_counts(tp, fp, total[:, 0] - tp, total[:, 1] - fp)
+
+
+def ece_from_cuts(segment: Segment, slots: list[int]) -> np.ndarray:
+    """Expected calibration error per row from the cumulative p and y at the bin edges (`Segment.cut_at_bins`)."""
+    cum = segment.cum[:, [*slots, 0]][:, :, 4:6]  # bins - 1 ... 0 from the top
+    per_bin = np.diff(cum, axis=1, prepend=0.0)
+    total = segment.cum[:, 0, 0] + segment.cum[:, 0, 1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.abs(per_bin[:, :, 0] - per_bin[:, :, 1]).sum(1) / total
+
+
+def predictor_arrays(pr: Predictor, names: list[str]) -> dict:
+    """Every metric as an array over [point, resample 1..B]: per label, macro, micro and overall."""
+    per, sums = {}, pr.sums.values
+    for j, (n, segment) in enumerate(zip(names, pr.labels)):
+        known = segment.cum[:, 0, 0] + segment.cum[:, 0, 1]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            per[n] = {"roc_auc": segment.auc, "pr_auc": segment.ap, "log_loss": sums[:, 2 * j] / known,
+                      "brier": sums[:, 2 * j + 1] / known, **confusion(segment)}  # fmt: skip
+    with warnings.catch_warnings():  # a resample where a label is undefined everywhere gives an all-NaN column
+        warnings.simplefilter("ignore", RuntimeWarning)
+        macro = {k: np.nanmean(np.stack([per[n][k] for n in names]), axis=0) for k in PER_LABEL}
+    t = sums[:, 2 * len(names) :]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if pr.task == "multiclass":
+            overall = {"log_loss": t[:, 0] / t[:, 1], "accuracy": t[:, 2] / t[:, 3]}
+        else:
+            overall = {"mlogloss": t[:, 0] / t[:, 1]}
+            if pr.task == "multilabel":
+                overall["exact_match"] = t[:, 2] / t[:, 3]
+    micro = {}
+    if pr.micro is not None:
+        micro = {**confusion(pr.micro), "roc_auc": pr.micro.auc, "pr_auc": pr.micro.ap}
+    return {"per_label": per, "macro": macro, "micro": micro, "overall": overall}
+
+
+def figures(arrays: dict, ci: float) -> dict:
+    """Arrays over [point, resample 1..B] -> {value, ci_low, ci_high}, recursively (intervals of the resamples'
+    non-NaN values; none where there are none or the point is NaN)."""
+    leaves: list[np.ndarray] = []
+    _leaves(arrays, leaves)
+    bounds = iter(percentiles(np.stack(leaves)[:, 1:], [50 * (1 - ci), 50 * (1 + ci)]) if leaves else [])
+    return _rebuild(arrays, bounds)
+
+
+def _leaves(arrays: dict, out: list) -> None:
+    for v in arrays.values():
+        if isinstance(v, dict):
+            _leaves(v, out)
+        else:
+            out.append(v)
+
+
+def _rebuild(arrays: dict, bounds) -> dict:
+    out = {}
+    for k, v in arrays.items():
+        if isinstance(v, dict):
+            out[k] = _rebuild(v, bounds)
+            continue
+        point, (lo, hi) = float(v[0]), next(bounds)
+        out[k] = {"value": None if np.isnan(point) else point}
+        if not np.isnan(point) and not np.isnan(lo):
+            out[k].update(ci_low=float(lo), ci_high=float(hi))
+    return out
+
+
+def percentiles(boot: np.ndarray, q: list[float]) -> np.ndarray:
+    """(F, B) values -> (F, len(q)) percentiles of each row's non-NaN values (NaN for none): one call for the
+    rows without NaN, one per other row."""
+    out = np.full((len(boot), len(q)), np.nan)
+    missing = np.isnan(boot).any(1)
+    if not missing.all() and boot.shape[1]:
+        out[~missing] = np.percentile(boot[~missing], q, axis=1).T
+    for i in np.flatnonzero(missing):
+        row = boot[i][~np.isnan(boot[i])]
+        if len(row):
+            out[i] = np.percentile(row, q)
+    return out
+
+
+def score_with_intervals(y, p, pred, task: str, names: list[str], patients, cfg: EvaluateConfig) -> dict:
+    """Point estimates and patient-bootstrap intervals of every metric of one set of predictions."""
+    fp = FusedPass(patients, cfg.bootstrap, cfg.seed)
+    pr = add_predictor(fp, np.asarray(y, np.float64), np.asarray(p, np.float64), np.asarray(pred, np.float64), task)
+    fp.run()
+    return figures(predictor_arrays(pr, names), cfg.ci)
