@@ -37,6 +37,9 @@ chromium:
 
 bench: $(STAMP)
 	$(PY) bench/pneumoniamnist_plain_vs_meddx.py
+	$(PY) bench/overhead.py
+	$(PY) bench/scaling.py
+	$(PY) bench/memory.py   # writes a 6 GB decoded cache in a temporary folder
 	$(PY) bench/bootstrap_speed.py
 	$(PY) bench/serve.py
 	$(PY) bench/serve_batching.py

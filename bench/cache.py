@@ -2,6 +2,7 @@
 PersistentDataset, and one memory-mapped .npy file. Build time, and samples/s of a second epoch through a DataLoader
 (batch 64, shuffled), on the Kermany chest X-ray folder at 224 px, grey.
 
+    .venv/bin/pip install litdata==0.2.76 monai==1.6.1   # the two peers, not in requirements.lock
     .venv/bin/python bench/cache.py [--limit 0] [--workers 0] [--repeats 3]
 """
 
