@@ -95,12 +95,16 @@ class _Decode:
         return {"image": decode(item["record"]), "label": item["label"]}
 
 
+def _item_hash(item: dict) -> bytes:
+    """MONAI's cache file name for an item (module level: litdata's build switches workers to spawn, which pickles)."""
+    return hashlib.sha1(str(item["key"]).encode()).hexdigest().encode()
+
+
 def monai_dataset(recs: list, folder: Path):
     from monai.data import PersistentDataset
 
     items = [{"record": r, "label": np.asarray(r.labels, dtype=np.float32), "key": r.sha1 or r.id} for r in recs]
-    return PersistentDataset(items, transform=_Decode(), cache_dir=str(folder / "monai"),
-                             hash_func=lambda item: hashlib.sha1(str(item["key"]).encode()).hexdigest().encode())  # fmt: skip
+    return PersistentDataset(items, transform=_Decode(), cache_dir=str(folder / "monai"), hash_func=_item_hash)
 
 
 def epoch_rate(loader) -> float:

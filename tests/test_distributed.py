@@ -208,3 +208,13 @@ def test_torchrun_trains_an_ensemble_of_seeds(data_dir, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pair"]
     assert sorted(p.name for p in (run / "members").iterdir()) == ["seed0", "seed1"]
     assert json.loads((run / "status.json").read_text())["state"] == "complete"
+
+
+def test_bad_data_stops_every_process_with_one_line(tmp_path):
+    """Only rank 0 reads the data; when it cannot, the others stop with its message instead of waiting for it."""
+    proc = _torchrun(["--data", str(tmp_path / "missing.csv"), "--accelerator", "cpu", "--output-dir", str(tmp_path)],
+                     "--nproc-per-node", "2", "--master-port", str(_free_port()))  # fmt: skip
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode != 0
+    lines = [line for line in err.splitlines() if "missing.csv" in line and "Traceback" not in line]
+    assert len(lines) >= 2, err[-3000:]  # rank 0's line and the same line from rank 1

@@ -17,10 +17,11 @@ from meddx.data.reports import read_descriptions
 from meddx.data.sequences import SequenceDataset, Vocab, build_vocab, is_sequence, length_grouped_sampler, trim_padding
 from meddx.data.split import assign_splits
 from meddx.data.tensors import ImageDataset, Preprocess, base_preprocess, decode_settings, fill_statistics
-from meddx.errors import ConfigError
+from meddx.errors import ConfigError, MeddxError
 from meddx.models import MODEL_INFO, min_input_size
 from meddx.models.sequence import resolve_size
 from meddx.run import CONFIG, VOCAB
+from meddx.training.distributed import grouped, is_rank_zero, share
 
 
 class RunDataModule(pl.LightningDataModule):
@@ -36,13 +37,23 @@ class RunDataModule(pl.LightningDataModule):
         self.leakage: dict = {}
 
     def read(self) -> DataSet:
-        """Read, split and leakage-gate the data once (no image is decoded yet); the plan reads this."""
+        """Read, split and leakage-gate the data once (no image is decoded yet); the plan reads this. In a process
+        group only rank 0 reads and hashes the files; the others get its records."""
         if self.dataset is None:
-            ds = read_dataset(self.cfg.data)
-            assign_splits(ds, self.cfg.split)
-            self.leakage = enforce_no_leakage(ds, self.cfg.split).to_dict()
-            self.dataset = ds
+            try:
+                mine = self._read() if is_rank_zero() or not grouped() else None
+            except MeddxError as e:  # every process stops with rank 0's one line, none waits for it
+                mine = e
+            got = share(mine)
+            if isinstance(got, MeddxError):
+                raise got
+            self.dataset, self.leakage = got
         return self.dataset
+
+    def _read(self) -> tuple[DataSet, dict]:
+        ds = read_dataset(self.cfg.data)
+        assign_splits(ds, self.cfg.split)
+        return ds, enforce_no_leakage(ds, self.cfg.split).to_dict()
 
     def setup(self, stage: str | None = None) -> None:
         """Everything before the first step; image files are decoded here, so bad ones fail before training."""

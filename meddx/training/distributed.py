@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 from datetime import timedelta
 
@@ -90,6 +91,14 @@ def start_process_group(cfg: RunConfig) -> None:
         world_size=env.world_size(),
         timeout=GROUP_TIMEOUT,
     )
+    atexit.register(_leave_group)
+
+
+def _leave_group() -> None:
+    """Close the group before the interpreter ends: a process that leaves with it open can abort as its threads are
+    torn down ('terminate called without an active exception'), failing the whole launch."""
+    if grouped():
+        torch.distributed.destroy_process_group()
 
 
 def grouped() -> bool:
