@@ -74,7 +74,7 @@ def run(processes: int, args, out: Path, name: str) -> dict:
     train = ["train", *manifests(out), "--set", "data.label_column=label", "--set", "data.patient_column=patient",
              "--set", "data.image_column=path", "--set", "data.allow_outside_root=true", "--epochs", "1", "--accelerator", "cpu", "--output-dir", str(out / "runs"),
              "--name", name, "--set", "plan.enabled=false", "--set", "train.progress_bar=false",
-             "--set", f"data.image_size={args.size}", "--set", "data.channels=1", "--set", "train.batch_size=16",
+             "--set", f"data.image_size={args.size}", "--set", "data.channels=1", "--set", "train.batch_size=2",
              "--set", f"train.limit_train_batches={args.batches}", "--set", "evaluate.bootstrap=100",
              "--set", "train.diagnostics=false"]  # fmt: skip
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(processes), "--master-port",
@@ -118,7 +118,7 @@ def write(rows: dict, build: dict, decoded_gb: float, ram: float, args) -> None:
     body = f"""Measured {time.strftime("%Y-%m-%d")} on {platform.machine()} with {os.cpu_count()} cores and {ram:.1f} GiB of RAM,
 by `.venv/bin/python bench/memory.py --size {args.size} --processes {" ".join(map(str, args.processes))} --batches {args.batches}`.
 The Kermany training folder decoded at {args.size} px, grey: {decoded_gb:.1f} GiB as float32 (a quarter of RAM is
-{ram / 4:.1f} GiB). Each launch is `torchrun --nproc-per-node P`: one epoch cut to {args.batches} batches of 16 per
+{ram / 4:.1f} GiB). Each launch is `torchrun --nproc-per-node P`: one epoch cut to {args.batches} batches of 2 per
 process, val and test (64 images each) predicted and evaluated; launches in a random order after one that built the
 cache ({build["seconds"]:.0f} s; its process peaked at {max(build["own_gb"]):.2f} GiB of its own memory).
 
