@@ -123,7 +123,7 @@ def measure(kind: str, recs: list, labels: torch.Tensor, folder: Path, workers: 
         ds = Memmapped(build_memmap(recs, folder, max(workers, 2)), labels)
     elif kind == "MONAI PersistentDataset":
         ds = monai_dataset(recs, folder)
-        list(DataLoader(ds, batch_size=64, num_workers=2, collate_fn=lambda b: len(b)))  # build, in parallel
+        list(DataLoader(ds, batch_size=64, num_workers=2, collate_fn=len, multiprocessing_context="fork"))  # build
     else:
         from litdata import StreamingDataLoader, StreamingDataset
 
