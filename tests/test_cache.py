@@ -58,12 +58,15 @@ def test_a_torn_cache_file_is_rebuilt(tmp_path):
     assert decode.calls == 2 * 5 and rebuilt.array.shape == (4, 1, 8, 8)
 
 
-def test_an_unwritable_cache_folder_decodes_in_memory(tmp_path):
+def test_an_unwritable_cache_folder_decodes_as_without_a_cache(tmp_path):
+    """No cache, one warning, nothing decoded here: the data module decodes as it would without one (in memory when
+    the images fit, item by item when not), never the whole set into memory."""
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
+    decode = _Counting()
     with pytest.warns(UserWarning, match="decoded-image cache off"):
-        got = decoded_images(_records(5), _Counting(), SETTINGS, blocker / "cache")
-    assert got.path is None and got.array.shape == (4, 1, 8, 8)
+        got = decoded_images(_records(5), decode, SETTINGS, blocker / "cache")
+    assert got is None and decode.calls == 0
 
 
 def _build_in_child(folder, queue) -> None:

@@ -31,7 +31,7 @@ class Decoded:
 
     array: np.ndarray  # (rows, C, H, W) float32, memory-mapped
     rows: dict[int, int]  # id(record) -> row
-    path: Path | None
+    path: Path
 
     def rows_of(self, records: list[Record]) -> np.ndarray:
         return np.asarray([self.rows[id(r)] for r in records], dtype=np.int64)
@@ -62,9 +62,10 @@ def cache_key(identities: list[str], settings: dict) -> str:
     return hashlib.sha1(text.encode()).hexdigest()
 
 
-def decoded_images(records: list[Record], decode, settings: dict, folder: Path | None = None) -> Decoded:
+def decoded_images(records: list[Record], decode, settings: dict, folder: Path | None = None) -> Decoded | None:
     """Every record decoded by `decode` (record -> float32 (C, H, W)) into the cache file of these images and
-    `settings`: built now by one process (others, and later runs, wait for it and then read it), or read as it is."""
+    `settings`: built now by one process (others, and later runs, wait for it and then read it), or read as it is;
+    None where the cache folder cannot be written (the caller decodes as without a cache: lazily when large)."""
     import filelock
 
     keys = [identity(r) for r in records]
@@ -79,10 +80,9 @@ def decoded_images(records: list[Record], decode, settings: dict, folder: Path |
         with filelock.FileLock(f"{path}.lock"):
             if not _valid(path, len(unique)):
                 _build(path, [first[k] for k in unique], decode, settings)
-    except OSError as e:  # a read-only or full disk: decode into memory as before, and say so once
-        warnings.warn(f"decoded-image cache off ({folder}: {e.strerror or e}); decoding in memory", stacklevel=2)
-        array = np.stack([decode(first[k]) for k in unique]) if unique else np.zeros((0, 1, 1, 1))
-        return Decoded(array.astype(np.float32, copy=False), rows, None)
+    except OSError as e:  # a read-only or full disk: no cache, images decoded as without one, said once
+        warnings.warn(f"decoded-image cache off ({folder}: {e.strerror or e}); decoding without it", stacklevel=2)
+        return None
     load_array_file.cache_clear()  # array files read for the build are not kept whole in memory
     return Decoded(np.load(path, mmap_mode="r"), rows, path)
 
