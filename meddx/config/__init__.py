@@ -2,17 +2,18 @@
 (`files`)."""
 
 from meddx.config.files import apply_overrides, as_config, load_config, save_config, validate_config, validate_section
+from meddx.config.pretrain import PretrainConfig
 from meddx.config.sections import (
     AugmentConfig,
     DataConfig,
     EvaluateConfig,
     ModelConfig,
     PlanConfig,
-    PretrainConfig,
     RunConfig,
     SplitConfig,
     TrainConfig,
 )
+from meddx.config.tricks import PseudoLabelConfig, TricksConfig
 
 __all__ = [
     "AugmentConfig",
@@ -21,9 +22,11 @@ __all__ = [
     "ModelConfig",
     "PlanConfig",
     "PretrainConfig",
+    "PseudoLabelConfig",
     "RunConfig",
     "SplitConfig",
     "TrainConfig",
+    "TricksConfig",
     "apply_overrides",
     "as_config",
     "load_config",

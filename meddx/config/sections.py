@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+from meddx.config.base import Section as _Section
+from meddx.config.pretrain import PretrainConfig
+from meddx.config.tricks import PseudoLabelConfig, TricksConfig
 
 
 class DataConfig(_Section):
@@ -117,6 +117,13 @@ class ModelConfig(_Section):
     kwargs: dict[str, Any] = Field(
         default_factory=dict, description="Extra builder arguments, e.g. {size: gpu} for bert_small."
     )
+    embeddings: str | None = Field(
+        None, description="Token models: word vectors from `meddx pretrain` (objective word2vec), its encoder.pt."
+    )
+    freeze_embeddings: bool = Field(False, description="Keep the loaded word vectors fixed while training.")
+    dropout_samples: int = Field(
+        1, ge=1, description="Token models: multi-sample dropout, the head averaged over this many dropout masks."
+    )
 
 
 class AugmentConfig(_Section):
@@ -184,6 +191,8 @@ class TrainConfig(_Section):
         True, description="TensorBoard histograms of val probabilities and the ROC figure each epoch."
     )
     ensemble: int = Field(1, ge=1, description="Models trained with seeds seed, seed+1, ... on one split, averaged.")
+    tricks: TricksConfig = TricksConfig()
+    pseudo_labels: PseudoLabelConfig = PseudoLabelConfig()
 
     @field_validator("class_weights", mode="before")
     @classmethod
@@ -227,42 +236,6 @@ class EvaluateConfig(_Section):
             except ValueError:
                 raise ValueError(f"operating_point value {value!r} must be a number in [0, 1]") from None
         return v
-
-
-class PretrainConfig(_Section):
-    """Self-supervised pretraining, labels unused: masked-language modelling of bert_small on every description (token
-    reports), or SimCLR contrastive learning of the image model on every unlabelled image named."""
-
-    objective: Literal["auto", "mlm", "simclr"] = Field(
-        "auto", description="auto: mlm for `|,|` report files, simclr for images."
-    )
-    dir: str = Field(
-        "pretrained/bert_small", description="Output folder: encoder.pt, vocab.json, model_kwargs.json, checkpoints."
-    )
-    data: list[str] = Field(
-        default_factory=list, description="simclr: image folders, CSVs and .npz files (default: data.path)."
-    )
-    exclude_from: list[str] = Field(
-        default_factory=list,
-        description="simclr: data sets whose val and test images (meddx's default split) are left out, so a model "
-        "fine-tuned on them never saw its evaluation images.",
-    )
-    temperature: float = Field(0.5, gt=0, description="simclr: NT-Xent temperature.")
-    max_epochs: int = Field(30, ge=1)
-    batch_size: int = Field(128, ge=1)
-    lr: float | None = Field(None, gt=0, description="Default: 5e-4 for mlm, 3e-3 for simclr.")
-    mask_prob: float = Field(0.15, gt=0, lt=1)
-    val_fraction: float = Field(0.05, ge=0, lt=1)
-    size: Literal["auto", "tiny", "cpu", "gpu"] = Field(
-        "auto", description="bert_small size: auto is gpu where CUDA is present, else cpu."
-    )
-    precision: str = Field("auto", description="auto: 16-mixed on GPU, 32-true on CPU.")
-    limit_train_batches: float | int | None = None
-    group_by_length: bool = Field(
-        True,
-        description="Batches of similar lengths (transformers' LengthGroupedSampler): "
-        "faster; MLM has no labels for the batches to be skewed by.",
-    )
 
 
 class PlanConfig(_Section):
