@@ -13,7 +13,7 @@ from torch import nn
 
 from meddx.config import ModelConfig
 from meddx.errors import ConfigError
-from meddx.models.registry import create_model
+from meddx.models.registry import MODEL_INFO, create_model
 
 
 def build_model(
@@ -23,6 +23,10 @@ def build_model(
     pickle, in eval mode; else `cfg.weights` (a local pretrained file) if any. `extra`: builder arguments such as a
     vocabulary's size (cfg.kwargs win)."""
     kwargs = {**extra, **cfg.kwargs}
+    if cfg.dropout_samples > 1:
+        if MODEL_INFO.get(cfg.name) is None or MODEL_INFO[cfg.name].kind != "sequence":
+            raise ConfigError(f"model.dropout_samples is for token-sequence models; '{cfg.name}' is not one")
+        kwargs["dropout_samples"] = cfg.dropout_samples
     weights = None if state_dict_file else cfg.weights
     model = create_model(cfg.name, in_chans, num_labels, weights=weights, dropout=cfg.dropout, **kwargs)
     if state_dict_file:

@@ -45,6 +45,29 @@ def weighted_bce_with_logits(
     return loss / known.sum().clamp(min=1)
 
 
+def focal_bce_with_logits(
+    logits: torch.Tensor, target: torch.Tensor, w_pos: torch.Tensor, w_neg: torch.Tensor, gamma: float
+) -> torch.Tensor:
+    """The weighted BCE above with each term scaled by (1 - p_t)^gamma (Lin et al. 2017, torchvision's
+    sigmoid_focal_loss): confident, correct labels add little; NaN targets are ignored."""
+    from torchvision.ops import sigmoid_focal_loss
+
+    known = ~torch.isnan(target)
+    y = torch.nan_to_num(target)
+    weight = (y * w_pos + (1 - y) * w_neg) * known
+    loss = sigmoid_focal_loss(logits, y, alpha=-1, gamma=gamma, reduction="none")
+    return (loss * weight).sum() / known.sum().clamp(min=1)
+
+
+def focal_cross_entropy(
+    logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, gamma: float, smoothing: float = 0.0
+) -> torch.Tensor:
+    """Cross-entropy over (one-hot or soft) class targets, each sample's term scaled by (1 - p_t)^gamma."""
+    ce = F.cross_entropy(logits, target, weight=weight, label_smoothing=smoothing, reduction="none")
+    p_t = (logits.softmax(1) * target).sum(1)
+    return ((1 - p_t).clamp(min=0) ** gamma * ce).mean()
+
+
 @dataclass
 class LossWeights:
     """Class weights of the loss: per-label (w+, w-) for BCE, per-class for cross-entropy; None: unweighted."""

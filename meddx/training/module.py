@@ -11,9 +11,16 @@ from meddx.config import ModelConfig, RunConfig, TrainConfig
 from meddx.data.sequences import UNK
 from meddx.models.finetune import blocks, freeze_all_but, load_pretrained, parse_depth, set_batchnorm_modes
 from meddx.models.output import build_model, probabilities
+from meddx.training.adversarial import adversarial_loss, word_embedding
 from meddx.training.augment import augment_batch, mixup_batch
 from meddx.training.datamodule import RunDataModule
-from meddx.training.losses import LossWeights, loss_weights, weighted_bce_with_logits
+from meddx.training.losses import (
+    LossWeights,
+    focal_bce_with_logits,
+    focal_cross_entropy,
+    loss_weights,
+    weighted_bce_with_logits,
+)
 
 
 def _auroc(task: str, num_labels: int, **sync) -> torchmetrics.Metric:
@@ -67,6 +74,8 @@ class Classifier(pl.LightningModule):
         self.frozen = parse_depth(t.finetune_depth) is not None
         if self.frozen:
             freeze_all_but(self.model, t.finetune_depth)
+        if t.tricks.adversarial != "off":
+            word_embedding(self.model)  # a model without token embeddings is named now, not at the first step
         self.keep_frozen_bn_stats = True  # SWA turns this off: it re-estimates every BatchNorm at the end
         ones = [1.0] * num_labels
         self.register_buffer("w_pos", torch.tensor(weights.pos_weight or ones))
@@ -103,13 +112,19 @@ class Classifier(pl.LightningModule):
         return self.model(x)
 
     def loss(self, logits: torch.Tensor, y: torch.Tensor, smoothing: float = 0.0, soft: bool = False) -> torch.Tensor:
-        """Weighted BCE (binary, multi-label) or weighted cross-entropy (multi-class); optional label smoothing;
-        `soft` keeps mixed (mixup) multi-class targets as probabilities."""
+        """Weighted BCE (binary, multi-label) or weighted cross-entropy (multi-class), focal if asked; optional label
+        smoothing; `soft` keeps mixed (mixup) multi-class targets as probabilities."""
+        focal = self.train_cfg.tricks.loss == "focal"
+        gamma = self.train_cfg.tricks.focal_gamma
         if self.task == "multiclass":
+            if focal:
+                return focal_cross_entropy(logits, y, self.w_class, gamma, smoothing)
             target = y if soft else y.argmax(1)
             return F.cross_entropy(logits, target, weight=self.w_class, label_smoothing=smoothing)
         if smoothing:
             y = y * (1 - smoothing) + smoothing / 2
+        if focal:
+            return focal_bce_with_logits(logits, y, self.w_pos, self.w_neg, gamma)
         return weighted_bce_with_logits(logits, y, self.w_pos, self.w_neg)
 
     def on_train_epoch_start(self):
@@ -127,6 +142,9 @@ class Classifier(pl.LightningModule):
         if t.mixup:
             x, y, _, _ = mixup_batch(x, y, t.mixup)
         loss = self.loss(self(x), y, smoothing=t.label_smoothing, soft=bool(t.mixup))
+        if t.tricks.adversarial != "off":  # the clean loss plus the loss at adversarial embeddings (FGM, PGD)
+            at = lambda: self.loss(self(x), y, smoothing=t.label_smoothing, soft=bool(t.mixup))  # noqa: E731
+            loss = loss + adversarial_loss(self.model, at, loss, t.tricks)
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(x))
         return loss
 
@@ -164,5 +182,9 @@ class Classifier(pl.LightningModule):
                 {"params": [p for n, p in named if n in head], "lr": t.lr},
             ]
         opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+        if t.tricks.lookahead:  # slow weights every 6 steps, halfway to the fast ones (Zhang et al. 2019)
+            from timm.optim import Lookahead
+
+            opt = Lookahead(opt, alpha=0.5, k=6)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=t.max_epochs)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}

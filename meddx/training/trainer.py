@@ -23,6 +23,7 @@ from meddx.errors import ConfigError
 from meddx.logs import quiet_third_party
 from meddx.models.finetune import parse_depth
 from meddx.run import CHECKPOINTS, LOGS, TENSORBOARD
+from meddx.training.averaging import EMAWeights
 from meddx.training.callbacks import (
     CollapseMonitor,
     EpochHistory,
@@ -53,6 +54,10 @@ def make_callbacks(cfg: RunConfig, run_dir: Path, data: RunDataModule, plan: Pla
         RunWriter(run_dir, data, plan, cfg),
         SplitPredictionWriter(run_dir, data),
     ]
+    if t.tricks.ema_decay:
+        if t.swa:
+            raise ConfigError("train.swa and train.tricks.ema_decay both average weights; choose one")
+        callbacks.append(EMAWeights(t.tricks.ema_decay))
     if t.swa:
         callbacks.append(StochasticWeightAveraging(swa_lrs=t.swa_lr or t.lr / 10, swa_epoch_start=t.swa_epoch_start))
     else:

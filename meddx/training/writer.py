@@ -161,6 +161,12 @@ def finetune_summary(module) -> dict:
     out["total_parameters"] = sum(p.numel() for p in model.parameters())
     if t.swa:
         out["model_pt"] = "swa"
+    if t.tricks.ema_decay:
+        out["model_pt"] = f"ema (decay {t.tricks.ema_decay:g}) of the best epoch"
+    defaults = type(t.tricks)().model_dump()
+    used = {k: v for k, v in t.tricks.model_dump().items() if v != defaults[k]}
+    if used:
+        out["tricks"] = used
     return out
 
 
