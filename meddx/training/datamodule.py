@@ -22,6 +22,7 @@ from meddx.models import MODEL_INFO, min_input_size
 from meddx.models.sequence import resolve_size
 from meddx.run import CONFIG, VOCAB
 from meddx.training.distributed import grouped, is_rank_zero, share
+from meddx.training.pseudo import pseudo_records
 
 
 class RunDataModule(pl.LightningDataModule):
@@ -53,7 +54,12 @@ class RunDataModule(pl.LightningDataModule):
     def _read(self) -> tuple[DataSet, dict]:
         ds = read_dataset(self.cfg.data)
         assign_splits(ds, self.cfg.split)
-        return ds, enforce_no_leakage(ds, self.cfg.split).to_dict()
+        leakage = enforce_no_leakage(ds, self.cfg.split).to_dict()
+        extra, note = pseudo_records(self.cfg, ds)  # after the gate: they join train only, never val or test
+        if extra:
+            ds.records += extra
+            ds.notes.append(note)
+        return ds, leakage
 
     def setup(self, stage: str | None = None) -> None:
         """Everything before the first step; image files are decoded here, so bad ones fail before training."""
