@@ -177,6 +177,8 @@ def test_ema_weights_are_what_is_saved_and_predicted(tmp_path):
     training = json.loads((run.path / "training.json").read_text())
     assert training["tricks"] == {"adversarial": "fgm", "ema_decay": 0.9, "lookahead": True, "loss": "focal"}
     assert "ema" in training["model_pt"]
+    report = (run.path / "report.md").read_text()
+    assert "options: adversarial fgm, ema_decay 0.9, lookahead True, loss focal" in report
 
 
 def test_ema_and_swa_together_is_a_config_error(tmp_path):

@@ -180,10 +180,13 @@ def _training_summary(training: dict) -> str:
             for m in training["members"]
         ]
         return f"mean of {len(parts)} models ({'; '.join(parts)}); {training['seconds']} s in all"
+    tricks = training.get("tricks") or {}
     return (
         f"best epoch {training.get('best_epoch')} of {training.get('epochs_run')}; {training.get('seconds')} s; "
         f"val loss {training.get('initial_val_loss') or float('nan'):.4f} untrained -> "
         f"{training.get('best_val_loss', float('nan')):.4f}"
+        + ("; options: " + ", ".join(f"{k} {v}" for k, v in tricks.items()) if tricks else "")
+        + (f"; saved weights: {training['model_pt']}" if training.get("model_pt") else "")
     )
 
 
