@@ -259,6 +259,10 @@ def pretrain(config: RunConfig | dict | str | Path | None = None, **overrides) -
         from meddx.training.contrastive import pretrain_images
 
         return pretrain_images(cfg)
+    if objective == "word2vec":
+        from meddx.training.word2vec import train_word_vectors
+
+        return train_word_vectors(cfg)
     from meddx.training.pretrain import pretrain as _pretrain
 
     return _pretrain(cfg)

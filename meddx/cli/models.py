@@ -48,12 +48,16 @@ def pretrain(
         typer.Option(help="A data set to fine-tune on later: its val and test images are left out. Repeatable."),
     ] = None,
     model: Annotated[Optional[str], typer.Option(help="Image model to pretrain (default small_cnn).")] = None,
+    objective: Annotated[
+        Optional[str],
+        typer.Option(help="mlm (bert_small), word2vec (vectors for any token model) or simclr; default from the data."),
+    ] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Epochs.")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Folder for encoder.pt.")] = None,
     set_: SetOpt = None,
 ) -> None:
     """Self-supervised pretraining, labels unused: SimCLR on unlabelled images (--data, repeatable), or MLM of
-    bert_small on `|,|` report files (a config with data.path and data.vocab_files); rerun MLM to resume."""
+    bert_small or word2vec vectors on `|,|` report files (a config with data.path and data.vocab_files)."""
     from meddx.api import pretrain as api_pretrain
 
     options = given(
@@ -62,6 +66,7 @@ def pretrain(
             "pretrain.exclude_from": exclude,
             "model.name": model,
             "pretrain.max_epochs": epochs,
+            "pretrain.objective": objective,
             "pretrain.dir": str(output) if output else None,
         }
     )
@@ -75,6 +80,12 @@ def pretrain(
             f"wrote {out / 'encoder.pt'} ({info['model']}, {info['images']} images, {info['epochs']} epochs); "
             f"val NT-Xent {info['initial_val_ntxent']:.3f} -> {info['final_val_ntxent']:.3f}\n"
             f"fine-tune: --model {info['model']} --init-from {out / 'encoder.pt'}"
+        )
+        return
+    if info.get("objective") == "word2vec":
+        typer.echo(
+            f"wrote {out / 'embeddings.pt'} ({info['vocab_size']} tokens x {info['vector_size']}, skip-gram, "
+            f"{info['epochs']} epochs, {info['seconds']} s)\nuse: --set model.embeddings={out}"
         )
         return
     typer.echo(

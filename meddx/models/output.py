@@ -29,6 +29,10 @@ def build_model(
         kwargs["dropout_samples"] = cfg.dropout_samples
     weights = None if state_dict_file else cfg.weights
     model = create_model(cfg.name, in_chans, num_labels, weights=weights, dropout=cfg.dropout, **kwargs)
+    if cfg.embeddings and not state_dict_file:  # a trained run's model.pt already holds its embedding
+        from meddx.models.embeddings import load_word_vectors
+
+        load_word_vectors(model, cfg.embeddings, cfg.freeze_embeddings)
     if state_dict_file:
         try:
             model.load_state_dict(load_state_dict_file(state_dict_file))

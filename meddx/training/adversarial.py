@@ -12,15 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from meddx.config import TricksConfig
-from meddx.errors import ConfigError
-
-
-def word_embedding(model: nn.Module) -> nn.Embedding:
-    """The model's token embedding (its first nn.Embedding: `embed`, or BERT's word embeddings)."""
-    found = next((m for m in model.modules() if isinstance(m, nn.Embedding)), None)
-    if found is None:
-        raise ConfigError("train.tricks.adversarial perturbs word embeddings; this model has no nn.Embedding")
-    return found
+from meddx.models.embeddings import word_embedding
 
 
 @contextmanager

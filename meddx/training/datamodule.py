@@ -141,7 +141,7 @@ def resolve_vocab(cfg: RunConfig, ds: DataSet) -> Vocab:
         seq = [n for n, i in MODEL_INFO.items() if i.kind == "sequence"]
         raise ConfigError(f"model '{cfg.model.name}' is an image model; token sequences need one of {seq}")
     vocab_path = cfg.data.vocab
-    source = cfg.model.weights or cfg.train.init_from  # an MLM folder's encoder.pt, or a sequence run folder
+    source = cfg.model.weights or cfg.train.init_from or cfg.model.embeddings  # MLM/word2vec folder or a run folder
     if source:
         folder = Path(source) if Path(source).is_dir() else Path(source).parent
         if vocab_path is None and (folder / VOCAB).is_file():
