@@ -29,12 +29,13 @@ def embeddings_file(source: str | Path) -> Path:
 
 def load_word_vectors(model: nn.Module, source: str | Path, freeze: bool = False) -> None:
     """Copy the vectors into the model's word embedding (frozen if asked); another size is one ConfigError line."""
-    from meddx.models.output import load_state_dict_file
-
     path = embeddings_file(source)
     if not path.is_file():
         raise ConfigError(f"model.embeddings: {path} not found (make it with `meddx pretrain --objective word2vec`)")
-    weight = load_state_dict_file(path).get("weight")
+    try:
+        weight = torch.load(path, map_location="cpu", weights_only=True).get("weight")
+    except Exception as e:  # cut, empty, crafted or not a dict: the file is named, nothing of it runs
+        raise ConfigError(f"model.embeddings: {path} is not a readable vectors file ({type(e).__name__})") from None
     emb = word_embedding(model)
     if not isinstance(weight, torch.Tensor) or weight.shape != emb.weight.shape:
         got = tuple(weight.shape) if isinstance(weight, torch.Tensor) else "no 'weight' tensor"
