@@ -162,13 +162,33 @@ def _line_problem(n: int, line: str, want: str, n_labels: int) -> list[str]:
     return problems
 
 
-def check_submission(path: str | Path, data: str | Path, n_labels: int = 17) -> list[str]:
-    """Problems of a submission file against its test file (empty list: valid); at most 10 are listed."""
+ROUND_LABELS = {17: "round 1 (17 regions)", 29: "round 2 (17 regions + 12 types)"}
+
+
+def infer_labels(lines: list[str]) -> int | str:
+    """The probabilities per line of a submission, from its first line: 17 (round 1) or 29 (round 2); otherwise the
+    problem as a string."""
+    if not lines or SEP not in lines[0]:
+        return 17  # the row count or the separator is the problem, and the line checks name it
+    values = lines[0].split(SEP, 1)[1].split()
+    if len(values) not in ROUND_LABELS:
+        return f"line 1: {len(values)} probabilities; a submission has 17 (round 1) or 29 (round 2)"
+    return len(values)
+
+
+def check_submission(path: str | Path, data: str | Path, n_labels: int | None = None) -> list[str]:
+    """Problems of a submission file against its test file (empty list: valid); at most 10 are listed. The number of
+    probabilities per line is `n_labels`, or read from the first line (17: round 1, 29: round 2)."""
     path = Path(path)
     if not path.is_file():
         return [f"{path}: file not found"]
     ids = [r.id for r in read_tianchi(data, require_labels=False).records]
     lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    if n_labels is None:
+        inferred = infer_labels(lines)
+        if isinstance(inferred, str):
+            return [inferred]
+        n_labels = inferred
     problems = [f"{len(lines)} rows but the test file has {len(ids)}"] if len(lines) != len(ids) else []
     for n, (line, want) in enumerate(zip(lines, ids), start=1):
         if len(problems) >= 10:

@@ -213,6 +213,19 @@ def test_submission_round_trip_and_every_defect(tmp_path):
     assert res.returncode == 1 and "not a number" in res.stderr
 
 
+def test_round2_submissions_check_without_a_flag(tmp_path):
+    test = _write(tmp_path / "test.csv", [(i, f"{i + 3} 7 8") for i in range(4)])
+    sub = write_submission([str(i) for i in range(4)], np.random.default_rng(2).random((4, 29)), tmp_path / "r2.csv")
+    assert check_submission(sub, test) == []
+    assert "29 probabilities, expected 17" in check_submission(sub, test, n_labels=17)[0]
+    lines = sub.read_text().splitlines()
+    r1_line = lines[2].split("|,|")[0] + "|,|" + " ".join(["0.5"] * 17)
+    sub.write_text("\n".join([*lines[:2], r1_line, lines[3]]) + "\n")  # one line of the other round
+    assert check_submission(sub, test) == ["line 3: 17 probabilities, expected 29"]
+    sub.write_text("\n".join(ln.rsplit(" ", 9)[0] for ln in lines) + "\n")  # 20: neither round
+    assert check_submission(sub, test) == ["line 1: 20 probabilities; a submission has 17 (round 1) or 29 (round 2)"]
+
+
 @pytest.fixture(scope="module")
 def small_files(data_dir, tmp_path_factory):
     """400 labelled and 200 unlabelled real rows copied into a temporary folder (never into the repo)."""
@@ -370,7 +383,8 @@ def test_round2_cv_reports_regions_and_types_and_submits_the_fold_ensemble(data_
     np.testing.assert_allclose(probs, np.mean(single, axis=0), atol=1e-9)  # the fold ensemble is the mean
     assert ids == [str(i) for i in range(360, 400)] and probs.shape == (40, 29)
     sub = meddx.submit(cv_dir, tmp_path / "r2_test.csv", tmp_path / "sub.csv")
-    assert check_submission(sub, tmp_path / "r2_test.csv", n_labels=29) == []
+    checked = run_cli("check-submission", str(sub), "--data", str(tmp_path / "r2_test.csv"))  # no --labels
+    assert checked.returncode == 0 and "valid, round 2" in checked.stdout, checked.stderr
 
     # a blend of CV folders with weights chosen out of fold: a folder whose OOF predictions are noise gets weight 0
     import shutil

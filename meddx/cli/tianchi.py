@@ -2,7 +2,7 @@
 `meddx check-submission` stay as aliases."""
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -24,7 +24,8 @@ def submit(
         ),
     ] = "equal",
 ) -> None:
-    """Write a Tianchi submission: `report_ID|,|p0 ... p16`, one line per test row in order (checked)."""
+    """Write a Tianchi submission: `report_ID|,|p0 ... p16` (round 2: p0 ... p28), one line per test row in order
+    (checked)."""
     from meddx.tianchi import blend_weights
     from meddx.tianchi import submit as write
 
@@ -38,16 +39,20 @@ def submit(
 def check(
     file: Annotated[Path, typer.Argument(help="Submission file.")],
     data: Annotated[Path, typer.Option("--data", "-d", help="The test file it answers.")],
-    labels: Annotated[int, typer.Option(help="Probabilities per line (17 in round 1).")] = 17,
+    labels: Annotated[
+        Optional[int], typer.Option(help="Probabilities per line; default: read from the first line (17 or 29).")
+    ] = None,
 ) -> None:
-    """Validate a submission: row count, ids in the test file's order, N floats in [0, 1], the `|,|` separator."""
-    from meddx.tianchi import check_submission
+    """Validate a submission: row count, ids in the test file's order, 17 (round 1) or 29 (round 2) floats in [0, 1]
+    per line, the `|,|` separator."""
+    from meddx.tianchi import ROUND_LABELS, check_submission, infer_labels
 
     problems = check_submission(file, data, labels)
     for p in problems:
         typer.echo(f"{file}: {p}", err=True)
     if not problems:
-        typer.echo(f"{file}: valid")
+        lines = [ln for ln in file.read_text().splitlines() if ln.strip()]
+        typer.echo(f"{file}: valid, {ROUND_LABELS.get(labels or infer_labels(lines), f'{labels} labels')}")
     raise typer.Exit(1 if problems else 0)
 
 
