@@ -385,6 +385,11 @@ def test_round2_cv_reports_regions_and_types_and_submits_the_fold_ensemble(data_
     sub = meddx.submit(cv_dir, tmp_path / "r2_test.csv", tmp_path / "sub.csv")
     checked = run_cli("check-submission", str(sub), "--data", str(tmp_path / "r2_test.csv"))  # no --labels
     assert checked.returncode == 0 and "valid, round 2" in checked.stdout, checked.stderr
+    (tmp_path / "r2_holdout.csv").write_text("\n".join(lines[400:440]) + "\n")  # labelled reports kept out
+    evaluated = run_cli("evaluate", str(cv_dir / "fold0"), "--data", str(tmp_path / "r2_holdout.csv"))
+    assert evaluated.returncode == 0 and "tianchi: score" in evaluated.stdout, evaluated.stderr
+    held_out = (cv_dir / "fold0" / "report-external-r2_holdout.md").read_text()
+    assert "## Competition score" in held_out and "types_mlogloss" in held_out and "40 samples" in held_out
 
     # a blend of CV folders with weights chosen out of fold: a folder whose OOF predictions are noise gets weight 0
     import shutil

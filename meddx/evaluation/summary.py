@@ -6,6 +6,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from meddx.evaluation.scores import COMPETITIONS
 from meddx.evaluation.sections import fmt, warnings_of
 from meddx.run import Run, split_suffix
 
@@ -33,6 +34,13 @@ def headline(metrics: dict) -> Table:
     return table
 
 
+def competition_line(name: str, scores: dict, keys: list[str]) -> str:
+    """One line of a competition's figures (its table's columns) for the model, and the prior baseline's score."""
+    model, prior = scores["model"], scores.get("baselines", {}).get("prior", {})
+    figures = ", ".join(f"{k} {model[k]:.4f}" for k in keys if k != "score" and k in model)
+    return f"{name}: score {model['score']:.4f} ({figures}); prior baseline score {prior.get('score', float('nan')):.4f}"
+
+
 def print_summary(run: Run | None, split: str = "test", console: Console | None = None) -> None:
     """Print a run's evaluated split (nothing when it was not evaluated, or in a distributed worker: run None)."""
     metrics = run.metrics(split) if run is not None else {}
@@ -44,6 +52,9 @@ def print_summary(run: Run | None, split: str = "test", console: Console | None 
     console.print(headline(metrics))
     for w in warnings_of(metrics):
         console.print(f"[bold red]WARNING:[/] {w}", markup=True, highlight=False)
+    for name, competition in COMPETITIONS.items():
+        if isinstance(metrics.get(name), dict):
+            console.print(competition_line(name, metrics[name], competition.keys(metrics[name])), highlight=False)
     suffix = split_suffix(split)
     console.print(
         f"run folder: {run.path}\nreport: {run.path / f'report{suffix}.html'} (and report{suffix}.md)", highlight=False
