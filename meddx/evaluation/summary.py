@@ -38,7 +38,8 @@ def competition_line(name: str, scores: dict, keys: list[str]) -> str:
     """One line of a competition's figures (its table's columns) for the model, and the prior baseline's score."""
     model, prior = scores["model"], scores.get("baselines", {}).get("prior", {})
     figures = ", ".join(f"{k} {model[k]:.4f}" for k in keys if k != "score" and k in model)
-    return f"{name}: score {model['score']:.4f} ({figures}); prior baseline score {prior.get('score', float('nan')):.4f}"
+    prior_score = prior.get("score", float("nan"))
+    return f"{name}: score {model['score']:.4f} ({figures}); prior baseline score {prior_score:.4f}"
 
 
 def print_summary(run: Run | None, split: str = "test", console: Console | None = None) -> None:
