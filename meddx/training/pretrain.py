@@ -21,11 +21,38 @@ from meddx.training.fit import refuse_unsafe
 MLM_LR = 5e-4
 
 
-def mask_tokens(x: torch.Tensor, vocab_size: int, prob: float = 0.15, generator: torch.Generator | None = None):
-    """BERT masking: `prob` of the real tokens are targets; of those 80% -> [MASK], 10% random, 10% kept."""
+def ngram_targets(real: torch.Tensor, prob: float, max_ngram: int, generator: torch.Generator | None = None):
+    """Whole spans of 1..max_ngram real tokens, lengths drawn with probability proportional to 1/n (the n-gram masking
+    of the Tianchi/NEZHA write-ups), started at a rate that masks about `prob` of the real tokens."""
+    g = dict(generator=generator)
+    weights = torch.tensor([1.0 / n for n in range(1, max_ngram + 1)])
+    weights /= weights.sum()
+    mean_length = float((weights * torch.arange(1, max_ngram + 1)).sum())
+    starts = (torch.rand(real.shape, **g) < prob / mean_length) & real
+    lengths = torch.multinomial(weights, real.numel(), replacement=True, **g).view(real.shape) + 1
+    target = torch.zeros_like(real)
+    for k in range(max_ngram):  # position i + k is masked when a span of more than k tokens starts at i
+        covered = starts & (lengths > k)
+        target[:, k:] |= covered[:, : real.shape[1] - k]
+    return target & real
+
+
+def mask_tokens(
+    x: torch.Tensor,
+    vocab_size: int,
+    prob: float = 0.15,
+    generator: torch.Generator | None = None,
+    masking: str = "token",
+    max_ngram: int = 3,
+):
+    """BERT masking: `prob` of the real tokens are targets (single tokens, or whole n-gram spans with masking
+    "ngram"); of the targets 80% -> [MASK], 10% random, 10% kept."""
     g = dict(generator=generator)
     real = x >= N_SPECIAL
-    target = (torch.rand(x.shape, **g) < prob) & real
+    if masking == "ngram":
+        target = ngram_targets(real, prob, max_ngram, generator)
+    else:
+        target = (torch.rand(x.shape, **g) < prob) & real
     labels = torch.where(target, x, torch.full_like(x, -100))
     roll = torch.rand(x.shape, **g)
     inputs = x.clone()
@@ -46,6 +73,8 @@ class MaskedLM(pl.LightningModule):
         lr: float = 5e-4,
         mask_prob: float = 0.15,
         max_epochs: int = 30,
+        masking: str = "token",
+        max_ngram: int = 3,
     ):
         super().__init__()
         from transformers import BertForMaskedLM
@@ -54,7 +83,8 @@ class MaskedLM(pl.LightningModule):
         self.mlm = BertForMaskedLM(bert_config(vocab_size, max_len, size))
 
     def loss(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        inputs, labels = mask_tokens(x.cpu(), self.hparams.vocab_size, self.hparams.mask_prob, generator)
+        h = self.hparams
+        inputs, labels = mask_tokens(x.cpu(), h.vocab_size, h.mask_prob, generator, h.masking, h.max_ngram)
         inputs, labels = inputs.to(x.device), labels.to(x.device)
         return self.mlm(input_ids=inputs, attention_mask=(x != 0).long(), labels=labels).loss
 
@@ -142,7 +172,9 @@ def pretrain(config: RunConfig | dict | str | Path) -> Path:
     size = resolve_size(pc.size)
     write_text(out / "model_kwargs.json", json.dumps({"size": size}))
     train_loader, val_loader, n_val = _loaders(x, pc, cfg.train.seed)
-    module = MaskedLM(vocab.size, vocab.max_len, size, pc.lr or MLM_LR, pc.mask_prob, pc.max_epochs)
+    module = MaskedLM(
+        vocab.size, vocab.max_len, size, pc.lr or MLM_LR, pc.mask_prob, pc.max_epochs, pc.masking, pc.max_ngram
+    )
     gpu = torch.cuda.is_available() and cfg.train.accelerator in ("auto", "gpu", "cuda")
     precision = pc.precision if pc.precision != "auto" else ("16-mixed" if gpu else "32-true")
     last, info_path = out / CHECKPOINTS / "last.ckpt", out / "pretrain.json"
@@ -164,6 +196,7 @@ def pretrain(config: RunConfig | dict | str | Path) -> Path:
             "vocab_size": vocab.size,
             "max_len": vocab.max_len,
             "size": size,
+            "masking": pc.masking if pc.masking == "token" else f"ngram (1-{pc.max_ngram})",
             "precision": precision,
             "epochs": trainer.current_epoch,
             "final_val_mlm_loss": val_mlm_loss(trainer, module, val_loader),
