@@ -158,6 +158,9 @@ class TrainConfig(_Section):
     channels_last: bool = Field(False, description="Image models: NHWC memory layout (faster convolutions on GPUs).")
     compile: bool = Field(False, description="torch.compile the model (slow first steps; faster later on GPUs).")
     progress_bar: bool = True
+    checkpoint_minutes: float | None = Field(
+        None, gt=0, description="Also write checkpoints/last.ckpt within an epoch at most this many minutes apart."
+    )
     limit_train_batches: float | int | None = None
     token_dropout: float = Field(0.0, ge=0, lt=1, description="Sequences: share of tokens replaced by unk in training.")
     group_by_length: bool = Field(

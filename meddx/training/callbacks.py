@@ -187,7 +187,8 @@ class EpochHistory(Callback):
 
 class ResumeState(Callback):
     """What a checkpoint needs beyond Lightning's own for a resumed run to continue as if never stopped: the random
-    number generators (the next epoch's shuffle and augmentation) and the untrained model's val loss."""
+    number generators (the next epoch's shuffle and augmentation) and the untrained model's val loss; the training
+    loader's place only inside an epoch (`train.checkpoint_minutes`)."""
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         checkpoint["meddx"] = {
@@ -196,6 +197,10 @@ class ResumeState(Callback):
             "python_rng": random.getstate(),
             "initial_val_loss": pl_module.initial_val_loss,
         }
+        if trainer.fit_loop.epoch_loop.batch_progress.current.completed >= trainer.num_training_batches:
+            # at an epoch's end the loader has no place to keep: the next epoch shuffles from the restored generators
+            # as an uninterrupted run does (a finished loader's state would replay the old epoch's generator)
+            checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {}).pop("combined_loader", None)
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         state = checkpoint.get("meddx")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 from meddx.config import RunConfig, load_config
 from meddx.data.cache import decoded_images
@@ -23,6 +24,7 @@ from meddx.models.sequence import resolve_size
 from meddx.run import CONFIG, VOCAB
 from meddx.training.distributed import grouped, is_rank_zero, share
 from meddx.training.pseudo import pseudo_records
+from meddx.training.sampling import EpochShuffle
 
 
 class RunDataModule(pl.LightningDataModule):
@@ -112,17 +114,26 @@ class RunDataModule(pl.LightningDataModule):
         t = self.cfg.train
         data = self.datasets[split]
         grouped = self.is_sequence and shuffle and t.group_by_length
-        return DataLoader(
+        sampler = length_grouped_sampler(data.inputs, t.batch_size) if grouped else None
+        if shuffle and not grouped:
+            sampler = EpochShuffle(len(data), t.seed, self._epoch_to_train)
+        # the training loader keeps its place (torchdata's StatefulDataLoader, saved in every checkpoint by
+        # Lightning): a run resumed from a mid-epoch checkpoint trains the rest of that epoch, no batch twice
+        return (StatefulDataLoader if shuffle else DataLoader)(
             data,
             batch_size=t.batch_size,
-            shuffle=shuffle and not grouped,
-            sampler=length_grouped_sampler(data.inputs, t.batch_size) if grouped else None,
+            sampler=sampler,
             collate_fn=trim_padding if self.is_sequence else None,
             num_workers=t.num_workers,
             pin_memory=t.pin_memory,
             drop_last=shuffle and len(data) > t.batch_size,
             persistent_workers=t.num_workers > 0,
         )
+
+    def _epoch_to_train(self) -> int:
+        """The epoch a training iteration is for: processed epochs (a resumed run's restored count, even before its
+        loop has moved on from a checkpoint written at the previous epoch's end)."""
+        return self.trainer.fit_loop.epoch_progress.current.processed if self.trainer is not None else 0
 
     def train_dataloader(self) -> DataLoader:
         return self.loader("train", shuffle=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import warnings
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -54,6 +55,9 @@ def make_callbacks(cfg: RunConfig, run_dir: Path, data: RunDataModule, plan: Pla
         RunWriter(run_dir, data, plan, cfg),
         SplitPredictionWriter(run_dir, data),
     ]
+    if t.checkpoint_minutes:  # a kill loses at most this much work; the loader's place is in the checkpoint too
+        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1,
+                                         train_time_interval=timedelta(minutes=t.checkpoint_minutes)))  # fmt: skip
     if t.tricks.ema_decay:
         if t.swa:
             raise ConfigError("train.swa and train.tricks.ema_decay both average weights; choose one")
