@@ -72,6 +72,9 @@ def serve(
     backend: Annotated[str, typer.Option(help="auto (ONNX when the package has it), onnx or pytorch.")] = "auto",
     max_upload_mb: Annotated[float, typer.Option(help="Uploads above this get 413.")] = 20.0,
     timeout: Annotated[float, typer.Option(help="Seconds before a prediction answers 504.")] = 30.0,
+    read_timeout: Annotated[
+        float, typer.Option(help="Seconds a client has to send its whole request; slower ones get 408.")
+    ] = 30.0,
     threads: Annotated[
         int, typer.Option(help="Request worker threads (decoding and inference); ONNX Runtime gets cores / threads.")
     ] = 2,
@@ -92,8 +95,9 @@ def serve(
 
     if host not in ("127.0.0.1", "localhost", "::1") and not token:
         typer.echo(f"meddx: warning: listening on {host} without --token: anyone who reaches it can use it", err=True)
-    run_service(path, host, port, backend=backend, max_upload_mb=max_upload_mb, timeout_s=timeout, threads=threads,
-                token=token, max_batch=max_batch if batching else 1, batch_wait_ms=batch_wait_ms)  # fmt: skip
+    run_service(path, host, port, read_timeout, backend=backend, max_upload_mb=max_upload_mb, timeout_s=timeout,
+                threads=threads, token=token, max_batch=max_batch if batching else 1,
+                batch_wait_ms=batch_wait_ms)  # fmt: skip
 
 
 def register(app: typer.Typer) -> None:

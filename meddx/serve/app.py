@@ -189,8 +189,15 @@ def _add_predict(app: FastAPI, answer: Callable[..., Awaitable[dict]], timeout_s
         return {"filename": file.filename, **result}
 
 
-def serve(path: str | Path, host: str = "127.0.0.1", port: int = 8000, **settings) -> None:
-    """Run the service with uvicorn until interrupted."""
+def serve(
+    path: str | Path, host: str = "127.0.0.1", port: int = 8000, read_timeout_s: float = 30.0, **settings
+) -> None:
+    """Run the service with uvicorn until interrupted; a request not received whole within `read_timeout_s` gets 408."""
     import uvicorn
 
-    uvicorn.run(create_app(path, **settings), host=host, port=port, timeout_keep_alive=5, log_level="info")
+    from meddx.serve.protocol import with_read_timeout
+
+    app = create_app(path, **settings)
+    uvicorn.run(
+        app, host=host, port=port, timeout_keep_alive=5, log_level="info", http=with_read_timeout(read_timeout_s)
+    )
