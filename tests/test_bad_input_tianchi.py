@@ -1,0 +1,79 @@
+"""The bad-input corpus for the Tianchi entry points (`meddx submit`, `meddx check-submission` and their `meddx tianchi`
+names): a bad test file, run folder or submission is one line naming the file and line, never a traceback."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from test_bad_input import _assert_clean_error
+from test_tricks import _tiny
+
+from conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def seq_run(tmp_path_factory):
+    import meddx
+
+    root = tmp_path_factory.mktemp("tianchi-bad")
+    cfg = _tiny(root, "seq")
+    cfg["train"]["max_epochs"] = 1
+    run = meddx.train(cfg)
+    lines = [f"{i}|,|{10 + i % 5} 20 30 " for i in range(6)]
+    (root / "test.csv").write_text("\n".join(lines) + "\n")
+    return root, run.path
+
+
+BAD_TEST_FILES = {  # test file text -> what the one line must say
+    "four_fields.csv": ("0|,|1 2 |,|3 |,|4\n", "4 fields; expected report_ID|,|description[|,|label]"),
+    "mixed_fields.csv": ("0|,|1 2 \n1|,|3 4 |,|5 \n", "line 2: 3 fields where the file's first line has 2"),
+    "word_token.csv": ("0|,|1 2 \n1|,|3 four 5 \n", "line 2: token 'four' is not a non-negative integer"),
+    "empty.csv": ("", "no rows"),
+    "blank_description.csv": ("0|,| \n", "line 1: empty description"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(BAD_TEST_FILES))
+@pytest.mark.parametrize("command", [["submit"], ["tianchi", "submit"]])
+def test_a_bad_test_file(seq_run, tmp_path, name, command):
+    root, run = seq_run
+    text, needle = BAD_TEST_FILES[name]
+    (tmp_path / name).write_text(text)
+    _assert_clean_error(run_cli(*command, str(run), "--data", str(tmp_path / name), "-o", str(tmp_path / "s.csv")),
+                        name, needle)  # fmt: skip
+    assert not (tmp_path / "s.csv").exists()
+
+
+@pytest.mark.slow
+def test_bad_run_folders(seq_run, tmp_path):
+    root, run = seq_run
+    test = str(root / "test.csv")
+    _assert_clean_error(run_cli("submit", str(tmp_path / "nowhere"), "--data", test), "nowhere")
+    image_like = tmp_path / "no_vocab"
+    shutil.copytree(run, image_like)
+    (image_like / "vocab.json").unlink()
+    _assert_clean_error(run_cli("submit", str(image_like), "--data", test), "not a token-sequence run")
+
+
+@pytest.mark.slow
+def test_bad_submissions_are_listed_with_exit_1(seq_run, tmp_path):
+    root, run = seq_run
+    test = str(root / "test.csv")
+    good = tmp_path / "good.csv"
+    assert run_cli("submit", str(run), "--data", test, "-o", str(good)).returncode == 0
+    lines = good.read_text().splitlines()
+    cases = {
+        "nan.csv": ([lines[0].rsplit(" ", 1)[0] + " nan", *lines[1:]], "line 1: probabilities must lie in [0, 1]"),
+        "short.csv": (lines[:-1], "5 rows but the test file has 6"),
+        "separator.csv": ([ln.replace("|,|", ",") for ln in lines], "line 1: expected 'report_ID|,|p0 ... p16'"),
+    }
+    for name, (body, needle) in cases.items():
+        (tmp_path / name).write_text("\n".join(body) + "\n")
+        for command in (["check-submission"], ["tianchi", "check"]):
+            proc = run_cli(*command, str(tmp_path / name), "--data", test)
+            assert proc.returncode == 1 and needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    missing = run_cli("check-submission", str(tmp_path / "absent.csv"), "--data", test)
+    assert missing.returncode == 1 and "file not found" in missing.stderr
+    _assert_clean_error(run_cli("check-submission", str(good), "--data", str(tmp_path / "no_test.csv")), "no_test.csv")
