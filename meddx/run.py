@@ -52,7 +52,15 @@ def write_status(path: Path, state: str, reason: str = "", kind: str = "") -> No
     of several models what kind (ensemble: seeds; search: candidates chosen on val)."""
     info = {"state": state, "since": datetime.now().isoformat(timespec="seconds"), "pid": os.getpid()}
     extra = {k: v for k, v in (("reason", reason), ("kind", kind)) if v}
-    write_text(Path(path) / STATUS, json.dumps({**info, **extra}, indent=2))
+    text = json.dumps({**info, **extra}, indent=2)
+    try:
+        write_text(Path(path) / STATUS, text)
+    except OSError:
+        if state != "failed" or not (Path(path) / STATUS).is_file():
+            raise
+        with open(Path(path) / STATUS, "r+") as f:  # a full disk: rewrite the small file in its own block
+            f.write(text[:3000])
+            f.truncate()
 
 
 def record_actual_time(path: Path, seconds: float) -> None:

@@ -1,6 +1,7 @@
 """The `meddx` command: a thin layer over `meddx.api`, one module per group of commands; heavy imports happen inside
 each command, so `meddx --help` stays fast."""
 
+import errno
 import sys
 
 import typer
@@ -31,4 +32,12 @@ def main() -> None:
         app()
     except MeddxError as e:
         typer.echo(error_line(e), err=True)
+        sys.exit(2)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            raise
+        target = e.filename2 or e.filename  # a staged file's rename names the real destination second
+        where = f" writing {target}" if target else ""
+        typer.echo(f"meddx: error: {e.strerror or e}{where}; nothing half-written was kept: free space or choose "
+                   "another --output-dir, then resume with --resume", err=True)  # fmt: skip
         sys.exit(2)

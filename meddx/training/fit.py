@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pickle
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -69,7 +69,8 @@ def _failure_recorded(run_dir: Path):
         yield
     except BaseException as e:
         if is_rank_zero():
-            write_status(run_dir, "failed", f"{type(e).__name__}: {e}"[:500])
+            with suppress(OSError):  # the disk may be what failed: the original error is the one to report
+                write_status(run_dir, "failed", f"{type(e).__name__}: {e}"[:500])
         raise
 
 
