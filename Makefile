@@ -5,7 +5,7 @@ STAMP := $(VENV)/.meddx-installed
 export OMP_WAIT_POLICY ?= PASSIVE
 export PYTHONDONTWRITEBYTECODE = 1
 
-.PHONY: install demo test test-fast lint bench lock clean chromium
+.PHONY: install demo test test-fast lint bench lock clean chromium reliability
 
 install: $(STAMP)
 
@@ -52,3 +52,6 @@ lock:
 
 clean:
 	rm -rf $(VENV) runs test-artifacts
+
+reliability: $(STAMP)   # every reliability test (more fuzzing than CI), the load test; writes docs/reliability.md
+	$(PY) bench/reliability.py

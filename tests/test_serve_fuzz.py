@@ -3,6 +3,8 @@ against the schema (status codes declared, bodies typed) and never a 5xx."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -12,7 +14,7 @@ from meddx.export.package import export_run
 from meddx.serve import create_app
 
 pytestmark = pytest.mark.slow
-EXAMPLES = 150  # per operation: GET /health, GET /model, POST /predict
+EXAMPLES = int(os.environ.get("MEDDX_FUZZ_EXAMPLES", 150))  # per operation: GET /health, GET /model, POST /predict
 
 
 @pytest.fixture(scope="module")
