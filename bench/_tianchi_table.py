@@ -64,8 +64,16 @@ def render(rows, y: np.ndarray, names: list[str], args) -> str:
     table = "\n".join(lines)
     if not args.no_docs:
         key, title = ("tianchi-r2", "Tianchi, round 2") if round2 else ("tianchi", "Tianchi, round 1")
+        if args.neural_folds < args.folds:  # a screening on some folds keeps the all-fold table of the same round
+            key, title = f"{key}-screen", f"{title}, screening on {fold_note(args).split(',')[0]}"
         write_section(key, f"{title} (sequence track)", table)
     return table
+
+
+def fold_note(args) -> str:
+    from _tianchi_rows import fold_note as note
+
+    return note(args)
 
 
 def rows_default() -> str:
