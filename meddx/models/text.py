@@ -10,7 +10,22 @@ from meddx.models.pooling import DropoutHead, masked_max
 from meddx.models.sequence import run_packed, seq_model
 
 
-class RCNN(DropoutHead):
+class _BiGRU(DropoutHead):
+    """Embedding with spatial dropout -> BiGRU over the packed sequence: what RCNN and the attention BiGRU share."""
+
+    def make_encoder(self, vocab_size: int, embed_dim: int, hidden: int, dropout: float) -> None:
+        self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
+        self.embed_drop = nn.Dropout1d(dropout)
+        self.rnn = nn.GRU(embed_dim, hidden, batch_first=True, bidirectional=True)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(embeddings (B, L, E), states (B, L, 2H), mask (B, L)) of token indices (B, L)."""
+        mask = x != 0
+        e = self.embed_drop(self.embed(x).transpose(1, 2)).transpose(1, 2)
+        return e, run_packed(self.rnn, e, mask), mask
+
+
+class RCNN(_BiGRU):
     """Embedding -> BiGRU; each word's left and right context beside its embedding -> tanh projection -> max over
     time -> linear (Lai et al., AAAI 2015)."""
 
@@ -25,17 +40,13 @@ class RCNN(DropoutHead):
         dropout_samples: int = 1,
     ):
         super().__init__()
-        self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
-        self.embed_drop = nn.Dropout1d(dropout)
-        self.rnn = nn.GRU(embed_dim, hidden, batch_first=True, bidirectional=True)
+        self.make_encoder(vocab_size, embed_dim, hidden, dropout)
         self.project = nn.Linear(2 * hidden + embed_dim, projection)
         self.make_head(projection, num_classes, dropout, dropout_samples)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mask = x != 0
-        e = self.embed_drop(self.embed(x).transpose(1, 2)).transpose(1, 2)
-        h = torch.tanh(self.project(torch.cat([run_packed(self.rnn, e, mask), e], dim=2)))
-        return self.classify(masked_max(h, mask))
+        e, h, mask = self.encode(x)
+        return self.classify(masked_max(torch.tanh(self.project(torch.cat([h, e], dim=2))), mask))
 
 
 class DPCNN(DropoutHead):
@@ -78,7 +89,7 @@ class DPCNN(DropoutHead):
         return self.classify(h[:, :, 0])
 
 
-class AttentionBiGRU(DropoutHead):
+class AttentionBiGRU(_BiGRU):
     """Embedding -> BiGRU -> additive attention pooling (softmax over the non-padding words) beside max pooling ->
     linear."""
 
@@ -92,16 +103,12 @@ class AttentionBiGRU(DropoutHead):
         dropout_samples: int = 1,
     ):
         super().__init__()
-        self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
-        self.embed_drop = nn.Dropout1d(dropout)
-        self.rnn = nn.GRU(embed_dim, hidden, batch_first=True, bidirectional=True)
+        self.make_encoder(vocab_size, embed_dim, hidden, dropout)
         self.score = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.Tanh(), nn.Linear(hidden, 1, bias=False))
         self.make_head(4 * hidden, num_classes, dropout, dropout_samples)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mask = x != 0
-        e = self.embed_drop(self.embed(x).transpose(1, 2)).transpose(1, 2)
-        h = run_packed(self.rnn, e, mask)
+        _, h, mask = self.encode(x)
         weights = self.score(h).squeeze(2).masked_fill(~mask, float("-inf")).softmax(1)
         attended = (weights.unsqueeze(2) * h).sum(1)
         return self.classify(torch.cat([attended, masked_max(h, mask)], dim=1))
