@@ -142,10 +142,13 @@ class Classifier(pl.LightningModule):
         if t.mixup:
             x, y, _, _ = mixup_batch(x, y, t.mixup)
         loss = self.loss(self(x), y, smoothing=t.label_smoothing, soft=bool(t.mixup))
-        if t.tricks.adversarial != "off":  # the clean loss plus the loss at adversarial embeddings (FGM, PGD)
-            at = lambda: self.loss(self(x), y, smoothing=t.label_smoothing, soft=bool(t.mixup))  # noqa: E731
-            loss = loss + adversarial_loss(self.model, at, loss, t.tricks)
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(x))
+        if t.tricks.adversarial != "off":  # trained on the clean loss plus the loss at adversarial embeddings
+            at = lambda: self.loss(self(x), y, smoothing=t.label_smoothing, soft=bool(t.mixup))  # noqa: E731
+            adversarial = adversarial_loss(self.model, at, loss, t.tricks)
+            self.log("train_adversarial_loss", adversarial, on_step=False, on_epoch=True, sync_dist=True,
+                     batch_size=len(x))  # fmt: skip
+            return loss + adversarial
         return loss
 
     def validation_step(self, batch, batch_idx):
