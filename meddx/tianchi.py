@@ -166,14 +166,15 @@ ROUND_LABELS = {17: "round 1 (17 regions)", 29: "round 2 (17 regions + 12 types)
 
 
 def infer_labels(lines: list[str]) -> int | str:
-    """The probabilities per line of a submission, from its first line: 17 (round 1) or 29 (round 2); otherwise the
-    problem as a string."""
-    if not lines or SEP not in lines[0]:
-        return 17  # the row count or the separator is the problem, and the line checks name it
-    values = lines[0].split(SEP, 1)[1].split()
-    if len(values) not in ROUND_LABELS:
-        return f"line 1: {len(values)} probabilities; a submission has 17 (round 1) or 29 (round 2)"
-    return len(values)
+    """The probabilities per line of a submission, from its first well-formed line (one separator, 17 or 29 values:
+    round 1 or 2); otherwise the problem as a string (no line with one separator: 17, and the line checks say why)."""
+    counts = [(n, len(ln.split(SEP)[1].split())) for n, ln in enumerate(lines, start=1) if ln.count(SEP) == 1]
+    if not counts:
+        return 17
+    found = next((c for _, c in counts if c in ROUND_LABELS), None)
+    if found is None:
+        return f"line {counts[0][0]}: {counts[0][1]} probabilities; a submission has 17 (round 1) or 29 (round 2)"
+    return found
 
 
 def check_submission(path: str | Path, data: str | Path, n_labels: int | None = None) -> list[str]:

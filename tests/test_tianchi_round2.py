@@ -1,0 +1,79 @@
+"""Round 2 as a first-class task: the example recipe trains 29 outputs and reports regions, types and the combined
+score; its submission checks without a flag. Synthetic
+files only (written to a temporary folder), one tiny run trained for a few steps (about 15 s with its report's
+29-label figures; `slow`, as every test that trains)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import FIXED_RECIPE, REPO, run_cli
+
+EXAMPLE = REPO / "examples" / "tianchi_round2.yaml"
+
+
+def _reports(path, ids: range, seed: int, labels: str = "round2") -> str:
+    """A synthetic `|,|` file: random descriptions with round-2 labels (`regions,types`), round-1 labels or none."""
+    rng = np.random.default_rng(seed)
+    lines = []
+    for i in ids:
+        line = f"{i}|,|{' '.join(map(str, rng.integers(3, 60, rng.integers(3, 12))))} "
+        regions = " ".join(map(str, sorted(set(rng.integers(0, 17, rng.integers(0, 3))))))
+        types = " ".join(map(str, sorted(set(rng.integers(0, 12, rng.integers(0, 3))))))
+        line += {"round2": f"|,|{regions} ,{types} ", "round1": f"|,|{regions} ", "none": ""}[labels]
+        lines.append(line)
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def r2(tmp_path_factory):
+    """The example's recipe on 160 synthetic round-2 reports, one epoch of a few batches."""
+    root = tmp_path_factory.mktemp("round2")
+    train = _reports(root / "train.csv", range(160), 0)
+    sets = ["data.path=" + train, f"output_dir={root / 'runs'}", "train.max_epochs=1", "train.limit_train_batches=2"]
+    sets += ["evaluate.bootstrap=0", "train.diagnostics=false", "name=r2"]
+    proc = run_cli("train", "-c", str(EXAMPLE), *FIXED_RECIPE, *[a for s in sets for a in ("--set", s)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return root, root / "runs" / "r2", proc.stdout
+
+
+def test_the_example_recipe_is_round_2():
+    from meddx.config import load_config
+
+    cfg = load_config(EXAMPLE)
+    assert cfg.data.path.endswith("shared/data/tianchi_round2/train.csv") and cfg.data.label_set == "both"
+    assert cfg.model.name == "bilstm" and cfg.train.class_weights == "off"
+
+
+@pytest.mark.slow
+def test_round2_run_reports_regions_types_and_score(r2):
+    _, run, stdout = r2
+    assert json.loads((run / "data.json").read_text())["label_names"][-1] == "type_11"
+    t = json.loads((run / "metrics.json").read_text())["tianchi"]["model"]
+    assert t["score"] == pytest.approx(0.6 * (1 - t["regions_mlogloss"]) + 0.4 * (1 - t["types_mlogloss"]))
+    table = (run / "report.md").read_text().split("## Competition score")[1]
+    assert "| mlogloss | score | regions_mlogloss | types_mlogloss |" in table
+    assert f"regions_mlogloss {t['regions_mlogloss']:.4f}" in stdout
+
+
+@pytest.mark.slow
+def test_round2_submission_checks_without_a_flag(r2, tmp_path):
+    _, run, _ = r2
+    test = _reports(tmp_path / "test.csv", range(12), 1, labels="none")
+    sub = tmp_path / "sub.csv"
+    assert run_cli("submit", str(run), "--data", test, "-o", str(sub)).returncode == 0
+    lines = sub.read_text().splitlines()
+    assert len(lines) == 12 and all(len(ln.split("|,|")[1].split()) == 29 for ln in lines)
+    checked = run_cli("tianchi", "check", str(sub), "--data", test)
+    assert checked.returncode == 0 and "valid, round 2" in checked.stdout, checked.stderr
+    r1_line = "2|,|" + " ".join(["0.5"] * 17)  # a round-1 line within a round-2 file
+    sub.write_text("\n".join([lines[0].replace("|,|", ",", 1), lines[1], r1_line, *lines[3:]]) + "\n")
+    mixed = run_cli("check-submission", str(sub), "--data", test)
+    assert mixed.returncode == 1
+    # the round is read from the first well-formed line (line 1 lacks the separator: line 2's 29)
+    assert "line 1: expected 'report_ID|,|p0 ... p28'" in mixed.stderr, mixed.stderr
+    assert "line 3: 17 probabilities, expected 29" in mixed.stderr and len(mixed.stderr.splitlines()) == 2
