@@ -136,11 +136,9 @@ def predict_external(run: Run, data: dict, name: str = "external", drop_overlap:
     synthetic = all(re.fullmatch(r"(class|label)_\d+", n) for n in ds.label_names)  # MedMNIST files carry no names
     if synthetic and len(ds.label_names) == len(run.label_names) and ds.task == run.task:
         ds.label_names = list(run.label_names)
-    if ds.label_names != run.label_names or ds.task != run.task:
-        raise DataError(
-            f"{ds.origin}: labels {ds.label_names} ({ds.task}) differ from the run's {run.label_names} ({run.task})"
-        )
-    records, check = overlap_with_training(ds.records, run.split_table(), drop_overlap)
+    if problem := ds.label_mismatch(run.label_names, run.task):
+        raise DataError(f"{ds.origin}: {problem}")
+    records, check = overlap_with_training(ds.records, run.split_table(), drop_overlap, ds.origin)
     if not records:
         raise DataError(f"{ds.origin}: every sample is a training/val image of the run; nothing left to evaluate")
     run.write_predictions(name, records, run.predict_proba(run.dataset(records, preload=None)))

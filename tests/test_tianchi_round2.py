@@ -1,5 +1,5 @@
 """Round 2 as a first-class task: the example recipe trains 29 outputs and reports regions, types and the combined
-score; its submission checks without a flag. Synthetic
+score; its submission checks without a flag; `meddx evaluate RUN --data` scores labelled `|,|` reports. Synthetic
 files only (written to a temporary folder), one tiny run trained for a few steps (about 15 s with its report's
 29-label figures; `slow`, as every test that trains)."""
 
@@ -9,6 +9,7 @@ import json
 
 import numpy as np
 import pytest
+from test_bad_input import _assert_clean_error
 
 from conftest import FIXED_RECIPE, REPO, run_cli
 
@@ -77,3 +78,32 @@ def test_round2_submission_checks_without_a_flag(r2, tmp_path):
     # the round is read from the first well-formed line (line 1 lacks the separator: line 2's 29)
     assert "line 1: expected 'report_ID|,|p0 ... p28'" in mixed.stderr, mixed.stderr
     assert "line 3: 17 probabilities, expected 29" in mixed.stderr and len(mixed.stderr.splitlines()) == 2
+
+
+@pytest.mark.slow
+def test_evaluate_a_sequence_run_on_labelled_reports(r2):
+    root, run, _ = r2
+    held_out = _reports(root / "held_out.csv", range(500, 540), 2)
+    proc = run_cli("evaluate", str(run), "--data", held_out)
+    assert proc.returncode == 0 and "tianchi: score" in proc.stdout, proc.stderr[-3000:]
+    metrics = json.loads((run / "metrics-external-held_out.json").read_text())
+    assert metrics["n_samples"] == 40 and "regions_mlogloss" in metrics["tianchi"]["model"]
+    report = (run / "report-external-held_out.md").read_text()
+    assert "mlogloss" in report and "## Competition score" in report
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "kind, needles",
+    [
+        ("none", ["no label field", "it is a test file"]),
+        ("round1", ["17 multilabel labels (region_0 ... region_16) differ from the run's 29", "type_11"]),
+        ("copy", ["report(s) are identical", "training/val reports", "--drop-training-overlap"]),
+    ],
+)
+def test_evaluate_bad_files_one_line(r2, tmp_path, kind, needles):
+    root, run, _ = r2
+    bad = str(root / "train.csv") if kind == "copy" else _reports(tmp_path / f"{kind}.csv", range(20), 3, kind)
+    proc = run_cli("evaluate", str(run), "--data", bad)
+    _assert_clean_error(proc, bad, *needles)
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr

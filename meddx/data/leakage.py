@@ -168,11 +168,13 @@ def _drop_copies(ds: DataSet, report: LeakageReport, cfg: SplitConfig) -> Leakag
     return report
 
 
-def overlap_with_training(records: list[Record], split_table: pd.DataFrame, drop: bool) -> tuple[list[Record], dict]:
+def overlap_with_training(
+    records: list[Record], split_table: pd.DataFrame, drop: bool, origin: str = ""
+) -> tuple[list[Record], dict]:
     """New labelled data checked against a run's train and val images (split.csv's hashes): files identical (SHA-1)
     or near-identical (perceptual hash, confirmed while the training file is readable) stop the evaluation
     (LeakageError), or with `drop` are left out; shared patient ids are counted. Returns the records kept and the
-    check for the report."""
+    check for the report. `origin` (the new data's file) opens the error."""
     seen = split_table[split_table["split"].isin(["train", "val"])]
     known = dict(zip(seen["sha1"], seen["id"])) if "sha1" in seen else {}
     same = [(r, known[h]) for r in records if (h := content_hash(r)) and h in known]
@@ -194,10 +196,12 @@ def overlap_with_training(records: list[Record], split_table: pd.DataFrame, drop
         "dropped": 0,
     }
     if found and not drop:
+        kind = "report" if records[0].tokens is not None else "image"  # token sequences: identical descriptions
         raise LeakageError(
-            f"{len(found)} of {len(records)} image(s) are identical ({len(same)}) or near-identical ({len(near)}) to "
-            f"the run's training/val images (e.g. {', '.join(check['examples'][:3])}); evaluate on data the model "
-            "never saw, or leave them out (--drop-training-overlap, evaluate.on_training_overlap=drop)"
+            f"{origin + ': ' if origin else ''}{len(found)} of {len(records)} {kind}(s) are identical ({len(same)}) "
+            f"or near-identical ({len(near)}) to the run's training/val {kind}s (e.g. "
+            f"{', '.join(check['examples'][:3])}); evaluate on data the model never saw, or leave them out "
+            "(--drop-training-overlap, evaluate.on_training_overlap=drop)"
         )
     if found:
         ids = {r.id for r, _ in found}

@@ -86,6 +86,18 @@ class DataSet:
             df[name] = lab[:, j] if len(lab) else []
         return df
 
+    def label_mismatch(self, names: list[str], task: str) -> str | None:
+        """None when the data set has these labels and task; otherwise one short line saying how they differ."""
+        if self.label_names == names and self.task == task:
+            return None
+
+        def text(ns: list[str], t: str) -> str:
+            return f"{len(ns)} {t} labels ({', '.join(ns) if len(ns) <= 6 else f'{ns[0]} ... {ns[-1]}'})"
+
+        differ = [(a, b) for a, b in zip(self.label_names, names) if a != b]
+        detail = f"; {differ[0][0]!r} where the run has {differ[0][1]!r}" if differ else ""
+        return f"{text(self.label_names, self.task)} differ from the run's {text(names, task)}{detail}"
+
     def class_indices(self) -> np.ndarray:
         """Integer targets: argmax for multi-class, the 0/1 value for binary."""
         lab = self.labels
