@@ -107,3 +107,16 @@ def test_evaluate_bad_files_one_line(r2, tmp_path, kind, needles):
     proc = run_cli("evaluate", str(run), "--data", bad)
     _assert_clean_error(proc, bad, *needles)
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_cv_line_gives_regions_and_types(tmp_path, monkeypatch):
+    import meddx.api
+
+    scores = {"mlogloss": 0.25, "regions_mlogloss": 0.2, "types_mlogloss": 0.3, "score": 0.76}
+    result = {"model": {**scores, "mean_roc_auc": 0.8, "exact_match": 0.4}}
+    result["baselines"] = {"prior": {"mlogloss": 0.3}, "all_zero": {"mlogloss": 2.5}}
+    (tmp_path / "cv.json").write_text(json.dumps(result))
+    monkeypatch.setattr(meddx.api, "cross_validate", lambda config, folds, **sets: tmp_path)
+    proc = run_cli("cv", str(EXAMPLE), "--folds", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert "mlogloss 0.2500 (score 0.7600, regions_mlogloss 0.2000, types_mlogloss 0.3000)" in proc.stdout

@@ -238,7 +238,8 @@ def cv(
     out = cross_validate(config, folds, **set_overrides(set_))
     r = json.loads((out / "cv.json").read_text())
     m, b = r["model"], r["baselines"]
-    score = f" (score {m['score']:.4f})" if "score" in m else ""
+    parts = [f"{k} {m[k]:.4f}" for k in ("score", "regions_mlogloss", "types_mlogloss") if k in m]  # round 2: all 3
+    score = f" ({', '.join(parts)})" if parts else ""
     typer.echo(
         f"{out}: out-of-fold mlogloss {m['mlogloss']:.4f}{score}; prior {b['prior']['mlogloss']:.4f}, "
         f"all-zero {b['all_zero']['mlogloss']:.4f}; mean AUC {m['mean_roc_auc']:.4f}, "
