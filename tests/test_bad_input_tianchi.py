@@ -62,6 +62,10 @@ def test_bad_run_folders(seq_run, tmp_path):
     (image_like / "vocab.json").unlink()
     _assert_clean_error(run_cli("submit", str(image_like), "--data", test), "not a token-sequence run")
     _assert_clean_error(run_cli("submit", str(run), "--data", str(tmp_path)), "a folder, not a Tianchi file")
+    (tmp_path / "a_file").write_text("x")
+    for output, needle in (("nowhere/s.csv", "does not exist"), ("a_file/s.csv", "is not a folder"), (".", "a folder")):
+        proc = run_cli("tianchi", "submit", str(run), "--data", test, "-o", str(tmp_path / output))
+        _assert_clean_error(proc, needle)  # tracebacks naming the temporary file before
 
 
 @pytest.mark.slow
