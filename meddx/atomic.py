@@ -12,12 +12,33 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from meddx.errors import ConfigError
+
+
+class UnwritableTarget(ConfigError, OSError):
+    """An output path that cannot be written (its folder missing or a file, a folder in its place, no permission):
+    one line naming it; still an OSError to code that falls back when a write fails."""
+
+
+def _check_target(path: Path) -> None:
+    """Refuse, naming `path` (not the temporary file), what would fail only after the data was written, or as a
+    traceback naming the temporary file."""
+    if path.is_dir():
+        raise UnwritableTarget(f"{path}: a folder; give the name of a file to write")
+    if not path.parent.is_dir():
+        what = "is not a folder" if path.parent.exists() else "does not exist"
+        raise UnwritableTarget(f"{path}: cannot write it, {path.parent} {what}")
+
 
 @contextmanager
 def staged_file(path: Path) -> Iterator[Path]:
     """A temporary path beside `path`, renamed onto it when the block succeeds and removed when it fails."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    _check_target(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    except PermissionError as e:
+        raise UnwritableTarget(f"{path}: cannot write it ({e.strerror})") from None
     os.close(fd)
     try:
         yield Path(tmp)

@@ -184,7 +184,10 @@ def check_submission(path: str | Path, data: str | Path, n_labels: int | None = 
     if not path.is_file():
         return [f"{path}: file not found"]
     ids = [r.id for r in read_tianchi(data, require_labels=False).records]
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    try:
+        lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    except UnicodeDecodeError as e:
+        return [f"not UTF-8 text (byte {e.start}); a submission is lines of report_ID{SEP}probabilities"]
     if n_labels is None:
         inferred = infer_labels(lines)
         if isinstance(inferred, str):

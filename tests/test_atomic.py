@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from meddx.atomic import staged_dir, write_text
+from meddx.atomic import UnwritableTarget, staged_dir, write_text
 
 
 def test_a_failed_write_leaves_the_old_file(tmp_path, monkeypatch):
@@ -28,6 +28,24 @@ def test_a_failed_write_leaves_the_old_file(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert json.loads(path.read_text()) == {"auc": 0.9}
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no temporary file left behind
+
+
+def test_an_output_path_that_cannot_be_written_is_named(tmp_path, monkeypatch):
+    """A missing folder, a file as the folder, a folder as the file, no permission: one line naming the target (they
+    were tracebacks naming the temporary file); still an OSError to code that falls back on a failed write."""
+    (tmp_path / "a_file").write_text("x")
+    cases = {"nowhere/out.csv": "nowhere does not exist", "a_file/out.csv": "a_file is not a folder", ".": "a folder"}
+    for target, needle in cases.items():
+        with pytest.raises(UnwritableTarget, match=needle) as e:
+            write_text(tmp_path / target, "text")
+        assert isinstance(e.value, OSError) and ".partial" not in str(e.value)
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / ".out.csv.abc.partial"))
+
+    monkeypatch.setattr("tempfile.mkstemp", denied)
+    with pytest.raises(UnwritableTarget, match=r"out.csv: cannot write it \(Permission denied\)"):
+        write_text(tmp_path / "out.csv", "text")
 
 
 def test_a_failed_folder_build_leaves_the_old_folder(tmp_path):

@@ -31,6 +31,12 @@ BAD_TEST_FILES = {  # test file text -> what the one line must say
     "word_token.csv": ("0|,|1 2 \n1|,|3 four 5 \n", "line 2: token 'four' is not a non-negative integer"),
     "empty.csv": ("", "no rows"),
     "blank_description.csv": ("0|,| \n", "line 1: empty description"),
+    "one_field.csv": ("0 1 2 3\n", "line 1: 1 fields; expected report_ID|,|description[|,|label]"),
+    # these four were tracebacks (UnicodeDecodeError, OverflowError, ValueError)
+    "utf16.csv": ("0|,|1 2 \n".encode("utf-16"), "line 1: not UTF-8 text (byte 0); it looks like UTF-16"),
+    "binary.csv": (b"0|,|1 2 \n\x89PNG\x00\xff\n", "line 2: not UTF-8 text (byte 9)"),
+    "huge_token.csv": ("0|,|1 " + "9" * 30 + " \n", "line 1: token " + "9" * 30 + " is larger than 2^63 - 1"),
+    "unicode_digit.csv": ("0|,|1 \u00b2 \n", "line 1: token '\u00b2' is not a non-negative integer"),
 }
 
 
@@ -40,7 +46,7 @@ BAD_TEST_FILES = {  # test file text -> what the one line must say
 def test_a_bad_test_file(seq_run, tmp_path, name, command):
     root, run = seq_run
     text, needle = BAD_TEST_FILES[name]
-    (tmp_path / name).write_text(text)
+    (tmp_path / name).write_bytes(text if isinstance(text, bytes) else text.encode())
     _assert_clean_error(run_cli(*command, str(run), "--data", str(tmp_path / name), "-o", str(tmp_path / "s.csv")),
                         name, needle)  # fmt: skip
     assert not (tmp_path / "s.csv").exists()
@@ -55,6 +61,22 @@ def test_bad_run_folders(seq_run, tmp_path):
     shutil.copytree(run, image_like)
     (image_like / "vocab.json").unlink()
     _assert_clean_error(run_cli("submit", str(image_like), "--data", test), "not a token-sequence run")
+    _assert_clean_error(run_cli("submit", str(run), "--data", str(tmp_path)), "a folder, not a Tianchi file")
+    (tmp_path / "a_file").write_text("x")
+    for output, needle in (("nowhere/s.csv", "does not exist"), ("a_file/s.csv", "is not a folder"), (".", "a folder")):
+        proc = run_cli("tianchi", "submit", str(run), "--data", test, "-o", str(tmp_path / output))
+        _assert_clean_error(proc, needle)  # tracebacks naming the temporary file before
+
+
+@pytest.mark.slow
+def test_a_byte_order_mark_stays_out_of_the_first_report_id(seq_run, tmp_path):
+    """A BOM-prefixed test file (it made the first id '\\ufeff0', written so into the submission)."""
+    root, run = seq_run
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbf" + (root / "test.csv").read_bytes())
+    assert run_cli("submit", str(run), "--data", str(bom), "-o", str(tmp_path / "s.csv")).returncode == 0
+    assert (tmp_path / "s.csv").read_bytes().startswith(b"0|,|")
+    assert run_cli("check-submission", str(tmp_path / "s.csv"), "--data", str(bom)).returncode == 0
 
 
 @pytest.mark.slow
@@ -74,6 +96,11 @@ def test_bad_submissions_are_listed_with_exit_1(seq_run, tmp_path):
         for command in (["check-submission"], ["tianchi", "check"]):
             proc = run_cli(*command, str(tmp_path / name), "--data", test)
             assert proc.returncode == 1 and needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    for name, body in (("utf16.csv", good.read_text().encode("utf-16")), ("binary.csv", b"\x89PNG\x00\xff")):
+        (tmp_path / name).write_bytes(body)  # a UnicodeDecodeError traceback before
+        proc = run_cli("tianchi", "check", str(tmp_path / name), "--data", test)
+        assert proc.returncode == 1 and "not UTF-8 text (byte 0)" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr, proc.stderr
     missing = run_cli("check-submission", str(tmp_path / "absent.csv"), "--data", test)
     assert missing.returncode == 1 and "file not found" in missing.stderr
     _assert_clean_error(run_cli("check-submission", str(good), "--data", str(tmp_path / "no_test.csv")), "no_test.csv")

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -25,11 +27,17 @@ class Recorder(pl.Callback):
 
 
 class Crash(pl.Callback):
-    def __init__(self, at_batch: int):
+    """Raises in epoch 1 before batch `at_batch`, or (at_batch None) as its validation starts."""
+
+    def __init__(self, at_batch: int | None):
         self.at_batch = at_batch
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if trainer.current_epoch == 1 and batch_idx == self.at_batch:
+            raise RuntimeError("killed here")
+
+    def on_validation_start(self, trainer, pl_module):
+        if trainer.current_epoch == 1 and self.at_batch is None and not trainer.sanity_checking:
             raise RuntimeError("killed here")
 
 
@@ -40,17 +48,25 @@ def _with(monkeypatch, *extra: pl.Callback) -> None:
     monkeypatch.setattr(trainer_module, "make_callbacks", lambda *a, **k: [*ORIGINAL(*a, **k), *extra])
 
 
-@pytest.mark.parametrize("minutes, at_batch", [(1e-6, 3), (None, 0)])
-def test_a_mid_epoch_checkpoint_resumes_the_same_batches(tmp_path, monkeypatch, minutes, at_batch):
-    """Killed in epoch 1 after `at_batch` batches: from a mid-epoch checkpoint, or (no checkpoint_minutes) from the
-    end of epoch 0."""
-    cfg = _tiny(tmp_path, "straight")
+@pytest.mark.parametrize(
+    "minutes, at_batch, ema",
+    [(1e-6, 3, None), (1e-6, None, None), (None, 0, None), (1e-6, 3, 0.9)],
+    ids=["mid-epoch", "in-validation", "epoch-end", "mid-epoch-ema"],
+)
+def test_a_mid_epoch_checkpoint_resumes_the_same_batches(tmp_path, monkeypatch, minutes, at_batch, ema):
+    """Killed in epoch 1 after `at_batch` batches (None: in its validation, after all of them): from a mid-epoch
+    checkpoint, or (no checkpoint_minutes) from the end of epoch 0; with EMA the average is resumed too."""
+    cfg = _tiny(tmp_path, "straight", **({"ema_decay": ema} if ema else {}))
     cfg["model"]["dropout"] = 0.0
     cfg["train"].update(max_epochs=3, batch_size=16, checkpoint_minutes=minutes, patience=5)
     straight = Recorder()
     _with(monkeypatch, straight)
     a = fit({**cfg})
     epoch1 = [c for e, c in straight.seen if e == 1]
+    steps_per_epoch = len(epoch1)
+    # one last.ckpt, the epoch's own at the end (the in-epoch one used to go beside it as last-v1.ckpt)
+    assert sorted(p.name for p in (a.path / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert torch.load(a.path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3 * steps_per_epoch
 
     killed, resumed = Recorder(), Recorder()
     _with(monkeypatch, killed, Crash(at_batch))
@@ -58,13 +74,16 @@ def test_a_mid_epoch_checkpoint_resumes_the_same_batches(tmp_path, monkeypatch, 
         fit({**cfg, "name": "killed"})
     folder = tmp_path / "runs" / "killed"
     state = torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)
-    steps_per_epoch = len([e for e, _ in straight.seen if e == 0])
-    assert state["global_step"] == steps_per_epoch + at_batch  # written inside epoch 1, or at the end of epoch 0
+    # written inside epoch 1, or at the end of epoch 0; never after an epoch's last batch but before its validation
+    at_batch = steps_per_epoch - 1 if at_batch is None else at_batch
+    assert state["global_step"] == steps_per_epoch + at_batch
     _with(monkeypatch, resumed)
     b = fit({**cfg, "name": "killed"}, resume=folder)
     done_before = [c for e, c in killed.seen if e == 1][:at_batch]
     assert done_before + [c for e, c in resumed.seen if e == 1] == epoch1  # the rest of the epoch, none twice
     assert [c for e, c in resumed.seen if e == 2] == [c for e, c in straight.seen if e == 2]
+    ha, hb = (json.loads((r.path / "training.json").read_text())["history"] for r in (a, b))
+    assert [h["val_loss"] for h in hb] == pytest.approx([h["val_loss"] for h in ha])  # every epoch validated once
     wa, wb = (torch.load(r.path / "model.pt", weights_only=True) for r in (a, b))
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k])

@@ -1,5 +1,6 @@
 """A full disk: training into a 600 KB tmpfs (mounted in a private user and mount namespace, no root needed) stops
-with one line, status.json says failed, and nothing looks complete (no model.pt, no report)."""
+with one line, status.json says failed, and nothing looks complete (no model.pt, no report); an output folder that
+cannot be made is one line."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ import subprocess
 import sys
 
 import pytest
+from test_bad_input import _assert_clean_error
 from test_tricks import _synthetic
+
+from conftest import run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -44,3 +48,13 @@ def test_training_onto_a_full_disk_is_one_line_and_a_failed_run(tmp_path):
     files = out.stdout.split("FILES", 1)[1].split()
     assert '"failed"' in status and "No space left" in status
     assert "model.pt" not in files and "report.html" not in files and "metrics.json" not in files
+
+
+@pytest.mark.parametrize("where", ["a_file", "a_file/below"])
+def test_an_output_dir_that_cannot_be_made_is_one_line(tmp_path, where):
+    """A file where the output folder (or a folder above it) goes: FileExistsError or NotADirectoryError tracebacks."""
+    _synthetic(tmp_path / "train.csv", n=40)
+    (tmp_path / "a_file").write_text("not a folder")
+    args = ["--name", "x", "--model", "bigru", "--set", "plan.enabled=false", "--set", "train.progress_bar=false"]
+    proc = run_cli("train", "--data", str(tmp_path / "train.csv"), "--output-dir", str(tmp_path / where), *args)
+    _assert_clean_error(proc, "a_file", "cannot make the run folder there")

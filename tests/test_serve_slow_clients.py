@@ -3,7 +3,10 @@ gets 408 and is closed, while others are answered meanwhile (meddx.serve.protoco
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -11,6 +14,8 @@ import pytest
 from fastapi import FastAPI, Request
 
 from meddx.serve.protocol import with_read_timeout
+
+from conftest import need, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +95,82 @@ def test_others_are_answered_while_slow_clients_wait(server):
     finally:
         for s in stalled:
             s.close()
+
+
+def test_a_client_trickling_bytes_is_cut_at_the_deadline(server):
+    """Slowloris: a header byte every 0.1 s never stalls long, yet the whole request must arrive within the timeout."""
+    started = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", server), timeout=20) as s:
+        s.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\n")
+        try:
+            for _ in range(100):  # 10 s of trickling unless cut
+                s.sendall(b"X")
+                time.sleep(0.1)
+        except OSError:  # the server closed: broken pipe or reset
+            pass
+        s.settimeout(5)
+        try:
+            got = _read_all(s)
+        except OSError:
+            got = b"(reset)"
+    seconds = time.perf_counter() - started
+    assert seconds < 5 and (got.startswith(b"HTTP/1.1 408") or got == b"(reset)"), (seconds, got[:80])
+
+
+@pytest.mark.slow
+def test_meddx_serve_cuts_stalled_clients_and_answers_a_prediction_meanwhile(datscan_run, data_dir, tmp_path):
+    """`meddx serve PACKAGE --read-timeout 1` as a user starts it: stalled clients get 408, a scan is predicted."""
+    import httpx
+
+    from meddx.export import export_run
+
+    package = export_run(datscan_run, "onnx", tmp_path / "package")
+    scan = sorted((need(data_dir, "datscan_spect_ppmi_2d") / "train" / "PD").iterdir())[0]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "meddx", "serve", str(package), "--port", str(port), "--read-timeout", "1"]
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    stalled: list[socket.socket] = []
+    try:
+        _wait_for_health(port, server)
+        stalled = [socket.create_connection(("127.0.0.1", port), timeout=8) for _ in range(20)]
+        head = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+        for s in stalled:  # a multipart upload that stops after its first bytes
+            s.sendall(head + b"Content-Length: 5000\r\n\r\n--b\r\nContent-Disposition: form-data; name=")
+        started = time.perf_counter()
+        r = httpx.post(f"http://127.0.0.1:{port}/predict", files={"file": (scan.name, scan.read_bytes())}, timeout=30)
+        assert r.status_code == 200 and "probabilities" in r.json(), r.text
+        answers = [_read_all(s) for s in stalled]
+        assert all(a.startswith(b"HTTP/1.1 408") for a in answers), answers[:2]
+        assert time.perf_counter() - started < 10
+    finally:
+        for s in stalled:
+            s.close()
+        server.terminate()
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def _wait_for_health(port: int, server: subprocess.Popen) -> None:
+    import httpx
+
+    for _ in range(240):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.5)
+        if server.poll() is not None:
+            break
+    pytest.fail(f"meddx serve did not start: {server.stderr.read().decode()[-2000:] if server.poll() else ''}")
+
+
+def test_a_read_timeout_of_zero_is_refused(tmp_path):
+    """0 s would answer every connection 408 before its first byte."""
+    proc = run_cli("serve", str(tmp_path), "--read-timeout", "0")
+    assert proc.returncode == 2 and "--read-timeout" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

@@ -73,7 +73,7 @@ def serve(
     max_upload_mb: Annotated[float, typer.Option(help="Uploads above this get 413.")] = 20.0,
     timeout: Annotated[float, typer.Option(help="Seconds before a prediction answers 504.")] = 30.0,
     read_timeout: Annotated[
-        float, typer.Option(help="Seconds a client has to send its whole request; slower ones get 408.")
+        float, typer.Option(min=0.1, help="Seconds a client has to send its whole request; slower ones get 408.")
     ] = 30.0,
     threads: Annotated[
         int, typer.Option(help="Request worker threads (decoding and inference); ONNX Runtime gets cores / threads.")

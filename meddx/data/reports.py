@@ -14,6 +14,7 @@ SEP = "|,|"
 N_REGIONS, N_TYPES = 17, 12
 REGION_NAMES = [f"region_{i}" for i in range(N_REGIONS)]
 TYPE_NAMES = [f"type_{i}" for i in range(N_TYPES)]
+INT64_MAX = np.iinfo(np.int64).max
 
 
 def is_tianchi_file(path: str | Path) -> bool:
@@ -28,8 +29,10 @@ def is_tianchi_file(path: str | Path) -> bool:
 def _ids(text: str, limit: int | None, what: str, where: str) -> list[int]:
     out = []
     for t in text.split():
-        if not t.isdigit():
-            raise DataError(f"{where}: {what} {t!r} is not a non-negative integer")
+        if not (t.isascii() and t.isdigit()):  # '²' is a digit to str.isdigit, not to int()
+            raise DataError(f"{where}: {what} {t[:40]!r} is not a non-negative integer")
+        if len(t) > 18 and int(t) > INT64_MAX:  # NumPy's int64 tokens (it was an OverflowError traceback)
+            raise DataError(f"{where}: {what} {t[:40]}{'...' if len(t) > 40 else ''} is larger than 2^63 - 1")
         v = int(t)
         if limit is not None and v >= limit:
             raise DataError(f"{where}: {what} {v} is out of range (0-{limit - 1})")
@@ -68,10 +71,24 @@ class _Format:
         return regions, _ids(type_text, N_TYPES, "type id", where) if self.round2 else None
 
 
+def _lines(path: Path) -> list[str]:
+    """The file's lines as UTF-8 (a leading byte-order mark dropped, not kept in the first report_ID)."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as e:
+        hint = "; it looks like UTF-16: save it as UTF-8" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
+        line = data[: e.start].count(b"\n") + 1
+        raise DataError(
+            f"{path} line {line}: not UTF-8 text (byte {e.start}){hint}; a Tianchi file "
+            "is lines of report_ID|,|token ids"
+        ) from None
+
+
 def _rows(path: Path, form: _Format) -> list[tuple]:
     """(report id, tokens, regions, types, where) per non-blank line, every field checked."""
     rows, seen = [], set()
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for n, line in enumerate(_lines(path), start=1):
         if not line.strip():
             continue
         where = f"{path} line {n}"
@@ -100,7 +117,7 @@ def read_tianchi(path: str | Path, label_set: str = "both", require_labels: bool
     """
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"Tianchi file not found: {path}")
+        raise DataError(f"{path}: a folder, not a Tianchi file" if path.is_dir() else f"Tianchi file not found: {path}")
     form = _Format()
     rows = _rows(path, form)
     labelled = form.n_fields == 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from contextlib import contextmanager
 from datetime import timedelta
@@ -46,7 +47,7 @@ def make_callbacks(cfg: RunConfig, run_dir: Path, data: RunDataModule, plan: Pla
     callbacks: list[pl.Callback] = [
         ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_loss", mode="min"),
         # Lightning 2.6's save_last only follows epochs that improved `best`; an unmonitored checkpoint is every epoch's
-        ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1),
+        ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False),
         CollapseMonitor(data.dataset.label_names),
         ResumeState(),
         RankSeeds(),
@@ -56,8 +57,7 @@ def make_callbacks(cfg: RunConfig, run_dir: Path, data: RunDataModule, plan: Pla
         SplitPredictionWriter(run_dir, data),
     ]
     if t.checkpoint_minutes:  # a kill loses at most this much work; the loader's place is in the checkpoint too
-        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1,
-                                         train_time_interval=timedelta(minutes=t.checkpoint_minutes)))  # fmt: skip
+        callbacks.append(WithinEpochCheckpoint(timedelta(minutes=t.checkpoint_minutes), dirpath=ckpt_dir))
     if t.tricks.ema_decay:
         if t.swa:
             raise ConfigError("train.swa and train.tricks.ema_decay both average weights; choose one")
@@ -74,6 +74,21 @@ def make_callbacks(cfg: RunConfig, run_dir: Path, data: RunDataModule, plan: Pla
     if t.progress_bar:
         callbacks.append(RichProgressBar(leave=True))
     return callbacks
+
+
+class WithinEpochCheckpoint(ModelCheckpoint):
+    """checkpoints/last.ckpt at most `interval` apart inside an epoch, overwriting the epoch's own (no last-v1.ckpt).
+    Never at an epoch's last batch: Lightning 2.6 resumed from there skips that epoch's validation and fails."""
+
+    def __init__(self, interval: timedelta, dirpath: Path):
+        super().__init__(dirpath=dirpath, filename="last", monitor=None, save_top_k=1, train_time_interval=interval,
+                         enable_version_counter=False)  # fmt: skip
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int):
+        if batch_idx + 1 < trainer.num_training_batches:
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        else:  # the epoch's checkpoint follows its validation: the interval starts again from there
+            self._last_time_checked = time.monotonic()
 
 
 def check_accelerator(cfg: RunConfig) -> None:

@@ -48,14 +48,17 @@ def _claim_run_dir(cfg: RunConfig) -> Path:
         data = cfg.data.main_path
         name = f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', Path(data).stem)}-{cfg.model.name}-{datetime.now():%Y%m%d-%H%M%S}"
     base = Path(cfg.output_dir) / name
-    base.parent.mkdir(parents=True, exist_ok=True)
-    path, k = base, 1
-    while True:
-        try:
-            path.mkdir()
-            break
-        except FileExistsError:
-            path, k = Path(f"{base}-{k}"), k + 1
+    try:
+        base.parent.mkdir(parents=True, exist_ok=True)
+        path, k = base, 1
+        while True:
+            try:
+                path.mkdir()
+                break
+            except FileExistsError:
+                path, k = Path(f"{base}-{k}"), k + 1
+    except OSError as e:  # a file where the folder goes, no permission, a read-only disk: it was a traceback
+        raise ConfigError(f"{e.filename}: cannot make the run folder there ({e.strerror}); see --output-dir") from None
     os.environ[RUN_DIR_ENV] = str(path.resolve())
     return path
 
