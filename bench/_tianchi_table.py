@@ -9,6 +9,7 @@ import platform
 import numpy as np
 import torch
 from _docs import write_section
+from _tianchi_rows import MODELS, fold_note
 
 from meddx.evaluation.metrics import mlogloss, roc_auc
 
@@ -28,7 +29,7 @@ def loss(y: np.ndarray, p: np.ndarray, names: list[str]) -> tuple[float, ...]:
 def render(rows, y: np.ndarray, names: list[str], args) -> str:
     """The table so far; the ratio columns compare 1 - score with the peer's on the same rows (below 1: better)."""
     round2 = any(n.startswith("type_") for n in names)
-    models = "" if args.models == rows_default() else f" --models {args.models}"
+    models = "" if args.models == MODELS else f" --models {args.models}"
     lines = [
         f"Command: `PYTHONPATH=. python bench/tianchi.py --round {args.round} --neural-folds {args.neural_folds} "
         f"--epochs {args.epochs} --bert-size {args.bert_size} --mlm-epochs {args.mlm_epochs}{models}`; "
@@ -68,15 +69,3 @@ def render(rows, y: np.ndarray, names: list[str], args) -> str:
             key, title = f"{key}-screen", f"{title}, screening on {fold_note(args).split(',')[0]}"
         write_section(key, f"{title} (sequence track)", table)
     return table
-
-
-def fold_note(args) -> str:
-    from _tianchi_rows import fold_note as note
-
-    return note(args)
-
-
-def rows_default() -> str:
-    from _tianchi_rows import MODELS
-
-    return MODELS

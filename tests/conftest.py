@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 import traceback
 from pathlib import Path
 
@@ -129,3 +130,20 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if TRAINED_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+
+
+def wait_for_health(port: int, server: subprocess.Popen) -> None:
+    """Wait up to two minutes for a `meddx serve` process to answer /health; fail with its last output if it exits."""
+    import httpx
+
+    for _ in range(240):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.5)
+        if server.poll() is not None:
+            break
+    stream = server.stdout or server.stderr
+    output = stream.read().decode()[-2000:] if server.poll() is not None and stream else ""
+    pytest.fail(f"meddx serve did not start: {output}")

@@ -23,7 +23,7 @@ from PIL import Image
 from meddx.export import export_run
 from meddx.serve import create_app
 
-from conftest import ARTIFACTS, REPO, need
+from conftest import ARTIFACTS, REPO, need, wait_for_health
 
 
 @pytest.fixture(scope="module")
@@ -230,16 +230,7 @@ def test_web_page_in_chromium(package, scans):
         env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
     )
     try:
-        for _ in range(240):
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        else:
-            pytest.fail(
-                f"service did not start: {server.stdout.read().decode()[-2000:] if server.poll() is not None else ''}"
-            )
+        wait_for_health(port, server)
         with sync_playwright() as pw:
             browser = pw.chromium.launch(
                 executable_path=chromium, args=["--no-sandbox", "--disable-gpu", "--no-first-run"]

@@ -15,7 +15,7 @@ from fastapi import FastAPI, Request
 
 from meddx.serve.protocol import with_read_timeout
 
-from conftest import need, run_cli
+from conftest import need, run_cli, wait_for_health
 
 
 @pytest.fixture(scope="module")
@@ -56,13 +56,12 @@ def _read_all(s: socket.socket) -> bytes:
     return got
 
 
-def _cut_after(port: int, first: bytes) -> tuple[float, bytes]:
-    """Send `first`, then stall; seconds until the server closed the connection, and what it sent."""
-    started = time.perf_counter()
+def _cut_after(port: int, first: bytes) -> bytes:
+    """Send `first`, then stall; what the server sent before it closed the connection (a server that never cuts the
+    client leaves it waiting until the socket's own 20 s timeout, which fails the test)."""
     with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
         s.sendall(first)
-        got = _read_all(s)
-    return time.perf_counter() - started, got
+        return _read_all(s)
 
 
 @pytest.mark.parametrize(
@@ -74,8 +73,7 @@ def _cut_after(port: int, first: bytes) -> tuple[float, bytes]:
     ],
 )
 def test_a_stalled_request_gets_408_and_its_connection_back(server, first):
-    seconds, got = _cut_after(server, first)
-    assert got.startswith(b"HTTP/1.1 408") and 0.9 < seconds < 10
+    assert _cut_after(server, first).startswith(b"HTTP/1.1 408")
 
 
 def test_others_are_answered_while_slow_clients_wait(server):
@@ -99,22 +97,24 @@ def test_others_are_answered_while_slow_clients_wait(server):
 
 def test_a_client_trickling_bytes_is_cut_at_the_deadline(server):
     """Slowloris: a header byte every 0.1 s never stalls long, yet the whole request must arrive within the timeout."""
-    started = time.perf_counter()
+    sent = 0
     with socket.create_connection(("127.0.0.1", server), timeout=20) as s:
         s.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\n")
         try:
             for _ in range(100):  # 10 s of trickling unless cut
                 s.sendall(b"X")
+                sent += 1
                 time.sleep(0.1)
         except OSError:  # the server closed: broken pipe or reset
             pass
         s.settimeout(5)
         try:
             got = _read_all(s)
+        except TimeoutError:
+            got = b"(no answer)"  # the server kept the connection: what the read timeout must prevent
         except OSError:
             got = b"(reset)"
-    seconds = time.perf_counter() - started
-    assert seconds < 5 and (got.startswith(b"HTTP/1.1 408") or got == b"(reset)"), (seconds, got[:80])
+    assert sent < 100 and (got.startswith(b"HTTP/1.1 408") or got == b"(reset)"), (sent, got[:80])
 
 
 @pytest.mark.slow
@@ -134,17 +134,15 @@ def test_meddx_serve_cuts_stalled_clients_and_answers_a_prediction_meanwhile(dat
     server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     stalled: list[socket.socket] = []
     try:
-        _wait_for_health(port, server)
+        wait_for_health(port, server)
         stalled = [socket.create_connection(("127.0.0.1", port), timeout=8) for _ in range(20)]
         head = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
         for s in stalled:  # a multipart upload that stops after its first bytes
             s.sendall(head + b"Content-Length: 5000\r\n\r\n--b\r\nContent-Disposition: form-data; name=")
-        started = time.perf_counter()
         r = httpx.post(f"http://127.0.0.1:{port}/predict", files={"file": (scan.name, scan.read_bytes())}, timeout=30)
         assert r.status_code == 200 and "probabilities" in r.json(), r.text
         answers = [_read_all(s) for s in stalled]
         assert all(a.startswith(b"HTTP/1.1 408") for a in answers), answers[:2]
-        assert time.perf_counter() - started < 10
     finally:
         for s in stalled:
             s.close()
@@ -154,20 +152,6 @@ def test_meddx_serve_cuts_stalled_clients_and_answers_a_prediction_meanwhile(dat
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
-
-
-def _wait_for_health(port: int, server: subprocess.Popen) -> None:
-    import httpx
-
-    for _ in range(240):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.5)
-        if server.poll() is not None:
-            break
-    pytest.fail(f"meddx serve did not start: {server.stderr.read().decode()[-2000:] if server.poll() else ''}")
 
 
 def test_a_read_timeout_of_zero_is_refused(tmp_path):

@@ -63,18 +63,13 @@ def pseudo_records(cfg: RunConfig, ds: DataSet) -> tuple[list[Record], str | Non
     probs = np.mean([run.predict_proba([r for _, r in unlabelled]) for run in runs], axis=0)
     c = pc.confidence
     keep = np.flatnonzero(((probs <= 1 - c) | (probs >= c)).all(1))
-    records = [
-        Record(
-            f"pseudo:{name}:{r.id}",
-            f"pseudo:{name}:{r.id}",
-            r.source,
-            probs[i].astype(np.float32),
-            split="train",
-            row=r.row,
-            tokens=r.tokens,
-        )  # fmt: skip
-        for i, (name, r) in ((i, unlabelled[i]) for i in keep)
-    ]
+    records = []
+    for i in keep:
+        name, r = unlabelled[i]
+        rid = f"pseudo:{name}:{r.id}"  # test A and B reuse ids: the file name keeps them apart
+        records.append(
+            Record(rid, rid, r.source, probs[i].astype(np.float32), split="train", row=r.row, tokens=r.tokens)
+        )
     note = (
         f"{len(records)} of {len(unlabelled)} unlabelled reports added to train with soft pseudo-labels (every label "
         f"at most {1 - c:.2g} or at least {c:.2g}) from {len(runs)} source model(s) that never saw the test rows"
