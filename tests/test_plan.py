@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import meddx
-from meddx.config import DataConfig, as_config
+from meddx.config import DataConfig, as_config, save_config
 from meddx.data.fingerprint import fingerprint
 from meddx.data.readers import read_dataset
 from meddx.data.split import assign_splits
@@ -151,6 +151,33 @@ def test_the_users_model_gets_the_input_size_it_needs(data_dir):
     plan = make_plan(as_config({"data": {"path": cfg.data.path}, "model": {"name": "densenet121"}}), ds)
     size = next(c for c in plan.choices if c.field == "data.image_size")
     assert size.value == 32 and "at least 32 px for densenet121" in size.reason
+
+
+def test_an_encoder_to_fine_tune_brings_its_architecture_and_normalisation(data_dir, tmp_path):
+    """`--init-from` a `meddx pretrain` folder (pretrain.json) or a run folder (config.yaml + preprocess.json): the plan
+    keeps the encoder's architecture (no other fits its weights, so no other is tried on val) and its normalisation,
+    raises the input size to what the architecture needs, and the user's own options still win."""
+    cfg, ds = _read(data_dir, "medmnist/breastmnist.npz")
+    ssl = tmp_path / "ssl"
+    ssl.mkdir()
+    info = {"objective": "simclr", "model": "densenet121", "in_chans": 1, "image_size": [64, 64], "normalize": "sample"}
+    (ssl / "pretrain.json").write_text(json.dumps(info))
+    plan = make_plan(as_config({"data": {"path": cfg.data.path}, "train": {"init_from": str(ssl / "encoder.pt")}}), ds)
+    by_field = {c.field: c for c in plan.choices}
+    assert by_field["model.name"].value == "densenet121" and "pretrained encoder" in by_field["model.name"].reason
+    assert by_field["data.normalize"].value == "sample" and by_field["data.image_size"].value == 32
+    assert not any(a["set"].get("model.name") for a in plan.alternatives)
+    data = {"path": cfg.data.path}
+    mine = as_config({"data": data, "model": {"name": "small_cnn"}, "train": {"init_from": str(ssl)}})
+    assert make_plan(mine, ds).value("model.name") == "small_cnn"  # the user's model wins
+    run = tmp_path / "run"
+    run.mkdir()
+    save_config(as_config({"data": {"path": cfg.data.path}, "model": {"name": "resnet18"}}), run / "config.yaml")
+    (run / "preprocess.json").write_text(json.dumps({"image_size": [48, 48], "normalize": "dataset", "channels": 1}))
+    plan = make_plan(as_config({"data": {"path": cfg.data.path}, "train": {"init_from": str(run)}}), ds)
+    assert (plan.value("model.name"), plan.value("data.normalize")) == ("resnet18", "dataset")
+    no_info = make_plan(as_config({"data": data, "train": {"init_from": str(tmp_path / "w.pt")}}), ds)
+    assert no_info.value("model.name") == "small_cnn"  # a bare weights file: the rules as usual
 
 
 def test_a_model_without_a_rule_gets_its_rate_from_the_finder(data_dir, tmp_path):

@@ -19,6 +19,7 @@ from meddx.data.records import DataSet
 from meddx.models import min_input_size
 from meddx.training.hardware import hardware_rules
 from meddx.training.losses import is_imbalanced
+from meddx.training.pretrained import encoder_recipe, pretrained_rules
 
 SCHEMA = "meddx.plan/1"
 CPU_MAX_SIZE, GPU_MAX_SIZE = 64, 224  # input sides the rules allow: 2 CPU cores fit ~20 epochs at 64 px in minutes
@@ -153,18 +154,20 @@ def _image_rules(p: Planner, fp: dict, gpu: bool, train_labels: np.ndarray) -> N
         p.choose("data.channels", 1, "grey images stored as RGB (channels equal in every sampled image): one channel")
     side = int(min(im["height"]["median"], im["width"]["median"]))
     cap = GPU_MAX_SIZE if gpu else CPU_MAX_SIZE
-    need = min_input_size(p.user["model.name"]) if "model.name" in p.user else 1  # the user's model may need more
+    encoder = encoder_recipe(p.user["train.init_from"]) if "train.init_from" in p.user else None
+    fixed = p.user.get("model.name") or (encoder or {}).get("model")  # the user's or the encoder's may need more
+    need = min_input_size(fixed) if fixed else 1
     size = p.choose(
         "data.image_size",
         max(min(side, cap), need),
         f"median image {im['height']['median']:.0f} x {im['width']['median']:.0f} px; "
         + ("native size" if side <= cap else f"at most {cap} px on the {'GPU' if gpu else 'CPU'}")
-        + (f"; at least {need} px for {p.user['model.name']}" if need > min(side, cap) else ""),
+        + (f"; at least {need} px for {fixed}" if need > min(side, cap) else ""),
     )
     spect, why = _spect_like(im)
     p.choose("data.normalize", "sample" if spect else "dataset", why)
     big = size > CPU_MAX_SIZE
-    model = p.choose(
+    p.choose(
         "model.name",
         "resnet18" if big else ("small_cnn_wide" if n_train >= 20000 else "small_cnn"),
         f"{size} px: "
@@ -174,10 +177,12 @@ def _image_rules(p: Planner, fp: dict, gpu: bool, train_labels: np.ndarray) -> N
             else "the 6-conv small CNN, which reached test AUC 0.98 on the 28 px PneumoniaMNIST"
         ),
     )
+    pretrained_rules(p, encoder)  # an encoder to fine-tune brings its architecture and normalisation
+    model = p.plan.value("model.name")
     batch = int(min(128, max(16, 2 ** int(math.log2(max(n_train // 16, 1))))))
     p.choose("train.batch_size", batch, f"{n_train} training images: at least 16 steps per epoch, at most 128")
     _learning_rate(p, model, {"small_cnn": 2e-3, "small_cnn_wide": 2e-3, "resnet18": 1e-3})
-    _alternatives(p, model, side, size, gpu)
+    _alternatives(p, model, side, size, gpu, fixed_model=encoder is not None)
     imbalanced = is_imbalanced(train_labels, fp["task"])
     p.choose(
         "train.class_weights",
@@ -192,11 +197,12 @@ def _image_rules(p: Planner, fp: dict, gpu: bool, train_labels: np.ndarray) -> N
     )
 
 
-def _alternatives(p: Planner, model: str, side: int, size: int, gpu: bool) -> None:
+def _alternatives(p: Planner, model: str, side: int, size: int, gpu: bool, fixed_model: bool = False) -> None:
     """Candidates the rules cannot tell apart without data, tried on val when the budget allows (after the rule's own,
-    which is the model and size chosen above): a wider or deeper model, and one size step up where the images allow."""
+    which is the model and size chosen above): a wider or deeper model (not when the user or a pretrained encoder
+    fixed it), and one size step up where the images allow."""
     alts = []
-    if "model.name" not in p.user and model == "small_cnn":
+    if "model.name" not in p.user and not fixed_model and model == "small_cnn":
         if size < CPU_MAX_SIZE:
             alts.append(("small_cnn_wide", {"model.name": "small_cnn_wide"}, "the small CNN with twice the filters"))
         else:

@@ -1,0 +1,57 @@
+"""What a pretrained encoder was trained as (architecture, input size, normalisation), read from the files beside it, so
+the plan fine-tunes the same architecture on inputs prepared the same way instead of choosing its own."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from meddx.config import load_config
+from meddx.run import CONFIG, PREPROCESS
+
+if TYPE_CHECKING:
+    from meddx.training.plan import Planner
+
+PRETRAIN_INFO = "pretrain.json"
+
+
+def encoder_recipe(source: str | Path) -> dict | None:
+    """{model, image_size, normalize, origin} of `meddx pretrain`'s output (pretrain.json) or of a run folder
+    (config.yaml + preprocess.json), for a folder or a weights file inside one; None when nothing says."""
+    path = Path(source)
+    folder = path if path.is_dir() else path.parent
+    info_path = folder / PRETRAIN_INFO
+    if info_path.is_file():
+        info = json.loads(info_path.read_text())
+        if not info.get("model"):
+            return None  # MLM or word2vec output: the sequence rules and model.kwargs handle it
+        size = info.get("image_size")
+        return {
+            "model": info["model"],
+            "image_size": int(size[0]) if isinstance(size, list) else size,
+            "normalize": info.get("normalize"),
+            "origin": str(info_path),
+        }
+    if (folder / CONFIG).is_file():
+        cfg = load_config(folder / CONFIG)
+        prep = json.loads((folder / PREPROCESS).read_text()) if (folder / PREPROCESS).is_file() else {}
+        size = prep.get("image_size", cfg.data.image_size)
+        return {
+            "model": cfg.model.name,
+            "image_size": int(size[0]) if isinstance(size, list) else size,
+            "normalize": prep.get("normalize", cfg.data.normalize),
+            "origin": str(folder / CONFIG),
+        }
+    return None
+
+
+def pretrained_rules(p: Planner, recipe: dict | None) -> None:
+    """With an encoder to fine-tune (`recipe`, from `encoder_recipe`): its architecture and normalisation, unless the
+    user set them."""
+    if recipe is None:
+        return
+    why = f"the pretrained encoder's ({recipe['origin']})"
+    p.choose("model.name", recipe["model"], f"{why} architecture: its weights fit no other")
+    if recipe["normalize"] in ("dataset", "sample", "none"):
+        p.choose("data.normalize", recipe["normalize"], f"{why} normalisation: the inputs it learnt from")
