@@ -78,13 +78,26 @@ def write_frame(frame: Any, path: str | Path, **to_csv: Any) -> Path:
     return Path(path)
 
 
+def _check_folder_target(path: Path) -> None:
+    """Refuse, naming it, a folder target that is a file (the swap replaced the file) or lies under one."""
+    if path.exists() and not path.is_dir():
+        raise UnwritableTarget(f"{path}: a file, not a folder; give a new or existing folder (the file is left as is)")
+    above = next((p for p in path.parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise UnwritableTarget(f"{path}: cannot make the folder, {above} is a file")
+
+
 @contextmanager
 def staged_dir(path: str | Path) -> Iterator[Path]:
     """A new folder built beside `path` and swapped in when the block succeeds (the old one removed); when the block
     fails, the half-built folder is removed and the old `path`, if any, is left as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    _check_folder_target(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    except OSError as e:  # no permission, a read-only disk
+        raise UnwritableTarget(f"{path}: cannot make the folder ({e.strerror})") from None
     try:
         yield tmp
     except BaseException:

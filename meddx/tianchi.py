@@ -142,6 +142,15 @@ def submit(
     return path
 
 
+def _is_float(text: str) -> bool:
+    """Whether `float(text)` accepts it."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _line_problem(n: int, line: str, want: str, n_labels: int) -> list[str]:
     """What is wrong with submission line n (empty list: nothing)."""
     parts = line.split(SEP)
@@ -153,10 +162,11 @@ def _line_problem(n: int, line: str, want: str, n_labels: int) -> list[str]:
     values = parts[1].split()
     if len(values) != n_labels:
         return problems + [f"line {n}: {len(values)} probabilities, expected {n_labels}"]
-    try:
-        floats = np.array([float(v) for v in values])
-    except ValueError:
-        return problems + [f"line {n}: a probability is not a number: {parts[1].strip()[:60]!r}"]
+    bad = next((j for j, v in enumerate(values) if not _is_float(v)), None)
+    if bad is not None:
+        value = values[bad][:40]
+        return problems + [f"line {n}: probability {bad + 1} of {n_labels} (p{bad}) is {value!r}, not a number"]
+    floats = np.array([float(v) for v in values])
     if not np.all(np.isfinite(floats)) or floats.min() < 0 or floats.max() > 1:
         problems.append(f"line {n}: probabilities must lie in [0, 1]")
     return problems
@@ -182,7 +192,7 @@ def check_submission(path: str | Path, data: str | Path, n_labels: int | None = 
     probabilities per line is `n_labels`, or read from the first line (17: round 1, 29: round 2)."""
     path = Path(path)
     if not path.is_file():
-        return [f"{path}: file not found"]
+        return ["file not found"]  # the caller names the file
     ids = [r.id for r in read_tianchi(data, require_labels=False).records]
     try:
         lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]

@@ -104,3 +104,30 @@ def test_bad_submissions_are_listed_with_exit_1(seq_run, tmp_path):
     missing = run_cli("check-submission", str(tmp_path / "absent.csv"), "--data", test)
     assert missing.returncode == 1 and "file not found" in missing.stderr
     _assert_clean_error(run_cli("check-submission", str(good), "--data", str(tmp_path / "no_test.csv")), "no_test.csv")
+
+
+def _test_and_submission(tmp_path, second_line: str):
+    """A two-report test file and a submission whose second line is `second_line` (the first is valid)."""
+    (tmp_path / "test.csv").write_text("0|,|1 2 \n1|,|3 4 \n")
+    (tmp_path / "s.csv").write_text("0|,|" + " ".join(["0.5"] * 17) + "\n" + second_line + "\n")
+    return str(tmp_path / "test.csv"), tmp_path / "s.csv"
+
+
+@pytest.mark.parametrize("command", [["check-submission"], ["tianchi", "check"]])
+def test_a_missing_submission_is_named_once(tmp_path, command):
+    """It said '<path>: <path>: file not found'."""
+    test, _ = _test_and_submission(tmp_path, "1|,|" + " ".join(["0.5"] * 17))
+    absent = tmp_path / "absent.csv"
+    proc = run_cli(*command, str(absent), "--data", test)
+    assert proc.returncode == 1 and proc.stderr.strip() == f"{absent}: file not found", proc.stderr
+
+
+@pytest.mark.parametrize("command", [["check-submission"], ["tianchi", "check"]])
+def test_a_non_numeric_probability_names_line_field_and_value(tmp_path, command):
+    """It quoted the first 60 characters of the line instead of naming the probability."""
+    values = ["0.5"] * 17
+    values[4] = "0,25"
+    test, sub = _test_and_submission(tmp_path, "1|,|" + " ".join(values))
+    proc = run_cli(*command, str(sub), "--data", test)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip() == f"{sub}: line 2: probability 5 of 17 (p4) is '0,25', not a number", proc.stderr

@@ -68,3 +68,15 @@ def test_cli_export(small_run, tmp_path):
     proc = run_cli("export", str(small_run.path), "--format", "torchscript", "-o", str(tmp_path / "ts"))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "parity on" in proc.stdout and (tmp_path / "ts" / "model.ts").is_file()
+
+
+def test_export_onto_a_file_is_one_line_and_leaves_the_file(small_run, tmp_path):
+    """`-o` naming an existing file was replaced by the package folder (the file moved to a hidden name)."""
+    target = tmp_path / "notes.txt"
+    target.write_text("keep me")
+    for output, needle in ((target, f"{target}: a file, not a folder"), (target / "pkg", f"{target} is a file")):
+        proc = run_cli("export", str(small_run.path), "-o", str(output))
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        message = proc.stderr[proc.stderr.index("meddx: error:") :].strip()
+        assert needle in message and "\n" not in message, message
+    assert target.read_text() == "keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]

@@ -158,3 +158,10 @@ def test_a_read_timeout_of_zero_is_refused(tmp_path):
     """0 s would answer every connection 408 before its first byte."""
     proc = run_cli("serve", str(tmp_path), "--read-timeout", "0")
     assert proc.returncode == 2 and "--read-timeout" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_a_prediction_timeout_of_zero_or_less_is_refused(tmp_path, value):
+    """`--timeout 0` or below answered every prediction 504; it is refused like `--read-timeout 0`."""
+    proc = run_cli("serve", str(tmp_path), "--timeout", value)
+    assert proc.returncode == 2 and "--timeout" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

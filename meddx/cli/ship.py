@@ -71,7 +71,7 @@ def serve(
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     backend: Annotated[str, typer.Option(help="auto (ONNX when the package has it), onnx or pytorch.")] = "auto",
     max_upload_mb: Annotated[float, typer.Option(help="Uploads above this get 413.")] = 20.0,
-    timeout: Annotated[float, typer.Option(help="Seconds before a prediction answers 504.")] = 30.0,
+    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds before a prediction answers 504.")] = 30.0,
     read_timeout: Annotated[
         float, typer.Option(min=0.1, help="Seconds a client has to send its whole request; slower ones get 408.")
     ] = 30.0,
