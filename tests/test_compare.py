@@ -1,18 +1,23 @@
 """`meddx compare`: DeLong's test against a plain implementation, paired intervals against a plain resampling loop
-on two real runs, and runs on different test sets refused."""
+on two real runs and against the full weight matrix it once built, the same for any chunking of the draw, within a
+bounded allocation, and runs on different test sets refused."""
 
 from __future__ import annotations
 
 import json
 import math
+import tracemalloc
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
 import meddx
 from meddx.errors import ConfigError
-from meddx.evaluation.compare import compare_runs, delong
+from meddx.evaluation import metrics as M
+from meddx.evaluation.compare import FIGURES, compare_runs, delong
 from meddx.evaluation.evaluation import bootstrap_weights
 
 from conftest import datscan_variant, run_cli
@@ -71,3 +76,102 @@ def test_compare_two_real_runs(datscan_run, data_dir, tmp_path):
     proc = run_cli("compare", str(datscan_run.path), str(resplit.path), "-o", str(tmp_path / "bad"))
     assert proc.returncode == 2 and "compare runs on the same test set" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+class _Run:
+    """What `compare_runs` reads of a run: its folder, label names and predictions."""
+
+    def __init__(self, name: str, frame: pd.DataFrame, labels: list[str]) -> None:
+        self.path, self.label_names, self.frame = Path(name), labels, frame
+
+    def predictions(self, split: str) -> pd.DataFrame:
+        return self.frame
+
+
+def _runs(n: int, labels: int, count: int, seed: int = 0) -> list[_Run]:
+    """`count` runs of one split: several samples per patient, tied scores, an unknown and a soft label here and there,
+    each run's rows in its own order."""
+    rng = np.random.default_rng(seed)
+    names = [f"l{j}" for j in range(labels)]
+    y = (rng.random((n, labels)) < 0.3).astype(float)
+    if labels > 1:
+        y[rng.random(n) < 0.1, 1], y[:5, 0] = np.nan, 0.7
+    base = pd.DataFrame({"id": [f"s{i}" for i in range(n)], "patient_id": rng.integers(0, int(0.6 * n), n)})
+    runs = []
+    for k in range(count):
+        p = np.round(np.clip((0.2 + 0.1 * k) * np.nan_to_num(y) + rng.random((n, labels)), 0, 1), 2)
+        frame = pd.concat(
+            [base, pd.DataFrame(y, columns=names), pd.DataFrame(p, columns=[f"p_{c}" for c in names])], axis=1
+        )
+        runs.append(_Run(f"run{k}", frame.sample(frac=1, random_state=k).reset_index(drop=True), names))
+    return runs
+
+
+def _full_matrix(runs: list[_Run], resamples: int, seed: int) -> list[dict]:
+    """Each run's figures per resample as `compare_runs` computed them before its draw was chunked: numpy metrics on
+    the whole (1 + B, N) weight matrix."""
+    first = runs[0].frame
+    y = first[runs[0].label_names].to_numpy(np.float64)
+    w = np.vstack([np.ones(len(y)), bootstrap_weights(first["patient_id"].to_numpy(), resamples, seed)])
+    fns = {"roc_auc": M.roc_auc, "pr_auc": M.average_precision, "brier": M.brier, "log_loss": M.log_loss_binary}
+    out = []
+    for run in runs:
+        p = run.frame.set_index("id").loc[first["id"], [f"p_{n}" for n in run.label_names]].to_numpy()
+        per_label = {
+            name: [M.on_known(fn, y[:, j], p[:, j], w, name in ("roc_auc", "pr_auc")) for j in range(y.shape[1])]
+            for name, fn in fns.items()
+        }
+        out.append({name: np.nanmean(np.column_stack(v), axis=1) for name, v in per_label.items()})
+    return out
+
+
+def _leaves(tree, path: str = "") -> dict:
+    """A result's leaves by path ('runs/1/vs_best/roc_auc/ci/0'), each an interval bound, a value or a verdict."""
+    if isinstance(tree, dict | list):
+        items = tree.items() if isinstance(tree, dict) else enumerate(tree)
+        return {k: v for key, sub in items for k, v in _leaves(sub, f"{path}/{key}").items()}
+    return {path: tree}
+
+
+def test_paired_intervals_equal_the_full_matrix_and_any_chunking():
+    """Chunked (8 resamples a chunk) and unchunked draws give the same result, ranking figures and verdicts to the bit
+    (log loss and Brier: sums of a matrix product whose rounding follows its shape, 1e-12); both equal the figures,
+    intervals and paired differences of the whole weight matrix on the same seed (1e-12)."""
+    runs = _runs(600, 2, 3)
+    n_patients = runs[0].frame["patient_id"].nunique()
+    small, whole = (compare_runs(runs, resamples=300, seed=3, chunk_bytes=c) for c in (20 * 8 * n_patients, 2**40))
+    small_leaves, whole_leaves = _leaves(small), _leaves(whole)
+    assert small_leaves.keys() == whole_leaves.keys() and small["best"] == "run2"
+    for key, value in small_leaves.items():
+        close = isinstance(value, float) and ("/brier/" in key or "/log_loss/" in key)
+        assert value == (pytest.approx(whole_leaves[key], rel=1e-12) if close else whole_leaves[key]), key
+    old, q = _full_matrix(runs, 300, 3), [0.025, 0.975]
+    for row in small["runs"]:
+        i = int(row["name"][3:])
+        for name in FIGURES:
+            got = row["figures"][name]
+            expected = [old[i][name][0], *np.nanquantile(old[i][name][1:], q)]
+            assert [got["value"], *got["ci"]] == pytest.approx(expected, abs=1e-12), (i, name)
+            if i != 2:  # the paired difference from the best: the same resample of both runs
+                d, got = old[i][name] - old[2][name], row["vs_best"][name]
+                assert [got["diff"], *got["ci"]] == pytest.approx([d[0], *np.nanquantile(d[1:], q)], abs=1e-12)
+
+
+def test_a_paired_comparison_allocates_a_chunk_not_the_whole_weight_matrix():
+    """10,000 patients and 400 resamples: the whole weight matrix is 32 MB; drawn in chunks of 1 MiB, the comparison
+    allocates under a quarter of that at its peak, and in one chunk it allocates the matrix and more."""
+    n, resamples = 10_000, 400
+    runs = _runs(n, 1, 2, seed=1)
+    for run in runs:
+        run.frame["patient_id"] = run.frame["id"]  # every sample its own patient
+    full_matrix = (1 + resamples) * n * 8
+    compare_runs(_runs(200, 1, 2), resamples=10)  # the kernel compiled (or loaded) outside the measurement
+    peaks = {}
+    for chunk_bytes in (2**20, 2**40):
+        tracemalloc.start()
+        try:
+            compare_runs(runs, resamples=resamples, chunk_bytes=chunk_bytes)
+            peaks[chunk_bytes] = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert peaks[2**20] < full_matrix / 4 < full_matrix < peaks[2**40], peaks

@@ -1,6 +1,6 @@
 """The fused bootstrap pass (numba) equals scikit-learn and the earlier numpy implementation on the same patient
-resamples (1e-12), whatever the chunking; the model and the baselines share one draw; the kernel's disk cache falls
-back where no cache directory is writable."""
+resamples (1e-12), whatever the chunking; the model and the baselines share one draw; the ROC figure's band draws the
+same resamples in chunks; the kernel's disk cache falls back where no cache directory is writable."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 from sklearn import metrics as skm
 
 from meddx.config import EvaluateConfig
-from meddx.evaluation import fused
+from meddx.evaluation import fused, plots
 from meddx.evaluation import metrics as M
 from meddx.evaluation.calibration import ece_weighted
 from meddx.evaluation.evaluation import bootstrap_weights, decisions, evaluate_arrays, tradeoff_table
@@ -189,6 +189,28 @@ def test_the_model_and_baselines_share_one_draw_and_match_the_separate_bootstrap
         assert r["calibration"]["per_label"][n]["ece_ci"] == pytest.approx(ece.tolist(), abs=TOL)
     prior = r["baselines"]["prior"]["per_label"]["a"]
     assert prior["roc_auc"]["value"] == 0.5 and prior["roc_auc"]["ci_low"] == 0.5
+
+
+def test_the_roc_band_draws_the_evaluations_resamples_in_chunks(monkeypatch):
+    """The band's resamples, as sample indices, are the rows of the evaluation's weight matrix on the same seed, drawn
+    a chunk of 16 at a time instead of all at once; the band is the same."""
+    y, p, patients = _data(300, 1, 6, "binary")
+    y, p = y[:, 0], p[:, 0]
+    n_patients = fused.patient_index(patients)[1]
+    whole = bootstrap_weights(patients, plots.BAND_RESAMPLES, 0).astype(int)
+    old = [np.repeat(np.arange(300), row) for row in whole]
+    sizes = []
+
+    def small(rows: int, n: int) -> list[int]:
+        sizes.append(fused.chunk_sizes(rows, n, 20 * 16 * n))
+        return sizes[-1]
+
+    monkeypatch.setattr(plots, "chunk_sizes", small)
+    new = list(plots._resamples(300, patients))
+    assert sizes == [[16] * 12 + [8]] and n_patients < 300
+    assert len(new) == len(old) and all(np.array_equal(a, b) for a, b in zip(new, old))
+    band = plots._roc_band(y, p, plots._resamples(300, patients))
+    assert np.array_equal(band, plots._roc_band(y, p, iter(old)))
 
 
 def _kernel_cache(tree: Path, env: dict) -> str:

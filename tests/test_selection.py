@@ -11,7 +11,8 @@ import pytest
 import meddx
 import meddx.training.search as search_module
 from meddx.config import as_config
-from meddx.evaluation.selection import compare_predictions
+from meddx.evaluation.evaluation import bootstrap_weights
+from meddx.evaluation.selection import CI, RESAMPLES, SEED, compare_predictions, macro_auc
 from meddx.training.plan import Plan
 from meddx.training.search import should_search
 
@@ -57,6 +58,27 @@ def test_images_of_a_patient_are_resampled_together():
     by_image = compare_predictions(y, np.arange(200), {"a": p}, {"a": 1.0})["rows"][0]
     assert by_patient["val_auc"] == by_image["val_auc"]
     assert by_patient["ci"][1] - by_patient["ci"][0] > by_image["ci"][1] - by_image["ci"][0]
+
+
+def test_the_paired_intervals_are_those_of_the_whole_weight_matrix():
+    """The fused pass draws the resamples in chunks; its AUCs, intervals and paired differences are those of
+    `macro_auc` on the whole (1 + B, N) weight matrix of the same seed (unknown labels, ties, shared patients)."""
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, (300, 2)).astype(float)
+    y[rng.random(300) < 0.1, 1] = np.nan
+    preds = {name: np.round(np.clip(s * np.nan_to_num(y) + rng.random((300, 2)), 0, 1), 1) for name, s in
+             (("weak", 0.1), ("strong", 0.4), ("close", 0.35))}  # fmt: skip
+    patients = rng.integers(0, 200, 300)
+    verdict = compare_predictions(y, patients, preds, {"weak": 1.0, "strong": 2.0, "close": 1.5})
+    w = np.vstack([np.ones(300), bootstrap_weights(patients, RESAMPLES, SEED)])
+    aucs = {name: macro_auc(y, p, w) for name, p in preds.items()}
+    q = [(1 - CI) / 2, (1 + CI) / 2]
+    for row in verdict["rows"]:
+        a, d = aucs[row["candidate"]], aucs[row["candidate"]] - aucs["strong"]
+        assert row["val_auc"] == round(a[0], 4) and row["diff_from_best"] == round(d[0], 4)
+        assert row["ci"] == [round(x, 4) for x in np.quantile(a[1:], q)]
+        assert row["diff_ci"] == [round(x, 4) for x in np.quantile(d[1:], q)], row
+    assert [r["as_good_as_best"] for r in verdict["rows"]] == [False, True, True] and verdict["chosen"] == "close"
 
 
 def test_the_search_runs_only_where_the_plan_is_free_to_choose():

@@ -10,16 +10,11 @@ import pandas as pd
 from scipy.stats import norm, rankdata
 
 from meddx.errors import ConfigError
-from meddx.evaluation import metrics as M
-from meddx.evaluation.evaluation import bootstrap_weights
+from meddx.evaluation.fused import CHUNK_BYTES
+from meddx.evaluation.intervals import paired_figures
 from meddx.run import Run
 
-FIGURES = {  # name -> function of y, p and (B, N) sample weights
-    "roc_auc": M.roc_auc,
-    "pr_auc": M.average_precision,
-    "brier": M.brier,
-    "log_loss": M.log_loss_binary,
-}
+FIGURES = ("roc_auc", "pr_auc", "brier", "log_loss")  # each macro over labels (`intervals.paired_figures`)
 
 
 def delong(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray) -> dict:
@@ -64,32 +59,29 @@ def _aligned(runs: list[Run], split: str) -> tuple[pd.DataFrame, list[np.ndarray
             )
         frame = frame.set_index("id").loc[first["id"]]
         same = (frame["patient_id"].to_numpy() == first["patient_id"].to_numpy()).all()
-        if not same or not np.allclose(frame[runs[0].label_names].to_numpy(), first[runs[0].label_names].to_numpy()):
+        labels = frame[runs[0].label_names].to_numpy(np.float64), first[runs[0].label_names].to_numpy(np.float64)
+        if not same or not np.allclose(*labels, equal_nan=True):  # unknown labels (NaN) are the same labels
             raise ConfigError(f"{run.path}: patients or labels of its {split} split differ from {runs[0].path}'s")
         probs.append(frame[cols].to_numpy(np.float64))
     return first, probs
 
 
-def _figures(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> dict[str, np.ndarray]:
-    """Every figure per weight row, macro-averaged over labels."""
-    out = {}
-    for name, fn in FIGURES.items():
-        ranking = name in ("roc_auc", "pr_auc")
-        per_label = np.column_stack([M.on_known(fn, y[:, j], p[:, j], w, ranking) for j in range(y.shape[1])])
-        out[name] = np.nanmean(per_label, axis=1)
-    return out
-
-
-def compare_runs(runs: list[Run], split: str = "test", resamples: int = 2000, ci: float = 0.95, seed: int = 0) -> dict:
+def compare_runs(
+    runs: list[Run],
+    split: str = "test",
+    resamples: int = 2000,
+    ci: float = 0.95,
+    seed: int = 0,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> dict:
     """Each run's figures with intervals, ranked by ROC AUC; each run's paired difference from the best with its
-    interval (same patient resamples for all runs) and DeLong's p-value per label; 'real' when the interval excludes
-    0 (and, for ROC AUC, DeLong's p < 1 - ci on every label)."""
+    interval (same patient resamples for all runs, drawn in chunks of at most `chunk_bytes`) and DeLong's p-value per
+    label; 'real' when the interval excludes 0 (and, for ROC AUC, DeLong's p < 1 - ci on every label)."""
     if len(runs) < 2:
         raise ConfigError("compare needs at least two runs")
     frame, probs = _aligned(runs, split)
     y = frame[runs[0].label_names].to_numpy(np.float64)
-    w = np.vstack([np.ones(len(y)), bootstrap_weights(frame["patient_id"].to_numpy(), resamples, seed)])
-    scores = [_figures(y, p, w) for p in probs]
+    scores = paired_figures(y, frame["patient_id"].to_numpy(), probs, resamples, seed, chunk_bytes)
     order = sorted(range(len(runs)), key=lambda i: -scores[i]["roc_auc"][0])
     best = order[0]
     q = [(1 - ci) / 2, (1 + ci) / 2]

@@ -1,5 +1,5 @@
 """Every figure of a set of predictions over [point, resample 1..B] from one fused pass (`fused.py`), and the
-percentile intervals that come of them."""
+percentile intervals that come of them; the paired figures of several sets on the same resamples (`paired_figures`)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import numpy as np
 
 from meddx.config import EvaluateConfig
 from meddx.evaluation import metrics as M
-from meddx.evaluation.fused import FusedPass, Segment, Sums
+from meddx.evaluation.fused import CHUNK_BYTES, FusedPass, Segment, Sums
 
+RANKED = ("roc_auc", "pr_auc", "log_loss", "brier")  # the figures that need no decisions
 PER_LABEL = ("roc_auc", "pr_auc", "log_loss", "brier", "accuracy", "sensitivity", "specificity", "ppv", "npv", "f1")
 
 
@@ -26,20 +27,28 @@ class Predictor:
     sums: Sums
 
 
-def add_predictor(fp: FusedPass, y: np.ndarray, p: np.ndarray, pred: np.ndarray, task: str, ece: bool = False):
-    """Segments of predictions `p` and 0/1 decisions `pred` against labels `y` (NaN: unknown); with `ece`, each
-    label's items also carry p and y for calibration cuts."""
+def label_segments(
+    fp: FusedPass, y: np.ndarray, p: np.ndarray, pred: np.ndarray | None = None, ece: bool = False
+) -> tuple[list[Segment], list[np.ndarray]]:
+    """Per label, a segment of its known samples ranked by `p` (masses: positive, negative; with 0/1 decisions `pred`
+    true and false positive; with `ece` p and soft y), and its log loss and squared-error terms per sample."""
     known_all, yb = ~np.isnan(y), (np.nan_to_num(y) >= 0.5).astype(np.float64)  # soft labels count from 0.5 ...
     labels, sums = [], []
     for j in range(y.shape[1]):
         k = np.flatnonzero(known_all[:, j])
         pj, soft = p[k, j], y[k, j]  # ... except in the log loss and the Brier score, which take the soft target
-        labels.append(
-            fp.add(np.stack(_confusion_masses(yb[k, j], pred[k, j]) + ([pj, soft] if ece else []), 1), pj, rows=k)
-        )
+        masses = [yb[k, j], 1 - yb[k, j]] if pred is None else _confusion_masses(yb[k, j], pred[k, j])
+        labels.append(fp.add(np.stack(masses + ([pj, soft] if ece else []), 1), pj, rows=k))
         for term in (M.log_loss_terms(soft, pj), (pj - soft) ** 2):
             sums.append(np.zeros(len(y)))
             sums[-1][k] = term
+    return labels, sums
+
+
+def add_predictor(fp: FusedPass, y: np.ndarray, p: np.ndarray, pred: np.ndarray, task: str, ece: bool = False):
+    """Segments of predictions `p` and 0/1 decisions `pred` against labels `y` (NaN: unknown); with `ece`, each
+    label's items also carry p and y for calibration cuts."""
+    labels, sums = label_segments(fp, y, p, pred, ece)
     micro = None
     if task == "multilabel":  # micro figures: each (sample, label) an item weighing its sample's weight
         known, flat = M.known_binary(y.ravel())
@@ -75,14 +84,20 @@ def ece_from_cuts(segment: Segment, slots: list[int]) -> np.ndarray:
         return np.abs(per_bin[:, :, 0] - per_bin[:, :, 1]).sum(1) / total
 
 
+def label_figures(segment: Segment, sums: np.ndarray, j: int) -> dict[str, np.ndarray]:
+    """ROC AUC, PR AUC, log loss and Brier score of label `j` over [point, resample 1..B] (`sums`: the pass's values
+    of `label_segments`' terms, label j's at columns 2j and 2j + 1)."""
+    known = segment.cum[:, 0, 0] + segment.cum[:, 0, 1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        log_loss, brier = sums[:, 2 * j] / known, sums[:, 2 * j + 1] / known
+    return {"roc_auc": segment.auc, "pr_auc": segment.ap, "log_loss": log_loss, "brier": brier}
+
+
 def predictor_arrays(pr: Predictor, names: list[str]) -> dict:
     """Every metric as an array over [point, resample 1..B]: per label, macro, micro and overall."""
     per, sums = {}, pr.sums.values
     for j, (n, segment) in enumerate(zip(names, pr.labels)):
-        known = segment.cum[:, 0, 0] + segment.cum[:, 0, 1]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            per[n] = {"roc_auc": segment.auc, "pr_auc": segment.ap, "log_loss": sums[:, 2 * j] / known,
-                      "brier": sums[:, 2 * j + 1] / known, **confusion(segment)}  # fmt: skip
+        per[n] = {**label_figures(segment, sums, j), **confusion(segment)}
     with warnings.catch_warnings():  # a resample where a label is undefined everywhere gives an all-NaN column
         warnings.simplefilter("ignore", RuntimeWarning)
         macro = {k: np.nanmean(np.stack([per[n][k] for n in names]), axis=0) for k in PER_LABEL}
@@ -150,3 +165,28 @@ def score_with_intervals(y, p, pred, task: str, names: list[str], patients, cfg:
     pr = add_predictor(fp, np.asarray(y, np.float64), np.asarray(p, np.float64), np.asarray(pred, np.float64), task)
     fp.run()
     return figures(predictor_arrays(pr, names), cfg.ci)
+
+
+def paired_figures(
+    y: np.ndarray,
+    patients: np.ndarray,
+    probs: list[np.ndarray],
+    resamples: int,
+    seed: int,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> list[dict[str, np.ndarray]]:
+    """Each set of probabilities' `RANKED` figures over [point, resample 1..B], macro over labels (NaN-skipping), all
+    from the same patient resamples: one fused pass, its draw in chunks of at most `chunk_bytes`."""
+    fp, y = FusedPass(patients, resamples, seed, chunk_bytes), np.asarray(y, np.float64)
+    added = []
+    for p in probs:
+        labels, sums = label_segments(fp, y, np.asarray(p, np.float64).reshape(y.shape))
+        added.append((labels, fp.add_sums(np.stack(sums, 1))))
+    fp.run()
+    out = []
+    for labels, sums in added:
+        per = [label_figures(segment, sums.values, j) for j, segment in enumerate(labels)]
+        with warnings.catch_warnings():  # a resample where no label has both classes: NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            out.append({k: np.nanmean(np.stack([f[k] for f in per]), axis=0) for k in RANKED})
+    return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import matplotlib
@@ -14,7 +15,7 @@ import numpy as np  # noqa: E402
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve  # noqa: E402
 
 from meddx.atomic import staged_file  # noqa: E402
-from meddx.evaluation.evaluation import bootstrap_weights  # noqa: E402
+from meddx.evaluation.fused import chunk_sizes, count_chunks, patient_index  # noqa: E402
 
 MAX_PANELS = 30  # Tianchi round 2 has 29 labels
 BAND_RESAMPLES = 200
@@ -45,14 +46,16 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def _resamples(n: int, patients, seed: int = 0) -> list[np.ndarray]:
-    """Sample indices of BAND_RESAMPLES patient-level bootstrap draws: the evaluation's resample weights as indices."""
-    ids = np.arange(n) if patients is None else np.asarray(patients)
-    weights = bootstrap_weights(ids, BAND_RESAMPLES, seed).astype(int)
-    return [np.repeat(np.arange(n), row) for row in weights]
+def _resamples(n: int, patients, seed: int = 0) -> Iterator[np.ndarray]:
+    """Sample indices of BAND_RESAMPLES patient-level bootstrap draws (`fused.count_chunks`, as the evaluation's), one
+    at a time from chunks of bounded memory."""
+    inverse, n_patients = patient_index(np.arange(n) if patients is None else np.asarray(patients))
+    for counts in count_chunks(n_patients, seed, chunk_sizes(BAND_RESAMPLES, n_patients)):
+        for row in counts:
+            yield np.repeat(np.arange(n), row[inverse])
 
 
-def _roc_band(y: np.ndarray, p: np.ndarray, draws: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def _roc_band(y: np.ndarray, p: np.ndarray, draws: Iterator[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """2.5 and 97.5 percentiles of sensitivity over FPR_GRID across the bootstrap draws."""
     curves = []
     for idx in draws:

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 
 from meddx.config import RunConfig, save_config
 from meddx.evaluation.ensemble import average_predictions
-from meddx.evaluation.evaluation import bootstrap_weights
+from meddx.evaluation.intervals import paired_figures
 from meddx.evaluation.metrics import on_known, roc_auc
 from meddx.models.output import predict_proba
 from meddx.models.tta import VIEWS, ShiftAverage
@@ -49,8 +49,8 @@ def compare_predictions(
     candidate first), with AUC, interval, paired difference from the best and its interval, cost; and the chosen one
     with the reason: among those as good as the best, the first unless another is clearly cheaper."""
     y = np.asarray(y, np.float64).reshape(len(y), -1)
-    w = np.vstack([np.ones(len(y)), bootstrap_weights(patients, RESAMPLES, SEED)])
-    aucs = {name: macro_auc(y, np.asarray(p, np.float64).reshape(y.shape), w) for name, p in preds.items()}
+    paired = paired_figures(y, patients, list(preds.values()), RESAMPLES, SEED)  # the draw in bounded chunks
+    aucs = {name: figures["roc_auc"] for name, figures in zip(preds, paired)}
     best = max(aucs, key=lambda n: aucs[n][0])
     rows = []
     for name in preds:
