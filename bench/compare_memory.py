@@ -11,9 +11,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _docs import write_section  # noqa: E402
 
 CALL = """
 import json, resource, sys, time, tracemalloc
@@ -75,13 +80,35 @@ def main() -> None:
     if args.before:
         trees = {"before": args.before.resolve(), **trees}
     results = {name: measure(tree, args.samples, args.resamples) for name, tree in trees.items()}
-    print(f"compare_runs, 2 runs x {args.samples} samples x 1 label, {args.resamples} resamples")
-    print("| tree | seconds | peak numpy allocations (MiB) | peak RSS growth (MiB) |\n|---|---|---|---|")
-    for name, r in results.items():
-        print(f"| {name} | {r['seconds']:.2f} | {r['traced_mb']:.0f} | {r['rss_growth_mb']:.0f} |")
+    lines = [
+        f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()} by `nice -n 10 .venv/bin/python "
+        f"bench/compare_memory.py --samples {args.samples} --resamples {args.resamples}"
+        + (" --before TREE`" if args.before else "`")
+        + f": `compare_runs`, 2 runs x {args.samples} samples x 1 label, {args.resamples} patient resamples, each "
+        "tree in a fresh process after a warm-up call.",
+        "",
+        "| tree | seconds | peak numpy allocations (MiB) | peak RSS growth (MiB) |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {name} | {r['seconds']:.2f} | {r['traced_mb']:.0f} | {r['rss_growth_mb']:.0f} |"
+        for name, r in results.items()
+    ]
     if args.before:
-        gap = largest_gap(results["before"]["result"], results["this tree"]["result"])
-        print(f"largest difference in any figure, interval or paired difference: {gap:.3g}")
+        old, new = results["before"], results["this tree"]
+        gap = largest_gap(old["result"], new["result"])
+        lines += [
+            "",
+            f"- Before / this tree: time **{old['seconds'] / new['seconds']:.1f}x**, peak allocations "
+            f"**{old['traced_mb'] / new['traced_mb']:.1f}x**; largest difference in any figure, interval or paired "
+            f"difference {gap:.3g}.",
+        ]
+    body = "\n".join(lines)
+    print(body)
+    if args.before:  # the section is a comparison: written only when both trees were measured
+        print(
+            f"wrote {write_section('compare-memory', 'meddx compare: chunked resamples against the whole matrix', body)}"
+        )
 
 
 if __name__ == "__main__":

@@ -178,6 +178,7 @@ def test_an_encoder_to_fine_tune_brings_its_architecture_and_normalisation(data_
     assert (plan.value("model.name"), plan.value("data.normalize")) == ("resnet18", "dataset")
     no_info = make_plan(as_config({"data": data, "train": {"init_from": str(tmp_path / "w.pt")}}), ds)
     assert no_info.value("model.name") == "small_cnn"  # a bare weights file: the rules as usual
+    assert make_plan(as_config({"data": data, "train": {"init_from": None}}), ds).value("model.name") == "small_cnn"
 
 
 def test_a_model_without_a_rule_gets_its_rate_from_the_finder(data_dir, tmp_path):

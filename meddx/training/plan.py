@@ -154,7 +154,7 @@ def _image_rules(p: Planner, fp: dict, gpu: bool, train_labels: np.ndarray) -> N
         p.choose("data.channels", 1, "grey images stored as RGB (channels equal in every sampled image): one channel")
     side = int(min(im["height"]["median"], im["width"]["median"]))
     cap = GPU_MAX_SIZE if gpu else CPU_MAX_SIZE
-    encoder = encoder_recipe(p.user["train.init_from"]) if "train.init_from" in p.user else None
+    encoder = encoder_recipe(p.user["train.init_from"]) if p.user.get("train.init_from") else None
     fixed = p.user.get("model.name") or (encoder or {}).get("model")  # the user's or the encoder's may need more
     need = min_input_size(fixed) if fixed else 1
     size = p.choose(
