@@ -67,3 +67,7 @@ def test_simclr_lowers_its_loss_and_its_encoder_fine_tunes(data_dir, tmp_path):
     loaded = run.training["init_from"]
     assert loaded["loaded"] > 0 and loaded["skipped_head"] == []  # the encoder has no head
     assert loaded["adapted"] == ["features.0.0.0.weight: 1 -> 3 channels"]  # grey filters spread over RGB
+    assert (
+        f"initialised from {tmp_path / 'ssl' / 'encoder.pt'} ({loaded['loaded']} tensors"
+        in (run.path / "report.md").read_text()
+    )

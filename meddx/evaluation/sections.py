@@ -164,6 +164,11 @@ def _model_section(run: Run) -> dict:
             f"input {prep.channels} x {prep.image_size[0]} x {prep.image_size[1]}, normalisation {prep.normalize}"
         )
     summary = _training_summary(training)
+    if run.config.train.init_from:
+        loaded = (training.get("init_from") or {}).get("loaded")
+        summary += f"; initialised from {run.config.train.init_from}" + (
+            f" ({loaded} tensors, a new head)" if loaded else ""
+        )
     return {
         "name": run.config.model.name,
         "input": model_input,

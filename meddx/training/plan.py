@@ -177,7 +177,7 @@ def _image_rules(p: Planner, fp: dict, gpu: bool, train_labels: np.ndarray) -> N
             else "the 6-conv small CNN, which reached test AUC 0.98 on the 28 px PneumoniaMNIST"
         ),
     )
-    pretrained_rules(p, encoder)  # an encoder to fine-tune brings its architecture and normalisation
+    pretrained_rules(p.choose, encoder)  # an encoder to fine-tune brings its architecture and normalisation
     model = p.plan.value("model.name")
     batch = int(min(128, max(16, 2 ** int(math.log2(max(n_train // 16, 1))))))
     p.choose("train.batch_size", batch, f"{n_train} training images: at least 16 steps per epoch, at most 128")

@@ -4,14 +4,12 @@ the plan fine-tunes the same architecture on inputs prepared the same way instea
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from meddx.config import load_config
 from meddx.run import CONFIG, PREPROCESS
-
-if TYPE_CHECKING:
-    from meddx.training.plan import Planner
 
 PRETRAIN_INFO = "pretrain.json"
 
@@ -46,12 +44,12 @@ def encoder_recipe(source: str | Path) -> dict | None:
     return None
 
 
-def pretrained_rules(p: Planner, recipe: dict | None) -> None:
-    """With an encoder to fine-tune (`recipe`, from `encoder_recipe`): its architecture and normalisation, unless the
-    user set them."""
+def pretrained_rules(choose: Callable[[str, Any, str], Any], recipe: dict | None) -> None:
+    """With an encoder to fine-tune (`recipe`, from `encoder_recipe`): its architecture and normalisation, through the
+    planner's `choose` (so the user's own settings still win)."""
     if recipe is None:
         return
     why = f"the pretrained encoder's ({recipe['origin']})"
-    p.choose("model.name", recipe["model"], f"{why} architecture: its weights fit no other")
+    choose("model.name", recipe["model"], f"{why} architecture: its weights fit no other")
     if recipe["normalize"] in ("dataset", "sample", "none"):
-        p.choose("data.normalize", recipe["normalize"], f"{why} normalisation: the inputs it learnt from")
+        choose("data.normalize", recipe["normalize"], f"{why} normalisation: the inputs it learnt from")
