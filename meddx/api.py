@@ -14,14 +14,14 @@ import pandas as pd
 
 import meddx.tianchi  # noqa: F401 - registers the Tianchi score table with the reports of sequence runs
 from meddx.atomic import write_text
-from meddx.config import DataConfig, EvaluateConfig, RunConfig, SplitConfig, as_config, save_config, validate_section
+from meddx.config import DataConfig, EvaluateConfig, RunConfig, SplitConfig, as_config, validate_section
 from meddx.data.explore import explore as _explore
 from meddx.data.leakage import LeakageReport, check_leakage, overlap_with_training
 from meddx.data.readers import read_dataset
 from meddx.data.split import assign_splits
 from meddx.errors import DataError
 from meddx.evaluation.report import evaluate_run
-from meddx.run import CONFIG, ENSEMBLE, MEMBERS, PLAN, PREDICTIONS, Run, load_run, record_actual_time, write_status
+from meddx.run import MEMBERS, PLAN, PREDICTIONS, Run, load_run, read_status, record_actual_time, write_status
 from meddx.tianchi import submit
 
 
@@ -30,8 +30,8 @@ def train(config: RunConfig | dict | str | Path | None = None, **overrides) -> R
     (`train__max_epochs=3`). Every recipe field not given is planned from the data and `plan.budget_minutes`
     (`plan.enabled=False`: the fixed defaults); a planned ensemble is averaged and evaluated as one model.
     Returns None only in the worker processes of a distributed run."""
-    from meddx.evaluation.ensemble import ensemble_runs
-    from meddx.evaluation.selection import compare_runs, decide_tta
+    from meddx.evaluation.planned import conclude
+    from meddx.evaluation.selection import compare_runs
     from meddx.training.autofit import train_members
 
     started = time.perf_counter()
@@ -39,14 +39,7 @@ def train(config: RunConfig | dict | str | Path | None = None, **overrides) -> R
     trained = train_members(cfg, choose=compare_runs)
     if trained is None:
         return None
-    runs, base, planned, made = trained
-    run = runs[0]
-    if base is not None:
-        run = ensemble_runs(runs, base, evaluate=False)
-        save_config(planned, base / CONFIG)  # the plan's (seed, number of models), not its first member's
-    if made is not None:
-        run = decide_tta(run, cfg, made)
-        made.save(run.path / PLAN)  # with the choices made on val and the final number of models
+    run = conclude(*trained, cfg)  # averaged, with the choices made on val and the final number of models
     record_actual_time(run.path, time.perf_counter() - started)
     evaluate_run(run)
     write_status(run.path, "complete")
@@ -54,25 +47,15 @@ def train(config: RunConfig | dict | str | Path | None = None, **overrides) -> R
 
 
 def resume(run: str | Path) -> Run | None:
-    """Continue a killed or failed run from its last checkpoint (`meddx train --resume RUN`; a planned ensemble: its
-    unfinished members), then evaluate it."""
-    from meddx.evaluation.ensemble import ensemble_runs
-    from meddx.training.distributed import is_rank_zero
-    from meddx.training.resume import resume_ensemble, resume_fit
+    """Continue a killed or failed run from its last checkpoint (`meddx train --resume RUN`; a planned ensemble or a
+    search between candidates: its unfinished members), then evaluate it."""
+    from meddx.evaluation.planned import resume_members
+    from meddx.training.resume import resume_fit
 
-    if (Path(run) / MEMBERS).is_dir():
-        members, cfg, made = resume_ensemble(run)
-        if not is_rank_zero():
-            return None  # a worker process of a distributed run: rank 0 averages and evaluates
-        done = (Path(run) / ENSEMBLE).is_file()  # killed while evaluating: the average is already written
-        resumed = Run(Path(run)) if done else ensemble_runs(members, run, evaluate=False)
-        save_config(cfg, resumed.path / CONFIG)
-        if made is not None:
-            made.save(resumed.path / PLAN)
-    else:
-        resumed = resume_fit(run)
-        if resumed is None:
-            return None
+    several = (Path(run) / MEMBERS).is_dir() or read_status(Path(run)).get("kind")
+    resumed = resume_members(Path(run)) if several else resume_fit(run)
+    if resumed is None:
+        return None  # a worker process of a distributed run: rank 0 evaluates
     evaluate_run(resumed)
     write_status(resumed.path, "complete")
     return resumed

@@ -71,10 +71,20 @@ def test_a_killed_run_resumes_to_the_same_result(data_dir, tmp_path):
 
 
 def test_resume_refuses_what_it_cannot_continue(tmp_path):
+    from meddx.training.plan import Plan
+
     assert run_cli("train", "--resume", str(tmp_path)).stderr.count("not a run folder") == 1
     (tmp_path / "config.yaml").write_text("name: x\n")
     proc = run_cli("train", "--resume", str(tmp_path), "--epochs", "3")
     assert proc.returncode == 2 and "give no other option" in proc.stderr
+    (tmp_path / "members").mkdir()  # a search's folder that lost what it needs: one line naming what is missing
+    (tmp_path / "status.json").write_text(json.dumps({"state": "failed", "kind": "search"}))
+    older = json.dumps(Plan({}, 15, "cpu", selection={"epochs": 3}).to_dict())  # a search's record lacking candidates
+    for plan, missing in ((None, "no plan.json"), (older, "no candidates"), ("{", "plan.json: not a plan")):
+        if plan is not None:
+            (tmp_path / "plan.json").write_text(plan)
+        proc = run_cli("train", "--resume", str(tmp_path))
+        assert proc.returncode == 2 and missing in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 
 
 class _Planted:
@@ -146,3 +156,98 @@ def test_cross_validation_goes_on_after_a_fold_that_did_not_finish(data_dir, tmp
     cross_validate(cfg, folds=2, only_folds=[0])
     assert (fold / "model.pt").is_file() and meddx.load_run(fold).predictions("test").shape[0] > 0
     assert json.loads((fold / "status.json").read_text())["state"] == "trained"
+
+
+_SEARCH = """
+import sys
+import meddx
+import meddx.training.search as search
+search.target_epochs = lambda steps: 3  # a few epochs per candidate (the budget arithmetic is tested apart)
+search.MIN_EPOCHS = 3
+meddx.train({"data": {"path": sys.argv[1], "image_size": 16}, "output_dir": sys.argv[2], "name": "search",
+             "plan": {"budget_minutes": 2, "max_ensemble": 2}, "train": {"progress_bar": False, "batch_size": 64},
+             "evaluate": {"bootstrap": 50}})
+"""
+
+
+def _killed_during_the_search(npz, out):
+    """Start a planned BreastMNIST run that tries two candidates on val; SIGKILL it once a member has finished and a
+    later one has written a checkpoint. Its folder, and the finished members' (model.pt, training.json)."""
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    proc = subprocess.Popen([sys.executable, "-c", _SEARCH, str(npz), str(out)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    members, deadline = out / "search" / "members", time.time() + 300
+    while time.time() < deadline and proc.poll() is None:  # members train one after another
+        folders = list(members.iterdir()) if members.is_dir() else []
+        cut = [f for f in folders if (f / "checkpoints" / "last.ckpt").is_file() and not (f / "model.pt").exists()]
+        if cut and any(_state(f) == "trained" for f in folders):
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = [f for f in members.iterdir() if _state(f) == "trained"]
+    return out / "search", {f.name: ((f / "model.pt").read_bytes(), (f / "training.json").read_text()) for f in done}
+
+
+def _state(folder):
+    status = folder / "status.json"
+    return json.loads(status.read_text())["state"] if status.is_file() else ""
+
+
+def test_a_search_killed_between_candidates_resumes(data_dir, tmp_path):
+    """`meddx train --data X` tries the plan's alternatives on val when the budget allows: killed while a later
+    candidate trains, the resume keeps the finished members byte for byte, resumes the one cut short from its last
+    checkpoint and trains the rest with the epochs the search recorded (not planned again), then chooses on val,
+    averages the winner's seeds and evaluates (it was refused: "train it again")."""
+    npz = need(data_dir, "medmnist/breastmnist.npz")
+    base, kept = _killed_during_the_search(npz, tmp_path)
+    members = base / "members"
+    cut = [f for f in members.iterdir() if f.name not in kept]
+    assert kept and cut and not any((f / "model.pt").exists() for f in cut), "not killed between two members"
+    assert json.loads((base / "status.json").read_text())["kind"] == "search" and not (base / "ensemble.json").exists()
+    resumed = run_cli("train", "--resume", str(base))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    for name, (weights, training) in kept.items():  # kept, not trained again
+        assert (members / name / "model.pt").read_bytes() == weights
+        assert (members / name / "training.json").read_text() == training
+    sel = json.loads((base / "plan.json").read_text())["selection"]
+    names = ["small_cnn 16 px", "small_cnn_wide 16 px"]
+    assert list(sel["candidates"]) == [r["candidate"] for r in sel["rows"]] == names and sel["chosen"] in names
+    assert sel["epochs"] == 3  # the search's recorded epochs: a new plan would have chosen 15 or more
+    slugs = [n.replace(" ", "") for n in names]
+    assert sorted(f.name for f in members.iterdir()) == [f"{s}-seed{k}" for s in slugs for k in (0, 1)]
+    for folder in members.iterdir():
+        assert json.loads((folder / "status.json").read_text())["state"] == "trained"
+        assert "max_epochs: 3" in (folder / "config.yaml").read_text()
+    history = json.loads((cut[0] / "training.json").read_text())["history"]
+    assert [r["epoch"] for r in history] == list(range(1, len(history) + 1))  # the epochs before the kill kept
+    winner = sel["chosen"].replace(" ", "")
+    assert json.loads((base / "ensemble.json").read_text())["members"] == [f"members/{winner}-seed{k}" for k in (0, 1)]
+    assert json.loads((base / "status.json").read_text())["state"] == "complete" and (base / "metrics.json").is_file()
+
+
+def test_a_search_killed_after_its_choice_does_not_choose_again(tmp_path):
+    """The verdict saved in plan.json is kept (no second choice), and the winner's seeds the top-up had begun are
+    finished before any more are weighed against the budget."""
+    from meddx.config import as_config
+    from meddx.training.plan import Plan
+    from meddx.training.search import Candidate, settle
+
+    class Finished:
+        training = {"seconds": 1.0}
+
+    wide, name = {"model.name": "small_cnn_wide"}, "small_cnn_wide 64 px"
+    tried = [Candidate("small_cnn 64 px", {}, as_config({}), None, 1.0),
+             Candidate(name, wide, as_config({"model": {"name": "small_cnn_wide"}}), None, 2.0)]  # fmt: skip
+    verdict = {"epochs": 3, "repeats": 2, "chosen": name, "reason": "planted"}
+    plan = Plan({}, 1, "cpu", alternatives=[{"name": name, "set": wide}], selection=verdict)
+    (tmp_path / "members" / "small_cnn_wide64px-seed2").mkdir(parents=True)  # begun by the top-up, then killed
+    asked = []
+
+    def choose(*_):
+        raise AssertionError("chose again")
+
+    members, _, cfg = settle(as_config({}), tried, plan, choose, tmp_path, lambda c, i: asked.append((c.name, i))
+                             or Finished(), 0.0, 0.0)  # fmt: skip
+    assert asked[-1] == (name, 2) and len(asked) == 5 and len(members) == 3
+    assert cfg.model.name == "small_cnn_wide" and cfg.train.ensemble == 3 and cfg.train.max_epochs == 3

@@ -51,6 +51,7 @@ class Plan:
     lr_finder: dict = field(default_factory=dict)
     selection: dict = field(default_factory=dict)
     tta: dict = field(default_factory=dict)
+    actual: dict = field(default_factory=dict)  # written after training (meddx.run.record_actual_time)
     schema: str = SCHEMA
 
     def value(self, name: str) -> Any:

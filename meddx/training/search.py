@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from meddx.config import RunConfig, apply_overrides, validate_config
-from meddx.run import MEMBERS, Run
+from meddx.run import MEMBERS, PLAN, Run
 from meddx.training.datamodule import RunDataModule
 from meddx.training.fit import fit
 from meddx.training.pilot import time_epoch
@@ -31,7 +31,7 @@ class Candidate:
     name: str
     overrides: dict
     cfg: RunConfig
-    data: RunDataModule
+    data: RunDataModule | None  # None until a member needs it (a resumed search reads the data only to train)
     seconds_per_epoch: float
 
 
@@ -65,8 +65,10 @@ def _candidate(cfg: RunConfig, data: RunDataModule, alt: dict, rule: Candidate, 
     return Candidate(alt["name"], alt["set"], alt_cfg, alt_data, time_epoch(alt_cfg, alt_data)["seconds_per_epoch"])
 
 
-def _member(c: Candidate, base: Path, seed: int, epochs: int) -> RunConfig:
+def member_config(c: Candidate, base: Path, i: int, epochs: int) -> RunConfig:
+    """The config of candidate `c`'s i-th seed, under <base>/members/<candidate>-seed<k>."""
     m = c.cfg.model_copy(deep=True)
+    seed = c.cfg.train.seed + i
     m.name, m.output_dir = f"{c.name.replace(' ', '')}-seed{seed}", str(base / MEMBERS)
     m.train.seed, m.train.ensemble, m.train.max_epochs = seed, 1, epochs
     m.train.patience = int(min(max(epochs // 4, 3), 10))
@@ -90,7 +92,8 @@ def candidates_in_budget(cfg: RunConfig, data: RunDataModule, plan: Plan, deadli
             skipped.append(f"{alt['name']} ({REPEATS} x {MIN_EPOCHS} epochs pass the search's share{need})")
     fit_epochs = share // (REPEATS * sum(c.seconds_per_epoch for c in tried))
     epochs = int(min(target_epochs(plan.pilot["steps_per_epoch"]), max(fit_epochs, MIN_EPOCHS)))
-    plan.selection = {"skipped": skipped, "repeats": REPEATS, "epochs": epochs}
+    costs = {c.name: c.seconds_per_epoch for c in tried}  # what a resumed search compares again
+    plan.selection = {"skipped": skipped, "repeats": REPEATS, "epochs": epochs, "candidates": costs}
     if len(tried) == 1:
         plan.selection.update(chosen=None, reason=f"no alternative fits {SEARCH_SHARE:.0%} of the budget left")
     return tried
@@ -101,15 +104,36 @@ def search(user_cfg: RunConfig, tried: list[Candidate], plan: Plan, choose: Choo
     `deadline` (time.monotonic); returns (winner's runs, ensemble folder, winner's config) and records the verdict
     in `plan.selection` and the choices (`user_cfg`: the user's own config, whose fields stay theirs)."""
     epochs, cfg = plan.selection["epochs"], tried[0].cfg
-    base, seed0 = new_run_dir(cfg), cfg.train.seed
+    base = new_run_dir(cfg)
+    plan.selection["seconds_left"] = round(deadline - time.monotonic(), 1)  # the budget a resumed search goes on with
     open_ensemble(base, cfg, plan, "search")
-    started = time.monotonic()
-    runs = {c.name: [fit(_member(c, base, seed0 + i, epochs), c.data, plan) for i in range(REPEATS)] for c in tried}
-    verdict = choose(runs, {c.name: c.seconds_per_epoch for c in tried})
-    win = next(c for c in tried if c.name == verdict["chosen"])
-    more = lambda i: fit(_member(win, base, seed0 + i, epochs), win.data, plan)  # noqa: E731
-    members = top_up(list(runs[win.name]), deadline, cfg.plan.max_ensemble, more, epochs * win.seconds_per_epoch)
-    _record(plan, user_cfg, win, verdict, epochs, len(members))
+    train = lambda c, i: fit(member_config(c, base, i, epochs), c.data, plan)  # noqa: E731
+    return settle(user_cfg, tried, plan, choose, base, train, time.monotonic(), deadline)
+
+
+def settle(
+    user_cfg: RunConfig,
+    tried: list[Candidate],
+    plan: Plan,
+    choose: Chooser,
+    base: Path,
+    train: Callable[[Candidate, int], Run],
+    started: float,
+    deadline: float,
+) -> tuple:
+    """The search from `base` on (`train(c, i)` gives candidate c's i-th seed, trained or found): every candidate's
+    seeds, the choice on val (kept when plan.selection already holds one), the winner's seeds topped up, the choices
+    recorded; `started`: when the search began (time.monotonic)."""
+    runs = {c.name: [train(c, i) for i in range(REPEATS)] for c in tried}
+    if not plan.selection.get("chosen"):
+        plan.selection.update(choose(runs, {c.name: c.seconds_per_epoch for c in tried}))
+        plan.save(base / PLAN)  # a run killed from here on is not chosen again
+    win = next(c for c in tried if c.name == plan.selection["chosen"])
+    epochs, cap, members = plan.selection["epochs"], tried[0].cfg.plan.max_ensemble, list(runs[win.name])
+    while len(members) < cap and (base / MEMBERS / member_config(win, base, len(members), epochs).name).is_dir():
+        members.append(train(win, len(members)))  # seeds begun by the top-up before a kill
+    members = top_up(members, deadline, cap, lambda i: train(win, i), epochs * win.seconds_per_epoch)
+    _record(plan, user_cfg, win, epochs, len(members))
     plan.estimate["training_s"] = round(time.monotonic() - started, 1)  # the search and the seeds, as they ran
     plan.estimate["total_s"] = round(
         sum(plan.estimate.get(k, 0) for k in ("elapsed_before_training_s", "training_s", "reserve_s")), 1
@@ -130,10 +154,9 @@ def _rule_name(cfg: RunConfig) -> str:
     return f"{cfg.model.name} {cfg.data.image_size} px"
 
 
-def _record(plan: Plan, user_cfg: RunConfig, win: Candidate, verdict: dict, epochs: int, k: int) -> None:
-    """The verdict in plan.selection and the winner's fields, epochs and ensemble size among the choices."""
-    plan.selection.update(verdict)
-    p = Planner(user_cfg, plan)
+def _record(plan: Plan, user_cfg: RunConfig, win: Candidate, epochs: int, k: int) -> None:
+    """The winner's fields (the verdict is in plan.selection), epochs and ensemble size among the choices."""
+    verdict, p = plan.selection, Planner(user_cfg, plan)
     for name in sorted({f for a in plan.alternatives for f in a["set"]}):
         value = win.overrides.get(name, plan.value(name))
         p.choose(name, value, f"{verdict['chosen']} chosen on val: {verdict['reason']}", "validation")
