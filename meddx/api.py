@@ -80,14 +80,16 @@ def evaluate(
     run: Run | str | Path, split: str = "test", data: dict | None = None, by: str | None = None, **settings
 ) -> dict:
     """Evaluate a run on one split, or on new labelled data (`data`: data-config fields, e.g. {"path": "ext.csv"});
-    `by`: a manifest column whose values get every figure apart (subgroups).
+    `by`: a manifest column whose values get every figure apart (subgroups). A CV folder: its fold ensemble on `data`
+    (<cv>/ensemble, the folds' mean as `submit` uses it; val: the out-of-fold predictions; evaluation/folds.py).
 
     Thresholds and temperature always come from the run's validation split; `settings` override its
     `evaluate` config section (operating_point="sensitivity=0.95", bootstrap=2000, temperature_scaling=True).
     """
     from meddx.data.manifest import column_values
+    from meddx.evaluation.folds import run_to_evaluate
 
-    run = run if isinstance(run, Run) else load_run(run)
+    run = run_to_evaluate(run, data)
     cfg = validate_section(EvaluateConfig, {**run.config.evaluate.model_dump(), **settings}, "evaluate.")
     source = {**run.config.data.model_dump(), **(data or {})}
     groups = {"column": by, "values": column_values(source["path"], by, source.get("image_column"))} if by else None

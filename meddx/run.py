@@ -26,7 +26,7 @@ from meddx.data.reports import read_tianchi
 from meddx.data.sequences import SequenceDataset, Vocab, trim_padding
 from meddx.data.tensors import ImageDataset, Preprocess
 from meddx.errors import ConfigError, DataError
-from meddx.models.ensemble import ProbabilityAverage
+from meddx.models.ensemble import ProbabilityAverage, Renormalised
 from meddx.models.output import build_model, predict_proba
 from meddx.models.tta import ShiftAverage
 
@@ -187,7 +187,7 @@ class Run:
     def _model(self) -> nn.Module:
         if self.is_ensemble:
             info = json.loads((self.path / ENSEMBLE).read_text())
-            members = [Run(m if Path(m).is_absolute() else self.path / m).model for m in info["members"]]
+            members = [self._member_model(Run(m if Path(m).is_absolute() else self.path / m)) for m in info["members"]]
             return ProbabilityAverage(members, self.task, info.get("weights")).eval()
         if not (self.path / WEIGHTS).is_file():
             raise ConfigError(f"{self.path}: no {WEIGHTS}; the run did not finish training")
@@ -196,6 +196,14 @@ class Run:
                 self.config.model, 1, len(self.label_names), self.path / WEIGHTS, **self.vocab.model_kwargs()
             )
         return build_model(self.config.model, self.preprocess.channels, len(self.label_names), self.path / WEIGHTS)
+
+    def _member_model(self, member: Run) -> nn.Module:
+        """A member's model fed this ensemble's inputs; a member normalised with other data-set statistics (a fold of a
+        CV folder: its own training images') maps them back to its own."""
+        if self.is_sequence or member.preprocess == self.preprocess or self.preprocess.normalize != "dataset":
+            return member.model
+        own, given = (member.preprocess.mean, member.preprocess.std), (self.preprocess.mean, self.preprocess.std)
+        return Renormalised(member.model, given, own)
 
     def dataset(self, inputs: list[Record | str | Path], preload: bool | None = False) -> Dataset:
         """A dataset of records or file paths prepared as this run's inputs: for sequence runs a path is a `|,|` report

@@ -155,7 +155,7 @@ def predict(
 
 @with_data_options("data", "root", "fmt", "patient_column", "patient_regex", "label_column", "label_columns")
 def evaluate(
-    run: Annotated[Path, typer.Argument(help="Run folder.")],
+    run: Annotated[Path, typer.Argument(help="Run folder, or a `meddx cv` folder: its fold ensemble, with --data.")],
     split: Annotated[
         str, typer.Option(help="Split to evaluate: test (default) or val; with --data, a name for the new set.")
     ] = "test",
@@ -170,19 +170,20 @@ def evaluate(
     by: Annotated[Optional[str], typer.Option(help="A manifest column: every figure per subgroup (sex, site).")] = None,
     data_overrides: dict | None = None,
 ) -> None:
-    """Metrics with 95% intervals beside the baselines, operating points, calibration, plots, report.html."""
+    """Metrics with 95% intervals beside the baselines, operating points, calibration, plots, report.html. A CV folder
+    is scored as the fold ensemble `submit` uses (in CVDIR/ensemble; val: the out-of-fold predictions)."""
     from meddx.api import evaluate as api_evaluate
-    from meddx.api import load_run
+    from meddx.evaluation.folds import is_cv_folder, run_to_evaluate
     from meddx.evaluation.summary import print_summary
 
     settings = given(operating_point=operating_point, bootstrap=bootstrap, temperature_scaling=temperature_scaling)
     if drop_training_overlap:
         settings["on_training_overlap"] = "drop"
     new_data = {k.removeprefix("data."): v for k, v in data_overrides.items()}
-    r = load_run(run)
+    r = run_to_evaluate(run, new_data or None)
     result = api_evaluate(r, split=split, data=new_data or None, by=by, **settings)
     print_summary(r, result["name"])
-    if result["name"] != "test":
+    if result["name"] != "test" and not is_cv_folder(run):  # a fold ensemble has no headline of its own
         used = r.metrics("test").get("operating_point", {}).get("rule", "the config's rule, chosen on val")
         typer.echo(f"the package and `meddx serve` keep the headline operating point (metrics.json: {used})")
 

@@ -24,3 +24,20 @@ class ProbabilityAverage(nn.Module):
         return logits_of(p, self.task).to(
             x.dtype if x.is_floating_point() else torch.get_default_dtype()
         )  # token ids: ints
+
+
+class Renormalised(nn.Module):
+    """A model trained on images normalised with one per-channel (mean, std), fed images normalised with another:
+    the input is mapped back first (the folds of a CV folder each normalise with their own training images)."""
+
+    def __init__(self, model: nn.Module, given: tuple[list[float], list[float]], own: tuple[list[float], list[float]]):
+        super().__init__()
+        self.model = model
+        g_mean, g_std = (torch.tensor(v, dtype=torch.float64) for v in given)
+        o_mean, o_std = (torch.tensor(v, dtype=torch.float64) for v in own)
+        # own = (raw - o_mean) / o_std with raw = given * g_std + g_mean
+        self.register_buffer("scale", (g_std / o_std).float().view(1, -1, 1, 1))
+        self.register_buffer("shift", ((g_mean - o_mean) / o_std).float().view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x * self.scale + self.shift)
