@@ -49,16 +49,18 @@ def _with(monkeypatch, *extra: pl.Callback) -> None:
 
 
 @pytest.mark.parametrize(
-    "minutes, at_batch, ema",
-    [(1e-6, 3, None), (1e-6, None, None), (None, 0, None), (1e-6, 3, 0.9)],
-    ids=["mid-epoch", "in-validation", "epoch-end", "mid-epoch-ema"],
-)
-def test_a_mid_epoch_checkpoint_resumes_the_same_batches(tmp_path, monkeypatch, minutes, at_batch, ema):
+    "minutes, at_batch, ema, grouped",
+    [(1e-6, 3, None, False), (1e-6, None, None, False), (None, 0, None, False), (1e-6, 3, 0.9, False),
+     (1e-6, 3, None, True)],
+    ids=["mid-epoch", "in-validation", "epoch-end", "mid-epoch-ema", "mid-epoch-grouped-by-length"],
+)  # fmt: skip
+def test_a_mid_epoch_checkpoint_resumes_the_same_batches(tmp_path, monkeypatch, minutes, at_batch, ema, grouped):
     """Killed in epoch 1 after `at_batch` batches (None: in its validation, after all of them): from a mid-epoch
-    checkpoint, or (no checkpoint_minutes) from the end of epoch 0; with EMA the average is resumed too."""
+    checkpoint, or (no checkpoint_minutes) from the end of epoch 0; with EMA the average is resumed too; batches
+    grouped by length are drawn from (seed, epoch) like the plain shuffle."""
     cfg = _tiny(tmp_path, "straight", **({"ema_decay": ema} if ema else {}))
     cfg["model"]["dropout"] = 0.0
-    cfg["train"].update(max_epochs=3, batch_size=16, checkpoint_minutes=minutes, patience=5)
+    cfg["train"].update(max_epochs=3, batch_size=16, checkpoint_minutes=minutes, patience=5, group_by_length=grouped)
     straight = Recorder()
     _with(monkeypatch, straight)
     a = fit({**cfg})

@@ -15,7 +15,7 @@ from meddx.data.leakage import enforce_no_leakage
 from meddx.data.readers import read_dataset
 from meddx.data.records import SPLITS, DataSet
 from meddx.data.reports import read_descriptions
-from meddx.data.sequences import SequenceDataset, Vocab, build_vocab, is_sequence, length_grouped_sampler, trim_padding
+from meddx.data.sequences import PAD, SequenceDataset, Vocab, build_vocab, is_sequence, trim_padding
 from meddx.data.split import assign_splits
 from meddx.data.tensors import ImageDataset, Preprocess, base_preprocess, decode_settings, fill_statistics
 from meddx.errors import ConfigError, MeddxError
@@ -24,7 +24,7 @@ from meddx.models.sequence import resolve_size
 from meddx.run import CONFIG, VOCAB
 from meddx.training.distributed import grouped, is_rank_zero, share
 from meddx.training.pseudo import pseudo_records
-from meddx.training.sampling import EpochShuffle
+from meddx.training.sampling import EpochLengthGrouped, EpochShuffle
 
 
 class RunDataModule(pl.LightningDataModule):
@@ -113,9 +113,11 @@ class RunDataModule(pl.LightningDataModule):
         """A loader over one split; sequence batches are cut to their longest row."""
         t = self.cfg.train
         data = self.datasets[split]
-        grouped = self.is_sequence and shuffle and t.group_by_length
-        sampler = length_grouped_sampler(data.inputs, t.batch_size) if grouped else None
-        if shuffle and not grouped:
+        sampler = None
+        if shuffle and self.is_sequence and t.group_by_length:
+            lengths = (data.inputs != PAD).sum(1).tolist()
+            sampler = EpochLengthGrouped(lengths, t.batch_size, t.seed, self._epoch_to_train)
+        elif shuffle:
             sampler = EpochShuffle(len(data), t.seed, self._epoch_to_train)
         # the training loader keeps its place (torchdata's StatefulDataLoader, saved in every checkpoint by
         # Lightning): a run resumed from a mid-epoch checkpoint trains the rest of that epoch, no batch twice
