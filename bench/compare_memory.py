@@ -83,7 +83,7 @@ def main() -> None:
     lines = [
         f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()} by `nice -n 10 .venv/bin/python "
         f"bench/compare_memory.py --samples {args.samples} --resamples {args.resamples}"
-        + (" --before TREE`" if args.before else "`")
+        + (f" --before {args.before}`" if args.before else "`")
         + f": `compare_runs`, 2 runs x {args.samples} samples x 1 label, {args.resamples} patient resamples, each "
         "tree in a fresh process after a warm-up call.",
         "",
