@@ -12,6 +12,8 @@ import argparse
 import json
 import os
 import platform
+import random
+import statistics
 import subprocess
 import sys
 import time
@@ -70,28 +72,40 @@ def largest_gap(a: list[dict], b: list[dict]) -> float:
     return max(gaps)
 
 
+def _spread(runs: list[dict]) -> str:
+    seconds = [r["seconds"] for r in runs]
+    return f"{min(seconds):.2f}-{max(seconds):.2f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--samples", type=int, default=20000)
     parser.add_argument("--resamples", type=int, default=2000)
     parser.add_argument("--before", type=Path, help="a tree holding an older meddx/ to measure too")
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     trees = {"this tree": Path(__file__).resolve().parents[1]}
     if args.before:
         trees = {"before": args.before.resolve(), **trees}
-    results = {name: measure(tree, args.samples, args.resamples) for name, tree in trees.items()}
+    runs = {name: [] for name in trees}
+    for _ in range(args.repeats):  # each repeat measures every tree, in a random order
+        for name in random.sample(list(trees), len(trees)):
+            runs[name].append(measure(trees[name], args.samples, args.resamples))
+    results = {name: {**r[0], "seconds": statistics.median(x["seconds"] for x in r), "spread": _spread(r)}
+               for name, r in runs.items()}  # fmt: skip
     lines = [
         f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()} by `nice -n 10 .venv/bin/python "
-        f"bench/compare_memory.py --samples {args.samples} --resamples {args.resamples}"
+        f"bench/compare_memory.py --samples {args.samples} --resamples {args.resamples} --repeats {args.repeats}"
         + (f" --before {args.before}`" if args.before else "`")
         + f": `compare_runs`, 2 runs x {args.samples} samples x 1 label, {args.resamples} patient resamples, each "
-        "tree in a fresh process after a warm-up call.",
+        "tree in a fresh process after a warm-up call; seconds: median (min-max) of the repeats, the trees in a random "
+        "order in each.",
         "",
         "| tree | seconds | peak numpy allocations (MiB) | peak RSS growth (MiB) |",
         "|---|---|---|---|",
     ]
     lines += [
-        f"| {name} | {r['seconds']:.2f} | {r['traced_mb']:.0f} | {r['rss_growth_mb']:.0f} |"
+        f"| {name} | {r['seconds']:.2f} ({r['spread']}) | {r['traced_mb']:.0f} | {r['rss_growth_mb']:.0f} |"
         for name, r in results.items()
     ]
     if args.before:
