@@ -24,14 +24,19 @@ REPO = Path(__file__).resolve().parents[1]
 FILES = [  # the tests docs/reliability.md cites
     "test_resume.py", "test_checkpoint_minutes.py", "test_atomic.py", "test_full_disk.py", "test_bad_input.py",
     "test_bad_input_corpus.py", "test_bad_input_tianchi.py", "test_serve.py", "test_serve_slow_clients.py",
-    "test_serve_fuzz.py",
+    "test_serve_fuzz.py", "test_random_kills.py",
 ]  # fmt: skip
 
 
 def run_tests(fuzz_examples: int) -> list[tuple[str, int, int, int, float]]:
     """(file, passed, failed, skipped, seconds) per test file, from pytest's JUnit report."""
     report = Path(tempfile.mkdtemp()) / "junit.xml"
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "MEDDX_FUZZ_EXAMPLES": str(fuzz_examples)}
+    env = {
+        **os.environ,
+        "OMP_WAIT_POLICY": "PASSIVE",
+        "MEDDX_FUZZ_EXAMPLES": str(fuzz_examples),
+        "MEDDX_KILL_TRIES": "10",
+    }
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={report}",
            *[f"tests/{f}" for f in FILES]]  # fmt: skip
     subprocess.run(cmd, cwd=REPO, env=env, check=False)
