@@ -14,6 +14,7 @@ from meddx.config import DataConfig, as_config, save_config
 from meddx.data.fingerprint import fingerprint
 from meddx.data.readers import read_dataset
 from meddx.data.split import assign_splits
+from meddx.errors import ConfigError
 from meddx.training.plan import Plan, fit_budget, make_plan, user_fields
 
 from conftest import need, run_cli
@@ -179,6 +180,9 @@ def test_an_encoder_to_fine_tune_brings_its_architecture_and_normalisation(data_
     no_info = make_plan(as_config({"data": data, "train": {"init_from": str(tmp_path / "w.pt")}}), ds)
     assert no_info.value("model.name") == "small_cnn"  # a bare weights file: the rules as usual
     assert make_plan(as_config({"data": data, "train": {"init_from": None}}), ds).value("model.name") == "small_cnn"
+    (ssl / "pretrain.json").write_text('{"model": "small_')
+    with pytest.raises(ConfigError, match="pretrain.json: not readable as JSON"):
+        make_plan(as_config({"data": data, "train": {"init_from": str(ssl)}}), ds)
 
 
 def test_a_model_without_a_rule_gets_its_rate_from_the_finder(data_dir, tmp_path):

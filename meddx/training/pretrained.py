@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from meddx.config import load_config
+from meddx.errors import ConfigError
 from meddx.run import CONFIG, PREPROCESS
 
 PRETRAIN_INFO = "pretrain.json"
@@ -21,7 +22,10 @@ def encoder_recipe(source: str | Path) -> dict | None:
     folder = path if path.is_dir() else path.parent
     info_path = folder / PRETRAIN_INFO
     if info_path.is_file():
-        info = json.loads(info_path.read_text())
+        try:
+            info = json.loads(info_path.read_text())
+        except (ValueError, OSError) as e:
+            raise ConfigError(f"{info_path}: not readable as JSON ({e}); run `meddx pretrain` again") from None
         if not info.get("model"):
             return None  # MLM or word2vec output: the sequence rules and model.kwargs handle it
         size = info.get("image_size")
