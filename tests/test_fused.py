@@ -213,6 +213,23 @@ def test_the_roc_band_draws_the_evaluations_resamples_in_chunks(monkeypatch):
     assert np.array_equal(band, plots._roc_band(y, p, iter(old)))
 
 
+@pytest.mark.parametrize("decimals", [None, 1])
+def test_the_roc_band_is_the_band_of_scikit_learns_curves(decimals):
+    """The band from cumulative counts over scores sorted once equals interpolating `roc_curve` on every resample
+    (tied scores included, where a curve has vertical and diagonal steps)."""
+    from sklearn.metrics import roc_curve
+
+    y, p, patients = _data(300, 1, 6, "binary")
+    y, p = y[:, 0], (p[:, 0] if decimals is None else np.round(p[:, 0], decimals))
+    curves = []
+    for idx in plots._resamples(300, patients):
+        fpr, tpr, _ = roc_curve(y[idx], p[idx])
+        curves.append(np.interp(plots.FPR_GRID, fpr, tpr))
+    band = plots._roc_band(y, p, plots._resamples(300, patients))
+    np.testing.assert_allclose(band, np.percentile(curves, [2.5, 97.5], axis=0), atol=1e-12)
+    assert np.ptp(band[1] - band[0]) > 0
+
+
 def _kernel_cache(tree: Path, env: dict) -> str:
     code = "from meddx.evaluation._walk import walk; print(type(walk._cache).__name__, walk._cache.cache_path)"
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tree, capture_output=True, text=True, check=True)

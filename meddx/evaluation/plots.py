@@ -23,13 +23,20 @@ FPR_GRID = np.linspace(0, 1, 101)
 
 
 def _grid(n: int, title: str):
+    """Panels at fixed margins in inches (room for two title lines and the axis labels): matplotlib's constrained
+    layout measured every text of every panel and took half the time of a 17-label figure."""
     n = min(n, MAX_PANELS)
     cols = min(4 if n <= 8 else 6, n)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(
-        rows, cols, figsize=(max(3.2 * cols, 6.0), 3.0 * rows + 0.5), squeeze=False, layout="constrained"
-    )
-    fig.suptitle(title, fontsize=11)
+    width, height = max(3.2 * cols, 6.0), 3.0 * rows + 0.5
+    fig, axes = plt.subplots(rows, cols, figsize=(width, height), squeeze=False)
+    panel_w = (width - 0.75 - 0.2 - 0.75 * (cols - 1)) / cols
+    panel_h = (height - 0.95 - 0.55 - 0.95 * (rows - 1)) / rows
+    fig.subplots_adjust(
+        left=0.75 / width, right=1 - 0.2 / width, bottom=0.55 / height, top=1 - 0.95 / height,
+        wspace=0.75 / panel_w, hspace=0.95 / panel_h,
+    )  # fmt: skip
+    fig.suptitle(title, fontsize=11, y=1 - 0.12 / height, va="top")
     for ax in axes.flat[n:]:
         ax.axis("off")
     return fig, axes.flat
@@ -56,12 +63,17 @@ def _resamples(n: int, patients, seed: int = 0) -> Iterator[np.ndarray]:
 
 
 def _roc_band(y: np.ndarray, p: np.ndarray, draws: Iterator[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """2.5 and 97.5 percentiles of sensitivity over FPR_GRID across the bootstrap draws."""
+    """2.5 and 97.5 percentiles of sensitivity over FPR_GRID across the bootstrap draws. Each draw's ROC curve comes
+    from cumulative counts over the scores sorted once (`roc_curve` on every draw took 4 of a 17-label report's 9 s)."""
+    order = np.argsort(-p, kind="stable")
+    positive = y[order].astype(np.float64)
+    ends = np.r_[np.flatnonzero(np.diff(p[order])), len(p) - 1]  # last sample of each run of tied scores
     curves = []
     for idx in draws:
-        if 0 < y[idx].sum() < len(idx):
-            fpr, tpr, _ = roc_curve(y[idx], p[idx])
-            curves.append(np.interp(FPR_GRID, fpr, tpr))
+        counts = np.bincount(idx, minlength=len(p))[order]
+        tp, fp = np.cumsum(counts * positive)[ends], np.cumsum(counts * (1 - positive))[ends]
+        if tp[-1] > 0 and fp[-1] > 0:
+            curves.append(np.interp(FPR_GRID, np.r_[0, fp / fp[-1]], np.r_[0, tp / tp[-1]]))
     return np.percentile(curves, [2.5, 97.5], axis=0) if curves else (FPR_GRID * np.nan, FPR_GRID * np.nan)
 
 
@@ -133,7 +145,7 @@ def histogram_figure(y, p, names, thresholds, path: Path) -> Path:
         if thresholds is not None:
             ax.axvline(thresholds[j], color="crimson", lw=1)
         ax.set(title=n, xlabel="probability", ylabel="samples")
-        ax.legend(fontsize=7)
+        ax.legend(loc="upper center", fontsize=7)  # "best" searched every bar for a free corner
     return _save(fig, path)
 
 
