@@ -18,8 +18,10 @@ $(STAMP): requirements.lock pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/meddx demo
 
+# One pytest worker per core (pytest-xdist), each test file on one worker so its module fixtures are made once.
+TEST_WORKERS ?= auto
 test: lint chromium
-	$(PY) -m pytest -p no:cacheprovider
+	$(PY) -m pytest -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile
 
 # The fast tier (no training, no extra processes), under 2 minutes on 2 cores.
 test-fast: lint
