@@ -137,7 +137,8 @@ def calibration_figure(calibration: dict, names, path: Path) -> Path:
 
 
 def histogram_figure(y, p, names, thresholds, path: Path) -> Path:
-    fig, axes = _grid(len(names), "Predicted probability by true label (test)")
+    key = "blue negative, orange positive" + (", red the threshold" if thresholds is not None else "")
+    fig, axes = _grid(len(names), f"Scores by true label (test): {key}")  # a legend per panel hid bars
     bins = np.linspace(0, 1, 26)
     for j, (ax, n) in enumerate(zip(axes, names[:MAX_PANELS])):
         ax.hist(p[y[:, j] == 0, j], bins=bins, alpha=0.6, label="negative", color="tab:blue")  # NaN: neither
@@ -145,7 +146,6 @@ def histogram_figure(y, p, names, thresholds, path: Path) -> Path:
         if thresholds is not None:
             ax.axvline(thresholds[j], color="crimson", lw=1)
         ax.set(title=n, xlabel="probability", ylabel="samples")
-        ax.legend(loc="upper center", fontsize=7)  # "best" searched every bar for a free corner
     return _save(fig, path)
 
 
