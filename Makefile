@@ -18,10 +18,11 @@ $(STAMP): requirements.lock pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/meddx demo
 
-# One pytest worker per core (pytest-xdist), each test file on one worker so its module fixtures are made once.
+# One pytest worker per core the process may use (pytest-xdist), at most 4 (each holds its own trained fixtures), each
+# test file on one worker so its module fixtures are made once. TEST_WORKERS=0: one process.
 TEST_WORKERS ?= auto
 test: lint chromium
-	$(PY) -m pytest -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -p no:cacheprovider -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile
 
 # The fast tier (no training, no extra processes), under 2 minutes on 2 cores.
 test-fast: lint
