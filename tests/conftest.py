@@ -16,8 +16,11 @@ import pytest
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # pytest-xdist: each worker, and every process it starts, gets its share of the cores
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
-    _share = len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _share)))
+    from meddx.machine import usable_cores  # light: no torch, so the thread count below still takes effect
+
+    os.environ.setdefault(
+        "OMP_NUM_THREADS", str(max(1, usable_cores() // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    )
 # the decoded-image cache of this test session (shared by its tests and the processes they start), never ~/.cache
 os.environ["MEDDX_CACHE_DIR"] = tempfile.mkdtemp(prefix="meddx-test-cache-")
 REPO = Path(__file__).resolve().parents[1]

@@ -30,11 +30,12 @@ def _grid(n: int, title: str):
     rows = math.ceil(n / cols)
     width, height = max(3.2 * cols, 6.0), 3.0 * rows + 0.5
     fig, axes = plt.subplots(rows, cols, figsize=(width, height), squeeze=False)
-    panel_w = (width - 0.75 - 0.2 - 0.75 * (cols - 1)) / cols
-    panel_h = (height - 0.95 - 0.55 - 0.95 * (rows - 1)) / rows
+    side, right, bottom, top = 0.75, 0.2, 0.55, 0.95  # inches: y labels, edge, x labels, suptitle + two title lines
+    panel_w = (width - side - right - side * (cols - 1)) / cols
+    panel_h = (height - top - bottom - top * (rows - 1)) / rows
     fig.subplots_adjust(
-        left=0.75 / width, right=1 - 0.2 / width, bottom=0.55 / height, top=1 - 0.95 / height,
-        wspace=0.75 / panel_w, hspace=0.95 / panel_h,
+        left=side / width, right=1 - right / width, bottom=bottom / height, top=1 - top / height,
+        wspace=side / panel_w, hspace=top / panel_h,
     )  # fmt: skip
     fig.suptitle(title, fontsize=11, y=1 - 0.12 / height, va="top")
     for ax in axes.flat[n:]:
@@ -141,8 +142,8 @@ def histogram_figure(y, p, names, thresholds, path: Path) -> Path:
     fig, axes = _grid(len(names), f"Scores by true label (test): {key}")  # a legend per panel hid bars
     bins = np.linspace(0, 1, 26)
     for j, (ax, n) in enumerate(zip(axes, names[:MAX_PANELS])):
-        ax.hist(p[y[:, j] == 0, j], bins=bins, alpha=0.6, label="negative", color="tab:blue")  # NaN: neither
-        ax.hist(p[y[:, j] == 1, j], bins=bins, alpha=0.6, label="positive", color="tab:orange")
+        ax.hist(p[y[:, j] == 0, j], bins=bins, alpha=0.6, color="tab:blue")  # NaN: neither
+        ax.hist(p[y[:, j] == 1, j], bins=bins, alpha=0.6, color="tab:orange")
         if thresholds is not None:
             ax.axvline(thresholds[j], color="crimson", lw=1)
         ax.set(title=n, xlabel="probability", ylabel="samples")
