@@ -3,7 +3,9 @@ failure in CI), and the command line called in-process or, where a test needs it
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,6 +25,7 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     )
 # the decoded-image cache of this test session (shared by its tests and the processes they start), never ~/.cache
 os.environ["MEDDX_CACHE_DIR"] = tempfile.mkdtemp(prefix="meddx-test-cache-")
+atexit.register(shutil.rmtree, os.environ["MEDDX_CACHE_DIR"], ignore_errors=True)  # each process removes its own
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("MEDDX_DATA_DIR", REPO.parent / "shared" / "data"))
 ARTIFACTS = REPO / "test-artifacts"
