@@ -33,6 +33,7 @@ TRICKS = {  # option -> config changes (dotted keys)
     "grouped": {"train.group_by_length": True},
     "w2v": {},  # model.embeddings from `meddx pretrain --objective word2vec`, set in _pretrained
     "w2vfrozen": {"model.freeze_embeddings": True},
+    "pseudo": {},  # train.pseudo_labels from every earlier row's folds on the unlabelled descriptions, set in meddx_rows
 }
 # bilstm/bigru 4e-3 (cosine over few epochs starves them at 2e-3: fold-0 0.064 vs 0.057 at 8 epochs); attention
 # models 5e-4 (2e-3 without warm-up diverged to 0.10); the convolutional models keep 2e-3
@@ -148,6 +149,23 @@ def _pretrained(cfg: dict, model: str, options: list[str], args, out: Path) -> s
     return extra
 
 
+def _pseudo(cfg: dict, sources: list[Path], unlabelled: list[Path]) -> str:
+    """Pseudo-labels from the mean of every earlier row's models (fold k's from their fold k, fold-safe)."""
+    if not sources or not unlabelled:
+        raise SystemExit("--models: +pseudo needs earlier rows to label with and unlabelled descriptions (round 1)")
+    cfg["train"]["pseudo_labels"] = {"sources": [str(d) for d in sources], "data": [str(p) for p in unlabelled]}
+    return f"; pseudo-labels (every label at most 0.05 or at least 0.95) from the mean of {len(sources)} earlier rows"
+
+
+def _pseudo_counts(cv_dir: Path, folds: int) -> str:
+    """How many unlabelled reports each fold's training took as pseudo-labelled, from the folds' data notes."""
+    counts = []
+    for k in range(folds):
+        notes = json.loads((cv_dir / f"fold{k}" / "data.json").read_text()).get("notes", [])
+        counts += [n.split(" of ")[0] for n in notes if "pseudo-labels" in n] or ["0"]
+    return f" ({'/'.join(counts)} reports added, folds 0-{folds - 1})"
+
+
 def _oof(folder: Path, names: list[str], index: dict, y: np.ndarray, neural: np.ndarray, folds_run: int, split="oof"):
     """Probabilities in train-file order from an oof.csv (cv folder) or the test predictions of fold runs."""
     files = (
@@ -168,12 +186,14 @@ def meddx_rows(rows: Rows, ds, y, neural, args, train_file: Path, unlabelled: li
         model, *options = token.split("+")
         key = f"r{args.round}-" + token.replace("+", "-")
 
-        def train(model=model, options=options, key=key):
+        def train(model=model, options=options, key=key):  # called at once: cv_dirs holds the earlier rows
             cfg = _config("bert_small" if model == "bert_mlm" else model, options, args, train_file, unlabelled, out)
             cfg["name"] = key
-            extra = _pretrained(cfg, model, options, args, out)
+            note = _pseudo(cfg, list(cv_dirs), unlabelled) if "pseudo" in options else ""
+            extra = _pretrained(cfg, model, options, args, out) + note
             cv_dir = cross_validate(cfg, args.folds, only_folds=list(range(args.neural_folds)))
             p = _oof(cv_dir, ds.label_names, index, y, neural, args.neural_folds)
+            extra += _pseudo_counts(cv_dir, args.neural_folds) if "pseudo" in options else ""
             label = " + ".join([model, *options])
             return p, f"meddx {label}", fold_note(args) + f", lr {cfg['train']['lr']:g}{extra}"
 

@@ -4,8 +4,9 @@ and training options, each row beside the peers measured on the same rows in the
 Cheap rows (all-zero, prior, the scikit-learn peer: TF-IDF over token 1-2-grams + one-vs-rest logistic regression)
 run on all folds. Neural rows (the plain hand-written PyTorch BiLSTM peer and the meddx rows, trained through
 `meddx cv` on the same iterative-stratified folds) run on `--neural-folds` folds. A meddx row is `model[+option...]`:
-options are the training tricks in TRICKS, `w2v` (word2vec vectors from `meddx pretrain`), and `bert_mlm` is BERT after
-MLM pretraining. Ensembles: weights chosen on each fold's val (always), and, when every fold ran, a cross-fitted blend
+options are the training tricks in TRICKS, `w2v` (word2vec vectors from `meddx pretrain`), `pseudo` (pseudo-labels on
+the unlabelled descriptions from the mean of every earlier row's models, fold k's from fold k), and `bert_mlm` is BERT
+after MLM pretraining. Ensembles: weights chosen on each fold's val (always), and, when every fold ran, a cross-fitted blend
 (fold k's weights chosen out of fold on the other folds only). Figures go into docs/benchmarks.md.
 
     PYTHONPATH=. .venv/bin/python bench/tianchi.py --round 1 --neural-folds 5 --epochs 12 --models bilstm,rcnn+fgm

@@ -1,0 +1,181 @@
+"""Each rule of the plan against its alternative, on every shared image set: the rules' recipe (what `meddx plan`
+chooses before any data-driven choice, at the plan's full epochs for one model) and, one at a time, the other
+normalisation, the other class weighting, no augmentation, the plan's own alternatives (a wider or deeper model, a
+larger input), a third and three times the learning rate, twice the epochs, and mixup. Every variant trains --seeds
+seeds on the same split; the verdict is the paired patient-bootstrap 95% interval of the AUC difference between the
+seeds' mean predictions **on val** (what a rule may be chosen on); test figures are reported beside it, never used.
+
+    .venv/bin/python bench/plan_rules.py [--sets pneumoniamnist,breastmnist] [--seeds 2] [--out /work/plan-rules]
+
+Finished runs are reused, so a rerun resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import meddx
+from meddx.config.files import apply_overrides
+from meddx.evaluation.evaluation import bootstrap_weights
+from meddx.evaluation.metrics import ranking_metrics
+from meddx.run import WEIGHTS, Run
+from meddx.training.plan import target_epochs
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _docs import write_section  # noqa: E402
+from plan import SETS  # noqa: E402
+
+RULES = "the rules' recipe"
+RESAMPLES = 2000
+
+
+def rule_recipe(name: str, data: dict, out: Path) -> tuple[dict, list[dict], int]:
+    """The plan's rule choices (dotted field -> value), its alternatives and the epochs it wants for one model."""
+    folder = meddx.plan({"data": data, "plan": {"pilot": False}}, output=out / name / "plan")
+    plan = json.loads((folder / "plan.json").read_text())
+    choices = {c["field"]: c["value"] for c in plan["choices"] if c["source"] != "budget"}
+    n_train = plan["fingerprint"]["splits"]["train"]
+    epochs = target_epochs(math.ceil(n_train / choices["train.batch_size"]))
+    return choices, plan.get("alternatives") or [], epochs
+
+
+def variants(choices: dict, alternatives: list[dict], epochs: int) -> dict[str, dict]:
+    """Variant name -> the fields it changes from the rules' recipe (each one rule flipped, or one candidate rule)."""
+    flip = {"sample": "dataset", "dataset": "sample", "none": "dataset"}
+    norm = flip[choices.get("data.normalize", "dataset")]
+    weights = "off" if choices.get("train.class_weights") == "on" else "on"
+    lr = float(choices["train.lr"])
+    out = {
+        RULES: {},
+        f"normalise: {norm}": {"data.normalize": norm},
+        f"class weights {weights}": {"train.class_weights": weights},
+        "no augmentation": {"train.augment.enabled": False},
+        **{alt["name"]: alt["set"] for alt in alternatives},
+        f"lr {lr / 3:.2g} (a third)": {"train.lr": lr / 3},
+        f"lr {lr * 3:.2g} (three times)": {"train.lr": lr * 3},
+        f"{2 * epochs} epochs (twice)": {"train.max_epochs": 2 * epochs, "train.patience": _patience(2 * epochs)},
+        "mixup 0.2": {"train.mixup": 0.2},
+    }
+    return out
+
+
+def _patience(epochs: int) -> int:
+    return int(np.clip(epochs // 4, 3, 10))
+
+
+def train_seed(set_name: str, data: dict, fields: dict, slug: str, seed: int, out: Path) -> Run:
+    """One model of one variant (reused when already trained)."""
+    folder = out / set_name / f"{slug}-seed{seed}"
+    if (folder / WEIGHTS).is_file() and (folder / "predictions" / "test.csv").is_file():
+        return Run(folder)
+    shutil.rmtree(folder, ignore_errors=True)  # a run stopped part way: trained again from the start
+    cfg = {"name": folder.name, "output_dir": str(folder.parent), "data": dict(data), "plan": {"enabled": False},
+           "evaluate": {"bootstrap": 0}, "train": {"progress_bar": False, "seed": seed, "ensemble": 1}}  # fmt: skip
+    return meddx.train(apply_overrides(cfg, fields))
+
+
+def pooled(runs: list[Run], split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[float]]:
+    """(truth, the seeds' mean probability, patients, each seed's AUC) of a binary task on one split."""
+    frames = [r.predictions(split).sort_values("id").reset_index(drop=True) for r in runs]
+    label = runs[0].label_names[-1]
+    y = frames[0][label].to_numpy(float)
+    probs = np.stack([f[f"p_{label}"].to_numpy(float) for f in frames])
+    per_seed = [float(ranking_metrics(y, p)["roc_auc"][0]) for p in probs]
+    return y, probs.mean(0), frames[0]["patient_id"].astype(str).to_numpy(), per_seed
+
+
+def paired(y, p_a, p_b, patients) -> tuple[float, float, float]:
+    """AUC(a) - AUC(b) and its paired patient-bootstrap 95% interval."""
+    w = np.vstack([np.ones((1, len(y))), bootstrap_weights(patients, RESAMPLES, 0)])
+    d = ranking_metrics(y, p_a, w)["roc_auc"] - ranking_metrics(y, p_b, w)["roc_auc"]
+    lo, hi = np.nanpercentile(d[1:], [2.5, 97.5])
+    return float(d[0]), float(lo), float(hi)
+
+
+def measure(set_name: str, args) -> list[dict]:
+    """Every variant's seeds on one set, each scored against the rules' recipe on val and on test."""
+    data = SETS[set_name][0]
+    choices, alternatives, epochs = rule_recipe(set_name, data, args.out)
+    base = {**choices, "train.max_epochs": epochs, "train.patience": _patience(epochs)}
+    runs = {}
+    for i, (name, fields) in enumerate(variants(choices, alternatives, epochs).items()):
+        runs[name] = [train_seed(set_name, data, {**base, **fields}, f"v{i}", s, args.out) for s in range(args.seeds)]
+    rows = []
+    for name, group in runs.items():
+        row = {"variant": name, "minutes": np.mean([r.training.get("seconds", 0) for r in group]) / 60}
+        for split in ("val", "test"):
+            y, p, patients, per_seed = pooled(group, split)
+            _, p_rule, _, _ = pooled(runs[RULES], split)
+            row[split] = {"seeds": per_seed, "diff": paired(y, p, p_rule, patients)}
+            if name == RULES:  # the ensemble rule: the seeds' mean against the first seed alone
+                _, p_one, _, _ = pooled(group[:1], split)
+                row[split]["one_seed"] = paired(y, p_one, p, patients)
+        rows.append(row)
+    return [{"set": set_name, "epochs": epochs, "recipe": _recipe(choices), **r} for r in rows]
+
+
+def _recipe(choices: dict) -> str:
+    keys = ("model.name", "data.image_size", "data.normalize", "train.class_weights", "train.batch_size", "train.lr")
+    return ", ".join(f"{k.split('.')[-1]} {choices.get(k)}" for k in keys)
+
+
+def _diff(d) -> str:
+    point, lo, hi = d
+    mark = " **better**" if lo > 0 else (" **worse**" if hi < 0 else "")
+    return f"{point:+.3f} ({lo:+.3f} to {hi:+.3f}){mark}"
+
+
+def table(rows: list[dict], args) -> str:
+    seeds = args.seeds
+    lines = [
+        f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, 2 CPU cores, by "
+        f"`.venv/bin/python bench/plan_rules.py --seeds {seeds} --sets {args.sets}`. Every variant: {seeds} seeds, "
+        "one model each, the plan's full epochs for one model (early stopping on val loss), the same split. "
+        "Difference: the AUC of the seeds' mean prediction minus the rules' recipe's, with its paired patient-bootstrap "
+        f"95% interval ({RESAMPLES} resamples); **better**/**worse** when the interval excludes 0. The verdict is read "
+        "on val; test is reported beside it and chooses nothing."
+    ]
+    for set_name in dict.fromkeys(r["set"] for r in rows):
+        part = [r for r in rows if r["set"] == set_name]
+        lines += ["", f"**{set_name}** (rules: {part[0]['recipe']}; {part[0]['epochs']} epochs)", "",
+                  "| variant | val AUC per seed | val: difference (95% CI) | test AUC per seed | "
+                  "test: difference (95% CI) | minutes per model |", "|---|---|---|---|---|---|"]  # fmt: skip
+        for r in part:
+            v, t = r["val"], r["test"]
+            seeds_v, seeds_t = (", ".join(f"{a:.3f}" for a in x["seeds"]) for x in (v, t))
+            lines.append(f"| {r['variant']} | {seeds_v} | {'-' if r['variant'] == RULES else _diff(v['diff'])} | "
+                         f"{seeds_t} | {'-' if r['variant'] == RULES else _diff(t['diff'])} | {r['minutes']:.1f} |")  # fmt: skip
+            if r["variant"] == RULES:
+                lines.append(f"| one model (seed 0) instead of the {seeds} seeds' mean | | {_diff(v['one_seed'])} | "
+                             f"| {_diff(t['one_seed'])} | |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sets", default="pneumoniamnist,breastmnist,datscan,nih64,adrenal3d")
+    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=Path("/tmp/plan-rules"))
+    ap.add_argument("--no-docs", action="store_true")
+    args = ap.parse_args()
+    rows = []
+    for set_name in args.sets.split(","):
+        rows += measure(set_name, args)
+        (args.out / "rows.json").write_text(json.dumps(rows, indent=2))
+        print(table(rows, args), flush=True)
+    if not args.no_docs:
+        title = "Self-configuring training: each rule of the plan against its alternative"
+        print(f"wrote {write_section('plan-rules', title, table(rows, args))}")
+
+
+if __name__ == "__main__":
+    main()
