@@ -54,8 +54,8 @@ class Rows:
             z = np.load(f)
             return z["p"], str(z["name"]), float(z["seconds"]), str(z["note"])
         t = time.perf_counter()
-        p, name, note = compute()
-        seconds = time.perf_counter() - t
+        p, name, note, *spent = compute()  # a row resumed across runs gives its own total seconds
+        seconds = spent[0] if spent else time.perf_counter() - t
         f.parent.mkdir(parents=True, exist_ok=True)
         np.savez(f, p=p, name=name, seconds=seconds, note=note)
         return p, name, seconds, note
@@ -82,13 +82,15 @@ def peer_rows(rows: Rows, ds, y: np.ndarray, neural: np.ndarray, args) -> None:
 
     def compute():
         x = build_vocab([r.tokens for r in ds.records]).encode_all([r.tokens for r in ds.records])
-        peer = np.zeros_like(y)
+        peer, seconds = np.zeros_like(y), 0.0
         for k in range(args.neural_folds):
             part = copy.deepcopy(ds)
             assign_splits(part, SplitConfig(folds=args.folds, fold=k))
             split = np.array([r.split for r in part.records])
-            peer[split == "test"] = plain_lstm_peer(x, y, split, args.epochs)
-        return peer[neural], "peer: plain PyTorch BiLSTM", fold_note(args) + ", lr 0.002 constant"
+            fold = lambda split=split: (plain_lstm_peer(x, y, split, args.epochs), "", "")  # noqa: E731
+            peer[split == "test"], _, fold_s, _ = rows.cached(f"peer_bilstm-fold{k}", fold)  # a kill keeps the folds
+            seconds += fold_s
+        return peer[neural], "peer: plain PyTorch BiLSTM", fold_note(args) + ", lr 0.002 constant", seconds
 
     rows.add_cached("peer_bilstm", compute, neural)
 
@@ -157,6 +159,19 @@ def _pseudo(cfg: dict, sources: list[Path], unlabelled: list[Path]) -> str:
     return f"; pseudo-labels (every label at most 0.05 or at least 0.95) from the mean of {len(sources)} earlier rows"
 
 
+def timed_cv(cfg: dict, args, times: Path) -> tuple[Path, float]:
+    """`meddx cv` one fold at a time, each fold's wall seconds kept in `times`, so a row resumed in another run still
+    reports its whole time (a fold stopped part way counts from its resumption); the CV folder and the total."""
+    spent = json.loads(times.read_text()) if times.is_file() else {}
+    for k in range(args.neural_folds):
+        if str(k) not in spent:
+            t = time.perf_counter()
+            cross_validate(cfg, args.folds, only_folds=[k])
+            spent[str(k)] = round(time.perf_counter() - t, 1)
+            times.write_text(json.dumps(spent))
+    return cross_validate(cfg, args.folds, only_folds=list(range(args.neural_folds))), sum(spent.values())
+
+
 def _pseudo_counts(cv_dir: Path, folds: int) -> str:
     """How many unlabelled reports each fold's training took as pseudo-labelled, from the folds' data notes."""
     counts = []
@@ -190,12 +205,15 @@ def meddx_rows(rows: Rows, ds, y, neural, args, train_file: Path, unlabelled: li
             cfg = _config("bert_small" if model == "bert_mlm" else model, options, args, train_file, unlabelled, out)
             cfg["name"] = key
             note = _pseudo(cfg, list(cv_dirs), unlabelled) if "pseudo" in options else ""
+            t = time.perf_counter()
             extra = _pretrained(cfg, model, options, args, out) + note
-            cv_dir = cross_validate(cfg, args.folds, only_folds=list(range(args.neural_folds)))
+            pretrain_s = time.perf_counter() - t
+            cv_dir, folds_s = timed_cv(cfg, args, rows.folder / f"{key}-fold-seconds.json")
             p = _oof(cv_dir, ds.label_names, index, y, neural, args.neural_folds)
             extra += _pseudo_counts(cv_dir, args.neural_folds) if "pseudo" in options else ""
             label = " + ".join([model, *options])
-            return p, f"meddx {label}", fold_note(args) + f", lr {cfg['train']['lr']:g}{extra}"
+            note = fold_note(args) + f", lr {cfg['train']['lr']:g}{extra}"
+            return p, f"meddx {label}", note, pretrain_s + folds_s
 
         probs.append(rows.add_cached(key, train, neural))
         cv_dirs.append(out / key)
