@@ -1,8 +1,8 @@
 """Each rule of the plan against its alternative, on every shared image set: the rules' recipe (what `meddx plan`
 chooses before any data-driven choice, at the plan's full epochs for one model) and, one at a time, the other
 normalisation, the other class weighting, no augmentation, the plan's own alternatives (a wider or deeper model, a
-larger input), a third and three times the learning rate, twice the epochs, and mixup. Every variant trains --seeds
-seeds on the same split; the verdict is the paired patient-bootstrap 95% interval of the AUC difference between the
+larger input), a third and three times the learning rate, twice the epochs, mixup, and (small images with no larger
+alternative) the input upsampled to twice its side. Every variant trains --seeds seeds on the same split; the verdict is the paired patient-bootstrap 95% interval of the AUC difference between the
 seeds' mean predictions **on val** (what a rule may be chosen on); test figures are reported beside it, never used.
 
     .venv/bin/python bench/plan_rules.py [--sets pneumoniamnist,breastmnist] [--seeds 2] [--out /work/plan-rules]
@@ -28,7 +28,7 @@ from meddx.config.files import apply_overrides
 from meddx.evaluation.evaluation import bootstrap_weights
 from meddx.evaluation.metrics import ranking_metrics
 from meddx.run import WEIGHTS, Run
-from meddx.training.plan import target_epochs
+from meddx.training.plan import CPU_MAX_SIZE, target_epochs
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _docs import write_section  # noqa: E402
@@ -64,7 +64,10 @@ def variants(choices: dict, alternatives: list[dict], epochs: int) -> dict[str, 
         f"lr {lr * 3:.2g} (three times)": {"train.lr": lr * 3},
         f"{2 * epochs} epochs (twice)": {"train.max_epochs": 2 * epochs, "train.patience": _patience(2 * epochs)},
         "mixup 0.2": {"train.mixup": 0.2},
-    }
+    }  # new variants go last: a variant's runs are named by its place (v0, v1, ...), so earlier runs stay reusable
+    size = int(choices["data.image_size"])
+    if size < CPU_MAX_SIZE and not any("data.image_size" in alt["set"] for alt in alternatives):
+        out[f"{2 * size} px (upsampled)"] = {"data.image_size": 2 * size}
     return out
 
 
