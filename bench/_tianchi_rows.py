@@ -136,12 +136,15 @@ def _pretrained(cfg: dict, model: str, options: list[str], args, out: Path) -> s
     """Run the pretraining a row needs (MLM for bert_mlm, word2vec for +w2v) and point the config at it."""
     extra = ""
     if model == "bert_mlm":
-        cfg["pretrain"] = {"dir": str(out / "mlm"), "max_epochs": args.mlm_epochs, "size": args.bert_size,
-                           "batch_size": 64, "lr": 1e-3}  # fmt: skip
+        cfg["pretrain"] = {"dir": str(out / f"mlm-{_bert_tag(args)}"), "max_epochs": args.mlm_epochs,
+                           "size": args.bert_size, "batch_size": 64, "lr": 1e-3, "masking": args.mlm_masking}  # fmt: skip
         folder = meddx.pretrain(cfg)
         info = json.loads((folder / "pretrain.json").read_text())
         cfg["model"] = {"name": "bert_small", "weights": str(folder / "encoder.pt"), "dropout": 0.1}
-        extra = f"; MLM {args.mlm_epochs} epochs, val MLM loss {info['final_val_mlm_loss']:.2f}"
+        minutes, loss = info.get("seconds_this_session", 0) / 60, info["final_val_mlm_loss"]
+        extra = (
+            f"; MLM {args.mlm_epochs} epochs ({args.mlm_masking} masking, {minutes:.0f} min), val MLM loss {loss:.2f}"
+        )
     if "w2v" in options or "w2vfrozen" in options:
         cfg["pretrain"] = {"objective": "word2vec", "dir": str(out / "word2vec")}
         folder = meddx.pretrain(cfg)
@@ -181,6 +184,11 @@ def _pseudo_counts(cv_dir: Path, folds: int) -> str:
     return f" ({'/'.join(counts)} reports added, folds 0-{folds - 1})"
 
 
+def _bert_tag(args) -> str:
+    """A BERT row's settings in its cache key, so rows of other sizes or MLM schedules never reuse it."""
+    return f"{args.bert_size}-mlm{args.mlm_epochs}-{args.mlm_masking}"
+
+
 def _oof(folder: Path, names: list[str], index: dict, y: np.ndarray, neural: np.ndarray, folds_run: int, split="oof"):
     """Probabilities in train-file order from an oof.csv (cv folder) or the test predictions of fold runs."""
     files = (
@@ -199,7 +207,11 @@ def meddx_rows(rows: Rows, ds, y, neural, args, train_file: Path, unlabelled: li
     probs, cv_dirs = [], []
     for token in [m for m in args.models.split(",") if m]:
         model, *options = token.split("+")
-        key = f"r{args.round}-" + token.replace("+", "-")
+        key = (
+            f"r{args.round}-"
+            + token.replace("+", "-")
+            + {"bert_mlm": f"-{_bert_tag(args)}", "bert_small": f"-{args.bert_size}"}.get(model, "")
+        )
 
         def train(model=model, options=options, key=key):  # called at once: cv_dirs holds the earlier rows
             cfg = _config("bert_small" if model == "bert_mlm" else model, options, args, train_file, unlabelled, out)

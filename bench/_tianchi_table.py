@@ -32,7 +32,8 @@ def render(rows, y: np.ndarray, names: list[str], args) -> str:
     models = "" if args.models == MODELS else f" --models {args.models}"
     lines = [
         f"Command: `PYTHONPATH=. python bench/tianchi.py --round {args.round} --neural-folds {args.neural_folds} "
-        f"--epochs {args.epochs} --bert-size {args.bert_size} --mlm-epochs {args.mlm_epochs}{models}`; "
+        f"--epochs {args.epochs} --bert-size {args.bert_size} --mlm-epochs {args.mlm_epochs} "
+        f"--mlm-masking {args.mlm_masking}{models}`; "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores ({torch.get_num_threads()} torch "
         f"threads); GPU: {torch.cuda.is_available()}.",
         f"{len(y):,} labelled reports, iterative-stratified folds (seed 0). mlogloss is the competition's (BCE averaged "

@@ -48,6 +48,7 @@ def arguments() -> argparse.Namespace:
     ap.add_argument("--models", default=MODELS)
     ap.add_argument("--bert-size", default="auto", help="bert_small size: tiny, cpu, gpu or auto.")
     ap.add_argument("--mlm-epochs", type=int, default=5)
+    ap.add_argument("--mlm-masking", choices=("token", "ngram"), default="ngram", help="MLM: tokens or whole n-grams.")
     ap.add_argument("--out", default=None, help="Folder for runs (default: a temporary one); a rerun resumes.")
     ap.add_argument("--no-docs", action="store_true")
     return ap.parse_args()
