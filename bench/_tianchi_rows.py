@@ -223,7 +223,7 @@ def meddx_rows(rows: Rows, ds, y, neural, args, train_file: Path, unlabelled: li
             cv_dir, folds_s = timed_cv(cfg, args, rows.folder / f"{key}-fold-seconds.json")
             p = _oof(cv_dir, ds.label_names, index, y, neural, args.neural_folds)
             extra += _pseudo_counts(cv_dir, args.neural_folds) if "pseudo" in options else ""
-            label = " + ".join([model, *options])
+            label = " + ".join([model, *options]) + (f" ({args.bert_size})" if model.startswith("bert") else "")
             note = fold_note(args) + f", lr {cfg['train']['lr']:g}{extra}"
             return p, f"meddx {label}", note, pretrain_s + folds_s
 
