@@ -5,7 +5,9 @@ larger input), a third and three times the learning rate, twice the epochs, mixu
 alternative) the input upsampled to twice its side. Every variant trains --seeds seeds on the same split; the verdict is the paired patient-bootstrap 95% interval of the AUC difference between the
 seeds' mean predictions **on val** (what a rule may be chosen on); test figures are reported beside it, never used.
 
-    .venv/bin/python bench/plan_rules.py [--sets pneumoniamnist,breastmnist] [--seeds 2] [--out /work/plan-rules]
+    .venv/bin/python bench/plan_rules.py [--sets pneumoniamnist,breastmnist] [--seeds 2] [--curve 10] [--out DIR]
+
+--curve K trains K seeds of the rules' recipe and tabulates the mean of the first k models against the plan's cap.
 
 Finished runs are reused, so a rerun resumes.
 """
@@ -24,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 import meddx
+from meddx.config import RunConfig
 from meddx.config.files import apply_overrides
 from meddx.evaluation.evaluation import bootstrap_weights
 from meddx.evaluation.metrics import ranking_metrics
@@ -35,6 +38,7 @@ from _docs import write_section  # noqa: E402
 from plan import SETS  # noqa: E402
 
 RULES = "the rules' recipe"
+CAP = RunConfig().plan.max_ensemble  # the most models the plan averages today
 RESAMPLES = 2000
 
 
@@ -123,7 +127,24 @@ def measure(set_name: str, args) -> list[dict]:
                 _, p_one, _, _ = pooled(group[:1], split)
                 row[split]["one_seed"] = paired(y, p_one, p, patients)
         rows.append(row)
+    if args.curve > args.seeds:  # more seeds of the rules' recipe: how many models the average wants
+        more = [train_seed(set_name, data, base, "v0", s, args.out) for s in range(args.seeds, args.curve)]
+        rows.append({"variant": "curve", "curve": _curve(runs[RULES] + more)})
     return [{"set": set_name, "epochs": epochs, "recipe": _recipe(choices), **r} for r in rows]
+
+
+def _curve(group: list[Run]) -> list[dict]:
+    """AUC of the mean of the first k seeds (k = 1, 2, 3, the plan's cap, all), each against the cap's, per split."""
+    ks = sorted({k for k in (1, 2, 3, CAP, len(group)) if k <= len(group)})
+    points = []
+    for k in ks:
+        point = {"k": k}
+        for split in ("val", "test"):
+            y, p, patients, _ = pooled(group[:k], split)
+            _, p_cap, _, _ = pooled(group[: min(CAP, len(group))], split)
+            point[split] = {"auc": float(ranking_metrics(y, p)["roc_auc"][0]), "diff": paired(y, p, p_cap, patients)}
+        points.append(point)
+    return points
 
 
 def _recipe(choices: dict) -> str:
@@ -141,7 +162,7 @@ def table(rows: list[dict], args) -> str:
     seeds = args.seeds
     lines = [
         f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, 2 CPU cores, by "
-        f"`.venv/bin/python bench/plan_rules.py --seeds {seeds} --sets {args.sets}`. Every variant: {seeds} seeds, "
+        f"`.venv/bin/python bench/plan_rules.py --seeds {seeds} --curve {args.curve} --sets {args.sets}`. Every variant: {seeds} seeds, "
         "one model each, the plan's full epochs for one model (early stopping on val loss), the same split. "
         "Difference: the AUC of the seeds' mean prediction minus the rules' recipe's, with its paired patient-bootstrap "
         f"95% interval ({RESAMPLES} resamples); **better**/**worse** when the interval excludes 0. The verdict is read "
@@ -152,7 +173,7 @@ def table(rows: list[dict], args) -> str:
         lines += ["", f"**{set_name}** (rules: {part[0]['recipe']}; {part[0]['epochs']} epochs)", "",
                   "| variant | val AUC per seed | val: difference (95% CI) | test AUC per seed | "
                   "test: difference (95% CI) | minutes per model |", "|---|---|---|---|---|---|"]  # fmt: skip
-        for r in part:
+        for r in [r for r in part if r["variant"] != "curve"]:
             v, t = r["val"], r["test"]
             seeds_v, seeds_t = (", ".join(f"{a:.3f}" for a in x["seeds"]) for x in (v, t))
             lines.append(f"| {r['variant']} | {seeds_v} | {'-' if r['variant'] == RULES else _diff(v['diff'])} | "
@@ -160,7 +181,20 @@ def table(rows: list[dict], args) -> str:
             if r["variant"] == RULES:
                 lines.append(f"| one model (seed 0) instead of the {seeds} seeds' mean | | {_diff(v['one_seed'])} | "
                              f"| {_diff(t['one_seed'])} | |")  # fmt: skip
+        lines += _curve_lines([r for r in part if r["variant"] == "curve"])
     return "\n".join(lines)
+
+
+def _curve_lines(curve: list[dict]) -> list[str]:
+    if not curve:
+        return []
+    lines = ["", f"The rules' recipe, more seeds: the mean of the first k models against the plan's cap ({CAP})", "",
+             f"| models averaged | val AUC | val: minus {CAP} models (95% CI) | test AUC | test: minus {CAP} models |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    for point in curve[0]["curve"]:
+        v, t = point["val"], point["test"]
+        lines.append(f"| {point['k']} | {v['auc']:.3f} | {_diff(v['diff'])} | {t['auc']:.3f} | {_diff(t['diff'])} |")
+    return lines
 
 
 def main() -> None:
@@ -168,6 +202,7 @@ def main() -> None:
     ap.add_argument("--sets", default="pneumoniamnist,breastmnist,datscan,nih64,adrenal3d")
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("/tmp/plan-rules"))
+    ap.add_argument("--curve", type=int, default=0, help="Seeds of the rules' recipe for the ensemble-size curve.")
     ap.add_argument("--no-docs", action="store_true")
     args = ap.parse_args()
     rows = []
