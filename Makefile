@@ -49,6 +49,7 @@ bench: $(STAMP)
 	$(PY) bench/domain_check.py
 	$(PY) bench/transfer.py --seeds 2 --source-epochs 6 --target-epochs 12
 	$(PY) bench/plan.py --budget 15   # about 2 hours on 2 cores: every shared image set, planned and fixed
+	$(PY) bench/plan_rules.py --seeds 2 --curve 10   # hours on 2 cores: each plan rule against its alternative
 
 lock:
 	$(PY) -m pip freeze --exclude-editable | sed '1i # Exact versions of every package meddx was tested with (pip freeze, Python 3.11, x86_64).\n# Regenerate: make lock' > requirements.lock
