@@ -20,6 +20,7 @@ from meddx.data.sequences import build_vocab
 from meddx.data.split import assign_splits
 from meddx.evaluation.ensemble import ensemble_runs, greedy_weights
 from meddx.evaluation.metrics import mlogloss
+from meddx.run import WEIGHTS, Run
 from meddx.training.cv import cross_validate
 
 MODELS = "bilstm,rcnn,dpcnn,bigru_attention,textcnn,bilstm+fgm,bilstm+ema,bilstm+msd,bilstm+lookahead,bilstm+focal"
@@ -168,9 +169,11 @@ def timed_cv(cfg: dict, args, times: Path) -> tuple[Path, float]:
     spent = json.loads(times.read_text()) if times.is_file() else {}
     for k in range(args.neural_folds):
         if str(k) not in spent:
+            fold = Path(cfg["output_dir"]) / cfg["name"] / f"fold{k}"
+            done = (fold / WEIGHTS).is_file()  # trained by an earlier run that kept no time: its training seconds
             t = time.perf_counter()
             cross_validate(cfg, args.folds, only_folds=[k])
-            spent[str(k)] = round(time.perf_counter() - t, 1)
+            spent[str(k)] = Run(fold).training.get("seconds", 0.0) if done else round(time.perf_counter() - t, 1)
             times.write_text(json.dumps(spent))
     return cross_validate(cfg, args.folds, only_folds=list(range(args.neural_folds))), sum(spent.values())
 
