@@ -121,15 +121,15 @@ def measure(set_name: str, args) -> list[dict]:
     for i, (name, fields) in enumerate(variants(choices, alternatives, epochs).items()):
         runs[name] = [train_seed(set_name, data, {**base, **fields}, f"v{i}", s, args.out) for s in range(args.seeds)]
     rows = []
+    rule = {split: pooled(runs[RULES], split)[1] for split in ("val", "test")}  # read once, compared with every variant
+    one = {split: pooled(runs[RULES][:1], split)[1] for split in ("val", "test")}
     for name, group in runs.items():
         row = {"variant": name, "minutes": np.mean([r.training.get("seconds", 0) for r in group]) / 60}
         for split in ("val", "test"):
             y, p, patients, per_seed = pooled(group, split)
-            _, p_rule, _, _ = pooled(runs[RULES], split)
-            row[split] = {"seeds": per_seed, "diff": paired(y, p, p_rule, patients)}
+            row[split] = {"seeds": per_seed, "diff": paired(y, p, rule[split], patients)}
             if name in (RULES, HALF):  # one model against two: the rules' first seed against these two's mean
-                _, p_one, _, _ = pooled(runs[RULES][:1], split)
-                row[split]["one_seed"] = paired(y, p_one, p, patients)
+                row[split]["one_seed"] = paired(y, one[split], p, patients)
         rows.append(row)
     if args.curve > args.seeds:  # more seeds of the rules' recipe: how many models the average wants
         more = [train_seed(set_name, data, base, "v0", s, args.out) for s in range(args.seeds, args.curve)]
