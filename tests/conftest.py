@@ -128,6 +128,21 @@ def healthy_run(data_dir, tmp_path_factory):
     )
 
 
+@pytest.fixture(scope="session")
+def package(datscan_run, tmp_path_factory):
+    """The DaTscan run exported as an ONNX package (the service tests')."""
+    from meddx.export import export_run
+
+    return export_run(datscan_run, "onnx", tmp_path_factory.mktemp("pkg") / "package")
+
+
+@pytest.fixture(scope="session")
+def scans(data_dir) -> list[Path]:
+    """Three PD and three HC DaTscan slices (the service tests' uploads; test_bad_input has its own `scans`)."""
+    root = need(data_dir, "datscan_spect_ppmi_2d") / "train"
+    return sorted((root / "PD").iterdir())[:3] + sorted((root / "HC").iterdir())[:3]
+
+
 # `meddx train` options of a test that trains a fixed recipe quietly (the recipe is the test's, not a plan's)
 FIXED_RECIPE = ("--set", "train.progress_bar=false", "--set", "plan.enabled=false", "--set", "train.batch_size=64")
 

@@ -51,3 +51,25 @@ def test_reliability_matches_sklearn_calibration_curve():
     rel = reliability(y, p, bins=10)
     np.testing.assert_allclose(rel["observed"], prob_true, atol=1e-9)
     np.testing.assert_allclose(rel["mean_predicted"], prob_pred, atol=1e-9)
+
+
+def test_channels_last_and_compile_keep_the_weights_names_and_outputs():
+    """`train.channels_last` and `train.compile` change how the model runs, not what it computes or how its weights
+    are saved (compiled in place: no `_orig_mod.` prefix in model.pt)."""
+    from meddx.config import ModelConfig, TrainConfig
+    from meddx.training.losses import LossWeights
+    from meddx.training.module import Classifier
+
+    def classifier(**train) -> Classifier:
+        torch.manual_seed(0)
+        return Classifier(ModelConfig(name="small_cnn"), TrainConfig(**train), "binary", 1, 1, LossWeights())
+
+    plain, fast = classifier(), classifier(channels_last=True, compile=True)
+    fast.configure_model()
+    fast.configure_model()  # Lightning calls it for every fit and predict
+    assert fast.model.features[0][0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert list(fast.state_dict()) == list(plain.state_dict())
+    x = torch.randn(4, 1, 28, 28)
+    plain.eval(), fast.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), plain(x), atol=1e-4, rtol=1e-4)
