@@ -78,6 +78,7 @@ def test_budget_fits_epochs_and_ensemble_into_the_time():
     assert tiny.value("train.max_epochs") == 12 and tiny.value("train.patience") == 3
     roomy = _budget(60.0)
     assert roomy.value("train.ensemble") == 5  # capped at plan.max_ensemble
+    assert roomy.value("train.max_epochs") == 50  # the target (2000 steps at 10 per epoch, at most 50), not 100+
     assert roomy.estimate["total_s"] <= 3600.0
     user_epochs = _budget(60.0, {"train": {"max_epochs": 4}})
     assert user_epochs.value("train.ensemble") == 1 and user_epochs.value("train.max_epochs") == 4

@@ -284,12 +284,9 @@ def fit_budget(plan: Plan, cfg: RunConfig, steps_per_epoch: int, elapsed_s: floa
     else:
         k, why = k_fit, f"{k_fit} model(s) of {target} epochs fit {left / 60:.1f} min at {epoch_s:.1f} s per epoch"
     k = p.choose("train.ensemble", k, why, "budget")
-    epochs = p.choose(
-        "train.max_epochs",
-        int(np.clip(left // (k * epoch_s), 3, 100)),
-        f"{left / 60:.1f} min for {k} model(s) at {epoch_s:.1f} s per epoch (about {target} wanted)",
-        "budget",
-    )
+    fill, why = int(left // (k * epoch_s)), f"{left / 60:.1f} min for {k} model(s) at {epoch_s:.1f} s per epoch"
+    why += f", capped at the {target} wanted (twice gained nothing in bench/plan_rules.py)" if fill > target else ""
+    epochs = p.choose("train.max_epochs", int(np.clip(fill, 3, target)), why, "budget")
     p.choose("train.patience", int(np.clip(epochs // 4, 3, 10)), "a quarter of the epochs, 3-10", "budget")
     plan.estimate = {
         "elapsed_before_training_s": round(elapsed_s, 1),
