@@ -165,7 +165,8 @@ def _pseudo(cfg: dict, sources: list[Path], unlabelled: list[Path]) -> str:
 
 def timed_cv(cfg: dict, args, times: Path) -> tuple[Path, float]:
     """`meddx cv` one fold at a time, each fold's wall seconds kept in `times`, so a row resumed in another run still
-    reports its whole time (a fold stopped part way counts from its resumption); the CV folder and the total."""
+    reports its whole time (a fold stopped part way: at least its training seconds, which its checkpoints carry
+    across the kill); the CV folder and the total."""
     spent = json.loads(times.read_text()) if times.is_file() else {}
     for k in range(args.neural_folds):
         if str(k) not in spent:
@@ -173,7 +174,8 @@ def timed_cv(cfg: dict, args, times: Path) -> tuple[Path, float]:
             done = (fold / WEIGHTS).is_file()  # trained by an earlier run that kept no time: its training seconds
             t = time.perf_counter()
             cross_validate(cfg, args.folds, only_folds=[k])
-            spent[str(k)] = Run(fold).training.get("seconds", 0.0) if done else round(time.perf_counter() - t, 1)
+            wall = 0.0 if done else round(time.perf_counter() - t, 1)
+            spent[str(k)] = max(wall, Run(fold).training.get("seconds", 0.0))
             times.write_text(json.dumps(spent))
     return cross_validate(cfg, args.folds, only_folds=list(range(args.neural_folds))), sum(spent.values())
 

@@ -61,6 +61,8 @@ def test_a_killed_run_resumes_to_the_same_result(data_dir, tmp_path):
     assert b["best_val_loss"] == pytest.approx(a["best_val_loss"], abs=1e-4)
     assert b["initial_val_loss"] == pytest.approx(a["initial_val_loss"], abs=1e-9)
     assert [r["epoch"] for r in b["history"]] == [r["epoch"] for r in a["history"]] == list(range(1, 8))  # none lost
+    assert b["train_samples_seen"] == a["train_samples_seen"]  # counted over the whole training, not since the resume
+    assert a["seconds_before_resume"] == 0 and 0 < b["seconds_before_resume"] < b["seconds"]
     assert [r["val_loss"] for r in b["history"]] == pytest.approx([r["val_loss"] for r in a["history"]], abs=1e-4)
     auc = [json.loads((tmp_path / n / "metrics.json").read_text())["model"]["per_label"]["PD"]["roc_auc"]["value"]
            for n in ("straight", "killed")]  # fmt: skip

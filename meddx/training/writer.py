@@ -69,7 +69,14 @@ class RunWriter(pl.Callback):
 
     def __init__(self, run_dir: Path, data: RunDataModule, plan: Plan | None = None, cfg: RunConfig | None = None):
         self.run_dir, self.data, self.plan, self.cfg = Path(run_dir), data, plan, cfg
-        self._started, self._samples = 0.0, 0
+        self._started, self._samples, self._before_s = 0.0, 0, 0.0
+
+    def state_dict(self) -> dict:
+        """Kept in every checkpoint, so that a resumed run reports the seconds and samples of its whole training."""
+        return {"seconds": self._before_s + time.perf_counter() - self._started, "samples": self._samples}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._before_s, self._samples = float(state_dict.get("seconds", 0.0)), int(state_dict.get("samples", 0))
 
     def on_fit_start(self, trainer, pl_module) -> None:
         self._started = time.perf_counter()
@@ -90,12 +97,13 @@ class RunWriter(pl.Callback):
         if pl_module.train_cfg.swa:  # the averaged weights (BatchNorm statistics re-estimated), not the best epoch
             weights = {k: v.detach().cpu().clone() for k, v in pl_module.model.state_dict().items()}
         save_torch(weights, self.run_dir / WEIGHTS)
-        seconds = time.perf_counter() - self._started
+        seconds = self._before_s + time.perf_counter() - self._started
         summary = {
             "best_epoch": int(checkpoint["epoch"]) + 1,
             "epochs_run": trainer.current_epoch,
             "best_val_loss": float(best.best_model_score),
-            "seconds": round(seconds, 1),
+            "seconds": round(seconds, 1),  # a resumed run's included: the time before its last checkpoint
+            "seconds_before_resume": round(self._before_s, 1),
             # the samples the optimiser saw (limit_train_batches and drop_last included), every process's share
             "train_samples_seen": self._samples * trainer.world_size,
             "train_samples_per_second": round(self._samples * trainer.world_size / seconds, 1),
