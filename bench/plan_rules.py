@@ -10,6 +10,7 @@ reported beside it, never used.
     .venv/bin/python bench/plan_rules.py [--sets pneumoniamnist,breastmnist] [--seeds 2] [--curve 10] [--out DIR]
 
 --curve K trains K seeds of the rules' recipe and tabulates the mean of the first k models against the plan's cap.
+--report-only trains nothing: the tables hold the finished runs, and name the variants still to train.
 
 Finished runs are reused, so a rerun resumes.
 """
@@ -83,11 +84,13 @@ def _patience(epochs: int) -> int:
     return int(np.clip(epochs // 4, 3, 10))
 
 
-def train_seed(set_name: str, data: dict, fields: dict, slug: str, seed: int, out: Path) -> Run:
-    """One model of one variant (reused when already trained)."""
-    folder = out / set_name / f"{slug}-seed{seed}"
+def train_seed(set_name: str, data: dict, fields: dict, slug: str, seed: int, args) -> Run | None:
+    """One model of one variant (reused when already trained; None when not trained and --report-only)."""
+    folder = args.out / set_name / f"{slug}-seed{seed}"
     if (folder / WEIGHTS).is_file() and (folder / "predictions" / "test.csv").is_file():
         return Run(folder)
+    if args.report_only:
+        return None
     shutil.rmtree(folder, ignore_errors=True)  # a run stopped part way: trained again from the start
     cfg = {"name": folder.name, "output_dir": str(folder.parent), "data": dict(data), "plan": {"enabled": False},
            "evaluate": {"bootstrap": 0}, "train": {"progress_bar": False, "seed": seed, "ensemble": 1}}  # fmt: skip
@@ -117,9 +120,15 @@ def measure(set_name: str, args) -> list[dict]:
     data = SETS[set_name][0]
     choices, alternatives, epochs = rule_recipe(set_name, data, args.out)
     base = {**choices, "train.max_epochs": epochs, "train.patience": _patience(epochs)}
-    runs = {}
+    runs, missing = {}, []
     for i, (name, fields) in enumerate(variants(choices, alternatives, epochs).items()):
-        runs[name] = [train_seed(set_name, data, {**base, **fields}, f"v{i}", s, args.out) for s in range(args.seeds)]
+        group = [train_seed(set_name, data, {**base, **fields}, f"v{i}", s, args) for s in range(args.seeds)]
+        if all(group):
+            runs[name] = group
+        else:
+            missing.append(name)
+    if RULES not in runs:
+        return []
     rows = []
     rule = {split: pooled(runs[RULES], split)[1] for split in ("val", "test")}  # read once, compared with every variant
     one = {split: pooled(runs[RULES][:1], split)[1] for split in ("val", "test")}
@@ -132,8 +141,12 @@ def measure(set_name: str, args) -> list[dict]:
                 row[split]["one_seed"] = paired(y, one[split], p, patients)
         rows.append(row)
     if args.curve > args.seeds:  # more seeds of the rules' recipe: how many models the average wants
-        more = [train_seed(set_name, data, base, "v0", s, args.out) for s in range(args.seeds, args.curve)]
-        rows.append({"variant": "curve", "curve": _curve(runs[RULES] + more)})
+        more = [train_seed(set_name, data, base, "v0", s, args) for s in range(args.seeds, args.curve)]
+        if None in more:  # --report-only before every seed finished
+            missing.append(f"the curve's {args.curve} seeds")
+        else:
+            rows.append({"variant": "curve", "curve": _curve(runs[RULES] + more)})
+    rows += [{"variant": "missing", "names": missing}] if missing else []
     return [{"set": set_name, "epochs": epochs, "recipe": _recipe(choices), **r} for r in rows]
 
 
@@ -166,7 +179,7 @@ def table(rows: list[dict], args) -> str:
     seeds = args.seeds
     lines = [
         f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, 2 CPU cores, by "
-        f"`.venv/bin/python bench/plan_rules.py --seeds {seeds} --curve {args.curve} --sets {args.sets}`. Every variant: {seeds} seeds, "
+        f"`.venv/bin/python bench/plan_rules.py --seeds {seeds} --curve {args.curve} --sets {args.sets}{' --report-only' if args.report_only else ''}`. Every variant: {seeds} seeds, "
         "one model each, the plan's full epochs for one model (early stopping on val loss), the same split. "
         "Difference: the AUC of the seeds' mean prediction minus the rules' recipe's, with its paired patient-bootstrap "
         f"95% interval ({RESAMPLES} resamples); **better**/**worse** when the interval excludes 0. The verdict is read "
@@ -177,7 +190,7 @@ def table(rows: list[dict], args) -> str:
         lines += ["", f"**{set_name}** (rules: {part[0]['recipe']}; {part[0]['epochs']} epochs)", "",
                   "| variant | val AUC per seed | val: difference (95% CI) | test AUC per seed | "
                   "test: difference (95% CI) | minutes per model |", "|---|---|---|---|---|---|"]  # fmt: skip
-        for r in [r for r in part if r["variant"] != "curve"]:
+        for r in [r for r in part if r["variant"] not in ("curve", "missing")]:
             v, t = r["val"], r["test"]
             seeds_v, seeds_t = (", ".join(f"{a:.3f}" for a in x["seeds"]) for x in (v, t))
             lines.append(f"| {r['variant']} | {seeds_v} | {'-' if r['variant'] == RULES else _diff(v['diff'])} | "
@@ -187,6 +200,8 @@ def table(rows: list[dict], args) -> str:
                 lines.append(f"| one model of the rules' recipe (seed 0) instead of {what} | | {_diff(v['one_seed'])} "
                              f"| | {_diff(t['one_seed'])} | |")  # fmt: skip
         lines += _curve_lines([r for r in part if r["variant"] == "curve"])
+        lines += [f"\nNot trained yet, so not in this table: {', '.join(r['names'])}." for r in part
+                  if r["variant"] == "missing"]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -209,6 +224,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("/tmp/plan-rules"))
     ap.add_argument("--curve", type=int, default=0, help="Seeds of the rules' recipe for the ensemble-size curve.")
     ap.add_argument("--no-docs", action="store_true")
+    ap.add_argument("--report-only", action="store_true", help="Train nothing: tabulate the finished runs.")
     args = ap.parse_args()
     rows = []
     for set_name in args.sets.split(","):
