@@ -73,7 +73,8 @@ class RunWriter(pl.Callback):
 
     def state_dict(self) -> dict:
         """Kept in every checkpoint, so that a resumed run reports the seconds and samples of its whole training."""
-        return {"seconds": self._before_s + time.perf_counter() - self._started, "samples": self._samples}
+        now = time.perf_counter() - self._started if self._started else 0.0  # 0 before fitting starts
+        return {"seconds": self._before_s + now, "samples": self._samples}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self._before_s, self._samples = float(state_dict.get("seconds", 0.0)), int(state_dict.get("samples", 0))
