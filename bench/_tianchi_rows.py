@@ -20,7 +20,7 @@ from meddx.data.sequences import build_vocab
 from meddx.data.split import assign_splits
 from meddx.evaluation.ensemble import ensemble_runs, greedy_weights
 from meddx.evaluation.metrics import mlogloss
-from meddx.run import WEIGHTS, Run
+from meddx.run import Run
 from meddx.training.cv import cross_validate
 
 MODELS = "bilstm,rcnn,dpcnn,bigru_attention,textcnn,bilstm+fgm,bilstm+ema,bilstm+msd,bilstm+lookahead,bilstm+focal"
@@ -165,17 +165,15 @@ def _pseudo(cfg: dict, sources: list[Path], unlabelled: list[Path]) -> str:
 
 def timed_cv(cfg: dict, args, times: Path) -> tuple[Path, float]:
     """`meddx cv` one fold at a time, each fold's wall seconds kept in `times`, so a row resumed in another run still
-    reports its whole time (a fold stopped part way: at least its training seconds, which its checkpoints carry
-    across the kill); the CV folder and the total."""
+    reports its whole time (a fold finished or stopped part way by an earlier run: at least its training seconds,
+    which its checkpoints carry across a kill); the CV folder and the total."""
     spent = json.loads(times.read_text()) if times.is_file() else {}
     for k in range(args.neural_folds):
         if str(k) not in spent:
-            fold = Path(cfg["output_dir"]) / cfg["name"] / f"fold{k}"
-            done = (fold / WEIGHTS).is_file()  # trained by an earlier run that kept no time: its training seconds
             t = time.perf_counter()
-            cross_validate(cfg, args.folds, only_folds=[k])
-            wall = 0.0 if done else round(time.perf_counter() - t, 1)
-            spent[str(k)] = max(wall, Run(fold).training.get("seconds", 0.0))
+            cross_validate(cfg, args.folds, only_folds=[k])  # a fold an earlier run finished is reused at once
+            fold = Path(cfg["output_dir"]) / cfg["name"] / f"fold{k}"
+            spent[str(k)] = max(round(time.perf_counter() - t, 1), Run(fold).training.get("seconds", 0.0))
             times.write_text(json.dumps(spent))
     return cross_validate(cfg, args.folds, only_folds=list(range(args.neural_folds))), sum(spent.values())
 

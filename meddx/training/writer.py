@@ -98,7 +98,7 @@ class RunWriter(pl.Callback):
         if pl_module.train_cfg.swa:  # the averaged weights (BatchNorm statistics re-estimated), not the best epoch
             weights = {k: v.detach().cpu().clone() for k, v in pl_module.model.state_dict().items()}
         save_torch(weights, self.run_dir / WEIGHTS)
-        seconds = self._before_s + time.perf_counter() - self._started
+        seconds = self.state_dict()["seconds"]
         summary = {
             "best_epoch": int(checkpoint["epoch"]) + 1,
             "epochs_run": trainer.current_epoch,
