@@ -30,6 +30,11 @@ class DataConfig(_Section):
     patient_regex: str | None = Field(
         None, description="Regex on the file name; group 1 (or the match) is the patient."
     )
+    guess_patients: bool = Field(
+        True,
+        description="No patient column nor regex: take patients from file names of the form <patient>_<number>.ext "
+        "when they group the images (the notes and the plan say so); false: each image is its own patient.",
+    )
     positive_class: str | None = Field(
         None, description="Positive class of a two-class set; default: last in sorted order."
     )

@@ -100,6 +100,7 @@ def fingerprint(ds: DataSet, sample: int = SAMPLE) -> dict:
         "splits": {s: sum(r.split == s for r in ds.records) for s in SPLITS if any(r.split == s for r in ds.records)},
         "patients": len(per_patient),
         "patients_known": ds.patients_known,
+        "patients_guessed": ds.patients_guessed,
         "images_per_patient": _describe(list(per_patient.values())),
         "positive_share": {
             n: float(positives[j] / max(np.sum(~np.isnan(labels[:, j])), 1)) for j, n in enumerate(ds.label_names)

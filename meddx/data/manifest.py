@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from meddx.data.patients import assign_guessed_patients
 from meddx.data.records import DataSet, Record, class_labels, normalise_class_names
 from meddx.data.rows import check_paths, drop_repeated_rows
 from meddx.errors import DataError
@@ -177,6 +178,25 @@ def _label_rows(
     return names, task, {s: [vec[canonical[c]] for c in df[label_column]] for s, df in frames.items()}, notes
 
 
+def _records(files: dict, frames: dict, labels: dict, columns: tuple, regex: re.Pattern | None, root) -> tuple:
+    """(records, {split: the folder its image paths are relative to}); the patient is the image itself without a
+    patient column or regex."""
+    (img_col, pat_col), records, bases = columns, [], {}
+    for split, df in frames.items():
+        bases[split] = Path(root) if root is not None else Path(files[split]).parent
+        images = df[img_col].str.strip().to_numpy()
+        patients = df[pat_col].str.strip().to_numpy() if pat_col else images
+        if regex:
+            patients = _patients_by_regex(files[split], images, regex)
+        for i, image in enumerate(images):
+            where = f"{files[split]} row {i + 2}"
+            if not image:
+                raise DataError(f"{where}: blank image path in column '{img_col}'")
+            source = str(bases[split] / image)
+            records.append(Record(image, patients[i], source, labels[split][i], split=split, row=where))
+    return records, bases
+
+
 def read_csv_manifest(
     path: str | Path | dict[str, str],
     root: str | Path | None = None,
@@ -189,11 +209,13 @@ def read_csv_manifest(
     patient_regex: str | None = None,
     uncertain: str = "ignore",
     allow_outside_root: bool = False,
+    guess_patients: bool = True,
 ) -> DataSet:
     """CSV(s) with an image path, a patient id and 0/1 label columns or one class-name column.
 
     A {split: csv} mapping keeps official splits; columns are matched by name, so their order may differ. With
-    `patient_regex` the patient id comes from each image's file name instead of a patient column.
+    `patient_regex` the patient id comes from each image's file name instead of a patient column; with neither, from
+    names of the form <patient>_<number> when `guess_patients`.
     """
     files, frames = _read_frames(path)
     if patient_regex and patient_column:
@@ -215,25 +237,17 @@ def read_csv_manifest(
         raw = sum(int(df[label_cols].apply(lambda s: pd.to_numeric(s, errors="coerce")).eq(-1).to_numpy().sum())
                   for df in frames.values())  # fmt: skip
         notes += label_notes(np.concatenate(list(labels.values())), raw, uncertain)
-    records, bases = [], {}
-    for split, df in frames.items():
-        bases[split] = Path(root) if root is not None else Path(files[split]).parent
-        images = df[img_col].str.strip().to_numpy()
-        patients = df[pat_col].str.strip().to_numpy() if pat_col else images
-        if regex:
-            patients = _patients_by_regex(files[split], images, regex)
-        for i, image in enumerate(images):
-            where = f"{files[split]} row {i + 2}"
-            if not image:
-                raise DataError(f"{where}: blank image path in column '{img_col}'")
-            source = str(bases[split] / image)
-            records.append(Record(image, patients[i], source, labels[split][i], split=split, row=where))
+    records, bases = _records(files, frames, labels, (img_col, pat_col), regex, root)
     check_paths(records, bases, check_files, allow_outside_root)
-    if not pat_col and not regex:
+    guessed, origin = None, ", ".join(files.values())
+    if not pat_col and not regex and guess_patients:
+        guessed, note = assign_guessed_patients(records, origin)
+        notes.append(note)
+    elif not pat_col and not regex:
         notes.append("no patient id column nor patient_regex: each image is its own patient")
     records, repeated = drop_repeated_rows(records)
     notes += repeated
-    return DataSet(records, label_names, task, origin=", ".join(files.values()), notes=notes)
+    return DataSet(records, label_names, task, origin=origin, notes=notes, patients_guessed=guessed)
 
 
 def column_values(path: str | Path | dict[str, str], column: str, image_column: str | None = None) -> dict[str, str]:

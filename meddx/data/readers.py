@@ -10,6 +10,7 @@ import numpy as np
 from meddx.config import DataConfig
 from meddx.data.images import READABLE_EXTENSIONS
 from meddx.data.manifest import SPLIT_ALIASES, compile_patient_regex, patient_from_name, read_csv_manifest
+from meddx.data.patients import assign_guessed_patients
 from meddx.data.records import DataSet, Record, class_labels, normalise_class_names
 from meddx.data.reports import is_tianchi_file, read_tianchi
 from meddx.errors import DataError
@@ -79,8 +80,11 @@ def read_medmnist(path: str | Path, class_names: list[str] | None = None) -> Dat
     )
 
 
-def read_folder(path: str | Path, patient_regex: str | None = None, positive_class: str | None = None) -> DataSet:
-    """`class/*.png` or `split/class/*.png`; the patient id comes from a regex on the file name."""
+def read_folder(
+    path: str | Path, patient_regex: str | None = None, positive_class: str | None = None, guess_patients: bool = True
+) -> DataSet:
+    """`class/*.png` or `split/class/*.png`; the patient id comes from a regex on the file name (without one, from
+    names of the form <patient>_<number> when `guess_patients`)."""
     root = Path(path)
     if not root.is_dir():
         raise DataError(f"folder not found: {root}")
@@ -128,9 +132,13 @@ def read_folder(path: str | Path, patient_regex: str | None = None, positive_cla
     ]  # fmt: skip
     notes = [f"{len(ignored)} non-image file(s) ignored, e.g. {ignored[0]}"] if ignored else []
     notes += class_notes
-    if regex is None:
+    guessed = None
+    if regex is None and guess_patients:
+        guessed, note = assign_guessed_patients(records, str(root))
+        notes.append(note)
+    elif regex is None:
         notes.append("no patient_regex: each image is its own patient")
-    return DataSet(records, label_names, task, origin=str(root), notes=notes)
+    return DataSet(records, label_names, task, origin=str(root), notes=notes, patients_guessed=guessed)
 
 
 def read_dataset(cfg: DataConfig, check_files: bool = True) -> DataSet:
@@ -161,7 +169,7 @@ def read_dataset(cfg: DataConfig, check_files: bool = True) -> DataSet:
     if fmt == "medmnist":
         return read_medmnist(path, class_names=cfg.label_names)
     if fmt == "folder":
-        return read_folder(path, cfg.patient_regex, cfg.positive_class)
+        return read_folder(path, cfg.patient_regex, cfg.positive_class, cfg.guess_patients)
     return read_csv_manifest(
         path,
         cfg.root,
@@ -174,4 +182,5 @@ def read_dataset(cfg: DataConfig, check_files: bool = True) -> DataSet:
         cfg.patient_regex,
         cfg.uncertain_labels,
         allow_outside_root=cfg.allow_outside_root,
+        guess_patients=cfg.guess_patients,
     )

@@ -47,6 +47,7 @@ class DataSet:
     task: Task
     origin: str = ""
     notes: list[str] = field(default_factory=list)
+    patients_guessed: str | None = None  # the patient_regex guessed from the file names (meddx.data.patients)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -66,7 +67,8 @@ class DataSet:
 
     def subset(self, split: str) -> DataSet:
         """The records of one split, same label names and task."""
-        return DataSet([r for r in self.records if r.split == split], self.label_names, self.task, self.origin)
+        records = [r for r in self.records if r.split == split]
+        return DataSet(records, self.label_names, self.task, self.origin, patients_guessed=self.patients_guessed)
 
     def to_frame(self) -> pd.DataFrame:
         """One row per record: id, patient_id, split, source and a column per label."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import numpy as np
 
@@ -91,6 +91,25 @@ def assign_fold(ds: DataSet, cfg: SplitConfig) -> DataSet:
     return ds
 
 
+def _drop_shared_guessed(ds: DataSet) -> None:
+    """Official splits sharing patients guessed from the file names: each such patient keeps only its images on its
+    latest side (test, else val), so the official val and test stay whole, as for copies; the notes say what went."""
+    order = {s: i for i, s in enumerate(SPLITS)}
+    latest: dict[str, str] = {}
+    for r in ds.records:
+        if order[r.split] > order.get(latest.get(r.patient_id, ""), -1):
+            latest[r.patient_id] = r.split
+    gone = [r for r in ds.records if latest[r.patient_id] != r.split]
+    if gone:
+        ds.records = [r for r in ds.records if latest[r.patient_id] == r.split]
+        counts = Counter(r.split for r in gone)
+        ds.notes.append(
+            f"dropped {' and '.join(f'{n} {s}' for s, n in counts.items())} image(s) of "
+            f"{len({r.patient_id for r in gone})} patient(s) that the official splits share (patients guessed from the "
+            "file names; split.use_official=false splits again by patient instead)"
+        )
+
+
 def assign_splits(ds: DataSet, cfg: SplitConfig | None = None) -> DataSet:
     """Set every record's split: official splits kept, missing ones carved from train by patient."""
     cfg = cfg or SplitConfig()
@@ -109,6 +128,8 @@ def assign_splits(ds: DataSet, cfg: SplitConfig | None = None) -> DataSet:
         have = official
     if "train" not in have:
         raise DataError(f"{ds.origin}: official splits {sorted(have)} have no train split")
+    if ds.patients_guessed and len(official) > 1:
+        _drop_shared_guessed(ds)
     r_train, r_val, r_test = cfg.ratios
     pool = [r for r in ds.records if r.split == "train"]
     plan = []

@@ -81,12 +81,15 @@ class SimCLR(pl.LightningModule):
 
 
 def held_out(paths: list[str]) -> set[str]:
-    """The val and test images of each named data set as meddx's default split makes them."""
+    """Every image of the val and test patients of each named data set as meddx's default split makes them (with the
+    images the split drops because official splits share their patients)."""
     out: set[str] = set()
     for path in paths:
         ds = read_dataset(DataConfig(path=path), check_files=False)
+        every = list(ds.records)
         assign_splits(ds, SplitConfig())
-        out |= {r.location for r in ds.records if r.split in ("val", "test")}
+        held = {r.patient_id for r in ds.records if r.split in ("val", "test")}
+        out |= {r.location for r in every if r.patient_id in held}
     return out
 
 

@@ -157,6 +157,7 @@ def write_data_files(run_dir: Path, data: RunDataModule, cfg: RunConfig | None =
         "label_names": ds.label_names,
         "notes": ds.notes,
         "patients_known": ds.patients_known,
+        "patients_guessed": ds.patients_guessed,
         "leakage": data.leakage,
         "sizes": sizes,
     }
