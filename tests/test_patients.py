@@ -86,3 +86,26 @@ def test_official_splits_sharing_guessed_patients_lose_them_from_train(data_dir)
     again = read_folder(data_dir / "nih_chestxray14_64px_binary")
     assign_splits(again, SplitConfig(use_official=False))
     assert len(again.records) == 800 and enforce_no_leakage(again, SplitConfig(use_official=False)).ok
+
+
+def _copy_scans(data_dir, layout: dict[str, int], tmp_path) -> None:
+    """Real DaTscan slices copied into `tmp_path/<relative folder>` (value: how many)."""
+    scans = iter(sorted((need(data_dir, "datscan_spect_ppmi_2d") / "train" / "HC").glob("*.png")))
+    for folder, n in layout.items():
+        (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+        for _ in range(n):
+            src = next(scans)
+            (tmp_path / folder / src.name).write_bytes(src.read_bytes())
+
+
+def test_patient_subfolders_of_class_folders_are_read_and_name_the_patient(data_dir, tmp_path):
+    """`class/patient/scan.png` (torchvision's ImageFolder reads class folders recursively): every image is read and
+    the subfolder is the patient; in a mixed layout the subfolders' images are read too (they were silently left out)
+    and the notes count them."""
+    _copy_scans(data_dir, {"HC/p1": 3, "HC/p2": 2, "PD/p3": 4, "PD/p4/day2": 2}, tmp_path / "nested")
+    ds = read_folder(tmp_path / "nested")
+    assert len(ds) == 11 and {r.patient_id for r in ds.records} == {"p1", "p2", "p3", "p4"}
+    assert "patient ids from the subfolders of the class folders: 4 patients" in ds.notes[-1]
+    _copy_scans(data_dir, {"HC": 3, "HC/p2": 2, "PD": 3}, tmp_path / "mixed")
+    mixed = read_folder(tmp_path / "mixed")
+    assert len(mixed) == 8 and "2 image(s) read from subfolders of the class folders" in mixed.notes[-1]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -80,11 +82,60 @@ def read_medmnist(path: str | Path, class_names: list[str] | None = None) -> Dat
     )
 
 
+def _class_files(cdir: Path) -> list[Path]:
+    """Every file under a class folder, its subfolders included (as torchvision's ImageFolder reads one), hidden ones
+    and linked folders left out."""
+    found = []
+    for here, dirs, files in os.walk(cdir):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [Path(here) / f for f in files if not f.startswith(".")]
+    return sorted(found)
+
+
+def _folder_entries(split_dirs: list, regex: re.Pattern | None) -> tuple[list, list, list, list]:
+    """(split, class, file, patient, its subfolders under the class) per image, and the ignored, unmatched and broken
+    files."""
+    entries, ignored, unmatched, broken = [], [], [], []
+    for split, sdir in split_dirs:
+        for cdir in sorted(p for p in sdir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            before = len(entries)
+            for f in _class_files(cdir):
+                if f.is_symlink() and not f.exists():  # a broken link or a loop: a missing scan, not a skipped one
+                    broken.append(str(f))
+                if not f.is_file():
+                    continue
+                if f.suffix.lower() not in READABLE_EXTENSIONS:
+                    ignored.append(str(f))
+                    continue
+                patient = patient_from_name(f.name, regex)
+                if patient is None:
+                    unmatched.append(str(f))
+                entries.append((split, cdir.name, f, patient, f.relative_to(cdir).parts[:-1]))
+            if len(entries) == before:
+                raise DataError(f"{cdir}: a class folder with no images; add its images or remove the folder")
+    return entries, ignored, unmatched, broken
+
+
+def _unnamed_patients(records: list[Record], subfolders: list[tuple], guess: bool, root: str) -> tuple:
+    """Patients when no regex names them: each class folder's first subfolder when every image sits in one
+    (`class/patient/scan.png`), else guessed from the file names: (the guessed regex or None, a note)."""
+    if all(subfolders):
+        for r, sub in zip(records, subfolders):
+            r.patient_id = sub[0]
+        return None, f"patient ids from the subfolders of the class folders: {len({s[0] for s in subfolders})} patients"
+    nested = sum(bool(sub) for sub in subfolders)
+    read = f"; {nested} image(s) read from subfolders of the class folders" if nested else ""
+    if guess:
+        guessed, note = assign_guessed_patients(records, root)
+        return guessed, note + read
+    return None, "no patient_regex: each image is its own patient" + read
+
+
 def read_folder(
     path: str | Path, patient_regex: str | None = None, positive_class: str | None = None, guess_patients: bool = True
 ) -> DataSet:
-    """`class/*.png` or `split/class/*.png`; the patient id comes from a regex on the file name (without one, from
-    names of the form <patient>_<number> when `guess_patients`)."""
+    """`class/*.png`, `class/patient/*.png` or either under `split/`; the patient id comes from a regex on the file
+    name, without one from the patient subfolders or names of the form <patient>_<number> (when `guess_patients`)."""
     root = Path(path)
     if not root.is_dir():
         raise DataError(f"folder not found: {root}")
@@ -96,24 +147,7 @@ def read_folder(
     else:
         split_dirs = [(None, root)]
     regex = compile_patient_regex(patient_regex)
-    entries, ignored, unmatched, broken = [], [], [], []
-    for split, sdir in split_dirs:
-        for cdir in sorted(p for p in sdir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            before = len(entries)
-            for f in sorted(cdir.iterdir()):
-                if f.is_symlink() and not f.exists():  # a broken link or a loop: a missing scan, not a skipped one
-                    broken.append(str(f))
-                if f.name.startswith(".") or not f.is_file():
-                    continue
-                if f.suffix.lower() not in READABLE_EXTENSIONS:
-                    ignored.append(str(f))
-                    continue
-                patient = patient_from_name(f.name, regex)
-                if patient is None:
-                    unmatched.append(str(f))
-                entries.append((split, cdir.name, f, patient))
-            if len(entries) == before:
-                raise DataError(f"{cdir}: a class folder with no images; add its images or remove the folder")
+    entries, ignored, unmatched, broken = _folder_entries(split_dirs, regex)
     if broken:
         raise DataError(f"{root}: {len(broken)} broken link(s) (missing target or a loop), e.g. {broken[0]}")
     if not entries:
@@ -123,21 +157,19 @@ def read_folder(
             f"{root}: patient_regex {patient_regex!r} does not match {len(unmatched)} file name(s), e.g. "
             + ", ".join(unmatched[:5])
         )
-    canonical, class_notes = normalise_class_names([c for _, c, _, _ in entries])
-    label_names, task, vec = class_labels([canonical[c] for _, c, _, _ in entries], positive_class, str(root))
+    canonical, class_notes = normalise_class_names([e[1] for e in entries])
+    label_names, task, vec = class_labels([canonical[e[1]] for e in entries], positive_class, str(root))
     records = [
         Record(str(f.relative_to(root)), str(patient), str(f), vec[canonical[c]], split=split,
                row=str(f.relative_to(root)))
-        for split, c, f, patient in entries
+        for split, c, f, patient, _ in entries
     ]  # fmt: skip
     notes = [f"{len(ignored)} non-image file(s) ignored, e.g. {ignored[0]}"] if ignored else []
     notes += class_notes
     guessed = None
-    if regex is None and guess_patients:
-        guessed, note = assign_guessed_patients(records, str(root))
+    if regex is None:
+        guessed, note = _unnamed_patients(records, [e[4] for e in entries], guess_patients, str(root))
         notes.append(note)
-    elif regex is None:
-        notes.append("no patient_regex: each image is its own patient")
     return DataSet(records, label_names, task, origin=str(root), notes=notes, patients_guessed=guessed)
 
 
