@@ -109,3 +109,13 @@ def test_patient_subfolders_of_class_folders_are_read_and_name_the_patient(data_
     _copy_scans(data_dir, {"HC": 3, "HC/p2": 2, "PD": 3}, tmp_path / "mixed")
     mixed = read_folder(tmp_path / "mixed")
     assert len(mixed) == 8 and "2 image(s) read from subfolders of the class folders" in mixed.notes[-1]
+
+
+def test_image_and_mask_subfolders_are_neither_patients_nor_scans(data_dir, tmp_path):
+    """The COVID-19 Radiography layout, `class/images/` beside `class/masks/`: the masks are left out (and named), and
+    `images` holding every scan of its class is no patient."""
+    _copy_scans(data_dir, {"HC/images": 20, "HC/masks": 20, "PD/images": 20, "PD/masks": 20}, tmp_path)
+    ds = read_folder(tmp_path)
+    assert len(ds) == 40 and not any("masks" in r.id for r in ds.records)
+    assert "2 segmentation-mask folder(s) left out" in " ".join(ds.notes)
+    assert not ds.patients_known and "40 image(s) read from subfolders" in ds.notes[-1]

@@ -29,7 +29,7 @@ def guess_patients(names: list[str]) -> tuple[list[str] | None, str]:
     (top, largest), shared = sizes.most_common(1)[0], sum(n for n in sizes.values() if n > 1)
     if shared == 0:
         return None, "no two file names share a <patient>_ prefix"
-    if largest > max(MAX_GROUP_FLOOR, MAX_GROUP_SHARE * len(names)):
+    if too_large(largest, len(names)):
         return None, f"'{top}' would hold {largest} of {len(names)} images: not one patient"
     why = (
         f"patient ids guessed from the file names by patient_regex {PATIENT_GUESS!r}: {len(sizes)} patients for "
@@ -37,6 +37,11 @@ def guess_patients(names: list[str]) -> tuple[list[str] | None, str]:
         "--patient-regex or a patient column overrides, data.guess_patients=false turns it off"
     )
     return ids, why
+
+
+def too_large(largest: int, images: int) -> bool:
+    """Whether a group of `largest` of `images` images is too large to be one patient."""
+    return largest > max(MAX_GROUP_FLOOR, MAX_GROUP_SHARE * images)
 
 
 def _merge_extended(ids: list[str]) -> list[str]:

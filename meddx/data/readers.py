@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections import Counter
 from importlib import resources
 from pathlib import Path
 
@@ -12,11 +13,12 @@ import numpy as np
 from meddx.config import DataConfig
 from meddx.data.images import READABLE_EXTENSIONS
 from meddx.data.manifest import SPLIT_ALIASES, compile_patient_regex, patient_from_name, read_csv_manifest
-from meddx.data.patients import assign_guessed_patients
+from meddx.data.patients import assign_guessed_patients, too_large
 from meddx.data.records import DataSet, Record, class_labels, normalise_class_names
 from meddx.data.reports import is_tianchi_file, read_tianchi
 from meddx.errors import DataError
 
+MASK_FOLDER = re.compile(r"(masks?|labels?|seg|segmentations?|annotations?|gt|ground[ _-]?truth)", re.IGNORECASE)
 BUNDLED = {"pneumoniamnist": ("pneumoniamnist.npz", ["normal", "pneumonia"])}
 
 
@@ -82,24 +84,26 @@ def read_medmnist(path: str | Path, class_names: list[str] | None = None) -> Dat
     )
 
 
-def _class_files(cdir: Path) -> list[Path]:
-    """Every file under a class folder, its subfolders included (as torchvision's ImageFolder reads one), hidden ones
-    and linked folders left out."""
+def _class_files(cdir: Path, masks: list[str]) -> list[Path]:
+    """Every file under a class folder, its subfolders included (as torchvision's ImageFolder reads one), hidden ones,
+    linked folders and segmentation-mask folders (`masks/`, `labels/`, ...: not scans of the class; added to `masks`)
+    left out."""
     found = []
     for here, dirs, files in os.walk(cdir):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        masks += [str(Path(here) / d) for d in dirs if MASK_FOLDER.fullmatch(d)]
+        dirs[:] = [d for d in dirs if not d.startswith(".") and not MASK_FOLDER.fullmatch(d)]
         found += [Path(here) / f for f in files if not f.startswith(".")]
     return sorted(found)
 
 
-def _folder_entries(split_dirs: list, regex: re.Pattern | None) -> tuple[list, list, list, list]:
+def _folder_entries(split_dirs: list, regex: re.Pattern | None) -> tuple[list, list, list, list, list]:
     """(split, class, file, patient, its subfolders under the class) per image, and the ignored, unmatched and broken
-    files."""
-    entries, ignored, unmatched, broken = [], [], [], []
+    files and the mask folders left out."""
+    entries, ignored, unmatched, broken, masks = [], [], [], [], []
     for split, sdir in split_dirs:
         for cdir in sorted(p for p in sdir.iterdir() if p.is_dir() and not p.name.startswith(".")):
             before = len(entries)
-            for f in _class_files(cdir):
+            for f in _class_files(cdir, masks):
                 if f.is_symlink() and not f.exists():  # a broken link or a loop: a missing scan, not a skipped one
                     broken.append(str(f))
                 if not f.is_file():
@@ -113,16 +117,17 @@ def _folder_entries(split_dirs: list, regex: re.Pattern | None) -> tuple[list, l
                 entries.append((split, cdir.name, f, patient, f.relative_to(cdir).parts[:-1]))
             if len(entries) == before:
                 raise DataError(f"{cdir}: a class folder with no images; add its images or remove the folder")
-    return entries, ignored, unmatched, broken
+    return entries, ignored, unmatched, broken, masks
 
 
 def _unnamed_patients(records: list[Record], subfolders: list[tuple], guess: bool, root: str) -> tuple:
     """Patients when no regex names them: each class folder's first subfolder when every image sits in one
     (`class/patient/scan.png`), else guessed from the file names: (the guessed regex or None, a note)."""
-    if all(subfolders):
+    sizes = Counter(sub[0] for sub in subfolders if sub)
+    if all(subfolders) and not too_large(max(sizes.values()), len(records)):
         for r, sub in zip(records, subfolders):
             r.patient_id = sub[0]
-        return None, f"patient ids from the subfolders of the class folders: {len({s[0] for s in subfolders})} patients"
+        return None, f"patient ids from the subfolders of the class folders: {len(sizes)} patients"
     nested = sum(bool(sub) for sub in subfolders)
     read = f"; {nested} image(s) read from subfolders of the class folders" if nested else ""
     if guess:
@@ -147,7 +152,7 @@ def read_folder(
     else:
         split_dirs = [(None, root)]
     regex = compile_patient_regex(patient_regex)
-    entries, ignored, unmatched, broken = _folder_entries(split_dirs, regex)
+    entries, ignored, unmatched, broken, masks = _folder_entries(split_dirs, regex)
     if broken:
         raise DataError(f"{root}: {len(broken)} broken link(s) (missing target or a loop), e.g. {broken[0]}")
     if not entries:
@@ -165,6 +170,7 @@ def read_folder(
         for split, c, f, patient, _ in entries
     ]  # fmt: skip
     notes = [f"{len(ignored)} non-image file(s) ignored, e.g. {ignored[0]}"] if ignored else []
+    notes += [f"{len(masks)} segmentation-mask folder(s) left out, e.g. {masks[0]}"] if masks else []
     notes += class_notes
     guessed = None
     if regex is None:
