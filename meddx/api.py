@@ -119,7 +119,8 @@ def predict_external(run: Run, data: dict, name: str = "external", drop_overlap:
     cfg = validate_section(DataConfig, {**run.config.data.model_dump(), "label_names": None, **data}, "data.")
     ds = read_dataset(cfg)
     synthetic = all(re.fullmatch(r"(class|label)_\d+", n) for n in ds.label_names)  # MedMNIST files carry no names
-    if synthetic and len(ds.label_names) == len(run.label_names) and ds.task == run.task:
+    same = [n.casefold() for n in ds.label_names] == [n.casefold() for n in run.label_names]  # `pneumonia/` folders
+    if (synthetic and len(ds.label_names) == len(run.label_names) or same) and ds.task == run.task:
         ds.label_names = list(run.label_names)
     if problem := ds.label_mismatch(run.label_names, run.task):
         raise DataError(f"{ds.origin}: {problem}")

@@ -144,6 +144,11 @@ def test_external_data_is_checked_against_the_training_images(healthy_run, data_
     assert "18 files of this data checked against the run's train and val images (SHA-1; near duplicates" in report
     assert "8 identical or near-identical ones left out" in report
     assert json.loads((healthy_run.path / "metrics-external-flat-bootstrap0.json").read_text())["n_samples"] == 10
+    for cls in ("HC", "PD"):  # class folders named in another case are the run's classes, not a mismatch
+        (flat / cls).rename(flat / cls.lower())
+    lower = run_cli("evaluate", str(healthy_run.path), "-d", str(flat), "--bootstrap", "0", "--drop-training-overlap")
+    assert lower.returncode == 0, lower.stderr
+    assert json.loads((healthy_run.path / "metrics-external-flat-bootstrap0.json").read_text())["n_samples"] == 10
 
 
 def test_a_what_if_evaluation_keeps_the_headline(healthy_run):
