@@ -119,3 +119,20 @@ def test_image_and_mask_subfolders_are_neither_patients_nor_scans(data_dir, tmp_
     assert len(ds) == 40 and not any("masks" in r.id for r in ds.records)
     assert "2 segmentation-mask folder(s) left out" in " ".join(ds.notes)
     assert not ds.patients_known and "40 image(s) read from subfolders" in ds.notes[-1]
+
+
+def test_a_tiny_official_val_is_merged_into_train_and_val_carved(data_dir, tmp_path):
+    """Kermany's original layout has a 16-image val folder (8 per class): too few to choose a model, the epochs or an
+    operating point on. It joins train and val is carved by patient; `split.min_val_class=0` keeps it; a val with
+    enough of each class stays official."""
+    layout = {"train/HC": 30, "train/PD": 30, "val/HC": 3, "val/PD": 3, "test/HC": 10, "test/PD": 10}
+    _copy_scans(data_dir, layout, tmp_path)
+    ds = assign_splits(read_folder(tmp_path), SplitConfig())
+    official_val = {r.id for r in ds.records if r.id.startswith("val/")}
+    assert "val by patient, test official" in next(n for n in ds.notes if n.startswith("splits:"))
+    assert sum(r.split == "val" for r in ds.records) > 0 and len(ds.subset("test")) == 20
+    assert any("the official val split holds 6 images, 3 of its rarest class" in n for n in ds.notes)
+    kept = assign_splits(read_folder(tmp_path), SplitConfig(min_val_class=0))
+    assert {r.id for r in kept.records if r.split == "val"} == official_val
+    enough = assign_splits(read_folder(tmp_path), SplitConfig(min_val_class=3))
+    assert {r.id for r in enough.records if r.split == "val"} == official_val

@@ -84,6 +84,12 @@ class SplitConfig(_Section):
         True, description="Also look for re-encoded or resized copies across splits (perceptual hash + correlation)."
     )
     use_official: bool = True
+    min_val_class: int = Field(
+        10,
+        ge=0,
+        description="An official val split (binary or multi-class) with fewer images of its rarest class is merged "
+        "into train and val is carved by patient (Kermany's 16-image val); 0 keeps any official val.",
+    )
     on_duplicate_images: Literal["error", "warn", "drop_from_train"] = Field(
         "drop_from_train",
         description="Identical or near-identical images on two sides: drop the train copies (for a val-test pair, the "

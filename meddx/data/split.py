@@ -91,6 +91,23 @@ def assign_fold(ds: DataSet, cfg: SplitConfig) -> DataSet:
     return ds
 
 
+def _small_val(ds: DataSet, minimum: int) -> str | None:
+    """Why an official val split is too small to choose anything on (binary and multi-class: its rarest class under
+    `minimum` images), or None."""
+    val = [r for r in ds.records if r.split == "val"]
+    if minimum == 0 or ds.task == "multilabel" or not val:
+        return None
+    counts = Counter(DataSet(val, ds.label_names, ds.task).class_indices().tolist())
+    rarest = min(counts.get(c, 0) for c in range(max(2, len(ds.label_names))))
+    if rarest >= minimum:
+        return None
+    return (
+        f"the official val split holds {len(val)} images, {rarest} of its rarest class (under split.min_val_class="
+        f"{minimum}): too few to choose a model, epochs or an operating point on; merged into train, val carved by "
+        "patient"
+    )
+
+
 def _drop_shared_guessed(ds: DataSet) -> None:
     """Official splits sharing patients guessed from the file names: each such patient keeps only its images on its
     latest side (test, else val), so the official val and test stay whole, as for copies; the notes say what went."""
@@ -128,7 +145,12 @@ def assign_splits(ds: DataSet, cfg: SplitConfig | None = None) -> DataSet:
         have = official
     if "train" not in have:
         raise DataError(f"{ds.origin}: official splits {sorted(have)} have no train split")
-    if ds.patients_guessed and len(official) > 1:
+    if "val" in have and (why := _small_val(ds, cfg.min_val_class)):
+        for r in ds.records:
+            r.split = "train" if r.split == "val" else r.split
+        have = have - {"val"}
+        ds.notes.append(why)
+    if ds.patients_guessed and len(have) > 1:
         _drop_shared_guessed(ds)
     r_train, r_val, r_test = cfg.ratios
     pool = [r for r in ds.records if r.split == "train"]
