@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+import numpy as np
 import pytest
 
 from meddx.config import SplitConfig
 from meddx.data import enforce_no_leakage
-from meddx.data.patients import guess_patients
+from meddx.data.patients import assign_guessed_patients, ids_from_names
 from meddx.data.readers import read_folder
+from meddx.data.records import Record
 from meddx.data.split import assign_splits
 from meddx.errors import LeakageError
 
@@ -21,28 +23,47 @@ KERMANY_REGEX = r"(person\d+|(?:NORMAL2-)?IM-\d+)"
 NIH_REGEX = r"^(\d{8})_"
 
 
+def _guess(names: list[str], labels: list[int] | None = None, splits: list | None = None) -> tuple:
+    """(patient ids or None, the note) for records of these names, labels (class indices, default alternating 0/1)
+    and official splits."""
+    labels = labels or [i % 2 for i in range(len(names))]
+    eye = np.eye(max(labels) + 1, dtype=np.float32)
+    recs = [Record(n, n, n, eye[c], split=s) for n, c, s in zip(names, labels, splits or [None] * len(names))]
+    source, note = assign_guessed_patients(recs, "x")
+    return ([r.patient_id for r in recs] if source else None), note
+
+
 def test_guess_reads_the_common_conventions():
     names = ["00000005_000.png", "00000005_001.png", "00000013_004.png", "person447_bacteria_1932.jpeg",
              "person447_virus_921.jpeg", "person447_virus_921_1.jpeg", "IM-0429-0001.jpeg", "IM-0429-0001-0002.jpeg",
              "NORMAL2-IM-0641-0001.jpeg", "NORMAL2-IM-0650-0001.jpeg", "person1_bacteria_2.jpeg"]  # fmt: skip
-    ids, why = guess_patients(names)
+    ids, _ = ids_from_names(names)
     assert ids == ["00000005", "00000005", "00000013", "person447", "person447", "person447", "IM-0429", "IM-0429",
                    "NORMAL2-IM-0641", "NORMAL2-IM-0650", "person1"]  # fmt: skip
-    assert "7 patients for 11 images, 7 of them sharing a patient, at most 3 ('person447')" in why
+    more = [f"{p:08d}_{k:03d}.png" for p in range(100, 110) for k in range(3)]
+    ids, note = _guess(names + more)
+    assert ids[:11] == ids_from_names(names)[0] and "17 patients for 41 images, 37 of them sharing a patient" in note
 
 
 @pytest.mark.parametrize(
-    ("names", "reason"),
+    ("names", "labels", "splits", "reason"),
     [
-        ([f"case{i}.png" for i in range(50)], "not <patient>_<number>"),  # DaTscan: a number, no patient
-        ([f"img_{i:04d}.png" for i in range(50)], "not <patient>_<number>"),  # the prefix holds no digit
-        ([f"scan{i}_1.png" for i in range(50)], "no two file names share"),  # one image per patient: nothing to group
-        ([f"site12_{i}.png" for i in range(40)] + [f"site{i}_1.png" for i in range(20, 60)], "not one patient"),
+        ([f"case{i}.png" for i in range(50)], None, None, "not <patient>_<number>"),  # DaTscan: a number, no patient
+        ([f"img_{i:04d}.png" for i in range(50)], None, None, "not <patient>_<number>"),  # no digit before the number
+        ([f"scan{i}_1.png" for i in range(50)], None, None, "no two images share one"),  # one image each: no groups
+        ([f"site12_{i}.png" for i in range(40)] + [f"site{i}_1.png" for i in range(20, 60)], None, None,
+         "'site12' would hold 40 of 80 images"),  # a site or a scanner
+        ([f"{k}_{n}.png" for k in range(12) for n in range(100)], [k for k in range(12) for _ in range(100)], None,
+         "only 12 groups for 1200 images of 12 classes"),  # the class index, not a patient
+        ([f"1.2.826.0.1.3680043.8.498.{n}.dcm" for n in range(28)], None, None, "only 1 groups"),  # DICOM UIDs
+        ([f"IMG_202103{d:02d}_12{n:04d}.jpg" for d in range(1, 31) for n in range(3)], None, None, "dates"),
+        ([f"p{p}_{i}.png" for p in [*range(100), *range(30)] for i in range(2)], None,
+         ["train"] * 200 + ["test"] * 60, "30 of the 30 of the official test split are in an earlier split"),
     ],
-)
-def test_guess_declines_names_that_name_no_patient(names, reason):
-    ids, why = guess_patients(names)
-    assert ids is None and reason in why
+)  # fmt: skip
+def test_guess_declines_names_that_name_no_patient(names, labels, splits, reason):
+    ids, why = _guess(names, labels, splits)
+    assert ids is None and reason in why and "each image is its own patient" in why
 
 
 def _partition(ds) -> set[frozenset[str]]:
@@ -99,26 +120,33 @@ def _copy_scans(data_dir, layout: dict[str, int], tmp_path) -> None:
 
 
 def test_patient_subfolders_of_class_folders_are_read_and_name_the_patient(data_dir, tmp_path):
-    """`class/patient/scan.png` (torchvision's ImageFolder reads class folders recursively): every image is read and
-    the subfolder is the patient; in a mixed layout the subfolders' images are read too (they were silently left out)
-    and the notes count them."""
-    _copy_scans(data_dir, {"HC/p1": 3, "HC/p2": 2, "PD/p3": 4, "PD/p4/day2": 2}, tmp_path / "nested")
+    """`class/patient/scan.png`: every image is read (subfolders were silently left out) and, names naming none, the
+    subfolder is the patient; in a mixed layout the subfolders' images are read too and the notes count them."""
+    layout = {f"{'HC' if p < 6 else 'PD'}/p{p}{'/day2' if p == 11 else ''}": 2 for p in range(12)}
+    _copy_scans(data_dir, layout, tmp_path / "nested")
     ds = read_folder(tmp_path / "nested")
-    assert len(ds) == 11 and {r.patient_id for r in ds.records} == {"p1", "p2", "p3", "p4"}
-    assert "patient ids from the subfolders of the class folders: 4 patients" in ds.notes[-1]
+    assert len(ds) == 24 and {r.patient_id for r in ds.records} == {f"p{p}" for p in range(12)}
+    assert "patient ids guessed from the first subfolder of each class folder: 12 patients" in ds.notes[-1]
     _copy_scans(data_dir, {"HC": 3, "HC/p2": 2, "PD": 3}, tmp_path / "mixed")
     mixed = read_folder(tmp_path / "mixed")
     assert len(mixed) == 8 and "2 image(s) read from subfolders of the class folders" in mixed.notes[-1]
 
 
 def test_image_and_mask_subfolders_are_neither_patients_nor_scans(data_dir, tmp_path):
-    """The COVID-19 Radiography layout, `class/images/` beside `class/masks/`: the masks are left out (and named), and
-    `images` holding every scan of its class is no patient."""
-    _copy_scans(data_dir, {"HC/images": 20, "HC/masks": 20, "PD/images": 20, "PD/masks": 20}, tmp_path)
+    """The COVID-19 Radiography layout, `class/images/` beside `class/masks/` (or `Mask_PNG/`, ...): the masks are left
+    out and named, and `images` holding every scan of its class is no patient."""
+    layout = {"HC/images": 20, "HC/masks": 2, "HC/Mask_PNG": 2, "PD/images": 20, "PD/segmentation_masks": 2}
+    _copy_scans(data_dir, layout, tmp_path)
     ds = read_folder(tmp_path)
-    assert len(ds) == 40 and not any("masks" in r.id for r in ds.records)
-    assert "2 segmentation-mask folder(s) left out" in " ".join(ds.notes)
+    assert len(ds) == 40 and all("/images/" in r.id for r in ds.records)
+    assert "3 segmentation-mask or linked folder(s) left out" in " ".join(ds.notes)
     assert not ds.patients_known and "40 image(s) read from subfolders" in ds.notes[-1]
+
+
+def test_nih_train_alone_keeps_its_patients(data_dir):
+    """One NIH patient holds 61 of the 600 train images: many follow-up scans are a patient, not a site."""
+    ds = read_folder(need(data_dir, "nih_chestxray14_64px_binary") / "train")
+    assert ds.patients_guessed and len({r.patient_id for r in ds.records}) == 165
 
 
 def test_a_tiny_official_val_is_merged_into_train_and_val_carved(data_dir, tmp_path):
@@ -127,6 +155,11 @@ def test_a_tiny_official_val_is_merged_into_train_and_val_carved(data_dir, tmp_p
     enough of each class stays official."""
     layout = {"train/HC": 30, "train/PD": 30, "val/HC": 3, "val/PD": 3, "test/HC": 10, "test/PD": 10}
     _copy_scans(data_dir, layout, tmp_path)
+    unknown = assign_splits(read_folder(tmp_path), SplitConfig())  # DaTscan's case<n>.png name no patient
+    assert any("rarest class" in n and "kept: patient ids are unknown" in n for n in unknown.notes)
+    assert sum(r.split == "val" for r in unknown.records) == 6  # carving by image could split a patient it kept whole
+    for i, f in enumerate(sorted(tmp_path.rglob("*.png"))):  # two scans per patient, numbered across the splits
+        f.rename(f.with_name(f"person{i // 2 + 100}_{i % 2}.png"))
     ds = assign_splits(read_folder(tmp_path), SplitConfig())
     official_val = {r.id for r in ds.records if r.id.startswith("val/")}
     assert "val by patient, test official" in next(n for n in ds.notes if n.startswith("splits:"))

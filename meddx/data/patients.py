@@ -1,6 +1,7 @@
-"""Patient ids guessed from file names when the data give none: `<patient>_<image number>.ext` (NIH's
-`00000005_001.png`, Kermany's `person1000_bacteria_2931.jpeg` and `IM-0248-0001.jpeg`) is the commonest convention,
-and an image-level split of such a folder puts one patient's images on both sides of it."""
+"""Patient ids guessed when the data give none: from file names of the form `<patient>_<image number>.ext` (NIH's
+`00000005_001.png`, Kermany's `person1000_bacteria_2931.jpeg` and `IM-0248-0001.jpeg`), the commonest convention, or
+from `class/<patient>/` subfolders. An image-level split of such data puts one patient's images on both sides of it;
+a guess that looks like classes, batches, dates or numbers restarting in each split is refused."""
 
 from __future__ import annotations
 
@@ -8,40 +9,47 @@ import re
 from collections import Counter
 from pathlib import PurePath
 
-from meddx.data.records import Record
+from meddx.data.records import SPLITS, Record
 
 # group 1: the name up to its last number, less any letters-only words before that number (Kermany's `_bacteria`);
 # it must hold a digit itself (`img_0001.png` or `case1000.png` name no patient)
 PATIENT_GUESS = r"^(.*?\d.*?)(?:[-_. ]+[A-Za-z]+)*[-_. ]*(?<!\d)\d+\.\w+$"
-MAX_GROUP_SHARE = 0.1  # a guessed patient holding more than this share of the images is a site or a date, not a person
-MAX_GROUP_FLOOR = 30  # ... unless the folder is so small that a real patient's images pass that share
+SUBFOLDERS = "the first subfolder of each class folder"
+MIN_GROUPS = 10  # fewer groups (or under two per class) are classes, batches or scanners, not patients
+MAX_GROUP_SHARE = 0.25  # a group holding more than this share of the images is a site, not a person ...
+MAX_GROUP_FLOOR = 30  # ... unless the data are so few that a real patient's images pass that share
+DATE = re.compile(r"(19|20)\d\d(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])")
 
 
-def guess_patients(names: list[str]) -> tuple[list[str] | None, str]:
-    """Patient ids for file names (None when the names do not follow the convention) and why, in one line."""
+def ids_from_names(names: list[str]) -> tuple[list[str] | None, str]:
+    """Patient ids the file names name by PATIENT_GUESS (None when some name does not follow it) and why not."""
     regex = re.compile(PATIENT_GUESS)
     matches = [regex.search(n) for n in names]
     if not names or not all(matches):
         missing = next((n for n, m in zip(names, matches) if not m), None)
         return None, f"file names are not <patient>_<number> (e.g. {missing})" if missing else "no file names"
-    ids = _merge_extended([m.group(1) for m in matches])
+    return _merge_extended([m.group(1) for m in matches]), ""
+
+
+def refusal(ids: list[str], records: list[Record]) -> str | None:
+    """Why these ids cannot be the records' patients, or None when they can."""
     sizes = Counter(ids)
-    (top, largest), shared = sizes.most_common(1)[0], sum(n for n in sizes.values() if n > 1)
-    if shared == 0:
-        return None, "no two file names share a <patient>_ prefix"
-    if too_large(largest, len(names)):
-        return None, f"'{top}' would hold {largest} of {len(names)} images: not one patient"
-    why = (
-        f"patient ids guessed from the file names by patient_regex {PATIENT_GUESS!r}: {len(sizes)} patients for "
-        f"{len(names)} images, {shared} of them sharing a patient, at most {largest} ('{top}'); "
-        "--patient-regex or a patient column overrides, data.guess_patients=false turns it off"
-    )
-    return ids, why
-
-
-def too_large(largest: int, images: int) -> bool:
-    """Whether a group of `largest` of `images` images is too large to be one patient."""
-    return largest > max(MAX_GROUP_FLOOR, MAX_GROUP_SHARE * images)
+    (top, largest), classes = sizes.most_common(1)[0], len({r.labels.tobytes() for r in records})
+    if all(n == 1 for n in sizes.values()):
+        return "no two images share one"
+    if len(sizes) < max(MIN_GROUPS, 2 * classes):
+        return f"only {len(sizes)} groups for {len(ids)} images of {classes} classes: classes or batches, not patients"
+    if largest > max(MAX_GROUP_FLOOR, MAX_GROUP_SHARE * len(ids)):
+        return f"'{top}' would hold {largest} of {len(ids)} images: not one patient"
+    if sum(bool(DATE.search(i)) for i in sizes) > len(sizes) / 2:
+        return f"most groups are dates (e.g. '{top}'), not patients"
+    earlier: set[str] = set()
+    for split in SPLITS:
+        mine = {i for i, r in zip(ids, records) if r.split == split}
+        if earlier and len(mine & earlier) > len(mine) / 2:
+            return f"{len(mine & earlier)} of the {len(mine)} of the official {split} split are in an earlier split too"
+        earlier |= mine
+    return None
 
 
 def _merge_extended(ids: list[str]) -> list[str]:
@@ -56,12 +64,25 @@ def _merge_extended(ids: list[str]) -> list[str]:
     return [shorter[k] for k in ids]
 
 
-def assign_guessed_patients(records: list[Record], origin: str) -> tuple[str | None, str]:
-    """Give records the patients their file names name (in place): (the regex, a note), or (None, a note) when the
-    names name none and each image stays its own patient."""
-    ids, why = guess_patients([PurePath(r.id).name for r in records])
-    if ids is None:
-        return None, f"{origin}: no patient ids ({why}): each image is its own patient"
+def assign_guessed_patients(records: list[Record], origin: str, subfolders: list[tuple] | None = None) -> tuple:
+    """Give records the patients their file names name, else (`subfolders`: each record's folders below its class
+    folder) the subfolders they sit in, in place: (PATIENT_GUESS or SUBFOLDERS, a note), or (None, a note saying why
+    each image stays its own patient)."""
+    ids, why_not = ids_from_names([PurePath(r.id.replace("\\", "/")).name for r in records])
+    source, how = PATIENT_GUESS, f"the file names by patient_regex {PATIENT_GUESS!r}"
+    if ids is not None:
+        why_not = refusal(ids, records)
+    if why_not and subfolders and all(subfolders):
+        ids, source, how = [sub[0] for sub in subfolders], SUBFOLDERS, SUBFOLDERS
+        why_not = f"{why_not}; subfolders: {no}" if (no := refusal(ids, records)) else None
+    if why_not:
+        return None, f"{origin}: no patient ids (file names: {why_not}): each image is its own patient"
     for r, patient in zip(records, ids):
         r.patient_id = patient
-    return PATIENT_GUESS, why
+    sizes = Counter(ids)
+    (top, largest), shared = sizes.most_common(1)[0], sum(n for n in sizes.values() if n > 1)
+    return source, (
+        f"patient ids guessed from {how}: {len(sizes)} patients for {len(ids)} images, {shared} of them sharing a "
+        f"patient, at most {largest} ('{top}'); --patient-regex or a patient column overrides, "
+        "data.guess_patients=false turns it off"
+    )

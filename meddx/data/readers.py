@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections import Counter
 from importlib import resources
 from pathlib import Path
 
@@ -13,12 +12,14 @@ import numpy as np
 from meddx.config import DataConfig
 from meddx.data.images import READABLE_EXTENSIONS
 from meddx.data.manifest import SPLIT_ALIASES, compile_patient_regex, patient_from_name, read_csv_manifest
-from meddx.data.patients import assign_guessed_patients, too_large
+from meddx.data.patients import SUBFOLDERS, assign_guessed_patients
 from meddx.data.records import DataSet, Record, class_labels, normalise_class_names
 from meddx.data.reports import is_tianchi_file, read_tianchi
 from meddx.errors import DataError
 
-MASK_FOLDER = re.compile(r"(masks?|labels?|seg|segmentations?|annotations?|gt|ground[ _-]?truth)", re.IGNORECASE)
+MASK_FOLDER = re.compile(  # `masks`, `Mask_PNG`, `segmentation_masks`, `gt`: not scans of the class
+    r"(^|[^a-z])(masks?|labels?|seg|segmentations?|annotations?|gt|ground[ _-]?truth)([^a-z]|$)", re.IGNORECASE
+)
 BUNDLED = {"pneumoniamnist": ("pneumoniamnist.npz", ["normal", "pneumonia"])}
 
 
@@ -84,14 +85,13 @@ def read_medmnist(path: str | Path, class_names: list[str] | None = None) -> Dat
     )
 
 
-def _class_files(cdir: Path, masks: list[str]) -> list[Path]:
-    """Every file under a class folder, its subfolders included (as torchvision's ImageFolder reads one), hidden ones,
-    linked folders and segmentation-mask folders (`masks/`, `labels/`, ...: not scans of the class; added to `masks`)
-    left out."""
+def _class_files(cdir: Path, skipped: list[str]) -> list[Path]:
+    """Every file under a class folder and its subfolders; hidden ones left out, and segmentation-mask folders
+    (`masks/`, `labels/`, ...) and linked folders (a loop would never end) left out and added to `skipped`."""
     found = []
     for here, dirs, files in os.walk(cdir):
-        masks += [str(Path(here) / d) for d in dirs if MASK_FOLDER.fullmatch(d)]
-        dirs[:] = [d for d in dirs if not d.startswith(".") and not MASK_FOLDER.fullmatch(d)]
+        skipped += [str(Path(here) / d) for d in dirs if MASK_FOLDER.search(d) or (Path(here) / d).is_symlink()]
+        dirs[:] = [d for d in dirs if not d.startswith(".") and str(Path(here) / d) not in skipped]
         found += [Path(here) / f for f in files if not f.startswith(".")]
     return sorted(found)
 
@@ -118,22 +118,6 @@ def _folder_entries(split_dirs: list, regex: re.Pattern | None) -> tuple[list, l
             if len(entries) == before:
                 raise DataError(f"{cdir}: a class folder with no images; add its images or remove the folder")
     return entries, ignored, unmatched, broken, masks
-
-
-def _unnamed_patients(records: list[Record], subfolders: list[tuple], guess: bool, root: str) -> tuple:
-    """Patients when no regex names them: each class folder's first subfolder when every image sits in one
-    (`class/patient/scan.png`), else guessed from the file names: (the guessed regex or None, a note)."""
-    sizes = Counter(sub[0] for sub in subfolders if sub)
-    if all(subfolders) and not too_large(max(sizes.values()), len(records)):
-        for r, sub in zip(records, subfolders):
-            r.patient_id = sub[0]
-        return None, f"patient ids from the subfolders of the class folders: {len(sizes)} patients"
-    nested = sum(bool(sub) for sub in subfolders)
-    read = f"; {nested} image(s) read from subfolders of the class folders" if nested else ""
-    if guess:
-        guessed, note = assign_guessed_patients(records, root)
-        return guessed, note + read
-    return None, "no patient_regex: each image is its own patient" + read
 
 
 def read_folder(
@@ -170,12 +154,18 @@ def read_folder(
         for split, c, f, patient, _ in entries
     ]  # fmt: skip
     notes = [f"{len(ignored)} non-image file(s) ignored, e.g. {ignored[0]}"] if ignored else []
-    notes += [f"{len(masks)} segmentation-mask folder(s) left out, e.g. {masks[0]}"] if masks else []
+    notes += [f"{len(masks)} segmentation-mask or linked folder(s) left out, e.g. {masks[0]}"] if masks else []
     notes += class_notes
-    guessed = None
+    guessed, nested = None, sum(bool(e[4]) for e in entries)
     if regex is None:
-        guessed, note = _unnamed_patients(records, [e[4] for e in entries], guess_patients, str(root))
+        guessed, note = (
+            assign_guessed_patients(records, str(root), [e[4] for e in entries])
+            if guess_patients
+            else (None, "no patient_regex: each image is its own patient")
+        )
         notes.append(note)
+    if nested and guessed != SUBFOLDERS:
+        notes.append(f"{nested} image(s) read from subfolders of the class folders")
     return DataSet(records, label_names, task, origin=str(root), notes=notes, patients_guessed=guessed)
 
 

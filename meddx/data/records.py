@@ -133,6 +133,8 @@ def class_labels(names: list[str], positive_class: str | None, where: str) -> tu
         raise DataError(f"{where}: only one class found ({classes}); need at least two")
     if len(classes) == 2:
         positive = positive_class or classes[-1]
+        same = [c for c in classes if c.casefold() == positive.casefold()]  # `pneumonia/` for PNEUMONIA
+        positive = positive if positive in classes or len(same) != 1 else same[0]
         if positive not in classes:
             raise DataError(f"{where}: positive_class '{positive}' is not one of the classes {classes}")
         return [positive], "binary", {c: np.array([float(c == positive)], np.float32) for c in classes}

@@ -94,15 +94,18 @@ def assign_fold(ds: DataSet, cfg: SplitConfig) -> DataSet:
 def _small_val(ds: DataSet, minimum: int) -> str | None:
     """Why an official val split is too small to choose anything on (binary and multi-class: its rarest class under
     `minimum` images), or None."""
-    val = [r for r in ds.records if r.split == "val"]
-    if minimum == 0 or ds.task == "multilabel" or not val:
+    labels = np.array([r.labels for r in ds.records if r.split == "val"]).reshape(-1, len(ds.label_names))
+    if minimum == 0 or ds.task == "multilabel" or not len(labels):
         return None
-    counts = Counter(DataSet(val, ds.label_names, ds.task).class_indices().tolist())
-    rarest = min(counts.get(c, 0) for c in range(max(2, len(ds.label_names))))
+    if ds.task == "binary":
+        known = labels[~np.isnan(labels[:, 0]), 0]  # blank labels count for no class; soft ones for the nearer
+        rarest = int(min((known >= 0.5).sum(), (known < 0.5).sum()))
+    else:
+        rarest = int(np.bincount(labels.argmax(1), minlength=labels.shape[1]).min())
     if rarest >= minimum:
         return None
     return (
-        f"the official val split holds {len(val)} images, {rarest} of its rarest class (under split.min_val_class="
+        f"the official val split holds {len(labels)} images, {rarest} of its rarest class (under split.min_val_class="
         f"{minimum}): too few to choose a model, epochs or an operating point on; merged into train, val carved by "
         "patient"
     )
@@ -145,13 +148,14 @@ def assign_splits(ds: DataSet, cfg: SplitConfig | None = None) -> DataSet:
         have = official
     if "train" not in have:
         raise DataError(f"{ds.origin}: official splits {sorted(have)} have no train split")
-    if "val" in have and (why := _small_val(ds, cfg.min_val_class)):
-        for r in ds.records:
-            r.split = "train" if r.split == "val" else r.split
-        have = have - {"val"}
-        ds.notes.append(why)
     if ds.patients_guessed and len(have) > 1:
         _drop_shared_guessed(ds)
+    if "val" in have and (why := _small_val(ds, cfg.min_val_class)):
+        if ds.patients_known:  # else a val carved by image could split a patient the official val kept whole
+            for r in ds.records:
+                r.split = "train" if r.split == "val" else r.split
+            have = have - {"val"}
+        ds.notes.append(why if ds.patients_known else why.split(";")[0] + "; kept: patient ids are unknown")
     r_train, r_val, r_test = cfg.ratios
     pool = [r for r in ds.records if r.split == "train"]
     plan = []

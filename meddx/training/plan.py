@@ -81,7 +81,7 @@ def plan_markdown(plan: Plan) -> str:
         f"# Plan for `{fp['origin']}`",
         "",
         f"- {fp['samples']} samples ({', '.join(f'{s} {n}' for s, n in fp['splits'].items())}), "
-        f"{fp['patients']} patients{' (guessed from the file names)' if fp.get('patients_guessed') else ''}, task "
+        f"{fp['patients']} patients{' (guessed, see the data notes)' if fp.get('patients_guessed') else ''}, task "
         f"{fp['task']}, labels {', '.join(fp['label_names'])}",
         f"- positive shares: {', '.join(f'{n} {v:.2f}' for n, v in fp['positive_share'].items())}",
     ]
