@@ -174,11 +174,18 @@ def explore(data: DataConfig | dict, read_images: bool = True) -> dict:
 
 
 def leakage(data: DataConfig | dict, split: SplitConfig | dict | None = None) -> LeakageReport:
-    """Split the data as training would and report what sits on two sides."""
+    """Split the data as training would and report what sits on two sides (patients guessed from file names that
+    official splits share included: training drops them from the earlier split)."""
     cfg = data if isinstance(data, DataConfig) else DataConfig(**data)
     ds = read_dataset(cfg, check_files=False)
-    assign_splits(ds, split if isinstance(split, SplitConfig) or split is None else SplitConfig(**split))
-    return check_leakage(ds)
+    assign_splits(ds, split if isinstance(split, SplitConfig) or split is None else SplitConfig(**split), mend=False)
+    report = check_leakage(ds)
+    if ds.patients_guessed and report.shared_patients:
+        report.actions.append(
+            "patient ids guessed from the file names (data.guess_patients): `meddx train` keeps each shared patient's "
+            "images on its latest split only"
+        )
+    return report
 
 
 def ensemble(runs: list[Run | str | Path], output: str | Path, weights: str = "equal", **settings) -> Run:

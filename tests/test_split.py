@@ -124,6 +124,9 @@ def test_patient_regex_applies_to_csv_manifests(data_dir, tmp_path):
     root = ["--root", str(folder / "images-small")]
     proc = run_cli("check-leakage", *args, *root, "--patient-regex", r"^(\d{8})_")
     assert proc.returncode == 1 and "11 patient(s) on two sides" in proc.stdout
+    guessed = run_cli("check-leakage", *args, *root)  # the names are <patient>_<number>: the same 11, guessed
+    assert guessed.returncode == 1 and "11 patient(s) on two sides" in guessed.stdout
+    assert "patient ids guessed from the file names" in guessed.stdout
     missed = run_cli("check-leakage", *args, *root, "--patient-regex", r"^(\d{9})_")
     assert missed.returncode == 2 and "does not match" in missed.stderr and "row 2 (00008270_015.png)" in missed.stderr
     bad = run_cli("check-leakage", *args, *root, "--patient-regex", r"^((\d{8})_")

@@ -56,7 +56,7 @@ class LeakageReport:
         if self.near_duplicates:
             lines.append(f"{len(self.near_duplicates)} near-duplicate image pair(s) on two sides ({self.near_rule}):")
             lines += ["  " + " ~ ".join(f"{i} ({s})" for i, s in group) for group in self.near_duplicates]
-        return "\n".join(lines)
+        return "\n".join(lines + self.actions)
 
     def to_dict(self) -> dict:
         return {

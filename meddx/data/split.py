@@ -130,8 +130,9 @@ def _drop_shared_guessed(ds: DataSet) -> None:
         )
 
 
-def assign_splits(ds: DataSet, cfg: SplitConfig | None = None) -> DataSet:
-    """Set every record's split: official splits kept, missing ones carved from train by patient."""
+def assign_splits(ds: DataSet, cfg: SplitConfig | None = None, mend: bool = True) -> DataSet:
+    """Set every record's split: official splits kept, missing ones carved from train by patient; with `mend`, a
+    patient guessed from file names that official splits share keeps only its images on the latest one."""
     cfg = cfg or SplitConfig()
     if not ds.records:
         raise DataError(f"{ds.origin}: the data set has no records")
@@ -148,7 +149,7 @@ def assign_splits(ds: DataSet, cfg: SplitConfig | None = None) -> DataSet:
         have = official
     if "train" not in have:
         raise DataError(f"{ds.origin}: official splits {sorted(have)} have no train split")
-    if ds.patients_guessed and len(have) > 1:
+    if mend and ds.patients_guessed and len(have) > 1:
         _drop_shared_guessed(ds)
     if "val" in have and (why := _small_val(ds, cfg.min_val_class)):
         if ds.patients_known:  # else a val carved by image could split a patient the official val kept whole
