@@ -218,8 +218,9 @@ def write_table(rows: dict, args) -> None:
         "the same budget fitting its epochs and seeds. The fixed "
         "defaults: small CNN at the native size, 20 epochs at most, dataset normalisation, batch 128 (3-D: the "
         "same three slices as the plan). Published figures come from other splits except MedMNIST's, which "
-        "use the same official test split. NIH 64 px keeps its official valid folder as val and carves a 67-image test "
-        "split from train, hence its wide intervals. 'not run': skipped with --skip"
+        "use the same official test split. NIH 64 px keeps its official valid folder as val, its patients guessed from "
+        "the file names: the 67 train images of the 15 patients valid shares are dropped and a 48-image test split is "
+        "carved from train by patient, hence its wide intervals. 'not run': skipped with --skip"
         + (f" ({args.skip})" if args.skip else "")
         + ". Planned runs stop early when val loss stops improving, so they often end well inside the budget.",
     ]
