@@ -47,7 +47,7 @@ class DataSet:
     task: Task
     origin: str = ""
     notes: list[str] = field(default_factory=list)
-    patients_guessed: str | None = None  # the patient_regex guessed from the file names (meddx.data.patients)
+    patients_guessed: str | None = None  # how patients were guessed: the file-name regex or class subfolders
 
     def __len__(self) -> int:
         return len(self.records)
