@@ -116,9 +116,7 @@ def evaluation_name(split: str, saved: EvaluateConfig, cfg: EvaluateConfig) -> s
 def predict_external(run: Run, data: dict, name: str = "external", drop_overlap: bool = False) -> str:
     """Predict a new labelled data set with the run's preprocessing into predictions/<name>.csv, after checking it
     against the run's train and val images (identical files stop it or are dropped; predictions/<name>.leakage.json)."""
-    positive = {"positive_class": run.label_names[0]} if run.task == "binary" else {}  # the run's, whatever the order
-    saved = {**run.config.data.model_dump(), "label_names": None, **positive}
-    cfg = validate_section(DataConfig, {**saved, **data}, "data.")
+    cfg = validate_section(DataConfig, {**run.config.data.model_dump(), "label_names": None, **data}, "data.")
     ds = read_dataset(cfg)
     synthetic = all(re.fullmatch(r"(class|label)_\d+", n) for n in ds.label_names)  # MedMNIST files carry no names
     same = [n.casefold() for n in ds.label_names] == [n.casefold() for n in run.label_names]  # `pneumonia/` folders

@@ -77,6 +77,10 @@ def test_budget_fits_epochs_and_ensemble_into_the_time():
     assert tiny.value("train.ensemble") == 1
     assert tiny.estimate["total_s"] <= 60.0  # 5 s spent + 12 epochs of 2 s + 30 s reserve
     assert tiny.value("train.max_epochs") == 12 and tiny.value("train.patience") == 3
+    assert "50 epochs do not fit" in next(c.reason for c in tiny.choices if c.field == "train.ensemble")
+    slow = _budget(1.0, epoch_s=70.0)  # not even 3 epochs fit: 3 all the same, and the plan says it is over
+    reason = next(c.reason for c in slow.choices if c.field == "train.max_epochs")
+    assert slow.value("train.max_epochs") == 3 and "over the budget" in reason
     roomy = _budget(60.0)
     assert roomy.value("train.ensemble") == 5  # capped at plan.max_ensemble
     assert roomy.value("train.max_epochs") == 50  # the target (2000 steps at 10 per epoch, at most 50), not 100+

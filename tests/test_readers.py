@@ -11,7 +11,7 @@ from meddx.config import DataConfig
 from meddx.data import read_csv_manifest, read_dataset, read_folder, read_medmnist
 from meddx.data.images import file_record, load_image
 from meddx.data.readers import load_pneumoniamnist
-from meddx.data.records import Record
+from meddx.data.records import Record, class_labels
 from meddx.errors import DataError
 
 from conftest import need
@@ -204,3 +204,25 @@ def test_read_dataset_dispatch(data_dir):
     assert read_dataset(DataConfig(path="pneumoniamnist")).origin == "bundled:pneumoniamnist"
     assert read_dataset(DataConfig(path=str(need(data_dir, "medmnist/breastmnist.npz")))).task == "binary"
     assert len(read_dataset(DataConfig(path=str(data_dir / "datscan_spect_ppmi_2d")))) == 1097
+
+
+@pytest.mark.parametrize(
+    ("classes", "positive"),
+    [(["NORMAL", "PNEUMONIA"], "PNEUMONIA"), (["HC", "PD"], "PD"), (["0_normal", "1_abnormal"], "1_abnormal"),
+     (["Abnormal", "Normal"], "Abnormal"), (["Disease", "Healthy"], "Disease"), (["benign", "malignant"], "malignant"),
+     (["a", "b"], "b")],
+)  # fmt: skip
+def test_the_positive_of_two_classes_is_not_the_one_named_normal(classes, positive):
+    """The last class in sorted order was positive, so `Abnormal/` beside `Normal/` made every sensitivity one of
+    finding normals; a class named like a negative (normal, healthy, benign, control, HC) is the negative now."""
+    notes = []
+    names, task, vec = class_labels(classes, None, "x", notes)
+    assert names == [positive] and vec[positive][0] == 1.0 and task == "binary"
+    assert bool(notes) == (positive != classes[-1])
+    assert class_labels(classes, classes[0], "x")[0] == [classes[0]]  # data.positive_class still decides
+
+
+def test_a_column_of_class_names_read_as_labels_says_how_to_read_it(tmp_path):
+    (tmp_path / "m.csv").write_text("filename,finding\na.png,Normal\nb.png,Pneumonia\n")
+    with pytest.raises(DataError, match=r"'Normal' is not 0, 1.*--set data.label_column=finding"):
+        read_csv_manifest(tmp_path / "m.csv", check_files=False)

@@ -137,6 +137,7 @@ def _binary_matrix(csv: str, df: pd.DataFrame, label_cols: list[str], uncertain:
         raise DataError(
             f"{csv}: row {r + 2}, column '{label_cols[c]}': label value {values.iat[r, c]!r} is not 0, 1, blank "
             f"(unknown), -1 (uncertain) or a soft label in [0, 1] ({n_bad} such value(s) in the file)"
+            + (f"; a column of class names: --set data.label_column={label_cols[c]}" if len(label_cols) == 1 else "")
         )
     matrix = np.array(numbers.to_numpy(np.float32), copy=True)  # pandas may hand out a read-only view
     matrix[blank.to_numpy()] = np.nan
@@ -174,7 +175,7 @@ def _label_rows(
         _blank_rows(files[split], df, label_column, f"'{label_column}'")
     canonical, notes = normalise_class_names([v for df in frames.values() for v in df[label_column]])
     all_names = [canonical[v] for df in frames.values() for v in df[label_column]]
-    names, task, vec = class_labels(all_names, positive_class, next(iter(files.values())))
+    names, task, vec = class_labels(all_names, positive_class, next(iter(files.values())), notes)
     return names, task, {s: [vec[canonical[c]] for c in df[label_column]] for s, df in frames.items()}, notes
 
 

@@ -147,7 +147,7 @@ def read_folder(
             + ", ".join(unmatched[:5])
         )
     canonical, class_notes = normalise_class_names([e[1] for e in entries])
-    label_names, task, vec = class_labels([canonical[e[1]] for e in entries], positive_class, str(root))
+    label_names, task, vec = class_labels([canonical[e[1]] for e in entries], positive_class, str(root), class_notes)
     records = [
         Record(str(f.relative_to(root)), str(patient), str(f), vec[canonical[c]], split=split,
                row=str(f.relative_to(root)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import PurePath
@@ -13,6 +14,9 @@ import pandas as pd
 from meddx.errors import DataError
 
 Task = Literal["binary", "multiclass", "multilabel"]
+NEGATIVE_CLASS = re.compile(  # class names that name the negative of two (`0_normal`, `HC`, `No Finding`)
+    r"(\d+[ _-]*)?(normal|healthy|negative|benign|controls?|hc|no[ _-]?findings?)", re.IGNORECASE
+)
 SPLITS = ("train", "val", "test")
 
 
@@ -126,13 +130,21 @@ def normalise_class_names(values: list[str]) -> tuple[dict[str, str], list[str]]
     return {v: canonical[v.strip()] for v in set(values)}, notes
 
 
-def class_labels(names: list[str], positive_class: str | None, where: str) -> tuple[list[str], Task, dict]:
-    """Label names, task and a class-name -> label-vector map for one column of class names."""
+def class_labels(
+    names: list[str], positive_class: str | None, where: str, notes: list[str] | None = None
+) -> tuple[list[str], Task, dict]:
+    """Label names, task and a class-name -> label-vector map for one column of class names. Of two classes the
+    positive is `positive_class`, else the one that is not named like a negative (normal, healthy, benign, control,
+    HC, ...: a note in `notes` says so when that is not the last in sorted order), else the last in sorted order."""
     classes = sorted(set(names))
     if len(classes) < 2:
         raise DataError(f"{where}: only one class found ({classes}); need at least two")
     if len(classes) == 2:
-        positive = positive_class or classes[-1]
+        negative = [c for c in classes if NEGATIVE_CLASS.fullmatch(c.strip())]
+        named = next(c for c in classes if c != negative[0]) if len(negative) == 1 else classes[-1]
+        positive = positive_class or named
+        if positive_class is None and positive != classes[-1] and notes is not None:
+            notes.append(f"positive class '{positive}': '{negative[0]}' names the negative (data.positive_class)")
         same = [c for c in classes if c.casefold() == positive.casefold()]  # `pneumonia/` for PNEUMONIA
         positive = positive if positive in classes or len(same) != 1 else same[0]
         if positive not in classes:

@@ -283,10 +283,12 @@ def fit_budget(plan: Plan, cfg: RunConfig, steps_per_epoch: int, elapsed_s: floa
     elif "train.max_epochs" in p.user:
         k, why = 1, "the user fixed the epochs of one model: one model (set train.ensemble for more)"
     else:
-        k, why = k_fit, f"{k_fit} model(s) of {target} epochs fit {left / 60:.1f} min at {epoch_s:.1f} s per epoch"
+        fits = f"{k_fit} model(s) of {target} epochs fit" if left >= target * epoch_s else f"{target} epochs do not fit"
+        k, why = k_fit, f"{fits} {left / 60:.1f} min at {epoch_s:.1f} s per epoch"
     k = p.choose("train.ensemble", k, why, "budget")
     fill, why = int(left // (k * epoch_s)), f"{left / 60:.1f} min for {k} model(s) at {epoch_s:.1f} s per epoch"
     why += f", capped at the {target} wanted (twice gained nothing in bench/plan_rules.py)" if fill > target else ""
+    why += ": 3 at least, over the budget (give more with --budget)" if fill < 3 else ""
     epochs = p.choose("train.max_epochs", int(np.clip(fill, 3, target)), why, "budget")
     p.choose("train.patience", int(np.clip(epochs // 4, 3, 10)), "a quarter of the epochs, 3-10", "budget")
     plan.estimate = {
