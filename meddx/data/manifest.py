@@ -241,11 +241,9 @@ def read_csv_manifest(
     records, bases = _records(files, frames, labels, (img_col, pat_col), regex, root)
     check_paths(records, bases, check_files, allow_outside_root)
     guessed, origin = None, ", ".join(files.values())
-    if not pat_col and not regex and guess_patients:
-        guessed, note = assign_guessed_patients(records, origin)
+    if not pat_col and not regex:
+        guessed, note = assign_guessed_patients(records, origin, guess=guess_patients)
         notes.append(note)
-    elif not pat_col and not regex:
-        notes.append("no patient id column nor patient_regex: each image is its own patient")
     records, repeated = drop_repeated_rows(records)
     notes += repeated
     return DataSet(records, label_names, task, origin=origin, notes=notes, patients_guessed=guessed)

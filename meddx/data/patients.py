@@ -64,10 +64,14 @@ def _merge_extended(ids: list[str]) -> list[str]:
     return [shorter[k] for k in ids]
 
 
-def assign_guessed_patients(records: list[Record], origin: str, subfolders: list[tuple] | None = None) -> tuple:
+def assign_guessed_patients(
+    records: list[Record], origin: str, subfolders: list[tuple] | None = None, guess: bool = True
+) -> tuple:
     """Give records the patients their file names name, else (`subfolders`: each record's folders below its class
     folder) the subfolders they sit in, in place: (PATIENT_GUESS or SUBFOLDERS, a note), or (None, a note saying why
-    each image stays its own patient)."""
+    each image stays its own patient; `guess` false: data.guess_patients=false)."""
+    if not guess:
+        return None, f"{origin}: no patient ids given and data.guess_patients=false: each image is its own patient"
     ids, why_not = ids_from_names([PurePath(r.id.replace("\\", "/")).name for r in records])
     source, how = PATIENT_GUESS, f"the file names by patient_regex {PATIENT_GUESS!r}"
     if ids is not None:

@@ -90,8 +90,9 @@ def _class_files(cdir: Path, skipped: list[str]) -> list[Path]:
     (`masks/`, `labels/`, ...) and linked folders (a loop would never end) left out and added to `skipped`."""
     found = []
     for here, dirs, files in os.walk(cdir):
-        skipped += [str(Path(here) / d) for d in dirs if MASK_FOLDER.search(d) or (Path(here) / d).is_symlink()]
-        dirs[:] = [d for d in dirs if not d.startswith(".") and str(Path(here) / d) not in skipped]
+        left_out = [d for d in dirs if MASK_FOLDER.search(d) or (Path(here) / d).is_symlink()]
+        skipped += [str(Path(here) / d) for d in left_out]
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d not in left_out]
         found += [Path(here) / f for f in files if not f.startswith(".")]
     return sorted(found)
 
@@ -158,11 +159,7 @@ def read_folder(
     notes += class_notes
     guessed, nested = None, sum(bool(e[4]) for e in entries)
     if regex is None:
-        guessed, note = (
-            assign_guessed_patients(records, str(root), [e[4] for e in entries])
-            if guess_patients
-            else (None, "no patient_regex: each image is its own patient")
-        )
+        guessed, note = assign_guessed_patients(records, str(root), [e[4] for e in entries], guess_patients)
         notes.append(note)
     if nested and guessed != SUBFOLDERS:
         notes.append(f"{nested} image(s) read from subfolders of the class folders")

@@ -106,8 +106,7 @@ def _small_val(ds: DataSet, minimum: int) -> str | None:
         return None
     return (
         f"the official val split holds {len(labels)} images, {rarest} of its rarest class (under split.min_val_class="
-        f"{minimum}): too few to choose a model, epochs or an operating point on; merged into train, val carved by "
-        "patient"
+        f"{minimum}): too few to choose a model, epochs or an operating point on"
     )
 
 
@@ -156,7 +155,8 @@ def assign_splits(ds: DataSet, cfg: SplitConfig | None = None, mend: bool = True
             for r in ds.records:
                 r.split = "train" if r.split == "val" else r.split
             have = have - {"val"}
-        ds.notes.append(why if ds.patients_known else why.split(";")[0] + "; kept: patient ids are unknown")
+        ds.notes.append(why + ("; merged into train, val carved by patient" if ds.patients_known else
+                               "; kept: patient ids are unknown"))  # fmt: skip
     r_train, r_val, r_test = cfg.ratios
     pool = [r for r in ds.records if r.split == "train"]
     plan = []
