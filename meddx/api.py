@@ -94,7 +94,8 @@ def evaluate(
     source = {**run.config.data.model_dump(), **(data or {})}
     groups = {"column": by, "values": column_values(source["path"], by, source.get("image_column"))} if by else None
     if data:
-        default = f"external-{re.sub(r'[^A-Za-z0-9_.-]+', '_', Path(str(data.get('path', 'data'))).stem)}"
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(str(data.get("path", "data"))).stem)
+        default = stem if stem.casefold().startswith("external") else f"external-{stem}"
         split = predict_external(run, data, split if split != "test" else default, cfg.on_training_overlap == "drop")
     name = evaluation_name(split, run.config.evaluate, cfg)
     if by:
@@ -115,7 +116,8 @@ def evaluation_name(split: str, saved: EvaluateConfig, cfg: EvaluateConfig) -> s
 
 def predict_external(run: Run, data: dict, name: str = "external", drop_overlap: bool = False) -> str:
     """Predict a new labelled data set with the run's preprocessing into predictions/<name>.csv, after checking it
-    against the run's train and val images (identical files stop it or are dropped; predictions/<name>.leakage.json)."""
+    against the run's train and val images (identical files stop it or are dropped; predictions/<name>.leakage.json);
+    where it came from and what reading it noted: predictions/<name>.data.json, for the report's Data section."""
     cfg = validate_section(DataConfig, {**run.config.data.model_dump(), "label_names": None, **data}, "data.")
     ds = read_dataset(cfg)
     synthetic = all(re.fullmatch(r"(class|label)_\d+", n) for n in ds.label_names)  # MedMNIST files carry no names
@@ -129,6 +131,8 @@ def predict_external(run: Run, data: dict, name: str = "external", drop_overlap:
         raise DataError(f"{ds.origin}: every sample is a training/val image of the run; nothing left to evaluate")
     run.write_predictions(name, records, run.predict_proba(run.dataset(records, preload=None)))
     write_text(run.path / PREDICTIONS / f"{name}.leakage.json", json.dumps(check, indent=2))
+    source = {"origin": ds.origin, "notes": ds.notes, "patients_guessed": ds.patients_guessed}
+    write_text(run.path / PREDICTIONS / f"{name}.data.json", json.dumps(source, indent=2))
     return name
 
 

@@ -143,12 +143,28 @@ def test_external_data_is_checked_against_the_training_images(healthy_run, data_
     report = (healthy_run.path / "report-external-flat-bootstrap0.md").read_text()
     assert "18 files of this data checked against the run's train and val images (SHA-1; near duplicates" in report
     assert "8 identical or near-identical ones left out" in report
+    data = report.split("## Data")[1].split("## Model")[0]  # the evaluated folder, not the training data
+    assert f"- source: `{flat}`" in data and f"the model was trained on `{healthy_run.data_info['origin']}`" in data
+    sizes = healthy_run.data_info["sizes"]
+    assert "| external-flat | 10 | 10 |" in data and f"| train | {sizes['train']['samples']} |" in data
+    assert "| test |" not in data  # the run's own test split is not what was evaluated
     assert json.loads((healthy_run.path / "metrics-external-flat-bootstrap0.json").read_text())["n_samples"] == 10
     for cls in ("HC", "PD"):  # class folders named in another case are the run's classes, not a mismatch
         (flat / cls).rename(flat / cls.lower())
     lower = run_cli("evaluate", str(healthy_run.path), "-d", str(flat), "--bootstrap", "0", "--drop-training-overlap")
     assert lower.returncode == 0, lower.stderr
     assert json.loads((healthy_run.path / "metrics-external-flat-bootstrap0.json").read_text())["n_samples"] == 10
+    flat.rename(tmp_path / "external")  # a folder named `external` is not evaluated as `external-external`
+    named = run_cli(
+        "evaluate",
+        str(healthy_run.path),
+        "-d",
+        str(tmp_path / "external"),
+        "--bootstrap",
+        "0",
+        "--drop-training-overlap",
+    )
+    assert named.returncode == 0 and (healthy_run.path / "metrics-external-bootstrap0.json").is_file(), named.stderr
 
 
 def test_a_what_if_evaluation_keeps_the_headline(healthy_run):

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import yaml
 
+from meddx.data.records import SPLITS
 from meddx.evaluation.decision import decision_table
 from meddx.evaluation.plan_section import plan_section
 from meddx.evaluation.plots import figure_list
 from meddx.evaluation.scores import competition_for, score_table
 from meddx.evaluation.subgroups import FIGURES as SUBGROUP_FIGURES
 from meddx.evaluation.subgroups import subgroup_text
-from meddx.run import Run
+from meddx.run import PREDICTIONS, Run, read_json
 from meddx.training.collapse import collapse_message
 
 BASELINES = ("prior", "all_negative", "random", "majority")
@@ -203,7 +204,7 @@ def _leakage_text(run: Run, split: str, info: dict) -> str:
         return ("passed" if info["leakage"]["ok"] else "FOUND LEAKAGE") + (
             f" (patients, sample ids, identical files by SHA-1, near duplicates: {rule})" if rule else ""
         )
-    path = run.path / "predictions" / f"{split}.leakage.json"
+    path = run.path / PREDICTIONS / f"{split}.leakage.json"
     check = json.loads(path.read_text()) if path.is_file() else {"checked": False}
     if not check["checked"]:
         return "this data was not checked against the training images (the run's split.csv holds no hashes)"
@@ -217,6 +218,28 @@ def _leakage_text(run: Run, split: str, info: dict) -> str:
     if check["shared_patient_ids"]:
         text += f"; {check['shared_patient_ids']} patient id(s) also in training (ids may coincide across sources)"
     return text
+
+
+def _data_section(run: Run, result: dict, info: dict) -> dict:
+    """Where the evaluated samples came from. New data (`evaluate --data`): its own source and reading notes, then
+    the run's training source; the sizes: the run's train and val beside the evaluated data."""
+    split, notes = result["split"], list(info.get("notes", []))
+    origin, sizes = info["origin"], dict(info["sizes"])
+    source = read_json(run.path / PREDICTIONS / f"{split}.data.json")
+    if split not in SPLITS:
+        sizes = {s: v for s, v in sizes.items() if s != "test"}
+        sizes[split] = {"samples": result["n_samples"], "patients": result["n_patients"]}
+        notes = list(source.get("notes", [])) + [f"the model was trained on `{origin}`"]
+        origin = source.get("origin", f"{split} (its source was not recorded)")
+    return {
+        "origin": origin,
+        "task": info["task"],
+        "labels": result["labels"],
+        "leakage": _leakage_text(run, split, info),
+        "notes": notes,
+        "sizes": sizes,
+        "size_rows": [[s, v["samples"], v["patients"]] for s, v in sizes.items()],
+    }
 
 
 def report_context(run: Run, result: dict, figures: dict[str, Path]) -> dict:
@@ -241,15 +264,7 @@ def report_context(run: Run, result: dict, figures: dict[str, Path]) -> dict:
         ),
         "warnings": warnings_of(result),
         "internal": INTERNAL_NOTE if result["split"] in ("test", "val") else "",
-        "data": {
-            "origin": info["origin"],
-            "task": info["task"],
-            "labels": names,
-            "leakage": _leakage_text(run, result["split"], info),
-            "notes": info.get("notes", []),
-            "sizes": info["sizes"],
-            "size_rows": [[s, v["samples"], v["patients"]] for s, v in info["sizes"].items()],
-        },
+        "data": _data_section(run, result, info),
         "model": _model_section(run),
         "plan": plan_section(run),
         "subgroups": _subgroup_section(result),
