@@ -121,9 +121,10 @@ def predict_external(run: Run, data: dict, name: str = "external", drop_overlap:
     cfg = validate_section(DataConfig, {**run.config.data.model_dump(), "label_names": None, **data}, "data.")
     ds = read_dataset(cfg)
     synthetic = all(re.fullmatch(r"(class|label)_\d+", n) for n in ds.label_names)  # MedMNIST files carry no names
-    same = [n.casefold() for n in ds.label_names] == [n.casefold() for n in run.label_names]  # `pneumonia/` folders
-    if (synthetic and len(ds.label_names) == len(run.label_names) or same) and ds.task == run.task:
+    if synthetic and len(ds.label_names) == len(run.label_names) and ds.task == run.task:
         ds.label_names = list(run.label_names)
+    elif ds.task == run.task:
+        ds.align_labels(run.label_names)  # `pneumonia/` folders for a run's `PNEUMONIA`
     if problem := ds.label_mismatch(run.label_names, run.task):
         raise DataError(f"{ds.origin}: {problem}")
     records, check = overlap_with_training(ds.records, run.split_table(), drop_overlap, ds.origin)

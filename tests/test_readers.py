@@ -226,3 +226,25 @@ def test_a_column_of_class_names_read_as_labels_says_how_to_read_it(tmp_path):
     (tmp_path / "m.csv").write_text("filename,finding\na.png,Normal\nb.png,Pneumonia\n")
     with pytest.raises(DataError, match=r"'Normal' is not 0, 1.*--set data.label_column=finding"):
         read_csv_manifest(tmp_path / "m.csv", check_files=False)
+
+
+def test_class_names_in_another_case_are_aligned_whatever_their_order():
+    """External class folders `a/ B/ c/` for a run's `A C b` (sorted by case, a different order): each label vector
+    follows its class name, not its column."""
+    from meddx.data.records import DataSet, Record
+
+    names = ["B", "a", "c"]  # sorted as written
+    records = [
+        Record(f"{n}/{i}.png", f"p{n}{i}", "", np.eye(3, dtype=np.float32)[k])
+        for k, n in enumerate(names)
+        for i in range(2)
+    ]
+    ds = DataSet(records, names, "multiclass")
+    assert ds.align_labels(["A", "C", "b"])
+    assert ds.label_names == ["A", "C", "b"]
+    assert [ds.label_names[int(r.labels.argmax())].casefold() for r in ds.records] == [
+        r.id[0].casefold() for r in records
+    ]
+    assert ds.label_mismatch(["A", "C", "b"], "multiclass") is None
+    other = DataSet(list(records), ["x", "y", "z"], "multiclass")
+    assert not other.align_labels(["A", "C", "b"]) and other.label_names == ["x", "y", "z"]

@@ -104,6 +104,19 @@ class DataSet:
         detail = f"; {differ[0][0]!r} where the run has {differ[0][1]!r}" if differ else ""
         return f"{text(self.label_names, self.task)} differ from the run's {text(names, task)}{detail}"
 
+    def align_labels(self, names: list[str]) -> bool:
+        """Take `names` (a run's labels) when this data's labels are the same names in another case, whatever their
+        order (`pneumonia/` for `PNEUMONIA`): every label vector is reordered to match. True when aligned."""
+        mine = [n.casefold() for n in self.label_names]
+        theirs = [n.casefold() for n in names]
+        if len(set(mine)) != len(mine) or sorted(mine) != sorted(theirs):
+            return False
+        order = [mine.index(n) for n in theirs]
+        for r in self.records:
+            r.labels = np.asarray(r.labels)[order]
+        self.label_names = list(names)
+        return True
+
     def class_indices(self) -> np.ndarray:
         """Integer targets: argmax for multi-class, the 0/1 value for binary."""
         lab = self.labels
