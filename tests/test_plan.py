@@ -230,3 +230,37 @@ def test_hardware_rules_for_a_gpu_and_for_the_cpu(data_dir, monkeypatch):
     assert lazy.value("train.num_workers") == 3 and "over the in-memory limit" in next(
         c.reason for c in lazy.choices if c.field == "train.num_workers"
     )
+
+
+@pytest.mark.slow
+def test_a_single_planned_model_that_stops_early_is_joined_by_a_second_seed(data_dir, tmp_path, monkeypatch):
+    """The plan fits one model when two do not fit at full epochs; early stopping then often left half the budget
+    unused (Kermany, 15 minutes: 8 used). Now the model becomes the first member of an ensemble in its own folder and
+    another seed trains when one as slow still fits; averaging is the one rule every ablation confirmed."""
+    from meddx.training import autofit
+    from meddx.training.plan import Planner
+
+    def one_short_model(plan, cfg, *args):  # the budget's verdict on a slow machine: one model of 3 epochs
+        fit_budget(plan, cfg, *args)
+        Planner(cfg, plan).choose("train.ensemble", 1, "one model fits", "budget")
+        Planner(cfg, plan).choose("train.max_epochs", 3, "3 epochs fit", "budget")
+
+    monkeypatch.setattr(autofit, "fit_budget", one_short_model)
+    npz = need(data_dir, "medmnist/breastmnist.npz")
+    cfg = {
+        "data": {"path": str(npz)},
+        "output_dir": str(tmp_path),
+        "name": "single",
+        "plan": {"budget_minutes": 4, "select": False, "max_ensemble": 2},
+        "train": {"progress_bar": False},
+        "evaluate": {"bootstrap": 0},
+    }
+    run = meddx.train(cfg)
+    assert run.path == tmp_path / "single" and run.config.train.ensemble == 2
+    assert json.loads((run.path / "ensemble.json").read_text())["members"] == ["members/seed0", "members/seed1"]
+    first = meddx.load_run(run.path / "members" / "seed0")
+    assert first.config.name == "seed0" and first.config.output_dir == str(run.path / "members")
+    assert first.training["epochs_run"] <= 3 and (first.path / "model.pt").is_file()
+    choice = next(c for c in run.plan["choices"] if c["field"] == "train.ensemble")
+    assert choice["value"] == 2 and "1 planned at full epochs; early stopping left time for 1 more" in choice["reason"]
+    assert not list(tmp_path.glob(".*moving"))

@@ -8,8 +8,8 @@ import os
 import time
 from pathlib import Path
 
-from meddx.config import RunConfig
-from meddx.run import MEMBERS
+from meddx.config import RunConfig, save_config
+from meddx.run import CONFIG, MEMBERS, Run
 from meddx.training.datamodule import RunDataModule
 from meddx.training.distributed import grouped, is_rank_zero, match_launcher, share, start_process_group
 from meddx.training.fit import fit
@@ -92,17 +92,24 @@ def train_members(cfg: RunConfig, choose: Chooser | None = None) -> tuple | None
         if len(tried) > 1:
             return (*search(cfg, tried, plan, choose, deadline), plan)
     k = planned.train.ensemble
+    deadline = started + (plan.budget_minutes * 60 - reserve_seconds(plan.budget_minutes * 60) if plan else 0)
+    may_add = plan is not None and bool(plan.pilot.get("seconds_per_epoch")) and _planned_size(cfg, plan, distributed)
     if k == 1:
         run = fit(planned, data, plan)
-        return ([run], None, planned, plan) if run is not None else None
-    base = new_run_dir(planned)
-    if is_rank_zero():
+        if run is None or not (may_add and cfg.plan.max_ensemble > 1 and _fits_again(run, deadline)):
+            return ([run], None, planned, plan) if run is not None else None
+        planned.train.ensemble = 2  # the second seed is planned from here on: a kill is resumed with both
+        base, members = run.path, [_first_member(run, planned)]
         open_ensemble(base, planned, plan, "ensemble")
-    members = [fit(seed_config(planned, base, i), data, plan) for i in range(k)]
-    if not is_rank_zero():
-        return None  # a worker process of a distributed run: rank 0 averages the members
-    if plan is not None and plan.pilot.get("seconds_per_epoch") and _planned_size(cfg, plan, distributed):
-        deadline = started + plan.budget_minutes * 60 - reserve_seconds(plan.budget_minutes * 60)
+        members.append(fit(seed_config(planned, base, 1), data, plan))
+    else:
+        base = new_run_dir(planned)
+        if is_rank_zero():
+            open_ensemble(base, planned, plan, "ensemble")
+        members = [fit(seed_config(planned, base, i), data, plan) for i in range(k)]
+        if not is_rank_zero():
+            return None  # a worker process of a distributed run: rank 0 averages the members
+    if may_add:
         more = lambda i: fit(seed_config(planned, base, i), data, plan)  # noqa: E731
         members = top_up(members, deadline, cfg.plan.max_ensemble, more, 0.0)
         if len(members) > k:
@@ -110,6 +117,24 @@ def train_members(cfg: RunConfig, choose: Chooser | None = None) -> tuple | None
             Planner(cfg, plan).choose("train.ensemble", len(members), why, "budget")
             planned = plan.apply(planned)
     return members, base, planned, plan
+
+
+def _fits_again(run: Run, deadline: float) -> bool:
+    """Whether another model as slow as `run` (early stopping included) ends before `deadline` (time.monotonic)."""
+    return time.monotonic() + (run.training.get("seconds") or float("inf")) < deadline
+
+
+def _first_member(run: Run, planned: RunConfig) -> Run:
+    """A planned single model that early stopping ended in time for more: its folder becomes the first member of an
+    ensemble in its place (<run>/members/seed<k>), its config renamed to match."""
+    member = seed_config(planned, run.path, 0)
+    moving = run.path.with_name(f".{run.path.name}.moving")
+    run.path.rename(moving)
+    target = run.path / MEMBERS / member.name
+    target.parent.mkdir(parents=True)
+    moving.rename(target)
+    save_config(member, target / CONFIG)
+    return Run(target)
 
 
 def seed_config(planned: RunConfig, base: Path, i: int) -> RunConfig:
