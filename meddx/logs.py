@@ -19,6 +19,7 @@ NOISE = (  # messages a user can do nothing about
     r"No (positive|negative) samples in targets",  # torchmetrics on a val batch of one class
     r"litlogger",  # Lightning's advertisement for its cloud logger
     r"\[torch\.onnx\]",  # the ONNX exporter's step log
+    r"'set_vital' is deprecated",  # torchdata's StatefulDataLoader calling a torch API torch 2.14 deprecates
 )
 LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric")
 LOG = logging.getLogger("meddx.thirdparty")
