@@ -222,14 +222,18 @@ def _leakage_text(run: Run, split: str, info: dict) -> str:
 
 def _data_section(run: Run, result: dict, info: dict) -> dict:
     """Where the evaluated samples came from. New data (`evaluate --data`): its own source and reading notes, then
-    the run's training source; the sizes: the run's train and val beside the evaluated data."""
+    the run's training source and its notes; the sizes: the run's train and val beside the evaluated data."""
     split, notes = result["split"], list(info.get("notes", []))
     origin, sizes = info["origin"], dict(info["sizes"])
     source = read_json(run.path / PREDICTIONS / f"{split}.data.json")
     if split not in SPLITS:
         sizes = {s: v for s, v in sizes.items() if s != "test"}
         sizes[split] = {"samples": result["n_samples"], "patients": result["n_patients"]}
-        notes = list(source.get("notes", [])) + [f"the model was trained on `{origin}`"]
+        notes = [
+            *source.get("notes", []),
+            f"the model was trained on `{origin}`",
+            *(f"training data: {n}" for n in notes),
+        ]
         origin = source.get("origin", f"{split} (its source was not recorded)")
     return {
         "origin": origin,
