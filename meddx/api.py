@@ -19,7 +19,8 @@ from meddx.data.explore import explore as _explore
 from meddx.data.leakage import LeakageReport, check_leakage, overlap_with_training
 from meddx.data.readers import read_dataset
 from meddx.data.split import assign_splits
-from meddx.errors import DataError
+from meddx.errors import ConfigError, DataError
+from meddx.evaluation.external import read_external
 from meddx.evaluation.report import evaluate_run
 from meddx.run import MEMBERS, PLAN, PREDICTIONS, Run, load_run, read_status, record_actual_time, write_status
 from meddx.tianchi import submit
@@ -93,6 +94,10 @@ def evaluate(
     cfg = validate_section(EvaluateConfig, {**run.config.evaluate.model_dump(), **settings}, "evaluate.")
     source = {**run.config.data.model_dump(), **(data or {})}
     groups = {"column": by, "values": column_values(source["path"], by, source.get("image_column"))} if by else None
+    if data and split in ("train", "val"):  # its predictions would replace the ones thresholds come from
+        raise ConfigError(
+            f"--split {split}: the run's own split; new data (--data) is named otherwise, e.g. --split external"
+        )
     if data:
         stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(str(data.get("path", "data"))).stem)
         default = stem if stem.casefold().startswith("external") else f"external-{stem}"
@@ -115,18 +120,9 @@ def evaluation_name(split: str, saved: EvaluateConfig, cfg: EvaluateConfig) -> s
 
 
 def predict_external(run: Run, data: dict, name: str = "external", drop_overlap: bool = False) -> str:
-    """Predict a new labelled data set with the run's preprocessing into predictions/<name>.csv, after checking it
-    against the run's train and val images (identical files stop it or are dropped; predictions/<name>.leakage.json);
-    where it came from and what reading it noted: predictions/<name>.data.json, for the report's Data section."""
-    cfg = validate_section(DataConfig, {**run.config.data.model_dump(), "label_names": None, **data}, "data.")
-    ds = read_dataset(cfg)
-    synthetic = all(re.fullmatch(r"(class|label)_\d+", n) for n in ds.label_names)  # MedMNIST files carry no names
-    if synthetic and len(ds.label_names) == len(run.label_names) and ds.task == run.task:
-        ds.label_names = list(run.label_names)
-    elif ds.task == run.task:
-        ds.align_labels(run.label_names)  # `pneumonia/` folders for a run's `PNEUMONIA`
-    if problem := ds.label_mismatch(run.label_names, run.task):
-        raise DataError(f"{ds.origin}: {problem}")
+    """Predict new labelled data into predictions/<name>.csv, its copies of the run's train and val images stopping it
+    or dropped (<name>.leakage.json); its source and reading notes in <name>.data.json for the report."""
+    ds = read_external(run, data)
     records, check = overlap_with_training(ds.records, run.split_table(), drop_overlap, ds.origin)
     if not records:
         raise DataError(f"{ds.origin}: every sample is a training/val image of the run; nothing left to evaluate")

@@ -89,3 +89,12 @@ def test_a_mid_epoch_checkpoint_resumes_the_same_batches(tmp_path, monkeypatch, 
     wa, wb = (torch.load(r.path / "model.pt", weights_only=True) for r in (a, b))
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k])
+
+
+def test_max_minutes_stops_training_and_keeps_the_best_epoch(tmp_path):
+    """`train.max_minutes` (Lightning's max_time): a run of 200 epochs given 3 seconds stops early with its weights."""
+    cfg = _tiny(tmp_path, "timed")
+    cfg["train"].update(max_epochs=200, patience=200, max_minutes=0.05)
+    run = fit(cfg)
+    epochs = run.training["epochs_run"]
+    assert 1 <= epochs < 200 and (run.path / "model.pt").is_file(), epochs

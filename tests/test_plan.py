@@ -264,3 +264,5 @@ def test_a_single_planned_model_that_stops_early_is_joined_by_a_second_seed(data
     choice = next(c for c in run.plan["choices"] if c["field"] == "train.ensemble")
     assert choice["value"] == 2 and "1 planned at full epochs; early stopping left time for 1 more" in choice["reason"]
     assert not list(tmp_path.glob(".*moving"))
+    second = meddx.load_run(run.path / "members" / "seed1")  # added in the time left: it stops by the deadline
+    assert 0 < second.config.train.max_minutes < 4 and first.config.train.max_minutes is None

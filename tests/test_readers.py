@@ -248,3 +248,25 @@ def test_class_names_in_another_case_are_aligned_whatever_their_order():
     assert ds.label_mismatch(["A", "C", "b"], "multiclass") is None
     other = DataSet(list(records), ["x", "y", "z"], "multiclass")
     assert not other.align_labels(["A", "C", "b"]) and other.label_names == ["x", "y", "z"]
+
+
+def test_new_data_takes_a_binary_runs_positive_class_in_any_case(tmp_path):
+    """A run on `covid/` beside `Viral/` (no negative-like name: the last in sorted order, 'covid', is positive);
+    new folders `COVID/` and `viral/` sort the other way and made 'viral' positive: a label mismatch. Now the run's
+    positive is taken whatever its case; other class names still stop with the mismatch line."""
+    from types import SimpleNamespace
+
+    from meddx.config import RunConfig
+    from meddx.errors import DataError
+    from meddx.evaluation.external import read_external
+
+    for folder, cls in (("new", "COVID"), ("new", "viral"), ("others", "a"), ("others", "b")):
+        (tmp_path / folder / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(tmp_path / folder / cls / f"{cls}{i}.png")
+    run = SimpleNamespace(config=RunConfig(data=DataConfig(path="train")), task="binary", label_names=["covid"])
+    ds = read_external(run, {"path": str(tmp_path / "new")})
+    assert ds.label_names == ["covid"]
+    assert {r.id.split("/")[0]: float(r.labels[0]) for r in ds.records} == {"COVID": 1.0, "viral": 0.0}
+    with pytest.raises(DataError, match="differ from the run's 1 binary labels"):
+        read_external(run, {"path": str(tmp_path / "others")})

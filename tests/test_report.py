@@ -178,3 +178,14 @@ def test_a_what_if_evaluation_keeps_the_headline(healthy_run):
     what_if = json.loads((healthy_run.path / f"metrics-{name}.json").read_text())
     assert what_if["operating_point"]["rule"] == "sensitivity 0.95" and what_if["name"] == name
     assert f"report-{name}.html" in proc.stdout and "keep the headline operating point" in proc.stdout
+
+
+def test_new_data_never_takes_the_name_of_the_runs_own_split(healthy_run, data_dir):
+    """`evaluate --data X --split val` wrote X's predictions over predictions/val.csv, where every later threshold
+    and temperature come from; now it stops with one line."""
+    before = (healthy_run.path / "predictions" / "val.csv").read_bytes()
+    proc = run_cli(
+        "evaluate", str(healthy_run.path), "--data", str(data_dir / "datscan_spect_ppmi_2d/train"), "--split", "val"
+    )
+    assert proc.returncode == 2 and "--split val: the run's own split" in proc.stderr and "Traceback" not in proc.stderr
+    assert (healthy_run.path / "predictions" / "val.csv").read_bytes() == before

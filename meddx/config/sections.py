@@ -173,6 +173,9 @@ class TrainConfig(_Section):
         None, gt=0, description="Also write checkpoints/last.ckpt within an epoch at most this many minutes apart."
     )
     limit_train_batches: float | int | None = None
+    max_minutes: float | None = Field(
+        None, gt=0, description="Stop training after this many minutes (Lightning's max_time); the best epoch is kept."
+    )
     token_dropout: float = Field(0.0, ge=0, lt=1, description="Sequences: share of tokens replaced by unk in training.")
     group_by_length: bool = Field(
         False,

@@ -98,10 +98,12 @@ def train_members(cfg: RunConfig, choose: Chooser | None = None) -> tuple | None
         run = fit(planned, data, plan)
         if run is None or not (may_add and cfg.plan.max_ensemble > 1 and _fits_again(run, deadline)):
             return ([run], None, planned, plan) if run is not None else None
-        planned.train.ensemble = 2  # the second seed is planned from here on: a kill is resumed with both
+        why = "1 planned at full epochs; early stopping left time for a second seed"
+        Planner(cfg, plan).choose("train.ensemble", 2, why, "budget")  # planned from here on: a kill resumes both
+        planned = plan.apply(planned)
         base, members = run.path, [_first_member(run, planned)]
         open_ensemble(base, planned, plan, "ensemble")
-        members.append(fit(seed_config(planned, base, 1), data, plan))
+        members.append(fit(_until(seed_config(planned, base, 1), deadline), data, plan))
     else:
         base = new_run_dir(planned)
         if is_rank_zero():
@@ -110,7 +112,7 @@ def train_members(cfg: RunConfig, choose: Chooser | None = None) -> tuple | None
         if not is_rank_zero():
             return None  # a worker process of a distributed run: rank 0 averages the members
     if may_add:
-        more = lambda i: fit(seed_config(planned, base, i), data, plan)  # noqa: E731
+        more = lambda i: fit(_until(seed_config(planned, base, i), deadline), data, plan)  # noqa: E731
         members = top_up(members, deadline, cfg.plan.max_ensemble, more, 0.0)
         if len(members) > k:
             why = f"{k} planned at full epochs; early stopping left time for {len(members) - k} more seed(s)"
@@ -122,6 +124,12 @@ def train_members(cfg: RunConfig, choose: Chooser | None = None) -> tuple | None
 def _fits_again(run: Run, deadline: float) -> bool:
     """Whether another model as slow as `run` (early stopping included) ends before `deadline` (time.monotonic)."""
     return time.monotonic() + (run.training.get("seconds") or float("inf")) < deadline
+
+
+def _until(member: RunConfig, deadline: float) -> RunConfig:
+    """A seed added in the time early stopping left: it stops at `deadline` (time.monotonic) if it has not stopped."""
+    member.train.max_minutes = max((deadline - time.monotonic()) / 60, 0.1)
+    return member
 
 
 def _first_member(run: Run, planned: RunConfig) -> Run:

@@ -116,6 +116,7 @@ def make_trainer(cfg: RunConfig, run_dir: Path, data: RunDataModule, plan: Plan 
         strategy = DDPStrategy(process_group_backend="nccl" if on_gpu else "gloo")
     return pl.Trainer(
         max_epochs=t.max_epochs,
+        max_time=timedelta(minutes=t.max_minutes) if t.max_minutes else None,
         accelerator=t.accelerator,
         devices=t.devices,
         num_nodes=t.num_nodes,

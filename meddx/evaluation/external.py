@@ -1,0 +1,35 @@
+"""New labelled data for a trained run (`meddx evaluate RUN --data OTHER`): read with the run's settings and its
+class names, whatever case or order the new data spells them in."""
+
+from __future__ import annotations
+
+import re
+
+from meddx.config import DataConfig, validate_section
+from meddx.data.readers import read_dataset
+from meddx.data.records import DataSet
+from meddx.errors import DataError
+from meddx.run import Run
+
+
+def read_external(run: Run, data: dict) -> DataSet:
+    """The new data set (`data`: data-config fields over the run's), its labels in the run's order and names; one
+    line naming the data when its labels are not the run's."""
+    fields = {**run.config.data.model_dump(), "label_names": None, **data}
+    if run.task == "binary" and "positive_class" not in data:
+        fields["positive_class"] = run.label_names[0]  # `covid/` beside `Viral/`: the run's positive, in any case
+    try:
+        ds = read_dataset(validate_section(DataConfig, fields, "data."))
+    except DataError as e:
+        if "positive_class" in data or "positive_class '" not in str(e):
+            raise
+        fields["positive_class"] = run.config.data.positive_class  # other class names: their own rule, then a mismatch
+        ds = read_dataset(validate_section(DataConfig, fields, "data."))
+    synthetic = all(re.fullmatch(r"(class|label)_\d+", n) for n in ds.label_names)  # MedMNIST files carry no names
+    if synthetic and len(ds.label_names) == len(run.label_names) and ds.task == run.task:
+        ds.label_names = list(run.label_names)
+    elif ds.task == run.task:
+        ds.align_labels(run.label_names)  # `pneumonia/` folders for a run's `PNEUMONIA`
+    if problem := ds.label_mismatch(run.label_names, run.task):
+        raise DataError(f"{ds.origin}: {problem}")
+    return ds
