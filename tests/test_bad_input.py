@@ -227,7 +227,7 @@ def test_repeated_rows_are_dropped_and_conflicting_ones_refused(scans):
     )  # fmt: skip
 
 
-def test_manifest_paths_that_leave_the_root_are_refused(scans):
+def test_manifest_paths_that_leave_the_root_are_refused(scans, monkeypatch):
     """`../` and absolute paths in a manifest were read silently (a manifest could point anywhere on the machine)."""
     from meddx.data.manifest import read_csv_manifest
 
@@ -248,6 +248,12 @@ def test_manifest_paths_that_leave_the_root_are_refused(scans):
     (scans / "sub").mkdir()
     inside = [rows[0], f"sub/../{name},pX,0", *rows[2:]]  # '..' that stays inside is fine
     assert len(read_csv_manifest(_csv(scans, "\n".join(inside) + "\n"), patient_column="patient")) == 6
+
+    monkeypatch.chdir(scans)  # `--data ok.csv` from the manifest's own folder: its base is '.', every row was refused
+    assert len(read_csv_manifest("ok.csv", patient_column="patient")) == len(rows) - 1
+    climbing.write_text("\n".join([rows[0], f"../{outside.name}/{name},pX,0", *rows[2:]]) + "\n")
+    with pytest.raises(Exception, match="leave its folder"):  # and a climbing row from there is still refused
+        read_csv_manifest(climbing.name, patient_column="patient")
 
 
 def test_on_and_off_survive_yaml(scans):

@@ -31,8 +31,8 @@ def _inside(base: Path, image: str) -> bool:
     """Whether a manifest's image path stays inside its folder (relative, and no '..' climbing out of it)."""
     if os.path.isabs(image) or Path(image).drive:
         return False
-    root = os.path.normpath(base)
-    path = os.path.normpath(os.path.join(root, image))
+    root = os.path.abspath(base)  # `manifest.csv` in the working folder: its base is '.', which no path starts with
+    path = os.path.abspath(os.path.join(root, image))
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
