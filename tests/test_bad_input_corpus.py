@@ -52,9 +52,11 @@ def test_a_bad_file_in_a_folder(folder, name):
 
 
 @pytest.mark.slow
-def test_npy_of_the_wrong_rank(folder):
-    np.save(folder / "HC" / "rank4.npy", np.zeros((2, 3, 4, 5), np.float32))
-    _assert_clean_error(_train(folder), "rank4.npy", "expected (H, W) or (C|D, H, W)")
+@pytest.mark.parametrize("shape", [(2, 3, 4, 5), (0, 64)], ids=["rank4", "empty"])
+def test_npy_of_the_wrong_shape(folder, shape):
+    """A 4-D array, and an empty one (a traceback from a reduction over no values)."""
+    np.save(folder / "HC" / "bad.npy", np.zeros(shape, np.float32))
+    _assert_clean_error(_train(folder), "bad.npy", "expected (H, W) or (C|D, H, W)")
 
 
 @pytest.mark.slow

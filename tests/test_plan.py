@@ -266,3 +266,18 @@ def test_a_single_planned_model_that_stops_early_is_joined_by_a_second_seed(data
     assert not list(tmp_path.glob(".*moving"))
     second = meddx.load_run(run.path / "members" / "seed1")  # added in the time left: it stops by the deadline
     assert 0 < second.config.train.max_minutes < 4 and first.config.train.max_minutes is None
+
+
+@pytest.mark.parametrize("depth, views", [(5, [1, 2, 3]), (7, [2, 3, 4]), (28, [8, 14, 20]), (64, [19, 32, 45])])
+def test_three_slices_are_spread_evenly_around_the_middle(tmp_path, depth, views):
+    """Round half to even took slices 2, 2 and 4 of a 5-slice stack: the middle one twice, off centre."""
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", 40), ("val", 20), ("test", 20)):
+        arrays[f"{split}_images"] = rng.integers(0, 255, (n, depth, 12, 12), dtype=np.uint8)
+        arrays[f"{split}_labels"] = (np.arange(n) % 2)[:, None]
+    np.savez(tmp_path / "stacks.npz", **arrays)
+    cfg = as_config({"data": {"path": str(tmp_path / "stacks.npz")}, "train": {"accelerator": "cpu"}})
+    ds = read_dataset(cfg.data)
+    assign_splits(ds, cfg.split)
+    assert make_plan(cfg, ds).value("data.views") == views

@@ -171,8 +171,8 @@ def _read_pixels(record: Record, dicom_window: tuple[float, float] | None) -> tu
             check_size(path, *_plane_first(_npy_shape(path)))
         arr = read_array_file(path, record.key)
         check_size(path, *_plane_first(arr.shape))
-        if arr.ndim not in (2, 3):
-            raise DataError(f"{path}: array of shape {arr.shape}; expected (H, W) or (C|D, H, W)")
+        if arr.ndim not in (2, 3) or arr.size == 0:
+            raise DataError(f"{path}: array of shape {arr.shape}; expected (H, W) or (C|D, H, W), none of them 0")
         return _scale_integers(arr), ("dhw" if arr.ndim == 3 else "hw")
     if suffix in DICOM_EXTENSIONS or (suffix not in PIL_EXTENSIONS and _looks_like_dicom(path)):
         return _read_dicom(path, dicom_window)

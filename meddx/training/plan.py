@@ -143,14 +143,15 @@ def _spect_like(im: dict) -> tuple[bool, str]:
             f"low counts varying per image (median brightest pixel {m['median']:.2f} of full scale, "
             f"spread {cv:.2f}): each image z-scored, as SPECT needs"
         )
-    return False, f"intensities fill the range alike (median brightest pixel {m['median']:.2f}): train mean and std"
+    scale = "fill the range alike" if m["median"] >= 0.5 else "use the same part of the range in every image"
+    return False, f"intensities {scale} (median brightest pixel {m['median']:.2f}, spread {cv:.2f}): train mean and std"
 
 
 def _image_rules(p: Planner, fp: dict, gpu: bool, train_labels: np.ndarray) -> None:
     im, n_train = fp["images"], fp["splits"].get("train", fp["samples"])
     if im["layout"] == "dhw" and im["depth"]["median"] > 4:
         d = int(im["depth"]["median"])
-        views = [round(d * 0.3), d // 2, round(d * 0.7)]
+        views = [d // 2 + k * max(1, round(d * 0.2)) for k in (-1, 0, 1)]  # 28 slices: 8, 14, 20; 5: 1, 2, 3
         p.choose("data.views", views, f"3-D volumes of {d} slices: three slices through the middle as channels")
     if im["layout"] == "hwc" and im["colour_share"] < 0.05:
         p.choose("data.channels", 1, "grey images stored as RGB (channels equal in every sampled image): one channel")
@@ -273,8 +274,7 @@ def fit_budget(plan: Plan, cfg: RunConfig, steps_per_epoch: int, elapsed_s: floa
         p.choose("train.max_epochs", cfg.train.max_epochs, "no pilot: the default", "budget")
         p.choose("train.ensemble", 1, "no pilot: one model", "budget")
         return
-    budget_s = plan.budget_minutes * 60
-    reserve = reserve_seconds(budget_s)
+    budget_s, reserve = plan.budget_minutes * 60, reserve_seconds(plan.budget_minutes * 60)
     left = max(budget_s - elapsed_s - reserve, epoch_s)
     target = target_epochs(steps_per_epoch)
     k_fit = int(np.clip(left // (target * epoch_s), 1, cfg.plan.max_ensemble))
