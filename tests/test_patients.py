@@ -169,3 +169,29 @@ def test_a_tiny_official_val_is_merged_into_train_and_val_carved(data_dir, tmp_p
     assert {r.id for r in kept.records if r.split == "val"} == official_val
     enough = assign_splits(read_folder(tmp_path), SplitConfig(min_val_class=3))
     assert {r.id for r in enough.records if r.split == "val"} == official_val
+
+
+def test_dicom_patient_ids_come_from_the_patientid_tag(data_dir, tmp_path):
+    """DICOM files named `img00000.dcm` carry their patient in (0010,0020); it was never read, and a split put one
+    patient's scans on both sides (107 of 110 test files shared a PatientID with train in a new user's trial). An
+    anonymiser's constant id is not a patient: then each file stays its own."""
+    import pydicom
+
+    from meddx.data.patients import DICOM_TAG
+
+    template = pydicom.dcmread(need(data_dir, "dicom/CT_small.dcm"))
+    for k in range(60):  # 20 patients, 3 files each, 10 per class
+        template.PatientID = f"PT{k // 3:03d}"
+        folder = tmp_path / "scans" / ("PD" if k // 3 % 2 else "HC")
+        folder.mkdir(parents=True, exist_ok=True)
+        template.save_as(folder / f"img{k:05d}.dcm")
+    ds = read_folder(tmp_path / "scans")
+    assert ds.patients_guessed == DICOM_TAG and len({r.patient_id for r in ds.records}) == 20
+    assert all(r.patient_id == pydicom.dcmread(r.source).PatientID for r in ds.records)
+    assert any("patient ids from the DICOM PatientID tag (0010,0020): 20 patients for 60 images" in n for n in ds.notes)
+    for path in (tmp_path / "scans").rglob("*.dcm"):
+        scan = pydicom.dcmread(path)
+        scan.PatientID = "ANONYMOUS"
+        scan.save_as(path)
+    anonymous = read_folder(tmp_path / "scans")
+    assert anonymous.patients_guessed is None and len({r.patient_id for r in anonymous.records}) == 60

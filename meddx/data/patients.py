@@ -9,12 +9,14 @@ import re
 from collections import Counter
 from pathlib import PurePath
 
+from meddx.data.images import DICOM_EXTENSIONS
 from meddx.data.records import SPLITS, Record
 
 # group 1: the name up to its last number, less any letters-only words before that number (Kermany's `_bacteria`);
 # it must hold a digit itself (`img_0001.png` or `case1000.png` name no patient)
 PATIENT_GUESS = r"^(.*?\d.*?)(?:[-_. ]+[A-Za-z]+)*[-_. ]*(?<!\d)\d+\.\w+$"
 SUBFOLDERS = "the first subfolder of each class folder"
+DICOM_TAG = "the DICOM PatientID tag (0010,0020)"
 MIN_GROUPS = 10  # fewer groups (or under two per class) are classes, batches or scanners, not patients
 MAX_GROUP_SHARE = 0.25  # a group holding more than this share of the images is a site, not a person ...
 MAX_GROUP_FLOOR = 30  # ... unless the data are so few that a real patient's images pass that share
@@ -52,6 +54,38 @@ def refusal(ids: list[str], records: list[Record]) -> str | None:
     return None
 
 
+def ids_from_dicom(records: list[Record]) -> list[str] | None:
+    """Every record's PatientID when each is a DICOM file (by its suffix) holding a non-empty one, else None."""
+    if not records or not all(PurePath(r.source).suffix.lower() in DICOM_EXTENSIONS for r in records):
+        return None
+    import pydicom
+
+    ids = []
+    for r in records:
+        try:
+            tag = pydicom.dcmread(r.source, stop_before_pixels=True, specific_tags=["PatientID"]).get("PatientID")
+        except Exception:  # noqa: BLE001 - an unreadable header is the image reader's to report
+            return None
+        if not str(tag or "").strip():
+            return None
+        ids.append(str(tag).strip())
+    return ids
+
+
+def _from_dicom(records: list[Record]) -> str | None:
+    """Give records their DICOM PatientIDs, in place, and say so; None (nothing changed) when the files hold none, or
+    one id holds so many images that it is an anonymiser's constant, not a patient."""
+    ids = ids_from_dicom(records)
+    if ids is None:
+        return None
+    (top, largest), n = Counter(ids).most_common(1)[0], len(set(ids))
+    if n > 1 and largest <= max(MAX_GROUP_FLOOR, MAX_GROUP_SHARE * len(ids)):
+        for r, patient in zip(records, ids):
+            r.patient_id = patient
+        return f"patient ids from {DICOM_TAG}: {n} patients for {len(ids)} images, at most {largest} ('{top}')"
+    return None
+
+
 def _merge_extended(ids: list[str]) -> list[str]:
     """Ids that extend another id by a number (`IM-0429-0001` of `IM-0429-0001-0002.jpeg` beside `IM-0429`) joined
     to it: a patient's later series numbered below its first."""
@@ -67,9 +101,10 @@ def _merge_extended(ids: list[str]) -> list[str]:
 def assign_guessed_patients(
     records: list[Record], origin: str, subfolders: list[tuple] | None = None, guess: bool = True
 ) -> tuple:
-    """Give records the patients their file names name, else (`subfolders`: each record's folders below its class
-    folder) the subfolders they sit in, in place: (PATIENT_GUESS or SUBFOLDERS, a note), or (None, a note saying why
-    each image stays its own patient; `guess` false: data.guess_patients=false)."""
+    """Give records their DICOM files' PatientIDs, else the patients their file names name, else the subfolders below
+    their class folder (`subfolders`), in place: (DICOM_TAG, PATIENT_GUESS or SUBFOLDERS, a note) or (None, why not)."""
+    if note := _from_dicom(records):  # given by the files, not guessed: read whatever `guess` says
+        return DICOM_TAG, note
     if not guess:
         return None, f"{origin}: no patient ids given and data.guess_patients=false: each image is its own patient"
     ids, why_not = ids_from_names([PurePath(r.id.replace("\\", "/")).name for r in records])
