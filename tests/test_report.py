@@ -148,6 +148,7 @@ def test_external_data_is_checked_against_the_training_images(healthy_run, data_
     sizes = healthy_run.data_info["sizes"]
     assert "| external-flat | 10 | 10 |" in data and f"| train | {sizes['train']['samples']} |" in data
     assert "| test |" not in data  # the run's own test split is not what was evaluated
+    assert "applied to external-flat" in report and "external-flat sens" in report and "(test" not in report
     assert json.loads((healthy_run.path / "metrics-external-flat-bootstrap0.json").read_text())["n_samples"] == 10
     for cls in ("HC", "PD"):  # class folders named in another case are the run's classes, not a mismatch
         (flat / cls).rename(flat / cls.lower())

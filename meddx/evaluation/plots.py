@@ -78,10 +78,10 @@ def _roc_band(y: np.ndarray, p: np.ndarray, draws: Iterator[np.ndarray]) -> tupl
     return np.percentile(curves, [2.5, 97.5], axis=0) if curves else (FPR_GRID * np.nan, FPR_GRID * np.nan)
 
 
-def roc_figure(y, p, names, thresholds, path: Path, patients=None, aucs: dict | None = None) -> Path:
+def roc_figure(y, p, names, thresholds, path: Path, patients=None, aucs: dict | None = None, split="test") -> Path:
     """Per label: the ROC curve, its patient-bootstrap band, the operating point; the title's AUC and interval are
     the evaluation's (`aucs`: label -> metrics.json's roc_auc) so the figure and the tables agree."""
-    fig, axes = _grid(len(names), "ROC (test), 95% band; red: operating point (val)")
+    fig, axes = _grid(len(names), f"ROC ({split}), 95% band; red: operating point (val)")
     for j, (ax, n) in enumerate(zip(axes, names[:MAX_PANELS])):
         title = _title(n)
         k = ~np.isnan(y[:, j])  # unknown labels left out
@@ -106,8 +106,8 @@ def roc_figure(y, p, names, thresholds, path: Path, patients=None, aucs: dict | 
     return _save(fig, path)
 
 
-def pr_figure(y, p, names, path: Path) -> Path:
-    fig, axes = _grid(len(names), "Precision-recall (test); dashed: prevalence")
+def pr_figure(y, p, names, path: Path, split: str = "test") -> Path:
+    fig, axes = _grid(len(names), f"Precision-recall ({split}); dashed: prevalence")
     for j, (ax, n) in enumerate(zip(axes, names[:MAX_PANELS])):
         title = _title(n)
         k = ~np.isnan(y[:, j])
@@ -122,9 +122,9 @@ def pr_figure(y, p, names, path: Path) -> Path:
     return _save(fig, path)
 
 
-def calibration_figure(calibration: dict, names, path: Path) -> Path:
+def calibration_figure(calibration: dict, names, path: Path, split: str = "test") -> Path:
     """One small panel per label (17 curves in one axis were a tangle), point size by bin count, ECE in the title."""
-    fig, axes = _grid(len(names), "Reliability (test); dot size: samples in the bin")
+    fig, axes = _grid(len(names), f"Reliability ({split}); dot size: samples in the bin")
     for ax, n in zip(axes, names[:MAX_PANELS]):
         c = calibration[n]
         sizes = 8 + 60 * np.asarray(c["count"]) / max(max(c["count"], default=1), 1)
@@ -137,9 +137,9 @@ def calibration_figure(calibration: dict, names, path: Path) -> Path:
     return _save(fig, path)
 
 
-def histogram_figure(y, p, names, thresholds, path: Path) -> Path:
+def histogram_figure(y, p, names, thresholds, path: Path, split: str = "test") -> Path:
     key = "blue negative, orange positive" + (", red the threshold" if thresholds is not None else "")
-    fig, axes = _grid(len(names), f"Scores by true label (test): {key}")  # a legend per panel hid bars
+    fig, axes = _grid(len(names), f"Scores by true label ({split}): {key}")  # a legend per panel hid bars
     bins = np.linspace(0, 1, 26)
     for j, (ax, n) in enumerate(zip(axes, names[:MAX_PANELS])):
         ax.hist(p[y[:, j] == 0, j], bins=bins, alpha=0.6, color="tab:blue")  # NaN: neither
@@ -157,7 +157,7 @@ def _counts(ax, cm: np.ndarray) -> None:
         ax.text(b, a, str(v), ha="center", va="center", fontsize=11, color="white" if v > top / 2 else "black")
 
 
-def confusion_figure(y, pred, names, task, path: Path) -> Path:
+def confusion_figure(y, pred, names, task, path: Path, split: str = "test") -> Path:
     if task == "multiclass":
         k = len(names)
         cm = np.zeros((k, k), dtype=int)
@@ -171,11 +171,11 @@ def confusion_figure(y, pred, names, task, path: Path) -> Path:
             yticklabels=names,
             xlabel="predicted",
             ylabel="true",
-            title="Confusion matrix (test, argmax)",
+            title=f"Confusion matrix ({split}, argmax)",
         )
         _counts(ax, cm)
         return _save(fig, path)
-    fig, axes = _grid(len(names), "Confusion at the operating point (test)")
+    fig, axes = _grid(len(names), f"Confusion at the operating point ({split})")
     for j, (ax, n) in enumerate(zip(axes, names[:MAX_PANELS])):
         k = ~np.isnan(y[:, j])
         t, d = y[k, j].astype(int), pred[k, j].astype(int)
@@ -194,8 +194,8 @@ def confusion_figure(y, pred, names, task, path: Path) -> Path:
     return _save(fig, path)
 
 
-def decision_figure(curves: dict, names, path: Path) -> Path:
-    fig, axes = _grid(len(names), "Decision curves (test): net benefit")
+def decision_figure(curves: dict, names, path: Path, split: str = "test") -> Path:
+    fig, axes = _grid(len(names), f"Decision curves ({split}): net benefit")
     for ax, n in zip(axes, names[:MAX_PANELS]):
         c = curves[n]
         ax.plot(c["thresholds"], c["model"], lw=1.5, label="model")
@@ -219,18 +219,19 @@ def write_figures(
     curves: dict | None = None,
     patients=None,
     aucs: dict | None = None,
+    split: str = "test",
 ) -> dict[str, Path]:
     """All figures of one evaluation into folder; returns name -> path. Unknown labels (NaN) count as neither class
     (drawn as negatives where a figure needs every sample: the confusion matrix and histograms leave them out)."""
     folder.mkdir(parents=True, exist_ok=True)
     y = np.where(np.isnan(y), np.nan, (np.nan_to_num(y) >= 0.5).astype(np.float64))
-    extra = {"decision": decision_figure(curves, names, folder / "decision.png")} if curves else {}
+    extra = {"decision": decision_figure(curves, names, folder / "decision.png", split)} if curves else {}
     return {
-        "roc": roc_figure(y, p, names, thresholds, folder / "roc.png", patients, aucs),
-        "pr": pr_figure(y, p, names, folder / "pr.png"),
-        "calibration": calibration_figure(calibration, names, folder / "calibration.png"),
-        "histograms": histogram_figure(y, p, names, thresholds, folder / "histograms.png"),
-        "confusion": confusion_figure(y, pred, names, task, folder / "confusion.png"),
+        "roc": roc_figure(y, p, names, thresholds, folder / "roc.png", patients, aucs, split),
+        "pr": pr_figure(y, p, names, folder / "pr.png", split),
+        "calibration": calibration_figure(calibration, names, folder / "calibration.png", split),
+        "histograms": histogram_figure(y, p, names, thresholds, folder / "histograms.png", split),
+        "confusion": confusion_figure(y, pred, names, task, folder / "confusion.png", split),
     } | extra
 
 

@@ -84,6 +84,7 @@ def evaluate_run(
         result["decision_curve"],
         patients,
         {n: m["roc_auc"] for n, m in result["model"]["per_label"].items()},
+        split,
     )
     write_text(run.path / f"metrics{suffix}.json", json.dumps(result, indent=2))
     context = report_context(run, result, figures)

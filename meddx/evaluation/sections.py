@@ -3,19 +3,18 @@ templates (Markdown and HTML) render this one context."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import yaml
 
-from meddx.data.records import SPLITS
+from meddx.evaluation.data_section import data_section
 from meddx.evaluation.decision import decision_table
 from meddx.evaluation.plan_section import plan_section
 from meddx.evaluation.plots import figure_list
 from meddx.evaluation.scores import competition_for, score_table
 from meddx.evaluation.subgroups import FIGURES as SUBGROUP_FIGURES
 from meddx.evaluation.subgroups import subgroup_text
-from meddx.run import PREDICTIONS, Run, read_json
+from meddx.run import Run
 from meddx.training.collapse import collapse_message
 
 BASELINES = ("prior", "all_negative", "random", "majority")
@@ -39,7 +38,16 @@ INTERNAL_NOTE = (
     "elsewhere (another hospital, scanner or population). `meddx evaluate RUN --data OTHER` measures that."
 )
 DECISION_HEADER = ["threshold probability", "net benefit: model", "treat all", "treat none"]
-TRADEOFF_HEADER = ["rule", "threshold", "val sens", "val spec", "test sens", "test spec", "test PPV", "test NPV"]
+TRADEOFF_HEADER = [
+    "rule",
+    "threshold",
+    "val sens",
+    "val spec",
+    "test sens",
+    "test spec",
+    "test PPV",
+    "test NPV",
+]  # test: the split
 
 
 def fmt(fig: dict | None, digits: int = 3) -> str:
@@ -100,7 +108,7 @@ def _label_section(result: dict, name: str) -> dict:
         "rows": rows,
         "beats_prior": result["beats_prior"][name],
         "tradeoff": tradeoff,
-        "decision": {"text": _decision_text(curve), "rows": decision_table(curve)} if curve else None,
+        "decision": {"text": _decision_text(curve, result["split"]), "rows": decision_table(curve)} if curve else None,
     }
 
 
@@ -124,7 +132,7 @@ def _subgroup_section(result: dict) -> dict | None:
     return {"column": sub["column"], "text": subgroup_text(sub), "header": header, "rows": rows}
 
 
-def _decision_text(curve: dict) -> str:
+def _decision_text(curve: dict, split: str) -> str:
     useful = curve["useful_range"]
     span = f"from {useful[0]:.0%} to {useful[1]:.0%}" if useful else ""
     if useful and not curve.get("useful_contiguous", True):
@@ -135,7 +143,7 @@ def _decision_text(curve: dict) -> str:
         if useful
         else "acting on the model adds no net benefit over treating everyone or no one at any threshold probability"
     )
-    return f"Decision curve (test, prevalence {curve['prevalence']:.1%}): {where} (point estimates)."
+    return f"Decision curve ({split}, prevalence {curve['prevalence']:.1%}): {where} (point estimates)."
 
 
 def _overall_section(result: dict) -> dict:
@@ -196,56 +204,6 @@ def _training_summary(training: dict) -> str:
     )
 
 
-def _leakage_text(run: Run, split: str, info: dict) -> str:
-    """The leakage line: the training-time gate for the run's own splits; for new data, its check against the run's
-    train and val images (predictions/<split>.leakage.json)."""
-    if split in ("train", "val", "test"):
-        rule = info["leakage"].get("near_duplicate_rule")
-        return ("passed" if info["leakage"]["ok"] else "FOUND LEAKAGE") + (
-            f" (patients, sample ids, identical files by SHA-1, near duplicates: {rule})" if rule else ""
-        )
-    path = run.path / PREDICTIONS / f"{split}.leakage.json"
-    check = json.loads(path.read_text()) if path.is_file() else {"checked": False}
-    if not check["checked"]:
-        return "this data was not checked against the training images (the run's split.csv holds no hashes)"
-    rule = check.get("near_duplicate_rule")
-    text = (
-        f"{check['files']} files of this data checked against the run's train and val images (SHA-1"
-        + (f"; near duplicates: {rule}" if rule else "")
-        + "): "
-        + (f"{check['dropped']} identical or near-identical ones left out" if check["dropped"] else "none found")
-    )
-    if check["shared_patient_ids"]:
-        text += f"; {check['shared_patient_ids']} patient id(s) also in training (ids may coincide across sources)"
-    return text
-
-
-def _data_section(run: Run, result: dict, info: dict) -> dict:
-    """Where the evaluated samples came from. New data (`evaluate --data`): its own source and reading notes, then
-    the run's training source and its notes; the sizes: the run's train and val beside the evaluated data."""
-    split, notes = result["split"], list(info.get("notes", []))
-    origin, sizes = info["origin"], dict(info["sizes"])
-    source = read_json(run.path / PREDICTIONS / f"{split}.data.json")
-    if split not in SPLITS:
-        sizes = {s: v for s, v in sizes.items() if s != "test"}
-        sizes[split] = {"samples": result["n_samples"], "patients": result["n_patients"]}
-        notes = [
-            *source.get("notes", []),
-            f"the model was trained on `{origin}`",
-            *(f"training data: {n}" for n in notes),
-        ]
-        origin = source.get("origin", f"{split} (its source was not recorded)")
-    return {
-        "origin": origin,
-        "task": info["task"],
-        "labels": result["labels"],
-        "leakage": _leakage_text(run, split, info),
-        "notes": notes,
-        "sizes": sizes,
-        "size_rows": [[s, v["samples"], v["patients"]] for s, v in sizes.items()],
-    }
-
-
 def report_context(run: Run, result: dict, figures: dict[str, Path]) -> dict:
     """Every section of the report as plain values; both templates render this one context."""
     info, cal, names = run.data_info, result["calibration"], result["labels"]
@@ -268,13 +226,13 @@ def report_context(run: Run, result: dict, figures: dict[str, Path]) -> dict:
         ),
         "warnings": warnings_of(result),
         "internal": INTERNAL_NOTE if result["split"] in ("test", "val") else "",
-        "data": _data_section(run, result, info),
+        "data": data_section(run, result, info),
         "model": _model_section(run),
         "plan": plan_section(run),
         "subgroups": _subgroup_section(result),
         "competition": comp,
         "labels": [_label_section(result, n) for n in names],
-        "tradeoff_header": TRADEOFF_HEADER,
+        "tradeoff_header": [h.replace("test", result["split"]) for h in TRADEOFF_HEADER],
         "decision_header": DECISION_HEADER,
         "overall": _overall_section(result),
         "calibration": _calibration_lines(cal, names),

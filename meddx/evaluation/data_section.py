@@ -1,0 +1,59 @@
+"""The report's Data section: where the evaluated samples came from, their sizes, and the leakage line (the run's
+own gate for its splits; for new data, its check against the run's train and val images)."""
+
+from __future__ import annotations
+
+import json
+
+from meddx.data.records import SPLITS
+from meddx.run import PREDICTIONS, Run, read_json
+
+
+def _leakage_text(run: Run, split: str, info: dict) -> str:
+    """The leakage line: the training-time gate for the run's own splits; for new data, its check against the run's
+    train and val images (predictions/<split>.leakage.json)."""
+    if split in ("train", "val", "test"):
+        rule = info["leakage"].get("near_duplicate_rule")
+        return ("passed" if info["leakage"]["ok"] else "FOUND LEAKAGE") + (
+            f" (patients, sample ids, identical files by SHA-1, near duplicates: {rule})" if rule else ""
+        )
+    path = run.path / PREDICTIONS / f"{split}.leakage.json"
+    check = json.loads(path.read_text()) if path.is_file() else {"checked": False}
+    if not check["checked"]:
+        return "this data was not checked against the training images (the run's split.csv holds no hashes)"
+    rule = check.get("near_duplicate_rule")
+    text = (
+        f"{check['files']} files of this data checked against the run's train and val images (SHA-1"
+        + (f"; near duplicates: {rule}" if rule else "")
+        + "): "
+        + (f"{check['dropped']} identical or near-identical ones left out" if check["dropped"] else "none found")
+    )
+    if check["shared_patient_ids"]:
+        text += f"; {check['shared_patient_ids']} patient id(s) also in training (ids may coincide across sources)"
+    return text
+
+
+def data_section(run: Run, result: dict, info: dict) -> dict:
+    """Where the evaluated samples came from. New data (`evaluate --data`): its own source and reading notes, then
+    the run's training source and its notes; the sizes: the run's train and val beside the evaluated data."""
+    split, notes = result["split"], list(info.get("notes", []))
+    origin, sizes = info["origin"], dict(info["sizes"])
+    source = read_json(run.path / PREDICTIONS / f"{split}.data.json")
+    if split not in SPLITS:
+        sizes = {s: v for s, v in sizes.items() if s != "test"}
+        sizes[split] = {"samples": result["n_samples"], "patients": result["n_patients"]}
+        notes = [
+            *source.get("notes", []),
+            f"the model was trained on `{origin}`",
+            *(f"training data: {n}" for n in notes),
+        ]
+        origin = source.get("origin", f"{split} (its source was not recorded)")
+    return {
+        "origin": origin,
+        "task": info["task"],
+        "labels": result["labels"],
+        "leakage": _leakage_text(run, split, info),
+        "notes": notes,
+        "sizes": sizes,
+        "size_rows": [[s, v["samples"], v["patients"]] for s, v in sizes.items()],
+    }
