@@ -270,3 +270,16 @@ def test_new_data_takes_a_binary_runs_positive_class_in_any_case(tmp_path):
     assert {r.id.split("/")[0]: float(r.labels[0]) for r in ds.records} == {"COVID": 1.0, "viral": 0.0}
     with pytest.raises(DataError, match="differ from the run's 1 binary labels"):
         read_external(run, {"path": str(tmp_path / "others")})
+
+
+def test_npy_with_channels_last_is_colour_not_a_stack(tmp_path):
+    """(64, 64, 3) arrays, as numpy and PIL write colour, were read as 64 slices 3 px wide: the plan then asked for
+    8 px at least and its views fell outside the stack. Channels-first arrays and stacks stay as they were."""
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 255, (64, 48, 3), dtype=np.uint8)
+    np.save(tmp_path / "last.npy", rgb)
+    np.save(tmp_path / "first.npy", np.moveaxis(rgb, -1, 0))
+    np.save(tmp_path / "stack.npy", rng.integers(0, 255, (5, 64, 48), dtype=np.uint8))
+    last, first = (load_image(file_record(tmp_path / f"{n}.npy")) for n in ("last", "first"))
+    assert last.shape == first.shape == (3, 64, 48) and np.array_equal(last, first)
+    assert load_image(file_record(tmp_path / "stack.npy"), views=[1, 2, 3]).shape == (3, 64, 48)

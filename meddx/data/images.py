@@ -161,9 +161,7 @@ def _read_pixels(record: Record, dicom_window: tuple[float, float] | None) -> tu
     if record.index is not None:
         data = load_array_file(path, record.key)
         arr = data[record.index]
-        if arr.ndim == 3 and arr.shape[-1] == 3 and data.ndim == 4 and arr.shape[0] != 3:
-            return _scale_integers(arr), "hwc"  # MedMNIST colour sets are (N, H, W, 3)
-        return _scale_integers(arr), ("dhw" if arr.ndim == 3 else "hw")
+        return _scale_integers(arr), _array_layout(arr)  # MedMNIST colour sets are (N, H, W, 3)
     if not Path(path).is_file():
         raise DataError(f"{_where(record)}: image file not found: {path}")
     if suffix in ARRAY_EXTENSIONS:  # one image per file: read, not cached
@@ -173,10 +171,18 @@ def _read_pixels(record: Record, dicom_window: tuple[float, float] | None) -> tu
         check_size(path, *_plane_first(arr.shape))
         if arr.ndim not in (2, 3) or arr.size == 0:
             raise DataError(f"{path}: array of shape {arr.shape}; expected (H, W) or (C|D, H, W), none of them 0")
-        return _scale_integers(arr), ("dhw" if arr.ndim == 3 else "hw")
+        return _scale_integers(arr), _array_layout(arr)
     if suffix in DICOM_EXTENSIONS or (suffix not in PIL_EXTENSIONS and _looks_like_dicom(path)):
         return _read_dicom(path, dicom_window)
     return _read_pil(path)
+
+
+def _array_layout(arr: np.ndarray) -> Layout:
+    """(H, W, 3) is colour, channels last, as PIL and MedMNIST give it (a 64-slice stack of 3 px wide images it is
+    not); any other 3-D array is a stack (C or D, H, W); 2-D is one plane."""
+    if arr.ndim == 3 and arr.shape[-1] == 3 and arr.shape[0] != 3:
+        return "hwc"
+    return "dhw" if arr.ndim == 3 else "hw"
 
 
 def _plane_first(shape: tuple[int, ...]) -> tuple[int, ...]:
