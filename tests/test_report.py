@@ -190,3 +190,41 @@ def test_new_data_never_takes_the_name_of_the_runs_own_split(healthy_run, data_d
     )
     assert proc.returncode == 2 and "--split val: the run's own split" in proc.stderr and "Traceback" not in proc.stderr
     assert (healthy_run.path / "predictions" / "val.csv").read_bytes() == before
+
+
+def test_a_label_of_one_class_is_undefined_not_a_failure():
+    """New data where every sample is positive for a label: its AUC is undefined, and the report said the model
+    'does not beat the prior baseline' there, a failure it cannot have."""
+    from meddx.evaluation.sections import warnings_of
+
+    result = {
+        "collapse": {"evaluation": {"collapsed": False, "flat_labels": []}},
+        "beats_prior": {"Pneumonia": False, "Viral": False, "Bacterial": True},
+        "model": {
+            "per_label": {
+                n: {"roc_auc": {"value": v}} for n, v in (("Pneumonia", None), ("Viral", 0.52), ("Bacterial", 0.9))
+            }
+        },
+    }
+    undefined, losers = warnings_of(result)
+    assert undefined.startswith("ROC AUC undefined for Pneumonia: this data holds one class only")
+    assert losers.startswith("does not beat the prior baseline") and losers.endswith(": Viral")
+
+
+def test_new_data_naming_training_patients_is_warned_on_the_terminal(healthy_run, tmp_path):
+    """Patient ids of new data that also name training patients were one clause deep in the report's leakage line;
+    now they are a warning at the top of the report and on the terminal."""
+    split = healthy_run.split_table()
+    test = split[split["split"] == "test"].groupby(split["source"].map(lambda s: Path(s).parent.name)).head(5)
+    train = split[split["split"] == "train"].head(10)
+    rows = []
+    for src, pid in zip(test["source"], train["patient_id"]):
+        shutil.copy(src, tmp_path / Path(src).name)
+        rows.append(f"{Path(src).name},{pid},{Path(src).parent.name}")
+    (tmp_path / "new.csv").write_text("path,patient,label\n" + "\n".join(rows) + "\n")
+    proc = run_cli("evaluate", str(healthy_run.path), "--data", str(tmp_path / "new.csv"), "--bootstrap", "0",
+                   "--patient-column", "patient", "--label-column", "label")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "WARNING: 10 patient id(s) of this data also name patients the model trained or was tuned on" in proc.stdout
+    report = (healthy_run.path / "report-external-new-bootstrap0.md").read_text()
+    assert "> **WARNING**: 10 patient id(s) of this data" in report

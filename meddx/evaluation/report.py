@@ -20,7 +20,7 @@ from meddx.evaluation.plots import write_figures
 from meddx.evaluation.scores import competition_for
 from meddx.evaluation.sections import report_context
 from meddx.evaluation.subgroups import subgroup_scores
-from meddx.run import PREDICTIONS, Run, split_suffix
+from meddx.run import PREDICTIONS, Run, read_json, split_suffix
 
 
 def _arrays(run: Run, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -59,6 +59,11 @@ def evaluate_run(
     if split == "val":
         result["warning_same_split"] = (
             "thresholds were chosen on this same split: figures at the operating point are optimistic"
+        )
+    if shared := read_json(run.path / PREDICTIONS / f"{split}.leakage.json").get("shared_patient_ids"):
+        result["warning_shared_patients"] = (
+            f"{shared} patient id(s) of this data also name patients the model trained or was tuned on: if they are "
+            "the same people, these figures are optimistic (ids may also coincide across sources)"
         )
     result["collapse"] = {"evaluation": result["collapse"], "training": run.training.get("collapse")}
     op = result["operating_point"]["thresholds"]

@@ -68,14 +68,20 @@ def warnings_of(result: dict) -> list[str]:
         out.append(f"near-constant predictions on {', '.join(ev['flat_labels'])}")
     if tr.get("collapsed_epochs"):
         out.append(f"collapse during training in epoch(s) {tr['collapsed_epochs']}")
-    losers = [n for n, ok in result["beats_prior"].items() if not ok]
+    per_label = result["model"]["per_label"]
+    undefined = [n for n in result["beats_prior"] if per_label[n]["roc_auc"]["value"] is None]
+    if undefined:
+        out.append(
+            f"ROC AUC undefined for {', '.join(undefined)}: this data holds one class only (or no known label) there, "
+            "so nothing can be ranked; its sensitivity or specificity still says how the positives or negatives fared"
+        )
+    losers = [n for n, ok in result["beats_prior"].items() if not ok and n not in undefined]
     if losers:
         out.append(
             "does not beat the prior baseline (AUC interval not above 0.5, or PR AUC not above prevalence): "
             + ", ".join(losers)
         )
-    if "warning_same_split" in result:
-        out.append(result["warning_same_split"])
+    out += [result[k] for k in ("warning_same_split", "warning_shared_patients") if k in result]
     return out
 
 
@@ -106,7 +112,7 @@ def _label_section(result: dict, name: str) -> dict:
         "name": name,
         "header": ["", *(TITLES[k] for k in HEADLINE)],
         "rows": rows,
-        "beats_prior": result["beats_prior"][name],
+        "beats_prior": result["beats_prior"][name] or result["model"]["per_label"][name]["roc_auc"]["value"] is None,
         "tradeoff": tradeoff,
         "decision": {"text": _decision_text(curve, result["split"]), "rows": decision_table(curve)} if curve else None,
     }

@@ -29,7 +29,11 @@ def headline(metrics: dict) -> Table:
             fmt(prior["pr_auc"]),
             fmt(per["sensitivity"]),
             fmt(per["specificity"]),
-            "yes" if metrics["beats_prior"][n] else "[bold red]NO[/]",
+            "n/a: one class"
+            if per["roc_auc"]["value"] is None
+            else "yes"
+            if metrics["beats_prior"][n]
+            else "[bold red]NO[/]",
         )
     return table
 
