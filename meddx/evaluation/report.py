@@ -33,6 +33,21 @@ def _arrays(run: Run, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     )
 
 
+def _optimism_warnings(run: Run, split: str) -> dict:
+    """Why this split's figures may be optimistic: thresholds chosen on it, or patients the model has seen."""
+    out = {}
+    if split == "val":
+        out["warning_same_split"] = (
+            "thresholds were chosen on this same split: figures at the operating point are optimistic"
+        )
+    if shared := read_json(run.path / PREDICTIONS / f"{split}.leakage.json").get("shared_patient_ids"):
+        out["warning_shared_patients"] = (
+            f"{shared} patient id(s) of this data also name patients the model trained or was tuned on: if they are "
+            "the same people, these figures are optimistic (ids may also coincide across sources)"
+        )
+    return out
+
+
 def evaluate_run(
     run: Run | str | Path,
     split: str = "test",
@@ -56,15 +71,7 @@ def evaluate_run(
     if competition:  # e.g. the Tianchi track: the competition's score beside its baselines
         result[competition.name] = competition.score(y, p, names, prior=prior, seed=cfg.seed)
     result["evaluated_at"] = datetime.now().isoformat(timespec="seconds")
-    if split == "val":
-        result["warning_same_split"] = (
-            "thresholds were chosen on this same split: figures at the operating point are optimistic"
-        )
-    if shared := read_json(run.path / PREDICTIONS / f"{split}.leakage.json").get("shared_patient_ids"):
-        result["warning_shared_patients"] = (
-            f"{shared} patient id(s) of this data also name patients the model trained or was tuned on: if they are "
-            "the same people, these figures are optimistic (ids may also coincide across sources)"
-        )
+    result |= _optimism_warnings(run, split)
     result["collapse"] = {"evaluation": result["collapse"], "training": run.training.get("collapse")}
     op = result["operating_point"]["thresholds"]
     thresholds = None if op is None else np.array([op[n] for n in names])
