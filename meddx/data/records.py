@@ -143,6 +143,10 @@ def normalise_class_names(values: list[str]) -> tuple[dict[str, str], list[str]]
     return {v: canonical[v.strip()] for v in set(values)}, notes
 
 
+class UnknownPositiveClass(DataError):
+    """data.positive_class names none of the data's classes."""
+
+
 def class_labels(
     names: list[str], positive_class: str | None, where: str, notes: list[str] | None = None
 ) -> tuple[list[str], Task, dict]:
@@ -161,7 +165,7 @@ def class_labels(
         same = [c for c in classes if c.casefold() == positive.casefold()]  # `pneumonia/` for PNEUMONIA
         positive = positive if positive in classes or len(same) != 1 else same[0]
         if positive not in classes:
-            raise DataError(f"{where}: positive_class '{positive}' is not one of the classes {classes}")
+            raise UnknownPositiveClass(f"{where}: positive_class '{positive}' is not one of the classes {classes}")
         return [positive], "binary", {c: np.array([float(c == positive)], np.float32) for c in classes}
     eye = np.eye(len(classes), dtype=np.float32)
     return classes, "multiclass", {c: eye[i] for i, c in enumerate(classes)}

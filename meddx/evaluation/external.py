@@ -7,7 +7,7 @@ import re
 
 from meddx.config import DataConfig, validate_section
 from meddx.data.readers import read_dataset
-from meddx.data.records import DataSet
+from meddx.data.records import DataSet, UnknownPositiveClass
 from meddx.errors import DataError
 from meddx.run import Run
 
@@ -20,8 +20,8 @@ def read_external(run: Run, data: dict) -> DataSet:
         fields["positive_class"] = run.label_names[0]  # `covid/` beside `Viral/`: the run's positive, in any case
     try:
         ds = read_dataset(validate_section(DataConfig, fields, "data."))
-    except DataError as e:
-        if "positive_class" in data or "positive_class '" not in str(e):
+    except UnknownPositiveClass:
+        if "positive_class" in data:
             raise
         fields["positive_class"] = run.config.data.positive_class  # other class names: their own rule, then a mismatch
         ds = read_dataset(validate_section(DataConfig, fields, "data."))
