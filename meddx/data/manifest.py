@@ -9,14 +9,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from meddx.data.columns import IMAGE_COLUMN_GUESSES, PATIENT_COLUMN_GUESSES, guess_label_columns, pick_column
 from meddx.data.patients import assign_guessed_patients
 from meddx.data.records import DataSet, Record, class_labels, normalise_class_names
 from meddx.data.rows import check_paths, drop_repeated_rows
 from meddx.errors import DataError
 
 SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
-IMAGE_COLUMN_GUESSES = ("Image", "image", "path", "Path", "filename", "file", "Image Index")
-PATIENT_COLUMN_GUESSES = ("PatientId", "patient_id", "Patient ID", "patient", "PatientID", "subject_id")
 
 
 def compile_patient_regex(pattern: str | None) -> re.Pattern | None:
@@ -48,14 +47,6 @@ def _patients_by_regex(where: str, images: np.ndarray, regex: re.Pattern) -> np.
             f"e.g. {', '.join(bad[:3])}"
         )
     return np.array(found, dtype=object)
-
-
-def _pick_column(columns: list[str], wanted: str | None, guesses: tuple[str, ...], what: str, where: str) -> str | None:
-    if wanted is not None:
-        if wanted not in columns:
-            raise DataError(f"{where}: no {what} column '{wanted}'; columns are {columns}")
-        return wanted
-    return next((c for c in guesses if c in columns), None)
 
 
 def _read_frames(path: str | Path | dict[str, str]) -> tuple[dict, dict[str | None, pd.DataFrame]]:
@@ -94,26 +85,23 @@ def _columns(
     patient_column: str | None,
     label_columns: list[str] | None,
     label_column: str | None,
-) -> tuple[str, str | None, list[str]]:
-    """(image column, patient column or None, label columns), chosen on the first CSV and required in every CSV."""
+) -> tuple[str, str | None, list[str], str | None, list[str]]:
+    """(image column, patient column or None, 0/1 label columns, class-name column or None, notes), chosen on the
+    first CSV and required in every CSV."""
     first_csv, first = next(iter(files.values())), next(iter(frames.values()))
     cols = list(first.columns)
-    img_col = _pick_column(cols, image_column, IMAGE_COLUMN_GUESSES, "image", first_csv)
+    img_col = pick_column(cols, image_column, IMAGE_COLUMN_GUESSES, "image", first_csv)
     if img_col is None:
         raise DataError(f"{first_csv}: no image path column; set image_column (columns are {cols})")
-    pat_col = _pick_column(cols, patient_column, PATIENT_COLUMN_GUESSES, "patient id", first_csv)
-    if label_column is not None:
-        _pick_column(cols, label_column, (), "label", first_csv)
-        label_cols = [label_column]
-    else:
-        label_cols = label_columns or [c for c in cols if c not in (img_col, pat_col)]
-        if not label_cols:
-            raise DataError(f"{first_csv}: no label columns besides '{img_col}' and '{pat_col}'")
+    pat_col = pick_column(cols, patient_column, PATIENT_COLUMN_GUESSES, "patient id", first_csv)
+    wanted = [label_column] if label_column else label_columns or [c for c in cols if c not in (img_col, pat_col)]
     for split, df in frames.items():
-        missing = [c for c in [img_col, *([pat_col] if pat_col else []), *label_cols] if c not in df.columns]
+        missing = [c for c in [img_col, *([pat_col] if pat_col else []), *wanted] if c not in df.columns]
         if missing:
             raise DataError(f"{files[split]}: missing column(s) {missing}; columns are {list(df.columns)}")
-    return img_col, pat_col, label_cols
+    if label_column or label_columns:
+        return img_col, pat_col, wanted, label_column, []
+    return img_col, pat_col, *guess_label_columns(first_csv, frames, wanted)
 
 
 def _blank_rows(csv: str, df: pd.DataFrame, column: str, what: str) -> None:
@@ -222,8 +210,11 @@ def read_csv_manifest(
     if patient_regex and patient_column:
         raise DataError("give either a patient column or a patient regex, not both")
     regex = compile_patient_regex(patient_regex)
-    img_col, pat_col, label_cols = _columns(files, frames, image_column, patient_column, label_columns, label_column)
-    notes = [f"patient ids from the file names by patient_regex {patient_regex!r}"] if regex else []
+    img_col, pat_col, label_cols, label_column, notes = _columns(
+        files, frames, image_column, patient_column, label_columns, label_column
+    )
+    if regex:
+        notes.append(f"patient ids from the file names by patient_regex {patient_regex!r}")
     if regex and pat_col:
         notes.append(f"patient_regex given: column '{pat_col}' not used for patients")
         pat_col = None
@@ -258,7 +249,7 @@ def column_values(path: str | Path | dict[str, str], column: str, image_column: 
     values: dict[str, str] = {}
     for split, df in frames.items():
         cols = list(df.columns)
-        img = _pick_column(cols, image_column, IMAGE_COLUMN_GUESSES, "image", files[split])
+        img = pick_column(cols, image_column, IMAGE_COLUMN_GUESSES, "image", files[split])
         if column not in cols:
             raise DataError(f"{files[split]}: no column '{column}' for subgroups; columns are {cols}")
         values.update(zip(df[img].str.strip(), df[column].str.strip()))

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from meddx.data.columns import IMAGE_COLUMN_GUESSES
 from meddx.data.images import READABLE_EXTENSIONS
-from meddx.data.manifest import IMAGE_COLUMN_GUESSES
 from meddx.errors import DataError, MeddxError
 from meddx.serve.predictor import Predictor
 
