@@ -51,8 +51,10 @@ def resume(run: str | Path) -> Run | None:
     """Continue a killed or failed run from its last checkpoint (`meddx train --resume RUN`; a planned ensemble or a
     search between candidates: its unfinished members), then evaluate it."""
     from meddx.evaluation.planned import resume_members
+    from meddx.training.autofit import finish_first_member
     from meddx.training.resume import resume_fit
 
+    finish_first_member(Path(run))  # killed while a single model became an ensemble's first member
     several = (Path(run) / MEMBERS).is_dir() or read_status(Path(run)).get("kind")
     resumed = resume_members(Path(run)) if several else resume_fit(run)
     if resumed is None:

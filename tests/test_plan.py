@@ -233,12 +233,25 @@ def test_hardware_rules_for_a_gpu_and_for_the_cpu(data_dir, monkeypatch):
 
 
 @pytest.mark.slow
-def test_a_single_planned_model_that_stops_early_is_joined_by_a_second_seed(data_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("killed", [False, True])
+def test_a_single_planned_model_that_stops_early_is_joined_by_a_second_seed(data_dir, tmp_path, monkeypatch, killed):
     """The plan fits one model when two do not fit at full epochs; early stopping then often left half the budget
     unused (Kermany, 15 minutes: 8 used). Now the model becomes the first member of an ensemble in its own folder and
-    another seed trains when one as slow still fits; averaging is the one rule every ablation confirmed."""
+    another seed trains when one as slow still fits; averaging is the one rule every ablation confirmed. A kill
+    between the move's two renames left the run hidden in a `.moving` folder; now `--resume` puts it in place."""
     from meddx.training import autofit
     from meddx.training.plan import Planner
+
+    real_finish = autofit.finish_first_member
+
+    def killed_between_renames(path):  # the process dies: its status says running, by a process now gone
+        monkeypatch.setattr(autofit, "finish_first_member", real_finish)
+        status = json.loads((path.with_name(".single.ensemble") / "status.json").read_text())
+        (path.with_name(".single.ensemble") / "status.json").write_text(json.dumps({**status, "pid": 0}))
+        raise KeyboardInterrupt
+
+    if killed:
+        monkeypatch.setattr(autofit, "finish_first_member", killed_between_renames)
 
     def one_short_model(plan, cfg, *args):  # the budget's verdict on a slow machine: one model of 3 epochs
         fit_budget(plan, cfg, *args)
@@ -255,17 +268,24 @@ def test_a_single_planned_model_that_stops_early_is_joined_by_a_second_seed(data
         "train": {"progress_bar": False},
         "evaluate": {"bootstrap": 0},
     }
-    run = meddx.train(cfg)
+    if killed:
+        with pytest.raises(KeyboardInterrupt):
+            meddx.train(cfg)
+        assert not (tmp_path / "single").exists() and (tmp_path / ".single.ensemble" / "members" / "seed0").is_dir()
+        run = meddx.resume(tmp_path / "single")
+    else:
+        run = meddx.train(cfg)
     assert run.path == tmp_path / "single" and run.config.train.ensemble == 2
     assert json.loads((run.path / "ensemble.json").read_text())["members"] == ["members/seed0", "members/seed1"]
     first = meddx.load_run(run.path / "members" / "seed0")
     assert first.config.name == "seed0" and first.config.output_dir == str(run.path / "members")
     assert first.training["epochs_run"] <= 3 and (first.path / "model.pt").is_file()
     choice = next(c for c in run.plan["choices"] if c["field"] == "train.ensemble")
-    assert choice["value"] == 2 and "1 planned at full epochs; early stopping left time for 1 more" in choice["reason"]
-    assert not list(tmp_path.glob(".*moving"))
+    assert choice["value"] == 2 and "1 planned at full epochs; early stopping left time for " in choice["reason"]
+    assert not list(tmp_path.glob(".*ensemble"))
     second = meddx.load_run(run.path / "members" / "seed1")  # added in the time left: it stops by the deadline
-    assert 0 < second.config.train.max_minutes < 4 and first.config.train.max_minutes is None
+    assert first.config.train.max_minutes is None and (second.config.train.max_minutes is None) == killed
+    assert killed or 0 < second.config.train.max_minutes < 4  # resumed, the budget is spent: no deadline to keep
 
 
 @pytest.mark.parametrize("depth, views", [(5, [1, 2, 3]), (7, [2, 3, 4]), (28, [8, 14, 20]), (64, [19, 32, 45])])

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
-from meddx.config import RunConfig, save_config
+from meddx.config import RunConfig, load_config, save_config
 from meddx.run import CONFIG, MEMBERS, Run
 from meddx.training.datamodule import RunDataModule
 from meddx.training.distributed import grouped, is_rank_zero, match_launcher, share, start_process_group
@@ -101,8 +102,7 @@ def train_members(cfg: RunConfig, choose: Chooser | None = None) -> tuple | None
         why = "1 planned at full epochs; early stopping left time for a second seed"
         Planner(cfg, plan).choose("train.ensemble", 2, why, "budget")  # planned from here on: a kill resumes both
         planned = plan.apply(planned)
-        base, members = run.path, [_first_member(run, planned)]
-        open_ensemble(base, planned, plan, "ensemble")
+        base, members = run.path, [_first_member(run, planned, plan)]
         members.append(fit(_until(seed_config(planned, base, 1), deadline), data, plan))
     else:
         base = new_run_dir(planned)
@@ -132,17 +132,32 @@ def _until(member: RunConfig, deadline: float) -> RunConfig:
     return member
 
 
-def _first_member(run: Run, planned: RunConfig) -> Run:
-    """A planned single model that early stopping ended in time for more: its folder becomes the first member of an
-    ensemble in its place (<run>/members/seed<k>), its config renamed to match."""
-    member = seed_config(planned, run.path, 0)
-    moving = run.path.with_name(f".{run.path.name}.moving")
-    run.path.rename(moving)
-    target = run.path / MEMBERS / member.name
-    target.parent.mkdir(parents=True)
-    moving.rename(target)
-    save_config(member, target / CONFIG)
-    return Run(target)
+def _first_member(run: Run, planned: RunConfig, plan: Plan) -> Run:
+    """A planned single model that early stopping ended in time for more becomes the first member of an ensemble in
+    its place (<run>/members/seed<k>): the ensemble is staged beside it, the model moved in, the ensemble renamed into
+    place; a kill between the renames leaves the staged folder, which `finish_first_member` puts in place."""
+    base, staged = run.path, _staging(run.path)
+    shutil.rmtree(staged, ignore_errors=True)  # a kill before the model moved in: the single model is still whole
+    (staged / MEMBERS).mkdir(parents=True)
+    open_ensemble(staged, planned, plan, "ensemble")
+    base.rename(staged / MEMBERS / seed_config(planned, base, 0).name)
+    finish_first_member(base)
+    return Run(base / MEMBERS / seed_config(planned, base, 0).name)
+
+
+def finish_first_member(path: Path) -> None:
+    """Put a staged ensemble whose first member has moved in (see `_first_member`) in place of `path`, the member's
+    config renamed to match; nothing when there is none."""
+    staged = _staging(path)
+    if path.exists() or not (staged / CONFIG).is_file():
+        return
+    member = seed_config(load_config(staged / CONFIG), path, 0)
+    save_config(member, staged / MEMBERS / member.name / CONFIG)
+    staged.rename(path)
+
+
+def _staging(path: Path) -> Path:
+    return path.with_name(f".{path.name}.ensemble")
 
 
 def seed_config(planned: RunConfig, base: Path, i: int) -> RunConfig:
