@@ -66,13 +66,14 @@ def resume(run: str | Path) -> Run | None:
 
 def plan(config: RunConfig | dict | str | Path | None = None, output: str | Path | None = None, **overrides) -> Path:
     """Plan a run without training it: the fingerprint, the rules' choices and (with the pilot) epochs and ensemble
-    size for the budget; writes plan.json and plan.md into `output` (default plans/<data name>)."""
-    from meddx.training.autofit import plan_run
+    size for the budget; writes plan.json and plan.md into `output` (default plans/<data name>; -2, -3... for
+    other data of that name)."""
+    from meddx.training.autofit import plan_folder, plan_run
     from meddx.training.plan import plan_markdown
 
     cfg = as_config(config, {**overrides, "plan.enabled": True})
     _, _, made = plan_run(cfg)
-    out = Path(output) if output else Path("plans") / Path(cfg.data.main_path).stem
+    out = Path(output) if output else plan_folder(Path("plans") / Path(cfg.data.main_path).stem, made)
     out.mkdir(parents=True, exist_ok=True)
     made.save(out / PLAN)
     write_text(out / "plan.md", plan_markdown(made))

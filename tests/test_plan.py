@@ -301,3 +301,19 @@ def test_three_slices_are_spread_evenly_around_the_middle(tmp_path, depth, views
     ds = read_dataset(cfg.data)
     assign_splits(ds, cfg.split)
     assert make_plan(cfg, ds).value("data.views") == views
+
+
+def test_two_data_sets_of_one_name_get_their_own_plan_folders(tmp_path):
+    """`meddx plan --data a/labels.csv` then `--data b/labels.csv` wrote both to plans/labels, the second over the
+    first; the same data planned again still replaces its own plan."""
+    from meddx.training.autofit import plan_folder
+
+    def planned(origin: str) -> Plan:
+        return Plan(fingerprint={"origin": origin}, budget_minutes=1.0, accelerator="cpu")
+
+    base = tmp_path / "plans" / "labels"
+    assert plan_folder(base, planned("a/labels.csv")) == base
+    base.mkdir(parents=True)
+    planned("a/labels.csv").save(base / "plan.json")
+    assert plan_folder(base, planned("a/labels.csv")) == base
+    assert plan_folder(base, planned("b/labels.csv")) == base.with_name("labels-2")

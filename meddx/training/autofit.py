@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from meddx.config import RunConfig, load_config, save_config
-from meddx.run import CONFIG, MEMBERS, Run
+from meddx.run import CONFIG, MEMBERS, PLAN, Run
 from meddx.training.datamodule import RunDataModule
 from meddx.training.distributed import grouped, is_rank_zero, match_launcher, share, start_process_group
 from meddx.training.fit import fit
@@ -154,6 +154,20 @@ def finish_first_member(path: Path) -> None:
     member = seed_config(load_config(staged / CONFIG), path, 0)
     save_config(member, staged / MEMBERS / member.name / CONFIG)
     staged.rename(path)
+
+
+def plan_folder(base: Path, plan: Plan) -> Path:
+    """`base`, or base-2, base-3...: the first that holds no plan, or a plan of the same data (two data sets with one
+    name, such as two `labels.csv`, overwrote each other's plan)."""
+    for k in range(1, 1000):
+        folder = base if k == 1 else base.with_name(f"{base.name}-{k}")
+        try:
+            origin = json.loads((folder / PLAN).read_text())["fingerprint"]["origin"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return folder  # no plan there (or not one meddx can read: a plan written again replaces it)
+        if origin == plan.fingerprint["origin"]:
+            return folder
+    return base
 
 
 def _staging(path: Path) -> Path:
