@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pydicom
 import pytest
@@ -306,3 +308,14 @@ def test_npy_with_channels_last_is_colour_not_a_stack(tmp_path):
     last, first = (load_image(file_record(tmp_path / f"{n}.npy")) for n in ("last", "first"))
     assert last.shape == first.shape == (3, 64, 48) and np.array_equal(last, first)
     assert load_image(file_record(tmp_path / "stack.npy"), views=[1, 2, 3]).shape == (3, 64, 48)
+
+
+@pytest.mark.parametrize("keep, says", [(20, "ends after tag (0019,1058)"), (2, "DICOM pixels cannot be decoded")])
+def test_a_dicom_cut_short_says_so(data_dir, tmp_path, keep, says):
+    """A DICOM copied half-way said 'no pixel data', as if it held none; now it says where it ends."""
+    from meddx.data.images import read_pixels
+
+    whole = need(data_dir, "dicom/CT_small.dcm").read_bytes()
+    (tmp_path / "cut.dcm").write_bytes(whole[: len(whole) // keep])
+    with pytest.raises(DataError, match=re.escape(says)):
+        read_pixels(file_record(tmp_path / "cut.dcm"))

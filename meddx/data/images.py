@@ -121,7 +121,11 @@ def _read_dicom(path: str, window: tuple[float, float] | None) -> tuple[np.ndarr
     except Exception as e:  # noqa: BLE001
         raise DataError(f"{path}: not a readable DICOM file ({type(e).__name__}: {e})") from None
     if "PixelData" not in ds:
-        raise DataError(f"{path}: DICOM file has no pixel data")
+        last = f"tag {list(ds.keys())[-1]}" if len(ds) else "its header"
+        raise DataError(
+            f"{path}: DICOM file has no pixel data: it ends after {last} ({Path(path).stat().st_size:,} bytes), "
+            f"cut short or not an image (a report or a presentation state)"
+        )
     frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
     check_size(path, int(ds.get("Rows", 0)), int(ds.get("Columns", 0)), frames, int(ds.get("SamplesPerPixel", 1)))
     try:
