@@ -82,7 +82,8 @@ def test_cv_folder_evaluates_as_its_fold_ensemble(r2_cv):
     on_oof = {n: choose_threshold(oof[n].to_numpy(), oof[f"p_{n}"].to_numpy(), "youden") for n in both}
     assert both and all(chosen[n] == on_oof[n] for n in both)
     report = (out / "report-external-held_out.md").read_text()
-    assert "## Competition score" in report and f"fold ensemble of {cv_dir}" in report
+    assert "## Competition score" in report and f"\n- fold ensemble of {cv_dir}" in report
+    assert "training data: fold ensemble" not in report  # about the model, not its data
 
 
 @pytest.mark.slow

@@ -36,7 +36,7 @@ def _leakage_text(run: Run, split: str, info: dict) -> str:
 def data_section(run: Run, result: dict, info: dict) -> dict:
     """Where the evaluated samples came from. New data (`evaluate --data`): its own source and reading notes, then
     the run's training source and its notes; the sizes: the run's train and val beside the evaluated data."""
-    split, notes = result["split"], list(info.get("notes", []))
+    split, notes, about = result["split"], list(info.get("notes", [])), list(info.get("model_notes", []))
     origin, sizes = info["origin"], dict(info["sizes"])
     source = read_json(run.path / PREDICTIONS / f"{split}.data.json")
     if split not in SPLITS:
@@ -45,8 +45,11 @@ def data_section(run: Run, result: dict, info: dict) -> dict:
         notes = [
             *source.get("notes", []),
             f"the model was trained on `{origin}`",
+            *about,
             *(f"training data: {n}" for n in notes),
         ]
+    else:
+        notes = [*about, *notes]
         origin = source.get("origin", f"{split} (its source was not recorded)")
     return {
         "origin": origin,

@@ -69,18 +69,18 @@ def _data_info(cv_dir: Path, folds: list[Run], union: pd.DataFrame, oof: pd.Data
     """data.json of the fold ensemble: fold0's, with the ensemble's sizes, notes and the folds' leakage verdict."""
     info = folds[0].data_info
     names = ", ".join(r.path.name for r in folds)
-    notes = [
+    about = [  # about the model, not the data: the report shows them unprefixed beside new data's notes
         f"fold ensemble of {cv_dir}: the mean of the probabilities of its {len(folds)} fold runs ({names})",
         "val: the out-of-fold predictions (oof.csv: each sample predicted by the fold that never trained on it); "
         "train: every sample any fold trained or validated on",
     ]
-    notes += [n for n in info.get("notes", []) if not n.startswith("splits:")]
+    notes = [n for n in info.get("notes", []) if not n.startswith("splits:")]
     leakage = {**info["leakage"], "ok": all(r.data_info["leakage"]["ok"] for r in folds)}
     sizes = {
         split: {"samples": len(frame), "patients": int(frame["patient_id"].nunique())}
         for split, frame in (("train", union), ("val", oof))
     }
-    return {**info, "notes": notes, "leakage": leakage, "sizes": sizes}
+    return {**info, "model_notes": about, "notes": notes, "leakage": leakage, "sizes": sizes}
 
 
 def fold_ensemble(cv_dir: str | Path) -> Run:
