@@ -77,6 +77,9 @@ def variants(choices: dict, alternatives: list[dict], epochs: int) -> dict[str, 
     if size < CPU_MAX_SIZE and not any("data.image_size" in alt["set"] for alt in alternatives):
         out[f"{2 * size} px (upsampled)"] = {"data.image_size": 2 * size}
     out[HALF] = {"train.max_epochs": max(epochs // 2, 3), "train.patience": _patience(max(epochs // 2, 3))}
+    batch = int(choices["train.batch_size"])
+    if batch >= 32:  # four times the steps per epoch: what a smaller batch buys when the budget caps the epochs
+        out[f"batch {batch // 4} (a quarter)"] = {"train.batch_size": batch // 4}
     return out
 
 
