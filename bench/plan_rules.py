@@ -118,6 +118,9 @@ def _stale(run: Run, fields: dict) -> list[str]:
 def pooled(runs: list[Run], split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[float]]:
     """(truth, the seeds' mean probability, patients, each seed's AUC) of a binary task on one split."""
     frames = [r.predictions(split).sort_values("id").reset_index(drop=True) for r in runs]
+    for run, frame in zip(runs[1:], frames[1:]):  # runs on another split (the data read otherwise) do not pair
+        if frame["id"].astype(str).tolist() != frames[0]["id"].astype(str).tolist():
+            raise SystemExit(f"{run.path}: its {split} split differs from {runs[0].path}'s; delete the older runs")
     label = runs[0].label_names[-1]
     y = frames[0][label].to_numpy(float)
     probs = np.stack([f[f"p_{label}"].to_numpy(float) for f in frames])
