@@ -103,7 +103,7 @@ def test_new_data_is_checked_against_every_folds_training_rows(r2_cv, tmp_path):
     records = read_tianchi(leaky).records
     assert overlap_with_training(records, fold0, drop=True)[1]["identical_to_training"] == 0  # fold 0 alone: missed
 
-    proc = run_cli("evaluate", str(cv_dir), "--data", str(leaky))
+    proc = run_cli("evaluate", str(cv_dir), "--data", str(leaky), "--stop-on-training-overlap")
     _assert_clean_error(proc, str(leaky), "1 of 21 report(s) are identical", "99999 = ", "--drop-training-overlap")
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 

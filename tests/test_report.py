@@ -118,7 +118,8 @@ def test_demo_report_renders_in_chromium(demo_run):
 
 def test_external_data_is_checked_against_the_training_images(healthy_run, data_dir, tmp_path):
     """A folder holding training images was evaluated as 'leakage check: passed'; now identical files (SHA-1) and
-    re-encoded or resized copies (perceptual hash) stop it with one line, or, asked to, are left out and reported."""
+    re-encoded or resized copies (perceptual hash) are left out and said in the warnings (one copy stopped the
+    outsider's `evaluate RUN --data OTHER` with no figures at all), or, asked to, stop it with one line."""
     from PIL import Image
 
     split = healthy_run.split_table()
@@ -135,11 +136,14 @@ def test_external_data_is_checked_against_the_training_images(healthy_run, data_
         image.resize((image.width * 3 // 2, image.height * 3 // 2)).convert("RGB").save(
             flat / cls / f"copy-{Path(source).stem}.jpg", quality=70
         )
-    proc = run_cli("evaluate", str(healthy_run.path), "--data", str(flat), "--bootstrap", "0")
+    proc = run_cli(
+        "evaluate", str(healthy_run.path), "--data", str(flat), "--bootstrap", "0", "--stop-on-training-overlap"
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "--drop-training-overlap" in proc.stderr
     assert "8 of 18 image(s) are identical (6) or near-identical (2) to the run's training/val images" in proc.stderr
-    kept = run_cli("evaluate", str(healthy_run.path), "-d", str(flat), "--bootstrap", "0", "--drop-training-overlap")
+    kept = run_cli("evaluate", str(healthy_run.path), "-d", str(flat), "--bootstrap", "0")  # the default: left out
     assert kept.returncode == 0, kept.stderr
+    assert "8 of 18 file(s) of this data are copies (identical or near-identical)" in " ".join(kept.stdout.split())
     report = (healthy_run.path / "report-external-flat-bootstrap0.md").read_text()
     assert "18 files of this data checked against the run's train and val images (SHA-1; near duplicates" in report
     assert "8 identical or near-identical ones left out" in report

@@ -98,7 +98,7 @@ def test_evaluate_a_sequence_run_on_labelled_reports(r2):
     [
         ("none", ["no label field", "it is a test file"]),
         ("round1", ["17 multilabel labels (region_0 ... region_16) differ from the run's 29", "type_11"]),
-        ("copy", ["report(s) are identical", "training/val reports", "--drop-training-overlap"]),
+        ("copy", ["every sample is a training/val image of the run; nothing left to evaluate"]),
     ],
 )
 def test_evaluate_bad_files_one_line(r2, tmp_path, kind, needles):

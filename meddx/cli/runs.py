@@ -165,8 +165,12 @@ def evaluate(
         Optional[bool], typer.Option("--temperature-scaling/--no-temperature-scaling", help="Fit a temperature on val.")
     ] = None,
     drop_training_overlap: Annotated[
-        bool, typer.Option(help="With --data: leave out files identical to the run's train/val images (else stop).")
-    ] = False,
+        Optional[bool],
+        typer.Option(
+            "--drop-training-overlap/--stop-on-training-overlap",
+            help="With --data: leave out copies of the run's train/val images (default; warned), or stop.",
+        ),
+    ] = None,
     by: Annotated[Optional[str], typer.Option(help="A manifest column: every figure per subgroup (sex, site).")] = None,
     data_overrides: dict | None = None,
 ) -> None:
@@ -177,8 +181,8 @@ def evaluate(
     from meddx.evaluation.summary import print_summary
 
     settings = given(operating_point=operating_point, bootstrap=bootstrap, temperature_scaling=temperature_scaling)
-    if drop_training_overlap:
-        settings["on_training_overlap"] = "drop"
+    if drop_training_overlap is not None:
+        settings["on_training_overlap"] = "drop" if drop_training_overlap else "error"
     new_data = {k.removeprefix("data."): v for k, v in data_overrides.items()}
     r = run_to_evaluate(run, new_data or None)
     result = api_evaluate(r, split=split, data=new_data or None, by=by, **settings)

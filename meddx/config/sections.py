@@ -237,7 +237,9 @@ class EvaluateConfig(_Section):
     temperature_scaling: bool = Field(False, description="Fit one temperature on val and apply it to test.")
     calibration_bins: int = Field(10, ge=2)
     on_training_overlap: Literal["error", "drop"] = Field(
-        "error", description="New data holding the run's train/val images (same SHA-1): stop, or leave them out."
+        "drop",
+        description="New data holding copies of the run's train/val images: leave them out, said in the warnings "
+        "(drop), or stop (error).",
     )
 
     @field_validator("operating_point")

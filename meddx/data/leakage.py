@@ -201,7 +201,7 @@ def overlap_with_training(
             f"{origin + ': ' if origin else ''}{len(found)} of {len(records)} {kind}(s) are identical ({len(same)}) "
             f"or near-identical ({len(near)}) to the run's training/val {kind}s (e.g. "
             f"{', '.join(check['examples'][:3])}); evaluate on data the model never saw, or leave them out "
-            "(--drop-training-overlap, evaluate.on_training_overlap=drop)"
+            "(the default: --drop-training-overlap, evaluate.on_training_overlap=drop)"
         )
     if found:
         ids = {r.id for r, _ in found}

@@ -48,9 +48,9 @@ def data_section(run: Run, result: dict, info: dict) -> dict:
             *about,
             *(f"training data: {n}" for n in notes),
         ]
+        origin = source.get("origin", f"{split} (its source was not recorded)")
     else:
         notes = [*about, *notes]
-        origin = source.get("origin", f"{split} (its source was not recorded)")
     return {
         "origin": origin,
         "task": info["task"],

@@ -40,7 +40,13 @@ def _optimism_warnings(run: Run, split: str) -> dict:
         out["warning_same_split"] = (
             "thresholds were chosen on this same split: figures at the operating point are optimistic"
         )
-    if shared := read_json(run.path / PREDICTIONS / f"{split}.leakage.json").get("shared_patient_ids"):
+    check = read_json(run.path / PREDICTIONS / f"{split}.leakage.json")
+    if check.get("dropped"):
+        out["warning_training_overlap"] = (
+            f"{check['dropped']} of {check['files']} file(s) of this data are copies (identical or near-identical) "
+            "of the run's train/val images: left out, the figures are on the rest (--stop-on-training-overlap stops)"
+        )
+    if shared := check.get("shared_patient_ids"):
         out["warning_shared_patients"] = (
             f"{shared} patient id(s) of this data also name patients the model trained or was tuned on: if they are "
             "the same people, these figures are optimistic (ids may also coincide across sources)"

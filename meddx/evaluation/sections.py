@@ -81,7 +81,8 @@ def warnings_of(result: dict) -> list[str]:
             "does not beat the prior baseline (AUC interval not above 0.5, or PR AUC not above prevalence): "
             + ", ".join(losers)
         )
-    out += [result[k] for k in ("warning_same_split", "warning_shared_patients") if k in result]
+    keys = ("warning_same_split", "warning_training_overlap", "warning_shared_patients")
+    out += [result[k] for k in keys if k in result]
     return out
 
 
