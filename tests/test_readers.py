@@ -297,6 +297,42 @@ def test_new_data_takes_a_binary_runs_positive_class_in_any_case(tmp_path):
         read_external(run, {"path": str(tmp_path / "others")})
 
 
+def test_a_binary_runs_label_is_found_under_a_name_that_names_no_class(tmp_path):
+    """A run on a 0/1 column `label` could be evaluated only on data whose column was named `label`: folders `0/ 1/`
+    and a 0/1 column `target` stopped as a mismatch, whatever option was given."""
+    from types import SimpleNamespace
+
+    from meddx.config import RunConfig
+    from meddx.errors import DataError
+    from meddx.evaluation.external import read_external
+
+    rows = []
+    for cls in ("0", "1"):
+        (tmp_path / "digits" / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((8, 8), 40 * i + int(cls), np.uint8)).save(tmp_path / "digits" / cls / f"{i}.png")
+            rows.append(f"{cls}/{i}.png,{cls}")
+    (tmp_path / "digits" / "t.csv").write_text("path,target\n" + "\n".join(rows) + "\n")
+    (tmp_path / "digits" / "p.csv").write_text("path,Parkinson\n" + "\n".join(rows) + "\n")
+
+    def run_on(label):
+        return SimpleNamespace(config=RunConfig(data=DataConfig(path="train")), task="binary", label_names=[label])
+
+    for label, data in [
+        ("label", "digits"),
+        ("label", "digits/t.csv"),
+        ("PNEUMONIA", "digits"),
+        ("PD", "digits/t.csv"),
+    ]:
+        ds = read_external(run_on(label), {"path": str(tmp_path / data)})
+        assert ds.label_names == [label] and any(f"read as the run's '{label}'" in n for n in ds.notes)
+        assert {r.id: float(r.labels[0]) for r in ds.records} == {r.split(",")[0]: float(r[-1]) for r in rows}
+    with pytest.raises(DataError, match="'Parkinson' where the run has 'PD'"):  # two names of classes: not guessed
+        read_external(run_on("PD"), {"path": str(tmp_path / "digits/p.csv")})
+    named = read_external(run_on("PD"), {"path": str(tmp_path / "digits/p.csv"), "label_columns": ["Parkinson"]})
+    assert named.label_names == ["PD"]
+
+
 def test_npy_with_channels_last_is_colour_not_a_stack(tmp_path):
     """(64, 64, 3) arrays, as numpy and PIL write colour, were read as 64 slices 3 px wide: the plan then asked for
     8 px at least and its views fell outside the stack. Channels-first arrays and stacks stay as they were."""

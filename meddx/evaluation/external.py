@@ -28,8 +28,23 @@ def read_external(run: Run, data: dict) -> DataSet:
     synthetic = all(re.fullmatch(r"(class|label)_\d+", n) for n in ds.label_names)  # MedMNIST files carry no names
     if synthetic and len(ds.label_names) == len(run.label_names) and ds.task == run.task:
         ds.label_names = list(run.label_names)
-    elif ds.task == run.task:
-        ds.align_labels(run.label_names)  # `pneumonia/` folders for a run's `PNEUMONIA`
+    elif ds.task == run.task and not ds.align_labels(run.label_names):  # `pneumonia/` for a run's `PNEUMONIA`
+        _one_binary_label(run, ds, data)
     if problem := ds.label_mismatch(run.label_names, run.task):
         raise DataError(f"{ds.origin}: {problem}")
     return ds
+
+
+GENERIC = {"1", "true", "yes", "positive", "label", "labels", "target", "y", "outcome", "class", "diagnosis"}
+
+
+def _one_binary_label(run: Run, ds: DataSet, data: dict) -> None:
+    """A binary run's one label under another name that names no class: a 0/1 column `target` for the run's `label`,
+    folders `0/ 1/` for its `PNEUMONIA`, or the one 0/1 column the user named (--label-columns); said in the notes."""
+    if run.task != "binary" or ds.label_names == run.label_names:
+        return
+    theirs, ours = ds.label_names[0], run.label_names[0]
+    named = len(data.get("label_columns") or []) == 1
+    if named or {theirs.strip().casefold(), ours.strip().casefold()} & GENERIC:
+        ds.notes.append(f"this data's 0/1 label '{theirs}' read as the run's '{ours}' (1 = {ours})")
+        ds.label_names = [ours]
