@@ -132,6 +132,23 @@ def test_patient_subfolders_of_class_folders_are_read_and_name_the_patient(data_
     assert len(mixed) == 8 and "2 image(s) read from subfolders of the class folders" in mixed.notes[-1]
 
 
+def test_patient_subfolders_in_train_beside_a_flat_val_still_name_the_patients(data_dir, tmp_path):
+    """`train/hc/patient HC-003/*.png` beside a flat `val/HC/*.png`: the flat val turned the subfolder rule off for
+    every split, each image its own patient, and 59 of 205 patients landed on both sides of the split with the
+    leakage gate passing. Folders named alike under two classes (`HC/v0`, `PD/v0`) are one patient, and said."""
+    layout = {f"train/{'hc' if p < 8 else 'pd'}/patient {p:03d}": 3 for p in range(16)}
+    _copy_scans(data_dir, {**layout, "val/HC": 4, "val/PD": 4}, tmp_path / "mixed")
+    ds = read_folder(tmp_path / "mixed")
+    train = [r for r in ds.records if r.split == "train"]
+    assert {r.patient_id for r in train} == {f"patient {p:03d}" for p in range(16)}
+    assert len({r.patient_id for r in ds.records if r.split == "val"}) == 8
+    assert "8 image(s) straight in a class folder, each its own patient" in ds.notes[-1]
+    _copy_scans(data_dir, {f"{c}/v{p}": 2 for c in ("HC", "PD") for p in range(12)}, tmp_path / "alike")
+    alike = read_folder(tmp_path / "alike")
+    assert len({r.patient_id for r in alike.records}) == 12
+    assert "12 subfolder name(s) under several classes (e.g. 'v0'), each read as one patient" in alike.notes[-1]
+
+
 def test_image_and_mask_subfolders_are_neither_patients_nor_scans(data_dir, tmp_path):
     """The COVID-19 Radiography layout, `class/images/` beside `class/masks/` (or `Mask_PNG/`, ...): the masks are left
     out and named, and `images` holding every scan of its class is no patient."""

@@ -111,9 +111,11 @@ def assign_guessed_patients(
     source, how = PATIENT_GUESS, f"the file names by patient_regex {PATIENT_GUESS!r}"
     if ids is not None:
         why_not = refusal(ids, records)
-    if why_not and subfolders and all(subfolders):
-        ids, source, how = [sub[0] for sub in subfolders], SUBFOLDERS, SUBFOLDERS
+    extra = ""
+    if why_not and subfolders and any(subfolders):  # an image straight in its class folder is its own patient
+        ids, source, how = [sub[0] if sub else r.id for sub, r in zip(subfolders, records)], SUBFOLDERS, SUBFOLDERS
         why_not = f"{why_not}; subfolders: {no}" if (no := refusal(ids, records)) else None
+        extra = _subfolder_caveats(ids, records, subfolders)
     if why_not:
         return None, f"{origin}: no patient ids (file names: {why_not}): each image is its own patient"
     for r, patient in zip(records, ids):
@@ -122,6 +124,24 @@ def assign_guessed_patients(
     (top, largest), shared = sizes.most_common(1)[0], sum(n for n in sizes.values() if n > 1)
     return source, (
         f"patient ids guessed from {how}: {len(sizes)} patients for {len(ids)} images, {shared} of them sharing a "
-        f"patient, at most {largest} ('{top}'); --patient-regex or a patient column overrides, "
+        f"patient, at most {largest} ('{top}'){extra}; --patient-regex or a patient column overrides, "
         "data.guess_patients=false turns it off"
     )
+
+
+def _subfolder_caveats(ids: list[str], records: list[Record], subfolders: list[tuple]) -> str:
+    """What a reviewer must know about patients from subfolders: images outside any (each its own patient), and
+    folder names under several classes (one patient each: safe for the split, wrong if numbered per class)."""
+    flat = sum(not sub for sub in subfolders)
+    classes: dict[str, set] = {}
+    for patient, r, sub in zip(ids, records, subfolders):
+        if sub:
+            classes.setdefault(patient, set()).add(tuple(float(x) for x in r.labels))
+    several = sorted(p for p, c in classes.items() if len(c) > 1)
+    out = f"; {flat} image(s) straight in a class folder, each its own patient" if flat else ""
+    if several:
+        out += (
+            f"; {len(several)} subfolder name(s) under several classes (e.g. '{several[0]}'), each read as one "
+            "patient across them"
+        )
+    return out
