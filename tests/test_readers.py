@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -355,3 +356,34 @@ def test_a_dicom_cut_short_says_so(data_dir, tmp_path, keep, says):
     (tmp_path / "cut.dcm").write_bytes(whole[: len(whole) // keep])
     with pytest.raises(DataError, match=re.escape(says)):
         read_pixels(file_record(tmp_path / "cut.dcm"))
+
+
+def test_a_folder_one_level_above_the_classes_says_where_they_are(tmp_path):
+    """`--data dm4` with `dm4/data/images/{HC,PD}` said "only one class found (['data'])"."""
+    for cls in ("HC", "PD"):
+        (tmp_path / "dm4" / "data" / "images" / cls).mkdir(parents=True)
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "dm4" / "data" / "images" / cls / "a1.png")
+    where = str(tmp_path / "dm4" / "data" / "images")
+    with pytest.raises(
+        DataError, match=re.escape(f"subfolders (HC, PD) look like the classes; point --data at {where}")
+    ):
+        read_folder(tmp_path / "dm4")
+    (tmp_path / "one" / "HC" / "p1").mkdir(parents=True)  # one class whose images lie in one folder: as before
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "one" / "HC" / "p1" / "a1.png")
+    with pytest.raises(DataError, match=r"only one class found \(\['HC'\]\)"):
+        read_folder(tmp_path / "one")
+
+
+def test_manifests_from_excel_semicolons_and_windows_paths_read(tmp_path):
+    """A semicolon-separated CSV (Excel in many European locales) was one column; `imgs\\x.png` was a missing file."""
+    (tmp_path / "imgs").mkdir()
+    for i in range(4):
+        Image.fromarray(np.full((8, 8), 30 * i, np.uint8)).save(tmp_path / "imgs" / f"x{i}.png")
+    rows = [f"imgs\\x{i}.png;{60 + i};{'Normal' if i % 2 else 'Abnormal'}" for i in range(4)]
+    (tmp_path / "semi.csv").write_text("filename;age;diagnosis\n" + "\n".join(rows) + "\n")
+    ds = read_csv_manifest(tmp_path / "semi.csv")
+    assert [r.id for r in ds.records] == [f"imgs\\x{i}.png" for i in range(4)] and ds.label_names == ["Abnormal"]
+    assert all(Path(r.source).is_file() for r in ds.records)
+    (tmp_path / "climb.csv").write_text("filename;diagnosis\n..\\x0.png;Normal\nimgs\\x1.png;Abnormal\n")
+    with pytest.raises(DataError, match="leave its folder"):  # a backslash climbs out as a slash would
+        read_csv_manifest(tmp_path / "climb.csv")

@@ -63,12 +63,22 @@ def _read_frames(path: str | Path | dict[str, str]) -> tuple[dict, dict[str | No
         if not Path(csv).is_file():
             raise DataError(f"CSV manifest not found: {csv}")
         try:
-            frames[split] = pd.read_csv(csv, dtype=str, keep_default_na=False, encoding=_encoding(csv))
+            encoding = _encoding(csv)
+            frames[split] = pd.read_csv(
+                csv, dtype=str, keep_default_na=False, encoding=encoding, sep=_sep(csv, encoding)
+            )
         except Exception as e:  # noqa: BLE001
             raise DataError(f"{csv}: not a readable CSV ({type(e).__name__}: {e})") from None
         if frames[split].empty:
             raise DataError(f"{csv}: has a header but no rows")
     return files, frames
+
+
+def _sep(csv: str, encoding: str) -> str:
+    """The separator: a comma, else the semicolon (Excel in many European locales) or tab the header holds."""
+    with open(csv, encoding=encoding, errors="replace") as f:
+        header = f.readline()
+    return next((s for s in (",", ";", "\t") if s in header), ",")
 
 
 def _encoding(csv: str) -> str:
@@ -181,7 +191,7 @@ def _records(files: dict, frames: dict, labels: dict, columns: tuple, regex: re.
             where = f"{files[split]} row {i + 2}"
             if not image:
                 raise DataError(f"{where}: blank image path in column '{img_col}'")
-            source = str(bases[split] / image)
+            source = str(bases[split] / image.replace("\\", "/"))  # a Windows path: its backslashes as slashes
             records.append(Record(image, patients[i], source, labels[split][i], split=split, row=where))
     return records, bases
 

@@ -121,6 +121,24 @@ def _folder_entries(split_dirs: list, regex: re.Pattern | None) -> tuple[list, l
     return entries, ignored, unmatched, broken, masks
 
 
+def _deeper_classes(root: Path, files: list[Path]) -> str | None:
+    """One line when every image lies under one chain of folders that then splits (`data/images/{HC,PD}`): the
+    class folders are deeper than the folder given."""
+    folders = [f.relative_to(root).parts[:-1] for f in files]
+    common = []
+    for parts in zip(*folders):
+        if len(set(parts)) != 1:
+            break
+        common.append(parts[0])
+    if not common or any(len(f) <= len(common) for f in folders):
+        return None
+    below = sorted({f[len(common)] for f in folders})
+    return (
+        f"{root}: every image is under {'/'.join(common)}/, whose subfolders ({', '.join(below[:5])}) look like the "
+        f"classes; point --data at {root.joinpath(*common)}"
+    )
+
+
 def read_folder(
     path: str | Path, patient_regex: str | None = None, positive_class: str | None = None, guess_patients: bool = True
 ) -> DataSet:
@@ -147,6 +165,8 @@ def read_folder(
             f"{root}: patient_regex {patient_regex!r} does not match {len(unmatched)} file name(s), e.g. "
             + ", ".join(unmatched[:5])
         )
+    if len({e[1] for e in entries}) == 1 and (deeper := _deeper_classes(root, [e[2] for e in entries])):
+        raise DataError(deeper)
     canonical, class_notes = normalise_class_names([e[1] for e in entries])
     label_names, task, vec = class_labels([canonical[e[1]] for e in entries], positive_class, str(root), class_notes)
     records = [

@@ -14,7 +14,11 @@ from meddx.errors import DataError
 
 def check_paths(records: list[Record], bases: dict, check_files: bool, allow_outside_root: bool) -> None:
     """One DataError for image paths that leave the manifest's folder (unless allowed), then for missing files."""
-    outside = [f"{r.row}: {r.id}" for r in records if not (allow_outside_root or _inside(bases[r.split], r.id))]
+    outside = [
+        f"{r.row}: {r.id}"
+        for r in records
+        if not (allow_outside_root or _inside(bases[r.split], r.id.replace("\\", "/")))  # as the source is read
+    ]
     if outside:
         raise DataError(
             f"{len(outside)} image path(s) in the manifest leave its folder (absolute or '..'), e.g. {outside[0]}; "
