@@ -124,7 +124,9 @@ def evaluation_name(split: str, saved: EvaluateConfig, cfg: EvaluateConfig) -> s
 
 def predict_external(run: Run, data: dict, name: str = "external", drop_overlap: bool = False) -> str:
     """Predict new labelled data into predictions/<name>.csv, its copies of the run's train and val images stopping it
-    or dropped (<name>.leakage.json); its source and reading notes in <name>.data.json for the report."""
+    or dropped (<name>.leakage.json); its source, reading notes and domain check in <name>.data.json for the report."""
+    from meddx.export.new_data import new_data_domain
+
     ds = read_external(run, data)
     records, check = overlap_with_training(ds.records, run.split_table(), drop_overlap, ds.origin)
     if not records:
@@ -132,6 +134,7 @@ def predict_external(run: Run, data: dict, name: str = "external", drop_overlap:
     run.write_predictions(name, records, run.predict_proba(run.dataset(records, preload=None)))
     write_text(run.path / PREDICTIONS / f"{name}.leakage.json", json.dumps(check, indent=2))
     source = {"origin": ds.origin, "notes": ds.notes, "patients_guessed": ds.patients_guessed}
+    source["domain"] = new_data_domain(run, records)  # scans unlike the training ones: said before the figures
     write_text(run.path / PREDICTIONS / f"{name}.data.json", json.dumps(source, indent=2))
     return name
 

@@ -10,7 +10,7 @@ import pytest
 
 import meddx
 
-from conftest import ARTIFACTS, datscan_variant, run_cli
+from conftest import ARTIFACTS, datscan_variant, need, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -232,3 +232,26 @@ def test_new_data_naming_training_patients_is_warned_on_the_terminal(healthy_run
     assert "WARNING: 10 patient id(s) of this data also name patients the model trained or was tuned on" in proc.stdout
     report = (healthy_run.path / "report-external-new-bootstrap0.md").read_text()
     assert "> **WARNING**: 10 patient id(s) of this data" in report
+
+
+def test_new_data_unlike_the_training_scans_is_warned_before_its_figures(healthy_run, data_dir, tmp_path):
+    """Chest X-rays evaluated on the DaTscan model gave AUC 0.54 and not a word that they are not SPECT slices; the
+    input-domain check `meddx serve` makes on each upload now runs over new data, and its own kind of scan passes."""
+    xrays = sorted((need(data_dir, "nih_chestxray14_64px_binary") / "valid").rglob("*.png"))[:20]
+    for i, src in enumerate(xrays):
+        (tmp_path / "xrays" / ("HC" if i % 2 else "PD")).mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, tmp_path / "xrays" / ("HC" if i % 2 else "PD") / src.name)
+    proc = run_cli("evaluate", str(healthy_run.path), "--data", str(tmp_path / "xrays"), "--bootstrap", "0")
+    assert proc.returncode == 0, proc.stderr
+    assert "WARNING: 20 of 20 scans checked fall outside the training scans' input domain" in proc.stdout
+    metrics = json.loads((healthy_run.path / "metrics-external-xrays-bootstrap0.json").read_text())
+    assert "intensity distribution unlike the training scans" in metrics["warning_domain"]
+    split = healthy_run.split_table()
+    for src in split.loc[split["split"] == "test", "source"]:
+        (tmp_path / "own" / Path(src).parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, tmp_path / "own" / Path(src).parent.name / Path(src).name)
+    assert (
+        run_cli("evaluate", str(healthy_run.path), "--data", str(tmp_path / "own"), "--bootstrap", "0").returncode == 0
+    )
+    own = json.loads((healthy_run.path / "predictions" / "external-own.data.json").read_text())["domain"]
+    assert own["checked"] == (split["split"] == "test").sum() and own["outside"] <= 0.1 * own["checked"]

@@ -40,6 +40,13 @@ def _optimism_warnings(run: Run, split: str) -> dict:
         out["warning_same_split"] = (
             "thresholds were chosen on this same split: figures at the operating point are optimistic"
         )
+    domain = read_json(run.path / PREDICTIONS / f"{split}.data.json").get("domain") or {}
+    if domain.get("outside", 0) > max(0.1 * domain.get("checked", 0), 1):  # the check flags ~1% of training-like scans
+        why = "; ".join(f"{reason} ({n})" for reason, n in domain["reasons"])
+        out["warning_domain"] = (
+            f"{domain['outside']} of {domain['checked']} scans checked fall outside the training scans' input domain "
+            f"({why}): the model may never have seen this kind of scan, so these figures say little about it"
+        )
     check = read_json(run.path / PREDICTIONS / f"{split}.leakage.json")
     if check.get("dropped"):
         out["warning_training_overlap"] = (

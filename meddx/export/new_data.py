@@ -1,0 +1,35 @@
+"""The input-domain check over a new labelled set (`meddx evaluate RUN --data OTHER`): how many of its scans fall
+outside the training scans, the check `meddx serve` makes on each upload, so a reviewer learns it before the AUC."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from meddx.data.images import is_colour, read_pixels, to_channels
+from meddx.data.records import Record
+from meddx.export.domain import check_input
+from meddx.export.package import training_input_stats
+from meddx.run import Run
+
+
+def _reason(warning: str) -> str:
+    """A warning without its figures, to count alike ones together ('colour image', 'the image looks inverted')."""
+    return warning.split(":")[0].split(" (")[0]
+
+
+def new_data_domain(run: Run, records: list[Record], limit: int = 300) -> dict:
+    """{checked, outside, reasons: [(reason, count)]} over an even sample of up to `limit` scans of new data; an
+    empty check for token sequences."""
+    if run.is_sequence or not records:
+        return {"checked": 0, "outside": 0, "reasons": []}
+    stats, prep = training_input_stats(run), run.preprocess
+    sample = records[:: max(1, len(records) // limit)][:limit]
+    reasons: Counter = Counter()
+    outside = 0
+    for r in sample:
+        pixels, layout = read_pixels(r, prep.dicom_window)
+        image = to_channels(pixels, layout, r, prep.views, prep.view_axis, prep.channels)
+        found = check_input(image, prep.resize(image), stats, is_colour(pixels, layout))["warnings"]
+        outside += bool(found)
+        reasons.update({_reason(w) for w in found})
+    return {"checked": len(sample), "outside": outside, "reasons": reasons.most_common(3)}
