@@ -69,7 +69,7 @@ def plan(config: RunConfig | dict | str | Path | None = None, output: str | Path
     size for the budget; writes plan.json and plan.md into `output` (default plans/<data name>; -2, -3... for
     other data of that name)."""
     from meddx.training.autofit import plan_folder, plan_run
-    from meddx.training.plan import plan_markdown
+    from meddx.training.plan_markdown import plan_markdown
 
     cfg = as_config(config, {**overrides, "plan.enabled": True})
     _, _, made = plan_run(cfg)

@@ -255,3 +255,14 @@ def test_new_data_unlike_the_training_scans_is_warned_before_its_figures(healthy
     )
     own = json.loads((healthy_run.path / "predictions" / "external-own.data.json").read_text())["domain"]
     assert own["checked"] == (split["split"] == "test").sum() and own["outside"] <= 0.1 * own["checked"]
+
+
+def test_a_split_of_few_patients_is_warned_about(tmp_path):
+    """NIH 64 px's test split of 16 patients scored AUC 0.51 against val 0.71 with nothing saying it is tiny."""
+    from types import SimpleNamespace
+
+    from meddx.evaluation.report import _optimism_warnings
+
+    few = _optimism_warnings(SimpleNamespace(path=tmp_path), "test", 16)
+    assert few["warning_small_split"].startswith("only 16 patients in this split: its intervals are wide")
+    assert "warning_small_split" not in _optimism_warnings(SimpleNamespace(path=tmp_path), "test", 110)

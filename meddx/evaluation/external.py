@@ -32,6 +32,8 @@ def read_external(run: Run, data: dict) -> DataSet:
         _one_binary_label(run, ds, data)
     if problem := ds.label_mismatch(run.label_names, run.task):
         raise DataError(f"{ds.origin}: {problem}")
+    if len(splits := sorted({r.split for r in ds.records if r.split})) > 1:
+        ds.notes.append(f"its official splits ({', '.join(splits)}) pooled: every labelled sample is evaluated")
     return ds
 
 

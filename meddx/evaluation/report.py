@@ -33,9 +33,18 @@ def _arrays(run: Run, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     )
 
 
-def _optimism_warnings(run: Run, split: str) -> dict:
-    """Why this split's figures may be optimistic: thresholds chosen on it, or patients the model has seen."""
+SMALL_SPLIT = 30  # patients: below this an AUC interval is about +-0.1 or wider
+
+
+def _optimism_warnings(run: Run, split: str, n_patients: int) -> dict:
+    """Why this split's figures may mislead: thresholds chosen on it, too few patients, scans unlike the training
+    ones, copies of training images left out, or patients the model has seen."""
     out = {}
+    if n_patients < SMALL_SPLIT:
+        out["warning_small_split"] = (
+            f"only {n_patients} patients in this split: its intervals are wide, and a difference between two models "
+            "on it is rarely real (`meddx compare` tests one)"
+        )
     if split == "val":
         out["warning_same_split"] = (
             "thresholds were chosen on this same split: figures at the operating point are optimistic"
@@ -84,7 +93,7 @@ def evaluate_run(
     if competition:  # e.g. the Tianchi track: the competition's score beside its baselines
         result[competition.name] = competition.score(y, p, names, prior=prior, seed=cfg.seed)
     result["evaluated_at"] = datetime.now().isoformat(timespec="seconds")
-    result |= _optimism_warnings(run, split)
+    result |= _optimism_warnings(run, split, result["n_patients"])
     result["collapse"] = {"evaluation": result["collapse"], "training": run.training.get("collapse")}
     op = result["operating_point"]["thresholds"]
     thresholds = None if op is None else np.array([op[n] for n in names])

@@ -81,7 +81,8 @@ def warnings_of(result: dict) -> list[str]:
             "does not beat the prior baseline (AUC interval not above 0.5, or PR AUC not above prevalence): "
             + ", ".join(losers)
         )
-    keys = ("warning_same_split", "warning_domain", "warning_training_overlap", "warning_shared_patients")
+    keys = ("warning_same_split", "warning_small_split", "warning_domain", "warning_training_overlap",
+            "warning_shared_patients")  # fmt: skip
     out += [result[k] for k in keys if k in result]
     return out
 

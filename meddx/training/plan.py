@@ -74,34 +74,6 @@ class Plan:
         return validate_config(apply_overrides(raw, {c.field: c.value for c in self.choices if c.source != "user"}))
 
 
-def plan_markdown(plan: Plan) -> str:
-    """plan.md: what the fingerprint says and every choice with its reason."""
-    fp, est = plan.fingerprint, plan.estimate
-    lines = [
-        f"# Plan for `{fp['origin']}`",
-        "",
-        f"- {fp['samples']} samples ({', '.join(f'{s} {n}' for s, n in fp['splits'].items())}), "
-        f"{fp['patients']} patients{' (guessed, see the data notes)' if fp.get('patients_guessed') else ''}, task "
-        f"{fp['task']}, labels {', '.join(fp['label_names'])}",
-        f"- positive shares: {', '.join(f'{n} {v:.2f}' for n, v in fp['positive_share'].items())}",
-    ]
-    if "images" in fp:
-        im = fp["images"]
-        lines.append(
-            f"- images: median {im['height']['median']:.0f} x {im['width']['median']:.0f} px, layout "
-            f"{im['layout']}, {im['bits'] or '?'} bits, modality {im['modality'] or 'unknown'}, colour share "
-            f"{im['colour_share']:.2f}, median brightest pixel {im['max_intensity']['median']:.2f}"
-        )
-    lines.append(
-        f"- budget {plan.budget_minutes:g} min on the {plan.accelerator.upper()}"
-        + (f"; planned {est['total_s'] / 60:.1f} min" if est else "")
-        + (f"; pilot {plan.pilot['seconds_per_epoch']:.1f} s per epoch" if plan.pilot.get("seconds_per_epoch") else "")
-    )
-    lines += ["", "| field | value | decided by | why |", "|---|---|---|---|"]
-    lines += [f"| {c.field} | {json.dumps(c.value)} | {c.source} | {c.reason} |" for c in plan.choices]
-    return "\n".join(lines) + "\n"
-
-
 def user_fields(cfg: RunConfig) -> dict[str, Any]:
     """Dotted names and values of every field the user set explicitly (YAML, dict, CLI option or --set)."""
     out: dict[str, Any] = {}
@@ -163,9 +135,12 @@ def _image_rules(p: Planner, fp: dict, gpu: bool, train_labels: np.ndarray) -> N
     size = p.choose(
         "data.image_size",
         max(min(side, cap), need),
-        f"median image {im['height']['median']:.0f} x {im['width']['median']:.0f} px; "
+        f"median image {im['height']['median']:.0f} px high x {im['width']['median']:.0f} wide; "
         + ("native size" if side <= cap else f"at most {cap} px on the {'GPU' if gpu else 'CPU'}")
-        + (f"; at least {need} px for {fixed}" if need > min(side, cap) else ""),
+        + (f"; at least {need} px for {fixed}" if need > min(side, cap) else "")
+        + (
+            "; every image resized to a square (not cropped)" if im["height"]["median"] != im["width"]["median"] else ""
+        ),
     )
     spect, why = _spect_like(im)
     p.choose("data.normalize", "sample" if spect else "dataset", why)
