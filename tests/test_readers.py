@@ -334,6 +334,23 @@ def test_a_binary_runs_label_is_found_under_a_name_that_names_no_class(tmp_path)
     assert named.label_names == ["PD"]
 
 
+def test_new_data_whose_class_column_is_named_otherwise_is_read_by_the_runs_classes(tmp_path):
+    """`path,group,sex` holding HC/PD under `group` asked for --label-column, though the run knows its classes."""
+    from types import SimpleNamespace
+
+    from meddx.config import RunConfig
+    from meddx.evaluation.external import read_external
+
+    for i in range(4):
+        Image.fromarray(np.full((8, 8), 30 * i, np.uint8)).save(tmp_path / f"s{i}.png")
+    rows = [f"s{i}.png,{'PD' if i % 2 else 'hc'},{'MF'[i % 2]}" for i in range(4)]
+    (tmp_path / "ext.csv").write_text("path,group,sex\n" + "\n".join(rows) + "\n")
+    run = SimpleNamespace(config=RunConfig(data=DataConfig(path="t.csv", label_column="diagnosis")), task="binary",
+                          label_names=["PD"])  # fmt: skip
+    ds = read_external(run, {"path": str(tmp_path / "ext.csv")})
+    assert ds.label_names == ["PD"] and [float(r.labels[0]) for r in ds.records] == [0, 1, 0, 1]
+
+
 def test_npy_with_channels_last_is_colour_not_a_stack(tmp_path):
     """(64, 64, 3) arrays, as numpy and PIL write colour, were read as 64 slices 3 px wide: the plan then asked for
     8 px at least and its views fell outside the stack. Channels-first arrays and stacks stay as they were."""

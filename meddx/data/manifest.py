@@ -264,3 +264,11 @@ def column_values(path: str | Path | dict[str, str], column: str, image_column: 
             raise DataError(f"{files[split]}: no column '{column}' for subgroups; columns are {cols}")
         values.update(zip(df[img].str.strip(), df[column].str.strip()))
     return values
+
+
+def columns_holding(path: str | Path | dict[str, str], names: list[str]) -> list[str]:
+    """The columns of a manifest (its first CSV) whose values hold one of `names`, case ignored: where a run's class
+    names are in new data whose label column is named otherwise."""
+    _, frames = _read_frames(path)
+    wanted, first = {n.strip().casefold() for n in names}, next(iter(frames.values()))
+    return [c for c in first.columns if wanted & {v.strip().casefold() for v in first[c].unique()}]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 from meddx.config import DataConfig, validate_section
+from meddx.data.manifest import columns_holding
 from meddx.data.readers import read_dataset
 from meddx.data.records import DataSet, UnknownPositiveClass
 from meddx.errors import DataError
@@ -16,6 +17,9 @@ def read_external(run: Run, data: dict) -> DataSet:
     """The new data set (`data`: data-config fields over the run's), its labels in the run's order and names; one
     line naming the data when its labels are not the run's."""
     fields = {**run.config.data.model_dump(), "label_names": None, **data}
+    if _is_manifest(data) and run.task != "multilabel" and not {"label_column", "label_columns"} & set(data):
+        if len(holding := columns_holding(data["path"], run.label_names)) == 1:  # `group` holding the run's HC/PD
+            fields["label_column"], fields["label_columns"] = holding[0], None
     if run.task == "binary" and "positive_class" not in data:
         fields["positive_class"] = run.label_names[0]  # `covid/` beside `Viral/`: the run's positive, in any case
     try:
@@ -35,6 +39,11 @@ def read_external(run: Run, data: dict) -> DataSet:
     if len(splits := sorted({r.split for r in ds.records if r.split})) > 1:
         ds.notes.append(f"its official splits ({', '.join(splits)}) pooled: every labelled sample is evaluated")
     return ds
+
+
+def _is_manifest(data: dict) -> bool:
+    path = data.get("path")
+    return isinstance(path, str | dict) and (isinstance(path, dict) or path.lower().endswith((".csv", ".tsv")))
 
 
 GENERIC = {"1", "true", "yes", "positive", "label", "labels", "target", "y", "outcome", "class", "diagnosis"}
