@@ -98,13 +98,14 @@ def test_evaluate_a_sequence_run_on_labelled_reports(r2):
     [
         ("none", ["no label field", "it is a test file"]),
         ("round1", ["17 multilabel labels (region_0 ... region_16) differ from the run's 29", "type_11"]),
-        ("copy", ["every sample is a training/val image of the run; nothing left to evaluate"]),
+        ("copy", ["report(s) are identical", "training/val reports", "--drop-training-overlap"]),
     ],
 )
 def test_evaluate_bad_files_one_line(r2, tmp_path, kind, needles):
     root, run, _ = r2
     bad = str(root / "train.csv") if kind == "copy" else _reports(tmp_path / f"{kind}.csv", range(20), 3, kind)
-    proc = run_cli("evaluate", str(run), "--data", bad)
+    stop = ["--stop-on-training-overlap"] if kind == "copy" else []  # by default copies are left out, and warned
+    proc = run_cli("evaluate", str(run), "--data", bad, *stop)
     _assert_clean_error(proc, bad, *needles)
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
