@@ -94,7 +94,8 @@ def evaluate(
     from meddx.evaluation.folds import run_to_evaluate
 
     run = run_to_evaluate(run, data)
-    cfg = validate_section(EvaluateConfig, {**run.config.evaluate.model_dump(), **settings}, "evaluate.")
+    per_call = {"on_training_overlap": EvaluateConfig().on_training_overlap}  # per call, not the run's saved value
+    cfg = validate_section(EvaluateConfig, {**run.config.evaluate.model_dump(), **per_call, **settings}, "evaluate.")
     source = {**run.config.data.model_dump(), **(data or {})}
     groups = {"column": by, "values": column_values(source["path"], by, source.get("image_column"))} if by else None
     if data and split in ("train", "val"):  # its predictions would replace the ones thresholds come from
@@ -134,7 +135,8 @@ def predict_external(run: Run, data: dict, name: str = "external", drop_overlap:
     run.write_predictions(name, records, run.predict_proba(run.dataset(records, preload=None)))
     write_text(run.path / PREDICTIONS / f"{name}.leakage.json", json.dumps(check, indent=2))
     source = {"origin": ds.origin, "notes": ds.notes, "patients_guessed": ds.patients_guessed}
-    source["domain"] = new_data_domain(run, records)  # scans unlike the training ones: said before the figures
+    source["domain"] = domain = new_data_domain(run, records)  # scans unlike the training ones: warned of
+    source["notes"] += [f"input-domain check skipped: {domain['skipped']}"] if "skipped" in domain else []
     write_text(run.path / PREDICTIONS / f"{name}.data.json", json.dumps(source, indent=2))
     return name
 

@@ -232,62 +232,6 @@ def test_hardware_rules_for_a_gpu_and_for_the_cpu(data_dir, monkeypatch):
     )
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("killed", [False, True])
-def test_a_single_planned_model_that_stops_early_is_joined_by_a_second_seed(data_dir, tmp_path, monkeypatch, killed):
-    """The plan fits one model when two do not fit at full epochs; early stopping then often left half the budget
-    unused (Kermany, 15 minutes: 8 used). Now the model becomes the first member of an ensemble in its own folder and
-    another seed trains when one as slow still fits; averaging is the one rule every ablation confirmed. A kill
-    between the move's two renames left the run hidden in a `.moving` folder; now `--resume` puts it in place."""
-    from meddx.training import autofit
-    from meddx.training.plan import Planner
-
-    real_finish = autofit.finish_first_member
-
-    def killed_between_renames(path):  # the process dies: its status says running, by a process now gone
-        monkeypatch.setattr(autofit, "finish_first_member", real_finish)
-        status = json.loads((path.with_name(".single.ensemble") / "status.json").read_text())
-        (path.with_name(".single.ensemble") / "status.json").write_text(json.dumps({**status, "pid": 0}))
-        raise KeyboardInterrupt
-
-    if killed:
-        monkeypatch.setattr(autofit, "finish_first_member", killed_between_renames)
-
-    def one_short_model(plan, cfg, *args):  # the budget's verdict on a slow machine: one model of 3 epochs
-        fit_budget(plan, cfg, *args)
-        Planner(cfg, plan).choose("train.ensemble", 1, "one model fits", "budget")
-        Planner(cfg, plan).choose("train.max_epochs", 3, "3 epochs fit", "budget")
-
-    monkeypatch.setattr(autofit, "fit_budget", one_short_model)
-    npz = need(data_dir, "medmnist/breastmnist.npz")
-    cfg = {
-        "data": {"path": str(npz)},
-        "output_dir": str(tmp_path),
-        "name": "single",
-        "plan": {"budget_minutes": 4, "select": False, "max_ensemble": 2},
-        "train": {"progress_bar": False},
-        "evaluate": {"bootstrap": 0},
-    }
-    if killed:
-        with pytest.raises(KeyboardInterrupt):
-            meddx.train(cfg)
-        assert not (tmp_path / "single").exists() and (tmp_path / ".single.ensemble" / "members" / "seed0").is_dir()
-        run = meddx.resume(tmp_path / "single")
-    else:
-        run = meddx.train(cfg)
-    assert run.path == tmp_path / "single" and run.config.train.ensemble == 2
-    assert json.loads((run.path / "ensemble.json").read_text())["members"] == ["members/seed0", "members/seed1"]
-    first = meddx.load_run(run.path / "members" / "seed0")
-    assert first.config.name == "seed0" and first.config.output_dir == str(run.path / "members")
-    assert first.training["epochs_run"] <= 3 and (first.path / "model.pt").is_file()
-    choice = next(c for c in run.plan["choices"] if c["field"] == "train.ensemble")
-    assert choice["value"] == 2 and "1 planned at full epochs; early stopping left time for " in choice["reason"]
-    assert not list(tmp_path.glob(".*ensemble"))
-    second = meddx.load_run(run.path / "members" / "seed1")  # added in the time left: it stops by the deadline
-    assert first.config.train.max_minutes is None and (second.config.train.max_minutes is None) == killed
-    assert killed or 0 < second.config.train.max_minutes < 4  # resumed, the budget is spent: no deadline to keep
-
-
 @pytest.mark.parametrize("depth, views", [(5, [1, 2, 3]), (7, [2, 3, 4]), (28, [8, 14, 20]), (64, [19, 32, 45])])
 def test_three_slices_are_spread_evenly_around_the_middle(tmp_path, depth, views):
     """Round half to even took slices 2, 2 and 4 of a 5-slice stack: the middle one twice, off centre."""
@@ -301,19 +245,3 @@ def test_three_slices_are_spread_evenly_around_the_middle(tmp_path, depth, views
     ds = read_dataset(cfg.data)
     assign_splits(ds, cfg.split)
     assert make_plan(cfg, ds).value("data.views") == views
-
-
-def test_two_data_sets_of_one_name_get_their_own_plan_folders(tmp_path):
-    """`meddx plan --data a/labels.csv` then `--data b/labels.csv` wrote both to plans/labels, the second over the
-    first; the same data planned again still replaces its own plan."""
-    from meddx.training.autofit import plan_folder
-
-    def planned(origin: str) -> Plan:
-        return Plan(fingerprint={"origin": origin}, budget_minutes=1.0, accelerator="cpu")
-
-    base = tmp_path / "plans" / "labels"
-    assert plan_folder(base, planned("a/labels.csv")) == base
-    base.mkdir(parents=True)
-    planned("a/labels.csv").save(base / "plan.json")
-    assert plan_folder(base, planned("a/labels.csv")) == base
-    assert plan_folder(base, planned("b/labels.csv")) == base.with_name("labels-2")

@@ -3,10 +3,12 @@ outside the training scans, the check `meddx serve` makes on each upload, so a r
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 from meddx.data.images import is_colour, read_pixels, to_channels
 from meddx.data.records import Record
+from meddx.errors import MeddxError
 from meddx.export.domain import check_input
 from meddx.export.package import training_input_stats
 from meddx.run import Run
@@ -17,12 +19,22 @@ def _reason(warning: str) -> str:
     return warning.split(":")[0].split(" (")[0]
 
 
+def _training_stats(run: Run) -> dict:
+    """The training scans' input statistics: the run's package's (export wrote them), else read from the scans."""
+    saved = run.path / "package" / "input_stats.json"
+    return json.loads(saved.read_text()) if saved.is_file() else training_input_stats(run)
+
+
 def new_data_domain(run: Run, records: list[Record], limit: int = 300) -> dict:
     """{checked, outside, reasons: [(reason, count)]} over an even sample of up to `limit` scans of new data; an
     empty check for token sequences."""
     if run.is_sequence or not records:
         return {"checked": 0, "outside": 0, "reasons": []}
-    stats, prep = training_input_stats(run), run.preprocess
+    try:
+        stats = _training_stats(run)
+    except (MeddxError, OSError) as e:  # a run moved without its training data: evaluated all the same, said
+        return {"checked": 0, "outside": 0, "reasons": [], "skipped": f"training scans not readable ({e})"[:300]}
+    prep = run.preprocess
     sample = records[:: max(1, len(records) // limit)][:limit]
     reasons: Counter = Counter()
     outside = 0

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from meddx.config import RunConfig, load_config, save_config
+from meddx.errors import ConfigError
 from meddx.run import CONFIG, MEMBERS, PLAN, Run
 from meddx.training.datamodule import RunDataModule
 from meddx.training.distributed import grouped, is_rank_zero, match_launcher, share, start_process_group
@@ -19,7 +20,7 @@ from meddx.training.pilot import time_epoch
 from meddx.training.plan import Plan, Planner, fit_budget, make_plan, reserve_seconds
 from meddx.training.search import Chooser, candidates_in_budget, search, should_search, top_up
 from meddx.training.trainer import check_accelerator
-from meddx.training.writer import new_run_dir, open_ensemble
+from meddx.training.writer import new_run_dir, open_ensemble, staged_ensemble
 
 PLAN_ENV = "MEDDX_PLAN"  # rank 0's plan, inherited by the processes Lightning launches (they must not plan again)
 
@@ -136,7 +137,9 @@ def _first_member(run: Run, planned: RunConfig, plan: Plan) -> Run:
     """A planned single model that early stopping ended in time for more becomes the first member of an ensemble in
     its place (<run>/members/seed<k>): the ensemble is staged beside it, the model moved in, the ensemble renamed into
     place; a kill between the renames leaves the staged folder, which `finish_first_member` puts in place."""
-    base, staged = run.path, _staging(run.path)
+    base, staged = run.path, staged_ensemble(run.path)
+    if staged.exists() and any((staged / MEMBERS).glob("*")):
+        raise ConfigError(f"{staged}: an earlier run killed while it became an ensemble; `meddx train --resume {base}`")
     shutil.rmtree(staged, ignore_errors=True)  # a kill before the model moved in: the single model is still whole
     (staged / MEMBERS).mkdir(parents=True)
     open_ensemble(staged, planned, plan, "ensemble")
@@ -148,7 +151,8 @@ def _first_member(run: Run, planned: RunConfig, plan: Plan) -> Run:
 def finish_first_member(path: Path) -> None:
     """Put a staged ensemble whose first member has moved in (see `_first_member`) in place of `path`, the member's
     config renamed to match; nothing when there is none."""
-    staged = _staging(path)
+    path = Path(path).absolute()  # `--resume .` has no name to stage beside
+    staged = staged_ensemble(path)
     if path.exists() or not (staged / CONFIG).is_file():
         return
     member = seed_config(load_config(staged / CONFIG), path, 0)
@@ -168,10 +172,6 @@ def plan_folder(base: Path, plan: Plan) -> Path:
         if origin == plan.fingerprint["origin"]:
             return folder
     return base
-
-
-def _staging(path: Path) -> Path:
-    return path.with_name(f".{path.name}.ensemble")
 
 
 def seed_config(planned: RunConfig, base: Path, i: int) -> RunConfig:

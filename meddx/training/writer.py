@@ -40,6 +40,11 @@ def new_run_dir(cfg: RunConfig) -> Path:
     return Path(cfg.output_dir) / cfg.name
 
 
+def staged_ensemble(path: Path) -> Path:
+    """Where a single model's ensemble is staged before it is renamed into the model's place (autofit)."""
+    return path.with_name(f".{path.name}.ensemble")
+
+
 def _claim_run_dir(cfg: RunConfig) -> Path:
     """A new folder for this run: mkdir is the claim, so two runs started at once with one name get two folders."""
     if cfg.name:
@@ -53,6 +58,8 @@ def _claim_run_dir(cfg: RunConfig) -> Path:
         path, k = base, 1
         while True:
             try:
+                if staged_ensemble(path).exists():  # a run killed while it became an ensemble: `--resume` finishes it
+                    raise FileExistsError
                 path.mkdir()
                 break
             except FileExistsError:
