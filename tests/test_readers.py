@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -225,132 +224,6 @@ def test_the_positive_of_two_classes_is_not_the_one_named_normal(classes, positi
     assert class_labels(classes, classes[0], "x")[0] == [classes[0]]  # data.positive_class still decides
 
 
-def test_a_column_of_class_names_is_read_as_classes_without_being_named(tmp_path):
-    """`meddx train --data labels.csv` with one column of class names stopped, asking for data.label_column."""
-    (tmp_path / "m.csv").write_text("filename,finding\na.png,Normal\nb.png,Pneumonia\n")
-    ds = read_csv_manifest(tmp_path / "m.csv", check_files=False)
-    assert ds.label_names == ["Pneumonia"] and ds.labels[:, 0].tolist() == [0, 1]
-    assert any("class names in column 'finding'" in n for n in ds.notes)
-    with pytest.raises(DataError, match=r"'Normal' is not 0, 1.*--set data.label_column=finding"):
-        read_csv_manifest(tmp_path / "m.csv", check_files=False, label_columns=["finding"])
-
-
-@pytest.mark.parametrize("label", ["Normal,Pneumonia", "0,1"])
-def test_the_column_named_like_a_label_is_chosen_beside_metadata(tmp_path, label):
-    """Age and sex beside the label were read as label columns and stopped on '63'; the column named `label` is
-    the label now (class names or 0/1), and the others are said to be unused."""
-    a, b = label.split(",")
-    (tmp_path / "m.csv").write_text(f"path,age,sex,Label\na.png,63,F,{a}\nb.png,41,M,{b}\n")
-    ds = read_csv_manifest(tmp_path / "m.csv", check_files=False)
-    assert ds.labels[:, 0].tolist() == [0, 1] and ds.task == "binary"
-    assert any("['age', 'sex'] not read" in n for n in ds.notes)
-
-
-def test_metadata_without_a_label_named_is_one_line_naming_the_columns(tmp_path):
-    (tmp_path / "m.csv").write_text("path,age,finding_a,finding_b\na.png,63,x,0\nb.png,41,y,1\n")
-    with pytest.raises(DataError, match=r"m.csv: column\(s\) \['age', 'finding_a'\] hold values other than 0/1"):
-        read_csv_manifest(tmp_path / "m.csv", check_files=False)
-    (tmp_path / "m.csv").write_text("path,a,b\na.png,1,0\nb.png,0,1\n")
-    assert read_csv_manifest(tmp_path / "m.csv", check_files=False).task == "multilabel"
-
-
-def test_class_names_in_another_case_are_aligned_whatever_their_order():
-    """External class folders `a/ B/ c/` for a run's `A C b` (sorted by case, a different order): each label vector
-    follows its class name, not its column."""
-    from meddx.data.records import DataSet, Record
-
-    names = ["B", "a", "c"]  # sorted as written
-    records = [
-        Record(f"{n}/{i}.png", f"p{n}{i}", "", np.eye(3, dtype=np.float32)[k])
-        for k, n in enumerate(names)
-        for i in range(2)
-    ]
-    ds = DataSet(records, names, "multiclass")
-    assert ds.align_labels(["A", "C", "b"])
-    assert ds.label_names == ["A", "C", "b"]
-    assert [ds.label_names[int(r.labels.argmax())].casefold() for r in ds.records] == [
-        r.id[0].casefold() for r in records
-    ]
-    assert ds.label_mismatch(["A", "C", "b"], "multiclass") is None
-    other = DataSet(list(records), ["x", "y", "z"], "multiclass")
-    assert not other.align_labels(["A", "C", "b"]) and other.label_names == ["x", "y", "z"]
-
-
-def test_new_data_takes_a_binary_runs_positive_class_in_any_case(tmp_path):
-    """A run on `covid/` beside `Viral/` (no negative-like name: the last in sorted order, 'covid', is positive);
-    new folders `COVID/` and `viral/` sort the other way and made 'viral' positive: a label mismatch. Now the run's
-    positive is taken whatever its case; other class names still stop with the mismatch line."""
-    from types import SimpleNamespace
-
-    from meddx.config import RunConfig
-    from meddx.errors import DataError
-    from meddx.evaluation.external import read_external
-
-    for folder, cls in (("new", "COVID"), ("new", "viral"), ("others", "a"), ("others", "b")):
-        (tmp_path / folder / cls).mkdir(parents=True)
-        for i in range(3):
-            Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(tmp_path / folder / cls / f"{cls}{i}.png")
-    run = SimpleNamespace(config=RunConfig(data=DataConfig(path="train")), task="binary", label_names=["covid"])
-    ds = read_external(run, {"path": str(tmp_path / "new")})
-    assert ds.label_names == ["covid"]
-    assert {r.id.split("/")[0]: float(r.labels[0]) for r in ds.records} == {"COVID": 1.0, "viral": 0.0}
-    with pytest.raises(DataError, match="differ from the run's 1 binary labels"):
-        read_external(run, {"path": str(tmp_path / "others")})
-
-
-def test_a_binary_runs_label_is_found_under_a_name_that_names_no_class(tmp_path):
-    """A run on a 0/1 column `label` could be evaluated only on data whose column was named `label`: folders `0/ 1/`
-    and a 0/1 column `target` stopped as a mismatch, whatever option was given."""
-    from types import SimpleNamespace
-
-    from meddx.config import RunConfig
-    from meddx.errors import DataError
-    from meddx.evaluation.external import read_external
-
-    rows = []
-    for cls in ("0", "1"):
-        (tmp_path / "digits" / cls).mkdir(parents=True)
-        for i in range(3):
-            Image.fromarray(np.full((8, 8), 40 * i + int(cls), np.uint8)).save(tmp_path / "digits" / cls / f"{i}.png")
-            rows.append(f"{cls}/{i}.png,{cls}")
-    (tmp_path / "digits" / "t.csv").write_text("path,target\n" + "\n".join(rows) + "\n")
-    (tmp_path / "digits" / "p.csv").write_text("path,Parkinson\n" + "\n".join(rows) + "\n")
-
-    def run_on(label):
-        return SimpleNamespace(config=RunConfig(data=DataConfig(path="train")), task="binary", label_names=[label])
-
-    for label, data in [
-        ("label", "digits"),
-        ("label", "digits/t.csv"),
-        ("PNEUMONIA", "digits"),
-        ("PD", "digits/t.csv"),
-    ]:
-        ds = read_external(run_on(label), {"path": str(tmp_path / data)})
-        assert ds.label_names == [label] and any(f"read as the run's '{label}'" in n for n in ds.notes)
-        assert {r.id: float(r.labels[0]) for r in ds.records} == {r.split(",")[0]: float(r[-1]) for r in rows}
-    with pytest.raises(DataError, match="'Parkinson' where the run has 'PD'"):  # two names of classes: not guessed
-        read_external(run_on("PD"), {"path": str(tmp_path / "digits/p.csv")})
-    named = read_external(run_on("PD"), {"path": str(tmp_path / "digits/p.csv"), "label_columns": ["Parkinson"]})
-    assert named.label_names == ["PD"]
-
-
-def test_new_data_whose_class_column_is_named_otherwise_is_read_by_the_runs_classes(tmp_path):
-    """`path,group,sex` holding HC/PD under `group` asked for --label-column, though the run knows its classes."""
-    from types import SimpleNamespace
-
-    from meddx.config import RunConfig
-    from meddx.evaluation.external import read_external
-
-    for i in range(4):
-        Image.fromarray(np.full((8, 8), 30 * i, np.uint8)).save(tmp_path / f"s{i}.png")
-    rows = [f"s{i}.png,{'PD' if i % 2 else 'hc'},{'MF'[i % 2]}" for i in range(4)]
-    (tmp_path / "ext.csv").write_text("path,group,sex\n" + "\n".join(rows) + "\n")
-    run = SimpleNamespace(config=RunConfig(data=DataConfig(path="t.csv", label_column="diagnosis")), task="binary",
-                          label_names=["PD"])  # fmt: skip
-    ds = read_external(run, {"path": str(tmp_path / "ext.csv")})
-    assert ds.label_names == ["PD"] and [float(r.labels[0]) for r in ds.records] == [0, 1, 0, 1]
-
-
 def test_npy_with_channels_last_is_colour_not_a_stack(tmp_path):
     """(64, 64, 3) arrays, as numpy and PIL write colour, were read as 64 slices 3 px wide: the plan then asked for
     8 px at least and its views fell outside the stack. Channels-first arrays and stacks stay as they were."""
@@ -389,18 +262,3 @@ def test_a_folder_one_level_above_the_classes_says_where_they_are(tmp_path):
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "one" / "HC" / "p1" / "a1.png")
     with pytest.raises(DataError, match=r"only one class found \(\['HC'\]\)"):
         read_folder(tmp_path / "one")
-
-
-def test_manifests_from_excel_semicolons_and_windows_paths_read(tmp_path):
-    """A semicolon-separated CSV (Excel in many European locales) was one column; `imgs\\x.png` was a missing file."""
-    (tmp_path / "imgs").mkdir()
-    for i in range(4):
-        Image.fromarray(np.full((8, 8), 30 * i, np.uint8)).save(tmp_path / "imgs" / f"x{i}.png")
-    rows = [f"imgs\\x{i}.png;{60 + i};{'Normal' if i % 2 else 'Abnormal'}" for i in range(4)]
-    (tmp_path / "semi.csv").write_text("filename;age;diagnosis\n" + "\n".join(rows) + "\n")
-    ds = read_csv_manifest(tmp_path / "semi.csv")
-    assert [r.id for r in ds.records] == [f"imgs\\x{i}.png" for i in range(4)] and ds.label_names == ["Abnormal"]
-    assert all(Path(r.source).is_file() for r in ds.records)
-    (tmp_path / "climb.csv").write_text("filename;diagnosis\n..\\x0.png;Normal\nimgs\\x1.png;Abnormal\n")
-    with pytest.raises(DataError, match="leave its folder"):  # a backslash climbs out as a slash would
-        read_csv_manifest(tmp_path / "climb.csv")

@@ -15,13 +15,24 @@ from meddx.run import Run
 
 def read_external(run: Run, data: dict) -> DataSet:
     """The new data set (`data`: data-config fields over the run's), its labels in the run's order and names; one
-    line naming the data when its labels are not the run's."""
+    line naming the data when its labels are not the run's. A manifest whose labels do not read as the run's is read
+    once more from the one column that holds the run's class names (`group` holding HC/PD), if there is one."""
     fields = {**run.config.data.model_dump(), "label_names": None, **data}
-    if _is_manifest(data) and run.task != "multilabel" and not {"label_column", "label_columns"} & set(data):
-        if len(holding := columns_holding(data["path"], run.label_names)) == 1:  # `group` holding the run's HC/PD
-            fields["label_column"], fields["label_columns"] = holding[0], None
+    try:
+        return _pooled(_read_as_run(run, data, fields))
+    except DataError:
+        column = _class_column(run, data, fields)
+        if column is None:
+            raise
+    ds = _read_as_run(run, data, {**fields, "label_column": column, "label_columns": None})
+    ds.notes.append(f"labels: column '{column}', the one holding the run's class names (data.label_column)")
+    return _pooled(ds)
+
+
+def _read_as_run(run: Run, data: dict, fields: dict) -> DataSet:
+    """Read with `fields`, the binary run's positive class tried first, and match the labels to the run's."""
     if run.task == "binary" and "positive_class" not in data:
-        fields["positive_class"] = run.label_names[0]  # `covid/` beside `Viral/`: the run's positive, in any case
+        fields = {**fields, "positive_class": run.label_names[0]}  # `covid/` beside `Viral/`: the run's, in any case
     try:
         ds = read_dataset(validate_section(DataConfig, fields, "data."))
     except UnknownPositiveClass:
@@ -35,10 +46,30 @@ def read_external(run: Run, data: dict) -> DataSet:
     elif ds.task == run.task and not ds.align_labels(run.label_names):  # `pneumonia/` for a run's `PNEUMONIA`
         _one_binary_label(run, ds, data)
     if problem := ds.label_mismatch(run.label_names, run.task):
-        raise DataError(f"{ds.origin}: {problem}")
+        hint = ""
+        if run.task == ds.task == "binary" and run.label_names[0].strip().casefold() in GENERIC:
+            hint = (
+                f"; if '{ds.label_names[0]}' is not this data's 1 ({run.label_names[0]}), name it: "
+                "--set data.positive_class=CLASS (or its 0/1 column: --label-columns COLUMN)"
+            )
+        raise DataError(f"{ds.origin}: {problem}{hint}")
+    return ds
+
+
+def _pooled(ds: DataSet) -> DataSet:
+    """The data set, a note added when it came in several official splits (all are evaluated)."""
     if len(splits := sorted({r.split for r in ds.records if r.split})) > 1:
         ds.notes.append(f"its official splits ({', '.join(splits)}) pooled: every labelled sample is evaluated")
     return ds
+
+
+def _class_column(run: Run, data: dict, fields: dict) -> str | None:
+    """The one manifest column holding the run's class names, when the user named no label column and it is not
+    the column already read."""
+    if not _is_manifest(data) or run.task == "multilabel" or {"label_column", "label_columns"} & set(data):
+        return None
+    holding = columns_holding(data["path"], run.label_names)
+    return holding[0] if len(holding) == 1 and holding[0] != fields.get("label_column") else None
 
 
 def _is_manifest(data: dict) -> bool:
@@ -50,12 +81,12 @@ GENERIC = {"1", "true", "yes", "positive", "label", "labels", "target", "y", "ou
 
 
 def _one_binary_label(run: Run, ds: DataSet, data: dict) -> None:
-    """A binary run's one label under another name that names no class: a 0/1 column `target` for the run's `label`,
-    folders `0/ 1/` for its `PNEUMONIA`, or the one 0/1 column the user named (--label-columns); said in the notes."""
+    """A binary run's one label under a name of this data that names no class (a 0/1 column `target` for the run's
+    `label`, folders `0/ 1/` for its `PNEUMONIA`), or the column or positive class the user named; said in the notes."""
     if run.task != "binary" or ds.label_names == run.label_names:
         return
     theirs, ours = ds.label_names[0], run.label_names[0]
-    named = len(data.get("label_columns") or []) == 1
-    if named or {theirs.strip().casefold(), ours.strip().casefold()} & GENERIC:
+    named = len(data.get("label_columns") or []) == 1 or "positive_class" in data  # the user said which is 1
+    if named or theirs.strip().casefold() in GENERIC:  # theirs a class chosen by sort order could be the 0: ask
         ds.notes.append(f"this data's 0/1 label '{theirs}' read as the run's '{ours}' (1 = {ours})")
         ds.label_names = [ours]

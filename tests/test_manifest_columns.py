@@ -1,0 +1,56 @@
+"""Which columns of a CSV manifest are the labels when the user names none, and manifests as Excel writes them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from meddx.data import read_csv_manifest
+from meddx.errors import DataError
+
+
+def test_a_column_of_class_names_is_read_as_classes_without_being_named(tmp_path):
+    """`meddx train --data labels.csv` with one column of class names stopped, asking for data.label_column."""
+    (tmp_path / "m.csv").write_text("filename,finding\na.png,Normal\nb.png,Pneumonia\n")
+    ds = read_csv_manifest(tmp_path / "m.csv", check_files=False)
+    assert ds.label_names == ["Pneumonia"] and ds.labels[:, 0].tolist() == [0, 1]
+    assert any("class names in column 'finding'" in n for n in ds.notes)
+    with pytest.raises(DataError, match=r"'Normal' is not 0, 1.*--set data.label_column=finding"):
+        read_csv_manifest(tmp_path / "m.csv", check_files=False, label_columns=["finding"])
+
+
+@pytest.mark.parametrize("label", ["Normal,Pneumonia", "0,1"])
+def test_the_column_named_like_a_label_is_chosen_beside_metadata(tmp_path, label):
+    """Age and sex beside the label were read as label columns and stopped on '63'; the column named `label` is
+    the label now (class names or 0/1), and the others are said to be unused."""
+    a, b = label.split(",")
+    (tmp_path / "m.csv").write_text(f"path,age,sex,Label\na.png,63,F,{a}\nb.png,41,M,{b}\n")
+    ds = read_csv_manifest(tmp_path / "m.csv", check_files=False)
+    assert ds.labels[:, 0].tolist() == [0, 1] and ds.task == "binary"
+    assert any("['age', 'sex'] not read" in n for n in ds.notes)
+
+
+def test_metadata_without_a_label_named_is_one_line_naming_the_columns(tmp_path):
+    (tmp_path / "m.csv").write_text("path,age,finding_a,finding_b\na.png,63,x,0\nb.png,41,y,1\n")
+    with pytest.raises(DataError, match=r"m.csv: column\(s\) \['age', 'finding_a'\] hold values other than 0/1"):
+        read_csv_manifest(tmp_path / "m.csv", check_files=False)
+    (tmp_path / "m.csv").write_text("path,a,b\na.png,1,0\nb.png,0,1\n")
+    assert read_csv_manifest(tmp_path / "m.csv", check_files=False).task == "multilabel"
+
+
+def test_manifests_from_excel_semicolons_and_windows_paths_read(tmp_path):
+    """A semicolon-separated CSV (Excel in many European locales) was one column; `imgs\\x.png` was a missing file."""
+    (tmp_path / "imgs").mkdir()
+    for i in range(4):
+        Image.fromarray(np.full((8, 8), 30 * i, np.uint8)).save(tmp_path / "imgs" / f"x{i}.png")
+    rows = [f"imgs\\x{i}.png;{60 + i};{'Normal' if i % 2 else 'Abnormal'}" for i in range(4)]
+    (tmp_path / "semi.csv").write_text("filename;age;diagnosis\n" + "\n".join(rows) + "\n")
+    ds = read_csv_manifest(tmp_path / "semi.csv")
+    assert [r.id for r in ds.records] == [f"imgs\\x{i}.png" for i in range(4)] and ds.label_names == ["Abnormal"]
+    assert all(Path(r.source).is_file() for r in ds.records)
+    (tmp_path / "climb.csv").write_text("filename;diagnosis\n..\\x0.png;Normal\nimgs\\x1.png;Abnormal\n")
+    with pytest.raises(DataError, match="leave its folder"):  # a backslash climbs out as a slash would
+        read_csv_manifest(tmp_path / "climb.csv")

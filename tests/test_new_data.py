@@ -1,0 +1,135 @@
+"""New labelled data read for a trained run (`meddx evaluate RUN --data OTHER`): its labels matched to the run's
+whatever their case, order or name, and never silently the wrong column or the wrong class as 1."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from meddx.config import DataConfig, RunConfig
+from meddx.errors import DataError
+from meddx.evaluation.external import read_external
+
+
+def test_class_names_in_another_case_are_aligned_whatever_their_order():
+    """External class folders `a/ B/ c/` for a run's `A C b` (sorted by case, a different order): each label vector
+    follows its class name, not its column."""
+    from meddx.data.records import DataSet, Record
+
+    names = ["B", "a", "c"]  # sorted as written
+    records = [
+        Record(f"{n}/{i}.png", f"p{n}{i}", "", np.eye(3, dtype=np.float32)[k])
+        for k, n in enumerate(names)
+        for i in range(2)
+    ]
+    ds = DataSet(records, names, "multiclass")
+    assert ds.align_labels(["A", "C", "b"])
+    assert ds.label_names == ["A", "C", "b"]
+    assert [ds.label_names[int(r.labels.argmax())].casefold() for r in ds.records] == [
+        r.id[0].casefold() for r in records
+    ]
+    assert ds.label_mismatch(["A", "C", "b"], "multiclass") is None
+    other = DataSet(list(records), ["x", "y", "z"], "multiclass")
+    assert not other.align_labels(["A", "C", "b"]) and other.label_names == ["x", "y", "z"]
+
+
+def test_new_data_takes_a_binary_runs_positive_class_in_any_case(tmp_path):
+    """A run on `covid/` beside `Viral/` (no negative-like name: the last in sorted order, 'covid', is positive);
+    new folders `COVID/` and `viral/` sort the other way and made 'viral' positive: a label mismatch. Now the run's
+    positive is taken whatever its case; other class names still stop with the mismatch line."""
+
+    from meddx.evaluation.external import read_external
+
+    for folder, cls in (("new", "COVID"), ("new", "viral"), ("others", "a"), ("others", "b")):
+        (tmp_path / folder / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(tmp_path / folder / cls / f"{cls}{i}.png")
+    run = SimpleNamespace(config=RunConfig(data=DataConfig(path="train")), task="binary", label_names=["covid"])
+    ds = read_external(run, {"path": str(tmp_path / "new")})
+    assert ds.label_names == ["covid"]
+    assert {r.id.split("/")[0]: float(r.labels[0]) for r in ds.records} == {"COVID": 1.0, "viral": 0.0}
+    with pytest.raises(DataError, match="differ from the run's 1 binary labels"):
+        read_external(run, {"path": str(tmp_path / "others")})
+
+
+def test_a_binary_runs_label_is_found_under_a_name_that_names_no_class(tmp_path):
+    """A run on a 0/1 column `label` could be evaluated only on data whose column was named `label`: folders `0/ 1/`
+    and a 0/1 column `target` stopped as a mismatch, whatever option was given."""
+
+    from meddx.evaluation.external import read_external
+
+    rows = []
+    for cls in ("0", "1"):
+        (tmp_path / "digits" / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((8, 8), 40 * i + int(cls), np.uint8)).save(tmp_path / "digits" / cls / f"{i}.png")
+            rows.append(f"{cls}/{i}.png,{cls}")
+    (tmp_path / "digits" / "t.csv").write_text("path,target\n" + "\n".join(rows) + "\n")
+    (tmp_path / "digits" / "p.csv").write_text("path,Parkinson\n" + "\n".join(rows) + "\n")
+
+    def run_on(label):
+        return SimpleNamespace(config=RunConfig(data=DataConfig(path="train")), task="binary", label_names=[label])
+
+    for label, data in [
+        ("label", "digits"),
+        ("label", "digits/t.csv"),
+        ("PNEUMONIA", "digits"),
+        ("PD", "digits/t.csv"),
+    ]:
+        ds = read_external(run_on(label), {"path": str(tmp_path / data)})
+        assert ds.label_names == [label] and any(f"read as the run's '{label}'" in n for n in ds.notes)
+        assert {r.id: float(r.labels[0]) for r in ds.records} == {r.split(",")[0]: float(r[-1]) for r in rows}
+    with pytest.raises(DataError, match="'Parkinson' where the run has 'PD'"):  # two names of classes: not guessed
+        read_external(run_on("PD"), {"path": str(tmp_path / "digits/p.csv")})
+    named = read_external(run_on("PD"), {"path": str(tmp_path / "digits/p.csv"), "label_columns": ["Parkinson"]})
+    assert named.label_names == ["PD"]
+
+
+def test_new_data_whose_class_column_is_named_otherwise_is_read_by_the_runs_classes(tmp_path):
+    """`path,group,sex` holding HC/PD under `group` asked for --label-column, though the run knows its classes."""
+
+    for i in range(4):
+        Image.fromarray(np.full((8, 8), 30 * i, np.uint8)).save(tmp_path / f"s{i}.png")
+    rows = [f"s{i}.png,{'PD' if i % 2 else 'hc'},{'MF'[i % 2]}" for i in range(4)]
+    (tmp_path / "ext.csv").write_text("path,group,sex\n" + "\n".join(rows) + "\n")
+    run = SimpleNamespace(config=RunConfig(data=DataConfig(path="t.csv", label_column="diagnosis")), task="binary",
+                          label_names=["PD"])  # fmt: skip
+    ds = read_external(run, {"path": str(tmp_path / "ext.csv")})
+    assert ds.label_names == ["PD"] and [float(r.labels[0]) for r in ds.records] == [0, 1, 0, 1]
+
+
+def _images(folder, n: int = 6) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        Image.fromarray(np.full((8, 8), 20 * i, np.uint8)).save(folder / f"s{i}.png")
+    return [f"s{i}.png" for i in range(n)]
+
+
+def test_the_runs_own_label_column_wins_over_a_column_holding_its_class_names(tmp_path):
+    """The run's 0/1 `Pneumonia` column was replaced by `prior_dx` (Normal/Pneumonia, another reading) without a
+    note, inverting half the labels; a class-name column is looked for only when the run's own does not read."""
+    names = _images(tmp_path)
+    truth, prior = [0, 1, 0, 1, 0, 1], ["Pneumonia", "Normal", "Normal", "Normal", "Pneumonia", "Normal"]
+    rows = [f"{n},{t},{p}" for n, t, p in zip(names, truth, prior)]
+    (tmp_path / "ext.csv").write_text("path,Pneumonia,prior_dx\n" + "\n".join(rows) + "\n")
+    run = SimpleNamespace(config=RunConfig(data=DataConfig(path="t.csv", label_columns=["Pneumonia"])),
+                          task="binary", label_names=["Pneumonia"])  # fmt: skip
+    ds = read_external(run, {"path": str(tmp_path / "ext.csv")})
+    assert [float(r.labels[0]) for r in ds.records] == truth
+    assert not any("holding the run's class names" in n for n in ds.notes)
+
+
+def test_class_folders_are_not_mapped_by_sort_order_onto_a_generic_label(tmp_path):
+    """A run on ISIC's 0/1 `target` (1 = melanoma) evaluated on `melanoma/ nevus/` took `nevus`, last in sorted
+    order, as 1: an inverted AUC behind a note. Now it stops and asks which class is 1, and maps once told."""
+    for cls in ("melanoma", "nevus"):
+        _images(tmp_path / "ext" / cls, 3)
+    run = SimpleNamespace(config=RunConfig(data=DataConfig(path="t.csv")), task="binary", label_names=["target"])
+    with pytest.raises(DataError, match=r"'nevus' where the run has 'target'; .*--set data.positive_class=CLASS"):
+        read_external(run, {"path": str(tmp_path / "ext")})
+    ds = read_external(run, {"path": str(tmp_path / "ext"), "positive_class": "melanoma"})
+    assert ds.label_names == ["target"]
+    assert {r.id.split("/")[0]: float(r.labels[0]) for r in ds.records} == {"melanoma": 1.0, "nevus": 0.0}
