@@ -54,3 +54,37 @@ def test_manifests_from_excel_semicolons_and_windows_paths_read(tmp_path):
     (tmp_path / "climb.csv").write_text("filename;diagnosis\n..\\x0.png;Normal\nimgs\\x1.png;Abnormal\n")
     with pytest.raises(DataError, match="leave its folder"):  # a backslash climbs out as a slash would
         read_csv_manifest(tmp_path / "climb.csv")
+
+
+def _csv(tmp_path, header: str, rows: list[str], name: str = "m.csv") -> Path:
+    (tmp_path / name).write_text(header + "\n" + "\n".join(rows) + "\n")
+    return tmp_path / name
+
+
+def test_a_patient_column_of_another_name_is_the_patient_not_ignored(tmp_path):
+    """`path,subject,label` read `subject` as an unused column, each image its own patient: a patient on both sides
+    of the split. A column of text ids repeated like a patient's is the patient now, and said."""
+    rows = [f"a{i}.png,S{i // 2:02d},{i % 2}" for i in range(24)]
+    ds = read_csv_manifest(_csv(tmp_path, "path,subject,label", rows), check_files=False)
+    assert len({r.patient_id for r in ds.records}) == 12 and ds.task == "binary"
+    rows = [f"a{i}.png,K{i // 2:02d},{i % 2}" for i in range(24)]
+    ds = read_csv_manifest(_csv(tmp_path, "path,kit,label", rows), check_files=False)
+    assert len({r.patient_id for r in ds.records}) == 12
+    assert any("patient ids from column 'kit' (12 ids, repeated like a patient's" in n for n in ds.notes)
+
+
+def test_label_columns_as_people_and_excel_leave_them(tmp_path):
+    """`path,label,is_male` trained two labels; Excel's trailing `;;` added blank labels; a lone `age` column was read
+    as 40 classes; a column missing from val that is not read stopped the split files."""
+    rows = [f"a{i}.png,{i % 2},{i // 2 % 2}" for i in range(8)]
+    ds = read_csv_manifest(_csv(tmp_path, "path,label,is_male", rows), check_files=False)
+    assert ds.label_names == ["label"] and any("['is_male'] not read" in n for n in ds.notes)
+    semi = [f"a{i}.png;{i % 2};;" for i in range(8)]
+    assert read_csv_manifest(_csv(tmp_path, "filename;label;;", semi), check_files=False).label_names == ["label"]
+    with pytest.raises(DataError, match="column 'age' holds 40 different values"):
+        read_csv_manifest(_csv(tmp_path, "path,age", [f"a{i}.png,{20 + i}" for i in range(40)]), check_files=False)
+    train = _csv(tmp_path, "path,age,label", [f"t{i}.png,{30 + i},{i % 2}" for i in range(6)], "train.csv")
+    val = _csv(tmp_path, "path,label", [f"v{i}.png,{i % 2}" for i in range(4)], "val.csv")
+    assert len(read_csv_manifest({"train": str(train), "val": str(val)}, check_files=False)) == 10
+    quoted = _csv(tmp_path, 'path;"age, years";diagnosis', [f"a{i}.png;{40 + i};{'AB'[i % 2]}" for i in range(6)])
+    assert read_csv_manifest(quoted, check_files=False).label_names == ["B"]

@@ -7,7 +7,9 @@ import pandas as pd
 from meddx.errors import DataError
 
 IMAGE_COLUMN_GUESSES = ("Image", "image", "path", "Path", "filename", "file", "Image Index")
-PATIENT_COLUMN_GUESSES = ("PatientId", "patient_id", "Patient ID", "patient", "PatientID", "subject_id")
+PATIENT_COLUMN_GUESSES = ("PatientId", "patient_id", "Patient ID", "patient", "PatientID", "subject_id", "subject",
+                          "Subject", "SubjectID", "case_id", "patient_code")  # fmt: skip
+MAX_CLASSES = 50
 LABEL_COLUMN_GUESSES = ("label", "labels", "class", "diagnosis", "target", "finding", "category", "outcome", "y")
 
 
@@ -20,34 +22,76 @@ def pick_column(columns: list[str], wanted: str | None, guesses: tuple[str, ...]
     return next((c for c in guesses if c in columns), None)
 
 
+def _values(frames: dict, column: str) -> pd.Series:
+    """A column's stripped values over every CSV that has it."""
+    return pd.concat([df[column].str.strip() for df in frames.values() if column in df])
+
+
 def _holds_labels(frames: dict, column: str) -> bool:
     """Whether every value of a column is a 0/1 label: 0 to 1, -1 (uncertain) or blank."""
-    values = pd.concat([df[column].str.strip() for df in frames.values()])
+    values = _values(frames, column)
     numbers = pd.to_numeric(values, errors="coerce")
     return bool((values.isin(["", "nan", "NaN"]) | numbers.between(0, 1) | (numbers == -1)).all())
 
 
-def guess_label_columns(where: str, frames: dict, others: list[str]) -> tuple[list[str], str | None, list[str]]:
-    """(0/1 label columns, class-name column or None, notes) when the user named neither.
+def _empty(frames: dict, column: str) -> bool:
+    """A column with no value at all (Excel's trailing separators: `Unnamed: 2`)."""
+    return bool((_values(frames, column) == "").all())
 
-    Every other column when all hold 0/1 values (multi-label, as before); otherwise the one other column, or the one
-    named like a label (label, class, diagnosis...), read as class names unless it holds 0/1 values.
-    """
-    if not others:
-        raise DataError(f"{where}: no label column besides the image and patient columns")
-    not_binary = [c for c in others if not _holds_labels(frames, c)]
-    if not not_binary:
-        return others, None, []
+
+def guess_label_columns(where: str, frames: dict, others: list[str]) -> tuple[list[str], str | None, list[str]]:
+    """(0/1 label columns, class-name column or None, notes) when the user named neither: the one column named like a
+    label (label, class, diagnosis...); else every other column when all hold 0/1 (multi-label); else the only other
+    column. A class-name column must hold few values (not an age)."""
+    others = [c for c in others if not _empty(frames, c)]
     named = [c for c in others if c.strip().lower() in LABEL_COLUMN_GUESSES]
-    if len(others) == 1 or len(named) == 1:
-        column = others[0] if len(others) == 1 else named[0]
-        unused = [c for c in others if c != column]
-        notes = [f"columns {unused} not read (not labels; data.label_columns names 0/1 columns)"] if unused else []
-        if column not in not_binary:
-            return [column], None, [f"labels: 0/1 column '{column}'", *notes]
-        return [], column, [f"labels: the class names in column '{column}' (data.label_column)", *notes]
-    raise DataError(
-        f"{where}: column(s) {not_binary} hold values other than 0/1 and no single column is named like a label "
-        f"({', '.join(LABEL_COLUMN_GUESSES[:4])}...); name it: --set data.label_column=COLUMN (class names) or "
-        f"--label-columns A,B (0/1 columns)"
-    )
+    not_binary = [c for c in others if not _holds_labels(frames, c)]
+    if len(named) == 1:
+        column = named[0]
+    elif others and not not_binary:
+        return others, None, []
+    elif len(others) == 1:
+        column = others[0]
+    else:
+        raise DataError(
+            f"{where}: " + (f"columns {named} are all named like a label" if named else
+                            f"column(s) {not_binary} hold values other than 0/1 and none is named like a label "
+                            f"({', '.join(LABEL_COLUMN_GUESSES[:4])}...)" if others else "no label column")
+            + "; name it: --set data.label_column=COLUMN (class names) or --label-columns A,B (0/1 columns)"
+        )  # fmt: skip
+    unused = [c for c in others if c != column]
+    notes = [f"columns {unused} not read (not labels; data.label_columns names 0/1 columns)"] if unused else []
+    if column not in not_binary:
+        return [column], None, [f"labels: 0/1 column '{column}'", *notes]
+    _check_classes(where, frames, column)
+    return [], column, [f"labels: the class names in column '{column}' (data.label_column)", *notes]
+
+
+def _check_classes(where: str, frames: dict, column: str) -> None:
+    """A DataError when a column read as class names holds so many values that it is a measurement or an id."""
+    values = _values(frames, column)
+    distinct = values[values != ""].unique()
+    numeric = pd.to_numeric(pd.Series(distinct), errors="coerce").notna().all()
+    if len(distinct) > MAX_CLASSES or (numeric and len(distinct) > 10):
+        raise DataError(
+            f"{where}: column '{column}' holds {len(distinct)} different values (e.g. {', '.join(distinct[:3])}): "
+            "not classes; name the label column: --set data.label_column=COLUMN or --label-columns A,B"
+        )
+
+
+def guess_patient_column(where: str, frames: dict, unused: list[str]) -> tuple[str | None, list[str]]:
+    """(the one unread column whose values look like patient ids, notes): text ids, none blank, at least 10 of them,
+    some repeated, none holding over a quarter of the rows; (None, []) when no column or several do."""
+    found = []
+    for column in unused:
+        values = _values(frames, column)
+        counts = values.value_counts()
+        text = pd.to_numeric(pd.Series(counts.index), errors="coerce").isna().all()
+        if text and "" not in counts and len(counts) >= 10 and counts.max() > 1 and counts.max() <= 0.25 * len(values):
+            found.append((column, len(counts)))
+    if len(found) != 1:
+        return None, []
+    column, n = found[0]
+    return column, [
+        f"patient ids from column '{column}' ({n} ids, repeated like a patient's; --patient-column sets it)"
+    ]

@@ -9,7 +9,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from meddx.data.columns import IMAGE_COLUMN_GUESSES, PATIENT_COLUMN_GUESSES, guess_label_columns, pick_column
+from meddx.data.columns import (
+    IMAGE_COLUMN_GUESSES,
+    PATIENT_COLUMN_GUESSES,
+    guess_label_columns,
+    guess_patient_column,
+    pick_column,
+)
 from meddx.data.patients import assign_guessed_patients
 from meddx.data.records import DataSet, Record, class_labels, normalise_class_names
 from meddx.data.rows import check_paths, drop_repeated_rows
@@ -78,7 +84,8 @@ def _sep(csv: str, encoding: str) -> str:
     """The separator: a comma, else the semicolon (Excel in many European locales) or tab the header holds."""
     with open(csv, encoding=encoding, errors="replace") as f:
         header = f.readline()
-    return next((s for s in (",", ";", "\t") if s in header), ",")
+    header = re.sub(r'"[^"]*"', "", header)  # separators inside quoted names do not count
+    return max((",", ";", "\t"), key=header.count)  # a tie (none): the comma
 
 
 def _encoding(csv: str) -> str:
@@ -104,14 +111,20 @@ def _columns(
     if img_col is None:
         raise DataError(f"{first_csv}: no image path column; set image_column (columns are {cols})")
     pat_col = pick_column(cols, patient_column, PATIENT_COLUMN_GUESSES, "patient id", first_csv)
-    wanted = [label_column] if label_column else label_columns or [c for c in cols if c not in (img_col, pat_col)]
-    for split, df in frames.items():
+    notes: list[str] = []
+    if not (label_column or label_columns):
+        others = [c for c in cols if c not in (img_col, pat_col)]
+        label_columns, label_column, notes = guess_label_columns(first_csv, frames, others)
+        if pat_col is None:
+            unread = [c for c in others if c not in label_columns and c != label_column]
+            pat_col, found = guess_patient_column(first_csv, frames, unread)
+            notes += found
+    wanted = [label_column] if label_column else label_columns
+    for split, df in frames.items():  # the columns read, in every CSV
         missing = [c for c in [img_col, *([pat_col] if pat_col else []), *wanted] if c not in df.columns]
         if missing:
             raise DataError(f"{files[split]}: missing column(s) {missing}; columns are {list(df.columns)}")
-    if label_column or label_columns:
-        return img_col, pat_col, wanted, label_column, []
-    return img_col, pat_col, *guess_label_columns(first_csv, frames, wanted)
+    return img_col, pat_col, wanted, label_column, notes
 
 
 def _blank_rows(csv: str, df: pd.DataFrame, column: str, what: str) -> None:
