@@ -212,3 +212,12 @@ def test_dicom_patient_ids_come_from_the_patientid_tag(data_dir, tmp_path):
         scan.save_as(path)
     anonymous = read_folder(tmp_path / "scans")
     assert anonymous.patients_guessed is None and len({r.patient_id for r in anonymous.records}) == 60
+
+
+def test_site_subfolders_are_not_patients_because_loose_images_pad_the_count(data_dir, tmp_path):
+    """Four site folders of 11 images beside 12 loose ones passed as 16 'patients' (the loose images counted as
+    groups); the subfolder groups are judged alone, so four sites are refused as they are without loose images."""
+    _copy_scans(data_dir, {**{f"{'HC' if s < 2 else 'PD'}/site{s}": 11 for s in range(4)}, "HC": 6, "PD": 6},
+                tmp_path / "sites")  # fmt: skip
+    ds = read_folder(tmp_path / "sites")
+    assert len({r.patient_id for r in ds.records}) == len(ds) and "each image is its own patient" in ds.notes[-2]

@@ -255,7 +255,7 @@ def test_a_folder_one_level_above_the_classes_says_where_they_are(tmp_path):
         Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "dm4" / "data" / "images" / cls / "a1.png")
     where = str(tmp_path / "dm4" / "data" / "images")
     with pytest.raises(
-        DataError, match=re.escape(f"subfolders (HC, PD) look like the classes; point --data at {where}")
+        DataError, match=re.escape(f"if its 2 subfolders (HC, PD) are the classes, point --data at {where}")
     ):
         read_folder(tmp_path / "dm4")
     (tmp_path / "one" / "HC" / "p1").mkdir(parents=True)  # one class whose images lie in one folder: as before

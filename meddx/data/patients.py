@@ -114,7 +114,9 @@ def assign_guessed_patients(
     extra = ""
     if why_not and subfolders and any(subfolders):  # an image straight in its class folder is its own patient
         ids, source, how = [sub[0] if sub else r.id for sub, r in zip(subfolders, records)], SUBFOLDERS, SUBFOLDERS
-        why_not = f"{why_not}; subfolders: {no}" if (no := refusal(ids, records)) else None
+        inside = [(i, r) for i, r, sub in zip(ids, records, subfolders) if sub]  # judged without the loose images
+        no = refusal([i for i, _ in inside], [r for _, r in inside])
+        why_not = f"{why_not}; subfolders: {no}" if no else None
         extra = _subfolder_caveats(ids, records, subfolders)
     if why_not:
         return None, f"{origin}: no patient ids (file names: {why_not}): each image is its own patient"

@@ -134,8 +134,9 @@ def _deeper_classes(root: Path, files: list[Path]) -> str | None:
         return None
     below = sorted({f[len(common)] for f in folders})
     return (
-        f"{root}: every image is under {'/'.join(common)}/, whose subfolders ({', '.join(below[:5])}) look like the "
-        f"classes; point --data at {root.joinpath(*common)}"
+        f"{root}: one class folder only ({common[0]}): every image is under {'/'.join(common)}/; if its "
+        f"{len(below)} subfolders ({', '.join(below[:5])}{', ...' if len(below) > 5 else ''}) are the classes, "
+        f"point --data at {root.joinpath(*common)}"
     )
 
 
