@@ -118,14 +118,19 @@ def _stale(run: Run, fields: dict) -> list[str]:
 def pooled(runs: list[Run], split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[float]]:
     """(truth, the seeds' mean probability, patients, each seed's AUC) of a binary task on one split."""
     frames = [r.predictions(split).sort_values("id").reset_index(drop=True) for r in runs]
-    for run, frame in zip(runs[1:], frames[1:]):  # runs on another split (the data read otherwise) do not pair
-        if frame["id"].astype(str).tolist() != frames[0]["id"].astype(str).tolist():
-            raise SystemExit(f"{run.path}: its {split} split differs from {runs[0].path}'s; delete the older runs")
+    for run, frame in zip(runs[1:], frames[1:]):
+        _same_split(runs[0], frames[0], run, frame, split)
     label = runs[0].label_names[-1]
     y = frames[0][label].to_numpy(float)
     probs = np.stack([f[f"p_{label}"].to_numpy(float) for f in frames])
     per_seed = [float(ranking_metrics(y, p)["roc_auc"][0]) for p in probs]
     return y, probs.mean(0), frames[0]["patient_id"].astype(str).to_numpy(), per_seed
+
+
+def _same_split(a: Run, frame_a, b: Run, frame_b, split: str) -> None:
+    """Runs on another split (the data read otherwise) do not pair sample by sample: stop, naming them."""
+    if frame_a["id"].astype(str).tolist() != frame_b["id"].astype(str).tolist():
+        raise SystemExit(f"{b.path}: its {split} split differs from {a.path}'s; delete the older runs")
 
 
 def paired(y, p_a, p_b, patients) -> tuple[float, float, float]:
@@ -156,6 +161,8 @@ def measure(set_name: str, args) -> list[dict]:
     for name, group in runs.items():
         row = {"variant": name, "minutes": np.mean([r.training.get("seconds", 0) for r in group]) / 60}
         for split in ("val", "test"):
+            frames = [r.predictions(split).sort_values("id").reset_index(drop=True) for r in (runs[RULES][0], group[0])]
+            _same_split(runs[RULES][0], frames[0], group[0], frames[1], split)  # every variant pairs with the rules'
             y, p, patients, per_seed = pooled(group, split)
             row[split] = {"seeds": per_seed, "diff": paired(y, p, rule[split], patients)}
             if name in (RULES, HALF):  # one model against two: the rules' first seed against these two's mean
