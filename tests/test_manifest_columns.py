@@ -88,3 +88,11 @@ def test_label_columns_as_people_and_excel_leave_them(tmp_path):
     assert len(read_csv_manifest({"train": str(train), "val": str(val)}, check_files=False)) == 10
     quoted = _csv(tmp_path, 'path;"age, years";diagnosis', [f"a{i}.png;{40 + i};{'AB'[i % 2]}" for i in range(6)])
     assert read_csv_manifest(quoted, check_files=False).label_names == ["B"]
+
+
+def test_meddx_predict_reads_the_csvs_training_reads(tmp_path):
+    """`meddx predict scans.csv` read a semicolon file as one column and took `imgs\\x.png` as a file name."""
+    from meddx.serve.batch import expand_inputs
+
+    path = _csv(tmp_path, "filename;age", ["imgs\\x0.png;60", "imgs\\x1.png;61", ";62"])
+    assert expand_inputs([path]) == [(f"imgs\\x{i}.png", tmp_path / "imgs" / f"x{i}.png") for i in range(2)]

@@ -69,15 +69,18 @@ def _read_frames(path: str | Path | dict[str, str]) -> tuple[dict, dict[str | No
         if not Path(csv).is_file():
             raise DataError(f"CSV manifest not found: {csv}")
         try:
-            encoding = _encoding(csv)
-            frames[split] = pd.read_csv(
-                csv, dtype=str, keep_default_na=False, encoding=encoding, sep=_sep(csv, encoding)
-            )
+            frames[split] = read_table(csv)
         except Exception as e:  # noqa: BLE001
             raise DataError(f"{csv}: not a readable CSV ({type(e).__name__}: {e})") from None
         if frames[split].empty:
             raise DataError(f"{csv}: has a header but no rows")
     return files, frames
+
+
+def read_table(csv: str | Path) -> pd.DataFrame:
+    """A CSV as strings, blanks kept: UTF-8 or UTF-16, comma, semicolon or tab separated."""
+    encoding = _encoding(str(csv))
+    return pd.read_csv(csv, dtype=str, keep_default_na=False, encoding=encoding, sep=_sep(str(csv), encoding))
 
 
 def _sep(csv: str, encoding: str) -> str:

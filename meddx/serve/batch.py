@@ -10,6 +10,7 @@ import pandas as pd
 
 from meddx.data.columns import IMAGE_COLUMN_GUESSES
 from meddx.data.images import READABLE_EXTENSIONS
+from meddx.data.manifest import read_table
 from meddx.errors import DataError, MeddxError
 from meddx.serve.predictor import Predictor
 
@@ -25,11 +26,11 @@ def expand_inputs(inputs: list[str | Path]) -> list[tuple[str, Path]]:
                 raise DataError(f"{given}: no image files inside")
             items += [(str(p.relative_to(given)), p) for p in files]
         elif given.suffix.lower() in (".csv", ".tsv"):
-            table = pd.read_csv(given, sep="\t" if given.suffix.lower() == ".tsv" else ",", dtype=str)
+            table = read_table(given)
             column = next((c for c in IMAGE_COLUMN_GUESSES if c in table.columns), None)
             if column is None:
                 raise DataError(f"{given}: no image column (looked for {', '.join(IMAGE_COLUMN_GUESSES)})")
-            items += [(str(v), given.parent / str(v)) for v in table[column].dropna()]
+            items += [(v, given.parent / v.strip().replace("\\", "/")) for v in table[column] if v.strip()]
         else:
             items.append((str(given), given))
     return items
