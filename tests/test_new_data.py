@@ -128,8 +128,22 @@ def test_class_folders_are_not_mapped_by_sort_order_onto_a_generic_label(tmp_pat
     for cls in ("melanoma", "nevus"):
         _images(tmp_path / "ext" / cls, 3)
     run = SimpleNamespace(config=RunConfig(data=DataConfig(path="t.csv")), task="binary", label_names=["target"])
-    with pytest.raises(DataError, match=r"'nevus' where the run has 'target'; .*--set data.positive_class=CLASS"):
+    with pytest.raises(DataError, match=r"'nevus' where the run has 'target'; .*--positive-class CLASS"):
         read_external(run, {"path": str(tmp_path / "ext")})
     ds = read_external(run, {"path": str(tmp_path / "ext"), "positive_class": "melanoma"})
     assert ds.label_names == ["target"]
     assert {r.id.split("/")[0]: float(r.labels[0]) for r in ds.records} == {"melanoma": 1.0, "nevus": 0.0}
+
+
+def test_a_positive_class_beside_a_negative_name_maps_onto_a_generic_label(tmp_path):
+    """`0_normal/ 1_abnormal/` for a run on a 0/1 `label` asked for an option `evaluate` did not have (`--set`); the
+    positive is not chosen by sort order there (its partner names the negative), so it maps, and the hint names
+    `--positive-class`, which `evaluate` now has."""
+    from conftest import run_cli
+
+    for cls in ("0_normal", "1_abnormal"):
+        _images(tmp_path / "ext" / cls, 3)
+    run = SimpleNamespace(config=RunConfig(data=DataConfig(path="t.csv")), task="binary", label_names=["label"])
+    ds = read_external(run, {"path": str(tmp_path / "ext")})
+    assert {r.id.split("/")[0]: float(r.labels[0]) for r in ds.records} == {"0_normal": 0.0, "1_abnormal": 1.0}
+    assert "--positive-class" in run_cli("evaluate", "--help").stdout

@@ -41,10 +41,12 @@ DATA_OPTIONS = {
     ),
     "root": (Annotated[Optional[str], _opt(text=_help("root"))], "root"),
     "fmt": (Annotated[Optional[str], _opt("--format", text="auto, csv, folder, medmnist or tianchi.")], "format"),
+    "image_column": (Annotated[Optional[str], _opt(text="Image path column of a CSV.")], "image_column"),
     "patient_column": (Annotated[Optional[str], _opt(text="Patient id column of a CSV.")], "patient_column"),
     "patient_regex": (Annotated[Optional[str], _opt(text=_help("patient_regex"))], "patient_regex"),
     "label_column": (Annotated[Optional[str], _opt(text=_help("label_column"))], "label_column"),
     "label_columns": (Annotated[Optional[str], _opt(text="Comma-separated 0/1 label columns.")], "label_columns"),
+    "positive_class": (Annotated[Optional[str], _opt(text=_help("positive_class"))], "positive_class"),
     "views": (Annotated[Optional[str], _opt(text="Slice/projection indices used as channels, e.g. 0,60.")], "views"),
 }
 SetOpt = Annotated[

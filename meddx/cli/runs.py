@@ -29,7 +29,8 @@ OperatingOpt = Annotated[
 BootstrapOpt = Annotated[Optional[int], typer.Option(help="Bootstrap resamples of patients (0: no intervals).")]
 
 
-@with_data_options("data", "root", "fmt", "patient_column", "patient_regex", "label_column", "label_columns", "views")
+@with_data_options("data", "root", "fmt", "image_column", "patient_column", "patient_regex", "label_column",
+                   "label_columns", "positive_class", "views")  # fmt: skip
 def train(
     config: ConfigOpt = None,
     model: Annotated[Optional[str], typer.Option(help="Registered model name (see `meddx models`).")] = None,
@@ -153,7 +154,8 @@ def predict(
         raise typer.Exit(1)
 
 
-@with_data_options("data", "root", "fmt", "patient_column", "patient_regex", "label_column", "label_columns")
+@with_data_options("data", "root", "fmt", "image_column", "patient_column", "patient_regex", "label_column",
+                   "label_columns", "positive_class")  # fmt: skip
 def evaluate(
     run: Annotated[Path, typer.Argument(help="Run folder, or a `meddx cv` folder: its fold ensemble, with --data.")],
     split: Annotated[

@@ -251,6 +251,7 @@ def read_csv_manifest(
         files, frames, label_cols, label_column, positive_class, uncertain
     )
     notes += class_notes
+    classes = sorted({c for df in frames.values() for c in df[label_column].str.strip()}) if label_column else []
     if label_column is None:
         raw = sum(int(df[label_cols].apply(lambda s: pd.to_numeric(s, errors="coerce")).eq(-1).to_numpy().sum())
                   for df in frames.values())  # fmt: skip
@@ -263,7 +264,7 @@ def read_csv_manifest(
         notes.append(note)
     records, repeated = drop_repeated_rows(records)
     notes += repeated
-    return DataSet(records, label_names, task, origin=origin, notes=notes, patients_guessed=guessed)
+    return DataSet(records, label_names, task, origin=origin, notes=notes, patients_guessed=guessed, classes=classes)
 
 
 def column_values(path: str | Path | dict[str, str], column: str, image_column: str | None = None) -> dict[str, str]:

@@ -184,7 +184,9 @@ def read_folder(
         notes.append(note)
     if nested and guessed != SUBFOLDERS:
         notes.append(f"{nested} image(s) read from subfolders of the class folders")
-    return DataSet(records, label_names, task, origin=str(root), notes=notes, patients_guessed=guessed)
+    return DataSet(
+        records, label_names, task, origin=str(root), notes=notes, patients_guessed=guessed, classes=sorted(vec)
+    )
 
 
 def read_dataset(cfg: DataConfig, check_files: bool = True) -> DataSet:

@@ -52,6 +52,7 @@ class DataSet:
     origin: str = ""
     notes: list[str] = field(default_factory=list)
     patients_guessed: str | None = None  # how patients were guessed: the file-name regex or class subfolders
+    classes: list[str] = field(default_factory=list)  # the class names labels came from (binary: both), if any
 
     def __len__(self) -> int:
         return len(self.records)

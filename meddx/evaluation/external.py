@@ -8,7 +8,7 @@ import re
 from meddx.config import DataConfig, validate_section
 from meddx.data.manifest import columns_holding
 from meddx.data.readers import read_dataset
-from meddx.data.records import DataSet, UnknownPositiveClass
+from meddx.data.records import NEGATIVE_CLASS, DataSet, UnknownPositiveClass
 from meddx.errors import DataError
 from meddx.run import Run
 
@@ -47,10 +47,10 @@ def _read_as_run(run: Run, data: dict, fields: dict) -> DataSet:
         _one_binary_label(run, ds, data)
     if problem := ds.label_mismatch(run.label_names, run.task):
         hint = ""
-        if run.task == ds.task == "binary" and run.label_names[0].strip().casefold() in GENERIC:
+        if run.task == ds.task == "binary":
             hint = (
-                f"; if '{ds.label_names[0]}' is not this data's 1 ({run.label_names[0]}), name it: "
-                "--set data.positive_class=CLASS (or its 0/1 column: --label-columns COLUMN)"
+                f"; if one of this data's classes is the run's '{run.label_names[0]}', name it: --positive-class "
+                "CLASS (or its 0/1 column: --label-columns COLUMN)"
             )
         raise DataError(f"{ds.origin}: {problem}{hint}")
     return ds
@@ -87,6 +87,8 @@ def _one_binary_label(run: Run, ds: DataSet, data: dict) -> None:
         return
     theirs, ours = ds.label_names[0], run.label_names[0]
     named = len(data.get("label_columns") or []) == 1 or "positive_class" in data  # the user said which is 1
-    if named or theirs.strip().casefold() in GENERIC:  # theirs a class chosen by sort order could be the 0: ask
+    others = [c for c in ds.classes if c.strip().casefold() != theirs.strip().casefold()]
+    clear = len(others) == 1 and NEGATIVE_CLASS.fullmatch(others[0].strip())  # `1_abnormal` beside `0_normal`
+    if named or clear or theirs.strip().casefold() in GENERIC:  # else a class chosen by sort order: ask
         ds.notes.append(f"this data's 0/1 label '{theirs}' read as the run's '{ours}' (1 = {ours})")
         ds.label_names = [ours]
