@@ -96,3 +96,16 @@ def test_meddx_predict_reads_the_csvs_training_reads(tmp_path):
 
     path = _csv(tmp_path, "filename;age", ["imgs\\x0.png;60", "imgs\\x1.png;61", ";62"])
     assert expand_inputs([path]) == [(f"imgs\\x{i}.png", tmp_path / "imgs" / f"x{i}.png") for i in range(2)]
+
+
+@pytest.mark.parametrize("name", ["img", "image_path", "FILENAME", "Image_Path", "scan"])
+def test_the_image_column_is_found_by_its_name_or_its_values(tmp_path, name):
+    """`img`, `image_path`, `FILENAME`... stopped with "set image_column", an option the CLI did not have; a column
+    of image file names is the image column whatever its name, and the line names --image-column otherwise."""
+    rows = [f"x{i}.png,{i % 2},P{i:03d}" for i in range(8)]
+    ds = read_csv_manifest(_csv(tmp_path, f"{name},label,case", rows), check_files=False)
+    assert [r.id for r in ds.records] == [f"x{i}.png" for i in range(8)]
+    assert any("patient ids from column 'case'" in n for n in ds.notes)
+    assert not any("'case'" in n and "not read" in n for n in ds.notes)
+    with pytest.raises(DataError, match="no image path column .*; name it: --image-column COLUMN"):
+        read_csv_manifest(_csv(tmp_path, "what,label", [f"{i},{i % 2}" for i in range(4)], "n.csv"), check_files=False)

@@ -2,24 +2,51 @@
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 
+from meddx.data.images import READABLE_EXTENSIONS
 from meddx.errors import DataError
 
-IMAGE_COLUMN_GUESSES = ("Image", "image", "path", "Path", "filename", "file", "Image Index")
-PATIENT_COLUMN_GUESSES = ("PatientId", "patient_id", "Patient ID", "patient", "PatientID", "subject_id", "subject",
-                          "Subject", "SubjectID", "case_id", "patient_code")  # fmt: skip
+# column names as `_plain` writes them: lower case, letters and digits only (`Image Index`, `image_path`, `FILENAME`)
+IMAGE_NAMES = ("image", "path", "filename", "file", "imageindex", "imagepath", "filepath", "imgpath", "img",
+               "imagefile", "imagename", "imageid", "filepaths", "images", "dicom", "dicompath")  # fmt: skip
+PATIENT_NAMES = ("patientid", "patient", "subjectid", "subject", "caseid", "case", "participantid", "participant",
+                 "mrn", "patientcode", "patientnumber", "pid")  # fmt: skip
 MAX_CLASSES = 50
 LABEL_COLUMN_GUESSES = ("label", "labels", "class", "diagnosis", "target", "finding", "category", "outcome", "y")
 
 
+def _plain(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
 def pick_column(columns: list[str], wanted: str | None, guesses: tuple[str, ...], what: str, where: str) -> str | None:
-    """The column asked for (a DataError when absent), else the first guess present, else None."""
+    """The column asked for (a DataError when absent), else the first whose plain name is a guess, else None."""
     if wanted is not None:
         if wanted not in columns:
             raise DataError(f"{where}: no {what} column '{wanted}'; columns are {columns}")
         return wanted
-    return next((c for c in guesses if c in columns), None)
+    return next((c for guess in guesses for c in columns if _plain(c) == guess), None)
+
+
+def _image_names(values: pd.Series) -> float:
+    """The share of a column's non-blank values that end like an image file."""
+    values = values.str.strip().str.lower()
+    return float(values[values != ""].str.endswith(tuple(READABLE_EXTENSIONS)).mean() or 0.0)
+
+
+def image_column(frame: pd.DataFrame, wanted: str | None, where: str) -> tuple[str, list[str]]:
+    """(the image path column, notes): the one asked for, else one named like it (`image`, `path`, `filename`,
+    `img`...), else the one column whose values are image file names; one line naming the option otherwise."""
+    cols = list(frame.columns)
+    if column := pick_column(cols, wanted, IMAGE_NAMES, "image", where):
+        return column, []
+    files = [c for c in cols if _image_names(frame[c]) > 0.9]
+    if len(files) == 1:
+        return files[0], [f"image paths from column '{files[0]}' (its values are image files; --image-column sets it)"]
+    raise DataError(f"{where}: no image path column (columns are {cols}); name it: --image-column COLUMN")
 
 
 def _values(frames: dict, column: str) -> pd.Series:
@@ -59,12 +86,10 @@ def guess_label_columns(where: str, frames: dict, others: list[str]) -> tuple[li
                             f"({', '.join(LABEL_COLUMN_GUESSES[:4])}...)" if others else "no label column")
             + "; name it: --set data.label_column=COLUMN (class names) or --label-columns A,B (0/1 columns)"
         )  # fmt: skip
-    unused = [c for c in others if c != column]
-    notes = [f"columns {unused} not read (not labels; data.label_columns names 0/1 columns)"] if unused else []
     if column not in not_binary:
-        return [column], None, [f"labels: 0/1 column '{column}'", *notes]
+        return [column], None, [f"labels: 0/1 column '{column}'"]
     _check_classes(where, frames, column)
-    return [], column, [f"labels: the class names in column '{column}' (data.label_column)", *notes]
+    return [], column, [f"labels: the class names in column '{column}' (data.label_column)"]
 
 
 def _check_classes(where: str, frames: dict, column: str) -> None:

@@ -9,13 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from meddx.data.columns import (
-    IMAGE_COLUMN_GUESSES,
-    PATIENT_COLUMN_GUESSES,
-    guess_label_columns,
-    guess_patient_column,
-    pick_column,
-)
+from meddx.data.columns import PATIENT_NAMES, guess_label_columns, guess_patient_column, pick_column
+from meddx.data.columns import image_column as find_image_column
 from meddx.data.patients import assign_guessed_patients
 from meddx.data.records import DataSet, Record, class_labels, normalise_class_names
 from meddx.data.rows import check_paths, drop_repeated_rows
@@ -110,18 +105,21 @@ def _columns(
     first CSV and required in every CSV."""
     first_csv, first = next(iter(files.values())), next(iter(frames.values()))
     cols = list(first.columns)
-    img_col = pick_column(cols, image_column, IMAGE_COLUMN_GUESSES, "image", first_csv)
-    if img_col is None:
-        raise DataError(f"{first_csv}: no image path column; set image_column (columns are {cols})")
-    pat_col = pick_column(cols, patient_column, PATIENT_COLUMN_GUESSES, "patient id", first_csv)
-    notes: list[str] = []
+    img_col, notes = find_image_column(first, image_column, first_csv)
+    pat_col = pick_column(cols, patient_column, PATIENT_NAMES, "patient id", first_csv)
+    if pat_col and not patient_column:
+        notes.append(f"patient ids from column '{pat_col}' (--patient-column sets another)")
     if not (label_column or label_columns):
         others = [c for c in cols if c not in (img_col, pat_col)]
-        label_columns, label_column, notes = guess_label_columns(first_csv, frames, others)
+        label_columns, label_column, found = guess_label_columns(first_csv, frames, others)
+        unread = [c for c in others if c not in label_columns and c != label_column]
         if pat_col is None:
-            unread = [c for c in others if c not in label_columns and c != label_column]
-            pat_col, found = guess_patient_column(first_csv, frames, unread)
-            notes += found
+            pat_col, said = guess_patient_column(first_csv, frames, unread)
+            unread = [c for c in unread if c != pat_col]
+            found += said
+        notes += found + (
+            [f"columns {unread} not read (not labels; --label-columns names 0/1 columns)"] if unread else []
+        )
     wanted = [label_column] if label_column else label_columns
     for split, df in frames.items():  # the columns read, in every CSV
         missing = [c for c in [img_col, *([pat_col] if pat_col else []), *wanted] if c not in df.columns]
@@ -276,7 +274,7 @@ def column_values(path: str | Path | dict[str, str], column: str, image_column: 
     values: dict[str, str] = {}
     for split, df in frames.items():
         cols = list(df.columns)
-        img = pick_column(cols, image_column, IMAGE_COLUMN_GUESSES, "image", files[split])
+        img = find_image_column(df, image_column, files[split])[0]
         if column not in cols:
             raise DataError(f"{files[split]}: no column '{column}' for subgroups; columns are {cols}")
         values.update(zip(df[img].str.strip(), df[column].str.strip()))

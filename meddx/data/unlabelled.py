@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
+from meddx.data.columns import image_column
 from meddx.data.images import READABLE_EXTENSIONS, load_array_file
-from meddx.data.manifest import IMAGE_COLUMN_GUESSES
+from meddx.data.manifest import read_table
 from meddx.data.readers import BUNDLED, bundled_path
 from meddx.data.records import Record
 from meddx.errors import DataError
@@ -23,10 +23,8 @@ def _folder(path: Path) -> list[Record]:
 
 
 def _csv(path: Path) -> list[Record]:
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    column = next((c for c in IMAGE_COLUMN_GUESSES if c in frame.columns), None)
-    if column is None:
-        raise DataError(f"{path}: no image path column (one of {', '.join(IMAGE_COLUMN_GUESSES)})")
+    frame = read_table(path)
+    column = image_column(frame, None, str(path))[0]
     values = frame[column].str.strip()
     records = [
         Record(v, str(path.parent / v), str(path.parent / v), NO_LABELS, row=f"{path} row {i + 2}")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from meddx.data.columns import IMAGE_COLUMN_GUESSES
+from meddx.data.columns import image_column
 from meddx.data.images import READABLE_EXTENSIONS
 from meddx.data.manifest import read_table
 from meddx.errors import DataError, MeddxError
@@ -27,9 +27,7 @@ def expand_inputs(inputs: list[str | Path]) -> list[tuple[str, Path]]:
             items += [(str(p.relative_to(given)), p) for p in files]
         elif given.suffix.lower() in (".csv", ".tsv"):
             table = read_table(given)
-            column = next((c for c in IMAGE_COLUMN_GUESSES if c in table.columns), None)
-            if column is None:
-                raise DataError(f"{given}: no image column (looked for {', '.join(IMAGE_COLUMN_GUESSES)})")
+            column = image_column(table, None, str(given))[0]
             items += [(v, given.parent / v.strip().replace("\\", "/")) for v in table[column] if v.strip()]
         else:
             items.append((str(given), given))
