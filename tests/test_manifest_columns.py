@@ -109,3 +109,16 @@ def test_the_image_column_is_found_by_its_name_or_its_values(tmp_path, name):
     assert not any("'case'" in n and "not read" in n for n in ds.notes)
     with pytest.raises(DataError, match="no image path column .*; name it: --image-column COLUMN"):
         read_csv_manifest(_csv(tmp_path, "what,label", [f"{i},{i % 2}" for i in range(4)], "n.csv"), check_files=False)
+
+
+def test_a_folder_of_images_beside_its_manifest_is_read_by_the_manifest(tmp_path):
+    """`nihB/` holding `images/` and `manifest.csv` was read as class folders: "only one class found (['images'])"."""
+    from meddx.config import DataConfig
+    from meddx.data.readers import read_dataset
+
+    (tmp_path / "nihB" / "images").mkdir(parents=True)
+    for i in range(4):
+        Image.fromarray(np.full((8, 8), 30 * i, np.uint8)).save(tmp_path / "nihB" / "images" / f"x{i}.png")
+    _csv(tmp_path / "nihB", "path,label", [f"images/x{i}.png,{i % 2}" for i in range(4)], "manifest.csv")
+    ds = read_dataset(DataConfig(path=str(tmp_path / "nihB")))
+    assert len(ds) == 4 and ds.label_names == ["label"] and "read as its manifest manifest.csv" in ds.notes[-1]

@@ -189,6 +189,14 @@ def read_folder(
     )
 
 
+def _manifest_inside(folder: Path) -> Path | None:
+    """The one CSV at the top of a folder holding at most one subfolder (`images/` beside `labels.csv`), which no
+    class-folder layout is."""
+    subfolders = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    tables = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in (".csv", ".tsv")]
+    return tables[0] if len(tables) == 1 and len(subfolders) <= 1 else None
+
+
 def read_dataset(cfg: DataConfig, check_files: bool = True) -> DataSet:
     """Dispatch on cfg.format (or guess from the path) and return the DataSet."""
     path = cfg.path
@@ -208,6 +216,10 @@ def read_dataset(cfg: DataConfig, check_files: bool = True) -> DataSet:
             fmt = "csv"
         elif str(path).lower().endswith(".npz"):
             fmt = "medmnist"
+        elif Path(path).is_dir() and (manifest := _manifest_inside(Path(path))):
+            ds = read_dataset(cfg.model_copy(update={"path": str(manifest), "format": "csv"}), check_files)
+            ds.notes.append(f"{path}: read as its manifest {manifest.name} (one CSV beside at most one folder)")
+            return ds
         elif Path(path).is_dir():
             fmt = "folder"
         elif not Path(path).exists():
