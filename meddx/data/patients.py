@@ -72,18 +72,18 @@ def ids_from_dicom(records: list[Record]) -> list[str] | None:
     return ids
 
 
-def _from_dicom(records: list[Record]) -> str | None:
-    """Give records their DICOM PatientIDs, in place, and say so; None (nothing changed) when the files hold none, or
-    one id holds so many images that it is an anonymiser's constant, not a patient."""
+def _from_dicom(records: list[Record]) -> tuple[str | None, str]:
+    """Give records their DICOM PatientIDs, in place, and say so: (note, ""); (None, why not) when the files hold
+    none, or one id holds so many images that it is an anonymiser's constant, not a patient."""
     ids = ids_from_dicom(records)
     if ids is None:
-        return None
+        return None, ""
     (top, largest), n = Counter(ids).most_common(1)[0], len(set(ids))
     if n > 1 and largest <= max(MAX_GROUP_FLOOR, MAX_GROUP_SHARE * len(ids)):
         for r, patient in zip(records, ids):
             r.patient_id = patient
-        return f"patient ids from {DICOM_TAG}: {n} patients for {len(ids)} images, at most {largest} ('{top}')"
-    return None
+        return f"patient ids from {DICOM_TAG}: {n} patients for {len(ids)} images, at most {largest} ('{top}')", ""
+    return None, f"{DICOM_TAG}: '{top}' on {largest} of {len(ids)} files, an anonymiser's constant, not used; "
 
 
 def _merge_extended(ids: list[str]) -> list[str]:
@@ -103,7 +103,8 @@ def assign_guessed_patients(
 ) -> tuple:
     """Give records their DICOM files' PatientIDs, else the patients their file names name, else the subfolders below
     their class folder (`subfolders`), in place: (DICOM_TAG, PATIENT_GUESS or SUBFOLDERS, a note) or (None, why not)."""
-    if note := _from_dicom(records):  # given by the files, not guessed: read whatever `guess` says
+    note, dicom_no = _from_dicom(records)
+    if note:  # given by the files, not guessed: read whatever `guess` says
         return DICOM_TAG, note
     if not guess:
         return None, f"{origin}: no patient ids given and data.guess_patients=false: each image is its own patient"
@@ -119,7 +120,7 @@ def assign_guessed_patients(
         why_not = f"{why_not}; subfolders: {no}" if no else None
         extra = _subfolder_caveats(ids, records, subfolders)
     if why_not:
-        return None, f"{origin}: no patient ids (file names: {why_not}): each image is its own patient"
+        return None, f"{origin}: no patient ids ({dicom_no}file names: {why_not}): each image is its own patient"
     for r, patient in zip(records, ids):
         r.patient_id = patient
     sizes = Counter(ids)
