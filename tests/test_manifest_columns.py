@@ -18,7 +18,7 @@ def test_a_column_of_class_names_is_read_as_classes_without_being_named(tmp_path
     ds = read_csv_manifest(tmp_path / "m.csv", check_files=False)
     assert ds.label_names == ["Pneumonia"] and ds.labels[:, 0].tolist() == [0, 1]
     assert any("class names in column 'finding'" in n for n in ds.notes)
-    with pytest.raises(DataError, match=r"'Normal' is not 0, 1.*--set data.label_column=finding"):
+    with pytest.raises(DataError, match=r"'Normal' is not 0, 1.*--label-column finding"):
         read_csv_manifest(tmp_path / "m.csv", check_files=False, label_columns=["finding"])
 
 

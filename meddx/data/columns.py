@@ -84,7 +84,7 @@ def guess_label_columns(where: str, frames: dict, others: list[str]) -> tuple[li
             f"{where}: " + (f"columns {named} are all named like a label" if named else
                             f"column(s) {not_binary} hold values other than 0/1 and none is named like a label "
                             f"({', '.join(LABEL_COLUMN_GUESSES[:4])}...)" if others else "no label column")
-            + "; name it: --set data.label_column=COLUMN (class names) or --label-columns A,B (0/1 columns)"
+            + "; name it: --label-column COLUMN (class names) or --label-columns A,B (0/1 columns)"
         )  # fmt: skip
     if column not in not_binary:
         return [column], None, [f"labels: 0/1 column '{column}'"]
@@ -100,7 +100,7 @@ def _check_classes(where: str, frames: dict, column: str) -> None:
     if len(distinct) > MAX_CLASSES or (numeric and len(distinct) > 10):
         raise DataError(
             f"{where}: column '{column}' holds {len(distinct)} different values (e.g. {', '.join(distinct[:3])}): "
-            "not classes; name the label column: --set data.label_column=COLUMN or --label-columns A,B"
+            "not classes; name the label column: --label-column COLUMN or --label-columns A,B"
         )
 
 

@@ -149,7 +149,7 @@ def _binary_matrix(csv: str, df: pd.DataFrame, label_cols: list[str], uncertain:
         raise DataError(
             f"{csv}: row {r + 2}, column '{label_cols[c]}': label value {values.iat[r, c]!r} is not 0, 1, blank "
             f"(unknown), -1 (uncertain) or a soft label in [0, 1] ({n_bad} such value(s) in the file)"
-            + (f"; a column of class names: --set data.label_column={label_cols[c]}" if len(label_cols) == 1 else "")
+            + (f"; a column of class names: --label-column {label_cols[c]}" if len(label_cols) == 1 else "")
         )
     matrix = np.array(numbers.to_numpy(np.float32), copy=True)  # pandas may hand out a read-only view
     matrix[blank.to_numpy()] = np.nan
