@@ -90,5 +90,5 @@ def _one_binary_label(run: Run, ds: DataSet, data: dict) -> None:
     others = [c for c in ds.classes if c.strip().casefold() != theirs.strip().casefold()]
     clear = len(others) == 1 and NEGATIVE_CLASS.fullmatch(others[0].strip())  # `1_abnormal` beside `0_normal`
     if named or clear or theirs.strip().casefold() in GENERIC:  # else a class chosen by sort order: ask
-        ds.notes.append(f"this data's 0/1 label '{theirs}' read as the run's '{ours}' (1 = {ours})")
+        ds.notes.append(f"this data's '{theirs}' read as the run's '{ours}' (its positive, 1)")
         ds.label_names = [ours]
