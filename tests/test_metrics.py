@@ -281,3 +281,22 @@ def test_operating_point_table_has_intervals():
         lo, hi = row["test_sensitivity_ci"]
         assert lo <= row["test_sensitivity"] <= hi and hi - lo < 0.2
     assert "test_sensitivity_ci" not in tradeoff_table(y_val, p_val, y_test, p_test)[0]
+
+
+def test_a_multiclass_report_has_no_all_negative_baseline():
+    """Three classes: the all-negative rows were argmaxed to the first class, which showed sensitivity 1.000 and a
+    log loss of 11 beside 1.099 in the Overall table; every sample has a class, so there is no such baseline."""
+    from meddx.evaluation.sections import _summary_rows
+
+    rng = np.random.default_rng(5)
+    y = np.eye(3)[rng.integers(0, 3, 300)]
+    p = np.clip(0.6 * y + 0.4 * rng.random((300, 3)), 1e-3, None)
+    p /= p.sum(1, keepdims=True)
+    r = evaluate_arrays(y, p, y, p, np.arange(300), y.mean(0), "multiclass", list("abc"), EvaluateConfig(bootstrap=0))
+    assert set(r["baselines"]) == {"prior", "random", "majority"}
+    assert [name for name, _ in _summary_rows(r)] == [
+        "model",
+        "baseline: prior",
+        "baseline: random",
+        "baseline: majority",
+    ]

@@ -31,7 +31,8 @@ def decisions(p: np.ndarray, task: str, thresholds: np.ndarray | None) -> np.nda
 
 
 def baseline_predictions(prior: np.ndarray, n: int, task: str, seed: int) -> dict[str, np.ndarray]:
-    """The trivial predictors: all-negative, prior (train prevalence), uniform random, majority class."""
+    """The trivial predictors: all-negative (not for multi-class, where every sample has a class: its zeros were
+    argmaxed to the first class), prior (train prevalence), uniform random, majority class."""
     L = len(prior)
     rng = np.random.default_rng(seed + 7919)
     random = rng.uniform(size=(n, L))
@@ -40,7 +41,8 @@ def baseline_predictions(prior: np.ndarray, n: int, task: str, seed: int) -> dic
         majority = np.tile(np.eye(L)[np.argmax(prior)], (n, 1))
     else:
         majority = np.tile((prior > 0.5).astype(np.float64), (n, 1))
-    return {"all_negative": np.zeros((n, L)), "prior": np.tile(prior, (n, 1)), "random": random, "majority": majority}
+    out = {"all_negative": np.zeros((n, L)), "prior": np.tile(prior, (n, 1)), "random": random, "majority": majority}
+    return {k: v for k, v in out.items() if not (task == "multiclass" and k == "all_negative")}
 
 
 def choose_thresholds(y_val: np.ndarray, p_val: np.ndarray, operating_point: str) -> np.ndarray:

@@ -89,7 +89,8 @@ def warnings_of(result: dict) -> list[str]:
 
 def _summary_rows(result: dict) -> list[tuple[str, dict]]:
     """(row name, metrics block) for the model and each baseline."""
-    return [("model", result["model"])] + [(f"baseline: {b}", result["baselines"][b]) for b in BASELINES]
+    baselines = [b for b in BASELINES if b in result["baselines"]]  # multi-class has no all-negative
+    return [("model", result["model"])] + [(f"baseline: {b}", result["baselines"][b]) for b in baselines]
 
 
 def _num(v: float | None) -> str:
