@@ -102,11 +102,11 @@ def test_meddx_predict_reads_the_csvs_training_reads(tmp_path):
 def test_the_image_column_is_found_by_its_name_or_its_values(tmp_path, name):
     """`img`, `image_path`, `FILENAME`... stopped with "set image_column", an option the CLI did not have; a column
     of image file names is the image column whatever its name, and the line names --image-column otherwise."""
-    rows = [f"x{i}.png,{i % 2},P{i:03d}" for i in range(8)]
-    ds = read_csv_manifest(_csv(tmp_path, f"{name},label,case", rows), check_files=False)
-    assert [r.id for r in ds.records] == [f"x{i}.png" for i in range(8)]
-    assert any("patient ids from column 'case'" in n for n in ds.notes)
-    assert not any("'case'" in n and "not read" in n for n in ds.notes)
+    rows = [f"x{i}.png,{i % 2},P{i // 2:03d}" for i in range(24)]
+    ds = read_csv_manifest(_csv(tmp_path, f"{name},label,Subject ID", rows), check_files=False)
+    assert [r.id for r in ds.records] == [f"x{i}.png" for i in range(24)]
+    assert any("patient ids from column 'Subject ID'" in n for n in ds.notes)
+    assert not any("'Subject ID'" in n and "not read" in n for n in ds.notes)
     with pytest.raises(DataError, match="no image path column .*; name it: --image-column COLUMN"):
         read_csv_manifest(_csv(tmp_path, "what,label", [f"{i},{i % 2}" for i in range(4)], "n.csv"), check_files=False)
 
@@ -122,3 +122,39 @@ def test_a_folder_of_images_beside_its_manifest_is_read_by_the_manifest(tmp_path
     _csv(tmp_path / "nihB", "path,label", [f"images/x{i}.png,{i % 2}" for i in range(4)], "manifest.csv")
     ds = read_dataset(DataConfig(path=str(tmp_path / "nihB")))
     assert len(ds) == 4 and ds.label_names == ["label"] and "read as its manifest manifest.csv" in ds.notes[-1]
+
+
+def test_a_column_named_like_a_patient_that_holds_labels_is_not_the_patient(tmp_path):
+    """`participant` holding case/control 0/1, or the label column itself, made two 'patients' and a split error."""
+    rows = [f"x{i}.png,{i % 2},{'AB'[i % 2]}" for i in range(24)]
+    ds = read_csv_manifest(_csv(tmp_path, "image,participant,label", rows), check_files=False)
+    assert len({r.patient_id for r in ds.records}) == 24
+    assert any("column 'participant' not used for patients: 2 values" in n for n in ds.notes)
+    ds = read_csv_manifest(_csv(tmp_path, "image,participant", rows[:0] + [r.rsplit(",", 1)[0] for r in rows], "p.csv"),
+                           check_files=False, label_column="participant")  # fmt: skip
+    assert len({r.patient_id for r in ds.records}) == 24 and ds.label_names == ["1"]
+
+
+def test_a_csv_that_does_not_decode_is_one_line_for_predict_too(tmp_path):
+    from meddx.serve.batch import expand_inputs
+
+    (tmp_path / "w.csv").write_bytes("image,note\nx.png,caf\xe9\n".encode("cp1252"))
+    with pytest.raises(DataError, match="w.csv: not a readable CSV"):
+        expand_inputs([tmp_path / "w.csv"])
+
+
+def test_class_folders_beside_a_stray_csv_stay_class_folders(tmp_path):
+    """`test/{NORMAL,PNEUMONIA}` beside `metadata.csv` (filename,sex) trained on sex; `images/{HC,PD}` beside a BIDS
+    `participants.tsv` lost its hint. A CSV is the manifest only beside one folder of files."""
+    from meddx.config import DataConfig
+    from meddx.data.readers import read_dataset
+
+    for cls in ("NORMAL", "PNEUMONIA"):
+        (tmp_path / "k1" / "test" / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((8, 8), 30 * i, np.uint8)).save(tmp_path / "k1" / "test" / cls / f"{cls}{i}.png")
+    _csv(tmp_path / "k1", "filename,sex", [f"NORMAL{i}.png,{'MF'[i % 2]}" for i in range(3)], "metadata.csv")
+    assert read_dataset(DataConfig(path=str(tmp_path / "k1"))).label_names == ["PNEUMONIA"]
+    (tmp_path / "k1" / "test").rename(tmp_path / "k1" / "images")
+    with pytest.raises(DataError, match="if its 2 subfolders"):
+        read_dataset(DataConfig(path=str(tmp_path / "k1")))

@@ -147,3 +147,13 @@ def test_a_positive_class_beside_a_negative_name_maps_onto_a_generic_label(tmp_p
     ds = read_external(run, {"path": str(tmp_path / "ext")})
     assert {r.id.split("/")[0]: float(r.labels[0]) for r in ds.records} == {"0_normal": 0.0, "1_abnormal": 1.0}
     assert "--positive-class" in run_cli("evaluate", "--help").stdout
+
+
+def test_another_disease_beside_a_normal_class_is_not_the_runs(tmp_path):
+    """The partner rule read `TUBERCULOSIS/` beside `NORMAL/` as a PNEUMONIA run's positive: one disease scored as
+    another. It holds only for a run's generic label (`label`, `target`)."""
+    for cls in ("NORMAL", "TUBERCULOSIS"):
+        _images(tmp_path / "ext" / cls, 3)
+    run = SimpleNamespace(config=RunConfig(data=DataConfig(path="t")), task="binary", label_names=["PNEUMONIA"])
+    with pytest.raises(DataError, match="'TUBERCULOSIS' where the run has 'PNEUMONIA'"):
+        read_external(run, {"path": str(tmp_path / "ext")})

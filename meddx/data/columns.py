@@ -12,8 +12,18 @@ from meddx.errors import DataError
 # column names as `_plain` writes them: lower case, letters and digits only (`Image Index`, `image_path`, `FILENAME`)
 IMAGE_NAMES = ("image", "path", "filename", "file", "imageindex", "imagepath", "filepath", "imgpath", "img",
                "imagefile", "imagename", "imageid", "filepaths", "images", "dicom", "dicompath")  # fmt: skip
-PATIENT_NAMES = ("patientid", "patient", "subjectid", "subject", "caseid", "case", "participantid", "participant",
-                 "mrn", "patientcode", "patientnumber", "pid")  # fmt: skip
+PATIENT_NAMES = (
+    "patientid",
+    "patient",
+    "subjectid",
+    "subject",
+    "caseid",
+    "participantid",
+    "participant",
+    "mrn",
+    "patientcode",
+    "patientnumber",
+)  # fmt: skip (not `case`: case/control columns are labels)
 MAX_CLASSES = 50
 LABEL_COLUMN_GUESSES = ("label", "labels", "class", "diagnosis", "target", "finding", "category", "outcome", "y")
 
@@ -46,7 +56,9 @@ def image_column(frame: pd.DataFrame, wanted: str | None, where: str) -> tuple[s
     files = [c for c in cols if _image_names(frame[c]) > 0.9]
     if len(files) == 1:
         return files[0], [f"image paths from column '{files[0]}' (its values are image files; --image-column sets it)"]
-    raise DataError(f"{where}: no image path column (columns are {cols}); name it: --image-column COLUMN")
+    raise DataError(
+        f"{where}: no image path column (columns are {cols}); name it: --image-column COLUMN, or call it `image`"
+    )
 
 
 def _values(frames: dict, column: str) -> pd.Series:
@@ -102,6 +114,17 @@ def _check_classes(where: str, frames: dict, column: str) -> None:
             f"{where}: column '{column}' holds {len(distinct)} different values (e.g. {', '.join(distinct[:3])}): "
             "not classes; name the label column: --label-column COLUMN or --label-columns A,B"
         )
+
+
+def named_patient_column(frames: dict, columns: list[str]) -> tuple[str | None, list[str]]:
+    """(the column named like a patient id, notes), used when it holds at least 10 ids that are not 0/1 values."""
+    column = pick_column(columns, None, PATIENT_NAMES, "patient id", "")
+    if column is None:
+        return None, []
+    values = _values(frames, column)
+    if values.nunique() < 10 or _holds_labels(frames, column):
+        return None, [f"column '{column}' not used for patients: {values.nunique()} values, not patient ids"]
+    return column, [f"patient ids from column '{column}' (--patient-column sets another)"]
 
 
 def guess_patient_column(where: str, frames: dict, unused: list[str]) -> tuple[str | None, list[str]]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from meddx.data.columns import PATIENT_NAMES, guess_label_columns, guess_patient_column, pick_column
+from meddx.data.columns import guess_label_columns, guess_patient_column, named_patient_column, pick_column
 from meddx.data.columns import image_column as find_image_column
 from meddx.data.patients import assign_guessed_patients
 from meddx.data.records import DataSet, Record, class_labels, normalise_class_names
@@ -63,19 +63,19 @@ def _read_frames(path: str | Path | dict[str, str]) -> tuple[dict, dict[str | No
     for split, csv in files.items():
         if not Path(csv).is_file():
             raise DataError(f"CSV manifest not found: {csv}")
-        try:
-            frames[split] = read_table(csv)
-        except Exception as e:  # noqa: BLE001
-            raise DataError(f"{csv}: not a readable CSV ({type(e).__name__}: {e})") from None
+        frames[split] = read_table(csv)
         if frames[split].empty:
             raise DataError(f"{csv}: has a header but no rows")
     return files, frames
 
 
 def read_table(csv: str | Path) -> pd.DataFrame:
-    """A CSV as strings, blanks kept: UTF-8 or UTF-16, comma, semicolon or tab separated."""
-    encoding = _encoding(str(csv))
-    return pd.read_csv(csv, dtype=str, keep_default_na=False, encoding=encoding, sep=_sep(str(csv), encoding))
+    """A CSV as strings, blanks kept: UTF-8 or UTF-16, comma, semicolon or tab separated; one line when unreadable."""
+    try:
+        encoding = _encoding(str(csv))
+        return pd.read_csv(csv, dtype=str, keep_default_na=False, encoding=encoding, sep=_sep(str(csv), encoding))
+    except Exception as e:  # noqa: BLE001 - a decoding or parsing error, for every caller (predict too)
+        raise DataError(f"{csv}: not a readable CSV ({type(e).__name__}: {e})") from None
 
 
 def _sep(csv: str, encoding: str) -> str:
@@ -106,9 +106,13 @@ def _columns(
     first_csv, first = next(iter(files.values())), next(iter(frames.values()))
     cols = list(first.columns)
     img_col, notes = find_image_column(first, image_column, first_csv)
-    pat_col = pick_column(cols, patient_column, PATIENT_NAMES, "patient id", first_csv)
-    if pat_col and not patient_column:
-        notes.append(f"patient ids from column '{pat_col}' (--patient-column sets another)")
+    if patient_column:
+        pat_col = pick_column(cols, patient_column, (), "patient id", first_csv)
+    else:
+        pat_col, said = named_patient_column(
+            frames, [c for c in cols if c not in (label_column, *(label_columns or []))]
+        )
+        notes += said
     if not (label_column or label_columns):
         others = [c for c in cols if c not in (img_col, pat_col)]
         label_columns, label_column, found = guess_label_columns(first_csv, frames, others)

@@ -190,11 +190,19 @@ def read_folder(
 
 
 def _manifest_inside(folder: Path) -> Path | None:
-    """The one CSV at the top of a folder holding at most one subfolder (`images/` beside `labels.csv`), which no
-    class-folder layout is."""
+    """The one CSV at the top of a folder holding at most one subfolder, of files (`images/*.png` beside
+    `labels.csv`), which no class-folder layout is."""
     subfolders = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
     tables = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in (".csv", ".tsv")]
-    return tables[0] if len(tables) == 1 and len(subfolders) <= 1 else None
+    if len(tables) != 1 or len(subfolders) > 1:
+        return None
+    if subfolders and (subfolders[0].name.lower() in SPLIT_ALIASES or not _holds_files(subfolders[0])):
+        return None  # `test/` or `images/{HC,PD}`: class folders, the CSV beside them is not their manifest
+    return tables[0]
+
+
+def _holds_files(folder: Path) -> bool:
+    return any(p.is_file() and not p.name.startswith(".") for p in folder.iterdir())
 
 
 def read_dataset(cfg: DataConfig, check_files: bool = True) -> DataSet:

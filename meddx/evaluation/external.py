@@ -88,7 +88,12 @@ def _one_binary_label(run: Run, ds: DataSet, data: dict) -> None:
     theirs, ours = ds.label_names[0], run.label_names[0]
     named = len(data.get("label_columns") or []) == 1 or "positive_class" in data  # the user said which is 1
     others = [c for c in ds.classes if c.strip().casefold() != theirs.strip().casefold()]
-    clear = len(others) == 1 and NEGATIVE_CLASS.fullmatch(others[0].strip())  # `1_abnormal` beside `0_normal`
+    clear = (  # `1_abnormal` beside `0_normal` for a run's generic `label`; never one disease for another
+        ours.strip().casefold() in GENERIC
+        and len(others) == 1
+        and NEGATIVE_CLASS.fullmatch(others[0].strip())
+        and not NEGATIVE_CLASS.fullmatch(theirs.strip())
+    )
     if named or clear or theirs.strip().casefold() in GENERIC:  # else a class chosen by sort order: ask
         ds.notes.append(f"this data's '{theirs}' read as the run's '{ours}' (its positive, 1)")
         ds.label_names = [ours]
