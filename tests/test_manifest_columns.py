@@ -158,3 +158,16 @@ def test_class_folders_beside_a_stray_csv_stay_class_folders(tmp_path):
     (tmp_path / "k1" / "test").rename(tmp_path / "k1" / "images")
     with pytest.raises(DataError, match="if its 2 subfolders"):
         read_dataset(DataConfig(path=str(tmp_path / "k1")))
+
+
+def test_a_folders_manifest_naming_bare_files_finds_them_in_its_images_folder(tmp_path):
+    """`labels.csv` listing `x0.png` beside `images/x0.png` stopped: "4 image file(s) ... do not exist"."""
+    from meddx.config import DataConfig
+    from meddx.data.readers import read_dataset
+
+    (tmp_path / "d" / "images").mkdir(parents=True)
+    for i in range(4):
+        Image.fromarray(np.full((8, 8), 30 * i, np.uint8)).save(tmp_path / "d" / "images" / f"x{i}.png")
+    _csv(tmp_path / "d", "image,label", [f"x{i}.png,{i % 2}" for i in range(4)], "labels.csv")
+    ds = read_dataset(DataConfig(path=str(tmp_path / "d")))
+    assert all(Path(r.source).parent == tmp_path / "d" / "images" for r in ds.records)

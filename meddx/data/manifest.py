@@ -83,6 +83,8 @@ def _sep(csv: str, encoding: str) -> str:
     with open(csv, encoding=encoding, errors="replace") as f:
         header = f.readline()
     header = re.sub(r'"[^"]*"', "", header)  # separators inside quoted names do not count
+    if csv.lower().endswith(".tsv"):
+        return "\t"
     return max((",", ";", "\t"), key=header.count)  # a tie (none): the comma
 
 
@@ -244,6 +246,7 @@ def read_csv_manifest(
     if regex:
         notes.append(f"patient ids from the file names by patient_regex {patient_regex!r}")
     if regex and pat_col:
+        notes = [n for n in notes if not n.startswith(f"patient ids from column '{pat_col}'")]
         notes.append(f"patient_regex given: column '{pat_col}' not used for patients")
         pat_col = None
     if pat_col:
@@ -253,7 +256,8 @@ def read_csv_manifest(
         files, frames, label_cols, label_column, positive_class, uncertain
     )
     notes += class_notes
-    classes = sorted({c for df in frames.values() for c in df[label_column].str.strip()}) if label_column else []
+    written = [c for df in frames.values() for c in df[label_column]] if label_column else []
+    classes = sorted(set(normalise_class_names(written)[0].values()))  # `Normal` and `normal`: one class
     if label_column is None:
         raw = sum(int(df[label_cols].apply(lambda s: pd.to_numeric(s, errors="coerce")).eq(-1).to_numpy().sum())
                   for df in frames.values())  # fmt: skip

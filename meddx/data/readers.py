@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from meddx.config import DataConfig
+from meddx.data.columns import image_column as find_image_column
 from meddx.data.images import READABLE_EXTENSIONS
-from meddx.data.manifest import SPLIT_ALIASES, compile_patient_regex, patient_from_name, read_csv_manifest
+from meddx.data.manifest import SPLIT_ALIASES, compile_patient_regex, patient_from_name, read_csv_manifest, read_table
 from meddx.data.patients import SUBFOLDERS, assign_guessed_patients
 from meddx.data.records import DataSet, Record, class_labels, normalise_class_names
 from meddx.data.reports import is_tianchi_file, read_tianchi
@@ -201,6 +202,18 @@ def _manifest_inside(folder: Path) -> Path | None:
     return tables[0]
 
 
+def _root_of(manifest: Path, image_column: str | None) -> str | None:
+    """The folder beside a manifest that its bare file names (`x0.png`) are in (`images/`), when they are not beside
+    it; None to keep the manifest's own folder."""
+    frame = read_table(manifest).head(20)
+    column = find_image_column(frame, image_column, str(manifest))[0]
+    names = [v.strip() for v in frame[column] if v.strip()]
+    if not names or any((manifest.parent / n).exists() for n in names):
+        return None
+    inside = [p for p in manifest.parent.iterdir() if p.is_dir() and all((p / n).exists() for n in names)]
+    return str(inside[0]) if len(inside) == 1 else None
+
+
 def _holds_files(folder: Path) -> bool:
     return any(p.is_file() and not p.name.startswith(".") for p in folder.iterdir())
 
@@ -225,7 +238,10 @@ def read_dataset(cfg: DataConfig, check_files: bool = True) -> DataSet:
         elif str(path).lower().endswith(".npz"):
             fmt = "medmnist"
         elif Path(path).is_dir() and (manifest := _manifest_inside(Path(path))):
-            ds = read_dataset(cfg.model_copy(update={"path": str(manifest), "format": "csv"}), check_files)
+            root = cfg.root or _root_of(manifest, cfg.image_column)
+            ds = read_dataset(
+                cfg.model_copy(update={"path": str(manifest), "format": "csv", "root": root}), check_files
+            )
             ds.notes.append(f"{path}: read as its manifest {manifest.name} (one CSV beside at most one folder)")
             return ds
         elif Path(path).is_dir():

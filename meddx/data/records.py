@@ -73,7 +73,10 @@ class DataSet:
     def subset(self, split: str) -> DataSet:
         """The records of one split, same label names and task."""
         records = [r for r in self.records if r.split == split]
-        return DataSet(records, self.label_names, self.task, self.origin, patients_guessed=self.patients_guessed)
+        return DataSet(
+            records, self.label_names, self.task, self.origin, patients_guessed=self.patients_guessed,
+            classes=list(self.classes),
+        )  # fmt: skip
 
     def to_frame(self) -> pd.DataFrame:
         """One row per record: id, patient_id, split, source and a column per label."""
