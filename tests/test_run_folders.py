@@ -114,3 +114,21 @@ def test_the_domain_check_of_new_data_is_skipped_not_fatal_without_the_training_
     check = new_data_domain(run, [object()])
     assert check["checked"] == 0
     assert "training scans not readable (train.csv: CSV manifest not found)" in check["skipped"]
+
+
+def test_the_domain_check_judges_intensity_as_the_model_sees_it():
+    """A model normalised per sample sees a scan and its x4095 copy alike: the check compares standardised scans
+    there (DICOM copies stretched min-max were all flagged), and still calls the raw copy unscaled otherwise."""
+    import numpy as np
+
+    from meddx.export.domain import check_input, input_stats
+
+    rng = np.random.default_rng(0)
+    scans = [rng.random((1, 32, 32)).astype(np.float32) ** 2 for _ in range(40)]
+    raw = scans[0] * 4095.0
+    for per_sample, flagged in ((False, True), (True, False)):
+        stats = input_stats(scans, scans, per_sample=per_sample)
+        warnings = check_input(raw, raw, stats)["warnings"]
+        assert any("unscaled" in w for w in warnings) == flagged, warnings
+    stats = input_stats(scans, scans, per_sample=True)
+    assert not check_input(np.sqrt(scans[0]), scans[0], stats)["in_distribution"]  # another histogram still shows

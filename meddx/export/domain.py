@@ -50,11 +50,20 @@ def _robust(values: np.ndarray) -> dict:
     }
 
 
-def input_stats(images: list[np.ndarray], resized: list[np.ndarray], colour: list[bool] | None = None) -> dict:
+def standardise(image: np.ndarray) -> np.ndarray:
+    """A scan at zero mean and unit spread, as a model normalised per sample sees it."""
+    return (image - image.mean()) / (image.std() + 1e-6)
+
+
+def input_stats(
+    images: list[np.ndarray], resized: list[np.ndarray], colour: list[bool] | None = None, per_sample: bool = False
+) -> dict:
     """Statistics of decoded training scans (C, H, W): at their own size (intensities, shape) and at model size
-    (layout)."""
+    (layout); `per_sample` (a model normalised per sample): intensities compared after standardising each scan."""
     if not images:
         raise ValueError("input_stats needs at least one image")
+    if per_sample:
+        images = [standardise(im) for im in images]
     sample = np.concatenate([im.ravel()[:: max(1, im.size // 20000)] for im in images])
     low, high = (float(v) for v in np.quantile(sample, [0.001, 0.999]))
     if high <= low:
@@ -69,6 +78,7 @@ def input_stats(images: list[np.ndarray], resized: list[np.ndarray], colour: lis
     aspects = np.array([im.shape[2] / im.shape[1] for im in images])
     return {
         "version": STATS_VERSION,
+        "per_sample": per_sample,
         "images": len(images),
         "channels": int(images[0].shape[0]),
         "colour_share": float(np.mean(colour)) if colour else 0.0,
@@ -94,6 +104,8 @@ def input_stats(images: list[np.ndarray], resized: list[np.ndarray], colour: lis
 def check_input(image: np.ndarray, resized: np.ndarray, stats: dict, colour: bool = False) -> dict:
     """Compare one decoded scan (C, H, W), and the same at model size, with the training statistics."""
     warnings: list[str] = []
+    if stats.get("per_sample"):  # its intensity scale cannot matter to the model; its histogram's shape can
+        image = standardise(image)
     edges, reference = np.asarray(stats["edges"]), np.asarray(stats["histogram"])
     low, high = stats["value_range"]
     span = high - low

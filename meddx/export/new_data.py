@@ -13,8 +13,6 @@ from meddx.export.domain import check_input
 from meddx.export.package import training_input_stats
 from meddx.run import Run
 
-INTENSITY = ("intensity distribution unlike", "intensities run from")  # the checks a per-sample scaling undoes
-
 
 def _reason(warning: str) -> str:
     """A warning without its figures, to count alike ones together ('colour image', 'the image looks inverted')."""
@@ -44,8 +42,6 @@ def new_data_domain(run: Run, records: list[Record], limit: int = 300) -> dict:
         pixels, layout = read_pixels(r, prep.dicom_window)
         image = to_channels(pixels, layout, r, prep.views, prep.view_axis, prep.channels)
         found = check_input(image, prep.resize(image), stats, is_colour(pixels, layout))["warnings"]
-        if prep.normalize == "sample":  # the model sees each scan standardised: its intensity scale cannot matter
-            found = [w for w in found if not w.startswith(INTENSITY)]
         outside += bool(found)
         reasons.update({_reason(w) for w in found})
     return {"checked": len(sample), "outside": outside, "reasons": reasons.most_common(3)}

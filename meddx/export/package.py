@@ -67,7 +67,7 @@ def training_input_stats(run: Run, limit: int = 300) -> dict:
         pixels, layout = read_pixels(r, prep.dicom_window)
         images.append(to_channels(pixels, layout, r, prep.views, prep.view_axis, prep.channels))
         colour.append(is_colour(pixels, layout))
-    return input_stats(images, [prep.resize(im) for im in images], colour)
+    return input_stats(images, [prep.resize(im) for im in images], colour, per_sample=prep.normalize == "sample")
 
 
 def validation_rates(run: Run, points: int = 201) -> dict:
