@@ -157,3 +157,15 @@ def test_another_disease_beside_a_normal_class_is_not_the_runs(tmp_path):
     run = SimpleNamespace(config=RunConfig(data=DataConfig(path="t")), task="binary", label_names=["PNEUMONIA"])
     with pytest.raises(DataError, match="'TUBERCULOSIS' where the run has 'PNEUMONIA'"):
         read_external(run, {"path": str(tmp_path / "ext")})
+
+
+def test_a_folder_read_by_its_csv_gets_the_class_column_retry(tmp_path):
+    """A folder holding `images/` and `ext.csv` (path,group) was not a manifest to the retry, so `group` holding the
+    run's HC/PD was never found."""
+    names = _images(tmp_path / "ext" / "images", 4)
+    rows = [f"images/{n},{'PD' if i % 2 else 'HC'}" for i, n in enumerate(names)]
+    (tmp_path / "ext" / "ext.csv").write_text("path,group\n" + "\n".join(rows) + "\n")
+    run = SimpleNamespace(config=RunConfig(data=DataConfig(path="t.csv", label_column="diagnosis")), task="binary",
+                          label_names=["PD"])  # fmt: skip
+    ds = read_external(run, {"path": str(tmp_path / "ext")})
+    assert [float(r.labels[0]) for r in ds.records] == [0, 1, 0, 1]

@@ -190,6 +190,14 @@ def read_folder(
     )
 
 
+def manifest_path(path: str | dict) -> str | dict | None:
+    """The CSV(s) a data path is read by: itself, a {split: csv} mapping, or a folder's one manifest; else None."""
+    if isinstance(path, dict) or str(path).lower().endswith((".csv", ".tsv")):
+        return path
+    manifest = _manifest_inside(Path(path)) if Path(path).is_dir() else None
+    return str(manifest) if manifest else None
+
+
 def _manifest_inside(folder: Path) -> Path | None:
     """The one CSV at the top of a folder holding at most one subfolder, of files (`images/*.png` beside
     `labels.csv`), which no class-folder layout is."""

@@ -7,7 +7,7 @@ import re
 
 from meddx.config import DataConfig, validate_section
 from meddx.data.manifest import columns_holding
-from meddx.data.readers import read_dataset
+from meddx.data.readers import manifest_path, read_dataset
 from meddx.data.records import NEGATIVE_CLASS, DataSet, UnknownPositiveClass
 from meddx.errors import DataError
 from meddx.run import Run
@@ -66,15 +66,11 @@ def _pooled(ds: DataSet) -> DataSet:
 def _class_column(run: Run, data: dict, fields: dict) -> str | None:
     """The one manifest column holding the run's class names, when the user named no label column and it is not
     the column already read."""
-    if not _is_manifest(data) or run.task == "multilabel" or {"label_column", "label_columns"} & set(data):
+    manifest = manifest_path(data["path"]) if "path" in data else None  # a folder may be read by its CSV
+    if manifest is None or run.task == "multilabel" or {"label_column", "label_columns"} & set(data):
         return None
-    holding = columns_holding(data["path"], run.label_names)
+    holding = columns_holding(manifest, run.label_names)
     return holding[0] if len(holding) == 1 and holding[0] != fields.get("label_column") else None
-
-
-def _is_manifest(data: dict) -> bool:
-    path = data.get("path")
-    return isinstance(path, str | dict) and (isinstance(path, dict) or path.lower().endswith((".csv", ".tsv")))
 
 
 GENERIC = {"1", "true", "yes", "positive", "label", "labels", "target", "y", "outcome", "class", "diagnosis"}
