@@ -44,8 +44,7 @@ def test_metadata_without_a_label_named_is_one_line_naming_the_columns(tmp_path)
 def test_manifests_from_excel_semicolons_and_windows_paths_read(tmp_path):
     """A semicolon-separated CSV (Excel in many European locales) was one column; `imgs\\x.png` was a missing file."""
     (tmp_path / "imgs").mkdir()
-    for i in range(4):
-        Image.fromarray(np.full((8, 8), 30 * i, np.uint8)).save(tmp_path / "imgs" / f"x{i}.png")
+    _pngs(tmp_path / "imgs", [f"x{i}.png" for i in range(4)])
     rows = [f"imgs\\x{i}.png;{60 + i};{'Normal' if i % 2 else 'Abnormal'}" for i in range(4)]
     (tmp_path / "semi.csv").write_text("filename;age;diagnosis\n" + "\n".join(rows) + "\n")
     ds = read_csv_manifest(tmp_path / "semi.csv")
@@ -116,9 +115,7 @@ def test_a_folder_of_images_beside_its_manifest_is_read_by_the_manifest(tmp_path
     from meddx.config import DataConfig
     from meddx.data.readers import read_dataset
 
-    (tmp_path / "nihB" / "images").mkdir(parents=True)
-    for i in range(4):
-        Image.fromarray(np.full((8, 8), 30 * i, np.uint8)).save(tmp_path / "nihB" / "images" / f"x{i}.png")
+    _pngs(tmp_path / "nihB" / "images", [f"x{i}.png" for i in range(4)])
     _csv(tmp_path / "nihB", "path,label", [f"images/x{i}.png,{i % 2}" for i in range(4)], "manifest.csv")
     ds = read_dataset(DataConfig(path=str(tmp_path / "nihB")))
     assert len(ds) == 4 and ds.label_names == ["label"] and "read as its manifest manifest.csv" in ds.notes[-1]
@@ -130,7 +127,7 @@ def test_a_column_named_like_a_patient_that_holds_labels_is_not_the_patient(tmp_
     ds = read_csv_manifest(_csv(tmp_path, "image,participant,label", rows), check_files=False)
     assert len({r.patient_id for r in ds.records}) == 24
     assert any("column 'participant' not used for patients: 2 values" in n for n in ds.notes)
-    ds = read_csv_manifest(_csv(tmp_path, "image,participant", rows[:0] + [r.rsplit(",", 1)[0] for r in rows], "p.csv"),
+    ds = read_csv_manifest(_csv(tmp_path, "image,participant", [r.rsplit(",", 1)[0] for r in rows], "p.csv"),
                            check_files=False, label_column="participant")  # fmt: skip
     assert len({r.patient_id for r in ds.records}) == 24 and ds.label_names == ["1"]
 
@@ -150,9 +147,7 @@ def test_class_folders_beside_a_stray_csv_stay_class_folders(tmp_path):
     from meddx.data.readers import read_dataset
 
     for cls in ("NORMAL", "PNEUMONIA"):
-        (tmp_path / "k1" / "test" / cls).mkdir(parents=True)
-        for i in range(3):
-            Image.fromarray(np.full((8, 8), 30 * i, np.uint8)).save(tmp_path / "k1" / "test" / cls / f"{cls}{i}.png")
+        _pngs(tmp_path / "k1" / "test" / cls, [f"{cls}{i}.png" for i in range(3)])
     _csv(tmp_path / "k1", "filename,sex", [f"NORMAL{i}.png,{'MF'[i % 2]}" for i in range(3)], "metadata.csv")
     assert read_dataset(DataConfig(path=str(tmp_path / "k1"))).label_names == ["PNEUMONIA"]
     (tmp_path / "k1" / "test").rename(tmp_path / "k1" / "images")
@@ -165,9 +160,14 @@ def test_a_folders_manifest_naming_bare_files_finds_them_in_its_images_folder(tm
     from meddx.config import DataConfig
     from meddx.data.readers import read_dataset
 
-    (tmp_path / "d" / "images").mkdir(parents=True)
-    for i in range(4):
-        Image.fromarray(np.full((8, 8), 30 * i, np.uint8)).save(tmp_path / "d" / "images" / f"x{i}.png")
+    _pngs(tmp_path / "d" / "images", [f"x{i}.png" for i in range(4)])
     _csv(tmp_path / "d", "image,label", [f"x{i}.png,{i % 2}" for i in range(4)], "labels.csv")
     ds = read_dataset(DataConfig(path=str(tmp_path / "d")))
     assert all(Path(r.source).parent == tmp_path / "d" / "images" for r in ds.records)
+
+
+def _pngs(folder: Path, names: list[str]) -> None:
+    """Small grey PNGs of distinct brightness, the folder made."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(names):
+        Image.fromarray(np.full((8, 8), 30 * i, np.uint8)).save(folder / name)
