@@ -38,7 +38,10 @@ def _read_as_run(run: Run, data: dict, fields: dict) -> DataSet:
     except UnknownPositiveClass:
         if "positive_class" in data:
             raise
-        fields["positive_class"] = run.config.data.positive_class  # other class names: their own rule, then a mismatch
+        fields = {
+            **fields,
+            "positive_class": run.config.data.positive_class,
+        }  # other names: their rule, then a mismatch
         ds = read_dataset(validate_section(DataConfig, fields, "data."))
     synthetic = all(re.fullmatch(r"(class|label)_\d+", n) for n in ds.label_names)  # MedMNIST files carry no names
     if synthetic and len(ds.label_names) == len(run.label_names) and ds.task == run.task:
