@@ -12,7 +12,8 @@ reported beside it, never used.
 --curve K trains K seeds of the rules' recipe and tabulates the mean of the first k models against the plan's cap.
 --report-only trains nothing: the tables hold the finished runs, and name the variants still to train.
 
-Finished runs are reused, so a rerun resumes.
+Finished runs are reused, so a rerun resumes; those of public sets are also recorded under bench/results/ (commit
+them), so the benchmark resumes on another machine.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from meddx.training.plan import CPU_MAX_SIZE, target_epochs
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _docs import write_section  # noqa: E402
+from _records import RECORDS, Record, dotted, load_record, record_path, save_record  # noqa: E402
 from plan import SETS  # noqa: E402
 
 RULES = "the rules' recipe"
@@ -87,35 +89,39 @@ def _patience(epochs: int) -> int:
     return int(np.clip(epochs // 4, 3, 10))
 
 
-def train_seed(set_name: str, data: dict, fields: dict, slug: str, seed: int, args) -> Run | None:
-    """One model of one variant (reused when already trained; None when not trained and --report-only)."""
+def train_seed(set_name: str, data: dict, fields: dict, slug: str, seed: int, args) -> Run | Record | None:
+    """One model of one variant: reused when trained here or recorded in the repository with today's recipe (None
+    when neither and --report-only); a newly trained one is recorded."""
     folder = args.out / set_name / f"{slug}-seed{seed}"
+    kept = record_path("plan-rules", set_name, folder.name, args.records)
     if (folder / WEIGHTS).is_file() and (folder / "predictions" / "test.csv").is_file():
-        if not (stale := _stale(Run(folder), fields)):
-            return Run(folder)
+        run = Run(folder)
+        if not (stale := _stale(lambda name: dotted(run.config.model_dump(mode="json"), name), fields)):
+            if kept is not None and not kept.is_file():
+                save_record(kept, run, fields)
+            return run
         print(f"{folder}: trained with {', '.join(stale)}, not today's plan: not reused", flush=True)
+    if (record := load_record(kept)) is not None and not _stale(record.field, fields):
+        return record
     if args.report_only:
         return None
     shutil.rmtree(folder, ignore_errors=True)  # a run stopped part way: trained again from the start
     cfg = {"name": folder.name, "output_dir": str(folder.parent), "data": dict(data), "plan": {"enabled": False},
            "evaluate": {"bootstrap": 0}, "train": {"progress_bar": False, "seed": seed, "ensemble": 1}}  # fmt: skip
-    return meddx.train(apply_overrides(cfg, fields))
+    run = meddx.train(apply_overrides(cfg, fields))
+    save_record(kept, run, fields)
+    return run
 
 
-def _stale(run: Run, fields: dict) -> list[str]:
+def _stale(value_of, fields: dict) -> list[str]:
     """The recipe fields a finished run was trained with other values of (the plan changed since, e.g. because the
-    data are split otherwise): such a run is not today's variant."""
-    saved, out = run.config.model_dump(mode="json"), []
-    for name, wanted in fields.items():
-        value = saved
-        for part in name.split("."):
-            value = value.get(part) if isinstance(value, dict) else None
-        if value != wanted:
-            out.append(f"{name}={value!r} (now {wanted!r})")
-    return out
+    data are split otherwise): such a run is not today's variant. `value_of(dotted name)` reads the run's value."""
+    return [
+        f"{name}={value_of(name)!r} (now {wanted!r})" for name, wanted in fields.items() if value_of(name) != wanted
+    ]
 
 
-def pooled(runs: list[Run], split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[float]]:
+def pooled(runs: list[Run | Record], split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[float]]:
     """(truth, the seeds' mean probability, patients, each seed's AUC) of a binary task on one split."""
     frames = [r.predictions(split).sort_values("id").reset_index(drop=True) for r in runs]
     for run, frame in zip(runs[1:], frames[1:]):
@@ -127,7 +133,7 @@ def pooled(runs: list[Run], split: str) -> tuple[np.ndarray, np.ndarray, np.ndar
     return y, probs.mean(0), frames[0]["patient_id"].astype(str).to_numpy(), per_seed
 
 
-def _same_split(a: Run, frame_a, b: Run, frame_b, split: str) -> None:
+def _same_split(a: Run | Record, frame_a, b: Run | Record, frame_b, split: str) -> None:
     """Runs on another split (the data read otherwise) do not pair sample by sample: stop, naming them."""
     if frame_a["id"].astype(str).tolist() != frame_b["id"].astype(str).tolist():
         raise SystemExit(f"{b.path}: its {split} split differs from {a.path}'s; delete the older runs")
@@ -178,7 +184,7 @@ def measure(set_name: str, args) -> list[dict]:
     return [{"set": set_name, "epochs": epochs, "recipe": _recipe(choices), **r} for r in rows]
 
 
-def _curve(group: list[Run]) -> list[dict]:
+def _curve(group: list[Run | Record]) -> list[dict]:
     """AUC of the mean of the first k seeds (k = 1, 2, 3, the plan's cap, all), each against the cap's, per split."""
     ks = sorted({k for k in (1, 2, 3, CAP, len(group)) if k <= len(group)})
     points = []
@@ -203,38 +209,44 @@ def _diff(d) -> str:
     return f"{point:+.3f} ({lo:+.3f} to {hi:+.3f}){mark}"
 
 
-def table(rows: list[dict], args) -> str:
-    seeds = args.seeds
-    lines = [
-        f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, 2 CPU cores, by "
-        f"`.venv/bin/python bench/plan_rules.py --seeds {seeds} --curve {args.curve} --sets {args.sets}{' --report-only' if args.report_only else ''}`. Every variant: {seeds} seeds, "
-        "one model each, the plan's full epochs for one model (early stopping on val loss), the same split. "
-        "Difference: the AUC of the seeds' mean prediction minus the rules' recipe's, with its paired patient-bootstrap "
-        f"95% interval ({RESAMPLES} resamples); **better**/**worse** when the interval excludes 0. The verdict is read "
-        "on val; test is reported beside it and chooses nothing."
-    ]
-    for set_name in dict.fromkeys(r["set"] for r in rows):
-        part = [r for r in rows if r["set"] == set_name]
-        if all(r["variant"] == "missing" for r in part):
-            lines += ["", f"**{set_name}** (rules: {part[0]['recipe']}): the rules' recipe is not trained with today's "
-                      "plan yet, so no row."]  # fmt: skip
-            continue
-        lines += ["", f"**{set_name}** (rules: {part[0]['recipe']}; {part[0]['epochs']} epochs)", "",
-                  "| variant | val AUC per seed | val: difference (95% CI) | test AUC per seed | "
-                  "test: difference (95% CI) | minutes per model |", "|---|---|---|---|---|---|"]  # fmt: skip
-        for r in [r for r in part if r["variant"] not in ("curve", "missing")]:
-            v, t = r["val"], r["test"]
-            seeds_v, seeds_t = (", ".join(f"{a:.3f}" for a in x["seeds"]) for x in (v, t))
-            lines.append(f"| {r['variant']} | {seeds_v} | {'-' if r['variant'] == RULES else _diff(v['diff'])} | "
-                         f"{seeds_t} | {'-' if r['variant'] == RULES else _diff(t['diff'])} | {r['minutes']:.1f} |")  # fmt: skip
-            if r["variant"] in (RULES, HALF):
-                what = f"the {seeds} seeds' mean" if r["variant"] == RULES else f"{seeds} models at half the epochs"
-                lines.append(f"| one model of the rules' recipe (seed 0) instead of {what} | | {_diff(v['one_seed'])} "
-                             f"| | {_diff(t['one_seed'])} | |")  # fmt: skip
-        lines += _curve_lines([r for r in part if r["variant"] == "curve"])
-        lines += [f"\nNot trained yet, so not in this table: {', '.join(r['names'])}." for r in part
-                  if r["variant"] == "missing"]  # fmt: skip
+HEADER = (
+    "Every variant: the given seeds, one model each, the plan's full epochs for one model (early stopping on val loss), "
+    "the same split. Difference: the AUC of the seeds' mean prediction minus the rules' recipe's, with its paired "
+    f"patient-bootstrap 95% interval ({RESAMPLES} resamples); **better**/**worse** when the interval excludes 0. The "
+    "verdict is read on val; test is reported beside it and chooses nothing. Each set's block is written by its own "
+    "run of the script (`--sets NAME`), so a set measured again replaces only its block."
+)
+
+
+def set_block(part: list[dict], args) -> str:
+    """One set's tables (variants, the seed curve) under the line naming when and how they were measured."""
+    set_name, seeds = part[0]["set"], args.seeds
+    command = f"bench/plan_rules.py --seeds {seeds} --curve {args.curve} --sets {set_name}"
+    lines = [f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, 2 CPU cores, by `.venv/bin/python "
+             f"{command}{' --report-only' if args.report_only else ''}`; {seeds} seeds per variant."]  # fmt: skip
+    if all(r["variant"] == "missing" for r in part):
+        return "\n".join(lines + ["", f"**{set_name}** (rules: {part[0]['recipe']}): the rules' recipe is not "
+                                   "trained with today's plan yet, so no row."])  # fmt: skip
+    lines += ["", f"**{set_name}** (rules: {part[0]['recipe']}; {part[0]['epochs']} epochs)", "",
+              "| variant | val AUC per seed | val: difference (95% CI) | test AUC per seed | "
+              "test: difference (95% CI) | minutes per model |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for r in [r for r in part if r["variant"] not in ("curve", "missing")]:
+        v, t = r["val"], r["test"]
+        seeds_v, seeds_t = (", ".join(f"{a:.3f}" for a in x["seeds"]) for x in (v, t))
+        lines.append(f"| {r['variant']} | {seeds_v} | {'-' if r['variant'] == RULES else _diff(v['diff'])} | "
+                     f"{seeds_t} | {'-' if r['variant'] == RULES else _diff(t['diff'])} | {r['minutes']:.1f} |")  # fmt: skip
+        if r["variant"] in (RULES, HALF):
+            what = f"the {seeds} seeds' mean" if r["variant"] == RULES else f"{seeds} models at half the epochs"
+            lines.append(f"| one model of the rules' recipe (seed 0) instead of {what} | | {_diff(v['one_seed'])} "
+                         f"| | {_diff(t['one_seed'])} | |")  # fmt: skip
+    lines += _curve_lines([r for r in part if r["variant"] == "curve"])
+    lines += [f"\nNot trained yet, so not in this table: {', '.join(r['names'])}." for r in part
+              if r["variant"] == "missing"]  # fmt: skip
     return "\n".join(lines)
+
+
+def by_set(rows: list[dict]) -> dict[str, list[dict]]:
+    return {name: [r for r in rows if r["set"] == name] for name in dict.fromkeys(r["set"] for r in rows)}
 
 
 def _curve_lines(curve: list[dict]) -> list[str]:
@@ -254,6 +266,7 @@ def main() -> None:
     ap.add_argument("--sets", default="pneumoniamnist,breastmnist,datscan,nih64,adrenal3d")
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("/tmp/plan-rules"))
+    ap.add_argument("--records", type=Path, default=RECORDS, help="Where finished runs of public sets are kept.")
     ap.add_argument("--curve", type=int, default=0, help="Seeds of the rules' recipe for the ensemble-size curve.")
     ap.add_argument("--no-docs", action="store_true")
     ap.add_argument("--report-only", action="store_true", help="Train nothing: tabulate the finished runs.")
@@ -262,10 +275,12 @@ def main() -> None:
     for set_name in args.sets.split(","):
         rows += measure(set_name, args)
         (args.out / "rows.json").write_text(json.dumps(rows, indent=2))
-        print(table(rows, args), flush=True)
+        print(set_block(by_set(rows)[set_name], args), flush=True)
     if not args.no_docs:
         title = "Self-configuring training: each rule of the plan against its alternative"
-        print(f"wrote {write_section('plan-rules', title, table(rows, args))}")
+        write_section("plan-rules", title, HEADER)
+        for set_name, part in by_set(rows).items():
+            print(f"wrote {write_section(f'plan-rules-{set_name}', f'{title}: {set_name}', set_block(part, args))}")
 
 
 if __name__ == "__main__":
