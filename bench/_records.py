@@ -29,6 +29,10 @@ class Record:
     def training(self) -> dict:
         return {"seconds": self.data["seconds"]}
 
+    @property
+    def row(self) -> dict | None:
+        return self.data.get("row")
+
     def field(self, name: str):
         return self.data["fields"].get(name)
 
@@ -43,18 +47,21 @@ def record_path(bench: str, set_name: str, run_name: str, root: Path = RECORDS) 
     return root / bench / set_name / f"{run_name}.json.gz"
 
 
-def save_record(path: Path | None, run, fields: dict) -> None:
-    """Keep a finished `Run`: the values it was trained with for `fields`, its val/test predictions and seconds."""
+def save_record(path: Path | None, run, fields: dict, row: dict | None = None) -> None:
+    """Keep a finished `Run` (or, with `run` None, only a table row): the values it was trained with for `fields`,
+    its val/test predictions and seconds, and the benchmark's `row` for it."""
     if path is None:
         return
-    saved = run.config.model_dump(mode="json")
-    columns = ["id", "patient_id", *run.label_names, *(f"p_{n}" for n in run.label_names)]
-    data = {
-        "label_names": run.label_names,
-        "seconds": run.training.get("seconds", 0),
-        "fields": {name: dotted(saved, name) for name in fields},
-        "predictions": {s: run.predictions(s)[columns].to_dict(orient="list") for s in SPLITS},
-    }
+    data: dict = {"row": row}
+    if run is not None:
+        saved = run.config.model_dump(mode="json")
+        columns = ["id", "patient_id", *run.label_names, *(f"p_{n}" for n in run.label_names)]
+        data |= {
+            "label_names": run.label_names,
+            "seconds": run.training.get("seconds", 0),
+            "fields": {name: dotted(saved, name) for name in fields},
+            "predictions": {s: run.predictions(s)[columns].to_dict(orient="list") for s in SPLITS},
+        }
     path.parent.mkdir(parents=True, exist_ok=True)
     with gzip.GzipFile(path, "wb", mtime=0) as f:  # the same run gives the same bytes
         f.write(json.dumps(data, separators=(",", ":")).encode())

@@ -5,7 +5,8 @@ and wall minutes. Every choice is made on val; the test split chooses nothing.
 
     .venv/bin/python bench/plan.py [--budget 15] [--sets pneumoniamnist,breastmnist,...] [--out /tmp/plan-bench]
 
-Rows are cached in --out/rows.json, so a rerun resumes.
+Rows are cached in --out/rows.json, so a rerun resumes; rows of public sets (with their runs' val/test predictions)
+are also recorded under bench/results/plan/ (commit them), so the benchmark resumes on another machine.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from meddx.evaluation.metrics import ranking_metrics
 sys.path.insert(0, str(Path(__file__).parent))
 from _compare import verdict  # noqa: E402
 from _docs import write_section  # noqa: E402
+from _records import RECORDS, load_record, record_path, save_record  # noqa: E402
 
 DATA = Path(os.environ.get("MEDDX_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
 KERMANY = {"patient_regex": r"(person\d+|(?:NORMAL2-)?IM-\d+)"}  # files of one child stay on one side
@@ -59,8 +61,9 @@ def _auc_ci(y: np.ndarray, p: np.ndarray, patients: np.ndarray, resamples: int =
     return float(auc[0]), float(lo), float(hi)
 
 
-def meddx_row(name: str, data: dict, out: Path, **cfg) -> dict:
-    """One meddx run through the public API; its test AUC, interval, wall minutes and (planned) its plan's minutes."""
+def meddx_row(name: str, data: dict, out: Path, kept: Path | None = None, **cfg) -> dict:
+    """One meddx run through the public API; its test AUC, interval, wall minutes and (planned) its plan's minutes;
+    the row and the run's predictions recorded at `kept` (public sets)."""
     started = time.perf_counter()
     run = meddx.train({"name": name, "output_dir": str(out), "data": data, "train": {"progress_bar": False}, **cfg})
     minutes = (time.perf_counter() - started) / 60
@@ -75,14 +78,17 @@ def meddx_row(name: str, data: dict, out: Path, **cfg) -> dict:
         if plan
         else f"{run.config.model.name} {run.preprocess.image_size[0]} px, {run.config.train.max_epochs} epochs max"
     )
-    return {
+    row = {
         "auc": auc["value"],
         "lo": auc.get("ci_low"),
         "hi": auc.get("ci_high"),
         "minutes": minutes,
         "note": note,
         "path": str(run.path),
+        "commit": _commit(),
     }
+    save_record(kept, run, {}, row)
+    return row
 
 
 def _selection_note(sel: dict) -> str:
@@ -153,6 +159,7 @@ def main() -> None:
     ap.add_argument("--sets", default=",".join(SETS))
     ap.add_argument("--out", default="/tmp/plan-bench")
     ap.add_argument("--skip", default="", help="rows not to run, e.g. kermany/fixed (shown as 'not run')")
+    ap.add_argument("--records", type=Path, default=RECORDS, help="Where rows of public sets are kept.")
     ap.add_argument("--kinds", default="plan,hand,fixed,peer", help="which rows to run now (the table shows all)")
     args = ap.parse_args()
     out = Path(args.out)
@@ -163,24 +170,38 @@ def main() -> None:
     random.Random(0).shuffle(jobs)  # no recipe always runs on a fresher (or busier) machine
     for name, kind in jobs:
         key = f"{name}/{kind}/{args.budget:g}" if kind in ("plan", "hand") else f"{name}/{kind}"
+        kept = record_path("plan", name, key.split("/", 1)[1].replace("/", "-"), args.records)
+        if (record := load_record(kept)) is not None and key not in rows:  # measured on another machine
+            rows[key] = {**record.row, "record": str(kept)}
         if key in rows or f"{name}/{kind}" in args.skip.split(","):
             continue
-        data = SETS[name][0]
-        if kind == "plan":
-            rows[key] = meddx_row(f"{name}-plan", data, out, plan={"budget_minutes": args.budget})
-        elif kind == "hand":
-            size = {"image_size": HAND_SIZE.get(name, 128)}
-            cfg = {**HAND, "plan": {"budget_minutes": args.budget}}
-            rows[key] = meddx_row(f"{name}-hand", {**data, **size}, out, **cfg)
-        elif kind == "fixed":
-            fixed = {"views": [8, 14, 20]} if name == "adrenal3d" else {}
-            rows[key] = meddx_row(f"{name}-fixed", {**data, **fixed}, out, plan={"enabled": False})
-        else:
-            rows[key] = peer_row(data)
-        rows[key]["commit"] = _commit()
+        rows[key] = measure_row(name, kind, out, kept, args)
         cache.write_text(json.dumps(rows, indent=2))
         print(key, rows[key], flush=True)
     write_table(rows, args)
+
+
+def measure_row(name: str, kind: str, out: Path, kept: Path | None, args) -> dict:
+    """One row: the planned run, the README's hand recipe, the fixed defaults or the pixel peer."""
+    data = SETS[name][0]
+    if kind == "plan":
+        return meddx_row(f"{name}-plan", data, out, kept, plan={"budget_minutes": args.budget})
+    if kind == "hand":
+        size = {"image_size": HAND_SIZE.get(name, 128)}
+        return meddx_row(f"{name}-hand", {**data, **size}, out, kept, **HAND, plan={"budget_minutes": args.budget})
+    if kind == "fixed":
+        fixed = {"views": [8, 14, 20]} if name == "adrenal3d" else {}
+        return meddx_row(f"{name}-fixed", {**data, **fixed}, out, kept, plan={"enabled": False})
+    row = {**peer_row(data), "commit": _commit()}
+    save_record(kept, None, {}, row)
+    return row
+
+
+def _run_of(row: dict):
+    """The run a row measured (its folder, or its record when the folder is on another machine), for compare."""
+    if row.get("path") and Path(row["path"]).is_dir():
+        return row["path"]
+    return load_record(Path(row["record"])) if row.get("record") else None
 
 
 def write_table(rows: dict, args) -> None:
@@ -208,8 +229,8 @@ def write_table(rows: dict, args) -> None:
         )
         lines.append(
             f"| {name} | {_fmt(plan)} | {_fmt(hand)} | {_fmt(fixed)} | {_fmt(peer)} | {SETS[name][1]} | "
-            f"{minutes} | {verdict(plan.get('path'), hand.get('path'), ('planned', 'hand'))} | "
-            f"{verdict(plan.get('path'), fixed.get('path'), ('planned', 'fixed'))} | {plan['note']} |"
+            f"{minutes} | {verdict(_run_of(plan), _run_of(hand), ('planned', 'hand'))} | "
+            f"{verdict(_run_of(plan), _run_of(fixed), ('planned', 'fixed'))} | {plan['note']} |"
         )
     lines += [
         "",
