@@ -131,7 +131,7 @@ def predict_external(run: Run, data: dict, name: str = "external", drop_overlap:
     from meddx.export.new_data import new_data_domain
 
     ds = read_external(run, data)
-    records, check = overlap_with_training(ds.records, run.split_table(), drop_overlap, ds.origin)
+    records, check = overlap_with_training(ds.records, run.split_table(), drop_overlap, ds.origin, ds.patients_known)
     if not records:
         raise DataError(f"{ds.origin}: every sample is a training/val image of the run; nothing left to evaluate")
     run.write_predictions(name, records, run.predict_proba(run.dataset(records, preload=None)))

@@ -169,3 +169,31 @@ def test_a_folder_read_by_its_csv_gets_the_class_column_retry(tmp_path):
                           label_names=["PD"])  # fmt: skip
     ds = read_external(run, {"path": str(tmp_path / "ext")})
     assert [float(r.labels[0]) for r in ds.records] == [0, 1, 0, 1]
+
+
+def test_made_up_patient_ids_of_new_data_are_not_counted_as_training_patients(tmp_path):
+    """Two MedMNIST files both name their images `train_0`, `train_1`...: evaluating one on a run trained on the other
+    warned that 2,691 of its 'patients' were training patients. Ids meddx made up (each image its own patient) are
+    not patients and are not counted; real ids that coincide still are."""
+    import pandas as pd
+
+    from meddx.data.leakage import overlap_with_training
+    from meddx.data.records import DataSet, Record
+
+    files = []
+    for i in range(3):
+        files.append(tmp_path / f"{i}.png")
+        Image.fromarray(np.full((8, 8), 40 * i + 10, np.uint8)).save(files[-1])
+    seen = pd.DataFrame({"id": ["train_0", "train_1"], "patient_id": ["train_0", "p7"], "split": "train",
+                         "sha1": ["x", "y"], "source": ["a.npz", "a.npz"]})  # fmt: skip
+    made_up = DataSet(
+        [Record(f"train_{i}", f"train_{i}", str(f), np.ones(1)) for i, f in enumerate(files)], ["y"], "binary"
+    )
+    assert not made_up.patients_known
+    check = overlap_with_training(made_up.records, seen, True, patients_known=made_up.patients_known)[1]
+    assert check["shared_patient_ids"] == 0
+    named = DataSet([Record(f"s{i}.png", "p7", str(f), np.ones(1)) for i, f in enumerate(files)], ["y"], "binary")
+    assert (
+        overlap_with_training(named.records, seen, True, patients_known=named.patients_known)[1]["shared_patient_ids"]
+        == 1
+    )

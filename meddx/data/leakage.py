@@ -169,12 +169,13 @@ def _drop_copies(ds: DataSet, report: LeakageReport, cfg: SplitConfig) -> Leakag
 
 
 def overlap_with_training(
-    records: list[Record], split_table: pd.DataFrame, drop: bool, origin: str = ""
+    records: list[Record], split_table: pd.DataFrame, drop: bool, origin: str = "", patients_known: bool = True
 ) -> tuple[list[Record], dict]:
     """New labelled data checked against a run's train and val images (split.csv's hashes): files identical (SHA-1)
     or near-identical (perceptual hash, confirmed while the training file is readable) stop the evaluation
-    (LeakageError), or with `drop` are left out; shared patient ids are counted. Returns the records kept and the
-    check for the report. `origin` (the new data's file) opens the error."""
+    (LeakageError), or with `drop` are left out; shared patient ids are counted when the data has any
+    (`patients_known`: not MedMNIST's `train_0` or a file name standing for its own image). Returns the records kept
+    and the check for the report. `origin` (the new data's file) opens the error."""
     seen = split_table[split_table["split"].isin(["train", "val"])]
     known = dict(zip(seen["sha1"], seen["id"])) if "sha1" in seen else {}
     same = [(r, known[h]) for r in records if (h := content_hash(r)) and h in known]
@@ -184,7 +185,8 @@ def overlap_with_training(
         hashes = {h: loc for h, loc in zip(seen["phash"], seen["source"]) if isinstance(h, str) and h}
         near = near_training(rest, hashes)
     found = same + near
-    patients = sorted({r.patient_id for r in records} & set(seen["patient_id"].astype(str))) if known else []
+    ids = {r.patient_id for r in records} if known and patients_known else set()
+    patients = sorted(ids & set(seen["patient_id"].astype(str)))
     check = {
         "checked": bool(known),
         "near_duplicate_rule": NEAR_RULE if "phash" in seen else "",
