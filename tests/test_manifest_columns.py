@@ -170,4 +170,29 @@ def _pngs(folder: Path, names: list[str]) -> None:
     """Small grey PNGs of distinct brightness, the folder made."""
     folder.mkdir(parents=True, exist_ok=True)
     for i, name in enumerate(names):
-        Image.fromarray(np.full((8, 8), 30 * i, np.uint8)).save(folder / name)
+        Image.fromarray(np.full((8, 8), 30 * i % 256, np.uint8)).save(folder / name)
+
+
+@pytest.mark.parametrize("stray", ["2", "yes", "Pneumonai"])
+def test_a_mistyped_class_is_one_line_naming_its_row_not_a_third_class(tmp_path, stray):
+    """One row of 468 labelled `2` (or `yes`) beside 0/1 trained a three-class model with balanced weights giving the
+    stray image a huge weight, and nothing said so; now it stops, naming the row. A small class of an evaluation
+    set (2 pneumonias among 40 normals) is still read."""
+    from meddx.config import DataConfig
+    from meddx.data.readers import read_dataset
+
+    a, b = ("0", "1") if stray in ("2", "yes") else ("Normal", "Pneumonia")
+    rows = [f"{i}.png,{a if i % 2 else b}" for i in range(120)]
+    rows[9] = f"9.png,{stray}"
+    (tmp_path / "m.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    with pytest.raises(DataError, match=rf"m.csv: class '{stray}' has 1 sample\(s\) \(.*m.csv row 11\).*a typo"):
+        read_csv_manifest(tmp_path / "m.csv", check_files=False)
+    small = ["path,label"] + [f"{i}.png,Normal" for i in range(40)] + ["x.png,Pneumonia", "y.png,Pneumonia"]
+    (tmp_path / "s.csv").write_text("\n".join(small) + "\n")
+    assert read_csv_manifest(tmp_path / "s.csv", check_files=False).labels.sum() == 2
+    folder = tmp_path / "f"
+    _pngs(folder / "normal", [f"n{i}.png" for i in range(60)])
+    _pngs(folder / "pneumonia", [f"p{i}.png" for i in range(60)])
+    _pngs(folder / "pnuemonia", ["stray.png"])
+    with pytest.raises(DataError, match=r"class 'pnuemonia' has 1 sample\(s\) \(.*pnuemonia/stray.png\)"):
+        read_dataset(DataConfig(path=str(folder)))  # fmt: skip

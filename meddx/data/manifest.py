@@ -193,7 +193,8 @@ def _label_rows(
         _blank_rows(files[split], df, label_column, f"'{label_column}'")
     canonical, notes = normalise_class_names([v for df in frames.values() for v in df[label_column]])
     all_names = [canonical[v] for df in frames.values() for v in df[label_column]]
-    names, task, vec = class_labels(all_names, positive_class, next(iter(files.values())), notes)
+    rows = [f"{files[s]} row {i + 2}" for s, df in frames.items() for i in range(len(df))]
+    names, task, vec = class_labels(all_names, positive_class, next(iter(files.values())), notes, rows)
     return names, task, {s: [vec[canonical[c]] for c in df[label_column]] for s, df in frames.items()}, notes
 
 

@@ -170,7 +170,8 @@ def read_folder(
     if len({e[1] for e in entries}) == 1 and (deeper := _deeper_classes(root, [e[2] for e in entries])):
         raise DataError(deeper)
     canonical, class_notes = normalise_class_names([e[1] for e in entries])
-    label_names, task, vec = class_labels([canonical[e[1]] for e in entries], positive_class, str(root), class_notes)
+    names = [canonical[e[1]] for e in entries]
+    label_names, task, vec = class_labels(names, positive_class, str(root), class_notes, [str(e[2]) for e in entries])
     records = [
         Record(str(f.relative_to(root)), str(patient), str(f), vec[canonical[c]], split=split,
                row=str(f.relative_to(root)))

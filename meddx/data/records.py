@@ -152,14 +152,21 @@ class UnknownPositiveClass(DataError):
 
 
 def class_labels(
-    names: list[str], positive_class: str | None, where: str, notes: list[str] | None = None
+    names: list[str],
+    positive_class: str | None,
+    where: str,
+    notes: list[str] | None = None,
+    rows: list[str] | None = None,
 ) -> tuple[list[str], Task, dict]:
     """Label names, task and a class-name -> label-vector map for one column of class names. Of two classes the
     positive is `positive_class`, else the one that is not named like a negative (normal, healthy, benign, control,
-    HC, ...: a note in `notes` says so when that is not the last in sorted order), else the last in sorted order."""
+    HC, ...: a note in `notes` says so when that is not the last in sorted order), else the last in sorted order.
+    A class of one or two samples beside a class 50 times larger is a typo or a stray file: an error naming its
+    `rows` (each sample's row or file)."""
     classes = sorted(set(names))
     if len(classes) < 2:
         raise DataError(f"{where}: only one class found ({classes}); need at least two")
+    _stray_class(names, where, rows)
     if len(classes) == 2:
         negative = [c for c in classes if NEGATIVE_CLASS.fullmatch(c.strip())]
         named = next(c for c in classes if c != negative[0]) if len(negative) == 1 else classes[-1]
@@ -173,3 +180,16 @@ def class_labels(
         return [positive], "binary", {c: np.array([float(c == positive)], np.float32) for c in classes}
     eye = np.eye(len(classes), dtype=np.float32)
     return classes, "multiclass", {c: eye[i] for i, c in enumerate(classes)}
+
+
+def _stray_class(names: list[str], where: str, rows: list[str] | None) -> None:
+    counts = Counter(names)
+    largest = max(counts.values())
+    for name, n in sorted(counts.items(), key=lambda kv: kv[1]):
+        if n <= 2 and 50 * n <= largest:
+            at = [rows[i] for i, v in enumerate(names) if v == name] if rows else []
+            others = ", ".join(f"'{c}' {k}" for c, k in counts.most_common() if c != name)
+            raise DataError(
+                f"{where}: class '{name}' has {n} sample(s){' (' + '; '.join(at) + ')' if at else ''} against "
+                f"{others}: a typo or a stray file? Correct or remove it (a class needs more samples to be learnt)"
+            )
