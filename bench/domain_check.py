@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from meddx.config import DataConfig
-from meddx.data.images import file_record, load_image
+from meddx.data.images import load_image
 from meddx.data.readers import read_dataset
+from meddx.data.records import file_record
 from meddx.data.tensors import Preprocess
 from meddx.export.domain import check_input, input_stats
 

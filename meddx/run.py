@@ -19,9 +19,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from meddx.atomic import write_frame, write_text
 from meddx.config import RunConfig, load_config
-from meddx.data.images import file_record
 from meddx.data.readers import read_dataset
-from meddx.data.records import Record
+from meddx.data.records import Record, file_record
 from meddx.data.reports import read_tianchi
 from meddx.data.sequences import SequenceDataset, Vocab, trim_padding
 from meddx.data.tensors import ImageDataset, Preprocess

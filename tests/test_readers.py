@@ -11,9 +11,9 @@ from PIL import Image
 
 from meddx.config import DataConfig
 from meddx.data import read_csv_manifest, read_dataset, read_folder, read_medmnist
-from meddx.data.images import file_record, load_image
+from meddx.data.images import load_image
 from meddx.data.readers import load_pneumoniamnist
-from meddx.data.records import Record, class_labels
+from meddx.data.records import Record, class_labels, file_record
 from meddx.errors import DataError
 
 from conftest import need
@@ -131,6 +131,33 @@ def test_medmnist_2d_and_3d_with_views(data_dir):
     np.testing.assert_allclose(side[0], vol[:, :, 5], atol=1e-6)
     with pytest.raises(DataError, match=r"views \[28\] out of range"):
         load_image(rec, views=[28])
+
+
+def test_views_chosen_on_28_slices_take_the_same_positions_in_64(data_dir):
+    """A run on AdrenalMNIST3D (28 slices, views 8, 14, 20) evaluated on its 64-slice copy read slices 8, 14 and 20
+    of 64 (near the top) and scored AUC 0.54 against 0.74; the views now keep their relative positions, and the
+    training depth travels in preprocess.json."""
+    from meddx.config import DataConfig
+    from meddx.data.tensors import base_preprocess
+
+    small = read_medmnist(need(data_dir, "medmnist/adrenalmnist3d.npz")).records[0]
+    large = read_medmnist(need(data_dir, "medmnist/adrenalmnist3d_64.npz")).records[0]
+    prep = base_preprocess(DataConfig(path="x.npz", views=[8, 14, 20], image_size=28), small)
+    assert prep.view_depth == 28
+    vol = np.load(data_dir / "medmnist/adrenalmnist3d_64.npz")["train_images"][0] / 255.0
+    img = load_image(large, views=[8, 14, 20], depth=prep.view_depth)
+    np.testing.assert_allclose(img[1], vol[33], atol=1e-6)  # slice 14 of 28 (centre 14.5/28) is 33 of 64
+    for k, z in ((0, 19), (2, 46)):
+        np.testing.assert_allclose(img[k], vol[z], atol=1e-6)
+    assert vol[33].any() and not np.allclose(vol[14], vol[33])  # the old reading differed
+    np.testing.assert_allclose(load_image(small, views=[8], depth=28)[0], load_image(small, views=[8])[0])
+    assert (
+        base_preprocess(
+            DataConfig(path="x.npz", image_size=28),
+            read_medmnist(need(data_dir, "medmnist/breastmnist.npz")).records[0],
+        ).view_depth
+        is None
+    )
 
 
 def test_projection_stack_views_written_array(tmp_path):

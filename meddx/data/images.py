@@ -12,6 +12,7 @@ from typing import Literal
 import numpy as np
 
 from meddx.data.records import Record
+from meddx.data.stacks import rescale_views
 from meddx.errors import DataError
 
 Layout = Literal["hw", "hwc", "dhw"]
@@ -221,14 +222,17 @@ def to_channels(
     views: list[int] | None = None,
     view_axis: int = 0,
     channels: int | None = None,
+    depth: int | None = None,
 ) -> np.ndarray:
-    """Turn raw pixels into (C, H, W): colour to channels, chosen slices of a stack to channels."""
+    """Turn raw pixels into (C, H, W): colour to channels, chosen slices of a stack to channels (`views` chosen on
+    stacks of `depth` slices: a stack of another depth gives the slices at the same relative positions)."""
     where = f"{_where(record)} ({record.source})" if record.row else record.source
     if views is not None:
         if layout != "dhw":
             raise DataError(f"{where}: views {views} given but the image is 2-D (shape {pixels.shape})")
         axis = view_axis % 3
         n = pixels.shape[axis]
+        views = rescale_views(views, depth, n)
         bad = [v for v in views if not -n <= v < n]
         if bad:
             raise DataError(
@@ -262,10 +266,11 @@ def load_image(
     view_axis: int = 0,
     channels: int | None = None,
     dicom_window: tuple[float, float] | None = None,
+    depth: int | None = None,
 ) -> np.ndarray:
     """One record's image as float32 (C, H, W)."""
     pixels, layout = read_pixels(record, dicom_window)
-    return to_channels(pixels, layout, record, views, view_axis, channels)
+    return to_channels(pixels, layout, record, views, view_axis, channels, depth)
 
 
 def is_colour(pixels: np.ndarray, layout: Layout) -> bool:
@@ -288,9 +293,3 @@ def content_hash(record: Record) -> str | None:
         return hashlib.sha1(Path(record.source).read_bytes()).hexdigest()
     except OSError:
         return None
-
-
-def file_record(path: str | Path) -> Record:
-    """A label-less record for a single file (prediction on new scans)."""
-    p = str(path)
-    return Record(id=Path(p).name, patient_id=Path(p).name, source=p, labels=np.zeros(0, dtype=np.float32))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import Literal
 
 import numpy as np
@@ -193,3 +193,9 @@ def _stray_class(names: list[str], where: str, rows: list[str] | None) -> None:
                 f"{where}: class '{name}' has {n} sample(s){' (' + '; '.join(at) + ')' if at else ''} against "
                 f"{others}: a typo or a stray file? Correct or remove it (a class needs more samples to be learnt)"
             )
+
+
+def file_record(path: str | Path) -> Record:
+    """A label-less record for a single file (prediction on new scans)."""
+    p = str(path)
+    return Record(id=PurePath(p).name, patient_id=PurePath(p).name, source=p, labels=np.zeros(0, dtype=np.float32))

@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 from meddx.atomic import write_text
 from meddx.config import DataConfig
 from meddx.data.cache import Decoded
-from meddx.data.images import load_image
+from meddx.data.images import load_image, read_pixels
 from meddx.data.records import Record
 from meddx.logs import progress
 
@@ -35,6 +35,7 @@ class Preprocess:
     views: list[int] | None = None
     view_axis: int = 0
     dicom_window: tuple[float, float] | None = None
+    view_depth: int | None = None  # the training stacks' slices, which `views` index (other depths: same positions)
 
     def __call__(self, record: Record) -> torch.Tensor:
         """One record as a normalised float tensor (C, H, W)."""
@@ -43,7 +44,9 @@ class Preprocess:
 
     def raw(self, record: Record) -> np.ndarray:
         """Decoded, channel-selected and resized, before normalisation."""
-        return self.resize(load_image(record, self.views, self.view_axis, self.channels, self.dicom_window))
+        return self.resize(
+            load_image(record, self.views, self.view_axis, self.channels, self.dicom_window, self.view_depth)
+        )
 
     def resize(self, arr: np.ndarray) -> np.ndarray:
         """A decoded (C, H, W) image at the model's size (bilinear, antialiased)."""
@@ -78,6 +81,12 @@ class Preprocess:
         return cls(**d)
 
 
+def stack_depth(record: Record, view_axis: int = 0, dicom_window: tuple[float, float] | None = None) -> int | None:
+    """The number of slices along `view_axis` of a record's stack (None for a 2-D image)."""
+    pixels, layout = read_pixels(record, dicom_window)
+    return int(pixels.shape[view_axis % 3]) if layout == "dhw" else None
+
+
 def resolve_preprocess(cfg: DataConfig, train_records: list[Record], decoded: Decoded | None = None) -> Preprocess:
     """Fill in channels and size from the first image and data-set statistics from the train split (read from
     `decoded`, the cached images, when given; else decoded here)."""
@@ -97,6 +106,7 @@ def base_preprocess(cfg: DataConfig, first_record: Record) -> Preprocess:
         views=cfg.views,
         view_axis=cfg.view_axis,
         dicom_window=cfg.dicom_window,
+        view_depth=stack_depth(first_record, cfg.view_axis, cfg.dicom_window) if cfg.views else None,
     )
 
 

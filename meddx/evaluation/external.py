@@ -9,6 +9,8 @@ from meddx.config import DataConfig, validate_section
 from meddx.data.manifest import columns_holding
 from meddx.data.readers import manifest_path, read_dataset
 from meddx.data.records import NEGATIVE_CLASS, DataSet, UnknownPositiveClass
+from meddx.data.stacks import rescale_views
+from meddx.data.tensors import stack_depth
 from meddx.errors import DataError
 from meddx.run import Run
 
@@ -19,14 +21,14 @@ def read_external(run: Run, data: dict) -> DataSet:
     once more from the one column that holds the run's class names (`group` holding HC/PD), if there is one."""
     fields = {**run.config.data.model_dump(), "label_names": None, **data}
     try:
-        return _pooled(_read_as_run(run, data, fields))
+        return _pooled(run, _read_as_run(run, data, fields))
     except DataError:
         column = _class_column(run, data, fields)
         if column is None:
             raise
     ds = _read_as_run(run, data, {**fields, "label_column": column, "label_columns": None})
     ds.notes.append(f"labels: column '{column}', the one holding the run's class names (data.label_column)")
-    return _pooled(ds)
+    return _pooled(run, ds)
 
 
 def _read_as_run(run: Run, data: dict, fields: dict) -> DataSet:
@@ -59,10 +61,18 @@ def _read_as_run(run: Run, data: dict, fields: dict) -> DataSet:
     return ds
 
 
-def _pooled(ds: DataSet) -> DataSet:
-    """The data set, a note added when it came in several official splits (all are evaluated)."""
+def _pooled(run: Run, ds: DataSet) -> DataSet:
+    """The data set, a note added when it came in several official splits (all are evaluated) or in stacks of
+    another depth than the run's (its views taken at the same relative positions)."""
     if len(splits := sorted({r.split for r in ds.records if r.split})) > 1:
         ds.notes.append(f"its official splits ({', '.join(splits)}) pooled: every labelled sample is evaluated")
+    prep = run.preprocess if run.config.data.views and ds.records else None  # stacks read as slices
+    n = stack_depth(ds.records[0], prep.view_axis, prep.dicom_window) if prep and prep.view_depth else None
+    if n and n != prep.view_depth:
+        ds.notes.append(
+            f"stacks of {n} slices: the run's views {prep.views} of {prep.view_depth} read at the same relative "
+            f"positions, {rescale_views(prep.views, prep.view_depth, n)}"
+        )
     return ds
 
 

@@ -8,7 +8,7 @@ from rich.table import Table
 
 from meddx.evaluation.scores import COMPETITIONS
 from meddx.evaluation.sections import fmt, warnings_of
-from meddx.run import Run, split_suffix
+from meddx.run import PREDICTIONS, Run, read_json, split_suffix
 
 
 def headline(metrics: dict) -> Table:
@@ -55,6 +55,9 @@ def print_summary(run: Run | None, split: str = "test", console: Console | None 
     if not console.is_terminal:
         console = Console(width=130)
     console.print(headline(metrics))
+    source = read_json(run.path / PREDICTIONS / f"{split}.data.json")  # new data (`evaluate --data`): how it was read
+    for note in source.get("notes") or []:
+        console.print(f"note: {note}", markup=False, highlight=False)
     for w in warnings_of(metrics):
         console.print(f"[bold red]WARNING:[/] {w}", markup=True, highlight=False)
     for name, competition in COMPETITIONS.items():

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from meddx.data.images import file_record, load_image
-from meddx.data.records import Record
+from meddx.data.images import load_image
+from meddx.data.records import Record, file_record
 from meddx.data.tensors import Preprocess
 from meddx.errors import ConfigError
 from meddx.models.output import probabilities
@@ -141,7 +141,7 @@ class Explainer:
         """The scan as (C, H, W) float at its own resolution, channels chosen as in training."""
         record = source if isinstance(source, Record) else file_record(source)
         p = self.prep
-        return load_image(record, p.views, p.view_axis, p.channels, p.dicom_window)
+        return load_image(record, p.views, p.view_axis, p.channels, p.dicom_window, p.view_depth)
 
 
 class EnsembleExplainer(Explainer):

@@ -40,7 +40,7 @@ def new_data_domain(run: Run, records: list[Record], limit: int = 300) -> dict:
     outside = 0
     for r in sample:
         pixels, layout = read_pixels(r, prep.dicom_window)
-        image = to_channels(pixels, layout, r, prep.views, prep.view_axis, prep.channels)
+        image = to_channels(pixels, layout, r, prep.views, prep.view_axis, prep.channels, prep.view_depth)
         found = check_input(image, prep.resize(image), stats, is_colour(pixels, layout))["warnings"]
         outside += bool(found)
         reasons.update({_reason(w) for w in found})

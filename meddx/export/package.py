@@ -65,7 +65,7 @@ def training_input_stats(run: Run, limit: int = 300) -> dict:
     prep, images, colour = run.preprocess, [], []
     for r in split_records(run, "train", limit):
         pixels, layout = read_pixels(r, prep.dicom_window)
-        images.append(to_channels(pixels, layout, r, prep.views, prep.view_axis, prep.channels))
+        images.append(to_channels(pixels, layout, r, prep.views, prep.view_axis, prep.channels, prep.view_depth))
         colour.append(is_colour(pixels, layout))
     return input_stats(images, [prep.resize(im) for im in images], colour, per_sample=prep.normalize == "sample")
 

@@ -199,7 +199,9 @@ class Predictor:
             record = Record(id="upload", patient_id="upload", source=path, labels=np.zeros(0, np.float32))
             try:  # read_pixels refuses oversized headers before decoding and NaN or infinite values after
                 raw, layout = read_pixels(record, self.prep.dicom_window)
-                image = to_channels(raw, layout, record, self.prep.views, self.prep.view_axis, self.prep.channels)
+                image = to_channels(
+                    raw, layout, record, self.prep.views, self.prep.view_axis, self.prep.channels, self.prep.view_depth
+                )
             except ImageTooLarge as e:
                 raise UploadError(f"image too large: {str(e).replace(path + ': ', '')}", 413) from None
             except DataError as e:  # "PNG upload: ...", never the server's temporary path
