@@ -23,7 +23,7 @@ from conftest import need, run_cli
 # the 733 images left when the 67 train images of patients the official valid folder shares are dropped
 SETS = {
     "pneumoniamnist": (28, 28, "hw", 0.729, {"data.image_size": 28, "data.normalize": "dataset"}),
-    "medmnist/breastmnist.npz": (28, 28, "hw", 0.731, {"data.image_size": 28, "train.batch_size": 32}),
+    "medmnist/breastmnist.npz": (28, 28, "hw", 0.269, {"data.image_size": 28, "train.batch_size": 32}),
     "datscan_spect_ppmi_2d": (109, 91, "hw", 0.679, {"data.image_size": 64, "data.normalize": "sample"}),
     "chest_xray_pneumonia_224": (224, 224, "hwc", 0.743, {"data.channels": 1, "data.image_size": 64}),
     "nih_chestxray14_64px_binary": (64, 64, "hwc", 0.523, {"data.channels": 1, "train.class_weights": "off"}),
@@ -149,7 +149,7 @@ def test_planned_run_trains_the_planned_ensemble(data_dir, tmp_path):
         meddx.load_run(moved).dataset(read_dataset(DataConfig(path=str(npz))).records[:5])
     )
     assert again.shape == (5, 1) and np.isfinite(again).all()
-    assert meddx.load_run(moved).metrics()["model"]["per_label"]["class_1"]["roc_auc"]["value"] > 0.75
+    assert meddx.load_run(moved).metrics()["model"]["per_label"]["malignant"]["roc_auc"]["value"] > 0.75
 
 
 def test_the_users_model_gets_the_input_size_it_needs(data_dir):

@@ -137,7 +137,6 @@ def test_views_chosen_on_28_slices_take_the_same_positions_in_64(data_dir):
     """A run on AdrenalMNIST3D (28 slices, views 8, 14, 20) evaluated on its 64-slice copy read slices 8, 14 and 20
     of 64 (near the top) and scored AUC 0.54 against 0.74; the views now keep their relative positions, and the
     training depth travels in preprocess.json."""
-    from meddx.config import DataConfig
     from meddx.data.tensors import base_preprocess
 
     small = read_medmnist(need(data_dir, "medmnist/adrenalmnist3d.npz")).records[0]
@@ -289,3 +288,24 @@ def test_a_folder_one_level_above_the_classes_says_where_they_are(tmp_path):
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "one" / "HC" / "p1" / "a1.png")
     with pytest.raises(DataError, match=r"only one class found \(\['HC'\]\)"):
         read_folder(tmp_path / "one")
+
+
+def test_known_medmnist_files_carry_their_class_names_and_the_finding_is_positive(data_dir, tmp_path):
+    """BreastMNIST's class 1 is 'normal, benign': read as `class_1`, the report's sensitivity was for benign, and
+    --positive-class was ignored for .npz files. Known MedMNIST files now carry their table's names, the finding is
+    positive (malignant), and --positive-class picks by name or index; an unknown name is an error."""
+    breast = read_medmnist(need(data_dir, "medmnist/breastmnist.npz"))
+    y = np.load(data_dir / "medmnist/breastmnist.npz")["train_labels"].ravel()
+    assert breast.label_names == ["malignant"] and breast.task == "binary"
+    assert breast.subset("train").labels[:, 0].tolist() == (y == 0).astype(float).tolist()
+    assert any("0 malignant, 1 normal_or_benign" in n for n in breast.notes)
+    other = read_medmnist(need(data_dir, "medmnist/breastmnist.npz"), positive_class="1")
+    assert other.label_names == ["normal_or_benign"] and other.subset("train").labels[:, 0].tolist() == y.tolist()
+    with pytest.raises(DataError, match=r"positive_class 'cancer' is not one of the classes"):
+        read_dataset(DataConfig(path=str(data_dir / "medmnist/breastmnist.npz"), positive_class="cancer"))
+    assert read_medmnist(need(data_dir, "medmnist/pneumoniamnist_subsetA.npz")).label_names == ["pneumonia"]
+    assert read_medmnist(need(data_dir, "medmnist/adrenalmnist3d_64.npz")).label_names == ["hyperplasia"]
+    unknown = tmp_path / "scans.npz"
+    np.savez(unknown, train_images=np.zeros((4, 8, 8), np.uint8), train_labels=np.array([0, 1, 0, 1]))
+    assert read_medmnist(unknown).label_names == ["class_1"]
+    assert read_medmnist(unknown, positive_class="class_0").labels[:, 0].tolist() == [1, 0, 1, 0]

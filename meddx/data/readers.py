@@ -7,12 +7,11 @@ import re
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
-
 from meddx.config import DataConfig
 from meddx.data.columns import image_column as find_image_column
 from meddx.data.images import READABLE_EXTENSIONS
 from meddx.data.manifest import SPLIT_ALIASES, compile_patient_regex, patient_from_name, read_csv_manifest, read_table
+from meddx.data.medmnist import read_medmnist
 from meddx.data.patients import SUBFOLDERS, assign_guessed_patients
 from meddx.data.records import DataSet, Record, class_labels, normalise_class_names
 from meddx.data.reports import is_tianchi_file, read_tianchi
@@ -32,58 +31,6 @@ def bundled_path(name: str) -> Path:
 def load_pneumoniamnist() -> DataSet:
     """The bundled PneumoniaMNIST (CC BY 4.0, MedMNIST v2) with its official train/val/test splits."""
     return read_medmnist(bundled_path("pneumoniamnist"), class_names=BUNDLED["pneumoniamnist"][1])
-
-
-def read_medmnist(path: str | Path, class_names: list[str] | None = None) -> DataSet:
-    """A MedMNIST v2 .npz (2-D or 3-D) with its official splits; each image is its own patient."""
-    path = str(path)
-    if not Path(path).is_file():
-        raise DataError(f"MedMNIST file not found: {path}")
-    with np.load(path, allow_pickle=False) as npz:
-        files = set(npz.files)
-        splits = [s for s in ("train", "val", "test") if f"{s}_images" in files]
-        if not splits:
-            raise DataError(f"{path}: no '<split>_images' arrays; keys are {sorted(files)}")
-        labels = {}
-        for s in splits:
-            if f"{s}_labels" not in files:
-                raise DataError(f"{path}: has {s}_images but no {s}_labels")
-            lab = np.asarray(npz[f"{s}_labels"])
-            n_img = npz[f"{s}_images"].shape[0]
-            lab = lab.reshape(len(lab), -1)
-            if lab.shape[0] != n_img:
-                raise DataError(f"{path}: {s}_labels has {lab.shape[0]} rows but {s}_images has {n_img}")
-            labels[s] = lab
-    width = {lab.shape[1] for lab in labels.values()}
-    if len(width) != 1:
-        raise DataError(f"{path}: label arrays differ in width across splits: {width}")
-    records: list[Record] = []
-    if width == {1}:
-        k = int(max(lab.max() for lab in labels.values())) + 1
-        if any(lab.min() < 0 for lab in labels.values()):
-            raise DataError(f"{path}: negative class index in labels")
-        names = class_names or [f"class_{i}" for i in range(max(k, 2))]
-        if len(names) < k:
-            raise DataError(f"{path}: {k} classes but only {len(names)} class names given")
-        if len(names) == 2:
-            label_names, task, vec = [names[1]], "binary", lambda c: np.array([float(c)], np.float32)
-        else:
-            eye = np.eye(len(names), dtype=np.float32)
-            label_names, task, vec = list(names), "multiclass", lambda c: eye[int(c)]
-        for s in splits:
-            for i, c in enumerate(labels[s][:, 0]):
-                rid = f"{s}_{i}"
-                records.append(Record(rid, rid, path, vec(c), index=i, key=f"{s}_images", split=s))
-    else:
-        label_names = class_names or [f"label_{j}" for j in range(width.pop())]
-        task = "multilabel"
-        for s in splits:
-            for i, row in enumerate(labels[s]):
-                rid = f"{s}_{i}"
-                records.append(Record(rid, rid, path, row.astype(np.float32), index=i, key=f"{s}_images", split=s))
-    return DataSet(
-        records, label_names, task, origin=path, notes=["MedMNIST: no patient ids; each image is its own patient"]
-    )
 
 
 def _class_files(cdir: Path, skipped: list[str]) -> list[Path]:
@@ -231,7 +178,7 @@ def read_dataset(cfg: DataConfig, check_files: bool = True) -> DataSet:
     """Dispatch on cfg.format (or guess from the path) and return the DataSet."""
     path = cfg.path
     if isinstance(path, str) and path in BUNDLED:
-        ds = read_medmnist(bundled_path(path), class_names=cfg.label_names or BUNDLED[path][1])
+        ds = read_medmnist(bundled_path(path), cfg.label_names or BUNDLED[path][1], cfg.positive_class)
         ds.origin = f"bundled:{path}"
         return ds
     fmt = cfg.format
@@ -260,7 +207,7 @@ def read_dataset(cfg: DataConfig, check_files: bool = True) -> DataSet:
         else:
             raise DataError(f"{path}: cannot tell the format; set data.format to csv, folder or medmnist")
     if fmt == "medmnist":
-        return read_medmnist(path, class_names=cfg.label_names)
+        return read_medmnist(path, class_names=cfg.label_names, positive_class=cfg.positive_class)
     if fmt == "folder":
         return read_folder(path, cfg.patient_regex, cfg.positive_class, cfg.guess_patients)
     return read_csv_manifest(

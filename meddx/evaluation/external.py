@@ -35,6 +35,12 @@ def _read_as_run(run: Run, data: dict, fields: dict) -> DataSet:
     """Read with `fields`, the binary run's positive class tried first, and match the labels to the run's."""
     if run.task == "binary" and "positive_class" not in data:
         fields = {**fields, "positive_class": run.label_names[0]}  # `covid/` beside `Viral/`: the run's, in any case
+    if all(SYNTHETIC.fullmatch(n) for n in run.label_names) and "label_names" not in data:  # a run on an .npz read
+        k = 2 if run.task == "binary" else len(run.label_names)  # before MedMNIST's names: its indices, its meaning
+        fields = {
+            **fields,
+            "label_names": [f"{'label' if run.task == 'multilabel' else 'class'}_{i}" for i in range(k)],
+        }
     try:
         ds = read_dataset(validate_section(DataConfig, fields, "data."))
     except UnknownPositiveClass:
@@ -45,7 +51,7 @@ def _read_as_run(run: Run, data: dict, fields: dict) -> DataSet:
             "positive_class": run.config.data.positive_class,
         }  # other names: their rule, then a mismatch
         ds = read_dataset(validate_section(DataConfig, fields, "data."))
-    synthetic = all(re.fullmatch(r"(class|label)_\d+", n) for n in ds.label_names)  # MedMNIST files carry no names
+    synthetic = all(SYNTHETIC.fullmatch(n) for n in ds.label_names)  # an .npz of no known set carries no names
     if synthetic and len(ds.label_names) == len(run.label_names) and ds.task == run.task:
         ds.label_names = list(run.label_names)
     elif ds.task == run.task and not ds.align_labels(run.label_names):  # `pneumonia/` for a run's `PNEUMONIA`
@@ -86,6 +92,7 @@ def _class_column(run: Run, data: dict, fields: dict) -> str | None:
     return holding[0] if len(holding) == 1 and holding[0] != fields.get("label_column") else None
 
 
+SYNTHETIC = re.compile(r"(class|label)_\d+")  # the names of an .npz's indices
 GENERIC = {"1", "true", "yes", "positive", "label", "labels", "target", "y", "outcome", "class", "diagnosis"}
 
 
