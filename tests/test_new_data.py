@@ -197,3 +197,15 @@ def test_made_up_patient_ids_of_new_data_are_not_counted_as_training_patients(tm
         overlap_with_training(named.records, seen, True, patients_known=named.patients_known)[1]["shared_patient_ids"]
         == 1
     )
+
+
+def test_a_multilabel_runs_columns_are_read_beside_an_age_or_sex_column(tmp_path):
+    """A multi-label run evaluated on a CSV holding its label columns and `age` stopped, asking for --label-column,
+    so `--by sex` could not work on multi-label runs; the run's own label columns are read and the rest left."""
+    names = _images(tmp_path)
+    rows = [f"{n},{i % 2},{1 - i % 2},{60 + i},{'MF'[i % 2]}" for i, n in enumerate(names)]
+    (tmp_path / "ext.csv").write_text("path,normal,abnormal,age,sex\n" + "\n".join(rows) + "\n")
+    run = SimpleNamespace(config=RunConfig(data=DataConfig(path="t.csv")), task="multilabel",
+                          label_names=["abnormal", "normal"])  # fmt: skip
+    ds = read_external(run, {"path": str(tmp_path / "ext.csv")})
+    assert ds.label_names == ["abnormal", "normal"] and ds.labels.tolist() == [[1 - i % 2, i % 2] for i in range(6)]

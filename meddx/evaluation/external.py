@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from meddx.config import DataConfig, validate_section
-from meddx.data.manifest import columns_holding
+from meddx.data.manifest import columns_holding, read_table
 from meddx.data.readers import manifest_path, read_dataset
 from meddx.data.records import NEGATIVE_CLASS, DataSet, UnknownPositiveClass
 from meddx.data.stacks import rescale_views
@@ -19,7 +19,7 @@ def read_external(run: Run, data: dict) -> DataSet:
     """The new data set (`data`: data-config fields over the run's), its labels in the run's order and names; one
     line naming the data when its labels are not the run's. A manifest whose labels do not read as the run's is read
     once more from the one column that holds the run's class names (`group` holding HC/PD), if there is one."""
-    fields = {**run.config.data.model_dump(), "label_names": None, **data}
+    fields = _multilabel_columns(run, data, {**run.config.data.model_dump(), "label_names": None, **data})
     try:
         return _pooled(run, _read_as_run(run, data, fields))
     except DataError:
@@ -65,6 +65,16 @@ def _read_as_run(run: Run, data: dict, fields: dict) -> DataSet:
             )
         raise DataError(f"{ds.origin}: {problem}{hint}")
     return ds
+
+
+def _multilabel_columns(run: Run, data: dict, fields: dict) -> dict:
+    """A multi-label run's label columns named for the reader when the new data's manifest holds them all: an `age`
+    or `sex` column beside them is then left unread (for `--by sex`), not taken for a label."""
+    manifest = manifest_path(data["path"]) if "path" in data else None
+    if run.task != "multilabel" or manifest is None or {"label_column", "label_columns"} & set(data):
+        return fields
+    header = read_table(next(iter(manifest.values())) if isinstance(manifest, dict) else manifest).columns
+    return {**fields, "label_columns": list(run.label_names)} if set(run.label_names) <= set(header) else fields
 
 
 def _pooled(run: Run, ds: DataSet) -> DataSet:

@@ -55,7 +55,7 @@ def print_summary(run: Run | None, split: str = "test", console: Console | None 
     if not console.is_terminal:
         console = Console(width=130)
     console.print(headline(metrics))
-    source = read_json(run.path / PREDICTIONS / f"{split}.data.json")  # new data (`evaluate --data`): how it was read
+    source = read_json(run.path / PREDICTIONS / f"{metrics['split']}.data.json")  # new data: how it was read
     for note in source.get("notes") or []:
         console.print(f"note: {note}", markup=False, highlight=False)
     for w in warnings_of(metrics):
