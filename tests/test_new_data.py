@@ -209,3 +209,21 @@ def test_a_multilabel_runs_columns_are_read_beside_an_age_or_sex_column(tmp_path
                           label_names=["abnormal", "normal"])  # fmt: skip
     ds = read_external(run, {"path": str(tmp_path / "ext.csv")})
     assert ds.label_names == ["abnormal", "normal"] and ds.labels.tolist() == [[1 - i % 2, i % 2] for i in range(6)]
+
+
+def test_two_data_sets_of_one_name_keep_two_reports(tmp_path):
+    """siteA/data then siteB/data were both `external-data`: site B's report replaced site A's without a word. A name
+    holding another data set's predictions is numbered; the same data evaluated again keeps its name."""
+    import json
+
+    from meddx.evaluation.external import external_name
+
+    run = SimpleNamespace(path=tmp_path / "run")
+    (run.path / "predictions").mkdir(parents=True)
+    assert external_name(run, tmp_path / "siteA" / "data") == "external-data"
+    (run.path / "predictions" / "external-data.data.json").write_text(
+        json.dumps({"path": str(tmp_path / "siteA/data")})
+    )
+    assert external_name(run, tmp_path / "siteA" / "data") == "external-data"
+    assert external_name(run, tmp_path / "siteB" / "data") == "external-data-2"
+    assert external_name(run, tmp_path / "external_set.csv") == "external_set"

@@ -4,6 +4,7 @@ class names, whatever case or order the new data spells them in."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from meddx.config import DataConfig, validate_section
 from meddx.data.manifest import columns_holding, read_table
@@ -12,7 +13,7 @@ from meddx.data.records import NEGATIVE_CLASS, DataSet, UnknownPositiveClass
 from meddx.data.stacks import rescale_views
 from meddx.data.tensors import stack_depth
 from meddx.errors import DataError
-from meddx.run import Run
+from meddx.run import PREDICTIONS, Run, read_json
 
 
 def read_external(run: Run, data: dict) -> DataSet:
@@ -65,6 +66,26 @@ def _read_as_run(run: Run, data: dict, fields: dict) -> DataSet:
             )
         raise DataError(f"{ds.origin}: {problem}{hint}")
     return ds
+
+
+def external_name(run: Run, path) -> str:
+    """The name new data's predictions and report take (`external-<file or folder name>`), numbered when that name
+    already holds another data set's (siteA/data and siteB/data), so one evaluation never replaces another's."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(str(path)).stem)
+    base = stem if stem.casefold().startswith("external") else f"external-{stem}"
+    for k in range(1, 1000):
+        name = base if k == 1 else f"{base}-{k}"
+        source = read_json(run.path / PREDICTIONS / f"{name}.data.json")
+        origin = source.get("path", source.get("origin"))  # the path the user gave (older files: the data read)
+        if origin is None or _same_source(origin, path):
+            return name
+    return base
+
+
+def _same_source(origin, path) -> bool:
+    if isinstance(path, dict) or isinstance(origin, dict):
+        return origin == path
+    return Path(str(origin)).resolve() == Path(str(path)).resolve()
 
 
 def _multilabel_columns(run: Run, data: dict, fields: dict) -> dict:
