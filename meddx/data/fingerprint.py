@@ -87,9 +87,10 @@ def image_statistics(records: list[Record], sample: int = SAMPLE) -> dict:
 
 
 def fingerprint(ds: DataSet, sample: int = SAMPLE) -> dict:
-    """Everything the plan reads about a data set: task, labels, balance, splits, patients, and (images) the sampled
-    image statistics; token sequences get their lengths instead."""
-    labels = ds.labels
+    """Everything the plan reads about a data set: task, labels, splits, patients, and the train split's balance and
+    (images) sampled image statistics, or (token sequences) lengths; val and test inform no choice."""
+    train = [r for r in ds.records if r.split == "train"] or ds.records  # before the split: every record
+    labels = np.stack([r.labels for r in train]).astype(np.float32) if train else ds.labels
     per_patient = Counter(r.patient_id for r in ds.records)
     positives = np.nansum(labels, axis=0)
     out = {
@@ -105,10 +106,11 @@ def fingerprint(ds: DataSet, sample: int = SAMPLE) -> dict:
         "positive_share": {
             n: float(positives[j] / max(np.sum(~np.isnan(labels[:, j])), 1)) for j, n in enumerate(ds.label_names)
         },
+        "statistics_of": "train" if train is not ds.records else "all samples",
         "kind": "sequence" if ds.records and ds.records[0].tokens is not None else "image",
     }
     if out["kind"] == "sequence":
-        out["tokens"] = _describe([len(r.tokens) for r in ds.records])
+        out["tokens"] = _describe([len(r.tokens) for r in train])
     else:
-        out["images"] = image_statistics(ds.records, sample)
+        out["images"] = image_statistics(train, sample)
     return out

@@ -18,7 +18,7 @@ from meddx.data.fingerprint import fingerprint
 from meddx.data.records import DataSet
 from meddx.models import min_input_size
 from meddx.training.hardware import hardware_rules
-from meddx.training.losses import is_imbalanced
+from meddx.training.losses import IMBALANCE_BAND, is_imbalanced
 from meddx.training.pretrained import encoder_recipe, pretrained_rules
 
 SCHEMA = "meddx.plan/1"
@@ -162,17 +162,23 @@ def _image_rules(p: Planner, fp: dict, gpu: bool, train_labels: np.ndarray) -> N
     _learning_rate(p, model, {"small_cnn": 2e-3, "small_cnn_wide": 2e-3, "resnet18": 1e-3})
     _alternatives(p, model, side, size, gpu, fixed_model=encoder is not None)
     imbalanced = is_imbalanced(train_labels, fp["task"])
-    p.choose(
-        "train.class_weights",
-        "on" if imbalanced else "off",
-        "positive shares "
-        + ", ".join(f"{v:.2f}" for v in fp["positive_share"].values())
-        + (": outside 40-60%, balanced weights" if imbalanced else ": balanced enough, plain loss"),
-    )
+    p.choose("train.class_weights", "on" if imbalanced else "off", _balance_reason(fp, imbalanced))
     p.choose("train.augment.enabled", True, "small shifts, rotations, scale and intensity; never flips (anatomy)")
     p.choose(
         "model.tta", False, "off unless averaging over shifted copies beats the model alone on val (after training)"
     )
+
+
+def _balance_reason(fp: dict, imbalanced: bool) -> str:
+    """The train split's shares and which of them make the loss weighted."""
+    shares = fp["positive_share"]
+    listed = ", ".join(f"{n} {v:.2f}" for n, v in shares.items())
+    if fp["task"] == "multiclass":
+        rule = "the largest over 1.5x the smallest"
+        return f"train class shares {listed}: " + (f"{rule}, balanced weights" if imbalanced else "balanced enough")
+    outside = [n for n, v in shares.items() if not IMBALANCE_BAND[0] <= v <= IMBALANCE_BAND[1]]
+    why = f"{', '.join(outside)} outside 40-60%, balanced weights" if imbalanced else "balanced enough, plain loss"
+    return f"train positive shares {listed}: {why}"
 
 
 def _alternatives(p: Planner, model: str, side: int, size: int, gpu: bool, fixed_model: bool = False) -> None:

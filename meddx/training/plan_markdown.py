@@ -16,7 +16,8 @@ def plan_markdown(plan: Plan) -> str:
         f"- {fp['samples']} samples ({', '.join(f'{s} {n}' for s, n in fp['splits'].items())}), "
         f"{fp['patients']} patients{' (guessed, see the data notes)' if fp.get('patients_guessed') else ''}, task "
         f"{fp['task']}, labels {', '.join(fp['label_names'])}",
-        f"- positive shares: {', '.join(f'{n} {v:.2f}' for n, v in fp['positive_share'].items())}",
+        f"- positive shares ({fp.get('statistics_of', 'all samples')}): "
+        f"{', '.join(f'{n} {v:.2f}' for n, v in fp['positive_share'].items())}",
     ]
     if "images" in fp:
         im = fp["images"]
