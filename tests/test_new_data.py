@@ -47,7 +47,9 @@ def test_new_data_takes_a_binary_runs_positive_class_in_any_case(tmp_path):
         (tmp_path / folder / cls).mkdir(parents=True)
         for i in range(3):
             Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(tmp_path / folder / cls / f"{cls}{i}.png")
-    run = SimpleNamespace(config=RunConfig(data=DataConfig(path="train")), task="binary", label_names=["covid"])
+    run = SimpleNamespace(
+        path=tmp_path, config=RunConfig(data=DataConfig(path="train")), task="binary", label_names=["covid"]
+    )
     ds = read_external(run, {"path": str(tmp_path / "new")})
     assert ds.label_names == ["covid"]
     assert {r.id.split("/")[0]: float(r.labels[0]) for r in ds.records} == {"COVID": 1.0, "viral": 0.0}
@@ -71,7 +73,9 @@ def test_a_binary_runs_label_is_found_under_a_name_that_names_no_class(tmp_path)
     (tmp_path / "digits" / "p.csv").write_text("path,Parkinson\n" + "\n".join(rows) + "\n")
 
     def run_on(label):
-        return SimpleNamespace(config=RunConfig(data=DataConfig(path="train")), task="binary", label_names=[label])
+        return SimpleNamespace(
+            path=tmp_path, config=RunConfig(data=DataConfig(path="train")), task="binary", label_names=[label]
+        )
 
     for label, data in [
         ("label", "digits"),
@@ -95,7 +99,8 @@ def test_new_data_whose_class_column_is_named_otherwise_is_read_by_the_runs_clas
         Image.fromarray(np.full((8, 8), 30 * i, np.uint8)).save(tmp_path / f"s{i}.png")
     rows = [f"s{i}.png,{'PD' if i % 2 else 'hc'},{'MF'[i % 2]}" for i in range(4)]
     (tmp_path / "ext.csv").write_text("path,group,sex\n" + "\n".join(rows) + "\n")
-    run = SimpleNamespace(config=RunConfig(data=DataConfig(path="t.csv", label_column="diagnosis")), task="binary",
+    run = SimpleNamespace(path=tmp_path, config=RunConfig(data=DataConfig(path="t.csv", label_column="diagnosis")),
+                          task="binary",
                           label_names=["PD"])  # fmt: skip
     ds = read_external(run, {"path": str(tmp_path / "ext.csv")})
     assert ds.label_names == ["PD"] and [float(r.labels[0]) for r in ds.records] == [0, 1, 0, 1]
@@ -115,7 +120,7 @@ def test_the_runs_own_label_column_wins_over_a_column_holding_its_class_names(tm
     truth, prior = [0, 1, 0, 1, 0, 1], ["Pneumonia", "Normal", "Normal", "Normal", "Pneumonia", "Normal"]
     rows = [f"{n},{t},{p}" for n, t, p in zip(names, truth, prior)]
     (tmp_path / "ext.csv").write_text("path,Pneumonia,prior_dx\n" + "\n".join(rows) + "\n")
-    run = SimpleNamespace(config=RunConfig(data=DataConfig(path="t.csv", label_columns=["Pneumonia"])),
+    run = SimpleNamespace(path=tmp_path, config=RunConfig(data=DataConfig(path="t.csv", label_columns=["Pneumonia"])),
                           task="binary", label_names=["Pneumonia"])  # fmt: skip
     ds = read_external(run, {"path": str(tmp_path / "ext.csv")})
     assert [float(r.labels[0]) for r in ds.records] == truth
@@ -127,7 +132,9 @@ def test_class_folders_are_not_mapped_by_sort_order_onto_a_generic_label(tmp_pat
     order, as 1: an inverted AUC behind a note. Now it stops and asks which class is 1, and maps once told."""
     for cls in ("melanoma", "nevus"):
         _images(tmp_path / "ext" / cls, 3)
-    run = SimpleNamespace(config=RunConfig(data=DataConfig(path="t.csv")), task="binary", label_names=["target"])
+    run = SimpleNamespace(
+        path=tmp_path, config=RunConfig(data=DataConfig(path="t.csv")), task="binary", label_names=["target"]
+    )
     with pytest.raises(DataError, match=r"'nevus' where the run has 'target'; .*--positive-class CLASS"):
         read_external(run, {"path": str(tmp_path / "ext")})
     ds = read_external(run, {"path": str(tmp_path / "ext"), "positive_class": "melanoma"})
@@ -143,7 +150,9 @@ def test_a_positive_class_beside_a_negative_name_maps_onto_a_generic_label(tmp_p
 
     for cls in ("0_normal", "1_abnormal"):
         _images(tmp_path / "ext" / cls, 3)
-    run = SimpleNamespace(config=RunConfig(data=DataConfig(path="t.csv")), task="binary", label_names=["label"])
+    run = SimpleNamespace(
+        path=tmp_path, config=RunConfig(data=DataConfig(path="t.csv")), task="binary", label_names=["label"]
+    )
     ds = read_external(run, {"path": str(tmp_path / "ext")})
     assert {r.id.split("/")[0]: float(r.labels[0]) for r in ds.records} == {"0_normal": 0.0, "1_abnormal": 1.0}
     assert "--positive-class" in run_cli("evaluate", "--help").stdout
@@ -154,7 +163,9 @@ def test_another_disease_beside_a_normal_class_is_not_the_runs(tmp_path):
     another. It holds only for a run's generic label (`label`, `target`)."""
     for cls in ("NORMAL", "TUBERCULOSIS"):
         _images(tmp_path / "ext" / cls, 3)
-    run = SimpleNamespace(config=RunConfig(data=DataConfig(path="t")), task="binary", label_names=["PNEUMONIA"])
+    run = SimpleNamespace(
+        path=tmp_path, config=RunConfig(data=DataConfig(path="t")), task="binary", label_names=["PNEUMONIA"]
+    )
     with pytest.raises(DataError, match="'TUBERCULOSIS' where the run has 'PNEUMONIA'"):
         read_external(run, {"path": str(tmp_path / "ext")})
 
@@ -165,7 +176,8 @@ def test_a_folder_read_by_its_csv_gets_the_class_column_retry(tmp_path):
     names = _images(tmp_path / "ext" / "images", 4)
     rows = [f"images/{n},{'PD' if i % 2 else 'HC'}" for i, n in enumerate(names)]
     (tmp_path / "ext" / "ext.csv").write_text("path,group\n" + "\n".join(rows) + "\n")
-    run = SimpleNamespace(config=RunConfig(data=DataConfig(path="t.csv", label_column="diagnosis")), task="binary",
+    run = SimpleNamespace(path=tmp_path, config=RunConfig(data=DataConfig(path="t.csv", label_column="diagnosis")),
+                          task="binary",
                           label_names=["PD"])  # fmt: skip
     ds = read_external(run, {"path": str(tmp_path / "ext")})
     assert [float(r.labels[0]) for r in ds.records] == [0, 1, 0, 1]
@@ -205,7 +217,7 @@ def test_a_multilabel_runs_columns_are_read_beside_an_age_or_sex_column(tmp_path
     names = _images(tmp_path)
     rows = [f"{n},{i % 2},{1 - i % 2},{60 + i},{'MF'[i % 2]}" for i, n in enumerate(names)]
     (tmp_path / "ext.csv").write_text("path,normal,abnormal,age,sex\n" + "\n".join(rows) + "\n")
-    run = SimpleNamespace(config=RunConfig(data=DataConfig(path="t.csv")), task="multilabel",
+    run = SimpleNamespace(path=tmp_path, config=RunConfig(data=DataConfig(path="t.csv")), task="multilabel",
                           label_names=["abnormal", "normal"])  # fmt: skip
     ds = read_external(run, {"path": str(tmp_path / "ext.csv")})
     assert ds.label_names == ["abnormal", "normal"] and ds.labels.tolist() == [[1 - i % 2, i % 2] for i in range(6)]
@@ -227,3 +239,24 @@ def test_two_data_sets_of_one_name_keep_two_reports(tmp_path):
     assert external_name(run, tmp_path / "siteA" / "data") == "external-data"
     assert external_name(run, tmp_path / "siteB" / "data") == "external-data-2"
     assert external_name(run, tmp_path / "external_set.csv") == "external_set"
+
+
+def test_new_data_of_one_class_reads_against_the_runs_classes(tmp_path):
+    """A folder holding only `normal/` (or a CSV whose diagnosis is all NORMAL) stopped with 'only one class found',
+    though its specificity is what a site of normals wants; the run's recorded classes make it read. A run whose
+    classes are not recorded still stops, and the one class is never mapped onto a generic label."""
+    import json
+
+    _images(tmp_path / "new" / "normal")
+    rows = [f"s{i}.png,NORMAL" for i in range(6)]
+    (tmp_path / "new" / "normal" / "m.csv").write_text("path,diagnosis\n" + "\n".join(rows) + "\n")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "data.json").write_text(json.dumps({"classes": ["NORMAL", "PNEUMONIA"]}))
+    run = SimpleNamespace(path=tmp_path / "run", config=RunConfig(data=DataConfig(path="train")), task="binary",
+                          label_names=["PNEUMONIA"])  # fmt: skip
+    for data in ("new", "new/normal/m.csv"):
+        ds = read_external(run, {"path": str(tmp_path / data)})
+        assert ds.label_names == ["PNEUMONIA"] and ds.labels[:, 0].tolist() == [0] * 6
+    old = SimpleNamespace(path=tmp_path, config=run.config, task="binary", label_names=["PNEUMONIA"])
+    with pytest.raises(DataError, match="only one class found"):
+        read_external(old, {"path": str(tmp_path / "new")})

@@ -39,6 +39,9 @@ class DataConfig(_Section):
         None, description="Positive class of a two-class set; default: last in sorted order."
     )
     label_names: list[str] | None = Field(None, description="Names for MedMNIST label indices.")
+    classes: list[str] | None = Field(
+        None, description="Every class of the task (`evaluate --data` sets the run's): data holding some reads."
+    )
     views: list[int] | None = Field(None, description="Slices/projections of a stack to use as channels.")
     view_axis: int = 0
     channels: int | None = Field(None, description="Input channels; default: those of the first image.")

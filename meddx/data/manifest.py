@@ -12,7 +12,7 @@ import pandas as pd
 from meddx.data.columns import guess_label_columns, guess_patient_column, named_patient_column, pick_column
 from meddx.data.columns import image_column as find_image_column
 from meddx.data.patients import assign_guessed_patients
-from meddx.data.records import DataSet, Record, class_labels, normalise_class_names
+from meddx.data.records import DataSet, Record, class_labels, merge_classes, normalise_class_names
 from meddx.data.rows import check_paths, drop_repeated_rows
 from meddx.errors import DataError
 
@@ -184,6 +184,7 @@ def _label_rows(
     label_column: str | None,
     positive_class: str | None,
     uncertain: str = "ignore",
+    known: list[str] | None = None,
 ) -> tuple[list[str], str, dict, list[str]]:
     """(label names, task, {split: per-row label vectors}, notes on class names)."""
     if label_column is None:
@@ -194,7 +195,7 @@ def _label_rows(
     canonical, notes = normalise_class_names([v for df in frames.values() for v in df[label_column]])
     all_names = [canonical[v] for df in frames.values() for v in df[label_column]]
     rows = [f"{files[s]} row {i + 2}" for s, df in frames.items() for i in range(len(df))]
-    names, task, vec = class_labels(all_names, positive_class, next(iter(files.values())), notes, rows)
+    names, task, vec = class_labels(all_names, positive_class, next(iter(files.values())), notes, rows, known)
     return names, task, {s: [vec[canonical[c]] for c in df[label_column]] for s, df in frames.items()}, notes
 
 
@@ -230,6 +231,7 @@ def read_csv_manifest(
     uncertain: str = "ignore",
     allow_outside_root: bool = False,
     guess_patients: bool = True,
+    classes: list[str] | None = None,
 ) -> DataSet:
     """CSV(s) with an image path, a patient id and 0/1 label columns or one class-name column.
 
@@ -254,11 +256,12 @@ def read_csv_manifest(
         for split, df in frames.items():
             _blank_rows(files[split], df, pat_col, f"patient id in column '{pat_col}'")
     label_names, task, labels, class_notes = _label_rows(
-        files, frames, label_cols, label_column, positive_class, uncertain
+        files, frames, label_cols, label_column, positive_class, uncertain, classes
     )
     notes += class_notes
     written = [c for df in frames.values() for c in df[label_column]] if label_column else []
-    classes = sorted(set(normalise_class_names(written)[0].values()))  # `Normal` and `normal`: one class
+    found = list(normalise_class_names(written)[0].values())  # `Normal` and `normal`: one class
+    classes = merge_classes(found, classes) if label_column else []
     if label_column is None:
         raw = sum(int(df[label_cols].apply(lambda s: pd.to_numeric(s, errors="coerce")).eq(-1).to_numpy().sum())
                   for df in frames.values())  # fmt: skip
@@ -288,11 +291,3 @@ def column_values(path: str | Path | dict[str, str], column: str, image_column: 
             raise DataError(f"{files[split]}: no column '{column}' for subgroups; columns are {cols}")
         values.update(zip(df[img].str.strip(), df[column].str.strip()))
     return values
-
-
-def columns_holding(path: str | Path | dict[str, str], names: list[str]) -> list[str]:
-    """The columns of a manifest (its first CSV) whose values hold one of `names`, case ignored: where a run's class
-    names are in new data whose label column is named otherwise."""
-    _, frames = _read_frames(path)
-    wanted, first = {n.strip().casefold() for n in names}, next(iter(frames.values()))
-    return [c for c in first.columns if wanted & {v.strip().casefold() for v in first[c].unique()}]

@@ -13,7 +13,7 @@ from meddx.data.images import READABLE_EXTENSIONS
 from meddx.data.manifest import SPLIT_ALIASES, compile_patient_regex, patient_from_name, read_csv_manifest, read_table
 from meddx.data.medmnist import read_medmnist
 from meddx.data.patients import SUBFOLDERS, assign_guessed_patients
-from meddx.data.records import DataSet, Record, class_labels, normalise_class_names
+from meddx.data.records import DataSet, Record, class_labels, merge_classes, normalise_class_names
 from meddx.data.reports import is_tianchi_file, read_tianchi
 from meddx.errors import DataError
 
@@ -89,7 +89,11 @@ def _deeper_classes(root: Path, files: list[Path]) -> str | None:
 
 
 def read_folder(
-    path: str | Path, patient_regex: str | None = None, positive_class: str | None = None, guess_patients: bool = True
+    path: str | Path,
+    patient_regex: str | None = None,
+    positive_class: str | None = None,
+    guess_patients: bool = True,
+    classes: list[str] | None = None,
 ) -> DataSet:
     """`class/*.png`, `class/patient/*.png` or either under `split/`; the patient id comes from a regex on the file
     name, without one from the patient subfolders or names of the form <patient>_<number> (when `guess_patients`)."""
@@ -118,7 +122,8 @@ def read_folder(
         raise DataError(deeper)
     canonical, class_notes = normalise_class_names([e[1] for e in entries])
     names = [canonical[e[1]] for e in entries]
-    label_names, task, vec = class_labels(names, positive_class, str(root), class_notes, [str(e[2]) for e in entries])
+    files = [str(e[2]) for e in entries]
+    label_names, task, vec = class_labels(names, positive_class, str(root), class_notes, files, classes)
     records = [
         Record(str(f.relative_to(root)), str(patient), str(f), vec[canonical[c]], split=split,
                row=str(f.relative_to(root)))
@@ -134,7 +139,13 @@ def read_folder(
     if nested and guessed != SUBFOLDERS:
         notes.append(f"{nested} image(s) read from subfolders of the class folders")
     return DataSet(
-        records, label_names, task, origin=str(root), notes=notes, patients_guessed=guessed, classes=sorted(vec)
+        records,
+        label_names,
+        task,
+        origin=str(root),
+        notes=notes,
+        patients_guessed=guessed,
+        classes=merge_classes(list(vec), classes),
     )
 
 
@@ -209,7 +220,7 @@ def read_dataset(cfg: DataConfig, check_files: bool = True) -> DataSet:
     if fmt == "medmnist":
         return read_medmnist(path, class_names=cfg.label_names, positive_class=cfg.positive_class)
     if fmt == "folder":
-        return read_folder(path, cfg.patient_regex, cfg.positive_class, cfg.guess_patients)
+        return read_folder(path, cfg.patient_regex, cfg.positive_class, cfg.guess_patients, cfg.classes)
     return read_csv_manifest(
         path,
         cfg.root,
@@ -223,4 +234,5 @@ def read_dataset(cfg: DataConfig, check_files: bool = True) -> DataSet:
         cfg.uncertain_labels,
         allow_outside_root=cfg.allow_outside_root,
         guess_patients=cfg.guess_patients,
+        classes=cfg.classes,
     )

@@ -157,13 +157,16 @@ def class_labels(
     where: str,
     notes: list[str] | None = None,
     rows: list[str] | None = None,
+    known: list[str] | None = None,
 ) -> tuple[list[str], Task, dict]:
     """Label names, task and a class-name -> label-vector map for one column of class names. Of two classes the
     positive is `positive_class`, else the one that is not named like a negative (normal, healthy, benign, control,
     HC, ...: a note in `notes` says so when that is not the last in sorted order), else the last in sorted order.
     A class of one or two samples beside a class 50 times larger is a typo or a stray file: an error naming its
-    `rows` (each sample's row or file)."""
-    classes = sorted(set(names))
+    `rows` (each sample's row or file). `known` classes (a run's) count though absent: a set of normals reads."""
+    spelled = {n: k for k in known or [] for n in set(names) if n.casefold() == k.casefold()}  # `normal` for NORMAL
+    names = [spelled.get(n, n) for n in names]
+    classes = sorted(set(names) | set(known or []))
     if len(classes) < 2:
         raise DataError(f"{where}: only one class found ({classes}); need at least two")
     _stray_class(names, where, rows)
@@ -177,9 +180,16 @@ def class_labels(
         positive = positive if positive in classes or len(same) != 1 else same[0]
         if positive not in classes:
             raise UnknownPositiveClass(f"{where}: positive_class '{positive}' is not one of the classes {classes}")
-        return [positive], "binary", {c: np.array([float(c == positive)], np.float32) for c in classes}
+        vec = {c: np.array([float(c == positive)], np.float32) for c in classes}
+        return [positive], "binary", vec | {n: vec[k] for n, k in spelled.items()}
     eye = np.eye(len(classes), dtype=np.float32)
-    return classes, "multiclass", {c: eye[i] for i, c in enumerate(classes)}
+    vec = {c: eye[i] for i, c in enumerate(classes)}
+    return classes, "multiclass", vec | {n: vec[k] for n, k in spelled.items()}
+
+
+def merge_classes(found: list[str], known: list[str] | None) -> list[str]:
+    """The classes of data (`found`) and of its task (`known`, a run's), one spelling each (the known one)."""
+    return sorted({**{c.casefold(): c for c in found}, **{k.casefold(): k for k in known or []}}.values())
 
 
 def _stray_class(names: list[str], where: str, rows: list[str] | None) -> None:

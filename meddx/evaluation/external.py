@@ -7,20 +7,21 @@ import re
 from pathlib import Path
 
 from meddx.config import DataConfig, validate_section
-from meddx.data.manifest import columns_holding, read_table
+from meddx.data.manifest import read_table
 from meddx.data.readers import manifest_path, read_dataset
 from meddx.data.records import NEGATIVE_CLASS, DataSet, UnknownPositiveClass
 from meddx.data.stacks import rescale_views
 from meddx.data.tensors import stack_depth
 from meddx.errors import DataError
-from meddx.run import PREDICTIONS, Run, read_json
+from meddx.run import DATA, PREDICTIONS, Run, read_json
 
 
 def read_external(run: Run, data: dict) -> DataSet:
     """The new data set (`data`: data-config fields over the run's), its labels in the run's order and names; one
     line naming the data when its labels are not the run's. A manifest whose labels do not read as the run's is read
     once more from the one column that holds the run's class names (`group` holding HC/PD), if there is one."""
-    fields = _multilabel_columns(run, data, {**run.config.data.model_dump(), "label_names": None, **data})
+    fields = {**run.config.data.model_dump(), "label_names": None, "classes": _run_classes(run), **data}
+    fields = _multilabel_columns(run, data, fields)
     try:
         return _pooled(run, _read_as_run(run, data, fields))
     except DataError:
@@ -88,13 +89,21 @@ def _same_source(origin, path) -> bool:
     return Path(str(origin)).resolve() == Path(str(path)).resolve()
 
 
+def _run_classes(run: Run) -> list[str] | None:
+    """The class names a run's labels came from (a binary run's both, recorded since 2026-12-07), so new data holding
+    some of them (a folder of normals only) reads; None when not known."""
+    if run.task == "multiclass":
+        return list(run.label_names)
+    return read_json(Path(run.path) / DATA).get("classes") or None if run.task == "binary" else None
+
+
 def _multilabel_columns(run: Run, data: dict, fields: dict) -> dict:
     """A multi-label run's label columns named for the reader when the new data's manifest holds them all: an `age`
     or `sex` column beside them is then left unread (for `--by sex`), not taken for a label."""
     manifest = manifest_path(data["path"]) if "path" in data else None
     if run.task != "multilabel" or manifest is None or {"label_column", "label_columns"} & set(data):
         return fields
-    header = read_table(next(iter(manifest.values())) if isinstance(manifest, dict) else manifest).columns
+    header = _first_table(manifest).columns
     return {**fields, "label_columns": list(run.label_names)} if set(run.label_names) <= set(header) else fields
 
 
@@ -144,3 +153,14 @@ def _one_binary_label(run: Run, ds: DataSet, data: dict) -> None:
     if named or clear or theirs.strip().casefold() in GENERIC:  # else a class chosen by sort order: ask
         ds.notes.append(f"this data's '{theirs}' read as the run's '{ours}' (its positive, 1)")
         ds.label_names = [ours]
+
+
+def _first_table(manifest: str | dict):
+    return read_table(next(iter(manifest.values())) if isinstance(manifest, dict) else manifest)
+
+
+def columns_holding(manifest: str | dict, names: list[str]) -> list[str]:
+    """The columns of a manifest (its first CSV) whose values hold one of `names`, case ignored: where a run's class
+    names are in new data whose label column is named otherwise."""
+    first, wanted = _first_table(manifest), {n.strip().casefold() for n in names}
+    return [c for c in first.columns if wanted & {v.strip().casefold() for v in first[c].unique()}]

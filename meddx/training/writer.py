@@ -162,6 +162,7 @@ def write_data_files(run_dir: Path, data: RunDataModule, cfg: RunConfig | None =
         "origin": ds.origin,
         "task": ds.task,
         "label_names": ds.label_names,
+        "classes": ds.classes,
         "notes": ds.notes,
         "patients_known": ds.patients_known,
         "patients_guessed": ds.patients_guessed,
