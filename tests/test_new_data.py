@@ -260,3 +260,19 @@ def test_new_data_of_one_class_reads_against_the_runs_classes(tmp_path):
     old = SimpleNamespace(path=tmp_path, config=run.config, task="binary", label_names=["PNEUMONIA"])
     with pytest.raises(DataError, match="only one class found"):
         read_external(old, {"path": str(tmp_path / "new")})
+
+
+def test_a_class_the_run_never_learnt_is_named_with_its_rows(tmp_path):
+    """`COVID` rows beside NORMAL and PNEUMONIA gave '3 multiclass labels differ... COVID where the run has
+    PNEUMONIA' with no row; now the message names the class, how many samples and the first rows."""
+    import json
+
+    names = _images(tmp_path)
+    classes = ["NORMAL", "PNEUMONIA", "COVID", "NORMAL", "PNEUMONIA", "NORMAL"]
+    (tmp_path / "ext.csv").write_text("path,diagnosis\n" + "\n".join(f"{n},{c}" for n, c in zip(names, classes)))
+    (tmp_path / "data.json").write_text(json.dumps({"classes": ["NORMAL", "PNEUMONIA"]}))
+    run = SimpleNamespace(path=tmp_path, config=RunConfig(data=DataConfig(path="t.csv")), task="binary",
+                          label_names=["PNEUMONIA"])  # fmt: skip
+    with pytest.raises(DataError, match=r"\['COVID'\] are not the run's \(NORMAL, PNEUMONIA\): 1 sample\(s\), e\.g\. "
+                                        r".*ext.csv row 4; leave them out"):  # fmt: skip
+        read_external(run, {"path": str(tmp_path / "ext.csv")})

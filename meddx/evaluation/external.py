@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
+
 from meddx.config import DataConfig, validate_section
 from meddx.data.manifest import read_table
 from meddx.data.readers import manifest_path, read_dataset
@@ -59,14 +61,26 @@ def _read_as_run(run: Run, data: dict, fields: dict) -> DataSet:
     elif ds.task == run.task and not ds.align_labels(run.label_names):  # `pneumonia/` for a run's `PNEUMONIA`
         _one_binary_label(run, ds, data)
     if problem := ds.label_mismatch(run.label_names, run.task):
-        hint = ""
+        hint = _unknown_class_rows(ds, fields.get("classes"))
         if run.task == ds.task == "binary":
-            hint = (
+            hint += (
                 f"; if one of this data's classes is the run's '{run.label_names[0]}', name it: --positive-class "
                 "CLASS (or its 0/1 column: --label-columns COLUMN)"
             )
         raise DataError(f"{ds.origin}: {problem}{hint}")
     return ds
+
+
+def _unknown_class_rows(ds: DataSet, known: list[str] | None) -> str:
+    """Where new data holds a class the run never learnt (`COVID` for a NORMAL/PNEUMONIA run): its first rows."""
+    unknown = {c for c in ds.label_names if known and c.casefold() not in {k.casefold() for k in known}}
+    if ds.task != "multiclass" or not unknown:
+        return ""
+    rows = [r.row or r.id for r in ds.records if ds.label_names[int(np.argmax(r.labels))] in unknown]
+    return (
+        f"; class(es) {sorted(unknown)} are not the run's ({', '.join(known)}): {len(rows)} sample(s), e.g. "
+        f"{'; '.join(rows[:3])}; leave them out to evaluate the rest"
+    )
 
 
 def external_name(run: Run, path) -> str:
