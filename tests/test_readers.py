@@ -309,3 +309,15 @@ def test_known_medmnist_files_carry_their_class_names_and_the_finding_is_positiv
     np.savez(unknown, train_images=np.zeros((4, 8, 8), np.uint8), train_labels=np.array([0, 1, 0, 1]))
     assert read_medmnist(unknown).label_names == ["class_1"]
     assert read_medmnist(unknown, positive_class="class_0").labels[:, 0].tolist() == [1, 0, 1, 0]
+
+
+def test_one_split_of_an_npz_is_read_when_named(data_dir):
+    """`evaluate --data test=file.npz` read the .npz as a CSV ('not a readable CSV (UnicodeDecodeError...)'); it reads
+    that official split only, and two files or an unknown split name are one line."""
+    npz = str(need(data_dir, "medmnist/pneumoniamnist_subsetB.npz"))
+    ds = read_dataset(DataConfig(path={"test": npz}))
+    assert {r.split for r in ds.records} == {"test"} and len(ds.records) == 468
+    assert any("only its test split read (468 samples)" in n for n in ds.notes)
+    assert len(read_dataset(DataConfig(path={"valid": npz})).records) == 270
+    with pytest.raises(DataError, match="an .npz holds its own splits"):
+        read_dataset(DataConfig(path={"train": npz, "test": npz}))

@@ -185,6 +185,20 @@ def _holds_files(folder: Path) -> bool:
     return any(p.is_file() and not p.name.startswith(".") for p in folder.iterdir())
 
 
+def _npz_split(cfg: DataConfig, path: dict) -> DataSet:
+    """`--data test=file.npz`: one official split of an .npz file (it holds its own splits, so one file only)."""
+    (alias, file), *more = path.items()
+    split = SPLIT_ALIASES.get(alias.lower(), alias)
+    if more or split not in ("train", "val", "test"):
+        raise DataError(f"{path}: an .npz holds its own splits; give the file, or one of train=, val=, test= FILE.npz")
+    ds = read_dataset(cfg.model_copy(update={"path": str(file), "format": "medmnist"}))
+    ds.records = [r for r in ds.records if r.split == split]
+    if not ds.records:
+        raise DataError(f"{file}: no {split} split ({split}_images)")
+    ds.notes.append(f"only its {split} split read ({len(ds.records)} samples)")
+    return ds
+
+
 def read_dataset(cfg: DataConfig, check_files: bool = True) -> DataSet:
     """Dispatch on cfg.format (or guess from the path) and return the DataSet."""
     path = cfg.path
@@ -192,6 +206,8 @@ def read_dataset(cfg: DataConfig, check_files: bool = True) -> DataSet:
         ds = read_medmnist(bundled_path(path), cfg.label_names or BUNDLED[path][1], cfg.positive_class)
         ds.origin = f"bundled:{path}"
         return ds
+    if isinstance(path, dict) and any(str(v).lower().endswith(".npz") for v in path.values()):
+        return _npz_split(cfg, path)
     fmt = cfg.format
     if fmt == "auto" and isinstance(path, str) and Path(path).is_file():
         fmt = "tianchi" if is_tianchi_file(path) else fmt
