@@ -271,3 +271,21 @@ def test_a_split_of_few_patients_is_warned_about(tmp_path):
     few = _optimism_warnings(SimpleNamespace(path=tmp_path), "test", 16)
     assert few["warning_small_split"].startswith("only 16 patients in this split: its intervals are wide")
     assert "warning_small_split" not in _optimism_warnings(SimpleNamespace(path=tmp_path), "test", 110)
+
+
+def test_the_headline_counts_samples_whose_label_is_unknown():
+    """A blank 0/1 label is left out of every figure, as documented, but the terminal said '468 samples' for 467
+    scored; the headline says how many were left out."""
+    from rich.console import Console
+
+    from meddx.evaluation.summary import headline
+
+    figure = {"value": 0.9}
+    per = {"roc_auc": figure, "pr_auc": figure, "sensitivity": figure, "specificity": figure}
+    metrics = {"split": "external-x", "n_samples": 468, "n_patients": 468, "labels": ["y"], "unknown_labels": {"y": 1},
+               "bootstrap": {"ci": 0.95, "resamples": 0}, "operating_point": {"rule": "Youden's J"},
+               "model": {"per_label": {"y": per}}, "baselines": {"prior": {"per_label": {"y": per}}},
+               "beats_prior": {"y": True}}  # fmt: skip
+    console = Console(width=200, record=True)
+    console.print(headline(metrics))
+    assert "468 samples (y: 1 unknown, left out)" in console.export_text()

@@ -14,8 +14,10 @@ from meddx.run import PREDICTIONS, Run, read_json, split_suffix
 def headline(metrics: dict) -> Table:
     """Each label's ROC AUC, PR AUC (and the prior's), sensitivity and specificity, and whether it beats the prior."""
     intervals = f"{metrics['bootstrap']['ci']:.0%} intervals" if metrics["bootstrap"]["resamples"] else "no intervals"
+    unknown = {n: k for n, k in (metrics.get("unknown_labels") or {}).items() if k}
+    left_out = f" ({', '.join(f'{n}: {k} unknown, left out' for n, k in unknown.items())})" if unknown else ""
     table = Table(
-        title=f"{metrics['split']} split: {metrics['n_samples']} samples, {metrics['n_patients']} patients; "
+        title=f"{metrics['split']} split: {metrics['n_samples']} samples{left_out}, {metrics['n_patients']} patients; "
         f"operating point {metrics['operating_point']['rule']} (chosen on val); {intervals}"
     )
     for col in ("label", "ROC AUC", "PR AUC", "prior PR AUC", "sensitivity", "specificity", "beats prior"):
