@@ -196,3 +196,13 @@ def test_a_mistyped_class_is_one_line_naming_its_row_not_a_third_class(tmp_path,
     _pngs(folder / "pnuemonia", ["stray.png"])
     with pytest.raises(DataError, match=r"class 'pnuemonia' has 1 sample\(s\) \(.*pnuemonia/stray.png\)"):
         read_dataset(DataConfig(path=str(folder)))  # fmt: skip
+
+
+def test_missing_images_found_in_a_folder_beside_the_manifest_name_it(tmp_path):
+    """The course's train-small.csv names bare files kept in images-small/: the error listed them missing and
+    stopped; it now also says where they are and which --root reads them."""
+    _pngs(tmp_path / "images-small", ["a.png", "b.png"])
+    rows = [f"{c}.png,p{i},{i % 2}" for i, c in enumerate("abcdefghijkl")]
+    (tmp_path / "m.csv").write_text("Image,PatientId,Effusion\n" + "\n".join(rows) + "\n")
+    with pytest.raises(DataError, match=r"(?s)12 image file.*\n  2 of the first 12 are in .*images-small: --root "):
+        read_csv_manifest(tmp_path / "m.csv")

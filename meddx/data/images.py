@@ -248,7 +248,7 @@ def to_channels(
     else:
         raise DataError(
             f"{where}: a stack of shape {pixels.shape}; choose the slices to use as channels with views, "
-            "e.g. views=[0, 60]"
+            f"e.g. views={[pixels.shape[0] // 4, pixels.shape[0] // 2, 3 * pixels.shape[0] // 4]}"
         )
     if channels is not None and chw.shape[0] != channels:
         if chw.shape[0] == 1:

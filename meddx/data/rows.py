@@ -24,11 +24,25 @@ def check_paths(records: list[Record], bases: dict, check_files: bool, allow_out
             f"{len(outside)} image path(s) in the manifest leave its folder (absolute or '..'), e.g. {outside[0]}; "
             "set data.allow_outside_root=true (or data.root) if that is intended"
         )
-    missing = [f"{r.row}: {r.source}" for r in records if check_files and not Path(r.source).is_file()]
-    if missing:
+    absent = [r for r in records if check_files and not Path(r.source).is_file()]
+    if absent:
+        missing = [f"{r.row}: {r.source}" for r in absent]
         raise DataError(
-            f"{len(missing)} image file(s) named in the manifest do not exist, e.g.\n  " + "\n  ".join(missing[:5])
+            f"{len(missing)} image file(s) named in the manifest do not exist, e.g.\n  "
+            + "\n  ".join(missing[:5])
+            + _root_hint(absent, bases)
         )
+
+
+def _root_hint(absent: list[Record], bases: dict) -> str:
+    """Where the missing files are, when a folder beside the manifest holds them by name (`images-small/`)."""
+    base = Path(next(iter(bases.values())))
+    names = {Path(r.id.replace("\\", "/")).name for r in absent[:200]}
+    for folder in sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else []:
+        found = sum((folder / n).is_file() for n in names)
+        if found:
+            return f"\n  {found} of the first {len(names)} are in {folder}: --root {folder}"
+    return ""
 
 
 def _inside(base: Path, image: str) -> bool:
