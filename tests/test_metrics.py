@@ -300,3 +300,20 @@ def test_a_multiclass_report_has_no_all_negative_baseline():
         "baseline: random",
         "baseline: majority",
     ]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_random_baseline_carries_no_luck_of_a_draw(seed):
+    """One uniform draw scored a multi-label report's random baseline at macro ROC AUC 0.616 (0.540-0.703), above
+    the model; its scores are now spread alike over positives and negatives: AUC exactly 0.5, its interval around
+    0.5, uniform scores still (sensitivity and specificity at 0.5 near one half)."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random((240, 3)) < [0.3, 0.5, 0.7]).astype(float)
+    y[0, 0] = np.nan  # an unknown label
+    p = np.clip(0.5 * np.nan_to_num(y) + 0.5 * rng.random((240, 3)), 1e-3, 1 - 1e-3)
+    r = evaluate_arrays(y, p, y, p, np.arange(240), np.nanmean(y, 0), "multilabel", list("abc"),
+                        EvaluateConfig(bootstrap=300))  # fmt: skip
+    for figures in r["baselines"]["random"]["per_label"].values():
+        assert figures["roc_auc"]["value"] == pytest.approx(0.5)
+        assert figures["roc_auc"]["ci_low"] < 0.5 < figures["roc_auc"]["ci_high"]
+        assert 0.45 <= figures["sensitivity"]["value"] <= 0.55 and 0.45 <= figures["specificity"]["value"] <= 0.55

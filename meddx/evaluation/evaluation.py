@@ -30,19 +30,31 @@ def decisions(p: np.ndarray, task: str, thresholds: np.ndarray | None) -> np.nda
     return (p >= thresholds[None, :]).astype(np.float64)
 
 
-def baseline_predictions(prior: np.ndarray, n: int, task: str, seed: int) -> dict[str, np.ndarray]:
+def baseline_predictions(prior: np.ndarray, y: np.ndarray, task: str, seed: int) -> dict[str, np.ndarray]:
     """The trivial predictors: all-negative (not for multi-class, where every sample has a class: its zeros were
-    argmaxed to the first class), prior (train prevalence), uniform random, majority class."""
-    L = len(prior)
+    argmaxed to the first class), prior (train prevalence), random, majority class. Random scores are uniform and,
+    per label, spread alike over positives and negatives: no information and no luck of one draw (ROC AUC exactly
+    0.5, not a draw's 0.6); multi-class: one uniform draw per sample, normalised."""
+    n, L = y.shape[0], len(prior)
     rng = np.random.default_rng(seed + 7919)
-    random = rng.uniform(size=(n, L))
     if task == "multiclass":
+        random = rng.uniform(size=(n, L))
         random = random / random.sum(1, keepdims=True)
         majority = np.tile(np.eye(L)[np.argmax(prior)], (n, 1))
     else:
+        random = np.column_stack([_uninformative(y[:, j], rng) for j in range(L)]) if n else np.zeros((0, L))
         majority = np.tile((prior > 0.5).astype(np.float64), (n, 1))
     out = {"all_negative": np.zeros((n, L)), "prior": np.tile(prior, (n, 1)), "random": random, "majority": majority}
     return {k: v for k, v in out.items() if not (task == "multiclass" and k == "all_negative")}
+
+
+def _uninformative(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Scores evenly spaced over (0, 1) within positives, within negatives and within unknowns, in random order."""
+    scores = np.empty(len(y))
+    for mask in (y == 1, y == 0, ~((y == 1) | (y == 0))):
+        k = int(mask.sum())
+        scores[mask] = rng.permutation((np.arange(k) + 0.5) / max(k, 1))
+    return scores
 
 
 def choose_thresholds(y_val: np.ndarray, p_val: np.ndarray, operating_point: str) -> np.ndarray:
@@ -116,7 +128,7 @@ def bootstrap_all(y_val, p_val, y_test, p_test, patients, prior, task, names, th
     half = None if task == "multiclass" else np.full(len(names), 0.5)  # baselines decide at 0.5: all-negative says no
     baselines = {
         name: add_predictor(fp, y_test, p_b, decisions(p_b, task, half), task)
-        for name, p_b in baseline_predictions(prior, len(y_test), task, cfg.seed + 1).items()
+        for name, p_b in baseline_predictions(prior, y_test, task, cfg.seed + 1).items()
     }
     fp.run()
     q = [50 * (1 - cfg.ci), 50 * (1 + cfg.ci)]
