@@ -289,3 +289,13 @@ def test_the_headline_counts_samples_whose_label_is_unknown():
     console = Console(width=200, record=True)
     console.print(headline(metrics))
     assert "468 samples (y: 1 unknown, left out)" in console.export_text()
+
+
+def test_a_val_loss_no_lower_than_untrained_is_said():
+    """'val loss 0.3325 untrained -> 0.3356' read as training having worked; the summary now says nothing was learnt
+    that val loss shows."""
+    from meddx.evaluation.sections import _training_summary
+
+    flat = {"best_epoch": 4, "epochs_run": 7, "seconds": 9, "initial_val_loss": 0.3325, "best_val_loss": 0.3356}
+    assert "no lower than untrained" in _training_summary(flat)
+    assert "no lower than untrained" not in _training_summary({**flat, "best_val_loss": 0.2})

@@ -208,9 +208,15 @@ def _training_summary(training: dict) -> str:
         f"best epoch {training.get('best_epoch')} of {training.get('epochs_run')}; {training.get('seconds')} s; "
         f"val loss {training.get('initial_val_loss') or float('nan'):.4f} untrained -> "
         f"{training.get('best_val_loss', float('nan')):.4f}"
+        + (" (no lower than untrained: nothing learnt that val loss shows)" if _no_gain(training) else "")
         + ("; options: " + ", ".join(f"{k} {v}" for k, v in tricks.items()) if tricks else "")
         + (f"; saved weights: {training['model_pt']}" if training.get("model_pt") else "")
     )
+
+
+def _no_gain(training: dict) -> bool:
+    first, best = training.get("initial_val_loss"), training.get("best_val_loss")
+    return first is not None and best is not None and best >= first
 
 
 def report_context(run: Run, result: dict, figures: dict[str, Path]) -> dict:
