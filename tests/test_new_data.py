@@ -276,3 +276,17 @@ def test_a_class_the_run_never_learnt_is_named_with_its_rows(tmp_path):
     with pytest.raises(DataError, match=r"\['COVID'\] are not the run's \(NORMAL, PNEUMONIA\): 1 sample\(s\), e\.g\. "
                                         r".*ext.csv row 4; leave them out"):  # fmt: skip
         read_external(run, {"path": str(tmp_path / "ext.csv")})
+
+
+def test_recorded_classes_do_not_change_data_of_other_names(tmp_path):
+    """With the run's classes recorded, folders `0/ 1/` for a NORMAL/PNEUMONIA run must still read as before (a 0/1
+    pair whose 1 is the run's positive), not as four classes."""
+    import json
+
+    for cls in ("0", "1"):
+        _images(tmp_path / "new" / cls)
+    (tmp_path / "data.json").write_text(json.dumps({"classes": ["NORMAL", "PNEUMONIA"]}))
+    run = SimpleNamespace(path=tmp_path, config=RunConfig(data=DataConfig(path="train")), task="binary",
+                          label_names=["PNEUMONIA"])  # fmt: skip
+    ds = read_external(run, {"path": str(tmp_path / "new"), "positive_class": "1"})
+    assert ds.task == "binary" and ds.labels[:, 0].sum() == 6

@@ -163,8 +163,11 @@ def class_labels(
     positive is `positive_class`, else the one that is not named like a negative (normal, healthy, benign, control,
     HC, ...: a note in `notes` says so when that is not the last in sorted order), else the last in sorted order.
     A class of one or two samples beside a class 50 times larger is a typo or a stray file: an error naming its
-    `rows` (each sample's row or file). `known` classes (a run's) count though absent: a set of normals reads."""
+    `rows` (each sample's row or file). `known` classes (a run's) count though absent when every class found is
+    one of them: a set of normals reads."""
     spelled = {n: k for k in known or [] for n in set(names) if n.casefold() == k.casefold()}  # `normal` for NORMAL
+    if len(spelled) < len(set(names)):  # other names (`0/ 1/` for NORMAL/PNEUMONIA): read as they are
+        known, spelled = None, {}
     names = [spelled.get(n, n) for n in names]
     classes = sorted(set(names) | set(known or []))
     if len(classes) < 2:
