@@ -290,3 +290,43 @@ def test_recorded_classes_do_not_change_data_of_other_names(tmp_path):
                           label_names=["PNEUMONIA"])  # fmt: skip
     ds = read_external(run, {"path": str(tmp_path / "new"), "positive_class": "1"})
     assert ds.task == "binary" and ds.labels[:, 0].sum() == 6
+
+
+def test_near_copies_whose_training_file_is_not_readable_are_kept_and_said(tmp_path):
+    """Run from another folder (split.csv's relative sources unreadable), 193 of 312 genuine external images were
+    dropped as 'copies' on a perceptual-hash match alone ('1223 of 312 files'). A match is a copy only when the
+    training file confirms it; otherwise the file is kept and counted; each file counts once."""
+    import pandas as pd
+
+    from meddx.data.leakage import overlap_with_training
+    from meddx.data.near_duplicates import hash_records
+    from meddx.data.records import Record
+
+    rng = np.random.default_rng(0)
+    base = (rng.random((64, 64)) * 255).astype(np.uint8)
+    Image.fromarray(base).save(tmp_path / "train.png")
+    Image.fromarray(np.clip(base.astype(int) + 3, 0, 255).astype(np.uint8)).save(tmp_path / "new.png")
+    train = Record("t", "pt", str(tmp_path / "train.png"), np.ones(1))
+    hash_records([train])
+    sources = [str(tmp_path / "train.png"), "gone/a.png"]
+    table = pd.DataFrame({"id": ["t", "t2"], "patient_id": ["pt", "pt2"], "split": "train", "sha1": ["x", "y"],
+                          "phash": [train.phash, train.phash], "source": sources})  # fmt: skip
+    new = [Record("n", "pn", str(tmp_path / "new.png"), np.ones(1))]
+    kept, check = overlap_with_training(new, table, drop=True)
+    assert not kept and check["near_duplicates_of_training"] == 1 and check["dropped"] == 1  # one file, not 2 pairs
+    kept, check = overlap_with_training(new, table.iloc[1:], drop=True)  # only the unreadable training file
+    assert len(kept) == 1 and check["dropped"] == 0 and check["near_unconfirmed"] == 1
+
+
+def test_split_csv_keeps_absolute_sources(tmp_path, monkeypatch):
+    """Relative sources in split.csv could not be read from another working folder (the copy check then had nothing
+    to confirm with); they are written absolute, array-file slices too."""
+    from pathlib import Path
+
+    from meddx.data.records import DataSet, Record
+
+    monkeypatch.chdir(tmp_path)
+    ds = DataSet([Record("a", "p", "imgs/a.png", np.ones(1)), Record("b", "q", "x.npz", np.ones(1), 3, "train_images")],
+                 ["y"], "binary")  # fmt: skip
+    assert ds.to_frame()["source"].tolist() == [str(tmp_path / "imgs/a.png"), f"{tmp_path / 'x.npz'}::train_images[3]"]
+    assert all(Path(s.split("::")[0]).is_absolute() for s in ds.to_frame()["source"])

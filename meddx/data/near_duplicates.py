@@ -137,19 +137,25 @@ def record_at(location: str) -> Record:
     return Record(location, location, location, np.zeros(0))
 
 
-def near_training(records: list[Record], training: dict[str, str]) -> list[tuple[Record, str]]:
-    """New records that are near-duplicates of a run's training images (`training`: phash -> source location);
-    candidates are confirmed when the training file is still readable, else kept as they are."""
+def near_training(records: list[Record], training: dict[str, str]) -> tuple[list[tuple[Record, str]], int]:
+    """New records that are near-duplicates of a run's training images (`training`: source location -> phash), each
+    once, confirmed by correlation with the training file; and how many candidates could not be confirmed because
+    the training file is not readable here (moved, or named relative to another folder): never called copies."""
     hash_records(records)
     keys = {f"new:{i}": r.phash for i, r in enumerate(records) if r.phash}
-    keys.update({f"old:{loc}": h for h, loc in training.items()})
-    found = []
+    keys.update({f"old:{loc}": h for loc, h in training.items()})
+    found: dict[str, tuple[Record, str]] = {}
+    unconfirmed: set[str] = set()
     for a, b in _candidates(keys):
         if a.startswith("new:") == b.startswith("new:"):
             continue
         new, old = (a, b) if a.startswith("new:") else (b, a)
         record, location = records[int(new[4:])], old[4:]
+        if record.id in found:
+            continue
         plane, seen = grey(record), grey(record_at(location))
-        if seen is None or (plane is not None and correlation(plane, seen) >= MIN_CORRELATION):
-            found.append((record, location))
-    return found
+        if seen is None:
+            unconfirmed.add(record.id)
+        elif plane is not None and correlation(plane, seen) >= MIN_CORRELATION:
+            found[record.id] = (record, location)
+    return list(found.values()), len(unconfirmed - set(found))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -40,6 +41,13 @@ class Record:
     def location(self) -> str:
         """Where the pixels are: the file, or `file::key[index]` for one image of an array file (split.csv's source)."""
         return self.source if self.index is None else f"{self.source}::{self.key}[{self.index}]"
+
+
+def absolute_location(record: Record) -> str:
+    """A record's location with an absolute file path (split.csv's source): the run's copy check and input-domain
+    statistics read the training files from any working folder."""
+    source = os.path.abspath(record.source) if record.source else record.source
+    return source if record.index is None else f"{source}::{record.key}[{record.index}]"
 
 
 @dataclass
@@ -85,7 +93,7 @@ class DataSet:
                 "id": [r.id for r in self.records],
                 "patient_id": [r.patient_id for r in self.records],
                 "split": [r.split for r in self.records],
-                "source": [r.location for r in self.records],
+                "source": [absolute_location(r) for r in self.records],
             }
         )
         for name in ("sha1", "phash"):

@@ -62,6 +62,12 @@ def _optimism_warnings(run: Run, split: str, n_patients: int) -> dict:
             f"{check['dropped']} of {check['files']} file(s) of this data are copies (identical or near-identical) "
             "of the run's train/val images: left out, the figures are on the rest (--stop-on-training-overlap stops)"
         )
+    if unconfirmed := check.get("near_unconfirmed"):
+        out["warning_unconfirmed_copies"] = (
+            f"{unconfirmed} file(s) of this data look like the run's train/val images (perceptual hash), but those "
+            "training files are not readable from here to confirm it (moved, or named relative to another folder): "
+            "kept in the figures"
+        )
     if shared := check.get("shared_patient_ids"):
         out["warning_shared_patients"] = (
             f"{shared} patient id(s) of this data also name patients the model trained or was tuned on: if they are "
