@@ -330,3 +330,15 @@ def test_split_csv_keeps_absolute_sources(tmp_path, monkeypatch):
                  ["y"], "binary")  # fmt: skip
     assert ds.to_frame()["source"].tolist() == [str(tmp_path / "imgs/a.png"), f"{tmp_path / 'x.npz'}::train_images[3]"]
     assert all(Path(s.split("::")[0]).is_absolute() for s in ds.to_frame()["source"])
+
+
+def test_a_positive_class_that_would_invert_the_runs_labels_is_refused(tmp_path):
+    """`--positive-class NORMAL` on data holding NORMAL and PNEUMONIA for a run whose positive is PNEUMONIA read
+    NORMAL as the run's PNEUMONIA (AUC 0.076) and replaced the right report; it is an error now."""
+    for cls in ("NORMAL", "PNEUMONIA"):
+        _images(tmp_path / "new" / cls)
+    run = SimpleNamespace(path=tmp_path, config=RunConfig(data=DataConfig(path="train")), task="binary",
+                          label_names=["PNEUMONIA"])  # fmt: skip
+    with pytest.raises(DataError, match="holds the run's positive class 'PNEUMONIA' itself.*would invert"):
+        read_external(run, {"path": str(tmp_path / "new"), "positive_class": "NORMAL"})
+    assert read_external(run, {"path": str(tmp_path / "new")}).labels[:, 0].sum() == 6

@@ -199,8 +199,12 @@ def class_labels(
 
 
 def merge_classes(found: list[str], known: list[str] | None) -> list[str]:
-    """The classes of data (`found`) and of its task (`known`, a run's), one spelling each (the known one)."""
-    return sorted({**{c.casefold(): c for c in found}, **{k.casefold(): k for k in known or []}}.values())
+    """The classes of data (`found`) and of its task (`known`, a run's), one spelling each (the known one), when
+    every class found is a known one (as `class_labels` reads them); else those found."""
+    spelled = {k.casefold(): k for k in known or []}
+    if not all(c.casefold() in spelled for c in found):
+        return sorted(found)
+    return sorted({**{c.casefold(): c for c in found}, **spelled}.values())
 
 
 def _stray_class(names: list[str], where: str, rows: list[str] | None) -> None:

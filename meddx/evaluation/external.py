@@ -156,6 +156,11 @@ def _one_binary_label(run: Run, ds: DataSet, data: dict) -> None:
     if run.task != "binary" or ds.label_names == run.label_names:
         return
     theirs, ours = ds.label_names[0], run.label_names[0]
+    if "positive_class" in data and any(c.strip().casefold() == ours.strip().casefold() for c in ds.classes):
+        raise DataError(
+            f"{ds.origin}: --positive-class {data['positive_class']}: this data holds the run's positive class "
+            f"'{ours}' itself, so reading '{theirs}' as it would invert the labels; leave --positive-class out"
+        )
     named = len(data.get("label_columns") or []) == 1 or "positive_class" in data  # the user said which is 1
     others = [c for c in ds.classes if c.strip().casefold() != theirs.strip().casefold()]
     clear = (  # `1_abnormal` beside `0_normal` for a run's generic `label`; never one disease for another
