@@ -321,3 +321,13 @@ def test_one_split_of_an_npz_is_read_when_named(data_dir):
     assert len(read_dataset(DataConfig(path={"valid": npz})).records) == 270
     with pytest.raises(DataError, match="an .npz holds its own splits"):
         read_dataset(DataConfig(path={"train": npz, "test": npz}))
+
+
+def test_an_npz_with_one_stray_label_is_one_line(data_dir, tmp_path):
+    """BreastMNIST with one train label set to 2 trained a three-class model and lost MedMNIST's names."""
+    arrays = dict(np.load(need(data_dir, "medmnist/breastmnist.npz")))
+    arrays["train_labels"] = arrays["train_labels"].copy()
+    arrays["train_labels"][5] = 2
+    np.savez(tmp_path / "breastmnist.npz", **arrays)
+    with pytest.raises(DataError, match=r"class '2' has 1 sample\(s\) \(train_labels\[5\]\)"):
+        read_medmnist(tmp_path / "breastmnist.npz")

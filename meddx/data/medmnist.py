@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from meddx.data.records import DataSet, Record, UnknownPositiveClass
+from meddx.data.records import DataSet, Record, UnknownPositiveClass, stray_class
 from meddx.errors import DataError
 
 # MedMNIST v2's label tables (medmnist/info.py): file-name prefix -> (class names by index, positive index or None)
@@ -96,6 +96,8 @@ def read_medmnist(path: str | Path, class_names: list[str] | None = None, positi
         k = int(max(lab.max() for lab in labels.values())) + 1
         if any(lab.min() < 0 for lab in labels.values()):
             raise DataError(f"{path}: negative class index in labels")
+        indices = [(s, i, str(int(c))) for s, lab in labels.items() for i, c in enumerate(lab[:, 0])]
+        stray_class([c for *_, c in indices], path, [f"{s}_labels[{i}]" for s, i, _ in indices])
         names = list(class_names or (known if known and len(known) >= k else [f"class_{i}" for i in range(max(k, 2))]))
         if len(names) < k:
             raise DataError(f"{path}: {k} classes but only {len(names)} class names given")

@@ -180,7 +180,7 @@ def class_labels(
     classes = sorted(set(names) | set(known or []))
     if len(classes) < 2:
         raise DataError(f"{where}: only one class found ({classes}); need at least two")
-    _stray_class(names, where, rows)
+    stray_class(names, where, rows)
     if len(classes) == 2:
         negative = [c for c in classes if NEGATIVE_CLASS.fullmatch(c.strip())]
         named = next(c for c in classes if c != negative[0]) if len(negative) == 1 else classes[-1]
@@ -207,7 +207,8 @@ def merge_classes(found: list[str], known: list[str] | None) -> list[str]:
     return sorted({**{c.casefold(): c for c in found}, **spelled}.values())
 
 
-def _stray_class(names: list[str], where: str, rows: list[str] | None) -> None:
+def stray_class(names: list[str], where: str, rows: list[str] | None) -> None:
+    """A DataError naming the rows of a class of one or two samples beside one 50 times larger (a typo)."""
     counts = Counter(names)
     largest = max(counts.values())
     for name, n in sorted(counts.items(), key=lambda kv: kv[1]):
@@ -216,7 +217,7 @@ def _stray_class(names: list[str], where: str, rows: list[str] | None) -> None:
             others = ", ".join(f"'{c}' {k}" for c, k in counts.most_common() if c != name)
             raise DataError(
                 f"{where}: class '{name}' has {n} sample(s){' (' + '; '.join(at) + ')' if at else ''} against "
-                f"{others}: a typo or a stray file? Correct or remove it (a class needs more samples to be learnt)"
+                f"{others}: a typo or a stray file? Correct or remove it"
             )
 
 
