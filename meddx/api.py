@@ -105,7 +105,7 @@ def evaluate(
             f"--split {split}: the run's own split; new data (--data) is named otherwise, e.g. --split external"
         )
     if data:
-        name = split if split != "test" else external_name(run, data.get("path", "data"))
+        name = external_name(run, data.get("path", "data"), None if split == "test" else split)
         split = predict_external(run, data, name, cfg.on_training_overlap == "drop")
     name = evaluation_name(split, run.config.evaluate, cfg)
     if by:

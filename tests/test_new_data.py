@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from meddx.config import DataConfig, RunConfig
-from meddx.errors import DataError
+from meddx.errors import ConfigError, DataError
 from meddx.evaluation.external import read_external
 
 
@@ -239,6 +239,9 @@ def test_two_data_sets_of_one_name_keep_two_reports(tmp_path):
     assert external_name(run, tmp_path / "siteA" / "data") == "external-data"
     assert external_name(run, tmp_path / "siteB" / "data") == "external-data-2"
     assert external_name(run, tmp_path / "external_set.csv") == "external_set"
+    assert external_name(run, tmp_path / "siteA" / "data", "site") == "site"
+    with pytest.raises(ConfigError, match="--split external-data: .* already holds the evaluation of .*siteA/data"):
+        external_name(run, tmp_path / "siteB" / "data", "external-data")
 
 
 def test_new_data_of_one_class_reads_against_the_runs_classes(tmp_path):

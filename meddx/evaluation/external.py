@@ -14,7 +14,7 @@ from meddx.data.readers import manifest_path, read_dataset
 from meddx.data.records import NEGATIVE_CLASS, DataSet, UnknownPositiveClass
 from meddx.data.stacks import rescale_views
 from meddx.data.tensors import stack_depth
-from meddx.errors import DataError
+from meddx.errors import ConfigError, DataError
 from meddx.run import DATA, PREDICTIONS, Run, read_json
 
 
@@ -83,17 +83,21 @@ def _unknown_class_rows(ds: DataSet, known: list[str] | None) -> str:
     )
 
 
-def external_name(run: Run, path) -> str:
-    """The name new data's predictions and report take (`external-<file or folder name>`), numbered when that name
-    already holds another data set's (siteA/data and siteB/data), so one evaluation never replaces another's."""
+def external_name(run: Run, path, wanted: str | None = None) -> str:
+    """The name new data's predictions and report take: `wanted` (--split), else `external-<file or folder name>`,
+    numbered when that name already holds another data set's (siteA/data and siteB/data), so one evaluation never
+    replaces another's; a wanted name holding another data set's is an error."""
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(str(path)).stem)
-    base = stem if stem.casefold().startswith("external") else f"external-{stem}"
+    base = wanted or (stem if stem.casefold().startswith("external") else f"external-{stem}")
     for k in range(1, 1000):
         name = base if k == 1 else f"{base}-{k}"
         source = read_json(run.path / PREDICTIONS / f"{name}.data.json")
         origin = source.get("path", source.get("origin"))  # the path the user gave (older files: the data read)
         if origin is None or _same_source(origin, path):
             return name
+        if wanted:
+            raise ConfigError(f"--split {wanted}: {run.path} already holds the evaluation of {origin} under that "
+                              "name; choose another (or leave --split out: a new name is made)")  # fmt: skip
     return base
 
 

@@ -8,7 +8,7 @@ from rich.table import Table
 
 from meddx.evaluation.scores import COMPETITIONS
 from meddx.evaluation.sections import fmt, warnings_of
-from meddx.run import PREDICTIONS, Run, read_json, split_suffix
+from meddx.run import DATA, PREDICTIONS, Run, read_json, split_suffix
 
 
 def headline(metrics: dict) -> Table:
@@ -58,6 +58,7 @@ def print_summary(run: Run | None, split: str = "test", console: Console | None 
         console = Console(width=130)
     console.print(headline(metrics))
     source = read_json(run.path / PREDICTIONS / f"{metrics['split']}.data.json")  # new data: how it was read
+    source = source or read_json(run.path / DATA)  # the run's own splits: how its data was read (copies dropped...)
     for note in source.get("notes") or []:
         console.print(f"note: {note}", markup=False, highlight=False)
     for w in warnings_of(metrics):
