@@ -299,3 +299,19 @@ def test_a_val_loss_no_lower_than_untrained_is_said():
     flat = {"best_epoch": 4, "epochs_run": 7, "seconds": 9, "initial_val_loss": 0.3325, "best_val_loss": 0.3356}
     assert "no lower than untrained" in _training_summary(flat)
     assert "no lower than untrained" not in _training_summary({**flat, "best_val_loss": 0.2})
+
+
+def test_a_threshold_that_does_not_transfer_is_warned():
+    """28 px scans for a Kermany model: AUC 0.92 but specificity 0.08 at the val threshold (0.96 on val), and no
+    word; a sensitivity or specificity 0.3 or more from val's at the operating point is a warning now."""
+    from meddx.evaluation.report import threshold_shift
+
+    row = {"rule": "Youden's J", "val_sensitivity": 0.96, "val_specificity": 0.96, "test_sensitivity": 0.99,
+           "test_specificity": 0.08}  # fmt: skip
+    result = {"operating_point": {"rule": "Youden's J"}, "tradeoff": {"PNEUMONIA": [row]}}
+    warning = threshold_shift(result)["warning_threshold_shift"]
+    assert (
+        "PNEUMONIA: specificity 0.08 here against 0.96 on val" in warning
+        and "sensitivity" not in warning.split(";")[0][:40]
+    )
+    assert threshold_shift({**result, "tradeoff": {"PNEUMONIA": [{**row, "test_specificity": 0.9}]}}) == {}

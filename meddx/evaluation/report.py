@@ -36,6 +36,28 @@ def _arrays(run: Run, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 SMALL_SPLIT = 30  # patients: below this an AUC interval is about +-0.1 or wider
 
 
+SHIFT = 0.3  # sensitivity or specificity this much further from val's: the val threshold does not transfer
+
+
+def threshold_shift(result: dict) -> dict:
+    """A warning when, at the operating point chosen on val, this split's sensitivity or specificity lies far from
+    val's (0.08 against 0.96): its scores sit elsewhere, so the threshold does not transfer though the AUC may rank."""
+    rule, found = result["operating_point"]["rule"], []
+    for label, rows in (result.get("tradeoff") or {}).items():
+        row = next((r for r in rows if r.get("rule") == rule), None)
+        for what in ("sensitivity", "specificity") if row else ():
+            val, test = row.get(f"val_{what}"), row.get(f"test_{what}")
+            if val is not None and test is not None and abs(val - test) >= SHIFT:
+                found.append(f"{label}: {what} {test:.2f} here against {val:.2f} on val")
+    if not found:
+        return {}
+    return {
+        "warning_threshold_shift": f"at the operating point chosen on val ({rule}), {'; '.join(found)}: this data's "
+        "scores sit elsewhere (another population, scanner or preprocessing), so the threshold does not transfer "
+        "even where the AUC still ranks; a site using it needs a threshold chosen on its own labelled scans"
+    }
+
+
 def _optimism_warnings(run: Run, split: str, n_patients: int) -> dict:
     """Why this split's figures may mislead: thresholds chosen on it, too few patients, scans unlike the training
     ones, copies of training images left out, or patients the model has seen."""
@@ -99,7 +121,7 @@ def evaluate_run(
     if competition:  # e.g. the Tianchi track: the competition's score beside its baselines
         result[competition.name] = competition.score(y, p, names, prior=prior, seed=cfg.seed)
     result["evaluated_at"] = datetime.now().isoformat(timespec="seconds")
-    result |= _optimism_warnings(run, split, result["n_patients"])
+    result |= _optimism_warnings(run, split, result["n_patients"]) | threshold_shift(result)
     result["collapse"] = {"evaluation": result["collapse"], "training": run.training.get("collapse")}
     op = result["operating_point"]["thresholds"]
     thresholds = None if op is None else np.array([op[n] for n in names])
