@@ -315,3 +315,5 @@ def test_a_threshold_that_does_not_transfer_is_warned():
         and "sensitivity" not in warning.split(";")[0][:40]
     )
     assert threshold_shift({**result, "tradeoff": {"PNEUMONIA": [{**row, "test_specificity": 0.9}]}}) == {}
+    noisy = {**row, "test_specificity_ci": [0.0, 0.97]}  # a tiny split: val's figure inside its interval
+    assert threshold_shift({**result, "tradeoff": {"PNEUMONIA": [noisy]}}) == {}
