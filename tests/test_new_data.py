@@ -319,6 +319,11 @@ def test_near_copies_whose_training_file_is_not_readable_are_kept_and_said(tmp_p
     assert not kept and check["near_duplicates_of_training"] == 1 and check["dropped"] == 1  # one file, not 2 pairs
     kept, check = overlap_with_training(new, table.iloc[1:], drop=True)  # only the unreadable training file
     assert len(kept) == 1 and check["dropped"] == 0 and check["near_unconfirmed"] == 1
+    from meddx.data.images import content_hash
+
+    tested = pd.concat([table, pd.DataFrame({"id": ["x"], "patient_id": ["px"], "split": "test", "source": ["s"],
+                                             "sha1": [content_hash(new[0])], "phash": [""]})])  # fmt: skip
+    assert overlap_with_training(new, tested, drop=True)[1]["same_as_test"] == 1  # the run's own test image again
 
 
 def test_split_csv_keeps_absolute_sources(tmp_path, monkeypatch):

@@ -178,7 +178,9 @@ def overlap_with_training(
     and the check for the report. `origin` (the new data's file) opens the error."""
     seen = split_table[split_table["split"].isin(["train", "val"])]
     known = dict(zip(seen["sha1"], seen["id"])) if "sha1" in seen else {}
-    same = [(r, known[h]) for r in records if (h := content_hash(r)) and h in known]
+    sha1s = {r.id: content_hash(r) for r in records}
+    same = [(r, known[h]) for r in records if (h := sha1s[r.id]) and h in known]
+    tested = set(split_table.loc[split_table["split"] == "test", "sha1"]) if "sha1" in split_table else set()
     near, unconfirmed = [], 0
     if "phash" in seen:
         rest = [r for r in records if r.id not in {a.id for a, _ in same}]
@@ -197,6 +199,7 @@ def overlap_with_training(
         "near_unconfirmed": unconfirmed,  # candidates whose training file is not readable here: kept, and said
         "examples": [f"{r.id} = {b}" for r, b in same[:5]] + [f"{r.id} ~ {b}" for r, b in near[:5]],
         "shared_patient_ids": len(patients),
+        "same_as_test": sum(1 for h in sha1s.values() if h and h in tested),  # the run's own test images again
         "dropped": 0,
     }
     if found and not drop:

@@ -30,6 +30,8 @@ def _leakage_text(run: Run, split: str, info: dict) -> str:
     )
     if check["shared_patient_ids"]:
         text += f"; {check['shared_patient_ids']} patient id(s) also in training (ids may coincide across sources)"
+    if check.get("same_as_test"):
+        text += f"; {check['same_as_test']} are the run's own test images (these figures repeat part of its test)"
     return text
 
 
