@@ -107,6 +107,7 @@ def fingerprint(ds: DataSet, sample: int = SAMPLE) -> dict:
             n: float(positives[j] / max(np.sum(~np.isnan(labels[:, j])), 1)) for j, n in enumerate(ds.label_names)
         },
         "statistics_of": "train" if train is not ds.records else "all samples",
+        "notes": list(ds.notes),  # how the data was read: copies dropped, splits, columns, guessed patients
         "kind": "sequence" if ds.records and ds.records[0].tokens is not None else "image",
     }
     if out["kind"] == "sequence":

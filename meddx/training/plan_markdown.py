@@ -31,6 +31,7 @@ def plan_markdown(plan: Plan) -> str:
         + (f"; planned {est['total_s'] / 60:.1f} min" if est else "")
         + (f"; pilot {plan.pilot['seconds_per_epoch']:.1f} s per epoch" if plan.pilot.get("seconds_per_epoch") else "")
     )
+    lines += [f"- data: {note}" for note in fp.get("notes", [])]
     lines += ["", "| field | value | decided by | why |", "|---|---|---|---|"]
     lines += [f"| {c.field} | {json.dumps(c.value)} | {c.source} | {c.reason} |" for c in plan.choices]
     return "\n".join(lines) + "\n"
