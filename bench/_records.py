@@ -67,11 +67,17 @@ def save_record(path: Path | None, run, fields: dict, row: dict | None = None) -
         f.write(json.dumps(data, separators=(",", ":")).encode())
 
 
-def load_record(path: Path | None) -> Record | None:
+def load_record(path: Path | None, label_names: list[str] | None = None) -> Record | None:
+    """The record at `path`; None when there is none, or when its labels are not `label_names` (the data is read
+    otherwise today, e.g. BreastMNIST's `class_1` became `malignant`: its predictions would not pair)."""
     if path is None or not path.is_file():
         return None
     with gzip.open(path, "rt", encoding="utf-8") as f:
-        return Record(path, json.load(f))
+        record = Record(path, json.load(f))
+    if label_names is not None and record.data.get("label_names") not in (None, label_names):
+        print(f"{path}: labels {record.data['label_names']}, today {label_names}: not reused", flush=True)
+        return None
+    return record
 
 
 def dotted(tree: dict, name: str):

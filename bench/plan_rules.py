@@ -46,12 +46,14 @@ RULES = "the rules' recipe"
 HALF = "half the epochs"  # two of its seeds cost about one model of the rules' recipe: two models or one, same time
 CAP = RunConfig().plan.max_ensemble  # the most models the plan averages today
 RESAMPLES = 2000
+LABELS: dict[str, list[str]] = {}  # set -> its label names as read today (from its plan)
 
 
 def rule_recipe(name: str, data: dict, out: Path) -> tuple[dict, list[dict], int]:
     """The plan's rule choices (dotted field -> value), its alternatives and the epochs it wants for one model."""
     folder = meddx.plan({"data": data, "plan": {"pilot": False}}, output=out / name / "plan")
     plan = json.loads((folder / "plan.json").read_text())
+    LABELS[name] = plan["fingerprint"]["label_names"]  # how the set reads today: older records must match
     choices = {c["field"]: c["value"] for c in plan["choices"] if c["source"] != "budget"}
     n_train = plan["fingerprint"]["splits"]["train"]
     epochs = target_epochs(math.ceil(n_train / choices["train.batch_size"]))
@@ -101,7 +103,7 @@ def train_seed(set_name: str, data: dict, fields: dict, slug: str, seed: int, ar
                 save_record(kept, run, fields)
             return run
         print(f"{folder}: trained with {', '.join(stale)}, not today's plan: not reused", flush=True)
-    if (record := load_record(kept)) is not None and not _stale(record.field, fields):
+    if (record := load_record(kept, LABELS.get(set_name))) is not None and not _stale(record.field, fields):
         return record
     if args.report_only:
         return None

@@ -20,7 +20,7 @@ from meddx.data.leakage import LeakageReport, check_leakage, overlap_with_traini
 from meddx.data.readers import read_dataset
 from meddx.data.split import assign_splits
 from meddx.errors import ConfigError, DataError
-from meddx.evaluation.external import external_name, read_external
+from meddx.evaluation.external import data_source, external_name, read_external
 from meddx.evaluation.report import evaluate_run
 from meddx.run import MEMBERS, PLAN, PREDICTIONS, Run, load_run, read_status, record_actual_time, write_status
 from meddx.tianchi import submit
@@ -135,7 +135,7 @@ def predict_external(run: Run, data: dict, name: str = "external", drop_overlap:
         raise DataError(f"{ds.origin}: every sample is a training/val image of the run; nothing left to evaluate")
     run.write_predictions(name, records, run.predict_proba(run.dataset(records, preload=None)))
     write_text(run.path / PREDICTIONS / f"{name}.leakage.json", json.dumps(check, indent=2))
-    source = {"origin": ds.origin, "path": data.get("path"), "notes": ds.notes, "patients_guessed": ds.patients_guessed}
+    source = data_source(ds, data)
     source["domain"] = domain = new_data_domain(run, records)  # scans unlike the training ones: warned of
     source["notes"] += [f"input-domain check skipped: {domain['skipped']}"] if "skipped" in domain else []
     write_text(run.path / PREDICTIONS / f"{name}.data.json", json.dumps(source, indent=2))

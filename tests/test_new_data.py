@@ -350,3 +350,42 @@ def test_a_positive_class_that_would_invert_the_runs_labels_is_refused(tmp_path)
     with pytest.raises(DataError, match="holds the run's positive class 'PNEUMONIA' itself.*would invert"):
         read_external(run, {"path": str(tmp_path / "new"), "positive_class": "NORMAL"})
     assert read_external(run, {"path": str(tmp_path / "new")}).labels[:, 0].sum() == 6
+
+
+def test_review_cases_of_names_sources_and_small_classes(tmp_path, monkeypatch, data_dir):
+    """A review's cases: a renamed BreastMNIST file keeps malignant (index 0) as the run's positive; one site's
+    `data` folder typed from its own folder never takes another site's report name; `test=file.npz` is no CSV
+    manifest; 2 positives among 100 normals read in new data; class spellings are not listed twice."""
+    import json
+    import shutil
+
+    from meddx.data.readers import manifest_path
+    from meddx.data.records import class_labels, merge_classes
+    from meddx.evaluation.external import data_source, external_name
+
+    from conftest import need
+
+    renamed = tmp_path / "site2_breast.npz"
+    shutil.copy(need(data_dir, "medmnist/breastmnist.npz"), renamed)
+    (tmp_path / "data.json").write_text(json.dumps({"classes": ["malignant", "normal_or_benign"]}))
+    run = SimpleNamespace(path=tmp_path, config=RunConfig(data=DataConfig(path="b.npz")), task="binary",
+                          label_names=["malignant"])  # fmt: skip
+    y = np.load(renamed)["train_labels"].ravel()
+    ds = read_external(run, {"path": str(renamed)})
+    assert ds.subset("train").labels[:, 0].tolist() == (y == 0).astype(float).tolist()
+
+    (tmp_path / "predictions").mkdir()
+    for site in ("siteA", "siteB"):
+        (tmp_path / site / "data").mkdir(parents=True)
+        monkeypatch.chdir(tmp_path / site)
+        name = external_name(run, "data")
+        source = data_source(SimpleNamespace(origin="data", notes=[], patients_guessed=None), {"path": "data"})
+        (tmp_path / "predictions" / f"{name}.data.json").write_text(json.dumps(source))
+    assert sorted(p.name for p in (tmp_path / "predictions").iterdir()) == ["external-data-2.data.json",
+                                                                            "external-data.data.json"]  # fmt: skip
+    assert manifest_path({"test": str(renamed)}) is None
+    names = ["NORMAL"] * 100 + ["PNEUMONIA"] * 2
+    assert class_labels(names, None, "x", known=["NORMAL", "PNEUMONIA"])[0] == ["PNEUMONIA"]
+    with pytest.raises(DataError, match="a typo"):
+        class_labels(names, None, "x")
+    assert merge_classes(["normal", "normal", "pneumonia"], None) == ["normal", "pneumonia"]

@@ -145,11 +145,14 @@ def test_views_chosen_on_28_slices_take_the_same_positions_in_64(data_dir):
     assert prep.view_depth == 28
     vol = np.load(data_dir / "medmnist/adrenalmnist3d_64.npz")["train_images"][0] / 255.0
     img = load_image(large, views=[8, 14, 20], depth=prep.view_depth)
-    np.testing.assert_allclose(img[1], vol[33], atol=1e-6)  # slice 14 of 28 (centre 14.5/28) is 33 of 64
-    for k, z in ((0, 19), (2, 46)):
+    np.testing.assert_allclose(img[1], vol[33], atol=1e-6)  # slice 14 of 0-27 is 33 of 0-63 (ends kept)
+    for k, z in ((0, 19), (2, 47)):
         np.testing.assert_allclose(img[k], vol[z], atol=1e-6)
     assert vol[33].any() and not np.allclose(vol[14], vol[33])  # the old reading differed
     np.testing.assert_allclose(load_image(small, views=[8], depth=28)[0], load_image(small, views=[8])[0])
+    from meddx.data.stacks import rescale_views
+
+    assert rescale_views([0, -1], 28, 64) == [0, 63] and rescale_views([25], 20, 64) == [25]  # ends; out of range
     assert (
         base_preprocess(
             DataConfig(path="x.npz", image_size=28),

@@ -308,7 +308,7 @@ def test_a_threshold_that_does_not_transfer_is_warned():
 
     row = {"rule": "Youden's J", "val_sensitivity": 0.96, "val_specificity": 0.96, "test_sensitivity": 0.99,
            "test_specificity": 0.08}  # fmt: skip
-    result = {"operating_point": {"rule": "Youden's J"}, "tradeoff": {"PNEUMONIA": [row]}}
+    result = {"operating_point": {"rule": "Youden's J"}, "tradeoff": {"PNEUMONIA": [row]}, "n_patients": 500}
     warning = threshold_shift(result)["warning_threshold_shift"]
     assert (
         "PNEUMONIA: specificity 0.08 here against 0.96 on val" in warning
@@ -317,3 +317,4 @@ def test_a_threshold_that_does_not_transfer_is_warned():
     assert threshold_shift({**result, "tradeoff": {"PNEUMONIA": [{**row, "test_specificity": 0.9}]}}) == {}
     noisy = {**row, "test_specificity_ci": [0.0, 0.97]}  # a tiny split: val's figure inside its interval
     assert threshold_shift({**result, "tradeoff": {"PNEUMONIA": [noisy]}}) == {}
+    assert threshold_shift({**result, "n_patients": 40}) == {}  # no intervals (--bootstrap 0) and few patients

@@ -154,3 +154,17 @@ def test_a_scan_of_far_lower_resolution_than_the_training_scans_is_flagged():
         "a 28x28 px scan, upsampled to the model's 64 px" in w for w in check_input(small, up, stats)["warnings"]
     )
     assert not any("upsampled" in w for w in check_input(scans[1], at_64[1], stats)["warnings"])
+
+
+def test_a_scan_smaller_than_large_training_scans_but_near_the_model_size_is_not_flagged():
+    """Training scans of 1024 px read at 224: a 200 px scan loses little of what the model saw, so no warning."""
+    import numpy as np
+
+    from meddx.export.domain import check_input, input_stats
+
+    rng = np.random.default_rng(1)
+    scans = [rng.random((1, 1024, 1024)).astype(np.float32) for _ in range(4)]
+    at_224 = [s[:, ::4, ::4][:, :224, :224] for s in scans]
+    stats = input_stats(scans, at_224)
+    new = rng.random((1, 200, 200)).astype(np.float32)
+    assert not any("upsampled" in w for w in check_input(new, at_224[0], stats)["warnings"])

@@ -151,7 +151,9 @@ def read_folder(
 
 def manifest_path(path: str | dict) -> str | dict | None:
     """The CSV(s) a data path is read by: itself, a {split: csv} mapping, or a folder's one manifest; else None."""
-    if isinstance(path, dict) or str(path).lower().endswith((".csv", ".tsv")):
+    if isinstance(path, dict):  # split CSVs (not one split of an .npz: `test=file.npz`)
+        return path if all(str(v).lower().endswith((".csv", ".tsv")) for v in path.values()) else None
+    if str(path).lower().endswith((".csv", ".tsv")):
         return path
     manifest = _manifest_inside(Path(path)) if Path(path).is_dir() else None
     return str(manifest) if manifest else None

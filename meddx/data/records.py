@@ -180,7 +180,7 @@ def class_labels(
     classes = sorted(set(names) | set(known or []))
     if len(classes) < 2:
         raise DataError(f"{where}: only one class found ({classes}); need at least two")
-    stray_class(names, where, rows)
+    stray_class(names, where, rows, allowed=known)
     if len(classes) == 2:
         negative = [c for c in classes if NEGATIVE_CLASS.fullmatch(c.strip())]
         named = next(c for c in classes if c != negative[0]) if len(negative) == 1 else classes[-1]
@@ -203,16 +203,17 @@ def merge_classes(found: list[str], known: list[str] | None) -> list[str]:
     every class found is a known one (as `class_labels` reads them); else those found."""
     spelled = {k.casefold(): k for k in known or []}
     if not all(c.casefold() in spelled for c in found):
-        return sorted(found)
+        return sorted(set(found))
     return sorted({**{c.casefold(): c for c in found}, **spelled}.values())
 
 
-def stray_class(names: list[str], where: str, rows: list[str] | None) -> None:
-    """A DataError naming the rows of a class of one or two samples beside one 50 times larger (a typo)."""
+def stray_class(names: list[str], where: str, rows: list[str] | None, allowed: list[str] | None = None) -> None:
+    """A DataError naming the rows of a class of one or two samples beside one 50 times larger (a typo); a class of
+    `allowed` (a run's, in new data: 2 positives among 100 normals) is never one."""
     counts = Counter(names)
     largest = max(counts.values())
     for name, n in sorted(counts.items(), key=lambda kv: kv[1]):
-        if n <= 2 and 50 * n <= largest:
+        if n <= 2 and 50 * n <= largest and name not in (allowed or []):
             at = [rows[i] for i, v in enumerate(names) if v == name] if rows else []
             others = ", ".join(f"'{c}' {k}" for c, k in counts.most_common() if c != name)
             raise DataError(

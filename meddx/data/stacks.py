@@ -3,11 +3,10 @@ positions in a stack of another."""
 
 from __future__ import annotations
 
-import numpy as np
-
 
 def rescale_views(views: list[int], depth: int | None, n: int) -> list[int]:
-    """Slices `views` of a `depth`-slice stack at the same relative positions in a stack of `n` (slice centres)."""
-    if not depth or depth == n:
+    """Slices `views` of a `depth`-slice stack at the same relative positions in a stack of `n`, ends kept (slice
+    0 stays the first, -1 the last); views outside `depth` are left as given, for the range check to name."""
+    if not depth or depth == n or any(not -depth <= v < depth for v in views):
         return list(views)
-    return [int(np.clip(round(((v % depth) + 0.5) * n / depth - 0.5), 0, n - 1)) for v in views]
+    return [round((v % depth) * (n - 1) / max(depth - 1, 1)) for v in views]

@@ -3,6 +3,7 @@ class names, whatever case or order the new data spells them in."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import numpy as np
 
 from meddx.config import DataConfig, validate_section
 from meddx.data.manifest import read_table
+from meddx.data.medmnist import known_names
 from meddx.data.readers import manifest_path, read_dataset
 from meddx.data.records import NEGATIVE_CLASS, DataSet, UnknownPositiveClass
 from meddx.data.stacks import rescale_views
@@ -45,6 +47,8 @@ def _read_as_run(run: Run, data: dict, fields: dict) -> DataSet:
             **fields,
             "label_names": [f"{'label' if run.task == 'multilabel' else 'class'}_{i}" for i in range(k)],
         }
+    elif fields.get("classes") and "label_names" not in data and _unnamed_npz(data.get("path")):  # its indices
+        fields = {**fields, "label_names": list(fields["classes"])}  # as the run's were: a renamed BreastMNIST's 0
     try:
         ds = read_dataset(validate_section(DataConfig, fields, "data."))
     except UnknownPositiveClass:
@@ -101,9 +105,25 @@ def external_name(run: Run, path, wanted: str | None = None) -> str:
     return base
 
 
+def _unnamed_npz(path) -> bool:
+    """An .npz (or one split of it) whose name is no known MedMNIST set's: its class indices carry no names."""
+    files = list(path.values()) if isinstance(path, dict) else [path]
+    return all(str(f).lower().endswith(".npz") and known_names(str(f))[0] is None for f in files)
+
+
+def data_source(ds: DataSet, data: dict) -> dict:
+    """predictions/<name>.data.json: the data read, the path given (absolute, so a name's owner is known from any
+    folder), its reading notes and how patients were guessed."""
+    path = data.get("path")
+    given = {k: os.path.abspath(v) for k, v in path.items()} if isinstance(path, dict) else path
+    given = os.path.abspath(given) if isinstance(given, str) else given
+    return {"origin": ds.origin, "path": given, "notes": ds.notes, "patients_guessed": ds.patients_guessed}
+
+
 def _same_source(origin, path) -> bool:
     if isinstance(path, dict) or isinstance(origin, dict):
-        return origin == path
+        absolute = {k: os.path.abspath(v) for k, v in path.items()} if isinstance(path, dict) else path
+        return origin == absolute
     return Path(str(origin)).resolve() == Path(str(path)).resolve()
 
 

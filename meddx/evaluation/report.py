@@ -41,14 +41,14 @@ SHIFT = 0.3  # sensitivity or specificity this much further from val's: the val 
 
 def threshold_shift(result: dict) -> dict:
     """A warning when, at the operating point chosen on val, this split's sensitivity or specificity lies far from
-    val's (0.08 against 0.96), outside its interval: its scores sit elsewhere, so the threshold does not transfer
-    though the AUC may rank."""
+    val's (0.08 against 0.96), outside its interval (without intervals: on 100 patients or more): its scores sit
+    elsewhere, so the threshold does not transfer though the AUC may rank."""
     rule, found = result["operating_point"]["rule"], []
     for label, rows in (result.get("tradeoff") or {}).items():
         row = next((r for r in rows if r.get("rule") == rule), None)
         for what in ("sensitivity", "specificity") if row else ():
             val, test, ci = row.get(f"val_{what}"), row.get(f"test_{what}"), row.get(f"test_{what}_ci")
-            beyond = not ci or None in ci or not ci[0] <= val <= ci[1]  # not this split's noise around val's figure
+            beyond = not ci[0] <= val <= ci[1] if ci and None not in ci else result.get("n_patients", 0) >= 100
             if val is not None and test is not None and abs(val - test) >= SHIFT and beyond:
                 found.append(f"{label}: {what} {test:.2f} here against {val:.2f} on val")
     if not found:

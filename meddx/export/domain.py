@@ -142,7 +142,7 @@ def check_input(image: np.ndarray, resized: np.ndarray, stats: dict, colour: boo
             f"aspect ratio {aspect:.2f} (width/height) differs from the training scans' {stats['aspect']['median']:.2f}"
         )
     side, smallest = min(image.shape[1:]), min(stats["height"]["min"], stats["width"]["min"])
-    if side < min(resized.shape[1:]) and side < smallest / 2:
+    if side < min(resized.shape[1:]) and side < min(smallest, *resized.shape[1:]) / 2:  # under half what it saw
         warnings.append(
             f"a {image.shape[1]}x{image.shape[2]} px scan, upsampled to the model's {resized.shape[1]} px: training "
             f"scans were at least {smallest:.0f} px (a lower resolution than the model learnt from)"
