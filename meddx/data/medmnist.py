@@ -19,22 +19,8 @@ KNOWN = {
     "vesselmnist3d": (["vessel", "aneurysm"], 1),
     "octmnist": (["choroidal_neovascularization", "diabetic_macular_edema", "drusen", "normal"], None),
     "chestmnist": (
-        [
-            "atelectasis",
-            "cardiomegaly",
-            "effusion",
-            "infiltration",
-            "mass",
-            "nodule",
-            "pneumonia",
-            "pneumothorax",
-            "consolidation",
-            "edema",
-            "emphysema",
-            "fibrosis",
-            "pleural",
-            "hernia",
-        ],  # fmt: skip
+        "atelectasis cardiomegaly effusion infiltration mass nodule pneumonia pneumothorax consolidation edema "
+        "emphysema fibrosis pleural hernia".split(),
         None,
     ),
 }

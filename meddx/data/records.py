@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePath
 from typing import Literal
 
@@ -46,8 +46,7 @@ class Record:
 def absolute_location(record: Record) -> str:
     """A record's location with an absolute file path (split.csv's source): the run's copy check and input-domain
     statistics read the training files from any working folder."""
-    source = os.path.abspath(record.source) if record.source else record.source
-    return source if record.index is None else f"{source}::{record.key}[{record.index}]"
+    return replace(record, source=os.path.abspath(record.source)).location if record.source else record.location
 
 
 @dataclass
@@ -173,8 +172,8 @@ def class_labels(
     A class of one or two samples beside a class 50 times larger is a typo or a stray file: an error naming its
     `rows` (each sample's row or file). `known` classes (a run's) count though absent when every class found is
     one of them: a set of normals reads."""
-    spelled = {n: k for k in known or [] for n in set(names) if n.casefold() == k.casefold()}  # `normal` for NORMAL
-    if len(spelled) < len(set(names)):  # other names (`0/ 1/` for NORMAL/PNEUMONIA): read as they are
+    spelled = known_spellings(names, known)
+    if spelled is None:  # other names (`0/ 1/` for NORMAL/PNEUMONIA): read as they are
         known, spelled = None, {}
     names = [spelled.get(n, n) for n in names]
     classes = sorted(set(names) | set(known or []))
@@ -198,13 +197,17 @@ def class_labels(
     return classes, "multiclass", vec | {n: vec[k] for n, k in spelled.items()}
 
 
+def known_spellings(found: list[str], known: list[str] | None) -> dict[str, str] | None:
+    """Each class found spelled as the known class (a run's) it names in any case (`normal` -> NORMAL); None when
+    there are no known classes or a class found is none of them."""
+    spelled = {n: k for k in known or [] for n in set(found) if n.casefold() == k.casefold()}
+    return spelled if known and len(spelled) == len(set(found)) else None
+
+
 def merge_classes(found: list[str], known: list[str] | None) -> list[str]:
-    """The classes of data (`found`) and of its task (`known`, a run's), one spelling each (the known one), when
-    every class found is a known one (as `class_labels` reads them); else those found."""
-    spelled = {k.casefold(): k for k in known or []}
-    if not all(c.casefold() in spelled for c in found):
-        return sorted(set(found))
-    return sorted({**{c.casefold(): c for c in found}, **spelled}.values())
+    """The classes of data (`found`) and of its task (`known`, a run's): the known ones when every class found is
+    one of them (as `class_labels` reads them), else those found."""
+    return sorted(set(known)) if known_spellings(found, known) is not None else sorted(set(found))
 
 
 def stray_class(names: list[str], where: str, rows: list[str] | None, allowed: list[str] | None = None) -> None:

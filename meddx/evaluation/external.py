@@ -114,16 +114,20 @@ def _unnamed_npz(path) -> bool:
 def data_source(ds: DataSet, data: dict) -> dict:
     """predictions/<name>.data.json: the data read, the path given (absolute, so a name's owner is known from any
     folder), its reading notes and how patients were guessed."""
-    path = data.get("path")
-    given = {k: os.path.abspath(v) for k, v in path.items()} if isinstance(path, dict) else path
-    given = os.path.abspath(given) if isinstance(given, str) else given
+    given = _absolute(data.get("path"))
     return {"origin": ds.origin, "path": given, "notes": ds.notes, "patients_guessed": ds.patients_guessed}
+
+
+def _absolute(path):
+    """A data path (or {split: path}) made absolute against the working folder."""
+    if isinstance(path, dict):
+        return {k: os.path.abspath(v) for k, v in path.items()}
+    return os.path.abspath(path) if isinstance(path, str | Path) else path
 
 
 def _same_source(origin, path) -> bool:
     if isinstance(path, dict) or isinstance(origin, dict):
-        absolute = {k: os.path.abspath(v) for k, v in path.items()} if isinstance(path, dict) else path
-        return origin == absolute
+        return origin == _absolute(path)
     return Path(str(origin)).resolve() == Path(str(path)).resolve()
 
 
