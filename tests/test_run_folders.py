@@ -168,3 +168,45 @@ def test_a_scan_smaller_than_large_training_scans_but_near_the_model_size_is_not
     stats = input_stats(scans, at_224)
     new = rng.random((1, 200, 200)).astype(np.float32)
     assert not any("upsampled" in w for w in check_input(new, at_224[0], stats)["warnings"])
+
+
+@pytest.mark.slow
+def test_planned_seeds_that_would_end_past_the_budget_on_a_busy_machine_are_not_begun(data_dir, tmp_path, monkeypatch):
+    """The plan fits its members from a pilot timed before the machine got busy; then every planned member trained
+    anyway (BreastMNIST: 18.7 min for a 15-minute budget). Now a member from the third on is begun only while one as
+    slow as the slowest so far still ends in the budget; the plan, the folder's config and ensemble.json say so."""
+    import time
+
+    from meddx.training import autofit
+    from meddx.training.plan import Planner
+
+    def four_short_models(plan, cfg, *args):
+        fit_budget(plan, cfg, *args)
+        Planner(cfg, plan).choose("train.ensemble", 4, "four models fit", "budget")
+        Planner(cfg, plan).choose("train.max_epochs", 2, "2 epochs fit", "budget")
+
+    lost, real_clock, real_fit = [0.0], time.monotonic, autofit.fit
+
+    def busy_fit(*args, **kwargs):  # each member leaves the clock 120 s further on: a machine others now share
+        run = real_fit(*args, **kwargs)
+        lost[0] += 120.0
+        return run
+
+    monkeypatch.setattr(autofit, "fit_budget", four_short_models)
+    monkeypatch.setattr(autofit, "fit", busy_fit)
+    monkeypatch.setattr(time, "monotonic", lambda: real_clock() + lost[0])
+    cfg = {
+        "data": {"path": str(need(data_dir, "medmnist/breastmnist.npz"))},
+        "output_dir": str(tmp_path),
+        "name": "busy",
+        "plan": {"budget_minutes": 4, "select": False, "max_ensemble": 4},
+        "train": {"progress_bar": False},
+        "evaluate": {"bootstrap": 0},
+    }
+    run = meddx.train(cfg)
+    assert run.config.train.ensemble == 2 and meddx.load_run(run.path).config.train.ensemble == 2
+    assert json.loads((run.path / "ensemble.json").read_text())["members"] == ["members/seed0", "members/seed1"]
+    choice = next(c for c in run.plan["choices"] if c["field"] == "train.ensemble")
+    assert choice["value"] == 2 and "4 planned at " in choice["reason"]
+    assert "busier than at the pilot" in choice["reason"]
+    assert not (run.path / "members" / "seed2").exists()
