@@ -167,6 +167,17 @@ class Run:
     def task(self) -> str:
         return self.data_info["task"]
 
+    @property
+    def classes(self) -> list[str]:
+        """The class names the labels came from (a binary run's both; recorded since 2026-12-07), or []."""
+        return list(self.data_info.get("classes") or [])
+
+    @property
+    def negative_class(self) -> str:
+        """What a scan positive for no label is called: a binary run's other class (`normal`), else `negative`."""
+        others = [c for c in self.classes if c not in self.label_names]
+        return others[0] if self.task == "binary" and len(others) == 1 else "negative"
+
     def split_table(self) -> pd.DataFrame:
         """split.csv: every record id with its patient, split and labels."""
         return pd.read_csv(self.path / SPLIT, dtype={"id": str, "patient_id": str, "sha1": str, "phash": str})

@@ -33,7 +33,7 @@ def test_export_parity_on_real_images(small_run, fmt, tmp_path):
         "model.onnx" if fmt == "onnx" else "model.ts",
     ):
         assert (out / f).is_file(), f
-    assert json.loads((out / "labels.json").read_text()) == {"labels": ["PD"], "task": "binary"}
+    assert json.loads((out / "labels.json").read_text()) == {"labels": ["PD"], "task": "binary", "negative": "HC"}
     assert "ROC AUC" in (out / "card.md").read_text()
 
 

@@ -78,7 +78,8 @@ def test_reload_gives_identical_predictions(datscan_run, data_dir):
 
 def test_predict_takes_folders_and_csvs_and_gives_decisions(datscan_run, data_dir, tmp_path):
     """predict gave probabilities only: now the decision at the run's operating point, the input-domain check, folder
-    and CSV inputs (ids as `meddx evaluate --data` names them), JSON, and an unreadable file named in its own row."""
+    and CSV inputs (ids as `meddx evaluate --data` names them), JSON, and an unreadable file named in its own row.
+    A scan positive for nothing is called by the run's other class (HC), not `negative`."""
     import json
     import shutil
 
@@ -96,7 +97,7 @@ def test_predict_takes_folders_and_csvs_and_gives_decisions(datscan_run, data_di
     for _, s in saved.iterrows():
         row = rows[str(Path(s["id"]).relative_to("train"))]
         assert row["p_PD"] == pytest.approx(s["p_PD"], abs=1e-5) and row["operating_point"] == "Youden's J"
-        assert row["decision"] == ("PD" if s["p_PD"] >= threshold else "negative") and row["in_domain"] is True
+        assert row["decision"] == ("PD" if s["p_PD"] >= threshold else "HC") and row["in_domain"] is True
     pd.DataFrame({"path": [f"scans/{Path(i).parent.name}/{Path(i).name}" for i in saved["id"]]}).to_csv(
         tmp_path / "m.csv", index=False
     )

@@ -50,7 +50,7 @@ def predict_files(path: str | Path, inputs: list[str | Path]) -> pd.DataFrame:
             continue
         row.update({f"p_{n}": round(p, 6) for n, p in out["probabilities"].items()})
         positive = [n for n, d in out["decisions"].items() if d]
-        row["decision"] = "; ".join(positive) if positive else "negative"
+        row["decision"] = "; ".join(positive) if positive else predictor.negative
         row["operating_point"] = predictor.rule
         row["in_domain"] = out["domain"]["in_distribution"]
         row["domain_warnings"] = "; ".join(out["domain"]["warnings"])

@@ -99,7 +99,7 @@ class Predictor:
             self.kind = "package"
             _check_parity(self.path)
             labels = json.loads((self.path / "labels.json").read_text())
-            self.labels, self.task = labels["labels"], labels["task"]
+            self.labels, self.task, self.negative = labels["labels"], labels["task"], labels.get("negative", "negative")
             self.prep = Preprocess.load(self.path / PREPROCESS)
             self.config = load_config(self.path / CONFIG)
             self.stats = json.loads((self.path / "input_stats.json").read_text())
@@ -117,6 +117,7 @@ class Predictor:
             if run.is_sequence:
                 raise ConfigError(f"{self.path}: a token-sequence run; the service takes image models")
             self.labels, self.task, self.prep, self.config = run.label_names, run.task, run.preprocess, run.config
+            self.negative = run.negative_class
             self.stats, self.val_rates = training_input_stats(run), validation_rates(run)
             self.thresholds, self.rule = run_operating_point(run)
             self.card = (
