@@ -173,7 +173,9 @@ def evaluate(
             help="With --data: leave out copies of the run's train/val images (default; warned), or stop.",
         ),
     ] = None,
-    by: Annotated[Optional[str], typer.Option(help="A manifest column: every figure per subgroup (sex, site).")] = None,
+    by: Annotated[
+        Optional[str], typer.Option(help="A manifest column: every figure per subgroup (sex, site; age in quartiles).")
+    ] = None,
     data_overrides: dict | None = None,
 ) -> None:
     """Metrics with 95% intervals beside the baselines, operating points, calibration, plots, report.html. A CV folder
