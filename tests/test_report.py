@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import meddx
@@ -318,3 +319,26 @@ def test_a_threshold_that_does_not_transfer_is_warned():
     noisy = {**row, "test_specificity_ci": [0.0, 0.97]}  # a tiny split: val's figure inside its interval
     assert threshold_shift({**result, "tradeoff": {"PNEUMONIA": [noisy]}}) == {}
     assert threshold_shift({**result, "n_patients": 40}) == {}  # no intervals (--bootstrap 0) and few patients
+
+
+def test_a_custom_operating_point_has_its_tradeoff_row_and_its_threshold_shift_warning():
+    """`--operating-point sensitivity=0.85` is none of the trade-off table's rules, so the table lacked the headline's
+    row and the threshold-shift warning, which reads it, stayed silent; now the run's own rule is a row of its own."""
+    from meddx.config import EvaluateConfig
+    from meddx.evaluation.evaluation import evaluate_arrays
+    from meddx.evaluation.report import threshold_shift
+
+    rng = np.random.default_rng(0)
+    y_val, y_test = (rng.random((300, 1)) < 0.5).astype(float), (rng.random((300, 1)) < 0.5).astype(float)
+    p_val = np.clip(0.3 * y_val + 0.5 * rng.random((300, 1)), 0, 1)
+    p_test = np.clip(0.3 * y_test + 0.5 * rng.random((300, 1)) + 0.3, 0, 1)  # another site's scores sit higher
+    cfg = EvaluateConfig(bootstrap=100, operating_point="sensitivity=0.85")
+    result = evaluate_arrays(y_val, p_val, y_test, p_test, np.arange(300), np.array([0.5]), "binary", ["x"], cfg)
+    rules = [r["rule"] for r in result["tradeoff"]["x"]]
+    assert result["operating_point"]["rule"] in rules and len(rules) == len(set(rules)) == 10
+    row = next(r for r in result["tradeoff"]["x"] if r["rule"] == result["operating_point"]["rule"])
+    assert row["threshold"] == pytest.approx(result["operating_point"]["thresholds"]["x"])
+    assert "x: specificity" in threshold_shift(result)["warning_threshold_shift"]
+    usual = evaluate_arrays(y_val, p_val, y_test, p_test, np.arange(300), np.array([0.5]), "binary", ["x"],
+                            EvaluateConfig(bootstrap=100, operating_point="sensitivity=0.9"))  # fmt: skip
+    assert len(usual["tradeoff"]["x"]) == 9  # a rule of the table is not repeated

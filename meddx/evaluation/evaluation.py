@@ -62,9 +62,16 @@ def choose_thresholds(y_val: np.ndarray, p_val: np.ndarray, operating_point: str
     return np.array([choose_threshold(y_val[:, j], p_val[:, j], method, value) for j in range(y_val.shape[1])])
 
 
-def tradeoff_thresholds(y_val: np.ndarray, p_val: np.ndarray) -> list[float]:
+def tradeoff_points(operating_point: str = "youden") -> list[tuple[str, float | None]]:
+    """The trade-off table's rules: the usual ones, and the run's own operating point where it is none of them
+    (`sensitivity=0.85`), so the table, and the threshold-shift warning that reads it, always hold the headline."""
+    own = parse_operating_point(operating_point)
+    return TRADEOFF_POINTS + [own] * (own not in TRADEOFF_POINTS)
+
+
+def tradeoff_thresholds(y_val: np.ndarray, p_val: np.ndarray, points: list = TRADEOFF_POINTS) -> list[float]:
     """For one label: the threshold of each trade-off point, chosen on val."""
-    return [choose_threshold(y_val, p_val, method, value) for method, value in TRADEOFF_POINTS]
+    return [choose_threshold(y_val, p_val, method, value) for method, value in points]
 
 
 def tradeoff_table(y_val, p_val, y_test, p_test, w: np.ndarray | None = None, ci: float = 0.95) -> list[dict]:
@@ -76,12 +83,12 @@ def tradeoff_table(y_val, p_val, y_test, p_test, w: np.ndarray | None = None, ci
     return tradeoff_rows(y_val, p_val, thresholds, conf, ci)
 
 
-def tradeoff_rows(y_val, p_val, thresholds: list[float], conf: list[dict], ci: float) -> list[dict]:
+def tradeoff_rows(y_val, p_val, thresholds: list[float], conf: list[dict], ci: float, points=TRADEOFF_POINTS) -> list:
     """The trade-off table from each point's threshold and its test confusion figures over [point, resamples]."""
     keys = ("sensitivity", "specificity", "ppv", "npv")
     bounds = percentiles(np.stack([c[k][1:] for c in conf for k in keys]), [50 * (1 - ci), 50 * (1 + ci)])
     rows, (sv, cv) = [], rates(y_val, p_val, np.array(thresholds))
-    for i, ((method, value), t, figures_t) in enumerate(zip(TRADEOFF_POINTS, thresholds, conf)):
+    for i, ((method, value), t, figures_t) in enumerate(zip(points, thresholds, conf)):
         row = {
             "rule": label_name(method, value),
             "threshold": t,
@@ -123,7 +130,12 @@ def bootstrap_all(y_val, p_val, y_test, p_test, patients, prior, task, names, th
     fp = FusedPass(patients, cfg.bootstrap, cfg.seed)
     model = add_predictor(fp, y_test, p_test, decisions(p_test, task, thresholds), task, ece=cfg.bootstrap > 0)
     bins = [s.cut_at_bins(cfg.calibration_bins) for s in model.labels] if cfg.bootstrap else []
-    points = [] if task == "multiclass" else [tradeoff_thresholds(y_val[:, j], p_val[:, j]) for j in range(len(names))]
+    rules = tradeoff_points(cfg.operating_point)
+    points = (
+        []
+        if task == "multiclass"
+        else [tradeoff_thresholds(y_val[:, j], p_val[:, j], rules) for j in range(len(names))]
+    )
     cuts = [s.cut_at_scores(t) for s, t in zip(model.labels, points)]
     half = None if task == "multiclass" else np.full(len(names), 0.5)  # baselines decide at 0.5: all-negative says no
     baselines = {
@@ -137,7 +149,7 @@ def bootstrap_all(y_val, p_val, y_test, p_test, patients, prior, task, names, th
         "baselines": {name: figures(predictor_arrays(b, names), cfg.ci) for name, b in baselines.items()},
         "ece_ci": {n: np.percentile(ece_from_cuts(s, b)[1:], q).tolist() for n, s, b in zip(names, model.labels, bins)},
         "tradeoff": {
-            n: tradeoff_rows(y_val[:, j], p_val[:, j], points[j], [confusion(s, c) for c in cuts[j]], cfg.ci)
+            n: tradeoff_rows(y_val[:, j], p_val[:, j], points[j], [confusion(s, c) for c in cuts[j]], cfg.ci, rules)
             for j, (n, s) in enumerate(zip(names[: len(points)], model.labels))
         },
     }
