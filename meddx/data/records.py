@@ -211,18 +211,21 @@ def merge_classes(found: list[str], known: list[str] | None) -> list[str]:
 
 
 def stray_class(names: list[str], where: str, rows: list[str] | None, allowed: list[str] | None = None) -> None:
-    """A DataError naming the rows of a class of one or two samples beside one 50 times larger (a typo); a class of
-    `allowed` (a run's, in new data: 2 positives among 100 normals) is never one."""
+    """A DataError naming every class of one or two samples beside one 50 times larger (a typo) with its rows; a
+    class of `allowed` (a run's, in new data: 2 positives among 100 normals) is never one."""
     counts = Counter(names)
     largest = max(counts.values())
-    for name, n in sorted(counts.items(), key=lambda kv: kv[1]):
-        if n <= 2 and 50 * n <= largest and name not in (allowed or []):
-            at = [rows[i] for i, v in enumerate(names) if v == name] if rows else []
-            others = ", ".join(f"'{c}' {k}" for c, k in counts.most_common() if c != name)
-            raise DataError(
-                f"{where}: class '{name}' has {n} sample(s){' (' + '; '.join(at) + ')' if at else ''} against "
-                f"{others}: a typo or a stray file? Correct or remove it"
-            )
+    stray = [c for c, n in sorted(counts.items(), key=lambda kv: kv[1]) if n <= 2 and 50 * n <= largest]
+    stray = [c for c in stray if c not in (allowed or [])]
+    if not stray:
+        return
+    said = []
+    for name in stray:
+        at = [rows[i] for i, v in enumerate(names) if v == name] if rows else []
+        said.append(f"'{name}' has {counts[name]} sample(s){' (' + '; '.join(at) + ')' if at else ''}")
+    others = ", ".join(f"'{c}' {k}" for c, k in counts.most_common() if c not in stray)
+    what = "class " if len(stray) == 1 else "classes "
+    raise DataError(f"{where}: {what}{', '.join(said)} against {others}: a typo or a stray file? Correct or remove it")
 
 
 def file_record(path: str | Path) -> Record:
