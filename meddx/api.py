@@ -90,16 +90,16 @@ def evaluate(
     Thresholds and temperature always come from the run's validation split; `settings` override its
     `evaluate` config section (operating_point="sensitivity=0.95", bootstrap=2000, temperature_scaling=True).
     """
-    from meddx.data.manifest import column_values
     from meddx.data.readers import manifest_path
     from meddx.evaluation.folds import run_to_evaluate
+    from meddx.evaluation.subgroups import subgroup_column
 
     run = run_to_evaluate(run, data)
     per_call = {"on_training_overlap": EvaluateConfig().on_training_overlap}  # per call, not the run's saved value
     cfg = validate_section(EvaluateConfig, {**run.config.evaluate.model_dump(), **per_call, **settings}, "evaluate.")
     source = {**run.config.data.model_dump(), **(data or {})}
     table = manifest_path(source["path"]) or source["path"]  # a folder read by its one CSV has its columns too
-    groups = {"column": by, "values": column_values(table, by, source.get("image_column"))} if by else None
+    groups = subgroup_column(table, by, source.get("image_column")) if by else None
     if data and split in ("train", "val"):  # its predictions would replace the ones thresholds come from
         raise ConfigError(
             f"--split {split}: the run's own split; new data (--data) is named otherwise, e.g. --split external"

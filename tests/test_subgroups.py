@@ -1,29 +1,53 @@
-"""Subgroups for `meddx evaluate --by COLUMN`: numeric columns of many values in quartile bands, and patients whose
-rows disagree on the column counted and named in the text."""
+"""Subgroups for `meddx evaluate --by COLUMN[:BANDS]`: numeric columns in quantile bands when asked, a hint when a
+numeric column of many values is read value by value, and patients whose rows disagree on the column named."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from meddx.config import EvaluateConfig
-from meddx.evaluation.subgroups import MISSING, subgroup_scores, subgroup_text, subgroups_of
+from meddx.errors import ConfigError
+from meddx.evaluation.subgroups import MISSING, subgroup_column, subgroup_scores, subgroup_text, subgroups_of
 
 
-def test_a_numeric_column_of_many_values_falls_into_ordered_quartile_bands():
-    """`--by age` made one subgroup per year (60 groups of a few samples, every one 'too few'); now quartile bands
-    named by their range, in numeric order, with missing values kept apart."""
-    ages = [*range(20, 100), None, ""]
-    groups, order, banded = subgroups_of(ages)
-    assert banded and order == ["20-39", "40-59", "60-79", "80-99", MISSING]
-    assert groups[0] == "20-39" and groups[79] == "80-99" and list(groups[-2:]) == [MISSING, MISSING]
-    few = subgroups_of(["M", "F", None, "M"])
-    assert not few[2] and list(few[0]) == ["M", "F", MISSING, "M"] and few[1] == [MISSING, "F", "M"]
-    assert not subgroups_of([1, 2, 3, 1, 2])[2]  # a few numeric values (grade 1-3) stay values
+def test_age_in_bands_when_asked_and_number_coded_sites_never_merged():
+    """`--by age` made one subgroup per year (60 groups, every one 'too few'); `--by age:4` now gives quartile bands
+    named by their range, in numeric order, with text values ('90+') and missing values kept apart. Sites coded
+    1-12 stay 12 sites (in numeric order) unless bands are asked for."""
+    groups, order, how = subgroups_of([*range(20, 100), None, "", "90+"], 4)
+    assert order == ["20 to 39", "40 to 59", "60 to 79", "80 to 99", "90+", MISSING] and how["bands"] == 4
+    assert groups[0] == "20 to 39" and groups[79] == "80 to 99" and list(groups[-3:]) == [MISSING, MISSING, "90+"]
+    sites = subgroups_of(list(range(1, 13)) * 30)
+    assert sites[1] == [str(i) for i in range(1, 13)] and sites[2]["bands"] == 0
+    dates = subgroups_of(list(range(20190101, 20190131)), 4)[1]  # 6 significant figures named all four alike
+    assert dates[0] == "20190101 to 20190108" and len(set(dates)) == 4
+    assert subgroups_of(list(range(-20, 20)), 4)[1][0] == "-20 to -11"
+    assert subgroups_of(["M", "F", None, "M"])[1] == ["F", "M", MISSING]
+
+
+def test_ties_that_leave_one_band_fall_back_to_values_and_say_so():
+    values = [60] * 160 + [70] * 40 + list(range(61, 70))
+    groups, order, how = subgroups_of(values, 4)
+    assert how["bands"] == 0 and "60" in order and "70" in order
+    sub = {"column": "age", "min_samples": 20, "groups": {}, **how}
+    assert "leave fewer than 2 bands, so one subgroup per value" in subgroup_text(sub)
+    hint = {"column": "age", "min_samples": 20, "groups": {}, **subgroups_of(list(range(20, 80)))[2]}
+    assert "--by age:4 cuts it into 4 bands" in subgroup_text(hint)
+
+
+def test_by_column_and_bands_are_parsed_and_checked(tmp_path):
+    (tmp_path / "m.csv").write_text("path,age\na.png,40\nb.png,50\n")
+    assert subgroup_column(str(tmp_path / "m.csv"), "age:4", None) == {
+        "column": "age", "values": {"a.png": "40", "b.png": "50"}, "bands": 4}  # fmt: skip
+    assert subgroup_column(str(tmp_path / "m.csv"), "age", None)["bands"] == 0
+    with pytest.raises(ConfigError, match="bands must be 2 or more"):
+        subgroup_column(str(tmp_path / "m.csv"), "age:1", None)
 
 
 def test_patients_whose_rows_disagree_on_the_column_are_counted_and_named():
     """A patient with rows in two subgroups (sex typed differently on two visits) made the groups dependent without
-    a word; now the count is in the figures and the text."""
+    a word; now the count is in the figures and the text. Banded ages may cross a band between visits: not counted."""
     rng = np.random.default_rng(0)
     n = 200
     y = (rng.random((n, 1)) < 0.4).astype(float)
@@ -32,9 +56,10 @@ def test_patients_whose_rows_disagree_on_the_column_are_counted_and_named():
     sex = np.array(["F" if i % 4 < 2 else "M" for i in range(n)], dtype=object)
     sex[1] = "M"  # patient p0's second row disagrees
     out = subgroup_scores(y, p, p > 0.5, "binary", ["x"], patients, sex, "sex", EvaluateConfig(bootstrap=50))
-    assert out["patients_in_several_groups"] == 1 and set(out["groups"]) == {"F", "M"} and not out["banded"]
+    assert out["patients_in_several_groups"] == 1 and set(out["groups"]) == {"F", "M"} and not out["bands"]
     assert "1 patient(s) have rows in more than one subgroup of sex" in subgroup_text(out)
-    ages = rng.integers(20, 90, n // 2).repeat(2)
-    clean = subgroup_scores(y, p, p > 0.5, "binary", ["x"], patients, ages, "age", EvaluateConfig(bootstrap=50))
-    assert clean["patients_in_several_groups"] == 0 and clean["banded"] and len(clean["groups"]) == 4
-    assert "cut into quartile bands" in subgroup_text(clean) and "more than one subgroup" not in subgroup_text(clean)
+    ages = rng.integers(20, 90, n)
+    cfg = EvaluateConfig(bootstrap=50)
+    banded = subgroup_scores(y, p, p > 0.5, "binary", ["x"], patients, ages, "age", cfg, bands=4)
+    assert "patients_in_several_groups" not in banded and banded["bands"] == 4 and len(banded["groups"]) == 4
+    assert "age cut into 4 bands" in subgroup_text(banded) and "more than one subgroup" not in subgroup_text(banded)

@@ -174,7 +174,8 @@ def evaluate(
         ),
     ] = None,
     by: Annotated[
-        Optional[str], typer.Option(help="A manifest column: every figure per subgroup (sex, site; age in quartiles).")
+        Optional[str],
+        typer.Option(help="A manifest column: every figure per subgroup (sex, site); age:4 puts numbers in 4 bands."),
     ] = None,
     data_overrides: dict | None = None,
 ) -> None:

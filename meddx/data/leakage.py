@@ -13,6 +13,8 @@ from meddx.data.images import content_hash
 from meddx.data.near_duplicates import RULE as NEAR_RULE
 from meddx.data.near_duplicates import near_duplicate_pairs, near_training
 from meddx.data.records import SPLITS, DataSet, Record
+from meddx.data.volume_copies import RULE as VOLUME_RULE
+from meddx.data.volume_copies import resampled_copies
 from meddx.errors import LeakageError
 from meddx.logs import progress
 
@@ -188,6 +190,7 @@ def overlap_with_training(
         near, unconfirmed = near_training(rest, hashes)
     found = same + near
     copies = {r.id for r, _ in found}  # their patients are counted only among the files kept
+    volumes = resampled_copies([r for r in records if r.id not in copies], list(seen.get("source", [])))
     ids = {r.patient_id for r in records if r.id not in copies} if known and patients_known else set()
     patients = sorted(ids & set(seen["patient_id"].astype(str)))
     check = {
@@ -197,6 +200,9 @@ def overlap_with_training(
         "identical_to_training": len(same),
         "near_duplicates_of_training": len(near),
         "near_unconfirmed": unconfirmed,  # candidates whose training file is not readable here: kept, and said
+        "resampled_volumes": len(volumes),  # volumes like training ones at another depth or size: kept, and said
+        "resampled_volume_rule": VOLUME_RULE if volumes else "",
+        "resampled_examples": [f"{r.id} ~ {b}" for r, b in volumes[:5]],
         "examples": [f"{r.id} = {b}" for r, b in same[:5]] + [f"{r.id} ~ {b}" for r, b in near[:5]],
         "shared_patient_ids": len(patients),
         "same_as_test": sum(1 for h in sha1s.values() if h and h in tested),  # the run's own test images again

@@ -80,7 +80,12 @@ def _optimism_warnings(run: Run, split: str, n_patients: int) -> dict:
             f"{domain['outside']} of {domain['checked']} scans checked fall outside the training scans' input domain "
             f"({why}): the model may never have seen this kind of scan, so these figures say little about it"
         )
-    check = read_json(run.path / PREDICTIONS / f"{split}.leakage.json")
+    return out | overlap_warnings(read_json(run.path / PREDICTIONS / f"{split}.leakage.json"))
+
+
+def overlap_warnings(check: dict) -> dict:
+    """What the check of new data against the run's training images found: copies left out, look-alikes kept."""
+    out = {}
     if check.get("dropped"):
         out["warning_training_overlap"] = (
             f"{check['dropped']} of {check['files']} file(s) of this data are copies (identical or near-identical) "
@@ -91,6 +96,13 @@ def _optimism_warnings(run: Run, split: str, n_patients: int) -> dict:
             f"{unconfirmed} file(s) of this data look like the run's train/val images (perceptual hash), but those "
             "training files are not readable from here to confirm it (moved, or named relative to another folder): "
             "kept in the figures"
+        )
+    if volumes := check.get("resampled_volumes"):
+        out["warning_resampled_copies"] = (
+            f"{volumes} of {check['files']} volume(s) of this data look like the run's train/val volumes at another "
+            f"depth or size ({check['resampled_volume_rule']}; e.g. {check['resampled_examples'][0]}): the same cases "
+            "resampled, most likely, so these figures are optimistic; kept in the figures, since a match cannot be "
+            "confirmed (evaluate on cases the model never saw, such as that file's test split: --data test=FILE)"
         )
     if shared := check.get("shared_patient_ids"):
         out["warning_shared_patients"] = (
@@ -135,7 +147,9 @@ def evaluate_run(
     if groups:
         values = [groups["values"].get(i) for i in run.predictions(split)["id"]]
         pred = decisions(p, run.task, thresholds)
-        result["subgroups"] = subgroup_scores(y, p, pred, run.task, names, patients, values, groups["column"], cfg)
+        result["subgroups"] = subgroup_scores(
+            y, p, pred, run.task, names, patients, values, groups["column"], cfg, groups.get("bands", 0)
+        )
     figures = write_figures(
         y,
         p,

@@ -82,7 +82,8 @@ def warnings_of(result: dict) -> list[str]:
             + ", ".join(losers)
         )
     keys = ("warning_same_split", "warning_small_split", "warning_domain", "warning_training_overlap",
-            "warning_unconfirmed_copies", "warning_shared_patients", "warning_threshold_shift")  # fmt: skip
+            "warning_unconfirmed_copies", "warning_resampled_copies", "warning_shared_patients",
+            "warning_threshold_shift")  # fmt: skip
     out += [result[k] for k in keys if k in result]
     return out
 

@@ -3,27 +3,41 @@ patient-bootstrap interval, and the largest gap between subgroups flagged."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 
 from meddx.config import EvaluateConfig
+from meddx.data.manifest import column_values
+from meddx.errors import ConfigError
 from meddx.evaluation.intervals import score_with_intervals
 
 MIN_SAMPLES = 20  # fewer samples in a subgroup give intervals too wide to read
-MAX_VALUES = 8  # a numeric column of more distinct values (age in years) is cut into quartile bands
+MANY_VALUES = 8  # a numeric column of more distinct values (age in years) gets a hint to band it
 MISSING = "(missing)"
 FIGURES = ("roc_auc", "pr_auc", "sensitivity", "specificity")
 
 
+def subgroup_column(table, by: str, image_column: str | None) -> dict:
+    """What `--by COLUMN` or `--by COLUMN:N` asks for: the column's value per sample id, and N quantile bands for a
+    numeric column (age:4), 0 for one subgroup per value."""
+    column, _, bands = by.rpartition(":") if re.fullmatch(r".+:\d+", by) else (by, "", "0")
+    if bands != "0" and int(bands) < 2:
+        raise ConfigError(f"--by {by}: bands must be 2 or more (age:4 for quartiles)")
+    return {"column": column, "values": column_values(table, column, image_column), "bands": int(bands)}
+
+
 def subgroup_scores(
-    y, p, pred, task: str, names: list[str], patients, groups, column: str, cfg: EvaluateConfig
+    y, p, pred, task: str, names: list[str], patients, values, column: str, cfg: EvaluateConfig, bands: int = 0
 ) -> dict:
     """Macro figures per subgroup (labels averaged), groups under MIN_SAMPLES counted but not scored, and the largest
-    ROC AUC gap with whether the two subgroups' intervals overlap."""
-    groups, order, banded = subgroups_of(list(groups))
-    out: dict = {"column": column, "min_samples": MIN_SAMPLES, "groups": {}, "banded": banded}
-    per_patient = pd.Series(groups).groupby(np.asarray(patients, dtype=str)).nunique()
-    out["patients_in_several_groups"] = int((per_patient > 1).sum())
+    ROC AUC gap with whether the two subgroups' intervals overlap; `bands`: quantile bands of a numeric column."""
+    groups, order, how = subgroups_of(list(values), bands)
+    out: dict = {"column": column, "min_samples": MIN_SAMPLES, "groups": {}, **how}
+    if not how["bands"]:  # a patient's age may cross a band between visits; a sex or site should not change
+        per_patient = pd.Series(groups).groupby(np.asarray(patients, dtype=str)).nunique()
+        out["patients_in_several_groups"] = int((per_patient > 1).sum())
     for g in order:
         m = groups == g
         row = {"samples": int(m.sum()), "patients": int(len(set(np.asarray(patients)[m])))}
@@ -45,32 +59,66 @@ def subgroup_scores(
     return out
 
 
-def subgroups_of(values: list) -> tuple[np.ndarray, list[str], bool]:
-    """Each sample's subgroup, the subgroups in order, and whether they are bands: a numeric column of more than
-    MAX_VALUES distinct values (age) falls into quartile bands named by their range (`41-56`), others by value."""
-    missing = np.array([v is None or v != v or str(v).strip() == "" for v in values])
-    numbers = pd.to_numeric(pd.Series(values, dtype=object).where(~missing), errors="coerce")
-    if numbers[~missing].notna().all() and numbers[~missing].nunique() > MAX_VALUES:
-        band = pd.qcut(numbers[~missing], 4, labels=False, duplicates="drop")
-        names = {b: f"{numbers[~missing][band == b].min():g}-{numbers[~missing][band == b].max():g}" for b in set(band)}
-        groups = np.full(len(values), MISSING, dtype=object)
-        groups[~missing] = [names[b] for b in band]
-        return groups, [names[b] for b in sorted(names)] + [MISSING] * bool(missing.any()), True
-    groups = np.array([MISSING if m else str(v) for v, m in zip(values, missing)], dtype=object)
-    return groups, sorted(set(groups)), False
+def subgroups_of(values: list, bands: int = 0) -> tuple[np.ndarray, list[str], dict]:
+    """Each sample's subgroup, the subgroups in order (missing last) and how they were made: with `bands`, numeric
+    values in that many quantile bands named by their range (`41 to 56`; ties may leave fewer), other text in groups of
+    its own; otherwise one group per value (numbers in numeric order)."""
+    text = pd.Series(values, dtype=object).map(lambda v: "" if v is None or v != v else str(v).strip())
+    numbers = pd.to_numeric(text, errors="coerce").where(lambda x: np.isfinite(x))
+    groups = np.where(text == "", MISSING, text).astype(object)
+    how = {"bands": 0, "numeric_values": int(numbers.nunique()), "asked_bands": bands}
+    if bands and numbers.notna().sum():
+        cut = pd.qcut(numbers[numbers.notna()], bands, labels=False, duplicates="drop")
+        names = {b: _band_name(numbers[cut.index[cut == b]]) for b in sorted(set(cut))}
+        if len(set(names.values())) >= 2:
+            groups[cut.index] = [names[b] for b in cut]
+            how.update(bands=len(names), other_values=int((text != "").sum() - len(cut)))
+    order = _in_order(groups, numbers)
+    return groups, order, how
+
+
+def _band_name(values: pd.Series) -> str:
+    lo, hi = f"{values.min():.10g}", f"{values.max():.10g}"
+    return lo if lo == hi else f"{lo} to {hi}"
+
+
+def _in_order(groups: np.ndarray, numbers: pd.Series) -> list[str]:
+    """Groups by number (a band by its lower end), then text, then missing."""
+    first = pd.Series(numbers.to_numpy(), index=groups).groupby(level=0).min()
+
+    def key(g: str) -> tuple:
+        v = first.get(g, np.nan)
+        return (g == MISSING, v != v, 0.0 if v != v else v, g)
+
+    return sorted(set(groups), key=key)
 
 
 def subgroup_text(sub: dict) -> str:
-    """The largest gap in words, and patients whose rows fall in more than one subgroup."""
-    shared = sub.get("patients_in_several_groups", 0)
+    """How subgroups were made, the largest gap in words, and patients whose rows fall in more than one subgroup."""
+    column, shared = sub["column"], sub.get("patients_in_several_groups", 0)
+    if sub.get("bands"):
+        fewer = (
+            f" (ties left {sub['bands']} of the {sub['asked_bands']} asked)"
+            if sub["bands"] < sub["asked_bands"]
+            else ""
+        )
+        other = f"; {sub['other_values']} non-numeric value(s) in groups of their own" if sub["other_values"] else ""
+        how = f"{column} cut into {sub['bands']} bands of about equal size{fewer}{other}. "
+    elif sub.get("asked_bands"):
+        how = f"{column}: ties (or too few numbers) leave fewer than 2 bands, so one subgroup per value. "
+    elif sub.get("numeric_values", 0) > MANY_VALUES:
+        how = (
+            f"{column} holds {sub['numeric_values']} numbers, one subgroup each: --by {column}:4 cuts it into 4 bands. "
+        )
+    else:
+        how = ""
     note = (
-        f" {shared} patient(s) have rows in more than one subgroup of {sub['column']}; check the column, or read the"
-        " gap with care: such subgroups are not independent."
+        f" {shared} patient(s) have rows in more than one subgroup of {column}; check the column, or read the gap"
+        " with care: such subgroups are not independent."
         if shared
         else ""
     )
-    bands = f"{sub['column']} is numeric with many values: cut into quartile bands. " if sub.get("banded") else ""
-    return bands + _gap_text(sub) + note
+    return how + _gap_text(sub) + note
 
 
 def _gap_text(sub: dict) -> str:
