@@ -157,7 +157,7 @@ def predict(run: Run | str | Path, inputs: list) -> pd.DataFrame:
         frame = loaded.predict(inputs)
         thresholds, rule = run_operating_point(loaded)
         frame["decision"] = [
-            "; ".join(n for n in loaded.label_names if row[f"p_{n}"] >= thresholds[n]) or "negative"
+            "; ".join(n for n in loaded.label_names if row[f"p_{n}"] >= thresholds[n]) or loaded.negative_class
             for _, row in frame.iterrows()
         ]
         frame["operating_point"] = rule

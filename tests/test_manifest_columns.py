@@ -191,6 +191,10 @@ def test_a_mistyped_class_is_one_line_naming_its_row_not_a_third_class(tmp_path,
     (tmp_path / "m.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
     with pytest.raises(DataError, match=rf"classes .*'{stray}' has 1 sample.*row 11.*'\?' has 1 sample.*row 22"):
         read_csv_manifest(tmp_path / "m.csv", check_files=False)
+    rows[30:45] = [f"{i}.png,note {i}" for i in range(30, 45)]  # a free-text column: ten named, the rest counted
+    (tmp_path / "m.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    with pytest.raises(DataError, match=r"row 22\).*'note 37'.*row 39\) and 7 more against"):
+        read_csv_manifest(tmp_path / "m.csv", check_files=False)
     small = ["path,label"] + [f"{i}.png,Normal" for i in range(40)] + ["x.png,Pneumonia", "y.png,Pneumonia"]
     (tmp_path / "s.csv").write_text("\n".join(small) + "\n")
     assert read_csv_manifest(tmp_path / "s.csv", check_files=False).labels.sum() == 2

@@ -342,3 +342,6 @@ def test_a_custom_operating_point_has_its_tradeoff_row_and_its_threshold_shift_w
     usual = evaluate_arrays(y_val, p_val, y_test, p_test, np.arange(300), np.array([0.5]), "binary", ["x"],
                             EvaluateConfig(bootstrap=100, operating_point="sensitivity=0.9"))  # fmt: skip
     assert len(usual["tradeoff"]["x"]) == 9  # a rule of the table is not repeated
+    from meddx.evaluation.evaluation import tradeoff_points
+
+    assert len(tradeoff_points("sensitivity=0.9000001")) == 9  # nor one that reads the same ('sensitivity 0.9')

@@ -208,5 +208,5 @@ def test_planned_seeds_that_would_end_past_the_budget_on_a_busy_machine_are_not_
     assert json.loads((run.path / "ensemble.json").read_text())["members"] == ["members/seed0", "members/seed1"]
     choice = next(c for c in run.plan["choices"] if c["field"] == "train.ensemble")
     assert choice["value"] == 2 and "4 planned at " in choice["reason"]
-    assert "busier than at the pilot" in choice["reason"]
+    assert "min each; the slowest took " in choice["reason"]
     assert not (run.path / "members" / "seed2").exists()

@@ -210,6 +210,9 @@ def merge_classes(found: list[str], known: list[str] | None) -> list[str]:
     return sorted(set(known)) if known_spellings(found, known) is not None else sorted(set(found))
 
 
+SHOWN = 10  # stray classes a stray-class error names (a column of free text has hundreds)
+
+
 def stray_class(names: list[str], where: str, rows: list[str] | None, allowed: list[str] | None = None) -> None:
     """A DataError naming every class of one or two samples beside one 50 times larger (a typo) with its rows; a
     class of `allowed` (a run's, in new data: 2 positives among 100 normals) is never one."""
@@ -219,13 +222,15 @@ def stray_class(names: list[str], where: str, rows: list[str] | None, allowed: l
     stray = [c for c in stray if c not in (allowed or [])]
     if not stray:
         return
-    said = []
-    for name in stray:
+    said, more = [], f" and {len(stray) - SHOWN} more" if len(stray) > SHOWN else ""
+    for name in stray[:SHOWN]:
         at = [rows[i] for i, v in enumerate(names) if v == name] if rows else []
         said.append(f"'{name}' has {counts[name]} sample(s){' (' + '; '.join(at) + ')' if at else ''}")
     others = ", ".join(f"'{c}' {k}" for c, k in counts.most_common() if c not in stray)
     what = "class " if len(stray) == 1 else "classes "
-    raise DataError(f"{where}: {what}{', '.join(said)} against {others}: a typo or a stray file? Correct or remove it")
+    raise DataError(
+        f"{where}: {what}{', '.join(said)}{more} against {others}: a typo or a stray file? Correct or remove it"
+    )
 
 
 def file_record(path: str | Path) -> Record:

@@ -66,7 +66,7 @@ def tradeoff_points(operating_point: str = "youden") -> list[tuple[str, float | 
     """The trade-off table's rules: the usual ones, and the run's own operating point where it is none of them
     (`sensitivity=0.85`), so the table, and the threshold-shift warning that reads it, always hold the headline."""
     own = parse_operating_point(operating_point)
-    return TRADEOFF_POINTS + [own] * (own not in TRADEOFF_POINTS)
+    return TRADEOFF_POINTS + [own] * (label_name(*own) not in {label_name(*rule) for rule in TRADEOFF_POINTS})
 
 
 def tradeoff_thresholds(y_val: np.ndarray, p_val: np.ndarray, points: list = TRADEOFF_POINTS) -> list[float]:
@@ -74,13 +74,15 @@ def tradeoff_thresholds(y_val: np.ndarray, p_val: np.ndarray, points: list = TRA
     return [choose_threshold(y_val, p_val, method, value) for method, value in points]
 
 
-def tradeoff_table(y_val, p_val, y_test, p_test, w: np.ndarray | None = None, ci: float = 0.95) -> list[dict]:
+def tradeoff_table(
+    y_val, p_val, y_test, p_test, w: np.ndarray | None = None, ci: float = 0.95, points: list = TRADEOFF_POINTS
+) -> list[dict]:
     """For one label: operating points chosen on val and what they give on val and test; with bootstrap weights `w`
     (resamples x test samples), each test figure's interval (`<figure>_ci`)."""
     weights = np.ones((1, len(y_test))) if w is None else np.vstack([np.ones(len(y_test)), w])
-    thresholds = tradeoff_thresholds(y_val, p_val)
+    thresholds = tradeoff_thresholds(y_val, p_val, points)
     conf = [M.confusion_metrics(y_test, (p_test >= t).astype(float), weights) for t in thresholds]
-    return tradeoff_rows(y_val, p_val, thresholds, conf, ci)
+    return tradeoff_rows(y_val, p_val, thresholds, conf, ci, points)
 
 
 def tradeoff_rows(y_val, p_val, thresholds: list[float], conf: list[dict], ci: float, points=TRADEOFF_POINTS) -> list:

@@ -109,11 +109,11 @@ def train_members(cfg: RunConfig, choose: Chooser | None = None) -> tuple | None
         base = new_run_dir(planned)
         if is_rank_zero():
             open_ensemble(base, planned, plan, "ensemble")
-        members = _planned_members(planned, base, data, plan, deadline if may_add else None)
+        members = _planned_members(planned, base, data, plan, deadline if may_add and not distributed else None)
         if not is_rank_zero():
             return None  # a worker process of a distributed run: rank 0 averages the members
         if len(members) < k:
-            planned = _fewer_members(cfg, plan, planned, base, len(members))
+            planned = _fewer_members(cfg, plan, planned, base, members)
     if may_add:
         more = lambda i: fit(_until(seed_config(planned, base, i), deadline), data, plan)  # noqa: E731
         members = top_up(members, deadline, cfg.plan.max_ensemble, more, 0.0)
@@ -124,11 +124,14 @@ def train_members(cfg: RunConfig, choose: Chooser | None = None) -> tuple | None
     return members, base, planned, plan
 
 
-def _fewer_members(cfg: RunConfig, plan: Plan, planned: RunConfig, base: Path, n: int) -> RunConfig:
-    """The plan (and the folder's config and plan.json, so a kill resumes these) says the ensemble holds the `n`
-    members trained, not the number planned, and why; returns the planned config."""
+def _fewer_members(cfg: RunConfig, plan: Plan, planned: RunConfig, base: Path, members: list[Run]) -> RunConfig:
+    """The plan (and the folder's config and plan.json, so a kill resumes these) says the ensemble holds the
+    `members` trained, not the number planned, and why; returns the planned config."""
+    n, slowest = len(members), max(m.training.get("seconds") or 0 for m in members)
     k, per_member = planned.train.ensemble, plan.estimate.get("training_s", 0) / planned.train.ensemble / 60
-    why = f"{k} planned at {per_member:.1f} min each; on this machine, busier than at the pilot, {n} fit the budget"
+    why = (
+        f"{k} planned at {per_member:.1f} min each; the slowest took {slowest / 60:.1f} min here, so {n} fit the budget"
+    )
     Planner(cfg, plan).choose("train.ensemble", n, why, "budget")
     planned = plan.apply(planned)
     save_config(planned, base / CONFIG)
@@ -138,15 +141,14 @@ def _fewer_members(cfg: RunConfig, plan: Plan, planned: RunConfig, base: Path, n
 
 def _planned_members(planned: RunConfig, base: Path, data: RunDataModule, plan: Plan, deadline: float | None) -> list:
     """The planned seeds; with a `deadline` (time.monotonic), a seed from the third on is not begun when, as slow as
-    the slowest so far, it would end past the deadline and half the reserve (a machine busier than at the pilot)."""
+    the slowest so far, it would end past the deadline and half the reserve (a machine busier than at the pilot, or
+    seeds slower than the pilot's epochs). `meddx train --resume` finishes the seeds the folder's config names."""
     grace = reserve_seconds(plan.budget_minutes * 60) / 2 if plan else 0.0
     members: list[Run] = []
     for i in range(planned.train.ensemble):
-        member = seed_config(planned, base, i)
-        begun = (base / MEMBERS / member.name).is_dir()
-        if deadline is not None and len(members) >= 2 and not begun and not _fits_again(members, deadline + grace):
+        if deadline is not None and len(members) >= 2 and not _fits_again(members, deadline + grace):
             break
-        members.append(fit(member, data, plan))
+        members.append(fit(seed_config(planned, base, i), data, plan))
     return members
 
 
