@@ -17,7 +17,7 @@ from meddx.data.records import NEGATIVE_CLASS, DataSet, UnknownPositiveClass
 from meddx.data.stacks import rescale_views
 from meddx.data.tensors import stack_depth
 from meddx.errors import ConfigError, DataError
-from meddx.run import PREDICTIONS, Run, read_json
+from meddx.run import DATA, PREDICTIONS, Run, read_json
 
 
 def read_external(run: Run, data: dict) -> DataSet:
@@ -136,7 +136,7 @@ def _run_classes(run: Run) -> list[str] | None:
     some of them (a folder of normals only) reads; None when not known."""
     if run.task == "multiclass":
         return list(run.label_names)
-    return run.classes or None if run.task == "binary" else None
+    return read_json(Path(run.path) / DATA).get("classes") or None if run.task == "binary" else None
 
 
 def _multilabel_columns(run: Run, data: dict, fields: dict) -> dict:
