@@ -33,7 +33,7 @@ def _killed_mid_run(data, out, name, seed: int):
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
     proc = subprocess.Popen(_command(data, out, name), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     metrics = out / name / "logs" / "metrics.csv"
-    deadline = time.time() + 300
+    deadline = time.time() + 900
     while time.time() < deadline and proc.poll() is None:
         if metrics.is_file() and metrics.read_text().count("\n") >= 3:  # at least two epochs logged
             break
@@ -126,7 +126,7 @@ def test_a_killed_planned_ensemble_keeps_its_finished_members(data_dir, tmp_path
     ]  # fmt: skip
     proc = subprocess.Popen(command, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)  # fmt: skip
-    base, deadline = tmp_path / "ens", time.time() + 300
+    base, deadline = tmp_path / "ens", time.time() + 900
     while time.time() < deadline and proc.poll() is None and not (base / "members" / "seed1" / "logs").is_dir():
         time.sleep(0.2)
     time.sleep(random.Random().uniform(0.5, 2.0))
@@ -178,7 +178,7 @@ def _killed_during_the_search(npz, out):
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
     proc = subprocess.Popen([sys.executable, "-c", _SEARCH, str(npz), str(out)], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)  # fmt: skip
-    members, deadline = out / "search" / "members", time.time() + 300
+    members, deadline = out / "search" / "members", time.time() + 900
     while time.time() < deadline and proc.poll() is None:  # members train one after another
         folders = list(members.iterdir()) if members.is_dir() else []
         cut = [f for f in folders if (f / "checkpoints" / "last.ckpt").is_file() and not (f / "model.pt").exists()]
