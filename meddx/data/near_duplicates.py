@@ -30,14 +30,21 @@ SEARCH_BLOCK = 1024  # rows of the distance matrix at a time (8 MB of distances 
 RULE = f"perceptual hash within {MAX_DISTANCE} of 64 bits, confirmed by {THUMB} px correlation >= {MIN_CORRELATION}"
 
 
-def grey(record: Record) -> np.ndarray | None:
-    """The record's image as one 2-D uint8 grey plane (colour averaged, a volume's middle slice); None if unreadable."""
+def pixels_or_none(record: Record) -> tuple[np.ndarray, str] | None:
+    """The record's pixels and layout (`read_pixels`), or None for a token sequence or a file not readable here."""
     if record.tokens is not None:
         return None
     try:
-        pixels, layout = read_pixels(record)
+        return read_pixels(record)
     except (DataError, OSError):
         return None
+
+
+def grey(record: Record) -> np.ndarray | None:
+    """The record's image as one 2-D uint8 grey plane (colour averaged, a volume's middle slice); None if unreadable."""
+    if (read := pixels_or_none(record)) is None:
+        return None
+    pixels, layout = read
     a = np.asarray(pixels, dtype=np.float32)
     if a.ndim == 3:
         a = a.mean(-1) if layout == "hwc" else a[a.shape[0] // 2]

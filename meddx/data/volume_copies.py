@@ -11,10 +11,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from meddx.data.images import read_pixels
-from meddx.data.near_duplicates import record_at
+from meddx.data.near_duplicates import pixels_or_none, record_at
 from meddx.data.records import Record
-from meddx.errors import DataError
 
 GRID, MIN_CORRELATION, MIN_MARGIN = 12, 0.95, 0.02
 PROBE = 3  # records looked at to tell volumes from 2-D images
@@ -25,12 +23,9 @@ RULE = f"mutual best match at {GRID}^3 voxels, correlation >= {MIN_CORRELATION} 
 def signature(record: Record) -> np.ndarray | None:
     """The record's volume averaged onto GRID^3 and z-scored; None for a 2-D image, a few channels or an unreadable
     file."""
-    if record.tokens is not None:
+    if (read := pixels_or_none(record)) is None:
         return None
-    try:
-        pixels, layout = read_pixels(record)
-    except (DataError, OSError):
-        return None
+    pixels, layout = read
     if layout != "dhw" or min(pixels.shape) < MIN_DEPTH:
         return None
     grid = F.adaptive_avg_pool3d(torch.as_tensor(np.asarray(pixels, np.float32))[None, None], GRID).double().ravel()
