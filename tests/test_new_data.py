@@ -389,3 +389,33 @@ def test_review_cases_of_names_sources_and_small_classes(tmp_path, monkeypatch, 
     with pytest.raises(DataError, match="a typo"):
         class_labels(names, None, "x")
     assert merge_classes(["normal", "normal", "pneumonia"], None) == ["normal", "pneumonia"]
+
+
+def test_a_new_csv_reads_its_paths_beside_itself_and_the_runs_root_only_as_a_fallback(tmp_path):
+    """A run trained with --root SHARED: `evaluate --data new/ok.csv` looked for `img/x.png` under SHARED, against
+    the README's rule (paths relative to the CSV's folder), and suggested a wrong --root. Now the CSV's folder comes
+    first; a test.csv whose paths are relative to the run's root (beside its training CSV) still reads, with a note.
+    Absolute paths are refused with advice `evaluate` can follow (--allow-outside-root)."""
+    for folder in ("new/img", "shared/img"):
+        (tmp_path / folder).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(np.full((8, 8), 30 * i, np.uint8)).save(tmp_path / folder / f"x{i}.png")
+    rows = "path,label\n" + "".join(f"img/x{i}.png,{'pneumonia' if i % 2 else 'normal'}\n" for i in range(6))
+    (tmp_path / "new" / "ok.csv").write_text(rows)
+    (tmp_path / "test.csv").write_text(rows)
+    cfg = RunConfig(data=DataConfig(path=str(tmp_path / "train.csv"), root=str(tmp_path / "shared")))
+    run = SimpleNamespace(path=tmp_path, config=cfg, task="binary", label_names=["pneumonia"])
+    beside = read_external(run, {"path": str(tmp_path / "new" / "ok.csv")})
+    assert {r.source for r in beside.records} == {str(tmp_path / "new" / "img" / f"x{i}.png") for i in range(6)}
+    assert not any("run's root" in n for n in beside.notes)
+    (tmp_path / "new" / "img" / "x0.png").unlink()
+    fallback = read_external(run, {"path": str(tmp_path / "test.csv")})
+    assert {r.source for r in fallback.records} == {str(tmp_path / "shared" / "img" / f"x{i}.png") for i in range(6)}
+    assert any("under the run's root" in n for n in fallback.notes)
+    with pytest.raises(DataError, match=r"(?s)image file\(s\) named in the manifest do not exist.*new/img/x0.png"):
+        read_external(run, {"path": str(tmp_path / "new" / "ok.csv")})  # missing beside it and under the root
+    absolute = rows.replace("img/", f"{tmp_path}/shared/img/")
+    (tmp_path / "new" / "abs.csv").write_text(absolute)
+    with pytest.raises(DataError, match="pass --allow-outside-root"):
+        read_external(run, {"path": str(tmp_path / "new" / "abs.csv")})
+    assert len(read_external(run, {"path": str(tmp_path / "new" / "abs.csv"), "allow_outside_root": True}).records) == 6

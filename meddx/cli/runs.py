@@ -30,7 +30,7 @@ BootstrapOpt = Annotated[Optional[int], typer.Option(help="Bootstrap resamples o
 
 
 @with_data_options("data", "root", "fmt", "image_column", "patient_column", "patient_regex", "label_column",
-                   "label_columns", "positive_class", "views")  # fmt: skip
+                   "label_columns", "positive_class", "views", "allow_outside_root")  # fmt: skip
 def train(
     config: ConfigOpt = None,
     model: Annotated[Optional[str], typer.Option(help="Registered model name (see `meddx models`).")] = None,
@@ -155,7 +155,7 @@ def predict(
 
 
 @with_data_options("data", "root", "fmt", "image_column", "patient_column", "patient_regex", "label_column",
-                   "label_columns", "positive_class")  # fmt: skip
+                   "label_columns", "positive_class", "allow_outside_root")  # fmt: skip
 def evaluate(
     run: Annotated[Path, typer.Argument(help="Run folder, or a `meddx cv` folder: its fold ensemble, with --data.")],
     split: Annotated[

@@ -22,7 +22,7 @@ def check_paths(records: list[Record], bases: dict, check_files: bool, allow_out
     if outside:
         raise DataError(
             f"{len(outside)} image path(s) in the manifest leave its folder (absolute or '..'), e.g. {outside[0]}; "
-            "set data.allow_outside_root=true (or data.root) if that is intended"
+            "if that is intended, pass --allow-outside-root (data.allow_outside_root=true)"
         )
     absent = [r for r in records if check_files and not Path(r.source).is_file()]
     if absent:

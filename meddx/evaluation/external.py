@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from meddx.config import DataConfig, validate_section
+from meddx.data.columns import image_column
 from meddx.data.manifest import read_table
 from meddx.data.medmnist import known_names
 from meddx.data.readers import manifest_path, read_dataset
@@ -27,14 +28,44 @@ def read_external(run: Run, data: dict) -> DataSet:
     fields = {**run.config.data.model_dump(), "label_names": None, "classes": _run_classes(run), **data}
     fields = _multilabel_columns(run, data, fields)
     try:
-        return _pooled(run, _read_as_run(run, data, fields))
+        return _pooled(run, _read_rooted(run, data, fields))
     except DataError:
         column = _class_column(run, data, fields)
         if column is None:
             raise
-    ds = _read_as_run(run, data, {**fields, "label_column": column, "label_columns": None})
+    ds = _read_rooted(run, data, {**fields, "label_column": column, "label_columns": None})
     ds.notes.append(f"labels: column '{column}', the one holding the run's class names (data.label_column)")
     return _pooled(run, ds)
+
+
+def _read_rooted(run: Run, data: dict, fields: dict) -> DataSet:
+    """A new CSV's paths are relative to --root, else to its own folder (the README's rule), not to the run's root;
+    only when none of its first images is beside it but some are under the run's root (a test.csv beside the
+    training one), that root reads them, said in a note."""
+    csv = manifest_path(data.get("path"))
+    if "root" in data or not run.config.data.root or csv is None:
+        return _read_as_run(run, data, fields)
+    csv = next(iter(csv.values())) if isinstance(csv, dict) else csv
+    names = _first_paths(csv, fields.get("image_column"))
+    if any((Path(csv).parent / n).is_file() for n in names) or not any(
+        (Path(run.config.data.root) / n).is_file() for n in names
+    ):
+        return _read_as_run(run, data, {**fields, "root": None})
+    ds = _read_as_run(run, data, fields)
+    ds.notes.append(
+        f"image paths read under the run's root {run.config.data.root}, none beside the CSV (--root sets it)"
+    )
+    return ds
+
+
+def _first_paths(csv: str, column: str | None, n: int = 20) -> list[str]:
+    """The first image paths a CSV names (relative ones), [] when they cannot be told."""
+    try:
+        table = read_table(csv)
+        name = image_column(table, column, csv)[0]
+    except DataError:
+        return []
+    return [v.strip().replace("\\", "/") for v in table[name][:n] if v.strip() and not os.path.isabs(v.strip())]
 
 
 def _read_as_run(run: Run, data: dict, fields: dict) -> DataSet:
