@@ -16,8 +16,10 @@ def test_age_in_bands_when_asked_and_number_coded_sites_never_merged():
     named by their range, in numeric order, with text values ('90+') and missing values kept apart. Sites coded
     1-12 stay 12 sites (in numeric order) unless bands are asked for."""
     groups, order, how = subgroups_of([*range(20, 100), None, "", "90+"], 4)
-    assert order == ["20 to 39", "40 to 59", "60 to 79", "80 to 99", "90+", MISSING] and how["bands"] == 4
-    assert groups[0] == "20 to 39" and groups[79] == "80 to 99" and list(groups[-3:]) == [MISSING, MISSING, "90+"]
+    assert order == ["20 to 40", "41 to 60", "61 to 80", "81 to 99", MISSING] and how["bands"] == 4
+    assert groups[0] == "20 to 40" and list(groups[-3:]) == [MISSING, MISSING, "81 to 99"]  # 90+ in the top band
+    dicom = subgroups_of(["045Y", "006M", "070Y", "020D"] * 10, 2)[1]  # DICOM ages in years
+    assert dicom == ["0.0548 to 0.5", "45 to 70"]
     sites = subgroups_of(list(range(1, 13)) * 30)
     assert sites[1] == [str(i) for i in range(1, 13)] and sites[2]["bands"] == 0
     dates = subgroups_of(list(range(20190101, 20190131)), 4)[1]  # 6 significant figures named all four alike
@@ -41,8 +43,9 @@ def test_by_column_and_bands_are_parsed_and_checked(tmp_path):
     assert subgroup_column(str(tmp_path / "m.csv"), "age:4", None) == {
         "column": "age", "values": {"a.png": "40", "b.png": "50"}, "bands": 4}  # fmt: skip
     assert subgroup_column(str(tmp_path / "m.csv"), "age", None)["bands"] == 0
-    with pytest.raises(ConfigError, match="bands must be 2 or more"):
-        subgroup_column(str(tmp_path / "m.csv"), "age:1", None)
+    for bad in ("age:1", "age:0", "age:x"):
+        with pytest.raises(ConfigError, match="the bands after ':' must be a whole number, 2 or more"):
+            subgroup_column(str(tmp_path / "m.csv"), bad, None)
 
 
 def test_patients_whose_rows_disagree_on_the_column_are_counted_and_named():
@@ -63,3 +66,31 @@ def test_patients_whose_rows_disagree_on_the_column_are_counted_and_named():
     banded = subgroup_scores(y, p, p > 0.5, "binary", ["x"], patients, ages, "age", cfg, bands=4)
     assert "patients_in_several_groups" not in banded and banded["bands"] == 4 and len(banded["groups"]) == 4
     assert "age cut into 4 bands" in subgroup_text(banded) and "more than one subgroup" not in subgroup_text(banded)
+
+
+def test_spellings_of_one_value_are_one_group_and_unlisted_samples_a_group_apart():
+    """`F` and `f` were two subgroups (the largest gap was between M and f), site `1` and `01` two sites; samples
+    whose rows the manifest no longer holds went silently into (missing). Now one group per value, named as most
+    rows write it, and a group apart for unlisted samples; the text says both."""
+    from meddx.evaluation.subgroups import NOT_LISTED
+
+    groups, order, how = subgroups_of(["F", "f", "F", "M", "m", "m", None, NOT_LISTED])
+    assert order == ["F", "m", NOT_LISTED, MISSING] and how["merged_spellings"] == 2 and how["not_listed"] == 1
+    assert list(subgroups_of(["1", "01", "2"])[0]) == ["1", "1", "2"]
+    sub = {"column": "sex", "min_samples": 20, "groups": {}, **how}
+    assert "written differently" in subgroup_text(sub) and "1 sample(s) are no longer in the manifest" in (
+        subgroup_text(sub)
+    )
+    none = subgroups_of(["F", "M"] * 10, 4)[2]
+    assert "sex holds no numbers to cut into bands" in subgroup_text({"column": "sex", "min_samples": 20, **none})
+
+
+def test_subgroups_on_the_terminal():
+    from meddx.evaluation.summary import subgroup_lines
+
+    sub = {"column": "sex", "min_samples": 20, "bands": 0, "groups": {
+        "F": {"samples": 40, "figures": {"roc_auc": {"value": 0.9, "ci_low": 0.8, "ci_high": 0.95}}},
+        "M": {"samples": 5}}}  # fmt: skip
+    lines = subgroup_lines(sub).splitlines()
+    assert lines[0] == "subgroups by sex:" and lines[1] == "  F: 40 samples, ROC AUC 0.900 (0.800-0.950)"
+    assert lines[2] == "  M: 5 samples, too few to score" and lines[3].startswith("Fewer than two subgroups")

@@ -31,8 +31,11 @@ def test_training_volumes_at_another_depth_are_counted_and_warned_not_dropped(da
     assert check["resampled_examples"][0].split(" ~ ")[1].endswith("adrenalmnist3d.npz::train_images[0]")
     warning = overlap_warnings(check)["warning_resampled_copies"]
     assert warning.startswith(f"{check['resampled_volumes']} of {len(large.records)} volume(s)") and "test=" in warning
+    assert check["resampled_test"] >= 0.97 * (len(large.records) - trained)  # the run's own test cases, resampled
     unseen = [r for r in large.records if r.split == "test"]  # other patients: none of them looks like a training case
-    assert overlap_with_training(unseen, table, drop=True)[1]["resampled_volumes"] <= 0.01 * len(unseen)
+    test_only = overlap_with_training(unseen, table, drop=True)[1]
+    assert test_only["resampled_volumes"] <= 0.01 * len(unseen) and test_only["resampled_test"] >= 0.97 * len(unseen)
+    assert "test=FILE" not in overlap_warnings({**check, "resampled_volumes": 1}).get("warning_resampled_copies")
 
 
 def test_two_dimensional_data_is_not_decoded_for_the_volume_check(data_dir, monkeypatch):

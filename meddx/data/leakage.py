@@ -190,7 +190,9 @@ def overlap_with_training(
         near, unconfirmed = near_training(rest, hashes)
     found = same + near
     copies = {r.id for r, _ in found}  # their patients are counted only among the files kept
-    volumes = resampled_copies([r for r in records if r.id not in copies], list(seen.get("source", [])))
+    where = dict(zip(split_table["source"], split_table["split"])) if "source" in split_table else {}
+    volumes = resampled_copies([r for r in records if r.id not in copies], list(where))  # every split: best matches
+    volumes, test_volumes = [v for v in volumes if where[v[1]] != "test"], sum(where[b] == "test" for _, b in volumes)
     ids = {r.patient_id for r in records if r.id not in copies} if known and patients_known else set()
     patients = sorted(ids & set(seen["patient_id"].astype(str)))
     check = {
@@ -203,6 +205,7 @@ def overlap_with_training(
         "resampled_volumes": len(volumes),  # volumes like training ones at another depth or size: kept, and said
         "resampled_volume_rule": VOLUME_RULE if volumes else "",
         "resampled_examples": [f"{r.id} ~ {b}" for r, b in volumes[:5]],
+        "resampled_test": test_volumes,  # the run's own test volumes at another depth or size
         "examples": [f"{r.id} = {b}" for r, b in same[:5]] + [f"{r.id} ~ {b}" for r, b in near[:5]],
         "shared_patient_ids": len(patients),
         "same_as_test": sum(1 for h in sha1s.values() if h and h in tested),  # the run's own test images again

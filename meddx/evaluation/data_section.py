@@ -9,7 +9,7 @@ from meddx.data.records import SPLITS
 from meddx.run import PREDICTIONS, Run, read_json
 
 
-def _leakage_text(run: Run, split: str, info: dict) -> str:
+def leakage_text(run: Run, split: str, info: dict) -> str:
     """The leakage line: the training-time gate for the run's own splits; for new data, its check against the run's
     train and val images (predictions/<split>.leakage.json)."""
     if split in ("train", "val", "test"):
@@ -26,12 +26,17 @@ def _leakage_text(run: Run, split: str, info: dict) -> str:
         f"{check['files']} files of this data checked against the run's train and val images (SHA-1"
         + (f"; near duplicates: {rule}" if rule else "")
         + "): "
-        + (f"{check['dropped']} identical or near-identical ones left out" if check["dropped"] else "none found")
+        + (f"{check['dropped']} identical or near-identical ones left out" if check["dropped"] else "none left out")
     )
+    if check.get("resampled_volumes"):
+        text += f"; {check['resampled_volumes']} volume(s) look like its train/val volumes at another depth or size"
+        text += " (kept: likely copies, so these figures are optimistic)"
     if check["shared_patient_ids"]:
         text += f"; {check['shared_patient_ids']} patient id(s) also in training (ids may coincide across sources)"
     if check.get("same_as_test"):
         text += f"; {check['same_as_test']} are the run's own test images (these figures repeat part of its test)"
+    if check.get("resampled_test"):
+        text += f"; {check['resampled_test']} volume(s) look like the run's own test volumes at another depth or size"
     return text
 
 
@@ -57,7 +62,7 @@ def data_section(run: Run, result: dict, info: dict) -> dict:
         "origin": origin,
         "task": info["task"],
         "labels": result["labels"],
-        "leakage": _leakage_text(run, split, info),
+        "leakage": leakage_text(run, split, info),
         "notes": notes,
         "sizes": sizes,
         "size_rows": [[s, v["samples"], v["patients"]] for s, v in sizes.items()],

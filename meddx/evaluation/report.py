@@ -19,7 +19,7 @@ from meddx.evaluation.evaluation import decisions, evaluate_arrays
 from meddx.evaluation.plots import write_figures
 from meddx.evaluation.scores import competition_for
 from meddx.evaluation.sections import report_context
-from meddx.evaluation.subgroups import subgroup_scores
+from meddx.evaluation.subgroups import NOT_LISTED, subgroup_scores
 from meddx.run import PREDICTIONS, Run, read_json, split_suffix
 
 
@@ -102,7 +102,12 @@ def overlap_warnings(check: dict) -> dict:
             f"{volumes} of {check['files']} volume(s) of this data look like the run's train/val volumes at another "
             f"depth or size ({check['resampled_volume_rule']}; e.g. {check['resampled_examples'][0]}): the same cases "
             "resampled, most likely, so these figures are optimistic; kept in the figures, since a match cannot be "
-            "confirmed (evaluate on cases the model never saw, such as that file's test split: --data test=FILE)"
+            "confirmed"
+            + (
+                " (evaluate on cases the model never saw, such as that file's test split: --data test=FILE)"
+                if volumes > 0.1 * check["files"]
+                else ""
+            )
         )
     if shared := check.get("shared_patient_ids"):
         out["warning_shared_patients"] = (
@@ -145,7 +150,7 @@ def evaluate_run(
     suffix = split_suffix(name or split)  # the test split's report is the run's headline
     result["decision_curve"] = decision_curves(y, p, names)
     if groups:
-        values = [groups["values"].get(i) for i in run.predictions(split)["id"]]
+        values = [groups["values"].get(i, NOT_LISTED) for i in run.predictions(split)["id"]]
         pred = decisions(p, run.task, thresholds)
         result["subgroups"] = subgroup_scores(
             y, p, pred, run.task, names, patients, values, groups["column"], cfg, groups.get("bands", 0)

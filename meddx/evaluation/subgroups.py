@@ -10,21 +10,27 @@ import pandas as pd
 
 from meddx.config import EvaluateConfig
 from meddx.data.manifest import column_values
-from meddx.errors import ConfigError
+from meddx.errors import ConfigError, DataError
 from meddx.evaluation.intervals import score_with_intervals
 
 MIN_SAMPLES = 20  # fewer samples in a subgroup give intervals too wide to read
 MANY_VALUES = 8  # a numeric column of more distinct values (age in years) gets a hint to band it
 MISSING = "(missing)"
+NOT_LISTED = "(not in the manifest)"  # a sample whose row the manifest no longer holds (edited since the run)
 FIGURES = ("roc_auc", "pr_auc", "sensitivity", "specificity")
 
 
 def subgroup_column(table, by: str, image_column: str | None) -> dict:
     """What `--by COLUMN` or `--by COLUMN:N` asks for: the column's value per sample id, and N quantile bands for a
     numeric column (age:4), 0 for one subgroup per value."""
-    column, _, bands = by.rpartition(":") if re.fullmatch(r".+:\d+", by) else (by, "", "0")
-    if bands != "0" and int(bands) < 2:
-        raise ConfigError(f"--by {by}: bands must be 2 or more (age:4 for quartiles)")
+    column, sep, bands = by.rpartition(":")
+    if not sep:
+        return {"column": by, "values": column_values(table, by, image_column), "bands": 0}
+    try:  # a column whose name holds ':'
+        return {"column": by, "values": column_values(table, by, image_column), "bands": 0}
+    except DataError:
+        if not bands.isdigit() or int(bands) < 2:
+            raise ConfigError(f"--by {by}: the bands after ':' must be a whole number, 2 or more (age:4)") from None
     return {"column": column, "values": column_values(table, column, image_column), "bands": int(bands)}
 
 
@@ -60,25 +66,40 @@ def subgroup_scores(
 
 
 def subgroups_of(values: list, bands: int = 0) -> tuple[np.ndarray, list[str], dict]:
-    """Each sample's subgroup, the subgroups in order (missing last) and how they were made: with `bands`, numeric
-    values in that many quantile bands named by their range (`41 to 56`; ties may leave fewer), other text in groups of
-    its own; otherwise one group per value (numbers in numeric order)."""
+    """Each sample's subgroup, the subgroups in order (missing last) and how they were made. Spellings of one value
+    are one group (F and f, 1 and 01), named as most rows write it; samples the manifest no longer lists are a group
+    apart. With `bands`, numbers (90+ as 90, DICOM ages such as 045Y in years) fall in that many quantile bands named
+    by their range (`41 to 56`; ties may leave fewer), other text in groups of its own."""
     text = pd.Series(values, dtype=object).map(lambda v: "" if v is None or v != v else str(v).strip())
-    numbers = pd.to_numeric(text, errors="coerce").where(lambda x: np.isfinite(x))
-    groups = np.where(text == "", MISSING, text).astype(object)
-    how = {"bands": 0, "numeric_values": int(numbers.nunique()), "asked_bands": bands}
+    numbers = text.map(_number)
+    key = text.where(numbers.isna(), numbers.map(lambda v: f"{v:.10g}")).str.casefold()
+    named = text.groupby(key).agg(lambda spellings: spellings.value_counts().index[0])
+    groups = np.where(text == "", MISSING, key.map(named)).astype(object)
+    merged = int((text[text != ""].groupby(key).nunique() > 1).sum())
+    how = {"bands": 0, "numeric_values": int(numbers.nunique()), "asked_bands": bands, "merged_spellings": merged}
+    how["not_listed"] = int((text == NOT_LISTED).sum())
     if bands and numbers.notna().sum():
         cut = pd.qcut(numbers[numbers.notna()], bands, labels=False, duplicates="drop")
-        names = {b: _band_name(numbers[cut.index[cut == b]]) for b in sorted(set(cut))}
+        for digits in (3, 6, 10):  # as short as keeps the bands' names apart
+            names = {b: _band_name(numbers[cut.index[cut == b]], digits) for b in sorted(set(cut))}
+            if len(set(names.values())) == len(names):
+                break
         if len(set(names.values())) >= 2:
             groups[cut.index] = [names[b] for b in cut]
-            how.update(bands=len(names), other_values=int((text != "").sum() - len(cut)))
-    order = _in_order(groups, numbers)
-    return groups, order, how
+            how.update(bands=len(names), other_values=int((text != "").sum() - len(cut) - how["not_listed"]))
+    return groups, _in_order(groups, numbers), how
 
 
-def _band_name(values: pd.Series) -> str:
-    lo, hi = f"{values.min():.10g}", f"{values.max():.10g}"
+def _number(text: str) -> float:
+    """A value as a number: 45, 45.5, 90+ (as 90), a DICOM age string (045Y, 006M, 010W, 020D, in years); else NaN."""
+    if m := re.fullmatch(r"(\d+)([DWMY])", text):
+        return int(m.group(1)) / {"D": 365.25, "W": 52.1775, "M": 12, "Y": 1}[m.group(2)]
+    value = pd.to_numeric(text.removesuffix("+").strip(), errors="coerce") if text else np.nan
+    return float(value) if np.isfinite(value) else np.nan
+
+
+def _band_name(values: pd.Series, digits: int) -> str:
+    lo, hi = (f"{v:.0f}" if float(v).is_integer() else f"{v:.{digits}g}" for v in (values.min(), values.max()))
     return lo if lo == hi else f"{lo} to {hi}"
 
 
@@ -88,7 +109,7 @@ def _in_order(groups: np.ndarray, numbers: pd.Series) -> list[str]:
 
     def key(g: str) -> tuple:
         v = first.get(g, np.nan)
-        return (g == MISSING, v != v, 0.0 if v != v else v, g)
+        return (g == MISSING, g == NOT_LISTED, v != v, 0.0 if v != v else v, g)
 
     return sorted(set(groups), key=key)
 
@@ -104,6 +125,8 @@ def subgroup_text(sub: dict) -> str:
         )
         other = f"; {sub['other_values']} non-numeric value(s) in groups of their own" if sub["other_values"] else ""
         how = f"{column} cut into {sub['bands']} bands of about equal size{fewer}{other}. "
+    elif sub.get("asked_bands") and not sub.get("numeric_values"):
+        how = f"{column} holds no numbers to cut into bands: one subgroup per value. "
     elif sub.get("asked_bands"):
         how = f"{column}: ties (or too few numbers) leave fewer than 2 bands, so one subgroup per value. "
     elif sub.get("numeric_values", 0) > MANY_VALUES:
@@ -118,6 +141,10 @@ def subgroup_text(sub: dict) -> str:
         if shared
         else ""
     )
+    if sub.get("merged_spellings"):
+        how += "Values written differently (case, leading zeros) are one subgroup. "
+    if sub.get("not_listed"):
+        how += f"{sub['not_listed']} sample(s) are no longer in the manifest (edited since?): a group apart. "
     return how + _gap_text(sub) + note
 
 

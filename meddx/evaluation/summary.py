@@ -6,8 +6,11 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from meddx.data.records import SPLITS
+from meddx.evaluation.data_section import leakage_text
 from meddx.evaluation.scores import COMPETITIONS
 from meddx.evaluation.sections import fmt, warnings_of
+from meddx.evaluation.subgroups import subgroup_text
 from meddx.run import DATA, PREDICTIONS, Run, read_json, split_suffix
 
 
@@ -61,6 +64,10 @@ def print_summary(run: Run | None, split: str = "test", console: Console | None 
     source = source or read_json(run.path / DATA)  # the run's own splits: how its data was read (copies dropped...)
     for note in source.get("notes") or []:
         console.print(f"note: {note}", markup=False, highlight=False)
+    if metrics["split"] not in SPLITS:  # new data: what its check against the training images found
+        console.print(f"leakage check: {leakage_text(run, metrics['split'], {})}", markup=False, highlight=False)
+    if sub := metrics.get("subgroups"):
+        console.print(subgroup_lines(sub), markup=False, highlight=False)
     for w in warnings_of(metrics):
         console.print(f"[bold red]WARNING:[/] {w}", markup=True, highlight=False)
     for name, competition in COMPETITIONS.items():
@@ -70,3 +77,12 @@ def print_summary(run: Run | None, split: str = "test", console: Console | None 
     console.print(
         f"run folder: {run.path}\nreport: {run.path / f'report{suffix}.html'} (and report{suffix}.md)", highlight=False
     )
+
+
+def subgroup_lines(sub: dict) -> str:
+    """Subgroups for a terminal: each group's samples and ROC AUC with its interval, then the gap in words."""
+    lines = [f"subgroups by {sub['column']}:"]
+    for name, group in sub["groups"].items():
+        auc = group.get("figures", {}).get("roc_auc")
+        lines.append(f"  {name}: {group['samples']} samples, " + (f"ROC AUC {fmt(auc)}" if auc else "too few to score"))
+    return "\n".join([*lines, subgroup_text(sub)])
