@@ -140,6 +140,18 @@ def test_a_csv_that_does_not_decode_is_one_line_for_predict_too(tmp_path):
         expand_inputs([tmp_path / "w.csv"])
 
 
+def test_predict_keeps_files_of_several_folders_apart(tmp_path):
+    """`meddx predict RUN pf scans` gave two rows the id `IM-0115-0001.jpeg`; of several folders, ids keep theirs."""
+    from meddx.serve.batch import expand_inputs
+
+    _pngs(tmp_path / "pf", ["x.png"])
+    _pngs(tmp_path / "scans" / "HC", ["x.png"])
+    one = expand_inputs([tmp_path / "scans"])
+    assert [i for i, _ in one] == ["HC/x.png"]  # one folder: ids relative to it, as `evaluate --data` names them
+    two = expand_inputs([tmp_path / "pf", tmp_path / "scans"])
+    assert [i for i, _ in two] == [f"{tmp_path}/pf/x.png", f"{tmp_path}/scans/HC/x.png"]
+
+
 def test_class_folders_beside_a_stray_csv_stay_class_folders(tmp_path):
     """`test/{NORMAL,PNEUMONIA}` beside `metadata.csv` (filename,sex) trained on sex; `images/{HC,PD}` beside a BIDS
     `participants.tsv` lost its hint. A CSV is the manifest only beside one folder of files."""

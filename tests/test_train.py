@@ -93,7 +93,9 @@ def test_predict_takes_folders_and_csvs_and_gives_decisions(datscan_run, data_di
     proc = run_cli("predict", str(datscan_run.path), str(tmp_path / "scans"), "--json")
     assert proc.returncode == 1 and "1 of 5 file(s) could not be read" in proc.stderr
     rows = {r["id"]: r for r in json.loads(proc.stdout)}
-    assert "broken.png" in rows["HC/broken.png"]["error"]
+    assert "broken.png" in rows["HC/broken.png"]["error"] and "upload" not in rows["HC/broken.png"]["error"]  # a file
+    gone = meddx.predict(datscan_run.path, [tmp_path / "gone.png"])["error"][0]
+    assert gone == f"{tmp_path / 'gone.png'}: file not found (looked at {tmp_path / 'gone.png'})"
     for _, s in saved.iterrows():
         row = rows[str(Path(s["id"]).relative_to("train"))]
         assert row["p_PD"] == pytest.approx(s["p_PD"], abs=1e-5) and row["operating_point"] == "Youden's J"

@@ -4,6 +4,7 @@ own row instead of stopping the batch."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -17,14 +18,17 @@ from meddx.serve.predictor import Predictor
 
 def expand_inputs(inputs: list[str | Path]) -> list[tuple[str, Path]]:
     """(id, path) per scan: a file as given; a folder's images with ids relative to it (`HC/case0.png`, as
-    `meddx evaluate --data` names them); a CSV's image column, relative to the CSV's folder."""
+    `meddx evaluate --data` names them; of several folders, with the folder as given in front); a CSV's image
+    column, relative to the CSV's folder."""
     items: list[tuple[str, Path]] = []
+    folders = [Path(i) for i in inputs if Path(i).is_dir()]
     for given in map(Path, inputs):
         if given.is_dir():
             files = sorted(p for p in given.rglob("*") if p.is_file() and p.suffix.lower() in READABLE_EXTENSIONS)
             if not files:
                 raise DataError(f"{given}: no image files inside")
-            items += [(str(p.relative_to(given)), p) for p in files]
+            named = given if len(folders) > 1 else Path()  # several folders: ids keep theirs (a/x.png, b/x.png)
+            items += [((named / p.relative_to(given)).as_posix(), p) for p in files]
         elif given.suffix.lower() in (".csv", ".tsv"):
             table = read_table(given)
             column = image_column(table, None, str(given))[0]
@@ -43,10 +47,11 @@ def predict_files(path: str | Path, inputs: list[str | Path]) -> pd.DataFrame:
         row: dict = {"id": scan_id}
         try:
             if not file.is_file():
-                raise DataError(f"{file}: file not found")
+                raise DataError(f"file not found (looked at {file.resolve()})")
             out = predictor.predict(file.read_bytes())
-        except MeddxError as e:
-            rows.append({**row, "error": f"{file}: {str(e).removeprefix('upload: ')}"})
+        except MeddxError as e:  # the service's wording ('NPY upload: ...') named for a file
+            said = re.sub(r"^(?:[A-Z0-9]+ )?upload:? *", "", str(e)).replace("'upload'", f"'{file.name}'")
+            rows.append({**row, "error": f"{file}: {said}"})
             continue
         row.update({f"p_{n}": round(p, 6) for n, p in out["probabilities"].items()})
         positive = [n for n, d in out["decisions"].items() if d]
