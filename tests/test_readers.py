@@ -324,6 +324,8 @@ def test_one_split_of_an_npz_is_read_when_named(data_dir):
     assert len(read_dataset(DataConfig(path={"valid": npz})).records) == 270
     with pytest.raises(DataError, match="an .npz holds its own splits"):
         read_dataset(DataConfig(path={"train": npz, "test": npz}))
+    with pytest.raises(DataError, match=r"^tset=\S+subsetB.npz: an .npz holds its own splits"):  # as typed, not a dict
+        read_dataset(DataConfig(path={"tset": npz}))
 
 
 def test_an_npz_with_one_stray_label_is_one_line(data_dir, tmp_path):

@@ -192,7 +192,8 @@ def _npz_split(cfg: DataConfig, path: dict) -> DataSet:
     (alias, file), *more = path.items()
     split = SPLIT_ALIASES.get(alias.lower(), alias)
     if more or split not in ("train", "val", "test"):
-        raise DataError(f"{path}: an .npz holds its own splits; give the file, or one of train=, val=, test= FILE.npz")
+        given = " ".join(f"{k}={v}" for k, v in path.items())
+        raise DataError(f"{given}: an .npz holds its own splits; give the file, or one of train=, val=, test= FILE.npz")
     ds = read_dataset(cfg.model_copy(update={"path": str(file), "format": "medmnist"}))
     ds.records = [r for r in ds.records if r.split == split]
     if not ds.records:

@@ -139,7 +139,7 @@ def calibration_figure(calibration: dict, names, path: Path, split: str = "test"
 
 def histogram_figure(y, p, names, thresholds, path: Path, split: str = "test") -> Path:
     key = "blue negative, orange positive" + (", red the threshold" if thresholds is not None else "")
-    fig, axes = _grid(len(names), f"Scores by true label ({split}): {key}")  # a legend per panel hid bars
+    fig, axes = _grid(len(names), f"Scores by true label ({split})\n{key}")  # a legend per panel hid bars
     bins = np.linspace(0, 1, 26)
     for j, (ax, n) in enumerate(zip(axes, names[:MAX_PANELS])):
         ax.hist(p[y[:, j] == 0, j], bins=bins, alpha=0.6, color="tab:blue")  # NaN: neither
@@ -157,7 +157,7 @@ def _counts(ax, cm: np.ndarray) -> None:
         ax.text(b, a, str(v), ha="center", va="center", fontsize=11, color="white" if v > top / 2 else "black")
 
 
-def confusion_figure(y, pred, names, task, path: Path, split: str = "test") -> Path:
+def confusion_figure(y, pred, names, task, path: Path, split: str = "test", negative: str | None = None) -> Path:
     if task == "multiclass":
         k = len(names)
         cm = np.zeros((k, k), dtype=int)
@@ -176,6 +176,7 @@ def confusion_figure(y, pred, names, task, path: Path, split: str = "test") -> P
         _counts(ax, cm)
         return _save(fig, path)
     fig, axes = _grid(len(names), f"Confusion at the operating point ({split})")
+    ticks = [negative, names[0]] if task == "binary" and negative else ["neg", "pos"]  # a binary run's two classes
     for j, (ax, n) in enumerate(zip(axes, names[:MAX_PANELS])):
         k = ~np.isnan(y[:, j])
         t, d = y[k, j].astype(int), pred[k, j].astype(int)
@@ -186,8 +187,8 @@ def confusion_figure(y, pred, names, task, path: Path, split: str = "test") -> P
             title=_title(n),
             xticks=[0, 1],
             yticks=[0, 1],
-            xticklabels=["neg", "pos"],
-            yticklabels=["neg", "pos"],
+            xticklabels=ticks,
+            yticklabels=ticks,
             xlabel="predicted",
             ylabel="true",
         )
@@ -220,9 +221,11 @@ def write_figures(
     patients=None,
     aucs: dict | None = None,
     split: str = "test",
+    negative: str | None = None,
 ) -> dict[str, Path]:
     """All figures of one evaluation into folder; returns name -> path. Unknown labels (NaN) count as neither class
-    (drawn as negatives where a figure needs every sample: the confusion matrix and histograms leave them out)."""
+    (drawn as negatives where a figure needs every sample: the confusion matrix and histograms leave them out);
+    `negative`: a binary run's other class, for the confusion matrix's axes."""
     folder.mkdir(parents=True, exist_ok=True)
     y = np.where(np.isnan(y), np.nan, (np.nan_to_num(y) >= 0.5).astype(np.float64))
     extra = {"decision": decision_figure(curves, names, folder / "decision.png", split)} if curves else {}
@@ -231,7 +234,7 @@ def write_figures(
         "pr": pr_figure(y, p, names, folder / "pr.png", split),
         "calibration": calibration_figure(calibration, names, folder / "calibration.png", split),
         "histograms": histogram_figure(y, p, names, thresholds, folder / "histograms.png", split),
-        "confusion": confusion_figure(y, pred, names, task, folder / "confusion.png", split),
+        "confusion": confusion_figure(y, pred, names, task, folder / "confusion.png", split, negative),
     } | extra
 
 

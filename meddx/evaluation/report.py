@@ -168,6 +168,7 @@ def evaluate_run(
         patients,
         {n: m["roc_auc"] for n, m in result["model"]["per_label"].items()},
         split,
+        run.negative_class,
     )
     write_text(run.path / f"metrics{suffix}.json", json.dumps(result, indent=2))
     context = report_context(run, result, figures)
