@@ -223,7 +223,7 @@ def test_repeated_rows_are_dropped_and_conflicting_ones_refused(scans):
     conflict = _csv(scans, "\n".join([*rows, f"{path},{patient},{1 - int(label)}"]) + "\n")
     _assert_clean_error(
         _train(conflict, "--patient-column", "patient", "--label-columns", "label"),
-        "bad.csv row 8", "also on row 2 with other labels", "([0.0] there, [1.0] here)",
+        "bad.csv row 8", "also on row 2 with other labels", "(label=0 there, label=1 here)",
     )  # fmt: skip
 
 

@@ -94,3 +94,11 @@ def test_subgroups_on_the_terminal():
     lines = subgroup_lines(sub).splitlines()
     assert lines[0] == "subgroups by sex:" and lines[1] == "  F: 40 samples, ROC AUC 0.900 (0.800-0.950)"
     assert lines[2] == "  M: 5 samples, too few to score" and lines[3].startswith("Fewer than two subgroups")
+
+
+def test_a_column_of_one_value_per_sample_is_said_to_group_nothing():
+    """`--by image` made 300 one-row subgroups with no word."""
+    sub = {"column": "image", "min_samples": 20, "groups": {f"x{i}.png": {"samples": 1} for i in range(300)}}
+    assert "image holds nearly one value per sample (300 for 300): no groups to compare" in subgroup_text(sub)
+    sex = {"column": "sex", "min_samples": 20, "groups": {"F": {"samples": 150}, "M": {"samples": 150}}}
+    assert "one value per sample" not in subgroup_text(sex)

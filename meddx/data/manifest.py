@@ -272,7 +272,7 @@ def read_csv_manifest(
     if not pat_col and not regex:
         guessed, note = assign_guessed_patients(records, origin, guess=guess_patients)
         notes.append(note)
-    records, repeated = drop_repeated_rows(records)
+    records, repeated = drop_repeated_rows(records, label_names, classes)
     notes += repeated
     return DataSet(records, label_names, task, origin=origin, notes=notes, patients_guessed=guessed, classes=classes)
 

@@ -54,7 +54,9 @@ def _inside(base: Path, image: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
-def drop_repeated_rows(records: list[Record]) -> tuple[list[Record], list[str]]:
+def drop_repeated_rows(
+    records: list[Record], names: list[str] | None = None, classes: list[str] | None = None
+) -> tuple[list[Record], list[str]]:
     """Rows naming an image already listed for the same split: dropped (with a note) when they say the same; a
     DataError naming both rows when they give it other labels or another patient (one image, one truth). An image in
     two official splits is left to the leakage gate."""
@@ -71,7 +73,8 @@ def drop_repeated_rows(records: list[Record]) -> tuple[list[Record], list[str]]:
             if not same:
                 there = seen.row.removeprefix(r.row.rsplit(" row ", 1)[0] + " ")  # "row 2" within one file
                 raise DataError(
-                    f"{r.row}: {r.id} is also on {there} with other {what} ({_show(a)} there, {_show(b)} here)"
+                    f"{r.row}: {r.id} is also on {there} with other {what} "
+                    f"({_show(a, names, classes)} there, {_show(b, names, classes)} here)"
                 )
         dropped.append(r.row)
     shown = ", ".join(dropped[:3]) + (", ..." if len(dropped) > 3 else "")
@@ -79,5 +82,14 @@ def drop_repeated_rows(records: list[Record]) -> tuple[list[Record], list[str]]:
     return kept, [note] if dropped else []
 
 
-def _show(value) -> str:
-    return str(np.asarray(value).tolist()) if isinstance(value, np.ndarray) else repr(value)
+def _show(value, names: list[str] | None = None, classes: list[str] | None = None) -> str:
+    """A label vector as its class ('PNEUMONIA', the other class of a binary set, or the labels set to 1)."""
+    if not isinstance(value, np.ndarray):
+        return repr(value)
+    if not names or len(names) != len(value) or np.isnan(value).any():
+        return str(np.asarray(value).tolist())
+    on = [n for n, v in zip(names, value) if v >= 0.5]
+    other = [c for c in classes or [] if c not in names]
+    if len(names) == 1:
+        return f"'{on[0] if on else other[0]}'" if len(other) == 1 else f"{names[0]}={int(value[0] >= 0.5)}"
+    return "'" + ", ".join(on) + "'" if on else "none of the labels"

@@ -141,6 +141,10 @@ def subgroup_text(sub: dict) -> str:
         if shared
         else ""
     )
+    groups = sub.get("groups", {})
+    total = sum(g["samples"] for g in groups.values())
+    if total >= 2 * MIN_SAMPLES and len(groups) > total / 2:
+        how += f"{column} holds nearly one value per sample ({len(groups)} for {total}): no groups to compare. "
     if sub.get("merged_spellings"):
         how += "Values written differently (case, leading zeros) are one subgroup. "
     if sub.get("not_listed"):
