@@ -24,11 +24,11 @@ def subgroup_column(table, by: str, image_column: str | None) -> dict:
     """What `--by COLUMN` or `--by COLUMN:N` asks for: the column's value per sample id, and N quantile bands for a
     numeric column (age:4), 0 for one subgroup per value."""
     column, sep, bands = by.rpartition(":")
-    if not sep:
-        return {"column": by, "values": column_values(table, by, image_column), "bands": 0}
-    try:  # a column whose name holds ':'
+    try:  # the column as named (its name may hold ':')
         return {"column": by, "values": column_values(table, by, image_column), "bands": 0}
     except DataError:
+        if not sep:
+            raise
         if not bands.isdigit() or int(bands) < 2:
             raise ConfigError(f"--by {by}: the bands after ':' must be a whole number, 2 or more (age:4)") from None
     return {"column": column, "values": column_values(table, column, image_column), "bands": int(bands)}

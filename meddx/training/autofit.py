@@ -98,7 +98,7 @@ def train_members(cfg: RunConfig, choose: Chooser | None = None) -> tuple | None
     may_add = plan is not None and bool(plan.pilot.get("seconds_per_epoch")) and _planned_size(cfg, plan, distributed)
     if k == 1:
         run = fit(planned, data, plan)
-        if run is None or not (may_add and cfg.plan.max_ensemble > 1 and _fits_again(run, deadline)):
+        if run is None or not (may_add and cfg.plan.max_ensemble > 1 and _fits_again([run], deadline)):
             return ([run], None, planned, plan) if run is not None else None
         why = "1 planned at full epochs; early stopping left time for a second seed"
         Planner(cfg, plan).choose("train.ensemble", 2, why, "budget")  # planned from here on: a kill resumes both
@@ -152,10 +152,10 @@ def _planned_members(planned: RunConfig, base: Path, data: RunDataModule, plan: 
     return members
 
 
-def _fits_again(run: Run | list[Run], deadline: float) -> bool:
-    """Whether another model as slow as `run` (or the slowest of several; early stopping included) ends before
-    `deadline` (time.monotonic)."""
-    slowest = max((r.training.get("seconds") or float("inf")) for r in (run if isinstance(run, list) else [run]))
+def _fits_again(runs: list[Run], deadline: float) -> bool:
+    """Whether another model as slow as the slowest of `runs` (early stopping included) ends before `deadline`
+    (time.monotonic)."""
+    slowest = max((r.training.get("seconds") or float("inf")) for r in runs)
     return time.monotonic() + slowest < deadline
 
 
