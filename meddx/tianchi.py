@@ -14,10 +14,11 @@ from meddx.atomic import write_text
 from meddx.data.reports import SEP, read_tianchi
 from meddx.errors import ConfigError, DataError
 from meddx.evaluation import metrics as M
+from meddx.evaluation.calibration import apply_platt, fit_platt
 from meddx.evaluation.ensemble import greedy_weights
 from meddx.evaluation.scores import Competition, pooled_scores, register_competition
 from meddx.run import Run
-from meddx.training.cv import CV, read_oof
+from meddx.training.cv import CV, OOF, read_oof
 
 REGION_SHARE = 0.6  # round 2: score = 0.6 x (1 - region mlogloss) + 0.4 x (1 - type mlogloss)
 
@@ -72,9 +73,9 @@ def predict_file(source: str | Path, data: str | Path) -> tuple[list[str], np.nd
     return [r.id for r in records], np.mean([r.predict_proba(records) for r in runs], axis=0)
 
 
-def _oof_matrices(sources: list[str | Path]) -> tuple[np.ndarray, list[np.ndarray]]:
-    """The truth and each CV folder's out-of-fold probabilities, rows aligned by report id (the folders must cover
-    the same reports)."""
+def _oof_matrices(sources: list[str | Path]) -> tuple[np.ndarray, list[np.ndarray], np.ndarray, list[str]]:
+    """The truth, each CV folder's out-of-fold probabilities (rows aligned by report id: the folders must cover the
+    same reports), each row's fold and the label names."""
     frames = [read_oof(src)[0].sort_values("id", ignore_index=True) for src in sources]
     for src, f in zip(sources[1:], frames[1:]):
         if not f["id"].equals(frames[0]["id"]):
@@ -82,22 +83,63 @@ def _oof_matrices(sources: list[str | Path]) -> tuple[np.ndarray, list[np.ndarra
                 f"{src}: its out-of-fold reports differ from {sources[0]}'s; blend CV runs of the same data"
             )
     names = [c[2:] for c in frames[0].columns if c.startswith("p_")]
-    return frames[0][names].to_numpy(np.float64), [f[[f"p_{n}" for n in names]].to_numpy(np.float64) for f in frames]
+    probs = [f[[f"p_{n}" for n in names]].to_numpy(np.float64) for f in frames]
+    return frames[0][names].to_numpy(np.float64), probs, frames[0]["fold"].to_numpy(), names
+
+
+def label_groups(names: list[str]) -> list[np.ndarray]:
+    """The label columns calibrated together: round 2's regions and types apart, else all in one group."""
+    types = np.array([n.startswith("type_") for n in names])
+    return [~types, types] if types.any() and not types.all() else [np.ones(len(names), bool)]
+
+
+def calibrate_oof(y: np.ndarray, p: np.ndarray, folds: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
+    """Cross-fitted Platt scaling: fold k's out-of-fold probabilities scaled by slopes fitted on the other folds."""
+    out = p.copy()
+    for k in np.unique(folds):
+        rows = folds == k
+        out[rows] = apply_platt(p[rows], groups, fit_platt(y[~rows], p[~rows], groups))
+    return out
 
 
 def blend_weights(sources: list[str | Path]) -> list[float]:
     """Weights for blending `meddx cv` folders, chosen by greedy ensemble selection on their out-of-fold predictions
     (the competition's test set stays unseen)."""
-    y, probs = _oof_matrices(sources)
+    y, probs, _, _ = _oof_matrices(sources)
     return greedy_weights(probs, y, "multilabel").tolist()
 
 
-def blend_oof(sources: list[str | Path]) -> tuple[list[float], list[float], float]:
-    """Out-of-fold blend weights of CV folders, each folder's own out-of-fold mlogloss, and the blend's."""
-    y, probs = _oof_matrices(sources)
+def blend_oof(sources: list[str | Path]) -> dict:
+    """Out-of-fold blend of CV folders: weights, each folder's own out-of-fold score and mlogloss, the blend's, and the
+    blend's after Platt scaling (cross-fitted: fold k scaled by slopes fitted on the other folds)."""
+    y, probs, folds, names = _oof_matrices(sources)
     weights = greedy_weights(probs, y, "multilabel").tolist()
     blended = sum(w * p for w, p in zip(weights, probs))
-    return weights, [M.mlogloss(y, p) for p in probs], M.mlogloss(y, blended)
+    groups = label_groups(names)
+    calibrated = calibrate_oof(y, blended, folds, groups)
+    return {
+        "weights": weights,
+        "folders": [competition_score(y, p, names) for p in probs],
+        "blend": competition_score(y, blended, names),
+        "calibrated": competition_score(y, calibrated, names),
+        "platt": fit_platt(y, blended, groups),
+    }
+
+
+def competition_score(y: np.ndarray, p: np.ndarray, names: list[str]) -> dict:
+    """mlogloss and the competition's score (round 2: 0.6 x regions + 0.4 x types)."""
+    groups = label_groups(names)
+    losses = [M.mlogloss(y[:, g], p[:, g]) for g in groups]
+    score = 1 - losses[0] if len(groups) == 1 else REGION_SHARE * (1 - losses[0]) + (1 - REGION_SHARE) * (1 - losses[1])
+    return {"mlogloss": M.mlogloss(y, p), "score": score}
+
+
+def oof_platt(sources: list[str | Path], weights: list[float]) -> tuple[list[np.ndarray], list[list[float]]]:
+    """The label groups and their Platt slopes and intercepts for a blend with `weights`, fitted on the CV folders'
+    out-of-fold predictions."""
+    y, probs, _, names = _oof_matrices(sources)
+    groups = label_groups(names)
+    return groups, fit_platt(y, sum(w * p for w, p in zip(weights, probs)), groups)
 
 
 def blend_file(
@@ -105,6 +147,13 @@ def blend_file(
 ) -> tuple[list[str], np.ndarray]:
     """Report ids and probabilities of run or CV folders blended with weights "equal", "oof" (blend_weights) or
     given."""
+    w = resolve_weights(sources, weights)
+    parts = [predict_file(s, data) for s in sources]
+    return parts[0][0], sum(wi * p for wi, (_, p) in zip(w, parts))
+
+
+def resolve_weights(sources: list[str | Path], weights: str | list[float]) -> list[float]:
+    """Blend weights: "equal", "oof" (`blend_weights`) or the given numbers, normalised to sum 1."""
     if isinstance(weights, str) and weights not in ("equal", "oof"):
         raise ConfigError(f"blend weights '{weights}' unknown; use 'equal' or 'oof'")
     w = (
@@ -114,8 +163,7 @@ def blend_file(
     )
     if len(w) != len(sources):
         raise ConfigError(f"{len(w)} blend weights for {len(sources)} folders")
-    parts = [predict_file(s, data) for s in sources]
-    return parts[0][0], sum(wi * p for wi, (_, p) in zip(w, parts))
+    return w
 
 
 def write_submission(ids: list[str], probs: np.ndarray, path: str | Path) -> Path:
@@ -131,10 +179,18 @@ def submit(
     data: str | Path,
     output: str | Path = "submission.csv",
     weights: str | list[float] = "equal",
+    calibrate: bool | None = None,
 ) -> Path:
     """A submission for a `|,|` test file, checked before returning, from a run or CV folder (fold ensemble), or several
-    blended with weights "equal", "oof" (chosen on the CV folders' out-of-fold predictions) or given."""
-    ids, probs = blend_file(source if isinstance(source, list) else [source], data, weights)
+    blended with weights "equal", "oof" (chosen on the CV folders' out-of-fold predictions) or given; `calibrate`
+    (default: when every source is a CV folder) applies Platt slopes fitted on the blend's out-of-fold predictions."""
+    sources = source if isinstance(source, list) else [source]
+    w = resolve_weights(sources, weights)
+    ids, probs = blend_file(sources, data, w)
+    if calibrate is None:
+        calibrate = all((Path(s) / OOF).is_file() for s in sources)
+    if calibrate:
+        probs = apply_platt(probs, *oof_platt(sources, w))
     path = write_submission(ids, probs, output)
     problems = check_submission(path, data, probs.shape[1])
     if problems:

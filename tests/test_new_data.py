@@ -277,8 +277,9 @@ def test_a_class_the_run_never_learnt_is_named_with_its_rows(tmp_path):
     run = SimpleNamespace(path=tmp_path, config=RunConfig(data=DataConfig(path="t.csv")), task="binary",
                           label_names=["PNEUMONIA"])  # fmt: skip
     with pytest.raises(DataError, match=r"\['COVID'\] are not the run's \(NORMAL, PNEUMONIA\): 1 sample\(s\), e\.g\. "
-                                        r".*ext.csv row 4; leave them out"):  # fmt: skip
+                                        r".*ext.csv row 4; leave them out") as caught:  # fmt: skip
         read_external(run, {"path": str(tmp_path / "ext.csv")})
+    assert "where the run has" not in str(caught.value)  # 3 classes against 1 label: no pairwise detail
 
 
 def test_recorded_classes_do_not_change_data_of_other_names(tmp_path):

@@ -128,3 +128,40 @@ def test_a_planned_run_chooses_on_val_and_keeps_the_winners_seeds(data_dir, tmp_
     choice = next(c for c in run.plan["choices"] if c["field"] == "model.tta")
     assert choice["source"] == "validation" and choice["value"] == (tta["chosen"] == "on") == run.config.model.tta
     assert "Test-time augmentation, judged on val" in report and "forward passes per image" in report
+
+
+@pytest.mark.slow
+def test_a_search_on_a_busy_machine_skips_candidates_that_would_pass_the_budget(data_dir, tmp_path, monkeypatch):
+    """The search trained two seeds of every candidate however busy the machine had become since the pilot; now a
+    candidate not yet begun is skipped when its seeds, slowed like the ones before, would end past the budget, and
+    plan.json says so (a resumed search does not train it)."""
+    import time
+
+    npz = need(data_dir, "medmnist/breastmnist.npz")
+    monkeypatch.setattr(search_module, "target_epochs", lambda steps: 2)
+    monkeypatch.setattr(search_module, "MIN_EPOCHS", 2)
+    lost, real_clock, real_fit = [0.0], time.monotonic, search_module.fit
+
+    def busy_fit(*args, **kwargs):  # each member leaves the clock 15 minutes further on: others now share the cores
+        run = real_fit(*args, **kwargs)
+        lost[0] += 900.0
+        return run
+
+    monkeypatch.setattr(search_module, "fit", busy_fit)
+    monkeypatch.setattr(time, "monotonic", lambda: real_clock() + lost[0])
+    run = meddx.train(
+        {
+            "data": {"path": str(npz)},
+            "output_dir": str(tmp_path),
+            "name": "busy-search",
+            "plan": {"budget_minutes": 30, "max_ensemble": 3},
+            "train": {"progress_bar": False},
+            "evaluate": {"bootstrap": 0},
+        }
+    )
+    sel = run.plan["selection"]
+    assert sel["chosen"] == "small_cnn 28 px" and "the others were skipped" in sel["reason"]
+    assert list(sel["candidates"]) == ["small_cnn 28 px"]
+    assert any(s.startswith("small_cnn_wide 28 px (the machine ran slower") for s in sel["skipped"])
+    assert sorted(p.name for p in (run.path / "members").iterdir()) == ["small_cnn28px-seed0", "small_cnn28px-seed1"]
+    assert json.loads((run.path / "plan.json").read_text())["selection"]["candidates"] == sel["candidates"]

@@ -102,3 +102,20 @@ def test_a_column_of_one_value_per_sample_is_said_to_group_nothing():
     assert "image holds nearly one value per sample (300 for 300): no groups to compare" in subgroup_text(sub)
     sex = {"column": "sex", "min_samples": 20, "groups": {"F": {"samples": 150}, "M": {"samples": 150}}}
     assert "one value per sample" not in subgroup_text(sex)
+
+
+def test_ages_outside_0_to_125_years_are_counted_and_named():
+    """Ages of -5 or 250 were banded with the others without a word; an age column's values outside 0-125 years are
+    now counted and the text asks to check them. A column not named like an age (stage) is never checked."""
+    rng = np.random.default_rng(1)
+    n = 120
+    y = (rng.random((n, 1)) < 0.5).astype(float)
+    p = rng.random((n, 1))
+    ages = np.array([str(a) for a in rng.integers(20, 90, n)], dtype=object)
+    ages[:3] = ["-5", "250", "045Y"]  # two typing errors; a DICOM age is 45 years
+    cfg, patients = EvaluateConfig(bootstrap=0), [f"p{i}" for i in range(n)]
+    out = subgroup_scores(y, p, p > 0.5, "binary", ["x"], patients, ages, "Patient Age", cfg, bands=3)
+    assert out["implausible_ages"] == 2
+    assert "2 value(s) of Patient Age lie outside 0-125 years" in subgroup_text(out)
+    stage = subgroup_scores(y, p, p > 0.5, "binary", ["x"], patients, ages, "stage", cfg, bands=3)
+    assert "implausible_ages" not in stage and "outside 0-125" not in subgroup_text(stage)

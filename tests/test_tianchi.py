@@ -221,3 +221,28 @@ def test_round2_submissions_check_without_a_flag(tmp_path):
     assert check_submission(sub, test) == ["line 3: 17 probabilities, expected 29"]
     sub.write_text("\n".join(ln.rsplit(" ", 9)[0] for ln in lines) + "\n")  # 20: neither round
     assert check_submission(sub, test) == ["line 1: 20 probabilities; a submission has 17 (round 1) or 29 (round 2)"]
+
+
+def test_platt_scaling_softens_an_overconfident_blend_per_label_group_and_never_sees_its_own_fold():
+    """mlogloss punishes a model sure of itself too often; slopes fitted out of fold (round 2: regions and types
+    apart) soften it. Fold k's scaled probabilities depend on the other folds' labels only."""
+    from meddx.evaluation.calibration import apply_platt, fit_platt
+    from meddx.tianchi import calibrate_oof, label_groups
+
+    rng = np.random.default_rng(0)
+    names = [f"region_{i}" for i in range(3)] + [f"type_{i}" for i in range(2)]
+    groups = label_groups(names)
+    assert [g.tolist() for g in groups] == [[1, 1, 1, 0, 0], [0, 0, 0, 1, 1]]
+    assert len(label_groups([f"label_{i}" for i in range(17)])) == 1  # round 1: one group
+    logit = rng.normal(-2, 2, (4000, 5))
+    y = (rng.random((4000, 5)) < 1 / (1 + np.exp(-logit))).astype(float)
+    sure = 1 / (1 + np.exp(-logit * np.array([3, 3, 3, 1, 1])))  # regions three times too sure, types calibrated
+    params = fit_platt(y, sure, groups)
+    assert params[0][0] == pytest.approx(1 / 3, abs=0.05) and params[1][0] == pytest.approx(1, abs=0.1)
+    assert mlogloss(y, apply_platt(sure, groups, params)) < mlogloss(y, sure) - 0.02
+    folds = np.arange(4000) % 4
+    scaled = calibrate_oof(y, sure, folds, groups)
+    assert mlogloss(y, scaled) < mlogloss(y, sure) - 0.02
+    flipped = y.copy()
+    flipped[folds == 0] = 1 - flipped[folds == 0]  # fold 0's own labels must not move fold 0's probabilities
+    np.testing.assert_allclose(calibrate_oof(flipped, sure, folds, groups)[folds == 0], scaled[folds == 0])

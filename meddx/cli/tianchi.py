@@ -23,6 +23,13 @@ def submit(
             "out-of-fold predictions; cv folders only)."
         ),
     ] = "equal",
+    calibrate: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--calibrate/--no-calibrate",
+            help="Platt-scale the blend with slopes fitted on its out-of-fold predictions (default: cv folders).",
+        ),
+    ] = None,
 ) -> None:
     """Write a Tianchi submission: `report_ID|,|p0 ... p16` (round 2: p0 ... p28), one line per test row in order
     (checked)."""
@@ -33,7 +40,13 @@ def submit(
     if weights == "oof":
         chosen = blend_weights([str(r) for r in runs])
         typer.echo("weights chosen out of fold: " + ", ".join(f"{r} {w:.2f}" for r, w in zip(runs, chosen)))
-    typer.echo(f"wrote {write([str(r) for r in runs], data, output, chosen)}")
+    if calibrate is None:
+        calibrate = all((r / "oof.csv").is_file() for r in runs)
+    if calibrate:
+        typer.echo(
+            "probabilities Platt-scaled with slopes fitted out of fold (--no-calibrate: as the models gave them)"
+        )
+    typer.echo(f"wrote {write([str(r) for r in runs], data, output, chosen, calibrate)}")
 
 
 def check(
@@ -61,10 +74,16 @@ def blend(cv_folders: Annotated[list[Path], typer.Argument(help="`meddx cv` fold
     out-of-fold mlogloss beside each folder's own."""
     from meddx.tianchi import blend_oof
 
-    weights, losses, blended = blend_oof([str(f) for f in cv_folders])
-    for f, w, loss in zip(cv_folders, weights, losses):
-        typer.echo(f"{f}: weight {w:.2f}, out-of-fold mlogloss {loss:.4f}")
-    typer.echo(f"blend: out-of-fold mlogloss {blended:.4f} (use: meddx tianchi submit ... --weights oof)")
+    out = blend_oof([str(f) for f in cv_folders])
+    for f, w, own in zip(cv_folders, out["weights"], out["folders"]):
+        typer.echo(f"{f}: weight {w:.2f}, out-of-fold mlogloss {own['mlogloss']:.4f}, score {own['score']:.4f}")
+    b, c = out["blend"], out["calibrated"]
+    typer.echo(f"blend: out-of-fold mlogloss {b['mlogloss']:.4f}, score {b['score']:.4f}")
+    slopes = ", ".join(f"slope {a:.2f} intercept {i:+.2f}" for a, i in out["platt"])
+    typer.echo(
+        f"blend, Platt-scaled ({slopes}; cross-fitted: each fold scaled by the other folds' fit): out-of-fold mlogloss "
+        f"{c['mlogloss']:.4f}, score {c['score']:.4f} (use: meddx tianchi submit ... --weights oof --calibrate)"
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -111,7 +111,8 @@ class DataSet:
         def text(ns: list[str], t: str) -> str:
             return f"{len(ns)} {t} labels ({', '.join(ns) if len(ns) <= 6 else f'{ns[0]} ... {ns[-1]}'})"
 
-        differ = [(a, b) for a, b in zip(self.label_names, names) if a != b]
+        same_shape = len(self.label_names) == len(names) and self.task == task  # else a pairwise detail misleads
+        differ = [(a, b) for a, b in zip(self.label_names, names) if a != b and same_shape]
         detail = f"; {differ[0][0]!r} where the run has {differ[0][1]!r}" if differ else ""
         return f"{text(self.label_names, self.task)} differ from the run's {text(names, task)}{detail}"
 

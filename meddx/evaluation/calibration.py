@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import minimize_scalar
+from scipy.optimize import minimize, minimize_scalar
 
 from meddx.evaluation.metrics import EPS
 
@@ -54,3 +54,29 @@ def fit_temperature(y_val: np.ndarray, p_val: np.ndarray) -> float:
 
 def apply_temperature(p: np.ndarray, temperature: float) -> np.ndarray:
     return 1 / (1 + np.exp(-_logit(p) / temperature))
+
+
+def fit_platt(y: np.ndarray, p: np.ndarray, groups: list[np.ndarray]) -> list[list[float]]:
+    """Platt scaling on the logit, one slope and intercept per group of label columns (boolean masks), each
+    minimising the group's cross-entropy: a model sure of itself too often gets a slope below 1."""
+    z, y = _logit(p), np.asarray(y, dtype=np.float64)
+    params = []
+    for g in groups:
+        zg, yg = z[:, g].ravel(), y[:, g].ravel()
+        zg, yg = zg[~np.isnan(yg)], yg[~np.isnan(yg)]
+
+        def loss(ab: np.ndarray, zg=zg, yg=yg) -> tuple[float, np.ndarray]:
+            s = ab[0] * zg + ab[1]
+            q = 1 / (1 + np.exp(-s))
+            return float(np.mean(np.logaddexp(0, s) - yg * s)), np.array([np.mean((q - yg) * zg), np.mean(q - yg)])
+
+        params.append([float(v) for v in minimize(loss, [1.0, 0.0], jac=True, method="L-BFGS-B").x])
+    return params
+
+
+def apply_platt(p: np.ndarray, groups: list[np.ndarray], params: list[list[float]]) -> np.ndarray:
+    """`fit_platt`'s slopes and intercepts applied to probabilities, group by group."""
+    z, out = _logit(p), np.asarray(p, dtype=np.float64).copy()
+    for g, (a, b) in zip(groups, params):
+        out[:, g] = 1 / (1 + np.exp(-(a * z[:, g] + b)))
+    return out

@@ -15,6 +15,7 @@ from meddx.evaluation.intervals import score_with_intervals
 
 MIN_SAMPLES = 20  # fewer samples in a subgroup give intervals too wide to read
 MANY_VALUES = 8  # a numeric column of more distinct values (age in years) gets a hint to band it
+MAX_AGE = 125  # years: an age column's values outside 0-125 are typing errors or another unit
 MISSING = "(missing)"
 NOT_LISTED = "(not in the manifest)"  # a sample whose row the manifest no longer holds (edited since the run)
 FIGURES = ("roc_auc", "pr_auc", "sensitivity", "specificity")
@@ -41,6 +42,9 @@ def subgroup_scores(
     ROC AUC gap with whether the two subgroups' intervals overlap; `bands`: quantile bands of a numeric column."""
     groups, order, how = subgroups_of(list(values), bands)
     out: dict = {"column": column, "min_samples": MIN_SAMPLES, "groups": {}, **how}
+    if re.search(r"(^|[^A-Za-z])(age|Age|AGE)|[a-z]Age", column):  # age, Patient Age, PatientAge; not image, stage
+        ages = np.array([_number("" if v is None or v != v else str(v).strip()) for v in values])
+        out["implausible_ages"] = int(((ages < 0) | (ages > MAX_AGE)).sum())
     if not how["bands"]:  # a patient's age may cross a band between visits; a sex or site should not change
         per_patient = pd.Series(groups).groupby(np.asarray(patients, dtype=str)).nunique()
         out["patients_in_several_groups"] = int((per_patient > 1).sum())
@@ -147,6 +151,11 @@ def subgroup_text(sub: dict) -> str:
         how += f"{column} holds nearly one value per sample ({len(groups)} for {total}): no groups to compare. "
     if sub.get("merged_spellings"):
         how += "Values written differently (case, leading zeros) are one subgroup. "
+    if sub.get("implausible_ages"):
+        how += (
+            f"{sub['implausible_ages']} value(s) of {column} lie outside 0-{MAX_AGE} years (a typing error, or "
+            "months?): they are grouped as written; check the manifest. "
+        )
     if sub.get("not_listed"):
         how += f"{sub['not_listed']} sample(s) are no longer in the manifest (edited since?): a group apart. "
     return how + _gap_text(sub) + note

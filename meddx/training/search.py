@@ -15,7 +15,7 @@ from meddx.run import MEMBERS, PLAN, Run
 from meddx.training.datamodule import RunDataModule
 from meddx.training.fit import fit
 from meddx.training.pilot import time_epoch
-from meddx.training.plan import Plan, Planner, target_epochs
+from meddx.training.plan import Plan, Planner, reserve_seconds, target_epochs
 from meddx.training.writer import new_run_dir, open_ensemble
 
 REPEATS = 2  # seeds per candidate: a choice rests on the mean of two trainings, never on one draw
@@ -124,9 +124,19 @@ def settle(
     """The search from `base` on (`train(c, i)` gives candidate c's i-th seed, trained or found): every candidate's
     seeds, the choice on val (kept when plan.selection already holds one), the winner's seeds topped up, the choices
     recorded; `started`: when the search began (time.monotonic)."""
-    runs = {c.name: [train(c, i) for i in range(REPEATS)] for c in tried}
-    if not plan.selection.get("chosen"):
-        plan.selection.update(choose(runs, {c.name: c.seconds_per_epoch for c in tried}))
+    runs: dict[str, list[Run]] = {}
+    costs = {c.name: c.seconds_per_epoch for c in tried}
+    for c in tried:
+        begun = (base / MEMBERS / member_config(c, base, 0, plan.selection["epochs"]).name).is_dir()
+        if runs and not begun and not _candidate_fits(c, runs, costs, plan, deadline):
+            _skip(plan, c, base)
+            continue
+        runs[c.name] = [train(c, i) for i in range(REPEATS)]
+    tried = [c for c in tried if c.name in runs]
+    if not plan.selection.get("chosen") and len(runs) == 1:  # every alternative skipped: nothing to compare
+        plan.selection.update(chosen=tried[0].name, reason="the only candidate trained: the others were skipped")
+    elif not plan.selection.get("chosen"):
+        plan.selection.update(choose(runs, costs))
         plan.save(base / PLAN)  # a run killed from here on is not chosen again
     win = next(c for c in tried if c.name == plan.selection["chosen"])
     epochs, cap, members = plan.selection["epochs"], tried[0].cfg.plan.max_ensemble, list(runs[win.name])
@@ -139,6 +149,23 @@ def settle(
         sum(plan.estimate.get(k, 0) for k in ("elapsed_before_training_s", "training_s", "reserve_s")), 1
     )
     return members, base, plan.apply(win.cfg)
+
+
+def _candidate_fits(c: Candidate, runs: dict[str, list[Run]], costs: dict, plan: Plan, deadline: float) -> bool:
+    """Whether candidate c's seeds, slowed as much as the members so far ran behind their pilots' seconds (a machine
+    busier than at the pilot), end before `deadline` and half the reserve; else the search would pass the budget."""
+    epochs = plan.selection["epochs"]
+    slowdown = max((m.training.get("seconds") or 0) / (epochs * costs[name]) for name in runs for m in runs[name])
+    grace = reserve_seconds(plan.budget_minutes * 60) / 2
+    return time.monotonic() + REPEATS * epochs * c.seconds_per_epoch * max(slowdown, 1.0) < deadline + grace
+
+
+def _skip(plan: Plan, c: Candidate, base: Path) -> None:
+    """Candidate c leaves the search (plan.json too, so a resumed search does not train it), and why."""
+    del plan.selection["candidates"][c.name]
+    why = "the machine ran slower than at the pilot: its seeds would pass the budget"
+    plan.selection.setdefault("skipped", []).append(f"{c.name} ({why})")
+    plan.save(base / PLAN)
 
 
 def top_up(members: list[Run], deadline: float, cap: int, train: Callable[[int], Run], fallback_s: float) -> list:
