@@ -85,13 +85,13 @@ def test_explain_cli_and_gallery(datscan_run, data_dir, tmp_path):
     out = tmp_path / "map.png"
     proc = run_cli("explain", str(datscan_run.path), str(scan), "--label", "PD", "-o", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "p = " in proc.stdout
+    assert "p(PD) = " in proc.stdout
     with Image.open(out) as im, Image.open(scan) as original:
         assert im.size == original.size and im.mode == "RGB"  # the overlay is on the scan at its own size
     bad = run_cli("explain", str(datscan_run.path), str(scan), "--label", "nope")
     assert bad.returncode == 2 and "unknown label 'nope'" in bad.stderr
-    path, prob = explain_file(datscan_run, scan)
-    assert path.is_file() and 0 <= prob <= 1
+    path, prob, name = explain_file(datscan_run, scan)
+    assert path.is_file() and 0 <= prob <= 1 and name == datscan_run.label_names[0]
     page = gallery(datscan_run, "test", k=2, out_dir=tmp_path / "gallery")
     html = page.read_text()
     assert "true positives" in html and "false negatives" in html

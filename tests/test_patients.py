@@ -45,6 +45,19 @@ def test_guess_reads_the_common_conventions():
     assert ids[:11] == ids_from_names(names)[0] and "17 patients for 41 images, 37 of them sharing a patient" in note
 
 
+def test_a_stray_name_is_its_own_patient_and_keeps_the_others_guess():
+    """One `scan.jpeg` among 899 `personNNN_...` names turned the guess off for the whole folder: 70 children on both
+    sides of the split behind 'leakage check: passed'. A few such names (at most 5%) are now each their own patient
+    and named in the note; more than that still turn the guess off."""
+    names = [f"person{p}_bacteria_{k}.jpeg" for p in range(40) for k in range(3)]
+    ids, note = _guess([*names, "scan.jpeg", "IMG.jpeg"])
+    assert ids[:3] == ["person0"] * 3 and ids[-2:] == ["file:scan.jpeg", "file:IMG.jpeg"]
+    assert "42 patients for 122 images" in note and "2 file name(s) do not follow <patient>_<number>" in note
+    assert "scan.jpeg, IMG.jpeg" in note
+    ids, why = _guess(names + [f"scan{c}.jpeg" for c in "abcdefgh"])  # 8 of 128: more than 5%
+    assert ids is None and "not <patient>_<number> (e.g. scana.jpeg)" in why
+
+
 @pytest.mark.parametrize(
     ("names", "labels", "splits", "reason"),
     [
@@ -222,3 +235,15 @@ def test_site_subfolders_are_not_patients_because_loose_images_pad_the_count(dat
                 tmp_path / "sites")  # fmt: skip
     ds = read_folder(tmp_path / "sites")
     assert len({r.patient_id for r in ds.records}) == len(ds) and "each image is its own patient" in ds.notes[-2]
+
+
+def test_the_leakage_line_says_when_patients_could_not_be_checked():
+    """'leakage check: passed' read as a patient-level guarantee on a folder whose patients were unknown."""
+    from meddx.evaluation.data_section import leakage_text
+
+    rule = "perceptual hash"
+    info = lambda known: {"leakage": {"ok": True, "near_duplicate_rule": rule, "patients_known": known}}  # noqa: E731
+    known = leakage_text(None, "test", info(True))
+    assert known == f"passed (patients, sample ids, identical files by SHA-1, near duplicates: {rule})"
+    unknown = leakage_text(None, "test", info(False))
+    assert unknown.startswith("passed (sample ids") and "patients NOT checked: no patient ids" in unknown

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import meddx
+from meddx.errors import ConfigError
 from meddx.training.losses import bce_weights, weighted_bce_with_logits
 
 from conftest import FIXED_RECIPE, need, run_cli
@@ -159,6 +160,12 @@ def test_multilabel_and_multiclass_heads_on_real_xrays(data_dir, tmp_path, task)
     probs = run.predictions("test")[[f"p_{n}" for n in expected]].to_numpy()
     if task == "multiclass":
         np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+        with pytest.raises(ConfigError, match="a multi-class run decides by argmax"):  # was silently ignored
+            meddx.evaluate(run, operating_point="sensitivity=0.95")
+        scan = run.records("test")[0]  # Grad-CAM explains the most probable class, not the first, unless told
+        _, prob, name = meddx.explain_file(run, scan.source, out=tmp_path / "cam.png")
+        row = run.predictions("test").set_index("id").loc[scan.id]
+        assert name == max(expected, key=lambda n: row[f"p_{n}"]) and prob == pytest.approx(row[f"p_{name}"], abs=1e-4)
     training = json.loads((run.path / "training.json").read_text())
     key = "class_weight" if task == "multiclass" else "pos_weight"
     assert len(training["loss_weights"][key]) == 3

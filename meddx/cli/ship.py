@@ -61,8 +61,8 @@ def explain(
             if output and len(scans) == 1 and output.suffix.lower() == ".png"
             else (output / f"{scan.stem}-{label or 'map'}.png" if output else None)
         )
-        path, prob = explain_file(run, scan, label, out, layer)
-        typer.echo(f"{scan}: p = {prob:.4f} -> {path}")
+        path, prob, name = explain_file(run, scan, label, out, layer)
+        typer.echo(f"{scan}: p({name}) = {prob:.4f} -> {path}")
 
 
 def serve(

@@ -20,17 +20,22 @@ DICOM_TAG = "the DICOM PatientID tag (0010,0020)"
 MIN_GROUPS = 10  # fewer groups (or under two per class) are classes, batches or scanners, not patients
 MAX_GROUP_SHARE = 0.25  # a group holding more than this share of the images is a site, not a person ...
 MAX_GROUP_FLOOR = 30  # ... unless the data are so few that a real patient's images pass that share
+MAX_STRAYS = 0.05  # names that do not follow the convention, at most this share, are each their own patient
+STRAY = "file:"  # the patient id of such a name: the name itself, marked so that it is told from a guessed id
 DATE = re.compile(r"(19|20)\d\d(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])")
 
 
 def ids_from_names(names: list[str]) -> tuple[list[str] | None, str]:
-    """Patient ids the file names name by PATIENT_GUESS (None when some name does not follow it) and why not."""
+    """Patient ids the file names name by PATIENT_GUESS, and why not (None when more than MAX_STRAYS of the names do
+    not follow it). A few names that do not (a stray `scan.jpeg`) are each their own patient, keeping the others'."""
     regex = re.compile(PATIENT_GUESS)
     matches = [regex.search(n) for n in names]
-    if not names or not all(matches):
-        missing = next((n for n, m in zip(names, matches) if not m), None)
-        return None, f"file names are not <patient>_<number> (e.g. {missing})" if missing else "no file names"
-    return _merge_extended([m.group(1) for m in matches]), ""
+    strays = [n for n, m in zip(names, matches) if not m]
+    if not names or len(strays) > MAX_STRAYS * len(names):
+        return None, f"file names are not <patient>_<number> (e.g. {strays[0]})" if names else "no file names"
+    ids = _merge_extended([m.group(1) for m in matches if m])
+    guessed = iter(ids)
+    return [next(guessed) if m else STRAY + n for n, m in zip(names, matches)], ""
 
 
 def refusal(ids: list[str], records: list[Record]) -> str | None:
@@ -125,6 +130,12 @@ def assign_guessed_patients(
         r.patient_id = patient
     sizes = Counter(ids)
     (top, largest), shared = sizes.most_common(1)[0], sum(n for n in sizes.values() if n > 1)
+    strays = [r.id for r, i in zip(records, ids) if i.startswith(STRAY)] if source == PATIENT_GUESS else []
+    if strays:
+        extra += (
+            f"; {len(strays)} file name(s) do not follow <patient>_<number> (e.g. {', '.join(strays[:3])}), each "
+            "its own patient: check they are not another patient's images"
+        )
     return source, (
         f"patient ids guessed from {how}: {len(sizes)} patients for {len(ids)} images, {shared} of them sharing a "
         f"patient, at most {largest} ('{top}'){extra}; --patient-regex or a patient column overrides, "

@@ -172,9 +172,9 @@ def assign_splits(ds: DataSet, cfg: SplitConfig | None = None, mend: bool = True
             if r.patient_id in chosen:
                 r.split = name
         pool = [r for r in pool if r.split == "train"]
-    ds.notes.append(
-        "splits: " + ", ".join(f"{s} {'official' if s in have and s in official else 'by patient'}" for s in SPLITS)
-    )
+    unit = "by patient" if ds.patients_known else "by image (no patient ids)"
+    how = {s: "official" if s in have and s in official else unit for s in SPLITS}
+    ds.notes.append("splits: " + ", ".join(f"{s} {how[s]}" for s in SPLITS))
     for s in SPLITS:
         if s in ("train", "val") and not any(r.split == s for r in ds.records):
             raise DataError(f"{ds.origin}: the {s} split is empty; check split.ratios {cfg.ratios} and the data")

@@ -13,10 +13,10 @@ def leakage_text(run: Run, split: str, info: dict) -> str:
     """The leakage line: the training-time gate for the run's own splits; for new data, its check against the run's
     train and val images (predictions/<split>.leakage.json)."""
     if split in ("train", "val", "test"):
-        rule = info["leakage"].get("near_duplicate_rule")
-        return ("passed" if info["leakage"]["ok"] else "FOUND LEAKAGE") + (
-            f" (patients, sample ids, identical files by SHA-1, near duplicates: {rule})" if rule else ""
-        )
+        rule, known = info["leakage"].get("near_duplicate_rule"), info["leakage"].get("patients_known", True)
+        checked = ("patients, " if known else "") + f"sample ids, identical files by SHA-1, near duplicates: {rule}"
+        unknown = "" if known else "; patients NOT checked: no patient ids, each image counted as its own patient"
+        return ("passed" if info["leakage"]["ok"] else "FOUND LEAKAGE") + (f" ({checked})" if rule else "") + unknown
     path = run.path / PREDICTIONS / f"{split}.leakage.json"
     check = json.loads(path.read_text()) if path.is_file() else {"checked": False}
     if not check["checked"]:

@@ -12,7 +12,7 @@ import numpy as np
 
 from meddx.atomic import write_text
 from meddx.config import EvaluateConfig
-from meddx.errors import DataError
+from meddx.errors import ConfigError, DataError
 from meddx.evaluation.calibration import apply_temperature
 from meddx.evaluation.decision import decision_curves
 from meddx.evaluation.evaluation import decisions, evaluate_arrays
@@ -129,6 +129,11 @@ def evaluate_run(
     ({"column", "values": {sample id: value}}) adds every figure per subgroup."""
     run = run if isinstance(run, Run) else Run(run)
     cfg = config or run.config.evaluate
+    if run.task == "multiclass" and cfg.operating_point != run.config.evaluate.operating_point:
+        raise ConfigError(
+            f"operating point '{cfg.operating_point}': a multi-class run decides by argmax (its most probable class), "
+            "so there is no threshold to set; operating points are for binary and multi-label runs"
+        )
     names = run.label_names
     if not (run.path / PREDICTIONS / f"{split}.csv").is_file():
         raise DataError(f"{run.path}: no predictions for split '{split}' ({PREDICTIONS}/{split}.csv)")

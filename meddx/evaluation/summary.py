@@ -21,7 +21,7 @@ def headline(metrics: dict) -> Table:
     left_out = f" ({', '.join(f'{n}: {k} unknown, left out' for n, k in unknown.items())})" if unknown else ""
     table = Table(
         title=f"{metrics['split']} split: {metrics['n_samples']} samples{left_out}, {metrics['n_patients']} patients; "
-        f"operating point {metrics['operating_point']['rule']} (chosen on val); {intervals}"
+        f"operating point {_rule(metrics['operating_point']['rule'])}; {intervals}"
     )
     for col in ("label", "ROC AUC", "PR AUC", "prior PR AUC", "sensitivity", "specificity", "beats prior"):
         table.add_column(col)
@@ -86,3 +86,8 @@ def subgroup_lines(sub: dict) -> str:
         auc = group.get("figures", {}).get("roc_auc")
         lines.append(f"  {name}: {group['samples']} samples, " + (f"ROC AUC {fmt(auc)}" if auc else "too few to score"))
     return "\n".join([*lines, subgroup_text(sub)])
+
+
+def _rule(rule: str) -> str:
+    """The operating point in words: argmax is no threshold and nothing chose it."""
+    return "argmax (the most probable class)" if rule == "argmax" else f"{rule} (chosen on val)"

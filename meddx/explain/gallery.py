@@ -53,13 +53,14 @@ def gallery(
     wanted = {preds["id"].iloc[i] for rows in chosen.values() for i in rows}
     records = {r.id: r for r in read_dataset(run.config.data, check_files=False).records if r.id in wanted}
     e = html.escape
+    decision = "the most probable class" if rule == "argmax" else f"threshold {t:.4g} ({e(rule)}, chosen on val)"
     parts = [
         f"<!doctype html><meta charset='utf-8'><title>Grad-CAM gallery: {e(run.path.name)}</title>",
         "<style>body{font-family:sans-serif;margin:2em}figure{display:inline-block;margin:.4em;text-align:center}"
         "img{width:200px;image-rendering:pixelated;border:1px solid #ccc}"
         "figcaption{font-size:12px;max-width:410px}</style>",
         f"<h1>Grad-CAM gallery: {e(run.path.name)}</h1>",
-        f"<p>Split <b>{e(split)}</b>, label <b>{e(name)}</b>, threshold {t:.4g} ({e(rule)}, chosen on val); layer "
+        f"<p>Split <b>{e(split)}</b>, label <b>{e(name)}</b>, {decision}; layer "
         f"<code>{e(explainer.layer_name)}</code>. Each case: the scan, then the map for <b>{e(name)}</b> over it.</p>",
     ]
     for group, why in GROUPS:

@@ -118,6 +118,13 @@ class Explainer:
             raise ConfigError(f"unknown label '{label}'; this model's labels are {self.labels}")
         return self.labels.index(label)
 
+    def default_label(self, original: np.ndarray) -> str:
+        """The label explained when none is named: a multi-class run's most probable class, else the first label."""
+        if self.task != "multiclass":
+            return self.labels[0]
+        with torch.no_grad():
+            return self.labels[int(probabilities(self.model(self.prep.model_input(original)), self.task)[0].argmax())]
+
     def maps(self, images: torch.Tensor, label: int) -> np.ndarray:
         """(B, H, W) maps in [0, 1] for normalised model inputs (B, C, H, W) and one output index."""
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -206,12 +213,13 @@ def explain_file(
     label: str | None = None,
     out: str | Path | None = None,
     layer: str | None = None,
-) -> tuple[Path, float]:
-    """Grad-CAM overlay of one scan saved as PNG (default: RUN/explain/<scan>-<label>.png); returns path and
-    probability."""
+) -> tuple[Path, float, str]:
+    """Grad-CAM overlay of one scan saved as PNG (default: RUN/explain/<scan>-<label>.png) for `label` (default: the
+    positive class; multi-class: the most probable class); returns path, probability and the label explained."""
     run = run if isinstance(run, Run) else Run(run)
     explainer = Explainer.from_run(run, layer)
-    name = label or run.label_names[0]
-    image, _, prob = explainer.explain(scan, label)
+    original = explainer.original(scan)
+    name = label or explainer.default_label(original)
+    image, _, prob = explainer.explain(original, name)
     path = Path(out) if out else run.path / "explain" / f"{Path(scan).stem}-{name}.png"
-    return save_png(image, path), prob
+    return save_png(image, path), prob, name
