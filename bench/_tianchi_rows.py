@@ -18,9 +18,11 @@ import meddx
 from meddx.config import EvaluateConfig, SplitConfig
 from meddx.data.sequences import build_vocab
 from meddx.data.split import assign_splits
+from meddx.evaluation.calibration import apply_platt, fit_platt
 from meddx.evaluation.ensemble import ensemble_runs, greedy_weights
 from meddx.evaluation.metrics import mlogloss
 from meddx.run import Run
+from meddx.tianchi import calibrate_oof, label_groups
 from meddx.training.cv import cross_validate
 
 MODELS = "bilstm,rcnn,dpcnn,bigru_attention,textcnn,bilstm+fgm,bilstm+ema,bilstm+msd,bilstm+lookahead,bilstm+focal"
@@ -253,6 +255,8 @@ def ensembles(rows: Rows, probs, cv_dirs, ds, y, neural, args, index) -> None:
         return p, "meddx ensemble, weights chosen on each fold's val", note + f"; mean weights: {mean_w}"
 
     rows.add_cached("ensemble_val-" + "+".join(d.name for d in cv_dirs), val_weighted, neural)
+    rows.add_cached("ensemble_val_platt-" + "+".join(d.name for d in cv_dirs), lambda: _val_platt(rows, ds, y, neural,
+                    index, args), neural)  # fmt: skip
     if args.neural_folds == args.folds:
         blended, used = np.zeros_like(probs[0]), np.zeros(len(probs))
         fold_of = rows.folds[neural]
@@ -264,3 +268,20 @@ def ensembles(rows: Rows, probs, cv_dirs, ds, y, neural, args, index) -> None:
         mean_w = ", ".join(f"{d.name} {w:.2f}" for d, w in zip(cv_dirs, used) if w > 0)
         name = "meddx ensemble, cross-fitted out-of-fold weights"
         rows.add(name, blended, neural, 0, note + f"; mean weights: {mean_w}")
+        scaled = calibrate_oof(y[neural], blended, fold_of, label_groups(ds.label_names))
+        rows.add(name + ", Platt-scaled out of fold", scaled, neural, 0, note + "; `meddx tianchi blend`'s calibration")
+
+
+def _val_platt(rows: Rows, ds, y, neural, index, args) -> tuple:
+    """The val-weighted ensemble of each fold, Platt-scaled (regions and types apart) by slopes fitted on its val."""
+    groups, names = label_groups(ds.label_names), ds.label_names
+    for k in range(args.neural_folds):
+        folder = rows.folder / "ensemble_val" / f"fold{k}" / "predictions"
+        val, test = (pd.read_csv(folder / f"{s}.csv", dtype={"id": str}) for s in ("val", "test"))
+        cols = [f"p_{n}" for n in names]
+        slopes = fit_platt(val[names].to_numpy(np.float64), val[cols].to_numpy(np.float64), groups)
+        test[cols] = apply_platt(test[cols].to_numpy(np.float64), groups, slopes)
+        (rows.folder / "ensemble_val_platt" / f"fold{k}" / "predictions").mkdir(parents=True, exist_ok=True)
+        test.to_csv(rows.folder / "ensemble_val_platt" / f"fold{k}" / "predictions" / "test.csv", index=False)
+    p = _oof(rows.folder / "ensemble_val_platt", names, index, y, neural, args.neural_folds, "folds")
+    return p, "meddx ensemble, weights and Platt slopes chosen on each fold's val", fold_note(args)

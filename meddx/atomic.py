@@ -15,6 +15,15 @@ from typing import Any
 from meddx.errors import ConfigError
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _umask()  # read once: temporary files are made 0600 and folders 0700; the outputs get the usual modes
+
+
 class UnwritableTarget(ConfigError, OSError):
     """An output path that cannot be written (its folder missing or a file, a folder in its place, no permission):
     one line naming it; still an OSError to code that falls back when a write fails."""
@@ -40,6 +49,7 @@ def staged_file(path: Path) -> Iterator[Path]:
     except PermissionError as e:
         raise UnwritableTarget(f"{path}: cannot write it ({e.strerror})") from None
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~UMASK)  # as open() would make it: a package is read by other accounts too
     try:
         yield Path(tmp)
         os.replace(tmp, path)
@@ -96,6 +106,7 @@ def staged_dir(path: str | Path) -> Iterator[Path]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+        tmp.chmod(0o777 & ~UMASK)
     except OSError as e:  # no permission, a read-only disk
         raise UnwritableTarget(f"{path}: cannot make the folder ({e.strerror})") from None
     try:

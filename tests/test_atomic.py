@@ -122,3 +122,18 @@ def test_a_run_folder_works_from_any_working_directory(data_dir, tmp_path):
                             capture_output=True, text=True, timeout=600)  # fmt: skip
     assert export.returncode == 0, export.stderr[-2000:]
     assert (work / "runs" / "rel" / "package" / "model.onnx").is_file()
+
+
+def test_written_files_and_folders_get_the_usual_modes_not_the_temporary_ones(tmp_path):
+    """Files were renamed from mkstemp's 0600 and packages from mkdtemp's 0700: a package copied for a service account
+    could not be read. They now get what open() and mkdir() would give under the umask."""
+    import os
+    import stat
+
+    from meddx.atomic import UMASK
+
+    assert stat.S_IMODE(os.stat(write_text(tmp_path / "config.yaml", "a: 1\n")).st_mode) == 0o666 & ~UMASK
+    with staged_dir(tmp_path / "package") as folder:
+        write_text(folder / "card.md", "card")
+    assert stat.S_IMODE(os.stat(tmp_path / "package").st_mode) == 0o777 & ~UMASK
+    assert stat.S_IMODE(os.stat(tmp_path / "package" / "card.md").st_mode) == 0o666 & ~UMASK

@@ -280,6 +280,15 @@ def test_a_class_the_run_never_learnt_is_named_with_its_rows(tmp_path):
                                         r".*ext.csv row 4; leave them out") as caught:  # fmt: skip
         read_external(run, {"path": str(tmp_path / "ext.csv")})
     assert "where the run has" not in str(caught.value)  # 3 classes against 1 label: no pairwise detail
+    two = ["normal", "covid", "covid", "normal", "normal", "normal"]  # two classes for a three-class run
+    (tmp_path / "two.csv").write_text("path,diagnosis\n" + "\n".join(f"{n},{c}" for n, c in zip(names, two)))
+    (tmp_path / "data.json").write_text(json.dumps({"classes": ["bacteria", "normal", "virus"]}))
+    three = SimpleNamespace(path=tmp_path, config=RunConfig(data=DataConfig(path="t.csv")), task="multiclass",
+                            label_names=["bacteria", "normal", "virus"])  # fmt: skip
+    with pytest.raises(DataError, match=r"\['covid'\] are not the run's \(bacteria, normal, virus\): 2 sample\(s\), "
+                                        r"e\.g\. .*two.csv row 3; .*two.csv row 4; leave them") as caught:  # fmt: skip
+        read_external(three, {"path": str(tmp_path / "two.csv")})
+    assert "where the run has" not in str(caught.value)
 
 
 def test_recorded_classes_do_not_change_data_of_other_names(tmp_path):

@@ -94,6 +94,7 @@ def test_predict_takes_folders_and_csvs_and_gives_decisions(datscan_run, data_di
     proc = run_cli("predict", str(datscan_run.path), str(tmp_path / "scans"), "--json")
     assert proc.returncode == 1 and "1 of 5 file(s) could not be read" in proc.stderr
     rows = {r["id"]: r for r in json.loads(proc.stdout)}
+    assert '"HC/broken.png"' in proc.stdout  # slashes as written, not pandas' \/
     assert "broken.png" in rows["HC/broken.png"]["error"] and "upload" not in rows["HC/broken.png"]["error"]  # a file
     gone = meddx.predict(datscan_run.path, [tmp_path / "gone.png"])["error"][0]
     assert gone == f"{tmp_path / 'gone.png'}: file not found (looked at {tmp_path / 'gone.png'})"

@@ -144,7 +144,7 @@ def predict(
         write_frame(df, output, index=False)
         typer.echo(f"wrote {output} ({len(df)} rows)")
     elif as_json:
-        typer.echo(df.to_json(orient="records", indent=2))
+        typer.echo(df.to_json(orient="records", indent=2).replace("\\/", "/"))  # pandas writes / as \/
     else:
         from meddx.serve.batch import short_table
 

@@ -36,7 +36,9 @@ class DataConfig(_Section):
         "when they group the images (the notes and the plan say so); false: each image is its own patient.",
     )
     positive_class: str | None = Field(
-        None, description="Positive class of a two-class set; default: last in sorted order."
+        None,
+        description="Positive class of a two-class set; default: the one not named like a negative (normal, healthy, "
+        "benign, control...), else the last in sorted order.",
     )
     label_names: list[str] | None = Field(None, description="Names for MedMNIST label indices.")
     classes: list[str] | None = Field(

@@ -24,7 +24,7 @@ def compile_patient_regex(pattern: str | None) -> re.Pattern | None:
     try:
         return re.compile(pattern) if pattern else None
     except re.error as e:
-        raise DataError(f"--patient-regex {pattern!r} is not a valid regular expression: {e}") from None
+        raise DataError(f"--patient-regex '{pattern}' is not a valid regular expression: {e}") from None
 
 
 def patient_from_name(name: str, regex: re.Pattern | None) -> str | None:
@@ -44,7 +44,7 @@ def _patients_by_regex(where: str, images: np.ndarray, regex: re.Pattern) -> np.
     bad = [f"row {i + 2} ({images[i]})" for i, p in enumerate(found) if p is None]
     if bad:
         raise DataError(
-            f"{where}: patient_regex {regex.pattern!r} does not match {len(bad)} file name(s), "
+            f"{where}: patient_regex '{regex.pattern}' does not match {len(bad)} file name(s), "
             f"e.g. {', '.join(bad[:3])}"
         )
     return np.array(found, dtype=object)
@@ -247,7 +247,7 @@ def read_csv_manifest(
         files, frames, image_column, patient_column, label_columns, label_column
     )
     if regex:
-        notes.append(f"patient ids from the file names by patient_regex {patient_regex!r}")
+        notes.append(f"patient ids from the file names by patient_regex '{patient_regex}'")
     if regex and pat_col:
         notes = [n for n in notes if not n.startswith(f"patient ids from column '{pat_col}'")]
         notes.append(f"patient_regex given: column '{pat_col}' not used for patients")

@@ -114,7 +114,7 @@ def assign_guessed_patients(
     if not guess:
         return None, f"{origin}: no patient ids given and data.guess_patients=false: each image is its own patient"
     ids, why_not = ids_from_names([PurePath(r.id.replace("\\", "/")).name for r in records])
-    source, how = PATIENT_GUESS, f"the file names by patient_regex {PATIENT_GUESS!r}"
+    source, how = PATIENT_GUESS, f"the file names by patient_regex '{PATIENT_GUESS}'"
     if ids is not None:
         why_not = refusal(ids, records)
     extra = ""

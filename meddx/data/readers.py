@@ -115,7 +115,7 @@ def read_folder(
         raise DataError(f"{root}: no image files found in its class folders")
     if unmatched:
         raise DataError(
-            f"{root}: patient_regex {patient_regex!r} does not match {len(unmatched)} file name(s), e.g. "
+            f"{root}: patient_regex '{patient_regex}' does not match {len(unmatched)} file name(s), e.g. "
             + ", ".join(unmatched[:5])
         )
     if len({e[1] for e in entries}) == 1 and (deeper := _deeper_classes(root, [e[2] for e in entries])):

@@ -108,10 +108,17 @@ def _read_as_run(run: Run, data: dict, fields: dict) -> DataSet:
 
 def _unknown_class_rows(ds: DataSet, known: list[str] | None) -> str:
     """Where new data holds a class the run never learnt (`COVID` for a NORMAL/PNEUMONIA run): its first rows."""
-    unknown = {c for c in ds.label_names if known and c.casefold() not in {k.casefold() for k in known}}
-    if ds.task != "multiclass" or not unknown:
+    if ds.task == "binary" and len(ds.classes) == 2:  # `normal/ covid/` for a normal/bacteria/virus run
+        negative = next(c for c in ds.classes if c != ds.label_names[0])
+        class_of = [ds.label_names[0] if r.labels[0] >= 0.5 else negative for r in ds.records]
+    elif ds.task == "multiclass":
+        class_of = [ds.label_names[int(np.argmax(r.labels))] for r in ds.records]
+    else:
         return ""
-    rows = [r.row or r.id for r in ds.records if ds.label_names[int(np.argmax(r.labels))] in unknown]
+    unknown = {c for c in set(class_of) if known and c.casefold() not in {k.casefold() for k in known}}
+    if not unknown:
+        return ""
+    rows = [r.row or r.id for r, c in zip(ds.records, class_of) if c in unknown]
     return (
         f"; class(es) {sorted(unknown)} are not the run's ({', '.join(known)}): {len(rows)} sample(s), e.g. "
         f"{'; '.join(rows[:3])}; leave them out to evaluate the rest"
