@@ -188,6 +188,7 @@ def leakage(data: DataConfig | dict, split: SplitConfig | dict | None = None) ->
     ds = read_dataset(cfg, check_files=False)
     assign_splits(ds, split if isinstance(split, SplitConfig) or split is None else SplitConfig(**split), mend=False)
     report = check_leakage(ds)
+    report.actions += [f"{n} (as training would: a split not given is carved)" for n in ds.notes if "splits: " in n]
     if ds.patients_guessed and report.shared_patients:
         report.actions.append(
             "patient ids guessed from the file names (data.guess_patients): `meddx train` keeps each shared patient's "

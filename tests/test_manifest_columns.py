@@ -35,10 +35,21 @@ def test_the_column_named_like_a_label_is_chosen_beside_metadata(tmp_path, label
 
 def test_metadata_without_a_label_named_is_one_line_naming_the_columns(tmp_path):
     (tmp_path / "m.csv").write_text("path,age,finding_a,finding_b\na.png,63,x,0\nb.png,41,y,1\n")
-    with pytest.raises(DataError, match=r"m.csv: column\(s\) \['age', 'finding_a'\] hold values other than 0/1"):
-        read_csv_manifest(tmp_path / "m.csv", check_files=False)
+    with pytest.raises(DataError, match=r"m.csv: column\(s\) \['finding_a'\] hold values other than 0/1"):
+        read_csv_manifest(tmp_path / "m.csv", check_files=False)  # age is never a label: not named as one
     (tmp_path / "m.csv").write_text("path,a,b\na.png,1,0\nb.png,0,1\n")
     assert read_csv_manifest(tmp_path / "m.csv", check_files=False).task == "multilabel"
+
+
+def test_0_1_columns_beside_age_and_sex_are_the_labels_and_the_others_are_named(tmp_path):
+    """Sex and Age beside 0/1 finding columns stopped the guess ('hold values other than 0/1'), though the README
+    lists such columns as unread; columns named like a covariate are never labels, and are named when unread."""
+    (tmp_path / "m.csv").write_text("Image,Pneumonia,Viral,Sex,Age\na.png,1,0,F,63\nb.png,0,1,M,41\nc.png,0,0,F,7\n")
+    ds = read_csv_manifest(tmp_path / "m.csv", check_files=False)
+    assert ds.task == "multilabel" and ds.label_names == ["Pneumonia", "Viral"]
+    assert any("['Sex', 'Age'] not read" in n for n in ds.notes)
+    given = read_csv_manifest(tmp_path / "m.csv", check_files=False, label_columns=["Pneumonia"])
+    assert any("['Viral', 'Sex', 'Age'] not read (--by COLUMN" in n for n in given.notes)
 
 
 def test_manifests_from_excel_semicolons_and_windows_paths_read(tmp_path):
@@ -80,7 +91,7 @@ def test_label_columns_as_people_and_excel_leave_them(tmp_path):
     assert ds.label_names == ["label"] and any("['is_male'] not read" in n for n in ds.notes)
     semi = [f"a{i}.png;{i % 2};;" for i in range(8)]
     assert read_csv_manifest(_csv(tmp_path, "filename;label;;", semi), check_files=False).label_names == ["label"]
-    with pytest.raises(DataError, match="column 'age' holds 40 different values"):
+    with pytest.raises(DataError, match=r"no label column \(\['age'\] are covariates, never guessed as labels\)"):
         read_csv_manifest(_csv(tmp_path, "path,age", [f"a{i}.png,{20 + i}" for i in range(40)]), check_files=False)
     train = _csv(tmp_path, "path,age,label", [f"t{i}.png,{30 + i},{i % 2}" for i in range(6)], "train.csv")
     val = _csv(tmp_path, "path,label", [f"v{i}.png,{i % 2}" for i in range(4)], "val.csv")

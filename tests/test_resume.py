@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 
+import pandas as pd
 import pytest
 
 from conftest import need, run_cli
@@ -68,6 +69,8 @@ def test_a_killed_run_resumes_to_the_same_result(data_dir, tmp_path):
            for n in ("straight", "killed")]  # fmt: skip
     assert auc[1] == pytest.approx(auc[0], abs=1e-3)
     assert json.loads((killed / "status.json").read_text())["state"] == "complete"
+    logged = [pd.read_csv(tmp_path / n / "logs" / "metrics.csv") for n in ("straight", "killed")]
+    assert sorted(set(logged[1]["epoch"].dropna())) == sorted(set(logged[0]["epoch"].dropna()))  # was emptied
     again = run_cli("train", "--resume", str(killed))
     assert again.returncode == 2 and "already finished" in again.stderr
 

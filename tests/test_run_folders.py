@@ -156,6 +156,25 @@ def test_a_scan_of_far_lower_resolution_than_the_training_scans_is_flagged():
     assert not any("upsampled" in w for w in check_input(scans[1], at_64[1], stats)["warnings"])
 
 
+def test_a_dicom_of_another_modality_than_the_dicom_training_scans_is_flagged(data_dir):
+    """A CT slice sent to a model trained on DICOM NM scans passed the check on its layout alone; the Modality tag now
+    decides. Training scans read from PNG or JPEG say no modality, so nothing is judged on it then."""
+    import numpy as np
+
+    from meddx.data.fingerprint import dicom_modality
+    from meddx.export.domain import check_input, input_stats
+
+    assert dicom_modality(need(data_dir, "dicom/CT_small.dcm")) == "CT" and dicom_modality("scan.png") is None
+    scans = [np.random.default_rng(i).random((1, 32, 32)).astype(np.float32) for i in range(20)]
+    stats = {**input_stats(scans, scans), "modalities": ["NM"]}
+    assert (
+        "a DICOM CT scan: the model was trained on NM scans"
+        in check_input(scans[0], scans[0], stats, False, "CT")["warnings"]
+    )
+    assert check_input(scans[0], scans[0], stats, False, "NM")["in_distribution"]
+    assert check_input(scans[0], scans[0], {**stats, "modalities": []}, False, "CT")["in_distribution"]
+
+
 def test_a_scan_smaller_than_large_training_scans_but_near_the_model_size_is_not_flagged():
     """Training scans of 1024 px read at 224: a 200 px scan loses little of what the model saw, so no warning."""
     import numpy as np

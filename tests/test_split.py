@@ -124,6 +124,7 @@ def test_patient_regex_applies_to_csv_manifests(data_dir, tmp_path):
     root = ["--root", str(folder / "images-small")]
     proc = run_cli("check-leakage", *args, *root, "--patient-regex", r"^(\d{8})_")
     assert proc.returncode == 1 and "11 patient(s) on two sides" in proc.stdout
+    assert "splits: train official, val official, test by patient (as training would" in proc.stdout  # test: carved
     guessed = run_cli("check-leakage", *args, *root)  # the names are <patient>_<number>: the same 11, guessed
     assert guessed.returncode == 1 and "11 patient(s) on two sides" in guessed.stdout
     assert "patient ids guessed from the file names" in guessed.stdout
@@ -185,3 +186,24 @@ def test_breastmnist_official_splits_share_near_duplicates(data_dir):
     assert final.ok and len(ds.subset("test")) == 156 and len(ds.subset("val")) == 78 - 3
     assert any(a.startswith("dropped 3 val image(s) (near-)identical to test ones") for a in final.actions)
     assert not any("--patient-regex" in a for a in final.actions)  # no file names to take patients from
+
+
+def test_a_class_with_no_sample_in_val_or_test_is_named_at_the_split_and_in_the_macro_header():
+    """A 3-class set whose 6 virus images all fell in train reported 'macro ROC AUC 1.000' over the two classes left,
+    with nothing at the split; the split's notes now name the class, and the report's macro header says 2 of 3."""
+    from meddx.data.records import DataSet, Record
+    from meddx.evaluation.sections import _overall_section
+
+    eye = np.eye(3, dtype=np.float32)
+    records = [Record(f"a{i}", f"p{i}", f"a{i}.png", eye[i % 2]) for i in range(300)]
+    records += [Record(f"v{i}", "pv", f"v{i}.png", eye[2]) for i in range(6)]  # one patient: one split
+    ds = DataSet(records, ["bacteria", "normal", "virus"], "multiclass", "x")
+    assign_splits(ds, SplitConfig(seed=0))
+    where = {r.split for r in records if r.id.startswith("v")}
+    note = next((n for n in ds.notes if "'virus' (6 in all) has no sample in" in n), "")
+    assert len(where) == 1 and note and "macro averages leave it out" in note
+    assert ("test" in note) == (where != {"test"}) and ("val" in note) == (where != {"val"})
+    figure = {"value": 0.9}
+    block = {"per_label": {n: {"roc_auc": figure if n != "virus" else {"value": None}} for n in ds.label_names},
+             "macro": {"roc_auc": figure, "pr_auc": figure}, "overall": {}, "micro": {}}  # fmt: skip
+    assert _overall_section({"model": block, "baselines": {}})["header"][1] == "macro ROC AUC (2 of 3 labels)"

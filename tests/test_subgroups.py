@@ -43,6 +43,7 @@ def test_by_column_and_bands_are_parsed_and_checked(tmp_path):
     assert subgroup_column(str(tmp_path / "m.csv"), "age:4", None) == {
         "column": "age", "values": {"a.png": "40", "b.png": "50"}, "bands": 4}  # fmt: skip
     assert subgroup_column(str(tmp_path / "m.csv"), "age", None)["bands"] == 0
+    assert subgroup_column(str(tmp_path / "m.csv"), "AGE:2", None)["values"] == {"a.png": "40", "b.png": "50"}
     for bad in ("age:1", "age:0", "age:x"):
         with pytest.raises(ConfigError, match="the bands after ':' must be a whole number, 2 or more"):
             subgroup_column(str(tmp_path / "m.csv"), bad, None)

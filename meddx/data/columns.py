@@ -25,6 +25,33 @@ PATIENT_NAMES = (
     "patientnumber",
 )  # fmt: skip (not `case`: case/control columns are labels)
 MAX_CLASSES = 50
+COVARIATES = (
+    "age",
+    "sex",
+    "gender",
+    "patientage",
+    "patientsex",
+    "patientgender",
+    "race",
+    "ethnicity",
+    "weight",
+    "height",
+    "bmi",
+    "view",
+    "viewposition",
+    "position",
+    "projection",
+    "site",
+    "hospital",
+    "centre",
+    "center",
+    "institution",
+    "scanner",
+    "manufacturer",
+    "date",
+    "studydate",
+    "followup",
+)  # fmt: skip (never labels)
 LABEL_COLUMN_GUESSES = ("label", "labels", "class", "diagnosis", "target", "finding", "category", "outcome", "y")
 
 
@@ -81,8 +108,10 @@ def _empty(frames: dict, column: str) -> bool:
 def guess_label_columns(where: str, frames: dict, others: list[str]) -> tuple[list[str], str | None, list[str]]:
     """(0/1 label columns, class-name column or None, notes) when the user named neither: the one column named like a
     label (label, class, diagnosis...); else every other column when all hold 0/1 (multi-label); else the only other
-    column. A class-name column must hold few values (not an age)."""
-    others = [c for c in others if not _empty(frames, c)]
+    column. Columns named like a covariate (age, sex, view, site) are never labels. A class-name column must hold few
+    values (not an age)."""
+    covariates = [c for c in others if _plain(c) in COVARIATES]  # `Sex`, `Age`: read by --by, never labels
+    others = [c for c in others if not _empty(frames, c) and c not in covariates]
     named = [c for c in others if c.strip().lower() in LABEL_COLUMN_GUESSES]
     not_binary = [c for c in others if not _holds_labels(frames, c)]
     if len(named) == 1:
@@ -92,10 +121,11 @@ def guess_label_columns(where: str, frames: dict, others: list[str]) -> tuple[li
     elif len(others) == 1:
         column = others[0]
     else:
+        none = "no label column" + (f" ({covariates} are covariates, never guessed as labels)" if covariates else "")
         raise DataError(
             f"{where}: " + (f"columns {named} are all named like a label" if named else
                             f"column(s) {not_binary} hold values other than 0/1 and none is named like a label "
-                            f"({', '.join(LABEL_COLUMN_GUESSES[:4])}...)" if others else "no label column")
+                            f"({', '.join(LABEL_COLUMN_GUESSES[:4])}...)" if others else none)
             + "; name it: --label-column COLUMN (class names) or --label-columns A,B (0/1 columns)"
         )  # fmt: skip
     if column not in not_binary:

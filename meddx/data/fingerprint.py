@@ -33,13 +33,17 @@ def _bits(record: Record) -> int | None:
         return None
 
 
-def _modality(record: Record) -> str | None:
-    """The DICOM Modality tag (CT, MR, CR, DX, NM, PT, US, ...), None for other files."""
-    if Path(record.source).suffix.lower() not in DICOM_EXTENSIONS:
+def dicom_modality(path: str | Path) -> str | None:
+    """The DICOM Modality tag (CT, MR, CR, DX, NM, PT, US, ...); None for other files or a header that cannot say."""
+    if Path(path).suffix.lower() not in DICOM_EXTENSIONS:
         return None
     import pydicom
 
-    return str(pydicom.dcmread(record.source, stop_before_pixels=True).get("Modality", "")) or None
+    try:
+        header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality"])
+        return str(header.get("Modality", "")) or None
+    except Exception:  # noqa: BLE001 - an unreadable header is the image reader's to report
+        return None
 
 
 def _describe(values: list[float]) -> dict:
@@ -68,7 +72,7 @@ def image_statistics(records: list[Record], sample: int = SAMPLE) -> dict:
         maxima.append(float(np.max(pixels)))
         means.append(float(np.mean(pixels)))
     bits = Counter(b for b in (_bits(r) for r in chosen[:20]) if b)
-    modalities = Counter(m for m in (_modality(r) for r in chosen[:20]) if m)
+    modalities = Counter(m for m in (dicom_modality(r.source) for r in chosen[:20]) if m)
     maxima_arr = np.asarray(maxima)
     return {
         "sampled": len(chosen),

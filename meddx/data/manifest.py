@@ -123,9 +123,11 @@ def _columns(
             pat_col, said = guess_patient_column(first_csv, frames, unread)
             unread = [c for c in unread if c != pat_col]
             found += said
-        notes += found + (
-            [f"columns {unread} not read (not labels; --label-columns names 0/1 columns)"] if unread else []
-        )
+        why = "not labels; --label-columns names 0/1 columns, --by COLUMN shows every figure per value"
+        notes += found + ([f"columns {unread} not read ({why})"] if unread else [])
+    else:
+        unread = [c for c in cols if c not in (img_col, pat_col, label_column, *(label_columns or []))]
+        notes += [f"columns {unread} not read (--by COLUMN shows every figure per value)"] if unread else []
     wanted = [label_column] if label_column else label_columns
     for split, df in frames.items():  # the columns read, in every CSV
         missing = [c for c in [img_col, *([pat_col] if pat_col else []), *wanted] if c not in df.columns]
@@ -287,7 +289,9 @@ def column_values(path: str | Path | dict[str, str], column: str, image_column: 
     for split, df in frames.items():
         cols = list(df.columns)
         img = find_image_column(df, image_column, files[split])[0]
-        if column not in cols:
+        same = [c for c in cols if c.casefold() == column.casefold()]  # `--by sex` for a column `Sex`
+        name = column if column in cols else same[0] if len(same) == 1 else None
+        if name is None:
             raise DataError(f"{files[split]}: no column '{column}' for subgroups; columns are {cols}")
-        values.update(zip(df[img].str.strip(), df[column].str.strip()))
+        values.update(zip(df[img].str.strip(), df[name].str.strip()))
     return values

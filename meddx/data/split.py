@@ -178,4 +178,22 @@ def assign_splits(ds: DataSet, cfg: SplitConfig | None = None, mend: bool = True
     for s in SPLITS:
         if s in ("train", "val") and not any(r.split == s for r in ds.records):
             raise DataError(f"{ds.origin}: the {s} split is empty; check split.ratios {cfg.ratios} and the data")
+    if absent := _absent_labels(ds):
+        ds.notes.append(absent)
     return ds
+
+
+def _absent_labels(ds: DataSet) -> str:
+    """Labels (classes) with no positive sample in val or test, where their figures and thresholds are undefined and
+    a macro average leaves them out, in words; "" when every label is in both."""
+    labels = np.stack([r.labels for r in ds.records]).astype(np.float64)
+    splits = np.array([r.split for r in ds.records])
+    gaps = []
+    for j, name in enumerate(ds.label_names):
+        positive = labels[:, j] >= 0.5
+        missing = [s for s in ("val", "test") if (splits == s).any() and not positive[splits == s].any()]
+        if missing:
+            gaps.append(f"'{name}' ({int(positive.sum())} in all) has no sample in {' or '.join(missing)}")
+    return "; ".join(gaps) + (
+        ": its figures there are undefined and macro averages leave it out (more of its data fixes it)" if gaps else ""
+    )

@@ -101,21 +101,39 @@ def compare_runs(
             names = runs[0].label_names
             tests = {n: delong(y[:, j], probs[i][:, j], probs[best][:, j]) for j, n in enumerate(names)}
             row["delong"] = tests
-            row["vs_best"]["roc_auc"]["real"] &= all(t["p"] < 1 - ci for t in tests.values())
+            diff = row["vs_best"]["roc_auc"]
+            diff["interval_real"], diff["real"] = (
+                diff["real"],
+                diff["real"] and all(t["p"] < 1 - ci for t in tests.values()),
+            )
         rows.append(row)
-    return {"split": split, "samples": int(len(y)), "patients": int(frame["patient_id"].nunique()),
-            "resamples": resamples, "ci": ci, "best": str(runs[best].path), "runs": rows}  # fmt: skip
+    return {"split": split, "task": runs[0].task, "samples": int(len(y)),
+            "patients": int(frame["patient_id"].nunique()), "resamples": resamples, "ci": ci,
+            "best": str(runs[best].path), "runs": rows}  # fmt: skip
 
 
 def comparison_table(result: dict) -> tuple[list[str], list[list[str]]]:
     """The comparison as one table: figures with intervals, the difference in ROC AUC from the best, DeLong's p."""
-    header = ["rank", "run", "ROC AUC", "PR AUC", "Brier", "log loss", "ROC AUC - best", "DeLong p", "verdict"]
+    ovr = " (one-vs-rest, mean over classes)" if result.get("task") == "multiclass" else ""  # not the report's
+    header = [
+        "rank",
+        "run",
+        "ROC AUC",
+        "PR AUC",
+        f"Brier{ovr}",
+        f"log loss{ovr}",
+        "ROC AUC - best",
+        "DeLong p",
+        "verdict",
+    ]
     rows = []
     for k, r in enumerate(result["runs"], 1):
         f = {n: f"{v['value']:.4f} ({v['ci'][0]:.4f}-{v['ci'][1]:.4f})" for n, v in r["figures"].items()}
         d = r["vs_best"].get("roc_auc")
         p = ", ".join(f"{t['p']:.2g}" for t in r.get("delong", {}).values())
         verdict = "best" if d is None else ("worse (real)" if d["real"] else "not distinguishable from the best")
+        if d is not None and d.get("interval_real") and not d["real"]:
+            verdict += " (its interval excludes 0, but DeLong's p is not below 0.05 on every label)"
         diff = "" if d is None else f"{d['diff']:+.4f} ({d['ci'][0]:+.4f} to {d['ci'][1]:+.4f})"
         rows.append([str(k), r["name"], f["roc_auc"], f["pr_auc"], f["brier"], f["log_loss"], diff, p, verdict])
     return header, rows

@@ -158,7 +158,10 @@ def _decision_text(curve: dict, split: str) -> str:
 
 def _overall_section(result: dict) -> dict:
     """Macro, overall and (multi-label) micro figures of the model and each baseline."""
-    keys = ["macro ROC AUC", "macro PR AUC"] + [TITLES[k] for k in result["model"]["overall"]]
+    per = result["model"]["per_label"]
+    scored = sum(per[n]["roc_auc"].get("value") is not None for n in per)
+    of = f" ({scored} of {len(per)} labels)" if scored < len(per) else ""  # undefined labels are left out
+    keys = [f"macro ROC AUC{of}", "macro PR AUC"] + [TITLES[k] for k in result["model"]["overall"]]
     micro = bool(result["model"]["micro"])
     if micro:
         keys += ["micro ROC AUC", "micro PR AUC"]

@@ -101,9 +101,14 @@ def input_stats(
     }
 
 
-def check_input(image: np.ndarray, resized: np.ndarray, stats: dict, colour: bool = False) -> dict:
-    """Compare one decoded scan (C, H, W), and the same at model size, with the training statistics."""
+def check_input(
+    image: np.ndarray, resized: np.ndarray, stats: dict, colour: bool = False, modality: str | None = None
+) -> dict:
+    """Compare one decoded scan (C, H, W), and the same at model size, with the training statistics; `modality`: a
+    DICOM scan's Modality tag, checked against the training scans' when they were DICOM."""
     warnings: list[str] = []
+    if modality and stats.get("modalities") and modality not in stats["modalities"]:
+        warnings.append(f"a DICOM {modality} scan: the model was trained on {', '.join(stats['modalities'])} scans")
     if stats.get("per_sample"):  # its intensity scale cannot matter to the model; its histogram's shape can
         image = standardise(image)
     edges, reference = np.asarray(stats["edges"]), np.asarray(stats["histogram"])

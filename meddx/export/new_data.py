@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 
+from meddx.data.fingerprint import dicom_modality
 from meddx.data.images import is_colour, read_pixels, to_channels
 from meddx.data.records import Record
 from meddx.errors import MeddxError
@@ -41,7 +42,8 @@ def new_data_domain(run: Run, records: list[Record], limit: int = 300) -> dict:
     for r in sample:
         pixels, layout = read_pixels(r, prep.dicom_window)
         image = to_channels(pixels, layout, r, prep.views, prep.view_axis, prep.channels, prep.view_depth)
-        found = check_input(image, prep.resize(image), stats, is_colour(pixels, layout))["warnings"]
+        colour, modality = is_colour(pixels, layout), dicom_modality(r.source)
+        found = check_input(image, prep.resize(image), stats, colour, modality)["warnings"]
         outside += bool(found)
         reasons.update({_reason(w) for w in found})
     return {"checked": len(sample), "outside": outside, "reasons": reasons.most_common(3)}

@@ -16,6 +16,7 @@ import yaml
 from torch import nn
 
 from meddx.atomic import staged_dir, write_text
+from meddx.data.fingerprint import dicom_modality
 from meddx.data.images import is_colour, read_pixels, to_channels
 from meddx.data.records import Record
 from meddx.data.tensors import ImageDataset
@@ -62,12 +63,14 @@ def check_images(run: Run, split: str = "test", limit: int = 64) -> torch.Tensor
 
 def training_input_stats(run: Run, limit: int = 300) -> dict:
     """The input-domain statistics of up to `limit` training scans (decoded, before resizing and normalisation)."""
-    prep, images, colour = run.preprocess, [], []
-    for r in split_records(run, "train", limit):
+    prep, images, colour, records = run.preprocess, [], [], split_records(run, "train", limit)
+    for r in records:
         pixels, layout = read_pixels(r, prep.dicom_window)
         images.append(to_channels(pixels, layout, r, prep.views, prep.view_axis, prep.channels, prep.view_depth))
         colour.append(is_colour(pixels, layout))
-    return input_stats(images, [prep.resize(im) for im in images], colour, per_sample=prep.normalize == "sample")
+    stats = input_stats(images, [prep.resize(im) for im in images], colour, per_sample=prep.normalize == "sample")
+    stats["modalities"] = sorted({m for r in records if (m := dicom_modality(r.source))})  # [] when none is DICOM
+    return stats
 
 
 def validation_rates(run: Run, points: int = 201) -> dict:

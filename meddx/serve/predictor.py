@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from meddx.config import load_config
+from meddx.data.fingerprint import dicom_modality
 from meddx.data.images import ImageTooLarge, is_colour, read_pixels, to_channels
 from meddx.data.records import Record
 from meddx.data.tensors import Preprocess
@@ -191,8 +192,9 @@ class Predictor:
             "card": self.card,
         }
 
-    def decode(self, data: bytes) -> tuple[np.ndarray, bool]:
-        """Upload bytes to a (C, H, W) scan, channels chosen as in training; format checked by content."""
+    def decode(self, data: bytes) -> tuple[np.ndarray, bool, str | None]:
+        """Upload bytes to a (C, H, W) scan (channels chosen as in training), whether it is in colour and a DICOM's
+        Modality tag; format checked by content."""
         kind = sniff(data)
         with tempfile.TemporaryDirectory() as tmp:
             path = str(Path(tmp) / f"upload{SUFFIX[kind]}")
@@ -209,7 +211,8 @@ class Predictor:
                 raise UploadError(f"{kind.upper()} {str(e).replace(path, 'upload')}") from None
             except Exception as e:  # a decoder failing in an unforeseen way is still the upload's fault
                 raise UploadError(f"the {kind.upper()} upload cannot be decoded ({type(e).__name__})") from None
-        return image, is_colour(raw, layout)
+            modality = dicom_modality(path) if kind == "dicom" else None
+        return image, is_colour(raw, layout), modality
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         """(B, L) probabilities for normalised inputs (B, C, H, W) through the chosen backend."""
@@ -221,10 +224,10 @@ class Predictor:
     def prepare(self, data: bytes) -> Prepared:
         """Everything per upload before the model call: decode, resize, normalise, the input-domain check."""
         start = time.perf_counter()
-        scan, colour = self.decode(data)
+        scan, colour, modality = self.decode(data)
         resized = self.prep.resize(scan)  # once: the model input and the domain check's layout view both use it
         x = self.prep.model_input(resized)  # already at model size: no second resize
-        return Prepared(scan, x, check_input(scan, resized, self.stats, colour), start)
+        return Prepared(scan, x, check_input(scan, resized, self.stats, colour, modality), start)
 
     def predict(self, data: bytes, cam: bool = False, label: str | None = None, image: bool = False) -> dict:
         """The whole answer for one upload: probabilities, decisions, domain check, optional scan and Grad-CAM PNGs."""

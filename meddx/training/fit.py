@@ -6,12 +6,14 @@ import pickle
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+import pandas as pd
 import pytorch_lightning as pl
 
+from meddx.atomic import write_frame
 from meddx.config import RunConfig, as_config
 from meddx.errors import DataError
 from meddx.logs import run_log
-from meddx.run import CHECKPOINTS, Run, write_status
+from meddx.run import CHECKPOINTS, LOGS, Run, write_status
 from meddx.training.datamodule import RunDataModule
 from meddx.training.distributed import is_rank_zero, match_launcher, start_process_group
 from meddx.training.module import Classifier
@@ -44,9 +46,9 @@ def fit(
     if is_rank_zero():
         write_status(run_dir, "running")
     module = Classifier.for_data(cfg, data)
-    with run_log(run_dir), _failure_recorded(run_dir):  # library noise (tips, deprecations) goes to meddx.log
+    ckpt = last if resume and last.is_file() else None
+    with run_log(run_dir), _failure_recorded(run_dir), _log_kept(run_dir if ckpt else None):  # noise to meddx.log
         trainer = make_trainer(cfg, run_dir, data, plan)
-        ckpt = last if resume and last.is_file() else None
         with refuse_unsafe(ckpt):
             trainer.fit(module, datamodule=data, ckpt_path=ckpt, weights_only=True)  # a checkpoint never runs code
         writer = next(c for c in trainer.callbacks if isinstance(c, SplitPredictionWriter))
@@ -84,3 +86,22 @@ def refuse_unsafe(checkpoint: Path | None):
         raise DataError(
             f"{checkpoint}: refused, not a plain checkpoint (only tensors and plain values load): {first}"
         ) from None
+
+
+@contextmanager
+def _log_kept(run_dir: Path | None):
+    """Lightning's CSVLogger empties logs/ when a run resumes; the epochs logged before the stop are put back in
+    front of the resumed ones (rows from the resumed epoch on are the new ones)."""
+    path = None if run_dir is None else run_dir / LOGS / "metrics.csv"
+    before = pd.read_csv(path) if path is not None and path.is_file() and is_rank_zero() else None
+    yield
+    if before is None or not path.is_file():
+        return
+    after = pd.read_csv(path)
+    first = after["epoch"].min() if "epoch" in after and len(after) else float("inf")
+    if "epoch" in before:  # rows of no epoch (before the first step) kept unless the resumed run logged its own
+        unset = before["epoch"].isna() & ("epoch" not in after or not after["epoch"].isna().any())
+        kept = before[(before["epoch"] < first) | unset]
+    else:
+        kept = before
+    write_frame(pd.concat([kept, after], ignore_index=True), path, index=False)
