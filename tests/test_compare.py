@@ -184,8 +184,12 @@ def test_the_table_says_what_its_multiclass_figures_are_and_why_an_excluding_int
 
     figure = {"value": 0.8, "ci": [0.7, 0.9]}
     figures = {k: figure for k in ("roc_auc", "pr_auc", "brier", "log_loss")}
-    second = {"name": "b", "figures": figures, "delong": {"x": {"p": 0.2}},
-              "vs_best": {"roc_auc": {"diff": -0.03, "ci": [-0.07, -0.002], "real": False, "interval_real": True}}}
+    second = {
+        "name": "b",
+        "figures": figures,
+        "delong": {"x": {"p": 0.2}},
+        "vs_best": {"roc_auc": {"diff": -0.03, "ci": [-0.07, -0.002], "real": False, "interval_real": True}},
+    }
     result = {"task": "multiclass", "runs": [{"name": "a", "figures": figures, "vs_best": {}}, second]}  # fmt: skip
     header, rows = comparison_table(result)
     assert header[5] == "log loss (one-vs-rest, mean over classes)" and "one-vs-rest" in header[4]
