@@ -98,6 +98,11 @@ def test_a_bad_image_in_a_parallel_build_is_one_line(tmp_path):
     with pytest.raises(DataError) as e:
         decoded_images(records, prep.raw, SETTINGS, tmp_path / "cache")
     assert "150.png" in str(e.value) and "Traceback" not in str(e.value) and "\n" not in str(e.value)
+    for bad in (20, 290):  # three broken files are named at once, not one per attempt
+        (tmp_path / f"{bad}.png").write_bytes(b"")
+    with pytest.raises(DataError, match=r"^3 image\(s\) cannot be read \(fix or remove them\): ") as e:
+        decoded_images(records, prep.raw, SETTINGS, tmp_path / "cache")
+    assert all(f"/{n}.png: not a readable image" in str(e.value) for n in (20, 150, 290)) and "\n" not in str(e.value)
 
 
 @pytest.mark.parametrize("devices", [1, 2])
@@ -142,3 +147,18 @@ def test_perceptual_hashes_are_kept_and_the_search_matches_imagededup(monkeypatc
     again = [Record(r.id, r.patient_id, r.source, r.labels, sha1=r.sha1) for r in records]
     nd.hash_records(again)
     assert [r.phash for r in again] == [r.phash for r in records]
+
+
+def test_the_fingerprint_skips_unreadable_sampled_images_so_the_decoding_names_them_all(tmp_path):
+    """`meddx plan` stopped on the first unreadable image its sample met; fixed, it stopped on the next. The sample
+    now counts them and goes on (decoding every image then names all of them); a sample of none readable stops."""
+    from meddx.data.fingerprint import image_statistics
+
+    for i in range(6):
+        Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(tmp_path / f"{i}.png")
+    (tmp_path / "2.png").write_bytes(b"")
+    records = [Record(f"r{i}", f"p{i}", str(tmp_path / f"{i}.png"), np.zeros(1)) for i in range(6)]
+    stats = image_statistics(records)
+    assert stats["unreadable"] == 1 and stats["sampled"] == 5 and stats["height"]["median"] == 8
+    with pytest.raises(DataError, match="1 image\\(s\\) sampled and none can be read"):
+        image_statistics(records[2:3])

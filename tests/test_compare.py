@@ -79,10 +79,10 @@ def test_compare_two_real_runs(datscan_run, data_dir, tmp_path):
 
 
 class _Run:
-    """What `compare_runs` reads of a run: its folder, label names and predictions."""
+    """What `compare_runs` reads of a run: its folder, task, label names and predictions."""
 
     def __init__(self, name: str, frame: pd.DataFrame, labels: list[str]) -> None:
-        self.path, self.label_names, self.frame = Path(name), labels, frame
+        self.path, self.label_names, self.frame, self.task = Path(name), labels, frame, "multilabel"
 
     def predictions(self, split: str) -> pd.DataFrame:
         return self.frame

@@ -112,8 +112,8 @@ class _Decoding(Dataset):
 
 
 def _collate(items: list):
-    bad = next((x for x in items if isinstance(x, str)), None)
-    return bad if bad is not None else np.stack(items)
+    bad = [x for x in items if isinstance(x, str)]
+    return bad or np.stack(items)
 
 
 def _build(path: Path, records: list[Record], decode, settings: dict) -> None:
@@ -127,12 +127,17 @@ def _build(path: Path, records: list[Record], decode, settings: dict) -> None:
     loader = DataLoader(_Decoding(records, decode), batch_size=BUILD_BATCH, num_workers=workers if len(records) >= 256
                         else 0, collate_fn=_collate)  # fmt: skip
     try:
-        start = 0
+        start, bad = 0, []
         for batch in progress(loader, f"decoding {len(records)} images into the cache", least=16):
-            if isinstance(batch, str):
-                raise DataError(batch)
-            out[start : start + len(batch)] = batch
+            if isinstance(batch, list):  # every unreadable file is named at once, not one per attempt
+                bad += batch
+            else:
+                out[start : start + len(batch)] = batch
             start += len(batch)
+        if bad:
+            shown = "; ".join(bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
+            many = f"{len(bad)} image(s) cannot be read (fix or remove them): {shown}"
+            raise DataError(many if len(bad) > 1 else bad[0])
         out.flush()
         del out
         os.replace(tmp, path)

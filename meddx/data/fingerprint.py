@@ -10,6 +10,7 @@ import numpy as np
 
 from meddx.data.images import DICOM_EXTENSIONS, is_colour, load_array_file, read_array_file, read_pixels
 from meddx.data.records import SPLITS, DataSet, Record
+from meddx.errors import DataError
 
 SAMPLE = 300  # images decoded for sizes and intensities; enough for stable medians and percentiles
 
@@ -60,9 +61,14 @@ def _describe(values: list[float]) -> dict:
 def image_statistics(records: list[Record], sample: int = SAMPLE) -> dict:
     """Sizes, channels, layout, colour, bit depth, intensity use and modality of an even sample of images."""
     chosen = records[:: max(1, len(records) // sample)][:sample]
-    heights, widths, depths, maxima, means, layouts, colour = [], [], [], [], [], Counter(), 0
-    for r in chosen:
-        pixels, layout = read_pixels(r)
+    heights, widths, depths, maxima, means, layouts, colour, unreadable = [], [], [], [], [], Counter(), 0, []
+    for r in list(chosen):
+        try:
+            pixels, layout = read_pixels(r)
+        except DataError as e:  # decoding every image later names all the unreadable ones in one line
+            unreadable.append(str(e))
+            chosen.remove(r)
+            continue
         layouts[layout] += 1
         spatial = pixels.shape[-3:-1] if layout == "hwc" else pixels.shape[-2:]
         heights.append(spatial[0])
@@ -71,11 +77,14 @@ def image_statistics(records: list[Record], sample: int = SAMPLE) -> dict:
         colour += is_colour(pixels, layout)
         maxima.append(float(np.max(pixels)))
         means.append(float(np.mean(pixels)))
+    if not chosen:
+        raise DataError(f"{len(unreadable)} image(s) sampled and none can be read: {unreadable[0]}")
     bits = Counter(b for b in (_bits(r) for r in chosen[:20]) if b)
     modalities = Counter(m for m in (dicom_modality(r.source) for r in chosen[:20]) if m)
     maxima_arr = np.asarray(maxima)
     return {
         "sampled": len(chosen),
+        "unreadable": len(unreadable),
         "layout": layouts.most_common(1)[0][0],
         "height": _describe(heights),
         "width": _describe(widths),

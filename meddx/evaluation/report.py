@@ -117,6 +117,15 @@ def overlap_warnings(check: dict) -> dict:
     return out
 
 
+def _check_operating_point(run: Run, cfg: EvaluateConfig) -> None:
+    """An operating point asked of a multi-class run, which has none to set, is an error (it was ignored)."""
+    if run.task == "multiclass" and cfg.operating_point != run.config.evaluate.operating_point:
+        raise ConfigError(
+            f"operating point '{cfg.operating_point}': a multi-class run decides by argmax (its most probable class), "
+            "so there is no threshold to set; operating points are for binary and multi-label runs"
+        )
+
+
 def evaluate_run(
     run: Run | str | Path,
     split: str = "test",
@@ -129,11 +138,7 @@ def evaluate_run(
     ({"column", "values": {sample id: value}}) adds every figure per subgroup."""
     run = run if isinstance(run, Run) else Run(run)
     cfg = config or run.config.evaluate
-    if run.task == "multiclass" and cfg.operating_point != run.config.evaluate.operating_point:
-        raise ConfigError(
-            f"operating point '{cfg.operating_point}': a multi-class run decides by argmax (its most probable class), "
-            "so there is no threshold to set; operating points are for binary and multi-label runs"
-        )
+    _check_operating_point(run, cfg)
     names = run.label_names
     if not (run.path / PREDICTIONS / f"{split}.csv").is_file():
         raise DataError(f"{run.path}: no predictions for split '{split}' ({PREDICTIONS}/{split}.csv)")
