@@ -120,3 +120,30 @@ def test_ages_outside_0_to_125_years_are_counted_and_named():
     assert "2 value(s) of Patient Age lie outside 0-125 years" in subgroup_text(out)
     stage = subgroup_scores(y, p, p > 0.5, "binary", ["x"], patients, ages, "stage", cfg, bands=3)
     assert "implausible_ages" not in stage and "outside 0-125" not in subgroup_text(stage)
+
+
+def test_a_multilabel_subgroup_gap_of_one_label_is_not_hidden_by_the_macro_figure():
+    """`--by Sex` on a 3-label run showed only the macro gap (0.022) while one label's was 0.095: each label's ROC AUC
+    per subgroup is now kept, tabled and its largest gap named; the macro figure says it is macro."""
+    from meddx.evaluation.sections import _subgroup_section
+    from meddx.evaluation.summary import subgroup_lines
+
+    rng = np.random.default_rng(2)
+    n = 400
+    sex = np.array(["F", "M"] * (n // 2), dtype=object)
+    y = (rng.random((n, 2)) < 0.4).astype(float)
+    noise = np.where(sex == "F", 0.3, 3.0)  # label b is read well for F only; label a alike for both
+    p = 1 / (1 + np.exp(-np.stack([2 * (y[:, 0] - 0.5) + rng.normal(size=n),
+                                   2 * (y[:, 1] - 0.5) + noise * rng.normal(size=n)], 1)))  # fmt: skip
+    out = subgroup_scores(y, p, p > 0.5, "multilabel", ["a", "b"], [f"p{i}" for i in range(n)], sex, "Sex",
+                          EvaluateConfig(bootstrap=100))  # fmt: skip
+    one = out["largest_label_gap"]
+    assert one["label"] == "b" and one["high"] == "F" and one["gap"] > out["largest_gap"]["gap"]
+    text = subgroup_text(out)
+    assert "Largest gap in macro ROC AUC" in text and "Largest gap of one label: b, F " in text
+    table = _subgroup_section({"subgroups": out})
+    assert table["header"][3] == "macro ROC AUC" and table["header"][-2:] == ["ROC AUC a", "ROC AUC b"]
+    assert "macro ROC AUC" in subgroup_lines(out)
+    single = subgroup_scores(y[:, :1], p[:, :1], p[:, :1] > 0.5, "binary", ["a"], [f"p{i}" for i in range(n)], sex,
+                             "Sex", EvaluateConfig(bootstrap=0))  # fmt: skip
+    assert "largest_label_gap" not in single and "macro" not in subgroup_text(single)

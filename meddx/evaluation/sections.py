@@ -133,10 +133,15 @@ def _subgroup_section(result: dict) -> dict | None:
     sub = result.get("subgroups")
     if not sub:
         return None
-    header = ["subgroup", "samples", "patients", *(TITLES[k] for k in SUBGROUP_FIGURES)]
+    labels = next((list(r["label_roc_auc"]) for r in sub["groups"].values() if "label_roc_auc" in r), [])[:8]
+    macro = "macro " if labels else ""
+    header = ["subgroup", "samples", "patients", *(macro + TITLES[k] for k in SUBGROUP_FIGURES)]
+    header += [f"ROC AUC {n}" for n in labels]  # each label's, where a macro gap can hide one
+    width = len(SUBGROUP_FIGURES) + len(labels)
     rows = [
         [g, str(r["samples"]), str(r["patients"]),
-         *((fmt(r["figures"][k]) for k in SUBGROUP_FIGURES) if "figures" in r else ["too few"] * len(SUBGROUP_FIGURES))]
+         *([*(fmt(r["figures"][k]) for k in SUBGROUP_FIGURES), *(fmt(r["label_roc_auc"][n]) for n in labels)]
+           if "figures" in r else ["too few"] * width)]
         for g, r in sub["groups"].items()
     ]  # fmt: skip
     return {"column": sub["column"], "text": subgroup_text(sub), "header": header, "rows": rows}

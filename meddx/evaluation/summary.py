@@ -84,7 +84,9 @@ def subgroup_lines(sub: dict) -> str:
     lines = [f"subgroups by {sub['column']}:"]
     for name, group in sub["groups"].items():
         auc = group.get("figures", {}).get("roc_auc")
-        lines.append(f"  {name}: {group['samples']} samples, " + (f"ROC AUC {fmt(auc)}" if auc else "too few to score"))
+        macro = "macro " if "label_roc_auc" in group else ""
+        scored = f"{macro}ROC AUC {fmt(auc)}" if auc else "too few to score"
+        lines.append(f"  {name}: {group['samples']} samples, {scored}")
     return "\n".join([*lines, subgroup_text(sub)])
 
 
