@@ -91,9 +91,11 @@ def test_predict_takes_folders_and_csvs_and_gives_decisions(datscan_run, data_di
         (tmp_path / "scans" / Path(i).parent.name).mkdir(parents=True, exist_ok=True)
         shutil.copy(data_dir / "datscan_spect_ppmi_2d" / i, tmp_path / "scans" / Path(i).parent.name / Path(i).name)
     (tmp_path / "scans" / "HC" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    (tmp_path / "scans" / "HC" / "empty.png").write_bytes(b"")
     proc = run_cli("predict", str(datscan_run.path), str(tmp_path / "scans"), "--json")
-    assert proc.returncode == 1 and "1 of 5 file(s) could not be read" in proc.stderr
+    assert proc.returncode == 1 and "2 of 6 file(s) could not be read" in proc.stderr
     rows = {r["id"]: r for r in json.loads(proc.stdout)}
+    assert rows["HC/empty.png"]["error"].endswith("empty.png: the file is empty (0 bytes)")  # not 'empty upload'
     assert '"HC/broken.png"' in proc.stdout  # slashes as written, not pandas' \/
     assert "broken.png" in rows["HC/broken.png"]["error"] and "upload" not in rows["HC/broken.png"]["error"]  # a file
     gone = meddx.predict(datscan_run.path, [tmp_path / "gone.png"])["error"][0]

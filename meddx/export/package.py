@@ -190,7 +190,7 @@ def _write_package(run: Run, fmt: Format, out: Path, tolerance: float, split: st
     write_text(out / CONFIG, yaml.safe_dump(shipped.model_dump(mode="json"), sort_keys=False))
     write_text(out / "input_stats.json", json.dumps(training_input_stats(run)))
     write_text(out / "val_rates.json", json.dumps(validation_rates(run)))
-    labels = {"labels": run.label_names, "task": run.task, "negative": run.negative_class}
+    labels = {"labels": run.label_names, "task": run.task, "negative": run.negative_class, "run": run.path.name}
     write_text(out / "labels.json", json.dumps(labels, indent=2))
     metrics = run.metrics("test")
     write_text(out / "thresholds.json", json.dumps(metrics.get("operating_point", {}), indent=2))

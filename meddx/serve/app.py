@@ -130,7 +130,7 @@ def create_app(
         if token:
             return {"status": "ok"}
         batching = batcher.stats() if batcher else {"max_batch": 1}
-        return {"status": "ok", "model": predictor.path.name, "backend": predictor.backend, "labels": predictor.labels,
+        return {"status": "ok", "model": predictor.name, "backend": predictor.backend, "labels": predictor.labels,
                 "threads": predictor.threads, "batching": batching}  # fmt: skip
 
     @app.get("/model", dependencies=guarded, response_model=ModelInfo, responses=errors(401))

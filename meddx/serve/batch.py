@@ -51,6 +51,7 @@ def predict_files(path: str | Path, inputs: list[str | Path]) -> pd.DataFrame:
             out = predictor.predict(file.read_bytes())
         except MeddxError as e:  # the service's wording ('NPY upload: ...') named for a file
             said = re.sub(r"^(?:[A-Z0-9]+ )?upload:? *", "", str(e)).replace("'upload'", f"'{file.name}'")
+            said = said.replace("empty upload: the file has no bytes", "the file is empty (0 bytes)")
             rows.append({**row, "error": f"{file}: {said}"})
             continue
         row.update({f"p_{n}": round(p, 6) for n, p in out["probabilities"].items()})

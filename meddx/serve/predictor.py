@@ -101,6 +101,7 @@ class Predictor:
             _check_parity(self.path)
             labels = json.loads((self.path / "labels.json").read_text())
             self.labels, self.task, self.negative = labels["labels"], labels["task"], labels.get("negative", "negative")
+            self.name = labels.get("run", self.path.name)  # the run it came from, not `package`
             self.prep = Preprocess.load(self.path / PREPROCESS)
             self.config = load_config(self.path / CONFIG)
             self.stats = json.loads((self.path / "input_stats.json").read_text())
@@ -118,7 +119,7 @@ class Predictor:
             if run.is_sequence:
                 raise ConfigError(f"{self.path}: a token-sequence run; the service takes image models")
             self.labels, self.task, self.prep, self.config = run.label_names, run.task, run.preprocess, run.config
-            self.negative = run.negative_class
+            self.negative, self.name = run.negative_class, self.path.name
             self.stats, self.val_rates = training_input_stats(run), validation_rates(run)
             self.thresholds, self.rule = run_operating_point(run)
             self.card = (
@@ -175,7 +176,7 @@ class Predictor:
     def info(self) -> dict:
         """What GET /model returns: labels, thresholds, the validation table for the threshold control, the card."""
         return {
-            "name": self.path.name,
+            "name": self.name,
             "kind": self.kind,
             "backend": self.backend,
             "task": self.task,
@@ -263,11 +264,9 @@ class Predictor:
         out = {}
         if image:
             out["image_png"] = _png_base64(grey_png(prepared.scan, max_side=512))
-        if cam:
-            if not self.has_weights:
-                raise UploadError(
-                    "Grad-CAM needs the PyTorch weights (model.pt), which this model (an ensemble?) does not have", 400
-                )
+        if cam and not self.has_weights:  # the prediction is still the answer; the map is what it lacks
+            out["cam_error"] = "no Grad-CAM: this package has no PyTorch weights (an ensemble's); serve the run folder"
+        elif cam:
             name = label or self.labels[0]
             if name not in self.labels:
                 raise UploadError(f"unknown label '{name}'; labels are {self.labels}", 400)

@@ -38,6 +38,7 @@ class Prediction(BaseModel):
     image_png: str | None = Field(None, description="The decoded scan, base64 PNG (with image=true).")
     cam_png: str | None = Field(None, description="The Grad-CAM overlay, base64 PNG (with cam=true).")
     cam_label: str | None = None
+    cam_error: str | None = Field(None, description="Why no map was made (cam=true on a package without weights).")
     elapsed_ms: float
 
 
@@ -51,7 +52,7 @@ class Health(BaseModel):
     threads: dict[str, int] | None = Field(
         None, description="Usable cores, request worker threads, ONNX Runtime's intra-op and inter-op threads."
     )
-    batching: dict[str, float] | None = Field(
+    batching: dict[str, int | float] | None = Field(
         None, description="Micro-batching: max_batch (1: off), wait_ms, model calls, requests answered, waiting."
     )
 
