@@ -207,3 +207,20 @@ def test_a_class_with_no_sample_in_val_or_test_is_named_at_the_split_and_in_the_
     block = {"per_label": {n: {"roc_auc": figure if n != "virus" else {"value": None}} for n in ds.label_names},
              "macro": {"roc_auc": figure, "pr_auc": figure}, "overall": {}, "micro": {}}  # fmt: skip
     assert _overall_section({"model": block, "baselines": {}})["header"][1] == "macro ROC AUC (2 of 3 labels)"
+
+
+def test_a_carved_split_far_from_its_ratio_says_why():
+    """200 images split 149/15/36 (one child's 13 images in test) without a word; a carved split whose share is far
+    from its ratio is now named, with the largest patient."""
+    from meddx.data.records import DataSet, Record
+    from meddx.data.split import _skewed_sizes
+
+    records = [Record(f"a{i}", f"p{i}", f"a{i}.png", np.ones(1)) for i in range(187)]
+    records += [Record(f"b{i}", "big", f"b{i}.png", np.ones(1)) for i in range(13)]
+    for i, r in enumerate(records):
+        r.split = "test" if r.patient_id == "big" or i < 23 else "val" if i < 38 else "train"
+    ds = DataSet(records, ["x"], "binary", "x")
+    note = _skewed_sizes(ds, SplitConfig(), ["test", "val"])
+    assert note.startswith("test holds 36 images (18%) for its 10%") and "(the most: 13, 'big')" in note
+    assert "val holds" not in note  # 15 of 200 is near its 10%
+    assert _skewed_sizes(ds, SplitConfig(), ["val"]) == ""  # an official test split is the user's

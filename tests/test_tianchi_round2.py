@@ -121,3 +121,12 @@ def test_cv_line_gives_regions_and_types(tmp_path, monkeypatch):
     proc = run_cli("cv", str(EXAMPLE), "--folds", "2")
     assert proc.returncode == 0, proc.stderr
     assert "mlogloss 0.2500 (score 0.7600, regions_mlogloss 0.2000, types_mlogloss 0.3000)" in proc.stdout
+    binary = {
+        "labels": 1,
+        "model": {"mlogloss": 0.3, "mean_roc_auc": 0.9, "exact_match": 0.8},
+        "baselines": result["baselines"],
+    }  # fmt: skip  (an image task: no competition's words)
+    (tmp_path / "cv.json").write_text(json.dumps(binary))
+    proc = run_cli("cv", str(EXAMPLE), "--folds", "2")
+    assert "out-of-fold log loss 0.3000" in proc.stdout and "accuracy at 0.5 0.8000" in proc.stdout
+    assert "mlogloss" not in proc.stdout and "exact match" not in proc.stdout

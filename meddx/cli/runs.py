@@ -250,10 +250,11 @@ def cv(
     m, b = r["model"], r["baselines"]
     parts = [f"{k} {m[k]:.4f}" for k in ("score", "regions_mlogloss", "types_mlogloss") if k in m]  # round 2: all 3
     score = f" ({', '.join(parts)})" if parts else ""
+    one = r.get("labels") == 1  # a binary task's mean log loss is its log loss, its exact match its accuracy
+    loss, match = ("log loss", "accuracy at 0.5") if one else ("mlogloss", "exact match")
     typer.echo(
-        f"{out}: out-of-fold mlogloss {m['mlogloss']:.4f}{score}; prior {b['prior']['mlogloss']:.4f}, "
-        f"all-zero {b['all_zero']['mlogloss']:.4f}; mean AUC {m['mean_roc_auc']:.4f}, "
-        f"exact match {m['exact_match']:.4f}"
+        f"{out}: out-of-fold {loss} {m['mlogloss']:.4f}{score}; prior {b['prior']['mlogloss']:.4f}, "
+        f"all-zero {b['all_zero']['mlogloss']:.4f}; mean AUC {m['mean_roc_auc']:.4f}, {match} {m['exact_match']:.4f}"
     )
 
 

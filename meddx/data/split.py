@@ -180,7 +180,22 @@ def assign_splits(ds: DataSet, cfg: SplitConfig | None = None, mend: bool = True
             raise DataError(f"{ds.origin}: the {s} split is empty; check split.ratios {cfg.ratios} and the data")
     if absent := _absent_labels(ds):
         ds.notes.append(absent)
+    if skew := _skewed_sizes(ds, cfg, [name for name, _ in plan]):
+        ds.notes.append(skew)
     return ds
+
+
+def _skewed_sizes(ds: DataSet, cfg: SplitConfig, carved: list[str]) -> str:
+    """A carved split whose share of the images is far from its ratio (patients with many images carved whole), in
+    words; "" otherwise."""
+    counts = Counter(r.split for r in ds.records)
+    total, shares = len(ds.records), dict(zip(SPLITS, np.asarray(cfg.ratios) / sum(cfg.ratios)))
+    off = [f"{s} holds {counts[s]} images ({counts[s] / total:.0%}) for its {shares[s]:.0%}" for s in carved
+           if total >= 50 and abs(counts[s] / total - shares[s]) > max(0.5 * shares[s], 0.03)]  # fmt: skip
+    if not off:
+        return ""
+    largest = Counter(r.patient_id for r in ds.records).most_common(1)[0]
+    return "; ".join(off) + f": patients are carved whole and differ in images (the most: {largest[1]}, '{largest[0]}')"
 
 
 def _absent_labels(ds: DataSet) -> str:
