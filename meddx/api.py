@@ -145,23 +145,19 @@ def predict_external(run: Run, data: dict, name: str = "external", drop_overlap:
 def predict(run: Run | str | Path, inputs: list) -> pd.DataFrame:
     """One row per scan: for an image run or model package and paths (files, folders, CSV manifests), `id`,
     `p_<label>`, the decision at the run's operating point, `in_domain` with its warnings and `error` for a file that
-    cannot be read; a token-sequence run (`|,|` report files): probabilities and decisions; records: probabilities."""
+    cannot be read; a token-sequence run (`|,|` report files): probabilities and decisions; records: probabilities.
+    A `meddx cv` folder predicts as its fold ensemble."""
     from meddx.data.records import Record
+    from meddx.evaluation.folds import fold_ensemble, is_cv_folder
+    from meddx.evaluation.operating import with_decisions
 
     path = run.path if isinstance(run, Run) else Path(run)
+    if is_cv_folder(path) and not (path / "config.yaml").is_file():  # a `meddx cv` folder: its fold ensemble
+        run = path = fold_ensemble(path).path
     if any(isinstance(x, Record) for x in inputs):
         return (run if isinstance(run, Run) else load_run(run)).predict(inputs)
     if not (path / "labels.json").is_file() and (loaded := run if isinstance(run, Run) else load_run(path)).is_sequence:
-        from meddx.evaluation.operating import run_operating_point
-
-        frame = loaded.predict(inputs)
-        thresholds, rule = run_operating_point(loaded)
-        frame["decision"] = [
-            "; ".join(n for n in loaded.label_names if row[f"p_{n}"] >= thresholds[n]) or loaded.negative_class
-            for _, row in frame.iterrows()
-        ]
-        frame["operating_point"] = rule
-        return frame
+        return with_decisions(loaded, loaded.predict(inputs))
     from meddx.serve.batch import predict_files
 
     return predict_files(path, inputs)

@@ -109,3 +109,15 @@ def run_operating_point(run) -> tuple[dict[str, float], str]:
         run.config.evaluate.operating_point,
         run.predictions("val"),
     )
+
+
+def with_decisions(run, frame):
+    """`frame` (id, p_<label>) with each row's decision at the run's operating point (the labels called positive, or
+    the negative class) and the operating point's name."""
+    thresholds, rule = run_operating_point(run)
+    frame["decision"] = [
+        "; ".join(n for n in run.label_names if row[f"p_{n}"] >= thresholds[n]) or run.negative_class
+        for _, row in frame.iterrows()
+    ]
+    frame["operating_point"] = rule
+    return frame
