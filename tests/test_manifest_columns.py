@@ -149,6 +149,10 @@ def test_a_csv_that_does_not_decode_is_one_line_for_predict_too(tmp_path):
     (tmp_path / "w.csv").write_bytes("image,note\nx.png,caf\xe9\n".encode("cp1252"))
     with pytest.raises(DataError, match="w.csv: not a readable CSV"):
         expand_inputs([tmp_path / "w.csv"])
+    (tmp_path / "f.csv").write_text("image,note\nx.png,1\ny.png,2,3\n")  # a row with a field too many
+    with pytest.raises(DataError, match=r"f.csv: not a readable CSV \(ParserError: .*saw 3\)$") as e:
+        expand_inputs([tmp_path / "f.csv"])
+    assert "\n" not in str(e.value)
 
 
 def test_predict_keeps_files_of_several_folders_apart(tmp_path):

@@ -75,7 +75,8 @@ def read_table(csv: str | Path) -> pd.DataFrame:
         encoding = _encoding(str(csv))
         return pd.read_csv(csv, dtype=str, keep_default_na=False, encoding=encoding, sep=_sep(str(csv), encoding))
     except Exception as e:  # noqa: BLE001 - a decoding or parsing error, for every caller (predict too)
-        raise DataError(f"{csv}: not a readable CSV ({type(e).__name__}: {e})") from None
+        said = " ".join(str(e).split())  # pandas' messages end with a newline
+        raise DataError(f"{csv}: not a readable CSV ({type(e).__name__}: {said})") from None
 
 
 def _sep(csv: str, encoding: str) -> str:
