@@ -20,6 +20,9 @@ NOISE = (  # messages a user can do nothing about
     r"litlogger",  # Lightning's advertisement for its cloud logger
     r"\[torch\.onnx\]",  # the ONNX exporter's step log
     r"'set_vital' is deprecated",  # torchdata's StatefulDataLoader calling a torch API torch 2.14 deprecates
+    r"Experiment logs directory .* exists and is not empty",  # a resumed run: meddx puts the earlier epochs back
+    r"Checkpoint directory .* exists and is not empty",  # a resumed run: its own checkpoints, continued
+    r"smaller than the logging interval",  # small folds: fewer batches than log_every_n_steps
 )
 LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric")
 LOG = logging.getLogger("meddx.thirdparty")

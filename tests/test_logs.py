@@ -17,12 +17,15 @@ def test_noise_goes_to_the_run_log_and_other_warnings_still_show(tmp_path):
         "    warnings.warn('No positive samples in targets, true positive value should be meaningless')\n"
         "    warnings.warn(\"'set_vital' is deprecated, please do not call\")\n"
         "    warnings.warn('model collapse: every output the same')\n"
+        "    warnings.warn('Experiment logs directory runs/x/logs/ exists and is not empty. Previous log files ...')\n"
+        "    warnings.warn('The number of training batches (3) is smaller than the logging interval ...')\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert (
         "model collapse" in proc.stderr and "No positive samples" not in proc.stderr and "set_vital" not in proc.stderr
     )
+    assert "Experiment logs directory" not in proc.stderr and "logging interval" not in proc.stderr
     assert "No positive samples" in (tmp_path / "meddx.log").read_text()
 
 
