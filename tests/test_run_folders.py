@@ -229,3 +229,20 @@ def test_planned_seeds_that_would_end_past_the_budget_on_a_busy_machine_are_not_
     assert choice["value"] == 2 and "4 planned at " in choice["reason"]
     assert "min each; the slowest took " in choice["reason"]
     assert not (run.path / "members" / "seed2").exists()
+
+
+def test_meddx_runs_lists_cv_folders_and_a_time_for_every_run(tmp_path):
+    """`meddx runs` left out `meddx cv` folders and showed no time for an ensemble folder (no status.json)."""
+    import json
+
+    from conftest import run_cli
+
+    (tmp_path / "cv" / "fold0").mkdir(parents=True)
+    (tmp_path / "cv" / "cv.json").write_text(json.dumps({"runs": ["fold0", "fold1"]}))
+    (tmp_path / "cv" / "fold0" / "status.json").write_text(json.dumps({"state": "trained", "since": "2026-12-07"}))
+    (tmp_path / "ens").mkdir()
+    (tmp_path / "ens" / "config.yaml").write_text("name: ens\n")
+    out = run_cli("runs", str(tmp_path)).stdout
+    assert f"{tmp_path / 'cv'} (1 of 2 folds trained; a fold ensemble)" in out
+    ens = next(line for line in out.splitlines() if line.endswith("ens"))
+    assert ens.split()[1].startswith("20")  # a date, from the folder's config when it has no status.json

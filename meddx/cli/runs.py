@@ -261,15 +261,25 @@ def cv(
 def runs(folder: Annotated[Path, typer.Argument(help="Folder holding run folders.")] = Path("runs")) -> None:
     """Every run folder under FOLDER with its state (complete, trained, running, interrupted, failed and why), so
     nobody evaluates a half run; `meddx train --resume RUN` continues an interrupted or failed one."""
-    from meddx.run import CONFIG, read_status
+    from datetime import datetime
+
+    from meddx.run import CONFIG, STATUS, read_status
+    from meddx.training.cv import CV
 
     if not folder.is_dir():
         raise ConfigError(f"{folder}: no such folder")
-    found = sorted(p for p in folder.iterdir() if (p / CONFIG).is_file())
+    found = sorted(p for p in folder.iterdir() if (p / CONFIG).is_file() or (p / CV).is_file())
     for path in found:
-        info = read_status(path)
+        if not (path / CONFIG).is_file():  # a `meddx cv` folder: its folds are runs of their own
+            folds = json.loads((path / CV).read_text()).get("runs", [])
+            done = sum(read_status(path / f).get("state") in ("trained", "complete") for f in folds)
+            when = datetime.fromtimestamp((path / CV).stat().st_mtime).isoformat(timespec="seconds")
+            typer.echo(f"{'cv':<12} {when:<20} {path} ({done} of {len(folds)} folds trained; a fold ensemble)")
+            continue
+        info, stamp = read_status(path), path / STATUS if (path / STATUS).is_file() else path / CONFIG
+        since = info.get("since") or datetime.fromtimestamp(stamp.stat().st_mtime).isoformat(timespec="seconds")
         reason = f" ({info['reason']})" if info.get("reason") else ""
-        typer.echo(f"{info['state']:<12} {info.get('since', ''):<20} {path}{reason}")
+        typer.echo(f"{info['state']:<12} {since:<20} {path}{reason}")
     if not found:
         typer.echo(f"no run folders in {folder}")
 
