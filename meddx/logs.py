@@ -91,3 +91,12 @@ def run_log(folder: str | Path) -> Iterator[Path]:
     finally:
         LOG.removeHandler(handler)
         handler.close()
+
+
+def terminal():
+    """A rich console for stdout: the terminal's width, or 160 columns when piped or logged (rich's 80 would cut
+    tables' numbers short with an ellipsis)."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=160)

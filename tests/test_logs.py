@@ -36,3 +36,10 @@ def test_progress_only_on_a_terminal_and_for_long_work(monkeypatch):
     assert progress(items[:10], "x") == items[:10]  # too short to bother
     shown = progress(items, "decoding")
     assert shown is not items and list(shown) == items
+
+
+def test_tables_piped_or_logged_are_not_cut_to_80_columns():
+    """`meddx compare ... | tee` cut intervals to '(0.8266-0.94…': piped, the console is 160 columns wide."""
+    code = "from meddx.logs import terminal; print(terminal().width)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "160", proc.stderr

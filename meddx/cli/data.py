@@ -23,15 +23,14 @@ def explore(
     data_overrides: dict | None = None,
 ) -> None:
     """Summarise a data set: rows, patients, labels, missing/unreadable files, sizes, duplicates."""
-    from rich.console import Console
-
     from meddx.api import explore as api_explore
     from meddx.config import load_config
     from meddx.data.explore import summary_table, to_markdown, write_explore
+    from meddx.logs import terminal
 
     cfg = load_config(config, {**data_overrides, **set_overrides(set_)})
     summary = api_explore(cfg.data, read_images=not no_images)
-    console = Console()
+    console = terminal()
     console.print(summary_table(summary))
     for line in to_markdown(summary).splitlines():
         if line.startswith("- "):

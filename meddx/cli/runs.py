@@ -204,11 +204,11 @@ def compare(
     bootstrap: Annotated[int, typer.Option(min=100, help="Patient resamples for the paired intervals.")] = 2000,
 ) -> None:
     """Rank runs on the same test patients: figures with intervals, paired differences from the best, DeLong's test."""
-    from rich.console import Console
     from rich.table import Table
 
     from meddx.api import compare as api_compare
     from meddx.evaluation.compare import comparison_table
+    from meddx.logs import terminal
 
     result = api_compare(runs, output, split, bootstrap)
     header, rows = comparison_table(result)
@@ -216,7 +216,7 @@ def compare(
     table = Table(*[header[k] for k in keep], title=f"{result['split']}: {result['samples']} samples")
     for row in rows:
         table.add_row(*[row[k] for k in keep])
-    Console().print(table)
+    terminal().print(table)
     typer.echo(f"wrote {result['output']}/compare.html (and .md, .json)")
 
 

@@ -11,6 +11,7 @@ from meddx.evaluation.data_section import leakage_text
 from meddx.evaluation.scores import COMPETITIONS
 from meddx.evaluation.sections import fmt, warnings_of
 from meddx.evaluation.subgroups import subgroup_text
+from meddx.logs import terminal
 from meddx.run import DATA, PREDICTIONS, Run, read_json, split_suffix
 
 
@@ -56,9 +57,7 @@ def print_summary(run: Run | None, split: str = "test", console: Console | None 
     metrics = run.metrics(split) if run is not None else {}
     if not metrics:
         return
-    console = console or Console()
-    if not console.is_terminal:
-        console = Console(width=130)
+    console = console if console is not None and console.is_terminal else terminal()
     console.print(headline(metrics))
     source = read_json(run.path / PREDICTIONS / f"{metrics['split']}.data.json")  # new data: how it was read
     source = source or read_json(run.path / DATA)  # the run's own splits: how its data was read (copies dropped...)
