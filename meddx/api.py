@@ -146,7 +146,7 @@ def predict(run: Run | str | Path, inputs: list) -> pd.DataFrame:
     """One row per scan: for an image run or model package and paths (files, folders, CSV manifests), `id`,
     `p_<label>`, the decision at the run's operating point, `in_domain` with its warnings and `error` for a file that
     cannot be read; a token-sequence run (`|,|` report files): probabilities and decisions; records: probabilities.
-    A `meddx cv` folder predicts as its fold ensemble."""
+    A `meddx cv` folder predicts as its fold ensemble (written, or refreshed, in <cv>/ensemble)."""
     from meddx.data.records import Record
     from meddx.evaluation.folds import fold_ensemble, is_cv_folder
     from meddx.evaluation.operating import with_decisions

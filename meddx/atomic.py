@@ -8,7 +8,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,8 @@ def staged_file(path: Path) -> Iterator[Path]:
     except PermissionError as e:
         raise UnwritableTarget(f"{path}: cannot write it ({e.strerror})") from None
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~UMASK)  # as open() would make it: a package is read by other accounts too
+    with suppress(OSError):  # as open() would make it (a package is read by other accounts); exFAT may refuse
+        os.chmod(tmp, 0o666 & ~UMASK)
     try:
         yield Path(tmp)
         os.replace(tmp, path)
@@ -106,7 +107,8 @@ def staged_dir(path: str | Path) -> Iterator[Path]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
-        tmp.chmod(0o777 & ~UMASK)
+        with suppress(OSError):
+            tmp.chmod(0o777 & ~UMASK)
     except OSError as e:  # no permission, a read-only disk
         raise UnwritableTarget(f"{path}: cannot make the folder ({e.strerror})") from None
     try:

@@ -18,7 +18,7 @@ from meddx.evaluation.calibration import apply_platt, fit_platt
 from meddx.evaluation.ensemble import greedy_weights
 from meddx.evaluation.scores import Competition, pooled_scores, register_competition
 from meddx.run import Run
-from meddx.training.cv import CV, OOF, read_oof
+from meddx.training.cv import CV, read_oof
 
 REGION_SHARE = 0.6  # round 2: score = 0.6 x (1 - region mlogloss) + 0.4 x (1 - type mlogloss)
 
@@ -95,6 +95,8 @@ def label_groups(names: list[str]) -> list[np.ndarray]:
 
 def calibrate_oof(y: np.ndarray, p: np.ndarray, folds: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
     """Cross-fitted Platt scaling: fold k's out-of-fold probabilities scaled by slopes fitted on the other folds."""
+    if len(np.unique(folds)) < 2:
+        raise ConfigError("Platt scaling out of fold needs out-of-fold rows of 2 or more folds")
     out = p.copy()
     for k in np.unique(folds):
         rows = folds == k
@@ -115,13 +117,13 @@ def blend_oof(sources: list[str | Path]) -> dict:
     y, probs, folds, names = _oof_matrices(sources)
     weights = greedy_weights(probs, y, "multilabel").tolist()
     blended = sum(w * p for w, p in zip(weights, probs))
-    groups = label_groups(names)
-    calibrated = calibrate_oof(y, blended, folds, groups)
+    groups, several = label_groups(names), len(np.unique(folds)) > 1
+    calibrated = calibrate_oof(y, blended, folds, groups) if several else None
     return {
         "weights": weights,
         "folders": [competition_score(y, p, names) for p in probs],
         "blend": competition_score(y, blended, names),
-        "calibrated": competition_score(y, calibrated, names),
+        "calibrated": None if calibrated is None else competition_score(y, calibrated, names),
         "platt": fit_platt(y, blended, groups),
     }
 
@@ -179,16 +181,15 @@ def submit(
     data: str | Path,
     output: str | Path = "submission.csv",
     weights: str | list[float] = "equal",
-    calibrate: bool | None = None,
+    calibrate: bool = False,
 ) -> Path:
     """A submission for a `|,|` test file, checked before returning, from a run or CV folder (fold ensemble), or several
     blended with weights "equal", "oof" (chosen on the CV folders' out-of-fold predictions) or given; `calibrate`
-    (default: when every source is a CV folder) applies Platt slopes fitted on the blend's out-of-fold predictions."""
+    applies Platt slopes fitted on the blend's out-of-fold predictions (single-fold models' predictions, while the
+    submission averages the folds' models: not measured on held-out reports yet, so off by default)."""
     sources = source if isinstance(source, list) else [source]
     w = resolve_weights(sources, weights)
     ids, probs = blend_file(sources, data, w)
-    if calibrate is None:
-        calibrate = all((Path(s) / OOF).is_file() for s in sources)
     if calibrate:
         probs = apply_platt(probs, *oof_platt(sources, w))
     path = write_submission(ids, probs, output)

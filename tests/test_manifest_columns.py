@@ -167,6 +167,18 @@ def test_predict_keeps_files_of_several_folders_apart(tmp_path):
     assert [i for i, _ in two] == [f"{tmp_path}/pf/x.png", f"{tmp_path}/scans/HC/x.png"]
 
 
+def test_a_predict_list_loses_no_row_to_a_missing_header_or_a_blank_path(tmp_path):
+    """A list of bare paths lost its first line as the header, and a blank path was skipped: 2 rows out for 3 in,
+    exit 0. The first line of a header-less list is a scan; a blank path is a row of its own (an error row)."""
+    from meddx.serve.batch import BLANK, expand_inputs
+
+    (tmp_path / "bare.csv").write_text("a.png\nb.png\n")
+    assert [i for i, _ in expand_inputs([tmp_path / "bare.csv"])] == ["a.png", "b.png"]
+    (tmp_path / "gaps.csv").write_text("image,note\na.png,1\n,2\nc.png,3\n")
+    items = expand_inputs([tmp_path / "gaps.csv"])
+    assert [i for i, _ in items] == ["a.png", f"{tmp_path / 'gaps.csv'} row 3", "c.png"] and items[1][1] == BLANK
+
+
 def test_class_folders_beside_a_stray_csv_stay_class_folders(tmp_path):
     """`test/{NORMAL,PNEUMONIA}` beside `metadata.csv` (filename,sex) trained on sex; `images/{HC,PD}` beside a BIDS
     `participants.tsv` lost its hint. A CSV is the manifest only beside one folder of files."""

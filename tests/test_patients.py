@@ -56,6 +56,10 @@ def test_a_stray_name_is_its_own_patient_and_keeps_the_others_guess():
     assert "scan.jpeg, IMG.jpeg" in note
     ids, why = _guess(names + [f"scan{c}.jpeg" for c in "abcdefgh"])  # 8 of 128: more than 5%
     assert ids is None and "not <patient>_<number> (e.g. scana.jpeg)" in why
+    ids, _ = _guess([*names, "train/NORMAL/scan.jpeg", "test/NORMAL/scan.jpeg"])  # two images, not one patient
+    assert ids[-2:] == ["file:train/NORMAL/scan.jpeg", "file:test/NORMAL/scan.jpeg"]
+    batches = [f"batch{b}_{k}.png" for b in range(4) for k in range(200)]  # 4 scanner batches: refused, strays or not
+    assert _guess([*batches, *(f"x{i}.png" for i in range(40))])[0] is None
 
 
 @pytest.mark.parametrize(

@@ -256,3 +256,32 @@ def test_a_search_killed_after_its_choice_does_not_choose_again(tmp_path):
                              or Finished(), 0.0, 0.0)  # fmt: skip
     assert asked[-1] == (name, 2) and len(asked) == 5 and len(members) == 3
     assert cfg.model.name == "small_cnn_wide" and cfg.train.ensemble == 3 and cfg.train.max_epochs == 3
+
+
+def test_the_log_of_a_run_resumed_twice_keeps_every_epoch(tmp_path):
+    """Lightning empties logs/metrics.csv on a resume; the earlier rows were held in memory only, so a second kill, a
+    resume killed before it logged, or a torn file lost them. They are kept beside logs/ until put back."""
+    from meddx.training.fit import _log_kept
+
+    log = tmp_path / "logs" / "metrics.csv"
+    log.parent.mkdir()
+
+    def lightning_writes(epochs):  # what the CSVLogger does on a resume: empty the folder, log from the resumed epoch
+        log.unlink(missing_ok=True)
+        pd.DataFrame({"epoch": epochs, "val_loss": [0.1] * len(epochs)}).to_csv(log, index=False)
+
+    lightning_writes([0, 1, 2, 3, 4])
+    with pytest.raises(KeyboardInterrupt), _log_kept(tmp_path):  # killed after logging epochs 4-6 again
+        lightning_writes([4, 5, 6])
+        raise KeyboardInterrupt
+    assert pd.read_csv(log)["epoch"].tolist() == [0, 1, 2, 3, 4, 5, 6]
+    (tmp_path / "metrics-before-resume.csv").write_text(log.read_text())  # a SIGKILL: the copy stays aside
+    lightning_writes([6, 7])  # ... and the killed resume had logged on
+    with _log_kept(tmp_path):
+        lightning_writes([7, 8, 9])
+    assert pd.read_csv(log)["epoch"].tolist() == list(range(10))
+    assert not (tmp_path / "metrics-before-resume.csv").exists()
+    log.write_text("")  # torn: the resume goes on, and what it logs is kept
+    with _log_kept(tmp_path):
+        lightning_writes([9])
+    assert pd.read_csv(log)["epoch"].tolist() == [9]

@@ -237,12 +237,15 @@ def test_meddx_runs_lists_cv_folders_and_a_time_for_every_run(tmp_path):
 
     from conftest import run_cli
 
-    (tmp_path / "cv" / "fold0").mkdir(parents=True)
-    (tmp_path / "cv" / "cv.json").write_text(json.dumps({"runs": ["fold0", "fold1"]}))
+    for k in (0, 1):  # a 5-fold cv killed during its second fold: no cv.json yet
+        (tmp_path / "cv" / f"fold{k}").mkdir(parents=True)
+        (tmp_path / "cv" / f"fold{k}" / "config.yaml").write_text("name: fold\n")
     (tmp_path / "cv" / "fold0" / "status.json").write_text(json.dumps({"state": "trained", "since": "2026-12-07"}))
     (tmp_path / "ens").mkdir()
     (tmp_path / "ens" / "config.yaml").write_text("name: ens\n")
     out = run_cli("runs", str(tmp_path)).stdout
-    assert f"{tmp_path / 'cv'} (1 of 2 folds trained; a fold ensemble)" in out
+    assert "cv, unfinished" in out and f"{tmp_path / 'cv'} (1 of ? folds trained; `meddx cv` again resumes)" in out
+    (tmp_path / "cv" / "cv.json").write_text(json.dumps({"folds": 5, "runs": ["fold0"]}))
+    assert "(1 of 5 folds trained" in run_cli("runs", str(tmp_path)).stdout
     ens = next(line for line in out.splitlines() if line.endswith("ens"))
     assert ens.split()[1].startswith("20")  # a date, from the folder's config when it has no status.json

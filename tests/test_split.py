@@ -220,7 +220,11 @@ def test_a_carved_split_far_from_its_ratio_says_why():
     for i, r in enumerate(records):
         r.split = "test" if r.patient_id == "big" or i < 23 else "val" if i < 38 else "train"
     ds = DataSet(records, ["x"], "binary", "x")
-    note = _skewed_sizes(ds, SplitConfig(), ["test", "val"])
-    assert note.startswith("test holds 36 images (18%) for its 10%") and "(the most: 13, 'big')" in note
-    assert "val holds" not in note  # 15 of 200 is near its 10%
-    assert _skewed_sizes(ds, SplitConfig(), ["val"]) == ""  # an official test split is the user's
+    note = _skewed_sizes(ds, {"test": 20.0, "val": 18.0})
+    assert note.startswith("test holds 36 images (18%) where its ratio carves about 20")
+    assert "(the most: 13, 'big')" in note
+    assert "val holds" not in note  # 15 where 18 were due is near
+    assert _skewed_sizes(ds, {"val": 18.0}) == ""  # an official test split is the user's
+    for r in records:  # one image per patient: a carve by patients is exact, whatever the pool it came from
+        r.patient_id = r.id
+    assert _skewed_sizes(ds, {"test": 20.0}) == ""

@@ -140,10 +140,25 @@ def test_a_multilabel_subgroup_gap_of_one_label_is_not_hidden_by_the_macro_figur
     one = out["largest_label_gap"]
     assert one["label"] == "b" and one["high"] == "F" and one["gap"] > out["largest_gap"]["gap"]
     text = subgroup_text(out)
-    assert "Largest gap in macro ROC AUC" in text and "Largest gap of one label: b, F " in text
+    assert "Largest gap in macro ROC AUC" in text and "(the largest of 2 labels' gaps): b, F " in text
+    assert "a real gap" not in text.split("Largest gap of one label")[1]  # the largest of several is no verdict
     table = _subgroup_section({"subgroups": out})
     assert table["header"][3] == "macro ROC AUC" and table["header"][-2:] == ["ROC AUC a", "ROC AUC b"]
     assert "macro ROC AUC" in subgroup_lines(out)
     single = subgroup_scores(y[:, :1], p[:, :1], p[:, :1] > 0.5, "binary", ["a"], [f"p{i}" for i in range(n)], sex,
                              "Sex", EvaluateConfig(bootstrap=0))  # fmt: skip
     assert "largest_label_gap" not in single and "macro" not in subgroup_text(single)
+
+
+def test_a_subgroup_of_one_patient_is_not_scored_nor_called_a_real_gap():
+    """A band holding 35 images of one patient got 'ROC AUC 0.879 (0.879-0.879)' (a patient bootstrap of one patient
+    draws it every time) and 'a real gap'; a subgroup of fewer than 5 patients is now counted, not scored."""
+    rng = np.random.default_rng(3)
+    n = 200
+    y = (rng.random((n, 1)) < 0.5).astype(float)
+    p = np.clip(0.3 * y + 0.7 * rng.random((n, 1)), 0, 1)
+    patients = np.array(["solo"] * 40 + [f"p{i}" for i in range(n - 40)])
+    band = np.array(["late"] * 40 + ["early"] * (n - 40), dtype=object)
+    out = subgroup_scores(y, p, p > 0.5, "binary", ["x"], patients, band, "visit", EvaluateConfig(bootstrap=50))
+    assert out["groups"]["late"]["patients"] == 1 and "figures" not in out["groups"]["late"]
+    assert "largest_gap" not in out and "5 patients" in subgroup_text(out)

@@ -12,7 +12,7 @@ from meddx.data.readers import read_dataset
 from meddx.data.reports import read_tianchi
 from meddx.data.sequences import UNK, Vocab, build_vocab, length_grouped_sampler, sequence_summary, trim_padding
 from meddx.data.split import assign_splits
-from meddx.errors import DataError
+from meddx.errors import ConfigError, DataError
 from meddx.evaluation.metrics import mlogloss
 from meddx.tianchi import check_submission, tianchi_scores, write_submission
 
@@ -246,3 +246,5 @@ def test_platt_scaling_softens_an_overconfident_blend_per_label_group_and_never_
     flipped = y.copy()
     flipped[folds == 0] = 1 - flipped[folds == 0]  # fold 0's own labels must not move fold 0's probabilities
     np.testing.assert_allclose(calibrate_oof(flipped, sure, folds, groups)[folds == 0], scaled[folds == 0])
+    with pytest.raises(ConfigError, match="needs out-of-fold rows of 2 or more folds"):  # one fold: nothing to fit on
+        calibrate_oof(y, sure, np.zeros(4000, int), groups)

@@ -176,11 +176,11 @@ def test_round2_cv_reports_regions_and_types_and_submits_the_fold_ensemble(data_
     ]
     np.testing.assert_allclose(probs, np.mean(single, axis=0), atol=1e-9)  # the fold ensemble is the mean
     assert ids == [str(i) for i in range(360, 400)] and probs.shape == (40, 29)
-    sub = meddx.submit(cv_dir, tmp_path / "r2_test.csv", tmp_path / "sub.csv")  # Platt-scaled out of fold
-    raw = meddx.submit(cv_dir, tmp_path / "r2_test.csv", tmp_path / "raw.csv", calibrate=False)
-    as_given = np.array([[float(v) for v in ln.split("|,|")[1].split()] for ln in raw.read_text().splitlines()])
-    np.testing.assert_allclose(as_given, np.clip(probs, 0, 1), atol=1e-8)  # --no-calibrate: the fold mean itself
-    assert sub.read_text() != raw.read_text()
+    sub = meddx.submit(cv_dir, tmp_path / "r2_test.csv", tmp_path / "sub.csv")  # the fold mean itself
+    scaled = meddx.submit(cv_dir, tmp_path / "r2_test.csv", tmp_path / "scaled.csv", calibrate=True)
+    as_given = np.array([[float(v) for v in ln.split("|,|")[1].split()] for ln in sub.read_text().splitlines()])
+    np.testing.assert_allclose(as_given, np.clip(probs, 0, 1), atol=1e-8)
+    assert scaled.read_text() != sub.read_text()  # --calibrate: Platt slopes fitted out of fold
     checked = run_cli("check-submission", str(sub), "--data", str(tmp_path / "r2_test.csv"))  # no --labels
     assert checked.returncode == 0 and "valid, round 2" in checked.stdout, checked.stderr
     (tmp_path / "r2_holdout.csv").write_text("\n".join(lines[400:440]) + "\n")  # labelled reports kept out
@@ -210,7 +210,7 @@ def test_round2_cv_reports_regions_and_types_and_submits_the_fold_ensemble(data_
         "--weights",
         "oof",
     )
-    assert proc.returncode == 0 and "noisy 0.00" in proc.stdout and "Platt-scaled" in proc.stdout, proc.stderr
+    assert proc.returncode == 0 and "noisy 0.00" in proc.stdout and "Platt-scaled" not in proc.stdout, proc.stderr
     assert (tmp_path / "blend.csv").read_text() == sub.read_text()
     with pytest.raises(ConfigError, match="no oof.csv"):
         blend_weights([cv_dir, cv_dir / "fold0"])

@@ -127,7 +127,9 @@ def demo(
 
 
 def predict(
-    run: Annotated[Path, typer.Argument(help="Run folder or model package.")],
+    run: Annotated[
+        Path, typer.Argument(help="Run folder, model package, or `meddx cv` folder (its fold ensemble, <cv>/ensemble).")
+    ],
     inputs: Annotated[
         list[Path],
         typer.Argument(help="Scans (PNG, JPEG, DICOM, NPY), folders, CSV manifests; `|,|` files for a token run."),
@@ -268,13 +270,16 @@ def runs(folder: Annotated[Path, typer.Argument(help="Folder holding run folders
 
     if not folder.is_dir():
         raise ConfigError(f"{folder}: no such folder")
-    found = sorted(p for p in folder.iterdir() if (p / CONFIG).is_file() or (p / CV).is_file())
+    cv_folder = lambda p: (p / CV).is_file() or any(p.glob("fold*/" + CONFIG))  # noqa: E731 - interrupted too
+    found = sorted(p for p in folder.iterdir() if (p / CONFIG).is_file() or (p.is_dir() and cv_folder(p)))
     for path in found:
         if not (path / CONFIG).is_file():  # a `meddx cv` folder: its folds are runs of their own
-            folds = json.loads((path / CV).read_text()).get("runs", [])
-            done = sum(read_status(path / f).get("state") in ("trained", "complete") for f in folds)
-            when = datetime.fromtimestamp((path / CV).stat().st_mtime).isoformat(timespec="seconds")
-            typer.echo(f"{'cv':<12} {when:<20} {path} ({done} of {len(folds)} folds trained; a fold ensemble)")
+            folds = sorted(f.parent for f in path.glob("fold*/" + CONFIG))
+            total = json.loads((path / CV).read_text()).get("folds", len(folds)) if (path / CV).is_file() else "?"
+            done = sum(read_status(f).get("state") in ("trained", "complete") for f in folds)
+            state = "cv" if (path / CV).is_file() and done == total else "cv, unfinished"
+            when = datetime.fromtimestamp(max(f.stat().st_mtime for f in [path, *folds])).isoformat(timespec="seconds")
+            typer.echo(f"{state:<12} {when:<20} {path} ({done} of {total} folds trained; `meddx cv` again resumes)")
             continue
         info, stamp = read_status(path), path / STATUS if (path / STATUS).is_file() else path / CONFIG
         since = info.get("since") or datetime.fromtimestamp(stamp.stat().st_mtime).isoformat(timespec="seconds")

@@ -24,12 +24,12 @@ def submit(
         ),
     ] = "equal",
     calibrate: Annotated[
-        Optional[bool],
+        bool,
         typer.Option(
             "--calibrate/--no-calibrate",
-            help="Platt-scale the blend with slopes fitted on its out-of-fold predictions (default: cv folders).",
+            help="Platt-scale the blend, slopes fitted on its out-of-fold predictions (cv folders; off by default).",
         ),
-    ] = None,
+    ] = False,
 ) -> None:
     """Write a Tianchi submission: `report_ID|,|p0 ... p16` (round 2: p0 ... p28), one line per test row in order
     (checked)."""
@@ -40,8 +40,6 @@ def submit(
     if weights == "oof":
         chosen = blend_weights([str(r) for r in runs])
         typer.echo("weights chosen out of fold: " + ", ".join(f"{r} {w:.2f}" for r, w in zip(runs, chosen)))
-    if calibrate is None:
-        calibrate = all((r / "oof.csv").is_file() for r in runs)
     if calibrate:
         typer.echo(
             "probabilities Platt-scaled with slopes fitted out of fold (--no-calibrate: as the models gave them)"
@@ -78,8 +76,11 @@ def blend(cv_folders: Annotated[list[Path], typer.Argument(help="`meddx cv` fold
     for f, w, own in zip(cv_folders, out["weights"], out["folders"]):
         typer.echo(f"{f}: weight {w:.2f}, out-of-fold mlogloss {own['mlogloss']:.4f}, score {own['score']:.4f}")
     b, c = out["blend"], out["calibrated"]
-    typer.echo(f"blend: out-of-fold mlogloss {b['mlogloss']:.4f}, score {b['score']:.4f}")
+    typer.echo(f"blend: out-of-fold mlogloss {b['mlogloss']:.4f}, score {b['score']:.4f} (weights chosen on them)")
     slopes = ", ".join(f"slope {a:.2f} intercept {i:+.2f}" for a, i in out["platt"])
+    if c is None:
+        typer.echo(f"blend, Platt-scaled ({slopes}): needs 2 or more folds to be scored out of fold")
+        return
     typer.echo(
         f"blend, Platt-scaled ({slopes}; cross-fitted: each fold scaled by the other folds' fit): out-of-fold mlogloss "
         f"{c['mlogloss']:.4f}, score {c['score']:.4f} (use: meddx tianchi submit ... --weights oof --calibrate)"

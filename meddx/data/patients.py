@@ -115,8 +115,10 @@ def assign_guessed_patients(
         return None, f"{origin}: no patient ids given and data.guess_patients=false: each image is its own patient"
     ids, why_not = ids_from_names([PurePath(r.id.replace("\\", "/")).name for r in records])
     source, how = PATIENT_GUESS, f"the file names by patient_regex '{PATIENT_GUESS}'"
-    if ids is not None:
-        why_not = refusal(ids, records)
+    if ids is not None:  # a stray is its own patient by its whole id (two splits' `scan.jpeg` are two images)
+        ids = [STRAY + r.id if i.startswith(STRAY) else i for i, r in zip(ids, records)]
+        guessed = [(i, r) for i, r in zip(ids, records) if not i.startswith(STRAY)]  # judged without the strays
+        why_not = refusal([i for i, _ in guessed], [r for _, r in guessed])
     extra = ""
     if why_not and subfolders and any(subfolders):  # an image straight in its class folder is its own patient
         ids, source, how = [sub[0] if sub else r.id for sub, r in zip(subfolders, records)], SUBFOLDERS, SUBFOLDERS

@@ -164,7 +164,9 @@ def assign_splits(ds: DataSet, cfg: SplitConfig | None = None, mend: bool = True
         plan.append(("test", r_test / (r_train + r_test + (r_val if "val" not in have else 0))))
     if "val" not in have and r_val > 0:
         plan.append(("val", r_val / (r_train + r_val)))
+    expected = {}  # images each carved split would hold if patients had one image each
     for name, fraction in plan:
+        expected[name] = fraction * len(pool)
         patients, table = _patient_table(ds, pool)
         _, carved = _carve(table, ds.task, fraction, cfg.seed)
         chosen = {patients[i] for i in carved}
@@ -180,21 +182,20 @@ def assign_splits(ds: DataSet, cfg: SplitConfig | None = None, mend: bool = True
             raise DataError(f"{ds.origin}: the {s} split is empty; check split.ratios {cfg.ratios} and the data")
     if absent := _absent_labels(ds):
         ds.notes.append(absent)
-    if skew := _skewed_sizes(ds, cfg, [name for name, _ in plan]):
+    if skew := _skewed_sizes(ds, expected):
         ds.notes.append(skew)
     return ds
 
 
-def _skewed_sizes(ds: DataSet, cfg: SplitConfig, carved: list[str]) -> str:
-    """A carved split whose share of the images is far from its ratio (patients with many images carved whole), in
-    words; "" otherwise."""
-    counts = Counter(r.split for r in ds.records)
-    total, shares = len(ds.records), dict(zip(SPLITS, np.asarray(cfg.ratios) / sum(cfg.ratios)))
-    off = [f"{s} holds {counts[s]} images ({counts[s] / total:.0%}) for its {shares[s]:.0%}" for s in carved
-           if total >= 50 and abs(counts[s] / total - shares[s]) > max(0.5 * shares[s], 0.03)]  # fmt: skip
-    if not off:
-        return ""
+def _skewed_sizes(ds: DataSet, expected: dict[str, float]) -> str:
+    """A carved split whose image count is far from what its ratio carved from its pool (patients with many images
+    carved whole), in words; "" otherwise."""
+    counts, total = Counter(r.split for r in ds.records), len(ds.records)
     largest = Counter(r.patient_id for r in ds.records).most_common(1)[0]
+    off = [f"{s} holds {counts[s]} images ({counts[s] / total:.0%}) where its ratio carves about {want:.0f}"
+           for s, want in expected.items() if abs(counts[s] - want) > max(0.5 * want, 0.03 * total)]  # fmt: skip
+    if not off or total < 50 or largest[1] == 1:
+        return ""
     return "; ".join(off) + f": patients are carved whole and differ in images (the most: {largest[1]}, '{largest[0]}')"
 
 

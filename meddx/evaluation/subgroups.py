@@ -14,6 +14,7 @@ from meddx.errors import ConfigError, DataError
 from meddx.evaluation.intervals import score_with_intervals
 
 MIN_SAMPLES = 20  # fewer samples in a subgroup give intervals too wide to read
+MIN_PATIENTS = 5  # a patient bootstrap over fewer patients gives intervals of no width (one patient: a point)
 MANY_VALUES = 8  # a numeric column of more distinct values (age in years) gets a hint to band it
 MAX_AGE = 125  # years: an age column's values outside 0-125 are typing errors or another unit
 MISSING = "(missing)"
@@ -38,10 +39,11 @@ def subgroup_column(table, by: str, image_column: str | None) -> dict:
 def subgroup_scores(
     y, p, pred, task: str, names: list[str], patients, values, column: str, cfg: EvaluateConfig, bands: int = 0
 ) -> dict:
-    """Macro figures per subgroup (labels averaged), groups under MIN_SAMPLES counted but not scored, and the largest
-    ROC AUC gap with whether the two subgroups' intervals overlap; `bands`: quantile bands of a numeric column."""
+    """Macro figures per subgroup (labels averaged), groups under MIN_SAMPLES or MIN_PATIENTS counted but not scored,
+    the largest ROC AUC gap with whether the two subgroups' intervals overlap; `bands`: quantile bands of a numeric
+    column."""
     groups, order, how = subgroups_of(list(values), bands)
-    out: dict = {"column": column, "min_samples": MIN_SAMPLES, "groups": {}, **how}
+    out: dict = {"column": column, "min_samples": MIN_SAMPLES, "min_patients": MIN_PATIENTS, "groups": {}, **how}
     if re.search(r"(^|[^A-Za-z])(age|Age|AGE)|[a-z]Age", column):  # age, Patient Age, PatientAge; not image, stage
         ages = np.array([_number("" if v is None or v != v else str(v).strip()) for v in values])
         out["implausible_ages"] = int(((ages < 0) | (ages > MAX_AGE)).sum())
@@ -51,7 +53,8 @@ def subgroup_scores(
     for g in order:
         m = groups == g
         row = {"samples": int(m.sum()), "patients": int(len(set(np.asarray(patients)[m])))}
-        if m.sum() >= MIN_SAMPLES and 0 < np.nansum(y[m]) < np.sum(~np.isnan(y[m])):
+        enough = m.sum() >= MIN_SAMPLES and row["patients"] >= MIN_PATIENTS
+        if enough and 0 < np.nansum(y[m]) < np.sum(~np.isnan(y[m])):
             figures = score_with_intervals(y[m], p[m], pred[m], task, names, np.asarray(patients)[m], cfg)
             row["figures"] = {k: figures["macro"][k] for k in FIGURES}
             if len(names) > 1:  # a macro gap can hide one label's (Viral: F 0.833, M 0.738 under a 0.022 macro gap)
@@ -63,7 +66,7 @@ def subgroup_scores(
     per_label = [(n, {g: r["label_roc_auc"][n] for g, r in rows if "label_roc_auc" in r}) for n in names]
     label_gaps = [{**gap, "label": n} for n, scored in per_label if (gap := _largest_gap(scored))]
     if label_gaps:
-        out["largest_label_gap"] = max(label_gaps, key=lambda gap: gap["gap"])
+        out["largest_label_gap"] = {**max(label_gaps, key=lambda gap: gap["gap"]), "of_labels": len(label_gaps)}
     return out
 
 
@@ -174,7 +177,10 @@ def subgroup_text(sub: dict) -> str:
 def _gap_text(sub: dict) -> str:
     gap = sub.get("largest_gap")
     if not gap:
-        return f"Fewer than two subgroups of {sub['column']} with {sub['min_samples']} samples and both classes."
+        return (
+            f"Fewer than two subgroups of {sub['column']} with {sub['min_samples']} samples, "
+            f"{sub.get('min_patients', 1)} patients and both classes."
+        )
     g = sub["groups"]
     macro = "macro " if "largest_label_gap" in sub else ""
     text = (
@@ -183,9 +189,12 @@ def _gap_text(sub: dict) -> str:
     )
     if one := sub.get("largest_label_gap"):
         high, low = one["values"]
+        apart = {None: "no intervals (bootstrap 0)", True: "their intervals overlap",
+                 False: "their intervals do not overlap, but it is the largest of several: check it anew"}  # fmt: skip
         text += (
-            f" Largest gap of one label: {one['label']}, {one['high']} {high:.3f} against {one['low']} {low:.3f} "
-            f"({one['gap']:.3f}); {_verdict(one)}."
+            f" Largest gap of one label (the largest of {one.get('of_labels', '?')} labels' gaps): {one['label']}, "
+            f"{one['high']} {high:.3f} against {one['low']} {low:.3f} ({one['gap']:.3f}); "
+            f"{apart[one['intervals_overlap']]}."
         )
     return text
 

@@ -15,6 +15,8 @@ from meddx.data.manifest import read_table
 from meddx.errors import DataError, MeddxError
 from meddx.serve.predictor import Predictor
 
+BLANK = Path("")  # a CSV row with no image path: an error row of its own, never dropped
+
 
 def expand_inputs(inputs: list[str | Path]) -> list[tuple[str, Path]]:
     """(id, path) per scan: a file as given; a folder's images with ids relative to it (`HC/case0.png`, as
@@ -32,7 +34,11 @@ def expand_inputs(inputs: list[str | Path]) -> list[tuple[str, Path]]:
         elif given.suffix.lower() in (".csv", ".tsv"):
             table = read_table(given)
             column = image_column(table, None, str(given))[0]
-            items += [(v, given.parent / v.strip().replace("\\", "/")) for v in table[column] if v.strip()]
+            values = list(table[column])
+            if column.strip().lower().endswith(tuple(READABLE_EXTENSIONS)):  # no header: its first line is a scan
+                values.insert(0, column)
+            items += [(v, given.parent / v.strip().replace("\\", "/")) if v.strip() else
+                      (f"{given} row {n + 2}", BLANK) for n, v in enumerate(values)]  # fmt: skip
         else:
             items.append((str(given), given))
     return items
@@ -46,6 +52,8 @@ def predict_files(path: str | Path, inputs: list[str | Path]) -> pd.DataFrame:
     for scan_id, file in expand_inputs(inputs):
         row: dict = {"id": scan_id}
         try:
+            if file == BLANK:
+                raise DataError("blank image path")
             if not file.is_file():
                 raise DataError(f"file not found (looked at {file.resolve()})")
             out = predictor.predict(file.read_bytes())

@@ -90,18 +90,38 @@ def refuse_unsafe(checkpoint: Path | None):
 
 @contextmanager
 def _log_kept(run_dir: Path | None):
-    """Lightning's CSVLogger empties logs/ when a run resumes; the epochs logged before the stop are put back in
-    front of the resumed ones (rows from the resumed epoch on are the new ones)."""
-    path = None if run_dir is None else run_dir / LOGS / "metrics.csv"
-    before = pd.read_csv(path) if path is not None and path.is_file() and is_rank_zero() else None
-    yield
-    if before is None or not path.is_file():
-        return
-    after = pd.read_csv(path)
-    first = after["epoch"].min() if "epoch" in after and len(after) else float("inf")
-    if "epoch" in before:  # rows of no epoch (before the first step) kept unless the resumed run logged its own
-        unset = before["epoch"].isna() & ("epoch" not in after or not after["epoch"].isna().any())
-        kept = before[(before["epoch"] < first) | unset]
-    else:
-        kept = before
-    write_frame(pd.concat([kept, after], ignore_index=True), path, index=False)
+    """Lightning's CSVLogger empties logs/ when a run resumes; the epochs logged so far are kept aside (beside logs/,
+    so a run killed again keeps them too) and put back in front of the resumed ones, whatever becomes of the resume."""
+    path = None if run_dir is None or not is_rank_zero() else run_dir / LOGS / "metrics.csv"
+    aside = None if path is None else run_dir / "metrics-before-resume.csv"
+    if aside is not None:
+        _keep(_merged(aside, path), aside)  # an earlier resume killed before it put them back: both parts
+    try:
+        yield
+    finally:
+        if aside is not None and aside.is_file():
+            _keep(_merged(aside, path), path)
+            aside.unlink(missing_ok=True)
+
+
+def _merged(before: Path, after: Path) -> pd.DataFrame | None:
+    """The rows of `before` logged before `after`'s first epoch, then `after`'s (either file may be missing or torn)."""
+    frames: list[pd.DataFrame | None] = []
+    for f in (before, after):
+        frame = None
+        with suppress(ValueError, OSError, pd.errors.ParserError):
+            frame = pd.read_csv(f) if f.is_file() and f.stat().st_size else None
+        frames.append(frame)
+    old, new = frames
+    if old is None or new is None or not len(new):
+        return new if old is None else old
+    if "epoch" in old and "epoch" in new:
+        unset = old["epoch"].isna() & ~new["epoch"].isna().any()
+        old = old[(old["epoch"] < new["epoch"].min()) | unset]
+    return pd.concat([old, new], ignore_index=True)
+
+
+def _keep(frame: pd.DataFrame | None, path: Path) -> None:
+    if frame is not None and len(frame):
+        path.parent.mkdir(exist_ok=True)
+        write_frame(frame, path, index=False)

@@ -155,7 +155,11 @@ def _candidate_fits(c: Candidate, runs: dict[str, list[Run]], costs: dict, plan:
     """Whether candidate c's seeds, slowed as much as the members so far ran behind their pilots' seconds (a machine
     busier than at the pilot), end before `deadline` and half the reserve; else the search would pass the budget."""
     epochs = plan.selection["epochs"]
-    slowdown = max((m.training.get("seconds") or 0) / (epochs * costs[name]) for name in runs for m in runs[name])
+    slowdown = max(  # seconds per epoch run against the pilot's: early stopping must not hide a busier machine
+        (m.training.get("seconds") or 0) / ((m.training.get("epochs_run") or epochs) * costs[name])
+        for name in runs
+        for m in runs[name]
+    )
     grace = reserve_seconds(plan.budget_minutes * 60) / 2
     return time.monotonic() + REPEATS * epochs * c.seconds_per_epoch * max(slowdown, 1.0) < deadline + grace
 
