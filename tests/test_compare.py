@@ -195,3 +195,14 @@ def test_the_table_says_what_its_multiclass_figures_are_and_why_an_excluding_int
     assert header[5] == "log loss (one-vs-rest, mean over classes)" and "one-vs-rest" in header[4]
     assert rows[1][-1].startswith("not distinguishable from the best (its interval excludes 0, but DeLong")
     assert comparison_table({**result, "task": "binary"})[0][5] == "log loss"
+
+
+def test_an_ensemble_of_one_run_twice_is_refused(tmp_path):
+    """`meddx ensemble runs/a runs/a` averaged a run with itself, weights 0.5 and 0.5, without a word."""
+    from meddx.errors import ConfigError
+    from meddx.evaluation.ensemble import ensemble_runs
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "config.yaml").write_text("name: a\n")
+    with pytest.raises(ConfigError, match="lists one run twice"):
+        ensemble_runs([tmp_path / "a", str(tmp_path / "a" / ".." / "a")], tmp_path / "out")

@@ -253,3 +253,11 @@ def test_missing_images_found_in_a_folder_beside_the_manifest_name_it(tmp_path):
     (tmp_path / "m.csv").write_text("Image,PatientId,Effusion\n" + "\n".join(rows) + "\n")
     with pytest.raises(DataError, match=r"(?s)12 image file.*\n  2 of the first 12 are in .*images-small: --root "):
         read_csv_manifest(tmp_path / "m.csv")
+
+
+def test_a_folder_given_as_a_split_file_is_named_as_such(tmp_path):
+    """`--data train=FOLDER` said 'CSV manifest not found' of a folder that exists."""
+    (tmp_path / "scans").mkdir()
+    (tmp_path / "t.csv").write_text("path,label\na.png,1\n")
+    with pytest.raises(DataError, match=r"scans: a folder; train=PATH takes a CSV manifest"):
+        read_csv_manifest({"train": str(tmp_path / "scans"), "test": str(tmp_path / "t.csv")}, check_files=False)

@@ -285,3 +285,19 @@ def test_the_log_of_a_run_resumed_twice_keeps_every_epoch(tmp_path):
     with _log_kept(tmp_path):
         lightning_writes([9])
     assert pd.read_csv(log)["epoch"].tolist() == [9]
+
+
+def test_a_run_stopped_by_ctrl_c_or_sigterm_is_interrupted_not_failed(tmp_path):
+    """SIGTERM (what schedulers and timeouts send) left 'failed' with the reason 'SIGTERMException: '; the README
+    calls such a run interrupted, and --resume continues it."""
+    from meddx.run import read_status
+    from meddx.training.fit import _failure_recorded
+
+    class SIGTERMException(SystemExit):  # Lightning's, by name
+        pass
+
+    for stop, state in ((KeyboardInterrupt, "interrupted"), (SIGTERMException, "interrupted"), (ValueError, "failed")):
+        with pytest.raises(stop), _failure_recorded(tmp_path):
+            raise stop()
+        info = read_status(tmp_path)
+        assert info["state"] == state and (state == "failed" or "--resume continues it" in info["reason"])

@@ -104,6 +104,8 @@ def ensemble_runs(
     members = [r if isinstance(r, Run) else Run(r) for r in runs]
     if len(members) < 2:
         raise ConfigError("an ensemble needs at least 2 runs")
+    if len({m.path.resolve() for m in members}) < len(members):
+        raise ConfigError("an ensemble lists one run twice; give each run once (weights come from --weights)")
     if weights not in ("equal", "val"):
         raise ConfigError(f"ensemble weights '{weights}' unknown; use 'equal' or 'val'")
     _check_same(members)

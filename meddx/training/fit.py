@@ -66,13 +66,18 @@ def fit(
 
 @contextmanager
 def _failure_recorded(run_dir: Path):
-    """status.json says 'failed' and why when training raises (a kill leaves 'running' from a process now gone)."""
+    """status.json says 'failed' and why when training raises, 'interrupted' when stopped (Ctrl-C, SIGTERM); a kill
+    leaves 'running' from a process now gone, read as interrupted."""
     try:
         yield
     except BaseException as e:
+        stopped = isinstance(e, KeyboardInterrupt) or type(e).__name__ == "SIGTERMException"  # Ctrl-C, a scheduler
         if is_rank_zero():
             with suppress(OSError):  # the disk may be what failed: the original error is the one to report
-                write_status(run_dir, "failed", f"{type(e).__name__}: {e}"[:500])
+                if stopped:
+                    write_status(run_dir, "interrupted", f"stopped by {type(e).__name__}; --resume continues it")
+                else:
+                    write_status(run_dir, "failed", f"{type(e).__name__}: {e}"[:500])
         raise
 
 
