@@ -317,3 +317,22 @@ def test_the_random_baseline_carries_no_luck_of_a_draw(seed):
         assert figures["roc_auc"]["value"] == pytest.approx(0.5)
         assert figures["roc_auc"]["ci_low"] < 0.5 < figures["roc_auc"]["ci_high"]
         assert 0.45 <= figures["sensitivity"]["value"] <= 0.55 and 0.45 <= figures["specificity"]["value"] <= 0.55
+
+
+def test_a_proportion_of_0_or_1_gets_an_exact_interval_not_a_point():
+    """19 of 19 negatives called negative gave 'specificity 1.000 (1.000-1.000)': every patient resample agrees, so
+    the bootstrap interval has no width. Such a figure now gets the exact binomial interval of its count (19: the
+    lower bound (0.025)^(1/19) = 0.824); figures of any other value keep their bootstrap interval."""
+    from meddx.config import EvaluateConfig
+    from meddx.evaluation.intervals import score_with_intervals
+
+    y = np.array([[1.0]] * 30 + [[0.0]] * 19)
+    p = np.r_[np.linspace(0.3, 0.9, 30), np.full(19, 0.1)][:, None]
+    pred = (p >= 0.5).astype(float)  # every negative right; some positives missed
+    out = score_with_intervals(y, p, pred, "binary", ["x"], np.arange(49).astype(str), EvaluateConfig(bootstrap=200))
+    spec, sens = out["per_label"]["x"]["specificity"], out["per_label"]["x"]["sensitivity"]
+    assert spec["value"] == 1.0 and spec["ci_low"] == pytest.approx(0.025 ** (1 / 19)) and spec["ci_exact"]
+    assert out["macro"]["specificity"]["ci_low"] == pytest.approx(0.824, abs=1e-3)
+    assert "ci_exact" not in sens and sens["ci_low"] < sens["value"] < sens["ci_high"]
+    none = score_with_intervals(y, p, pred, "binary", ["x"], np.arange(49).astype(str), EvaluateConfig(bootstrap=0))
+    assert "ci_low" not in none["per_label"]["x"]["specificity"]  # no bootstrap: no interval at all

@@ -9,7 +9,7 @@ from meddx.config import EvaluateConfig
 from meddx.evaluation import metrics as M
 from meddx.evaluation.calibration import apply_temperature, fit_temperature, reliability
 from meddx.evaluation.fused import FusedPass, count_chunks, patient_index
-from meddx.evaluation.intervals import add_predictor, confusion, ece_from_cuts, figures, percentiles, predictor_arrays
+from meddx.evaluation.intervals import add_predictor, confusion, ece_from_cuts, percentiles, scored
 from meddx.evaluation.operating import TRADEOFF_POINTS, choose_threshold, label_name, parse_operating_point, rates
 from meddx.training.collapse import detect_collapse
 
@@ -147,8 +147,8 @@ def bootstrap_all(y_val, p_val, y_test, p_test, patients, prior, task, names, th
     fp.run()
     q = [50 * (1 - cfg.ci), 50 * (1 + cfg.ci)]
     return {
-        "model": figures(predictor_arrays(model, names), cfg.ci),
-        "baselines": {name: figures(predictor_arrays(b, names), cfg.ci) for name, b in baselines.items()},
+        "model": scored(model, names, cfg.ci),
+        "baselines": {name: scored(b, names, cfg.ci) for name, b in baselines.items()},
         "ece_ci": {n: np.percentile(ece_from_cuts(s, b)[1:], q).tolist() for n, s, b in zip(names, model.labels, bins)},
         "tradeoff": {
             n: tradeoff_rows(y_val[:, j], p_val[:, j], points[j], [confusion(s, c) for c in cuts[j]], cfg.ci, rules)

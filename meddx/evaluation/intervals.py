@@ -115,6 +115,33 @@ def predictor_arrays(pr: Predictor, names: list[str]) -> dict:
     return {"per_label": per, "macro": macro, "micro": micro, "overall": overall}
 
 
+PROPORTIONS = {  # a proportion's denominator from a label's point counts (positives, negatives, tp, fp)
+    "sensitivity": lambda pos, neg, tp, fp: pos,
+    "specificity": lambda pos, neg, tp, fp: neg,
+    "ppv": lambda pos, neg, tp, fp: tp + fp,
+    "npv": lambda pos, neg, tp, fp: neg - fp + pos - tp,
+    "accuracy": lambda pos, neg, tp, fp: pos + neg,
+}
+
+
+def scored(pr: Predictor, names: list[str], ci: float) -> dict:
+    """`figures` of a predictor, with each proportion at 0 or 1 whose bootstrap interval has no width (every resample
+    the same: 19 of 19 specificity) given the exact binomial (Clopper-Pearson) interval of its count instead."""
+    out = figures(predictor_arrays(pr, names), ci)
+    alpha = 1 - ci
+    for n, segment in zip(names, pr.labels):
+        pos, neg, tp, fp = (float(v) for v in segment.cum[0, 0, :4])
+        for key, denominator in PROPORTIONS.items():
+            f, total = out["per_label"][n].get(key, {}), denominator(pos, neg, tp, fp)
+            degenerate = "ci_low" in f and f["ci_low"] == f["ci_high"]  # bootstrap 0: no interval to widen
+            if f.get("value") in (0.0, 1.0) and degenerate and total >= 1:
+                edge = (alpha / 2) ** (1 / total)  # the exact bound for 0 or all of `total`
+                f.update(ci_low=edge if f["value"] else 0.0, ci_high=1.0 if f["value"] else 1 - edge, ci_exact=True)
+    if len(names) == 1:  # one label: its macro figures are its own
+        out["macro"] = {k: dict(v) for k, v in out["per_label"][names[0]].items()}
+    return out
+
+
 def figures(arrays: dict, ci: float) -> dict:
     """Arrays over [point, resample 1..B] -> {value, ci_low, ci_high}, recursively (intervals of the resamples'
     non-NaN values; none where there are none or the point is NaN)."""
@@ -164,7 +191,7 @@ def score_with_intervals(y, p, pred, task: str, names: list[str], patients, cfg:
     fp = FusedPass(patients, cfg.bootstrap, cfg.seed)
     pr = add_predictor(fp, np.asarray(y, np.float64), np.asarray(p, np.float64), np.asarray(pred, np.float64), task)
     fp.run()
-    return figures(predictor_arrays(pr, names), cfg.ci)
+    return scored(pr, names, cfg.ci)
 
 
 def paired_figures(

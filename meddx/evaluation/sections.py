@@ -244,7 +244,8 @@ def report_context(run: Run, result: dict, figures: dict[str, Path]) -> dict:
         "n_patients": result["n_patients"],
         "rule": result["operating_point"]["rule"],
         "intervals": (
-            f"{b['resamples']} bootstrap resamples of patients, {b['ci']:.0%} intervals"
+            f"{b['resamples']} bootstrap resamples of patients, {b['ci']:.0%} intervals (a proportion of 0 or 1, "
+            "where every resample agrees: its exact binomial interval)"
             if b["resamples"]
             else "no bootstrap intervals (bootstrap 0)"
         ),
