@@ -194,11 +194,20 @@ class Run:
         model = self._model()
         return ShiftAverage(model, self.task).eval() if self.config.model.tta and not self.is_sequence else model
 
+    def members(self) -> list[Run]:
+        """An ensemble's member runs (paths in ensemble.json, relative to it or absolute); [] for one model."""
+        info = json.loads((self.path / ENSEMBLE).read_text()) if self.is_ensemble else {"members": []}
+        return [Run(m if Path(m).is_absolute() else self.path / m) for m in info["members"]]
+
+    def architecture(self) -> str:
+        """The model's name; an ensemble's: its members' names (`small_cnn + resnet18`, each once, in order)."""
+        names = [m.config.model.name for m in self.members()] or [self.config.model.name]
+        return " + ".join(dict.fromkeys(names))
+
     def _model(self) -> nn.Module:
         if self.is_ensemble:
-            info = json.loads((self.path / ENSEMBLE).read_text())
-            members = [self._member_model(Run(m if Path(m).is_absolute() else self.path / m)) for m in info["members"]]
-            return ProbabilityAverage(members, self.task, info.get("weights")).eval()
+            weights = json.loads((self.path / ENSEMBLE).read_text()).get("weights")
+            return ProbabilityAverage([self._member_model(m) for m in self.members()], self.task, weights).eval()
         if not (self.path / WEIGHTS).is_file():
             raise ConfigError(f"{self.path}: no {WEIGHTS}; the run did not finish training")
         if self.is_sequence:

@@ -249,3 +249,20 @@ def test_meddx_runs_lists_cv_folders_and_a_time_for_every_run(tmp_path):
     assert "(1 of 5 folds trained" in run_cli("runs", str(tmp_path)).stdout
     ens = next(line for line in out.splitlines() if line.endswith("ens"))
     assert ens.split()[1].startswith("20")  # a date, from the folder's config when it has no status.json
+
+
+def test_an_ensemble_names_every_members_architecture(tmp_path):
+    """`meddx ensemble` of a small CNN and a ResNet-18 was carded and reported as `small_cnn` alone."""
+    import json
+
+    from meddx.run import Run
+
+    for name, model in (("a", "small_cnn"), ("b", "resnet18"), ("c", "small_cnn")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.yaml").write_text(f"model:\n  name: {model}\n")
+    (tmp_path / "ens").mkdir()
+    (tmp_path / "ens" / "config.yaml").write_text("model:\n  name: small_cnn\n")
+    members = [str(tmp_path / "a"), "../b", str(tmp_path / "c")]
+    (tmp_path / "ens" / "ensemble.json").write_text(json.dumps({"members": members, "weights": [0.4, 0.3, 0.3]}))
+    assert Run(tmp_path / "ens").architecture() == "small_cnn + resnet18"
+    assert Run(tmp_path / "a").architecture() == "small_cnn"

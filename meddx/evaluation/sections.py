@@ -197,7 +197,7 @@ def _model_section(run: Run) -> dict:
             f" ({loaded} tensors, a new head)" if loaded else ""
         )
     return {
-        "name": run.config.model.name,
+        "name": run.architecture(),
         "input": model_input,
         "training": summary,
         "config": yaml.safe_dump(run.config.model_dump(mode="json"), sort_keys=False),

@@ -216,7 +216,7 @@ def model_card(run: Run, metrics: dict, parity_result: dict) -> str:
         f"# Model card: {run.path.name}",
         "",
         "## Model",
-        f"- architecture `{run.config.model.name}`; "
+        f"- architecture `{run.architecture()}`; "
         f"input {prep.channels} x {prep.image_size[0]} x {prep.image_size[1]}; "
         f"task {run.task}; outputs probabilities for {', '.join(run.label_names)}",
         f"- exported as {parity_result['format']}; largest difference from PyTorch on {parity_result['images']} real "
