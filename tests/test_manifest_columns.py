@@ -102,10 +102,11 @@ def test_label_columns_as_people_and_excel_leave_them(tmp_path):
 
 def test_meddx_predict_reads_the_csvs_training_reads(tmp_path):
     """`meddx predict scans.csv` read a semicolon file as one column and took `imgs\\x.png` as a file name."""
-    from meddx.serve.batch import expand_inputs
+    from meddx.serve.batch import BLANK, expand_inputs
 
     path = _csv(tmp_path, "filename;age", ["imgs\\x0.png;60", "imgs\\x1.png;61", ";62"])
-    assert expand_inputs([path]) == [(f"imgs\\x{i}.png", tmp_path / "imgs" / f"x{i}.png") for i in range(2)]
+    expected = [(f"imgs\\x{i}.png", tmp_path / "imgs" / f"x{i}.png") for i in range(2)]
+    assert expand_inputs([path]) == [*expected, (f"{path} row 4", BLANK)]  # the blank path: an error row, not dropped
 
 
 @pytest.mark.parametrize("name", ["img", "image_path", "FILENAME", "Image_Path", "scan"])

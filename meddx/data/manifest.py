@@ -61,11 +61,8 @@ def _read_frames(path: str | Path | dict[str, str]) -> tuple[dict, dict[str | No
         raise DataError(f"split names {bad} not understood; use train, val (or valid) and test")
     frames = {}
     for split, csv in files.items():
-        if Path(csv).is_dir():
-            raise DataError(
-                f"{csv}: a folder; {split or 'a split'}=PATH takes a CSV manifest (or .npz), and a folder's own "
-                "train/val/test subfolders are its official splits (--data FOLDER)"
-            )
+        if Path(csv).is_dir():  # a folder's own train/val/test subfolders are its official splits
+            raise DataError(f"{csv}: a folder; {split or 'a split'}=PATH takes a CSV manifest (or .npz)")
         if not Path(csv).is_file():
             raise DataError(f"CSV manifest not found: {csv}")
         frames[split] = read_table(csv)
