@@ -133,7 +133,8 @@ def comparison_table(result: dict) -> tuple[list[str], list[list[str]]]:
         p = ", ".join(f"{t['p']:.2g}" for t in r.get("delong", {}).values())
         verdict = "best" if d is None else ("worse (real)" if d["real"] else "not distinguishable from the best")
         if d is not None and d.get("interval_real") and not d["real"]:
-            verdict += " (its interval excludes 0, but DeLong's p is not below 0.05 on every label)"
+            level = 1 - result.get("ci", 0.95)
+            verdict += f" (its interval excludes 0, but DeLong's p is not below {level:.2g} on every label)"
         diff = "" if d is None else f"{d['diff']:+.4f} ({d['ci'][0]:+.4f} to {d['ci'][1]:+.4f})"
         rows.append([str(k), r["name"], f["roc_auc"], f["pr_auc"], f["brier"], f["log_loss"], diff, p, verdict])
     return header, rows
