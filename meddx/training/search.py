@@ -128,7 +128,8 @@ def settle(
     costs = {c.name: c.seconds_per_epoch for c in tried}
     for c in tried:
         begun = (base / MEMBERS / member_config(c, base, 0, plan.selection["epochs"]).name).is_dir()
-        if runs and not begun and not _candidate_fits(c, runs, costs, plan, deadline):
+        chosen = plan.selection.get("chosen")  # a verdict saved before a kill: every candidate had trained
+        if runs and not begun and not chosen and not _candidate_fits(c, runs, costs, plan, deadline):
             _skip(plan, c, base)
             continue
         runs[c.name] = [train(c, i) for i in range(REPEATS)]
@@ -166,7 +167,7 @@ def _candidate_fits(c: Candidate, runs: dict[str, list[Run]], costs: dict, plan:
 
 def _skip(plan: Plan, c: Candidate, base: Path) -> None:
     """Candidate c leaves the search (plan.json too, so a resumed search does not train it), and why."""
-    del plan.selection["candidates"][c.name]
+    plan.selection.get("candidates", {}).pop(c.name, None)
     why = "the machine ran slower than at the pilot: its seeds would pass the budget"
     plan.selection.setdefault("skipped", []).append(f"{c.name} ({why})")
     plan.save(base / PLAN)
