@@ -28,20 +28,17 @@ def tianchi_scores(
 ) -> dict:
     """mlogloss (competition formula), score = 1 - mlogloss (round 2: regions and types apart), per-label AUC, exact
     match at 0.5, and the all-zero, prior and uniform-random baselines on the same rows."""
+    return pooled_scores(y, p, label_names, prior, seed, lambda y_, q: round_score(y_, q, label_names))
+
+
+def round_score(y: np.ndarray, p: np.ndarray, label_names: list[str]) -> dict:
+    """score = 1 - mlogloss; round 2: regions and types apart, 0.6 x (1 - regions) + 0.4 x (1 - types)."""
     regions = [j for j, n in enumerate(label_names) if not n.startswith("type_")]
     types = [j for j, n in enumerate(label_names) if n.startswith("type_")]
-
-    def score(y_: np.ndarray, q: np.ndarray) -> dict:
-        if not (regions and types):
-            return {"score": 1 - M.mlogloss(y_, q)}
-        r, t = M.mlogloss(y_[:, regions], q[:, regions]), M.mlogloss(y_[:, types], q[:, types])
-        return {
-            "regions_mlogloss": r,
-            "types_mlogloss": t,
-            "score": REGION_SHARE * (1 - r) + (1 - REGION_SHARE) * (1 - t),
-        }
-
-    return pooled_scores(y, p, label_names, prior, seed, score)
+    if not (regions and types):
+        return {"score": 1 - M.mlogloss(y, p)}
+    r, t = M.mlogloss(y[:, regions], p[:, regions]), M.mlogloss(y[:, types], p[:, types])
+    return {"regions_mlogloss": r, "types_mlogloss": t, "score": REGION_SHARE * (1 - r) + (1 - REGION_SHARE) * (1 - t)}
 
 
 def _table_keys(scores: dict) -> list[str]:
@@ -130,10 +127,7 @@ def blend_oof(sources: list[str | Path]) -> dict:
 
 def competition_score(y: np.ndarray, p: np.ndarray, names: list[str]) -> dict:
     """mlogloss and the competition's score (round 2: 0.6 x regions + 0.4 x types)."""
-    groups = label_groups(names)
-    losses = [M.mlogloss(y[:, g], p[:, g]) for g in groups]
-    score = 1 - losses[0] if len(groups) == 1 else REGION_SHARE * (1 - losses[0]) + (1 - REGION_SHARE) * (1 - losses[1])
-    return {"mlogloss": M.mlogloss(y, p), "score": score}
+    return {"mlogloss": M.mlogloss(y, p), **round_score(y, p, names)}
 
 
 def oof_platt(sources: list[str | Path], weights: list[float]) -> tuple[list[np.ndarray], list[list[float]]]:

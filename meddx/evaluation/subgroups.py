@@ -189,8 +189,7 @@ def _gap_text(sub: dict) -> str:
     )
     if one := sub.get("largest_label_gap"):
         high, low = one["values"]
-        apart = {None: "no intervals (bootstrap 0)", True: "their intervals overlap",
-                 False: "their intervals do not overlap, but it is the largest of several: check it anew"}  # fmt: skip
+        apart = {**VERDICTS, False: "their intervals do not overlap, but it is the largest of several: check it anew"}
         text += (
             f" Largest gap of one label (the largest of {one.get('of_labels', '?')} labels' gaps): {one['label']}, "
             f"{one['high']} {high:.3f} against {one['low']} {low:.3f} ({one['gap']:.3f}); "
@@ -199,6 +198,9 @@ def _gap_text(sub: dict) -> str:
     return text
 
 
+VERDICTS = {None: "no intervals (bootstrap 0)", True: "their intervals overlap",
+            False: "their intervals do not overlap: a real gap"}  # fmt: skip
+
+
 def _verdict(gap: dict) -> str:
-    return {None: "no intervals (bootstrap 0)", True: "their intervals overlap",
-            False: "their intervals do not overlap: a real gap"}[gap["intervals_overlap"]]  # fmt: skip
+    return VERDICTS[gap["intervals_overlap"]]
