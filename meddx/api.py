@@ -17,6 +17,7 @@ from meddx.atomic import write_text
 from meddx.config import DataConfig, EvaluateConfig, RunConfig, SplitConfig, as_config, validate_section
 from meddx.data.explore import explore as _explore
 from meddx.data.leakage import LeakageReport, check_leakage, overlap_with_training
+from meddx.data.readable import drop_unreadable
 from meddx.data.readers import read_dataset
 from meddx.data.split import assign_splits
 from meddx.errors import ConfigError, DataError
@@ -130,7 +131,9 @@ def predict_external(run: Run, data: dict, name: str = "external", drop_overlap:
     from meddx.export.new_data import new_data_domain
 
     ds = read_external(run, data)
-    records, check = overlap_with_training(ds.records, run.split_table(), drop_overlap, ds.origin, ds.patients_known)
+    ds.records, check = overlap_with_training(ds.records, run.split_table(), drop_overlap, ds.origin, ds.patients_known)
+    drop_unreadable(ds, skip=bool(data.get("skip_unreadable")))  # this call's choice; all named, in the notes or error
+    records = ds.records
     if not records:
         raise DataError(f"{ds.origin}: every sample is a training/val image of the run; nothing left to evaluate")
     run.write_predictions(name, records, run.predict_proba(run.dataset(records, preload=None)))
@@ -142,11 +145,12 @@ def predict_external(run: Run, data: dict, name: str = "external", drop_overlap:
     return name
 
 
-def predict(run: Run | str | Path, inputs: list) -> pd.DataFrame:
+def predict(run: Run | str | Path, inputs: list, root: str | Path | None = None) -> pd.DataFrame:
     """One row per scan: for an image run or model package and paths (files, folders, CSV manifests), `id`,
     `p_<label>`, the decision at the run's operating point, `in_domain` with its warnings and `error` for a file that
     cannot be read; a token-sequence run (`|,|` report files): probabilities and decisions; records: probabilities.
-    A `meddx cv` folder predicts as its fold ensemble (written, or refreshed, in <cv>/ensemble)."""
+    A `meddx cv` folder predicts as its fold ensemble (written, or refreshed, in <cv>/ensemble); `root`: the folder a
+    CSV's relative image paths start from (default: the CSV's own)."""
     from meddx.data.records import Record
     from meddx.evaluation.folds import fold_ensemble, is_cv_folder
     from meddx.evaluation.operating import with_decisions
@@ -160,7 +164,7 @@ def predict(run: Run | str | Path, inputs: list) -> pd.DataFrame:
         return with_decisions(loaded, loaded.predict(inputs))
     from meddx.serve.batch import predict_files
 
-    return predict_files(path, inputs)
+    return predict_files(path, inputs, root)
 
 
 def explore(data: DataConfig | dict, read_images: bool = True) -> dict:

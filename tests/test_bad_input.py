@@ -82,6 +82,39 @@ def test_unreadable_image(scans):
         victim.name,
         "not a readable image",
     )
+    proc = _train(scans / "ok.csv", "--patient-column", "patient", "--label-columns", "label", "--skip-unreadable")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (run,) = (scans / "runs").iterdir()
+    notes = json.loads((run / "data.json").read_text())["notes"]
+    assert any(n.startswith("left out 1 unreadable image(s)") and victim.name in n for n in notes)
+
+
+def test_unreadable_images_are_left_out_on_request_and_named(scans, datscan_run, data_dir, tmp_path):
+    """A folder with one broken file stopped training and evaluation, with no way on but deleting it;
+    `--skip-unreadable` leaves such files out, and the notes name each one."""
+    from meddx.config import DataConfig
+    from meddx.data.readable import drop_unreadable
+    from meddx.data.readers import read_dataset
+
+    victim = sorted(scans.glob("HC_*.png"))[0]
+    victim.write_bytes(b"this is not a PNG at all")
+    ds = read_dataset(DataConfig(path=str(scans / "ok.csv"), patient_column="patient", label_columns=["label"]))
+    reasons = drop_unreadable(ds)
+    assert len(ds) == 5 and len(reasons) == 1 and victim.name in reasons[0]
+    assert (
+        ds.notes[-1].startswith("left out 1 unreadable image(s) (--skip-unreadable): ") and victim.name in ds.notes[-1]
+    )
+    folder, tested = tmp_path / "new", datscan_run.predictions("test")["id"]  # scans the run never trained on
+    for i in [*tested[tested.str.contains("/HC/")][:3], *tested[tested.str.contains("/PD/")][:3]]:
+        (folder / i.split("/")[-2]).mkdir(parents=True, exist_ok=True)
+        shutil.copy(data_dir / "datscan_spect_ppmi_2d" / i, folder / i.split("/")[-2])
+    shutil.copy(victim, folder / "HC")
+    args = ("evaluate", str(datscan_run.path), "--data", str(folder), "--split", "broken", "--bootstrap", "0")
+    _assert_clean_error(run_cli(*args), victim.name, "--skip-unreadable")
+    proc = run_cli(*args, "--skip-unreadable")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    notes = json.loads((datscan_run.path / "predictions" / "broken.data.json").read_text())["notes"]
+    assert any("left out 1 unreadable image(s)" in n and victim.name in n for n in notes)
 
 
 def test_truncated_image(scans):

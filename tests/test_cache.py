@@ -100,7 +100,9 @@ def test_a_bad_image_in_a_parallel_build_is_one_line(tmp_path):
     assert "150.png" in str(e.value) and "Traceback" not in str(e.value) and "\n" not in str(e.value)
     for bad in (20, 290):  # three broken files are named at once, not one per attempt
         (tmp_path / f"{bad}.png").write_bytes(b"")
-    with pytest.raises(DataError, match=r"^3 image\(s\) cannot be read \(fix or remove them\): ") as e:
+    with pytest.raises(
+        DataError, match=r"^3 image\(s\) cannot be read \(fix or remove them, or --skip-unreadable leaves them out\): "
+    ) as e:
         decoded_images(records, prep.raw, SETTINGS, tmp_path / "cache")
     assert all(f"/{n}.png: not a readable image" in str(e.value) for n in (20, 150, 290)) and "\n" not in str(e.value)
 

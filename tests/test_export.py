@@ -38,6 +38,24 @@ def test_export_parity_on_real_images(small_run, fmt, tmp_path):
     assert "ROC AUC" in (out / "card.md").read_text()
 
 
+def test_exporting_one_format_keeps_the_other_of_the_same_weights(small_run, tmp_path):
+    """`meddx export --format torchscript` after the ONNX export replaced model.onnx (the service then fell back to
+    PyTorch); both now stay, unless the weights changed between the two exports."""
+    out = export_run(small_run, "onnx", tmp_path / "pkg")
+    export_run(small_run, "torchscript", out)
+    assert (out / "model.onnx").is_file() and (out / "model.ts").is_file()
+    assert json.loads((out / "parity.json").read_text())["format"] == "torchscript"
+    parity = json.loads((out / "parity-onnx.json").read_text())
+    assert (
+        parity["format"] == "onnx"
+        and parity["weights_sha1"] == json.loads((out / "parity-torchscript.json").read_text())["weights_sha1"]
+    )
+    stale = json.loads((out / "parity-onnx.json").read_text()) | {"weights_sha1": "retrained since"}
+    (out / "parity-onnx.json").write_text(json.dumps(stale))
+    export_run(small_run, "torchscript", out)
+    assert not (out / "model.onnx").exists() and (out / "model.ts").is_file()  # another model's file: not kept
+
+
 def test_the_cards_code_alone_reproduces_meddx(small_run, data_dir, tmp_path):
     """The model card's code, run in a process where torch and meddx cannot be imported, gives meddx's probabilities
     to 1e-4 (it was 0.0036 off while the antialiased resize was not written down)."""

@@ -331,9 +331,14 @@ def test_near_copies_whose_training_file_is_not_readable_are_kept_and_said(tmp_p
     assert len(kept) == 1 and check["dropped"] == 0 and check["near_unconfirmed"] == 1
     from meddx.data.images import content_hash
 
-    tested = pd.concat([table, pd.DataFrame({"id": ["x"], "patient_id": ["px"], "split": "test", "source": ["s"],
-                                             "sha1": [content_hash(new[0])], "phash": [""]})])  # fmt: skip
+    test_row = pd.DataFrame({"id": ["x"], "patient_id": ["px"], "split": "test", "source": ["s"],
+                             "sha1": [content_hash(new[0])], "phash": [""]})  # fmt: skip
+    tested = pd.concat([table.iloc[1:], test_row])
     assert overlap_with_training(new, tested, drop=True)[1]["same_as_test"] == 1  # the run's own test image again
+    assert overlap_with_training(new, pd.concat([table, tested]), drop=True)[1]["same_as_test"] == 0  # left out
+    twice = [*new, Record("n2", "pn2", str(tmp_path / "new.png"), np.ones(1))]  # two files, one test image
+    check = overlap_with_training(twice, tested, drop=True)[1]
+    assert (check["same_as_test"], check["same_as_test_distinct"]) == (2, 1)
 
 
 def test_split_csv_keeps_absolute_sources(tmp_path, monkeypatch):

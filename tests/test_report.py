@@ -319,6 +319,11 @@ def test_a_threshold_that_does_not_transfer_is_warned():
     noisy = {**row, "test_specificity_ci": [0.0, 0.97]}  # a tiny split: val's figure inside its interval
     assert threshold_shift({**result, "tradeoff": {"PNEUMONIA": [noisy]}}) == {}
     assert threshold_shift({**result, "n_patients": 40}) == {}  # no intervals (--bootstrap 0) and few patients
+    few = {**row, "val_positives": 6, "val_negatives": 5}  # val's own 0.96 of 5 negatives: 0.57-1.0 (Wilson)
+    assert threshold_shift({**result, "tradeoff": {"PNEUMONIA": [{**few, "test_specificity": 0.6}]}}) == {}
+    assert threshold_shift({**result, "tradeoff": {"PNEUMONIA": [few]}})  # 0.08 is outside it still
+    own = threshold_shift({**result, "tradeoff": {"PNEUMONIA": [few]}}, "test")["warning_threshold_shift"]
+    assert "val is probably too small" in own and "another population" not in own  # the run's own test split
 
 
 def test_a_custom_operating_point_has_its_tradeoff_row_and_its_threshold_shift_warning():

@@ -258,6 +258,32 @@ def test_a_search_killed_after_its_choice_does_not_choose_again(tmp_path):
     assert cfg.model.name == "small_cnn_wide" and cfg.train.ensemble == 3 and cfg.train.max_epochs == 3
 
 
+def test_a_search_whose_alternatives_were_skipped_says_no_choice_was_made_on_val(tmp_path, monkeypatch):
+    """Every alternative skipped (a machine slower than at the pilot): the rules' candidate won unopposed, yet its
+    choices said "validation"; they are the rules' own now, and say why."""
+    from meddx.config import as_config
+    from meddx.training import search
+    from meddx.training.plan import Plan
+
+    class Finished:
+        training = {"seconds": 1.0}
+
+    wide, name = {"model.name": "small_cnn_wide"}, "small_cnn_wide 64 px"
+    tried = [search.Candidate("small_cnn 64 px", {}, as_config({}), None, 1.0),
+             search.Candidate(name, wide, as_config({"model": {"name": "small_cnn_wide"}}), None, 2.0)]  # fmt: skip
+    plan = Plan({}, 1, "cpu", alternatives=[{"name": name, "set": wide}], selection={"epochs": 3, "repeats": 2})
+    search.Planner(as_config({}), plan).choose("model.name", "small_cnn", "the rules' small CNN")
+    monkeypatch.setattr(search, "_candidate_fits", lambda *_: False)
+
+    def choose(*_):
+        raise AssertionError("nothing to choose between")
+
+    search.settle(as_config({}), tried, plan, choose, tmp_path, lambda c, i: Finished(), 0.0, 0.0)
+    assert plan.selection["chosen"] == "small_cnn 64 px" and plan.selection["skipped"][0].startswith(name)
+    (model,) = [c for c in plan.choices if c.field == "model.name"]
+    assert model.source == "rule" and "the others were skipped" in model.reason and "on val" not in model.reason
+
+
 def test_the_log_of_a_run_resumed_twice_keeps_every_epoch(tmp_path):
     """Lightning empties logs/metrics.csv on a resume; the earlier rows were held in memory only, so a second kill, a
     resume killed before it logged, or a torn file lost them. They are kept beside logs/ until put back."""

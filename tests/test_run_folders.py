@@ -266,3 +266,25 @@ def test_an_ensemble_names_every_members_architecture(tmp_path):
     (tmp_path / "ens" / "ensemble.json").write_text(json.dumps({"members": members, "weights": [0.4, 0.3, 0.3]}))
     assert Run(tmp_path / "ens").architecture() == "small_cnn + resnet18"
     assert Run(tmp_path / "a").architecture() == "small_cnn"
+
+
+def test_a_stack_at_another_depth_is_outside_the_training_domain(data_dir):
+    """AdrenalMNIST3D's 64-slice volumes sent to a model trained on its 28-slice ones changed predictions with no
+    domain warning (the views taken from either look alike); the training stacks' depths now bound the check."""
+    import numpy as np
+
+    from meddx.data.images import read_pixels
+    from meddx.data.medmnist import read_medmnist
+    from meddx.data.tensors import volume_depth
+    from meddx.export.domain import check_input, input_stats
+
+    small = read_medmnist(need(data_dir, "medmnist/adrenalmnist3d.npz")).records[0]
+    large = read_medmnist(need(data_dir, "medmnist/adrenalmnist3d_64.npz")).records[0]
+    depths = [volume_depth(*read_pixels(r)) for r in (small, large)]
+    assert depths == [28, 64] and volume_depth(np.zeros((28, 28)), "hw") is None
+    scans = [np.random.default_rng(i).random((3, 28, 28)).astype(np.float32) for i in range(20)]
+    stats = {**input_stats(scans, scans), "depth_range": [28, 28]}
+    found = check_input(scans[0], scans[0], stats, depth=64)["warnings"]
+    assert found == ["stack depth unlike training stacks (64 slices; trained on 28): other volume?"]
+    assert check_input(scans[0], scans[0], stats, depth=30)["in_distribution"]  # within a quarter: the same kind
+    assert check_input(scans[0], scans[0], {**stats, "depth_range": []}, depth=64)["in_distribution"]  # 2-D training

@@ -99,6 +99,7 @@ def test_bundled_duplicates_found_and_dropped():
     final = enforce_no_leakage(ds, SplitConfig(on_duplicate_images="drop_from_train"))
     assert final.ok and len(ds.subset("train")) == 4690 - 8
     assert not dup_train & {r.id for r in ds.records}
+    assert dup_train <= {d["id"] for d in final.to_dict()["dropped"] if d["split"] == "train"}  # all, not 20
 
 
 def test_official_val_kept_and_test_carved_by_patient(data_dir):

@@ -122,6 +122,8 @@ def test_mlm_lowers_loss_and_its_encoder_loads_into_bert(small_files, tmp_path):
     meddx.pretrain(cfg)
     resumed = json.loads((out / "pretrain.json").read_text())
     assert resumed["epochs"] == 5 and resumed["initial_val_mlm_loss"] == info["initial_val_mlm_loss"]
+    logged = pd.read_csv(out / "logs" / "metrics.csv")["epoch"].dropna().astype(int)
+    assert {0, 1, 2, 3, 4} <= set(logged)  # Lightning empties logs/ on a resume: the first 4 epochs kept
     encoder = torch.load(out / "encoder.pt", weights_only=True)
     vocab = Vocab.load(out / "vocab.json")
     model = create_model("bert_small", 1, 17, weights=str(out / "encoder.pt"), size="tiny", **vocab.model_kwargs())

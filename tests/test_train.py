@@ -69,6 +69,7 @@ def test_reload_gives_identical_predictions(datscan_run, data_dir):
     files = [str(data_dir / "datscan_spect_ppmi_2d" / i) for i in saved["id"]]
     again = run.predict(files)
     np.testing.assert_allclose(again["p_PD"].to_numpy(), saved["p_PD"].to_numpy(), atol=1e-6)
+    assert again["id"].tolist() == files  # named as given: HC/x.png and PD/x.png would be two rows, not one id twice
     cfg = meddx.load_config(datscan_run.path / "config.yaml")
     assert cfg.data.image_size == 48 and cfg.train.max_epochs == 4
     proc = run_cli("predict", str(datscan_run.path), files[0], files[1], "-o", str(datscan_run.path / "cli.csv"))
@@ -109,6 +110,14 @@ def test_predict_takes_folders_and_csvs_and_gives_decisions(datscan_run, data_di
     )
     from_csv = meddx.predict(datscan_run.path, [tmp_path / "m.csv"])
     assert len(from_csv) == 4 and (from_csv["error"] == "").all()
+    (tmp_path / "lists").mkdir()  # a list kept apart from its scans: --root says where its paths start
+    (tmp_path / "lists" / "m.csv").write_text((tmp_path / "m.csv").read_text())
+    assert (meddx.predict(datscan_run.path, [tmp_path / "lists" / "m.csv"])["error"] != "").all()
+    proc = run_cli("predict", str(datscan_run.path), str(tmp_path / "lists" / "m.csv"), "--root", str(tmp_path),
+                   "-o", str(tmp_path / "p.json"))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads((tmp_path / "p.json").read_text())  # a .json name writes JSON records, not a CSV
+    assert [r["p_PD"] for r in rows] == pytest.approx(from_csv["p_PD"].tolist(), abs=1e-6)
 
 
 def _kermany_manifest(data_dir, tmp_path, n_per_class=120) -> str:

@@ -48,6 +48,10 @@ DATA_OPTIONS = {
     "label_columns": (Annotated[Optional[str], _opt(text="Comma-separated 0/1 label columns.")], "label_columns"),
     "positive_class": (Annotated[Optional[str], _opt(text=_help("positive_class"))], "positive_class"),
     "views": (Annotated[Optional[str], _opt(text="Slice/projection indices used as channels, e.g. 0,60.")], "views"),
+    "skip_unreadable": (
+        Annotated[Optional[bool], _opt("--skip-unreadable", text=_help("skip_unreadable"))],
+        "skip_unreadable",
+    ),
     "allow_outside_root": (
         Annotated[
             Optional[bool], _opt("--allow-outside-root", text="Let a CSV name images by absolute or '..' paths.")

@@ -6,7 +6,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from meddx.atomic import write_frame
 from meddx.cli.options import (
     DATA_OPTIONS,
     BudgetOpt,
@@ -30,7 +29,7 @@ BootstrapOpt = Annotated[Optional[int], typer.Option(help="Bootstrap resamples o
 
 
 @with_data_options("data", "root", "fmt", "image_column", "patient_column", "patient_regex", "label_column",
-                   "label_columns", "positive_class", "views", "allow_outside_root")  # fmt: skip
+                   "label_columns", "positive_class", "views", "allow_outside_root", "skip_unreadable")  # fmt: skip
 def train(
     config: ConfigOpt = None,
     model: Annotated[Optional[str], typer.Option(help="Registered model name (see `meddx models`).")] = None,
@@ -126,38 +125,8 @@ def demo(
     print_summary(api_train(None, **overrides))
 
 
-def predict(
-    run: Annotated[
-        Path, typer.Argument(help="Run folder, model package, or `meddx cv` folder (its fold ensemble, <cv>/ensemble).")
-    ],
-    inputs: Annotated[
-        list[Path],
-        typer.Argument(help="Scans (PNG, JPEG, DICOM, NPY), folders, CSV manifests; `|,|` files for a token run."),
-    ],
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write a CSV here.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON records instead of a table.")] = False,
-) -> None:
-    """Per scan: probabilities, the decision at the run's operating point and the input-domain check."""
-    from meddx.api import predict as api_predict
-
-    df = api_predict(run, [str(f) for f in inputs])
-    failed = int((df["error"] != "").sum()) if "error" in df else 0
-    if output:
-        write_frame(df, output, index=False)
-        typer.echo(f"wrote {output} ({len(df)} rows)")
-    elif as_json:
-        typer.echo(df.to_json(orient="records", indent=2).replace("\\/", "/"))  # pandas writes / as \/
-    else:
-        from meddx.serve.batch import short_table
-
-        typer.echo(short_table(df).to_string(index=False))
-    if failed:
-        typer.echo(f"meddx: {failed} of {len(df)} file(s) could not be read (their rows name why)", err=True)
-        raise typer.Exit(1)
-
-
 @with_data_options("data", "root", "fmt", "image_column", "patient_column", "patient_regex", "label_column",
-                   "label_columns", "positive_class", "allow_outside_root")  # fmt: skip
+                   "label_columns", "positive_class", "allow_outside_root", "skip_unreadable")  # fmt: skip
 def evaluate(
     run: Annotated[Path, typer.Argument(help="Run folder, or a `meddx cv` folder: its fold ensemble, with --data.")],
     split: Annotated[
@@ -290,5 +259,5 @@ def runs(folder: Annotated[Path, typer.Argument(help="Folder holding run folders
 
 
 def register(app: typer.Typer) -> None:
-    for command in (train, plan, demo, predict, evaluate, ensemble, compare, cv, runs):
+    for command in (train, plan, demo, evaluate, ensemble, compare, cv, runs):
         app.command()(command)

@@ -1,4 +1,4 @@
-"""Commands that ship a run: export, explain, serve."""
+"""Commands that ship a run: predict, export, explain, serve."""
 
 import json
 from pathlib import Path
@@ -6,7 +6,47 @@ from typing import Annotated, Optional
 
 import typer
 
+from meddx.atomic import write_frame, write_text
 from meddx.errors import MeddxError
+
+
+def predict(
+    run: Annotated[
+        Path, typer.Argument(help="Run folder, model package, or `meddx cv` folder (its fold ensemble, <cv>/ensemble).")
+    ],
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(help="Scans (PNG, JPEG, DICOM, NPY), folders, CSV manifests; `|,|` files for a token run."),
+    ],
+    output: Annotated[
+        Optional[Path], typer.Option("--output", "-o", help="Write a CSV here (JSON with --json or a .json name).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON records instead of a table or CSV.")] = False,
+    root: Annotated[
+        Optional[Path], typer.Option(help="Folder a CSV's relative image paths start from (default: the CSV's own).")
+    ] = None,
+) -> None:
+    """Per scan: probabilities, the decision at the run's operating point and the input-domain check."""
+    from meddx.api import predict as api_predict
+
+    df = api_predict(run, [str(f) for f in inputs], root)
+    failed = int((df["error"] != "").sum()) if "error" in df else 0
+    records = df.to_json(orient="records", indent=2).replace("\\/", "/")  # pandas writes / as \/
+    if output and (as_json or output.suffix.lower() == ".json"):
+        write_text(output, records + "\n")
+        typer.echo(f"wrote {output} ({len(df)} records)")
+    elif output:
+        write_frame(df, output, index=False)
+        typer.echo(f"wrote {output} ({len(df)} rows)")
+    elif as_json:
+        typer.echo(records)
+    else:
+        from meddx.serve.batch import short_table
+
+        typer.echo(short_table(df).to_string(index=False))
+    if failed:
+        typer.echo(f"meddx: {failed} of {len(df)} file(s) could not be read (their rows name why)", err=True)
+        raise typer.Exit(1)
 
 
 def export(
@@ -19,6 +59,7 @@ def export(
 ) -> None:
     """Model package (model file, preprocessing, labels, operating point, card) checked for parity on real images."""
     from meddx.export import export_run
+    from meddx.export.package import FILES
 
     out = export_run(run, fmt, output, tolerance)  # type: ignore[arg-type]
     parity = json.loads((out / "parity.json").read_text())
@@ -26,6 +67,9 @@ def export(
         f"wrote {out} ({fmt}); parity on {parity['images']} real images: max |diff| {parity['max_abs_diff']:.2e} "
         f"<= {tolerance:g}"
     )
+    for other, name in FILES.items():
+        if other != fmt and (out / name).is_file():
+            typer.echo(f"kept {name} of the earlier export (the same weights): the package holds both formats")
 
 
 def explain(
@@ -101,5 +145,5 @@ def serve(
 
 
 def register(app: typer.Typer) -> None:
-    for command in (export, explain, serve):
+    for command in (predict, export, explain, serve):
         app.command()(command)

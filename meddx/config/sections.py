@@ -44,6 +44,9 @@ class DataConfig(_Section):
     classes: list[str] | None = Field(
         None, description="Every class of the task (`evaluate --data` sets the run's): data holding some reads."
     )
+    skip_unreadable: bool = Field(
+        False, description="Leave out images that cannot be decoded (named in the notes) instead of stopping."
+    )
     views: list[int] | None = Field(None, description="Slices/projections of a stack to use as channels.")
     view_axis: int = 0
     channels: int | None = Field(None, description="Input channels; default: those of the first image.")

@@ -136,8 +136,9 @@ def _build(path: Path, records: list[Record], decode, settings: dict) -> None:
             start += len(batch)
         if bad:
             shown = "; ".join(bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
-            many = f"{len(bad)} image(s) cannot be read (fix or remove them): {shown}"
-            raise DataError(many if len(bad) > 1 else bad[0])
+            skip = "fix or remove them, or --skip-unreadable leaves them out"
+            many = f"{len(bad)} image(s) cannot be read ({skip}): {shown}"
+            raise DataError(many if len(bad) > 1 else f"{bad[0]} (--skip-unreadable leaves such files out)")
         out.flush()
         del out
         os.replace(tmp, path)

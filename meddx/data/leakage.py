@@ -31,6 +31,7 @@ class LeakageReport:
     unhashed: int = 0
     patients_known: bool = True
     actions: list[str] = field(default_factory=list)
+    dropped: list[dict] = field(default_factory=list)  # every copy left out of the split: {"id", "split"}
 
     @property
     def ok(self) -> bool:
@@ -71,6 +72,7 @@ class LeakageReport:
             "unhashed_files": self.unhashed,
             "patients_known": self.patients_known,
             "actions": self.actions,
+            "dropped": self.dropped,
         }
 
 
@@ -154,7 +156,9 @@ def _drop_copies(ds: DataSet, report: LeakageReport, cfg: SplitConfig) -> Leakag
         ids = sorted(i for i, s in drop if s == side)
         if ids:
             other = "val/test" if side == "train" else "test"
-            actions.append(f"dropped {len(ids)} {side} image(s) (near-)identical to {other} ones: {ids[:20]}")
+            more = f", ... and {len(ids) - 20} more (all in data.json)" if len(ids) > 20 else ""
+            shown = ", ".join(ids[:20]) + more
+            actions.append(f"dropped {len(ids)} {side} image(s) (near-)identical to {other} ones: {shown}")
     named_files = any(r.index is None and r.tokens is None for r in ds.records)  # an .npz has no file names
     if actions and not report.patients_known and named_files:
         actions.append(
@@ -165,6 +169,7 @@ def _drop_copies(ds: DataSet, report: LeakageReport, cfg: SplitConfig) -> Leakag
     report, rule = check_leakage(ds, near=False), report.near_rule
     report.near_duplicates, report.near_rule = near, rule
     report.actions.extend(actions)
+    report.dropped = [{"id": i, "split": s} for i, s in sorted(drop, key=lambda d: (d[1], d[0]))]
     if not report.ok:
         raise LeakageError("leakage remains after dropping copies:\n" + report.summary())
     return report
@@ -208,7 +213,8 @@ def overlap_with_training(
         "resampled_test": test_volumes,  # the run's own test volumes at another depth or size
         "examples": [f"{r.id} = {b}" for r, b in same[:5]] + [f"{r.id} ~ {b}" for r, b in near[:5]],
         "shared_patient_ids": len(patients),
-        "same_as_test": sum(1 for h in sha1s.values() if h and h in tested),  # the run's own test images again
+        "same_as_test": len(again := [h for i, h in sha1s.items() if h in tested and i not in copies]),
+        "same_as_test_distinct": len(set(again)),  # the run's own test images again, each counted once
         "dropped": 0,
     }
     if found and not drop:

@@ -235,6 +235,7 @@ def stray_class(names: list[str], where: str, rows: list[str] | None, allowed: l
 
 
 def file_record(path: str | Path) -> Record:
-    """A label-less record for a single file (prediction on new scans)."""
+    """A label-less record for a single file (prediction on new scans), named by its path as given: `a/x.png` and
+    `b/x.png` stay two ids, as in `meddx predict`."""
     p = str(path)
-    return Record(id=PurePath(p).name, patient_id=PurePath(p).name, source=p, labels=np.zeros(0, dtype=np.float32))
+    return Record(id=p, patient_id=p, source=p, labels=np.zeros(0, dtype=np.float32))

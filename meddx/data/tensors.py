@@ -83,7 +83,11 @@ class Preprocess:
 
 def stack_depth(record: Record, view_axis: int = 0, dicom_window: tuple[float, float] | None = None) -> int | None:
     """The number of slices along `view_axis` of a record's stack (None for a 2-D image)."""
-    pixels, layout = read_pixels(record, dicom_window)
+    return volume_depth(*read_pixels(record, dicom_window), view_axis)
+
+
+def volume_depth(pixels: np.ndarray, layout: str, view_axis: int = 0) -> int | None:
+    """The number of slices along `view_axis` of decoded pixels (None for a 2-D image)."""
     return int(pixels.shape[view_axis % 3]) if layout == "dhw" else None
 
 

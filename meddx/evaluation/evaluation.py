@@ -90,12 +90,15 @@ def tradeoff_rows(y_val, p_val, thresholds: list[float], conf: list[dict], ci: f
     keys = ("sensitivity", "specificity", "ppv", "npv")
     bounds = percentiles(np.stack([c[k][1:] for c in conf for k in keys]), [50 * (1 - ci), 50 * (1 + ci)])
     rows, (sv, cv) = [], rates(y_val, p_val, np.array(thresholds))
+    known = np.asarray(y_val, dtype=np.float64)[~np.isnan(np.asarray(y_val, dtype=np.float64))] >= 0.5
     for i, ((method, value), t, figures_t) in enumerate(zip(points, thresholds, conf)):
         row = {
             "rule": label_name(method, value),
             "threshold": t,
             "val_sensitivity": float(sv[i]),
             "val_specificity": float(cv[i]),
+            "val_positives": int(known.sum()),  # what val's own figures rest on: their uncertainty
+            "val_negatives": int((~known).sum()),
         }
         for j, key in enumerate(keys):
             row[f"test_{key}"] = _f(figures_t[key][0])

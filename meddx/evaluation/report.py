@@ -39,25 +39,41 @@ SMALL_SPLIT = 30  # patients: below this an AUC interval is about +-0.1 or wider
 SHIFT = 0.3  # sensitivity or specificity this much further from val's: the val threshold does not transfer
 
 
-def threshold_shift(result: dict) -> dict:
+def wilson(share: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score 95% interval of a proportion `share` of `n` (all of 0-1 when n is 0)."""
+    if n <= 0:
+        return 0.0, 1.0
+    centre, half = share + z * z / (2 * n), z * np.sqrt(share * (1 - share) / n + z * z / (4 * n * n))
+    return (centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)
+
+
+def threshold_shift(result: dict, split: str = "") -> dict:
     """A warning when, at the operating point chosen on val, this split's sensitivity or specificity lies far from
-    val's (0.08 against 0.96), outside its interval (without intervals: on 100 patients or more): its scores sit
-    elsewhere, so the threshold does not transfer though the AUC may rank."""
+    val's (0.08 against 0.96), outside its interval (without intervals: on 100 patients or more) and outside val's
+    own (Wilson, on val's positives or negatives): its scores sit elsewhere, so the threshold does not transfer."""
     rule, found = result["operating_point"]["rule"], []
     for label, rows in (result.get("tradeoff") or {}).items():
         row = next((r for r in rows if r.get("rule") == rule), None)
-        for what in ("sensitivity", "specificity") if row else ():
+        for what, count in (("sensitivity", "val_positives"), ("specificity", "val_negatives")) if row else ():
             val, test, ci = row.get(f"val_{what}"), row.get(f"test_{what}"), row.get(f"test_{what}_ci")
+            if val is None or test is None or abs(val - test) < SHIFT:
+                continue
             beyond = not ci[0] <= val <= ci[1] if ci and None not in ci else result.get("n_patients", 0) >= 100
-            if val is not None and test is not None and abs(val - test) >= SHIFT and beyond:
+            low, high = wilson(val, row[count]) if count in row else (val, val)
+            if beyond and not low <= test <= high:
                 found.append(f"{label}: {what} {test:.2f} here against {val:.2f} on val")
     if not found:
         return {}
-    return {
-        "warning_threshold_shift": f"at the operating point chosen on val ({rule}), {'; '.join(found)}: this data's "
-        "scores sit elsewhere (another population, scanner or preprocessing), so the threshold does not transfer "
-        "even where the AUC still ranks; a site using it needs a threshold chosen on its own labelled scans"
-    }
+    own = split == "test"  # the run's own test split: the same population as val, so a small val is the likelier cause
+    why = (
+        "the threshold chosen on val does not hold on the run's own test split: val is probably too small to place it "
+        "(more val patients, or `meddx cv`, place it better)"
+        if own
+        else "this data's scores sit elsewhere (another population, scanner or preprocessing), so the threshold does "
+        "not transfer even where the AUC still ranks; a site using it needs a threshold chosen on its own labelled "
+        "scans"
+    )
+    return {"warning_threshold_shift": f"at the operating point chosen on val ({rule}), {'; '.join(found)}: {why}"}
 
 
 def _optimism_warnings(run: Run, split: str, n_patients: int) -> dict:
@@ -150,7 +166,7 @@ def evaluate_run(
     if competition:  # e.g. the Tianchi track: the competition's score beside its baselines
         result[competition.name] = competition.score(y, p, names, prior=prior, seed=cfg.seed)
     result["evaluated_at"] = datetime.now().isoformat(timespec="seconds")
-    result |= _optimism_warnings(run, split, result["n_patients"]) | threshold_shift(result)
+    result |= _optimism_warnings(run, split, result["n_patients"]) | threshold_shift(result, split)
     result["collapse"] = {"evaluation": result["collapse"], "training": run.training.get("collapse")}
     op = result["operating_point"]["thresholds"]
     thresholds = None if op is None else np.array([op[n] for n in names])

@@ -101,14 +101,49 @@ def input_stats(
     }
 
 
-def check_input(
-    image: np.ndarray, resized: np.ndarray, stats: dict, colour: bool = False, modality: str | None = None
-) -> dict:
-    """Compare one decoded scan (C, H, W), and the same at model size, with the training statistics; `modality`: a
-    DICOM scan's Modality tag, checked against the training scans' when they were DICOM."""
-    warnings: list[str] = []
+DEPTH_SPREAD = 1.25  # a stack this much shallower or deeper than every training stack is another kind of volume
+
+
+def _source_warnings(stats: dict, modality: str | None, depth: int | None) -> list[str]:
+    """What the scan's source says before its pixels: a DICOM modality or a stack depth unlike the training scans'."""
+    warnings = []
     if modality and stats.get("modalities") and modality not in stats["modalities"]:
         warnings.append(f"a DICOM {modality} scan: the model was trained on {', '.join(stats['modalities'])} scans")
+    if depth and (span := stats.get("depth_range")) and not span[0] / DEPTH_SPREAD <= depth <= span[1] * DEPTH_SPREAD:
+        trained = f"{span[0]}" if span[0] == span[1] else f"{span[0]}-{span[1]}"
+        warnings.append(f"stack depth unlike training stacks ({depth} slices; trained on {trained}): other volume?")
+    return warnings
+
+
+def _shape_warnings(image: np.ndarray, resized: np.ndarray, stats: dict) -> list[str]:
+    """An aspect ratio, or a resolution under half the training scans', unlike what the model learnt from."""
+    warnings = []
+    aspect = image.shape[2] / image.shape[1]
+    if abs(np.log(aspect / stats["aspect"]["median"])) > np.log(1.5):
+        warnings.append(
+            f"aspect ratio {aspect:.2f} (width/height) differs from the training scans' {stats['aspect']['median']:.2f}"
+        )
+    side, smallest = min(image.shape[1:]), min(stats["height"]["min"], stats["width"]["min"])
+    if side < min(resized.shape[1:]) and side < min(smallest, *resized.shape[1:]) / 2:  # under half what it saw
+        warnings.append(
+            f"a {image.shape[1]}x{image.shape[2]} px scan, upsampled to the model's {resized.shape[1]} px: training "
+            f"scans were at least {smallest:.0f} px (a lower resolution than the model learnt from)"
+        )
+    return warnings
+
+
+def check_input(
+    image: np.ndarray,
+    resized: np.ndarray,
+    stats: dict,
+    colour: bool = False,
+    modality: str | None = None,
+    depth: int | None = None,
+) -> dict:
+    """Compare one decoded scan (C, H, W), and the same at model size, with the training statistics; `modality`: a
+    DICOM scan's Modality tag, checked against the training scans' when they were DICOM; `depth`: a stack's slices
+    along the view axis, checked against the training stacks'."""
+    warnings = _source_warnings(stats, modality, depth)
     if stats.get("per_sample"):  # its intensity scale cannot matter to the model; its histogram's shape can
         image = standardise(image)
     edges, reference = np.asarray(stats["edges"]), np.asarray(stats["histogram"])
@@ -141,17 +176,7 @@ def check_input(
             f"intensity distribution unlike the training scans (distance {distance:.2f}; training scans reach "
             f"{stats['distance']['max']:.2f}): another modality or preprocessing?"
         )
-    aspect = image.shape[2] / image.shape[1]
-    if abs(np.log(aspect / stats["aspect"]["median"])) > np.log(1.5):
-        warnings.append(
-            f"aspect ratio {aspect:.2f} (width/height) differs from the training scans' {stats['aspect']['median']:.2f}"
-        )
-    side, smallest = min(image.shape[1:]), min(stats["height"]["min"], stats["width"]["min"])
-    if side < min(resized.shape[1:]) and side < min(smallest, *resized.shape[1:]) / 2:  # under half what it saw
-        warnings.append(
-            f"a {image.shape[1]}x{image.shape[2]} px scan, upsampled to the model's {resized.shape[1]} px: training "
-            f"scans were at least {smallest:.0f} px (a lower resolution than the model learnt from)"
-        )
+    warnings += _shape_warnings(image, resized, stats)
     return {
         "in_distribution": not warnings,
         "distance": round(distance, 4),

@@ -9,6 +9,7 @@ from collections import Counter
 from meddx.data.fingerprint import dicom_modality
 from meddx.data.images import is_colour, read_pixels, to_channels
 from meddx.data.records import Record
+from meddx.data.tensors import volume_depth
 from meddx.errors import MeddxError
 from meddx.export.domain import check_input
 from meddx.export.package import training_input_stats
@@ -43,7 +44,8 @@ def new_data_domain(run: Run, records: list[Record], limit: int = 300) -> dict:
         pixels, layout = read_pixels(r, prep.dicom_window)
         image = to_channels(pixels, layout, r, prep.views, prep.view_axis, prep.channels, prep.view_depth)
         colour, modality = is_colour(pixels, layout), dicom_modality(r.source)
-        found = check_input(image, prep.resize(image), stats, colour, modality)["warnings"]
+        depth = volume_depth(pixels, layout, prep.view_axis)
+        found = check_input(image, prep.resize(image), stats, colour, modality, depth)["warnings"]
         outside += bool(found)
         reasons.update({_reason(w) for w in found})
     return {"checked": len(sample), "outside": outside, "reasons": reasons.most_common(3)}

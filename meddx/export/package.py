@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import shutil
@@ -19,7 +20,7 @@ from meddx.atomic import staged_dir, write_text
 from meddx.data.fingerprint import dicom_modality
 from meddx.data.images import is_colour, read_pixels, to_channels
 from meddx.data.records import Record
-from meddx.data.tensors import ImageDataset
+from meddx.data.tensors import ImageDataset, volume_depth
 from meddx.errors import MeddxError
 from meddx.evaluation.operating import rates
 from meddx.export.domain import input_stats
@@ -63,13 +64,17 @@ def check_images(run: Run, split: str = "test", limit: int = 64) -> torch.Tensor
 
 def training_input_stats(run: Run, limit: int = 300) -> dict:
     """The input-domain statistics of up to `limit` training scans (decoded, before resizing and normalisation)."""
-    prep, images, colour, records = run.preprocess, [], [], split_records(run, "train", limit)
+    prep, images, colour, depths = run.preprocess, [], [], []
+    records = split_records(run, "train", limit)
     for r in records:
         pixels, layout = read_pixels(r, prep.dicom_window)
         images.append(to_channels(pixels, layout, r, prep.views, prep.view_axis, prep.channels, prep.view_depth))
         colour.append(is_colour(pixels, layout))
+        depths.append(volume_depth(pixels, layout, prep.view_axis))
     stats = input_stats(images, [prep.resize(im) for im in images], colour, per_sample=prep.normalize == "sample")
     stats["modalities"] = sorted({m for r in records if (m := dicom_modality(r.source))})  # [] when none is DICOM
+    known = [d for d in depths if d]  # a stack's slices along the view axis; none for 2-D scans
+    stats["depth_range"] = [min(known), max(known)] if known else []
     return stats
 
 
@@ -163,7 +168,30 @@ def export_run(
     final = Path(out_dir) if out_dir else run.path / "package"
     with staged_dir(final) as out:  # built aside: a failed export leaves the old package as it was, never a mix
         _write_package(run, fmt, out, tolerance, split)
+        _keep_other_format(final, out, fmt)
     return final
+
+
+def weights_digest(model: nn.Module) -> str:
+    """SHA-1 of a model's parameters and buffers: which weights a package's model file was exported from."""
+    digest = hashlib.sha1()
+    for name, value in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _keep_other_format(final: Path, out: Path, fmt: Format) -> None:
+    """The old package's model file of the other format, when it was exported from the same weights (its parity
+    file says so): exporting TorchScript after ONNX keeps both, while one from weights since retrained is left out."""
+    now = json.loads((out / f"parity-{fmt}.json").read_text())["weights_sha1"]
+    for other, name in FILES.items():
+        old_parity = final / f"parity-{other}.json"
+        if other == fmt or not (final / name).is_file() or not old_parity.is_file():
+            continue
+        if json.loads(old_parity.read_text()).get("weights_sha1") == now:
+            shutil.copy(final / name, out / name)
+            shutil.copy(old_parity, out / old_parity.name)
 
 
 def _write_package(run: Run, fmt: Format, out: Path, tolerance: float, split: str) -> None:
@@ -175,7 +203,9 @@ def _write_package(run: Run, fmt: Format, out: Path, tolerance: float, split: st
         _export_file(wrapped, images[: min(8, len(images))], fmt, model_path)
     result = parity(run, model_path, fmt, images)
     result.update(format=fmt, tolerance=tolerance, passed=result["max_abs_diff"] <= tolerance, split=split)
-    write_text(out / "parity.json", json.dumps(result, indent=2))
+    result["weights_sha1"] = weights_digest(run.model)
+    write_text(out / "parity.json", json.dumps(result, indent=2))  # the latest export's; parity-<format>.json: each's
+    write_text(out / f"parity-{fmt}.json", json.dumps(result, indent=2))
     if not result["passed"]:
         raise ExportError(
             f"{run.path}: the exported {fmt} model's probabilities differ from PyTorch by {result['max_abs_diff']:.3g} "

@@ -18,10 +18,10 @@ from meddx.serve.predictor import Predictor
 BLANK = Path("")  # a CSV row with no image path: an error row of its own, never dropped
 
 
-def expand_inputs(inputs: list[str | Path]) -> list[tuple[str, Path]]:
+def expand_inputs(inputs: list[str | Path], root: str | Path | None = None) -> list[tuple[str, Path]]:
     """(id, path) per scan: a file as given; a folder's images with ids relative to it (`HC/case0.png`, as
     `meddx evaluate --data` names them; of several folders, with the folder as given in front); a CSV's image
-    column, relative to the CSV's folder."""
+    column, relative to `root` or else to the CSV's folder."""
     items: list[tuple[str, Path]] = []
     folders = [Path(i) for i in inputs if Path(i).is_dir()]
     for given in map(Path, inputs):
@@ -37,19 +37,20 @@ def expand_inputs(inputs: list[str | Path]) -> list[tuple[str, Path]]:
             values = list(table[column])
             if column.strip().lower().endswith(tuple(READABLE_EXTENSIONS)):  # no header: its first line is a scan
                 values.insert(0, column)
-            items += [(v, given.parent / v.strip().replace("\\", "/")) if v.strip() else
+            base = Path(root) if root else given.parent
+            items += [(v, base / v.strip().replace("\\", "/")) if v.strip() else
                       (f"{given} row {n + 2}", BLANK) for n, v in enumerate(values)]  # fmt: skip
         else:
             items.append((str(given), given))
     return items
 
 
-def predict_files(path: str | Path, inputs: list[str | Path]) -> pd.DataFrame:
+def predict_files(path: str | Path, inputs: list[str | Path], root: str | Path | None = None) -> pd.DataFrame:
     """One row per scan: id, p_<label>, decision (the labels called positive, or the class), the operating point,
-    in_domain and the domain warnings; `error` names a scan that could not be read."""
+    in_domain and the domain warnings; `error` names a scan that could not be read; `root`: where CSV paths start."""
     predictor = Predictor(path)
     rows = []
-    for scan_id, file in expand_inputs(inputs):
+    for scan_id, file in expand_inputs(inputs, root):
         row: dict = {"id": scan_id}
         try:
             if file == BLANK:

@@ -21,7 +21,7 @@ from meddx.config import load_config
 from meddx.data.fingerprint import dicom_modality
 from meddx.data.images import ImageTooLarge, is_colour, read_pixels, to_channels
 from meddx.data.records import Record
-from meddx.data.tensors import Preprocess
+from meddx.data.tensors import Preprocess, volume_depth
 from meddx.errors import ConfigError, DataError
 from meddx.evaluation.operating import resolve_operating_point, run_operating_point
 from meddx.export.domain import check_input
@@ -193,9 +193,9 @@ class Predictor:
             "card": self.card,
         }
 
-    def decode(self, data: bytes) -> tuple[np.ndarray, bool, str | None]:
-        """Upload bytes to a (C, H, W) scan (channels chosen as in training), whether it is in colour and a DICOM's
-        Modality tag; format checked by content."""
+    def decode(self, data: bytes) -> tuple[np.ndarray, bool, str | None, int | None]:
+        """Upload bytes to a (C, H, W) scan (channels chosen as in training), whether it is in colour, a DICOM's
+        Modality tag and a stack's depth; format checked by content."""
         kind = sniff(data)
         with tempfile.TemporaryDirectory() as tmp:
             path = str(Path(tmp) / f"upload{SUFFIX[kind]}")
@@ -213,7 +213,7 @@ class Predictor:
             except Exception as e:  # a decoder failing in an unforeseen way is still the upload's fault
                 raise UploadError(f"the {kind.upper()} upload cannot be decoded ({type(e).__name__})") from None
             modality = dicom_modality(path) if kind == "dicom" else None
-        return image, is_colour(raw, layout), modality
+        return image, is_colour(raw, layout), modality, volume_depth(raw, layout, self.prep.view_axis)
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         """(B, L) probabilities for normalised inputs (B, C, H, W) through the chosen backend."""
@@ -225,10 +225,10 @@ class Predictor:
     def prepare(self, data: bytes) -> Prepared:
         """Everything per upload before the model call: decode, resize, normalise, the input-domain check."""
         start = time.perf_counter()
-        scan, colour, modality = self.decode(data)
+        scan, colour, modality, depth = self.decode(data)
         resized = self.prep.resize(scan)  # once: the model input and the domain check's layout view both use it
         x = self.prep.model_input(resized)  # already at model size: no second resize
-        return Prepared(scan, x, check_input(scan, resized, self.stats, colour, modality), start)
+        return Prepared(scan, x, check_input(scan, resized, self.stats, colour, modality, depth), start)
 
     def predict(self, data: bytes, cam: bool = False, label: str | None = None, image: bool = False) -> dict:
         """The whole answer for one upload: probabilities, decisions, domain check, optional scan and Grad-CAM PNGs."""

@@ -12,6 +12,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 from meddx.config import RunConfig, load_config
 from meddx.data.cache import decoded_images
 from meddx.data.leakage import enforce_no_leakage
+from meddx.data.readable import drop_unreadable
 from meddx.data.readers import read_dataset
 from meddx.data.records import SPLITS, DataSet
 from meddx.data.reports import read_descriptions
@@ -57,6 +58,8 @@ class RunDataModule(pl.LightningDataModule):
         ds = read_dataset(self.cfg.data)
         assign_splits(ds, self.cfg.split)
         leakage = enforce_no_leakage(ds, self.cfg.split).to_dict()
+        if self.cfg.data.skip_unreadable:  # after the hashes: a file read for them is not decoded again
+            leakage["unreadable"] = drop_unreadable(ds)
         extra, note = pseudo_records(self.cfg, ds)  # after the gate: they join train only, never val or test
         if extra:
             ds.records += extra

@@ -21,6 +21,7 @@ from meddx.training.writer import new_run_dir, open_ensemble
 REPEATS = 2  # seeds per candidate: a choice rests on the mean of two trainings, never on one draw
 MIN_EPOCHS = 15  # fewer epochs than this would judge candidates before they have learnt
 SEARCH_SHARE = 0.8  # of the time left, the most the candidates may take (the rest tops up the winner's ensemble)
+ONLY_ONE = "the only candidate trained: the others were skipped"  # no choice on val was made
 Chooser = Callable[[dict[str, list[Run]], dict[str, float]], dict]
 
 
@@ -135,7 +136,7 @@ def settle(
         runs[c.name] = [train(c, i) for i in range(REPEATS)]
     tried = [c for c in tried if c.name in runs]
     if not plan.selection.get("chosen") and len(runs) == 1:  # every alternative skipped: nothing to compare
-        plan.selection.update(chosen=tried[0].name, reason="the only candidate trained: the others were skipped")
+        plan.selection.update(chosen=tried[0].name, reason=ONLY_ONE)
     elif not plan.selection.get("chosen"):
         plan.selection.update(choose(runs, costs))
         plan.save(base / PLAN)  # a run killed from here on is not chosen again
@@ -189,9 +190,10 @@ def _rule_name(cfg: RunConfig) -> str:
 def _record(plan: Plan, user_cfg: RunConfig, win: Candidate, epochs: int, k: int) -> None:
     """The winner's fields (the verdict is in plan.selection), epochs and ensemble size among the choices."""
     verdict, p = plan.selection, Planner(user_cfg, plan)
+    alone = verdict.get("reason") == ONLY_ONE  # the rules' candidate, unopposed: its values are the rules'
+    why = f"{verdict['chosen']}: {ONLY_ONE}" if alone else f"{verdict['chosen']} chosen on val: {verdict['reason']}"
     for name in sorted({f for a in plan.alternatives for f in a["set"]}):
-        value = win.overrides.get(name, plan.value(name))
-        p.choose(name, value, f"{verdict['chosen']} chosen on val: {verdict['reason']}", "validation")
+        p.choose(name, win.overrides.get(name, plan.value(name)), why, "rule" if alone else "validation")
     p.choose("train.max_epochs", epochs, f"about {epochs} epochs per model, the same for every candidate", "budget")
     p.choose("train.patience", int(min(max(epochs // 4, 3), 10)), "a quarter of the epochs, 3-10", "budget")
     p.choose("train.ensemble", k, f"the winner's {REPEATS} seeds from the search and {k - REPEATS} more", "budget")
