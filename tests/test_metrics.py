@@ -336,3 +336,28 @@ def test_a_proportion_of_0_or_1_gets_an_exact_interval_not_a_point():
     assert "ci_exact" not in sens and sens["ci_low"] < sens["value"] < sens["ci_high"]
     none = score_with_intervals(y, p, pred, "binary", ["x"], np.arange(49).astype(str), EvaluateConfig(bootstrap=0))
     assert "ci_low" not in none["per_label"]["x"]["specificity"]  # no bootstrap: no interval at all
+
+
+def test_a_perfect_ranking_of_few_samples_has_no_pretended_interval_and_the_tradeoff_rows_are_exact():
+    """5 test images ranked perfectly showed 'ROC AUC 1.000 (1.000-1.000) ... beats prior: yes'; and the trade-off
+    table gave specificity 1.000 (1.000-1.000) on 26 negatives beside the headline's exact 0.868-1.000. Now the AUC
+    says it has no interval and the chance of such a ranking (1 / C(5, 2) = 0.1: not beating the prior), and the
+    table's 0 or 1 proportions get the same exact interval as the headline's."""
+    from meddx.config import EvaluateConfig
+    from meddx.evaluation.evaluation import evaluate_arrays
+    from meddx.evaluation.sections import fmt
+
+    y_val = np.array([[1.0], [0.0]] * 20)
+    p_val = np.clip(y_val * 0.5 + np.linspace(0.1, 0.4, 40)[:, None], 0, 1)
+    y, p = np.array([[1.0], [1.0], [0.0], [0.0], [0.0]]), np.array([[0.9], [0.8], [0.2], [0.3], [0.1]])
+    cfg = EvaluateConfig(bootstrap=200)
+    result = evaluate_arrays(y_val, p_val, y, p, np.arange(5), np.array([0.4]), "binary", ["x"], cfg)
+    auc = result["model"]["per_label"]["x"]["roc_auc"]
+    assert "ci_low" not in auc and auc["p_exact"] == pytest.approx(0.1) and not result["beats_prior"]["x"]
+    assert fmt(auc) == "1.000 (no interval; chance p 0.1)"
+    rows = result["tradeoff"]["x"]
+    row = next(r for r in rows if r["test_specificity"] == 1.0)
+    assert row["test_specificity_ci"] == pytest.approx([0.025 ** (1 / 3), 1.0])  # 3 negatives, as the headline
+    y_many, p_many = np.repeat(y, 8, 0), np.repeat(p, 8, 0) + np.random.default_rng(0).random((40, 1)) * 0.05
+    many = evaluate_arrays(y_val, p_val, y_many, p_many, np.arange(40), np.array([0.4]), "binary", ["x"], cfg)
+    assert many["model"]["per_label"]["x"]["roc_auc"]["ci_none"] and many["beats_prior"]["x"]  # p = 1 / C(40, 16)

@@ -336,6 +336,14 @@ def test_near_copies_whose_training_file_is_not_readable_are_kept_and_said(tmp_p
     tested = pd.concat([table.iloc[1:], test_row])
     assert overlap_with_training(new, tested, drop=True)[1]["same_as_test"] == 1  # the run's own test image again
     assert overlap_with_training(new, pd.concat([table, tested]), drop=True)[1]["same_as_test"] == 0  # left out
+    resaved = {
+        **test_row.iloc[0].to_dict(),
+        "sha1": "other",
+        "phash": train.phash,
+        "source": str(tmp_path / "train.png"),
+    }
+    own = overlap_with_training(new, pd.concat([table.iloc[1:], pd.DataFrame([resaved])]), drop=True)[1]
+    assert own["same_as_test"] == 1  # the run's test image saved again (other bytes): counted, not passed as new
     twice = [*new, Record("n2", "pn2", str(tmp_path / "new.png"), np.ones(1))]  # two files, one test image
     check = overlap_with_training(twice, tested, drop=True)[1]
     assert (check["same_as_test"], check["same_as_test_distinct"]) == (2, 1)
@@ -434,3 +442,27 @@ def test_a_new_csv_reads_its_paths_beside_itself_and_the_runs_root_only_as_a_fal
     with pytest.raises(DataError, match="pass --allow-outside-root"):
         read_external(run, {"path": str(tmp_path / "new" / "abs.csv")})
     assert len(read_external(run, {"path": str(tmp_path / "new" / "abs.csv"), "allow_outside_root": True}).records) == 6
+
+
+def test_classes_named_0_and_1_follow_the_runs_medmnist_numbering(tmp_path):
+    """BreastMNIST's test exported as folders `0/ 1/` (or a 0/1 column) for a run trained on the .npz: `1` was read as
+    the run's positive 'malignant', which is MedMNIST's 0, so the AUC came out 0.106; MedMNIST's numbering now holds."""
+    import json
+
+    for k in ("0", "1"):
+        (tmp_path / "new" / k).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((8, 8), 40 * i + int(k), np.uint8)).save(tmp_path / "new" / k / f"x{i}.png")
+    rows = "".join(f"{k}/x{i}.png,{k}\n" for k in "01" for i in range(3))
+    (tmp_path / "new.csv").write_text("image,label\n" + "".join(f"new/{r}" for r in rows.splitlines(True)))
+    for classes, positive, zero_is_positive in ((["malignant", "normal_or_benign"], "malignant", True),
+                                                (["normal", "pneumonia"], "pneumonia", False)):  # fmt: skip
+        (tmp_path / "data.json").write_text(json.dumps({"classes": classes, "origin": "/data/b.npz"}))
+        run = SimpleNamespace(path=tmp_path, config=RunConfig(data=DataConfig(path="b.npz")), task="binary",
+                              label_names=[positive])  # fmt: skip
+        for data in ({"path": str(tmp_path / "new")}, {"path": str(tmp_path / "new.csv")}):
+            ds = read_external(run, data)
+            truth = {r.id.replace("new/", ""): r.labels[0] for r in ds.records}
+            assert ds.label_names == [positive]
+            assert all(v == float((k.startswith("0/")) == zero_is_positive) for k, v in truth.items()), truth
+            assert any("the run's MedMNIST numbering: 0 " + classes[0] in n for n in ds.notes)

@@ -175,6 +175,22 @@ def _drop_copies(ds: DataSet, report: LeakageReport, cfg: SplitConfig) -> Leakag
     return report
 
 
+def _own_test_copies(records: list[Record], sha1s: dict[str, str], split_table: pd.DataFrame) -> dict:
+    """The files that are the run's own test images again: identical (SHA-1), or re-saved, re-encoded or resized
+    (perceptual hash, confirmed by correlation); kept, counted, and each test image counted once."""
+    test = split_table[split_table["split"] == "test"]
+    tested = set(test["sha1"]) if "sha1" in test else set()
+    same = {r.id: sha1s[r.id] for r in records if sha1s[r.id] and sha1s[r.id] in tested}
+    near: list = []
+    if "phash" in test and len(test):
+        hashes = {loc: h for h, loc in zip(test["phash"], test["source"]) if isinstance(h, str) and h}
+        near = near_training([r for r in records if r.id not in same], hashes)[0]
+    return {
+        "same_as_test": len(same) + len(near),
+        "same_as_test_distinct": len(set(same.values()) | {b for _, b in near}),
+    }
+
+
 def overlap_with_training(
     records: list[Record], split_table: pd.DataFrame, drop: bool, origin: str = "", patients_known: bool = True
 ) -> tuple[list[Record], dict]:
@@ -187,7 +203,6 @@ def overlap_with_training(
     known = dict(zip(seen["sha1"], seen["id"])) if "sha1" in seen else {}
     sha1s = {r.id: content_hash(r) for r in records}
     same = [(r, known[h]) for r in records if (h := sha1s[r.id]) and h in known]
-    tested = set(split_table.loc[split_table["split"] == "test", "sha1"]) if "sha1" in split_table else set()
     near, unconfirmed = [], 0
     if "phash" in seen:
         rest = [r for r in records if r.id not in {a.id for a, _ in same}]
@@ -213,8 +228,7 @@ def overlap_with_training(
         "resampled_test": test_volumes,  # the run's own test volumes at another depth or size
         "examples": [f"{r.id} = {b}" for r, b in same[:5]] + [f"{r.id} ~ {b}" for r, b in near[:5]],
         "shared_patient_ids": len(patients),
-        "same_as_test": len(again := [h for i, h in sha1s.items() if h in tested and i not in copies]),
-        "same_as_test_distinct": len(set(again)),  # the run's own test images again, each counted once
+        **_own_test_copies([r for r in records if r.id not in copies], sha1s, split_table),
         "dropped": 0,
     }
     if found and not drop:

@@ -36,7 +36,7 @@ def leakage_text(run: Run, split: str, info: dict) -> str:
     if check.get("same_as_test"):
         distinct = check.get("same_as_test_distinct", check["same_as_test"])
         copies = f" ({distinct} distinct: some are copies of one another)" if distinct != check["same_as_test"] else ""
-        text += f"; {check['same_as_test']} are the run's own test images{copies}"
+        text += f"; {check['same_as_test']} are the run's own test images, identical or re-saved{copies}"
         text += " (these figures repeat part of its test)"
     if check.get("resampled_test"):
         text += f"; {check['resampled_test']} volume(s) look like the run's own test volumes at another depth or size"

@@ -9,7 +9,15 @@ from meddx.config import EvaluateConfig
 from meddx.evaluation import metrics as M
 from meddx.evaluation.calibration import apply_temperature, fit_temperature, reliability
 from meddx.evaluation.fused import FusedPass, count_chunks, patient_index
-from meddx.evaluation.intervals import add_predictor, confusion, ece_from_cuts, percentiles, scored
+from meddx.evaluation.intervals import (
+    add_predictor,
+    confusion,
+    denominators,
+    ece_from_cuts,
+    exact_bounds,
+    percentiles,
+    scored,
+)
 from meddx.evaluation.operating import TRADEOFF_POINTS, choose_threshold, label_name, parse_operating_point, rates
 from meddx.training.collapse import detect_collapse
 
@@ -85,8 +93,11 @@ def tradeoff_table(
     return tradeoff_rows(y_val, p_val, thresholds, conf, ci, points)
 
 
-def tradeoff_rows(y_val, p_val, thresholds: list[float], conf: list[dict], ci: float, points=TRADEOFF_POINTS) -> list:
-    """The trade-off table from each point's threshold and its test confusion figures over [point, resamples]."""
+def tradeoff_rows(
+    y_val, p_val, thresholds: list[float], conf: list[dict], ci: float, points=TRADEOFF_POINTS, counts=None
+) -> list:
+    """The trade-off table from each point's threshold and its test confusion figures over [point, resamples];
+    `counts` (per point, each figure's denominator): a 0 or 1 whose resamples never differ gets its exact interval."""
     keys = ("sensitivity", "specificity", "ppv", "npv")
     bounds = percentiles(np.stack([c[k][1:] for c in conf for k in keys]), [50 * (1 - ci), 50 * (1 + ci)])
     rows, (sv, cv) = [], rates(y_val, p_val, np.array(thresholds))
@@ -104,6 +115,9 @@ def tradeoff_rows(y_val, p_val, thresholds: list[float], conf: list[dict], ci: f
             row[f"test_{key}"] = _f(figures_t[key][0])
             if not np.isnan(bounds[i * len(keys) + j, 0]):
                 row[f"test_{key}_ci"] = bounds[i * len(keys) + j].tolist()
+                total = counts[i][key] if counts else 0
+                if row[f"test_{key}"] in (0.0, 1.0) and np.ptp(row[f"test_{key}_ci"]) == 0 and total >= 1:
+                    row[f"test_{key}_ci"] = list(exact_bounds(row[f"test_{key}"], total, ci))
         rows.append(row)
     return rows
 
@@ -154,7 +168,15 @@ def bootstrap_all(y_val, p_val, y_test, p_test, patients, prior, task, names, th
         "baselines": {name: scored(b, names, cfg.ci) for name, b in baselines.items()},
         "ece_ci": {n: np.percentile(ece_from_cuts(s, b)[1:], q).tolist() for n, s, b in zip(names, model.labels, bins)},
         "tradeoff": {
-            n: tradeoff_rows(y_val[:, j], p_val[:, j], points[j], [confusion(s, c) for c in cuts[j]], cfg.ci, rules)
+            n: tradeoff_rows(
+                y_val[:, j],
+                p_val[:, j],
+                points[j],
+                [confusion(s, c) for c in cuts[j]],
+                cfg.ci,
+                rules,
+                [denominators(s, c) for c in cuts[j]],
+            )  # fmt: skip
             for j, (n, s) in enumerate(zip(names[: len(points)], model.labels))
         },
     }
@@ -216,5 +238,7 @@ def _beats_prior(result: dict, name: str) -> bool:
     auc = m["roc_auc"]
     if auc["value"] is None:
         return False
+    if "p_exact" in auc:  # a perfect ranking of a few samples: better than chance only if luck is unlikely
+        return bool(auc["value"] > 0.5 and auc["p_exact"] < (1 - result["bootstrap"]["ci"]) / 2)
     low = auc.get("ci_low", auc["value"])
     return bool(low > 0.5 and (m["pr_auc"]["value"] or 0) > (b["pr_auc"]["value"] or 0))

@@ -228,6 +228,8 @@ def _one_binary_label(run: Run, ds: DataSet, data: dict) -> None:
             f"'{ours}' itself, so reading '{theirs}' as it would invert the labels; leave --positive-class out"
         )
     named = len(data.get("label_columns") or []) == 1 or "positive_class" in data  # the user said which is 1
+    if not named and _medmnist_numbering(run, ds, theirs):
+        return
     others = [c for c in ds.classes if c.strip().casefold() != theirs.strip().casefold()]
     clear = (  # `1_abnormal` beside `0_normal` for a run's generic `label`; never one disease for another
         ours.strip().casefold() in GENERIC
@@ -238,6 +240,27 @@ def _one_binary_label(run: Run, ds: DataSet, data: dict) -> None:
     if named or clear or theirs.strip().casefold() in GENERIC:  # else a class chosen by sort order: ask
         ds.notes.append(f"this data's '{theirs}' read as the run's '{ours}' (its positive, 1)")
         ds.label_names = [ours]
+
+
+def _medmnist_numbering(run: Run, ds: DataSet, theirs: str) -> bool:
+    """New data naming its classes 0 and 1 (folders `0/ 1/`, or a 0/1 column) for a run trained on a MedMNIST .npz:
+    MedMNIST's numbering, whose 0 may be the positive class (BreastMNIST's malignant); read so, inverted where it
+    is, and said in the notes. Whether it applied."""
+    classes = _run_classes(run) or []
+    digits = {c.strip() for c in ds.classes} <= {"0", "1"} and theirs.strip() in ("1", *GENERIC)
+    origin = str(read_json(Path(run.path) / DATA).get("origin", ""))
+    if not (origin.endswith(".npz") and len(classes) == 2 and digits):
+        return False
+    ours = run.label_names[0]
+    if classes.index(ours) == 0:  # this data's 1 is the run's negative class
+        for r in ds.records:
+            r.labels = 1 - r.labels  # unknown (NaN) stays unknown
+    ds.notes.append(
+        f"this data's classes 0 and 1 read by the run's MedMNIST numbering: 0 {classes[0]}, 1 {classes[1]} "
+        f"(the run's positive: '{ours}')"
+    )
+    ds.label_names = [ours]
+    return True
 
 
 def _first_table(manifest: str | dict):

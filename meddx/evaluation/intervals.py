@@ -3,6 +3,7 @@ percentile intervals that come of them; the paired figures of several sets on th
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -75,6 +76,13 @@ def confusion(segment: Segment, slot: int | None = None) -> dict[str, np.ndarray
     return M.confusion_from_counts(tp, fp, total[:, 0] - tp, total[:, 1] - fp)
 
 
+def denominators(segment: Segment, slot: int) -> dict[str, float]:
+    """The counts sensitivity, specificity, PPV and NPV rest on when deciding positive before cut `slot`."""
+    pos, neg = (float(v) for v in segment.cum[0, 0, :2])
+    called = float(segment.cum[0, slot, 0] + segment.cum[0, slot, 1])
+    return {"sensitivity": pos, "specificity": neg, "ppv": called, "npv": pos + neg - called}
+
+
 def ece_from_cuts(segment: Segment, slots: list[int]) -> np.ndarray:
     """Expected calibration error per row from the cumulative p and y at the bin edges (`Segment.cut_at_bins`)."""
     cum = segment.cum[:, [*slots, 0]][:, :, 4:6]  # bins - 1 ... 0 from the top
@@ -128,18 +136,32 @@ def scored(pr: Predictor, names: list[str], ci: float) -> dict:
     """`figures` of a predictor, with each proportion at 0 or 1 whose bootstrap interval has no width (every resample
     the same: 19 of 19 specificity) given the exact binomial (Clopper-Pearson) interval of its count instead."""
     out = figures(predictor_arrays(pr, names), ci)
-    alpha = 1 - ci
     for n, segment in zip(names, pr.labels):
         pos, neg, tp, fp = (float(v) for v in segment.cum[0, 0, :4])
         for key, denominator in PROPORTIONS.items():
             f, total = out["per_label"][n].get(key, {}), denominator(pos, neg, tp, fp)
             degenerate = "ci_low" in f and f["ci_low"] == f["ci_high"]  # bootstrap 0: no interval to widen
             if f.get("value") in (0.0, 1.0) and degenerate and total >= 1:
-                edge = (alpha / 2) ** (1 / total)  # the exact bound for 0 or all of `total`
-                f.update(ci_low=edge if f["value"] else 0.0, ci_high=1.0 if f["value"] else 1 - edge, ci_exact=True)
+                f.update(zip(("ci_low", "ci_high"), exact_bounds(f["value"], total, ci)), ci_exact=True)
+        _perfect_ranking(out["per_label"][n].get("roc_auc", {}), pos, neg)
     if len(names) == 1:  # one label: its macro figures are its own
         out["macro"] = {k: dict(v) for k, v in out["per_label"][names[0]].items()}
     return out
+
+
+def exact_bounds(value: float, total: float, ci: float) -> tuple[float, float]:
+    """The exact binomial (Clopper-Pearson) interval of a proportion of 0 or 1 of `total`."""
+    edge = ((1 - ci) / 2) ** (1 / total)  # the exact bound for 0 or all of `total`
+    return (edge, 1.0) if value else (0.0, 1 - edge)
+
+
+def _perfect_ranking(auc: dict, pos: float, neg: float) -> None:
+    """An AUC of 0 or 1 that every resample repeats (5 patients) has no bootstrap interval, and none is pretended:
+    it gets the exact chance of so perfect a ranking by luck instead (Mann-Whitney: 1 / C(pos + neg, pos))."""
+    if auc.get("value") in (0.0, 1.0) and "ci_low" in auc and auc["ci_low"] == auc["ci_high"] and pos >= 1 <= neg:
+        del auc["ci_low"], auc["ci_high"]
+        auc["ci_none"] = "every resample ranks the same"
+        auc["p_exact"] = 1 / math.comb(round(pos + neg), round(pos))
 
 
 def figures(arrays: dict, ci: float) -> dict:

@@ -55,6 +55,8 @@ def fmt(fig: dict | None, digits: int = 3) -> str:
     if not fig or fig.get("value") is None:
         return "n/a"
     s = f"{fig['value']:.{digits}f}"
+    if "ci_none" in fig:  # a perfect ranking on too few samples for any resample to differ
+        return s + f" (no interval; chance p {fig['p_exact']:.2g})"
     return s + (f" ({fig['ci_low']:.{digits}f}-{fig['ci_high']:.{digits}f})" if "ci_low" in fig else "")
 
 
