@@ -74,3 +74,8 @@ def test_a_broken_model_file_is_one_line_on_every_path(datscan_run, tmp_path):
         _assert_clean_error(run_cli("predict", str(run_dir), scan), "model.pt", needle)
         _assert_clean_error(run_cli("export", str(run_dir)), "model.pt", needle)
     assert not (tmp_path / "ran").exists()
+    unfinished = tmp_path / "unfinished"  # killed before training ended: no model.pt, no val predictions yet
+    shutil.copytree(datscan_run.path, unfinished)
+    (unfinished / "model.pt").unlink()
+    (unfinished / "predictions" / "val.csv").unlink()
+    _assert_clean_error(run_cli("predict", str(unfinished), scan), "no model.pt; the run did not finish training")

@@ -97,6 +97,17 @@ def test_explain_cli_and_gallery(datscan_run, data_dir, tmp_path):
     assert "true positives" in html and "false negatives" in html
     pngs = sorted((tmp_path / "gallery").glob("*-cam.png"))
     assert 1 <= len(pngs) <= 6 and all(p.name in html for p in pngs)
+    import shutil
+
+    import meddx
+
+    tested = datscan_run.predictions("test")["id"]  # new data: a folder of scans the run never trained on
+    for i in [*tested[tested.str.contains("/HC/")][:4], *tested[tested.str.contains("/PD/")][:4]]:
+        (tmp_path / "site" / i.split("/")[-2]).mkdir(parents=True, exist_ok=True)
+        shutil.copy(data_dir / "datscan_spect_ppmi_2d" / i, tmp_path / "site" / i.split("/")[-2])
+    meddx.evaluate(datscan_run.path, "gallery-site", data={"path": str(tmp_path / "site")}, bootstrap=0)
+    page = gallery(datscan_run, "gallery-site", k=1, out_dir=tmp_path / "site-gallery")  # was a KeyError on its ids
+    assert "true positives" in page.read_text() and list((tmp_path / "site-gallery").glob("*-cam.png"))
 
 
 def test_ensemble_map_is_the_weighted_mean_of_its_members_maps():

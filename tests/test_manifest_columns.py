@@ -260,5 +260,5 @@ def test_a_folder_given_as_a_split_file_is_named_as_such(tmp_path):
     """`--data train=FOLDER` said 'CSV manifest not found' of a folder that exists."""
     (tmp_path / "scans").mkdir()
     (tmp_path / "t.csv").write_text("path,label\na.png,1\n")
-    with pytest.raises(DataError, match=r"scans: a folder; train=PATH takes a CSV manifest"):
+    with pytest.raises(DataError, match=r"scans: a folder; train=PATH takes a CSV \(or .npz; or all folders\)"):
         read_csv_manifest({"train": str(tmp_path / "scans"), "test": str(tmp_path / "t.csv")}, check_files=False)

@@ -204,6 +204,13 @@ def test_made_up_patient_ids_of_new_data_are_not_counted_as_training_patients(tm
     assert not made_up.patients_known
     check = overlap_with_training(made_up.records, seen, True, patients_known=made_up.patients_known)[1]
     assert check["shared_patient_ids"] == 0
+    import json
+
+    from meddx.evaluation.data_section import leakage_text
+
+    (tmp_path / "predictions").mkdir()
+    (tmp_path / "predictions" / "ext.leakage.json").write_text(json.dumps(check))
+    assert "patients NOT checked" in leakage_text(SimpleNamespace(path=tmp_path), "ext", {})  # as training's line
     named = DataSet([Record(f"s{i}.png", "p7", str(f), np.ones(1)) for i, f in enumerate(files)], ["y"], "binary")
     assert (
         overlap_with_training(named.records, seen, True, patients_known=named.patients_known)[1]["shared_patient_ids"]

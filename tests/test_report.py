@@ -272,6 +272,11 @@ def test_a_split_of_few_patients_is_warned_about(tmp_path):
     few = _optimism_warnings(SimpleNamespace(path=tmp_path), "test", 16)
     assert few["warning_small_split"].startswith("only 16 patients in this split: its intervals are wide")
     assert "warning_small_split" not in _optimism_warnings(SimpleNamespace(path=tmp_path), "test", 110)
+    (tmp_path / "data.json").write_text(json.dumps({"sizes": {"val": {"samples": 6, "patients": 6}}}))
+    small_val = _optimism_warnings(SimpleNamespace(path=tmp_path), "test", 110)["warning_small_val"]
+    assert small_val.startswith("only 6 patients in val, where the operating point was chosen")  # its own doubt
+    (tmp_path / "data.json").write_text(json.dumps({"sizes": {"val": {"samples": 90, "patients": 90}}}))
+    assert "warning_small_val" not in _optimism_warnings(SimpleNamespace(path=tmp_path), "test", 110)
 
 
 def test_the_headline_counts_samples_whose_label_is_unknown():

@@ -10,7 +10,7 @@ import pytest
 from meddx.config import SplitConfig
 from meddx.data import assign_splits, check_leakage, enforce_no_leakage, read_csv_manifest, read_folder
 from meddx.data.readers import load_pneumoniamnist
-from meddx.errors import LeakageError
+from meddx.errors import DataError, LeakageError
 
 from conftest import need, run_cli
 
@@ -229,3 +229,30 @@ def test_a_carved_split_far_from_its_ratio_says_why():
     for r in records:  # one image per patient: a carve by patients is exact, whatever the pool it came from
         r.patient_id = r.id
     assert _skewed_sizes(ds, {"test": 20.0}) == ""
+
+
+def test_check_leakage_takes_a_folder_per_split(data_dir, tmp_path):
+    """`check-leakage --data train=A --data test=B` with two folders stopped: "train=PATH takes a CSV manifest";
+    each folder is now read as its split, and a child with images in both is found."""
+    import shutil
+
+    src = need(data_dir, "chest_xray_pneumonia_224/train")
+    normal, sick = sorted((src / "NORMAL").iterdir())[:24], sorted((src / "PNEUMONIA").iterdir())[:24]
+    for side, files in (("A", normal[:12] + sick[:12]), ("B", normal[12:] + sick[11:])):  # sick[11]: both sides
+        for f in files:
+            (tmp_path / side / f.parent.name).mkdir(parents=True, exist_ok=True)
+            shutil.copy(f, tmp_path / side / f.parent.name / f.name)
+    proc = run_cli("check-leakage", "--data", f"train={tmp_path / 'A'}", "--data", f"test={tmp_path / 'B'}")
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    child = sick[11].name.split("_")[0]
+    assert "on two sides" in proc.stdout and child in proc.stdout and "train + test" in proc.stdout
+    from meddx.config import DataConfig
+    from meddx.data.readers import read_dataset
+
+    ds = read_dataset(DataConfig(path={"train": str(tmp_path / "A"), "test": str(tmp_path / "B")}))
+    assert {r.split for r in ds.records} == {"train", "test"} and ds.records[0].id.startswith("train/")
+    for cls, f in (("NORMAL", normal[0]), ("COVID", sick[0])):  # another disease than A's
+        (tmp_path / "C" / cls).mkdir(parents=True)
+        shutil.copy(f, tmp_path / "C" / cls)
+    with pytest.raises(DataError, match="every split needs the same classes"):
+        read_dataset(DataConfig(path={"train": str(tmp_path / "A"), "test": str(tmp_path / "C")}))

@@ -94,7 +94,9 @@ def test_subgroups_on_the_terminal():
         "M": {"samples": 5}}}  # fmt: skip
     lines = subgroup_lines(sub).splitlines()
     assert lines[0] == "subgroups by sex:" and lines[1] == "  F: 40 samples, ROC AUC 0.900 (0.800-0.950)"
-    assert lines[2] == "  M: 5 samples, too few to score" and lines[3].startswith("Fewer than two subgroups")
+    assert lines[2] == "  M: 5 samples, too few to score (too small)" and lines[3].startswith(
+        "Fewer than two subgroups"
+    )
 
 
 def test_a_column_of_one_value_per_sample_is_said_to_group_nothing():
@@ -162,3 +164,22 @@ def test_a_subgroup_of_one_patient_is_not_scored_nor_called_a_real_gap():
     out = subgroup_scores(y, p, p > 0.5, "binary", ["x"], patients, band, "visit", EvaluateConfig(bootstrap=50))
     assert out["groups"]["late"]["patients"] == 1 and "figures" not in out["groups"]["late"]
     assert "largest_gap" not in out and "5 patients" in subgroup_text(out)
+
+
+def test_a_subgroup_of_one_class_keeps_its_sensitivity_and_says_why_it_has_no_auc():
+    """`--by subtype` on Kermany: 'bacteria: 1061 samples, too few to score'; the group was large, but every case in
+    it is positive, so its ROC AUC is undefined while its sensitivity is not. Now it says so and shows it."""
+    from meddx.evaluation.summary import subgroup_lines
+
+    rng = np.random.default_rng(0)
+    y = np.r_[np.ones(60), np.zeros(60), rng.integers(0, 2, 60)][:, None].astype(float)
+    p = np.clip(0.4 * y + 0.6 * rng.random((180, 1)), 0, 1)
+    kind = np.array(["bacteria"] * 60 + ["normal"] * 60 + ["mixed"] * 60, dtype=object)
+    out = subgroup_scores(y, p, p > 0.5, "binary", ["x"], np.arange(180).astype(str), kind, "subtype",
+                          EvaluateConfig(bootstrap=50))  # fmt: skip
+    bacteria = out["groups"]["bacteria"]
+    assert bacteria["one_class"] and bacteria["figures"]["roc_auc"]["value"] is None
+    assert bacteria["figures"]["sensitivity"]["value"] > 0.5 and bacteria["figures"]["specificity"]["value"] is None
+    line = next(line for line in subgroup_lines(out).splitlines() if "bacteria" in line)
+    assert line.startswith("  bacteria: 60 samples, one class only, ROC AUC undefined; sensitivity 0.")
+    assert "largest_gap" not in out  # one group with an AUC: undefined ones are not ranked against it

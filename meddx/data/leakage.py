@@ -228,6 +228,7 @@ def overlap_with_training(
         "resampled_test": test_volumes,  # the run's own test volumes at another depth or size
         "examples": [f"{r.id} = {b}" for r, b in same[:5]] + [f"{r.id} ~ {b}" for r, b in near[:5]],
         "shared_patient_ids": len(patients),
+        "patients_known": bool(patients_known),  # False: no patient of this data could be matched with training's
         **_own_test_copies([r for r in records if r.id not in copies], sha1s, split_table),
         "dropped": 0,
     }

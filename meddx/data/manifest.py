@@ -62,7 +62,7 @@ def _read_frames(path: str | Path | dict[str, str]) -> tuple[dict, dict[str | No
     frames = {}
     for split, csv in files.items():
         if Path(csv).is_dir():  # a folder's own train/val/test subfolders are its official splits
-            raise DataError(f"{csv}: a folder; {split or 'a split'}=PATH takes a CSV manifest (or .npz)")
+            raise DataError(f"{csv}: a folder; {split or 'a split'}=PATH takes a CSV (or .npz; or all folders)")
         if not Path(csv).is_file():
             raise DataError(f"CSV manifest not found: {csv}")
         frames[split] = read_table(csv)

@@ -202,6 +202,34 @@ def _npz_split(cfg: DataConfig, path: dict) -> DataSet:
     return ds
 
 
+def _folder_splits(cfg: DataConfig, path: dict[str, str]) -> DataSet:
+    """{split: folder of class subfolders} (`--data train=A/ --data test=B/`): each folder's images are that split,
+    their ids prefixed by it (`test/NORMAL/x.png`); the folders must hold the same classes."""
+    folders, parts = {}, {}
+    for split, folder in path.items():
+        name = SPLIT_ALIASES.get(split.lower())
+        if name is None or name in parts:
+            raise DataError(f"{split}={folder}: split names are train, val (or valid) and test, each once")
+        folders[name] = folder
+        parts[name] = read_folder(folder, cfg.patient_regex, cfg.positive_class, cfg.guess_patients, cfg.classes)
+    (first, ds0), *rest = parts.items()
+    for name, ds in rest:
+        if (ds.label_names, ds.task) != (ds0.label_names, ds0.task):
+            raise DataError(
+                f"{folders[name]}: labels {ds.label_names} ({ds.task}) differ from those of {folders[first]} "
+                f"{ds0.label_names} ({ds0.task}); every split needs the same classes"
+            )
+    for name, ds in parts.items():
+        for r in ds.records:
+            r.split, r.id = name, f"{name}/{r.id}"
+    notes = [f"{name}: {n}" for name, ds in parts.items() for n in ds.notes]
+    records = [r for ds in parts.values() for r in ds.records]
+    classes = merge_classes([c for ds in parts.values() for c in ds.classes], None)
+    return DataSet(
+        records, ds0.label_names, ds0.task, ", ".join(folders.values()), notes, ds0.patients_guessed, classes
+    )
+
+
 def read_dataset(cfg: DataConfig, check_files: bool = True) -> DataSet:
     """Dispatch on cfg.format (or guess from the path) and return the DataSet."""
     path = cfg.path
@@ -211,6 +239,8 @@ def read_dataset(cfg: DataConfig, check_files: bool = True) -> DataSet:
         return ds
     if isinstance(path, dict) and any(str(v).lower().endswith(".npz") for v in path.values()):
         return _npz_split(cfg, path)
+    if isinstance(path, dict) and all(Path(v).is_dir() for v in path.values()):
+        return _folder_splits(cfg, path)
     fmt = cfg.format
     if fmt == "auto" and isinstance(path, str) and Path(path).is_file():
         fmt = "tianchi" if is_tianchi_file(path) else fmt

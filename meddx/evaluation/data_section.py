@@ -31,6 +31,8 @@ def leakage_text(run: Run, split: str, info: dict) -> str:
     if check.get("resampled_volumes"):
         text += f"; {check['resampled_volumes']} volume(s) look like its train/val volumes at another depth or size"
         text += " (kept: likely copies, so these figures are optimistic)"
+    if not check.get("patients_known", True):
+        text += "; patients NOT checked (this data has no patient ids: each image counted as its own patient)"
     if check["shared_patient_ids"]:
         text += f"; {check['shared_patient_ids']} patient id(s) also in training (ids may coincide across sources)"
     if check.get("same_as_test"):

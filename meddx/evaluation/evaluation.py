@@ -90,7 +90,11 @@ def tradeoff_table(
     weights = np.ones((1, len(y_test))) if w is None else np.vstack([np.ones(len(y_test)), w])
     thresholds = tradeoff_thresholds(y_val, p_val, points)
     conf = [M.confusion_metrics(y_test, (p_test >= t).astype(float), weights) for t in thresholds]
-    return tradeoff_rows(y_val, p_val, thresholds, conf, ci, points)
+    known = ~np.isnan(np.asarray(y_test, dtype=np.float64))
+    pos, neg = float((np.asarray(y_test)[known] >= 0.5).sum()), float((np.asarray(y_test)[known] < 0.5).sum())
+    called = [float((np.asarray(p_test)[known] >= t).sum()) for t in thresholds]
+    counts = [{"sensitivity": pos, "specificity": neg, "ppv": c, "npv": pos + neg - c} for c in called]
+    return tradeoff_rows(y_val, p_val, thresholds, conf, ci, points, counts)
 
 
 def tradeoff_rows(

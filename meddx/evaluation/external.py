@@ -152,8 +152,11 @@ def _unnamed_npz(path) -> bool:
 def data_source(ds: DataSet, data: dict) -> dict:
     """predictions/<name>.data.json: the data read, the path given (absolute, so a name's owner is known from any
     folder), its reading notes and how patients were guessed."""
-    given = _absolute(data.get("path"))
-    return {"origin": ds.origin, "path": given, "notes": ds.notes, "patients_guessed": ds.patients_guessed}
+    given, options = _absolute(data.get("path")), {k: v for k, v in data.items() if k != "path"}
+    if options.get("root"):
+        options["root"] = _absolute(options["root"])
+    return {"origin": ds.origin, "path": given, "options": options, "notes": ds.notes,
+            "patients_guessed": ds.patients_guessed}  # fmt: skip
 
 
 def _absolute(path):

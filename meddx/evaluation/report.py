@@ -20,7 +20,7 @@ from meddx.evaluation.plots import write_figures
 from meddx.evaluation.scores import competition_for
 from meddx.evaluation.sections import report_context
 from meddx.evaluation.subgroups import NOT_LISTED, subgroup_scores
-from meddx.run import PREDICTIONS, Run, read_json, split_suffix
+from meddx.run import DATA, PREDICTIONS, Run, read_json, split_suffix
 
 
 def _arrays(run: Run, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -84,6 +84,12 @@ def _optimism_warnings(run: Run, split: str, n_patients: int) -> dict:
         out["warning_small_split"] = (
             f"only {n_patients} patients in this split: its intervals are wide, and a difference between two models "
             "on it is rarely real (`meddx compare` tests one)"
+        )
+    val = read_json(run.path / DATA).get("sizes", {}).get("val", {}).get("patients")
+    if val is not None and val < SMALL_SPLIT and split != "val":
+        out["warning_small_val"] = (
+            f"only {val} patients in val, where the operating point was chosen and training stopped: the threshold "
+            "may not hold on other data (more val patients, or `meddx cv`, place it better)"
         )
     if split == "val":
         out["warning_same_split"] = (

@@ -83,9 +83,9 @@ def warnings_of(result: dict) -> list[str]:
             "does not beat the prior baseline (AUC interval not above 0.5, or PR AUC not above prevalence): "
             + ", ".join(losers)
         )
-    keys = ("warning_same_split", "warning_small_split", "warning_domain", "warning_training_overlap",
-            "warning_unconfirmed_copies", "warning_resampled_copies", "warning_shared_patients",
-            "warning_threshold_shift")  # fmt: skip
+    keys = ("warning_same_split", "warning_small_split", "warning_small_val", "warning_domain",
+            "warning_training_overlap", "warning_unconfirmed_copies", "warning_resampled_copies",
+            "warning_shared_patients", "warning_threshold_shift")  # fmt: skip
     out += [result[k] for k in keys if k in result]
     return out
 
@@ -220,6 +220,12 @@ def _training_summary(training: dict) -> str:
         f"val loss {training.get('initial_val_loss') or float('nan'):.4f} untrained -> "
         f"{training.get('best_val_loss', float('nan')):.4f}"
         + (" (no lower than untrained: nothing learnt that val loss shows)" if _no_gain(training) else "")
+        + (
+            f"; stopped at its time limit ({limit:.2g} min: train.max_minutes, which a plan sets from its budget) "
+            "before early stopping"
+            if (limit := training.get("stopped_by_time_limit"))
+            else ""
+        )
         + ("; options: " + ", ".join(f"{k} {v}" for k, v in tricks.items()) if tricks else "")
         + (f"; saved weights: {training['model_pt']}" if training.get("model_pt") else "")
     )

@@ -54,7 +54,10 @@ def subgroup_scores(
         m = groups == g
         row = {"samples": int(m.sum()), "patients": int(len(set(np.asarray(patients)[m])))}
         enough = m.sum() >= MIN_SAMPLES and row["patients"] >= MIN_PATIENTS
-        if enough and 0 < np.nansum(y[m]) < np.sum(~np.isnan(y[m])):
+        if not enough:
+            row["unscored"] = f"fewer than {MIN_SAMPLES} samples or {MIN_PATIENTS} patients"
+        else:  # a group of one class (every `bacteria` case positive) keeps its sensitivity or specificity
+            row["one_class"] = not 0 < np.nansum(y[m]) < np.sum(~np.isnan(y[m]))
             figures = score_with_intervals(y[m], p[m], pred[m], task, names, np.asarray(patients)[m], cfg)
             row["figures"] = {k: figures["macro"][k] for k in FIGURES}
             if len(names) > 1:  # a macro gap can hide one label's (Viral: F 0.833, M 0.738 under a 0.022 macro gap)

@@ -9,9 +9,12 @@ import numpy as np
 
 from meddx.atomic import write_text
 from meddx.data.readers import read_dataset
+from meddx.data.records import SPLITS
+from meddx.errors import DataError
+from meddx.evaluation.external import read_external
 from meddx.evaluation.operating import run_operating_point
 from meddx.explain.gradcam import Explainer, grey_png, save_png
-from meddx.run import Run
+from meddx.run import PREDICTIONS, Run, read_json
 
 GROUPS = (
     ("true positives", "highest probability among positives called positive"),
@@ -29,6 +32,17 @@ def pick_cases(y: np.ndarray, p: np.ndarray, threshold: float, k: int) -> dict[s
         "false positives": fp[np.argsort(-p[fp], kind="stable")][:k],
         "false negatives": fn[np.argsort(p[fn], kind="stable")][:k],
     }
+
+
+def _split_records(run: Run, split: str) -> list:
+    """The records of one of the run's splits, or of new data it evaluated (`evaluate --data`: read again from the
+    path and options its predictions/<split>.data.json keeps)."""
+    if split in SPLITS:
+        return read_dataset(run.config.data, check_files=False).records
+    source = read_json(run.path / PREDICTIONS / f"{split}.data.json")
+    if not source.get("path"):
+        raise DataError(f"{run.path}: split '{split}' names no data to read its scans from ({split}.data.json)")
+    return read_external(run, {"path": source["path"], **source.get("options", {})}).records
 
 
 def gallery(
@@ -51,7 +65,7 @@ def gallery(
     t = thresholds[name]
     chosen = pick_cases(preds[name].to_numpy(), preds[f"p_{name}"].to_numpy(), t, k)
     wanted = {preds["id"].iloc[i] for rows in chosen.values() for i in rows}
-    records = {r.id: r for r in read_dataset(run.config.data, check_files=False).records if r.id in wanted}
+    records = {r.id: r for r in _split_records(run, split) if r.id in wanted}
     e = html.escape
     decision = "the most probable class" if rule == "argmax" else f"threshold {t:.4g} ({e(rule)}, chosen on val)"
     parts = [

@@ -118,6 +118,7 @@ class Predictor:
             run = self._run = Run(self.path)
             if run.is_sequence:
                 raise ConfigError(f"{self.path}: a token-sequence run; the service takes image models")
+            _ = run.model  # a run stopped before it finished training says so, not what it lacks for the page
             self.labels, self.task, self.prep, self.config = run.label_names, run.task, run.preprocess, run.config
             self.negative, self.name = run.negative_class, self.path.name
             self.stats, self.val_rates = training_input_stats(run), validation_rates(run)

@@ -96,8 +96,10 @@ def train_members(cfg: RunConfig, choose: Chooser | None = None) -> tuple | None
     k = planned.train.ensemble
     deadline = started + (plan.budget_minutes * 60 - reserve_seconds(plan.budget_minutes * 60) if plan else 0)
     may_add = plan is not None and bool(plan.pilot.get("seconds_per_epoch")) and _planned_size(cfg, plan, distributed)
+    capped = may_add and not distributed and cfg.train.max_minutes is None  # the budget is real on a busy machine
     if k == 1:
-        run = fit(planned, data, plan)
+        grace = reserve_seconds(plan.budget_minutes * 60) / 2 if capped else 0.0
+        run = fit(_until(planned.model_copy(deep=True), deadline + grace) if capped else planned, data, plan)
         if run is None or not (may_add and cfg.plan.max_ensemble > 1 and _fits_again([run], deadline)):
             return ([run], None, planned, plan) if run is not None else None
         why = "1 planned at full epochs; early stopping left time for a second seed"
@@ -109,7 +111,7 @@ def train_members(cfg: RunConfig, choose: Chooser | None = None) -> tuple | None
         base = new_run_dir(planned)
         if is_rank_zero():
             open_ensemble(base, planned, plan, "ensemble")
-        members = _planned_members(planned, base, data, plan, deadline if may_add and not distributed else None)
+        members = _planned_members(planned, base, data, plan, deadline if capped else None)
         if not is_rank_zero():
             return None  # a worker process of a distributed run: rank 0 averages the members
         if len(members) < k:
@@ -140,15 +142,16 @@ def _fewer_members(cfg: RunConfig, plan: Plan, planned: RunConfig, base: Path, m
 
 
 def _planned_members(planned: RunConfig, base: Path, data: RunDataModule, plan: Plan, deadline: float | None) -> list:
-    """The planned seeds; with a `deadline` (time.monotonic), a seed from the third on is not begun when, as slow as
-    the slowest so far, it would end past the deadline and half the reserve (a machine busier than at the pilot, or
-    seeds slower than the pilot's epochs). `meddx train --resume` finishes the seeds the folder's config names."""
+    """The planned seeds; with a `deadline` (time.monotonic), none runs past it and half the reserve, and a seed from
+    the third on is not begun when, as slow as the slowest so far, it would end past them (a machine busier than at
+    the pilot, or seeds slower than the pilot's epochs). `meddx train --resume` finishes the seeds the config names."""
     grace = reserve_seconds(plan.budget_minutes * 60) / 2 if plan else 0.0
     members: list[Run] = []
     for i in range(planned.train.ensemble):
         if deadline is not None and len(members) >= 2 and not _fits_again(members, deadline + grace):
             break
-        members.append(fit(seed_config(planned, base, i), data, plan))
+        member = seed_config(planned, base, i)
+        members.append(fit(_until(member, deadline + grace) if deadline is not None else member, data, plan))
     return members
 
 
@@ -160,7 +163,8 @@ def _fits_again(runs: list[Run], deadline: float) -> bool:
 
 
 def _until(member: RunConfig, deadline: float) -> RunConfig:
-    """A seed added in the time early stopping left: it stops at `deadline` (time.monotonic) if it has not stopped."""
+    """A model that stops at `deadline` (time.monotonic) if early stopping has not stopped it: a seed added in the time
+    early stopping left, or a planned one on a machine slower than at the pilot."""
     member.train.max_minutes = max((deadline - time.monotonic()) / 60, 0.1)
     return member
 

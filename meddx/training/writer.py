@@ -116,12 +116,21 @@ class RunWriter(pl.Callback):
             "train_samples_seen": self._samples * trainer.world_size,
             "train_samples_per_second": round(self._samples * trainer.world_size / seconds, 1),
             "initial_val_loss": pl_module.initial_val_loss,
+            "stopped_by_time_limit": _out_of_time(trainer, pl_module.train_cfg.max_minutes),
             "loss_weights": pl_module.hparams.loss_weights,
             "history": next(c for c in trainer.callbacks if isinstance(c, EpochHistory)).rows,
             "collapse": next(c for c in trainer.callbacks if isinstance(c, CollapseMonitor)).summary(),
             **finetune_summary(pl_module),
         }
         write_text(self.run_dir / TRAINING, json.dumps(summary, indent=2))
+
+
+def _out_of_time(trainer, max_minutes: float | None) -> float | None:
+    """The time limit in minutes (train.max_minutes: the plan's budget, or the user's) when it ended training before
+    its last epoch and before early stopping; else None."""
+    timer = next((c for c in trainer.callbacks if type(c).__name__ == "Timer"), None)
+    ran_out = timer is not None and max_minutes and timer.time_remaining() is not None and timer.time_remaining() <= 0
+    return max_minutes if ran_out and trainer.current_epoch < (trainer.max_epochs or 0) else None
 
 
 class SplitPredictionWriter(BasePredictionWriter):
