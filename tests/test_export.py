@@ -99,3 +99,20 @@ def test_export_onto_a_file_is_one_line_and_leaves_the_file(small_run, tmp_path)
         message = proc.stderr[proc.stderr.index("meddx: error:") :].strip()
         assert needle in message and "\n" not in message, message
     assert target.read_text() == "keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_the_card_lists_evaluations_on_other_data(small_run, data_dir, tmp_path):
+    """The model card gave the run's own test figures only, though the run had been evaluated on data from elsewhere
+    (`meddx evaluate --data`), the figures a reader most needs."""
+    import shutil
+
+    import meddx
+
+    tested = small_run.predictions("test")["id"]
+    for i in [*tested[tested.str.contains("/HC/")][:4], *tested[tested.str.contains("/PD/")][:4]]:
+        (tmp_path / "site" / i.split("/")[-2]).mkdir(parents=True, exist_ok=True)
+        shutil.copy(data_dir / "datscan_spect_ppmi_2d" / i, tmp_path / "site" / i.split("/")[-2])
+    meddx.evaluate(small_run.path, "card-site", data={"path": str(tmp_path / "site")}, bootstrap=0)
+    card = (export_run(small_run, "onnx", tmp_path / "pkg") / "card.md").read_text()
+    section = card.split("## Performance on other data (`meddx evaluate --data`)")[1].split("## ")[0]
+    assert "- card-site (`site`, 8 samples), PD: ROC AUC " in section and str(tmp_path) not in card

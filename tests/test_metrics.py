@@ -361,3 +361,7 @@ def test_a_perfect_ranking_of_few_samples_has_no_pretended_interval_and_the_trad
     y_many, p_many = np.repeat(y, 8, 0), np.repeat(p, 8, 0) + np.random.default_rng(0).random((40, 1)) * 0.05
     many = evaluate_arrays(y_val, p_val, y_many, p_many, np.arange(40), np.array([0.4]), "binary", ["x"], cfg)
     assert many["model"]["per_label"]["x"]["roc_auc"]["ci_none"] and many["beats_prior"]["x"]  # p = 1 / C(40, 16)
+    from meddx.evaluation.sections import HEADLINE, _label_section
+
+    rows = {r[0]: r for r in _label_section({**many, "split": "test"}, "x")["rows"]}
+    assert rows["baseline: all_negative"][1 + HEADLINE.index("log_loss")] == "n/a (p = 0)"  # not 25.79 (0.1-...)

@@ -100,9 +100,17 @@ def _num(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.3f}"
 
 
+def _cell(row: str, key: str, figure: dict | None) -> str:
+    """A table cell; the all-negative baseline's log loss is none (its probabilities of 0 give the clip's -log)."""
+    return "n/a (p = 0)" if row == "baseline: all_negative" and key == "log_loss" else fmt(figure)
+
+
 def _label_section(result: dict, name: str) -> dict:
     """One label's table (model and baselines), whether it beats the prior, and its operating-point trade-off rows."""
-    rows = [[row, *(fmt(block["per_label"][name].get(k)) for k in HEADLINE)] for row, block in _summary_rows(result)]
+    rows = [
+        [row, *(_cell(row, k, block["per_label"][name].get(k)) for k in HEADLINE)]
+        for row, block in _summary_rows(result)
+    ]
     tradeoff = [
         [
             r["rule"],

@@ -23,8 +23,8 @@ from meddx.data.records import Record
 from meddx.data.tensors import ImageDataset, volume_depth
 from meddx.errors import MeddxError
 from meddx.evaluation.operating import rates
+from meddx.export.card import model_card, public_origin
 from meddx.export.domain import input_stats
-from meddx.export.snippet import SNIPPET
 from meddx.logs import LOG, run_log
 from meddx.models.output import probabilities
 from meddx.run import CONFIG, PREPROCESS, WEIGHTS, Run
@@ -225,66 +225,3 @@ def _write_package(run: Run, fmt: Format, out: Path, tolerance: float, split: st
     metrics = run.metrics("test")
     write_text(out / "thresholds.json", json.dumps(metrics.get("operating_point", {}), indent=2))
     write_text(out / "card.md", model_card(run, metrics, result))
-
-
-def _fig(fig: dict | None) -> str:
-    if not fig or fig.get("value") is None:
-        return "n/a"
-    return f"{fig['value']:.3f}" + (f" (95% CI {fig['ci_low']:.3f}-{fig['ci_high']:.3f})" if "ci_low" in fig else "")
-
-
-def public_origin(origin: str) -> str:
-    """The data's file and folder names without the folders above them: a card or a service never shows where on the
-    training machine the data lived."""
-    return ", ".join(Path(part).name or part for part in origin.split(", "))
-
-
-def model_card(run: Run, metrics: dict, parity_result: dict) -> str:
-    """A short model card: data, splits, metrics with intervals, intended use, limits, how to run the file."""
-    info, prep = run.data_info, run.preprocess
-    lines = [
-        f"# Model card: {run.path.name}",
-        "",
-        "## Model",
-        f"- architecture `{run.architecture()}`; "
-        f"input {prep.channels} x {prep.image_size[0]} x {prep.image_size[1]}; "
-        f"task {run.task}; outputs probabilities for {', '.join(run.label_names)}",
-        f"- exported as {parity_result['format']}; largest difference from PyTorch on {parity_result['images']} real "
-        f"{parity_result['split']} images: {parity_result['max_abs_diff']:.2e}",
-        "",
-        "## Data",
-        f"- source `{public_origin(info['origin'])}`; leakage check {'passed' if info['leakage']['ok'] else 'FAILED'}",
-    ]
-    lines += [f"- {s}: {v['samples']} samples, {v['patients']} patients" for s, v in info["sizes"].items()]
-    if metrics:
-        op = metrics.get("operating_point", {})
-        lines += [
-            "",
-            f"## Performance on the {metrics['split']} split",
-            f"- operating point: {op.get('rule')} (chosen on validation)",
-        ]
-        for n in metrics["labels"]:
-            m = metrics["model"]["per_label"][n]
-            lines.append(
-                f"- {n}: ROC AUC {_fig(m['roc_auc'])}; sensitivity {_fig(m['sensitivity'])}; "
-                f"specificity {_fig(m['specificity'])}; beats the prior baseline: {metrics['beats_prior'][n]}"
-            )
-    lines += [
-        "",
-        "## Intended use and limits",
-        "- Research and decision support only; not a medical device. Validate on data from the site where it is used.",
-        "- Trained on the data above only: other scanners, modalities, ages or preprocessing may change its behaviour.",
-        "- Inputs must be prepared exactly as `preprocess.json` says (channels, size, normalisation).",
-        "- `input_stats.json` describes the training scans; `meddx serve` warns when an upload falls outside them "
-        "(another modality, an inverted or unscaled image, colour, another aspect ratio). The check is a guard, "
-        "not a guarantee: a scan within those statistics can still be unlike the training data.",
-        "",
-        "## Running the file without meddx",
-        "numpy, Pillow and onnxruntime only, in this folder; `predict(['scan.png'])` gives meddx's probabilities "
-        "(to 1e-4) for PNG and JPEG scans (DICOM and stacks: see `preprocess.json`'s window and views).",
-        "```python",
-        SNIPPET.rstrip(),
-        "```",
-        "",
-    ]
-    return "\n".join(lines)

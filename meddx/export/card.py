@@ -1,0 +1,93 @@
+"""The model card of a package: data, splits, figures with intervals (the run's test split and every other data set
+it was evaluated on), intended use and limits, and how to run the file without meddx."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from meddx.export.snippet import SNIPPET
+from meddx.run import PREDICTIONS, Run, read_json
+
+
+def _fig(fig: dict | None) -> str:
+    if not fig or fig.get("value") is None:
+        return "n/a"
+    return f"{fig['value']:.3f}" + (f" (95% CI {fig['ci_low']:.3f}-{fig['ci_high']:.3f})" if "ci_low" in fig else "")
+
+
+def public_origin(origin: str) -> str:
+    """The data's file and folder names without the folders above them: a card or a service never shows where on the
+    training machine the data lived."""
+    return ", ".join(Path(part).name or part for part in origin.split(", "))
+
+
+def model_card(run: Run, metrics: dict, parity_result: dict) -> str:
+    """A short model card: data, splits, metrics with intervals, intended use, limits, how to run the file."""
+    info, prep = run.data_info, run.preprocess
+    lines = [
+        f"# Model card: {run.path.name}",
+        "",
+        "## Model",
+        f"- architecture `{run.architecture()}`; "
+        f"input {prep.channels} x {prep.image_size[0]} x {prep.image_size[1]}; "
+        f"task {run.task}; outputs probabilities for {', '.join(run.label_names)}",
+        f"- exported as {parity_result['format']}; largest difference from PyTorch on {parity_result['images']} real "
+        f"{parity_result['split']} images: {parity_result['max_abs_diff']:.2e}",
+        "",
+        "## Data",
+        f"- source `{public_origin(info['origin'])}`; leakage check {'passed' if info['leakage']['ok'] else 'FAILED'}",
+    ]
+    lines += [f"- {s}: {v['samples']} samples, {v['patients']} patients" for s, v in info["sizes"].items()]
+    if metrics:
+        op = metrics.get("operating_point", {})
+        lines += [
+            "",
+            f"## Performance on the {metrics['split']} split",
+            f"- operating point: {op.get('rule')} (chosen on validation)",
+        ]
+        for n in metrics["labels"]:
+            m = metrics["model"]["per_label"][n]
+            lines.append(
+                f"- {n}: ROC AUC {_fig(m['roc_auc'])}; sensitivity {_fig(m['sensitivity'])}; "
+                f"specificity {_fig(m['specificity'])}; beats the prior baseline: {metrics['beats_prior'][n]}"
+            )
+    lines += _other_data(run)
+    lines += [
+        "",
+        "## Intended use and limits",
+        "- Research and decision support only; not a medical device. Validate on data from the site where it is used.",
+        "- Trained on the data above only: other scanners, modalities, ages or preprocessing may change its behaviour.",
+        "- Inputs must be prepared exactly as `preprocess.json` says (channels, size, normalisation).",
+        "- `input_stats.json` describes the training scans; `meddx serve` warns when an upload falls outside them "
+        "(another modality, an inverted or unscaled image, colour, another aspect ratio). The check is a guard, "
+        "not a guarantee: a scan within those statistics can still be unlike the training data.",
+        "",
+        "## Running the file without meddx",
+        "numpy, Pillow and onnxruntime only, in this folder; `predict(['scan.png'])` gives meddx's probabilities "
+        "(to 1e-4) for PNG and JPEG scans (DICOM and stacks: see `preprocess.json`'s window and views).",
+        "```python",
+        SNIPPET.rstrip(),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _other_data(run: Run) -> list[str]:
+    """The card's lines on data from elsewhere (`meddx evaluate RUN --data OTHER`): each evaluation's data and
+    figures, so a reader sees how the model did beyond its own test split."""
+    lines, latest = [], {}
+    for path in sorted(run.path.glob("metrics-*.json"), key=lambda f: f.stat().st_mtime):  # what-ifs too; the latest
+        if not (metrics := read_json(path)).get("subgroups"):  # a subgroup report's figures are the same data's
+            latest[metrics.get("split")] = metrics
+    for source in sorted((run.path / PREDICTIONS).glob("*.data.json")):
+        name = source.name.removesuffix(".data.json")
+        metrics = latest.get(name, {})
+        if not metrics.get("labels"):
+            continue
+        origin = public_origin(str(read_json(source).get("origin", name)))
+        for n in metrics["labels"]:
+            m = metrics["model"]["per_label"][n]
+            lines.append(f"- {name} (`{origin}`, {metrics['n_samples']} samples), {n}: ROC AUC {_fig(m['roc_auc'])}; "
+                         f"sensitivity {_fig(m['sensitivity'])}; specificity {_fig(m['specificity'])}")  # fmt: skip
+    return ["", "## Performance on other data (`meddx evaluate --data`)", *lines] if lines else []
