@@ -113,6 +113,10 @@ def test_the_card_lists_evaluations_on_other_data(small_run, data_dir, tmp_path)
         (tmp_path / "site" / i.split("/")[-2]).mkdir(parents=True, exist_ok=True)
         shutil.copy(data_dir / "datscan_spect_ppmi_2d" / i, tmp_path / "site" / i.split("/")[-2])
     meddx.evaluate(small_run.path, "card-site", data={"path": str(tmp_path / "site")}, bootstrap=0)
+    headline = meddx.evaluate(small_run.path, "card-site", data={"path": str(tmp_path / "site")})
+    meddx.evaluate(small_run.path, "card-site", data={"path": str(tmp_path / "site")}, operating_point="fixed=0.999")
     card = (export_run(small_run, "onnx", tmp_path / "pkg") / "card.md").read_text()
-    section = card.split("## Performance on other data (`meddx evaluate --data`)")[1].split("## ")[0]
+    sens = headline["model"]["per_label"]["PD"]["sensitivity"]["value"]  # the what-if at 0.999 came later: not it
+    section = card.split("## Performance on other data (`meddx evaluate --data`; operating point")[1].split("## ")[0]
     assert "- card-site (`site`, 8 samples), PD: ROC AUC " in section and str(tmp_path) not in card
+    assert f"sensitivity {sens:.3f}" in section

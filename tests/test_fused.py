@@ -180,7 +180,7 @@ def test_the_model_and_baselines_share_one_draw_and_match_the_separate_bootstrap
     assert len(draws) == 1
     w = bootstrap_weights(patients, 120, 7)
     for j, n in enumerate(names):
-        old = tradeoff_table(yv[:, j], pv[:, j], y[:, j], p[:, j], w, cfg.ci)
+        old = tradeoff_table(yv[:, j], pv[:, j], y[:, j], p[:, j], w, cfg.ci, patients=patients)
         for new_row, old_row in zip(r["tradeoff"][n], old):
             assert new_row.keys() == old_row.keys()
             for k, v in old_row.items():

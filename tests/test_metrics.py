@@ -361,6 +361,19 @@ def test_a_perfect_ranking_of_few_samples_has_no_pretended_interval_and_the_trad
     y_many, p_many = np.repeat(y, 8, 0), np.repeat(p, 8, 0) + np.random.default_rng(0).random((40, 1)) * 0.05
     many = evaluate_arrays(y_val, p_val, y_many, p_many, np.arange(40), np.array([0.4]), "binary", ["x"], cfg)
     assert many["model"]["per_label"]["x"]["roc_auc"]["ci_none"] and many["beats_prior"]["x"]  # p = 1 / C(40, 16)
+    two = evaluate_arrays(
+        y_val,
+        p_val,
+        np.repeat(y[1:3], 10, 0),
+        np.repeat(p[1:3], 10, 0),
+        np.repeat([0, 1], 10),
+        np.array([0.4]),
+        "binary",
+        ["x"],
+        cfg,
+    )  # fmt: skip  (2 patients of 10 images each)
+    assert two["model"]["per_label"]["x"]["roc_auc"]["p_exact"] == 0.5 and not two["beats_prior"]["x"]
+    assert two["model"]["per_label"]["x"]["specificity"]["ci_low"] == pytest.approx(0.025)  # 1 patient, not 10
     from meddx.evaluation.sections import HEADLINE, _label_section
 
     rows = {r[0]: r for r in _label_section({**many, "split": "test"}, "x")["rows"]}

@@ -473,3 +473,9 @@ def test_classes_named_0_and_1_follow_the_runs_medmnist_numbering(tmp_path):
             assert ds.label_names == [positive]
             assert all(v == float((k.startswith("0/")) == zero_is_positive) for k, v in truth.items()), truth
             assert any("the run's MedMNIST numbering: 0 " + classes[0] in n for n in ds.notes)
+    from meddx.evaluation.report import _optimism_warnings
+
+    (tmp_path / "predictions").mkdir()
+    (tmp_path / "predictions" / "site.data.json").write_text(json.dumps({"notes": ds.notes}))
+    warned = _optimism_warnings(SimpleNamespace(path=tmp_path), "site", 100)["warning_label_numbering"]
+    assert "--positive-class 1" in warned and "AUC 1 - AUC" in warned  # a site whose 1 means pneumonia can say so

@@ -328,7 +328,10 @@ def test_a_threshold_that_does_not_transfer_is_warned():
     assert threshold_shift({**result, "tradeoff": {"PNEUMONIA": [{**few, "test_specificity": 0.6}]}}) == {}
     assert threshold_shift({**result, "tradeoff": {"PNEUMONIA": [few]}})  # 0.08 is outside it still
     own = threshold_shift({**result, "tradeoff": {"PNEUMONIA": [few]}}, "test")["warning_threshold_shift"]
-    assert "val is probably too small" in own and "another population" not in own  # the run's own test split
+    assert "val is small enough to be the cause" in own and "another population" not in own  # its own test split
+    many = {**row, "val_positives": 600, "val_negatives": 500}  # a large val places it well: not the cause
+    own = threshold_shift({**result, "tradeoff": {"PNEUMONIA": [many]}}, "test")["warning_threshold_shift"]
+    assert "the test split's scores sit elsewhere than val's" in own and "val is small" not in own
 
 
 def test_a_custom_operating_point_has_its_tradeoff_row_and_its_threshold_shift_warning():

@@ -287,7 +287,7 @@ def test_a_search_whose_alternatives_were_skipped_says_no_choice_was_made_on_val
 def test_the_log_of_a_run_resumed_twice_keeps_every_epoch(tmp_path):
     """Lightning empties logs/metrics.csv on a resume; the earlier rows were held in memory only, so a second kill, a
     resume killed before it logged, or a torn file lost them. They are kept beside logs/ until put back."""
-    from meddx.training.fit import _log_kept
+    from meddx.training.fit import log_kept
 
     log = tmp_path / "logs" / "metrics.csv"
     log.parent.mkdir()
@@ -297,18 +297,18 @@ def test_the_log_of_a_run_resumed_twice_keeps_every_epoch(tmp_path):
         pd.DataFrame({"epoch": epochs, "val_loss": [0.1] * len(epochs)}).to_csv(log, index=False)
 
     lightning_writes([0, 1, 2, 3, 4])
-    with pytest.raises(KeyboardInterrupt), _log_kept(tmp_path):  # killed after logging epochs 4-6 again
+    with pytest.raises(KeyboardInterrupt), log_kept(tmp_path):  # killed after logging epochs 4-6 again
         lightning_writes([4, 5, 6])
         raise KeyboardInterrupt
     assert pd.read_csv(log)["epoch"].tolist() == [0, 1, 2, 3, 4, 5, 6]
     (tmp_path / "metrics-before-resume.csv").write_text(log.read_text())  # a SIGKILL: the copy stays aside
     lightning_writes([6, 7])  # ... and the killed resume had logged on
-    with _log_kept(tmp_path):
+    with log_kept(tmp_path):
         lightning_writes([7, 8, 9])
     assert pd.read_csv(log)["epoch"].tolist() == list(range(10))
     assert not (tmp_path / "metrics-before-resume.csv").exists()
     log.write_text("")  # torn: the resume goes on, and what it logs is kept
-    with _log_kept(tmp_path):
+    with log_kept(tmp_path):
         lightning_writes([9])
     assert pd.read_csv(log)["epoch"].tolist() == [9]
 

@@ -160,6 +160,11 @@ def evaluate(
     if drop_training_overlap is not None:
         settings["on_training_overlap"] = "drop" if drop_training_overlap else "error"
     new_data = {k.removeprefix("data."): v for k, v in data_overrides.items()}
+    if new_data and "path" not in new_data:  # --root, --skip-unreadable ... describe new data: there is none
+        named = ", ".join(f"data.{k}" for k in new_data)
+        raise ConfigError(
+            f"{named}: options of new data, given without --data (the run's own splits are read as trained)"
+        )
     r = run_to_evaluate(run, new_data or None)
     result = api_evaluate(r, split=split, data=new_data or None, by=by, **settings)
     print_summary(r, result["name"])

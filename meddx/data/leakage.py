@@ -185,10 +185,9 @@ def _own_test_copies(records: list[Record], sha1s: dict[str, str], split_table: 
     if "phash" in test and len(test):
         hashes = {loc: h for h, loc in zip(test["phash"], test["source"]) if isinstance(h, str) and h}
         near = near_training([r for r in records if r.id not in same], hashes)[0]
-    return {
-        "same_as_test": len(same) + len(near),
-        "same_as_test_distinct": len(set(same.values()) | {b for _, b in near}),
-    }
+    source_of = dict(zip(test["sha1"], test["source"])) if {"sha1", "source"} <= set(test) else {}
+    distinct = {source_of.get(h, h) for h in same.values()} | {b for _, b in near}  # test images, each once
+    return {"same_as_test": len(same) + len(near), "same_as_test_distinct": len(distinct)}
 
 
 def overlap_with_training(

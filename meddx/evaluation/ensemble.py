@@ -17,7 +17,7 @@ from meddx.evaluation.metrics import categorical_log_loss, mlogloss
 from meddx.evaluation.report import evaluate_run
 from meddx.run import CONFIG, DATA, ENSEMBLE, MEMBERS, PLAN, PREDICTIONS, SPLIT, STATUS, TRAINING, Run
 
-MEMBER_KEYS = ("best_epoch", "epochs_run", "seconds", "initial_val_loss", "best_val_loss")
+MEMBER_KEYS = ("best_epoch", "epochs_run", "seconds", "initial_val_loss", "best_val_loss", "stopped_by_time_limit")
 
 
 def _check_same(runs: list[Run]) -> None:

@@ -15,8 +15,10 @@ from meddx.evaluation.intervals import (
     denominators,
     ece_from_cuts,
     exact_bounds,
+    patient_counts,
     percentiles,
     scored,
+    tradeoff_counts,
 )
 from meddx.evaluation.operating import TRADEOFF_POINTS, choose_threshold, label_name, parse_operating_point, rates
 from meddx.training.collapse import detect_collapse
@@ -83,17 +85,18 @@ def tradeoff_thresholds(y_val: np.ndarray, p_val: np.ndarray, points: list = TRA
 
 
 def tradeoff_table(
-    y_val, p_val, y_test, p_test, w: np.ndarray | None = None, ci: float = 0.95, points: list = TRADEOFF_POINTS
+    y_val, p_val, y_test, p_test, w=None, ci: float = 0.95, points: list = TRADEOFF_POINTS, patients=None
 ) -> list[dict]:
     """For one label: operating points chosen on val and what they give on val and test; with bootstrap weights `w`
-    (resamples x test samples), each test figure's interval (`<figure>_ci`)."""
+    (resamples x test samples), each test figure's interval (`<figure>_ci`); `patients`: each test sample's."""
     weights = np.ones((1, len(y_test))) if w is None else np.vstack([np.ones(len(y_test)), w])
     thresholds = tradeoff_thresholds(y_val, p_val, points)
     conf = [M.confusion_metrics(y_test, (p_test >= t).astype(float), weights) for t in thresholds]
-    known = ~np.isnan(np.asarray(y_test, dtype=np.float64))
-    pos, neg = float((np.asarray(y_test)[known] >= 0.5).sum()), float((np.asarray(y_test)[known] < 0.5).sum())
-    called = [float((np.asarray(p_test)[known] >= t).sum()) for t in thresholds]
-    counts = [{"sensitivity": pos, "specificity": neg, "ppv": c, "npv": pos + neg - c} for c in called]
+    y, p = np.asarray(y_test, dtype=np.float64), np.asarray(p_test, dtype=np.float64)
+    known, ids = ~np.isnan(y), np.arange(len(y)) if patients is None else np.asarray(patients)
+    positive, negative = known & (np.nan_to_num(y) >= 0.5), known & (np.nan_to_num(y) < 0.5)
+    per_patient = patient_counts(ids[known], positive[known], negative[known])
+    counts = [tradeoff_counts(positive.sum(), negative.sum(), (p[known] >= t).sum(), per_patient) for t in thresholds]
     return tradeoff_rows(y_val, p_val, thresholds, conf, ci, points, counts)
 
 

@@ -245,6 +245,9 @@ def _one_binary_label(run: Run, ds: DataSet, data: dict) -> None:
         ds.label_names = [ours]
 
 
+NUMBERING = "this data's classes 0 and 1 read by the run's MedMNIST numbering"
+
+
 def _medmnist_numbering(run: Run, ds: DataSet, theirs: str) -> bool:
     """New data naming its classes 0 and 1 (folders `0/ 1/`, or a 0/1 column) for a run trained on a MedMNIST .npz:
     MedMNIST's numbering, whose 0 may be the positive class (BreastMNIST's malignant); read so, inverted where it
@@ -258,10 +261,7 @@ def _medmnist_numbering(run: Run, ds: DataSet, theirs: str) -> bool:
     if classes.index(ours) == 0:  # this data's 1 is the run's negative class
         for r in ds.records:
             r.labels = 1 - r.labels  # unknown (NaN) stays unknown
-    ds.notes.append(
-        f"this data's classes 0 and 1 read by the run's MedMNIST numbering: 0 {classes[0]}, 1 {classes[1]} "
-        f"(the run's positive: '{ours}')"
-    )
+    ds.notes.append(f"{NUMBERING}: 0 {classes[0]}, 1 {classes[1]} (the run's positive: '{ours}')")
     ds.label_names = [ours]
     return True
 

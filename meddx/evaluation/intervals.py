@@ -80,7 +80,14 @@ def denominators(segment: Segment, slot: int) -> dict[str, float]:
     """The counts sensitivity, specificity, PPV and NPV rest on when deciding positive before cut `slot`."""
     pos, neg = (float(v) for v in segment.cum[0, 0, :2])
     called = float(segment.cum[0, slot, 0] + segment.cum[0, slot, 1])
-    return {"sensitivity": pos, "specificity": neg, "ppv": called, "npv": pos + neg - called}
+    patients = patient_counts(segment.col, segment.mass[:, 0] > 0, segment.mass[:, 1] > 0)
+    return tradeoff_counts(pos, neg, called, patients)
+
+
+def tradeoff_counts(pos: float, neg: float, called: float, patients: tuple[int, int, int]) -> dict[str, float]:
+    """Sensitivity's, specificity's, PPV's and NPV's denominators (images, no more than their patients)."""
+    images = {"sensitivity": pos, "specificity": neg, "ppv": called, "npv": pos + neg - called}
+    return {k: effective(k, v, patients) for k, v in images.items()}
 
 
 def ece_from_cuts(segment: Segment, slots: list[int]) -> np.ndarray:
@@ -138,15 +145,29 @@ def scored(pr: Predictor, names: list[str], ci: float) -> dict:
     out = figures(predictor_arrays(pr, names), ci)
     for n, segment in zip(names, pr.labels):
         pos, neg, tp, fp = (float(v) for v in segment.cum[0, 0, :4])
+        patients = patient_counts(segment.col, segment.mass[:, 0] > 0, segment.mass[:, 1] > 0)
         for key, denominator in PROPORTIONS.items():
-            f, total = out["per_label"][n].get(key, {}), denominator(pos, neg, tp, fp)
+            f, total = out["per_label"][n].get(key, {}), effective(key, denominator(pos, neg, tp, fp), patients)
             degenerate = "ci_low" in f and f["ci_low"] == f["ci_high"]  # bootstrap 0: no interval to widen
             if f.get("value") in (0.0, 1.0) and degenerate and total >= 1:
                 f.update(zip(("ci_low", "ci_high"), exact_bounds(f["value"], total, ci)), ci_exact=True)
-        _perfect_ranking(out["per_label"][n].get("roc_auc", {}), pos, neg)
+        _perfect_ranking(out["per_label"][n].get("roc_auc", {}), *patients[:2])
     if len(names) == 1:  # one label: its macro figures are its own
         out["macro"] = {k: dict(v) for k, v in out["per_label"][names[0]].items()}
     return out
+
+
+def patient_counts(patients: np.ndarray, positive: np.ndarray, negative: np.ndarray) -> tuple[int, int, int]:
+    """Distinct patients with a positive item, with a negative one, and in all: what a patient-bootstrap figure
+    rests on (10 images of one patient are one draw, not ten)."""
+    patients = np.asarray(patients)
+    return len(np.unique(patients[positive])), len(np.unique(patients[negative])), len(np.unique(patients))
+
+
+def effective(key: str, images: float, patients: tuple[int, int, int]) -> float:
+    """A proportion's denominator for its exact interval: its images, but no more than the patients they come from
+    (the positives' for sensitivity, the negatives' for specificity, all for the rest)."""
+    return min(images, {"sensitivity": patients[0], "specificity": patients[1]}.get(key, patients[2]))
 
 
 def exact_bounds(value: float, total: float, ci: float) -> tuple[float, float]:
@@ -157,7 +178,8 @@ def exact_bounds(value: float, total: float, ci: float) -> tuple[float, float]:
 
 def _perfect_ranking(auc: dict, pos: float, neg: float) -> None:
     """An AUC of 0 or 1 that every resample repeats (5 patients) has no bootstrap interval, and none is pretended:
-    it gets the exact chance of so perfect a ranking by luck instead (Mann-Whitney: 1 / C(pos + neg, pos))."""
+    it gets the exact chance of so perfect a ranking by luck instead (Mann-Whitney on the `pos` positive and `neg`
+    negative patients, each patient one draw: 1 / C(pos + neg, pos))."""
     if auc.get("value") in (0.0, 1.0) and "ci_low" in auc and auc["ci_low"] == auc["ci_high"] and pos >= 1 <= neg:
         del auc["ci_low"], auc["ci_high"]
         auc["ci_none"] = "every resample ranks the same"

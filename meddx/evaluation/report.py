@@ -7,6 +7,7 @@ import json
 from datetime import datetime
 from functools import cache
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 
@@ -16,6 +17,7 @@ from meddx.errors import ConfigError, DataError
 from meddx.evaluation.calibration import apply_temperature
 from meddx.evaluation.decision import decision_curves
 from meddx.evaluation.evaluation import decisions, evaluate_arrays
+from meddx.evaluation.external import NUMBERING
 from meddx.evaluation.plots import write_figures
 from meddx.evaluation.scores import competition_for
 from meddx.evaluation.sections import report_context
@@ -47,11 +49,15 @@ def wilson(share: float, n: int, z: float = 1.96) -> tuple[float, float]:
     return (centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)
 
 
+LOOSE = 0.1  # val's own interval this wide each side: val places the threshold only roughly
+
+
 def threshold_shift(result: dict, split: str = "") -> dict:
     """A warning when, at the operating point chosen on val, this split's sensitivity or specificity lies far from
     val's (0.08 against 0.96), outside its interval (without intervals: on 100 patients or more) and outside val's
     own (Wilson, on val's positives or negatives): its scores sit elsewhere, so the threshold does not transfer."""
-    rule, found = result["operating_point"]["rule"], []
+    rule, found, loose = result["operating_point"]["rule"], [], False
+    z = NormalDist().inv_cdf(0.5 + result.get("bootstrap", {}).get("ci", 0.95) / 2)
     for label, rows in (result.get("tradeoff") or {}).items():
         row = next((r for r in rows if r.get("rule") == rule), None)
         for what, count in (("sensitivity", "val_positives"), ("specificity", "val_negatives")) if row else ():
@@ -59,20 +65,24 @@ def threshold_shift(result: dict, split: str = "") -> dict:
             if val is None or test is None or abs(val - test) < SHIFT:
                 continue
             beyond = not ci[0] <= val <= ci[1] if ci and None not in ci else result.get("n_patients", 0) >= 100
-            low, high = wilson(val, row[count]) if count in row else (val, val)
+            low, high = wilson(val, row[count], z) if count in row else (val, val)
             if beyond and not low <= test <= high:
                 found.append(f"{label}: {what} {test:.2f} here against {val:.2f} on val")
+                loose |= (high - low) / 2 > LOOSE
     if not found:
         return {}
-    own = split == "test"  # the run's own test split: the same population as val, so a small val is the likelier cause
-    why = (
-        "the threshold chosen on val does not hold on the run's own test split: val is probably too small to place it "
-        "(more val patients, or `meddx cv`, place it better)"
-        if own
-        else "this data's scores sit elsewhere (another population, scanner or preprocessing), so the threshold does "
-        "not transfer even where the AUC still ranks; a site using it needs a threshold chosen on its own labelled "
-        "scans"
-    )
+    if split == "test" and loose:  # the run's own test split, and a val too small to place the threshold well
+        why = (
+            "the threshold chosen on val does not hold on the run's own test split, and val is small enough to be "
+            "the cause (more val patients, or `meddx cv`, place it better)"
+        )
+    else:
+        where = "the test split's" if split == "test" else "this data's"
+        why = (
+            f"{where} scores sit elsewhere than val's (another population, scanner or preprocessing), so the threshold "
+            "does not transfer even where the AUC still ranks; a site using it needs a threshold chosen on its own "
+            "labelled scans"
+        )
     return {"warning_threshold_shift": f"at the operating point chosen on val ({rule}), {'; '.join(found)}: {why}"}
 
 
@@ -95,7 +105,13 @@ def _optimism_warnings(run: Run, split: str, n_patients: int) -> dict:
         out["warning_same_split"] = (
             "thresholds were chosen on this same split: figures at the operating point are optimistic"
         )
-    domain = read_json(run.path / PREDICTIONS / f"{split}.data.json").get("domain") or {}
+    source = read_json(run.path / PREDICTIONS / f"{split}.data.json")
+    if numbering := next((n for n in source.get("notes", []) if NUMBERING in n), None):
+        out["warning_label_numbering"] = (
+            f"{numbering}; if this data's 1 means the run's positive class instead, evaluate again with "
+            "--positive-class 1: read the other way, every figure here would be the opposite (AUC 1 - AUC)"
+        )
+    domain = source.get("domain") or {}
     if domain.get("outside", 0) > max(0.1 * domain.get("checked", 0), 1):  # the check flags ~1% of training-like scans
         why = "; ".join(f"{reason} ({n})" for reason, n in domain["reasons"])
         out["warning_domain"] = (

@@ -83,8 +83,8 @@ def warnings_of(result: dict) -> list[str]:
             "does not beat the prior baseline (AUC interval not above 0.5, or PR AUC not above prevalence): "
             + ", ".join(losers)
         )
-    keys = ("warning_same_split", "warning_small_split", "warning_small_val", "warning_domain",
-            "warning_training_overlap", "warning_unconfirmed_copies", "warning_resampled_copies",
+    keys = ("warning_label_numbering", "warning_same_split", "warning_small_split", "warning_small_val",
+            "warning_domain", "warning_training_overlap", "warning_unconfirmed_copies", "warning_resampled_copies",
             "warning_shared_patients", "warning_threshold_shift")  # fmt: skip
     out += [result[k] for k in keys if k in result]
     return out
@@ -219,6 +219,7 @@ def _training_summary(training: dict) -> str:
     if "members" in training:
         parts = [
             f"{m['run']}: best epoch {m['best_epoch']} of {m['epochs_run']}, val loss {m['best_val_loss']:.4f}"
+            + (" (stopped at its time limit)" if m.get("stopped_by_time_limit") else "")
             for m in training["members"]
         ]
         return f"mean of {len(parts)} models ({'; '.join(parts)}); {training['seconds']} s in all"

@@ -66,6 +66,9 @@ def gallery(
     chosen = pick_cases(preds[name].to_numpy(), preds[f"p_{name}"].to_numpy(), t, k)
     wanted = {preds["id"].iloc[i] for rows in chosen.values() for i in rows}
     records = {r.id: r for r in _split_records(run, split) if r.id in wanted}
+    if missing := sorted(wanted - set(records)):
+        raise DataError(f"{run.path}: {len(missing)} scan(s) of split '{split}' are no longer where it was read "
+                        f"(e.g. {', '.join(missing[:3])}): moved, renamed or read with other options")  # fmt: skip
     e = html.escape
     decision = "the most probable class" if rule == "argmax" else f"threshold {t:.4g} ({e(rule)}, chosen on val)"
     parts = [

@@ -76,9 +76,11 @@ def model_card(run: Run, metrics: dict, parity_result: dict) -> str:
 def _other_data(run: Run) -> list[str]:
     """The card's lines on data from elsewhere (`meddx evaluate RUN --data OTHER`): each evaluation's data and
     figures, so a reader sees how the model did beyond its own test split."""
-    lines, latest = [], {}
-    for path in sorted(run.path.glob("metrics-*.json"), key=lambda f: f.stat().st_mtime):  # what-ifs too; the latest
-        if not (metrics := read_json(path)).get("subgroups"):  # a subgroup report's figures are the same data's
+    lines, latest, headline = [], {}, read_json(run.path / "metrics.json").get("operating_point", {}).get("rule")
+    found = sorted(run.path.glob("metrics-*.json"), key=lambda f: f.stat().st_mtime)  # the latest last
+    for path in sorted(found, key=lambda f: f.name == f"metrics-{read_json(f).get('split')}.json"):  # the own last
+        metrics = read_json(path)  # what-ifs at another operating point, and subgroup reports, are not the figures
+        if not metrics.get("subgroups") and metrics.get("operating_point", {}).get("rule") == headline:
             latest[metrics.get("split")] = metrics
     for source in sorted((run.path / PREDICTIONS).glob("*.data.json")):
         name = source.name.removesuffix(".data.json")
@@ -90,4 +92,5 @@ def _other_data(run: Run) -> list[str]:
             m = metrics["model"]["per_label"][n]
             lines.append(f"- {name} (`{origin}`, {metrics['n_samples']} samples), {n}: ROC AUC {_fig(m['roc_auc'])}; "
                          f"sensitivity {_fig(m['sensitivity'])}; specificity {_fig(m['specificity'])}")  # fmt: skip
-    return ["", "## Performance on other data (`meddx evaluate --data`)", *lines] if lines else []
+    title = f"## Performance on other data (`meddx evaluate --data`; operating point {headline}, chosen on validation)"
+    return ["", title, *lines] if lines else []

@@ -96,6 +96,35 @@ class Predictor:
         """`workers`: the request threads that may call the model at once (ONNX Runtime's threads share the cores)."""
         self.path = Path(path)
         self._cam_lock = threading.Lock()
+        self._load()
+        onnx = self.path / "model.onnx"
+        if backend == "auto":
+            backend = "onnx" if onnx.is_file() else "pytorch"
+        if backend == "onnx" and not onnx.is_file():
+            raise ConfigError(f"{self.path}: no model.onnx for the onnx backend; run `meddx export` first")
+        # a run folder (an ensemble's too) has its PyTorch model; a package has it when it carries model.pt
+        self.has_weights = self.kind == "run" or (
+            (self.path / WEIGHTS).is_file() and not (self.path / ENSEMBLE).is_file()
+        )
+        if backend == "pytorch" and not self.has_weights:
+            raise ConfigError(f"{self.path}: no single model.pt (an ensemble?); serve its ONNX package instead")
+        if backend not in ("onnx", "pytorch"):
+            raise ConfigError(f"unknown backend '{backend}': use auto, onnx or pytorch")
+        self.backend, self.threads = backend, session_threads(workers)
+        if backend == "onnx":
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()  # no busy-waiting: request threads and other processes share the cores
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            options.intra_op_num_threads = self.threads["intra_op"]  # unset, each worker's call took every core
+            options.inter_op_num_threads = self.threads["inter_op"]
+            self._session = ort.InferenceSession(str(onnx), options, providers=["CPUExecutionProvider"])
+        else:
+            _ = self.torch_model  # load now: a broken model file fails at start, not at the first request
+
+    def _load(self) -> None:
+        """Labels, preprocessing, config, domain statistics, val rates, operating point and card: from a package
+        (`meddx export`) or from a run folder (PyTorch, domain statistics computed now)."""
         if (self.path / "labels.json").is_file():  # a package written by `meddx export`
             self.kind = "package"
             _check_parity(self.path)
@@ -128,30 +157,6 @@ class Predictor:
             )
         else:
             raise ConfigError(f"{self.path}: neither a model package (labels.json) nor a run folder (config.yaml)")
-        onnx = self.path / "model.onnx"
-        if backend == "auto":
-            backend = "onnx" if onnx.is_file() else "pytorch"
-        if backend == "onnx" and not onnx.is_file():
-            raise ConfigError(f"{self.path}: no model.onnx for the onnx backend; run `meddx export` first")
-        # a run folder (an ensemble's too) has its PyTorch model; a package has it when it carries model.pt
-        self.has_weights = self.kind == "run" or (
-            (self.path / WEIGHTS).is_file() and not (self.path / ENSEMBLE).is_file()
-        )
-        if backend == "pytorch" and not self.has_weights:
-            raise ConfigError(f"{self.path}: no single model.pt (an ensemble?); serve its ONNX package instead")
-        if backend not in ("onnx", "pytorch"):
-            raise ConfigError(f"unknown backend '{backend}': use auto, onnx or pytorch")
-        self.backend, self.threads = backend, session_threads(workers)
-        if backend == "onnx":
-            import onnxruntime as ort
-
-            options = ort.SessionOptions()  # no busy-waiting: request threads and other processes share the cores
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            options.intra_op_num_threads = self.threads["intra_op"]  # unset, each worker's call took every core
-            options.inter_op_num_threads = self.threads["inter_op"]
-            self._session = ort.InferenceSession(str(onnx), options, providers=["CPUExecutionProvider"])
-        else:
-            _ = self.torch_model  # load now: a broken model file fails at start, not at the first request
 
     @cached_property
     def torch_model(self) -> torch.nn.Module:

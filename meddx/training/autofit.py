@@ -99,7 +99,7 @@ def train_members(cfg: RunConfig, choose: Chooser | None = None) -> tuple | None
     capped = may_add and not distributed and cfg.train.max_minutes is None  # the budget is real on a busy machine
     if k == 1:
         grace = reserve_seconds(plan.budget_minutes * 60) / 2 if capped else 0.0
-        run = fit(_until(planned.model_copy(deep=True), deadline + grace) if capped else planned, data, plan)
+        run = fit(_until(planned.model_copy(deep=True), deadline + grace, plan) if capped else planned, data, plan)
         if run is None or not (may_add and cfg.plan.max_ensemble > 1 and _fits_again([run], deadline)):
             return ([run], None, planned, plan) if run is not None else None
         why = "1 planned at full epochs; early stopping left time for a second seed"
@@ -142,16 +142,17 @@ def _fewer_members(cfg: RunConfig, plan: Plan, planned: RunConfig, base: Path, m
 
 
 def _planned_members(planned: RunConfig, base: Path, data: RunDataModule, plan: Plan, deadline: float | None) -> list:
-    """The planned seeds; with a `deadline` (time.monotonic), none runs past it and half the reserve, and a seed from
-    the third on is not begun when, as slow as the slowest so far, it would end past them (a machine busier than at
-    the pilot, or seeds slower than the pilot's epochs). `meddx train --resume` finishes the seeds the config names."""
+    """The planned seeds; with a `deadline` (time.monotonic), none runs past it and half the reserve (nor stops before
+    the minutes planned for it), and a seed from the third on is not begun when, as slow as the slowest so far, it
+    would end past them (a machine busier than at the pilot, or seeds slower than the pilot's epochs): fewer, whole
+    models. `meddx train --resume` finishes the seeds the folder's config names."""
     grace = reserve_seconds(plan.budget_minutes * 60) / 2 if plan else 0.0
     members: list[Run] = []
     for i in range(planned.train.ensemble):
         if deadline is not None and len(members) >= 2 and not _fits_again(members, deadline + grace):
-            break
+            break  # a seed begun now would be cut short by the budget: fewer, whole models (an ensemble needs 2)
         member = seed_config(planned, base, i)
-        members.append(fit(_until(member, deadline + grace) if deadline is not None else member, data, plan))
+        members.append(fit(_until(member, deadline + grace, plan) if deadline is not None else member, data, plan))
     return members
 
 
@@ -162,10 +163,12 @@ def _fits_again(runs: list[Run], deadline: float) -> bool:
     return time.monotonic() + slowest < deadline
 
 
-def _until(member: RunConfig, deadline: float) -> RunConfig:
+def _until(member: RunConfig, deadline: float, plan: Plan | None = None) -> RunConfig:
     """A model that stops at `deadline` (time.monotonic) if early stopping has not stopped it: a seed added in the time
-    early stopping left, or a planned one on a machine slower than at the pilot."""
-    member.train.max_minutes = max((deadline - time.monotonic()) / 60, 0.1)
+    early stopping left, or a planned one on a machine slower than at the pilot (`plan`: never below the minutes it
+    planned for one model, so setup that overran the budget does not leave a model untrained)."""
+    planned_s = plan.estimate.get("training_s", 0) / max(member.train.ensemble, 1) if plan else 0.0
+    member.train.max_minutes = max((deadline - time.monotonic()) / 60, planned_s / 60, 0.1)
     return member
 
 

@@ -47,7 +47,7 @@ def fit(
         write_status(run_dir, "running")
     module = Classifier.for_data(cfg, data)
     ckpt = last if resume and last.is_file() else None
-    with run_log(run_dir), _failure_recorded(run_dir), _log_kept(run_dir if ckpt else None):  # noise to meddx.log
+    with run_log(run_dir), _failure_recorded(run_dir), log_kept(run_dir if ckpt else None):  # noise to meddx.log
         trainer = make_trainer(cfg, run_dir, data, plan)
         with refuse_unsafe(ckpt):
             trainer.fit(module, datamodule=data, ckpt_path=ckpt, weights_only=True)  # a checkpoint never runs code
@@ -94,7 +94,7 @@ def refuse_unsafe(checkpoint: Path | None):
 
 
 @contextmanager
-def _log_kept(run_dir: Path | None):
+def log_kept(run_dir: Path | None):
     """Lightning's CSVLogger empties logs/ when a run resumes; the epochs logged so far are kept aside (beside logs/,
     so a run killed again keeps them too) and put back in front of the resumed ones, whatever becomes of the resume."""
     path = None if run_dir is None or not is_rank_zero() else run_dir / LOGS / "metrics.csv"

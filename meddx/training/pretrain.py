@@ -16,7 +16,7 @@ from meddx.data.reports import read_descriptions
 from meddx.data.sequences import MASK, N_SPECIAL, Vocab, build_vocab, length_grouped_sampler, trim_padding
 from meddx.models.sequence import bert_config, resolve_size
 from meddx.run import CHECKPOINTS, VOCAB
-from meddx.training.fit import _log_kept, refuse_unsafe
+from meddx.training.fit import log_kept, refuse_unsafe
 
 MLM_LR = 5e-4
 
@@ -184,7 +184,7 @@ def pretrain(config: RunConfig | dict | str | Path) -> Path:
         info["initial_val_mlm_loss"] = val_mlm_loss(trainer, module, val_loader)
         write_text(info_path, json.dumps(info, indent=2))
     started = time.perf_counter()
-    with refuse_unsafe(last if last.is_file() else None), _log_kept(out):  # a resume keeps the epochs logged before
+    with refuse_unsafe(last if last.is_file() else None), log_kept(out):  # a resume keeps the epochs logged before
         trainer.fit(
             module, train_loader, val_loader, ckpt_path=str(last) if last.is_file() else None, weights_only=True
         )
