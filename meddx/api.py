@@ -16,12 +16,11 @@ import meddx.tianchi  # noqa: F401 - registers the Tianchi score table with the 
 from meddx.atomic import write_text
 from meddx.config import DataConfig, EvaluateConfig, RunConfig, SplitConfig, as_config, validate_section
 from meddx.data.explore import explore as _explore
-from meddx.data.leakage import LeakageReport, check_leakage, overlap_with_training
-from meddx.data.readable import drop_unreadable
+from meddx.data.leakage import LeakageReport, check_leakage
 from meddx.data.readers import read_dataset
 from meddx.data.split import assign_splits
 from meddx.errors import ConfigError, DataError
-from meddx.evaluation.external import data_source, external_name, read_external
+from meddx.evaluation.external import data_source, external_name, read_checked
 from meddx.evaluation.report import evaluate_run
 from meddx.run import MEMBERS, PLAN, PREDICTIONS, Run, load_run, read_status, record_actual_time, write_status
 from meddx.tianchi import submit
@@ -130,9 +129,7 @@ def predict_external(run: Run, data: dict, name: str = "external", drop_overlap:
     or dropped (<name>.leakage.json); its source, reading notes and domain check in <name>.data.json for the report."""
     from meddx.export.new_data import new_data_domain
 
-    ds = read_external(run, data)
-    ds.records, check = overlap_with_training(ds.records, run.split_table(), drop_overlap, ds.origin, ds.patients_known)
-    drop_unreadable(ds, skip=bool(data.get("skip_unreadable")))  # this call's choice; all named, in the notes or error
+    ds, check = read_checked(run, data, drop_overlap)
     records = ds.records
     if not records:
         raise DataError(f"{ds.origin}: every sample is a training/val image of the run; nothing left to evaluate")
@@ -210,12 +207,13 @@ def ensemble(runs: list[Run | str | Path], output: str | Path, weights: str = "e
 def compare(
     runs: list[Run | str | Path], output: str | Path | None = None, split: str = "test", resamples: int = 2000
 ) -> dict:
-    """Compare runs on the same test patients: figures with intervals, paired differences from the best and DeLong's
-    test; writes compare.json, compare.md and compare.html into `output` (default: comparisons/<first>-vs-...)."""
+    """Compare runs (or `meddx cv` folders' fold ensembles) on the same patients of `split`: figures with intervals,
+    paired differences from the best, DeLong's test; writes compare.json/.md/.html into `output` (comparisons/...)."""
     from meddx.evaluation.compare import compare_runs, comparison_table
+    from meddx.evaluation.folds import folds_or_run
     from meddx.evaluation.report import render
 
-    loaded = [r if isinstance(r, Run) else load_run(r) for r in runs]
+    loaded = [r if isinstance(r, Run) else folds_or_run(r) for r in runs]  # a `meddx cv` folder: its fold ensemble
     result = compare_runs(loaded, split, resamples)
     out = Path(output) if output else Path("comparisons") / "-vs-".join(r.path.name for r in loaded)[:120]
     out.mkdir(parents=True, exist_ok=True)

@@ -115,6 +115,8 @@ def test_unreadable_images_are_left_out_on_request_and_named(scans, datscan_run,
     assert proc.returncode == 0, proc.stderr[-2000:]
     alone = run_cli("evaluate", str(datscan_run.path), "--skip-unreadable")  # no new data to skip in: a TypeError
     _assert_clean_error(alone, "data.skip_unreadable: options of new data, given without --data")
+    check = json.loads((datscan_run.path / "predictions" / "broken.leakage.json").read_text())
+    assert check["files"] == 6  # the 6 evaluated, not the unreadable one too (the report said 623 for 620)
     notes = json.loads((datscan_run.path / "predictions" / "broken.data.json").read_text())["notes"]
     assert any("left out 1 unreadable image(s)" in n and victim.name in n for n in notes)
 

@@ -179,7 +179,8 @@ def test_a_paired_comparison_allocates_a_chunk_not_the_whole_weight_matrix():
 
 def test_the_table_says_what_its_multiclass_figures_are_and_why_an_excluding_interval_is_not_real():
     """A 3-class compare showed 'log loss 0.4705' beside the report's 0.732 (one-vs-rest mean against categorical),
-    and 'not distinguishable' beside an interval that excluded 0 (DeLong disagreed), without saying either."""
+    and 'not distinguishable' beside an interval that excluded 0 (DeLong, per image and per label, disagreed): the
+    patients' paired interval decides, as everywhere in meddx, and the disagreement is said."""
     from meddx.evaluation.compare import comparison_table
 
     figure = {"value": 0.8, "ci": [0.7, 0.9]}
@@ -188,12 +189,12 @@ def test_the_table_says_what_its_multiclass_figures_are_and_why_an_excluding_int
         "name": "b",
         "figures": figures,
         "delong": {"x": {"p": 0.2}},
-        "vs_best": {"roc_auc": {"diff": -0.03, "ci": [-0.07, -0.002], "real": False, "interval_real": True}},
+        "vs_best": {"roc_auc": {"diff": -0.03, "ci": [-0.07, -0.002], "real": True, "delong_agrees": False}},
     }
     result = {"task": "multiclass", "runs": [{"name": "a", "figures": figures, "vs_best": {}}, second]}  # fmt: skip
     header, rows = comparison_table(result)
     assert header[5] == "log loss (one-vs-rest, mean over classes)" and "one-vs-rest" in header[4]
-    assert rows[1][-1].startswith("not distinguishable from the best (its interval excludes 0, but DeLong")
+    assert rows[1][-1].startswith("worse (real) by the patients' paired interval; DeLong's per-image p is not below")
     assert comparison_table({**result, "task": "binary"})[0][5] == "log loss"
 
 

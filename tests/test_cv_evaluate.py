@@ -84,6 +84,10 @@ def test_cv_folder_evaluates_as_its_fold_ensemble(r2_cv):
     report = (out / "report-external-held_out.md").read_text()
     assert "## Competition score" in report and f"\n- fold ensemble of {cv_dir}" in report
     assert "training data: fold ensemble" not in report  # about the model, not its data
+    fold0 = cv_dir / "fold0"  # `meddx compare RUN CVDIR` stopped: "not a meddx run folder (no config.yaml)"
+    assert run_cli("evaluate", str(fold0), "--data", str(root / "held_out.csv")).returncode == 0
+    compared = meddx.compare([fold0, cv_dir], root / "cmp", split="external-held_out", resamples=50)
+    assert {r["run"] for r in compared["runs"]} == {str(fold0), str(out)}  # the cv folder as its fold ensemble
 
 
 @pytest.mark.slow

@@ -35,8 +35,9 @@ def test_the_column_named_like_a_label_is_chosen_beside_metadata(tmp_path, label
 
 def test_metadata_without_a_label_named_is_one_line_naming_the_columns(tmp_path):
     (tmp_path / "m.csv").write_text("path,age,finding_a,finding_b\na.png,63,x,0\nb.png,41,y,1\n")
-    with pytest.raises(DataError, match=r"m.csv: column\(s\) \['finding_a'\] hold values other than 0/1"):
+    with pytest.raises(DataError, match=r"m.csv: column\(s\) \['finding_a'\] hold values other than 0/1") as e:
         read_csv_manifest(tmp_path / "m.csv", check_files=False)  # age is never a label: not named as one
+    assert str(e.value).endswith("; a column of patient ids: --patient-column COLUMN")  # `child` beside 0/1 labels
     (tmp_path / "m.csv").write_text("path,a,b\na.png,1,0\nb.png,0,1\n")
     assert read_csv_manifest(tmp_path / "m.csv", check_files=False).task == "multilabel"
 
@@ -81,6 +82,11 @@ def test_a_patient_column_of_another_name_is_the_patient_not_ignored(tmp_path):
     ds = read_csv_manifest(_csv(tmp_path, "path,kit,label", rows), check_files=False)
     assert len({r.patient_id for r in ds.records}) == 12
     assert any("patient ids from column 'kit' (12 ids, repeated like a patient's" in n for n in ds.notes)
+    rows = [f"img_{i:04d}.jpeg,child{i // 2:02d},{i % 2},{i % 2},0" for i in range(24)]  # labels named by the user
+    ml = _csv(tmp_path, "image,child,pneumonia,bacteria,virus", rows, "ml.csv")
+    ds = read_csv_manifest(ml, check_files=False, label_columns=["pneumonia", "bacteria", "virus"])
+    assert len({r.patient_id for r in ds.records}) == 12 and ds.label_names == ["pneumonia", "bacteria", "virus"]
+    assert not any("not read" in n for n in ds.notes)  # `child` was left unread: the split went by image
 
 
 def test_label_columns_as_people_and_excel_leave_them(tmp_path):

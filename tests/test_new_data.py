@@ -228,6 +228,14 @@ def test_a_multilabel_runs_columns_are_read_beside_an_age_or_sex_column(tmp_path
                           label_names=["abnormal", "normal"])  # fmt: skip
     ds = read_external(run, {"path": str(tmp_path / "ext.csv")})
     assert ds.label_names == ["abnormal", "normal"] and ds.labels.tolist() == [[1 - i % 2, i % 2] for i in range(6)]
+    rows = [f"{n},{1 - i % 2},{60 + i}" for i, n in enumerate(names)]  # no `normal` column: was an error
+    (tmp_path / "lacks.csv").write_text("path,abnormal,age\n" + "\n".join(rows) + "\n")
+    ds = read_external(run, {"path": str(tmp_path / "lacks.csv")})
+    assert ds.label_names == ["abnormal", "normal"] and np.isnan(ds.labels[:, 1]).all()
+    assert (
+        ds.labels[:, 0].tolist() == [1 - i % 2 for i in range(6)]
+        and "no column for label(s) ['normal']" in ds.notes[-1]
+    )
 
 
 def test_two_data_sets_of_one_name_keep_two_reports(tmp_path):

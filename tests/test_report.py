@@ -358,3 +358,22 @@ def test_a_custom_operating_point_has_its_tradeoff_row_and_its_threshold_shift_w
     from meddx.evaluation.evaluation import tradeoff_points
 
     assert len(tradeoff_points("sensitivity=0.9000001")) == 9  # nor one that reads the same ('sensitivity 0.9')
+
+
+def test_a_class_argmax_seldom_calls_is_warned_about():
+    """NORMAL/BACTERIA/VIRUS: VIRUS 'beats prior: yes' while argmax called 22 of 148 viral cases viral; nothing said."""
+    from meddx.config import EvaluateConfig
+    from meddx.evaluation.evaluation import evaluate_arrays
+    from meddx.evaluation.report import argmax_misses
+
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 3, 300)
+    p = np.eye(3)[truth] * 0.4 + rng.random((300, 3)) * 0.3
+    p[truth == 2, 1] += 0.5  # viral cases look bacterial to argmax, though their viral score still ranks
+    p /= p.sum(1, keepdims=True)
+    y = np.eye(3)[truth]
+    result = evaluate_arrays(y, p, y, p, np.arange(300), np.full(3, 1 / 3), "multiclass", ["N", "B", "V"],
+                             EvaluateConfig(bootstrap=0))  # fmt: skip
+    warned = argmax_misses(result)["warning_argmax_misses"]
+    assert warned.startswith("argmax calls fewer than half of the cases of V 0.") and "B " not in warned
+    assert argmax_misses({**result, "task": "multilabel"}) == {}

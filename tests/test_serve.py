@@ -190,3 +190,15 @@ def test_inference_runs_off_the_event_loop_and_times_out(package, scans, monkeyp
         worker.join(10)
         release.set()
         assert result["r"].status_code == 504 and "longer than 1 s" in result["r"].json()["detail"]
+
+
+def test_a_multiclass_service_lists_no_thresholds_it_does_not_use():
+    """`/predict` on a three-class package answered thresholds 0.5 and operating point argmax, with a decision true at
+    p = 0.46, below its own listed threshold; a multi-class model lists none."""
+    from types import SimpleNamespace
+
+    from meddx.serve.predictor import Predictor
+
+    shown = Predictor.shown_thresholds.fget
+    assert shown(SimpleNamespace(task="multiclass", thresholds={"a": 0.5, "b": 0.5})) is None
+    assert shown(SimpleNamespace(task="binary", thresholds={"a": 0.3})) == {"a": 0.3}

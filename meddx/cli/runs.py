@@ -228,6 +228,11 @@ def cv(
     score = f" ({', '.join(parts)})" if parts else ""
     one = r.get("labels") == 1  # a binary task's mean log loss is its log loss, its exact match its accuracy
     loss, match = ("log loss", "accuracy at 0.5") if one else ("mlogloss", "exact match")
+    if r.get("task") == "multiclass":
+        typer.echo(f"{out}: out-of-fold log loss {m['log_loss']:.4f} (prior {b['prior']['log_loss']:.4f}); accuracy "
+                   f"{m['accuracy']:.4f}, balanced accuracy {m['balanced_accuracy']:.4f}; mean one-vs-rest AUC "
+                   f"{m['mean_roc_auc']:.4f}")  # fmt: skip
+        return
     typer.echo(
         f"{out}: out-of-fold {loss} {m['mlogloss']:.4f}{score}; prior {b['prior']['mlogloss']:.4f}, "
         f"all-zero {b['all_zero']['mlogloss']:.4f}; mean AUC {m['mean_roc_auc']:.4f}, {match} {m['exact_match']:.4f}"

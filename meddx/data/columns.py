@@ -127,6 +127,7 @@ def guess_label_columns(where: str, frames: dict, others: list[str]) -> tuple[li
                             f"column(s) {not_binary} hold values other than 0/1 and none is named like a label "
                             f"({', '.join(LABEL_COLUMN_GUESSES[:4])}...)" if others else none)
             + "; name it: --label-column COLUMN (class names) or --label-columns A,B (0/1 columns)"
+            + ("; a column of patient ids: --patient-column COLUMN" if not_binary else "")
         )  # fmt: skip
     if column not in not_binary:
         return [column], None, [f"labels: 0/1 column '{column}'"]

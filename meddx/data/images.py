@@ -246,9 +246,10 @@ def to_channels(
     elif pixels.shape[0] <= 4:
         chw = pixels
     else:
+        views = ",".join(str(pixels.shape[0] * k // 4) for k in (1, 2, 3))
         raise DataError(
-            f"{where}: a stack of shape {pixels.shape}; choose the slices to use as channels with views, "
-            f"e.g. views={[pixels.shape[0] // 4, pixels.shape[0] // 2, 3 * pixels.shape[0] // 4]}"
+            f"{where}: a stack of shape {pixels.shape}; to train on stacks, choose the slices to use as channels "
+            f"(--views {views}); a model trained on 2-D scans takes one frame, not a stack"
         )
     if channels is not None and chw.shape[0] != channels:
         if chw.shape[0] == 1:

@@ -118,19 +118,16 @@ def _columns(
             frames, [c for c in cols if c not in (label_column, *(label_columns or []))]
         )
         notes += said
-    if not (label_column or label_columns):
+    guessed, found = not (label_column or label_columns), []
+    if guessed:
         others = [c for c in cols if c not in (img_col, pat_col)]
         label_columns, label_column, found = guess_label_columns(first_csv, frames, others)
-        unread = [c for c in others if c not in label_columns and c != label_column]
-        if pat_col is None:
-            pat_col, said = guess_patient_column(first_csv, frames, unread)
-            unread = [c for c in unread if c != pat_col]
-            found += said
-        why = "not labels; --label-columns names 0/1 columns, --by COLUMN shows every figure per value"
-        notes += found + ([f"columns {unread} not read ({why})"] if unread else [])
-    else:
-        unread = [c for c in cols if c not in (img_col, pat_col, label_column, *(label_columns or []))]
-        notes += [f"columns {unread} not read (--by COLUMN shows every figure per value)"] if unread else []
+    unread = [c for c in cols if c not in (img_col, pat_col, label_column, *(label_columns or []))]
+    if pat_col is None:  # a repeated text column left is the patient (`child`), the labels guessed or named
+        pat_col, said = guess_patient_column(first_csv, frames, unread)
+        unread, found = [c for c in unread if c != pat_col], found + said
+    why = "not labels; --label-columns names 0/1 columns, " if guessed else ""
+    notes += found + ([f"columns {unread} not read ({why}--by COLUMN shows every figure per value)"] if unread else [])
     wanted = [label_column] if label_column else label_columns
     for split, df in frames.items():  # the columns read, in every CSV
         missing = [c for c in [img_col, *([pat_col] if pat_col else []), *wanted] if c not in df.columns]

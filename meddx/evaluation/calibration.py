@@ -40,8 +40,17 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
-def fit_temperature(y_val: np.ndarray, p_val: np.ndarray) -> float:
-    """One temperature T (logits / T) minimising validation cross-entropy; sigmoid outputs, all labels shared."""
+def fit_temperature(y_val: np.ndarray, p_val: np.ndarray, task: str = "binary") -> float:
+    """One temperature T (logits / T) minimising validation cross-entropy; sigmoid outputs, all labels shared, or
+    (multi-class) softmax rows, whose log-probabilities are the logits up to a constant per row."""
+    if task == "multiclass":
+        y_mc, logp = np.asarray(y_val, dtype=np.float64), np.log(np.clip(p_val, EPS, 1))
+
+        def nll_mc(log_t: float) -> float:
+            s = logp / np.exp(log_t)
+            return float(-np.mean(np.sum(y_mc * (s - np.logaddexp.reduce(s, axis=1, keepdims=True)), axis=1)))
+
+        return float(np.exp(minimize_scalar(nll_mc, bounds=(-4, 4), method="bounded").x))
     z, y = _logit(p_val).ravel(), np.asarray(y_val, dtype=np.float64).ravel()
     z, y = z[~np.isnan(y)], y[~np.isnan(y)]
 
@@ -52,7 +61,11 @@ def fit_temperature(y_val: np.ndarray, p_val: np.ndarray) -> float:
     return float(np.exp(minimize_scalar(nll, bounds=(-4, 4), method="bounded").x))
 
 
-def apply_temperature(p: np.ndarray, temperature: float) -> np.ndarray:
+def apply_temperature(p: np.ndarray, temperature: float, task: str = "binary") -> np.ndarray:
+    """Probabilities with their logits divided by `temperature` (multi-class: a softmax of log p / T per row)."""
+    if task == "multiclass":
+        s = np.log(np.clip(p, EPS, 1)) / temperature
+        return np.exp(s - np.logaddexp.reduce(s, axis=1, keepdims=True))
     return 1 / (1 + np.exp(-_logit(p) / temperature))
 
 

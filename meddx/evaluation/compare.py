@@ -102,10 +102,7 @@ def compare_runs(
             tests = {n: delong(y[:, j], probs[i][:, j], probs[best][:, j]) for j, n in enumerate(names)}
             row["delong"] = tests
             diff = row["vs_best"]["roc_auc"]
-            diff["interval_real"], diff["real"] = (
-                diff["real"],
-                diff["real"] and all(t["p"] < 1 - ci for t in tests.values()),
-            )
+            diff["delong_agrees"] = all(t["p"] < 1 - ci for t in tests.values())  # per image, per label: a side note
         rows.append(row)
     return {"split": split, "task": runs[0].task, "samples": int(len(y)),
             "patients": int(frame["patient_id"].nunique()), "resamples": resamples, "ci": ci,
@@ -132,9 +129,11 @@ def comparison_table(result: dict) -> tuple[list[str], list[list[str]]]:
         d = r["vs_best"].get("roc_auc")
         p = ", ".join(f"{t['p']:.2g}" for t in r.get("delong", {}).values())
         verdict = "best" if d is None else ("worse (real)" if d["real"] else "not distinguishable from the best")
-        if d is not None and d.get("interval_real") and not d["real"]:
+        if d is not None and d["real"] and d.get("delong_agrees") is False:  # the patients' interval decides
             level = 1 - result.get("ci", 0.95)
-            verdict += f" (its interval excludes 0, but DeLong's p is not below {level:.2g} on every label)"
+            verdict += (
+                f" by the patients' paired interval; DeLong's per-image p is not below {level:.2g} on every label"
+            )
         diff = "" if d is None else f"{d['diff']:+.4f} ({d['ci'][0]:+.4f} to {d['ci'][1]:+.4f})"
         rows.append([str(k), r["name"], f["roc_auc"], f["pr_auc"], f["brier"], f["log_loss"], diff, p, verdict])
     return header, rows

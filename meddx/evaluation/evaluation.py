@@ -137,13 +137,13 @@ def calibrate(y_val, p_val, y_test, p_test, task: str, names: list[str], cfg: Ev
     """(calibration section, val and test probabilities after temperature scaling if asked): the temperature is
     fitted on val; the reliability of test is measured after it (and before it, as `ece_before`)."""
     calibration: dict = {"temperature": None}
-    if cfg.temperature_scaling and task != "multiclass":
-        t = fit_temperature(y_val, p_val)
+    if cfg.temperature_scaling:
+        t = fit_temperature(y_val, p_val, task)
         calibration["temperature"] = t
         calibration["ece_before"] = {
             n: reliability(y_test[:, j], p_test[:, j], cfg.calibration_bins)["ece"] for j, n in enumerate(names)
         }
-        p_val, p_test = apply_temperature(p_val, t), apply_temperature(p_test, t)
+        p_val, p_test = apply_temperature(p_val, t, task), apply_temperature(p_test, t, task)
     calibration["per_label"] = {
         n: reliability(y_test[:, j], p_test[:, j], cfg.calibration_bins) for j, n in enumerate(names)
     }

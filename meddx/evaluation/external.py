@@ -11,21 +11,24 @@ import numpy as np
 
 from meddx.config import DataConfig, validate_section
 from meddx.data.columns import image_column
+from meddx.data.leakage import overlap_with_training
 from meddx.data.manifest import read_table
 from meddx.data.medmnist import known_names
+from meddx.data.readable import drop_unreadable
 from meddx.data.readers import manifest_path, read_dataset
 from meddx.data.records import NEGATIVE_CLASS, DataSet, UnknownPositiveClass
 from meddx.data.stacks import rescale_views
 from meddx.data.tensors import stack_depth
 from meddx.errors import ConfigError, DataError
-from meddx.run import DATA, PREDICTIONS, Run, read_json
+from meddx.evaluation.new_labels import GENERIC, medmnist_numbering, run_classes, unknown_labels
+from meddx.run import PREDICTIONS, Run, read_json
 
 
 def read_external(run: Run, data: dict) -> DataSet:
     """The new data set (`data`: data-config fields over the run's), its labels in the run's order and names; one
     line naming the data when its labels are not the run's. A manifest whose labels do not read as the run's is read
     once more from the one column that holds the run's class names (`group` holding HC/PD), if there is one."""
-    fields = {**run.config.data.model_dump(), "label_names": None, "classes": _run_classes(run), **data}
+    fields = {**run.config.data.model_dump(), "label_names": None, "classes": run_classes(run), **data}
     fields = _multilabel_columns(run, data, fields)
     try:
         return _pooled(run, _read_rooted(run, data, fields))
@@ -36,6 +39,17 @@ def read_external(run: Run, data: dict) -> DataSet:
     ds = _read_rooted(run, data, {**fields, "label_column": column, "label_columns": None})
     ds.notes.append(f"labels: column '{column}', the one holding the run's class names (data.label_column)")
     return _pooled(run, ds)
+
+
+def read_checked(run: Run, data: dict, drop_overlap: bool) -> tuple[DataSet, dict]:
+    """New data read as the run's, checked against its training images (copies stop it, or with `drop_overlap` are
+    left out) and, with data["skip_unreadable"] (this call's choice), its unreadable images left out and named; the
+    check counts only the files evaluated or left out as copies."""
+    ds = read_external(run, data)
+    ds.records, check = overlap_with_training(ds.records, run.split_table(), drop_overlap, ds.origin, ds.patients_known)
+    unreadable = drop_unreadable(ds, skip=bool(data.get("skip_unreadable")))
+    check["files"] -= len(unreadable)
+    return ds, check
 
 
 def _read_rooted(run: Run, data: dict, fields: dict) -> DataSet:
@@ -90,6 +104,7 @@ def _read_as_run(run: Run, data: dict, fields: dict) -> DataSet:
             "positive_class": run.config.data.positive_class,
         }  # other names: their rule, then a mismatch
         ds = read_dataset(validate_section(DataConfig, fields, "data."))
+    unknown_labels(run, ds)
     synthetic = all(SYNTHETIC.fullmatch(n) for n in ds.label_names)  # an .npz of no known set carries no names
     if synthetic and len(ds.label_names) == len(run.label_names) and ds.task == run.task:
         ds.label_names = list(run.label_names)
@@ -172,14 +187,6 @@ def _same_source(origin, path) -> bool:
     return Path(str(origin)).resolve() == Path(str(path)).resolve()
 
 
-def _run_classes(run: Run) -> list[str] | None:
-    """The class names a run's labels came from (a binary run's both, recorded since 2026-12-07), so new data holding
-    some of them (a folder of normals only) reads; None when not known."""
-    if run.task == "multiclass":
-        return list(run.label_names)
-    return read_json(Path(run.path) / DATA).get("classes") or None if run.task == "binary" else None
-
-
 def _multilabel_columns(run: Run, data: dict, fields: dict) -> dict:
     """A multi-label run's label columns named for the reader when the new data's manifest holds them all: an `age`
     or `sex` column beside them is then left unread (for `--by sex`), not taken for a label."""
@@ -187,7 +194,8 @@ def _multilabel_columns(run: Run, data: dict, fields: dict) -> dict:
     if run.task != "multilabel" or manifest is None or {"label_column", "label_columns"} & set(data):
         return fields
     header = _first_table(manifest).columns
-    return {**fields, "label_columns": list(run.label_names)} if set(run.label_names) <= set(header) else fields
+    present = [n for n in run.label_names if n in header]  # a label this data lacks is read as unknown (NaN)
+    return {**fields, "label_columns": present} if present else fields
 
 
 def _pooled(run: Run, ds: DataSet) -> DataSet:
@@ -216,7 +224,6 @@ def _class_column(run: Run, data: dict, fields: dict) -> str | None:
 
 
 SYNTHETIC = re.compile(r"(class|label)_\d+")  # the names of an .npz's indices
-GENERIC = {"1", "true", "yes", "positive", "label", "labels", "target", "y", "outcome", "class", "diagnosis"}
 
 
 def _one_binary_label(run: Run, ds: DataSet, data: dict) -> None:
@@ -231,7 +238,7 @@ def _one_binary_label(run: Run, ds: DataSet, data: dict) -> None:
             f"'{ours}' itself, so reading '{theirs}' as it would invert the labels; leave --positive-class out"
         )
     named = len(data.get("label_columns") or []) == 1 or "positive_class" in data  # the user said which is 1
-    if not named and _medmnist_numbering(run, ds, theirs):
+    if not named and medmnist_numbering(run, ds, theirs):
         return
     others = [c for c in ds.classes if c.strip().casefold() != theirs.strip().casefold()]
     clear = (  # `1_abnormal` beside `0_normal` for a run's generic `label`; never one disease for another
@@ -243,27 +250,6 @@ def _one_binary_label(run: Run, ds: DataSet, data: dict) -> None:
     if named or clear or theirs.strip().casefold() in GENERIC:  # else a class chosen by sort order: ask
         ds.notes.append(f"this data's '{theirs}' read as the run's '{ours}' (its positive, 1)")
         ds.label_names = [ours]
-
-
-NUMBERING = "this data's classes 0 and 1 read by the run's MedMNIST numbering"
-
-
-def _medmnist_numbering(run: Run, ds: DataSet, theirs: str) -> bool:
-    """New data naming its classes 0 and 1 (folders `0/ 1/`, or a 0/1 column) for a run trained on a MedMNIST .npz:
-    MedMNIST's numbering, whose 0 may be the positive class (BreastMNIST's malignant); read so, inverted where it
-    is, and said in the notes. Whether it applied."""
-    classes = _run_classes(run) or []
-    digits = {c.strip() for c in ds.classes} <= {"0", "1"} and theirs.strip() in ("1", *GENERIC)
-    origin = str(read_json(Path(run.path) / DATA).get("origin", ""))
-    if not (origin.endswith(".npz") and len(classes) == 2 and digits):
-        return False
-    ours = run.label_names[0]
-    if classes.index(ours) == 0:  # this data's 1 is the run's negative class
-        for r in ds.records:
-            r.labels = 1 - r.labels  # unknown (NaN) stays unknown
-    ds.notes.append(f"{NUMBERING}: 0 {classes[0]}, 1 {classes[1]} (the run's positive: '{ours}')")
-    ds.label_names = [ours]
-    return True
 
 
 def _first_table(manifest: str | dict):

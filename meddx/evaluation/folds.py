@@ -15,7 +15,7 @@ from meddx.atomic import write_frame, write_text
 from meddx.config import save_config
 from meddx.errors import ConfigError
 from meddx.evaluation.ensemble import members_training
-from meddx.run import CONFIG, DATA, ENSEMBLE, PREDICTIONS, SPLIT, TRAINING, WEIGHTS, Run, write_status
+from meddx.run import CONFIG, DATA, ENSEMBLE, PREDICTIONS, SPLIT, TRAINING, WEIGHTS, Run, load_run, write_status
 from meddx.training.cv import CV, read_oof
 
 FOLD_ENSEMBLE = "ensemble"  # <cv folder>/ensemble: beside fold0..fold<k-1>, oof.csv and cv.json
@@ -24,6 +24,13 @@ FOLD_ENSEMBLE = "ensemble"  # <cv folder>/ensemble: beside fold0..fold<k-1>, oof
 def is_cv_folder(path: str | Path) -> bool:
     """Whether `path` is a `meddx cv` folder (it holds cv.json)."""
     return (Path(path) / CV).is_file()
+
+
+def folds_or_run(path: str | Path) -> Run:
+    """A run folder as it is, or a `meddx cv` folder as its fold ensemble (<cv>/ensemble, written or refreshed)."""
+    if is_cv_folder(path) and not (Path(path) / CONFIG).is_file():
+        return fold_ensemble(path)
+    return load_run(path)
 
 
 def fold_runs(cv_dir: str | Path) -> list[Run]:

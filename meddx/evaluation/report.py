@@ -17,7 +17,7 @@ from meddx.errors import ConfigError, DataError
 from meddx.evaluation.calibration import apply_temperature
 from meddx.evaluation.decision import decision_curves
 from meddx.evaluation.evaluation import decisions, evaluate_arrays
-from meddx.evaluation.external import NUMBERING
+from meddx.evaluation.new_labels import NUMBERING
 from meddx.evaluation.plots import write_figures
 from meddx.evaluation.scores import competition_for
 from meddx.evaluation.sections import report_context
@@ -47,6 +47,22 @@ def wilson(share: float, n: int, z: float = 1.96) -> tuple[float, float]:
         return 0.0, 1.0
     centre, half = share + z * z / (2 * n), z * np.sqrt(share * (1 - share) / n + z * z / (4 * n * n))
     return (centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)
+
+
+def argmax_misses(result: dict) -> dict:
+    """Multi-class: classes whose cases argmax seldom calls (VIRUS: 0.15 of them), however well their AUC ranks;
+    their balanced accuracy is the macro sensitivity."""
+    if result.get("task") != "multiclass":
+        return {}
+    per = result["model"]["per_label"]
+    low = [f"{n} {v:.2f}" for n, m in per.items() if (v := m["sensitivity"].get("value")) is not None and v < 0.5]
+    if not low:
+        return {}
+    return {
+        "warning_argmax_misses": f"argmax calls fewer than half of the cases of {', '.join(low)} (its sensitivity): "
+        "a class can rank well (ROC AUC) and still seldom be chosen over the others; the confusion matrix shows "
+        "what it is taken for, and the macro sensitivity is the balanced accuracy"
+    }
 
 
 LOOSE = 0.1  # val's own interval this wide each side: val places the threshold only roughly
@@ -189,11 +205,12 @@ def evaluate_run(
         result[competition.name] = competition.score(y, p, names, prior=prior, seed=cfg.seed)
     result["evaluated_at"] = datetime.now().isoformat(timespec="seconds")
     result |= _optimism_warnings(run, split, result["n_patients"]) | threshold_shift(result, split)
+    result |= argmax_misses(result)
     result["collapse"] = {"evaluation": result["collapse"], "training": run.training.get("collapse")}
     op = result["operating_point"]["thresholds"]
     thresholds = None if op is None else np.array([op[n] for n in names])
     if result["calibration"]["temperature"]:
-        p = apply_temperature(p, result["calibration"]["temperature"])
+        p = apply_temperature(p, result["calibration"]["temperature"], run.task)
     result["name"] = name or split
     suffix = split_suffix(name or split)  # the test split's report is the run's headline
     result["decision_curve"] = decision_curves(y, p, names)

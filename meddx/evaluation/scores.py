@@ -54,6 +54,33 @@ def pooled_scores(
     }
 
 
+def multiclass_scores(y: np.ndarray, p: np.ndarray, label_names: list[str], prior=None, seed: int = 0) -> dict:
+    """A multi-class task's pooled scores: categorical log loss, argmax accuracy and balanced accuracy (the mean of
+    the classes' recalls), one-vs-rest ROC AUCs; the prior's and uniform-random rows' log loss beside them."""
+    y, p = np.asarray(y, np.float64), np.asarray(p, np.float64)
+    truth, called = y.argmax(1), p.argmax(1)
+    recalls = [float(np.mean(called[truth == j] == j)) for j in range(y.shape[1]) if (truth == j).any()]
+    prior = y.mean(0) if prior is None else np.asarray(prior, np.float64)
+    random = np.random.default_rng(seed).random(p.shape)
+    auc = {n: float(M.roc_auc(y[:, j], p[:, j])[0]) for j, n in enumerate(label_names)}
+    return {
+        "n_samples": len(y),
+        "labels": len(label_names),
+        "task": "multiclass",
+        "model": {
+            "log_loss": float(M.categorical_log_loss(y, p)[0]),
+            "accuracy": float(np.mean(called == truth)),
+            "balanced_accuracy": float(np.mean(recalls)),
+            "mean_roc_auc": float(np.nanmean(list(auc.values()))),
+            "per_label_roc_auc": auc,
+        },
+        "baselines": {
+            "prior": {"log_loss": float(M.categorical_log_loss(y, np.broadcast_to(prior, p.shape))[0])},
+            "random": {"log_loss": float(M.categorical_log_loss(y, random / random.sum(1, keepdims=True))[0])},
+        },
+    }
+
+
 @dataclass
 class Competition:
     """A competition's score for the runs it applies to, and how its table reads in a report."""
@@ -102,8 +129,12 @@ def score_cv(cv_dir: str | Path) -> dict:
     frame, names = read_oof(cv_dir)
     y, p, prior = oof_arrays(frame, names)
     info = json.loads((cv_dir / CV).read_text())
-    competition = competition_for(Run(cv_dir / info["runs"][0]))
-    scores = competition.score(y, p, names, prior=prior) if competition else pooled_scores(y, p, names, prior)
+    first = Run(cv_dir / info["runs"][0])
+    competition = competition_for(first)
+    if competition:
+        scores = competition.score(y, p, names, prior=prior)
+    else:  # a multi-class task's classes are one choice per row: categorical log loss and argmax accuracy
+        scores = (multiclass_scores if first.task == "multiclass" else pooled_scores)(y, p, names, prior)
     result = {**scores, "folds": info["folds"], "runs": info["runs"]}
     result["model"]["name"] = info["model"]["name"]
     write_text(cv_dir / CV, json.dumps(result, indent=2))

@@ -158,6 +158,11 @@ class Predictor:
         else:
             raise ConfigError(f"{self.path}: neither a model package (labels.json) nor a run folder (config.yaml)")
 
+    @property
+    def shown_thresholds(self) -> dict | None:
+        """The thresholds decisions use; none for a multi-class model, which decides by argmax (0.5 was listed)."""
+        return None if self.task == "multiclass" else self.thresholds
+
     @cached_property
     def torch_model(self) -> torch.nn.Module:
         """The PyTorch model rebuilt from the config, weights loaded with weights_only=True (no pickle execution); a
@@ -187,7 +192,7 @@ class Predictor:
             "backend": self.backend,
             "task": self.task,
             "labels": self.labels,
-            "thresholds": self.thresholds,
+            "thresholds": self.shown_thresholds,
             "operating_point": self.rule,
             "grad_cam": self.has_weights,
             "input": {
@@ -253,7 +258,7 @@ class Predictor:
         out = {
             "probabilities": probs,
             "decisions": decisions,
-            "thresholds": self.thresholds,
+            "thresholds": self.shown_thresholds,
             "operating_point": self.rule,
             "domain": prepared.domain,
             "backend": self.backend,

@@ -1,0 +1,56 @@
+"""How new data's labels meet a run's (`meddx evaluate RUN --data OTHER`): the run's classes, MedMNIST's 0/1
+numbering for a run trained on an .npz, and a multi-label run's labels the new data has no column for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from meddx.data.records import DataSet
+from meddx.run import DATA, Run, read_json
+
+
+def run_classes(run: Run) -> list[str] | None:
+    """The class names a run's labels came from (a binary run's both, recorded since 2026-12-07), so new data holding
+    some of them (a folder of normals only) reads; None when not known."""
+    if run.task == "multiclass":
+        return list(run.label_names)
+    return read_json(Path(run.path) / DATA).get("classes") or None if run.task == "binary" else None
+
+
+GENERIC = {"1", "true", "yes", "positive", "label", "labels", "target", "y", "outcome", "class", "diagnosis"}
+
+
+NUMBERING = "this data's classes 0 and 1 read by the run's MedMNIST numbering"
+
+
+def medmnist_numbering(run: Run, ds: DataSet, theirs: str) -> bool:
+    """New data naming its classes 0 and 1 (folders `0/ 1/`, or a 0/1 column) for a run trained on a MedMNIST .npz:
+    MedMNIST's numbering, whose 0 may be the positive class (BreastMNIST's malignant); read so, inverted where it
+    is, and said in the notes. Whether it applied."""
+    classes = run_classes(run) or []
+    digits = {c.strip() for c in ds.classes} <= {"0", "1"} and theirs.strip() in ("1", *GENERIC)
+    origin = str(read_json(Path(run.path) / DATA).get("origin", ""))
+    if not (origin.endswith(".npz") and len(classes) == 2 and digits):
+        return False
+    ours = run.label_names[0]
+    if classes.index(ours) == 0:  # this data's 1 is the run's negative class
+        for r in ds.records:
+            r.labels = 1 - r.labels  # unknown (NaN) stays unknown
+    ds.notes.append(f"{NUMBERING}: 0 {classes[0]}, 1 {classes[1]} (the run's positive: '{ours}')")
+    ds.label_names = [ours]
+    return True
+
+
+def unknown_labels(run: Run, ds: DataSet) -> None:
+    """A multi-label run's labels this data has no column for: unknown (NaN) on every row, so the others are scored,
+    said in the notes."""
+    missing = [n for n in run.label_names if n not in ds.label_names]
+    if run.task != "multilabel" or ds.task == "multiclass" or not missing or len(missing) == len(run.label_names):
+        return  # (one 0/1 column reads as a binary task: one of the run's labels, the rest unknown)
+    where = {n: ds.label_names.index(n) for n in run.label_names if n in ds.label_names}
+    for r in ds.records:
+        r.labels = np.array([r.labels[where[n]] if n in where else np.nan for n in run.label_names], np.float32)
+    ds.label_names, ds.task = list(run.label_names), "multilabel"
+    ds.notes.append(f"no column for label(s) {missing}: unknown on every row, left out of their figures")
