@@ -44,10 +44,17 @@ def medmnist_numbering(run: Run, ds: DataSet, theirs: str) -> bool:
 
 
 def unknown_labels(run: Run, ds: DataSet) -> None:
-    """A multi-label run's labels this data has no column for: unknown (NaN) on every row, so the others are scored,
-    said in the notes."""
+    """A multi-label image run's labels this data's manifest has no column for: unknown (NaN) on every row, so the
+    others are scored, said in the notes (reports, whose label sets are a competition's round, must match)."""
     missing = [n for n in run.label_names if n not in ds.label_names]
-    if run.task != "multilabel" or ds.task == "multiclass" or not missing or len(missing) == len(run.label_names):
+    sequences = any(r.tokens is not None for r in ds.records[:1])
+    if (
+        run.task != "multilabel"
+        or ds.task == "multiclass"
+        or sequences
+        or not missing
+        or len(missing) == len(run.label_names)
+    ):
         return  # (one 0/1 column reads as a binary task: one of the run's labels, the rest unknown)
     where = {n: ds.label_names.index(n) for n in run.label_names if n in ds.label_names}
     for r in ds.records:

@@ -169,7 +169,8 @@ def check_input(
     elif correlation < floor:
         warnings.append(
             f"the layout is unlike the training scans (correlation {correlation:.2f} with the average training "
-            f"scan; training scans reach {stats['correlation']['min']:.2f}): another body part or view?"
+            f"scan; training scans reach {stats['correlation']['min']:.2f}, flagged below {floor:.2f}): another body "
+            "part or view?"
         )
     if distance > limit:
         warnings.append(
