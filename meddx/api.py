@@ -149,11 +149,11 @@ def predict(run: Run | str | Path, inputs: list, root: str | Path | None = None)
     A `meddx cv` folder predicts as its fold ensemble (written, or refreshed, in <cv>/ensemble); `root`: the folder a
     CSV's relative image paths start from (default: the CSV's own)."""
     from meddx.data.records import Record
-    from meddx.evaluation.folds import fold_ensemble, is_cv_folder
+    from meddx.evaluation.folds import fold_ensemble, is_folds_only
     from meddx.evaluation.operating import with_decisions
 
     path = run.path if isinstance(run, Run) else Path(run)
-    if is_cv_folder(path) and not (path / "config.yaml").is_file():  # a `meddx cv` folder: its fold ensemble
+    if is_folds_only(path):  # a `meddx cv` folder: its fold ensemble
         run = path = fold_ensemble(path).path
     if any(isinstance(x, Record) for x in inputs):
         return (run if isinstance(run, Run) else load_run(run)).predict(inputs)

@@ -26,11 +26,14 @@ def is_cv_folder(path: str | Path) -> bool:
     return (Path(path) / CV).is_file()
 
 
+def is_folds_only(path: str | Path) -> bool:
+    """A `meddx cv` folder that is no run folder itself: it stands for its fold ensemble."""
+    return is_cv_folder(path) and not (Path(path) / CONFIG).is_file()
+
+
 def folds_or_run(path: str | Path) -> Run:
     """A run folder as it is, or a `meddx cv` folder as its fold ensemble (<cv>/ensemble, written or refreshed)."""
-    if is_cv_folder(path) and not (Path(path) / CONFIG).is_file():
-        return fold_ensemble(path)
-    return load_run(path)
+    return fold_ensemble(path) if is_folds_only(path) else load_run(path)
 
 
 def fold_runs(cv_dir: str | Path) -> list[Run]:

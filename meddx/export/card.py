@@ -77,9 +77,9 @@ def _other_data(run: Run) -> list[str]:
     """The card's lines on data from elsewhere (`meddx evaluate RUN --data OTHER`): each evaluation's data and
     figures, so a reader sees how the model did beyond its own test split."""
     lines, latest, headline = [], {}, read_json(run.path / "metrics.json").get("operating_point", {}).get("rule")
-    found = sorted(run.path.glob("metrics-*.json"), key=lambda f: f.stat().st_mtime)  # the latest last
-    for path in sorted(found, key=lambda f: f.name == f"metrics-{read_json(f).get('split')}.json"):  # the own last
-        metrics = read_json(path)  # what-ifs at another operating point, and subgroup reports, are not the figures
+    found = [(path, read_json(path)) for path in run.path.glob("metrics-*.json")]
+    found.sort(key=lambda f: (f[0].name == f"metrics-{f[1].get('split')}.json", f[0].stat().st_mtime))  # own, latest
+    for _, metrics in found:  # what-ifs at another operating point, and subgroup reports, are not the figures
         if not metrics.get("subgroups") and metrics.get("operating_point", {}).get("rule") == headline:
             latest[metrics.get("split")] = metrics
     for source in sorted((run.path / PREDICTIONS).glob("*.data.json")):

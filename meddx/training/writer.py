@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import BasePredictionWriter
+from pytorch_lightning.callbacks import BasePredictionWriter, Timer
 
 from meddx.atomic import save_torch, write_frame, write_text
 from meddx.config import RunConfig, save_config
@@ -128,7 +128,7 @@ class RunWriter(pl.Callback):
 def _out_of_time(trainer, max_minutes: float | None) -> float | None:
     """The time limit in minutes (train.max_minutes: the plan's budget, or the user's) when it ended training before
     its last epoch and before early stopping; else None."""
-    timer = next((c for c in trainer.callbacks if type(c).__name__ == "Timer"), None)
+    timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
     ran_out = timer is not None and max_minutes and timer.time_remaining() is not None and timer.time_remaining() <= 0
     return max_minutes if ran_out and trainer.current_epoch < (trainer.max_epochs or 0) else None
 
