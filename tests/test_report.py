@@ -332,6 +332,18 @@ def test_a_threshold_that_does_not_transfer_is_warned():
     many = {**row, "val_positives": 600, "val_negatives": 500}  # a large val places it well: not the cause
     own = threshold_shift({**result, "tradeoff": {"PNEUMONIA": [many]}}, "test")["warning_threshold_shift"]
     assert "the test split's scores sit elsewhere than val's" in own and "val is small" not in own
+    # 600 val scans of 6 patients are 6 draws, not 600: val's interval is wide again, so val is blamed
+    counts = {"PNEUMONIA": (6, 5)}
+    own = threshold_shift({**result, "tradeoff": {"PNEUMONIA": [many]}}, "test", counts)["warning_threshold_shift"]
+    assert "val is small enough to be the cause" in own
+
+
+def test_val_patients_count_each_patient_once_per_side():
+    from meddx.evaluation.report import val_patients
+
+    y = np.array([[1.0, 0.0], [1.0, np.nan], [0.0, 1.0], [0.0, 0.0]])
+    counts = val_patients(y, np.array(["a", "a", "b", "c"]), ["x", "z"])
+    assert counts == {"x": (1, 2), "z": (1, 2)}  # 'a' twice positive is one patient; an unknown label is neither
 
 
 def test_a_custom_operating_point_has_its_tradeoff_row_and_its_threshold_shift_warning():

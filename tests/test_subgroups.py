@@ -94,9 +94,7 @@ def test_subgroups_on_the_terminal():
         "M": {"samples": 5}}}  # fmt: skip
     lines = subgroup_lines(sub).splitlines()
     assert lines[0] == "subgroups by sex:" and lines[1] == "  F: 40 samples, ROC AUC 0.900 (0.800-0.950)"
-    assert lines[2] == "  M: 5 samples, too few to score (too small)" and lines[3].startswith(
-        "Fewer than two subgroups"
-    )
+    assert lines[2] == "  M: 5 samples, not scored (too small)" and lines[3].startswith("Fewer than two subgroups")
 
 
 def test_a_column_of_one_value_per_sample_is_said_to_group_nothing():
@@ -183,3 +181,17 @@ def test_a_subgroup_of_one_class_keeps_its_sensitivity_and_says_why_it_has_no_au
     line = next(line for line in subgroup_lines(out).splitlines() if "bacteria" in line)
     assert line.startswith("  bacteria: 60 samples, one class only, ROC AUC undefined; sensitivity 0.")
     assert "largest_gap" not in out  # one group with an AUC: undefined ones are not ranked against it
+
+
+def test_a_subgroup_whose_labels_are_all_unknown_is_unscored_not_one_class():
+    """New data lacking a label's column for one site: that site's group was called 'one class only'."""
+    from meddx.evaluation.summary import subgroup_lines
+
+    rng = np.random.default_rng(1)
+    y = np.r_[rng.integers(0, 2, 60), np.full(60, np.nan)][:, None].astype(float)
+    p = rng.random((120, 1))
+    site = np.array(["a"] * 60 + ["b"] * 60, dtype=object)
+    out = subgroup_scores(y, p, p > 0.5, "binary", ["x"], np.arange(120).astype(str), site, "site",
+                          EvaluateConfig(bootstrap=20))  # fmt: skip
+    assert out["groups"]["b"]["unscored"] == "every label unknown" and "one_class" not in out["groups"]["b"]
+    assert "b: 60 samples, not scored (every label unknown)" in subgroup_lines(out)

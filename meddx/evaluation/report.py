@@ -68,20 +68,29 @@ def argmax_misses(result: dict) -> dict:
 LOOSE = 0.1  # val's own interval this wide each side: val places the threshold only roughly
 
 
-def threshold_shift(result: dict, split: str = "") -> dict:
+def val_patients(y_val: np.ndarray, patients: np.ndarray, names: list[str]) -> dict:
+    """Per label, val's distinct patients with a positive and with a negative scan: what val's own figures rest on."""
+    y, ids = np.asarray(y_val, np.float64), np.asarray(patients).astype(str)
+    return {n: (len(set(ids[y[:, j] >= 0.5])), len(set(ids[y[:, j] < 0.5]))) for j, n in enumerate(names)}
+
+
+def threshold_shift(result: dict, split: str = "", val_counts: dict | None = None) -> dict:
     """A warning when, at the operating point chosen on val, this split's sensitivity or specificity lies far from
     val's (0.08 against 0.96), outside its interval (without intervals: on 100 patients or more) and outside val's
-    own (Wilson, on val's positives or negatives): its scores sit elsewhere, so the threshold does not transfer."""
+    own (Wilson, on val's positive or negative patients, `val_counts` per label, else its scans): its scores sit
+    elsewhere, so the threshold does not transfer."""
     rule, found, loose = result["operating_point"]["rule"], [], False
     z = NormalDist().inv_cdf(0.5 + result.get("bootstrap", {}).get("ci", 0.95) / 2)
     for label, rows in (result.get("tradeoff") or {}).items():
         row = next((r for r in rows if r.get("rule") == rule), None)
-        for what, count in (("sensitivity", "val_positives"), ("specificity", "val_negatives")) if row else ():
-            val, test, ci = row.get(f"val_{what}"), row.get(f"test_{what}"), row.get(f"test_{what}_ci")
+        for i, (what, count) in enumerate((("sensitivity", "val_positives"), ("specificity", "val_negatives"))):
+            val, test = (row or {}).get(f"val_{what}"), (row or {}).get(f"test_{what}")
             if val is None or test is None or abs(val - test) < SHIFT:
                 continue
+            ci = row.get(f"test_{what}_ci")
             beyond = not ci[0] <= val <= ci[1] if ci and None not in ci else result.get("n_patients", 0) >= 100
-            low, high = wilson(val, row[count], z) if count in row else (val, val)
+            n = min(row.get(count, np.inf), (val_counts or {}).get(label, (np.inf, np.inf))[i])
+            low, high = wilson(val, n, z) if n < np.inf else (val, val)
             if beyond and not low <= test <= high:
                 found.append(f"{label}: {what} {test:.2f} here against {val:.2f} on val")
                 loose |= (high - low) / 2 > LOOSE
@@ -196,7 +205,7 @@ def evaluate_run(
     names = run.label_names
     if not (run.path / PREDICTIONS / f"{split}.csv").is_file():
         raise DataError(f"{run.path}: no predictions for split '{split}' ({PREDICTIONS}/{split}.csv)")
-    y_val, p_val, _ = _arrays(run, "val")
+    y_val, p_val, patients_val = _arrays(run, "val")
     y, p, patients = _arrays(run, split)
     prior = run.train_prior()
     result = evaluate_arrays(y_val, p_val, y, p, patients, prior, run.task, names, cfg, split=split)
@@ -204,7 +213,9 @@ def evaluate_run(
     if competition:  # e.g. the Tianchi track: the competition's score beside its baselines
         result[competition.name] = competition.score(y, p, names, prior=prior, seed=cfg.seed)
     result["evaluated_at"] = datetime.now().isoformat(timespec="seconds")
-    result |= _optimism_warnings(run, split, result["n_patients"]) | threshold_shift(result, split)
+    result |= _optimism_warnings(run, split, result["n_patients"]) | threshold_shift(
+        result, split, val_patients(y_val, patients_val, names)
+    )
     result |= argmax_misses(result)
     result["collapse"] = {"evaluation": result["collapse"], "training": run.training.get("collapse")}
     op = result["operating_point"]["thresholds"]

@@ -151,7 +151,7 @@ def _subgroup_section(result: dict) -> dict | None:
     rows = [
         [g, str(r["samples"]), str(r["patients"]),
          *([*(fmt(r["figures"][k]) for k in SUBGROUP_FIGURES), *(fmt(r["label_roc_auc"][n]) for n in labels)]
-           if "figures" in r else ["too few"] * width)]
+           if "figures" in r else ["unknown" if "unknown" in r.get("unscored", "") else "too few"] * width)]
         for g, r in sub["groups"].items()
     ]  # fmt: skip
     return {"column": sub["column"], "text": subgroup_text(sub), "header": header, "rows": rows}

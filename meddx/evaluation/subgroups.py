@@ -56,6 +56,8 @@ def subgroup_scores(
         enough = m.sum() >= MIN_SAMPLES and row["patients"] >= MIN_PATIENTS
         if not enough:
             row["unscored"] = f"fewer than {MIN_SAMPLES} samples or {MIN_PATIENTS} patients"
+        elif np.isnan(y[m]).all():  # new data lacking the label's column: nothing to score, not 'one class'
+            row["unscored"] = "every label unknown"
         else:  # a group of one class (every `bacteria` case positive) keeps its sensitivity or specificity
             row["one_class"] = not 0 < np.nansum(y[m]) < np.sum(~np.isnan(y[m]))
             figures = score_with_intervals(y[m], p[m], pred[m], task, names, np.asarray(patients)[m], cfg)

@@ -84,7 +84,7 @@ def subgroup_lines(sub: dict) -> str:
     for name, group in sub["groups"].items():
         figures = group.get("figures", {})
         auc, macro = figures.get("roc_auc"), "macro " if "label_roc_auc" in group else ""
-        scored = f"{macro}ROC AUC {fmt(auc)}" if auc else f"too few to score ({group.get('unscored', 'too small')})"
+        scored = f"{macro}ROC AUC {fmt(auc)}" if auc else f"not scored ({group.get('unscored', 'too small')})"
         if group.get("one_class") and auc and auc.get("value") is None:  # every case of one class: no AUC to rank
             defined = [f"{k} {fmt(figures[k])}" for k in ("sensitivity", "specificity") if fmt(figures[k]) != "n/a"]
             scored = "one class only, ROC AUC undefined" + "".join(f"; {d}" for d in defined)
