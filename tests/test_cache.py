@@ -105,6 +105,9 @@ def test_a_bad_image_in_a_parallel_build_is_one_line(tmp_path):
     ) as e:
         decoded_images(records, prep.raw, SETTINGS, tmp_path / "cache")
     assert all(f"/{n}.png: not a readable image" in str(e.value) for n in (20, 150, 290)) and "\n" not in str(e.value)
+    with pytest.raises(DataError) as e:  # given --skip-unreadable already: the flag is not advised again
+        decoded_images(records, prep.raw, SETTINGS, tmp_path / "cache", skipping=True)
+    assert str(e.value).startswith("3 image(s) cannot be read (fix or remove them): ") and "--skip" not in str(e.value)
 
 
 @pytest.mark.parametrize("devices", [1, 2])

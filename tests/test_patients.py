@@ -55,7 +55,7 @@ def test_a_stray_name_is_its_own_patient_and_keeps_the_others_guess():
     assert "42 patients for 122 images" in note and "2 file name(s) do not follow <patient>_<number>" in note
     assert "scan.jpeg, IMG.jpeg" in note
     ids, why = _guess(names + [f"scan{c}.jpeg" for c in "abcdefgh"])  # 8 of 128: more than 5%
-    assert ids is None and "not <patient>_<number> (e.g. scana.jpeg)" in why
+    assert ids is None and "not <patient>_<number> with a digit in <patient> (e.g. scana.jpeg)" in why
     ids, _ = _guess([*names, "train/NORMAL/scan.jpeg", "test/NORMAL/scan.jpeg"])  # two images, not one patient
     assert ids[-2:] == ["file:train/NORMAL/scan.jpeg", "file:test/NORMAL/scan.jpeg"]
     batches = [f"batch{b}_{k}.png" for b in range(4) for k in range(200)]  # 4 scanner batches: refused, strays or not

@@ -49,3 +49,15 @@ def test_two_dimensional_data_is_not_decoded_for_the_volume_check(data_dir, monk
     _, check = overlap_with_training(pneumonia.records[:2000], _split_table(pneumonia.records[2000:4000]), drop=True)
     assert check["resampled_volumes"] == 0 and len(seen) <= volume_copies.PROBE
     assert "warning_resampled_copies" not in overlap_warnings(check)
+
+
+def test_identical_copies_of_the_test_volumes_are_not_also_called_resampled(data_dir):
+    """The run's own test volumes exported again byte for byte were counted twice: as its test images and as volumes
+    'at another depth or size'."""
+    from meddx.data.leakage import content_hash
+
+    small = read_medmnist(need(data_dir, "medmnist/adrenalmnist3d.npz"))
+    table = _split_table(small.records).assign(sha1=[content_hash(r) for r in small.records])
+    test = [r for r in small.records if r.split == "test"]
+    check = overlap_with_training(test, table, drop=True)[1]
+    assert check["same_as_test"] == len(test) and check["resampled_test"] == 0

@@ -62,10 +62,13 @@ def cache_key(identities: list[str], settings: dict) -> str:
     return hashlib.sha1(text.encode()).hexdigest()
 
 
-def decoded_images(records: list[Record], decode, settings: dict, folder: Path | None = None) -> Decoded | None:
+def decoded_images(
+    records: list[Record], decode, settings: dict, folder: Path | None = None, skipping: bool = False
+) -> Decoded | None:
     """Every record decoded by `decode` (record -> float32 (C, H, W)) into the cache file of these images and
     `settings`: built now by one process (others, and later runs, wait for it and then read it), or read as it is;
-    None where the cache folder cannot be written (the caller decodes as without a cache: lazily when large)."""
+    None where the cache folder cannot be written (the caller decodes as without a cache: lazily when large);
+    `skipping`: unreadable files were left out already, so a failure here is not one that flag cures."""
     import filelock
 
     keys = [identity(r) for r in records]
@@ -79,7 +82,7 @@ def decoded_images(records: list[Record], decode, settings: dict, folder: Path |
         folder.mkdir(parents=True, exist_ok=True)
         with filelock.FileLock(f"{path}.lock"):
             if not _valid(path, len(unique)):
-                _build(path, [first[k] for k in unique], decode, settings)
+                _build(path, [first[k] for k in unique], decode, settings, skipping)
     except OSError as e:  # a read-only or full disk: no cache, images decoded as without one, said once
         warnings.warn(f"decoded-image cache off ({folder}: {e.strerror or e}); decoding without it", stacklevel=2)
         return None
@@ -116,7 +119,7 @@ def _collate(items: list):
     return bad or np.stack(items)
 
 
-def _build(path: Path, records: list[Record], decode, settings: dict) -> None:
+def _build(path: Path, records: list[Record], decode, settings: dict, skipping: bool = False) -> None:
     """Decode in parallel (a DataLoader's workers, in order) into a temporary file, then rename it into place."""
     from meddx.logs import progress
 
@@ -136,9 +139,10 @@ def _build(path: Path, records: list[Record], decode, settings: dict) -> None:
             start += len(batch)
         if bad:
             shown = "; ".join(bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
-            skip = "fix or remove them, or --skip-unreadable leaves them out"
+            skip = "fix or remove them" + ("" if skipping else ", or --skip-unreadable leaves them out")
             many = f"{len(bad)} image(s) cannot be read ({skip}): {shown}"
-            raise DataError(many if len(bad) > 1 else f"{bad[0]} (--skip-unreadable leaves such files out)")
+            one = f"{bad[0]} ({'fix or remove it' if skipping else '--skip-unreadable leaves such files out'})"
+            raise DataError(many if len(bad) > 1 else one)
         out.flush()
         del out
         os.replace(tmp, path)

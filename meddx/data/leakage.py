@@ -175,9 +175,9 @@ def _drop_copies(ds: DataSet, report: LeakageReport, cfg: SplitConfig) -> Leakag
     return report
 
 
-def _own_test_copies(records: list[Record], sha1s: dict[str, str], split_table: pd.DataFrame) -> dict:
+def _own_test_copies(records: list[Record], sha1s: dict[str, str], split_table: pd.DataFrame) -> tuple[dict, set]:
     """The files that are the run's own test images again: identical (SHA-1), or re-saved, re-encoded or resized
-    (perceptual hash, confirmed by correlation); kept, counted, and each test image counted once."""
+    (perceptual hash, confirmed by correlation); kept, counted, and each test image counted once. Also their ids."""
     test = split_table[split_table["split"] == "test"]
     tested = set(test["sha1"]) if "sha1" in test else set()
     same = {r.id: sha1s[r.id] for r in records if sha1s[r.id] and sha1s[r.id] in tested}
@@ -187,7 +187,8 @@ def _own_test_copies(records: list[Record], sha1s: dict[str, str], split_table: 
         near = near_training([r for r in records if r.id not in same], hashes)[0]
     source_of = dict(zip(test["sha1"], test["source"])) if {"sha1", "source"} <= set(test) else {}
     distinct = {source_of.get(h, h) for h in same.values()} | {b for _, b in near}  # test images, each once
-    return {"same_as_test": len(same) + len(near), "same_as_test_distinct": len(distinct)}
+    found = {"same_as_test": len(same) + len(near), "same_as_test_distinct": len(distinct)}
+    return found, set(same) | {r.id for r, _ in near}
 
 
 def overlap_with_training(
@@ -209,8 +210,10 @@ def overlap_with_training(
         near, unconfirmed = near_training(rest, hashes)
     found = same + near
     copies = {r.id for r, _ in found}  # their patients are counted only among the files kept
+    own_test, test_copies = _own_test_copies([r for r in records if r.id not in copies], sha1s, split_table)
     where = dict(zip(split_table["source"], split_table["split"])) if "source" in split_table else {}
-    volumes = resampled_copies([r for r in records if r.id not in copies], list(where))  # every split: best matches
+    rest = [r for r in records if r.id not in copies | test_copies]  # a copy counted already is not 'resampled'
+    volumes = resampled_copies(rest, list(where))  # every split: best matches
     volumes, test_volumes = [v for v in volumes if where[v[1]] != "test"], sum(where[b] == "test" for _, b in volumes)
     ids = {r.patient_id for r in records if r.id not in copies} if known and patients_known else set()
     patients = sorted(ids & set(seen["patient_id"].astype(str)))
@@ -228,7 +231,7 @@ def overlap_with_training(
         "examples": [f"{r.id} = {b}" for r, b in same[:5]] + [f"{r.id} ~ {b}" for r, b in near[:5]],
         "shared_patient_ids": len(patients),
         "patients_known": bool(patients_known),  # False: no patient of this data could be matched with training's
-        **_own_test_copies([r for r in records if r.id not in copies], sha1s, split_table),
+        **own_test,
         "dropped": 0,
     }
     if found and not drop:

@@ -32,7 +32,8 @@ def ids_from_names(names: list[str]) -> tuple[list[str] | None, str]:
     matches = [regex.search(n) for n in names]
     strays = [n for n, m in zip(names, matches) if not m]
     if not names or len(strays) > MAX_STRAYS * len(names):
-        return None, f"file names are not <patient>_<number> (e.g. {strays[0]})" if names else "no file names"
+        why = f"file names are not <patient>_<number> with a digit in <patient> (e.g. {strays[0]})"
+        return None, why if names else "no file names"
     ids = _merge_extended([m.group(1) for m in matches if m])
     guessed = iter(ids)
     return [next(guessed) if m else STRAY + n for n, m in zip(names, matches)], ""

@@ -89,7 +89,9 @@ class RunDataModule(pl.LightningDataModule):
                 )
             decoded = None
             if self.cfg.data.cache:  # decoded once for every split, run and process, then read from the page cache
-                decoded = decoded_images(ds.records, self.prep.raw, decode_settings(self.prep))
+                decoded = decoded_images(
+                    ds.records, self.prep.raw, decode_settings(self.prep), skipping=self.cfg.data.skip_unreadable
+                )
             fill_statistics(self.prep, parts["train"], decoded)
             t = self.cfg.train
             shared = t.devices * t.num_nodes > 1 and decoded is not None  # one copy for all processes, not one each
