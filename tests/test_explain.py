@@ -123,3 +123,14 @@ def test_ensemble_map_is_the_weighted_mean_of_its_members_maps():
     own = [Explainer(m, prep, ["x"], "binary").maps(images, 0) for m in copy.deepcopy(members)]
     np.testing.assert_allclose(ensemble.maps(images, 0), 0.25 * own[0] + 0.75 * own[1], atol=1e-5)
     assert not np.allclose(own[0], own[1])  # the members disagree, so the mean is a real mixture
+
+
+def test_a_multiclass_gallery_picks_cases_by_the_class_called_not_by_half():
+    """A multi-class run calls a class at p 0.4 when no other class is more probable; one-vs-rest at 0.5 never did."""
+    from meddx.explain.gallery import pick_cases
+
+    y, p = np.array([1.0, 1.0, 0.0, 0.0]), np.array([0.4, 0.45, 0.35, 0.2])
+    chosen = pick_cases(y, p, 0.5, 3, called=np.array([True, False, True, False]))
+    assert list(chosen["true positives"]) == [0] and list(chosen["false negatives"]) == [1]
+    assert list(chosen["false positives"]) == [2]
+    assert not len(pick_cases(y, p, 0.5, 3)["true positives"])  # at 0.5 nothing would be called

@@ -178,6 +178,9 @@ def test_multilabel_and_multiclass_heads_on_real_xrays(data_dir, tmp_path, task)
         _, prob, name = meddx.explain_file(run, scan.source, out=tmp_path / "cam.png")
         row = run.predictions("test").set_index("id").loc[scan.id]
         assert name == max(expected, key=lambda n: row[f"p_{n}"]) and prob == pytest.approx(row[f"p_{name}"], abs=1e-4)
+        page = meddx.gallery(run, "test", k=1, out_dir=tmp_path / "gallery")  # every class, not the first only
+        assert all(f"{n}/index.html" in page.read_text() for n in expected)
+        assert all("the most probable class" in (tmp_path / "gallery" / n / "index.html").read_text() for n in expected)
     training = json.loads((run.path / "training.json").read_text())
     key = "class_weight" if task == "multiclass" else "pos_weight"
     assert len(training["loss_weights"][key]) == 3

@@ -77,7 +77,13 @@ def explain(
     scans: Annotated[
         Optional[list[Path]], typer.Argument(help="Scan files (PNG, JPEG, DICOM, NPY); omit with --gallery.")
     ] = None,
-    label: Annotated[Optional[str], typer.Option(help="Label to explain (default: the first / positive one).")] = None,
+    label: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Label to explain (default: the most probable class of a multi-class run, else the first label; "
+            "--gallery: a page per label)."
+        ),
+    ] = None,
     layer: Annotated[
         Optional[str], typer.Option(help="Target layer by name (default: the last spatial feature map).")
     ] = None,

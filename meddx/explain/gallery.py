@@ -23,9 +23,10 @@ GROUPS = (
 )
 
 
-def pick_cases(y: np.ndarray, p: np.ndarray, threshold: float, k: int) -> dict[str, np.ndarray]:
-    """Row indices of the k most telling cases in each group."""
-    pos, called = y >= 0.5, p >= threshold
+def pick_cases(y: np.ndarray, p: np.ndarray, threshold: float, k: int, called=None) -> dict[str, np.ndarray]:
+    """Row indices of the k most telling cases in each group; `called`: the decision when it is not p >= threshold
+    (a multi-class run calls the class it finds most probable)."""
+    pos, called = y >= 0.5, p >= threshold if called is None else np.asarray(called, bool)
     tp, fp, fn = np.flatnonzero(pos & called), np.flatnonzero(~pos & called), np.flatnonzero(pos & ~called)
     return {
         "true positives": tp[np.argsort(-p[tp], kind="stable")][:k],
@@ -53,23 +54,54 @@ def gallery(
     out_dir: str | Path | None = None,
     layer: str | None = None,
 ) -> Path:
-    """Write out_dir/index.html (default RUN/explain/gallery-<split>-<label>/) with scans and Grad-CAM overlays."""
+    """Write out_dir/index.html (default RUN/explain/gallery-<split>[-<label>]/) with scans and Grad-CAM overlays:
+    for `label`, or a run's only label; else one page per label (each class of a multi-class run) and an index."""
     run = run if isinstance(run, Run) else Run(run)
     explainer = Explainer.from_run(run, layer)
-    j = explainer.label_index(label)
-    name = run.label_names[j]
-    out = Path(out_dir) if out_dir else run.path / "explain" / f"gallery-{split}-{name}"
-    out.mkdir(parents=True, exist_ok=True)
+    names = run.label_names
+    names = [names[explainer.label_index(label)]] if label or len(names) == 1 else names
+    suffix = f"-{names[0]}" if len(names) == 1 else ""
+    out = Path(out_dir) if out_dir else run.path / "explain" / f"gallery-{split}{suffix}"
     preds = run.predictions(split)
-    thresholds, rule = run_operating_point(run)  # multi-class: one-vs-rest at 0.5
-    t = thresholds[name]
-    chosen = pick_cases(preds[name].to_numpy(), preds[f"p_{name}"].to_numpy(), t, k)
-    wanted = {preds["id"].iloc[i] for rows in chosen.values() for i in rows}
+    thresholds, rule = run_operating_point(run)  # multi-class: argmax
+    probs = preds[[f"p_{n}" for n in run.label_names]].to_numpy()
+    chosen = {}
+    for n in names:
+        called = probs.argmax(1) == run.label_names.index(n) if rule == "argmax" else None
+        chosen[n] = pick_cases(preds[n].to_numpy(), preds[f"p_{n}"].to_numpy(), thresholds.get(n, 0.5), k, called)
+    records = _cases(run, split, preds, chosen)
+    pages = {n: out if len(names) == 1 else out / _slug(n) for n in names}
+    for n in names:
+        point = (thresholds.get(n, 0.5), rule)
+        _page(run, explainer, split, n, point, chosen[n], preds, records, pages[n])
+    if len(names) == 1:
+        return out / "index.html"
+    e = html.escape
+    links = "".join(f"<li><a href='{_slug(n)}/index.html'>{e(n)}</a></li>" for n in names)
+    write_text(out / "index.html", f"<!doctype html><meta charset='utf-8'><title>Grad-CAM galleries: "
+               f"{e(run.path.name)}</title><h1>Grad-CAM galleries: {e(run.path.name)}, split {e(split)}</h1>"
+               f"<p>One page per label:</p><ul>{links}</ul>\n")  # fmt: skip
+    return out / "index.html"
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name) or "label"
+
+
+def _cases(run: Run, split: str, preds, chosen: dict) -> dict:
+    """The records of every case any page shows, read once; a scan no longer where it was read is one line."""
+    wanted = {preds["id"].iloc[i] for cases in chosen.values() for rows in cases.values() for i in rows}
     records = {r.id: r for r in _split_records(run, split) if r.id in wanted}
     if missing := sorted(wanted - set(records)):
         raise DataError(f"{run.path}: {len(missing)} scan(s) of split '{split}' are no longer where it was read "
                         f"(e.g. {', '.join(missing[:3])}): moved, renamed or read with other options")  # fmt: skip
-    e = html.escape
+    return records
+
+
+def _page(run: Run, explainer, split: str, name: str, point: tuple, chosen: dict, preds, records, out: Path) -> Path:
+    """One label's page: its cases in each group, the scan and its map side by side."""
+    out.mkdir(parents=True, exist_ok=True)
+    (t, rule), e = point, html.escape
     decision = "the most probable class" if rule == "argmax" else f"threshold {t:.4g} ({e(rule)}, chosen on val)"
     parts = [
         f"<!doctype html><meta charset='utf-8'><title>Grad-CAM gallery: {e(run.path.name)}</title>",
