@@ -50,6 +50,15 @@ def test_exporting_one_format_keeps_the_other_of_the_same_weights(small_run, tmp
         parity["format"] == "onnx"
         and parity["weights_sha1"] == json.loads((out / "parity-torchscript.json").read_text())["weights_sha1"]
     )
+    from meddx.errors import ConfigError
+    from meddx.serve.predictor import Predictor
+
+    assert Predictor(out).backend == "onnx"  # served by the ONNX file, checked by its own parity file
+    failed = parity | {"passed": False, "max_abs_diff": 0.5}
+    (out / "parity-onnx.json").write_text(json.dumps(failed))  # parity.json (TorchScript's) passed: not enough
+    with pytest.raises(ConfigError, match="its parity check failed"):
+        Predictor(out)
+    (out / "parity-onnx.json").write_text(json.dumps(parity))
     stale = json.loads((out / "parity-onnx.json").read_text()) | {"weights_sha1": "retrained since"}
     (out / "parity-onnx.json").write_text(json.dumps(stale))
     export_run(small_run, "torchscript", out)

@@ -62,12 +62,16 @@ def sniff(data: bytes) -> str:
     )
 
 
-def _check_parity(path: Path) -> None:
-    """A package is served only if its parity check against PyTorch passed (`meddx export` writes parity.json)."""
+def _check_parity(path: Path, fmt: str | None = None) -> None:
+    """A package is served only if its parity check against PyTorch passed (`meddx export` writes parity.json, the
+    latest export's, and parity-<format>.json); `fmt`: the check of the model file served (ONNX)."""
+    own = path / f"parity-{fmt}.json"
     try:
-        parity = json.loads((path / "parity.json").read_text())
+        parity = json.loads((own if fmt and own.is_file() else path / "parity.json").read_text())
     except (OSError, ValueError) as e:
         raise ConfigError(f"{path}: no readable parity.json ({type(e).__name__}); export the run again") from None
+    if fmt and parity.get("format", fmt) != fmt:  # an older package: parity.json describes another format only
+        raise ConfigError(f"{path}: no parity check of its {fmt} model (parity-{fmt}.json); export the run again")
     if parity.get("passed") is not True:
         raise ConfigError(
             f"{path}: its parity check failed (max difference {parity.get('max_abs_diff')}); export the run again"
@@ -111,6 +115,8 @@ class Predictor:
         if backend not in ("onnx", "pytorch"):
             raise ConfigError(f"unknown backend '{backend}': use auto, onnx or pytorch")
         self.backend, self.threads = backend, session_threads(workers)
+        if self.kind == "package" and backend == "onnx":
+            _check_parity(self.path, "onnx")  # the file served, whichever format was exported last
         if backend == "onnx":
             import onnxruntime as ort
 
