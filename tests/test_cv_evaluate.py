@@ -182,3 +182,17 @@ def test_renormalised_member_sees_its_own_normalisation():
     expected = model(norm(raw, own))
     torch.testing.assert_close(Renormalised(model, given, own)(norm(raw, given)), expected, atol=1e-4, rtol=1e-5)
     assert not torch.allclose(model(norm(raw, given)), expected, atol=1e-2)  # unadapted, the member sees other inputs
+
+
+@pytest.mark.slow
+def test_cv_takes_data_and_options_as_train_does(data_dir, tmp_path):
+    """`meddx cv` took a YAML file only; `--data` and train's recipe options now make its config as they do train's."""
+    lines = need(data_dir, R2).read_text().splitlines()
+    (tmp_path / "r2.csv").write_text("\n".join(lines[:200]) + "\n")
+    none = run_cli("cv")
+    _assert_clean_error(none, "give a YAML run config or --data")
+    proc = run_cli("cv", "--data", str(tmp_path / "r2.csv"), "--model", "textcnn", "--epochs", "1", "--folds", "2",
+                   "--output-dir", str(tmp_path / "runs"), "--name", "quick", "--set", "evaluate.bootstrap=0")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    cv = json.loads((tmp_path / "runs" / "quick" / "cv.json").read_text())
+    assert cv["folds"] == 2 and cv["model"]["name"] == "textcnn" and "out-of-fold" in proc.stdout

@@ -213,15 +213,24 @@ def ensemble(
     print_summary(api_ensemble([str(r) for r in runs], output, weights=weights, **settings))
 
 
+@with_data_options(*DATA_OPTIONS)
 def cv(
-    config: Annotated[Path, typer.Argument(help="YAML run config.")],
+    config: Annotated[Optional[Path], typer.Argument(help="YAML run config (or --data and options, as train).")] = None,
     folds: Annotated[int, typer.Option(help="Number of folds (iterative stratification).")] = 5,
+    model: Annotated[Optional[str], typer.Option(help="Registered model name (see `meddx models`).")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs.")] = None,
+    name: Annotated[Optional[str], typer.Option(help="CV folder name under output_dir.")] = None,
+    output_dir: Annotated[Optional[str], typer.Option(help="Where the CV folder goes (default runs/).")] = None,
     set_: SetOpt = None,
+    data_overrides: dict | None = None,
 ) -> None:
     """k-fold training: one run per fold, out-of-fold predictions and their scores; the folder is a fold ensemble."""
     from meddx.api import cross_validate
 
-    out = cross_validate(config, folds, **set_overrides(set_))
+    if config is None and not data_overrides.get("data.path"):
+        raise ConfigError("give a YAML run config or --data (a folder, CSV or .npz) for `meddx cv`")
+    own = given(**{"model.name": model, "train.max_epochs": epochs, "name": name, "output_dir": output_dir})
+    out = cross_validate(config, folds, **data_overrides, **own, **set_overrides(set_))
     r = json.loads((out / "cv.json").read_text())
     m, b = r["model"], r["baselines"]
     parts = [f"{k} {m[k]:.4f}" for k in ("score", "regions_mlogloss", "types_mlogloss") if k in m]  # round 2: all 3
