@@ -191,8 +191,19 @@ def test_cv_takes_data_and_options_as_train_does(data_dir, tmp_path):
     (tmp_path / "r2.csv").write_text("\n".join(lines[:200]) + "\n")
     none = run_cli("cv")
     _assert_clean_error(none, "give a YAML run config or --data")
-    proc = run_cli("cv", "--data", str(tmp_path / "r2.csv"), "--model", "textcnn", "--epochs", "1", "--folds", "2",
-                   "--output-dir", str(tmp_path / "runs"), "--name", "quick", "--set", "evaluate.bootstrap=0")  # fmt: skip
+    options = [
+        "--model",
+        "textcnn",
+        "--epochs",
+        "1",
+        "--folds",
+        "2",
+        "--name",
+        "quick",
+        "--set",
+        "evaluate.bootstrap=0",
+    ]
+    proc = run_cli("cv", "--data", str(tmp_path / "r2.csv"), "--output-dir", str(tmp_path / "runs"), *options)
     assert proc.returncode == 0, proc.stderr[-2000:]
     cv = json.loads((tmp_path / "runs" / "quick" / "cv.json").read_text())
     assert cv["folds"] == 2 and cv["model"]["name"] == "textcnn" and "out-of-fold" in proc.stdout

@@ -336,3 +336,16 @@ def test_an_npz_with_one_stray_label_is_one_line(data_dir, tmp_path):
     np.savez(tmp_path / "breastmnist.npz", **arrays)
     with pytest.raises(DataError, match=r"class '2' has 1 sample\(s\) \(train_labels\[5\]\)"):
         read_medmnist(tmp_path / "breastmnist.npz")
+
+
+def test_a_grey_ultrasound_with_a_colour_doppler_box_is_colour(data_dir, tmp_path):
+    """US1_UNCR.dcm: a grey scan whose colour box covers 5% of it passed as grey (the mean channel spread is small),
+    so a grey-trained model took it without the colour warning; grey stored as RGB stays grey."""
+    from meddx.data.images import is_colour, read_pixels
+
+    pixels, layout = read_pixels(file_record(need(data_dir, "dicom/US1_UNCR.dcm")))
+    assert layout == "hwc" and is_colour(pixels, layout)
+    grey = np.repeat(pixels.mean(-1, keepdims=True), 3, -1)
+    assert not is_colour(grey, layout)
+    jpeg = next((data_dir / "chest_xray_pneumonia_224/train/NORMAL").iterdir())  # RGB-stored grey JPEG
+    assert not is_colour(*read_pixels(file_record(jpeg)))

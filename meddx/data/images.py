@@ -275,11 +275,14 @@ def load_image(
 
 
 def is_colour(pixels: np.ndarray, layout: Layout) -> bool:
-    """True for a colour image whose channels really differ (not grey stored as RGB)."""
+    """True for a colour image whose channels really differ (not grey stored as RGB): on average, or over a region
+    (an ultrasound's colour Doppler box: 5% of the pixels of a grey scan)."""
     if layout != "hwc" or pixels.shape[-1] < 3:
         return False
     rgb = pixels[..., :3].astype(np.float32)
-    return float(np.abs(rgb - rgb.mean(-1, keepdims=True)).mean()) > 0.02 * max(float(np.abs(rgb).max()), 1e-6)
+    top = max(float(np.abs(rgb).max()), 1e-6)
+    spread = rgb.max(-1) - rgb.min(-1)
+    return float(np.abs(rgb - rgb.mean(-1, keepdims=True)).mean()) > 0.02 * top or (spread > 0.1 * top).mean() >= 0.02
 
 
 def content_hash(record: Record) -> str | None:
