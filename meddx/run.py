@@ -25,7 +25,7 @@ from meddx.data.reports import read_tianchi
 from meddx.data.sequences import SequenceDataset, Vocab, trim_padding
 from meddx.data.tensors import ImageDataset, Preprocess
 from meddx.errors import ConfigError, DataError
-from meddx.models.ensemble import ProbabilityAverage, Renormalised
+from meddx.models.ensemble import ProbabilityAverage, adapted
 from meddx.models.output import build_model, predict_proba
 from meddx.models.tta import ShiftAverage
 
@@ -217,12 +217,8 @@ class Run:
         return build_model(self.config.model, self.preprocess.channels, len(self.label_names), self.path / WEIGHTS)
 
     def _member_model(self, member: Run) -> nn.Module:
-        """A member's model fed this ensemble's inputs; a member normalised with other data-set statistics (a fold of a
-        CV folder: its own training images') maps them back to its own."""
-        if self.is_sequence or member.preprocess == self.preprocess or self.preprocess.normalize != "dataset":
-            return member.model
-        own, given = (member.preprocess.mean, member.preprocess.std), (self.preprocess.mean, self.preprocess.std)
-        return Renormalised(member.model, given, own)
+        """A member's model fed this ensemble's inputs: mapped to its own data-set statistics (a CV fold's) and size."""
+        return member.model if self.is_sequence else adapted(member.model, member.preprocess, self.preprocess)
 
     def dataset(self, inputs: list[Record | str | Path], preload: bool | None = False) -> Dataset:
         """A dataset of records or file paths prepared as this run's inputs: for sequence runs a path is a `|,|` report

@@ -197,3 +197,24 @@ def test_ensemble_of_two_runs(swa_run, data_dir, tmp_path):
         ensemble([swa_run.path, other], tmp_path / "ens2")
     proc = run_cli("ensemble", str(swa_run.path), str(other), "-o", str(tmp_path / "ens3"))
     assert proc.returncode == 2 and "split differs" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_an_ensemble_of_members_at_two_image_sizes_is_one_model(swa_run, data_dir, tmp_path):
+    """A 28 px small CNN and a 40 px one were refused ('preprocessing differs'). The ensemble now takes 28 px scans
+    (their own size) and resizes for the 40 px member as its own preprocessing does, so its predictions are the
+    members' own mean; val/test are that one model's, as `predict` and the exports give."""
+    cfg = _breast(data_dir, tmp_path, "px40", max_epochs=2, seed=1, diagnostics=False)
+    larger = meddx.train({**cfg, "data": {**cfg["data"], "image_size": 40}})
+    ens = ensemble([swa_run.path, larger.path], tmp_path / "ens", bootstrap=50)
+    assert tuple(ens.preprocess.image_size) == (28, 28)
+    col = f"p_{swa_run.label_names[0]}"
+    again = ens.predict(ens.records("test"))
+    np.testing.assert_allclose(again[col].to_numpy(), ens.predictions("test")[col].to_numpy(), atol=1e-5)
+    for split in ("val", "test"):
+        mean = (swa_run.predictions(split)[col] + larger.predictions(split)[col]) / 2
+        np.testing.assert_allclose(ens.predictions(split)[col].to_numpy(), mean.to_numpy(), atol=1e-4)
+    assert json.loads((ens.path / "metrics.json").read_text())["n_samples"] == 156
+    other = meddx.train({**cfg, "name": "sample", "data": {**cfg["data"], "normalize": "sample"}})
+    with pytest.raises(ConfigError, match=r"preprocessing \(preprocess.json: normalize\) differs"):
+        ensemble([swa_run.path, other.path], tmp_path / "ens2")

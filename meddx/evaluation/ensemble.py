@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -41,8 +42,42 @@ def _check_same(runs: list[Run]) -> None:
                 f"{r.path}: its split differs from {first.path}'s ({len(bad)} samples, e.g. {example}); "
                 "an ensemble needs runs on identical splits (same data and split.seed)"
             )
-        if not (r.path / prep_file).is_file() or json.loads((r.path / prep_file).read_text()) != prep0:
-            raise ConfigError(f"{r.path}: preprocessing ({prep_file}) differs from {first.path}'s")
+        prep = json.loads((r.path / prep_file).read_text()) if (r.path / prep_file).is_file() else None
+        if prep is None or _fixed(prep) != _fixed(prep0):
+            differ = sorted(
+                k for k in set(_fixed(prep or {})) | set(_fixed(prep0)) if (prep or {}).get(k) != prep0.get(k)
+            )
+            raise ConfigError(
+                f"{r.path}: preprocessing ({prep_file}: {', '.join(differ) or 'missing'}) differs from {first.path}'s; "
+                "members may differ in image size and data-set statistics only"
+            )
+
+
+ADAPTED = ("image_size", "mean", "std")  # what a member's model is adapted to (models/ensemble.py: adapted)
+
+
+def _fixed(prep: dict) -> dict:
+    """The preprocessing every member must share: all but image size and data-set statistics."""
+    return {k: v for k, v in prep.items() if k not in ADAPTED}
+
+
+def _lead(members: list[Run]) -> Run:
+    """The member whose preprocessing the ensemble takes: the largest image size (the others resize from it)."""
+    if members[0].is_sequence:
+        return members[0]
+    return max(members, key=lambda m: tuple(m.preprocess.image_size))
+
+
+def _input_size(lead: Run, probe: int = 20) -> tuple[int, int]:
+    """The ensemble's input size: the largest member's, or the scans' own size when every one is smaller (28 px
+    MedMNIST for members at 28 and 40 px: each member then resizes exactly as its own preprocessing does)."""
+    from meddx.data.images import load_image
+
+    prep, largest = lead.preprocess, tuple(lead.preprocess.image_size)
+    args = (prep.views, prep.view_axis, prep.channels, prep.dicom_window, prep.view_depth)
+    shapes = {load_image(r, *args).shape[1:] for r in lead.records("test")[:probe]}
+    native = shapes.pop() if len(shapes) == 1 else largest
+    return tuple(min(a, b) for a, b in zip(largest, native))
 
 
 def greedy_weights(probs: list[np.ndarray], y: np.ndarray, task: str, rounds: int = 50) -> np.ndarray:
@@ -114,11 +149,15 @@ def ensemble_runs(
     if out.exists() and any(p.name not in (MEMBERS, CONFIG, PLAN, STATUS, "meddx.log") for p in out.iterdir()):
         raise ConfigError(f"{out}: exists and is not empty; choose a new output folder")
     (out / PREDICTIONS).mkdir(parents=True, exist_ok=True)
-    for f in (CONFIG, members[0].prep_file, DATA, SPLIT, PLAN):
-        if f != PLAN or (members[0].path / f).is_file():
-            shutil.copy(members[0].path / f, out / f)
+    lead = _lead(members)
+    for f in (CONFIG, lead.prep_file, DATA, SPLIT, PLAN):
+        if f != PLAN or (lead.path / f).is_file():
+            shutil.copy(lead.path / f, out / f)
+    resized = not lead.is_sequence and any(m.preprocess.image_size != lead.preprocess.image_size for m in members)
+    if resized and (size := _input_size(lead)) != tuple(lead.preprocess.image_size):
+        replace(lead.preprocess, image_size=size).save(out / lead.prep_file)
     splits = sorted(p.stem for p in (members[0].path / PREDICTIONS).glob("*.csv"))
-    for split in splits:
+    for split in [] if resized else splits:  # members at other sizes: predicted below by the ensemble's one model
         if all((m.path / PREDICTIONS / f"{split}.csv").is_file() for m in members):
             write_frame(average_predictions(members, split, w), out / PREDICTIONS / f"{split}.csv", index=False,
                         float_format="%.9g")  # fmt: skip
@@ -129,6 +168,8 @@ def ensemble_runs(
     )
     write_text(out / TRAINING, json.dumps(members_training(members), indent=2))
     run = Run(out)
+    for split in ("val", "test") if resized else ():  # the model `predict` and exports use, not members' own files
+        run.write_predictions(split, records := run.records(split), run.predict_proba(records))
     if evaluate:
         evaluate_run(run, "test", config)
     return run

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from meddx.models.output import logits_of, probabilities
@@ -41,3 +42,23 @@ class Renormalised(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x * self.scale + self.shift)
+
+
+class Resized(nn.Module):
+    """A model trained at another image size, fed this ensemble's inputs: resized first (bilinear, antialiased, as
+    `Preprocess.resize` does; per-channel normalisation commutes with it)."""
+
+    def __init__(self, model: nn.Module, size: tuple[int, int]):
+        super().__init__()
+        self.model, self.size = model, tuple(size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(F.interpolate(x, size=self.size, mode="bilinear", antialias=True, align_corners=False))
+
+
+def adapted(model: nn.Module, own, given) -> nn.Module:
+    """A member `model` with its own preprocessing `own` (channels, size, normalisation) fed inputs prepared by
+    `given`, another member's: renormalised (data-set statistics) and resized where they differ."""
+    if given.normalize == "dataset" and (own.mean, own.std) != (given.mean, given.std):
+        model = Renormalised(model, (given.mean, given.std), (own.mean, own.std))
+    return Resized(model, own.image_size) if tuple(own.image_size) != tuple(given.image_size) else model
