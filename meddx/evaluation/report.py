@@ -189,6 +189,13 @@ def _check_operating_point(run: Run, cfg: EvaluateConfig) -> None:
         )
 
 
+def _warnings(run: Run, split: str, result: dict, val_counts: dict) -> dict:
+    """Every warning of one evaluation: what may make it optimistic, a threshold that does not transfer, classes
+    argmax seldom calls."""
+    shift = threshold_shift(result, split, val_counts)
+    return _optimism_warnings(run, split, result["n_patients"]) | shift | argmax_misses(result)
+
+
 def evaluate_run(
     run: Run | str | Path,
     split: str = "test",
@@ -213,10 +220,7 @@ def evaluate_run(
     if competition:  # e.g. the Tianchi track: the competition's score beside its baselines
         result[competition.name] = competition.score(y, p, names, prior=prior, seed=cfg.seed)
     result["evaluated_at"] = datetime.now().isoformat(timespec="seconds")
-    result |= _optimism_warnings(run, split, result["n_patients"]) | threshold_shift(
-        result, split, val_patients(y_val, patients_val, names)
-    )
-    result |= argmax_misses(result)
+    result |= _warnings(run, split, result, val_patients(y_val, patients_val, names))
     result["collapse"] = {"evaluation": result["collapse"], "training": run.training.get("collapse")}
     op = result["operating_point"]["thresholds"]
     thresholds = None if op is None else np.array([op[n] for n in names])
