@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from meddx.config import SplitConfig
+from meddx.data.crop_copies import RULE as CROP_RULE
+from meddx.data.crop_copies import cropped_copies
 from meddx.data.images import content_hash
 from meddx.data.near_duplicates import RULE as NEAR_RULE
 from meddx.data.near_duplicates import near_duplicate_pairs, near_training
@@ -191,6 +193,23 @@ def _own_test_copies(records: list[Record], sha1s: dict[str, str], split_table: 
     return found, set(same) | {r.id for r, _ in near}
 
 
+def _lookalikes(records: list[Record], where: dict[str, str]) -> dict:
+    """New data that looks like the run's images resampled (volumes at another depth or size; 2-D images cropped and
+    resized), best matches over every split: kept in the figures, counted for train/val and for its own test split."""
+    volumes, crops = resampled_copies(records, list(where)), cropped_copies(records, list(where))
+    trained = {kind: [m for m in found if where[m[1]] != "test"] for kind, found in (("v", volumes), ("c", crops))}
+    return {
+        "resampled_volumes": len(trained["v"]),  # volumes like train/val ones at another depth or size
+        "resampled_volume_rule": VOLUME_RULE if volumes else "",
+        "resampled_examples": [f"{r.id} ~ {b}" for r, b in trained["v"][:5]],
+        "resampled_test": len(volumes) - len(trained["v"]),  # the run's own test volumes at another depth or size
+        "cropped_images": len(trained["c"]),  # 2-D images like train/val ones cropped and resized
+        "cropped_rule": CROP_RULE if crops else "",
+        "cropped_examples": [f"{r.id} ~ {b}" for r, b in trained["c"][:5]],
+        "cropped_test": len(crops) - len(trained["c"]),
+    }
+
+
 def overlap_with_training(
     records: list[Record], split_table: pd.DataFrame, drop: bool, origin: str = "", patients_known: bool = True
 ) -> tuple[list[Record], dict]:
@@ -213,8 +232,7 @@ def overlap_with_training(
     own_test, test_copies = _own_test_copies([r for r in records if r.id not in copies], sha1s, split_table)
     where = dict(zip(split_table["source"], split_table["split"])) if "source" in split_table else {}
     rest = [r for r in records if r.id not in copies | test_copies]  # a copy counted already is not 'resampled'
-    volumes = resampled_copies(rest, list(where))  # every split: best matches
-    volumes, test_volumes = [v for v in volumes if where[v[1]] != "test"], sum(where[b] == "test" for _, b in volumes)
+    lookalikes = _lookalikes(rest, where)
     ids = {r.patient_id for r in records if r.id not in copies} if known and patients_known else set()
     patients = sorted(ids & set(seen["patient_id"].astype(str)))
     check = {
@@ -224,10 +242,7 @@ def overlap_with_training(
         "identical_to_training": len(same),
         "near_duplicates_of_training": len(near),
         "near_unconfirmed": unconfirmed,  # candidates whose training file is not readable here: kept, and said
-        "resampled_volumes": len(volumes),  # volumes like training ones at another depth or size: kept, and said
-        "resampled_volume_rule": VOLUME_RULE if volumes else "",
-        "resampled_examples": [f"{r.id} ~ {b}" for r, b in volumes[:5]],
-        "resampled_test": test_volumes,  # the run's own test volumes at another depth or size
+        **lookalikes,
         "examples": [f"{r.id} = {b}" for r, b in same[:5]] + [f"{r.id} ~ {b}" for r, b in near[:5]],
         "shared_patient_ids": len(patients),
         "patients_known": bool(patients_known),  # False: no patient of this data could be matched with training's

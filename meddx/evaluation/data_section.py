@@ -31,6 +31,9 @@ def leakage_text(run: Run, split: str, info: dict) -> str:
     if check.get("resampled_volumes"):
         text += f"; {check['resampled_volumes']} volume(s) look like its train/val volumes at another depth or size"
         text += " (kept: likely copies, so these figures are optimistic)"
+    if check.get("cropped_images"):
+        text += f"; {check['cropped_images']} image(s) look like its train/val images cropped and resized"
+        text += " (kept: likely copies, so these figures are optimistic)"
     if not check.get("patients_known", True):
         text += "; patients NOT checked (this data has no patient ids: each image counted as its own patient)"
     if check["shared_patient_ids"]:
@@ -42,6 +45,8 @@ def leakage_text(run: Run, split: str, info: dict) -> str:
         text += " (these figures repeat part of its test)"
     if check.get("resampled_test"):
         text += f"; {check['resampled_test']} volume(s) look like the run's own test volumes at another depth or size"
+    if check.get("cropped_test"):
+        text += f"; {check['cropped_test']} image(s) look like the run's own test images cropped and resized"
     return text
 
 

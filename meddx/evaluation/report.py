@@ -172,6 +172,13 @@ def overlap_warnings(check: dict) -> dict:
                 else ""
             )
         )
+    if crops := check.get("cropped_images"):
+        out["warning_cropped_copies"] = (
+            f"{crops} of {check['files']} image(s) of this data look like the run's train/val images cropped and "
+            f"resized ({check['cropped_rule']}; e.g. {check['cropped_examples'][0]}): the same scans, most likely "
+            "(MedMNIST sets are cut from public collections), so these figures are optimistic; kept in the figures, "
+            "since a match cannot be confirmed"
+        )
     if shared := check.get("shared_patient_ids"):
         out["warning_shared_patients"] = (
             f"{shared} patient id(s) of this data also name patients the model trained or was tuned on: if they are "

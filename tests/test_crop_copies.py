@@ -1,0 +1,47 @@
+"""New 2-D images cut from the run's training images and shrunk (a run on PneumoniaMNIST evaluated on the Kermany
+folder its 28 px images were cropped from): the whole-image hashes missed them, and the 'external' AUC (0.989) was
+scored mostly on training scans; now they are counted as likely copies, kept in the figures and warned about."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from meddx.data.crop_copies import cropped_copies
+from meddx.data.leakage import overlap_with_training
+from meddx.data.medmnist import read_medmnist
+from meddx.data.readers import read_folder
+from meddx.evaluation.report import overlap_warnings
+
+from conftest import need
+
+
+def _split_table(records) -> pd.DataFrame:
+    rows = [{"id": r.id, "patient_id": r.patient_id, "split": r.split, "source": f"{r.source}::{r.key}[{r.index}]"}
+            for r in records]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_images_cut_from_training_scans_are_counted_and_warned_not_dropped(data_dir):
+    pneumonia = read_medmnist(need(data_dir, "medmnist/pneumoniamnist.npz"))
+    kermany = read_folder(str(need(data_dir, "chest_xray_pneumonia_224")))
+    picked = [kermany.records[i] for i in np.random.default_rng(0).choice(len(kermany.records), 80, replace=False)]
+    kept, check = overlap_with_training(picked, _split_table(pneumonia.records), drop=True)
+    assert len(kept) == len(picked) and check["dropped"] == 0  # a likely copy is never dropped
+    assert check["cropped_images"] >= 0.8 * len(picked) and check["cropped_test"] == 0  # PneumoniaMNIST's test: other
+    warning = overlap_warnings(check)["warning_cropped_copies"]
+    assert warning.startswith(f"{check['cropped_images']} of 80 image(s) of this data look like the run's train/val")
+    assert "pneumoniamnist.npz::" in check["cropped_examples"][0]
+
+
+def test_other_childrens_scans_are_not_called_crops(data_dir):
+    """PneumoniaMNIST's test split (children the Kermany training folder does not hold) against that folder, and
+    against PneumoniaMNIST's own train and val: no match either way."""
+    pneumonia = read_medmnist(need(data_dir, "medmnist/pneumoniamnist.npz"))
+    test = [r for r in pneumonia.records if r.split == "test"]
+    kermany = read_folder(str(need(data_dir, "chest_xray_pneumonia_224")))
+    assert cropped_copies(test, [r.source for r in kermany.records]) == []
+    trained = _split_table([r for r in pneumonia.records if r.split != "test"])["source"].tolist()
+    assert cropped_copies(test, trained) == []
+    some_train = [r for r in pneumonia.records if r.split == "train"][:200]  # the other way round: found
+    assert len(cropped_copies(some_train, [r.source for r in kermany.records])) >= 0.8 * len(some_train)
