@@ -13,6 +13,7 @@ from scipy.stats import spearmanr
 
 from meddx.data.tensors import Preprocess
 from meddx.explain import Explainer, explain_file, find_target_layer, gallery, overlay
+from meddx.explain.gallery import pick_cases
 from meddx.export.package import check_images
 from meddx.models import MODEL_INFO, create_model, list_models
 
@@ -127,10 +128,19 @@ def test_ensemble_map_is_the_weighted_mean_of_its_members_maps():
 
 def test_a_multiclass_gallery_picks_cases_by_the_class_called_not_by_half():
     """A multi-class run calls a class at p 0.4 when no other class is more probable; one-vs-rest at 0.5 never did."""
-    from meddx.explain.gallery import pick_cases
-
     y, p = np.array([1.0, 1.0, 0.0, 0.0]), np.array([0.4, 0.45, 0.35, 0.2])
     chosen = pick_cases(y, p, 0.5, 3, called=np.array([True, False, True, False]))
     assert list(chosen["true positives"]) == [0] and list(chosen["false negatives"]) == [1]
     assert list(chosen["false positives"]) == [2]
     assert not len(pick_cases(y, p, 0.5, 3)["true positives"])  # at 0.5 nothing would be called
+
+
+def test_gallery_cases_skip_unknown_labels_and_label_folders_stay_apart():
+    """An unknown label (new data lacking its column) called positive was listed as a false positive; two labels
+    whose names make one folder name ('a+b', 'a&b') overwrote each other's page."""
+    from meddx.explain.gallery import _folders
+
+    y, p = np.array([np.nan, 0.0, 1.0]), np.array([0.9, 0.8, 0.7])
+    chosen = pick_cases(y, p, 0.5, 3)
+    assert list(chosen["false positives"]) == [1] and list(chosen["true positives"]) == [2]
+    assert _folders(["a+b", "a&b", "c/d"]) == ["a_b", "a_b-2", "c_d"]

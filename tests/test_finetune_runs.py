@@ -203,18 +203,28 @@ def test_ensemble_of_two_runs(swa_run, data_dir, tmp_path):
 def test_an_ensemble_of_members_at_two_image_sizes_is_one_model(swa_run, data_dir, tmp_path):
     """A 28 px small CNN and a 40 px one were refused ('preprocessing differs'). The ensemble now takes 28 px scans
     (their own size) and resizes for the 40 px member as its own preprocessing does, so its predictions are the
-    members' own mean; val/test are that one model's, as `predict` and the exports give."""
+    members' own; val/test are that one model's, as `predict`, Grad-CAM and the ONNX export give."""
+    from meddx.explain import explain_file
+    from meddx.export import export_run
+
     cfg = _breast(data_dir, tmp_path, "px40", max_epochs=2, seed=1, diagnostics=False)
     larger = meddx.train({**cfg, "data": {**cfg["data"], "image_size": 40}})
-    ens = ensemble([swa_run.path, larger.path], tmp_path / "ens", bootstrap=50)
-    assert tuple(ens.preprocess.image_size) == (28, 28)
-    col = f"p_{swa_run.label_names[0]}"
+    ens = ensemble([swa_run.path, larger.path], tmp_path / "ens", bootstrap=50, weights="val")
+    info = json.loads((ens.path / "ensemble.json").read_text())
+    assert tuple(ens.preprocess.image_size) == (28, 28) and info["input"]["size"] == [28, 28]
+    assert max(info["input"]["largest_gap_from_own_val_predictions"].values()) < 1e-4  # each member as it was alone
+    col, w = f"p_{swa_run.label_names[0]}", info["weights"]
     again = ens.predict(ens.records("test"))
     np.testing.assert_allclose(again[col].to_numpy(), ens.predictions("test")[col].to_numpy(), atol=1e-5)
     for split in ("val", "test"):
-        mean = (swa_run.predictions(split)[col] + larger.predictions(split)[col]) / 2
+        mean = w[0] * swa_run.predictions(split)[col] + w[1] * larger.predictions(split)[col]
         np.testing.assert_allclose(ens.predictions(split)[col].to_numpy(), mean.to_numpy(), atol=1e-4)
     assert json.loads((ens.path / "metrics.json").read_text())["n_samples"] == 156
+    scan = ens.records("test")[0]
+    path, prob, _ = explain_file(ens, scan, out=tmp_path / "cam.png", layer="features.1")  # the member's own layer name
+    assert path.is_file() and prob == pytest.approx(ens.predictions("test").set_index("id").loc[scan.id, col], abs=1e-4)
+    package = export_run(ens.path, "onnx", tmp_path / "pkg")
+    assert json.loads((package / "parity.json").read_text())["max_abs_diff"] <= 1e-4
     other = meddx.train({**cfg, "name": "sample", "data": {**cfg["data"], "normalize": "sample"}})
     with pytest.raises(ConfigError, match=r"preprocessing \(preprocess.json: normalize\) differs"):
         ensemble([swa_run.path, other.path], tmp_path / "ens2")

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import replace
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from meddx.atomic import write_frame, write_text
-from meddx.config import EvaluateConfig
+from meddx.config import EvaluateConfig, RunConfig, save_config
+from meddx.data.tensors import Preprocess
 from meddx.errors import ConfigError, DataError
 from meddx.evaluation.metrics import categorical_log_loss, mlogloss
 from meddx.evaluation.report import evaluate_run
@@ -42,42 +43,29 @@ def _check_same(runs: list[Run]) -> None:
                 f"{r.path}: its split differs from {first.path}'s ({len(bad)} samples, e.g. {example}); "
                 "an ensemble needs runs on identical splits (same data and split.seed)"
             )
-        prep = json.loads((r.path / prep_file).read_text()) if (r.path / prep_file).is_file() else None
-        if prep is None or _fixed(prep) != _fixed(prep0):
-            differ = sorted(
-                k for k in set(_fixed(prep or {})) | set(_fixed(prep0)) if (prep or {}).get(k) != prep0.get(k)
-            )
+        if not (r.path / prep_file).is_file():
+            raise ConfigError(f"{r.path}: no {prep_file}; the run did not finish training")
+        if not r.is_sequence and (differ := _differences(r.preprocess, first.preprocess)):
             raise ConfigError(
-                f"{r.path}: preprocessing ({prep_file}: {', '.join(differ) or 'missing'}) differs from {first.path}'s; "
+                f"{r.path}: preprocessing ({prep_file}: {', '.join(differ)}) differs from {first.path}'s; "
                 "members may differ in image size and data-set statistics only"
             )
+        if r.is_sequence and json.loads((r.path / prep_file).read_text()) != prep0:
+            raise ConfigError(f"{r.path}: vocabulary ({prep_file}) differs from {first.path}'s")
 
 
 ADAPTED = ("image_size", "mean", "std")  # what a member's model is adapted to (models/ensemble.py: adapted)
 
 
-def _fixed(prep: dict) -> dict:
-    """The preprocessing every member must share: all but image size and data-set statistics."""
-    return {k: v for k, v in prep.items() if k not in ADAPTED}
+def _differences(prep: Preprocess, other: Preprocess) -> list[str]:
+    """The preprocessing fields two members must share and do not: all but image size and data-set statistics."""
+    a, b = asdict(prep), asdict(other)
+    return sorted(k for k in a if k not in ADAPTED and a[k] != b[k])
 
 
 def _lead(members: list[Run]) -> Run:
     """The member whose preprocessing the ensemble takes: the largest image size (the others resize from it)."""
-    if members[0].is_sequence:
-        return members[0]
-    return max(members, key=lambda m: tuple(m.preprocess.image_size))
-
-
-def _input_size(lead: Run, probe: int = 20) -> tuple[int, int]:
-    """The ensemble's input size: the largest member's, or the scans' own size when every one is smaller (28 px
-    MedMNIST for members at 28 and 40 px: each member then resizes exactly as its own preprocessing does)."""
-    from meddx.data.images import load_image
-
-    prep, largest = lead.preprocess, tuple(lead.preprocess.image_size)
-    args = (prep.views, prep.view_axis, prep.channels, prep.dicom_window, prep.view_depth)
-    shapes = {load_image(r, *args).shape[1:] for r in lead.records("test")[:probe]}
-    native = shapes.pop() if len(shapes) == 1 else largest
-    return tuple(min(a, b) for a, b in zip(largest, native))
+    return members[0] if members[0].is_sequence else max(members, key=lambda m: tuple(m.preprocess.image_size))
 
 
 def greedy_weights(probs: list[np.ndarray], y: np.ndarray, task: str, rounds: int = 50) -> np.ndarray:
@@ -144,35 +132,64 @@ def ensemble_runs(
     if weights not in ("equal", "val"):
         raise ConfigError(f"ensemble weights '{weights}' unknown; use 'equal' or 'val'")
     _check_same(members)
-    w = val_weights(members) if weights == "val" else [1 / len(members)] * len(members)
     out = Path(output)
     if out.exists() and any(p.name not in (MEMBERS, CONFIG, PLAN, STATUS, "meddx.log") for p in out.iterdir()):
         raise ConfigError(f"{out}: exists and is not empty; choose a new output folder")
     (out / PREDICTIONS).mkdir(parents=True, exist_ok=True)
     lead = _lead(members)
-    for f in (CONFIG, lead.prep_file, DATA, SPLIT, PLAN):
-        if f != PLAN or (lead.path / f).is_file():
-            shutil.copy(lead.path / f, out / f)
+    for f, source in ((lead.prep_file, lead), (DATA, members[0]), (SPLIT, members[0]), (PLAN, members[0])):
+        if f != PLAN or (source.path / f).is_file():
+            shutil.copy(source.path / f, out / f)
+    cfg = members[0].config.model_copy(deep=True)
+    cfg.model.tta = False  # each member's model applies its own test-time augmentation
     resized = not lead.is_sequence and any(m.preprocess.image_size != lead.preprocess.image_size for m in members)
-    if resized and (size := _input_size(lead)) != tuple(lead.preprocess.image_size):
-        replace(lead.preprocess, image_size=size).save(out / lead.prep_file)
-    splits = sorted(p.stem for p in (members[0].path / PREDICTIONS).glob("*.csv"))
-    for split in [] if resized else splits:  # members at other sizes: predicted below by the ensemble's one model
-        if all((m.path / PREDICTIONS / f"{split}.csv").is_file() for m in members):
-            write_frame(average_predictions(members, split, w), out / PREDICTIONS / f"{split}.csv", index=False,
-                        float_format="%.9g")  # fmt: skip
-    combine = "mean of probabilities" if weights == "equal" else "weighted mean of probabilities, weights chosen on val"
-    write_text(
-        out / ENSEMBLE,
-        json.dumps({"members": [_member_path(m, out) for m in members], "weights": w, "combine": combine}, indent=2),
-    )
+    if resized:
+        w, extra = _resized(members, lead, out, weights, cfg)
+    else:
+        save_config(cfg, out / CONFIG)
+        w, extra = _averaged(members, out, weights)
+    _write_members(out, members, w, weights, extra)
     write_text(out / TRAINING, json.dumps(members_training(members), indent=2))
     run = Run(out)
-    for split in ("val", "test") if resized else ():  # the model `predict` and exports use, not members' own files
-        run.write_predictions(split, records := run.records(split), run.predict_proba(records))
     if evaluate:
         evaluate_run(run, "test", config)
     return run
+
+
+def _write_members(out: Path, members: list[Run], w: list[float], weights: str, extra: dict) -> None:
+    combine = "mean of probabilities" if weights == "equal" else "weighted mean of probabilities, weights chosen on val"
+    info = {"members": [_member_path(m, out) for m in members], "weights": w, "combine": combine, **extra}
+    write_text(out / ENSEMBLE, json.dumps(info, indent=2))
+
+
+def _averaged(members: list[Run], out: Path, weights: str) -> tuple[list[float], dict]:
+    """Members of one preprocessing: their own prediction files averaged, split by split."""
+    w = val_weights(members) if weights == "val" else [1 / len(members)] * len(members)
+    for split in sorted(p.stem for p in (members[0].path / PREDICTIONS).glob("*.csv")):
+        if all((m.path / PREDICTIONS / f"{split}.csv").is_file() for m in members):
+            write_frame(average_predictions(members, split, w), out / PREDICTIONS / f"{split}.csv", index=False,
+                        float_format="%.9g")  # fmt: skip
+    return w, {}
+
+
+def _resized(members: list[Run], lead: Run, out: Path, weights: str, cfg: RunConfig) -> tuple[list[float], dict]:
+    """Members at other image sizes: the ensemble's input size chosen, val and test predicted again by each adapted
+    member, weights chosen on those val predictions, their mean written; splits of other data are not carried."""
+    from meddx.evaluation.resized_members import largest_gap, member_predictions, write_input
+
+    info = write_input(lead, out / lead.prep_file)
+    height, width = info["size"]
+    cfg.data.image_size = height if height == width else None  # None: the scans' own size, as preprocess.json says
+    save_config(cfg, out / CONFIG)
+    _write_members(out, members, [1 / len(members)] * len(members), "equal", {})  # the members, to load them
+    run = Run(out)
+    (val, p_val), (test, p_test) = member_predictions(run, "val"), member_predictions(run, "test")
+    y_val = np.stack([r.labels for r in val]).astype(np.float64)
+    w = greedy_weights(p_val, y_val, run.task).tolist() if weights == "val" else [1 / len(members)] * len(members)
+    for split, records, probs in (("val", val, p_val), ("test", test, p_test)):
+        run.write_predictions(split, records, sum(wi * p for wi, p in zip(w, probs)))
+    gaps = {m.path.name: largest_gap(m, val, p, "val") for m, p in zip(members, p_val)}
+    return w, {"input": {**info, "largest_gap_from_own_val_predictions": gaps}}
 
 
 def _member_path(member: Run, out: Path) -> str:

@@ -6,6 +6,7 @@ import html
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from meddx.atomic import write_text
 from meddx.data.readers import read_dataset
@@ -14,6 +15,7 @@ from meddx.errors import DataError
 from meddx.evaluation.external import read_external
 from meddx.evaluation.operating import run_operating_point
 from meddx.explain.gradcam import Explainer, grey_png, save_png
+from meddx.logs import progress
 from meddx.run import PREDICTIONS, Run, read_json
 
 GROUPS = (
@@ -23,11 +25,15 @@ GROUPS = (
 )
 
 
-def pick_cases(y: np.ndarray, p: np.ndarray, threshold: float, k: int, called=None) -> dict[str, np.ndarray]:
-    """Row indices of the k most telling cases in each group; `called`: the decision when it is not p >= threshold
-    (a multi-class run calls the class it finds most probable)."""
-    pos, called = y >= 0.5, p >= threshold if called is None else np.asarray(called, bool)
-    tp, fp, fn = np.flatnonzero(pos & called), np.flatnonzero(~pos & called), np.flatnonzero(pos & ~called)
+def pick_cases(
+    y: np.ndarray, p: np.ndarray, threshold: float, k: int, called: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """Row indices of the k most telling cases in each group (an unknown label in none); `called`: the decision when
+    it is not p >= threshold (a multi-class run calls the class it finds most probable)."""
+    y = np.asarray(y, np.float64)
+    known, called = ~np.isnan(y), p >= threshold if called is None else np.asarray(called, bool)
+    pos, neg = known & (np.nan_to_num(y) >= 0.5), known & (np.nan_to_num(y) < 0.5)
+    tp, fp, fn = np.flatnonzero(pos & called), np.flatnonzero(neg & called), np.flatnonzero(pos & ~called)
     return {
         "true positives": tp[np.argsort(-p[tp], kind="stable")][:k],
         "false positives": fp[np.argsort(-p[fp], kind="stable")][:k],
@@ -60,7 +66,7 @@ def gallery(
     explainer = Explainer.from_run(run, layer)
     names = run.label_names
     names = [names[explainer.label_index(label)]] if label or len(names) == 1 else names
-    suffix = f"-{names[0]}" if len(names) == 1 else ""
+    suffix = f"-{_slug(names[0])}" if len(names) == 1 else ""
     out = Path(out_dir) if out_dir else run.path / "explain" / f"gallery-{split}{suffix}"
     preds = run.predictions(split)
     thresholds, rule = run_operating_point(run)  # multi-class: argmax
@@ -70,14 +76,14 @@ def gallery(
         called = probs.argmax(1) == run.label_names.index(n) if rule == "argmax" else None
         chosen[n] = pick_cases(preds[n].to_numpy(), preds[f"p_{n}"].to_numpy(), thresholds.get(n, 0.5), k, called)
     records = _cases(run, split, preds, chosen)
-    pages = {n: out if len(names) == 1 else out / _slug(n) for n in names}
-    for n in names:
+    pages = {n: out if len(names) == 1 else out / folder for n, folder in zip(names, _folders(names))}
+    for n in progress(names, f"Grad-CAM galleries of {len(names)} labels", least=4):
         point = (thresholds.get(n, 0.5), rule)
         _page(run, explainer, split, n, point, chosen[n], preds, records, pages[n])
     if len(names) == 1:
         return out / "index.html"
     e = html.escape
-    links = "".join(f"<li><a href='{_slug(n)}/index.html'>{e(n)}</a></li>" for n in names)
+    links = "".join(f"<li><a href='{pages[n].name}/index.html'>{e(n)}</a></li>" for n in names)
     write_text(out / "index.html", f"<!doctype html><meta charset='utf-8'><title>Grad-CAM galleries: "
                f"{e(run.path.name)}</title><h1>Grad-CAM galleries: {e(run.path.name)}, split {e(split)}</h1>"
                f"<p>One page per label:</p><ul>{links}</ul>\n")  # fmt: skip
@@ -85,10 +91,22 @@ def gallery(
 
 
 def _slug(name: str) -> str:
+    """A label name as a folder name: letters, digits, '-' and '_' kept, anything else '_'."""
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in name) or "label"
 
 
-def _cases(run: Run, split: str, preds, chosen: dict) -> dict:
+def _folders(names: list[str]) -> list[str]:
+    """Each label's folder, told apart when two names make one slug ('a+b' and 'a&b': a_b, a_b-2)."""
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        slug = _slug(n)
+        seen[slug] = seen.get(slug, 0) + 1
+        out.append(slug if seen[slug] == 1 else f"{slug}-{seen[slug]}")
+    return out
+
+
+def _cases(run: Run, split: str, preds: pd.DataFrame, chosen: dict) -> dict:
     """The records of every case any page shows, read once; a scan no longer where it was read is one line."""
     wanted = {preds["id"].iloc[i] for cases in chosen.values() for rows in cases.values() for i in rows}
     records = {r.id: r for r in _split_records(run, split) if r.id in wanted}
@@ -98,7 +116,17 @@ def _cases(run: Run, split: str, preds, chosen: dict) -> dict:
     return records
 
 
-def _page(run: Run, explainer, split: str, name: str, point: tuple, chosen: dict, preds, records, out: Path) -> Path:
+def _page(
+    run: Run,
+    explainer: Explainer,
+    split: str,
+    name: str,
+    point: tuple,
+    chosen: dict,
+    preds: pd.DataFrame,
+    records: dict,
+    out: Path,
+) -> Path:
     """One label's page: its cases in each group, the scan and its map side by side."""
     out.mkdir(parents=True, exist_ok=True)
     (t, rule), e = point, html.escape

@@ -16,6 +16,7 @@ from meddx.data.images import load_image
 from meddx.data.records import Record, file_record
 from meddx.data.tensors import Preprocess
 from meddx.errors import ConfigError
+from meddx.models.ensemble import core_of, without_shifts
 from meddx.models.output import probabilities
 from meddx.models.tta import without_tta
 from meddx.run import Run
@@ -90,8 +91,9 @@ class Explainer:
         from pytorch_grad_cam import GradCAM
 
         self.model, self.prep, self.labels, self.task = model.eval(), prep, labels, task
-        self.layer_name, layer_module = find_target_layer(self.model, prep.channels, tuple(prep.image_size), layer)
-        self.cam = GradCAM(model=self.model, target_layers=[layer_module], reshape_transform=token_reshape(self.model))
+        core, size = core_of(self.model)  # an ensemble member's layers lie under its resizing and renormalising
+        self.layer_name, layer_module = find_target_layer(core, prep.channels, size or tuple(prep.image_size), layer)
+        self.cam = GradCAM(model=self.model, target_layers=[layer_module], reshape_transform=token_reshape(core))
 
     @classmethod
     def for_model(
@@ -157,7 +159,9 @@ class EnsembleExplainer(Explainer):
 
     def __init__(self, ensemble: nn.Module, prep: Preprocess, labels: list[str], task: str, layer: str | None = None):
         self.model, self.prep, self.labels, self.task = ensemble.eval(), prep, labels, task
-        self.members = [Explainer(copy.deepcopy(m), prep, labels, task, layer) for m in ensemble.members]
+        self.members = [
+            Explainer(without_shifts(copy.deepcopy(m)), prep, labels, task, layer) for m in ensemble.members
+        ]
         self.weights = ensemble.weights.double().numpy()
         self.layer_name = self.members[0].layer_name
 

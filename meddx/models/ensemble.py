@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from meddx.models.output import logits_of, probabilities
+from meddx.models.tta import ShiftAverage
 
 
 class ProbabilityAverage(nn.Module):
@@ -33,7 +34,7 @@ class Renormalised(nn.Module):
 
     def __init__(self, model: nn.Module, given: tuple[list[float], list[float]], own: tuple[list[float], list[float]]):
         super().__init__()
-        self.model = model
+        self.inner = model
         g_mean, g_std = (torch.tensor(v, dtype=torch.float64) for v in given)
         o_mean, o_std = (torch.tensor(v, dtype=torch.float64) for v in own)
         # own = (raw - o_mean) / o_std with raw = given * g_std + g_mean
@@ -41,24 +42,51 @@ class Renormalised(nn.Module):
         self.register_buffer("shift", ((g_mean - o_mean) / o_std).float().view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x * self.scale + self.shift)
+        return self.inner(x * self.scale + self.shift)
 
 
 class Resized(nn.Module):
     """A model trained at another image size, fed this ensemble's inputs: resized first (bilinear, antialiased, as
-    `Preprocess.resize` does; per-channel normalisation commutes with it)."""
+    `Preprocess.resize` does; data-set normalisation commutes with it, a per-image z-score is taken again)."""
 
-    def __init__(self, model: nn.Module, size: tuple[int, int]):
+    def __init__(self, model: nn.Module, size: tuple[int, int], per_image: bool = False):
         super().__init__()
-        self.model, self.size = model, tuple(size)
+        self.inner, self.size, self.per_image = model, tuple(size), per_image
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(F.interpolate(x, size=self.size, mode="bilinear", antialias=True, align_corners=False))
+        x = F.interpolate(x, size=self.size, mode="bilinear", antialias=True, align_corners=False)
+        if self.per_image:  # as Preprocess.normalise: z(resize(z(raw))) = z(resize(raw)), resizing being linear
+            x = (x - x.mean((-2, -1), keepdim=True)) / (x.std((-2, -1), keepdim=True) + 1e-6)
+        return self.inner(x)
+
+
+ADAPTERS = (Renormalised, Resized)
 
 
 def adapted(model: nn.Module, own, given) -> nn.Module:
-    """A member `model` with its own preprocessing `own` (channels, size, normalisation) fed inputs prepared by
-    `given`, another member's: renormalised (data-set statistics) and resized where they differ."""
+    """A member `model` with its own preprocessing `own` (a `Preprocess`: size, normalisation) fed inputs prepared
+    by `given`, the ensemble's: renormalised (data-set statistics) and resized where they differ."""
     if given.normalize == "dataset" and (own.mean, own.std) != (given.mean, given.std):
         model = Renormalised(model, (given.mean, given.std), (own.mean, own.std))
-    return Resized(model, own.image_size) if tuple(own.image_size) != tuple(given.image_size) else model
+    if tuple(own.image_size) != tuple(given.image_size):
+        model = Resized(model, own.image_size, per_image=own.normalize == "sample")
+    return model
+
+
+def core_of(model: nn.Module) -> tuple[nn.Module, tuple[int, int] | None]:
+    """The model under its adapters and test-time augmentation, and the input size it takes (None: the given one);
+    Grad-CAM finds its layer there."""
+    size = None
+    while isinstance(model, (*ADAPTERS, ShiftAverage)):
+        size = model.size if isinstance(model, Resized) else size
+        model = model.inner
+    return model, size
+
+
+def without_shifts(model: nn.Module) -> nn.Module:
+    """`model` with every test-time augmentation under its adapters taken out, in place (give it a copy)."""
+    if isinstance(model, ShiftAverage):
+        return without_shifts(model.inner)
+    if isinstance(model, ADAPTERS):
+        model.inner = without_shifts(model.inner)
+    return model
