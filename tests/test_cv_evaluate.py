@@ -207,3 +207,15 @@ def test_cv_takes_data_and_options_as_train_does(data_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     cv = json.loads((tmp_path / "runs" / "quick" / "cv.json").read_text())
     assert cv["folds"] == 2 and cv["model"]["name"] == "textcnn" and "out-of-fold" in proc.stdout
+    more = [o if o != "1" else "2" for o in options]  # the same CV asked with 2 epochs: its folds are not reused
+    again = run_cli("cv", "--data", str(tmp_path / "r2.csv"), "--output-dir", str(tmp_path / "runs"), *more)
+    _assert_clean_error(again, "quick/fold0: trained with other settings (train.max_epochs: 1 then, 2 now)")
+    split = run_cli("cv", "--data", f"train={tmp_path / 'r2.csv'}", "--data", f"test={tmp_path / 'r2.csv'}")
+    _assert_clean_error(split, "cross-validation makes its own folds over all the data")
+
+
+def test_a_cv_folder_is_named_after_its_data_even_when_given_as_dot(tmp_path, monkeypatch):
+    from meddx.config import DataConfig
+
+    monkeypatch.chdir(tmp_path)
+    assert DataConfig(path=".").short_name == tmp_path.name and DataConfig(path="a b/scans.csv").short_name == "scans"

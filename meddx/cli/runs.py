@@ -222,11 +222,13 @@ def cv(
     name: Annotated[Optional[str], typer.Option(help="CV folder name under output_dir.")] = None,
     output_dir: Annotated[Optional[str], typer.Option(help="Where the CV folder goes (default runs/).")] = None,
     set_: SetOpt = None,
+    config_option: ConfigOpt = None,
     data_overrides: dict | None = None,
 ) -> None:
     """k-fold training: one run per fold, out-of-fold predictions and their scores; the folder is a fold ensemble."""
     from meddx.api import cross_validate
 
+    config = config or config_option  # `meddx cv run.yaml` or, as train, `meddx cv -c run.yaml`
     if config is None and not data_overrides.get("data.path"):
         raise ConfigError("give a YAML run config or --data (a folder, CSV or .npz) for `meddx cv`")
     own = given(**{"model.name": model, "train.max_epochs": epochs, "name": name, "output_dir": output_dir})

@@ -17,6 +17,7 @@ from meddx.errors import ConfigError, DataError
 from meddx.evaluation.calibration import apply_temperature
 from meddx.evaluation.decision import decision_curves
 from meddx.evaluation.evaluation import decisions, evaluate_arrays
+from meddx.evaluation.intervals import patient_counts
 from meddx.evaluation.new_labels import NUMBERING
 from meddx.evaluation.plots import write_figures
 from meddx.evaluation.scores import competition_for
@@ -71,7 +72,7 @@ LOOSE = 0.1  # val's own interval this wide each side: val places the threshold 
 def val_patients(y_val: np.ndarray, patients: np.ndarray, names: list[str]) -> dict:
     """Per label, val's distinct patients with a positive and with a negative scan: what val's own figures rest on."""
     y, ids = np.asarray(y_val, np.float64), np.asarray(patients).astype(str)
-    return {n: (len(set(ids[y[:, j] >= 0.5])), len(set(ids[y[:, j] < 0.5]))) for j, n in enumerate(names)}
+    return {n: patient_counts(ids, y[:, j] >= 0.5, y[:, j] < 0.5)[:2] for j, n in enumerate(names)}
 
 
 def threshold_shift(result: dict, split: str = "", val_counts: dict | None = None) -> dict:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from meddx.atomic import write_frame, write_text
-from meddx.config import RunConfig, as_config
+from meddx.config import RunConfig, as_config, load_config
 from meddx.errors import ConfigError
 from meddx.run import CONFIG, WEIGHTS, Run
 
@@ -22,7 +22,12 @@ def cross_validate(config: RunConfig | dict | str | Path, folds: int = 5, only_f
     <output_dir>/<name>/fold<k>; write oof.csv (every sample's out-of-fold prediction, its fold and the fold's training
     prior) and cv.json (folds, runs, model). Finished folds are kept, so a rerun resumes."""
     cfg = as_config(config)
-    cv_dir = Path(cfg.output_dir) / (cfg.name or f"{Path(str(cfg.data.path)).stem}-{cfg.model.name}-cv{folds}")
+    if isinstance(cfg.data.path, dict):
+        raise ConfigError(
+            "cross-validation makes its own folds over all the data: give one data path (a folder, CSV or .npz), not "
+            "split=FILE (the official test split would be trained on)"
+        )
+    cv_dir = Path(cfg.output_dir) / (cfg.name or f"{cfg.data.short_name}-{cfg.model.name}-cv{folds}")
     runs, oof = [], []
     for k in only_folds if only_folds is not None else range(folds):
         run = _fold_run(cfg, cv_dir, folds, k)
@@ -48,6 +53,8 @@ def _fold_run(cfg: RunConfig, cv_dir: Path, folds: int, k: int) -> Run:
     fold_cfg.name, fold_cfg.output_dir = f"fold{k}", str(cv_dir)
     fold_cfg.split.folds, fold_cfg.split.fold = folds, k
     folder = cv_dir / f"fold{k}"
+    if (folder / CONFIG).is_file():
+        _same_settings(folder, fold_cfg)
     if (folder / WEIGHTS).is_file():
         return Run(folder)
     from meddx.training.fit import fit  # Lightning only when a fold trains: reading CV folders stays light
@@ -56,6 +63,19 @@ def _fold_run(cfg: RunConfig, cv_dir: Path, folds: int, k: int) -> Run:
     if (folder / CONFIG).is_file():  # a fold killed or failed part way: continued from its last checkpoint
         return resume_fit(folder)
     return fit(fold_cfg, resume=folder if folder.exists() else None)
+
+
+def _same_settings(folder: Path, cfg: RunConfig) -> None:
+    """A fold trained before is reused (or resumed) only with the settings asked now, else a ConfigError naming them."""
+    sections = ("data", "split", "model", "train")
+    before, now = (c.model_dump(mode="json", include=set(sections)) for c in (load_config(folder / CONFIG), cfg))
+    differ = [f"{s}.{k}: {before[s].get(k)!r} then, {now[s][k]!r} now" for s in sections for k in now[s]
+              if before[s].get(k) != now[s][k] and k != "progress_bar"]  # fmt: skip
+    if differ:
+        raise ConfigError(
+            f"{folder}: trained with other settings ({'; '.join(differ[:3])}); give the CV another --name, or remove "
+            "that folder to train again"
+        )
 
 
 def read_oof(cv_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:

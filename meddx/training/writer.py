@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from datetime import datetime
 from pathlib import Path
@@ -50,8 +49,7 @@ def _claim_run_dir(cfg: RunConfig) -> Path:
     if cfg.name:
         name = cfg.name
     else:
-        data = cfg.data.main_path
-        name = f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', Path(data).stem)}-{cfg.model.name}-{datetime.now():%Y%m%d-%H%M%S}"
+        name = f"{cfg.data.short_name}-{cfg.model.name}-{datetime.now():%Y%m%d-%H%M%S}"
     base = Path(cfg.output_dir) / name
     try:
         base.parent.mkdir(parents=True, exist_ok=True)
