@@ -87,6 +87,9 @@ def test_a_patient_column_of_another_name_is_the_patient_not_ignored(tmp_path):
     ds = read_csv_manifest(ml, check_files=False, label_columns=["pneumonia", "bacteria", "virus"])
     assert len({r.patient_id for r in ds.records}) == 12 and ds.label_names == ["pneumonia", "bacteria", "virus"]
     assert not any("not read" in n for n in ds.notes)  # `child` was left unread: the split went by image
+    rows = [f"a{i}.png,{'' if i == 9 else f'K{i // 2:02d}'},{i % 2}" for i in range(24)]  # one blank id
+    ds = read_csv_manifest(_csv(tmp_path, "path,kit,label", rows, "blank.csv"), check_files=False)
+    assert any("column 'kit' looks like patient ids but 1 of its cells are blank" in n for n in ds.notes)
 
 
 def test_label_columns_as_people_and_excel_leave_them(tmp_path):

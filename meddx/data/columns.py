@@ -160,17 +160,23 @@ def named_patient_column(frames: dict, columns: list[str]) -> tuple[str | None, 
 
 def guess_patient_column(where: str, frames: dict, unused: list[str]) -> tuple[str | None, list[str]]:
     """(the one unread column whose values look like patient ids, notes): text ids, none blank, at least 10 of them,
-    some repeated, none holding over a quarter of the rows; (None, []) when no column or several do."""
-    found = []
+    some repeated, none holding over a quarter of the rows; (None, []) when no column or several do, with a note for
+    a column that would be the patient's but for blank cells (never dropped without a word)."""
+    found, blank = [], []
     for column in unused:
         values = _values(frames, column)
         counts = values.value_counts()
-        text = pd.to_numeric(pd.Series(counts.index), errors="coerce").isna().all()
-        if text and "" not in counts and len(counts) >= 10 and counts.max() > 1 and counts.max() <= 0.25 * len(values):
-            found.append((column, len(counts)))
+        ids = counts.drop("", errors="ignore")
+        text = pd.to_numeric(pd.Series(ids.index), errors="coerce").isna().all()
+        if text and len(ids) >= 10 and ids.max() > 1 and ids.max() <= 0.25 * len(values):
+            (blank if "" in counts else found).append((column, len(ids), int(counts.get("", 0))))
     if len(found) != 1:
-        return None, []
-    column, n = found[0]
+        return None, [
+            f"column '{c}' looks like patient ids but {b} of its cells are blank: not used for patients "
+            f"(--patient-column {c} names the blank rows)"
+            for c, _, b in blank
+        ]
+    column, n, _ = found[0]
     return column, [
         f"patient ids from column '{column}' ({n} ids, repeated like a patient's; --patient-column sets it)"
     ]

@@ -49,13 +49,15 @@ def _aligned(runs: list[Run], split: str) -> tuple[pd.DataFrame, list[np.ndarray
     cols = [f"p_{n}" for n in runs[0].label_names]
     probs = []
     for run in runs:
-        if run.label_names != runs[0].label_names:
-            raise ConfigError(f"{run.path}: labels {run.label_names} differ from {runs[0].path}'s")
         frame = run.predictions(split)
         if set(frame["id"]) != set(first["id"]) or len(frame) != len(first):
             raise ConfigError(
                 f"{run.path}: its {split} split holds other samples than {runs[0].path}'s "
                 f"({len(set(frame['id']) ^ set(first['id']))} differ); compare runs on the same test set"
+            )
+        if run.label_names != runs[0].label_names:
+            raise ConfigError(
+                f"{run.path}: labels {run.label_names} differ from {runs[0].path}'s {runs[0].label_names}"
             )
         frame = frame.set_index("id").loc[first["id"]]
         same = (frame["patient_id"].to_numpy() == first["patient_id"].to_numpy()).all()
