@@ -164,7 +164,7 @@ def test_image_cv_folds_normalised_apart_evaluate_as_their_mean(data_dir, tmp_pa
     np.testing.assert_allclose(p, np.mean(each, axis=0), atol=1e-6)  # each fold fed its own normalisation
     scans = [r.source for r in records[:5]]  # `meddx predict CVDIR` was 'not a meddx run folder': the fold ensemble
     predicted = meddx.predict(cv_dir, scans)
-    assert "error" not in predicted or (predicted["error"] == "").all()
+    assert "error" not in predicted or predicted["error"].isna().all()
     np.testing.assert_allclose(predicted["p_PD"], np.mean(each, axis=0)[:5], atol=1e-5)
 
 

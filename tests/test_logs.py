@@ -43,3 +43,18 @@ def test_tables_piped_or_logged_are_not_cut_to_80_columns():
     code = "from meddx.logs import terminal; print(terminal().width)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip() == "160", proc.stderr
+
+
+def test_the_learning_rate_finder_keeps_library_noise_off_a_notebook():
+    """`meddx.train` from Python showed torchdata's 'set_vital' and Lightning's 'no val_dataloader' warnings: the
+    learning-rate finder ran before the first Trainer installed the filter."""
+    code = (
+        "import warnings\nfrom meddx.training.trainer import quiet_lightning\n"
+        "with quiet_lightning():\n"
+        "    warnings.warn(\"'set_vital' is deprecated, please do not call\")\n"
+        "    warnings.warn('You defined a `validation_step` but have no `val_dataloader`. Skipping val loop.')\n"
+        "    warnings.warn('model collapse: every output the same')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "model collapse" in proc.stderr and "set_vital" not in proc.stderr and "val_dataloader" not in proc.stderr

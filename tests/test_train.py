@@ -109,10 +109,10 @@ def test_predict_takes_folders_and_csvs_and_gives_decisions(datscan_run, data_di
         tmp_path / "m.csv", index=False
     )
     from_csv = meddx.predict(datscan_run.path, [tmp_path / "m.csv"])
-    assert len(from_csv) == 4 and (from_csv["error"] == "").all()
+    assert len(from_csv) == 4 and from_csv["error"].isna().all()  # missing where read: df[df.error.notna()] fails
     (tmp_path / "lists").mkdir()  # a list kept apart from its scans: --root says where its paths start
     (tmp_path / "lists" / "m.csv").write_text((tmp_path / "m.csv").read_text())
-    assert (meddx.predict(datscan_run.path, [tmp_path / "lists" / "m.csv"])["error"] != "").all()
+    assert meddx.predict(datscan_run.path, [tmp_path / "lists" / "m.csv"])["error"].notna().all()
     proc = run_cli("predict", str(datscan_run.path), str(tmp_path / "lists" / "m.csv"), "--root", str(tmp_path),
                    "-o", str(tmp_path / "p.json"))  # fmt: skip
     assert proc.returncode == 0, proc.stderr

@@ -30,7 +30,7 @@ def predict(
     from meddx.api import predict as api_predict
 
     df = api_predict(run, [str(f) for f in inputs], root)
-    failed = int((df["error"] != "").sum()) if "error" in df else 0
+    failed = int(df["error"].notna().sum()) if "error" in df else 0
     records = df.to_json(orient="records", indent=2).replace("\\/", "/")  # pandas writes / as \/
     if output and (as_json or output.suffix.lower() == ".json"):
         write_text(output, records + "\n")

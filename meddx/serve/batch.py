@@ -47,7 +47,8 @@ def expand_inputs(inputs: list[str | Path], root: str | Path | None = None) -> l
 
 def predict_files(path: str | Path, inputs: list[str | Path], root: str | Path | None = None) -> pd.DataFrame:
     """One row per scan: id, p_<label>, decision (the labels called positive, or the class), the operating point,
-    in_domain and the domain warnings; `error` names a scan that could not be read; `root`: where CSV paths start."""
+    in_domain and the domain warnings; `error` names a scan that could not be read (None for one that was: select
+    failures with `frame.error.notna()`); `root`: where CSV paths start."""
     predictor = Predictor(path)
     rows = []
     for scan_id, file in expand_inputs(inputs, root):
@@ -71,9 +72,9 @@ def predict_files(path: str | Path, inputs: list[str | Path], root: str | Path |
         row["domain_warnings"] = "; ".join(out["domain"]["warnings"])
         rows.append(row)
     frame = pd.DataFrame(rows)
-    if "error" not in frame:
-        frame["error"] = ""
-    return frame.fillna({"error": ""})
+    errors = frame["error"] if "error" in frame else pd.Series([None] * len(frame), dtype=object)
+    frame["error"] = errors.astype(object).where(errors.notna(), None)  # missing where the scan was read, as pandas
+    return frame
 
 
 def short_table(frame: pd.DataFrame, width: int = 70) -> pd.DataFrame:
@@ -82,4 +83,4 @@ def short_table(frame: pd.DataFrame, width: int = 70) -> pd.DataFrame:
     for column in ("domain_warnings", "error"):
         if column in out:
             out[column] = [v if len(str(v)) <= width else str(v)[: width - 3] + "..." for v in out[column].fillna("")]
-    return out.drop(columns=[c for c in ("error",) if c in out and not (out[c] != "").any()])
+    return out.drop(columns=[c for c in ("error",) if c in out and not (out[c] != "").any()])  # "": none failed

@@ -145,6 +145,7 @@ def quiet_lightning():
     """Keep Lightning's info lines (devices, tips, checkpoint restored) off the terminal for the pilot and the
     predictions after training; warnings still show, but for the advice to sync logged values (rank 0's one-process
     pilot inside a torchrun job has nothing to sync)."""
+    quiet_third_party()  # the learning-rate finder may run before any Trainer of the run (a notebook saw its noise)
     loggers = [logging.getLogger(n) for n in LIGHTNING_LOGGERS]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
@@ -152,6 +153,7 @@ def quiet_lightning():
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="It is recommended to use `self.log")
+            warnings.filterwarnings("ignore", message="You defined a `validation_step` but have no `val_dataloader`")
             yield
     finally:
         for lg, level in zip(loggers, levels):
