@@ -135,7 +135,9 @@ def test_hand_made_abuse_gets_a_4xx_with_the_reason(client, scans):
         r = _post(client, data)
         assert r.status_code == status and reason in r.json()["detail"], (name, r.status_code, r.text)
     wrong = client.post("/predict", files={"image": ("scan.png", png, "image/png")})
-    assert wrong.status_code == 422 and "file" in wrong.text
+    assert wrong.status_code == 422 and wrong.json()["detail"].startswith("no scan uploaded: send it as a multipart")
+    cam = client.post("/predict?cam=maybe", files={"file": ("scan.png", png, "image/png")})
+    assert cam.status_code == 422 and cam.json()["detail"].startswith("query cam: ")  # one line, where and what
     two = client.post("/predict", files=[("file", ("a.png", png, "image/png")), ("file", ("b.png", png, "image/png"))])
     assert two.status_code in (200, 422), two.text  # FastAPI takes the first part of a repeated field: never a 5xx
 

@@ -99,6 +99,7 @@ def test_predict_takes_folders_and_csvs_and_gives_decisions(datscan_run, data_di
     assert rows["HC/empty.png"]["error"].endswith("empty.png: the file is empty (0 bytes)")  # not 'empty upload'
     assert '"HC/broken.png"' in proc.stdout  # slashes as written, not pandas' \/
     assert "broken.png" in rows["HC/broken.png"]["error"] and "upload" not in rows["HC/broken.png"]["error"]  # a file
+    assert list(meddx.predict(datscan_run.path, [tmp_path / "scans"]).columns)[-1] == "error"  # a failure came first
     gone = meddx.predict(datscan_run.path, [tmp_path / "gone.png"])["error"][0]
     assert gone == f"{tmp_path / 'gone.png'}: file not found (looked at {tmp_path / 'gone.png'})"
     for _, s in saved.iterrows():

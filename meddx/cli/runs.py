@@ -39,7 +39,9 @@ def train(
     ] = None,
     accelerator: Annotated[Optional[str], typer.Option(help="auto, cpu or gpu.")] = None,
     name: Annotated[Optional[str], typer.Option(help="Run folder name under output_dir.")] = None,
-    output_dir: Annotated[Optional[str], typer.Option(help="Where run folders go (default runs/).")] = None,
+    output_dir: Annotated[
+        Optional[str], typer.Option("--output-dir", "-o", help="Where run folders go (default runs/).")
+    ] = None,
     set_: SetOpt = None,
     init_from: Annotated[
         Optional[str], typer.Option(help="Run folder or local state-dict file to fine-tune from (head skipped).")
@@ -220,7 +222,9 @@ def cv(
     model: Annotated[Optional[str], typer.Option(help="Registered model name (see `meddx models`).")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs.")] = None,
     name: Annotated[Optional[str], typer.Option(help="CV folder name under output_dir.")] = None,
-    output_dir: Annotated[Optional[str], typer.Option(help="Where the CV folder goes (default runs/).")] = None,
+    output_dir: Annotated[
+        Optional[str], typer.Option("--output-dir", "-o", help="Where the CV folder goes (default runs/).")
+    ] = None,
     set_: SetOpt = None,
     config_option: ConfigOpt = None,
     data_overrides: dict | None = None,

@@ -47,7 +47,7 @@ def explore(ds: DataSet, read_images: bool = True) -> dict:
         by_hash: dict[str, list[str]] = defaultdict(list)
         for r in recs:
             if r.index is None and not Path(r.source).is_file():
-                missing.append(r.row or r.source)
+                missing.append(f"{r.row}: {r.source}" if r.row else r.source)  # where it was looked for
                 continue
             try:
                 pixels, layout = read_pixels(r)

@@ -13,6 +13,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, File, HTTPException, Query, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -82,6 +83,14 @@ def bearer_check(token: str | None):
     return check
 
 
+def request_problem(errors: list[dict]) -> str:
+    """A request FastAPI could not read, in one line: the upload's field named (curl -F image=@x.png got a list of
+    dicts), anything else as where and what."""
+    if any(tuple(e.get("loc", ())) == ("body", "file") and e.get("type") == "missing" for e in errors):
+        return "no scan uploaded: send it as a multipart form field named 'file' (curl -F file=@scan.png URL/predict)"
+    return "; ".join(f"{' '.join(str(part) for part in e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in errors)
+
+
 def create_app(
     path: str | Path,
     backend: str = "auto",
@@ -119,6 +128,10 @@ def create_app(
     @app.exception_handler(MeddxError)
     async def meddx_error(_request, exc: MeddxError):
         return JSONResponse({"detail": str(exc)}, status_code=getattr(exc, "status", 422))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request, exc: RequestValidationError):
+        return JSONResponse({"detail": request_problem(exc.errors())}, status_code=422)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> str:

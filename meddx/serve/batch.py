@@ -74,7 +74,7 @@ def predict_files(path: str | Path, inputs: list[str | Path], root: str | Path |
     frame = pd.DataFrame(rows)
     errors = frame["error"] if "error" in frame else pd.Series([None] * len(frame), dtype=object)
     frame["error"] = errors.astype(object).where(errors.notna(), None)  # missing where the scan was read, as pandas
-    return frame
+    return frame[[c for c in frame.columns if c != "error"] + ["error"]]  # last, whichever row came first
 
 
 def short_table(frame: pd.DataFrame, width: int = 70) -> pd.DataFrame:

@@ -115,8 +115,8 @@ def pretrain_images(cfg: RunConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(cfg.train.seed, verbose=False)
     sources = pc.data or [cfg.data.main_path]
-    excluded = held_out(pc.exclude_from)
-    records = [r for r in read_unlabelled(sources) if r.location not in excluded]
+    excluded, every = held_out(pc.exclude_from), read_unlabelled(sources)
+    records = [r for r in every if r.location not in excluded]
     train, val, prep = _split_images(cfg, records)
     n_val = len(val)
     module = SimCLR(
@@ -157,7 +157,8 @@ def pretrain_images(cfg: RunConfig) -> Path:
         "images": len(records),
         "val_images": n_val,
         "excluded_val_test_of": pc.exclude_from,
-        "excluded_images": len(excluded),
+        "held_out_images": len(excluded),  # the val/test images of exclude_from ...
+        "excluded_images": len(every) - len(records),  # ... and how many of them the sources held: left out
         "epochs": trainer.current_epoch,
         "initial_val_ntxent": initial,
         "final_val_ntxent": float(trainer.validate(module, val_loader, verbose=False)[0]["val_ntxent"]),
