@@ -204,6 +204,18 @@ def test_a_model_without_a_rule_gets_its_rate_from_the_finder(data_dir, tmp_path
     mine = meddx.plan({**common, "model": {"name": "efficientnet_b0"}, "train": {"lr": 0.0042}}, tmp_path / "mine")
     plan = json.loads((mine / "plan.json").read_text())
     assert plan["lr_finder"] == {} and next(c for c in plan["choices"] if c["field"] == "train.lr")["value"] == 0.0042
+    from types import SimpleNamespace
+
+    from meddx.training.autofit import _found_lr
+    from meddx.training.plan import make_plan
+
+    cfg = as_config({**common, "model": {"name": "densenet121"}, "plan": {"budget_minutes": 3}})
+    ds = read_dataset(cfg.data)
+    assign_splits(ds, cfg.split)
+    slow = make_plan(cfg, ds)  # DenseNet on 2 cores: 60 finder batches would take a third of a 3-minute budget
+    slow.pilot = {"seconds_per_train_batch": 1.0}
+    kept = _found_lr(cfg, SimpleNamespace(cfg=slow.apply(cfg)), slow)
+    assert kept.train.lr == 1e-3 and "would take 1.0 of the budget's minutes" in slow.lr_finder["skipped"]
 
 
 def test_hardware_rules_for_a_gpu_and_for_the_cpu(data_dir, monkeypatch):

@@ -15,6 +15,7 @@ from meddx.run import CONFIG, MEMBERS, PLAN, Run
 from meddx.training.datamodule import RunDataModule
 from meddx.training.distributed import grouped, is_rank_zero, match_launcher, share, start_process_group
 from meddx.training.fit import fit
+from meddx.training.lr_find import STEPS as LR_FINDER_STEPS
 from meddx.training.lr_find import find_lr
 from meddx.training.pilot import time_epoch
 from meddx.training.plan import Plan, Planner, fit_budget, make_plan, reserve_seconds
@@ -48,10 +49,10 @@ def plan_run(cfg: RunConfig) -> tuple[RunConfig, RunDataModule, Plan | None]:
     data.setup()
     if leader:
         distributed = data.cfg.train.devices * data.cfg.train.num_nodes > 1
-        if plan.lr_finder.get("wanted"):
-            data.cfg = _found_lr(cfg, data, plan)
         if cfg.plan.pilot and data.cfg.train.num_nodes == 1:  # nodes launched apart could time differently
             plan.pilot = time_epoch(data.cfg, data)
+        if plan.lr_finder.get("wanted"):  # after the pilot, which says what the finder's batches cost
+            data.cfg = _found_lr(cfg, data, plan)
         plan.pilot["data_seconds"] = round(time.perf_counter() - started, 1)
         fit_budget(plan, cfg, plan.pilot.get("steps_per_epoch", 1), time.perf_counter() - started, distributed)
         os.environ[PLAN_ENV] = json.dumps(plan.to_dict(), default=str)
@@ -67,9 +68,19 @@ def _from_rank_zero(plan: Plan | None) -> Plan | None:
     return plan if is_rank_zero() or shared is None else Plan.from_dict(json.loads(shared))
 
 
+LR_FINDER_SHARE = 0.15  # of the budget, the most the learning-rate finder's batches may take
+
+
 def _found_lr(cfg: RunConfig, data: RunDataModule, plan: Plan) -> RunConfig:
-    """The planned config with the learning-rate finder's rate (kept at the plan's start value when it finds none)."""
-    found = find_lr(data.cfg, data)
+    """The planned config with the learning-rate finder's rate (kept at the plan's start value when it finds none, or
+    when its batches, timed by the pilot, would take more than LR_FINDER_SHARE of the budget)."""
+    cost = LR_FINDER_STEPS * plan.pilot.get("seconds_per_train_batch", 0.0)
+    if cost > LR_FINDER_SHARE * plan.budget_minutes * 60:
+        plan.lr_finder["skipped"] = f"its {LR_FINDER_STEPS} batches would take {cost / 60:.1f} of the budget's minutes"
+        why = f"no rule for {data.cfg.model.name}, and the learning-rate finder's {plan.lr_finder['skipped']}: 1e-3"
+        Planner(cfg, plan).choose("train.lr", plan.value("train.lr"), why)
+        return data.cfg
+    found = find_lr(data.cfg, data, LR_FINDER_STEPS)
     plan.lr_finder.update(found)
     if found["lr"] is not None:
         why = f"Lightning's learning-rate finder over {found['steps']} batches (suggested {found['suggested']:.2g})"

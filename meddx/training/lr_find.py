@@ -16,7 +16,10 @@ MIN_LR, MAX_LR = 1e-5, 1e-1  # the range tested
 SAFE_LR = (1e-4, 1e-2)  # a suggestion is clipped into this range (the finder's curve is noisy on few steps)
 
 
-def find_lr(cfg: RunConfig, data: RunDataModule, steps: int = 60) -> dict:
+STEPS = 60  # batches at exponentially rising rates
+
+
+def find_lr(cfg: RunConfig, data: RunDataModule, steps: int = STEPS) -> dict:
     """The finder's suggestion (steepest fall of the loss over `steps` batches at exponentially rising rates), clipped
     into SAFE_LR; `lr` is None when the loss never fell."""
     pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
