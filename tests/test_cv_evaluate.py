@@ -215,7 +215,7 @@ def test_cv_takes_data_and_options_as_train_does(data_dir, tmp_path):
 
 
 def test_a_cv_folder_is_named_after_its_data_even_when_given_as_dot(tmp_path, monkeypatch):
-    from meddx.config import DataConfig
+    from meddx.config import DataConfig, data_name
 
     monkeypatch.chdir(tmp_path)
-    assert DataConfig(path=".").short_name == tmp_path.name and DataConfig(path="a b/scans.csv").short_name == "scans"
+    assert data_name(DataConfig(path=".")) == tmp_path.name and data_name(DataConfig(path="a b/scans.csv")) == "scans"

@@ -1,7 +1,15 @@
 """Validated run configuration: one pydantic model per run (`sections`), loadable from YAML and saved in the run folder
 (`files`)."""
 
-from meddx.config.files import apply_overrides, as_config, load_config, save_config, validate_config, validate_section
+from meddx.config.files import (
+    apply_overrides,
+    as_config,
+    data_name,
+    load_config,
+    save_config,
+    validate_config,
+    validate_section,
+)
 from meddx.config.pretrain import PretrainConfig
 from meddx.config.sections import (
     AugmentConfig,
@@ -28,6 +36,7 @@ __all__ = [
     "TrainConfig",
     "TricksConfig",
     "apply_overrides",
+    "data_name",
     "as_config",
     "load_config",
     "save_config",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import re
 from pathlib import Path
 from typing import TypeVar
 
@@ -11,7 +12,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from meddx.atomic import write_text
-from meddx.config.sections import RunConfig
+from meddx.config.sections import DataConfig, RunConfig
 from meddx.errors import ConfigError
 
 S = TypeVar("S", bound=BaseModel)
@@ -116,3 +117,9 @@ def save_config(config: RunConfig, path: str | Path) -> None:
 def _absolute(path: str | None) -> str | None:
     """An existing relative path as an absolute one; anything else (a bundled set's name, None) unchanged."""
     return str(Path(path).resolve()) if path and not Path(path).is_absolute() and Path(path).exists() else path
+
+
+def data_name(data: DataConfig) -> str:
+    """The data's name for a folder: the main path's stem ('.' named by its folder), safe characters only."""
+    path = Path(data.main_path)
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", path.stem or path.resolve().name) or "data"

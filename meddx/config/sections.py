@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -83,12 +81,6 @@ class DataConfig(_Section):
     def main_path(self) -> str:
         """The data path, or the first file of a {split: file} mapping (names a run, a plan, a corpus)."""
         return self.path if isinstance(self.path, str) else next(iter(self.path.values()))
-
-    @property
-    def short_name(self) -> str:
-        """The data's name for a folder: the main path's stem ('.' named by its folder), safe characters only."""
-        path = Path(self.main_path)
-        return re.sub(r"[^A-Za-z0-9_.-]+", "_", path.stem or path.resolve().name) or "data"
 
 
 class SplitConfig(_Section):

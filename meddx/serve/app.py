@@ -91,6 +91,18 @@ def request_problem(errors: list[dict]) -> str:
     return "; ".join(f"{' '.join(str(part) for part in e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in errors)
 
 
+def _one_line_errors(app: FastAPI) -> None:
+    """meddx's errors and requests FastAPI cannot read answered with one line in `detail`, never a traceback."""
+
+    @app.exception_handler(MeddxError)
+    async def meddx_error(_request, exc: MeddxError):
+        return JSONResponse({"detail": str(exc)}, status_code=getattr(exc, "status", 422))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request, exc: RequestValidationError):
+        return JSONResponse({"detail": request_problem(exc.errors())}, status_code=422)
+
+
 def create_app(
     path: str | Path,
     backend: str = "auto",
@@ -125,13 +137,7 @@ def create_app(
     app.state.predictor, app.state.batcher = predictor, batcher
     app.add_middleware(UploadLimit, max_bytes=int(max_upload_mb * 1024 * 1024))
 
-    @app.exception_handler(MeddxError)
-    async def meddx_error(_request, exc: MeddxError):
-        return JSONResponse({"detail": str(exc)}, status_code=getattr(exc, "status", 422))
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(_request, exc: RequestValidationError):
-        return JSONResponse({"detail": request_problem(exc.errors())}, status_code=422)
+    _one_line_errors(app)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> str:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from meddx.atomic import write_frame, write_text
-from meddx.config import RunConfig, as_config, load_config
+from meddx.config import RunConfig, as_config, data_name, load_config
 from meddx.errors import ConfigError
 from meddx.run import CONFIG, WEIGHTS, Run
 
@@ -27,7 +27,7 @@ def cross_validate(config: RunConfig | dict | str | Path, folds: int = 5, only_f
             "cross-validation makes its own folds over all the data: give one data path (a folder, CSV or .npz), not "
             "split=FILE (the official test split would be trained on)"
         )
-    cv_dir = Path(cfg.output_dir) / (cfg.name or f"{cfg.data.short_name}-{cfg.model.name}-cv{folds}")
+    cv_dir = Path(cfg.output_dir) / (cfg.name or f"{data_name(cfg.data)}-{cfg.model.name}-cv{folds}")
     runs, oof = [], []
     for k in only_folds if only_folds is not None else range(folds):
         run = _fold_run(cfg, cv_dir, folds, k)

@@ -15,7 +15,7 @@ import torch
 from pytorch_lightning.callbacks import BasePredictionWriter, Timer
 
 from meddx.atomic import save_torch, write_frame, write_text
-from meddx.config import RunConfig, save_config
+from meddx.config import RunConfig, data_name, save_config
 from meddx.data.records import SPLITS
 from meddx.errors import ConfigError
 from meddx.run import CHECKPOINTS, CONFIG, DATA, PLAN, PREPROCESS, SPLIT, TRAINING, VOCAB, WEIGHTS, Run, write_status
@@ -49,7 +49,7 @@ def _claim_run_dir(cfg: RunConfig) -> Path:
     if cfg.name:
         name = cfg.name
     else:
-        name = f"{cfg.data.short_name}-{cfg.model.name}-{datetime.now():%Y%m%d-%H%M%S}"
+        name = f"{data_name(cfg.data)}-{cfg.model.name}-{datetime.now():%Y%m%d-%H%M%S}"
     base = Path(cfg.output_dir) / name
     try:
         base.parent.mkdir(parents=True, exist_ok=True)
