@@ -228,3 +228,17 @@ def test_an_ensemble_of_members_at_two_image_sizes_is_one_model(swa_run, data_di
     other = meddx.train({**cfg, "name": "sample", "data": {**cfg["data"], "normalize": "sample"}})
     with pytest.raises(ConfigError, match=r"preprocessing \(preprocess.json: normalize\) differs"):
         ensemble([swa_run.path, other.path], tmp_path / "ens2")
+
+
+@pytest.mark.slow
+def test_members_smaller_than_the_scans_take_the_scans_own_size(datscan_run, data_dir, tmp_path):
+    """DaTscan slices are 109 x 91; members at 48 and 32 px with per-image z-scores. The ensemble takes 109 x 91 and
+    each member resizes and standardises from it as it did alone, so nothing is resized twice."""
+    from conftest import datscan_variant
+
+    data = {"path": str(need(data_dir, "datscan_spect_ppmi_2d")), "image_size": 32, "normalize": "sample"}
+    small = datscan_variant(data_dir, tmp_path, "px32", {"max_epochs": 1}, 0, data=data)
+    ens = ensemble([datscan_run.path, small.path], tmp_path / "ens", bootstrap=0)
+    info = json.loads((ens.path / "ensemble.json").read_text())["input"]
+    assert info["size"] == [109, 91] and "the scans' own size" in info["why"]
+    assert max(info["largest_gap_from_own_val_predictions"].values()) < 1e-3
