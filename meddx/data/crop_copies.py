@@ -2,9 +2,10 @@
 X-rays centre-cropped and resized): neither SHA-1 nor the perceptual hash of the whole image finds them. The side
 with the larger images is cut into centre crops (widths, then heights, FRACTIONS of the side), every image and crop
 averaged onto GRID^2 and z-scored; a new image and a training image that are each other's best match at
-MIN_CORRELATION or more, MIN_MARGIN above the next, look like one scan. Measured on PneumoniaMNIST against the Kermany
-training folder it was cut from: 94% of 1,000 of its train images matched, none of its 624 test images (other
-children). A match is a likely copy: kept in the figures and warned about, never dropped."""
+MIN_CORRELATION or more, MIN_MARGIN above the next, look like one scan. Measured (bench/crop_copies.py): 910 of 1,000
+Kermany scans found against a PneumoniaMNIST run's train/val, none of its 624 test scans (other children); the
+whole-image perceptual hash found none. A match is a likely copy: kept in the figures and warned about, never
+dropped."""
 
 from __future__ import annotations
 
