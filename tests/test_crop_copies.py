@@ -45,3 +45,14 @@ def test_other_childrens_scans_are_not_called_crops(data_dir):
     assert cropped_copies(test, trained) == []
     some_train = [r for r in pneumonia.records if r.split == "train"][:200]  # the other way round: found
     assert len(cropped_copies(some_train, [r.source for r in kermany.records])) >= 0.8 * len(some_train)
+
+
+def test_images_too_many_to_compare_are_said_not_looked_for(data_dir, monkeypatch):
+    """Past MAX_PAIRS the crop check is skipped for 2-D images, and the report says so; token sequences never ask."""
+    from meddx.data import crop_copies
+
+    pneumonia = read_medmnist(need(data_dir, "medmnist/pneumoniamnist.npz"))
+    monkeypatch.setattr(crop_copies, "MAX_PAIRS", 10)
+    test = [r for r in pneumonia.records if r.split == "test"][:20]
+    check = overlap_with_training(test, _split_table(pneumonia.records[:100]), drop=True)[1]
+    assert check["cropped_unchecked"] is True and check["cropped_images"] == 0

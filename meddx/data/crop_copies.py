@@ -61,14 +61,14 @@ def _signatures(planes: list[np.ndarray], fractions: tuple[float, ...]) -> torch
     return out / (out.norm(dim=2, keepdim=True) + 1e-9)
 
 
-def cropped_copies(records: list[Record], training: list[str]) -> list[tuple[Record, str]]:
+def cropped_copies(records: list[Record], training: list[str]) -> list[tuple[Record, str]] | None:
     """New 2-D images that look like one of the `training` images (split.csv sources) cropped and resized, each with
-    that image's source (one new image per training image at most); [] for volumes, token sequences, or sets too
-    large to compare."""
-    if not records or not training or len(records) * len(training) > MAX_PAIRS:
+    that image's source (one new image per training image at most); [] for volumes or token sequences, None for
+    images too many to compare (more than MAX_PAIRS pairs)."""
+    if not records or not training or not any(_plane(r) is not None for r in records[:PROBE]):
         return []
-    if not any(_plane(r) is not None for r in records[:PROBE]):
-        return []
+    if len(records) * len(training) > MAX_PAIRS:
+        return None
     new = [(r, p) for r in records if (p := _plane(r)) is not None]
     old = [(loc, p) for loc in training if (p := _plane(record_at(loc))) is not None]
     if not new or not old:

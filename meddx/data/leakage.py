@@ -197,6 +197,7 @@ def _lookalikes(records: list[Record], where: dict[str, str]) -> dict:
     """New data that looks like the run's images resampled (volumes at another depth or size; 2-D images cropped and
     resized), best matches over every split: kept in the figures, counted for train/val and for its own test split."""
     volumes, crops = resampled_copies(records, list(where)), cropped_copies(records, list(where))
+    unchecked, crops = crops is None, crops or []
     trained = {kind: [m for m in found if where[m[1]] != "test"] for kind, found in (("v", volumes), ("c", crops))}
     return {
         "resampled_volumes": len(trained["v"]),  # volumes like train/val ones at another depth or size
@@ -207,6 +208,7 @@ def _lookalikes(records: list[Record], where: dict[str, str]) -> dict:
         "cropped_rule": CROP_RULE if crops else "",
         "cropped_examples": [f"{r.id} ~ {b}" for r, b in trained["c"][:5]],
         "cropped_test": len(crops) - len(trained["c"]),
+        "cropped_unchecked": unchecked,  # 2-D images too many to compare: not looked for, and said
     }
 
 

@@ -31,6 +31,8 @@ def leakage_text(run: Run, split: str, info: dict) -> str:
     if check.get("resampled_volumes"):
         text += f"; {check['resampled_volumes']} volume(s) look like its train/val volumes at another depth or size"
         text += " (kept: likely copies, so these figures are optimistic)"
+    if check.get("cropped_unchecked"):
+        text += "; copies cut from training images not looked for (too many images to compare)"
     if check.get("cropped_images"):
         text += f"; {check['cropped_images']} image(s) look like its train/val images cropped and resized"
         text += " (kept: likely copies, so these figures are optimistic)"
