@@ -75,8 +75,11 @@ def record_actual_time(path: Path, seconds: float) -> None:
 def read_status(path: Path) -> dict:
     """status.json, with a run left 'running' by a process that no longer exists reported as interrupted."""
     p = Path(path) / STATUS
-    if not p.is_file():
-        return {"state": "complete" if (Path(path) / "metrics.json").is_file() else "unknown"}
+    if not p.is_file():  # an ensemble or an older run: its files say how far it got
+        if not (Path(path) / "metrics.json").is_file():
+            return {"state": "unknown"}
+        done = (Path(path) / "report.html").is_file()
+        return {"state": "complete"} if done else {"state": "failed", "reason": "evaluated, but no report written"}
     info = json.loads(p.read_text())
     if info.get("state") == "running" and not _alive(int(info.get("pid", 0))):
         info["state"] = "interrupted"

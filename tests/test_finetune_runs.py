@@ -220,6 +220,13 @@ def test_an_ensemble_of_members_at_two_image_sizes_is_one_model(swa_run, data_di
         mean = w[0] * swa_run.predictions(split)[col] + w[1] * larger.predictions(split)[col]
         np.testing.assert_allclose(ens.predictions(split)[col].to_numpy(), mean.to_numpy(), atol=1e-4)
     assert json.loads((ens.path / "metrics.json").read_text())["n_samples"] == 156
+    from meddx.evaluation.ensemble import against_members
+
+    line = against_members(ens)  # the weights and val beside the best member, printed by `meddx ensemble`
+    assert line.startswith("weights (chosen on val, so val favours the ensemble): swa ") and "best member" in line
+    assert "weighted mean, weights chosen on val" in (ens.path / "report.md").read_text()
+    again_of_ensemble = ensemble([ens.path, swa_run.path], tmp_path / "ens_of_ens", bootstrap=0)  # a member that is
+    assert "an ensemble itself" in (again_of_ensemble.path / "report.md").read_text()  # an ensemble: no crash
     scan = ens.records("test")[0]
     path, prob, _ = explain_file(ens, scan, out=tmp_path / "cam.png", layer="features.1")  # the member's own layer name
     assert path.is_file() and prob == pytest.approx(ens.predictions("test").set_index("id").loc[scan.id, col], abs=1e-4)

@@ -327,3 +327,14 @@ def test_a_run_stopped_by_ctrl_c_or_sigterm_is_interrupted_not_failed(tmp_path):
             raise stop()
         info = read_status(tmp_path)
         assert info["state"] == state and (state == "failed" or "--resume continues it" in info["reason"])
+
+
+def test_a_folder_evaluated_without_its_report_is_not_called_complete(tmp_path):
+    """An ensemble whose report failed to render kept metrics.json and no status.json: `meddx runs` said complete."""
+    from meddx.run import read_status
+
+    assert read_status(tmp_path)["state"] == "unknown"
+    (tmp_path / "metrics.json").write_text("{}")
+    assert read_status(tmp_path) == {"state": "failed", "reason": "evaluated, but no report written"}
+    (tmp_path / "report.html").write_text("<html></html>")
+    assert read_status(tmp_path)["state"] == "complete"

@@ -209,10 +209,13 @@ def ensemble(
 ) -> None:
     """Average k runs' probabilities and evaluate the average like one model (report, metrics.json)."""
     from meddx.api import ensemble as api_ensemble
+    from meddx.evaluation.ensemble import against_members
     from meddx.evaluation.summary import print_summary
 
     settings = given(operating_point=operating_point, bootstrap=bootstrap)
-    print_summary(api_ensemble([str(r) for r in runs], output, weights=weights, **settings))
+    run = api_ensemble([str(r) for r in runs], output, weights=weights, **settings)
+    print_summary(run)
+    typer.echo(against_members(run))
 
 
 @with_data_options(*DATA_OPTIONS)

@@ -149,7 +149,7 @@ def ensemble_runs(
         save_config(cfg, out / CONFIG)
         w, extra = _averaged(members, out, weights)
     _write_members(out, members, w, weights, extra)
-    write_text(out / TRAINING, json.dumps(members_training(members), indent=2))
+    write_text(out / TRAINING, json.dumps(members_training(members, w if weights == "val" else None), indent=2))
     run = Run(out)
     if evaluate:
         evaluate_run(run, "test", config)
@@ -198,7 +198,38 @@ def _member_path(member: Run, out: Path) -> str:
     return str(path.relative_to(out.resolve())) if path.is_relative_to(out.resolve()) else str(path)
 
 
-def members_training(members: list[Run]) -> dict:
-    """The ensemble's training.json: each member's epochs, losses and seconds, and the seconds of all of them."""
+def members_training(members: list[Run], weights: list[float] | None = None) -> dict:
+    """The ensemble's training.json: each member's epochs, losses and seconds (and weight, when chosen on val), and
+    the seconds of all of them."""
     rows = [{"run": m.path.name, **{k: m.training.get(k) for k in MEMBER_KEYS}} for m in members]
+    for row, w in zip(rows, weights or []):
+        row["weight"] = round(float(w), 4)
     return {"members": rows, "seconds": round(sum(r["seconds"] or 0 for r in rows), 1)}
+
+
+def _mean_auc(frame: pd.DataFrame, names: list[str]) -> float:
+    """Mean ROC AUC over the labels that hold both classes (one-vs-rest for a multi-class run)."""
+    from sklearn.metrics import roc_auc_score
+
+    scores = []
+    for n in names:
+        y, p = frame[n].to_numpy(np.float64), frame[f"p_{n}"].to_numpy(np.float64)
+        known = ~np.isnan(y)
+        if len(np.unique(y[known])) == 2:
+            scores.append(roc_auc_score(y[known], p[known]))
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def against_members(run: Run) -> str:
+    """One line: the weights, and the ensemble's val ROC AUC beside each member's (val chose any weights, so it
+    favours the ensemble then; test, in the report, is the fair comparison)."""
+    info = json.loads((run.path / ENSEMBLE).read_text())
+    names, members = run.label_names, run.members()
+    val = {m.path.name: _mean_auc(m.predictions("val"), names) for m in members}
+    best = max(val, key=lambda k: -1 if np.isnan(val[k]) else val[k])
+    weights = ", ".join(f"{m.path.name} {w:.2f}" for m, w in zip(members, info["weights"]))
+    chosen = "chosen on val, so val favours the ensemble" if "val" in info.get("combine", "") else "equal"
+    return (
+        f"weights ({chosen}): {weights}; val ROC AUC (mean over labels): ensemble "
+        f"{_mean_auc(run.predictions('val'), names):.3f}, best member {val[best]:.3f} ({best})"
+    )

@@ -14,6 +14,7 @@ from meddx.evaluation.plots import figure_list
 from meddx.evaluation.scores import competition_for, score_table
 from meddx.evaluation.subgroups import FIGURES as SUBGROUP_FIGURES
 from meddx.evaluation.subgroups import subgroup_text
+from meddx.evaluation.training_summary import training_summary as _training_summary
 from meddx.run import Run
 from meddx.training.collapse import collapse_message
 
@@ -213,37 +214,6 @@ def _model_section(run: Run) -> dict:
         "training": summary,
         "config": yaml.safe_dump(run.config.model_dump(mode="json"), sort_keys=False),
     }
-
-
-def _training_summary(training: dict) -> str:
-    """Best epoch, epochs, seconds and val loss before and after (for an ensemble: each member's)."""
-    if "members" in training:
-        parts = [
-            f"{m['run']}: best epoch {m['best_epoch']} of {m['epochs_run']}, val loss {m['best_val_loss']:.4f}"
-            + (" (stopped at its time limit)" if m.get("stopped_by_time_limit") else "")
-            for m in training["members"]
-        ]
-        return f"mean of {len(parts)} models ({'; '.join(parts)}); {training['seconds']} s in all"
-    tricks = training.get("tricks") or {}
-    return (
-        f"best epoch {training.get('best_epoch')} of {training.get('epochs_run')}; {training.get('seconds')} s; "
-        f"val loss {training.get('initial_val_loss') or float('nan'):.4f} untrained -> "
-        f"{training.get('best_val_loss', float('nan')):.4f}"
-        + (" (no lower than untrained: nothing learnt that val loss shows)" if _no_gain(training) else "")
-        + (
-            f"; stopped at its time limit ({limit:.2g} min: train.max_minutes, which a plan sets from its budget) "
-            "before early stopping"
-            if (limit := training.get("stopped_by_time_limit"))
-            else ""
-        )
-        + ("; options: " + ", ".join(f"{k} {v}" for k, v in tricks.items()) if tricks else "")
-        + (f"; saved weights: {training['model_pt']}" if training.get("model_pt") else "")
-    )
-
-
-def _no_gain(training: dict) -> bool:
-    first, best = training.get("initial_val_loss"), training.get("best_val_loss")
-    return first is not None and best is not None and best >= first
 
 
 def report_context(run: Run, result: dict, figures: dict[str, Path]) -> dict:

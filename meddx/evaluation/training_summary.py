@@ -1,0 +1,48 @@
+"""A run's training in one line for its report: epochs, seconds, val loss; an ensemble's members and weights."""
+
+from __future__ import annotations
+
+
+def training_summary(training: dict) -> str:
+    """Best epoch, epochs, seconds and val loss before and after (for an ensemble: each member's, with its weight when
+    the weights were chosen on val)."""
+    if "members" in training:
+        return _members(training)
+    tricks = training.get("tricks") or {}
+    return (
+        f"best epoch {training.get('best_epoch')} of {training.get('epochs_run')}; {training.get('seconds')} s; "
+        f"val loss {training.get('initial_val_loss') or float('nan'):.4f} untrained -> "
+        f"{training.get('best_val_loss', float('nan')):.4f}"
+        + (" (no lower than untrained: nothing learnt that val loss shows)" if _no_gain(training) else "")
+        + (
+            f"; stopped at its time limit ({limit:.2g} min: train.max_minutes, which a plan sets from its budget) "
+            "before early stopping"
+            if (limit := training.get("stopped_by_time_limit"))
+            else ""
+        )
+        + ("; options: " + ", ".join(f"{k} {v}" for k, v in tricks.items()) if tricks else "")
+        + (f"; saved weights: {training['model_pt']}" if training.get("model_pt") else "")
+    )
+
+
+def _members(training: dict) -> str:
+    weighted = any("weight" in m for m in training["members"])
+    parts = [
+        f"{m['run']}"
+        + (f" (weight {m['weight']:.2f})" if weighted else "")
+        + ": "
+        + (
+            "an ensemble itself"
+            if m.get("best_val_loss") is None
+            else f"best epoch {m['best_epoch']} of {m['epochs_run']}, val loss {m['best_val_loss']:.4f}"
+        )
+        + (" (stopped at its time limit)" if m.get("stopped_by_time_limit") else "")
+        for m in training["members"]
+    ]
+    how = "weighted mean, weights chosen on val (a member at 0 takes no part)," if weighted else "mean"
+    return f"{how} of {len(parts)} models ({'; '.join(parts)}); {training['seconds']} s in all"
+
+
+def _no_gain(training: dict) -> bool:
+    first, best = training.get("initial_val_loss"), training.get("best_val_loss")
+    return first is not None and best is not None and best >= first
