@@ -219,3 +219,17 @@ def test_a_cv_folder_is_named_after_its_data_even_when_given_as_dot(tmp_path, mo
 
     monkeypatch.chdir(tmp_path)
     assert data_name(DataConfig(path=".")) == tmp_path.name and data_name(DataConfig(path="a b/scans.csv")) == "scans"
+
+
+def test_a_cv_losing_to_the_prior_is_warned_and_a_binary_all_zero_is_not_shown(tmp_path):
+    from meddx.evaluation.cv_summary import cv_summary
+
+    cv = {"labels": 1, "task": "binary", "model": {"mlogloss": 0.7157, "mean_roc_auc": 0.935, "exact_match": 0.43},
+          "baselines": {"prior": {"mlogloss": 0.6261}, "all_zero": {"mlogloss": 23.52}}}  # fmt: skip
+    (tmp_path / "cv.json").write_text(json.dumps(cv))
+    line, warning = cv_summary(tmp_path)
+    assert "all-zero" not in line and "log loss 0.7157; prior 0.6261" in line
+    assert warning.startswith("out-of-fold log loss 0.7157 is no better than the prior's 0.6261") and "rank" in warning
+    cv["model"]["mlogloss"] = 0.3
+    (tmp_path / "cv.json").write_text(json.dumps(cv))
+    assert cv_summary(tmp_path)[1] is None

@@ -234,27 +234,17 @@ def cv(
 ) -> None:
     """k-fold training: one run per fold, out-of-fold predictions and their scores; the folder is a fold ensemble."""
     from meddx.api import cross_validate
+    from meddx.evaluation.cv_summary import cv_summary
 
     config = config or config_option  # `meddx cv run.yaml` or, as train, `meddx cv -c run.yaml`
     if config is None and not data_overrides.get("data.path"):
         raise ConfigError("give a YAML run config or --data (a folder, CSV or .npz) for `meddx cv`")
     own = given(**{"model.name": model, "train.max_epochs": epochs, "name": name, "output_dir": output_dir})
     out = cross_validate(config, folds, **data_overrides, **own, **set_overrides(set_))
-    r = json.loads((out / "cv.json").read_text())
-    m, b = r["model"], r["baselines"]
-    parts = [f"{k} {m[k]:.4f}" for k in ("score", "regions_mlogloss", "types_mlogloss") if k in m]  # round 2: all 3
-    score = f" ({', '.join(parts)})" if parts else ""
-    one = r.get("labels") == 1  # a binary task's mean log loss is its log loss, its exact match its accuracy
-    loss, match = ("log loss", "accuracy at 0.5") if one else ("mlogloss", "exact match")
-    if r.get("task") == "multiclass":
-        typer.echo(f"{out}: out-of-fold log loss {m['log_loss']:.4f} (prior {b['prior']['log_loss']:.4f}); accuracy "
-                   f"{m['accuracy']:.4f}, balanced accuracy {m['balanced_accuracy']:.4f}; mean one-vs-rest AUC "
-                   f"{m['mean_roc_auc']:.4f}")  # fmt: skip
-        return
-    typer.echo(
-        f"{out}: out-of-fold {loss} {m['mlogloss']:.4f}{score}; prior {b['prior']['mlogloss']:.4f}, "
-        f"all-zero {b['all_zero']['mlogloss']:.4f}; mean AUC {m['mean_roc_auc']:.4f}, {match} {m['exact_match']:.4f}"
-    )
+    line, warning = cv_summary(out)
+    typer.echo(line)
+    if warning:
+        typer.echo(f"WARNING: {warning}", err=True)
 
 
 def runs(folder: Annotated[Path, typer.Argument(help="Folder holding run folders.")] = Path("runs")) -> None:

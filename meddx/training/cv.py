@@ -69,6 +69,10 @@ def _same_settings(folder: Path, cfg: RunConfig) -> None:
     """A fold trained before is reused (or resumed) only with the settings asked now, else a ConfigError naming them."""
     sections = ("data", "split", "model", "train")
     before, now = (c.model_dump(mode="json", include=set(sections)) for c in (load_config(folder / CONFIG), cfg))
+    for side in (before, now):  # `--data scans` and the absolute path a fold saved name one folder
+        for key in ("path", "root"):
+            if isinstance(side["data"].get(key), str):
+                side["data"][key] = str(Path(side["data"][key]).resolve())
     differ = [f"{s}.{k}: {before[s].get(k)!r} then, {now[s][k]!r} now" for s in sections for k in now[s]
               if before[s].get(k) != now[s][k] and k != "progress_bar"]  # fmt: skip
     if differ:

@@ -1,0 +1,40 @@
+"""A `meddx cv` folder's out-of-fold figures in one line for a terminal, and a warning when they lose to the prior."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def cv_summary(out: Path) -> tuple[str, str | None]:
+    """(the line, a warning or None) from cv.json: log loss beside the prior's (and the all-zero one's for several
+    labels, the competition's baseline), mean AUC, accuracy or exact match; round 2's score parts."""
+    r = json.loads((Path(out) / "cv.json").read_text())
+    m, b = r["model"], r["baselines"]
+    if r.get("task") == "multiclass":
+        loss, prior = m["log_loss"], b["prior"]["log_loss"]
+        line = (
+            f"{out}: out-of-fold log loss {loss:.4f} (prior {prior:.4f}); accuracy {m['accuracy']:.4f}, balanced "
+            f"accuracy {m['balanced_accuracy']:.4f}; mean one-vs-rest AUC {m['mean_roc_auc']:.4f}"
+        )
+    else:
+        parts = [f"{k} {m[k]:.4f}" for k in ("score", "regions_mlogloss", "types_mlogloss") if k in m]  # round 2
+        score = f" ({', '.join(parts)})" if parts else ""
+        one = r.get("labels") == 1  # a binary task's mean log loss is its log loss, its exact match its accuracy
+        name, match = ("log loss", "accuracy at 0.5") if one else ("mlogloss", "exact match")
+        loss, prior = m["mlogloss"], b["prior"]["mlogloss"]
+        zero = "" if one else f", all-zero {b['all_zero']['mlogloss']:.4f}"  # a binary all-zero is only its clip
+        line = (
+            f"{out}: out-of-fold {name} {loss:.4f}{score}; prior "
+            f"{prior:.4f}{zero}; mean AUC {m['mean_roc_auc']:.4f}, {match} {m['exact_match']:.4f}"
+        )
+    warning = None
+    if loss >= prior:
+        ranks = m.get("mean_roc_auc", 0.5) >= 0.7
+        why = "they rank the cases, so their probabilities are off (too few epochs, class weights)" if ranks else (
+            "they did not learn what separates the classes")  # fmt: skip
+        warning = (
+            f"out-of-fold log loss {loss:.4f} is no better than the prior's {prior:.4f} (predicting the training "
+            f"share): {why}; each fold's report.html says more"
+        )
+    return line, warning
