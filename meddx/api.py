@@ -210,12 +210,13 @@ def compare(
     """Compare runs (or `meddx cv` folders' fold ensembles) on the same patients of `split`: figures with intervals,
     paired differences from the best, DeLong's test; writes compare.json/.md/.html into `output` (comparisons/...)."""
     from meddx.evaluation.compare import compare_runs, comparison_table
-    from meddx.evaluation.folds import folds_or_run
+    from meddx.evaluation.folds import folds_or_run, run_label
     from meddx.evaluation.report import render
 
     loaded = [r if isinstance(r, Run) else folds_or_run(r) for r in runs]  # a `meddx cv` folder: its fold ensemble
     result = compare_runs(loaded, split, resamples)
-    out = Path(output) if output else Path("comparisons") / "-vs-".join(r.path.name for r in loaded)[:120]
+    names = "-vs-".join(run_label(r).replace(" (folds)", "-folds") for r in loaded)
+    out = Path(output) if output else Path("comparisons") / names[:120]
     out.mkdir(parents=True, exist_ok=True)
     header, rows = comparison_table(result)
     intervals = f"{resamples} bootstrap resamples of patients, {result['ci']:.0%} intervals"

@@ -195,6 +195,8 @@ def compare(
     for row in rows:
         table.add_row(*[row[k] for k in keep])
     terminal().print(table)
+    if split == "test":  # a test split that chose the recipe no longer estimates how the chosen one does
+        typer.echo("ranked on test, to report; to choose between recipes compare on val (--split val) or with `cv`")
     typer.echo(f"wrote {result['output']}/compare.html (and .md, .json)")
 
 

@@ -10,9 +10,10 @@ import pandas as pd
 from scipy.stats import norm, rankdata
 
 from meddx.errors import ConfigError
+from meddx.evaluation.folds import run_label
 from meddx.evaluation.fused import CHUNK_BYTES
 from meddx.evaluation.intervals import paired_figures
-from meddx.run import Run
+from meddx.run import PREDICTIONS, Run
 
 FIGURES = ("roc_auc", "pr_auc", "brier", "log_loss")  # each macro over labels (`intervals.paired_figures`)
 
@@ -81,6 +82,13 @@ def compare_runs(
     label; 'real' when the interval excludes 0 (and, for ROC AUC, DeLong's p < 1 - ci on every label)."""
     if len(runs) < 2:
         raise ConfigError("compare needs at least two runs")
+    for run in runs:
+        if not (run.path / PREDICTIONS / f"{split}.csv").is_file():
+            have = sorted(f.stem for f in (run.path / PREDICTIONS).glob("*.csv"))
+            raise ConfigError(
+                f"{run_label(run)} ({run.path}): no predictions for split '{split}'; it has {', '.join(have) or 'none'}"
+                " (`meddx evaluate RUN --data X` adds external-X): compare on one they all have, --split NAME"
+            )
     frame, probs = _aligned(runs, split)
     y = frame[runs[0].label_names].to_numpy(np.float64)
     scores = paired_figures(y, frame["patient_id"].to_numpy(), probs, resamples, seed, chunk_bytes)
@@ -89,7 +97,7 @@ def compare_runs(
     q = [(1 - ci) / 2, (1 + ci) / 2]
     rows = []
     for i in order:
-        row = {"run": str(runs[i].path), "name": runs[i].path.name, "figures": {}, "vs_best": {}}
+        row = {"run": str(runs[i].path), "name": run_label(runs[i]), "figures": {}, "vs_best": {}}
         for name in FIGURES:
             values = scores[i][name]
             lo, hi = np.nanquantile(values[1:], q)

@@ -36,6 +36,12 @@ def folds_or_run(path: str | Path) -> Run:
     return fold_ensemble(path) if is_folds_only(path) else load_run(path)
 
 
+def run_label(run: Run) -> str:
+    """A run's name for a table: its folder's, or for a CV folder's fold ensemble the CV folder's ('dcv (folds)')."""
+    cv = run.path.parent
+    return f"{cv.name} (folds)" if run.path.name == FOLD_ENSEMBLE and (cv / CV).is_file() else run.path.name
+
+
 def fold_runs(cv_dir: str | Path) -> list[Run]:
     """The trained fold runs a CV folder's cv.json lists."""
     cv_dir = Path(cv_dir)
