@@ -12,6 +12,8 @@ import pytest
 import torch
 from test_bad_input import _assert_clean_error
 
+from meddx.errors import ConfigError
+
 from conftest import need, run_cli
 
 R2 = "tianchi_round2/train.csv"
@@ -88,6 +90,9 @@ def test_cv_folder_evaluates_as_its_fold_ensemble(r2_cv):
     assert run_cli("evaluate", str(fold0), "--data", str(root / "held_out.csv")).returncode == 0
     compared = meddx.compare([fold0, cv_dir], root / "cmp", split="external-held_out", resamples=50)
     assert {r["run"] for r in compared["runs"]} == {str(fold0), str(out)}  # the cv folder as its fold ensemble
+    assert {r["name"] for r in compared["runs"]} == {"fold0", f"{cv_dir.name} (folds)"}  # not 'ensemble'
+    with pytest.raises(ConfigError, match=r"no predictions for split 'test'; it has external-held_out, val"):
+        meddx.compare([fold0, cv_dir], root / "cmp2", resamples=50)  # a cv folder has no test split of its own
 
 
 @pytest.mark.slow
