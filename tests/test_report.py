@@ -389,3 +389,16 @@ def test_a_class_argmax_seldom_calls_is_warned_about():
     warned = argmax_misses(result)["warning_argmax_misses"]
     assert warned.startswith("argmax calls fewer than half of the cases of V 0.") and "B " not in warned
     assert argmax_misses({**result, "task": "multilabel"}) == {}
+
+
+def test_flat_predictions_on_new_data_point_at_the_scans_not_at_training():
+    """Stretched intensities fed to a dataset-normalised model: 'model collapse ... learning rate too high' blamed
+    training for an input shift; on new data the warning points at the scans first."""
+    from meddx.evaluation.sections import warnings_of
+
+    collapsed = {"collapsed": True, "judged": True, "flat_labels": ["PD"], "tolerance": 0.01, "likely_causes": ["lr"]}
+    result = {"collapse": {"evaluation": collapsed}, "model": {"per_label": {"PD": {"roc_auc": {"value": 0.5}}}},
+              "beats_prior": {"PD": False}, "split": "external-held"}  # fmt: skip
+    first = warnings_of(result)[0]
+    assert first.startswith("predictions are (nearly) the same for every scan of this data on PD: check its scans")
+    assert warnings_of({**result, "split": "test"})[0].startswith("model collapse:")

@@ -65,7 +65,13 @@ def warnings_of(result: dict) -> list[str]:
     """The plain-words warnings a reviewer must see first."""
     out = []
     ev, tr = result["collapse"]["evaluation"], result["collapse"].get("training") or {}
-    if ev["collapsed"]:
+    if ev["collapsed"] and result.get("split", "test") not in ("test", "val"):  # new data: the scans, most likely
+        out.append(
+            f"predictions are (nearly) the same for every scan of this data on {', '.join(ev['flat_labels'])}: "
+            "check its scans against the training ones first (the domain check; another scaling, bit depth or "
+            "orientation), then the model on its own test split"
+        )
+    elif ev["collapsed"]:
         out.append(collapse_message(ev))
     elif ev["flat_labels"]:
         out.append(f"near-constant predictions on {', '.join(ev['flat_labels'])}")
