@@ -290,3 +290,21 @@ def test_a_stack_at_another_depth_is_outside_the_training_domain(data_dir):
     assert found == ["stack depth unlike training stacks (64 slices; trained on 28): other volume?"]
     assert check_input(scans[0], scans[0], stats, depth=30)["in_distribution"]  # within a quarter: the same kind
     assert check_input(scans[0], scans[0], {**stats, "depth_range": []}, depth=64)["in_distribution"]  # 2-D training
+
+
+def test_a_scan_turned_by_90_degrees_is_flagged_and_a_square_set_never_is():
+    """DaTscan slices are 109 x 91; one turned by 90 degrees (91 x 109) passed, its aspect within the 1.5 factor. A
+    non-square training set now flags swapped width and height; square training scans never do (Kermany)."""
+    import numpy as np
+
+    from meddx.export.domain import check_input, input_stats
+
+    rng = np.random.default_rng(0)
+    scans = [rng.random((1, 109, 91)).astype(np.float32) for _ in range(20)]
+    stats = input_stats(scans, [s[:, :64, :64] for s in scans])
+    turned = np.ascontiguousarray(np.rot90(scans[0], axes=(1, 2)))
+    assert any("turned by 90 degrees" in w for w in check_input(turned, turned[:, :64, :64], stats)["warnings"])
+    assert not any("90 degrees" in w for w in check_input(scans[1], scans[1][:, :64, :64], stats)["warnings"])
+    square = input_stats([s[:, :91, :] for s in scans], [s[:, :64, :64] for s in scans])
+    wide = rng.random((1, 100, 130)).astype(np.float32)  # an original beside squashed squares: not called turned
+    assert not any("90 degrees" in w for w in check_input(wide, wide[:, :64, :64], square)["warnings"])

@@ -118,10 +118,13 @@ def _source_warnings(stats: dict, modality: str | None, depth: int | None) -> li
 def _shape_warnings(image: np.ndarray, resized: np.ndarray, stats: dict) -> list[str]:
     """An aspect ratio, or a resolution under half the training scans', unlike what the model learnt from."""
     warnings = []
-    aspect = image.shape[2] / image.shape[1]
-    if abs(np.log(aspect / stats["aspect"]["median"])) > np.log(1.5):
+    aspect, usual = image.shape[2] / image.shape[1], stats["aspect"]["median"]
+    if abs(np.log(aspect / usual)) > np.log(1.5):
+        warnings.append(f"aspect ratio {aspect:.2f} (width/height) differs from the training scans' {usual:.2f}")
+    elif abs(np.log(usual)) > np.log(1.1) and abs(np.log(aspect * usual)) < np.log(1.05):  # width and height swapped
         warnings.append(
-            f"aspect ratio {aspect:.2f} (width/height) differs from the training scans' {stats['aspect']['median']:.2f}"
+            f"a {image.shape[1]}x{image.shape[2]} scan where training scans are {stats['height']['median']:.0f}x"
+            f"{stats['width']['median']:.0f} (height x width): turned by 90 degrees, most likely"
         )
     side, smallest = min(image.shape[1:]), min(stats["height"]["min"], stats["width"]["min"])
     if side < min(resized.shape[1:]) and side < min(smallest, *resized.shape[1:]) / 2:  # under half what it saw
