@@ -250,7 +250,9 @@ def test_new_data_unlike_the_training_scans_is_warned_before_its_figures(healthy
     assert proc.returncode == 0, proc.stderr
     assert "WARNING: 20 of 20 scans checked fall outside the training scans' input domain" in proc.stdout
     metrics = json.loads((healthy_run.path / "metrics-external-xrays-bootstrap0.json").read_text())
-    assert "the layout is unlike the training scans (20)" in metrics["warning_domain"]
+    warning = metrics["warning_domain"]
+    assert "the layout is unlike the training scans (20); e.g. " in warning  # the scans named
+    assert ".png (the layout is unlike the training scans)" in warning
     split = healthy_run.split_table()
     for src in split.loc[split["split"] == "test", "source"]:
         (tmp_path / "own" / Path(src).parent.name).mkdir(parents=True, exist_ok=True)

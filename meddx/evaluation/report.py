@@ -138,11 +138,12 @@ def _optimism_warnings(run: Run, split: str, n_patients: int) -> dict:
             "--positive-class 1: read the other way, every figure here would be the opposite (AUC 1 - AUC)"
         )
     domain = source.get("domain") or {}
-    if domain.get("outside", 0) > max(0.1 * domain.get("checked", 0), 1):  # the check flags ~1% of training-like scans
+    if domain.get("outside", 0) > max(0.05 * domain.get("checked", 0), 2):  # it flags ~1% of training-like scans
         why = "; ".join(f"{reason} ({n})" for reason, n in domain["reasons"])
+        named = f"; e.g. {', '.join(domain['flagged'][:3])}" if domain.get("flagged") else ""
         out["warning_domain"] = (
             f"{domain['outside']} of {domain['checked']} scans checked fall outside the training scans' input domain "
-            f"({why}): the model may never have seen this kind of scan, so these figures say little about it"
+            f"({why}{named}): the model may never have seen this kind of scan, so these figures say little about it"
         )
     return out | overlap_warnings(read_json(run.path / PREDICTIONS / f"{split}.leakage.json"))
 

@@ -15,6 +15,8 @@ from meddx.export.domain import check_input
 from meddx.export.package import training_input_stats
 from meddx.run import Run
 
+FLAGGED = 20  # scans outside the training domain named (predictions/<split>.data.json keeps them)
+
 
 def _reason(warning: str) -> str:
     """A warning without its figures, to count alike ones together ('colour image', 'the image looks inverted')."""
@@ -39,7 +41,7 @@ def new_data_domain(run: Run, records: list[Record], limit: int = 300) -> dict:
     prep = run.preprocess
     sample = records[:: max(1, len(records) // limit)][:limit]
     reasons: Counter = Counter()
-    outside = 0
+    outside, flagged = 0, []
     for r in sample:
         pixels, layout = read_pixels(r, prep.dicom_window)
         image = to_channels(pixels, layout, r, prep.views, prep.view_axis, prep.channels, prep.view_depth)
@@ -48,4 +50,5 @@ def new_data_domain(run: Run, records: list[Record], limit: int = 300) -> dict:
         found = check_input(image, prep.resize(image), stats, colour, modality, depth)["warnings"]
         outside += bool(found)
         reasons.update({_reason(w) for w in found})
-    return {"checked": len(sample), "outside": outside, "reasons": reasons.most_common(3)}
+        flagged += [f"{r.id} ({_reason(found[0])})"] if found and len(flagged) < FLAGGED else []
+    return {"checked": len(sample), "outside": outside, "reasons": reasons.most_common(3), "flagged": flagged}
