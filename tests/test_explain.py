@@ -89,6 +89,10 @@ def test_explain_cli_and_gallery(datscan_run, data_dir, tmp_path):
     assert "p(PD) = " in proc.stdout
     with Image.open(out) as im, Image.open(scan) as original:
         assert im.size == original.size and im.mode == "RGB"  # the overlay is on the scan at its own size
+    assert "WARNING" not in proc.stderr  # a DaTscan slice: in the training domain
+    xray = sorted((need(data_dir, "nih_chestxray14_64px_binary") / "valid").rglob("*.png"))[0]
+    other = run_cli("explain", str(datscan_run.path), str(xray), "-o", str(tmp_path / "xray.png"))
+    assert other.returncode == 0 and "WARNING: outside the training scans' input domain" in other.stderr  # as predict
     bad = run_cli("explain", str(datscan_run.path), str(scan), "--label", "nope")
     assert bad.returncode == 2 and "unknown label 'nope'" in bad.stderr
     path, prob, name = explain_file(datscan_run, scan)

@@ -113,6 +113,13 @@ def explain(
         )
         path, prob, name = explain_file(run, scan, label, out, layer)
         typer.echo(f"{scan}: p({name}) = {prob:.4f} -> {path}")
+    from meddx.data.records import file_record
+    from meddx.export.new_data import new_data_domain
+    from meddx.run import Run
+
+    domain = new_data_domain(Run(run), [file_record(s) for s in scans], limit=len(scans))  # as `predict` checks
+    for flagged in domain.get("flagged", []):
+        typer.echo(f"WARNING: outside the training scans' input domain: {flagged}; the map and p say little", err=True)
 
 
 def serve(
