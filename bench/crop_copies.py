@@ -37,7 +37,7 @@ def split_table(records) -> pd.DataFrame:
                 "id": r.id,
                 "patient_id": r.patient_id,
                 "split": r.split,
-                "source": f"{r.source}::{r.key}[{r.index}]",
+                "source": r.source if r.index is None else f"{r.source}::{r.key}[{r.index}]",
                 "sha1": None,
                 "phash": r.phash,
             }
@@ -66,11 +66,17 @@ def main() -> None:
     rng = np.random.default_rng(0)
     drawn = [kermany.records[i] for i in rng.choice(len(kermany.records), args.n, replace=False)]
     trained = split_table([r for r in pneumonia.records if r.split != "test"])
+    nih = read_folder(str(args.data_dir / "nih_chestxray14_64px_binary"))
+    patient = {r.id: r.id.split("/")[-1].split("_")[0] for r in nih.records}  # NIH names: <patient>_<visit>.png
+    half = set(sorted(set(patient.values()))[::2])
+    nih_table = split_table([r for r in nih.records if patient[r.id] not in half])
     rows = []
     for what, new, table, copies in (
         ("Kermany scans against a PneumoniaMNIST run (its train/val)", drawn, trained, True),
         ("PneumoniaMNIST test (other children) against the same run", [r for r in pneumonia.records
                                                                          if r.split == "test"], trained, False),
+        ("NIH 64 px, half its patients against the other half", [r for r in nih.records if patient[r.id] in half],
+         nih_table, False),
     ):  # fmt: skip
         near, crops, seconds = found(new, table)
         rows.append((what, len(new), near, crops, seconds, copies))
@@ -89,7 +95,7 @@ def main() -> None:
     ]
     for what, n, near, crops, seconds, copies in rows:
         ratio = f"{crops / near:.1f}x" if near else ("n/a (peer 0)" if crops else "-")
-        lines.append(f"| {what} | {n} | {'yes: cut from training scans' if copies else 'no: other children'} | "
+        lines.append(f"| {what} | {n} | {'yes: cut from training scans' if copies else 'no: other patients'} | "
                      f"{near} ({near / n:.1%}) | {crops} ({crops / n:.1%}) | {ratio} | {seconds:.1f} |")  # fmt: skip
     table = "\n".join(lines)
     print(table)

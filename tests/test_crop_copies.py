@@ -40,11 +40,17 @@ def test_other_childrens_scans_are_not_called_crops(data_dir):
     pneumonia = read_medmnist(need(data_dir, "medmnist/pneumoniamnist.npz"))
     test = [r for r in pneumonia.records if r.split == "test"]
     kermany = read_folder(str(need(data_dir, "chest_xray_pneumonia_224")))
-    assert cropped_copies(test, [r.source for r in kermany.records]) == []
+    assert cropped_copies(test, [r.source for r in kermany.records])["found"] == []
     trained = _split_table([r for r in pneumonia.records if r.split != "test"])["source"].tolist()
-    assert cropped_copies(test, trained) == []
+    assert cropped_copies(test, trained)["found"] == []
     some_train = [r for r in pneumonia.records if r.split == "train"][:200]  # the other way round: found
-    assert len(cropped_copies(some_train, [r.source for r in kermany.records])) >= 0.8 * len(some_train)
+    assert len(cropped_copies(some_train, [r.source for r in kermany.records])["found"]) >= 0.8 * len(some_train)
+    nih = read_folder(str(need(data_dir, "nih_chestxray14_64px_binary")))  # 64 px chest X-rays of other patients
+    patient = {r.id: r.id.split("/")[-1].split("_")[0] for r in nih.records}
+    half = sorted(set(patient.values()))[::2]  # an even split by patient: no copies either way (it called 1-2)
+    ours = [r for r in nih.records if patient[r.id] in half]
+    theirs = [r.source for r in nih.records if patient[r.id] not in half]
+    assert cropped_copies(ours, theirs)["found"] == []
 
 
 def test_images_too_many_to_compare_are_said_not_looked_for(data_dir, monkeypatch):
@@ -55,4 +61,15 @@ def test_images_too_many_to_compare_are_said_not_looked_for(data_dir, monkeypatc
     monkeypatch.setattr(crop_copies, "MAX_PAIRS", 10)
     test = [r for r in pneumonia.records if r.split == "test"][:20]
     check = overlap_with_training(test, _split_table(pneumonia.records[:100]), drop=True)[1]
-    assert check["cropped_unchecked"] is True and check["cropped_images"] == 0
+    assert check["cropped_unchecked"] == "too many images to compare" and check["cropped_images"] == 0
+    moved = _split_table(pneumonia.records[:100]).assign(source=lambda t: "/gone/" + t["source"])  # data moved
+    monkeypatch.setattr(crop_copies, "MAX_PAIRS", 4e7)
+    check = overlap_with_training(test, moved, drop=True)[1]
+    assert check["cropped_unchecked"] == "the training images are not readable here"
+
+
+def test_token_reports_are_never_looked_at_for_crops(data_dir):
+    from meddx.data.reports import read_tianchi
+
+    reports = read_tianchi(need(data_dir, "tianchi_round2/train.csv")).records[:50]
+    assert cropped_copies(reports, ["elsewhere.png"]) == {"found": [], "unchecked": "", "unreadable": 0}

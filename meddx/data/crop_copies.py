@@ -1,13 +1,15 @@
 """2-D images cut from a run's training images and shrunk (MedMNIST's 28 px PneumoniaMNIST holds Kermany's chest
 X-rays centre-cropped and resized): neither SHA-1 nor the perceptual hash of the whole image finds them. The side
-with the larger images is cut into centre crops (widths, then heights, FRACTIONS of the side), every image and crop
+with the larger images is cut into centre crops (widths, then heights, CROPS of the side), every image and crop
 averaged onto GRID^2 and z-scored; a new image and a training image that are each other's best match at
-MIN_CORRELATION or more, MIN_MARGIN above the next, look like one scan. Measured (bench/crop_copies.py): 910 of 1,000
-Kermany scans found against a PneumoniaMNIST run's train/val, none of its 624 test scans (other children); the
-whole-image perceptual hash found none. A match is a likely copy: kept in the figures and warned about, never
-dropped."""
+MIN_CORRELATION or more, MIN_MARGIN above the next, look like one scan. Measured (bench/crop_copies.py): 886 of 1,000
+Kermany scans found against a PneumoniaMNIST run's train/val, none of its 624 test scans (other children) nor of 416
+NIH scans against other patients'; the whole-image perceptual hash found none. A match is a likely copy: kept in the
+figures and warned about, never dropped."""
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 import torch
@@ -16,13 +18,15 @@ import torch.nn.functional as F
 from meddx.data.near_duplicates import pixels_or_none, record_at
 from meddx.data.records import Record
 
-GRID, MIN_CORRELATION, MIN_MARGIN = 28, 0.96, 0.01
-FRACTIONS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6)
+GRID, MIN_CORRELATION, MIN_MARGIN = 28, 0.97, 0.01
+CROPS = (0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6)  # the cut side's fractions: a whole image is the hash's to find
+WHOLE = (1.0,)
 SIDE = 96  # a plane's shorter side at most, before cropping
 PROBE = 3  # records looked at to tell 2-D images from volumes and token sequences
-MAX_PAIRS = 4e7  # new x training images compared at most (a 160 MB table): beyond it the check is skipped
+MAX_PAIRS, MAX_TRAINING = 4e7, 30_000  # beyond either, the check is skipped (and said)
+BLOCK = 2_000  # training images decoded and compared at once
 RULE = (
-    f"mutual best match of centre crops ({FRACTIONS[-1]}-1.0 of a side) at {GRID}^2 pixels, correlation >= "
+    f"mutual best match of centre crops ({CROPS[-1]}-{CROPS[0]} of a side) at {GRID}^2 pixels, correlation >= "
     f"{MIN_CORRELATION} and {MIN_MARGIN} above the next"
 )
 
@@ -61,27 +65,41 @@ def _signatures(planes: list[np.ndarray], fractions: tuple[float, ...]) -> torch
     return out / (out.norm(dim=2, keepdim=True) + 1e-9)
 
 
-def cropped_copies(records: list[Record], training: list[str]) -> list[tuple[Record, str]] | None:
-    """New 2-D images that look like one of the `training` images (split.csv sources) cropped and resized, each with
-    that image's source (one new image per training image at most); [] for volumes or token sequences, None for
-    images too many to compare (more than MAX_PAIRS pairs)."""
+def cropped_copies(records: list[Record], training: list[str]) -> dict:
+    """{found: [(new record, training source)], unchecked: why not looked for, or "", unreadable: training files not
+    readable here}: new 2-D images like a training image cropped and resized; nothing for volumes or sequences."""
+    out: dict = {"found": [], "unchecked": "", "unreadable": 0}
     if not records or not training or not any(_plane(r) is not None for r in records[:PROBE]):
-        return []
-    if len(records) * len(training) > MAX_PAIRS:
-        return None
+        return out
+    if len(records) * len(training) > MAX_PAIRS or len(training) > MAX_TRAINING:
+        return {**out, "unchecked": "too many images to compare"}
     new = [(r, p) for r in records if (p := _plane(r)) is not None]
-    old = [(loc, p) for loc in training if (p := _plane(record_at(loc))) is not None]
-    if not new or not old:
-        return []
-    cut_new = np.median([p.size for _, p in new]) > np.median([p.size for _, p in old])  # the larger side is cut
-    a = _signatures([p for _, p in new], FRACTIONS if cut_new else (1.0,))
-    b = _signatures([p for _, p in old], (1.0,) if cut_new else FRACTIONS)
-    corr = torch.full((len(new), len(old)), -1.0)
-    for i in range(a.shape[1]):
-        for j in range(b.shape[1]):
+    probe = [p for loc in training[:20] if (p := _plane(record_at(loc))) is not None]
+    if not new or not probe:
+        return {**out, "unchecked": "the training images are not readable here"}
+    cut_new = np.median([p.size for _, p in new]) > np.median([p.size for p in probe])  # the larger side is cut
+    a = _signatures([p for _, p in new], CROPS if cut_new else WHOLE)
+    top = torch.full((len(new), 2), -1.0)  # each new image's best and second correlation ...
+    best_at, column_best, kept = torch.full((len(new),), -1), [], []  # ... where, and each training image's best
+    for start in range(0, len(training), BLOCK):
+        read = [(loc, p) for loc in training[start : start + BLOCK] if (p := _plane(record_at(loc))) is not None]
+        out["unreadable"] += min(BLOCK, len(training) - start) - len(read)
+        if not read:
+            continue
+        b = _signatures([p for _, p in read], WHOLE if cut_new else CROPS)
+        corr = torch.full((len(new), len(read)), -1.0)
+        for i, j in itertools.product(range(a.shape[1]), range(b.shape[1])):  # the best crop of each pair
             corr = torch.maximum(corr, a[:, i] @ b[:, j].T)
-    top = corr.topk(min(2, len(old)), dim=1)
-    best, runner_up = top.indices[:, 0], top.values[:, 1] if len(old) > 1 else torch.full((len(new),), -1.0)
-    mutual = corr.argmax(0)[best] == torch.arange(len(new))
-    hit = mutual & (top.values[:, 0] >= MIN_CORRELATION) & (top.values[:, 0] - runner_up >= MIN_MARGIN)
-    return [(new[i][0], old[int(best[i])][0]) for i in torch.nonzero(hit).ravel().tolist()]
+        values = torch.cat([top, corr], 1)
+        where = torch.cat([best_at[:, None], best_at[:, None], torch.arange(len(kept), len(kept) + len(read))
+                           .expand(len(new), -1)], 1)  # fmt: skip
+        order = values.topk(2, dim=1)
+        top, best_at = order.values, where.gather(1, order.indices[:, :1]).ravel()
+        column_best.append(corr.argmax(0))
+        kept += [loc for loc, _ in read]
+    if not kept:
+        return {**out, "unchecked": "the training images are not readable here"}
+    mutual = torch.cat(column_best)[best_at.clamp(min=0)] == torch.arange(len(new))
+    hit = mutual & (top[:, 0] >= MIN_CORRELATION) & (top[:, 0] - top[:, 1] >= MIN_MARGIN)
+    out["found"] = [(new[i][0], kept[int(best_at[i])]) for i in torch.nonzero(hit).ravel().tolist()]
+    return out

@@ -196,8 +196,8 @@ def _own_test_copies(records: list[Record], sha1s: dict[str, str], split_table: 
 def _lookalikes(records: list[Record], where: dict[str, str]) -> dict:
     """New data that looks like the run's images resampled (volumes at another depth or size; 2-D images cropped and
     resized), best matches over every split: kept in the figures, counted for train/val and for its own test split."""
-    volumes, crops = resampled_copies(records, list(where)), cropped_copies(records, list(where))
-    unchecked, crops = crops is None, crops or []
+    volumes, cropped = resampled_copies(records, list(where)), cropped_copies(records, list(where))
+    crops = cropped["found"]
     trained = {kind: [m for m in found if where[m[1]] != "test"] for kind, found in (("v", volumes), ("c", crops))}
     return {
         "resampled_volumes": len(trained["v"]),  # volumes like train/val ones at another depth or size
@@ -208,7 +208,8 @@ def _lookalikes(records: list[Record], where: dict[str, str]) -> dict:
         "cropped_rule": CROP_RULE if crops else "",
         "cropped_examples": [f"{r.id} ~ {b}" for r, b in trained["c"][:5]],
         "cropped_test": len(crops) - len(trained["c"]),
-        "cropped_unchecked": unchecked,  # 2-D images too many to compare: not looked for, and said
+        "cropped_unchecked": cropped["unchecked"],  # why 2-D images were not looked at (too many, unreadable): said
+        "cropped_unreadable": cropped["unreadable"],  # training files not readable here: not compared
     }
 
 

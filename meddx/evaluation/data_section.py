@@ -32,7 +32,9 @@ def leakage_text(run: Run, split: str, info: dict) -> str:
         text += f"; {check['resampled_volumes']} volume(s) look like its train/val volumes at another depth or size"
         text += " (kept: likely copies, so these figures are optimistic)"
     if check.get("cropped_unchecked"):
-        text += "; copies cut from training images not looked for (too many images to compare)"
+        text += f"; copies cut from training images not looked for ({check['cropped_unchecked']})"
+    elif check.get("cropped_unreadable"):
+        text += f"; {check['cropped_unreadable']} training image(s) not readable here, not compared for cut copies"
     if check.get("cropped_images"):
         text += f"; {check['cropped_images']} image(s) look like its train/val images cropped and resized"
         text += " (kept: likely copies, so these figures are optimistic)"
