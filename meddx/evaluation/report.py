@@ -174,7 +174,7 @@ def overlap_warnings(check: dict) -> dict:
                 else ""
             )
         )
-    if (crops := check.get("cropped_images", 0)) >= max(2, 0.01 * check["files"]):  # one look-alike: the data text
+    if (crops := check.get("cropped_images", 0)) >= max(2, 0.01 * check.get("files", 0)):  # one: the data text
         out["warning_cropped_copies"] = (
             f"{crops} of {check['files']} image(s) of this data look like the run's train/val images cropped and "
             f"resized ({check['cropped_rule']}; e.g. {check['cropped_examples'][0]}): the same scans, most likely "
