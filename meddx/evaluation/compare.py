@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm, rankdata
 
-from meddx.errors import ConfigError
+from meddx.errors import ConfigError, DataError
 from meddx.evaluation.folds import run_label
 from meddx.evaluation.fused import CHUNK_BYTES
 from meddx.evaluation.intervals import paired_figures
@@ -83,12 +83,16 @@ def compare_runs(
     if len(runs) < 2:
         raise ConfigError("compare needs at least two runs")
     for run in runs:
-        if not (run.path / PREDICTIONS / f"{split}.csv").is_file():
+        try:
+            run.predictions(split)
+        except DataError:
+            if (run.path / PREDICTIONS / f"{split}.csv").is_file():
+                raise  # there, but incomplete or unreadable: its own message says so
             have = sorted(f.stem for f in (run.path / PREDICTIONS).glob("*.csv"))
             raise ConfigError(
                 f"{run_label(run)} ({run.path}): no predictions for split '{split}'; it has {', '.join(have) or 'none'}"
                 " (`meddx evaluate RUN --data X` adds external-X): compare on one they all have, --split NAME"
-            )
+            ) from None
     frame, probs = _aligned(runs, split)
     y = frame[runs[0].label_names].to_numpy(np.float64)
     scores = paired_figures(y, frame["patient_id"].to_numpy(), probs, resamples, seed, chunk_bytes)
