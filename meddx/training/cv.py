@@ -65,24 +65,30 @@ def _fold_run(cfg: RunConfig, cv_dir: Path, folds: int, k: int) -> Run:
     return fit(fold_cfg, resume=folder if folder.exists() else None)
 
 
-def _same_settings(folder: Path, cfg: RunConfig) -> None:
-    """A fold trained before is reused (or resumed) only when every data, split, model and training field set now (by
-    the config, an option or --set) is the fold's, else a ConfigError naming them; a default that changed between
-    versions never blocks a resume."""
-    from meddx.training.plan import user_fields
+RUNTIME = {
+    "accelerator",
+    "devices",
+    "num_nodes",
+    "num_workers",
+    "pin_memory",
+    "progress_bar",
+    "checkpoint_minutes",
+    "diagnostics",
+    "compile",
+}  # train fields that say where and how fast a fold runs, not what it learns
 
-    saved = load_config(folder / CONFIG)
-    differ = []
-    for key, now in user_fields(cfg).items():
-        if key.split(".")[0] not in ("data", "split", "model", "train") or key == "train.progress_bar":
-            continue
-        then = saved
-        for part in key.split("."):
-            then = getattr(then, part)
-        if key in ("data.path", "data.root") and isinstance(now, str) and isinstance(then, str):
-            then, now = str(Path(then).resolve()), str(Path(now).resolve())  # `--data scans` or its absolute path
-        if then != now:
-            differ.append(f"{key}: {then!r} then, {now!r} now")
+
+def _same_settings(folder: Path, cfg: RunConfig) -> None:
+    """A fold trained before is reused (or resumed) only with the data, split, model and training settings asked now
+    (where it runs aside), else a ConfigError naming what differs."""
+    sections = ("data", "split", "model", "train")
+    before, now = (c.model_dump(mode="json", include=set(sections)) for c in (load_config(folder / CONFIG), cfg))
+    for side in (before, now):  # `--data scans` and the absolute path a fold saved name one folder
+        for key in ("path", "root"):
+            if isinstance(side["data"].get(key), str):
+                side["data"][key] = str(Path(side["data"][key]).resolve())
+    differ = [f"{s}.{k}: {before[s].get(k)!r} then, {now[s][k]!r} now" for s in sections for k in now[s]
+              if before[s].get(k) != now[s][k] and not (s == "train" and k in RUNTIME)]  # fmt: skip
     if differ:
         raise ConfigError(
             f"{folder}: trained with other settings ({'; '.join(differ[:3])}); give the CV another --name, or remove "
