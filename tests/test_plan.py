@@ -215,7 +215,7 @@ def test_a_model_without_a_rule_gets_its_rate_from_the_finder(data_dir, tmp_path
     slow = make_plan(cfg, ds)  # DenseNet on 2 cores: 60 finder batches would take a third of a 3-minute budget
     slow.pilot = {"seconds_per_train_batch": 1.0}
     kept = _found_lr(cfg, SimpleNamespace(cfg=slow.apply(cfg)), slow)
-    assert kept.train.lr == 1e-3 and "would take 1.0 of the budget's minutes" in slow.lr_finder["skipped"]
+    assert kept.train.lr == 1e-3 and "would take 1.0 of the 3-minute budget (over 15%)" in slow.lr_finder["skipped"]
 
 
 def test_hardware_rules_for_a_gpu_and_for_the_cpu(data_dir, monkeypatch):

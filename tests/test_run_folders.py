@@ -306,5 +306,8 @@ def test_a_scan_turned_by_90_degrees_is_flagged_and_a_square_set_never_is():
     assert any("turned by 90 degrees" in w for w in check_input(turned, turned[:, :64, :64], stats)["warnings"])
     assert not any("90 degrees" in w for w in check_input(scans[1], scans[1][:, :64, :64], stats)["warnings"])
     square = input_stats([s[:, :91, :] for s in scans], [s[:, :64, :64] for s in scans])
-    wide = rng.random((1, 100, 130)).astype(np.float32)  # an original beside squashed squares: not called turned
-    assert not any("90 degrees" in w for w in check_input(wide, wide[:, :64, :64], square)["warnings"])
+    flat = rng.random((1, 91, 91)).astype(np.float32)  # square scans against square training scans: never turned
+    assert not any("90 degrees" in w for w in check_input(flat, flat[:, :64, :64], square)["warnings"])
+    both = input_stats(scans[:11] + [np.ascontiguousarray(np.rot90(s, axes=(1, 2))) for s in scans[11:]],
+                       [s[:, :64, :64] for s in scans])  # fmt: skip
+    assert not any("90 degrees" in w for w in check_input(turned, turned[:, :64, :64], both)["warnings"])

@@ -120,6 +120,10 @@ def explain(
     domain = new_data_domain(Run(run), [file_record(s) for s in scans], limit=len(scans))  # as `predict` checks
     for flagged in domain.get("flagged", []):
         typer.echo(f"WARNING: outside the training scans' input domain: {flagged}; the map and p say little", err=True)
+    if domain["outside"] > len(domain.get("flagged", [])):
+        typer.echo(f"WARNING: {domain['outside']} of {domain['checked']} scans outside the input domain", err=True)
+    if domain.get("skipped"):
+        typer.echo(f"note: input-domain check skipped: {domain['skipped']}", err=True)
 
 
 def serve(

@@ -188,7 +188,7 @@ def _resized(members: list[Run], lead: Run, out: Path, weights: str, cfg: RunCon
     w = greedy_weights(p_val, y_val, run.task).tolist() if weights == "val" else [1 / len(members)] * len(members)
     for split, records, probs in (("val", val, p_val), ("test", test, p_test)):
         run.write_predictions(split, records, sum(wi * p for wi, p in zip(w, probs)))
-    gaps = {m.path.name: largest_gap(m, val, p, "val") for m, p in zip(members, p_val)}
+    gaps = {name: largest_gap(m, val, p, "val") for name, m, p in zip(member_names(members), members, p_val)}
     return w, {"input": {**info, "largest_gap_from_own_val_predictions": gaps}}
 
 
@@ -205,6 +205,12 @@ def members_training(members: list[Run], weights: list[float] | None = None) -> 
     for row, w in zip(rows, weights or []):
         row["weight"] = round(float(w), 4)
     return {"members": rows, "seconds": round(sum(r["seconds"] or 0 for r in rows), 1)}
+
+
+def member_names(members: list[Run]) -> list[str]:
+    """Each member's folder name, with its parent's where two share one (fold0 of two CV folders)."""
+    names = [m.path.name for m in members]
+    return [f"{m.path.parent.name}/{n}" if names.count(n) > 1 else n for m, n in zip(members, names)]
 
 
 def _mean_auc(frame: pd.DataFrame, names: list[str]) -> float:
@@ -225,9 +231,9 @@ def against_members(run: Run) -> str:
     favours the ensemble then; test, in the report, is the fair comparison)."""
     info = json.loads((run.path / ENSEMBLE).read_text())
     names, members = run.label_names, run.members()
-    val = {m.path.name: _mean_auc(m.predictions("val"), names) for m in members}
+    val = {name: _mean_auc(m.predictions("val"), names) for name, m in zip(member_names(members), members)}
     best = max(val, key=lambda k: -1 if np.isnan(val[k]) else val[k])
-    weights = ", ".join(f"{m.path.name} {w:.2f}" for m, w in zip(members, info["weights"]))
+    weights = ", ".join(f"{name} {w:.2f}" for name, w in zip(member_names(members), info["weights"]))
     chosen = "chosen on val, so val favours the ensemble" if "val" in info.get("combine", "") else "equal"
     return (
         f"weights ({chosen}): {weights}; val ROC AUC (mean over labels): ensemble "

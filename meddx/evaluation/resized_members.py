@@ -19,9 +19,8 @@ PROBE = 20  # scans read to learn whether they share one size
 
 
 def input_size(lead: Run) -> tuple[tuple[int, int], str]:
-    """(size, why): the scans' own size when the probed ones (val, then test) share one, not too large: every member
-    then resizes from it exactly as its own preprocessing does; else the largest member's (`lead`), from which the
-    others resize again (close to their own resizing, not equal)."""
+    """(size, why): the scans' own size when the probed ones share one, not too large (each member resizes from it
+    exactly as it did alone); else the largest member's (`lead`), from which the others resize again."""
     prep, largest = lead.preprocess, tuple(lead.preprocess.image_size)
     args = (prep.views, prep.view_axis, prep.channels, prep.dicom_window, prep.view_depth)
     records = (lead.records("val") + lead.records("test"))[:PROBE]

@@ -121,7 +121,11 @@ def _shape_warnings(image: np.ndarray, resized: np.ndarray, stats: dict) -> list
     aspect, usual = image.shape[2] / image.shape[1], stats["aspect"]["median"]
     if abs(np.log(aspect / usual)) > np.log(1.5):
         warnings.append(f"aspect ratio {aspect:.2f} (width/height) differs from the training scans' {usual:.2f}")
-    elif abs(np.log(usual)) > np.log(1.1) and abs(np.log(aspect * usual)) < np.log(1.05):  # width and height swapped
+    elif (
+        abs(np.log(usual)) > np.log(1.1)
+        and abs(np.log(aspect * usual)) < np.log(1.05)  # width and height swapped ...
+        and not stats["aspect"]["min"] / 1.05 <= aspect <= stats["aspect"]["max"] * 1.05  # ... and no training scan so
+    ):
         warnings.append(
             f"a {image.shape[1]}x{image.shape[2]} scan where training scans are {stats['height']['median']:.0f}x"
             f"{stats['width']['median']:.0f} (height x width): turned by 90 degrees, most likely"

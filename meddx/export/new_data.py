@@ -36,7 +36,7 @@ def new_data_domain(run: Run, records: list[Record], limit: int = 300) -> dict:
         return {"checked": 0, "outside": 0, "reasons": []}
     try:
         stats = _training_stats(run)
-    except (MeddxError, OSError) as e:  # a run moved without its training data: evaluated all the same, said
+    except (MeddxError, OSError, ValueError) as e:  # a run moved without its training data: evaluated all the same
         return {"checked": 0, "outside": 0, "reasons": [], "skipped": f"training scans not readable ({e})"[:300]}
     prep = run.preprocess
     sample = records[:: max(1, len(records) // limit)][:limit]

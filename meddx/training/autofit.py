@@ -76,9 +76,13 @@ def _found_lr(cfg: RunConfig, data: RunDataModule, plan: Plan) -> RunConfig:
     when its batches, timed by the pilot, would take more than LR_FINDER_SHARE of the budget)."""
     cost = LR_FINDER_STEPS * plan.pilot.get("seconds_per_train_batch", 0.0)
     if cost > LR_FINDER_SHARE * plan.budget_minutes * 60:
-        plan.lr_finder["skipped"] = f"its {LR_FINDER_STEPS} batches would take {cost / 60:.1f} of the budget's minutes"
-        why = f"no rule for {data.cfg.model.name}, and the learning-rate finder's {plan.lr_finder['skipped']}: 1e-3"
-        Planner(cfg, plan).choose("train.lr", plan.value("train.lr"), why)
+        plan.lr_finder["skipped"] = (
+            f"its {LR_FINDER_STEPS} batches would take {cost / 60:.1f} of the {plan.budget_minutes:g}-minute budget "
+            f"(over {LR_FINDER_SHARE:.0%})"
+        )
+        start = plan.value("train.lr")
+        why = f"no rule for {data.cfg.model.name}; the learning-rate finder skipped: {plan.lr_finder['skipped']}"
+        Planner(cfg, plan).choose("train.lr", start, f"{why}; {start:g}")
         return data.cfg
     found = find_lr(data.cfg, data, LR_FINDER_STEPS)
     plan.lr_finder.update(found)
