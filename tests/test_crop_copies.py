@@ -4,6 +4,8 @@ scored mostly on training scans; now they are counted as likely copies, kept in 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 
@@ -73,3 +75,23 @@ def test_token_reports_are_never_looked_at_for_crops(data_dir):
 
     reports = read_tianchi(need(data_dir, "tianchi_round2/train.csv")).records[:50]
     assert cropped_copies(reports, ["elsewhere.png"]) == {"found": [], "unchecked": "", "unreadable": 0}
+
+
+def test_the_report_says_when_cut_copies_were_not_looked_for(tmp_path):
+    from types import SimpleNamespace
+
+    from meddx.evaluation.data_section import leakage_text
+
+    (tmp_path / "predictions").mkdir()
+    check = {"checked": True, "files": 9, "dropped": 0, "shared_patient_ids": 0, "cropped_unreadable": 0,
+             "cropped_unchecked": "the training images are not readable here"}  # fmt: skip
+    (tmp_path / "predictions" / "external-x.leakage.json").write_text(json.dumps(check))
+    text = leakage_text(SimpleNamespace(path=tmp_path), "external-x", {})
+    assert "copies cut from training images not looked for (the training images are not readable here)" in text
+    check.update(cropped_unchecked="", cropped_unreadable=4, cropped_images=3)
+    (tmp_path / "predictions" / "external-x.leakage.json").write_text(json.dumps(check))
+    text = leakage_text(SimpleNamespace(path=tmp_path), "external-x", {})
+    assert (
+        "4 training image(s) not readable here" in text
+        and "3 image(s) look like its train/val images cropped and resized" in text
+    )
