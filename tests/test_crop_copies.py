@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pandas as pd
+from test_volume_copies import _split_table
 
 from meddx.data.crop_copies import cropped_copies
 from meddx.data.leakage import overlap_with_training
@@ -16,12 +16,6 @@ from meddx.data.readers import read_folder
 from meddx.evaluation.report import overlap_warnings
 
 from conftest import need
-
-
-def _split_table(records) -> pd.DataFrame:
-    rows = [{"id": r.id, "patient_id": r.patient_id, "split": r.split, "source": f"{r.source}::{r.key}[{r.index}]"}
-            for r in records]  # fmt: skip
-    return pd.DataFrame(rows)
 
 
 def test_images_cut_from_training_scans_are_counted_and_warned_not_dropped(data_dir):
