@@ -43,14 +43,28 @@ def delong(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray) -> dict:
     return {"auc_a": auc[0], "auc_b": auc[1], "diff": diff, "se": se, "z": z, "p": float(2 * norm.sf(abs(z)))}
 
 
+def _predictions(run: Run, split: str) -> pd.DataFrame:
+    """A run's predictions on `split`; a split it lacks is one line listing those it has."""
+    try:
+        return run.predictions(split)
+    except DataError:
+        if (run.path / PREDICTIONS / f"{split}.csv").is_file():
+            raise  # there, but incomplete or unreadable: its own message says so
+        have = sorted(f.stem for f in (run.path / PREDICTIONS).glob("*.csv"))
+        raise ConfigError(
+            f"{run_label(run)} ({run.path}): no predictions for split '{split}'; it has {', '.join(have) or 'none'}"
+            " (`meddx evaluate RUN --data X` adds external-X): compare on one they all have, --split NAME"
+        ) from None
+
+
 def _aligned(runs: list[Run], split: str) -> tuple[pd.DataFrame, list[np.ndarray]]:
-    """The first run's predictions (truth, patients) and every run's probabilities in its sample order; refuses runs
-    whose split holds other samples, patients or labels."""
-    first = runs[0].predictions(split)
+    """The first run's predictions (truth, patients) and every run's probabilities in its sample order, each file
+    read once; refuses runs whose split lacks or holds other samples, patients or labels."""
+    frames = [_predictions(run, split) for run in runs]
+    first = frames[0]
     cols = [f"p_{n}" for n in runs[0].label_names]
     probs = []
-    for run in runs:
-        frame = run.predictions(split)
+    for run, frame in zip(runs, frames):
         if set(frame["id"]) != set(first["id"]) or len(frame) != len(first):
             raise ConfigError(
                 f"{run.path}: its {split} split holds other samples than {runs[0].path}'s "
@@ -82,17 +96,6 @@ def compare_runs(
     label; 'real' when the interval excludes 0 (and, for ROC AUC, DeLong's p < 1 - ci on every label)."""
     if len(runs) < 2:
         raise ConfigError("compare needs at least two runs")
-    for run in runs:
-        try:
-            run.predictions(split)
-        except DataError:
-            if (run.path / PREDICTIONS / f"{split}.csv").is_file():
-                raise  # there, but incomplete or unreadable: its own message says so
-            have = sorted(f.stem for f in (run.path / PREDICTIONS).glob("*.csv"))
-            raise ConfigError(
-                f"{run_label(run)} ({run.path}): no predictions for split '{split}'; it has {', '.join(have) or 'none'}"
-                " (`meddx evaluate RUN --data X` adds external-X): compare on one they all have, --split NAME"
-            ) from None
     frame, probs = _aligned(runs, split)
     y = frame[runs[0].label_names].to_numpy(np.float64)
     scores = paired_figures(y, frame["patient_id"].to_numpy(), probs, resamples, seed, chunk_bytes)
