@@ -21,3 +21,16 @@ def test_overrides_apply_to_yaml_dict_and_runconfig(tmp_path, monkeypatch):
     assert seen[1].train.max_epochs == 2
     with pytest.raises(ConfigError, match="train.max_epochs"):
         meddx.api.train({"train": {"max_epochs": 0}})
+
+
+def test_a_run_config_object_leaves_the_fields_its_user_did_not_set_to_the_plan():
+    """`meddx.train(RunConfig(data=DataConfig(path=...)))` from a notebook: every field was re-read as set by the user,
+    so the plan chose nothing (and crashed on image_size None); only what the user set, and overrides, are theirs."""
+    from meddx.config import DataConfig, as_config
+    from meddx.training.plan import user_fields
+
+    mine = RunConfig(data=DataConfig(path="scans.npz"), name="mine")
+    assert user_fields(as_config(mine)) == {"name": "mine", "data.path": "scans.npz"}
+    both = as_config(mine, {"train.max_epochs": 3, "data__image_size": 48})
+    assert user_fields(both) == {"name": "mine", "data.path": "scans.npz", "train.max_epochs": 3, "data.image_size": 48}
+    assert user_fields(as_config(both)) == user_fields(both) and mine.data.image_size is None  # the caller's unchanged

@@ -214,7 +214,7 @@ def test_cv_takes_data_and_options_as_train_does(data_dir, tmp_path):
     assert cv["folds"] == 2 and cv["model"]["name"] == "textcnn" and "out-of-fold" in proc.stdout
     more = [o if o != "1" else "2" for o in options]  # the same CV asked with 2 epochs: its folds are not reused
     again = run_cli("cv", "--data", str(tmp_path / "r2.csv"), "--output-dir", str(tmp_path / "runs"), *more)
-    _assert_clean_error(again, "quick/fold0: trained with other settings (train.max_epochs: 1 then, 2 now)")
+    _assert_clean_error(again, "quick: its folds were planned under other settings (train.max_epochs: 1 then, 2 now)")
     more = [o if o != "2" else "3" for o in options]  # 3 folds asked of a 2-fold CV: fold0 is another fold
     folds = run_cli("cv", "--data", str(tmp_path / "r2.csv"), "--output-dir", str(tmp_path / "runs"), *more)
     _assert_clean_error(folds, "quick/fold0: trained with other settings (split.folds: 2 then, 3 now)")

@@ -227,6 +227,7 @@ def cv(
     model: Annotated[Optional[str], typer.Option(help="Registered model name (see `meddx models`).")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs.")] = None,
     name: Annotated[Optional[str], typer.Option(help="CV folder name under output_dir.")] = None,
+    budget: BudgetOpt = None,
     output_dir: Annotated[
         Optional[str], typer.Option("--output-dir", "-o", help="Where the CV folder goes (default runs/).")
     ] = None,
@@ -234,14 +235,23 @@ def cv(
     config_option: ConfigOpt = None,
     data_overrides: dict | None = None,
 ) -> None:
-    """k-fold training: one run per fold, out-of-fold predictions and their scores; the folder is a fold ensemble."""
+    """k-fold training: one run per fold, out-of-fold predictions and their scores; the folder is a fold ensemble.
+    Every recipe option not given is planned once, as `meddx train` plans, with the budget shared by the folds."""
     from meddx.api import cross_validate
     from meddx.evaluation.cv_summary import cv_summary
 
     config = config or config_option  # `meddx cv run.yaml` or, as train, `meddx cv -c run.yaml`
     if config is None and not data_overrides.get("data.path"):
         raise ConfigError("give a YAML run config or --data (a folder, CSV or .npz) for `meddx cv`")
-    own = given(**{"model.name": model, "train.max_epochs": epochs, "name": name, "output_dir": output_dir})
+    own = given(
+        **{
+            "model.name": model,
+            "train.max_epochs": epochs,
+            "name": name,
+            "output_dir": output_dir,
+            "plan.budget_minutes": budget_minutes(budget),
+        }
+    )
     out = cross_validate(config, folds, **data_overrides, **own, **set_overrides(set_))
     line, warning = cv_summary(out)
     typer.echo(line)

@@ -42,7 +42,19 @@ def as_config(config: RunConfig | dict | str | Path | None = None, overrides: di
     if config is None or isinstance(config, (str, Path)):
         return load_config(config, dotted)
     raw = config.model_dump(mode="json") if isinstance(config, RunConfig) else copy.deepcopy(config)
-    return validate_config(apply_overrides(raw, dotted))
+    out = validate_config(apply_overrides(raw, dotted))
+    if isinstance(config, RunConfig):  # what the user set stays theirs and the rest the plan's (not all set)
+        _keep_set(out, config, dotted)
+    return out
+
+
+def _keep_set(new: BaseModel, old: BaseModel, dotted: dict) -> None:
+    """Mark in `new` the fields set in `old` and those `dotted` overrides set, section by section."""
+    new.__pydantic_fields_set__ = set(old.model_fields_set) | {k.split(".")[0] for k in dotted}
+    for name in type(new).model_fields:
+        child, was = getattr(new, name), getattr(old, name)
+        if isinstance(child, BaseModel) and type(child) is type(was):
+            _keep_set(child, was, {k.split(".", 1)[1]: v for k, v in dotted.items() if k.startswith(f"{name}.")})
 
 
 def apply_overrides(raw: dict, overrides: dict | None) -> dict:

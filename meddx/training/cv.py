@@ -27,10 +27,17 @@ def cross_validate(config: RunConfig | dict | str | Path, folds: int = 5, only_f
             "cross-validation makes its own folds over all the data: give one data path (a folder, CSV or .npz), not "
             "split=FILE (the official test split would be trained on)"
         )
-    cv_dir = Path(cfg.output_dir) / (cfg.name or f"{data_name(cfg.data)}-{cfg.model.name}-cv{folds}")
+    planned_model = cfg.plan.enabled and "name" not in cfg.model.model_fields_set  # named when the plan has chosen
+    model = "" if planned_model else f"-{cfg.model.name}"
+    cv_dir = Path(cfg.output_dir) / (cfg.name or f"{data_name(cfg.data)}{model}-cv{folds}")
+    plan, data = None, None
+    if cfg.plan.enabled:  # the fields the user did not set, planned once for every fold
+        from meddx.training.fold_plan import plan_folds
+
+        cfg, plan, data = plan_folds(cfg, cv_dir, folds)
     runs, oof = [], []
     for k in only_folds if only_folds is not None else range(folds):
-        run = _fold_run(cfg, cv_dir, folds, k)
+        run = _fold_run(cfg, cv_dir, folds, k, plan, data if k == 0 else None)
         if run is None:  # a worker process of a distributed run: rank 0 writes
             continue
         runs.append(run.path.name)
@@ -47,8 +54,9 @@ def cross_validate(config: RunConfig | dict | str | Path, folds: int = 5, only_f
     return cv_dir
 
 
-def _fold_run(cfg: RunConfig, cv_dir: Path, folds: int, k: int) -> Run:
-    """Fold k's run: trained now, or the finished one from an earlier call."""
+def _fold_run(cfg: RunConfig, cv_dir: Path, folds: int, k: int, plan=None, data=None) -> Run:
+    """Fold k's run: trained now, or the finished one from an earlier call; `plan` is written beside its config,
+    `data`: fold k's data module when planning set it up."""
     fold_cfg = cfg.model_copy(deep=True)
     fold_cfg.name, fold_cfg.output_dir = f"fold{k}", str(cv_dir)
     fold_cfg.split.folds, fold_cfg.split.fold = folds, k
@@ -62,7 +70,7 @@ def _fold_run(cfg: RunConfig, cv_dir: Path, folds: int, k: int) -> Run:
 
     if (folder / CONFIG).is_file():  # a fold killed or failed part way: continued from its last checkpoint
         return resume_fit(folder)
-    return fit(fold_cfg, resume=folder if folder.exists() else None)
+    return fit(fold_cfg, data, plan, resume=folder if folder.exists() else None)
 
 
 RUNTIME = {
