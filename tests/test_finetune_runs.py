@@ -232,6 +232,9 @@ def test_an_ensemble_of_members_at_two_image_sizes_is_one_model(swa_run, data_di
     assert path.is_file() and prob == pytest.approx(ens.predictions("test").set_index("id").loc[scan.id, col], abs=1e-4)
     package = export_run(ens.path, "onnx", tmp_path / "pkg")
     assert json.loads((package / "parity.json").read_text())["max_abs_diff"] <= 1e-4
+    card = (package / "card.md").read_text()  # the card named the members' architecture only
+    assert f"swa `small_cnn` 28x28 (weight {w[0]:.2f}); px40 `small_cnn` 40x40 (weight {w[1]:.2f})" in card
+    assert "each member resizes the input to its own size" in card
     other = meddx.train({**cfg, "name": "sample", "data": {**cfg["data"], "normalize": "sample"}})
     with pytest.raises(ConfigError, match=r"preprocessing \(preprocess.json: normalize\) differs"):
         ensemble([swa_run.path, other.path], tmp_path / "ens2")

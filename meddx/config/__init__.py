@@ -2,6 +2,7 @@
 (`files`)."""
 
 from meddx.config.files import (
+    RUNTIME,
     apply_overrides,
     as_config,
     data_name,
@@ -24,6 +25,7 @@ from meddx.config.sections import (
 from meddx.config.tricks import PseudoLabelConfig, TricksConfig
 
 __all__ = [
+    "RUNTIME",
     "AugmentConfig",
     "DataConfig",
     "EvaluateConfig",

@@ -17,6 +17,18 @@ from meddx.errors import ConfigError
 
 S = TypeVar("S", bound=BaseModel)
 
+RUNTIME = {
+    "accelerator",
+    "devices",
+    "num_nodes",
+    "num_workers",
+    "pin_memory",
+    "progress_bar",
+    "checkpoint_minutes",
+    "diagnostics",
+    "compile",
+}  # train fields that say where and how fast a run (or a fold) runs, not what it learns
+
 
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> RunConfig:
     """Read a YAML config (or defaults) and apply dotted overrides such as {'train.max_epochs': 3}."""

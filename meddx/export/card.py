@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from meddx.export.snippet import SNIPPET
-from meddx.run import PREDICTIONS, Run, read_json
+from meddx.run import ENSEMBLE, PREDICTIONS, Run, read_json
 
 
 def _fig(fig: dict | None) -> str:
@@ -31,6 +31,7 @@ def model_card(run: Run, metrics: dict, parity_result: dict) -> str:
         f"- architecture `{run.architecture()}`; "
         f"input {prep.channels} x {prep.image_size[0]} x {prep.image_size[1]}; "
         f"task {run.task}; outputs probabilities for {', '.join(run.label_names)}",
+        *_members(run),
         f"- exported as {parity_result['format']}; largest difference from PyTorch on {parity_result['images']} real "
         f"{parity_result['split']} images: {parity_result['max_abs_diff']:.2e}",
         "",
@@ -71,6 +72,21 @@ def model_card(run: Run, metrics: dict, parity_result: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _members(run: Run) -> list[str]:
+    """An ensemble's lines: each member's model, input size and weight, and how the exported input reaches them."""
+    if not run.is_ensemble:
+        return []
+    info = read_json(run.path / ENSEMBLE)
+    parts = []
+    for member, weight in zip(run.members(), info.get("weights") or []):
+        size = "x".join(str(v) for v in member.preprocess.image_size) if not member.is_sequence else "tokens"
+        parts.append(f"{member.path.name} `{member.config.model.name}` {size} (weight {weight:.2f})")
+    how = info.get("combine", "mean")
+    resized = " each member resizes the input to its own size and normalises it as it was trained;" if info.get(
+        "input") else ""  # fmt: skip
+    return [f"- an ensemble, {how} of {len(parts)} models:{resized} {'; '.join(parts)}"]
 
 
 def _other_data(run: Run) -> list[str]:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from meddx.atomic import write_frame, write_text
-from meddx.config import RunConfig, as_config, data_name, load_config
+from meddx.config import RUNTIME, RunConfig, as_config, data_name, load_config
 from meddx.errors import ConfigError
 from meddx.run import CONFIG, WEIGHTS, Run
 
@@ -71,19 +71,6 @@ def _fold_run(cfg: RunConfig, cv_dir: Path, folds: int, k: int, plan=None, data=
     if (folder / CONFIG).is_file():  # a fold killed or failed part way: continued from its last checkpoint
         return resume_fit(folder)
     return fit(fold_cfg, data, plan, resume=folder if folder.exists() else None)
-
-
-RUNTIME = {
-    "accelerator",
-    "devices",
-    "num_nodes",
-    "num_workers",
-    "pin_memory",
-    "progress_bar",
-    "checkpoint_minutes",
-    "diagnostics",
-    "compile",
-}  # train fields that say where and how fast a fold runs, not what it learns
 
 
 def _same_settings(folder: Path, cfg: RunConfig) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from meddx.config import RunConfig
+from meddx.config import RUNTIME, RunConfig
 from meddx.errors import ConfigError
 from meddx.run import CONFIG, PLAN
 from meddx.training.plan import Plan, Planner, user_fields
@@ -53,8 +53,6 @@ def changed_choices(cfg: RunConfig, plan: Plan) -> list[str]:
 
 def _runtime(fields: dict) -> dict:
     """The fields among `fields` that say where and how fast a fold runs, not what it learns."""
-    from meddx.training.cv import RUNTIME
-
     return {k: v for k, v in fields.items() if k.startswith("train.") and k.split(".", 1)[1] in RUNTIME}
 
 
