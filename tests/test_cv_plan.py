@@ -11,6 +11,7 @@ import meddx
 import meddx.training.autofit
 from meddx.config import load_config
 from meddx.errors import ConfigError
+from meddx.evaluation.cv_summary import cv_summary
 
 from conftest import need
 
@@ -27,6 +28,8 @@ def test_a_cv_plans_once_for_every_fold_and_a_rerun_reuses_the_plan(data_dir, tm
     choice = {c["field"]: c for c in plan["choices"]}
     assert plan["budget_minutes"] == 1 and choice["train.ensemble"]["value"] == 1
     assert "(the 2 folds' models are the ensemble), 0.5 of 1 min" in choice["train.ensemble"]["reason"]
+    line, _ = cv_summary(cv_dir)  # the terminal says what was planned
+    assert f"planned (1 min for 2 folds): small_cnn 28 px, up to {choice['train.max_epochs']['value']} epochs" in line
     for k in (0, 1):
         fold = load_config(cv_dir / f"fold{k}" / "config.yaml")
         assert (fold.data.normalize, fold.train.batch_size) == (choice["data.normalize"]["value"], 16)

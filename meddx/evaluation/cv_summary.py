@@ -28,6 +28,12 @@ def cv_summary(out: Path) -> tuple[str, str | None]:
             f"{out}: out-of-fold {name} {loss:.4f}{score}; prior "
             f"{prior:.4f}{zero}; mean AUC {m['mean_roc_auc']:.4f}, {match} {m['exact_match']:.4f}"
         )
+    if plan := r.get("plan"):
+        size = f" {plan['image_size']} px" if plan.get("image_size") else ""
+        line += (
+            f"\nplanned ({plan['budget_minutes']:g} min for {r['folds']} folds): {plan['model']}{size}, up to "
+            f"{plan['max_epochs']} epochs a fold; every choice and why: {Path(out) / 'plan.json'}"
+        )
     warning = None
     if loss >= prior:
         ranks = m.get("mean_roc_auc", 0.5) >= 0.7

@@ -50,7 +50,12 @@ def cross_validate(config: RunConfig | dict | str | Path, folds: int = 5, only_f
     if not oof:
         return cv_dir
     write_frame(pd.concat(oof, ignore_index=True), cv_dir / OOF, index=False, float_format="%.9g")
-    write_text(cv_dir / CV, json.dumps({"folds": folds, "runs": runs, "model": {"name": cfg.model.name}}, indent=2))
+    info = {"folds": folds, "runs": runs, "model": {"name": cfg.model.name}}
+    if plan is not None:  # the recipe the plan chose, for the terminal's line (the whole plan: plan.json)
+        size = cfg.data.image_size
+        info["plan"] = {"model": cfg.model.name, "image_size": size, "max_epochs": cfg.train.max_epochs,
+                        "budget_minutes": plan.budget_minutes}  # fmt: skip
+    write_text(cv_dir / CV, json.dumps(info, indent=2))
     return cv_dir
 
 
