@@ -34,6 +34,8 @@ def cv_summary(out: Path) -> tuple[str, str | None]:
             f"\nplanned ({plan['budget_minutes']:g} min for {r['folds']} folds): {plan['model']}{size}, up to "
             f"{plan['max_epochs']} epochs a fold; every choice and why: {Path(out) / 'plan.json'}"
         )
+        if (est := plan.get("estimated_minutes")) and est > plan["budget_minutes"]:
+            line += f"\nthe plan estimated {est:.1f} min: over the budget, which does not fit 3 epochs a fold here"
     warning = None
     if loss >= prior:
         ranks = m.get("mean_roc_auc", 0.5) >= 0.7

@@ -53,8 +53,10 @@ def cross_validate(config: RunConfig | dict | str | Path, folds: int = 5, only_f
     info = {"folds": folds, "runs": runs, "model": {"name": cfg.model.name}}
     if plan is not None:  # the recipe the plan chose, for the terminal's line (the whole plan: plan.json)
         size = cfg.data.image_size
+        e = plan.estimate  # fold 0's reading and pilot, then every fold's training and evaluation
+        minutes = (e["elapsed_before_training_s"] + folds * (e["training_s"] + e["reserve_s"])) / 60 if e else None
         info["plan"] = {"model": cfg.model.name, "image_size": size, "max_epochs": cfg.train.max_epochs,
-                        "budget_minutes": plan.budget_minutes}  # fmt: skip
+                        "budget_minutes": plan.budget_minutes, "estimated_minutes": minutes}  # fmt: skip
     write_text(cv_dir / CV, json.dumps(info, indent=2))
     return cv_dir
 
