@@ -73,13 +73,18 @@ def predict_file(source: str | Path, data: str | Path) -> tuple[list[str], np.nd
 def _oof_matrices(sources: list[str | Path]) -> tuple[np.ndarray, list[np.ndarray], np.ndarray, list[str]]:
     """The truth, each CV folder's out-of-fold probabilities (rows aligned by report id: the folders must cover the
     same reports), each row's fold and the label names."""
-    frames = [read_oof(src)[0].sort_values("id", ignore_index=True) for src in sources]
-    for src, f in zip(sources[1:], frames[1:]):
-        if not f["id"].equals(frames[0]["id"]):
+    read = [read_oof(src) for src in sources]
+    frames = [frame.sort_values("id", ignore_index=True) for frame, _ in read]
+    names = read[0][1]
+    for src, f, (_, own) in zip(sources[1:], frames[1:], read[1:]):
+        if own != names:  # round 1's 17 regions beside round 2's 29 labels: ids 0..N-1 match all the same
+            raise ConfigError(f"{src}: its labels ({len(own)}) are not {sources[0]}'s ({len(names)}); blend CV runs "
+                              "of one task")  # fmt: skip
+        if not f["id"].equals(frames[0]["id"]) or not f[names].equals(frames[0][names]):
             raise ConfigError(
-                f"{src}: its out-of-fold reports differ from {sources[0]}'s; blend CV runs of the same data"
+                f"{src}: its out-of-fold reports or their labels differ from {sources[0]}'s; blend CV runs of the same "
+                "data"
             )
-    names = [c[2:] for c in frames[0].columns if c.startswith("p_")]
     probs = [f[[f"p_{n}" for n in names]].to_numpy(np.float64) for f in frames]
     return frames[0][names].to_numpy(np.float64), probs, frames[0]["fold"].to_numpy(), names
 
@@ -145,6 +150,10 @@ def blend_file(
     given."""
     w = resolve_weights(sources, weights)
     parts = [predict_file(s, data) for s in sources]
+    for source, (_, p) in zip(sources[1:], parts[1:]):
+        if p.shape != parts[0][1].shape:  # a round-1 folder beside a round-2 one
+            raise ConfigError(f"{source}: {p.shape[1]} labels where {sources[0]} has {parts[0][1].shape[1]}; blend "
+                              "runs of one task")  # fmt: skip
     return parts[0][0], sum(wi * p for wi, (_, p) in zip(w, parts))
 
 

@@ -34,3 +34,8 @@ def test_a_run_config_object_leaves_the_fields_its_user_did_not_set_to_the_plan(
     both = as_config(mine, {"train.max_epochs": 3, "data__image_size": 48})
     assert user_fields(both) == {"name": "mine", "data.path": "scans.npz", "train.max_epochs": 3, "data.image_size": 48}
     assert user_fields(as_config(both)) == user_fields(both) and mine.data.image_size is None  # the caller's unchanged
+    later = RunConfig(data=DataConfig(path="scans.npz"))
+    later.train.max_epochs = 3  # assigned after construction: still the user's
+    assert user_fields(as_config(later)) == {"data.path": "scans.npz", "train.max_epochs": 3}
+    whole = as_config(RunConfig(train={"lr": 0.1}), {"train": {"max_epochs": 2}})  # a section given whole replaces it
+    assert user_fields(whole) == {"train.max_epochs": 2} and whole.train.lr == RunConfig().train.lr

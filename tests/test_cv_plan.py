@@ -9,9 +9,11 @@ import pytest
 
 import meddx
 import meddx.training.autofit
-from meddx.config import load_config
+from meddx.config import as_config, load_config
 from meddx.errors import ConfigError
 from meddx.evaluation.cv_summary import cv_summary
+from meddx.training.fold_plan import changed_choices
+from meddx.training.plan import Plan
 
 from conftest import need
 
@@ -27,9 +29,13 @@ def test_a_cv_plans_once_for_every_fold_and_a_rerun_reuses_the_plan(data_dir, tm
     plan = json.loads((cv_dir / "plan.json").read_text())
     choice = {c["field"]: c for c in plan["choices"]}
     assert plan["budget_minutes"] == 1 and choice["train.ensemble"]["value"] == 1
-    assert "(the 2 folds' models are the ensemble), 0.5 of 1 min" in choice["train.ensemble"]["reason"]
+    assert "one model a fold: the 2 folds' models are the ensemble" in choice["train.ensemble"]["reason"]
     line, _ = cv_summary(cv_dir)  # the terminal says what was planned
-    assert f"planned (1 min for 2 folds): small_cnn 28 px, up to {choice['train.max_epochs']['value']} epochs" in line
+    assert (
+        f"recipe: small_cnn 28 px, up to {choice['train.max_epochs']['value']} epochs a fold; planned by meddx: "
+        in line
+    )
+    assert "data.image_size" in line.split("planned by meddx: ")[1] and "num_workers" not in line
     for k in (0, 1):
         fold = load_config(cv_dir / f"fold{k}" / "config.yaml")
         assert (fold.data.normalize, fold.train.batch_size) == (choice["data.normalize"]["value"], 16)
@@ -41,5 +47,31 @@ def test_a_cv_plans_once_for_every_fold_and_a_rerun_reuses_the_plan(data_dir, tm
 
     monkeypatch.setattr(meddx.training.autofit, "plan_run", no_planning)
     assert meddx.cross_validate({**cfg, "train": {"progress_bar": False, "num_workers": 1}}, folds=2) == cv_dir
+    saved = Plan.from_dict(json.loads((cv_dir / "plan.json").read_text()))
+    assert not changed_choices(as_config(cfg), saved, 2)
+    assert changed_choices(as_config(cfg), saved, 3)[0] == "folds: 2 then, 3 now"  # a plan for other folds or data
+    other = as_config({**cfg, "data": {"path": str(npz.with_name("pneumoniamnist.npz"))}})
+    assert changed_choices(other, saved, 2)[0].startswith("data.path: ")  # is not reused, even before a fold trains
     with pytest.raises(ConfigError, match=r"planned under other settings \(data.image_size: planned 28 then, 32 now"):
         meddx.cross_validate({**cfg, "data": {"path": str(npz), "image_size": 32}}, folds=2)
+
+
+def test_a_fold_is_reused_with_what_training_resolved_and_a_cv_needs_two_folds(tmp_path):
+    """A CV with word vectors could not be resumed: training wrote the vectors' vocab.json and model sizes into each
+    fold's config, and the rerun's own config (without them) was 'trained with other settings'."""
+    from meddx.config import as_config, save_config
+    from meddx.training.cv import _same_settings, cross_validate
+
+    asked = {"data": {"path": str(tmp_path / "train.csv")}, "model": {"name": "rcnn", "embeddings": "w2v"}}
+    trained = as_config(asked, {"data.vocab": "w2v/vocab.json", "model.kwargs": {"size": "cpu", "dim": 128}})
+    (tmp_path / "fold0").mkdir()
+    save_config(trained, tmp_path / "fold0" / "config.yaml")
+    _same_settings(tmp_path / "fold0", as_config(asked))  # resolved by training: the same settings
+    _same_settings(tmp_path / "fold0", as_config(asked, {"model.kwargs": {"size": "auto"}}))
+    with pytest.raises(ConfigError, match="model.kwargs"):
+        _same_settings(tmp_path / "fold0", as_config(asked, {"model.kwargs": {"dim": 64}}))
+    with pytest.raises(ConfigError, match="data.vocab"):
+        _same_settings(tmp_path / "fold0", as_config(asked, {"data.vocab": "other/vocab.json"}))
+    for folds in (0, 1):
+        with pytest.raises(ConfigError, match=f"--folds {folds}: cross-validation needs 2 folds at least"):
+            cross_validate(asked, folds)

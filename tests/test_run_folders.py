@@ -241,14 +241,17 @@ def test_meddx_runs_lists_cv_folders_and_a_time_for_every_run(tmp_path):
 
     for k in (0, 1):  # a 5-fold cv killed during its second fold: no cv.json yet
         (tmp_path / "cv" / f"fold{k}").mkdir(parents=True)
-        (tmp_path / "cv" / f"fold{k}" / "config.yaml").write_text("name: fold\n")
+        (tmp_path / "cv" / f"fold{k}" / "config.yaml").write_text(f"name: fold{k}\nsplit:\n  folds: 5\n  fold: {k}\n")
     (tmp_path / "cv" / "fold0" / "status.json").write_text(json.dumps({"state": "trained", "since": "2026-12-07"}))
     (tmp_path / "ens").mkdir()
     (tmp_path / "ens" / "config.yaml").write_text("name: ens\n")
     out = run_cli("runs", str(tmp_path)).stdout
-    assert "cv, unfinished" in out and f"{tmp_path / 'cv'} (1 of ? folds trained; `meddx cv` again resumes)" in out
+    assert "cv, unfinished" in out and f"{tmp_path / 'cv'} (1 of 5 folds trained; `meddx cv` again resumes)" in out
     (tmp_path / "cv" / "cv.json").write_text(json.dumps({"folds": 5, "runs": ["fold0"]}))
     assert "(1 of 5 folds trained" in run_cli("runs", str(tmp_path)).stdout
+    (tmp_path / "cv" / "cv.json").write_text(json.dumps({"folds": 2, "runs": ["fold0", "fold1"]}))
+    (tmp_path / "cv" / "fold1" / "status.json").write_text(json.dumps({"state": "trained", "since": "2026-12-07"}))
+    assert f"{tmp_path / 'cv'} (2 of 2 folds trained)\n" in run_cli("runs", str(tmp_path)).stdout  # none to resume
     ens = next(line for line in out.splitlines() if line.endswith("ens"))
     assert ens.split()[1].startswith("20")  # a date, from the folder's config when it has no status.json
 

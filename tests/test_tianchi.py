@@ -80,6 +80,18 @@ def test_round2_bad_type_id(tmp_path):
         read_tianchi(f)
 
 
+def test_a_header_line_is_named_and_an_empty_round2_label_is_normal(tmp_path):
+    """A header gave "token 'description' is not a non-negative integer"; a round-2 label left empty (no comma) was
+    refused though an empty label means normal."""
+    f = tmp_path / "header.csv"
+    f.write_text("report_ID|,|description|,|label\n0|,|1 2 |,|4 \n")
+    with pytest.raises(DataError, match=r"line 1: 'report_ID\|,\|description\|,\|label' looks like a header"):
+        read_tianchi(f)
+    f.write_text("0|,|1 2 3 |,|4 ,1 \n1|,|4 5 |,|\n2|,|6 |,|,\n")
+    ds = read_tianchi(f)
+    assert len(ds.label_names) == 29 and ds.records[1].labels.sum() == 0 and ds.records[2].labels.sum() == 0
+
+
 def test_vocab_pads_truncates_and_maps_unknown_tokens():
     vocab = build_vocab([np.array([10, 20, 30]), np.array([20, 40])], max_len=4)
     assert vocab.max_len == 4 and vocab.size == 3 + 4
@@ -248,3 +260,32 @@ def test_platt_scaling_softens_an_overconfident_blend_per_label_group_and_never_
     np.testing.assert_allclose(calibrate_oof(flipped, sure, folds, groups)[folds == 0], scaled[folds == 0])
     with pytest.raises(ConfigError, match="needs out-of-fold rows of 2 or more folds"):  # one fold: nothing to fit on
         calibrate_oof(y, sure, np.zeros(4000, int), groups)
+
+
+def test_blending_folders_of_another_task_or_other_labels_is_refused(tmp_path):
+    """`tianchi blend r1 r2` scored round 2's region probabilities against round 1's labels (report ids 0..N-1 match
+    in both) and printed a wrong mlogloss; folders of other labels, or of other truth for the same ids, are refused."""
+    from meddx.tianchi import blend_oof
+
+    rng = np.random.default_rng(0)
+
+    def folder(name: str, labels: list[str], truth: np.ndarray) -> str:
+        import pandas as pd
+
+        frame = pd.DataFrame({"id": [str(i) for i in range(len(truth))], "fold": np.arange(len(truth)) % 2})
+        for j, n in enumerate(labels):
+            frame[n], frame[f"p_{n}"], frame[f"prior_{n}"] = truth[:, j], rng.uniform(0.05, 0.95, len(truth)), 0.3
+        (tmp_path / name).mkdir()
+        frame.to_csv(tmp_path / name / "oof.csv", index=False)
+        return str(tmp_path / name)
+
+    truth = rng.integers(0, 2, (40, 17))
+    regions = [f"region_{j}" for j in range(17)]
+    r1, again = folder("r1", regions, truth), folder("r1b", regions, truth)
+    assert len(blend_oof([r1, again])["weights"]) == 2  # one task, the same reports: blended
+    r2 = folder("r2", [*regions, *(f"type_{j}" for j in range(12))], rng.integers(0, 2, (40, 29)))
+    with pytest.raises(ConfigError, match=r"r2: its labels \(29\) are not .*r1's \(17\); blend CV runs of one task"):
+        blend_oof([r1, r2])
+    other = folder("other", regions, rng.integers(0, 2, (40, 17)))
+    with pytest.raises(ConfigError, match="its out-of-fold reports or their labels differ"):
+        blend_oof([r1, other])

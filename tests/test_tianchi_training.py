@@ -94,6 +94,9 @@ def test_image_model_on_sequences_is_a_config_error(small_files, tmp_path):
                 "model": {"name": "small_cnn"},
             }
         )
+    with pytest.raises(ConfigError, match=r"model 'bilstn' is no model meddx knows \(did you mean 'bilstm'\?\)"):
+        meddx.train({"output_dir": str(tmp_path), "data": {"path": str(small_files / "train.csv")},
+                     "model": {"name": "bilstn"}})  # fmt: skip
 
 
 @pytest.mark.slow
@@ -291,3 +294,16 @@ def test_greedy_weights_drop_a_useless_member():
     assert mlogloss(y, sum(wi * p for wi, p in zip(w, [good, noise, fair]))) <= mlogloss(y, good)
     onehot = np.eye(3)[rng.integers(0, 3, 300)]
     assert greedy_weights([np.full((300, 3), 1 / 3), np.clip(onehot, 0.05, 0.9)], onehot, "multiclass")[1] == 1
+
+
+def test_mlm_takes_the_size_the_fine_tuning_names():
+    """`meddx pretrain --set model.kwargs.size=tiny` (the README's key for bert_small) pretrained the cpu size: the size
+    the model names is the encoder's, unless pretrain.size says it; two different sizes are refused."""
+    from meddx.config import as_config
+    from meddx.training.pretrain import _asked_size
+
+    assert _asked_size(as_config({"model": {"kwargs": {"size": "tiny"}}})) == "tiny"
+    assert _asked_size(as_config({"pretrain": {"size": "gpu"}})) == "gpu"
+    assert _asked_size(as_config({})) == "auto"
+    with pytest.raises(ConfigError, match="pretrain.size 'gpu' and model.kwargs.size 'tiny' differ"):
+        _asked_size(as_config({"pretrain": {"size": "gpu"}, "model": {"kwargs": {"size": "tiny"}}}))

@@ -274,11 +274,13 @@ def runs(folder: Annotated[Path, typer.Argument(help="Folder holding run folders
     for path in found:
         if not (path / CONFIG).is_file():  # a `meddx cv` folder: its folds are runs of their own
             folds = sorted(f.parent for f in path.glob("fold*/" + CONFIG))
-            total = json.loads((path / CV).read_text()).get("folds", len(folds)) if (path / CV).is_file() else "?"
+            total = json.loads((path / CV).read_text()).get("folds") if (path / CV).is_file() else None
+            total = total or _fold_count(folds[0] / CONFIG)  # a CV killed before cv.json: its folds say
             done = sum(read_status(f).get("state") in ("trained", "complete") for f in folds)
             state = "cv" if (path / CV).is_file() and done == total else "cv, unfinished"
             when = datetime.fromtimestamp(max(f.stat().st_mtime for f in [path, *folds])).isoformat(timespec="seconds")
-            typer.echo(f"{state:<12} {when:<20} {path} ({done} of {total} folds trained; `meddx cv` again resumes)")
+            more = "" if state == "cv" else "; `meddx cv` again resumes"
+            typer.echo(f"{state:<12} {when:<20} {path} ({done} of {total} folds trained{more})")
             continue
         info, stamp = read_status(path), path / STATUS if (path / STATUS).is_file() else path / CONFIG
         since = info.get("since") or datetime.fromtimestamp(stamp.stat().st_mtime).isoformat(timespec="seconds")
@@ -286,6 +288,17 @@ def runs(folder: Annotated[Path, typer.Argument(help="Folder holding run folders
         typer.echo(f"{info['state']:<12} {since:<20} {path}{reason}")
     if not found:
         typer.echo(f"no run folders in {folder}")
+
+
+def _fold_count(config: Path) -> int | str:
+    """The number of folds a fold's config names ('?' when it cannot be read)."""
+    from meddx.config import load_config
+    from meddx.errors import MeddxError
+
+    try:
+        return load_config(config).split.folds or "?"
+    except MeddxError:
+        return "?"
 
 
 def register(app: typer.Typer) -> None:

@@ -60,13 +60,34 @@ def as_config(config: RunConfig | dict | str | Path | None = None, overrides: di
     return out
 
 
-def _keep_set(new: BaseModel, old: BaseModel, dotted: dict) -> None:
-    """Mark in `new` the fields set in `old` and those `dotted` overrides set, section by section."""
-    new.__pydantic_fields_set__ = set(old.model_fields_set) | {k.split(".")[0] for k in dotted}
+def _keep_set(new: BaseModel, old: BaseModel | None, dotted: dict) -> None:
+    """Mark in `new` the fields set in `old` and those the `dotted` overrides set, section by section; a section given
+    whole (a dict) replaced the old one, so only its own keys are set."""
+    fields = set(old.model_fields_set if old is not None else ()) | {k.split(".")[0] for k in dotted}
     for name in type(new).model_fields:
-        child, was = getattr(new, name), getattr(old, name)
-        if isinstance(child, BaseModel) and type(child) is type(was):
-            _keep_set(child, was, {k.split(".", 1)[1]: v for k, v in dotted.items() if k.startswith(f"{name}.")})
+        child = getattr(new, name)
+        if not isinstance(child, BaseModel):
+            continue
+        inner = {k.split(".", 1)[1]: v for k, v in dotted.items() if k.startswith(f"{name}.")}
+        whole = dotted.get(name)
+        was = getattr(old, name, None) if old is not None else None
+        if isinstance(whole, dict):
+            was, inner = None, {**_dotted(whole), **inner}
+        _keep_set(child, was if type(was) is type(child) else None, inner)
+        if child.model_fields_set:  # a field assigned inside a section the constructor never saw
+            fields.add(name)
+    new.__pydantic_fields_set__ = fields
+
+
+def _dotted(tree: dict, prefix: str = "") -> dict:
+    """{'a': {'b': 1}} as {'a.b': 1}."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(_dotted(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def apply_overrides(raw: dict, overrides: dict | None) -> dict:

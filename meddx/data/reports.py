@@ -54,11 +54,16 @@ class _Format:
             if self.n_fields not in (2, 3):
                 raise DataError(f"{where}: {self.n_fields} fields; expected report_ID|,|description[|,|label]")
         if len(fields) != self.n_fields:
-            raise DataError(f"{where}: {len(fields)} fields where the file's first line has {self.n_fields}")
+            raise DataError(
+                f"{where}: {len(fields)} fields where the file's first line has {self.n_fields} (one of the two "
+                "lacks or adds a field)"
+            )
         return fields
 
     def labels(self, label: str, where: str) -> tuple[list[int], list[int] | None]:
-        """Region ids and (round 2) type ids of one label field; empty = normal."""
+        """Region ids and (round 2) type ids of one label field; empty = normal (in round 2, ',' or nothing)."""
+        if not label.strip():
+            return [], None
         if self.round2 is None:
             self.round2 = "," in label
         if self.round2 != ("," in label):
@@ -99,6 +104,8 @@ def _rows(path: Path, form: _Format) -> list[tuple]:
         if rid in seen:
             raise DataError(f"{where}: report_ID {rid} appears twice")
         seen.add(rid)
+        if not rows and not rid.isdigit() and not fields[1].replace(" ", "").isdigit():
+            raise DataError(f"{where}: {line[:60]!r} looks like a header; Tianchi files have none: remove that line")
         tokens = _ids(fields[1], None, "token", where)
         if not tokens:
             raise DataError(f"{where}: empty description")

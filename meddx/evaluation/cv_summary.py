@@ -18,8 +18,10 @@ def cv_summary(out: Path) -> tuple[str, str | None]:
             f"accuracy {m['balanced_accuracy']:.4f}; mean one-vs-rest AUC {m['mean_roc_auc']:.4f}"
         )
     else:
-        parts = [f"{k} {m[k]:.4f}" for k in ("score", "regions_mlogloss", "types_mlogloss") if k in m]  # round 2
-        score = f" ({', '.join(parts)})" if parts else ""
+        score = ""
+        if {"score", "regions_mlogloss", "types_mlogloss"} <= set(m):  # round 2: the score is not 1 - mlogloss
+            parts = f"0.6 x (1 - regions mlogloss {m['regions_mlogloss']:.4f}) + 0.4 x (1 - types mlogloss "
+            score = f" over all labels; score {m['score']:.4f} = {parts}{m['types_mlogloss']:.4f})"
         one = r.get("labels") == 1  # a binary task's mean log loss is its log loss, its exact match its accuracy
         name, match = ("log loss", "accuracy at 0.5") if one else ("mlogloss", "exact match")
         loss, prior = m["mlogloss"], b["prior"]["mlogloss"]
@@ -30,12 +32,14 @@ def cv_summary(out: Path) -> tuple[str, str | None]:
         )
     if plan := r.get("plan"):
         size = f" {plan['image_size']} px" if plan.get("image_size") else ""
+        chose = ", ".join(plan.get("planned") or []) or "nothing (every recipe field was yours)"
         line += (
-            f"\nplanned ({plan['budget_minutes']:g} min for {r['folds']} folds): {plan['model']}{size}, up to "
-            f"{plan['max_epochs']} epochs a fold; every choice and why: {Path(out) / 'plan.json'}"
+            f"\nrecipe: {plan['model']}{size}, up to {plan['max_epochs']} epochs a fold; planned by meddx: {chose} "
+            f"(why: {Path(out) / 'plan.json'})"
         )
-        if (est := plan.get("estimated_minutes")) and est > plan["budget_minutes"]:
-            line += f"\nthe plan estimated {est:.1f} min: over the budget, which does not fit 3 epochs a fold here"
+        if plan.get("over_budget"):
+            est, budget = plan["estimated_minutes"], plan["budget_minutes"]
+            line += f"\nthe plan estimated {est:.1f} min for the {budget:g}-minute budget: {plan['over_budget']}"
     warning = None
     if loss >= prior:
         ranks = m.get("mean_roc_auc", 0.5) >= 0.7

@@ -22,6 +22,8 @@ def cross_validate(config: RunConfig | dict | str | Path, folds: int = 5, only_f
     <output_dir>/<name>/fold<k>; write oof.csv (every sample's out-of-fold prediction, its fold and the fold's training
     prior) and cv.json (folds, runs, model). Finished folds are kept, so a rerun resumes."""
     cfg = as_config(config)
+    if folds < 2:
+        raise ConfigError(f"--folds {folds}: cross-validation needs 2 folds at least (5 is usual)")
     if isinstance(cfg.data.path, dict):
         raise ConfigError(
             "cross-validation makes its own folds over all the data: give one data path (a folder, CSV or .npz), not "
@@ -52,13 +54,24 @@ def cross_validate(config: RunConfig | dict | str | Path, folds: int = 5, only_f
     write_frame(pd.concat(oof, ignore_index=True), cv_dir / OOF, index=False, float_format="%.9g")
     info = {"folds": folds, "runs": runs, "model": {"name": cfg.model.name}}
     if plan is not None:  # the recipe the plan chose, for the terminal's line (the whole plan: plan.json)
-        size = cfg.data.image_size
-        e = plan.estimate  # fold 0's reading and pilot, then every fold's training and evaluation
-        minutes = (e["elapsed_before_training_s"] + folds * (e["training_s"] + e["reserve_s"])) / 60 if e else None
-        info["plan"] = {"model": cfg.model.name, "image_size": size, "max_epochs": cfg.train.max_epochs,
-                        "budget_minutes": plan.budget_minutes, "estimated_minutes": minutes}  # fmt: skip
+        info["plan"] = _plan_entry(cfg, plan)
     write_text(cv_dir / CV, json.dumps(info, indent=2))
     return cv_dir
+
+
+def _plan_entry(cfg: RunConfig, plan) -> dict:
+    """The planned recipe in brief: model, size, epochs, the fields meddx chose, and the estimate against the budget."""
+    minutes = plan.estimate.get("total_s", 0) / 60 or None
+    epochs = next((c for c in plan.choices if c.field == "train.max_epochs"), None)
+    floor = epochs is not None and epochs.source == "budget" and epochs.value == 3
+    over = None
+    if minutes and minutes > plan.budget_minutes:
+        over = "it does not fit 3 epochs a fold here" if floor else "the epochs you set do not fit it"
+    planned = [c.field for c in plan.choices if c.source != "user" and c.field.split(".", 1)[-1] not in RUNTIME]
+    planned = [f for f in planned if f != "train.ensemble"]  # one model a fold, always
+    return {"model": cfg.model.name, "image_size": cfg.data.image_size, "max_epochs": cfg.train.max_epochs,
+            "budget_minutes": plan.budget_minutes, "estimated_minutes": minutes, "over_budget": over,
+            "planned": planned}  # fmt: skip
 
 
 def _fold_run(cfg: RunConfig, cv_dir: Path, folds: int, k: int, plan=None, data=None) -> Run:
@@ -86,9 +99,10 @@ def _same_settings(folder: Path, cfg: RunConfig) -> None:
     sections = ("data", "split", "model", "train")
     before, now = (c.model_dump(mode="json", include=set(sections)) for c in (load_config(folder / CONFIG), cfg))
     for side in (before, now):  # `--data scans` and the absolute path a fold saved name one folder
-        for key in ("path", "root"):
+        for key in ("path", "root", "vocab"):
             if isinstance(side["data"].get(key), str):
                 side["data"][key] = str(Path(side["data"][key]).resolve())
+    _as_resolved(before, now)
     differ = [f"{s}.{k}: {before[s].get(k)!r} then, {now[s][k]!r} now" for s in sections for k in now[s]
               if before[s].get(k) != now[s][k] and not (s == "train" and k in RUNTIME)]  # fmt: skip
     if differ:
@@ -96,6 +110,17 @@ def _same_settings(folder: Path, cfg: RunConfig) -> None:
             f"{folder}: trained with other settings ({'; '.join(differ[:3])}); give the CV another --name, or remove "
             "that folder to train again"
         )
+
+
+def _as_resolved(before: dict, now: dict) -> None:
+    """Fill `now` with what training resolved into the fold's config (the vocabulary and model sizes a pretrained
+    folder brings, `size: auto` made concrete) where the user left them to it, so a rerun is not told they differ."""
+    if now["data"].get("vocab") is None:
+        now["data"]["vocab"] = before["data"].get("vocab")
+    was, asked = before["model"].get("kwargs") or {}, now["model"].get("kwargs") or {}
+    given = {k: v for k, v in asked.items() if not (k == "size" and v == "auto" and k in was)}
+    if {**was, **given} == was:
+        now["model"]["kwargs"] = was
 
 
 def read_oof(cv_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 from pathlib import Path
 
@@ -149,6 +150,13 @@ class RunDataModule(pl.LightningDataModule):
         return self.loader("val")
 
 
+def _known_model(name: str) -> bool:
+    """A registered model or a timm name."""
+    import timm
+
+    return name in MODEL_INFO or timm.is_model(name)
+
+
 def resolve_vocab(cfg: RunConfig, ds: DataSet) -> Vocab:
     """The vocabulary (given, next to pretrained weights, or built from train + vocab_files); fills model.kwargs.
 
@@ -157,7 +165,10 @@ def resolve_vocab(cfg: RunConfig, ds: DataSet) -> Vocab:
     """
     if cfg.model.name not in MODEL_INFO or MODEL_INFO[cfg.model.name].kind != "sequence":
         seq = [n for n, i in MODEL_INFO.items() if i.kind == "sequence"]
-        raise ConfigError(f"model '{cfg.model.name}' is an image model; token sequences need one of {seq}")
+        near = difflib.get_close_matches(cfg.model.name, seq, n=1)
+        what = "an image model" if _known_model(cfg.model.name) else "no model meddx knows" + (
+            f" (did you mean '{near[0]}'?)" if near else "")  # fmt: skip
+        raise ConfigError(f"model '{cfg.model.name}' is {what}; token sequences need one of {seq}")
     vocab_path = cfg.data.vocab
     source = cfg.model.weights or cfg.train.init_from or cfg.model.embeddings  # MLM/word2vec folder or a run folder
     if source:

@@ -71,7 +71,8 @@ def _failure_recorded(run_dir: Path):
     try:
         yield
     except BaseException as e:
-        stopped = isinstance(e, KeyboardInterrupt) or type(e).__name__ == "SIGTERMException"  # Ctrl-C, a scheduler
+        stopped = isinstance(e, (KeyboardInterrupt, SystemExit)) or type(e).__name__ == "SIGTERMException"
+        # Ctrl-C (Lightning turns it into SystemExit(1) after its graceful shutdown), a scheduler's SIGTERM
         if is_rank_zero():
             with suppress(OSError):  # the disk may be what failed: the original error is the one to report
                 if stopped:

@@ -14,6 +14,7 @@ from meddx.atomic import save_torch, write_text
 from meddx.config import PretrainConfig, RunConfig, as_config
 from meddx.data.reports import read_descriptions
 from meddx.data.sequences import MASK, N_SPECIAL, Vocab, build_vocab, length_grouped_sampler, trim_padding
+from meddx.errors import ConfigError
 from meddx.models.sequence import bert_config, resolve_size
 from meddx.run import CHECKPOINTS, VOCAB
 from meddx.training.fit import log_kept, refuse_unsafe
@@ -159,6 +160,15 @@ def _trainer(cfg: RunConfig, out: Path, gpu: bool, precision: str) -> pl.Trainer
     )
 
 
+def _asked_size(cfg: RunConfig) -> str:
+    """pretrain.size, or the fine-tuning size model.kwargs.size names (the encoder must fit it); both, if they agree."""
+    model = cfg.model.kwargs.get("size", "auto")
+    if "auto" not in (model, cfg.pretrain.size) and model != cfg.pretrain.size:
+        raise ConfigError(f"pretrain.size {cfg.pretrain.size!r} and model.kwargs.size {model!r} differ: the encoder "
+                          "is fine-tuned at its own size; give one")  # fmt: skip
+    return cfg.pretrain.size if cfg.pretrain.size != "auto" else model
+
+
 def pretrain(config: RunConfig | dict | str | Path) -> Path:
     """MLM on data.path + data.vocab_files (labels unused); writes encoder.pt, vocab.json, model_kwargs.json.
 
@@ -169,7 +179,7 @@ def pretrain(config: RunConfig | dict | str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(cfg.train.seed, verbose=False)
     vocab, x = _corpus(cfg, out)
-    size = resolve_size(pc.size)
+    size = resolve_size(_asked_size(cfg))
     write_text(out / "model_kwargs.json", json.dumps({"size": size}))
     train_loader, val_loader, n_val = _loaders(x, pc, cfg.train.seed)
     module = MaskedLM(
