@@ -15,3 +15,12 @@ class ConfigError(MeddxError):
 
 class LeakageError(MeddxError):
     """The same patient or image sits on two sides of a split."""
+
+
+def not_found(what: str, path: object) -> str:
+    """'<what> not found: <path>', saying where a relative path was looked for (YAML paths are read from the folder
+    meddx runs in, not the YAML's)."""
+    from pathlib import Path
+
+    where = "" if Path(str(path)).is_absolute() else f" (a relative path: looked for from {Path.cwd()})"
+    return f"{what} not found: {path}{where}"

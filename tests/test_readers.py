@@ -349,3 +349,20 @@ def test_a_grey_ultrasound_with_a_colour_doppler_box_is_colour(data_dir, tmp_pat
     assert not is_colour(grey, layout)
     jpeg = next((data_dir / "chest_xray_pneumonia_224/train/NORMAL").iterdir())  # RGB-stored grey JPEG
     assert not is_colour(*read_pixels(file_record(jpeg)))
+
+
+def test_a_missing_relative_path_says_where_it_was_looked_for(tmp_path, monkeypatch):
+    """`cd /tmp && meddx explore -c trial/r1.yaml` said 'CSV manifest not found: data/r1_train.csv': YAML paths are
+    read from the folder meddx runs in, which the message now says."""
+    from meddx.config import DataConfig
+    from meddx.data.readers import read_dataset
+    from meddx.errors import DataError
+
+    monkeypatch.chdir(tmp_path)
+    for path, what in (("data/r1_train.csv", "CSV manifest"), ("scans", "data path")):
+        with pytest.raises(DataError) as e:
+            read_dataset(DataConfig(path=path))
+        assert str(e.value) == f"{what} not found: {path} (a relative path: looked for from {tmp_path})"
+    with pytest.raises(DataError) as e:
+        read_dataset(DataConfig(path=str(tmp_path / "scans")))
+    assert str(e.value) == f"data path not found: {tmp_path / 'scans'}"

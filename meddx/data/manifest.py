@@ -14,7 +14,7 @@ from meddx.data.columns import image_column as find_image_column
 from meddx.data.patients import assign_guessed_patients
 from meddx.data.records import DataSet, Record, class_labels, merge_classes, normalise_class_names
 from meddx.data.rows import check_paths, drop_repeated_rows
-from meddx.errors import DataError
+from meddx.errors import DataError, not_found
 
 SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 
@@ -64,7 +64,7 @@ def _read_frames(path: str | Path | dict[str, str]) -> tuple[dict, dict[str | No
         if Path(csv).is_dir():  # a folder's own train/val/test subfolders are its official splits
             raise DataError(f"{csv}: a folder; {split or 'a split'}=PATH takes a CSV (or .npz; or all folders)")
         if not Path(csv).is_file():
-            raise DataError(f"CSV manifest not found: {csv}")
+            raise DataError(not_found("CSV manifest", csv))
         frames[split] = read_table(csv)
         if frames[split].empty:
             raise DataError(f"{csv}: has a header but no rows")

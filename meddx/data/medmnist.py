@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from meddx.data.records import DataSet, Record, UnknownPositiveClass, stray_class
-from meddx.errors import DataError
+from meddx.errors import DataError, not_found
 
 # MedMNIST v2's label tables (medmnist/info.py): file-name prefix -> (class names by index, positive index or None)
 KNOWN = {
@@ -71,7 +71,7 @@ def read_medmnist(path: str | Path, class_names: list[str] | None = None, positi
     else the known set's finding, else index 1."""
     path = str(path)
     if not Path(path).is_file():
-        raise DataError(f"MedMNIST file not found: {path}")
+        raise DataError(not_found("MedMNIST file", path))
     labels = _arrays(path)
     known, known_positive = known_names(path) if class_names is None else (None, None)
     notes = ["MedMNIST: no patient ids; each image is its own patient"]

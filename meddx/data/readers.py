@@ -15,7 +15,7 @@ from meddx.data.medmnist import read_medmnist
 from meddx.data.patients import SUBFOLDERS, assign_guessed_patients
 from meddx.data.records import DataSet, Record, class_labels, merge_classes, normalise_class_names
 from meddx.data.reports import is_tianchi_file, read_tianchi
-from meddx.errors import DataError
+from meddx.errors import DataError, not_found
 
 MASK_FOLDER = re.compile(  # `masks`, `Mask_PNG`, `segmentation_masks`, `gt`: not scans of the class
     r"(^|[^a-z])(masks?|labels?|seg|segmentations?|annotations?|gt|ground[ _-]?truth)([^a-z]|$)", re.IGNORECASE
@@ -99,7 +99,7 @@ def read_folder(
     name, without one from the patient subfolders or names of the form <patient>_<number> (when `guess_patients`)."""
     root = Path(path)
     if not root.is_dir():
-        raise DataError(f"folder not found: {root}")
+        raise DataError(not_found("folder", root))
     subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not subdirs:
         raise DataError(f"{root}: no class folders inside")
@@ -263,7 +263,7 @@ def read_dataset(cfg: DataConfig, check_files: bool = True) -> DataSet:
         elif Path(path).is_dir():
             fmt = "folder"
         elif not Path(path).exists():
-            raise DataError(f"data path not found: {path}")
+            raise DataError(not_found("data path", path))
         else:
             raise DataError(f"{path}: cannot tell the format; set data.format to csv, folder or medmnist")
     if fmt == "medmnist":

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from meddx.data.records import DataSet, Record
-from meddx.errors import DataError
+from meddx.errors import DataError, not_found
 
 SEP = "|,|"
 N_REGIONS, N_TYPES = 17, 12
@@ -124,7 +124,7 @@ def read_tianchi(path: str | Path, label_set: str = "both", require_labels: bool
     """
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: a folder, not a Tianchi file" if path.is_dir() else f"Tianchi file not found: {path}")
+        raise DataError(f"{path}: a folder, not a Tianchi file" if path.is_dir() else not_found("Tianchi file", path))
     form = _Format()
     rows = _rows(path, form)
     labelled = form.n_fields == 3

@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 
 from meddx.atomic import write_text
 from meddx.data.records import DataSet, Record
-from meddx.errors import DataError
+from meddx.errors import DataError, not_found
 
 PAD, UNK, MASK, N_SPECIAL = 0, 1, 2, 3
 
@@ -65,7 +65,7 @@ class Vocab:
     def load(cls, path: str | Path) -> Vocab:
         p = Path(path)
         if not p.is_file():
-            raise DataError(f"vocabulary file not found: {p}")
+            raise DataError(not_found("vocabulary file", p))
         d = json.loads(p.read_text())
         return cls([int(t) for t in d["tokens"]], int(d["max_len"]))
 

@@ -12,7 +12,7 @@ from meddx.data.images import READABLE_EXTENSIONS, load_array_file
 from meddx.data.manifest import read_table
 from meddx.data.readers import BUNDLED, bundled_path
 from meddx.data.records import Record
-from meddx.errors import DataError
+from meddx.errors import DataError, not_found
 
 NO_LABELS = np.zeros(0, np.float32)
 
@@ -58,7 +58,7 @@ def read_unlabelled(paths: list[str], exclude: set[str] | None = None) -> list[R
     for name in paths:
         path = bundled_path(name) if name in BUNDLED else Path(name)
         if not path.exists():
-            raise DataError(f"pretraining data not found: {name}")
+            raise DataError(not_found("pretraining data", name))
         reader = _folder if path.is_dir() else _arrays if path.suffix.lower() == ".npz" else _csv
         records += reader(path)
     exclude = exclude or set()
