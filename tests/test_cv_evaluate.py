@@ -121,6 +121,11 @@ def test_new_data_is_checked_against_every_folds_training_rows(r2_cv, tmp_path):
     assert ensemble.predictions(name)["id"].tolist() == [str(i) for i in range(300, 320)]
     check = json.loads((ensemble.path / "predictions" / "external-leaky.leakage.json").read_text())
     assert check["dropped"] == 1 and check["files"] == 21
+    from meddx.evaluation.data_section import leakage_text
+
+    line = leakage_text(ensemble, name, {})  # in a report's words, not an image's
+    assert line.startswith("21 reports of this data checked against the run's train and val reports (SHA-1") and (
+        "image" not in line)  # fmt: skip
 
 
 @pytest.mark.slow

@@ -12,18 +12,20 @@ from meddx.run import PREDICTIONS, Run, read_json
 def leakage_text(run: Run, split: str, info: dict) -> str:
     """The leakage line: the training-time gate for the run's own splits; for new data, its check against the run's
     train and val images (predictions/<split>.leakage.json)."""
+    item = "report" if run.is_sequence else "image"  # what one sample is, in the line's words
     if split in ("train", "val", "test"):
         rule, known = info["leakage"].get("near_duplicate_rule"), info["leakage"].get("patients_known", True)
         checked = ("patients, " if known else "") + f"sample ids, identical files by SHA-1, near duplicates: {rule}"
-        unknown = "" if known else "; patients NOT checked: no patient ids, each image counted as its own patient"
+        unknown = "" if known else f"; patients NOT checked: no patient ids, each {item} counted as its own patient"
         return ("passed" if info["leakage"]["ok"] else "FOUND LEAKAGE") + (f" ({checked})" if rule else "") + unknown
     path = run.path / PREDICTIONS / f"{split}.leakage.json"
     check = json.loads(path.read_text()) if path.is_file() else {"checked": False}
     if not check["checked"]:
-        return "this data was not checked against the training images (the run's split.csv holds no hashes)"
+        return f"this data was not checked against the training {item}s (the run's split.csv holds no hashes)"
     rule = check.get("near_duplicate_rule")
     text = (
-        f"{check['files']} files of this data checked against the run's train and val images (SHA-1"
+        f"{check['files']} {'reports' if run.is_sequence else 'files'} of this data checked against the run's train "
+        f"and val {item}s (SHA-1"
         + (f"; near duplicates: {rule}" if rule else "")
         + "): "
         + (f"{check['dropped']} identical or near-identical ones left out" if check["dropped"] else "none left out")
@@ -39,13 +41,13 @@ def leakage_text(run: Run, split: str, info: dict) -> str:
         text += f"; {check['cropped_images']} image(s) look like its train/val images cropped and resized"
         text += " (kept: likely copies, so these figures are optimistic)"
     if not check.get("patients_known", True):
-        text += "; patients NOT checked (this data has no patient ids: each image counted as its own patient)"
+        text += f"; patients NOT checked (this data has no patient ids: each {item} counted as its own patient)"
     if check["shared_patient_ids"]:
         text += f"; {check['shared_patient_ids']} patient id(s) also in training (ids may coincide across sources)"
     if check.get("same_as_test"):
         distinct = check.get("same_as_test_distinct", check["same_as_test"])
         copies = f" ({distinct} distinct: some are copies of one another)" if distinct != check["same_as_test"] else ""
-        text += f"; {check['same_as_test']} are the run's own test images, identical or re-saved{copies}"
+        text += f"; {check['same_as_test']} are the run's own test {item}s, identical or re-saved{copies}"
         text += " (these figures repeat part of its test)"
     if check.get("resampled_test"):
         text += f"; {check['resampled_test']} volume(s) look like the run's own test volumes at another depth or size"
