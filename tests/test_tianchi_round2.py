@@ -66,7 +66,11 @@ def test_round2_submission_checks_without_a_flag(r2, tmp_path):
     _, run, _ = r2
     test = _reports(tmp_path / "test.csv", range(12), 1, labels="none")
     sub = tmp_path / "sub.csv"
-    assert run_cli("submit", str(run), "--data", test, "-o", str(sub)).returncode == 0
+    proc = run_cli("submit", str(run), "--data", test, "-o", str(sub))
+    assert proc.returncode == 0 and "WARNING" not in proc.stderr
+    labelled = _reports(tmp_path / "labelled.csv", range(12), 1)  # a train file given for the test file: said
+    warned = run_cli("submit", str(run), "--data", labelled, "-o", str(tmp_path / "sub2.csv"))
+    assert warned.returncode == 0 and "labelled.csv holds labels" in warned.stderr and "meddx evaluate" in warned.stderr
     lines = sub.read_text().splitlines()
     assert len(lines) == 12 and all(len(ln.split("|,|")[1].split()) == 29 for ln in lines)
     checked = run_cli("tianchi", "check", str(sub), "--data", test)

@@ -45,6 +45,17 @@ def submit(
             "probabilities Platt-scaled with slopes fitted out of fold (--no-calibrate: as the models gave them)"
         )
     typer.echo(f"wrote {write([str(r) for r in runs], data, output, chosen, calibrate)}")
+    if _labelled(data):
+        typer.echo(f"WARNING: {data} holds labels (report_ID|,|tokens|,|label): a submission answers the unlabelled "
+                   "test file; `meddx evaluate RUN --data FILE` scores labelled reports", err=True)  # fmt: skip
+
+
+def _labelled(path: Path) -> bool:
+    """Whether a `|,|` file's first line has a label field."""
+    from meddx.data.reports import SEP
+
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return next((line.count(SEP) == 2 for line in f if line.strip()), False)
 
 
 def check(
