@@ -75,3 +75,17 @@ def test_a_fold_is_reused_with_what_training_resolved_and_a_cv_needs_two_folds(t
     for folds in (0, 1):
         with pytest.raises(ConfigError, match=f"--folds {folds}: cross-validation needs 2 folds at least"):
             cross_validate(asked, folds)
+
+
+def test_a_cv_begun_before_cv_planned_is_found_under_its_old_name(tmp_path, monkeypatch):
+    """The default folder lost the model's name (the plan chooses the model); a CV killed under the old name
+    (<data>-<model>-cv<k>, no plan.json) is still the one a rerun resumes, unplanned as it began."""
+    import meddx.training.cv as cv
+
+    legacy = tmp_path / "scans-small_cnn-cv2" / "fold0"
+    legacy.mkdir(parents=True)
+    (legacy / "config.yaml").write_text("name: fold0\n")
+    seen = []
+    monkeypatch.setattr(cv, "_fold_run", lambda cfg, cv_dir, *args: seen.append((cv_dir, cfg)))
+    assert cv.cross_validate({"data": {"path": "scans.npz"}, "output_dir": str(tmp_path)}, 2) == legacy.parent
+    assert seen[0][0] == legacy.parent and seen[0][1].data.image_size is None  # not planned: as it was trained

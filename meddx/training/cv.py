@@ -11,7 +11,7 @@ import pandas as pd
 from meddx.atomic import write_frame, write_text
 from meddx.config import RUNTIME, RunConfig, as_config, data_name, load_config
 from meddx.errors import ConfigError
-from meddx.run import CONFIG, WEIGHTS, Run
+from meddx.run import CONFIG, PLAN, WEIGHTS, Run
 
 OOF = "oof.csv"
 CV = "cv.json"
@@ -32,6 +32,9 @@ def cross_validate(config: RunConfig | dict | str | Path, folds: int = 5, only_f
     planned_model = cfg.plan.enabled and "name" not in cfg.model.model_fields_set  # named when the plan has chosen
     model = "" if planned_model else f"-{cfg.model.name}"
     cv_dir = Path(cfg.output_dir) / (cfg.name or f"{data_name(cfg.data)}{model}-cv{folds}")
+    legacy = Path(cfg.output_dir) / f"{data_name(cfg.data)}-{cfg.model.name}-cv{folds}"  # named before cv planned
+    if not cfg.name and planned_model and any(legacy.glob(f"fold*/{CONFIG}")) and not (legacy / PLAN).is_file():
+        cv_dir = legacy  # its folds go on as they were trained
     plan, data = None, None
     if cfg.plan.enabled:  # the fields the user did not set, planned once for every fold
         from meddx.training.fold_plan import plan_folds
