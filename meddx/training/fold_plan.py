@@ -49,7 +49,9 @@ def changed_choices(cfg: RunConfig, plan: Plan, folds: int) -> list[str]:
     for c in plan.choices:
         if c.field in runtime:
             continue
-        if (c.source == "user") != (c.field in user) or (c.field in user and user[c.field] != c.value):
+        if c.field in user and user[c.field] == c.value:
+            continue  # the value the folds trained with, now given by the user: nothing differs
+        if (c.source == "user") != (c.field in user) or c.field in user:
             was = repr(c.value) if c.source == "user" else f"planned {c.value!r}"
             out.append(f"{c.field}: {was} then, {repr(user[c.field]) if c.field in user else 'not set'} now")
     return out
