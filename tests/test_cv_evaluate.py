@@ -249,3 +249,21 @@ def test_a_cv_losing_to_the_prior_is_warned_and_a_binary_all_zero_is_not_shown(t
     cv["model"]["mlogloss"] = 0.3
     (tmp_path / "cv.json").write_text(json.dumps(cv))
     assert cv_summary(tmp_path)[1] is None
+
+
+def test_the_cv_line_counts_pseudo_labelled_reports_and_names_a_recipe_all_yours(tmp_path):
+    """Pseudo-labels were reported in each fold's data.json only; the terminal now counts them."""
+    from meddx.evaluation.cv_summary import cv_summary
+
+    plan = {"model": "textcnn", "image_size": None, "max_epochs": 4, "budget_minutes": 15, "planned": []}
+    model = {"mlogloss": 0.12, "mean_roc_auc": 0.9, "exact_match": 0.5}
+    baselines = {"prior": {"mlogloss": 0.27}, "all_zero": {"mlogloss": 2.8}}
+    cv = {"labels": 17, "folds": 2, "runs": ["fold0", "fold1"], "model": model, "baselines": baselines, "plan": plan}
+    (tmp_path / "cv.json").write_text(json.dumps(cv))
+    for k, n in ((0, 126), (1, 134)):
+        (tmp_path / f"fold{k}").mkdir()
+        note = f"{n} of 6000 unlabelled reports added to train with soft pseudo-labels (...)"
+        (tmp_path / f"fold{k}" / "data.json").write_text(json.dumps({"notes": ["each report...", note]}))
+    line, warning = cv_summary(tmp_path)
+    assert "\nrecipe: textcnn, up to 4 epochs a fold (every field yours)" in line and warning is None
+    assert "pseudo-labelled reports added to train: fold0 126 of 6000, fold1 134 of 6000" in line

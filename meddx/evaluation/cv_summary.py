@@ -32,14 +32,13 @@ def cv_summary(out: Path) -> tuple[str, str | None]:
         )
     if plan := r.get("plan"):
         size = f" {plan['image_size']} px" if plan.get("image_size") else ""
-        chose = ", ".join(plan.get("planned") or []) or "nothing (every recipe field was yours)"
-        line += (
-            f"\nrecipe: {plan['model']}{size}, up to {plan['max_epochs']} epochs a fold; planned by meddx: {chose} "
-            f"(why: {Path(out) / 'plan.json'})"
-        )
+        chose = ", ".join(plan.get("planned") or [])
+        why = f"; planned by meddx: {chose} (why: {Path(out) / 'plan.json'})" if chose else " (every field yours)"
+        line += f"\nrecipe: {plan['model']}{size}, up to {plan['max_epochs']} epochs a fold{why}"
         if plan.get("over_budget"):
             est, budget = plan["estimated_minutes"], plan["budget_minutes"]
             line += f"\nthe plan estimated {est:.1f} min for the {budget:g}-minute budget: {plan['over_budget']}"
+    line += _pseudo_line(Path(out), r.get("runs", []))
     warning = None
     if loss >= prior:
         ranks = m.get("mean_roc_auc", 0.5) >= 0.7
@@ -50,3 +49,17 @@ def cv_summary(out: Path) -> tuple[str, str | None]:
             f"share): {why}; each fold's report.html says more"
         )
     return line, warning
+
+
+def _pseudo_line(out: Path, runs: list[str]) -> str:
+    """Each fold's count of unlabelled reports added with pseudo-labels (from its data.json notes), or ''."""
+    counts = []
+    for run in runs:
+        try:
+            notes = json.loads((out / run / "data.json").read_text()).get("notes") or []
+        except (OSError, ValueError):
+            continue
+        note = next((n for n in notes if "pseudo-labels" in n), None)
+        if note:
+            counts.append(f"{run} {note.split(' unlabelled')[0]}")
+    return f"\npseudo-labelled reports added to train: {', '.join(counts)} (each fold's data.json)" if counts else ""
