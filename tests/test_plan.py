@@ -257,3 +257,27 @@ def test_three_slices_are_spread_evenly_around_the_middle(tmp_path, depth, views
     ds = read_dataset(cfg.data)
     assign_splits(ds, cfg.split)
     assert make_plan(cfg, ds).value("data.views") == views
+
+
+def test_the_pilot_times_the_batches_before_the_finder_is_weighed(data_dir, monkeypatch):
+    """The finder's cost is read from the pilot's seconds per batch, so the pilot must run first: plan_run's order,
+    not `_found_lr` alone (the finder itself is replaced here: only the order is under test)."""
+    import meddx.training.autofit as autofit
+
+    calls = []
+
+    def pilot(cfg, data):
+        calls.append("pilot")
+        return {"seconds_per_epoch": 1.0, "steps_per_epoch": 10, "seconds_per_train_batch": 0.01}
+
+    def finder(cfg, data, steps):
+        calls.append(("finder", steps))
+        return {"lr": 3e-3, "steps": steps, "suggested": 3e-3}
+
+    monkeypatch.setattr(autofit, "time_epoch", pilot)
+    monkeypatch.setattr(autofit, "find_lr", finder)
+    npz = need(data_dir, "medmnist/breastmnist.npz")
+    cfg = as_config({"data": {"path": str(npz)}, "model": {"name": "efficientnet_b0"}, "plan": {"budget_minutes": 2}})
+    planned, _, plan = autofit.plan_run(cfg)
+    assert calls == ["pilot", ("finder", autofit.LR_FINDER_STEPS)] and planned.train.lr == 3e-3
+    assert plan.pilot["seconds_per_train_batch"] == 0.01 and plan.lr_finder["lr"] == 3e-3
