@@ -222,7 +222,7 @@ def test_cv_takes_data_and_options_as_train_does(data_dir, tmp_path):
     _assert_clean_error(again, "quick: its folds were planned under other settings (train.max_epochs: 1 then, 2 now)")
     more = [o if o != "2" else "3" for o in options]  # 3 folds asked of a 2-fold CV: fold0 is another fold
     folds = run_cli("cv", "--data", str(tmp_path / "r2.csv"), "--output-dir", str(tmp_path / "runs"), *more)
-    _assert_clean_error(folds, "quick/fold0: trained with other settings (split.folds: 2 then, 3 now)")
+    _assert_clean_error(folds, "quick: its folds were planned under other settings (folds: 2 then, 3 now)")
     cpu = run_cli("cv", "--data", str(tmp_path / "r2.csv"), "--output-dir", str(tmp_path / "runs"), *options,
                   "--set", "train.num_workers=1")  # fmt: skip
     assert cpu.returncode == 0, cpu.stderr[-2000:]  # where a fold runs is not what it learns: reused
