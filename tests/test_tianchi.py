@@ -99,6 +99,8 @@ def test_vocab_pads_truncates_and_maps_unknown_tokens():
     np.testing.assert_array_equal(vocab.encode(np.array([30, 20, 10, 40, 30, 20])), [5, 4, 3, 6])  # truncated
     np.testing.assert_array_equal(vocab.encode(np.array([999, 15, 10])), [UNK, UNK, 3, 0])  # unseen tokens -> unk
     assert build_vocab([np.array([1, 2]), np.array([1, 2, 3, 4, 5])]).max_len == 5  # measured from the data
+    seen = vocab.coverage([np.array([10, 99999, 99999, 15]), np.array([20, 30, 40, 10, 20])])  # said on new data
+    assert seen == {"unknown": 3, "tokens": 9, "distinct_unknown": 2, "cut": 1, "reports": 2}
 
 
 def test_a_huge_token_id_costs_no_memory():

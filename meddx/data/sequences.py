@@ -48,6 +48,15 @@ class Vocab:
         out[: len(t)] = np.where(self._sorted[pos] == t, self._index[pos], UNK)
         return out
 
+    def coverage(self, seqs: list[np.ndarray]) -> dict:
+        """Tokens of `seqs` not in the vocabulary (read as unk) and reports longer than max_len (cut), with totals."""
+        tokens = np.concatenate([np.asarray(s, dtype=np.int64) for s in seqs]) if seqs else np.zeros(0, np.int64)
+        pos = np.minimum(np.searchsorted(self._sorted, tokens), max(len(self._sorted) - 1, 0))
+        known = self._sorted[pos] == tokens if len(self._sorted) else np.zeros(len(tokens), bool)
+        unknown = tokens[~known]
+        return {"unknown": len(unknown), "tokens": len(tokens), "distinct_unknown": len(np.unique(unknown)),
+                "cut": sum(len(s) > self.max_len for s in seqs), "reports": len(seqs)}  # fmt: skip
+
     def encode_all(self, seqs: list[np.ndarray]) -> torch.Tensor:
         return (
             torch.from_numpy(np.stack([self.encode(s) for s in seqs]))

@@ -201,6 +201,17 @@ def _multilabel_columns(run: Run, data: dict, fields: dict) -> dict:
 def _pooled(run: Run, ds: DataSet) -> DataSet:
     """The data set, a note added when it came in several official splits (all are evaluated) or in stacks of
     another depth than the run's (its views taken at the same relative positions)."""
+    if run.is_sequence:  # tokens the run never saw read as unk: much of it means other data (another round, file)
+        c = run.vocab.coverage([r.tokens for r in ds.records])
+        if c["unknown"]:
+            ds.notes.append(
+                f"{c['unknown']} of {c['tokens']} tokens ({c['unknown'] / max(c['tokens'], 1):.1%}; "
+                f"{c['distinct_unknown']} distinct) are not in the run's vocabulary: read as unknown"
+            )
+        if c["cut"]:
+            ds.notes.append(
+                f"{c['cut']} of {c['reports']} reports longer than the run's {run.vocab.max_len} tokens: cut"
+            )
     if len(splits := sorted({r.split for r in ds.records if r.split})) > 1:
         ds.notes.append(f"its official splits ({', '.join(splits)}) pooled: every labelled sample is evaluated")
     prep = run.preprocess if run.config.data.views and ds.records else None  # stacks read as slices
