@@ -30,6 +30,9 @@ def test_a_cv_plans_once_for_every_fold_and_a_rerun_reuses_the_plan(data_dir, tm
     choice = {c["field"]: c for c in plan["choices"]}
     assert plan["budget_minutes"] == 1 and choice["train.ensemble"]["value"] == 1
     assert "one model a fold: the 2 folds' models are the ensemble" in choice["train.ensemble"]["reason"]
+    assert " for 2 model(s) at " in choice["train.max_epochs"]["reason"]  # the epochs fit every fold, not one
+    assert plan["estimate"]["training_s"] == pytest.approx(2 * choice["train.max_epochs"]["value"] * plan["pilot"][
+        "seconds_per_epoch"], rel=0.01)  # fmt: skip
     line, _ = cv_summary(cv_dir)  # the terminal says what was planned
     assert (
         f"recipe: small_cnn 28 px, up to {choice['train.max_epochs']['value']} epochs a fold; planned by meddx: "

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from meddx.config import RUNTIME, RunConfig
+from meddx.config import RUNTIME, RunConfig, as_config
 from meddx.errors import ConfigError
 from meddx.run import CONFIG, PLAN
 from meddx.training.plan import Choice, Plan, Planner, user_fields
@@ -78,10 +78,9 @@ def _new_plan(cfg: RunConfig, cv_dir: Path, folds: int) -> tuple[RunConfig, Plan
     from meddx.training.autofit import plan_run  # Lightning only when a CV plans
     from meddx.training.distributed import is_rank_zero
 
-    share = cfg.model_copy(deep=True)
-    share.plan.max_ensemble, share.train.ensemble = folds, folds
-    share.split.folds, share.split.fold = folds, 0
-    share.plan.pilot = cfg.plan.pilot and "train.max_epochs" not in user_fields(cfg)
+    pilot = cfg.plan.pilot and "train.max_epochs" not in user_fields(cfg)
+    share = as_config(cfg, {"plan.max_ensemble": folds, "train.ensemble": folds, "split.folds": folds,
+                            "split.fold": 0, "plan.pilot": pilot})  # fmt: skip
     resolved, data, plan = plan_run(share)
     if plan is None:  # planning off in this config after all
         return cfg, None, data

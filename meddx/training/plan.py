@@ -79,11 +79,11 @@ def user_fields(cfg: RunConfig) -> dict[str, Any]:
     out: dict[str, Any] = {}
 
     def walk(model, prefix: str) -> None:
-        for name in model.model_fields_set:
+        for name in type(model).model_fields:  # every section, set or not: a field assigned inside one counts
             value = getattr(model, name)
             if hasattr(value, "model_fields_set"):
                 walk(value, f"{prefix}{name}.")
-            else:
+            elif name in model.model_fields_set:
                 out[f"{prefix}{name}"] = value
 
     walk(cfg, "")
