@@ -256,3 +256,15 @@ def test_check_leakage_takes_a_folder_per_split(data_dir, tmp_path):
         shutil.copy(f, tmp_path / "C" / cls)
     with pytest.raises(DataError, match="every split needs the same classes"):
         read_dataset(DataConfig(path={"train": str(tmp_path / "A"), "test": str(tmp_path / "C")}))
+
+
+def test_a_class_with_fewer_patients_than_folds_is_refused_by_name():
+    """A class of one image (SWEDD) trained silently and its fold-less AUC of 0.05 entered the mean; now one line."""
+    from meddx.data.split import fold_indices
+    from meddx.errors import DataError
+
+    table = np.zeros((81, 3), np.float32)
+    table[:40, 0], table[40:80, 1], table[80, 2] = 1, 1, 1
+    with pytest.raises(DataError, match=r"cannot make 3 folds: patients per class \(SWEDD: 1\) fewer than the folds"):
+        fold_indices(table, "multiclass", 3, names=["HC", "PD", "SWEDD"])
+    assert set(fold_indices(table[:80], "multiclass", 3, names=["HC", "PD", "SWEDD"])) == {0, 1, 2}

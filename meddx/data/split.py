@@ -49,8 +49,9 @@ def _carve(table: np.ndarray, task: str, fraction: float, seed: int) -> tuple[np
     return np.sort(rest), np.sort(carved)
 
 
-def fold_indices(table: np.ndarray, task: str, folds: int, seed: int = 0) -> np.ndarray:
-    """Fold number of each row: iterative stratification for multi-label, stratified k-fold otherwise."""
+def fold_indices(table: np.ndarray, task: str, folds: int, seed: int = 0, names: list[str] | None = None) -> np.ndarray:
+    """Fold number of each row: iterative stratification for multi-label, stratified k-fold otherwise (`names`: the
+    label names, for the message when a class has fewer patients than folds)."""
     if len(table) < folds:
         raise DataError(f"cannot make {folds} folds of {len(table)} patients")
     if task == "multilabel":
@@ -63,6 +64,13 @@ def fold_indices(table: np.ndarray, task: str, folds: int, seed: int = 0) -> np.
 
         splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
         y = table.argmax(1) if task == "multiclass" else table[:, 0].astype(int)
+        values, counts = np.unique(y, return_counts=True)
+        if (counts < folds).any():  # a fold would test a class its training never saw: its AUC is no figure
+            name = (lambda v: names[v]) if names and task == "multiclass" else (  # noqa: E731
+                lambda v: f"{names[0]} = {v}" if names else f"class {v}")  # fmt: skip
+            few = ", ".join(f"{name(v)}: {c}" for v, c in zip(values, counts) if c < folds)
+            raise DataError(f"cannot make {folds} folds: patients per class ({few}) fewer than the folds; use fewer "
+                            "folds (--folds), or leave that class out")  # fmt: skip
     out = np.zeros(len(table), dtype=int)
     for k, (_, held) in enumerate(splitter.split(np.zeros(len(table)), y)):
         out[held] = k
@@ -72,7 +80,7 @@ def fold_indices(table: np.ndarray, task: str, folds: int, seed: int = 0) -> np.
 def assign_fold(ds: DataSet, cfg: SplitConfig) -> DataSet:
     """k-fold by patient: fold `cfg.fold` is test (out-of-fold), val is carved from the other folds."""
     patients, table = _patient_table(ds, ds.records)
-    fold_of = dict(zip(patients, fold_indices(table, ds.task, cfg.folds, cfg.seed)))
+    fold_of = dict(zip(patients, fold_indices(table, ds.task, cfg.folds, cfg.seed, ds.label_names)))
     for r in ds.records:
         r.split = "test" if fold_of[r.patient_id] == cfg.fold else "train"
     pool = [r for r in ds.records if r.split == "train"]
