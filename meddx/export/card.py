@@ -52,7 +52,7 @@ def model_card(run: Run, metrics: dict, parity_result: dict) -> str:
                 f"- {n}: ROC AUC {_fig(m['roc_auc'])}; sensitivity {_fig(m['sensitivity'])}; "
                 f"specificity {_fig(m['specificity'])}; beats the prior baseline: {metrics['beats_prior'][n]}"
             )
-    lines += _other_data(run)
+    lines += _cross_validation(run) + _other_data(run)
     lines += [
         "",
         "## Intended use and limits",
@@ -87,6 +87,18 @@ def _members(run: Run) -> list[str]:
     resized = " each member resizes the input to its own size and normalises it as it was trained;" if info.get(
         "input") else ""  # fmt: skip
     return [f"- an ensemble, {how} of {len(parts)} models:{resized} {'; '.join(parts)}"]
+
+
+def _cross_validation(run: Run) -> list[str]:
+    """A fold ensemble's out-of-fold figures (its CV folder's cv.json): every sample scored by the fold that did not
+    train on it; the deployed model is the folds' mean."""
+    cv = read_json(run.path.parent / "cv.json") if run.is_ensemble else {}
+    if not cv.get("model"):
+        return []
+    m, loss = cv["model"], cv["model"].get("mlogloss", cv["model"].get("log_loss"))
+    return ["", f"## Cross-validation ({cv['folds']} folds; this model is their mean)",
+            f"- out of fold: mean ROC AUC {m.get('mean_roc_auc', float('nan')):.3f}; log loss {loss:.4f} (prior "
+            f"{cv['baselines']['prior'].get('mlogloss', cv['baselines']['prior'].get('log_loss')):.4f})"]  # fmt: skip
 
 
 def _other_data(run: Run) -> list[str]:

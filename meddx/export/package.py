@@ -22,7 +22,8 @@ from meddx.data.images import is_colour, read_pixels, to_channels
 from meddx.data.records import Record
 from meddx.data.tensors import ImageDataset, volume_depth
 from meddx.errors import MeddxError
-from meddx.evaluation.operating import rates
+from meddx.evaluation.folds import fold_ensemble, is_folds_only
+from meddx.evaluation.operating import rates, run_operating_point
 from meddx.export.card import model_card, public_origin
 from meddx.export.domain import input_stats
 from meddx.logs import LOG, run_log
@@ -157,6 +158,8 @@ def export_run(
     Raises ExportError when the exported model's probabilities differ from PyTorch's by more than `tolerance`
     on real images of `split`.
     """
+    if not isinstance(run, Run) and is_folds_only(run):  # a `meddx cv` folder: its fold ensemble, checked on images
+        run, split = fold_ensemble(run), "train"  # it trained on (some fold or other): parity only reads them
     run = run if isinstance(run, Run) else Run(run)
     if run.is_sequence:
         raise ExportError(
@@ -170,6 +173,12 @@ def export_run(
         _write_package(run, fmt, out, tolerance, split)
         _keep_other_format(final, out, fmt)
     return final
+
+
+def _point_on_val(run: Run) -> dict:
+    """The run's operating point chosen now on its val predictions (for a run never evaluated on a test split)."""
+    thresholds, rule = run_operating_point(run)
+    return {"rule": rule, "thresholds": thresholds, "chosen_on": "val"}
 
 
 def weights_digest(model: nn.Module) -> str:
@@ -223,5 +232,6 @@ def _write_package(run: Run, fmt: Format, out: Path, tolerance: float, split: st
     labels = {"labels": run.label_names, "task": run.task, "negative": run.negative_class, "run": run.path.name}
     write_text(out / "labels.json", json.dumps(labels, indent=2))
     metrics = run.metrics("test")
-    write_text(out / "thresholds.json", json.dumps(metrics.get("operating_point", {}), indent=2))
+    point = metrics.get("operating_point") or _point_on_val(run)  # a fold ensemble: chosen on the out-of-fold ones
+    write_text(out / "thresholds.json", json.dumps(point, indent=2))
     write_text(out / "card.md", model_card(run, metrics, result))

@@ -23,6 +23,7 @@ from meddx.data.images import ImageTooLarge, is_colour, read_pixels, to_channels
 from meddx.data.records import Record
 from meddx.data.tensors import Preprocess, volume_depth
 from meddx.errors import ConfigError, DataError
+from meddx.evaluation.folds import fold_ensemble, is_folds_only
 from meddx.evaluation.operating import resolve_operating_point, run_operating_point
 from meddx.export.domain import check_input
 from meddx.export.package import training_input_stats, validation_rates
@@ -98,7 +99,7 @@ class Predictor:
 
     def __init__(self, path: str | Path, backend: str = "auto", workers: int = 1):
         """`workers`: the request threads that may call the model at once (ONNX Runtime's threads share the cores)."""
-        self.path = Path(path)
+        self.path = fold_ensemble(path).path if is_folds_only(path) else Path(path)  # a cv folder: its fold ensemble
         self._cam_lock = threading.Lock()
         self._load()
         onnx = self.path / "model.onnx"
