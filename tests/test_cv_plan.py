@@ -92,3 +92,30 @@ def test_a_cv_begun_before_cv_planned_is_found_under_its_old_name(tmp_path, monk
     monkeypatch.setattr(cv, "_fold_run", lambda cfg, cv_dir, *args: seen.append((cv_dir, cfg)))
     assert cv.cross_validate({"data": {"path": "scans.npz"}, "output_dir": str(tmp_path)}, 2) == legacy.parent
     assert seen[0][0] == legacy.parent and seen[0][1].data.image_size is None  # not planned: as it was trained
+
+
+def test_a_cv_whose_data_gained_files_is_not_reused(tmp_path, monkeypatch):
+    """21 scans added to a class folder, the same command again: the old folds' figure was printed as current."""
+    import meddx.training.cv as cv
+
+    scans = tmp_path / "scans" / "NORMAL"
+    scans.mkdir(parents=True)
+    for i in range(3):
+        (scans / f"{i}.png").write_bytes(b"x" * (10 + i))
+    monkeypatch.setattr(cv, "_fold_run", lambda *args: None)  # training is not under test: the record of the data is
+    cfg = {
+        "data": {"path": str(tmp_path / "scans")},
+        "output_dir": str(tmp_path),
+        "name": "c",
+        "plan": {"enabled": False},
+    }
+    cv_dir = cv.cross_validate(cfg, 2)
+    assert json.loads((cv_dir / "source.json").read_text()) == {"data": {"files": 3, "bytes": 33}}
+    (cv_dir / "fold0").mkdir()
+    (cv_dir / "fold0" / "config.yaml").write_text("name: fold0\n")  # a fold trained on those 3
+    assert cv.cross_validate(cfg, 2) == cv_dir  # the same files: reused
+    (scans / "3.png").write_bytes(b"y")
+    with pytest.raises(
+        ConfigError, match=r"its data changed since its folds trained \(data: \{'files': 3, 'bytes': 33\}"
+    ):
+        cv.cross_validate(cfg, 2)

@@ -15,6 +15,7 @@ from meddx.run import CONFIG, PLAN, WEIGHTS, Run
 
 OOF = "oof.csv"
 CV = "cv.json"
+SOURCE = "source.json"  # the data's files and sizes when the CV began
 
 
 def cross_validate(config: RunConfig | dict | str | Path, folds: int = 5, only_folds: list[int] | None = None) -> Path:
@@ -35,6 +36,7 @@ def cross_validate(config: RunConfig | dict | str | Path, folds: int = 5, only_f
     legacy = Path(cfg.output_dir) / f"{data_name(cfg.data)}-{cfg.model.name}-cv{folds}"  # named before cv planned
     if not cfg.name and planned_model and any(legacy.glob(f"fold*/{CONFIG}")) and not (legacy / PLAN).is_file():
         cv_dir = legacy  # its folds go on as they were trained
+    _same_source(cfg, cv_dir)
     plan, data = None, None
     if cfg.plan.enabled:  # the fields the user did not set, planned once for every fold
         from meddx.training.fold_plan import plan_folds
@@ -60,6 +62,37 @@ def cross_validate(config: RunConfig | dict | str | Path, folds: int = 5, only_f
         info["plan"] = _plan_entry(cfg, plan)
     write_text(cv_dir / CV, json.dumps(info, indent=2))
     return cv_dir
+
+
+def source_summary(cfg: RunConfig) -> dict:
+    """Each data file's size, and each data folder's file count and bytes (no file is read): what a CV was made of."""
+    paths = cfg.data.path if isinstance(cfg.data.path, dict) else {"data": cfg.data.path}
+    out = {}
+    for name, path in sorted(paths.items()):
+        p = Path(path)
+        if p.is_dir():
+            sizes = [f.stat().st_size for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")]
+            out[name] = {"files": len(sizes), "bytes": sum(sizes)}
+        elif p.is_file():
+            out[name] = {"bytes": p.stat().st_size}
+    return out
+
+
+def _same_source(cfg: RunConfig, cv_dir: Path) -> None:
+    """Record what the data was when a CV begins (<cv>/source.json); later, refuse to reuse its folds when files were
+    added, removed or changed in size since (new scans at the same path left out of a figure printed as current)."""
+    now, saved = source_summary(cfg), cv_dir / SOURCE
+    if saved.is_file():
+        then = json.loads(saved.read_text())
+        if then != now and any(cv_dir.glob(f"fold*/{CONFIG}")):
+            what = "; ".join(f"{k}: {then.get(k)} then, {v} now" for k, v in now.items() if then.get(k) != v)
+            raise ConfigError(
+                f"{cv_dir}: its data changed since its folds trained ({what}); give the CV another --name, or "
+                "remove that folder to train again"
+            )
+    if not any(cv_dir.glob(f"fold*/{CONFIG}")):
+        cv_dir.mkdir(parents=True, exist_ok=True)
+        write_text(saved, json.dumps(now, indent=2))
 
 
 def _plan_entry(cfg: RunConfig, plan) -> dict:
