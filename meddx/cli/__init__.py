@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from meddx.cli import data, models, runs, ship, tianchi
+from meddx.cli import data, folders, models, runs, ship, tianchi
 from meddx.errors import MeddxError
 from meddx.logs import quiet_third_party
 
@@ -16,7 +16,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Honest, explained, deployable medical diagnosis classifiers.",
 )
-for group in (runs, data, ship, models, tianchi):
+for group in (runs, folders, data, ship, models, tianchi):
     group.register(app)
 
 

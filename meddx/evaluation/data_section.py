@@ -12,7 +12,8 @@ from meddx.run import PREDICTIONS, Run, read_json
 def leakage_text(run: Run, split: str, info: dict) -> str:
     """The leakage line: the training-time gate for the run's own splits; for new data, its check against the run's
     train and val images (predictions/<split>.leakage.json)."""
-    item = "report" if run.is_sequence else "image"  # what one sample is, in the line's words
+    sequence = getattr(run, "is_sequence", False)  # the own-split line needs no run (None)
+    item = "report" if sequence else "image"  # what one sample is, in the line's words
     if split in ("train", "val", "test"):
         rule, known = info["leakage"].get("near_duplicate_rule"), info["leakage"].get("patients_known", True)
         checked = ("patients, " if known else "") + f"sample ids, identical files by SHA-1, near duplicates: {rule}"
@@ -24,7 +25,7 @@ def leakage_text(run: Run, split: str, info: dict) -> str:
         return f"this data was not checked against the training {item}s (the run's split.csv holds no hashes)"
     rule = check.get("near_duplicate_rule")
     text = (
-        f"{check['files']} {'reports' if run.is_sequence else 'files'} of this data checked against the run's train "
+        f"{check['files']} {'reports' if sequence else 'files'} of this data checked against the run's train "
         f"and val {item}s (SHA-1"
         + (f"; near duplicates: {rule}" if rule else "")
         + "): "

@@ -201,7 +201,7 @@ def _multilabel_columns(run: Run, data: dict, fields: dict) -> dict:
 def _pooled(run: Run, ds: DataSet) -> DataSet:
     """The data set, a note added when it came in several official splits (all are evaluated) or in stacks of
     another depth than the run's (its views taken at the same relative positions)."""
-    if run.is_sequence:  # tokens the run never saw read as unk: much of it means other data (another round, file)
+    if getattr(run, "is_sequence", False):  # tokens the run never saw read as unk: much of it means other data
         c = run.vocab.coverage([r.tokens for r in ds.records])
         if c["unknown"]:
             ds.notes.append(

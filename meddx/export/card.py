@@ -86,7 +86,7 @@ def _members(run: Run) -> list[str]:
     how = info.get("combine", "mean")
     resized = " each member resizes the input to its own size and normalises it as it was trained;" if info.get(
         "input") else ""  # fmt: skip
-    return [f"- an ensemble, {how} of {len(parts)} models:{resized} {'; '.join(parts)}"]
+    return [f"- an ensemble of {len(parts)} models ({how}):{resized} {'; '.join(parts)}"]
 
 
 def _cross_validation(run: Run) -> list[str]:
