@@ -65,16 +65,29 @@ def test_a_fold_is_reused_with_what_training_resolved_and_a_cv_needs_two_folds(t
     from meddx.config import as_config, save_config
     from meddx.training.cv import _same_settings, cross_validate
 
-    asked = {"data": {"path": str(tmp_path / "train.csv")}, "model": {"name": "rcnn", "embeddings": "w2v"}}
-    trained = as_config(asked, {"data.vocab": "w2v/vocab.json", "model.kwargs": {"size": "cpu", "dim": 128}})
+    w2v = tmp_path / "w2v"  # a `meddx pretrain --objective word2vec` folder
+    w2v.mkdir()
+    (w2v / "vocab.json").write_text("{}")
+    (w2v / "model_kwargs.json").write_text('{"embed_dim": 128}')
+    asked = {"data": {"path": str(tmp_path / "train.csv")}, "model": {"name": "rcnn", "embeddings": str(w2v)}}
     (tmp_path / "fold0").mkdir()
-    save_config(trained, tmp_path / "fold0" / "config.yaml")
-    _same_settings(tmp_path / "fold0", as_config(asked))  # resolved by training: the same settings
-    _same_settings(tmp_path / "fold0", as_config(asked, {"model.kwargs": {"size": "auto"}}))
+
+    def trained(kwargs: dict) -> None:  # fold 0's config as training wrote it
+        done = as_config(asked, {"data.vocab": str(w2v / "vocab.json"), "model.kwargs": kwargs})
+        save_config(done, tmp_path / "fold0" / "config.yaml")
+
+    trained({"embed_dim": 128})
+    _same_settings(tmp_path / "fold0", as_config(asked))  # resolved by training from the folder: the same settings
+    trained({"embed_dim": 128, "size": "cpu"})
+    _same_settings(tmp_path / "fold0", as_config(asked, {"model.kwargs": {"size": "auto"}}))  # auto made concrete
     with pytest.raises(ConfigError, match="model.kwargs"):
-        _same_settings(tmp_path / "fold0", as_config(asked, {"model.kwargs": {"dim": 64}}))
+        _same_settings(tmp_path / "fold0", as_config(asked, {"model.kwargs": {"embed_dim": 64}}))
+    trained({"embed_dim": 128, "dropout": 0.3})  # the user's own, given once and dropped now: the folds would differ
+    with pytest.raises(ConfigError, match="model.kwargs"):
+        _same_settings(tmp_path / "fold0", as_config(asked))
+    trained({"embed_dim": 128})
     with pytest.raises(ConfigError, match="data.vocab"):
-        _same_settings(tmp_path / "fold0", as_config(asked, {"data.vocab": "other/vocab.json"}))
+        _same_settings(tmp_path / "fold0", as_config(asked, {"data.vocab": str(tmp_path / "other.json")}))
     for folds in (0, 1):
         with pytest.raises(ConfigError, match=f"--folds {folds}: cross-validation needs 2 folds at least"):
             cross_validate(asked, folds)
@@ -119,3 +132,21 @@ def test_a_cv_whose_data_gained_files_is_not_reused(tmp_path, monkeypatch):
         ConfigError, match=r"its data changed since its folds trained \(data: \{'files': 3, 'bytes': 33\}"
     ):
         cv.cross_validate(cfg, 2)
+
+
+def test_the_data_record_counts_scans_only(tmp_path):
+    """Thumbs.db, a notebook's hidden checkpoints and the CV's own folder inside the data (`--data .`) were counted:
+    a rerun was refused though no scan changed."""
+    from meddx.config import as_config
+    from meddx.training.cv import source_summary
+
+    for name in ("NORMAL/0.png", "NORMAL/1.dcm", "NORMAL/IM0001", "PNEU/2.jpeg"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"xx")
+    before = source_summary(as_config({"data": {"path": str(tmp_path)}}), skip=tmp_path / "runs")
+    noises = ("NORMAL/Thumbs.db", ".ipynb_checkpoints/3.png", "runs/cv/oof.csv", "runs/cv/fold0/x.png", ".DS_Store")
+    for noise in noises:
+        (tmp_path / noise).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / noise).write_bytes(b"noise")
+    after = source_summary(as_config({"data": {"path": str(tmp_path)}}), skip=tmp_path / "runs")
+    assert before == after == {"data": {"files": 4, "bytes": 8}}

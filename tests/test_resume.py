@@ -322,10 +322,23 @@ def test_a_run_stopped_by_ctrl_c_or_sigterm_is_interrupted_not_failed(tmp_path):
     class SIGTERMException(SystemExit):  # Lightning's, by name
         pass
 
-    stops = (KeyboardInterrupt, SIGTERMException, SystemExit, ValueError)  # Lightning ends Ctrl-C with SystemExit(1)
-    for stop, state in zip(stops, ("interrupted", "interrupted", "interrupted", "failed")):
+    def lightnings_ctrl_c():  # Lightning ends Ctrl-C with SystemExit(1) raised while handling the KeyboardInterrupt
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise SystemExit(1) from None
+
+    def raise_(stop):
+        raise stop()
+
+    cases = ((KeyboardInterrupt, lambda: raise_(KeyboardInterrupt), "interrupted"),
+             (SIGTERMException, lambda: raise_(SIGTERMException), "interrupted"),
+             (SystemExit, lightnings_ctrl_c, "interrupted"),
+             (SystemExit, lambda: raise_(SystemExit), "failed"),  # a sys.exit() in a callback is no interruption
+             (ValueError, lambda: raise_(ValueError), "failed"))  # fmt: skip
+    for stop, act, state in cases:
         with pytest.raises(stop), _failure_recorded(tmp_path):
-            raise stop()
+            act()
         info = read_status(tmp_path)
         assert info["state"] == state and (state == "failed" or "--resume continues it" in info["reason"])
 

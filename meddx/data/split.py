@@ -69,8 +69,9 @@ def fold_indices(table: np.ndarray, task: str, folds: int, seed: int = 0, names:
             name = (lambda v: names[v]) if names and task == "multiclass" else (  # noqa: E731
                 lambda v: f"{names[0]} = {v}" if names else f"class {v}")  # fmt: skip
             few = ", ".join(f"{name(v)}: {c}" for v, c in zip(values, counts) if c < folds)
+            out = " (--folds), or leave that class out" if task == "multiclass" else " (--folds)"
             raise DataError(f"cannot make {folds} folds: patients per class ({few}) fewer than the folds; use fewer "
-                            "folds (--folds), or leave that class out")  # fmt: skip
+                            f"folds{out}")  # fmt: skip
     out = np.zeros(len(table), dtype=int)
     for k, (_, held) in enumerate(splitter.split(np.zeros(len(table)), y)):
         out[held] = k

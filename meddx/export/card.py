@@ -93,7 +93,7 @@ def _cross_validation(run: Run) -> list[str]:
     """A fold ensemble's out-of-fold figures (its CV folder's cv.json): every sample scored by the fold that did not
     train on it; the deployed model is the folds' mean."""
     cv = read_json(run.path.parent / "cv.json") if run.is_ensemble else {}
-    if not cv.get("model"):
+    if not cv.get("baselines"):  # not a scored CV folder's fold ensemble
         return []
     m, loss = cv["model"], cv["model"].get("mlogloss", cv["model"].get("log_loss"))
     return ["", f"## Cross-validation ({cv['folds']} folds; this model is their mean)",

@@ -178,7 +178,9 @@ def export_run(
 def _point_on_val(run: Run) -> dict:
     """The run's operating point chosen now on its val predictions (for a run never evaluated on a test split)."""
     thresholds, rule = run_operating_point(run)
-    return {"rule": rule, "thresholds": thresholds, "chosen_on": "val"}
+    on = "out-of-fold predictions (each of one fold's model; this model averages the folds)" if (
+        run.path.parent / "cv.json").is_file() else "val"  # fmt: skip
+    return {"rule": rule, "thresholds": thresholds, "chosen_on": on}
 
 
 def weights_digest(model: nn.Module) -> str:

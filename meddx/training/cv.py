@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +11,9 @@ import pandas as pd
 
 from meddx.atomic import write_frame, write_text
 from meddx.config import RUNTIME, RunConfig, as_config, data_name, load_config
+from meddx.data.images import READABLE_EXTENSIONS
 from meddx.errors import ConfigError
-from meddx.run import CONFIG, PLAN, WEIGHTS, Run
+from meddx.run import CONFIG, PLAN, VOCAB, WEIGHTS, Run
 
 OOF = "oof.csv"
 CV = "cv.json"
@@ -64,14 +66,23 @@ def cross_validate(config: RunConfig | dict | str | Path, folds: int = 5, only_f
     return cv_dir
 
 
-def source_summary(cfg: RunConfig) -> dict:
-    """Each data file's size, and each data folder's file count and bytes (no file is read): what a CV was made of."""
+def source_summary(cfg: RunConfig, skip: Path | None = None) -> dict:
+    """Each data file's size, and each data folder's count and bytes of the scan files a reader takes (no hidden
+    part, nothing under `skip`, the run folders' own; symlinked folders followed; no file is read)."""
     paths = cfg.data.path if isinstance(cfg.data.path, dict) else {"data": cfg.data.path}
     out = {}
     for name, path in sorted(paths.items()):
         p = Path(path)
         if p.is_dir():
-            sizes = [f.stat().st_size for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")]
+            inside = skip is not None and skip.resolve() != p.resolve() and skip.resolve().is_relative_to(p.resolve())
+            sizes = [
+                (Path(top) / f).stat().st_size
+                for top, dirs, files in os.walk(p, followlinks=True)
+                if not any(part.startswith(".") for part in Path(top).relative_to(p).parts)
+                and not (inside and Path(top).resolve().is_relative_to(skip.resolve()))
+                for f in files
+                if not f.startswith(".") and (Path(f).suffix.lower() in READABLE_EXTENSIONS or not Path(f).suffix)
+            ]  # fmt: skip
             out[name] = {"files": len(sizes), "bytes": sum(sizes)}
         elif p.is_file():
             out[name] = {"bytes": p.stat().st_size}
@@ -79,18 +90,23 @@ def source_summary(cfg: RunConfig) -> dict:
 
 
 def _same_source(cfg: RunConfig, cv_dir: Path) -> None:
-    """Record what the data was when a CV begins (<cv>/source.json); later, refuse to reuse its folds when files were
-    added, removed or changed in size since (new scans at the same path left out of a figure printed as current)."""
-    now, saved = source_summary(cfg), cv_dir / SOURCE
-    if saved.is_file():
+    """Record what the data was when a CV begins (<cv>/source.json, rank 0); later, refuse to reuse its folds when
+    scan files were added, removed or changed in size since (new scans left out of a figure printed as current). A
+    path not found here is left to the reader's message."""
+    from meddx.training.distributed import is_rank_zero  # Lightning's: only when a CV runs
+
+    saved, trained = cv_dir / SOURCE, any(cv_dir.glob(f"fold*/{CONFIG}"))
+    now = source_summary(cfg, skip=Path(cfg.output_dir))
+    if saved.is_file() and trained:
         then = json.loads(saved.read_text())
-        if then != now and any(cv_dir.glob(f"fold*/{CONFIG}")):
-            what = "; ".join(f"{k}: {then.get(k)} then, {v} now" for k, v in now.items() if then.get(k) != v)
+        differ = [f"{k}: {then.get(k)} then, {now.get(k)} now" for k in sorted({*then, *now})
+                  if then.get(k) != now.get(k) and k in now]  # fmt: skip
+        if differ:
             raise ConfigError(
-                f"{cv_dir}: its data changed since its folds trained ({what}); give the CV another --name, or "
-                "remove that folder to train again"
+                f"{cv_dir}: its data changed since its folds trained ({'; '.join(differ)}); give the CV another "
+                "--name, or remove that folder to train again"
             )
-    if not any(cv_dir.glob(f"fold*/{CONFIG}")):
+    if not trained and now and is_rank_zero():
         cv_dir.mkdir(parents=True, exist_ok=True)
         write_text(saved, json.dumps(now, indent=2))
 
@@ -149,13 +165,23 @@ def _same_settings(folder: Path, cfg: RunConfig) -> None:
 
 
 def _as_resolved(before: dict, now: dict) -> None:
-    """Fill `now` with what training resolved into the fold's config (the vocabulary and model sizes a pretrained
-    folder brings, `size: auto` made concrete) where the user left them to it, so a rerun is not told they differ."""
-    if now["data"].get("vocab") is None:
-        now["data"]["vocab"] = before["data"].get("vocab")
+    """Fill `now` with what training resolved into the fold's config where the user left it to training: the
+    vocabulary and model sizes the pretrained folder (model.weights, train.init_from, model.embeddings) brings, and
+    `size: auto` made concrete; a value the user gave once and dropped now still differs."""
+    source = now["model"].get("weights") or now["train"].get("init_from") or now["model"].get("embeddings")
+    folder = (Path(source) if Path(source).is_dir() else Path(source).parent) if source else None
+    brought: set[str] = set()
+    if folder is not None:
+        if now["data"].get("vocab") is None and before["data"].get("vocab") == str((folder / VOCAB).resolve()):
+            now["data"]["vocab"] = before["data"]["vocab"]
+        if (folder / "model_kwargs.json").is_file():
+            brought = set(json.loads((folder / "model_kwargs.json").read_text()))
+        elif (folder / CONFIG).is_file():
+            brought = set(load_config(folder / CONFIG).model.kwargs)
     was, asked = before["model"].get("kwargs") or {}, now["model"].get("kwargs") or {}
-    given = {k: v for k, v in asked.items() if not (k == "size" and v == "auto" and k in was)}
-    if {**was, **given} == was:
+    filled = {k: was[k] for k in brought if k in was and k not in asked}
+    auto = {"size": was["size"]} if asked.get("size") == "auto" and "size" in was else {}
+    if {**filled, **asked, **auto} == was:
         now["model"]["kwargs"] = was
 
 

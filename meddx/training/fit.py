@@ -71,8 +71,9 @@ def _failure_recorded(run_dir: Path):
     try:
         yield
     except BaseException as e:
-        stopped = isinstance(e, (KeyboardInterrupt, SystemExit)) or type(e).__name__ == "SIGTERMException"
-        # Ctrl-C (Lightning turns it into SystemExit(1) after its graceful shutdown), a scheduler's SIGTERM
+        ctrl_c = isinstance(e, KeyboardInterrupt) or isinstance(e.__context__, KeyboardInterrupt)  # Lightning's exit
+        stopped = ctrl_c or type(e).__name__ == "SIGTERMException"  # Ctrl-C (SystemExit(1) after Lightning's
+        # graceful shutdown), a scheduler's SIGTERM; any other SystemExit is a failure
         if is_rank_zero():
             with suppress(OSError):  # the disk may be what failed: the original error is the one to report
                 if stopped:

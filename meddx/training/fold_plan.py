@@ -42,8 +42,9 @@ def changed_choices(cfg: RunConfig, plan: Plan, folds: int) -> list[str]:
     runtime = _runtime({c.field: c.value for c in plan.choices} | user)
     now = _cv_settings(cfg, folds)
     chosen = {c.field for c in plan.choices}  # compared below, with who set them
-    out = [f"{k}: {then.get(k)!r} then, {v!r} now" for k, v in now.items() if then and then.get(k) != v
-           and k not in chosen]  # fmt: skip
+    out = [
+        f"{k}: {then[k]!r} then, {v!r} now" for k, v in now.items() if k in then and then[k] != v and k not in chosen
+    ]  # fmt: skip (a field a later meddx added is not a change)
     if plan.budget_minutes != cfg.plan.budget_minutes:
         out.append(f"plan.budget_minutes: {plan.budget_minutes:g} then, {cfg.plan.budget_minutes:g} now")
     for c in plan.choices:
@@ -62,7 +63,7 @@ def _cv_settings(cfg: RunConfig, folds: int) -> dict:
     out = {"folds": folds}
     for section in ("data", "split"):
         for key, value in getattr(cfg, section).model_dump(mode="json").items():
-            resolve = key in ("path", "root") and isinstance(value, str)
+            resolve = key in ("path", "root", "vocab") and isinstance(value, str)
             out[f"{section}.{key}"] = str(Path(value).resolve()) if resolve else value
     return out
 
@@ -74,11 +75,11 @@ def _runtime(fields: dict) -> dict:
 
 def _new_plan(cfg: RunConfig, cv_dir: Path, folds: int) -> tuple[RunConfig, Plan, object]:
     """Plan on fold 0 as for an ensemble of one model a fold in the whole budget (no pilot when the user fixed the
-    epochs: it would only time what they chose), then record one model a fold and why."""
+    epochs and the rate: it would only time what they chose), then record one model a fold and why."""
     from meddx.training.autofit import plan_run  # Lightning only when a CV plans
     from meddx.training.distributed import is_rank_zero
 
-    pilot = cfg.plan.pilot and "train.max_epochs" not in user_fields(cfg)
+    pilot = cfg.plan.pilot and not {"train.max_epochs", "train.lr"} <= set(user_fields(cfg))  # it prices the finder
     share = as_config(cfg, {"plan.max_ensemble": folds, "train.ensemble": folds, "split.folds": folds,
                             "split.fold": 0, "plan.pilot": pilot})  # fmt: skip
     resolved, data, plan = plan_run(share)
