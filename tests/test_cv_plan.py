@@ -50,6 +50,7 @@ def test_a_cv_plans_once_for_every_fold_and_a_rerun_reuses_the_plan(data_dir, tm
 
     monkeypatch.setattr(meddx.training.autofit, "plan_run", no_planning)
     assert meddx.cross_validate({**cfg, "train": {"progress_bar": False, "num_workers": 1}}, folds=2) == cv_dir
+    assert "2 of 2 folds trained by an earlier call: reused" in cv_summary(cv_dir)[0]  # said, not silent
     saved = Plan.from_dict(json.loads((cv_dir / "plan.json").read_text()))
     assert not changed_choices(as_config(cfg), saved, 2)
     assert changed_choices(as_config(cfg), saved, 3)[0] == "folds: 2 then, 3 now"  # a plan for other folds or data

@@ -39,6 +39,8 @@ def cv_summary(out: Path) -> tuple[str, str | None]:
             est, budget = plan["estimated_minutes"], plan["budget_minutes"]
             line += f"\nthe plan estimated {est:.1f} min for the {budget:g}-minute budget: {plan['over_budget']}"
     line += _pseudo_line(Path(out), r.get("runs", []))
+    if reused := r.get("reused"):
+        line += f"\n{len(reused)} of {len(r.get('runs', []))} folds trained by an earlier call: reused"
     warning = None
     if loss >= prior:
         ranks = m.get("mean_roc_auc", 0.5) >= 0.7

@@ -135,7 +135,9 @@ def score_cv(cv_dir: str | Path) -> dict:
         scores = competition.score(y, p, names, prior=prior)
     else:  # a multi-class task's classes are one choice per row: categorical log loss and argmax accuracy
         scores = (multiclass_scores if first.task == "multiclass" else pooled_scores)(y, p, names, prior)
-    kept = {k: info[k] for k in ("folds", "runs", "plan") if k in info}  # the plan's recipe, when it chose one
+    kept = {
+        k: info[k] for k in ("folds", "runs", "plan", "reused") if k in info
+    }  # the plan's recipe, when it chose one
     result = {**scores, **kept}
     result["model"]["name"] = info["model"]["name"]
     write_text(cv_dir / CV, json.dumps(result, indent=2))

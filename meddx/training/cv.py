@@ -44,8 +44,10 @@ def cross_validate(config: RunConfig | dict | str | Path, folds: int = 5, only_f
         from meddx.training.fold_plan import plan_folds
 
         cfg, plan, data = plan_folds(cfg, cv_dir, folds)
-    runs, oof = [], []
+    runs, oof, reused = [], [], []
     for k in only_folds if only_folds is not None else range(folds):
+        if (cv_dir / f"fold{k}" / WEIGHTS).is_file():
+            reused.append(f"fold{k}")
         run = _fold_run(cfg, cv_dir, folds, k, plan, data if k == 0 else None)
         if run is None:  # a worker process of a distributed run: rank 0 writes
             continue
@@ -59,7 +61,7 @@ def cross_validate(config: RunConfig | dict | str | Path, folds: int = 5, only_f
     if not oof:
         return cv_dir
     write_frame(pd.concat(oof, ignore_index=True), cv_dir / OOF, index=False, float_format="%.9g")
-    info = {"folds": folds, "runs": runs, "model": {"name": cfg.model.name}}
+    info = {"folds": folds, "runs": runs, "model": {"name": cfg.model.name}, "reused": reused}
     if plan is not None:  # the recipe the plan chose, for the terminal's line (the whole plan: plan.json)
         info["plan"] = _plan_entry(cfg, plan)
     write_text(cv_dir / CV, json.dumps(info, indent=2))
