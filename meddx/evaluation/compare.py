@@ -104,7 +104,9 @@ def compare_runs(
     q = [(1 - ci) / 2, (1 + ci) / 2]
     rows = []
     for i in order:
-        row = {"run": str(runs[i].path), "name": run_label(runs[i]), "figures": {}, "vs_best": {}}
+        name = run_label(runs[i])  # a fold ensemble's val is its folds' out-of-fold predictions, not their mean
+        name = name.replace(" (folds)", " (out of fold)") if split == "val" else name
+        row = {"run": str(runs[i].path), "name": name, "figures": {}, "vs_best": {}}
         for name in FIGURES:
             values = scores[i][name]
             lo, hi = np.nanquantile(values[1:], q)
