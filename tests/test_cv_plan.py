@@ -79,6 +79,7 @@ def test_a_fold_is_reused_with_what_training_resolved_and_a_cv_needs_two_folds(t
 
     trained({"embed_dim": 128})
     _same_settings(tmp_path / "fold0", as_config(asked))  # resolved by training from the folder: the same settings
+    _same_settings(tmp_path / "fold0", as_config(asked, {"data.cache": False}))  # where images come from, not what
     trained({"embed_dim": 128, "size": "cpu"})
     _same_settings(tmp_path / "fold0", as_config(asked, {"model.kwargs": {"size": "auto"}}))  # auto made concrete
     with pytest.raises(ConfigError, match="model.kwargs"):

@@ -157,8 +157,12 @@ def _same_settings(folder: Path, cfg: RunConfig) -> None:
             if isinstance(side["data"].get(key), str):
                 side["data"][key] = str(Path(side["data"][key]).resolve())
     _as_resolved(before, now)
-    differ = [f"{s}.{k}: {before[s].get(k)!r} then, {now[s][k]!r} now" for s in sections for k in now[s]
-              if before[s].get(k) != now[s][k] and not (s == "train" and k in RUNTIME)]  # fmt: skip
+    differ = [
+        f"{s}.{k}: {before[s].get(k)!r} then, {now[s][k]!r} now"
+        for s in sections
+        for k in now[s]
+        if before[s].get(k) != now[s][k] and not (s == "train" and k in RUNTIME) and f"{s}.{k}" != "data.cache"
+    ]  # fmt: skip (the decoded cache: where images come from, not what)
     if differ:
         raise ConfigError(
             f"{folder}: trained with other settings ({'; '.join(differ[:3])}); give the CV another --name, or remove "

@@ -62,7 +62,7 @@ def _cv_settings(cfg: RunConfig, folds: int) -> dict:
     """The folds and the data and split sections as the user gave them (paths resolved): what a plan was made for."""
     out = {"folds": folds}
     for section in ("data", "split"):
-        for key, value in getattr(cfg, section).model_dump(mode="json").items():
+        for key, value in getattr(cfg, section).model_dump(mode="json", exclude={"cache"}).items():
             resolve = key in ("path", "root", "vocab") and isinstance(value, str)
             out[f"{section}.{key}"] = str(Path(value).resolve()) if resolve else value
     return out
