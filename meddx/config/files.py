@@ -30,6 +30,13 @@ RUNTIME = {
 }  # train fields that say where and how fast a run (or a fold) runs, not what it learns
 
 
+def paths_resolved(data: dict) -> dict:
+    """A dumped data section with its file fields (path, root, vocab) absolute: `--data scans` and the absolute path a
+    run saved name one folder."""
+    return {k: str(Path(v).resolve()) if k in ("path", "root", "vocab") and isinstance(v, str) else v
+            for k, v in data.items()}  # fmt: skip
+
+
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> RunConfig:
     """Read a YAML config (or defaults) and apply dotted overrides such as {'train.max_epochs': 3}."""
     raw: dict = {}

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from meddx.atomic import write_frame, write_text
-from meddx.config import RUNTIME, RunConfig, as_config, data_name, load_config
+from meddx.config import RUNTIME, RunConfig, as_config, data_name, load_config, paths_resolved
 from meddx.data.images import READABLE_EXTENSIONS
 from meddx.errors import ConfigError
 from meddx.run import CONFIG, PLAN, VOCAB, WEIGHTS, Run
@@ -152,10 +152,8 @@ def _same_settings(folder: Path, cfg: RunConfig) -> None:
     (where it runs aside), else a ConfigError naming what differs."""
     sections = ("data", "split", "model", "train")
     before, now = (c.model_dump(mode="json", include=set(sections)) for c in (load_config(folder / CONFIG), cfg))
-    for side in (before, now):  # `--data scans` and the absolute path a fold saved name one folder
-        for key in ("path", "root", "vocab"):
-            if isinstance(side["data"].get(key), str):
-                side["data"][key] = str(Path(side["data"][key]).resolve())
+    for side in (before, now):
+        side["data"] = paths_resolved(side["data"])
     _as_resolved(before, now)
     differ = [
         f"{s}.{k}: {before[s].get(k)!r} then, {now[s][k]!r} now"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from meddx.config import RUNTIME, RunConfig, as_config
+from meddx.config import RUNTIME, RunConfig, as_config, paths_resolved
 from meddx.errors import ConfigError
 from meddx.run import CONFIG, PLAN
 from meddx.training.plan import Choice, Plan, Planner, user_fields
@@ -62,9 +62,8 @@ def _cv_settings(cfg: RunConfig, folds: int) -> dict:
     """The folds and the data and split sections as the user gave them (paths resolved): what a plan was made for."""
     out = {"folds": folds}
     for section in ("data", "split"):
-        for key, value in getattr(cfg, section).model_dump(mode="json", exclude={"cache"}).items():
-            resolve = key in ("path", "root", "vocab") and isinstance(value, str)
-            out[f"{section}.{key}"] = str(Path(value).resolve()) if resolve else value
+        for key, value in paths_resolved(getattr(cfg, section).model_dump(mode="json", exclude={"cache"})).items():
+            out[f"{section}.{key}"] = value
     return out
 
 
