@@ -263,6 +263,7 @@ def test_the_pilot_times_the_batches_before_the_finder_is_weighed(data_dir, monk
     """The finder's cost is read from the pilot's seconds per batch, so the pilot must run first: plan_run's order,
     not `_found_lr` alone (the finder itself is replaced here: only the order is under test)."""
     import meddx.training.autofit as autofit
+    import meddx.training.pilot as pilots
 
     calls = []
 
@@ -275,9 +276,41 @@ def test_the_pilot_times_the_batches_before_the_finder_is_weighed(data_dir, monk
         return {"lr": 3e-3, "steps": steps, "suggested": 3e-3}
 
     monkeypatch.setattr(autofit, "time_epoch", pilot)
+    monkeypatch.setattr(pilots, "time_epoch", pilot)  # the second pilot, in NHWC: as fast, so NCHW
     monkeypatch.setattr(autofit, "find_lr", finder)
     npz = need(data_dir, "medmnist/breastmnist.npz")
     cfg = as_config({"data": {"path": str(npz)}, "model": {"name": "efficientnet_b0"}, "plan": {"budget_minutes": 2}})
     planned, _, plan = autofit.plan_run(cfg)
-    assert calls == ["pilot", ("finder", autofit.LR_FINDER_STEPS)] and planned.train.lr == 3e-3
+    assert calls == ["pilot", "pilot", ("finder", autofit.LR_FINDER_STEPS)] and planned.train.lr == 3e-3
+    assert planned.train.channels_last is False
     assert plan.pilot["seconds_per_train_batch"] == 0.01 and plan.lr_finder["lr"] == 3e-3
+
+
+@pytest.mark.parametrize(
+    ("nhwc_s", "user", "chosen", "timed"),
+    [(0.05, {}, True, 2), (0.095, {}, False, 2), (0.05, {"channels_last": False}, False, 1)],
+)
+def test_the_pilot_chooses_the_memory_layout_by_timing_both(data_dir, monkeypatch, nhwc_s, user, chosen, timed):
+    """On the CPU a second pilot in NHWC decides the layout: kept when 10% faster per batch than NCHW, else NCHW; a
+    layout the user set is theirs and not timed. The chosen layout's pilot is what the budget is fitted with."""
+    import meddx.training.autofit as autofit
+    import meddx.training.pilot as pilots
+
+    layouts = []
+
+    def pilot(cfg, data):
+        layouts.append(cfg.train.channels_last)
+        per_batch = nhwc_s if cfg.train.channels_last else 0.1
+        return {"seconds_per_epoch": per_batch * 10, "steps_per_epoch": 10, "seconds_per_train_batch": per_batch}
+
+    monkeypatch.setattr(autofit, "time_epoch", pilot)
+    monkeypatch.setattr(pilots, "time_epoch", pilot)
+    npz = need(data_dir, "medmnist/breastmnist.npz")
+    cfg = as_config({"data": {"path": str(npz)}, "train": {"accelerator": "cpu", **user}, "plan": {"budget_minutes": 1}})
+    planned, _, plan = autofit.plan_run(cfg)
+    choice = next(c for c in plan.choices if c.field == "train.channels_last")
+    assert planned.train.channels_last is chosen and len(layouts) == timed and layouts[0] is False
+    assert choice.source == ("user" if user else "pilot")
+    assert plan.pilot["seconds_per_train_batch"] == (nhwc_s if chosen else 0.1)
+    if not user:
+        assert f"{nhwc_s:.3f} s a training batch in NHWC against 0.100 s in NCHW" in choice.reason

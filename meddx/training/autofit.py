@@ -17,7 +17,7 @@ from meddx.training.distributed import grouped, is_rank_zero, match_launcher, sh
 from meddx.training.fit import fit
 from meddx.training.lr_find import STEPS as LR_FINDER_STEPS
 from meddx.training.lr_find import find_lr
-from meddx.training.pilot import time_epoch
+from meddx.training.pilot import choose_layout, time_epoch
 from meddx.training.plan import Plan, Planner, fit_budget, make_plan, reserve_seconds
 from meddx.training.search import Chooser, candidates_in_budget, search, should_search, top_up
 from meddx.training.trainer import check_accelerator
@@ -50,7 +50,8 @@ def plan_run(cfg: RunConfig) -> tuple[RunConfig, RunDataModule, Plan | None]:
     if leader:
         distributed = data.cfg.train.devices * data.cfg.train.num_nodes > 1
         if cfg.plan.pilot and data.cfg.train.num_nodes == 1:  # nodes launched apart could time differently
-            plan.pilot = time_epoch(data.cfg, data)
+            plan.pilot = choose_layout(cfg, data, plan, time_epoch(data.cfg, data))
+            data.cfg = plan.apply(data.cfg)
         if plan.lr_finder.get("wanted"):  # after the pilot, which says what the finder's batches cost
             data.cfg = _found_lr(cfg, data, plan)
         plan.pilot["data_seconds"] = round(time.perf_counter() - started, 1)

@@ -9,9 +9,11 @@ import numpy as np
 import pytorch_lightning as pl
 
 from meddx.config import RunConfig
+from meddx.data.sequences import is_sequence
 from meddx.training.datamodule import RunDataModule
 from meddx.training.distributed import alone
 from meddx.training.module import Classifier
+from meddx.training.plan import Plan, Planner
 from meddx.training.trainer import quiet_lightning
 
 
@@ -68,3 +70,30 @@ def time_epoch(cfg: RunConfig, data: RunDataModule, train_batches: int = 12, val
         "steps_per_epoch": len(train),
         "seconds_per_epoch": round(len(train) * per_train + len(val) * per_val, 2),
     }
+
+
+LAYOUT_GAIN = 1.10  # NHWC must be this much faster per training batch to be chosen (two short pilots differ by noise)
+
+
+def choose_layout(user_cfg: RunConfig, data: RunDataModule, plan: Plan, pilot: dict) -> dict:
+    """For image models in NCHW whose layout the user did not set (on the CPU; CUDA's rule chose NHWC): time a second
+    pilot of the planned config `data.cfg` in NHWC (channels_last), kept when LAYOUT_GAIN faster; returns the pilot of
+    the chosen layout. oneDNN's convolutions often run faster in NHWC on x86 CPUs; how much, the machine decides."""
+    planner = Planner(user_cfg, plan)
+    if "train.channels_last" in planner.user:
+        planner.choose("train.channels_last", False, "not timed", "pilot")  # recorded as the user's, with their value
+    if is_sequence(data.dataset) or data.cfg.train.channels_last or "train.channels_last" in planner.user:
+        return pilot
+    nhwc_cfg = data.cfg.model_copy(deep=True)
+    nhwc_cfg.train.channels_last = True
+    try:
+        nhwc = time_epoch(nhwc_cfg, data)
+    except RuntimeError as e:  # a model with an op NHWC lacks: the layout is a speed-up, never a reason to fail
+        planner.choose("train.channels_last", False, f"NHWC failed in the pilot ({str(e)[:120]}): NCHW", "pilot")
+        return pilot
+    nchw_s, nhwc_s = pilot["seconds_per_train_batch"], nhwc["seconds_per_train_batch"]
+    faster = nhwc_s * LAYOUT_GAIN <= nchw_s
+    timed = f"pilot: {nhwc_s:.3f} s a training batch in NHWC against {nchw_s:.3f} s in NCHW"
+    why = f"{timed}, {nchw_s / max(nhwc_s, 1e-9):.2f}x" + ("" if faster else f" (under {LAYOUT_GAIN:.2f}x: kept NCHW)")
+    planner.choose("train.channels_last", faster, why, "pilot")
+    return {**(nhwc if faster else pilot), "layouts_timed": {"nchw": nchw_s, "nhwc": nhwc_s}}
