@@ -2,11 +2,11 @@
 PyTorch's default), on the shared image sets at the sizes and batches the plan chooses for them; then one whole
 `meddx.train` each way (wall time and test AUC, which the layout must not change beyond noise).
 
-Each pair times both layouts in a random order with the plan's own pilot (`time_epoch`: the median of a short fit's
-training batches, the first left out) on the same decoded data; the figure is the ratio NCHW / NHWC per pair (above 1:
-NHWC faster), median and interquartile range.
+Each repeat times both layouts with the plan's own layout pilot (`time_layouts`: a training step on one real batch,
+NCHW and NHWC taking turns for 7 rounds, the median of each); the figure is the ratio NCHW / NHWC per repeat (above
+1: NHWC faster), median and interquartile range over the repeats.
 
-    .venv/bin/python bench/layout.py [--pairs 7] [--batches 16] [--whole-pairs 3] [--whole-epochs 4]
+    .venv/bin/python bench/layout.py [--pairs 7] [--whole-pairs 3] [--whole-epochs 4]
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import torch
 import meddx
 from meddx.config import as_config
 from meddx.training.datamodule import RunDataModule
-from meddx.training.pilot import time_epoch
+from meddx.training.pilot import time_layouts
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _docs import write_section  # noqa: E402
@@ -48,20 +48,13 @@ def case_config(set_name: str, model: str, size: int, batch: int, out: str, chan
                       "train": {"batch_size": batch, "channels_last": channels_last, "progress_bar": False}})  # fmt: skip
 
 
-def time_case(case: tuple, pairs: int, batches: int, order: random.Random, out: str) -> dict:
-    """Per pair, seconds per training batch in each layout (random order) on one decoded data module."""
+def time_case(case: tuple, pairs: int, out: str) -> dict:
+    """Per repeat, the layout pilot's seconds per training step in each layout, on one decoded data module."""
     data = RunDataModule(case_config(*case, out))
     data.setup()
-    per = {False: [], True: []}
-    for _ in range(pairs):
-        sides = [False, True]
-        order.shuffle(sides)
-        for cl in sides:
-            per[cl].append(
-                time_epoch(case_config(*case, out, cl), data, train_batches=batches)["seconds_per_train_batch"]
-            )
-    ratios = np.array(per[False]) / np.array(per[True])
-    return {"case": case, "nchw": per[False], "nhwc": per[True], "ratios": ratios.tolist()}
+    timed = [time_layouts(data.cfg, data) for _ in range(pairs)]
+    nchw, nhwc = np.array([t["nchw"] for t in timed]), np.array([t["nhwc"] for t in timed])
+    return {"case": case, "nchw": nchw.tolist(), "nhwc": nhwc.tolist(), "ratios": (nchw / nhwc).tolist()}
 
 
 def whole_runs(pairs: int, epochs: int, order: random.Random, out: str) -> list[dict]:
@@ -95,13 +88,13 @@ def _iqr(values) -> str:
 def write(cases: list[dict], whole: list[dict], args) -> str:
     lines = [
         f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, {torch.get_num_threads()} threads, torch "
-        f"{torch.__version__}, by `.venv/bin/python bench/layout.py --pairs {args.pairs} --batches {args.batches} "
-        f"--whole-pairs {args.whole_pairs} --whole-epochs {args.whole_epochs}`. Seconds per training batch (the plan's "
-        "pilot: median of a short fit's batches, augmentation on) in NCHW (the peer, PyTorch's default) and NHWC, "
-        f"{args.pairs} pairs each in a random order, on the same decoded data; ratio NCHW / NHWC per pair (above 1: "
+        f"{torch.__version__}, by `.venv/bin/python bench/layout.py --pairs {args.pairs} --whole-pairs "
+        f"{args.whole_pairs} --whole-epochs {args.whole_epochs}`. Seconds per training step (forward, loss, backward on "
+        "one real batch) in NCHW (the peer, PyTorch's default) and NHWC, as the plan's layout pilot times them (the "
+        f"layouts taking turns for 7 rounds, medians); {args.pairs} repeats; ratio NCHW / NHWC per repeat (above 1: "
         "NHWC faster), median (interquartile range).",
         "",
-        "| set | model | px | batch | NCHW s/batch | NHWC s/batch | NCHW / NHWC |",
+        "| set | model | px | batch | NCHW s/step | NHWC s/step | NCHW / NHWC |",
         "|---|---|---|---|---|---|---|",
     ]
     for c in cases:
@@ -122,7 +115,6 @@ def write(cases: list[dict], whole: list[dict], args) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pairs", type=int, default=7)
-    ap.add_argument("--batches", type=int, default=16, help="Training batches per pilot (the plan's pilot: 12).")
     ap.add_argument("--whole-pairs", type=int, default=3)
     ap.add_argument("--whole-epochs", type=int, default=4)
     ap.add_argument("--no-docs", action="store_true")
@@ -131,7 +123,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as out:
         cases = []
         for case in CASES:
-            cases.append(time_case(case, args.pairs, args.batches, order, out))
+            cases.append(time_case(case, args.pairs, out))
             print(case, [round(r, 2) for r in cases[-1]["ratios"]], flush=True)
         whole = whole_runs(args.whole_pairs, args.whole_epochs, order, out) if args.whole_pairs else []
     body = write(cases, whole, args)

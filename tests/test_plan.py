@@ -276,41 +276,56 @@ def test_the_pilot_times_the_batches_before_the_finder_is_weighed(data_dir, monk
         return {"lr": 3e-3, "steps": steps, "suggested": 3e-3}
 
     monkeypatch.setattr(autofit, "time_epoch", pilot)
-    monkeypatch.setattr(pilots, "time_epoch", pilot)  # the second pilot, in NHWC: as fast, so NCHW
+    monkeypatch.setattr(pilots, "time_layouts", lambda cfg, data: {"nchw": 0.01, "nhwc": 0.01})  # as fast: NCHW
     monkeypatch.setattr(autofit, "find_lr", finder)
     npz = need(data_dir, "medmnist/breastmnist.npz")
     cfg = as_config({"data": {"path": str(npz)}, "model": {"name": "efficientnet_b0"}, "plan": {"budget_minutes": 2}})
     planned, _, plan = autofit.plan_run(cfg)
-    assert calls == ["pilot", "pilot", ("finder", autofit.LR_FINDER_STEPS)] and planned.train.lr == 3e-3
+    assert calls == ["pilot", ("finder", autofit.LR_FINDER_STEPS)] and planned.train.lr == 3e-3
     assert planned.train.channels_last is False
     assert plan.pilot["seconds_per_train_batch"] == 0.01 and plan.lr_finder["lr"] == 3e-3
 
 
 @pytest.mark.parametrize(
     ("nhwc_s", "user", "chosen", "timed"),
-    [(0.05, {}, True, 2), (0.095, {}, False, 2), (0.05, {"channels_last": False}, False, 1)],
+    [(0.05, {}, True, 1), (0.095, {}, False, 1), (0.05, {"channels_last": False}, False, 0)],
 )
 def test_the_pilot_chooses_the_memory_layout_by_timing_both(data_dir, monkeypatch, nhwc_s, user, chosen, timed):
-    """On the CPU a second pilot in NHWC decides the layout: kept when 10% faster per batch than NCHW, else NCHW; a
-    layout the user set is theirs and not timed. The chosen layout's pilot is what the budget is fitted with."""
+    """On the CPU both layouts are timed in turns: NHWC kept when 10% faster per step than NCHW, else NCHW; a layout
+    the user set is theirs and not timed. The budget is fitted with the pilot's batches scaled to the chosen layout."""
     import meddx.training.autofit as autofit
     import meddx.training.pilot as pilots
 
-    layouts = []
+    timings = []
 
-    def pilot(cfg, data):
-        layouts.append(cfg.train.channels_last)
-        per_batch = nhwc_s if cfg.train.channels_last else 0.1
-        return {"seconds_per_epoch": per_batch * 10, "steps_per_epoch": 10, "seconds_per_train_batch": per_batch}
+    def layouts(cfg, data):
+        timings.append(cfg.train.channels_last)
+        return {"nchw": 0.1, "nhwc": nhwc_s}
 
-    monkeypatch.setattr(autofit, "time_epoch", pilot)
-    monkeypatch.setattr(pilots, "time_epoch", pilot)
+    pilot = {"seconds_per_epoch": 1.5, "steps_per_epoch": 10, "seconds_per_train_batch": 0.1}
+    monkeypatch.setattr(autofit, "time_epoch", lambda cfg, data: dict(pilot))
+    monkeypatch.setattr(pilots, "time_layouts", layouts)
     npz = need(data_dir, "medmnist/breastmnist.npz")
-    cfg = as_config({"data": {"path": str(npz)}, "train": {"accelerator": "cpu", **user}, "plan": {"budget_minutes": 1}})
-    planned, _, plan = autofit.plan_run(cfg)
+    cfg = {"data": {"path": str(npz)}, "train": {"accelerator": "cpu", **user}, "plan": {"budget_minutes": 1}}
+    planned, _, plan = autofit.plan_run(as_config(cfg))
     choice = next(c for c in plan.choices if c.field == "train.channels_last")
-    assert planned.train.channels_last is chosen and len(layouts) == timed and layouts[0] is False
+    assert planned.train.channels_last is chosen and timings == [False] * timed
     assert choice.source == ("user" if user else "pilot")
-    assert plan.pilot["seconds_per_train_batch"] == (nhwc_s if chosen else 0.1)
+    if chosen:  # twice as fast a batch: the epoch's 10 batches take 0.5 s less, its validation as long as before
+        assert plan.pilot["seconds_per_train_batch"] == 0.05 and plan.pilot["seconds_per_epoch"] == 1.0
+    else:
+        assert plan.pilot["seconds_per_train_batch"] == 0.1 and plan.pilot["seconds_per_epoch"] == 1.5
     if not user:
-        assert f"{nhwc_s:.3f} s a training batch in NHWC against 0.100 s in NCHW" in choice.reason
+        assert f"{nhwc_s:.3f} s in NHWC against 0.100 s in NCHW" in choice.reason
+
+
+def test_both_layouts_are_timed_on_a_real_batch(data_dir):
+    """The layout pilot times a training step in each layout on a real batch (here: runs, and returns both)."""
+    from meddx.training.datamodule import RunDataModule
+    from meddx.training.pilot import time_layouts
+
+    npz = need(data_dir, "medmnist/breastmnist.npz")
+    data = RunDataModule(as_config({"data": {"path": str(npz)}, "plan": {"enabled": False}}))
+    data.setup()
+    timed = time_layouts(data.cfg, data, rounds=3, steps=1)
+    assert set(timed) == {"nchw", "nhwc"} and all(v > 0 for v in timed.values())

@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytorch_lightning as pl
+import torch
 
 from meddx.config import RunConfig
 from meddx.data.sequences import is_sequence
@@ -72,28 +73,50 @@ def time_epoch(cfg: RunConfig, data: RunDataModule, train_batches: int = 12, val
     }
 
 
-LAYOUT_GAIN = 1.10  # NHWC must be this much faster per training batch to be chosen (two short pilots differ by noise)
+LAYOUT_GAIN = 1.10  # NHWC must be this much faster per training batch to be chosen (timings on a busy CPU are noisy)
+
+
+def time_layouts(cfg: RunConfig, data: RunDataModule, rounds: int = 7, steps: int = 2) -> dict[str, float]:
+    """Median seconds of a training step (forward, loss, backward) on one real batch in each memory layout, NCHW and
+    NHWC taking turns round by round (the first round, warm-up, left out), so a machine whose load drifts slows both."""
+    module = Classifier.for_data(cfg, data)
+    x, y = next(iter(data.loader("train", shuffle=True)))
+    model, seconds = module.model.train(), {"nchw": [], "nhwc": []}
+    for r in range(rounds):
+        for layout in ("nchw", "nhwc") if r % 2 == 0 else ("nhwc", "nchw"):
+            fmt = torch.channels_last if layout == "nhwc" else torch.contiguous_format
+            model.to(memory_format=fmt)
+            started = time.perf_counter()
+            for _ in range(steps):
+                model.zero_grad(set_to_none=True)
+                module.loss(model(x.contiguous(memory_format=fmt)), y).backward()
+            if r:
+                seconds[layout].append((time.perf_counter() - started) / steps)
+    return {layout: float(np.median(s)) for layout, s in seconds.items()}
 
 
 def choose_layout(user_cfg: RunConfig, data: RunDataModule, plan: Plan, pilot: dict) -> dict:
-    """For image models in NCHW whose layout the user did not set (on the CPU; CUDA's rule chose NHWC): time a second
-    pilot of the planned config `data.cfg` in NHWC (channels_last), kept when LAYOUT_GAIN faster; returns the pilot of
-    the chosen layout. oneDNN's convolutions often run faster in NHWC on x86 CPUs; how much, the machine decides."""
+    """For image models in NCHW whose layout the user did not set (on the CPU; CUDA's rule chose NHWC): time both
+    layouts in turns on the planned config `data.cfg`, NHWC kept when LAYOUT_GAIN faster; returns the pilot with its
+    batch and epoch seconds scaled to the chosen layout. oneDNN often runs NHWC faster on x86; how much varies."""
     planner = Planner(user_cfg, plan)
     if "train.channels_last" in planner.user:
         planner.choose("train.channels_last", False, "not timed", "pilot")  # recorded as the user's, with their value
     if is_sequence(data.dataset) or data.cfg.train.channels_last or "train.channels_last" in planner.user:
         return pilot
-    nhwc_cfg = data.cfg.model_copy(deep=True)
-    nhwc_cfg.train.channels_last = True
     try:
-        nhwc = time_epoch(nhwc_cfg, data)
+        timed = time_layouts(data.cfg, data)
     except RuntimeError as e:  # a model with an op NHWC lacks: the layout is a speed-up, never a reason to fail
         planner.choose("train.channels_last", False, f"NHWC failed in the pilot ({str(e)[:120]}): NCHW", "pilot")
         return pilot
-    nchw_s, nhwc_s = pilot["seconds_per_train_batch"], nhwc["seconds_per_train_batch"]
-    faster = nhwc_s * LAYOUT_GAIN <= nchw_s
-    timed = f"pilot: {nhwc_s:.3f} s a training batch in NHWC against {nchw_s:.3f} s in NCHW"
-    why = f"{timed}, {nchw_s / max(nhwc_s, 1e-9):.2f}x" + ("" if faster else f" (under {LAYOUT_GAIN:.2f}x: kept NCHW)")
+    gain = timed["nchw"] / max(timed["nhwc"], 1e-9)
+    faster = gain >= LAYOUT_GAIN
+    why = f"pilot: a training step {timed['nhwc']:.3f} s in NHWC against {timed['nchw']:.3f} s in NCHW, {gain:.2f}x"
+    why += "" if faster else f" (under {LAYOUT_GAIN:.2f}x: NCHW)"
     planner.choose("train.channels_last", faster, why, "pilot")
-    return {**(nhwc if faster else pilot), "layouts_timed": {"nchw": nchw_s, "nhwc": nhwc_s}}
+    if not faster:
+        return {**pilot, "layouts_timed": timed}
+    batch_s = pilot["seconds_per_train_batch"] / gain
+    epoch_s = pilot["seconds_per_epoch"] - pilot["steps_per_epoch"] * (pilot["seconds_per_train_batch"] - batch_s)
+    return {**pilot, "seconds_per_train_batch": round(batch_s, 4), "seconds_per_epoch": round(epoch_s, 2),
+            "layouts_timed": timed}  # fmt: skip
