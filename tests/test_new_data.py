@@ -3,6 +3,7 @@ whatever their case, order or name, and never silently the wrong column or the w
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -487,3 +488,24 @@ def test_classes_named_0_and_1_follow_the_runs_medmnist_numbering(tmp_path):
     (tmp_path / "predictions" / "site.data.json").write_text(json.dumps({"notes": ds.notes}))
     warned = _optimism_warnings(SimpleNamespace(path=tmp_path), "site", 100)["warning_label_numbering"]
     assert "--positive-class 1" in warned and "AUC 1 - AUC" in warned  # a site whose 1 means pneumonia can say so
+
+
+@pytest.mark.parametrize(("own", "dropped", "warned", "said"), [
+    (8, 2, "all 8 samples evaluated here", "repeat its test)"),
+    (3, 0, "3 of 10 samples evaluated here", "repeat part of its test)"),
+    (0, 0, None, None),
+])  # fmt: skip
+def test_an_external_set_made_of_the_runs_own_test_images_is_not_called_external(tmp_path, own, dropped, warned, said):
+    """New data that is mostly the run's own test images again gets a warning above the figures, and the leakage line
+    says whether the figures repeat all of its test or part of it; a few chance copies (under a tenth) only the line."""
+    from meddx.evaluation.data_section import leakage_text
+    from meddx.evaluation.report import overlap_warnings
+
+    check = {"checked": True, "files": 10, "dropped": dropped, "shared_patient_ids": 0, "same_as_test": own}
+    warning = overlap_warnings(check).get("warning_own_test")
+    assert (warning is None) if warned is None else (warned in warning and "not an external validation" in warning)
+    (tmp_path / "predictions").mkdir()
+    (tmp_path / "predictions" / "external-x.leakage.json").write_text(json.dumps(check))
+    text = leakage_text(SimpleNamespace(path=tmp_path), "external-x", {})
+    assert (said is None and "own test" not in text) or (said is not None and said in text)
+    assert "warning_own_test" not in overlap_warnings({**check, "files": 100, "same_as_test": min(own, 5)})

@@ -92,7 +92,7 @@ def warnings_of(result: dict) -> list[str]:
         )
     keys = ("warning_label_numbering", "warning_same_split", "warning_small_split", "warning_small_val",
             "warning_domain", "warning_training_overlap", "warning_unconfirmed_copies", "warning_resampled_copies",
-            "warning_cropped_copies", "warning_shared_patients", "warning_threshold_shift",
+            "warning_cropped_copies", "warning_own_test", "warning_shared_patients", "warning_threshold_shift",
             "warning_argmax_misses")  # fmt: skip
     out += [result[k] for k in keys if k in result]
     return out
