@@ -293,6 +293,23 @@ def test_a_folder_one_level_above_the_classes_says_where_they_are(tmp_path):
         read_folder(tmp_path / "one")
 
 
+def test_images_outside_the_class_folders_and_other_files_are_named_not_dropped_silently(tmp_path):
+    """An image at the top of a class-folder layout (no class) and non-image files are left out, each kind in a note
+    naming the files (every one up to five)."""
+    for cls in ("NORMAL", "PNEUMONIA"):
+        (tmp_path / cls).mkdir()
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / cls / "a1.png")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "unsorted_1.jpeg")
+    (tmp_path / "NORMAL" / "Thumbs.db").write_bytes(b"x")
+    for k in range(6):
+        (tmp_path / "PNEUMONIA" / f"notes{k}.txt").write_text("x")
+    ds = read_folder(tmp_path)
+    assert len(ds.records) == 2
+    assert f"1 image(s) outside any class folder ignored: {tmp_path / 'unsorted_1.jpeg'}" in ds.notes
+    other = next(n for n in ds.notes if "non-image" in n)
+    assert other.startswith("7 non-image file(s) ignored: ") and other.endswith(", ... and 2 more")
+
+
 def test_known_medmnist_files_carry_their_class_names_and_the_finding_is_positive(data_dir, tmp_path):
     """BreastMNIST's class 1 is 'normal, benign': read as `class_1`, the report's sensitivity was for benign, and
     --positive-class was ignored for .npz files. Known MedMNIST files now carry their table's names, the finding is

@@ -129,7 +129,9 @@ def read_folder(
                row=str(f.relative_to(root)))
         for split, c, f, patient, _ in entries
     ]  # fmt: skip
-    notes = [f"{len(ignored)} non-image file(s) ignored, e.g. {ignored[0]}"] if ignored else []
+    loose = [str(f) for _, d in split_dirs for f in sorted(d.iterdir()) if f.is_file() and _readable(f)]
+    notes = [_ignored_note(f"{len(loose)} image(s) outside any class folder ignored", loose)] if loose else []
+    notes += [_ignored_note(f"{len(ignored)} non-image file(s) ignored", ignored)] if ignored else []
     notes += [f"{len(masks)} segmentation-mask or linked folder(s) left out, e.g. {masks[0]}"] if masks else []
     notes += class_notes
     guessed, nested = None, sum(bool(e[4]) for e in entries)
@@ -147,6 +149,15 @@ def read_folder(
         patients_guessed=guessed,
         classes=merge_classes(list(vec), classes),
     )
+
+
+def _readable(f: Path) -> bool:
+    return not f.name.startswith(".") and f.suffix.lower() in READABLE_EXTENSIONS
+
+
+def _ignored_note(what: str, files: list[str]) -> str:
+    """`what`, then the files: all of them up to five, else five of them."""
+    return f"{what}: {', '.join(files[:5])}" + (f", ... and {len(files) - 5} more" if len(files) > 5 else "")
 
 
 def manifest_path(path: str | dict) -> str | dict | None:
