@@ -101,6 +101,21 @@ def test_intervals_cover_the_point_and_shrink_with_data():
     assert width(2000) < width(200)
 
 
+def test_ranking_figures_are_undefined_on_a_split_of_one_class_either_way():
+    """All positives gave PR AUC 1.000 (1.000-1.000), for the model and the prior alike, while all negatives gave n/a:
+    without negatives, precision is 1 whatever the model, so both ways read undefined."""
+    rng = np.random.default_rng(4)
+    yv = (rng.random((200, 1)) < 0.5).astype(float)
+    pv = np.clip(0.3 * yv + 0.7 * rng.random((200, 1)), 0, 1)
+    for label in (1.0, 0.0):
+        y = np.full((50, 1), label)
+        r = evaluate_arrays(yv, pv, y, rng.random((50, 1)), np.arange(50), np.array([0.5]), "binary", ["x"],
+                            EvaluateConfig(bootstrap=50))  # fmt: skip
+        for figures in (r["model"], r["baselines"]["prior"]):
+            assert figures["per_label"]["x"]["roc_auc"]["value"] is None
+            assert figures["per_label"]["x"]["pr_auc"]["value"] is None
+
+
 def test_operating_points_are_chosen_on_validation_only():
     rng = np.random.default_rng(3)
     yv = (rng.random(500) < 0.5).astype(float)
