@@ -36,3 +36,36 @@ def test_a_model_stopped_by_its_time_limit_says_so(tmp_path, data_dir):
     run = meddx.train(cfg)
     assert run.training["stopped_by_time_limit"] == 0.05 and run.training["epochs_run"] < 200
     assert "stopped at its time limit (0.05 min: train.max_minutes" in _training_summary(run.training)
+
+
+def test_a_time_limit_that_cuts_the_last_epoch_short_is_reported():
+    """Lightning counts an epoch cut short by its Timer as run (current_epoch == max_epochs), so a model stopped part
+    way through its last epoch read as not stopped by the time limit; the epoch's batches now tell."""
+    import time
+
+    import pytorch_lightning as pl
+    import torch
+    from pytorch_lightning.callbacks import Timer
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from meddx.training.writer import _out_of_time
+
+    class Slow(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, batch_idx):
+            time.sleep(0.03)
+            return self.layer(batch[0]).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), 0.1)
+
+    loader = DataLoader(TensorDataset(torch.randn(40, 2)), batch_size=2)  # 20 batches, 0.6 s an epoch at least
+    trainer = pl.Trainer(max_epochs=2, callbacks=[Timer(duration={"seconds": 0.9}, interval="step")], logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    trainer.fit(Slow(), loader)
+    assert trainer.global_step < 40  # the Timer stopped it (a busy machine may cut the first epoch instead)
+    assert trainer.current_epoch == 2 or trainer.global_step < 20  # Lightning: 2 epochs "run", the second cut short
+    assert _out_of_time(trainer, 0.015) == 0.015

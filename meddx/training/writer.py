@@ -125,10 +125,12 @@ class RunWriter(pl.Callback):
 
 def _out_of_time(trainer, max_minutes: float | None) -> float | None:
     """The time limit in minutes (train.max_minutes: the plan's budget, or the user's) when it ended training before
-    its last epoch and before early stopping; else None."""
+    its last epoch ended and before early stopping (a cut in the last epoch counts: Lightning counts it as run);
+    else None."""
     timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
     ran_out = timer is not None and max_minutes and timer.time_remaining() is not None and timer.time_remaining() <= 0
-    return max_minutes if ran_out and trainer.current_epoch < (trainer.max_epochs or 0) else None
+    last_cut = trainer.fit_loop.epoch_loop.batch_progress.current.completed < trainer.num_training_batches
+    return max_minutes if ran_out and (trainer.current_epoch < (trainer.max_epochs or 0) or last_cut) else None
 
 
 class SplitPredictionWriter(BasePredictionWriter):
