@@ -42,5 +42,7 @@ def drop_unreadable(ds: DataSet, skip: bool = True) -> list[str]:
             + f"): {_listed(reasons)}"
         )
     ds.records = [r for r in ds.records if r.id not in reasons]
-    ds.notes.append(f"left out {len(reasons)} unreadable image(s) (--skip-unreadable): {_listed(reasons)}")
+    patients = len({r.patient_id for r in ds.records})  # the reader's notes counted the files as read
+    left = f"{len(ds.records)} images of {patients} patients remain"
+    ds.notes.append(f"left out {len(reasons)} unreadable image(s) (--skip-unreadable): {_listed(reasons)}; {left}")
     return list(reasons.values())
