@@ -57,11 +57,6 @@ def _thumb(plane: np.ndarray) -> np.ndarray:
     return (t - t.mean()) / (t.std() + 1e-9)
 
 
-def correlation(a: np.ndarray, b: np.ndarray) -> float:
-    """Pearson correlation of two grey planes' thumbnails."""
-    return float(np.mean(_thumb(a) * _thumb(b)))
-
-
 class _Thumbs(dict):
     """Thumbnails by record id, made on first use (None for an unreadable image)."""
 
@@ -153,6 +148,14 @@ def near_training(records: list[Record], training: dict[str, str]) -> tuple[list
     keys.update({f"old:{loc}": h for loc, h in training.items()})
     found: dict[str, tuple[Record, str]] = {}
     unconfirmed: set[str] = set()
+    thumbs: dict[str, np.ndarray | None] = {}  # each image read once, however many candidate pairs it is in
+
+    def thumb(key: str) -> np.ndarray | None:
+        if key not in thumbs:
+            plane = grey(records[int(key[4:])] if key.startswith("new:") else record_at(key[4:]))
+            thumbs[key] = None if plane is None else _thumb(plane)
+        return thumbs[key]
+
     for a, b in _candidates(keys):
         if a.startswith("new:") == b.startswith("new:"):
             continue
@@ -160,9 +163,9 @@ def near_training(records: list[Record], training: dict[str, str]) -> tuple[list
         record, location = records[int(new[4:])], old[4:]
         if record.id in found:
             continue
-        plane, seen = grey(record), grey(record_at(location))
+        mine, seen = thumb(new), thumb(old)
         if seen is None:
             unconfirmed.add(record.id)
-        elif plane is not None and correlation(plane, seen) >= MIN_CORRELATION:
+        elif mine is not None and float(np.mean(mine * seen)) >= MIN_CORRELATION:
             found[record.id] = (record, location)
     return list(found.values()), len(unconfirmed - set(found))
