@@ -310,6 +310,18 @@ def test_images_outside_the_class_folders_and_other_files_are_named_not_dropped_
     assert other.startswith("7 non-image file(s) ignored: ") and other.endswith(", ... and 2 more")
 
 
+def test_class_folders_spelled_otherwise_than_the_runs_are_read_with_a_note(tmp_path):
+    """New data's `normal/` maps to the run's NORMAL, as documented, and now a note says so (a CSV's case variants
+    already had one)."""
+    for cls in ("normal", "PNEUMONIA"):
+        (tmp_path / cls).mkdir()
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / cls / "a1.png")
+    ds = read_folder(tmp_path, classes=["NORMAL", "PNEUMONIA"])
+    assert ds.label_names == ["PNEUMONIA"]
+    assert "class names read in the run's spelling: 'normal' as 'NORMAL'" in ds.notes
+    assert not any("spelling" in n for n in read_folder(tmp_path).notes)  # no run: nothing to match
+
+
 def test_known_medmnist_files_carry_their_class_names_and_the_finding_is_positive(data_dir, tmp_path):
     """BreastMNIST's class 1 is 'normal, benign': read as `class_1`, the report's sensitivity was for benign, and
     --positive-class was ignored for .npz files. Known MedMNIST files now carry their table's names, the finding is

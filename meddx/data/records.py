@@ -176,6 +176,8 @@ def class_labels(
     spelled = known_spellings(names, known)
     if spelled is None:  # other names (`0/ 1/` for NORMAL/PNEUMONIA): read as they are
         known, spelled = None, {}
+    if (respelled := sorted(f"'{n}' as '{k}'" for n, k in spelled.items() if n != k)) and notes is not None:
+        notes.append(f"class names read in the run's spelling: {', '.join(respelled)}")
     names = [spelled.get(n, n) for n in names]
     classes = sorted(set(names) | set(known or []))
     if len(classes) < 2:
