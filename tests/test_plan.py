@@ -276,7 +276,7 @@ def test_the_pilot_times_the_batches_before_the_finder_is_weighed(data_dir, monk
         return {"lr": 3e-3, "steps": steps, "suggested": 3e-3}
 
     monkeypatch.setattr(autofit, "time_epoch", pilot)
-    monkeypatch.setattr(pilots, "time_layouts", lambda cfg, data: {"nchw": 0.01, "nhwc": 0.01})  # as fast: NCHW
+    monkeypatch.setattr(pilots, "time_layouts", lambda cfg, data, rounds: {"nchw": 0.01, "nhwc": 0.01})  # as fast: NCHW
     monkeypatch.setattr(autofit, "find_lr", finder)
     npz = need(data_dir, "medmnist/breastmnist.npz")
     cfg = as_config({"data": {"path": str(npz)}, "model": {"name": "efficientnet_b0"}, "plan": {"budget_minutes": 2}})
@@ -284,6 +284,21 @@ def test_the_pilot_times_the_batches_before_the_finder_is_weighed(data_dir, monk
     assert calls == ["pilot", ("finder", autofit.LR_FINDER_STEPS)] and planned.train.lr == 3e-3
     assert planned.train.channels_last is False
     assert plan.pilot["seconds_per_train_batch"] == 0.01 and plan.lr_finder["lr"] == 3e-3
+
+
+def test_the_layout_is_not_timed_when_timing_it_would_eat_the_budget(data_dir, monkeypatch):
+    """Timing both layouts costs 12-28 training steps: on a slow model and a tight budget (over 3% of it) NCHW is kept
+    untimed, and the plan says why."""
+    import meddx.training.autofit as autofit
+    import meddx.training.pilot as pilots
+
+    slow = {"seconds_per_epoch": 30.0, "steps_per_epoch": 10, "seconds_per_train_batch": 2.5}
+    monkeypatch.setattr(autofit, "time_epoch", lambda cfg, data: dict(slow))
+    monkeypatch.setattr(pilots, "time_layouts", lambda *a: pytest.fail("timed"))
+    npz = need(data_dir, "medmnist/breastmnist.npz")
+    _, _, plan = autofit.plan_run(as_config({"data": {"path": str(npz)}, "plan": {"budget_minutes": 5}}))
+    choice = next(c for c in plan.choices if c.field == "train.channels_last")
+    assert choice.value is False and choice.reason.startswith("not timed: 3 rounds of steps at 2.50 s exceed 3% of")
 
 
 @pytest.mark.parametrize(
@@ -298,7 +313,7 @@ def test_the_pilot_chooses_the_memory_layout_by_timing_both(data_dir, monkeypatc
 
     timings = []
 
-    def layouts(cfg, data):
+    def layouts(cfg, data, rounds):
         timings.append(cfg.train.channels_last)
         return {"nchw": 0.1, "nhwc": nhwc_s}
 

@@ -74,6 +74,7 @@ def time_epoch(cfg: RunConfig, data: RunDataModule, train_batches: int = 12, val
 
 
 LAYOUT_GAIN = 1.10  # NHWC must be this much faster per training batch to be chosen (timings on a busy CPU are noisy)
+LAYOUT_SHARE = 0.03  # of the budget, the most timing both layouts may take
 
 
 def time_layouts(cfg: RunConfig, data: RunDataModule, rounds: int = 7, steps: int = 2) -> dict[str, float]:
@@ -104,8 +105,13 @@ def choose_layout(user_cfg: RunConfig, data: RunDataModule, plan: Plan, pilot: d
         planner.choose("train.channels_last", False, "not timed", "pilot")  # recorded as the user's, with their value
     if is_sequence(data.dataset) or data.cfg.train.channels_last or "train.channels_last" in planner.user:
         return pilot
+    rounds = min(7, int(LAYOUT_SHARE * plan.budget_minutes * 60 / (4 * pilot["seconds_per_train_batch"])))
+    if rounds < 3:  # each round: two steps in each layout
+        why = f"not timed: 3 rounds of steps at {pilot['seconds_per_train_batch']:.2f} s exceed {LAYOUT_SHARE:.0%} of"
+        planner.choose("train.channels_last", False, f"{why} the budget; NCHW, PyTorch's default", "pilot")
+        return pilot
     try:
-        timed = time_layouts(data.cfg, data)
+        timed = time_layouts(data.cfg, data, rounds)
     except RuntimeError as e:  # a model with an op NHWC lacks: the layout is a speed-up, never a reason to fail
         planner.choose("train.channels_last", False, f"NHWC failed in the pilot ({str(e)[:120]}): NCHW", "pilot")
         return pilot
