@@ -308,6 +308,14 @@ def test_images_outside_the_class_folders_and_other_files_are_named_not_dropped_
     assert f"1 image(s) outside any class folder ignored: {tmp_path / 'unsorted_1.jpeg'}" in ds.notes
     other = next(n for n in ds.notes if "non-image" in n)
     assert other.startswith("7 non-image file(s) ignored: ") and other.endswith(", ... and 2 more")
+    for split in ("train", "test"):  # split folders: an image beside them, and one beside a split's class folders
+        for cls in ("NORMAL", "PNEUMONIA"):
+            (tmp_path / "s" / split / cls).mkdir(parents=True)
+            Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "s" / split / cls / f"{split}1.png")
+    for stray in ("s/unsorted_1.png", "s/train/stray_1.png"):
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / stray)
+    notes = read_folder(tmp_path / "s").notes
+    assert any(n.startswith("2 image(s) outside any class folder ignored: ") and "unsorted_1" in n for n in notes)
 
 
 def test_class_folders_spelled_otherwise_than_the_runs_are_read_with_a_note(tmp_path):

@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import os
-import re
 from importlib import resources
 from pathlib import Path
 
 from meddx.config import DataConfig
 from meddx.data.columns import image_column as find_image_column
-from meddx.data.images import READABLE_EXTENSIONS
-from meddx.data.manifest import SPLIT_ALIASES, compile_patient_regex, patient_from_name, read_csv_manifest, read_table
+from meddx.data.folder_walk import folder_entries, left_out_notes
+from meddx.data.manifest import SPLIT_ALIASES, compile_patient_regex, read_csv_manifest, read_table
 from meddx.data.medmnist import read_medmnist
 from meddx.data.patients import SUBFOLDERS, assign_guessed_patients
 from meddx.data.records import DataSet, Record, class_labels, merge_classes, normalise_class_names
 from meddx.data.reports import is_tianchi_file, read_tianchi
 from meddx.errors import DataError, not_found
 
-MASK_FOLDER = re.compile(  # `masks`, `Mask_PNG`, `segmentation_masks`, `gt`: not scans of the class
-    r"(^|[^a-z])(masks?|labels?|seg|segmentations?|annotations?|gt|ground[ _-]?truth)([^a-z]|$)", re.IGNORECASE
-)
 BUNDLED = {"pneumoniamnist": ("pneumoniamnist.npz", ["normal", "pneumonia"])}
 
 
@@ -31,42 +26,6 @@ def bundled_path(name: str) -> Path:
 def load_pneumoniamnist() -> DataSet:
     """The bundled PneumoniaMNIST (CC BY 4.0, MedMNIST v2) with its official train/val/test splits."""
     return read_medmnist(bundled_path("pneumoniamnist"), class_names=BUNDLED["pneumoniamnist"][1])
-
-
-def _class_files(cdir: Path, skipped: list[str]) -> list[Path]:
-    """Every file under a class folder and its subfolders; hidden ones left out, and segmentation-mask folders
-    (`masks/`, `labels/`, ...) and linked folders (a loop would never end) left out and added to `skipped`."""
-    found = []
-    for here, dirs, files in os.walk(cdir):
-        left_out = [d for d in dirs if MASK_FOLDER.search(d) or (Path(here) / d).is_symlink()]
-        skipped += [str(Path(here) / d) for d in left_out]
-        dirs[:] = [d for d in dirs if not d.startswith(".") and d not in left_out]
-        found += [Path(here) / f for f in files if not f.startswith(".")]
-    return sorted(found)
-
-
-def _folder_entries(split_dirs: list, regex: re.Pattern | None) -> tuple[list, list, list, list, list]:
-    """(split, class, file, patient, its subfolders under the class) per image, and the ignored, unmatched and broken
-    files and the mask folders left out."""
-    entries, ignored, unmatched, broken, masks = [], [], [], [], []
-    for split, sdir in split_dirs:
-        for cdir in sorted(p for p in sdir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            before = len(entries)
-            for f in _class_files(cdir, masks):
-                if f.is_symlink() and not f.exists():  # a broken link or a loop: a missing scan, not a skipped one
-                    broken.append(str(f))
-                if not f.is_file():
-                    continue
-                if f.suffix.lower() not in READABLE_EXTENSIONS:
-                    ignored.append(str(f))
-                    continue
-                patient = patient_from_name(f.name, regex)
-                if patient is None:
-                    unmatched.append(str(f))
-                entries.append((split, cdir.name, f, patient, f.relative_to(cdir).parts[:-1]))
-            if len(entries) == before:
-                raise DataError(f"{cdir}: a class folder with no images; add its images or remove the folder")
-    return entries, ignored, unmatched, broken, masks
 
 
 def _deeper_classes(root: Path, files: list[Path]) -> str | None:
@@ -108,7 +67,7 @@ def read_folder(
     else:
         split_dirs = [(None, root)]
     regex = compile_patient_regex(patient_regex)
-    entries, ignored, unmatched, broken, masks = _folder_entries(split_dirs, regex)
+    entries, ignored, unmatched, broken, masks = folder_entries(split_dirs, regex)
     if broken:
         raise DataError(f"{root}: {len(broken)} broken link(s) (missing target or a loop), e.g. {broken[0]}")
     if not entries:
@@ -129,11 +88,7 @@ def read_folder(
                row=str(f.relative_to(root)))
         for split, c, f, patient, _ in entries
     ]  # fmt: skip
-    loose = [str(f) for _, d in split_dirs for f in sorted(d.iterdir()) if f.is_file() and _readable(f)]
-    notes = [_ignored_note(f"{len(loose)} image(s) outside any class folder ignored", loose)] if loose else []
-    notes += [_ignored_note(f"{len(ignored)} non-image file(s) ignored", ignored)] if ignored else []
-    notes += [f"{len(masks)} segmentation-mask or linked folder(s) left out, e.g. {masks[0]}"] if masks else []
-    notes += class_notes
+    notes = left_out_notes(root, split_dirs, ignored, masks) + class_notes
     guessed, nested = None, sum(bool(e[4]) for e in entries)
     if regex is None:
         guessed, note = assign_guessed_patients(records, str(root), [e[4] for e in entries], guess_patients)
@@ -149,15 +104,6 @@ def read_folder(
         patients_guessed=guessed,
         classes=merge_classes(list(vec), classes),
     )
-
-
-def _readable(f: Path) -> bool:
-    return not f.name.startswith(".") and f.suffix.lower() in READABLE_EXTENSIONS
-
-
-def _ignored_note(what: str, files: list[str]) -> str:
-    """`what`, then the files: all of them up to five, else five of them."""
-    return f"{what}: {', '.join(files[:5])}" + (f", ... and {len(files) - 5} more" if len(files) > 5 else "")
 
 
 def manifest_path(path: str | dict) -> str | dict | None:
