@@ -112,7 +112,7 @@ def test_export_onto_a_file_is_one_line_and_leaves_the_file(small_run, tmp_path)
 
 def test_the_card_lists_evaluations_on_other_data(small_run, data_dir, tmp_path):
     """The model card gave the run's own test figures only, though the run had been evaluated on data from elsewhere
-    (`meddx evaluate --data`), the figures a reader most needs."""
+    (`meddx evaluate --data`), the figures a reader most needs; a set of the run's own test images is marked so."""
     import shutil
 
     import meddx
@@ -129,3 +129,4 @@ def test_the_card_lists_evaluations_on_other_data(small_run, data_dir, tmp_path)
     section = card.split("## Performance on other data (`meddx evaluate --data`; operating point")[1].split("## ")[0]
     assert "- card-site (`site`, 8 samples), PD: ROC AUC " in section and str(tmp_path) not in card
     assert f"sensitivity {sens:.3f}" in section
+    assert "(**not external**: all 8 samples evaluated here are the run's own test images" in section  # they are

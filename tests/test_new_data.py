@@ -490,22 +490,29 @@ def test_classes_named_0_and_1_follow_the_runs_medmnist_numbering(tmp_path):
     assert "--positive-class 1" in warned and "AUC 1 - AUC" in warned  # a site whose 1 means pneumonia can say so
 
 
-@pytest.mark.parametrize(("own", "dropped", "warned", "said"), [
-    (8, 2, "all 8 samples evaluated here", "repeat its test)"),
-    (3, 0, "3 of 10 samples evaluated here", "repeat part of its test)"),
-    (0, 0, None, None),
+@pytest.mark.parametrize(("own", "distinct", "dropped", "warned", "said"), [
+    (8, 8, 2, "all 8 samples evaluated here", "repeat all of its test)"),
+    (8, 1, 2, "all 8 samples evaluated here", "repeat 1 of its 8 test images)"),
+    (3, 3, 0, "3 of 10 samples evaluated here", "repeat 3 of its 8 test images)"),
+    (0, 0, 0, None, None),
 ])  # fmt: skip
-def test_an_external_set_made_of_the_runs_own_test_images_is_not_called_external(tmp_path, own, dropped, warned, said):
-    """New data that is mostly the run's own test images again gets a warning above the figures, and the leakage line
-    says whether the figures repeat all of its test or part of it; a few chance copies (under a tenth) only the line."""
+def test_an_external_set_made_of_the_runs_own_test_images_is_not_called_external(
+    tmp_path, own, distinct, dropped, warned, said
+):
+    """New data that is mostly the run's own test images again gets a warning above the figures; the leakage line
+    says how much of the run's test split (8 images here) the figures repeat, counting each test image once (one
+    re-saved 8 times is 1 of 8); a few chance copies (under a tenth) get only the line."""
     from meddx.evaluation.data_section import leakage_text
     from meddx.evaluation.report import overlap_warnings
 
-    check = {"checked": True, "files": 10, "dropped": dropped, "shared_patient_ids": 0, "same_as_test": own}
+    check = {"checked": True, "files": 10, "dropped": dropped, "shared_patient_ids": 0, "same_as_test": own,
+             "same_as_test_distinct": distinct}  # fmt: skip
     warning = overlap_warnings(check).get("warning_own_test")
-    assert (warning is None) if warned is None else (warned in warning and "not an external validation" in warning)
+    assert (warning is None) if warned is None else (warned in warning and f"({distinct} distinct)" in warning)
     (tmp_path / "predictions").mkdir()
     (tmp_path / "predictions" / "external-x.leakage.json").write_text(json.dumps(check))
-    text = leakage_text(SimpleNamespace(path=tmp_path), "external-x", {})
+    text = leakage_text(SimpleNamespace(path=tmp_path), "external-x", {"sizes": {"test": {"samples": 8}}})
     assert (said is None and "own test" not in text) or (said is not None and said in text)
+    unknown = leakage_text(SimpleNamespace(path=tmp_path), "external-x", {})  # a run that recorded no sizes
+    assert said is None or "repeat part of its test)" in unknown
     assert "warning_own_test" not in overlap_warnings({**check, "files": 100, "same_as_test": min(own, 5)})

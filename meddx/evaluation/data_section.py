@@ -49,8 +49,9 @@ def leakage_text(run: Run, split: str, info: dict) -> str:
         distinct = check.get("same_as_test_distinct", check["same_as_test"])
         copies = f" ({distinct} distinct: some are copies of one another)" if distinct != check["same_as_test"] else ""
         text += f"; {check['same_as_test']} are the run's own test {item}s, identical or re-saved{copies}"
-        whole = check["same_as_test"] >= check["files"] - check["dropped"]
-        text += f" (these figures repeat {'its test' if whole else 'part of its test'})"
+        tested = info.get("sizes", {}).get("test", {}).get("samples")  # the run's own test split, when known
+        part = "all of its test" if distinct == tested else f"{distinct} of its {tested} test {item}s" if tested else ""
+        text += f" (these figures repeat {part or 'part of its test'})"
     if check.get("resampled_test"):
         text += f"; {check['resampled_test']} volume(s) look like the run's own test volumes at another depth or size"
     if check.get("cropped_test"):

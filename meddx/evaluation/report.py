@@ -183,10 +183,11 @@ def overlap_warnings(check: dict) -> dict:
         )
     kept, own = check.get("files", 0) - check.get("dropped", 0), check.get("same_as_test", 0)
     if own and own >= 0.1 * kept:  # a few may be chance copies between collections; a tenth is the run's test again
+        distinct = check.get("same_as_test_distinct", own)
         out["warning_own_test"] = (
             f"{'all' if own >= kept else f'{own} of'} {kept} {'sample' if kept == 1 else 'samples'} evaluated here "
-            "are the run's own test images (identical or re-saved): these figures repeat its test split, they are "
-            "not an external validation"
+            f"are the run's own test images, identical or re-saved ({distinct} distinct): these figures are not an "
+            "external validation"
         )
     if shared := check.get("shared_patient_ids"):
         out["warning_shared_patients"] = (

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from meddx.evaluation.report import overlap_warnings
 from meddx.export.snippet import SNIPPET
 from meddx.run import ENSEMBLE, PREDICTIONS, Run, read_json
 
@@ -116,9 +117,11 @@ def _other_data(run: Run) -> list[str]:
         if not metrics.get("labels"):
             continue
         origin = public_origin(str(read_json(source).get("origin", name)))
+        own = overlap_warnings(read_json(run.path / PREDICTIONS / f"{name}.leakage.json")).get("warning_own_test")
         for n in metrics["labels"]:
             m = metrics["model"]["per_label"][n]
             lines.append(f"- {name} (`{origin}`, {metrics['n_samples']} samples), {n}: ROC AUC {_fig(m['roc_auc'])}; "
-                         f"sensitivity {_fig(m['sensitivity'])}; specificity {_fig(m['specificity'])}")  # fmt: skip
+                         f"sensitivity {_fig(m['sensitivity'])}; specificity {_fig(m['specificity'])}"
+                         + (f" (**not external**: {own})" if own else ""))  # fmt: skip
     title = f"## Performance on other data (`meddx evaluate --data`; operating point {headline}, chosen on validation)"
     return ["", title, *lines] if lines else []
