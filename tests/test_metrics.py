@@ -114,6 +114,11 @@ def test_ranking_figures_are_undefined_on_a_split_of_one_class_either_way():
         for figures in (r["model"], r["baselines"]["prior"]):
             assert figures["per_label"]["x"]["roc_auc"]["value"] is None
             assert figures["per_label"]["x"]["pr_auc"]["value"] is None
+    y2 = np.ones((50, 2))  # multi-label, every label positive everywhere: the micro figures too
+    r = evaluate_arrays(np.tile(yv, 2), np.tile(pv, 2), y2, rng.random((50, 2)), np.arange(50), np.array([0.5, 0.5]),
+                        "multilabel", ["a", "b"], EvaluateConfig(bootstrap=50))  # fmt: skip
+    assert r["model"]["micro"]["pr_auc"]["value"] is None and r["model"]["micro"]["roc_auc"]["value"] is None
+    assert np.isnan(M.average_precision(np.ones(5), np.linspace(0, 1, 5))[0])  # the numpy reference agrees
 
 
 def test_operating_points_are_chosen_on_validation_only():

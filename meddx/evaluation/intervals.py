@@ -127,7 +127,8 @@ def predictor_arrays(pr: Predictor, names: list[str]) -> dict:
                 overall["exact_match"] = t[:, 2] / t[:, 3]
     micro = {}
     if pr.micro is not None:
-        micro = {**confusion(pr.micro), "roc_auc": pr.micro.auc, "pr_auc": pr.micro.ap}
+        micro_ap = np.where(pr.micro.cum[:, 0, 1] > 0, pr.micro.ap, np.nan)  # no negatives: undefined, as per label
+        micro = {**confusion(pr.micro), "roc_auc": pr.micro.auc, "pr_auc": micro_ap}
     return {"per_label": per, "macro": macro, "micro": micro, "overall": overall}
 
 

@@ -34,7 +34,8 @@ def grouped_counts(
 def ranking_metrics(
     y: np.ndarray, p: np.ndarray, w: np.ndarray | None = None, rows: np.ndarray | None = None
 ) -> dict[str, np.ndarray]:
-    """ROC AUC (ties count one half) and average precision (as scikit-learn) per weight row, from one grouping."""
+    """ROC AUC (ties count one half) and average precision (as scikit-learn where both classes are present; NaN
+    without positives or negatives, as ROC AUC) per weight row, from one grouping."""
     w = _as_weights(w, len(y) if rows is None else int(rows.max()) + 1)
     pos, neg = grouped_counts(y, p, w, rows)
     total_pos, total_neg = pos.sum(1), neg.sum(1)
@@ -48,7 +49,7 @@ def ranking_metrics(
         ap = np.einsum("bk,bk->b", tp, pos[:, ::-1]) / total_pos
     return {
         "roc_auc": np.where((total_pos > 0) & (total_neg > 0), auc, np.nan),
-        "pr_auc": np.where(total_pos > 0, ap, np.nan),
+        "pr_auc": np.where((total_pos > 0) & (total_neg > 0), ap, np.nan),  # no negatives: 1 whatever the model
     }
 
 
@@ -60,7 +61,8 @@ def roc_auc(y: np.ndarray, p: np.ndarray, w: np.ndarray | None = None, rows: np.
 def average_precision(
     y: np.ndarray, p: np.ndarray, w: np.ndarray | None = None, rows: np.ndarray | None = None
 ) -> np.ndarray:
-    """PR AUC as scikit-learn's average_precision_score (step-wise, tied scores as one threshold)."""
+    """PR AUC as scikit-learn's average_precision_score (step-wise, tied scores as one threshold); NaN where a row
+    has no positive or no negative weight."""
     return ranking_metrics(y, p, w, rows)["pr_auc"]
 
 

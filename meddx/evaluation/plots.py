@@ -113,7 +113,7 @@ def pr_figure(y, p, names, path: Path, split: str = "test") -> Path:
         title = _title(n)
         k = ~np.isnan(y[:, j])
         yj, pj = y[k, j], p[k, j]
-        if yj.sum() > 0:
+        if 0 < yj.sum() < len(yj):  # without negatives precision is 1 whatever the model: undefined, as in the table
             prec, rec, _ = precision_recall_curve(yj, pj)
             ax.plot(rec, prec, lw=1.5)
             title += f"\nPR AUC {average_precision_score(yj, pj):.3f}"
