@@ -54,6 +54,9 @@ def test_a_cv_plans_once_for_every_fold_and_a_rerun_reuses_the_plan(data_dir, tm
     saved = Plan.from_dict(json.loads((cv_dir / "plan.json").read_text()))
     assert not changed_choices(as_config(cfg), saved, 2)
     assert changed_choices(as_config(cfg), saved, 3)[0] == "folds: 2 then, 3 now"  # a plan for other folds or data
+    assert saved.value("train.channels_last") is not None  # the pilot timed the layout on fold 0
+    layout = {**cfg, "train": {"channels_last": not saved.value("train.channels_last")}}  # the other one now
+    assert not changed_choices(as_config(layout), saved, 2)  # a speed setting, as compile: it may change on a rerun
     other = as_config({**cfg, "data": {"path": str(npz.with_name("pneumoniamnist.npz"))}})
     assert changed_choices(other, saved, 2)[0].startswith("data.path: ")  # is not reused, even before a fold trains
     with pytest.raises(ConfigError, match=r"planned under other settings \(data.image_size: planned 28 then, 32 now"):

@@ -332,6 +332,25 @@ def test_the_pilot_chooses_the_memory_layout_by_timing_both(data_dir, monkeypatc
         assert plan.pilot["seconds_per_train_batch"] == 0.1 and plan.pilot["seconds_per_epoch"] == 1.5
     if not user:
         assert f"{nhwc_s:.3f} s in NHWC against 0.100 s in NCHW" in choice.reason
+    else:
+        assert choice.reason == "set by the user; the layout was not timed"
+
+
+def test_a_layout_the_user_set_keeps_the_cuda_rules_record():
+    """On CUDA the hardware rule chose NHWC; a user who set the layout saw the rule's record replaced by an invented
+    'the plan's: False: not timed'. The rule's record (as the user's, with the rule's reason) stays."""
+    from types import SimpleNamespace
+
+    from meddx.training.pilot import choose_layout
+    from meddx.training.plan import Planner
+
+    user = as_config({"train": {"channels_last": True}})
+    plan = Plan({}, 5.0, "gpu")
+    Planner(user, plan).choose("train.channels_last", True, "CUDA: convolutions run fastest in NHWC", "rule")
+    pilot = {"seconds_per_train_batch": 0.1}
+    assert choose_layout(user, SimpleNamespace(cfg=user), plan, pilot) == pilot
+    (choice,) = [c for c in plan.choices if c.field == "train.channels_last"]
+    assert choice.source == "user" and "CUDA: convolutions run fastest in NHWC" in choice.reason
 
 
 def test_both_layouts_are_timed_on_a_real_batch(data_dir):

@@ -27,6 +27,7 @@ RUNTIME = {
     "checkpoint_minutes",
     "diagnostics",
     "compile",
+    "channels_last",
 }  # train fields that say where and how fast a run (or a fold) runs, not what it learns
 
 

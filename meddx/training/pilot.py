@@ -14,7 +14,7 @@ from meddx.data.sequences import is_sequence
 from meddx.training.datamodule import RunDataModule
 from meddx.training.distributed import alone
 from meddx.training.module import Classifier
-from meddx.training.plan import Plan, Planner
+from meddx.training.plan import Choice, Plan, Planner
 from meddx.training.trainer import quiet_lightning
 
 
@@ -101,9 +101,10 @@ def choose_layout(user_cfg: RunConfig, data: RunDataModule, plan: Plan, pilot: d
     layouts in turns on the planned config `data.cfg`, NHWC kept when LAYOUT_GAIN faster; returns the pilot with its
     batch and epoch seconds scaled to the chosen layout. oneDNN often runs NHWC faster on x86; how much varies."""
     planner = Planner(user_cfg, plan)
-    if "train.channels_last" in planner.user:
-        planner.choose("train.channels_last", False, "not timed", "pilot")  # recorded as the user's, with their value
-    if is_sequence(data.dataset) or data.cfg.train.channels_last or "train.channels_last" in planner.user:
+    mine = planner.user.get("train.channels_last")
+    if mine is not None and plan.value("train.channels_last") is None:  # a rule's record (CUDA's) is kept as it is
+        plan.choices.append(Choice("train.channels_last", mine, "set by the user; the layout was not timed", "user"))
+    if mine is not None or data.cfg.train.channels_last or is_sequence(data.dataset):
         return pilot
     rounds = min(7, int(LAYOUT_SHARE * plan.budget_minutes * 60 / (4 * pilot["seconds_per_train_batch"])))
     if rounds < 3:  # each round: two steps in each layout
@@ -115,7 +116,7 @@ def choose_layout(user_cfg: RunConfig, data: RunDataModule, plan: Plan, pilot: d
     except RuntimeError as e:  # a model with an op NHWC lacks: the layout is a speed-up, never a reason to fail
         planner.choose("train.channels_last", False, f"NHWC failed in the pilot ({str(e)[:120]}): NCHW", "pilot")
         return pilot
-    gain = timed["nchw"] / max(timed["nhwc"], 1e-9)
+    gain = round(timed["nchw"] / max(timed["nhwc"], 1e-9), 2)  # decided on the figure the reason shows
     faster = gain >= LAYOUT_GAIN
     why = f"pilot: a training step {timed['nhwc']:.3f} s in NHWC against {timed['nchw']:.3f} s in NCHW, {gain:.2f}x"
     why += "" if faster else f" (under {LAYOUT_GAIN:.2f}x: NCHW)"

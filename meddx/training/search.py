@@ -192,8 +192,12 @@ def _record(plan: Plan, user_cfg: RunConfig, win: Candidate, epochs: int, k: int
     verdict, p = plan.selection, Planner(user_cfg, plan)
     alone = verdict.get("reason") == ONLY_ONE  # the rules' candidate, unopposed: its values are the rules'
     why = f"{verdict['chosen']}: {ONLY_ONE}" if alone else f"{verdict['chosen']} chosen on val: {verdict['reason']}"
+    rules = f"{plan.value('model.name')} {plan.value('data.image_size')} px"  # before the winner's values replace it
     for name in sorted({f for a in plan.alternatives for f in a["set"]}):
         p.choose(name, win.overrides.get(name, plan.value(name)), why, "rule" if alone else "validation")
+    layout = next((c for c in plan.choices if c.field == "train.channels_last" and c.source == "pilot"), None)
+    if layout is not None and win.overrides and "every candidate" not in layout.reason:  # timed on the rules' model
+        layout.reason += f" (timed on the rules' {rules}; every candidate trained in this layout)"
     p.choose("train.max_epochs", epochs, f"about {epochs} epochs per model, the same for every candidate", "budget")
     p.choose("train.patience", int(min(max(epochs // 4, 3), 10)), "a quarter of the epochs, 3-10", "budget")
     p.choose("train.ensemble", k, f"the winner's {REPEATS} seeds from the search and {k - REPEATS} more", "budget")
