@@ -69,3 +69,24 @@ def test_a_time_limit_that_cuts_the_last_epoch_short_is_reported():
     assert trainer.global_step < 40  # the Timer stopped it (a busy machine may cut the first epoch instead)
     assert trainer.current_epoch == 2 or trainer.global_step < 20  # Lightning: 2 epochs "run", the second cut short
     assert _out_of_time(trainer, 0.015) == 0.015
+
+
+def test_the_time_limit_check_reads_the_last_epochs_batches():
+    """The same check on a trainer stated outright (the test above depends on wall time): the Timer ran out part way
+    through the last epoch, which Lightning counts as run; ran out after a whole last epoch, or never: no cut."""
+    from types import SimpleNamespace
+
+    from pytorch_lightning.callbacks import Timer
+
+    from meddx.training.writer import _out_of_time
+
+    def trainer(completed: int, remaining: float) -> SimpleNamespace:
+        timer = Timer(duration={"seconds": 1})
+        timer.time_remaining = lambda *a: remaining
+        progress = SimpleNamespace(current=SimpleNamespace(completed=completed))
+        loop = SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=progress))
+        return SimpleNamespace(callbacks=[timer], current_epoch=2, max_epochs=2, num_training_batches=20, fit_loop=loop)
+
+    assert _out_of_time(trainer(8, 0.0), 0.5) == 0.5
+    assert _out_of_time(trainer(20, 0.0), 0.5) is None
+    assert _out_of_time(trainer(8, 3.0), 0.5) is None

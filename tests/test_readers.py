@@ -328,6 +328,10 @@ def test_class_folders_spelled_otherwise_than_the_runs_are_read_with_a_note(tmp_
     assert ds.label_names == ["PNEUMONIA"]
     assert "class names read in the run's spelling: 'normal' as 'NORMAL'" in ds.notes
     assert not any("spelling" in n for n in read_folder(tmp_path).notes)  # no run: nothing to match
+    (tmp_path / "PNEUMONIA").rename(tmp_path / "pneumonia")  # a binary run that recorded no classes: labels aligned
+    ds = read_folder(tmp_path)
+    assert ds.align_labels(["PNEUMONIA"])
+    assert "labels read in the run's spelling: 'pneumonia' as 'PNEUMONIA'" in ds.notes
 
 
 def test_known_medmnist_files_carry_their_class_names_and_the_finding_is_positive(data_dir, tmp_path):

@@ -148,14 +148,8 @@ def near_training(records: list[Record], training: dict[str, str]) -> tuple[list
     keys.update({f"old:{loc}": h for loc, h in training.items()})
     found: dict[str, tuple[Record, str]] = {}
     unconfirmed: set[str] = set()
-    thumbs: dict[str, np.ndarray | None] = {}  # each image read once, however many candidate pairs it is in
-
-    def thumb(key: str) -> np.ndarray | None:
-        if key not in thumbs:
-            plane = grey(records[int(key[4:])] if key.startswith("new:") else record_at(key[4:]))
-            thumbs[key] = None if plane is None else _thumb(plane)
-        return thumbs[key]
-
+    by_key = {f"new:{i}": r for i, r in enumerate(records)} | {f"old:{loc}": record_at(loc) for loc in training}
+    thumbs = _Thumbs(by_key)  # each image read once, however many candidate pairs it is in
     for a, b in _candidates(keys):
         if a.startswith("new:") == b.startswith("new:"):
             continue
@@ -163,7 +157,7 @@ def near_training(records: list[Record], training: dict[str, str]) -> tuple[list
         record, location = records[int(new[4:])], old[4:]
         if record.id in found:
             continue
-        mine, seen = thumb(new), thumb(old)
+        mine, seen = thumbs[new], thumbs[old]
         if seen is None:
             unconfirmed.add(record.id)
         elif mine is not None and float(np.mean(mine * seen)) >= MIN_CORRELATION:

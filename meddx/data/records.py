@@ -126,6 +126,9 @@ class DataSet:
         order = [mine.index(n) for n in theirs]
         for r in self.records:
             r.labels = np.asarray(r.labels)[order]
+        spelt = [self.label_names[i] for i in order]  # this data's own spelling of each of `names`
+        if respelled := [f"'{a}' as '{b}'" for a, b in zip(spelt, names) if a != b]:
+            self.notes.append(f"labels read in the run's spelling: {', '.join(respelled)}")
         self.label_names = list(names)
         return True
 
