@@ -106,7 +106,8 @@ def choose_layout(user_cfg: RunConfig, data: RunDataModule, plan: Plan, pilot: d
         plan.choices.append(Choice("train.channels_last", mine, "set by the user; the layout was not timed", "user"))
     if mine is not None or data.cfg.train.channels_last or is_sequence(data.dataset):
         return pilot
-    rounds = min(7, int(LAYOUT_SHARE * plan.budget_minutes * 60 / (4 * pilot["seconds_per_train_batch"])))
+    step_s = max(pilot["seconds_per_train_batch"], 1e-4)  # rounded to 0 for a tiny model
+    rounds = min(7, int(LAYOUT_SHARE * plan.budget_minutes * 60 / (4 * step_s)))
     if rounds < 3:  # each round: two steps in each layout
         why = f"not timed: 3 rounds of steps at {pilot['seconds_per_train_batch']:.2f} s exceed {LAYOUT_SHARE:.0%} of"
         planner.choose("train.channels_last", False, f"{why} the budget; NCHW, PyTorch's default", "pilot")
