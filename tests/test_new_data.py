@@ -491,7 +491,7 @@ def test_classes_named_0_and_1_follow_the_runs_medmnist_numbering(tmp_path):
 
 
 @pytest.mark.parametrize(("own", "distinct", "dropped", "warned", "said"), [
-    (8, 8, 2, "all 8 samples evaluated here", "repeat all of its test)"),
+    (8, 8, 2, "all 8 samples evaluated here", "repeat all of its test split)"),
     (8, 1, 2, "all 8 samples evaluated here", "repeat 1 of its 8 test images)"),
     (3, 3, 0, "3 of 10 samples evaluated here", "repeat 3 of its 8 test images)"),
     (0, 0, 0, None, None),
