@@ -50,8 +50,8 @@ def leakage_text(run: Run, split: str, info: dict) -> str:
         copies = f" ({distinct} distinct: some are copies of one another)" if distinct != check["same_as_test"] else ""
         text += f"; {check['same_as_test']} are the run's own test {item}s, identical or re-saved{copies}"
         tested = info.get("sizes", {}).get("test", {}).get("samples")  # the run's own test split, when known
-        part = "all of its test split" if distinct == tested else f"{distinct} of its {tested} test {item}s" if tested else ""
-        text += f" (these figures repeat {part or 'part of its test'})"
+        part = f"{distinct} of its {tested} test {item}s" if tested else "part of its test"
+        text += f" (these figures repeat {'all of its test split' if distinct == tested else part})"
     if check.get("resampled_test"):
         text += f"; {check['resampled_test']} volume(s) look like the run's own test volumes at another depth or size"
     if check.get("cropped_test"):
