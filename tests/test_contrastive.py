@@ -4,13 +4,14 @@ its encoder loading through train.init_from."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
 import meddx
 from meddx.data.unlabelled import read_unlabelled
 from meddx.errors import DataError
-from meddx.training.contrastive import held_out
+from meddx.training.contrastive import held_out, not_held
 
 from conftest import need, run_cli
 
@@ -29,7 +30,10 @@ def test_unlabelled_images_from_folders_arrays_and_csvs(data_dir, tmp_path):
     # (48) and the train images of the 15 patients that valid shares (67)
     assert len(held) == 200 + 48 + 67
     kept = read_unlabelled([str(folder)], exclude=held)
-    assert len(kept) == 800 - 315 and not {r.source for r in kept} & held
+    assert len(kept) == 800 - 315 and not {r.source for r in kept} & set(held)
+    copy = tmp_path / "copy"  # the same images at another path: `--exclude` named the original folder
+    shutil.copytree(folder / "valid", copy / "valid")
+    assert len(read_unlabelled([str(copy)])) == 200 and not not_held(read_unlabelled([str(copy)]), held)
 
 
 @pytest.mark.slow

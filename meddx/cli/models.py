@@ -76,10 +76,15 @@ def pretrain(
     out = api_pretrain(config, **options, **set_overrides(set_))
     info = json.loads((out / "pretrain.json").read_text())
     if info.get("objective") == "simclr":
+        held = info.get("excluded_val_test_of") or []
+        kept_out = f"left out {info['excluded_images']} of the {info['held_out_images']} val/test images of " + (
+            f"{', '.join(held)} (by file or content; none were among --data)" if not info["excluded_images"] else
+            f"{', '.join(held)} (by file or content)")  # fmt: skip
         typer.echo(
             f"wrote {out / 'encoder.pt'} ({info['model']}, {info['images']} images, {info['epochs']} epochs); "
             f"val NT-Xent {info['initial_val_ntxent']:.3f} -> {info['final_val_ntxent']:.3f}\n"
-            f"fine-tune: --model {info['model']} --init-from {out / 'encoder.pt'}"
+            + (f"{kept_out}\n" if held else "")
+            + f"fine-tune: --model {info['model']} --init-from {out / 'encoder.pt'}"
         )
         return
     if info.get("objective") == "word2vec":

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from meddx.atomic import save_torch, write_text
 from meddx.config import AugmentConfig, DataConfig, RunConfig, SplitConfig
+from meddx.data.images import content_hash
 from meddx.data.readers import read_dataset
 from meddx.data.records import Record
 from meddx.data.split import assign_splits
@@ -80,17 +81,24 @@ class SimCLR(pl.LightningModule):
         return {k: v.detach().cpu() for k, v in self.backbone.state_dict().items()}
 
 
-def held_out(paths: list[str]) -> set[str]:
+def held_out(paths: list[str]) -> dict[str, str | None]:
     """Every image of the val and test patients of each named data set as meddx's default split makes them (with the
-    images the split drops because official splits share their patients)."""
-    out: set[str] = set()
+    images the split drops because official splits share their patients): location -> content hash."""
+    out: dict[str, str | None] = {}
     for path in paths:
         ds = read_dataset(DataConfig(path=path), check_files=False)
         every = list(ds.records)
         assign_splits(ds, SplitConfig())
         held = {r.patient_id for r in ds.records if r.split in ("val", "test")}
-        out |= {r.location for r in every if r.patient_id in held}
+        out |= {r.location: content_hash(r) for r in every if r.patient_id in held}
     return out
+
+
+def not_held(records: list[Record], held: dict[str, str | None]) -> list[Record]:
+    """The records that are none of the held-out images, by location or by content (a copy elsewhere is the same
+    image: `--exclude scans` must also keep out `copy-of-scans`)."""
+    hashes = {h for h in held.values() if h}
+    return [r for r in records if r.location not in held and not (hashes and content_hash(r) in hashes)]
 
 
 def _split_images(cfg: RunConfig, records: list[Record]) -> tuple[ImageDataset, ImageDataset, object]:
@@ -116,7 +124,7 @@ def pretrain_images(cfg: RunConfig) -> Path:
     pl.seed_everything(cfg.train.seed, verbose=False)
     sources = pc.data or [cfg.data.main_path]
     excluded, every = held_out(pc.exclude_from), read_unlabelled(sources)
-    records = [r for r in every if r.location not in excluded]
+    records = not_held(every, excluded)
     train, val, prep = _split_images(cfg, records)
     n_val = len(val)
     module = SimCLR(
