@@ -101,6 +101,10 @@ def input_stats(
     }
 
 
+NOT_RADIOGRAPHS = {  # DICOM modalities that are not projection X-rays (CR, DX, XR pass when nothing is known)
+    "CT": "computed tomography", "MR": "magnetic resonance", "US": "ultrasound", "NM": "nuclear medicine", "PT": "PET",
+    "OCT": "optical coherence tomography",
+}  # fmt: skip
 DEPTH_SPREAD = 1.25  # a stack this much shallower or deeper than every training stack is another kind of volume
 
 
@@ -109,6 +113,11 @@ def _source_warnings(stats: dict, modality: str | None, depth: int | None) -> li
     warnings = []
     if modality and stats.get("modalities") and modality not in stats["modalities"]:
         warnings.append(f"a DICOM {modality} scan: the model was trained on {', '.join(stats['modalities'])} scans")
+    elif modality in NOT_RADIOGRAPHS and not stats.get("modalities"):  # PNG/JPEG training scans, of unknown kind
+        warnings.append(
+            f"a DICOM {modality} scan ({NOT_RADIOGRAPHS[modality]}), and the training scans carry no modality (not "
+            f"DICOM): unless the model was trained on {modality} images, its output means nothing for this scan"
+        )
     if depth and (span := stats.get("depth_range")) and not span[0] / DEPTH_SPREAD <= depth <= span[1] * DEPTH_SPREAD:
         trained = f"{span[0]}" if span[0] == span[1] else f"{span[0]}-{span[1]}"
         warnings.append(f"stack depth unlike training stacks ({depth} slices; trained on {trained}): other volume?")
