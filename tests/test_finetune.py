@@ -178,3 +178,19 @@ def test_cli_names_a_mismatched_tensor_in_one_line(data_dir, tmp_path):
     assert "features.0.0.0.weight (64, 1, 3, 3) in the file vs (32, 1, 3, 3) in the model" in proc.stderr
     proc = run_cli("train", "--finetune-depth", "-1", "--epochs", "1")
     assert proc.returncode == 2 and "finetune_depth" in proc.stderr
+
+
+def test_a_depth_that_freezes_random_weights_or_names_missing_blocks_is_refused(tmp_path):
+    """`--finetune-depth 0` without weights froze a random backbone (129 of 287,009 parameters trained, no word);
+    `--finetune-depth 7` on the 3-block small CNN trained everything, silently."""
+    from meddx.errors import ConfigError
+    from meddx.models import create_model
+    from meddx.models.finetune import check_depth
+
+    model = create_model("small_cnn", in_chans=1, num_classes=1)
+    with pytest.raises(ConfigError, match=r"finetune_depth 0 freezes the backbone, but no weights were loaded"):
+        check_depth(model, 0, "small_cnn", loaded=False)
+    with pytest.raises(ConfigError, match=r"finetune_depth 7: small_cnn has 3 backbone blocks"):
+        check_depth(model, 7, "small_cnn", loaded=True)
+    check_depth(model, 3, "small_cnn", loaded=True)
+    check_depth(model, "all", "small_cnn", loaded=False)

@@ -76,16 +76,7 @@ def pretrain(
     out = api_pretrain(config, **options, **set_overrides(set_))
     info = json.loads((out / "pretrain.json").read_text())
     if info.get("objective") == "simclr":
-        held = info.get("excluded_val_test_of") or []
-        kept_out = f"left out {info['excluded_images']} of the {info['held_out_images']} val/test images of " + (
-            f"{', '.join(held)} (by file or content; none were among --data)" if not info["excluded_images"] else
-            f"{', '.join(held)} (by file or content)")  # fmt: skip
-        typer.echo(
-            f"wrote {out / 'encoder.pt'} ({info['model']}, {info['images']} images, {info['epochs']} epochs); "
-            f"val NT-Xent {info['initial_val_ntxent']:.3f} -> {info['final_val_ntxent']:.3f}\n"
-            + (f"{kept_out}\n" if held else "")
-            + f"fine-tune: --model {info['model']} --init-from {out / 'encoder.pt'}"
-        )
+        typer.echo(_simclr_summary(out, info))
         return
     if info.get("objective") == "word2vec":
         typer.echo(
@@ -104,3 +95,17 @@ def register(app: typer.Typer) -> None:
     app.command()(models)
     app.command("model-info")(model_info)
     app.command()(pretrain)
+
+
+def _simclr_summary(out: Path, info: dict) -> str:
+    """What `meddx pretrain` on images wrote, the images it kept out, and how to fine-tune from it."""
+    held = info.get("excluded_val_test_of") or []
+    none = "; none were among --data" if not info["excluded_images"] else ""
+    kept_out = (f"left out {info['excluded_images']} of the {info['held_out_images']} val/test images of "
+                f"{', '.join(held)} (by file or content{none})\n")  # fmt: skip
+    return (
+        f"wrote {out / 'encoder.pt'} ({info['model']}, {info['images']} images, {info['epochs']} epochs); "
+        f"val NT-Xent {info['initial_val_ntxent']:.3f} -> {info['final_val_ntxent']:.3f}\n"
+        + (kept_out if held else "")
+        + f"fine-tune: --model {info['model']} --init-from {out / 'encoder.pt'}"
+    )

@@ -108,6 +108,19 @@ def trainable_blocks(model: nn.Module, depth: int | str) -> list[Block]:
     return (backbone[len(backbone) - n :] if n else []) + [head]
 
 
+def check_depth(model: nn.Module, depth: int | str, name: str, loaded: bool) -> None:
+    """A ConfigError for a depth that freezes nothing loaded (a random backbone: the head alone learns) or that asks
+    for more blocks than the model has."""
+    n, backbone = parse_depth(depth), len(blocks(model)) - 1
+    if n is not None and not loaded:
+        raise ConfigError(
+            f"train.finetune_depth {n} freezes the backbone, but no weights were loaded into it (train.init_from or "
+            "model.weights): only the head would learn, on random features; give --init-from, or leave it at 'all'"
+        )
+    if n is not None and n > backbone:
+        raise ConfigError(f"train.finetune_depth {n}: {name} has {backbone} backbone blocks (meddx model-info {name})")
+
+
 def freeze_all_but(model: nn.Module, depth: int | str) -> list[str]:
     """Set requires_grad so only the last `depth` blocks and the head train; returns the trainable parameter names."""
     keep = {n for b in trainable_blocks(model, depth) for n in b.params}

@@ -13,6 +13,7 @@ from meddx.atomic import write_frame
 from meddx.config import RunConfig, as_config
 from meddx.errors import DataError
 from meddx.logs import run_log
+from meddx.models.finetune import check_depth
 from meddx.run import CHECKPOINTS, LOGS, Run, write_status
 from meddx.training.datamodule import RunDataModule
 from meddx.training.distributed import is_rank_zero, match_launcher, start_process_group
@@ -41,11 +42,13 @@ def fit(
     if data is None:
         data = RunDataModule(cfg)
     data.setup("fit")
+    module = Classifier.for_data(cfg, data)
+    loaded = bool(cfg.train.init_from or cfg.model.weights)  # a frozen backbone needs weights to keep
+    check_depth(module.model, cfg.train.finetune_depth, cfg.model.name, loaded)  # before a run folder is made
     run_dir = Path(resume) if resume else new_run_dir(cfg)
     last = run_dir / CHECKPOINTS / "last.ckpt"
     if is_rank_zero():
         write_status(run_dir, "running")
-    module = Classifier.for_data(cfg, data)
     ckpt = last if resume and last.is_file() else None
     with run_log(run_dir), _failure_recorded(run_dir), log_kept(run_dir if ckpt else None):  # noise to meddx.log
         trainer = make_trainer(cfg, run_dir, data, plan)
