@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -194,3 +197,26 @@ def test_a_depth_that_freezes_random_weights_or_names_missing_blocks_is_refused(
         check_depth(model, 7, "small_cnn", loaded=True)
     check_depth(model, 3, "small_cnn", loaded=True)
     check_depth(model, "all", "small_cnn", loaded=False)
+
+
+def test_init_from_a_folder_meddx_made_says_what_to_give(tmp_path):
+    """A pretrain folder, an ensemble and a word2vec folder each got 'a run folder ... needs model.pt (did the run
+    finish?)'; a file of random bytes got torch's six-line advice to load it with weights_only=False."""
+    from meddx.models.finetune import read_state_dict
+
+    (tmp_path / "pre").mkdir()
+    (tmp_path / "pre" / "encoder.pt").write_bytes(b"x")
+    (tmp_path / "ens" / "members" / "seed0").mkdir(parents=True)
+    (tmp_path / "ens" / "members" / "seed0" / "model.pt").write_bytes(b"x")
+    (tmp_path / "w2v").mkdir()
+    (tmp_path / "w2v" / "embeddings.pt").write_bytes(b"x")
+    for folder, says in [("pre", "a `meddx pretrain` folder: give its encoder, --init-from "),
+                         ("ens", "an ensemble of 1 models: give one of them, e.g. --init-from "),
+                         ("w2v", "word vectors for token models, not image weights")]:  # fmt: skip
+        with pytest.raises(ConfigError, match=re.escape(says)):
+            read_state_dict(tmp_path / folder)
+    (tmp_path / "random.pt").write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(ConfigError) as e:
+        read_state_dict(tmp_path / "random.pt")
+    said = str(e.value)
+    assert "\n" not in said and "not a loadable state dict" in said and "weights_only" not in said

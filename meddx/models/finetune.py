@@ -13,6 +13,7 @@ Rules (documented in docs/architecture.md):
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,7 +145,7 @@ def read_state_dict(source: str | Path) -> dict[str, torch.Tensor]:
     p = Path(source)
     if p.is_dir():
         if not (p / "model.pt").is_file():
-            raise ConfigError(f"{p}: a run folder to initialise from needs model.pt (did the run finish?)")
+            raise ConfigError(f"{p}: {_folder_kind(p)}")
         p = p / "model.pt"
     if not p.is_file():
         raise ConfigError(
@@ -152,8 +153,12 @@ def read_state_dict(source: str | Path) -> dict[str, torch.Tensor]:
         )
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
-        raise ConfigError(f"{p}: not a loadable state dict ({type(e).__name__}: {e})") from None
+    except Exception as e:  # noqa: BLE001 - torch's own advice (weights_only=False) runs code: never given here
+        if isinstance(e, pickle.UnpicklingError):
+            why = "not tensors saved by torch.save, or objects beyond tensors, which meddx never unpickles"
+        else:
+            why = f"{type(e).__name__}: {' '.join(str(e).split())[:160]}"
+        raise ConfigError(f"{p}: not a loadable state dict ({why})") from None
     lightning = isinstance(state, dict) and "pytorch-lightning_version" in state
     for key in ("state_dict", "model", "state_dict_ema"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
@@ -166,6 +171,17 @@ def read_state_dict(source: str | Path) -> dict[str, torch.Tensor]:
     ):  # our Classifier: the model, not its loss buffers
         state = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
     return state
+
+
+def _folder_kind(p: Path) -> str:
+    """Why a folder given to initialise from has no model.pt, and what to give instead."""
+    if (p / "encoder.pt").is_file():
+        return f"a `meddx pretrain` folder: give its encoder, --init-from {p / 'encoder.pt'}"
+    if (p / "embeddings.pt").is_file():
+        return f"word vectors for token models, not image weights: --set model.embeddings={p}"
+    if members := sorted((p / "members").glob("*/model.pt")):
+        return f"an ensemble of {len(members)} models: give one of them, e.g. --init-from {members[0].parent}"
+    return "a run folder to initialise from needs model.pt (did the run finish?)"
 
 
 def _adapt_channels(weight: torch.Tensor, channels: int, adapt_input_conv) -> torch.Tensor:
