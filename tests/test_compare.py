@@ -207,3 +207,19 @@ def test_an_ensemble_of_one_run_twice_is_refused(tmp_path):
     (tmp_path / "a" / "config.yaml").write_text("name: a\n")
     with pytest.raises(ConfigError, match="lists one run twice"):
         ensemble_runs([tmp_path / "a", str(tmp_path / "a" / ".." / "a")], tmp_path / "out")
+
+
+def test_the_table_says_when_a_run_is_not_above_chance():
+    """Four NIH runs between 0.41 and 0.56, all intervals holding 0.5: the table said 'best' and 'not
+    distinguishable', while each report said the run does not beat the prior."""
+    from meddx.evaluation.compare import comparison_table
+
+    def figures(lo: float) -> dict:
+        return {k: {"value": 0.6, "ci": [lo, 0.7]} for k in ("roc_auc", "pr_auc", "brier", "log_loss")}
+
+    second = {"name": "b", "figures": figures(0.55), "delong": {"x": {"p": 0.4}},
+              "vs_best": {"roc_auc": {"diff": -0.01, "ci": [-0.05, 0.03], "real": False}}}  # fmt: skip
+    first = {"name": "a", "figures": figures(0.45), "vs_best": {}}
+    _, rows = comparison_table({"task": "binary", "runs": [first, second]})
+    assert rows[0][-1] == "best; not above chance (its ROC AUC interval holds 0.5)"
+    assert rows[1][-1] == "not distinguishable from the best"
