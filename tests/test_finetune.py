@@ -220,3 +220,15 @@ def test_init_from_a_folder_meddx_made_says_what_to_give(tmp_path):
         read_state_dict(tmp_path / "random.pt")
     said = str(e.value)
     assert "\n" not in said and "not a loadable state dict" in said and "weights_only" not in said
+
+
+def test_a_mismatch_names_the_model_the_weights_were_made_for(tmp_path):
+    """`--init-from pre/xray/encoder.pt --model resnet18` listed missing and unexpected tensors but not that the file
+    was a small CNN's, which meddx had written down beside it."""
+    from meddx.models.finetune import load_pretrained
+
+    (tmp_path / "pre").mkdir()
+    torch.save(create_model("small_cnn", in_chans=1, num_classes=1).state_dict(), tmp_path / "pre" / "encoder.pt")
+    (tmp_path / "pre" / "pretrain.json").write_text('{"model": "small_cnn"}')
+    with pytest.raises(ConfigError, match=r"encoder.pt \(made for small_cnn\): weights do not fit the model"):
+        load_pretrained(create_model("small_cnn_wide", in_chans=1, num_classes=1), tmp_path / "pre" / "encoder.pt")

@@ -13,11 +13,13 @@ Rules (documented in docs/architecture.md):
 
 from __future__ import annotations
 
+import json
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import yaml
 from torch import nn
 
 from meddx.errors import ConfigError
@@ -173,6 +175,21 @@ def read_state_dict(source: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def source_model(source: str | Path) -> str | None:
+    """The model a weights source was made for, where meddx wrote it down: a run folder's (or a model.pt's)
+    config.yaml, an encoder.pt's pretrain.json; else None."""
+    p = Path(source)
+    folder = p if p.is_dir() else p.parent
+    try:
+        if (folder / "pretrain.json").is_file():
+            return json.loads((folder / "pretrain.json").read_text()).get("model")
+        if (folder / "config.yaml").is_file():
+            return (yaml.safe_load((folder / "config.yaml").read_text()) or {}).get("model", {}).get("name")
+    except (OSError, ValueError, AttributeError, yaml.YAMLError):
+        return None
+    return None
+
+
 def _folder_kind(p: Path) -> str:
     """Why a folder given to initialise from has no model.pt, and what to give instead."""
     if (p / "encoder.pt").is_file():
@@ -223,7 +240,9 @@ def load_pretrained(model: nn.Module, source: str | Path) -> dict:
             for name, items in (("shape mismatch", wrong), ("missing", missing), ("unexpected", unexpected))
             if items
         ]
-        raise ConfigError(f"{source}: weights do not fit the model outside its head '{head}'; " + "; ".join(parts))
+        made = f" (made for {arch})" if (arch := source_model(source)) else ""
+        fit = f"weights do not fit the model outside its head '{head}'"
+        raise ConfigError(f"{source}{made}: {fit}; " + "; ".join(parts))
     model.load_state_dict(loaded, strict=False)
     skipped = [k for k in state if in_head(k)]
     return {"loaded": len(loaded), "skipped_head": skipped, "adapted": adapted}
