@@ -74,6 +74,6 @@ def test_simclr_lowers_its_loss_and_its_encoder_fine_tunes(data_dir, tmp_path):
     assert loaded["loaded"] > 0 and loaded["skipped_head"] == []  # the encoder has no head
     assert loaded["adapted"] == ["features.0.0.0.weight: 1 -> 3 channels"]  # grey filters spread over RGB
     assert (
-        f"initialised from {tmp_path / 'ssl' / 'encoder.pt'} ({loaded['loaded']} tensors"
-        in (run.path / "report.md").read_text()
+        f"initialised from {tmp_path / 'ssl' / 'encoder.pt'}, a small_cnn encoder ({loaded['loaded']} tensors, a new "
+        "head); first conv adapted (features.0.0.0.weight: 1 -> 3 channels)" in (run.path / "report.md").read_text()
     )

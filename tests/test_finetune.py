@@ -232,3 +232,23 @@ def test_a_mismatch_names_the_model_the_weights_were_made_for(tmp_path):
     (tmp_path / "pre" / "pretrain.json").write_text('{"model": "small_cnn"}')
     with pytest.raises(ConfigError, match=r"encoder.pt \(made for small_cnn\): weights do not fit the model"):
         load_pretrained(create_model("small_cnn_wide", in_chans=1, num_classes=1), tmp_path / "pre" / "encoder.pt")
+
+
+def test_the_report_says_how_a_model_was_fine_tuned():
+    """The report named only the weights' path: not that the backbone was frozen, unfrozen gradually or trained at a
+    tenth of the rate, nor what the file was, nor a first conv adapted to other channels."""
+    from types import SimpleNamespace
+
+    from meddx.config import as_config
+    from meddx.evaluation.sections import _transfer_summary
+
+    cfg = as_config({"train": {"init_from": "pre/encoder.pt", "finetune_depth": 0, "unfreeze_every": 2,
+                               "backbone_lr_mult": 0.1}})  # fmt: skip
+    init = {"loaded": 36, "adapted": ["features.0.0.0.weight: 3 -> 1 channels"], "model": "small_cnn"}
+    said = _transfer_summary(SimpleNamespace(config=cfg, training={"init_from": init}))
+    assert said == (
+        "; initialised from pre/encoder.pt, a small_cnn encoder (36 tensors, a new head); first conv adapted "
+        "(features.0.0.0.weight: 3 -> 1 channels); the backbone frozen, the head trained, one more block unfrozen "
+        "every 2 epoch(s); backbone learning rate 0.1 x the head's"
+    )
+    assert _transfer_summary(SimpleNamespace(config=as_config({}), training={})) == ""

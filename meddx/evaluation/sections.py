@@ -199,6 +199,22 @@ def _overall_section(result: dict) -> dict:
     return {"header": ["", *keys], "rows": rows}
 
 
+def _transfer_summary(run: Run) -> str:
+    """Where the weights came from and how they were fine-tuned (frozen blocks, unfreezing, the backbone's rate)."""
+    t, init = run.config.train, run.training.get("init_from") or {}
+    if not t.init_from:
+        return ""
+    made = f", a {init['model']} encoder" if init.get("model") else ""
+    out = f"; initialised from {t.init_from}{made}"
+    out += f" ({init['loaded']} tensors, a new head)" if init.get("loaded") else ""
+    out += f"; first conv adapted ({'; '.join(init['adapted'])})" if init.get("adapted") else ""
+    if t.finetune_depth != "all":
+        n = t.finetune_depth
+        out += "; the backbone frozen, the head trained" if n == 0 else f"; the head and the last {n} block(s) trained"
+        out += f", one more block unfrozen every {t.unfreeze_every} epoch(s)" if t.unfreeze_every else ""
+    return out + (f"; backbone learning rate {t.backbone_lr_mult:g} x the head's" if t.backbone_lr_mult != 1 else "")
+
+
 def _model_section(run: Run) -> dict:
     training = run.training
     if run.is_sequence:
@@ -208,12 +224,7 @@ def _model_section(run: Run) -> dict:
         model_input = (
             f"input {prep.channels} x {prep.image_size[0]} x {prep.image_size[1]}, normalisation {prep.normalize}"
         )
-    summary = _training_summary(training)
-    if run.config.train.init_from:
-        loaded = (training.get("init_from") or {}).get("loaded")
-        summary += f"; initialised from {run.config.train.init_from}" + (
-            f" ({loaded} tensors, a new head)" if loaded else ""
-        )
+    summary = _training_summary(training) + _transfer_summary(run)
     return {
         "name": run.architecture(),
         "input": model_input,

@@ -245,7 +245,8 @@ def load_pretrained(model: nn.Module, source: str | Path) -> dict:
         raise ConfigError(f"{source}{made}: {fit}; " + "; ".join(parts))
     model.load_state_dict(loaded, strict=False)
     skipped = [k for k in state if in_head(k)]
-    return {"loaded": len(loaded), "skipped_head": skipped, "adapted": adapted}
+    made = source_model(source)  # recorded, so the report can say what kind of encoder the run started from
+    return {"loaded": len(loaded), "skipped_head": skipped, "adapted": adapted, **({"model": made} if made else {})}
 
 
 def describe(model: nn.Module, depth: int | str | None = None) -> list[dict]:
