@@ -223,3 +223,6 @@ def test_the_table_says_when_a_run_is_not_above_chance():
     _, rows = comparison_table({"task": "binary", "runs": [first, second]})
     assert rows[0][-1] == "best; not above chance (its ROC AUC interval holds 0.5)"
     assert rows[1][-1] == "not distinguishable from the best"
+    below = {**first, "figures": {k: {"value": 0.3, "ci": [0.2, 0.4]} for k in first["figures"]}}
+    _, rows = comparison_table({"task": "binary", "runs": [below]})
+    assert rows[0][-1].startswith("best; below chance (its ROC AUC interval lies under 0.5")

@@ -191,18 +191,29 @@ def test_a_depth_that_freezes_random_weights_or_names_missing_blocks_is_refused(
     from meddx.models.finetune import check_depth
 
     model = create_model("small_cnn", in_chans=1, num_classes=1)
-    with pytest.raises(ConfigError, match=r"finetune_depth 0 freezes the backbone, but no weights were loaded"):
+    with pytest.raises(ConfigError, match=r"finetune_depth 0 freezes part of small_cnn, but no weights were loaded"):
         check_depth(model, 0, "small_cnn", loaded=False)
+    with pytest.raises(ConfigError, match=r"its first 2 block\(s\) would stay random"):
+        check_depth(model, 1, "small_cnn", loaded=False)
     with pytest.raises(ConfigError, match=r"finetune_depth 7: small_cnn has 3 backbone blocks"):
         check_depth(model, 7, "small_cnn", loaded=True)
-    check_depth(model, 3, "small_cnn", loaded=True)
+    check_depth(model, 3, "small_cnn", loaded=False)  # every block trains: nothing random is frozen
     check_depth(model, "all", "small_cnn", loaded=False)
+    with pytest.raises(ConfigError, match=r"only the head would learn"):  # before a model exists: depth 0 alone
+        check_depth(None, 0, "small_cnn", loaded=False)
+    check_depth(None, 1, "small_cnn", loaded=False)  # told once the model is built
+
+    class Blockless(torch.nn.Module):  # a timm model whose blocks meddx cannot tell apart trains at 'all'
+        def forward(self, x):
+            return x
+
+    check_depth(Blockless(), "all", "x", loaded=False)
 
 
 def test_init_from_a_folder_meddx_made_says_what_to_give(tmp_path):
     """A pretrain folder, an ensemble and a word2vec folder each got 'a run folder ... needs model.pt (did the run
     finish?)'; a file of random bytes got torch's six-line advice to load it with weights_only=False."""
-    from meddx.models.finetune import read_state_dict
+    from meddx.models.state_files import read_state_dict
 
     (tmp_path / "pre").mkdir()
     (tmp_path / "pre" / "encoder.pt").write_bytes(b"x")
@@ -252,3 +263,22 @@ def test_the_report_says_how_a_model_was_fine_tuned():
         "every 2 epoch(s); backbone learning rate 0.1 x the head's"
     )
     assert _transfer_summary(SimpleNamespace(config=as_config({}), training={})) == ""
+    bert = as_config({"model": {"weights": "mlm/encoder.pt"}, "train": {"finetune_depth": 2, "backbone_lr_mult": 0.1}})
+    assert _transfer_summary(SimpleNamespace(config=bert, training={})) == (
+        "; pretrained weights mlm/encoder.pt; the head and the last 2 block(s) trained; backbone learning rate 0.1 x "
+        "the head's"
+    )
+
+
+def test_a_frozen_random_backbone_is_refused_before_any_folder_is_made(tmp_path, data_dir):
+    """The planned search and ensembles made their folder before `fit` refused, leaving an 'interrupted' run that a
+    --resume could not finish; now the planner and cv refuse first."""
+    import meddx
+
+    npz = str(need(data_dir, "medmnist/breastmnist.npz"))
+    cfg = {"data": {"path": npz}, "output_dir": str(tmp_path / "runs"), "train": {"finetune_depth": 0}}
+    with pytest.raises(ConfigError, match="only the head would learn"):
+        meddx.train(cfg)
+    with pytest.raises(ConfigError, match="only the head would learn"):
+        meddx.cross_validate(cfg, folds=2)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

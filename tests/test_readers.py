@@ -314,8 +314,11 @@ def test_images_outside_the_class_folders_and_other_files_are_named_not_dropped_
             Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "s" / split / cls / f"{split}1.png")
     for stray in ("s/unsorted_1.png", "s/train/stray_1.png"):
         Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / stray)
+    (tmp_path / "s" / "labels.csv").write_text("path,label\n")  # beside the split folders: not what gives labels
     notes = read_folder(tmp_path / "s").notes
     assert any(n.startswith("2 image(s) outside any class folder ignored: ") and "unsorted_1" in n for n in notes)
+    assert f"1 table(s) not read: the class folders give the labels: {tmp_path / 's' / 'labels.csv'}" in notes
+    assert not any("non-image" in n for n in notes)  # the table is named once
 
 
 def test_class_folders_spelled_otherwise_than_the_runs_are_read_with_a_note(tmp_path):

@@ -159,7 +159,8 @@ def test_a_scan_of_far_lower_resolution_than_the_training_scans_is_flagged():
 def test_a_dicom_of_another_modality_than_the_dicom_training_scans_is_flagged(data_dir):
     """A CT slice sent to a model trained on DICOM NM scans passed the check on its layout alone; the Modality tag now
     decides. Training scans read from PNG or JPEG say no modality: a projection X-ray passes then, and a CT, MR,
-    ultrasound or nuclear-medicine scan is flagged (a chest X-ray model called a CT slice pneumonia, in domain)."""
+    ultrasound or nuclear-medicine scan is flagged (a chest X-ray model called a CT slice pneumonia, in domain), except
+    NM or PET for SPECT-like training scans; .npz training arrays and packages older than the record judge nothing."""
     import numpy as np
 
     from meddx.data.fingerprint import dicom_modality
@@ -173,10 +174,14 @@ def test_a_dicom_of_another_modality_than_the_dicom_training_scans_is_flagged(da
         in check_input(scans[0], scans[0], stats, False, "CT")["warnings"]
     )
     assert check_input(scans[0], scans[0], stats, False, "NM")["in_distribution"]
-    unknown = {**stats, "modalities": []}  # training scans from PNG or JPEG: their kind is not known
+    unknown = {**stats, "modalities": [], "picture_files": True}  # training scans from PNG or JPEG: kind unknown
     assert check_input(scans[0], scans[0], unknown, False, "CR")["in_distribution"]  # an X-ray: nothing to say
     ct = check_input(scans[0], scans[0], unknown, False, "CT")  # a chest X-ray model gave a CT slice a diagnosis
     assert not ct["in_distribution"] and "unless the model was trained on CT images" in ct["warnings"][0]
+    spect = {**unknown, "per_sample": True}  # DaTscan PNGs, normalised per image: an NM DICOM is of their kind
+    assert not any("DICOM" in w for w in check_input(scans[0], scans[0], spect, False, "NM")["warnings"])
+    for other in ({**unknown, "picture_files": False}, {k: v for k, v in unknown.items() if k != "modalities"}):
+        assert not any("DICOM" in w for w in check_input(scans[0], scans[0], other, False, "CT")["warnings"])
 
 
 def test_a_scan_smaller_than_large_training_scans_but_near_the_model_size_is_not_flagged():

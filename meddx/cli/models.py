@@ -100,9 +100,9 @@ def register(app: typer.Typer) -> None:
 def _simclr_summary(out: Path, info: dict) -> str:
     """What `meddx pretrain` on images wrote, the images it kept out, and how to fine-tune from it."""
     held = info.get("excluded_val_test_of") or []
-    none = "; none were among --data" if not info["excluded_images"] else ""
-    kept_out = (f"left out {info['excluded_images']} of the {info['held_out_images']} val/test images of "
-                f"{', '.join(held)} (by file or content{none})\n")  # fmt: skip
+    kept_out = (f"left out {info['excluded_images']} image(s) matching, by file or content, the "
+                f"{info['held_out_images']} val/test images of {', '.join(held)}"
+                + ("; none of them were among --data\n" if not info["excluded_images"] else "\n"))  # fmt: skip
     return (
         f"wrote {out / 'encoder.pt'} ({info['model']}, {info['images']} images, {info['epochs']} epochs); "
         f"val NT-Xent {info['initial_val_ntxent']:.3f} -> {info['final_val_ntxent']:.3f}\n"

@@ -53,11 +53,17 @@ def folder_entries(split_dirs: list, regex: re.Pattern | None) -> tuple[list, li
 
 
 def left_out_notes(root: Path, split_dirs: list, ignored: list[str], masks: list[str]) -> list[str]:
-    """What the reader left out, named: images outside any class folder (beside the split folders too), other files,
-    mask or linked folders."""
-    tops = {root, *(d for _, d in split_dirs)}
-    loose = [str(f) for d in sorted(tops) for f in sorted(d.iterdir()) if f.is_file() and _readable(f)]
+    """What the reader left out, named: images outside any class folder (beside the split folders too), other files
+    (a table beside the class folders is not read: they give the labels), mask or linked folders."""
+    tops = [f for d in sorted({root, *(d for _, d in split_dirs)}) for f in sorted(d.iterdir()) if f.is_file()]
+    loose = [str(f) for f in tops if _readable(f)]
+    tables = [str(f) for f in tops if f.suffix.lower() in (".csv", ".tsv")]
+    ignored = [
+        str(f) for f in tops if not f.name.startswith(".") and not _readable(f) and str(f) not in tables
+    ] + ignored
     notes = [_ignored_note(f"{len(loose)} image(s) outside any class folder ignored", loose)] if loose else []
+    unread = f"{len(tables)} table(s) not read: the class folders give the labels"
+    notes += [_ignored_note(unread, tables)] if tables else []
     notes += [_ignored_note(f"{len(ignored)} non-image file(s) ignored", ignored)] if ignored else []
     return notes + ([f"{len(masks)} segmentation-mask or linked folder(s) left out, e.g. {masks[0]}"] if masks else [])
 

@@ -153,7 +153,10 @@ def comparison_table(result: dict) -> tuple[list[str], list[list[str]]]:
             verdict += (
                 f" by the patients' paired interval; DeLong's per-image p is not below {level:.2g} on every label"
             )
-        if r["figures"]["roc_auc"]["ci"][0] <= 0.5:  # the best of runs that all fail is no model to pick
+        auc_ci = r["figures"]["roc_auc"]["ci"]  # the best of runs that all fail is no model to pick
+        if auc_ci[1] < 0.5:
+            verdict += "; below chance (its ROC AUC interval lies under 0.5: labels the other way round?)"
+        elif auc_ci[0] <= 0.5:
             verdict += "; not above chance (its ROC AUC interval holds 0.5)"
         diff = "" if d is None else f"{d['diff']:+.4f} ({d['ci'][0]:+.4f} to {d['ci'][1]:+.4f})"
         rows.append([str(k), r["name"], f["roc_auc"], f["pr_auc"], f["brier"], f["log_loss"], diff, p, verdict])

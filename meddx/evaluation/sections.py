@@ -201,11 +201,11 @@ def _overall_section(result: dict) -> dict:
 
 def _transfer_summary(run: Run) -> str:
     """Where the weights came from and how they were fine-tuned (frozen blocks, unfreezing, the backbone's rate)."""
-    t, init = run.config.train, run.training.get("init_from") or {}
-    if not t.init_from:
+    t, init, weights = run.config.train, run.training.get("init_from") or {}, run.config.model.weights
+    if not (t.init_from or weights):
         return ""
     made = f", a {init['model']} encoder" if init.get("model") else ""
-    out = f"; initialised from {t.init_from}{made}"
+    out = f"; initialised from {t.init_from}{made}" if t.init_from else f"; pretrained weights {weights}"
     out += f" ({init['loaded']} tensors, a new head)" if init.get("loaded") else ""
     out += f"; first conv adapted ({'; '.join(init['adapted'])})" if init.get("adapted") else ""
     if t.finetune_depth != "all":

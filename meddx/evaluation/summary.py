@@ -64,7 +64,8 @@ def print_summary(run: Run | None, split: str = "test", console: Console | None 
     for note in source.get("notes") or []:
         console.print(f"note: {note}", markup=False, highlight=False)
     if metrics["split"] not in SPLITS:  # new data: what its check against the training images found
-        console.print(f"leakage check: {leakage_text(run, metrics['split'], {})}", markup=False, highlight=False)
+        line = leakage_text(run, metrics["split"], read_json(run.path / DATA))  # its sizes: how much of its test
+        console.print(f"leakage check: {line}", markup=False, highlight=False)
     if sub := metrics.get("subgroups"):
         console.print(subgroup_lines(sub), markup=False, highlight=False)
     for w in warnings_of(metrics):

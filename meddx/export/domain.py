@@ -113,15 +113,28 @@ def _source_warnings(stats: dict, modality: str | None, depth: int | None) -> li
     warnings = []
     if modality and stats.get("modalities") and modality not in stats["modalities"]:
         warnings.append(f"a DICOM {modality} scan: the model was trained on {', '.join(stats['modalities'])} scans")
-    elif modality in NOT_RADIOGRAPHS and not stats.get("modalities"):  # PNG/JPEG training scans, of unknown kind
+    elif _unlike_pictures(stats, modality):
         warnings.append(
             f"a DICOM {modality} scan ({NOT_RADIOGRAPHS[modality]}), and the training scans carry no modality (not "
             f"DICOM): unless the model was trained on {modality} images, its output means nothing for this scan"
         )
+    return warnings + _depth_warnings(stats, depth)
+
+
+def _unlike_pictures(stats: dict, modality: str | None) -> bool:
+    """A DICOM modality other than projection X-ray, for a model trained on picture files (PNG, JPEG: no modality
+    recorded; not .npz arrays, whose kind is unknown, nor packages older than the record); NM and PET pass for
+    SPECT-like training scans (normalised per image), which are of their kind."""
+    pictures = stats.get("picture_files") and stats.get("modalities") == []
+    spect_like = modality in ("NM", "PT") and stats.get("per_sample")
+    return bool(modality in NOT_RADIOGRAPHS and pictures and not spect_like)
+
+
+def _depth_warnings(stats: dict, depth: int | None) -> list[str]:
     if depth and (span := stats.get("depth_range")) and not span[0] / DEPTH_SPREAD <= depth <= span[1] * DEPTH_SPREAD:
         trained = f"{span[0]}" if span[0] == span[1] else f"{span[0]}-{span[1]}"
-        warnings.append(f"stack depth unlike training stacks ({depth} slices; trained on {trained}): other volume?")
-    return warnings
+        return [f"stack depth unlike training stacks ({depth} slices; trained on {trained}): other volume?"]
+    return []
 
 
 def _shape_warnings(image: np.ndarray, resized: np.ndarray, stats: dict) -> list[str]:

@@ -63,6 +63,9 @@ def check_images(run: Run, split: str = "test", limit: int = 64) -> torch.Tensor
     return ImageDataset(records, run.preprocess).images
 
 
+PICTURES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")  # files that say no modality
+
+
 def training_input_stats(run: Run, limit: int = 300) -> dict:
     """The input-domain statistics of up to `limit` training scans (decoded, before resizing and normalisation)."""
     prep, images, colour, depths = run.preprocess, [], [], []
@@ -74,6 +77,7 @@ def training_input_stats(run: Run, limit: int = 300) -> dict:
         depths.append(volume_depth(pixels, layout, prep.view_axis))
     stats = input_stats(images, [prep.resize(im) for im in images], colour, per_sample=prep.normalize == "sample")
     stats["modalities"] = sorted({m for r in records if (m := dicom_modality(r.source))})  # [] when none is DICOM
+    stats["picture_files"] = bool(records) and all(Path(r.source).suffix.lower() in PICTURES for r in records)
     known = [d for d in depths if d]  # a stack's slices along the view axis; none for 2-D scans
     stats["depth_range"] = [min(known), max(known)] if known else []
     return stats

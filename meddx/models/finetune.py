@@ -13,16 +13,14 @@ Rules (documented in docs/architecture.md):
 
 from __future__ import annotations
 
-import json
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
 from torch import nn
 
 from meddx.errors import ConfigError
+from meddx.models.state_files import read_state_dict, source_model
 
 HEAD_ATTRIBUTES = ("head", "classifier", "fc")
 
@@ -111,17 +109,30 @@ def trainable_blocks(model: nn.Module, depth: int | str) -> list[Block]:
     return (backbone[len(backbone) - n :] if n else []) + [head]
 
 
-def check_depth(model: nn.Module, depth: int | str, name: str, loaded: bool) -> None:
-    """A ConfigError for a depth that freezes nothing loaded (a random backbone: the head alone learns) or that asks
-    for more blocks than the model has."""
-    n, backbone = parse_depth(depth), len(blocks(model)) - 1
-    if n is not None and not loaded:
-        raise ConfigError(
-            f"train.finetune_depth {n} freezes the backbone, but no weights were loaded into it (train.init_from or "
-            "model.weights): only the head would learn, on random features; give --init-from, or leave it at 'all'"
-        )
-    if n is not None and n > backbone:
+def check_depth(model: nn.Module | None, depth: int | str, name: str, loaded: bool) -> None:
+    """A ConfigError for a depth that keeps random blocks frozen (nothing was loaded into them) or that asks for more
+    blocks than the model has; nothing to check at 'all'. Without a model (before one is built), only depth 0."""
+    n = parse_depth(depth)
+    if n is None or (model is None and n):
+        return
+    try:
+        backbone = len(blocks(model)) - 1 if model is not None else 1
+    except ValueError as e:
+        raise ConfigError(f"train.finetune_depth {n}: the blocks of {name} cannot be told apart ({e})") from None
+    if n > backbone:
         raise ConfigError(f"train.finetune_depth {n}: {name} has {backbone} backbone blocks (meddx model-info {name})")
+    if n < backbone and not loaded:
+        kept = "only the head would learn" if n == 0 else f"its first {backbone - n} block(s) would stay random"
+        raise ConfigError(
+            f"train.finetune_depth {n} freezes part of {name}, but no weights were loaded into it (train.init_from, "
+            f"model.weights or model.embeddings): {kept}; give --init-from, or leave it at 'all'"
+        )
+
+
+def loads_weights(cfg) -> bool:
+    """Whether a run config loads weights into its model: a run or file (train.init_from), a pretrained encoder
+    (model.weights) or word vectors (model.embeddings)."""
+    return bool(cfg.train.init_from or cfg.model.weights or cfg.model.embeddings)
 
 
 def freeze_all_but(model: nn.Module, depth: int | str) -> list[str]:
@@ -140,65 +151,6 @@ def set_batchnorm_modes(model: nn.Module) -> None:
             ps = list(m.parameters(recurse=False))
             if ps:
                 m.train(any(p.requires_grad for p in ps))
-
-
-def read_state_dict(source: str | Path) -> dict[str, torch.Tensor]:
-    """A state dict from a meddx run folder (its model.pt), a state-dict file, or a Lightning/timm checkpoint."""
-    p = Path(source)
-    if p.is_dir():
-        if not (p / "model.pt").is_file():
-            raise ConfigError(f"{p}: {_folder_kind(p)}")
-        p = p / "model.pt"
-    if not p.is_file():
-        raise ConfigError(
-            f"weights file not found: {p} (neither a meddx run folder nor a file; meddx never downloads weights)"
-        )
-    try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch's own advice (weights_only=False) runs code: never given here
-        if isinstance(e, pickle.UnpicklingError):
-            why = "not tensors saved by torch.save, or objects beyond tensors, which meddx never unpickles"
-        else:
-            why = f"{type(e).__name__}: {' '.join(str(e).split())[:160]}"
-        raise ConfigError(f"{p}: not a loadable state dict ({why})") from None
-    lightning = isinstance(state, dict) and "pytorch-lightning_version" in state
-    for key in ("state_dict", "model", "state_dict_ema"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-            break
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ConfigError(f"{p}: expected a dict of tensors (a state dict)")
-    if lightning or (
-        state and all(k.startswith("model.") for k in state)
-    ):  # our Classifier: the model, not its loss buffers
-        state = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
-    return state
-
-
-def source_model(source: str | Path) -> str | None:
-    """The model a weights source was made for, where meddx wrote it down: a run folder's (or a model.pt's)
-    config.yaml, an encoder.pt's pretrain.json; else None."""
-    p = Path(source)
-    folder = p if p.is_dir() else p.parent
-    try:
-        if (folder / "pretrain.json").is_file():
-            return json.loads((folder / "pretrain.json").read_text()).get("model")
-        if (folder / "config.yaml").is_file():
-            return (yaml.safe_load((folder / "config.yaml").read_text()) or {}).get("model", {}).get("name")
-    except (OSError, ValueError, AttributeError, yaml.YAMLError):
-        return None
-    return None
-
-
-def _folder_kind(p: Path) -> str:
-    """Why a folder given to initialise from has no model.pt, and what to give instead."""
-    if (p / "encoder.pt").is_file():
-        return f"a `meddx pretrain` folder: give its encoder, --init-from {p / 'encoder.pt'}"
-    if (p / "embeddings.pt").is_file():
-        return f"word vectors for token models, not image weights: --set model.embeddings={p}"
-    if members := sorted((p / "members").glob("*/model.pt")):
-        return f"an ensemble of {len(members)} models: give one of them, e.g. --init-from {members[0].parent}"
-    return "a run folder to initialise from needs model.pt (did the run finish?)"
 
 
 def _adapt_channels(weight: torch.Tensor, channels: int, adapt_input_conv) -> torch.Tensor:

@@ -94,7 +94,7 @@ def create_model(name: str, in_chans: int, num_classes: int, weights: str | Path
 
 def load_weights(model: nn.Module, path: str | Path) -> None:
     """Load a local state dict (or a Lightning checkpoint's) strictly, naming any mismatched tensor."""
-    from meddx.models.finetune import read_state_dict
+    from meddx.models.state_files import read_state_dict
 
     state = read_state_dict(path)
     own = model.state_dict()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from meddx.config import RunConfig, load_config, save_config
 from meddx.errors import ConfigError
+from meddx.models.finetune import check_depth, loads_weights
 from meddx.run import CONFIG, MEMBERS, PLAN, Run
 from meddx.training.datamodule import RunDataModule
 from meddx.training.distributed import grouped, is_rank_zero, match_launcher, share, start_process_group
@@ -32,6 +33,7 @@ def plan_run(cfg: RunConfig) -> tuple[RunConfig, RunDataModule, Plan | None]:
     started = time.perf_counter()
     cfg = match_launcher(cfg)
     check_accelerator(cfg)
+    check_depth(None, cfg.train.finetune_depth, cfg.model.name, loads_weights(cfg))  # before any folder is made
     start_process_group(cfg)
     data = RunDataModule(cfg)
     ds = data.read()

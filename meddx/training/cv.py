@@ -38,6 +38,9 @@ def cross_validate(config: RunConfig | dict | str | Path, folds: int = 5, only_f
     legacy = Path(cfg.output_dir) / f"{data_name(cfg.data)}-{cfg.model.name}-cv{folds}"  # named before cv planned
     if not cfg.name and planned_model and any(legacy.glob(f"fold*/{CONFIG}")) and not (legacy / PLAN).is_file():
         cv_dir = legacy  # its folds go on as they were trained
+    from meddx.models.finetune import check_depth, loads_weights  # torch: only when a CV runs
+
+    check_depth(None, cfg.train.finetune_depth, cfg.model.name, loads_weights(cfg))  # before a folder is made
     _same_source(cfg, cv_dir)
     plan, data = None, None
     if cfg.plan.enabled:  # the fields the user did not set, planned once for every fold

@@ -13,7 +13,7 @@ from meddx.atomic import write_frame
 from meddx.config import RunConfig, as_config
 from meddx.errors import DataError
 from meddx.logs import run_log
-from meddx.models.finetune import check_depth
+from meddx.models.finetune import check_depth, loads_weights
 from meddx.run import CHECKPOINTS, LOGS, Run, write_status
 from meddx.training.datamodule import RunDataModule
 from meddx.training.distributed import is_rank_zero, match_launcher, start_process_group
@@ -43,8 +43,7 @@ def fit(
         data = RunDataModule(cfg)
     data.setup("fit")
     module = Classifier.for_data(cfg, data)
-    loaded = bool(cfg.train.init_from or cfg.model.weights)  # a frozen backbone needs weights to keep
-    check_depth(module.model, cfg.train.finetune_depth, cfg.model.name, loaded)  # before a run folder is made
+    check_depth(module.model, cfg.train.finetune_depth, cfg.model.name, loads_weights(cfg))  # before its folder
     run_dir = Path(resume) if resume else new_run_dir(cfg)
     last = run_dir / CHECKPOINTS / "last.ckpt"
     if is_rank_zero():
