@@ -219,10 +219,13 @@ def test_init_from_a_folder_meddx_made_says_what_to_give(tmp_path):
     (tmp_path / "pre" / "encoder.pt").write_bytes(b"x")
     (tmp_path / "ens" / "members" / "seed0").mkdir(parents=True)
     (tmp_path / "ens" / "members" / "seed0" / "model.pt").write_bytes(b"x")
+    (tmp_path / "cv" / "fold0").mkdir(parents=True)
+    (tmp_path / "cv" / "fold0" / "model.pt").write_bytes(b"x")
     (tmp_path / "w2v").mkdir()
     (tmp_path / "w2v" / "embeddings.pt").write_bytes(b"x")
     for folder, says in [("pre", "a `meddx pretrain` folder: give its encoder, --init-from "),
                          ("ens", "an ensemble of 1 models: give one of them, e.g. --init-from "),
+                         ("cv", "a cross-validation of 1 folds: give one fold's model, e.g. --init-from "),
                          ("w2v", "word vectors for token models, not image weights")]:  # fmt: skip
         with pytest.raises(ConfigError, match=re.escape(says)):
             read_state_dict(tmp_path / folder)
