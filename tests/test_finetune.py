@@ -284,4 +284,7 @@ def test_a_frozen_random_backbone_is_refused_before_any_folder_is_made(tmp_path,
         meddx.train(cfg)
     with pytest.raises(ConfigError, match="only the head would learn"):
         meddx.cross_validate(cfg, folds=2)
+    one = {**cfg, "train": {"finetune_depth": 1, "ensemble": 2}, "plan": {"enabled": False}}  # an ensemble's folder
+    with pytest.raises(ConfigError, match=r"its first 2 block\(s\) would stay random"):
+        meddx.train(one)
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

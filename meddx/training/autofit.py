@@ -11,7 +11,8 @@ from pathlib import Path
 
 from meddx.config import RunConfig, load_config, save_config
 from meddx.errors import ConfigError
-from meddx.models.finetune import check_depth, loads_weights
+from meddx.models import create_model
+from meddx.models.finetune import check_depth, loads_weights, parse_depth
 from meddx.run import CONFIG, MEMBERS, PLAN, Run
 from meddx.training.datamodule import RunDataModule
 from meddx.training.distributed import grouped, is_rank_zero, match_launcher, share, start_process_group
@@ -39,6 +40,7 @@ def plan_run(cfg: RunConfig) -> tuple[RunConfig, RunDataModule, Plan | None]:
     ds = data.read()
     if not cfg.plan.enabled:
         data.setup()
+        _check_frozen(cfg, data)
         return cfg, data, None
     leader = is_rank_zero()
     inherited = None if leader else os.environ.get(PLAN_ENV)  # Lightning's launcher: its workers re-run the command
@@ -49,6 +51,7 @@ def plan_run(cfg: RunConfig) -> tuple[RunConfig, RunDataModule, Plan | None]:
         leader = leader or not grouped()  # a node started apart, with nothing to inherit, plans alone
     data.cfg = plan.apply(cfg)
     data.setup()
+    _check_frozen(data.cfg, data)  # the planned model: its blocks, before a search or an ensemble makes a folder
     if leader:
         distributed = data.cfg.train.devices * data.cfg.train.num_nodes > 1
         if cfg.plan.pilot and data.cfg.train.num_nodes == 1:  # nodes launched apart could time differently
@@ -63,6 +66,15 @@ def plan_run(cfg: RunConfig) -> tuple[RunConfig, RunDataModule, Plan | None]:
         plan = _from_rank_zero(plan)  # with the learning rate, the pilot and the epochs
     data.cfg = plan.apply(data.cfg)  # on the data module's config: it holds the resolved vocabulary
     return data.cfg, data, plan
+
+
+def _check_frozen(cfg: RunConfig, data: RunDataModule) -> None:
+    """`check_depth` on the model `cfg` names, built bare (nothing loaded) from the set-up data's input."""
+    if parse_depth(cfg.train.finetune_depth) is None:
+        return
+    kwargs = {**data.model_kwargs, **cfg.model.kwargs}
+    bare = create_model(cfg.model.name, data.in_chans, len(data.dataset.label_names), **kwargs)
+    check_depth(bare, cfg.train.finetune_depth, cfg.model.name, loads_weights(cfg))
 
 
 def _from_rank_zero(plan: Plan | None) -> Plan | None:
