@@ -129,7 +129,7 @@ class FusedPass:
             pos, neg = segment.cum[:, 0, 0], segment.cum[:, 0, 1]
             with np.errstate(invalid="ignore", divide="ignore"):
                 segment.auc = np.where((pos > 0) & (neg > 0), (pos * neg - rank[:, s, 0]) / (pos * neg), np.nan)
-                segment.ap = np.where(pos > 0, rank[:, s, 1] / pos, np.nan)
+                segment.ap = np.where((pos > 0) & (neg > 0), rank[:, s, 1] / pos, np.nan)  # no negatives: undefined
 
     def _walk_chunks(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The kernel's AUC and AP sums, cut masses and the matrix product's sums, row by row over the chunks."""

@@ -100,13 +100,12 @@ def ece_from_cuts(segment: Segment, slots: list[int]) -> np.ndarray:
 
 
 def label_figures(segment: Segment, sums: np.ndarray, j: int) -> dict[str, np.ndarray]:
-    """ROC AUC, PR AUC (undefined, as ROC AUC, without negatives), log loss and Brier score of label `j` over [point,
-    resample 1..B] (`sums`: the pass's values of `label_segments`' terms, label j's at columns 2j and 2j + 1)."""
+    """ROC AUC, PR AUC, log loss and Brier score of label `j` over [point, resample 1..B] (`sums`: the pass's values
+    of `label_segments`' terms, label j's at columns 2j and 2j + 1)."""
     known = segment.cum[:, 0, 0] + segment.cum[:, 0, 1]
     with np.errstate(invalid="ignore", divide="ignore"):
         log_loss, brier = sums[:, 2 * j] / known, sums[:, 2 * j + 1] / known
-    ap = np.where(segment.cum[:, 0, 1] > 0, segment.ap, np.nan)  # no negatives: 1 whatever the model, undefined
-    return {"roc_auc": segment.auc, "pr_auc": ap, "log_loss": log_loss, "brier": brier}
+    return {"roc_auc": segment.auc, "pr_auc": segment.ap, "log_loss": log_loss, "brier": brier}
 
 
 def predictor_arrays(pr: Predictor, names: list[str]) -> dict:
@@ -127,8 +126,7 @@ def predictor_arrays(pr: Predictor, names: list[str]) -> dict:
                 overall["exact_match"] = t[:, 2] / t[:, 3]
     micro = {}
     if pr.micro is not None:
-        micro_ap = np.where(pr.micro.cum[:, 0, 1] > 0, pr.micro.ap, np.nan)  # no negatives: undefined, as per label
-        micro = {**confusion(pr.micro), "roc_auc": pr.micro.auc, "pr_auc": micro_ap}
+        micro = {**confusion(pr.micro), "roc_auc": pr.micro.auc, "pr_auc": pr.micro.ap}
     return {"per_label": per, "macro": macro, "micro": micro, "overall": overall}
 
 
