@@ -82,6 +82,25 @@ def test_adversarial_loss_perturbs_embeddings_then_restores_them(kind):
     assert emb.weight.grad is not None and emb.weight.grad.abs().sum() > 0
 
 
+def test_a_training_step_with_fgm_returns_the_clean_loss_plus_the_adversarial_one():
+    from meddx.training.module import Classifier
+
+    x, y = _batch(), torch.randint(0, 2, (6, 5)).float()
+    train = {"augment": {"enabled": False}, "tricks": {"adversarial": "fgm", "adversarial_eps": 0.5}}
+    torch.manual_seed(0)
+    module = Classifier(
+        {"name": "bilstm", "dropout": 0.0}, train, "multilabel", 1, 5, None, {"vocab_size": 50, "max_len": 20}
+    )
+    clean = module.loss(module(x), y)
+    step = module.training_step((x, y), 0)
+    emb = word_embedding(module.model)
+    delta = 0.5 * torch.nn.functional.normalize(torch.autograd.grad(clean, emb.weight)[0].flatten(), dim=0)
+    with perturbed(emb, delta.view_as(emb.weight)):
+        attacked = module.loss(module(x), y)
+    torch.testing.assert_close(step, clean + attacked)  # both terms, the second at the FGM-perturbed embeddings
+    assert float(attacked.detach()) > float(clean.detach())
+
+
 def test_perturbed_embeddings_add_delta_to_the_looked_up_rows_only():
     emb = torch.nn.Embedding(10, 4, padding_idx=0)
     delta = torch.randn(10, 4)
