@@ -70,7 +70,7 @@ def main() -> None:
     body = "\n".join(
         [
             f"Measured {time.strftime('%Y-%m-%d')} by `.venv/bin/python bench/tta.py` on copies of the planned runs of "
-            "`bench/plan.py` (the 15-minute table above): the same models and samples with and without test-time "
+            "`bench/plan.py` as they stood when this ran (the 15-minute table above, unless it was measured again since): the same models and samples with and without test-time "
             "augmentation (the image and four copies shifted by 3% of its side, probabilities averaged). The val "
             "columns are what the plan judges (paired patient bootstrap, a tie keeps it off); the test columns are "
             "reported only, never used to choose. Difference: test AUC with the shifts minus without, with its paired "

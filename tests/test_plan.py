@@ -125,22 +125,19 @@ def test_plan_command_writes_the_plan(data_dir, tmp_path):
 
 @pytest.mark.slow
 def test_planned_run_trains_the_planned_ensemble(data_dir, tmp_path):
+    """Through the CLI, as a user runs it: the option given (`--model`) is the user's, named so in the report."""
     npz = need(data_dir, "medmnist/breastmnist.npz")
-    run = meddx.train(
-        {
-            "data": {"path": str(npz)},
-            "output_dir": str(tmp_path),
-            "name": "auto",
-            "plan": {"budget_minutes": 1.5},
-            "train": {"progress_bar": False},
-            "evaluate": {"bootstrap": 50},
-        }
-    )
+    settings = ["plan.budget_minutes=1.5", "train.progress_bar=false", "evaluate.bootstrap=50"]
+    args = ["--data", str(npz), "--model", "small_cnn", "--output-dir", str(tmp_path), "--name", "auto"]
+    proc = run_cli("train", *args, *(a for s in settings for a in ("--set", s)))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run = meddx.load_run(tmp_path / "auto")
     plan = run.plan
+    assert [c["field"] for c in plan["choices"] if c["source"] == "user"] == ["model.name"]
     k = next(c["value"] for c in plan["choices"] if c["field"] == "train.ensemble")
     assert plan["actual"]["until_trained_s"] > 0 and run.config.train.ensemble == k
     report = (run.path / "report.md").read_text()
-    assert "## Plan" in report and "upper bound" in report
+    assert "## Plan" in report and "upper bound" in report and "the user set: model.name." in report
     if k > 1:
         members = json.loads((run.path / "ensemble.json").read_text())["members"]
         assert members == [f"members/seed{i}" for i in range(k)]  # relative: the folder can move
@@ -363,3 +360,12 @@ def test_both_layouts_are_timed_on_a_real_batch(data_dir):
     data.setup()
     timed = time_layouts(data.cfg, data, rounds=3, steps=1)
     assert set(timed) == {"nchw", "nhwc"} and all(v > 0 for v in timed.values())
+
+
+def test_plan_md_shows_the_spread_images_per_patient_and_the_alternatives_val_will_judge(data_dir, tmp_path):
+    npz = need(data_dir, "medmnist/breastmnist.npz")
+    out = meddx.plan({"data": {"path": str(npz)}, "plan": {"budget_minutes": 5, "pilot": False}}, tmp_path / "p")
+    text = (out / "plan.md").read_text()
+    assert "images per patient: median 1," in text and "28 px high (10th-90th percentile 28-28)" in text
+    alternatives = json.loads((out / "plan.json").read_text())["alternatives"]
+    assert alternatives and all(f"- {a['name']}: {a['reason']}" in text for a in alternatives)

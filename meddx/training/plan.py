@@ -163,7 +163,7 @@ def _image_rules(p: Planner, fp: dict, gpu: bool, train_labels: np.ndarray) -> N
     _alternatives(p, model, side, size, gpu, fixed_model=encoder is not None)
     imbalanced = is_imbalanced(train_labels, fp["task"])
     p.choose("train.class_weights", "on" if imbalanced else "off", _balance_reason(fp, imbalanced))
-    p.choose("train.augment.enabled", True, "small shifts, rotations, scale and intensity; never flips (anatomy)")
+    p.choose("train.augment.enabled", True, _augment_reason(p.cfg.train.augment))
     p.choose(
         "model.tta", False, "off unless averaging over shifted copies beats the model alone on val (after training)"
     )
@@ -200,6 +200,15 @@ def _alternatives(p: Planner, model: str, side: int, size: int, gpu: bool, fixed
          "reason": why}
         for name, s, why in alts
     ]  # fmt: skip
+
+
+def _augment_reason(a) -> str:
+    """The augmentation's strength in words; fixed, not fitted to the data (the ablations measured on against off)."""
+    return (
+        f"rotations up to {a.rotate_degrees:g} degrees, shifts up to {a.translate:.0%} and scale {a.scale:.0%} of the "
+        f"side, brightness {a.brightness:.0%} and contrast {a.contrast:.0%}; never flips (anatomy); a fixed strength "
+        "(train.augment.*), not fitted to the data"
+    )
 
 
 def reserve_seconds(budget_s: float) -> float:

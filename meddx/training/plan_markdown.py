@@ -19,13 +19,16 @@ def plan_markdown(plan: Plan) -> str:
         f"- positive shares ({fp.get('statistics_of', 'all samples')}): "
         f"{', '.join(f'{n} {v:.2f}' for n, v in fp['positive_share'].items())}",
     ]
-    if "images" in fp:
-        im = fp["images"]
+    if fp.get("images_per_patient"):
+        per = fp["images_per_patient"]
         lines.append(
-            f"- images: median {im['height']['median']:.0f} px high x {im['width']['median']:.0f} wide, layout "
-            f"{im['layout']}, {im['bits'] or '?'} bits, modality {im['modality'] or 'unknown'}, colour share "
-            f"{im['colour_share']:.2f}, median brightest pixel {im['max_intensity']['median']:.2f}"
+            f"- images per patient: median {per['median']:g}, 90th percentile {per['p90']:g}, most {per['max']:g}"
         )
+    if "images" in fp:
+        lines.append(_images_line(fp["images"]))
+    if "tokens" in fp:
+        tok = fp["tokens"]
+        lines.append(f"- tokens per sample: median {tok['median']:.0f} ({_spread(tok)}), longest {tok['max']:.0f}")
     lines.append(
         f"- budget {plan.budget_minutes:g} min on the {plan.accelerator.upper()}"
         + (f"; planned {est['total_s'] / 60:.1f} min" if est else "")
@@ -34,4 +37,24 @@ def plan_markdown(plan: Plan) -> str:
     lines += [f"- data: {note}" for note in fp.get("notes", [])]
     lines += ["", "| field | value | decided by | why |", "|---|---|---|---|"]
     lines += [f"| {c.field} | {json.dumps(c.value)} | {c.source} | {c.reason} |" for c in plan.choices]
+    if plan.alternatives:
+        lines += ["", "Tried on val against the choices above when the budget allows (`meddx train` says which ran):"]
+        lines += [f"- {a['name']}: {a['reason']}" for a in plan.alternatives]
     return "\n".join(lines) + "\n"
+
+
+def _spread(d: dict) -> str:
+    return f"10th-90th percentile {d['p10']:.0f}-{d['p90']:.0f}"
+
+
+def _images_line(im: dict) -> str:
+    """Sizes with their spread, layout, depth, bits, modality, colour and intensities of the sampled images."""
+    depth = f", {im['depth']['median']:.0f} slices or channels" if im["depth"]["median"] > 1 else ""
+    mean = im.get("mean_intensity", {}).get("median")
+    return (
+        f"- images ({im['sampled']} sampled): median {im['height']['median']:.0f} px high ({_spread(im['height'])}) x "
+        f"{im['width']['median']:.0f} wide ({_spread(im['width'])}){depth}, layout {im['layout']}, "
+        f"{im['bits'] or '?'} bits, modality {im['modality'] or 'unknown'}, colour share {im['colour_share']:.2f}, "
+        f"median brightest pixel {im['max_intensity']['median']:.2f}"
+        + (f", median mean intensity {mean:.2f}" if mean is not None else "")
+    )
