@@ -79,3 +79,20 @@ def test_vectors_of_another_size_are_one_config_error(vectors):
         build_model(ModelConfig(name="bilstm", embeddings=str(folder)), 1, 3, vocab_size=vocab.size, max_len=20)
     with pytest.raises(ConfigError, match="not found"):
         build_model(ModelConfig(name="bilstm", embeddings=str(folder / "nope.pt")), 1, 3, vocab_size=9, max_len=5)
+
+
+def test_bert_small_takes_vectors_of_its_hidden_size_into_its_word_embedding(tmp_path):
+    """BERT's word embedding (not its position embedding) is the one the vectors fill; another width is one line."""
+    from meddx.config import ModelConfig
+    from meddx.models.bert import BERT_SIZES
+    from meddx.models.output import build_model
+
+    hidden, vocab = BERT_SIZES["tiny"][0], 30
+    weight = torch.randn(vocab, hidden)
+    torch.save({"weight": weight}, tmp_path / "embeddings.pt")
+    cfg = ModelConfig(name="bert_small", kwargs={"size": "tiny"}, embeddings=str(tmp_path))
+    model = build_model(cfg, 1, 3, vocab_size=vocab, max_len=16)
+    assert torch.equal(model.bert.embeddings.word_embeddings.weight, weight)
+    torch.save({"weight": torch.randn(vocab, 128)}, tmp_path / "embeddings.pt")
+    with pytest.raises(ConfigError, match=r"holds \(30, 128\), the model's embedding is \(30, 64\)"):
+        build_model(cfg, 1, 3, vocab_size=vocab, max_len=16)
