@@ -516,3 +516,27 @@ def test_an_external_set_made_of_the_runs_own_test_images_is_not_called_external
     unknown = leakage_text(SimpleNamespace(path=tmp_path), "external-x", {})  # a run that recorded no sizes
     assert said is None or "repeat part of its test)" in unknown
     assert "warning_own_test" not in overlap_warnings({**check, "files": 100, "same_as_test": min(own, 5)})
+
+
+def test_new_files_the_runs_patient_regex_does_not_fit_are_read_without_it_and_said(tmp_path):
+    """A run trained with --patient-regex for Kermany's `person12_virus_3.jpeg` refused another hospital's
+    `test_0001.png` outright; the regex is now dropped for such data, in a note, unless the user gave one for it."""
+    for cls in ("NORMAL", "PNEUMONIA"):
+        _images(tmp_path / "new" / cls)
+    regex = r"(person\d+)"
+    run = SimpleNamespace(
+        path=tmp_path,
+        config=RunConfig(data=DataConfig(path="train", patient_regex=regex)),
+        task="binary",
+        label_names=["PNEUMONIA"],
+    )
+    ds = read_external(run, {"path": str(tmp_path / "new")})
+    assert len(ds.records) == 12 and any(f"patient_regex '{regex}' does not match 12" in n for n in ds.notes)
+    with pytest.raises(DataError, match=r"patient_regex 'x\(\\d\+\)' does not match 12 file name"):
+        read_external(run, {"path": str(tmp_path / "new"), "patient_regex": r"x(\d+)"})  # the user's own: kept
+    (tmp_path / "new.csv").write_text(
+        "image,label\n" + "".join(f"new/{c}/s{i}.png,{c}\n" for i in range(6) for c in ("NORMAL", "PNEUMONIA"))
+    )
+    run.config = RunConfig(data=DataConfig(path="train.csv", patient_column="patient_id", label_column="label"))
+    ds = read_external(run, {"path": str(tmp_path / "new.csv")})
+    assert len(ds.records) == 12 and any("no patient id column 'patient_id': read without" in n for n in ds.notes)

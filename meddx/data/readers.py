@@ -11,7 +11,7 @@ from meddx.data.folder_walk import folder_entries, left_out_notes
 from meddx.data.manifest import SPLIT_ALIASES, compile_patient_regex, read_csv_manifest, read_table
 from meddx.data.medmnist import read_medmnist
 from meddx.data.patients import SUBFOLDERS, assign_guessed_patients
-from meddx.data.records import DataSet, Record, class_labels, merge_classes, normalise_class_names
+from meddx.data.records import DataSet, PatientIdsNotFound, Record, class_labels, merge_classes, normalise_class_names
 from meddx.data.reports import is_tianchi_file, read_tianchi
 from meddx.errors import DataError, not_found
 
@@ -73,7 +73,7 @@ def read_folder(
     if not entries:
         raise DataError(f"{root}: no image files found in its class folders")
     if unmatched:
-        raise DataError(
+        raise PatientIdsNotFound(
             f"{root}: patient_regex '{patient_regex}' does not match {len(unmatched)} file name(s), e.g. "
             + ", ".join(unmatched[:5])
         )

@@ -16,7 +16,7 @@ from meddx.data.manifest import read_table
 from meddx.data.medmnist import known_names
 from meddx.data.readable import drop_unreadable
 from meddx.data.readers import manifest_path, read_dataset
-from meddx.data.records import NEGATIVE_CLASS, DataSet, UnknownPositiveClass
+from meddx.data.records import NEGATIVE_CLASS, DataSet, PatientIdsNotFound, UnknownPositiveClass
 from meddx.data.stacks import rescale_views
 from meddx.data.tensors import stack_depth
 from meddx.errors import ConfigError, DataError
@@ -95,7 +95,7 @@ def _read_as_run(run: Run, data: dict, fields: dict) -> DataSet:
     elif fields.get("classes") and "label_names" not in data and _unnamed_npz(data.get("path")):  # its indices
         fields = {**fields, "label_names": list(fields["classes"])}  # as the run's were: a renamed BreastMNIST's 0
     try:
-        ds = read_dataset(validate_section(DataConfig, fields, "data."))
+        ds = _read_patients(fields, data)
     except UnknownPositiveClass:
         if "positive_class" in data:
             raise
@@ -103,7 +103,7 @@ def _read_as_run(run: Run, data: dict, fields: dict) -> DataSet:
             **fields,
             "positive_class": run.config.data.positive_class,
         }  # other names: their rule, then a mismatch
-        ds = read_dataset(validate_section(DataConfig, fields, "data."))
+        ds = _read_patients(fields, data)
     unknown_labels(run, ds)
     synthetic = all(SYNTHETIC.fullmatch(n) for n in ds.label_names)  # an .npz of no known set carries no names
     if synthetic and len(ds.label_names) == len(run.label_names) and ds.task == run.task:
@@ -118,6 +118,23 @@ def _read_as_run(run: Run, data: dict, fields: dict) -> DataSet:
                 "CLASS (or its 0/1 column: --label-columns COLUMN)"
             )
         raise DataError(f"{ds.origin}: {problem}{hint}")
+    return ds
+
+
+def _read_patients(fields: dict, data: dict) -> DataSet:
+    """Read with the run's patient column or regex; where the new data lacks that column or its file names do not
+    follow the regex (another hospital's) and the user named none for it, read without (patients found as for any
+    data: a column named like one, the file names, or one per image), in a note."""
+    try:
+        return read_dataset(validate_section(DataConfig, fields, "data."))
+    except PatientIdsNotFound as e:
+        inherited = [k for k in ("patient_column", "patient_regex") if fields.get(k) and k not in data]
+        if not inherited or any(k in data for k in ("patient_column", "patient_regex")):
+            raise
+        why = str(e).split(": ", 1)[-1].split(", e.g. ")[0].split("; columns are")[0]
+    ds = read_dataset(validate_section(DataConfig, {**fields, **dict.fromkeys(inherited)}, "data."))
+    flags = " or ".join(f"--{k.replace('_', '-')}" for k in inherited)
+    ds.notes.append(f"the run's settings: {why}: read without them ({flags} names this data's patients)")
     return ds
 
 
