@@ -9,6 +9,15 @@ class DataError(MeddxError):
     """A data file, row or value that cannot be used as given."""
 
 
+class NotInData(DataError):
+    """A data setting that points at nothing in this data: a column it lacks, or a patient regex some file names do
+    not follow; `field` names the setting (new data read with a run's settings may be laid out otherwise)."""
+
+    def __init__(self, message: str, field: str):
+        super().__init__(message)
+        self.field = field
+
+
 class ConfigError(MeddxError):
     """A configuration that cannot be satisfied."""
 

@@ -531,7 +531,10 @@ def test_new_files_the_runs_patient_regex_does_not_fit_are_read_without_it_and_s
         label_names=["PNEUMONIA"],
     )
     ds = read_external(run, {"path": str(tmp_path / "new")})
-    assert len(ds.records) == 12 and any(f"patient_regex '{regex}' does not match 12" in n for n in ds.notes)
+    assert len(ds.records) == 12 and any(
+        f"the run's patient_regex '{regex}' does not fit this data (patient_regex '{regex}' does not match 12" in n
+        for n in ds.notes
+    )
     with pytest.raises(DataError, match=r"patient_regex 'x\(\\d\+\)' does not match 12 file name"):
         read_external(run, {"path": str(tmp_path / "new"), "patient_regex": r"x(\d+)"})  # the user's own: kept
     (tmp_path / "new.csv").write_text(
@@ -539,4 +542,14 @@ def test_new_files_the_runs_patient_regex_does_not_fit_are_read_without_it_and_s
     )
     run.config = RunConfig(data=DataConfig(path="train.csv", patient_column="patient_id", label_column="label"))
     ds = read_external(run, {"path": str(tmp_path / "new.csv")})
-    assert len(ds.records) == 12 and any("no patient id column 'patient_id': read without" in n for n in ds.notes)
+    assert len(ds.records) == 12 and any(
+        "the run's patient_column 'patient_id' does not fit this data (no patient id column 'patient_id'): read without"
+        in n
+        for n in ds.notes
+    )
+    (tmp_path / "new.csv").write_text(
+        "file,label\n" + "".join(f"new/{c}/s{i}.png,{c}\n" for i in range(6) for c in ("NORMAL", "PNEUMONIA"))
+    )
+    run.config = RunConfig(data=DataConfig(path="train.csv", image_column="path", label_column="label"))
+    ds = read_external(run, {"path": str(tmp_path / "new.csv")})
+    assert len(ds.records) == 12 and any("the run's image_column 'path' does not fit" in n for n in ds.notes)

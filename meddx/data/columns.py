@@ -7,7 +7,7 @@ import re
 import pandas as pd
 
 from meddx.data.images import READABLE_EXTENSIONS
-from meddx.errors import DataError
+from meddx.errors import DataError, NotInData
 
 # column names as `_plain` writes them: lower case, letters and digits only (`Image Index`, `image_path`, `FILENAME`)
 IMAGE_NAMES = ("image", "path", "filename", "file", "imageindex", "imagepath", "filepath", "imgpath", "img",
@@ -63,7 +63,8 @@ def pick_column(columns: list[str], wanted: str | None, guesses: tuple[str, ...]
     """The column asked for (a DataError when absent), else the first whose plain name is a guess, else None."""
     if wanted is not None:
         if wanted not in columns:
-            raise DataError(f"{where}: no {what} column '{wanted}'; columns are {columns}")
+            field = {"image": "image_column", "patient id": "patient_column"}.get(what, f"{what}_column")
+            raise NotInData(f"{where}: no {what} column '{wanted}'; columns are {columns}", field)
         return wanted
     return next((c for guess in guesses for c in columns if _plain(c) == guess), None)
 

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from meddx.data.columns import guess_label_columns, guess_patient_column, named_patient_column
+from meddx.data.columns import guess_label_columns, guess_patient_column, named_patient_column, pick_column
 from meddx.data.columns import image_column as find_image_column
 from meddx.data.patients import assign_guessed_patients
-from meddx.data.records import DataSet, PatientIdsNotFound, Record, class_labels, merge_classes, normalise_class_names
+from meddx.data.records import DataSet, Record, class_labels, merge_classes, normalise_class_names
 from meddx.data.rows import check_paths, drop_repeated_rows
-from meddx.errors import DataError, not_found
+from meddx.errors import DataError, NotInData, not_found
 
 SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 
@@ -43,9 +43,10 @@ def _patients_by_regex(where: str, images: np.ndarray, regex: re.Pattern) -> np.
     found = [patient_from_name(Path(str(image)).name, regex) for image in images]
     bad = [f"row {i + 2} ({images[i]})" for i, p in enumerate(found) if p is None]
     if bad:
-        raise PatientIdsNotFound(
+        raise NotInData(
             f"{where}: patient_regex '{regex.pattern}' does not match {len(bad)} file name(s), "
-            f"e.g. {', '.join(bad[:3])}"
+            f"e.g. {', '.join(bad[:3])}",
+            "patient_regex",
         )
     return np.array(found, dtype=object)
 
@@ -112,9 +113,7 @@ def _columns(
     cols = list(first.columns)
     img_col, notes = find_image_column(first, image_column, first_csv)
     if patient_column:
-        if patient_column not in cols:
-            raise PatientIdsNotFound(f"{first_csv}: no patient id column '{patient_column}'; columns are {cols}")
-        pat_col = patient_column
+        pat_col = pick_column(cols, patient_column, (), "patient id", first_csv)
     else:
         pat_col, said = named_patient_column(
             frames, [c for c in cols if c not in (label_column, *(label_columns or []))]

@@ -11,9 +11,9 @@ from meddx.data.folder_walk import folder_entries, left_out_notes
 from meddx.data.manifest import SPLIT_ALIASES, compile_patient_regex, read_csv_manifest, read_table
 from meddx.data.medmnist import read_medmnist
 from meddx.data.patients import SUBFOLDERS, assign_guessed_patients
-from meddx.data.records import DataSet, PatientIdsNotFound, Record, class_labels, merge_classes, normalise_class_names
+from meddx.data.records import DataSet, Record, class_labels, merge_classes, normalise_class_names
 from meddx.data.reports import is_tianchi_file, read_tianchi
-from meddx.errors import DataError, not_found
+from meddx.errors import DataError, NotInData, not_found
 
 BUNDLED = {"pneumoniamnist": ("pneumoniamnist.npz", ["normal", "pneumonia"])}
 
@@ -73,9 +73,10 @@ def read_folder(
     if not entries:
         raise DataError(f"{root}: no image files found in its class folders")
     if unmatched:
-        raise PatientIdsNotFound(
+        raise NotInData(
             f"{root}: patient_regex '{patient_regex}' does not match {len(unmatched)} file name(s), e.g. "
-            + ", ".join(unmatched[:5])
+            + ", ".join(unmatched[:5]),
+            "patient_regex",
         )
     if len({e[1] for e in entries}) == 1 and (deeper := _deeper_classes(root, [e[2] for e in entries])):
         raise DataError(deeper)

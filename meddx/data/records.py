@@ -162,11 +162,6 @@ class UnknownPositiveClass(DataError):
     """data.positive_class names none of the data's classes."""
 
 
-class PatientIdsNotFound(DataError):
-    """The patient ids the settings point at are not there: a patient_column the CSV lacks, or a patient_regex some
-    file names do not follow (new data read with a run's settings may name them otherwise)."""
-
-
 def class_labels(
     names: list[str],
     positive_class: str | None,

@@ -16,10 +16,10 @@ from meddx.data.manifest import read_table
 from meddx.data.medmnist import known_names
 from meddx.data.readable import drop_unreadable
 from meddx.data.readers import manifest_path, read_dataset
-from meddx.data.records import NEGATIVE_CLASS, DataSet, PatientIdsNotFound, UnknownPositiveClass
+from meddx.data.records import NEGATIVE_CLASS, DataSet, UnknownPositiveClass
 from meddx.data.stacks import rescale_views
 from meddx.data.tensors import stack_depth
-from meddx.errors import ConfigError, DataError
+from meddx.errors import ConfigError, DataError, NotInData
 from meddx.evaluation.new_labels import GENERIC, medmnist_numbering, run_classes, unknown_labels
 from meddx.run import PREDICTIONS, Run, read_json
 
@@ -122,19 +122,24 @@ def _read_as_run(run: Run, data: dict, fields: dict) -> DataSet:
 
 
 def _read_patients(fields: dict, data: dict) -> DataSet:
-    """Read with the run's patient column or regex; where the new data lacks that column or its file names do not
-    follow the regex (another hospital's) and the user named none for it, read without (patients found as for any
-    data: a column named like one, the file names, or one per image), in a note."""
-    try:
-        return read_dataset(validate_section(DataConfig, fields, "data."))
-    except PatientIdsNotFound as e:
-        inherited = [k for k in ("patient_column", "patient_regex") if fields.get(k) and k not in data]
-        if not inherited or any(k in data for k in ("patient_column", "patient_regex")):
-            raise
-        why = str(e).split(": ", 1)[-1].split(", e.g. ")[0].split("; columns are")[0]
-    ds = read_dataset(validate_section(DataConfig, {**fields, **dict.fromkeys(inherited)}, "data."))
-    flags = " or ".join(f"--{k.replace('_', '-')}" for k in inherited)
-    ds.notes.append(f"the run's settings: {why}: read without them ({flags} names this data's patients)")
+    """Read with the run's settings; a column the new data lacks (image, patient) or a patient regex its file names do
+    not follow (another hospital's) is dropped when the user named none for this data, and found as for any data (a
+    column named like one, the file names, or one per image), in a note."""
+    notes: list[str] = []
+    while True:
+        try:
+            ds = read_dataset(validate_section(DataConfig, fields, "data."))
+            break
+        except NotInData as e:
+            if e.field in data or not fields.get(e.field):  # the user's own setting, or one dropped already
+                raise
+            why = str(e).split(": ", 1)[-1].split(", e.g. ")[0].split("; columns are")[0]
+            notes.append(
+                f"the run's {e.field} '{fields[e.field]}' does not fit this data ({why}): read without it "
+                f"(--{e.field.replace('_', '-')} sets this data's)"
+            )
+            fields = {**fields, e.field: None}
+    ds.notes += notes
     return ds
 
 
