@@ -10,12 +10,13 @@ class DataError(MeddxError):
 
 
 class NotInData(DataError):
-    """A data setting that points at nothing in this data: a column it lacks, or a patient regex some file names do
-    not follow; `field` names the setting (new data read with a run's settings may be laid out otherwise)."""
+    """A data setting that points at nothing in this data: a column it lacks, or a patient regex none of its file
+    names follow; `field` names the setting and `why` says what is missing (new data read with a run's settings may
+    be laid out otherwise)."""
 
-    def __init__(self, message: str, field: str):
+    def __init__(self, message: str, field: str, why: str):
         super().__init__(message)
-        self.field = field
+        self.field, self.why = field, why
 
 
 class ConfigError(MeddxError):

@@ -518,38 +518,43 @@ def test_an_external_set_made_of_the_runs_own_test_images_is_not_called_external
     assert "warning_own_test" not in overlap_warnings({**check, "files": 100, "same_as_test": min(own, 5)})
 
 
-def test_new_files_the_runs_patient_regex_does_not_fit_are_read_without_it_and_said(tmp_path):
+def _run_of(tmp_path, **data) -> SimpleNamespace:
+    return SimpleNamespace(
+        path=tmp_path, config=RunConfig(data=DataConfig(**data)), task="binary", label_names=["PNEUMONIA"]
+    )
+
+
+def test_a_patient_regex_no_new_file_follows_is_dropped_first_in_the_notes_and_a_partial_one_named(tmp_path):
     """A run trained with --patient-regex for Kermany's `person12_virus_3.jpeg` refused another hospital's
-    `test_0001.png` outright; the regex is now dropped for such data, in a note, unless the user gave one for it."""
+    `s0.png` outright; such a regex is now dropped, said before the notes it causes; names that partly follow it
+    are named as before, and a regex the user gives for the new data is kept."""
     for cls in ("NORMAL", "PNEUMONIA"):
         _images(tmp_path / "new" / cls)
-    regex = r"(person\d+)"
-    run = SimpleNamespace(
-        path=tmp_path,
-        config=RunConfig(data=DataConfig(path="train", patient_regex=regex)),
-        task="binary",
-        label_names=["PNEUMONIA"],
-    )
+    run = _run_of(tmp_path, path="train", patient_regex=r"(person\d+)")
     ds = read_external(run, {"path": str(tmp_path / "new")})
-    assert len(ds.records) == 12 and any(
-        f"the run's patient_regex '{regex}' does not fit this data (patient_regex '{regex}' does not match 12" in n
-        for n in ds.notes
-    )
+    assert len(ds.records) == 12 and {r.patient_id for r in ds.records} == {r.id for r in ds.records}
+    assert ds.notes[0].startswith(r"the run's patient_regex '(person\d+)' matches none of the 12 file names (e.g. ")
+    assert ds.notes[0].endswith("read without it (--patient-regex sets this data's)")
     with pytest.raises(DataError, match=r"patient_regex 'x\(\\d\+\)' does not match 12 file name"):
         read_external(run, {"path": str(tmp_path / "new"), "patient_regex": r"x(\d+)"})  # the user's own: kept
-    (tmp_path / "new.csv").write_text(
-        "image,label\n" + "".join(f"new/{c}/s{i}.png,{c}\n" for i in range(6) for c in ("NORMAL", "PNEUMONIA"))
-    )
-    run.config = RunConfig(data=DataConfig(path="train.csv", patient_column="patient_id", label_column="label"))
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "new" / "NORMAL" / "person7_1.png")
+    with pytest.raises(DataError, match=r"does not match 12 file name\(s\), e.g. .*s0.png") as e:
+        read_external(run, {"path": str(tmp_path / "new")})  # one follows it: the other 12 are named
+    assert not hasattr(e.value, "why")
+
+
+def test_a_csv_without_the_runs_patient_column_is_read_without_it_but_not_without_its_image_column(tmp_path):
+    for cls in ("NORMAL", "PNEUMONIA"):
+        _images(tmp_path / "new" / cls)
+    rows = "".join(f"new/{c}/s{i}.png,{c},p{i}\n" for i in range(6) for c in ("NORMAL", "PNEUMONIA"))
+    (tmp_path / "new.csv").write_text("file,label,pid\n" + rows)
+    run = _run_of(tmp_path, path="train.csv", patient_column="patient_id", label_column="label", image_column="file")
     ds = read_external(run, {"path": str(tmp_path / "new.csv")})
-    assert len(ds.records) == 12 and any(
-        "the run's patient_column 'patient_id' does not fit this data (no patient id column 'patient_id'): read without"
-        in n
-        for n in ds.notes
-    )
-    (tmp_path / "new.csv").write_text(
-        "file,label\n" + "".join(f"new/{c}/s{i}.png,{c}\n" for i in range(6) for c in ("NORMAL", "PNEUMONIA"))
-    )
-    run.config = RunConfig(data=DataConfig(path="train.csv", image_column="path", label_column="label"))
-    ds = read_external(run, {"path": str(tmp_path / "new.csv")})
-    assert len(ds.records) == 12 and any("the run's image_column 'path' does not fit" in n for n in ds.notes)
+    assert len(ds.records) == 12 and ds.notes[0].startswith("the run's patient_column 'patient_id' is not a column of")
+    mine = read_external(run, {"path": str(tmp_path / "new.csv"), "patient_column": "pid"})
+    assert {r.patient_id for r in mine.records} == {f"p{i}" for i in range(6)}  # the user's, on every record
+    regexed = _run_of(tmp_path, path="train.csv", patient_regex=r"(s\d)", label_column="label", image_column="file")
+    assert len(read_external(regexed, {"path": str(tmp_path / "new.csv"), "patient_column": "pid"}).records) == 12
+    run.config.data.image_column = "path"  # which column holds the images is never guessed for a run's
+    with pytest.raises(DataError, match=r"no image column 'path'; columns are .* \(--image-column names this data's\)"):
+        read_external(run, {"path": str(tmp_path / "new.csv")})

@@ -366,6 +366,7 @@ def test_plan_md_shows_the_spread_images_per_patient_and_the_alternatives_val_wi
     npz = need(data_dir, "medmnist/breastmnist.npz")
     out = meddx.plan({"data": {"path": str(npz)}, "plan": {"budget_minutes": 5, "pilot": False}}, tmp_path / "p")
     text = (out / "plan.md").read_text()
-    assert "images per patient: median 1," in text and "28 px high (10th-90th percentile 28-28)" in text
+    assert "28 px high (10th-90th percentile 28-28)" in text and "zoom up to 8%" in text
+    assert "images per patient" not in text  # MedMNIST has no patient ids: no per-patient figure to show
     alternatives = json.loads((out / "plan.json").read_text())["alternatives"]
     assert alternatives and all(f"- {a['name']}: {a['reason']}" in text for a in alternatives)

@@ -64,7 +64,8 @@ def pick_column(columns: list[str], wanted: str | None, guesses: tuple[str, ...]
     if wanted is not None:
         if wanted not in columns:
             field = {"image": "image_column", "patient id": "patient_column"}.get(what, f"{what}_column")
-            raise NotInData(f"{where}: no {what} column '{wanted}'; columns are {columns}", field)
+            why = f"is not a column of {where} ({', '.join(columns)})"
+            raise NotInData(f"{where}: no {what} column '{wanted}'; columns are {columns}", field, why)
         return wanted
     return next((c for guess in guesses for c in columns if _plain(c) == guess), None)
 

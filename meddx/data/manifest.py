@@ -43,11 +43,11 @@ def _patients_by_regex(where: str, images: np.ndarray, regex: re.Pattern) -> np.
     found = [patient_from_name(Path(str(image)).name, regex) for image in images]
     bad = [f"row {i + 2} ({images[i]})" for i, p in enumerate(found) if p is None]
     if bad:
-        raise NotInData(
-            f"{where}: patient_regex '{regex.pattern}' does not match {len(bad)} file name(s), "
-            f"e.g. {', '.join(bad[:3])}",
-            "patient_regex",
-        )
+        message = f"{where}: patient_regex '{regex.pattern}' does not match {len(bad)} file name(s), e.g. "
+        message += ", ".join(bad[:3])
+        if len(bad) < len(found):  # some follow it: the others are named, not read otherwise
+            raise DataError(message)
+        raise NotInData(message, "patient_regex", f"matches none of the {len(bad)} file names (e.g. {bad[0]})")
     return np.array(found, dtype=object)
 
 

@@ -104,6 +104,13 @@ def _merge_extended(ids: list[str]) -> list[str]:
     return [shorter[k] for k in ids]
 
 
+def _own_patients(records: list[Record]) -> None:
+    """Each record its own patient, by its whole id: `NORMAL/1.png` and `PNEUMONIA/1.png` are two (their stems, the
+    id a folder gives before guessing, would make them one in the split and the bootstrap)."""
+    for r in records:
+        r.patient_id = r.id
+
+
 def assign_guessed_patients(
     records: list[Record], origin: str, subfolders: list[tuple] | None = None, guess: bool = True
 ) -> tuple:
@@ -113,6 +120,7 @@ def assign_guessed_patients(
     if note:  # given by the files, not guessed: read whatever `guess` says
         return DICOM_TAG, note
     if not guess:
+        _own_patients(records)
         return None, f"{origin}: no patient ids given and data.guess_patients=false: each image is its own patient"
     ids, why_not = ids_from_names([PurePath(r.id.replace("\\", "/")).name for r in records])
     source, how = PATIENT_GUESS, f"the file names by patient_regex '{PATIENT_GUESS}'"
@@ -128,6 +136,7 @@ def assign_guessed_patients(
         why_not = f"{why_not}; subfolders: {no}" if no else None
         extra = _subfolder_caveats(ids, records, subfolders)
     if why_not:
+        _own_patients(records)
         return None, f"{origin}: no patient ids ({dicom_no}file names: {why_not}): each image is its own patient"
     for r, patient in zip(records, ids):
         r.patient_id = patient

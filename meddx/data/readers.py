@@ -73,10 +73,12 @@ def read_folder(
     if not entries:
         raise DataError(f"{root}: no image files found in its class folders")
     if unmatched:
+        message = f"{root}: patient_regex '{patient_regex}' does not match {len(unmatched)} file name(s), e.g. "
+        message += ", ".join(unmatched[:5])
+        if len(unmatched) < len(entries):  # some follow it: the others are named, not read otherwise
+            raise DataError(message)
         raise NotInData(
-            f"{root}: patient_regex '{patient_regex}' does not match {len(unmatched)} file name(s), e.g. "
-            + ", ".join(unmatched[:5]),
-            "patient_regex",
+            message, "patient_regex", f"matches none of the {len(entries)} file names (e.g. {unmatched[0]})"
         )
     if len({e[1] for e in entries}) == 1 and (deeper := _deeper_classes(root, [e[2] for e in entries])):
         raise DataError(deeper)

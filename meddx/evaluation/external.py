@@ -29,6 +29,8 @@ def read_external(run: Run, data: dict) -> DataSet:
     line naming the data when its labels are not the run's. A manifest whose labels do not read as the run's is read
     once more from the one column that holds the run's class names (`group` holding HC/PD), if there is one."""
     fields = {**run.config.data.model_dump(), "label_names": None, "classes": run_classes(run), **data}
+    if any(k in data for k in PATIENT_SETTINGS):  # this data's patients as the user names them, not the run's
+        fields.update({k: data.get(k) for k in PATIENT_SETTINGS})
     fields = _multilabel_columns(run, data, fields)
     try:
         return _pooled(run, _read_rooted(run, data, fields))
@@ -121,25 +123,26 @@ def _read_as_run(run: Run, data: dict, fields: dict) -> DataSet:
     return ds
 
 
+PATIENT_SETTINGS = ("patient_column", "patient_regex")
+
+
 def _read_patients(fields: dict, data: dict) -> DataSet:
-    """Read with the run's settings; a column the new data lacks (image, patient) or a patient regex its file names do
-    not follow (another hospital's) is dropped when the user named none for this data, and found as for any data (a
-    column named like one, the file names, or one per image), in a note."""
+    """Read with the run's settings. Its patient column or regex, where the new data lack that column or none of its
+    file names follow the regex (another hospital's), is dropped unless the user named this data's, and patients are
+    found as for any data (a column named like one, the file names, or one per image), said first in the notes; an
+    image column the data lack stops it (guessing it could pair labels with other images)."""
     notes: list[str] = []
     while True:
         try:
             ds = read_dataset(validate_section(DataConfig, fields, "data."))
             break
         except NotInData as e:
-            if e.field in data or not fields.get(e.field):  # the user's own setting, or one dropped already
-                raise
-            why = str(e).split(": ", 1)[-1].split(", e.g. ")[0].split("; columns are")[0]
-            notes.append(
-                f"the run's {e.field} '{fields[e.field]}' does not fit this data ({why}): read without it "
-                f"(--{e.field.replace('_', '-')} sets this data's)"
-            )
+            flag = f"--{e.field.replace('_', '-')}"
+            if e.field not in PATIENT_SETTINGS or e.field in data or not fields.get(e.field):
+                raise DataError(f"{e} ({flag} names this data's)" if e.field not in data else str(e)) from None
+            notes.append(f"the run's {e.field} '{fields[e.field]}' {e.why}: read without it ({flag} sets this data's)")
             fields = {**fields, e.field: None}
-    ds.notes += notes
+    ds.notes[:0] = notes
     return ds
 
 

@@ -205,9 +205,10 @@ def _alternatives(p: Planner, model: str, side: int, size: int, gpu: bool, fixed
 def _augment_reason(a) -> str:
     """The augmentation's strength in words; fixed, not fitted to the data (the ablations measured on against off)."""
     return (
-        f"rotations up to {a.rotate_degrees:g} degrees, shifts up to {a.translate:.0%} and scale {a.scale:.0%} of the "
-        f"side, brightness {a.brightness:.0%} and contrast {a.contrast:.0%}; never flips (anatomy); a fixed strength "
-        "(train.augment.*), not fitted to the data"
+        f"rotations up to {a.rotate_degrees:g} degrees, shifts up to {a.translate:.0%} of the side, zoom up to "
+        f"{a.scale:.0%}, brightness {a.brightness:.0%} and contrast {a.contrast:.0%}; "
+        + ("left-right flips (train.augment.hflip)" if a.hflip else "never flips (anatomy)")
+        + "; a fixed strength (train.augment.*), not fitted to the data"
     )
 
 

@@ -19,7 +19,7 @@ def plan_markdown(plan: Plan) -> str:
         f"- positive shares ({fp.get('statistics_of', 'all samples')}): "
         f"{', '.join(f'{n} {v:.2f}' for n, v in fp['positive_share'].items())}",
     ]
-    if fp.get("images_per_patient"):
+    if fp.get("images_per_patient") and fp.get("patients_known", True):
         per = fp["images_per_patient"]
         lines.append(
             f"- images per patient: median {per['median']:g}, 90th percentile {per['p90']:g}, most {per['max']:g}"
