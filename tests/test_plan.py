@@ -368,5 +368,12 @@ def test_plan_md_shows_the_spread_images_per_patient_and_the_alternatives_val_wi
     text = (out / "plan.md").read_text()
     assert "28 px high (10th-90th percentile 28-28)" in text and "zoom up to 8%" in text
     assert "images per patient" not in text  # MedMNIST has no patient ids: no per-patient figure to show
+    assert "modality unknown, colour share" in text  # ultrasound in PNG-like arrays: no tag, not SPECT-like counts
+    from meddx.training.plan_markdown import _modality
+
+    counts = {"modality": None, "max_intensity": {"median": 0.2}, "max_intensity_cv": 0.3}  # DaTscan's kind
+    assert (
+        _modality(counts).startswith("unknown (no DICOM tag; SPECT/PET-like") and _modality({"modality": "NM"}) == "NM"
+    )
     alternatives = json.loads((out / "plan.json").read_text())["alternatives"]
     assert alternatives and all(f"- {a['name']}: {a['reason']}" in text for a in alternatives)

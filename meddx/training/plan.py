@@ -104,7 +104,7 @@ class Planner:
         return value
 
 
-def _spect_like(im: dict) -> tuple[bool, str]:
+def spect_like(im: dict) -> tuple[bool, str]:
     """Whether images are SPECT/PET-like (per-image z-score) and why: the DICOM modality, or low counts whose scale
     varies from image to image (DaTscan: brightest pixel about a quarter of the 8-bit range)."""
     m, cv = im["max_intensity"], im["max_intensity_cv"]
@@ -142,7 +142,7 @@ def _image_rules(p: Planner, fp: dict, gpu: bool, train_labels: np.ndarray) -> N
             "; every image resized to a square (not cropped)" if im["height"]["median"] != im["width"]["median"] else ""
         ),
     )
-    spect, why = _spect_like(im)
+    spect, why = spect_like(im)
     p.choose("data.normalize", "sample" if spect else "dataset", why)
     big = size > CPU_MAX_SIZE
     p.choose(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from meddx.training.plan import Plan
+from meddx.training.plan import Plan, spect_like
 
 
 def plan_markdown(plan: Plan) -> str:
@@ -47,6 +47,13 @@ def _spread(d: dict) -> str:
     return f"10th-90th percentile {d['p10']:.0f}-{d['p90']:.0f}"
 
 
+def _modality(im: dict) -> str:
+    """The DICOM tag's modality, else whether the intensities look like SPECT/PET counts (the normalisation rule's)."""
+    if im["modality"]:
+        return im["modality"]
+    return "unknown (no DICOM tag; SPECT/PET-like counts by its intensities)" if spect_like(im)[0] else "unknown"
+
+
 def _images_line(im: dict) -> str:
     """Sizes with their spread, layout, depth, bits, modality, colour and intensities of the sampled images."""
     depth = f", {im['depth']['median']:.0f} slices or channels" if im["depth"]["median"] > 1 else ""
@@ -54,7 +61,7 @@ def _images_line(im: dict) -> str:
     return (
         f"- images ({im['sampled']} sampled): median {im['height']['median']:.0f} px high ({_spread(im['height'])}) x "
         f"{im['width']['median']:.0f} wide ({_spread(im['width'])}){depth}, layout {im['layout']}, "
-        f"{im['bits'] or '?'} bits, modality {im['modality'] or 'unknown'}, colour share {im['colour_share']:.2f}, "
+        f"{im['bits'] or '?'} bits, modality {_modality(im)}, colour share {im['colour_share']:.2f}, "
         f"median brightest pixel {im['max_intensity']['median']:.2f}"
         + (f", median mean intensity {mean:.2f}" if mean is not None else "")
     )
