@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from meddx.data.images import DICOM_EXTENSIONS, is_colour, load_array_file, read_array_file, read_pixels
-from meddx.data.records import SPLITS, DataSet, Record
+from meddx.data.records import SPLITS, DataSet, Record, spread_evenly
 from meddx.errors import DataError
 
 SAMPLE = 300  # images decoded for sizes and intensities; enough for stable medians and percentiles
@@ -60,7 +60,7 @@ def _describe(values: list[float]) -> dict:
 
 def image_statistics(records: list[Record], sample: int = SAMPLE) -> dict:
     """Sizes, channels, layout, colour, bit depth, intensity use and modality of an even sample of images."""
-    chosen = records[:: max(1, len(records) // sample)][:sample]
+    chosen = spread_evenly(records, sample)
     heights, widths, depths, maxima, means, layouts, colour, unreadable = [], [], [], [], [], Counter(), 0, []
     for r in list(chosen):
         try:

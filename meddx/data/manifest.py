@@ -45,9 +45,10 @@ def _patients_by_regex(where: str, images: np.ndarray, regex: re.Pattern) -> np.
     if bad:
         message = f"{where}: patient_regex '{regex.pattern}' does not match {len(bad)} file name(s), e.g. "
         message += ", ".join(bad[:3])
-        if len(bad) < len(found):  # some follow it: the others are named, not read otherwise
-            raise DataError(message)
-        raise NotInData(message, "patient_regex", f"matches none of the {len(bad)} file names (e.g. {bad[0]})")
+        matched = (
+            f"{len(found) - len(bad)} of the {len(found)}" if len(bad) < len(found) else f"none of the {len(found)}"
+        )
+        raise NotInData(message, "patient_regex", f"matches {matched} file names (not e.g. {bad[0]})")
     return np.array(found, dtype=object)
 
 

@@ -75,11 +75,9 @@ def read_folder(
     if unmatched:
         message = f"{root}: patient_regex '{patient_regex}' does not match {len(unmatched)} file name(s), e.g. "
         message += ", ".join(unmatched[:5])
-        if len(unmatched) < len(entries):  # some follow it: the others are named, not read otherwise
-            raise DataError(message)
-        raise NotInData(
-            message, "patient_regex", f"matches none of the {len(entries)} file names (e.g. {unmatched[0]})"
-        )
+        n, k = len(entries), len(entries) - len(unmatched)
+        matched = f"{k} of the {n}" if k else f"none of the {n}"
+        raise NotInData(message, "patient_regex", f"matches {matched} file names (not e.g. {unmatched[0]})")
     if len({e[1] for e in entries}) == 1 and (deeper := _deeper_classes(root, [e[2] for e in entries])):
         raise DataError(deeper)
     canonical, class_notes = normalise_class_names([e[1] for e in entries])

@@ -75,7 +75,7 @@ class DataSet:
     def patients_known(self) -> bool:
         """False when each sample stands for its own patient (no patient ids in the source: the id, or the file name's
         stem as a folder read without a patient regex gives)."""
-        return any(r.patient_id not in (r.id, PurePath(r.id).stem) for r in self.records)
+        return bool(self.patients_guessed) or any(r.patient_id not in (r.id, PurePath(r.id).stem) for r in self.records)
 
     def subset(self, split: str) -> DataSet:
         """The records of one split, same label names and task."""
@@ -156,6 +156,13 @@ def normalise_class_names(values: list[str]) -> tuple[dict[str, str], list[str]]
     if padded:
         notes.append(f"{padded} class name(s) with spaces around them: spaces removed")
     return {v: canonical[v.strip()] for v in set(values)}, notes
+
+
+def spread_evenly(items: list, limit: int) -> list:
+    """Up to `limit` of the items, evenly spaced over all of them (401 items: not the first 300 but every 4th-ish)."""
+    if len(items) <= limit:
+        return list(items)
+    return [items[i] for i in np.linspace(0, len(items) - 1, limit).round().astype(int)]
 
 
 class UnknownPositiveClass(DataError):

@@ -41,7 +41,9 @@ def leakage_text(run: Run, split: str, info: dict) -> str:
     if check.get("cropped_images"):
         text += f"; {check['cropped_images']} image(s) look like its train/val images cropped and resized"
         text += " (kept: likely copies, so these figures are optimistic)"
-    if not check.get("patients_known", True):
+    if not check.get("run_patients_known", True):
+        text += "; patients NOT checked (the run's training data had no patient ids)"
+    elif not check.get("patients_known", True):
         text += f"; patients NOT checked (this data has no patient ids: each {item} counted as its own patient)"
     if check["shared_patient_ids"]:
         text += f"; {check['shared_patient_ids']} patient id(s) also in training (ids may coincide across sources)"

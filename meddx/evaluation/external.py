@@ -9,19 +9,19 @@ from pathlib import Path
 
 import numpy as np
 
-from meddx.config import DataConfig, validate_section
 from meddx.data.columns import image_column
 from meddx.data.leakage import overlap_with_training
 from meddx.data.manifest import read_table
 from meddx.data.medmnist import known_names
 from meddx.data.readable import drop_unreadable
-from meddx.data.readers import manifest_path, read_dataset
+from meddx.data.readers import manifest_path
 from meddx.data.records import NEGATIVE_CLASS, DataSet, UnknownPositiveClass
 from meddx.data.stacks import rescale_views
 from meddx.data.tensors import stack_depth
-from meddx.errors import ConfigError, DataError, NotInData
-from meddx.evaluation.new_labels import GENERIC, medmnist_numbering, run_classes, unknown_labels
-from meddx.run import PREDICTIONS, Run, read_json
+from meddx.errors import ConfigError, DataError
+from meddx.evaluation.new_labels import GENERIC, medmnist_numbering, run_classes, unknown_labels, unlearnt_negative
+from meddx.evaluation.new_patients import PATIENT_SETTINGS, read_patients
+from meddx.run import DATA, PREDICTIONS, Run, read_json
 
 
 def read_external(run: Run, data: dict) -> DataSet:
@@ -48,7 +48,10 @@ def read_checked(run: Run, data: dict, drop_overlap: bool) -> tuple[DataSet, dic
     left out) and, with data["skip_unreadable"] (this call's choice), its unreadable images left out and named; the
     check counts only the files evaluated or left out as copies."""
     ds = read_external(run, data)
-    ds.records, check = overlap_with_training(ds.records, run.split_table(), drop_overlap, ds.origin, ds.patients_known)
+    trained_known = read_json(Path(run.path) / DATA).get("patients_known", True) is not False
+    both = ds.patients_known and trained_known  # patient ids compared only where both sides have them
+    ds.records, check = overlap_with_training(ds.records, run.split_table(), drop_overlap, ds.origin, both)
+    check["run_patients_known"] = trained_known
     unreadable = drop_unreadable(ds, skip=bool(data.get("skip_unreadable")))
     check["files"] -= len(unreadable)
     return ds, check
@@ -97,7 +100,7 @@ def _read_as_run(run: Run, data: dict, fields: dict) -> DataSet:
     elif fields.get("classes") and "label_names" not in data and _unnamed_npz(data.get("path")):  # its indices
         fields = {**fields, "label_names": list(fields["classes"])}  # as the run's were: a renamed BreastMNIST's 0
     try:
-        ds = _read_patients(fields, data)
+        ds = read_patients(fields, data)
     except UnknownPositiveClass:
         if "positive_class" in data:
             raise
@@ -105,7 +108,7 @@ def _read_as_run(run: Run, data: dict, fields: dict) -> DataSet:
             **fields,
             "positive_class": run.config.data.positive_class,
         }  # other names: their rule, then a mismatch
-        ds = _read_patients(fields, data)
+        ds = read_patients(fields, data)
     unknown_labels(run, ds)
     synthetic = all(SYNTHETIC.fullmatch(n) for n in ds.label_names)  # an .npz of no known set carries no names
     if synthetic and len(ds.label_names) == len(run.label_names) and ds.task == run.task:
@@ -120,29 +123,7 @@ def _read_as_run(run: Run, data: dict, fields: dict) -> DataSet:
                 "CLASS (or its 0/1 column: --label-columns COLUMN)"
             )
         raise DataError(f"{ds.origin}: {problem}{hint}")
-    return ds
-
-
-PATIENT_SETTINGS = ("patient_column", "patient_regex")
-
-
-def _read_patients(fields: dict, data: dict) -> DataSet:
-    """Read with the run's settings. Its patient column or regex, where the new data lack that column or none of its
-    file names follow the regex (another hospital's), is dropped unless the user named this data's, and patients are
-    found as for any data (a column named like one, the file names, or one per image), said first in the notes; an
-    image column the data lack stops it (guessing it could pair labels with other images)."""
-    notes: list[str] = []
-    while True:
-        try:
-            ds = read_dataset(validate_section(DataConfig, fields, "data."))
-            break
-        except NotInData as e:
-            flag = f"--{e.field.replace('_', '-')}"
-            if e.field not in PATIENT_SETTINGS or e.field in data or not fields.get(e.field):
-                raise DataError(f"{e} ({flag} names this data's)" if e.field not in data else str(e)) from None
-            notes.append(f"the run's {e.field} '{fields[e.field]}' {e.why}: read without it ({flag} sets this data's)")
-            fields = {**fields, e.field: None}
-    ds.notes[:0] = notes
+    unlearnt_negative(ds, fields.get("classes"), "positive_class" in data)
     return ds
 
 

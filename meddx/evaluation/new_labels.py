@@ -1,13 +1,16 @@
 """How new data's labels meet a run's (`meddx evaluate RUN --data OTHER`): the run's classes, MedMNIST's 0/1
-numbering for a run trained on an .npz, and a multi-label run's labels the new data has no column for."""
+numbering for a run trained on an .npz, a multi-label run's labels the new data has no column for, and a class the
+run never learnt that would be scored as its negative."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 
-from meddx.data.records import DataSet
+from meddx.data.records import NEGATIVE_CLASS, DataSet
+from meddx.errors import DataError
 from meddx.run import DATA, Run, read_json
 
 
@@ -61,3 +64,34 @@ def unknown_labels(run: Run, ds: DataSet) -> None:
         r.labels = np.array([r.labels[where[n]] if n in where else np.nan for n in run.label_names], np.float32)
     ds.label_names, ds.task = list(run.label_names), "multilabel"
     ds.notes.append(f"no column for label(s) {missing}: unknown on every row, left out of their figures")
+
+
+NOT_CLASS = re.compile(r"(not|non|no)[ _-]+\S.*", re.IGNORECASE)  # `Not pneumonia`: the negative of a named class
+
+
+def _key(name: str) -> str:
+    return re.sub(r"[\s_-]+", " ", name.strip()).casefold()
+
+
+def unlearnt_negative(ds: DataSet, known: list[str] | None, positive_named: bool) -> None:
+    """A binary run's data whose non-positive class is none of the run's (`Bronchiolitis/` beside `PNEUMONIA/` for a
+    NORMAL/PNEUMONIA run) would be scored as the run's negative: one line naming its samples, unless the name reads
+    as a negative (`normal`, `benign`, `Not pneumonia`) or the user named the positive class (then: a note)."""
+    if ds.task != "binary" or not known or len(ds.classes) != 2:
+        return
+    positive = ds.label_names[0]
+    other = next((c for c in ds.classes if _key(c) != _key(positive)), None)
+    if other is None or _key(other) in {_key(k) for k in known}:
+        return
+    if NEGATIVE_CLASS.fullmatch(other.strip()) or NOT_CLASS.fullmatch(other.strip()) or other.strip() in ("0", "false"):
+        return
+    rows = [r.row or r.id for r in ds.records if not r.labels[0] >= 0.5]
+    negative = next((k for k in known if _key(k) != _key(positive)), "its negative")
+    if positive_named:
+        ds.notes.append(f"'{other}' ({len(rows)} sample(s)) scored as the run's negative '{negative}', as asked")
+        return
+    raise DataError(
+        f"{ds.origin}: class '{other}' is not the run's ({', '.join(known)}): {len(rows)} sample(s), e.g. "
+        f"{'; '.join(rows[:3])}; they would be scored as its '{negative}'. Leave them out to evaluate the rest, "
+        f"or name the positive class (--positive-class {positive}) to score them as '{negative}'"
+    )

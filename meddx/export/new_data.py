@@ -8,7 +8,7 @@ from collections import Counter
 
 from meddx.data.fingerprint import dicom_modality
 from meddx.data.images import is_colour, read_pixels, to_channels
-from meddx.data.records import Record
+from meddx.data.records import Record, spread_evenly
 from meddx.data.tensors import volume_depth
 from meddx.errors import MeddxError
 from meddx.export.domain import check_input
@@ -39,7 +39,7 @@ def new_data_domain(run: Run, records: list[Record], limit: int = 300) -> dict:
     except (MeddxError, OSError, ValueError) as e:  # a run moved without its training data: evaluated all the same
         return {"checked": 0, "outside": 0, "reasons": [], "skipped": f"training scans not readable ({e})"[:300]}
     prep = run.preprocess
-    sample = records[:: max(1, len(records) // limit)][:limit]
+    sample = spread_evenly(records, limit)
     reasons: Counter = Counter()
     outside, flagged = 0, []
     for r in sample:

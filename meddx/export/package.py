@@ -19,7 +19,7 @@ from torch import nn
 from meddx.atomic import staged_dir, write_text
 from meddx.data.fingerprint import dicom_modality
 from meddx.data.images import is_colour, read_pixels, to_channels
-from meddx.data.records import Record
+from meddx.data.records import Record, spread_evenly
 from meddx.data.tensors import ImageDataset, volume_depth
 from meddx.errors import MeddxError
 from meddx.evaluation.folds import fold_ensemble, is_folds_only
@@ -52,7 +52,7 @@ class WithProbabilities(nn.Module):
 def split_records(run: Run, split: str, limit: int) -> list[Record]:
     """Up to `limit` records of one split of the run, spread evenly over it."""
     records = run.records(split)
-    return records[:: max(1, len(records) // limit)][:limit]
+    return spread_evenly(records, limit)
 
 
 def check_images(run: Run, split: str = "test", limit: int = 64) -> torch.Tensor:
