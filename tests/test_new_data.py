@@ -621,3 +621,19 @@ def test_the_leakage_line_says_which_side_has_no_patient_ids(tmp_path):
     tagged = [Record(f"HC/case{i}.dcm", f"case{i}", f"case{i}.dcm", np.zeros(1)) for i in range(3)]
     assert DataSet(tagged, ["PD"], "binary", patients_guessed=DICOM_TAG).patients_known  # tags equal to the names
     assert not DataSet(tagged, ["PD"], "binary").patients_known
+
+
+def test_csv_rows_are_named_by_their_file_line_past_blank_and_empty_lines(tmp_path):
+    """Two blank lines above a missing label shifted the row the error named; Excel's trailing `,` rows stopped it."""
+    from meddx.data.tables import line_numbers, read_table
+
+    (tmp_path / "m.csv").write_text("image,label\n\na.png,NORMAL\n\nb.png,\n,\n")
+    frame = read_table(tmp_path / "m.csv")
+    assert list(frame["image"]) == ["a.png", "b.png"] and line_numbers(frame) == [3, 5]
+    (tmp_path / "l1.csv").write_bytes(b"image,label\na.png,caf\xe9\n")
+    with pytest.raises(DataError, match=r"byte b'\\xe9' on line 2 is not UTF-8; save the file as UTF-8"):
+        read_table(tmp_path / "l1.csv")
+    from meddx.data.manifest import read_csv_manifest
+
+    with pytest.raises(DataError, match=r"blank 'label' on row\(s\) \[5\]"):
+        read_csv_manifest(tmp_path / "m.csv", label_column="label")

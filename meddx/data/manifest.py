@@ -14,6 +14,7 @@ from meddx.data.columns import image_column as find_image_column
 from meddx.data.patients import assign_guessed_patients
 from meddx.data.records import DataSet, Record, class_labels, merge_classes, normalise_class_names
 from meddx.data.rows import check_paths, drop_repeated_rows
+from meddx.data.tables import line_numbers, read_table
 from meddx.errors import DataError, NotInData, not_found
 
 SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
@@ -38,10 +39,10 @@ def patient_from_name(name: str, regex: re.Pattern | None) -> str | None:
     return m.group(1) if m.groups() else m.group(0)
 
 
-def _patients_by_regex(where: str, images: np.ndarray, regex: re.Pattern) -> np.ndarray:
+def _patients_by_regex(where: str, images: np.ndarray, regex: re.Pattern, lines: list[int]) -> np.ndarray:
     """Patient ids from the file names of a manifest's image column; a DataError naming rows it does not match."""
     found = [patient_from_name(Path(str(image)).name, regex) for image in images]
-    bad = [f"row {i + 2} ({images[i]})" for i, p in enumerate(found) if p is None]
+    bad = [f"row {lines[i]} ({images[i]})" for i, p in enumerate(found) if p is None]
     if bad:
         message = f"{where}: patient_regex '{regex.pattern}' does not match {len(bad)} file name(s), e.g. "
         message += ", ".join(bad[:3])
@@ -71,33 +72,6 @@ def _read_frames(path: str | Path | dict[str, str]) -> tuple[dict, dict[str | No
         if frames[split].empty:
             raise DataError(f"{csv}: has a header but no rows")
     return files, frames
-
-
-def read_table(csv: str | Path) -> pd.DataFrame:
-    """A CSV as strings, blanks kept: UTF-8 or UTF-16, comma, semicolon or tab separated; one line when unreadable."""
-    try:
-        encoding = _encoding(str(csv))
-        return pd.read_csv(csv, dtype=str, keep_default_na=False, encoding=encoding, sep=_sep(str(csv), encoding))
-    except Exception as e:  # noqa: BLE001 - a decoding or parsing error, for every caller (predict too)
-        said = " ".join(str(e).split())  # pandas' messages end with a newline
-        raise DataError(f"{csv}: not a readable CSV ({type(e).__name__}: {said})") from None
-
-
-def _sep(csv: str, encoding: str) -> str:
-    """The separator: a comma, else the semicolon (Excel in many European locales) or tab the header holds."""
-    with open(csv, encoding=encoding, errors="replace") as f:
-        header = f.readline()
-    header = re.sub(r'"[^"]*"', "", header)  # separators inside quoted names do not count
-    if csv.lower().endswith(".tsv"):
-        return "\t"
-    return max((",", ";", "\t"), key=header.count)  # a tie (none): the comma
-
-
-def _encoding(csv: str) -> str:
-    """UTF-16 (as Excel saves 'Unicode text') or UTF-8 with or without a byte-order mark, from the first bytes."""
-    with open(csv, "rb") as f:
-        head = f.read(3)
-    return "utf-16" if head[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
 
 
 def _columns(
@@ -142,7 +116,7 @@ def _blank_rows(csv: str, df: pd.DataFrame, column: str, what: str) -> None:
     """A DataError naming the first blank rows of a column (CSV row numbers, header = 1)."""
     blank = np.flatnonzero(df[column].str.strip() == "")
     if len(blank):
-        raise DataError(f"{csv}: blank {what} on row(s) {[int(i) + 2 for i in blank[:10]]}")
+        raise DataError(f"{csv}: blank {what} on row(s) {[line_numbers(df)[i] for i in blank[:10]]}")
 
 
 def _binary_matrix(csv: str, df: pd.DataFrame, label_cols: list[str], uncertain: str = "ignore") -> np.ndarray:
@@ -157,8 +131,8 @@ def _binary_matrix(csv: str, df: pd.DataFrame, label_cols: list[str], uncertain:
         r, c = np.argwhere(~ok.to_numpy())[0]
         n_bad = int((~ok).to_numpy().sum())
         raise DataError(
-            f"{csv}: row {r + 2}, column '{label_cols[c]}': label value {values.iat[r, c]!r} is not 0, 1, blank "
-            f"(unknown), -1 (uncertain) or a soft label in [0, 1] ({n_bad} such value(s) in the file)"
+            f"{csv}: row {line_numbers(df)[r]}, column '{label_cols[c]}': label value {values.iat[r, c]!r} is not "
+            f"0, 1, blank (unknown), -1 (uncertain) or a soft label in [0, 1] ({n_bad} such value(s) in the file)"
             + (f"; a column of class names: --label-column {label_cols[c]}" if len(label_cols) == 1 else "")
         )
     matrix = np.array(numbers.to_numpy(np.float32), copy=True)  # pandas may hand out a read-only view
@@ -198,7 +172,7 @@ def _label_rows(
         _blank_rows(files[split], df, label_column, f"'{label_column}'")
     canonical, notes = normalise_class_names([v for df in frames.values() for v in df[label_column]])
     all_names = [canonical[v] for df in frames.values() for v in df[label_column]]
-    rows = [f"{files[s]} row {i + 2}" for s, df in frames.items() for i in range(len(df))]
+    rows = [f"{files[s]} row {line}" for s, df in frames.items() for line in line_numbers(df)]
     names, task, vec = class_labels(all_names, positive_class, next(iter(files.values())), notes, rows, known)
     return names, task, {s: [vec[canonical[c]] for c in df[label_column]] for s, df in frames.items()}, notes
 
@@ -211,10 +185,11 @@ def _records(files: dict, frames: dict, labels: dict, columns: tuple, regex: re.
         bases[split] = Path(root) if root is not None else Path(files[split]).parent
         images = df[img_col].str.strip().to_numpy()
         patients = df[pat_col].str.strip().to_numpy() if pat_col else images
+        lines = line_numbers(df)
         if regex:
-            patients = _patients_by_regex(files[split], images, regex)
+            patients = _patients_by_regex(files[split], images, regex, lines)
         for i, image in enumerate(images):
-            where = f"{files[split]} row {i + 2}"
+            where = f"{files[split]} row {lines[i]}"
             if not image:
                 raise DataError(f"{where}: blank image path in column '{img_col}'")
             source = str(bases[split] / image.replace("\\", "/"))  # a Windows path: its backslashes as slashes

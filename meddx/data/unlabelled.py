@@ -9,9 +9,9 @@ import numpy as np
 
 from meddx.data.columns import image_column
 from meddx.data.images import READABLE_EXTENSIONS, load_array_file
-from meddx.data.manifest import read_table
 from meddx.data.readers import BUNDLED, bundled_path
 from meddx.data.records import Record
+from meddx.data.tables import line_numbers, read_table
 from meddx.errors import DataError, not_found
 
 NO_LABELS = np.zeros(0, np.float32)
@@ -27,8 +27,8 @@ def _csv(path: Path) -> list[Record]:
     column = image_column(frame, None, str(path))[0]
     values = frame[column].str.strip()
     records = [
-        Record(v, str(path.parent / v), str(path.parent / v), NO_LABELS, row=f"{path} row {i + 2}")
-        for i, v in enumerate(values)
+        Record(v, str(path.parent / v), str(path.parent / v), NO_LABELS, row=f"{path} row {line}")
+        for line, v in zip(line_numbers(frame), values)
         if v
     ]
     missing = [r for r in records if not Path(r.source).is_file()]
