@@ -637,3 +637,23 @@ def test_csv_rows_are_named_by_their_file_line_past_blank_and_empty_lines(tmp_pa
 
     with pytest.raises(DataError, match=r"blank 'label' on row\(s\) \[5\]"):
         read_csv_manifest(tmp_path / "m.csv", label_column="label")
+
+
+def test_files_of_new_data_repeated_under_another_label_are_counted_in_the_leakage_line(tmp_path):
+    from meddx.data.leakage import overlap_with_training
+    from meddx.data.records import Record
+
+    for cls in ("NORMAL", "PNEUMONIA"):
+        _images(tmp_path / cls, 3)  # s0..s2 in both folders: the same bytes under both labels
+    records = [Record(f"{c}/s{i}.png", f"{c}{i}", str(tmp_path / c / f"s{i}.png"), np.array([float(c == "PNEUMONIA")]))
+               for c in ("NORMAL", "PNEUMONIA") for i in range(3)]  # fmt: skip
+    records.append(Record("again.png", "x", str(tmp_path / "NORMAL" / "s0.png"), np.array([0.0])))
+    empty = __import__("pandas").DataFrame({"split": [], "sha1": [], "id": [], "patient_id": []})
+    _, check = overlap_with_training(records, empty, drop=True)
+    assert (check["repeated_files"], check["repeated_other_label"]) == (4, 3)
+    from meddx.evaluation.data_section import leakage_text
+
+    (tmp_path / "predictions").mkdir()
+    (tmp_path / "predictions" / "ext.leakage.json").write_text(json.dumps({**check, "checked": True}))
+    line = leakage_text(SimpleNamespace(path=tmp_path, is_sequence=False), "ext", {})
+    assert "4 file(s) repeat another of this data byte for byte (all scored), 3 of them under another label" in line

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from meddx.config import SplitConfig
@@ -213,6 +214,23 @@ def _lookalikes(records: list[Record], where: dict[str, str]) -> dict:
     }
 
 
+def _repeats_within(records: list[Record], sha1s: dict) -> dict:
+    """Files of new data identical to an earlier one of it (SHA-1), and how many of those carry another label: the
+    same image scored twice, or as two classes."""
+    first: dict[str, Record] = {}
+    repeated = conflicting = 0
+    for r in records:
+        h = sha1s.get(r.id)
+        if not h:
+            continue
+        if h in first:
+            repeated += 1
+            conflicting += not np.array_equal(np.nan_to_num(first[h].labels, nan=-1), np.nan_to_num(r.labels, nan=-1))
+        else:
+            first[h] = r
+    return {"repeated_files": repeated, "repeated_other_label": conflicting}
+
+
 def overlap_with_training(
     records: list[Record], split_table: pd.DataFrame, drop: bool, origin: str = "", patients_known: bool = True
 ) -> tuple[list[Record], dict]:
@@ -248,6 +266,7 @@ def overlap_with_training(
         **lookalikes,
         "examples": [f"{r.id} = {b}" for r, b in same[:5]] + [f"{r.id} ~ {b}" for r, b in near[:5]],
         "shared_patient_ids": len(patients),
+        **_repeats_within(records, sha1s),
         "patients_known": bool(patients_known),  # False: no patient of this data could be matched with training's
         **own_test,
         "dropped": 0,

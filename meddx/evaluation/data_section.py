@@ -45,6 +45,10 @@ def leakage_text(run: Run, split: str, info: dict) -> str:
         text += "; patients NOT checked (the run's training data had no patient ids)"
     elif not check.get("patients_known", True):
         text += f"; patients NOT checked (this data has no patient ids: each {item} counted as its own patient)"
+    if check.get("repeated_files"):
+        other = check.get("repeated_other_label", 0)
+        text += f"; {check['repeated_files']} file(s) repeat another of this data byte for byte (all scored)"
+        text += f", {other} of them under another label" if other else ""
     if check["shared_patient_ids"]:
         text += f"; {check['shared_patient_ids']} patient id(s) also in training (ids may coincide across sources)"
     if check.get("same_as_test"):
