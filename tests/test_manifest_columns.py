@@ -261,8 +261,19 @@ def test_missing_images_found_in_a_folder_beside_the_manifest_name_it(tmp_path):
     _pngs(tmp_path / "images-small", ["a.png", "b.png"])
     rows = [f"{c}.png,p{i},{i % 2}" for i, c in enumerate("abcdefghijkl")]
     (tmp_path / "m.csv").write_text("Image,PatientId,Effusion\n" + "\n".join(rows) + "\n")
-    with pytest.raises(DataError, match=r"(?s)12 image file.*\n  2 of the first 12 are in .*images-small: --root "):
+    with pytest.raises(DataError, match=r"(?s)12 image file.*\n  2 of the first 12 are under .*images-small: --root "):
         read_csv_manifest(tmp_path / "m.csv")
+
+
+def test_paths_written_from_the_working_folder_are_told_to_read_from_it(tmp_path, monkeypatch):
+    """`data/x/images/a.png` in data/x/m.csv, relative to where the user stands: --root data/x/images (a folder
+    holding the file by name) read data/x/images/data/x/images/a.png; the hint now finds the root the paths fit."""
+    _pngs(tmp_path / "data" / "x" / "images", [f"{c}.png" for c in "abcdefghijkl"])
+    rows = [f"data/x/images/{c}.png,p{i},{i % 2}" for i, c in enumerate("abcdefghijkl")]
+    (tmp_path / "data" / "x" / "m.csv").write_text("Image,PatientId,Effusion\n" + "\n".join(rows) + "\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match=r"(?s)12 image file.*\n  12 of the first 12 are under \.: --root \.$"):
+        read_csv_manifest("data/x/m.csv")
 
 
 def test_a_folder_given_as_a_split_file_is_named_as_such(tmp_path):

@@ -35,13 +35,15 @@ def check_paths(records: list[Record], bases: dict, check_files: bool, allow_out
 
 
 def _root_hint(absent: list[Record], bases: dict) -> str:
-    """Where the missing files are, when a folder beside the manifest holds them by name (`images-small/`)."""
+    """A folder the missing paths are found under as written (the working folder, a parent of the manifest's or a
+    folder beside it), so that --root is a fix that works: said with how many of the first 200 it finds."""
     base = Path(next(iter(bases.values())))
-    names = {Path(r.id.replace("\\", "/")).name for r in absent[:200]}
-    for folder in sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else []:
-        found = sum((folder / n).is_file() for n in names)
+    paths = [r.id.replace("\\", "/") for r in absent[:200]]
+    beside = sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+    for folder in [Path("."), *list(base.resolve().parents)[:3], *beside]:
+        found = sum((folder / p).is_file() for p in paths)
         if found:
-            return f"\n  {found} of the first {len(names)} are in {folder}: --root {folder}"
+            return f"\n  {found} of the first {len(paths)} are under {folder}: --root {folder}"
     return ""
 
 
