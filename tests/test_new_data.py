@@ -657,3 +657,16 @@ def test_files_of_new_data_repeated_under_another_label_are_counted_in_the_leaka
     (tmp_path / "predictions" / "ext.leakage.json").write_text(json.dumps({**check, "checked": True}))
     line = leakage_text(SimpleNamespace(path=tmp_path, is_sequence=False), "ext", {})
     assert "4 file(s) repeat another of this data byte for byte (all scored), 3 of them under another label" in line
+
+
+def test_new_class_folders_without_the_runs_numbers_read_as_its_classes(tmp_path):
+    """NIH's run learnt `0_normal/ 1_abnormal/`; a hospital's `normal/ abnormal/` stopped with a label mismatch."""
+    for cls in ("normal", "abnormal"):
+        _images(tmp_path / "new" / cls, 4)
+    run = _run_of(tmp_path, path="train")
+    run.label_names, run.path = ["1_abnormal"], tmp_path / "run"
+    run.path.mkdir()
+    (run.path / "data.json").write_text(json.dumps({"classes": ["0_normal", "1_abnormal"]}))
+    ds = read_external(run, {"path": str(tmp_path / "new")})
+    assert ds.label_names == ["1_abnormal"] and "this data's 'abnormal' read as the run's '1_abnormal'" in ds.notes[-1]
+    assert {r.id.split("/")[0]: float(r.labels[0]) for r in ds.records} == {"abnormal": 1.0, "normal": 0.0}

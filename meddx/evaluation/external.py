@@ -104,11 +104,9 @@ def _read_as_run(run: Run, data: dict, fields: dict) -> DataSet:
     except UnknownPositiveClass:
         if "positive_class" in data:
             raise
-        fields = {
-            **fields,
-            "positive_class": run.config.data.positive_class,
-        }  # other names: their rule, then a mismatch
-        ds = read_patients(fields, data)
+        ds, own_positive = _positive_unnumbered(run, fields, data)
+    else:
+        own_positive = ds.label_names[0]  # this data's name for it, before it takes the run's
     unknown_labels(run, ds)
     synthetic = all(SYNTHETIC.fullmatch(n) for n in ds.label_names)  # an .npz of no known set carries no names
     if synthetic and len(ds.label_names) == len(run.label_names) and ds.task == run.task:
@@ -123,8 +121,28 @@ def _read_as_run(run: Run, data: dict, fields: dict) -> DataSet:
                 "CLASS (or its 0/1 column: --label-columns COLUMN)"
             )
         raise DataError(f"{ds.origin}: {problem}{hint}")
-    unlearnt_negative(ds, fields.get("classes"), "positive_class" in data)
+    unlearnt_negative(ds, fields.get("classes"), "positive_class" in data, own_positive)
     return ds
+
+
+def _positive_unnumbered(run: Run, fields: dict, data: dict) -> tuple[DataSet, str]:
+    """New data without the run's positive class: read with that class less its number (`abnormal/` for a run's
+    `1_abnormal`, said in a note), else by the run's own rule (a mismatch is named after); and the data's own name
+    for its positive class."""
+    ours = run.label_names[0]
+    bare = re.sub(r"^\d+[ _-]*", "", ours)
+    if bare and bare != ours:
+        try:
+            ds = read_patients({**fields, "positive_class": bare}, data)
+        except UnknownPositiveClass:
+            pass
+        else:
+            own = ds.label_names[0]
+            ds.notes.append(f"this data's '{own}' read as the run's '{ours}' (its positive, 1)")
+            ds.label_names = [ours]
+            return ds, own
+    ds = read_patients({**fields, "positive_class": run.config.data.positive_class}, data)
+    return ds, ds.label_names[0]
 
 
 def _unknown_class_rows(ds: DataSet, known: list[str] | None) -> str:

@@ -73,14 +73,14 @@ def _key(name: str) -> str:
     return re.sub(r"[\s_-]+", " ", name.strip()).casefold()
 
 
-def unlearnt_negative(ds: DataSet, known: list[str] | None, positive_named: bool) -> None:
+def unlearnt_negative(ds: DataSet, known: list[str] | None, positive_named: bool, own_positive: str) -> None:
     """A binary run's data whose non-positive class is none of the run's (`Bronchiolitis/` beside `PNEUMONIA/` for a
     NORMAL/PNEUMONIA run) would be scored as the run's negative: one line naming its samples, unless the name reads
     as a negative (`normal`, `benign`, `Not pneumonia`) or the user named the positive class (then: a note)."""
     if ds.task != "binary" or not known or len(ds.classes) != 2:
         return
-    positive = ds.label_names[0]
-    other = next((c for c in ds.classes if _key(c) != _key(positive)), None)
+    positive = ds.label_names[0]  # the run's name; `own_positive`: this data's, which may differ (`abnormal`)
+    other = next((c for c in ds.classes if _key(c) not in (_key(positive), _key(own_positive))), None)
     if other is None or _key(other) in {_key(k) for k in known}:
         return
     if NEGATIVE_CLASS.fullmatch(other.strip()) or NOT_CLASS.fullmatch(other.strip()) or other.strip() in ("0", "false"):
