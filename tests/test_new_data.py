@@ -670,3 +670,11 @@ def test_new_class_folders_without_the_runs_numbers_read_as_its_classes(tmp_path
     ds = read_external(run, {"path": str(tmp_path / "new")})
     assert ds.label_names == ["1_abnormal"] and "this data's 'abnormal' read as the run's '1_abnormal'" in ds.notes[-1]
     assert {r.id.split("/")[0]: float(r.labels[0]) for r in ds.records} == {"abnormal": 1.0, "normal": 0.0}
+
+
+def test_one_split_of_the_bundled_set_is_named_by_its_name():
+    """`--data test=pneumoniamnist` said 'CSV manifest not found: pneumoniamnist'."""
+    from meddx.data.readers import read_dataset
+
+    ds = read_dataset(DataConfig(path={"test": "pneumoniamnist"}))
+    assert len(ds.records) == 624 and {r.split for r in ds.records} == {"test"}

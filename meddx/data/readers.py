@@ -195,6 +195,8 @@ def read_dataset(cfg: DataConfig, check_files: bool = True) -> DataSet:
         ds = read_medmnist(bundled_path(path), cfg.label_names or BUNDLED[path][1], cfg.positive_class)
         ds.origin = f"bundled:{path}"
         return ds
+    if isinstance(path, dict):  # `test=pneumoniamnist`: one split of a bundled set
+        path = {k: str(bundled_path(v)) if v in BUNDLED else v for k, v in path.items()}
     if isinstance(path, dict) and any(str(v).lower().endswith(".npz") for v in path.values()):
         return _npz_split(cfg, path)
     if isinstance(path, dict) and all(Path(v).is_dir() for v in path.values()):

@@ -22,7 +22,7 @@ def run_classes(run: Run) -> list[str] | None:
     return read_json(Path(run.path) / DATA).get("classes") or None if run.task == "binary" else None
 
 
-GENERIC = {"1", "true", "yes", "positive", "label", "labels", "target", "y", "outcome", "class", "diagnosis"}
+GENERIC = {"1", "true", "yes", "positive", "label", "labels", "target", "y", "outcome", "class", "diagnosis", "finding"}
 
 
 NUMBERING = "this data's classes 0 and 1 read by the run's MedMNIST numbering"
