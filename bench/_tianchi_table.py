@@ -68,5 +68,7 @@ def render(rows, y: np.ndarray, names: list[str], args) -> str:
         key, title = ("tianchi-r2", "Tianchi, round 2") if round2 else ("tianchi", "Tianchi, round 1")
         if args.neural_folds < args.folds:  # a screening on some folds keeps the all-fold table of the same round
             key, title = f"{key}-screen", f"{title}, screening on {fold_note(args).split(',')[0]}"
+        if args.section:  # a study of its own (BERT's size and schedule) beside the screening, not over it
+            key, title = f"{key}-{args.section}", f"{title}, {args.section}"
         write_section(key, f"{title} (sequence track)", table)
     return table

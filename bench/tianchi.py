@@ -51,6 +51,7 @@ def arguments() -> argparse.Namespace:
     ap.add_argument("--mlm-masking", choices=("token", "ngram"), default="ngram", help="MLM: tokens or whole n-grams.")
     ap.add_argument("--out", default=None, help="Folder for runs (default: a temporary one); a rerun resumes.")
     ap.add_argument("--no-docs", action="store_true")
+    ap.add_argument("--section", default="", help="Write the table to its own section (KEY-SECTION), e.g. bert.")
     return ap.parse_args()
 
 
