@@ -656,7 +656,7 @@ def test_files_of_new_data_repeated_under_another_label_are_counted_in_the_leaka
     (tmp_path / "predictions").mkdir()
     (tmp_path / "predictions" / "ext.leakage.json").write_text(json.dumps({**check, "checked": True}))
     line = leakage_text(SimpleNamespace(path=tmp_path, is_sequence=False), "ext", {})
-    assert "4 file(s) repeat another of this data byte for byte (all scored), 3 of them under another label" in line
+    assert "4 image(s) repeat another of this data exactly (all scored), 3 of them under another label" in line
 
 
 def test_new_class_folders_without_the_runs_numbers_read_as_its_classes(tmp_path):
@@ -678,3 +678,46 @@ def test_one_split_of_the_bundled_set_is_named_by_its_name():
 
     ds = read_dataset(DataConfig(path={"test": "pneumoniamnist"}))
     assert len(ds.records) == 624 and {r.split for r in ds.records} == {"test"}
+
+
+def test_the_unlearnt_class_check_lets_complements_and_numbered_names_through_and_its_hint_reads(tmp_path):
+    """Review cases: a yes/no column, `bacteria/ virus/` for a 0_bacteria/1_virus run, and the suggested flag read;
+    `Non-specific interstitial pneumonia/` denies nothing and is stopped."""
+    _images(tmp_path / "img", 8)
+    rows = "".join(f"img/s{i}.png,{'yes' if i % 2 else 'no'}\n" for i in range(6))
+    (tmp_path / "yn.csv").write_text("image,PNEUMONIA\n" + rows)
+    run = _run_of(tmp_path, path="train")
+    run.path = tmp_path / "run"
+    run.path.mkdir()
+    (run.path / "data.json").write_text(json.dumps({"classes": ["NORMAL", "PNEUMONIA"]}))
+    assert len(read_external(run, {"path": str(tmp_path / "yn.csv")}).records) == 6
+    for cls in ("bacteria", "virus", "Non-specific interstitial pneumonia", "abnormal"):
+        _images(tmp_path / "f" / cls, 3)
+    (run.path / "data.json").write_text(json.dumps({"classes": ["0_bacteria", "1_virus"]}))
+    run.label_names = ["1_virus"]
+    only = tmp_path / "bv"
+    for cls in ("bacteria", "virus"):
+        (tmp_path / "f" / cls).rename(only / cls) if only.exists() else (
+            only.mkdir(),
+            (tmp_path / "f" / cls).rename(only / cls),
+        )
+    assert len(read_external(run, {"path": str(only)}).records) == 6
+    (run.path / "data.json").write_text(json.dumps({"classes": ["0_normal", "1_abnormal"]}))
+    run.label_names = ["1_abnormal"]
+    with pytest.raises(
+        DataError, match=r"class 'Non-specific interstitial pneumonia' is not the run's .*--positive-class abnormal\)"
+    ):
+        read_external(run, {"path": str(tmp_path / "f")})
+    asked = read_external(run, {"path": str(tmp_path / "f"), "positive_class": "abnormal"})  # the hint's flag reads
+    assert len(asked.records) == 6 and "scored as the run's negative '0_normal', as asked" in asked.notes[-1]
+
+
+def test_split_folders_of_images_without_patients_share_no_patient_by_name(tmp_path):
+    """`train=A/ test=B/` holding the same file names: each image its own patient, so no false shared patient."""
+    from meddx.data.readers import read_dataset
+
+    for split in ("A", "B"):
+        for cls in ("NORMAL", "PNEUMONIA"):
+            _images(tmp_path / split / cls, 3)
+    ds = read_dataset(DataConfig(path={"train": str(tmp_path / "A"), "test": str(tmp_path / "B")}))
+    assert not ds.patients_known and len({r.patient_id for r in ds.records}) == 12

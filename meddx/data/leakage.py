@@ -266,7 +266,7 @@ def overlap_with_training(
         **lookalikes,
         "examples": [f"{r.id} = {b}" for r, b in same[:5]] + [f"{r.id} ~ {b}" for r, b in near[:5]],
         "shared_patient_ids": len(patients),
-        **_repeats_within(records, sha1s),
+        **_repeats_within([r for r in records if r.id not in copies], sha1s),
         "patients_known": bool(patients_known),  # False: no patient of this data could be matched with training's
         **own_test,
         "dropped": 0,

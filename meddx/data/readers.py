@@ -179,7 +179,9 @@ def _folder_splits(cfg: DataConfig, path: dict[str, str]) -> DataSet:
             )
     for name, ds in parts.items():
         for r in ds.records:
+            own = r.patient_id == r.id and not ds.patients_guessed  # each image its own patient: its new id too
             r.split, r.id = name, f"{name}/{r.id}"
+            r.patient_id = r.id if own else r.patient_id
     notes = [f"{name}: {n}" for name, ds in parts.items() for n in ds.notes]
     records = [r for ds in parts.values() for r in ds.records]
     classes = merge_classes([c for ds in parts.values() for c in ds.classes], None)

@@ -47,7 +47,7 @@ def leakage_text(run: Run, split: str, info: dict) -> str:
         text += f"; patients NOT checked (this data has no patient ids: each {item} counted as its own patient)"
     if check.get("repeated_files"):
         other = check.get("repeated_other_label", 0)
-        text += f"; {check['repeated_files']} file(s) repeat another of this data byte for byte (all scored)"
+        text += f"; {check['repeated_files']} {item}(s) repeat another of this data exactly (all scored)"
         text += f", {other} of them under another label" if other else ""
     if check["shared_patient_ids"]:
         text += f"; {check['shared_patient_ids']} patient id(s) also in training (ids may coincide across sources)"

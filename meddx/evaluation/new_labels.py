@@ -66,11 +66,13 @@ def unknown_labels(run: Run, ds: DataSet) -> None:
     ds.notes.append(f"no column for label(s) {missing}: unknown on every row, left out of their figures")
 
 
-NOT_CLASS = re.compile(r"(not|non|no)[ _-]+\S.*", re.IGNORECASE)  # `Not pneumonia`: the negative of a named class
+NOT_CLASS = re.compile(r"(not|non|no)[ _-]+(.+)", re.IGNORECASE)  # `Not pneumonia`: the negative of the positive
+NEGATIVE_WORDS = {"0", "false", "no", "n", "negative", "absent"}  # a 0/1, yes/no or TRUE/FALSE column's negative
 
 
 def _key(name: str) -> str:
-    return re.sub(r"[\s_-]+", " ", name.strip()).casefold()
+    """A class name compared without case, separators or a leading number (`0_bacteria` is `Bacteria`)."""
+    return re.sub(r"^\d+ (?=\D)", "", re.sub(r"[\s_-]+", " ", name.strip()).casefold())
 
 
 def unlearnt_negative(ds: DataSet, known: list[str] | None, positive_named: bool, own_positive: str) -> None:
@@ -81,9 +83,10 @@ def unlearnt_negative(ds: DataSet, known: list[str] | None, positive_named: bool
         return
     positive = ds.label_names[0]  # the run's name; `own_positive`: this data's, which may differ (`abnormal`)
     other = next((c for c in ds.classes if _key(c) not in (_key(positive), _key(own_positive))), None)
-    if other is None or _key(other) in {_key(k) for k in known}:
+    if other is None or _key(other) in {_key(k) for k in known} or _key(other) in NEGATIVE_WORDS:
         return
-    if NEGATIVE_CLASS.fullmatch(other.strip()) or NOT_CLASS.fullmatch(other.strip()) or other.strip() in ("0", "false"):
+    denied = NOT_CLASS.fullmatch(other.strip())  # `Not pneumonia` denies the positive; `Non-Hodgkin lymphoma` does not
+    if NEGATIVE_CLASS.fullmatch(other.strip()) or (denied and _key(denied[2]) in (_key(positive), _key(own_positive))):
         return
     rows = [r.row or r.id for r in ds.records if not r.labels[0] >= 0.5]
     negative = next((k for k in known if _key(k) != _key(positive)), "its negative")
@@ -93,5 +96,5 @@ def unlearnt_negative(ds: DataSet, known: list[str] | None, positive_named: bool
     raise DataError(
         f"{ds.origin}: class '{other}' is not the run's ({', '.join(known)}): {len(rows)} sample(s), e.g. "
         f"{'; '.join(rows[:3])}; they would be scored as its '{negative}'. Leave them out to evaluate the rest, "
-        f"or name the positive class (--positive-class {positive}) to score them as '{negative}'"
+        f"or name the positive class (--positive-class {own_positive}) to score them as '{negative}'"
     )

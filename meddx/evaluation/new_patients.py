@@ -7,6 +7,7 @@ from pathlib import Path
 
 from meddx.config import DataConfig, validate_section
 from meddx.data.images import DICOM_EXTENSIONS
+from meddx.data.patients import DICOM_TAG
 from meddx.data.readers import read_dataset
 from meddx.data.records import DataSet
 from meddx.errors import DataError, NotInData
@@ -33,8 +34,10 @@ def read_patients(fields: dict, data: dict) -> DataSet:
             fields = {**fields, e.field: None}
     regex = fields.get("patient_regex")
     if regex and "patient_regex" not in data and any(_is_dicom(r.source) for r in ds.records):
-        ds = read_dataset(validate_section(DataConfig, {**fields, "patient_regex": None}, "data."))
-        notes.append(f"the run's patient_regex '{regex}' not used: DICOM files, their PatientID tags first")
+        tagged = read_dataset(validate_section(DataConfig, {**fields, "patient_regex": None}, "data."))
+        if tagged.patients_guessed == DICOM_TAG:  # usable tags (not an anonymiser's constant): they name patients
+            ds = tagged
+            notes.append(f"the run's patient_regex '{regex}' not used: DICOM files, their PatientID tags first")
     ds.notes[:0] = notes
     return ds
 

@@ -11,7 +11,7 @@ import pandas as pd
 
 from meddx.data.columns import image_column
 from meddx.data.images import READABLE_EXTENSIONS
-from meddx.data.manifest import read_table
+from meddx.data.tables import line_numbers, read_table
 from meddx.errors import DataError, MeddxError
 from meddx.serve.predictor import Predictor
 
@@ -34,12 +34,12 @@ def expand_inputs(inputs: list[str | Path], root: str | Path | None = None) -> l
         elif given.suffix.lower() in (".csv", ".tsv"):
             table = read_table(given)
             column = image_column(table, None, str(given))[0]
-            values = list(table[column])
+            values, lines = list(table[column]), line_numbers(table)
             if column.strip().lower().endswith(tuple(READABLE_EXTENSIONS)):  # no header: its first line is a scan
-                values.insert(0, column)
+                values, lines = [column, *values], [1, *lines]
             base = Path(root) if root else given.parent
             items += [(v, base / v.strip().replace("\\", "/")) if v.strip() else
-                      (f"{given} row {n + 2}", BLANK) for n, v in enumerate(values)]  # fmt: skip
+                      (f"{given} row {line}", BLANK) for line, v in zip(lines, values)]  # fmt: skip
         else:
             items.append((str(given), given))
     return items
