@@ -41,8 +41,8 @@ def leakage_text(run: Run, split: str, info: dict) -> str:
     if check.get("cropped_images"):
         text += f"; {check['cropped_images']} image(s) look like its train/val images cropped and resized"
         text += " (kept: likely copies, so these figures are optimistic)"
-    if not check.get("run_patients_known", True):
-        text += "; patients NOT checked (the run's training data had no patient ids)"
+    if not check.get("run_patients_known", True) and not check["shared_patient_ids"]:
+        text += f"; patients NOT checked (the run's training data had no patient ids: each {item} its own)"
     elif not check.get("patients_known", True):
         text += f"; patients NOT checked (this data has no patient ids: each {item} counted as its own patient)"
     if check.get("repeated_files"):

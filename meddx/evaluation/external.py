@@ -49,8 +49,7 @@ def read_checked(run: Run, data: dict, drop_overlap: bool) -> tuple[DataSet, dic
     check counts only the files evaluated or left out as copies."""
     ds = read_external(run, data)
     trained_known = read_json(Path(run.path) / DATA).get("patients_known", True) is not False
-    both = ds.patients_known and trained_known  # patient ids compared only where both sides have them
-    ds.records, check = overlap_with_training(ds.records, run.split_table(), drop_overlap, ds.origin, both)
+    ds.records, check = overlap_with_training(ds.records, run.split_table(), drop_overlap, ds.origin, ds.patients_known)
     check["run_patients_known"] = trained_known
     unreadable = drop_unreadable(ds, skip=bool(data.get("skip_unreadable")))
     check["files"] -= len(unreadable)
