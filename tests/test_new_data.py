@@ -613,7 +613,10 @@ def test_the_leakage_line_says_which_side_has_no_patient_ids(tmp_path):
     (tmp_path / "predictions").mkdir()
     check = {"checked": True, "files": 3, "dropped": 0, "shared_patient_ids": 0, "patients_known": False}
     run = SimpleNamespace(path=tmp_path, is_sequence=False)
-    for run_known, says in ((False, "the run's training data had no patient ids: each image its own"), (True, "this data has no patient")):
+    for run_known, says in (
+        (False, "the run's training data had no patient ids: each image its own"),
+        (True, "this data has no patient"),
+    ):
         (tmp_path / "predictions" / "ext.leakage.json").write_text(
             json.dumps({**check, "run_patients_known": run_known})
         )
