@@ -19,7 +19,14 @@ from meddx.data.records import NEGATIVE_CLASS, DataSet, UnknownPositiveClass
 from meddx.data.stacks import rescale_views
 from meddx.data.tensors import stack_depth
 from meddx.errors import ConfigError, DataError
-from meddx.evaluation.new_labels import GENERIC, medmnist_numbering, run_classes, unknown_labels, unlearnt_negative
+from meddx.evaluation.new_labels import (
+    GENERIC,
+    medmnist_numbering,
+    positive_unnumbered,
+    run_classes,
+    unknown_labels,
+    unlearnt_negative,
+)
 from meddx.evaluation.new_patients import PATIENT_SETTINGS, read_patients
 from meddx.run import DATA, PREDICTIONS, Run, read_json
 
@@ -103,7 +110,7 @@ def _read_as_run(run: Run, data: dict, fields: dict) -> DataSet:
     except UnknownPositiveClass:
         if "positive_class" in data:
             raise
-        ds, own_positive = _positive_unnumbered(run, fields, data)
+        ds, own_positive = positive_unnumbered(run, fields, data)
     else:
         own_positive = ds.label_names[0]  # this data's name for it, before it takes the run's
     unknown_labels(run, ds)
@@ -122,26 +129,6 @@ def _read_as_run(run: Run, data: dict, fields: dict) -> DataSet:
         raise DataError(f"{ds.origin}: {problem}{hint}")
     unlearnt_negative(ds, fields.get("classes"), "positive_class" in data, own_positive)
     return ds
-
-
-def _positive_unnumbered(run: Run, fields: dict, data: dict) -> tuple[DataSet, str]:
-    """New data without the run's positive class: read with that class less its number (`abnormal/` for a run's
-    `1_abnormal`, said in a note), else by the run's own rule (a mismatch is named after); and the data's own name
-    for its positive class."""
-    ours = run.label_names[0]
-    bare = re.sub(r"^\d+[ _-]*", "", ours)
-    if bare and bare != ours:
-        try:
-            ds = read_patients({**fields, "positive_class": bare}, data)
-        except UnknownPositiveClass:
-            pass
-        else:
-            own = ds.label_names[0]
-            ds.notes.append(f"this data's '{own}' read as the run's '{ours}' (its positive, 1)")
-            ds.label_names = [ours]
-            return ds, own
-    ds = read_patients({**fields, "positive_class": run.config.data.positive_class}, data)
-    return ds, ds.label_names[0]
 
 
 def _unknown_class_rows(ds: DataSet, known: list[str] | None) -> str:

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from meddx.data.records import NEGATIVE_CLASS, DataSet
+from meddx.data.records import NEGATIVE_CLASS, DataSet, UnknownPositiveClass
 from meddx.errors import DataError
+from meddx.evaluation.new_patients import read_patients
 from meddx.run import DATA, Run, read_json
 
 
@@ -70,9 +71,14 @@ NOT_CLASS = re.compile(r"(not|non|no)[ _-]+(.+)", re.IGNORECASE)  # `Not pneumon
 NEGATIVE_WORDS = {"0", "false", "no", "n", "negative", "absent"}  # a 0/1, yes/no or TRUE/FALSE column's negative
 
 
+def unnumbered(name: str) -> str:
+    """A class name less its leading number (`1_abnormal` -> `abnormal`); a name that is only a number stays."""
+    return re.sub(r"^\d+[\s_-]+(?=\D)", "", name.strip())
+
+
 def _key(name: str) -> str:
     """A class name compared without case, separators or a leading number (`0_bacteria` is `Bacteria`)."""
-    return re.sub(r"^\d+ (?=\D)", "", re.sub(r"[\s_-]+", " ", name.strip()).casefold())
+    return re.sub(r"[\s_-]+", " ", unnumbered(name)).casefold()
 
 
 def unlearnt_negative(ds: DataSet, known: list[str] | None, positive_named: bool, own_positive: str) -> None:
@@ -98,3 +104,23 @@ def unlearnt_negative(ds: DataSet, known: list[str] | None, positive_named: bool
         f"{'; '.join(rows[:3])}; they would be scored as its '{negative}'. Leave them out to evaluate the rest, "
         f"or name the positive class (--positive-class {own_positive}) to score them as '{negative}'"
     )
+
+
+def positive_unnumbered(run: Run, fields: dict, data: dict) -> tuple[DataSet, str]:
+    """New data without the run's positive class: read with that class less its number (`abnormal/` for a run's
+    `1_abnormal`, said in a note), else by the run's own rule (a mismatch is named after); and the data's own name
+    for its positive class."""
+    ours = run.label_names[0]
+    bare = unnumbered(ours)
+    if bare and bare != ours:
+        try:
+            ds = read_patients({**fields, "positive_class": bare}, data)
+        except UnknownPositiveClass:
+            pass
+        else:
+            own = ds.label_names[0]
+            ds.notes.append(f"this data's '{own}' read as the run's '{ours}' (its positive, 1)")
+            ds.label_names = [ours]
+            return ds, own
+    ds = read_patients({**fields, "positive_class": run.config.data.positive_class}, data)
+    return ds, ds.label_names[0]
