@@ -72,6 +72,14 @@ def _csv(tmp_path, header: str, rows: list[str], name: str = "m.csv") -> Path:
     return tmp_path / name
 
 
+def test_a_row_is_named_by_its_file_line_past_cells_quoted_across_lines(tmp_path):
+    """A note quoted over three lines shifted every later row's line number by two; a blank line and Excel's
+    trailing `,,` row still count as lines."""
+    rows = ['a.png,1,"seen twice,\nsecond line\nthird"', "", "b.png,0,x", ",,", ",1,blank path here"]
+    with pytest.raises(DataError, match=r"m\.csv row 8: blank image path"):
+        read_csv_manifest(_csv(tmp_path, "path,label,note", rows), check_files=False)
+
+
 def test_a_patient_column_of_another_name_is_the_patient_not_ignored(tmp_path):
     """`path,subject,label` read `subject` as an unused column, each image its own patient: a patient on both sides
     of the split. A column of text ids repeated like a patient's is the patient now, and said."""

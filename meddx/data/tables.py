@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv as csv_module
 import re
 from pathlib import Path
 
@@ -13,7 +14,8 @@ from meddx.errors import DataError
 def read_table(csv: str | Path) -> pd.DataFrame:
     """A CSV as strings, blank cells kept: UTF-8 or UTF-16, comma, semicolon or tab separated; one line when
     unreadable. Rows with every cell blank (blank lines, Excel's trailing `,,,`) are left out and the index keeps
-    each row's place, so `line_numbers` name file lines (header = 1) past them."""
+    each row's first line in the file, so `line_numbers` name file lines (header = 1) past them and past cells
+    quoted across lines."""
     try:
         encoding = _encoding(str(csv))
         sep = _sep(str(csv), encoding)
@@ -25,12 +27,30 @@ def read_table(csv: str | Path) -> pd.DataFrame:
         raise DataError(f"{csv}: not a readable CSV ({type(e).__name__}: {said})") from None
     if frame.empty:
         return frame
+    starts = _row_lines(str(csv), encoding, sep)
+    if len(starts) == len(frame):  # else (a reader disagreement): the row's place, as before
+        frame.index = [line - 2 for line in starts]
     return frame[~frame.apply(lambda col: col.str.strip() == "").all(axis=1)]
 
 
 def line_numbers(frame: pd.DataFrame) -> list[int]:
-    """Each row's line in its file (header = 1), blank lines before it counted."""
+    """Each row's line in its file (header = 1), blank lines and cells quoted across lines before it counted."""
     return [int(i) + 2 for i in frame.index]
+
+
+def _row_lines(csv: str, encoding: str, sep: str) -> list[int]:
+    """The line each data row starts on (header = 1), as the csv module counts them; empty when it cannot read."""
+    try:
+        with open(csv, encoding=encoding, newline="") as f:
+            reader = csv_module.reader(f, delimiter=sep)
+            next(reader, None)
+            starts, done = [], reader.line_num
+            for _ in reader:
+                starts.append(done + 1)
+                done = reader.line_num
+    except (OSError, UnicodeDecodeError, csv_module.Error):
+        return []
+    return starts
 
 
 def _sep(csv: str, encoding: str) -> str:
