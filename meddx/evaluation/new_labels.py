@@ -85,11 +85,15 @@ def unlearnt_negative(ds: DataSet, known: list[str] | None, positive_named: bool
     """A binary run's data whose non-positive class is none of the run's (`Bronchiolitis/` beside `PNEUMONIA/` for a
     NORMAL/PNEUMONIA run) would be scored as the run's negative: one line naming its samples, unless the name reads
     as a negative (`normal`, `benign`, `Not pneumonia`) or the user named the positive class (then: a note)."""
-    if ds.task != "binary" or not known or len(ds.classes) != 2:
+    if ds.task != "binary" or len(ds.classes) != 2:
         return
     positive = ds.label_names[0]  # the run's name; `own_positive`: this data's, which may differ (`abnormal`)
     other = next((c for c in ds.classes if _key(c) not in (_key(positive), _key(own_positive))), None)
-    if other is None or _key(other) in {_key(k) for k in known} or _key(other) in NEGATIVE_WORDS:
+    if other is None or _key(other) in {_key(k) for k in known or []} or _key(other) in NEGATIVE_WORDS:
+        return
+    if not known:  # a run from before binary runs recorded their classes: nothing to check against
+        ds.notes.append(f"the run records no class names (trained before they were kept): '{other}' is scored as "
+                        f"its negative unchecked")  # fmt: skip
         return
     denied = NOT_CLASS.fullmatch(other.strip())  # `Not pneumonia` denies the positive; `Non-Hodgkin lymphoma` does not
     if NEGATIVE_CLASS.fullmatch(other.strip()) or (denied and _key(denied[2]) in (_key(positive), _key(own_positive))):
