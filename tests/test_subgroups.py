@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from meddx.config import EvaluateConfig
-from meddx.errors import ConfigError
+from meddx.errors import ConfigError, DataError
 from meddx.evaluation.subgroups import MISSING, subgroup_column, subgroup_scores, subgroup_text, subgroups_of
 
 
@@ -195,3 +195,16 @@ def test_a_subgroup_whose_labels_are_all_unknown_is_unscored_not_one_class():
                           EvaluateConfig(bootstrap=20))  # fmt: skip
     assert out["groups"]["b"]["unscored"] == "every label unknown" and "one_class" not in out["groups"]["b"]
     assert "b: 60 samples, not scored (every label unknown)" in subgroup_lines(out)
+
+
+def test_subgroups_of_new_data_without_the_runs_image_column_name_the_option(tmp_path):
+    """A run trained from `path,label` evaluated `--by sex` on new data holding `file,label,sex` stopped on the run's
+    image column `path` without the option that names this data's (the reader's own stop names it)."""
+    from meddx.api import _subgroups
+
+    rows = "".join(f"x{i}.png,{i % 2},{'MF'[i % 2]}\n" for i in range(4))
+    (tmp_path / "new.csv").write_text("file,label,sex\n" + rows)
+    with pytest.raises(DataError, match=r"no image column 'path'; .* \(--image-column names this data's\)"):
+        _subgroups(str(tmp_path / "new.csv"), "sex", "path", runs_column=True)
+    groups = _subgroups(str(tmp_path / "new.csv"), "sex", "file", runs_column=False)
+    assert groups["values"] == {f"x{i}.png": "MF"[i % 2] for i in range(4)}
