@@ -92,13 +92,14 @@ def evaluate(
     """
     from meddx.data.readers import manifest_path
     from meddx.evaluation.folds import run_to_evaluate
+    from meddx.evaluation.subgroups import subgroup_column
 
     run = run_to_evaluate(run, data)
     per_call = {"on_training_overlap": EvaluateConfig().on_training_overlap}  # per call, not the run's saved value
     cfg = validate_section(EvaluateConfig, {**run.config.evaluate.model_dump(), **per_call, **settings}, "evaluate.")
     source = {**run.config.data.model_dump(), **(data or {})}
     table = manifest_path(source["path"]) or source["path"]  # a folder read by its one CSV has its columns too
-    groups = _subgroups(table, by, source.get("image_column"), bool(data) and "image_column" not in data)
+    groups = subgroup_column(table, by, source.get("image_column"), bool(data) and "image_column" not in data)
     if data and split in ("train", "val"):  # its predictions would replace the ones thresholds come from
         raise ConfigError(
             f"--split {split}: the run's own split; new data (--data) is named otherwise, e.g. --split external"
@@ -110,23 +111,6 @@ def evaluate(
     if by:
         name = f"{name or split}-by-{re.sub(r'[^A-Za-z0-9_.-]+', '_', by)}"
     return evaluate_run(run, split, cfg, name, groups)
-
-
-def _subgroups(table, by: str | None, image_column: str | None, runs_column: bool) -> dict | None:
-    """`--by`'s values per sample; new data lacking the run's image column (`runs_column`: it came from the run) stops
-    as its reader would, naming the option that sets this data's (never guessed: labels could pair with other
-    images)."""
-    from meddx.errors import NotInData
-    from meddx.evaluation.subgroups import subgroup_column
-
-    if not by:
-        return None
-    try:
-        return subgroup_column(table, by, image_column)
-    except NotInData as e:
-        if runs_column and e.field == "image_column":
-            raise DataError(f"{e} (--image-column names this data's)") from None
-        raise
 
 
 def evaluation_name(split: str, saved: EvaluateConfig, cfg: EvaluateConfig) -> str | None:

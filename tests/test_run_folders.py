@@ -156,6 +156,31 @@ def test_a_scan_of_far_lower_resolution_than_the_training_scans_is_flagged():
     assert not any("upsampled" in w for w in check_input(scans[1], at_64[1], stats)["warnings"])
 
 
+def test_scans_enlarged_from_a_smaller_image_are_flagged_by_their_detail(data_dir):
+    """PneumoniaMNIST's 28 px X-rays enlarged to 224 px files passed the domain check of a model trained on Kermany's
+    224 px X-rays (read at 64 px): their size was the training scans'. They hold far less fine detail at the model's
+    size; sharp scans of the same kind (other Kermany children) are not flagged."""
+    import numpy as np
+    from PIL import Image
+
+    from meddx.data.tensors import Preprocess
+    from meddx.export.domain import check_input, input_stats
+
+    prep = Preprocess(channels=1, image_size=(64, 64), normalize="dataset")
+    files = sorted(need(data_dir, "chest_xray_pneumonia_224/train").glob("*/*.jpeg"))[::25]
+    kermany = [np.asarray(Image.open(f).convert("L"), np.float32)[None] / 255 for f in files]
+    stats = input_stats(kermany[::2], [prep.resize(k) for k in kermany[::2]])
+    mnist = np.load(need(data_dir, "medmnist/pneumoniamnist.npz"))["test_images"][:40]
+    enlarged = [np.asarray(Image.fromarray(m).resize((224, 224), Image.BICUBIC), np.float32)[None] / 255 for m in mnist]
+    flagged = [
+        any("less fine detail" in w for w in check_input(e, prep.resize(e), stats)["warnings"]) for e in enlarged
+    ]
+    assert np.mean(flagged) > 0.4, np.mean(flagged)
+    assert not any(
+        "less fine detail" in w for k in kermany[1::2] for w in check_input(k, prep.resize(k), stats)["warnings"]
+    )
+
+
 def test_a_dicom_of_another_modality_than_the_dicom_training_scans_is_flagged(data_dir):
     """A CT slice sent to a model trained on DICOM NM scans passed the check on its layout alone; the Modality tag now
     decides. Training scans read from PNG or JPEG say no modality: a projection X-ray passes then, and a CT, MR,

@@ -200,11 +200,9 @@ def test_a_subgroup_whose_labels_are_all_unknown_is_unscored_not_one_class():
 def test_subgroups_of_new_data_without_the_runs_image_column_name_the_option(tmp_path):
     """A run trained from `path,label` evaluated `--by sex` on new data holding `file,label,sex` stopped on the run's
     image column `path` without the option that names this data's (the reader's own stop names it)."""
-    from meddx.api import _subgroups
-
     rows = "".join(f"x{i}.png,{i % 2},{'MF'[i % 2]}\n" for i in range(4))
     (tmp_path / "new.csv").write_text("file,label,sex\n" + rows)
     with pytest.raises(DataError, match=r"no image column 'path'; .* \(--image-column names this data's\)"):
-        _subgroups(str(tmp_path / "new.csv"), "sex", "path", runs_column=True)
-    groups = _subgroups(str(tmp_path / "new.csv"), "sex", "file", runs_column=False)
+        subgroup_column(str(tmp_path / "new.csv"), "sex", "path", runs_column=True)
+    groups = subgroup_column(str(tmp_path / "new.csv"), "sex", "file", runs_column=False)
     assert groups["values"] == {f"x{i}.png": "MF"[i % 2] for i in range(4)}

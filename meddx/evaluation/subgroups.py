@@ -10,7 +10,7 @@ import pandas as pd
 
 from meddx.config import EvaluateConfig
 from meddx.data.manifest import column_values
-from meddx.errors import ConfigError, DataError
+from meddx.errors import ConfigError, DataError, NotInData
 from meddx.evaluation.intervals import score_with_intervals
 
 MIN_SAMPLES = 20  # fewer samples in a subgroup give intervals too wide to read
@@ -22,9 +22,21 @@ NOT_LISTED = "(not in the manifest)"  # a sample whose row the manifest no longe
 FIGURES = ("roc_auc", "pr_auc", "sensitivity", "specificity")
 
 
-def subgroup_column(table, by: str, image_column: str | None) -> dict:
+def subgroup_column(table, by: str | None, image_column: str | None, runs_column: bool = False) -> dict | None:
     """What `--by COLUMN` or `--by COLUMN:N` asks for: the column's value per sample id, and N quantile bands for a
-    numeric column (age:4), 0 for one subgroup per value."""
+    numeric column (age:4), 0 for one subgroup per value; None without `by`. New data lacking the run's image column
+    (`runs_column`: it came from the run) stops as its reader would, naming the option that sets this data's."""
+    if not by:
+        return None
+    try:
+        return _subgroup_column(table, by, image_column)
+    except NotInData as e:
+        if runs_column and e.field == "image_column":
+            raise DataError(f"{e} (--image-column names this data's)") from None
+        raise
+
+
+def _subgroup_column(table, by: str, image_column: str | None) -> dict:
     column, sep, bands = by.rpartition(":")
     try:  # the column as named (its name may hold ':')
         return {"column": by, "values": column_values(table, by, image_column), "bands": 0}

@@ -30,6 +30,30 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return (g / (np.linalg.norm(g) + 1e-12)).ravel()
 
 
+def detail(resized: np.ndarray) -> float:
+    """Fine detail at model size: the mean absolute Laplacian of the grey levels over their spread (scale-free). An
+    image enlarged from a smaller one, or blurred, holds less of it than sharp scans of the same kind."""
+    g = resized.mean(0) if resized.ndim == 3 else resized
+    g = g.astype(np.float64)
+    if min(g.shape) < 3:
+        return float("nan")
+    laplacian = 4 * g[1:-1, 1:-1] - g[:-2, 1:-1] - g[2:, 1:-1] - g[1:-1, :-2] - g[1:-1, 2:]
+    return float(np.abs(laplacian).mean() / (g.std() + 1e-6))
+
+
+DETAIL_MARGIN = 0.7  # flagged below this share of the least detailed training scan's figure (bench/domain_check.py)
+
+
+def _detail_limits(resized: list[np.ndarray]) -> dict:
+    values = np.array([detail(r) for r in resized])
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return {}
+    return {
+        "detail": {**_robust(values), "limit": DETAIL_MARGIN * min(float(np.quantile(values, 0.005)), values.min())}
+    }
+
+
 def _limits(distances: np.ndarray) -> dict:
     q50, q99 = (float(v) for v in np.quantile(distances, [0.5, 0.99]))
     return {
@@ -98,6 +122,7 @@ def input_stats(
             "min": float(correlation.min()),
             "limit": float(min(np.quantile(correlation, 0.005), correlation.min()) - 0.05),
         },
+        **_detail_limits(resized),
     }
 
 
@@ -157,6 +182,11 @@ def _shape_warnings(image: np.ndarray, resized: np.ndarray, stats: dict) -> list
         warnings.append(
             f"a {image.shape[1]}x{image.shape[2]} px scan, upsampled to the model's {resized.shape[1]} px: training "
             f"scans were at least {smallest:.0f} px (a lower resolution than the model learnt from)"
+        )
+    elif (trained := stats.get("detail")) and (found := detail(resized)) < trained["limit"]:
+        warnings.append(
+            f"less fine detail than any training scan ({found:.3f} at the model's {resized.shape[-1]} px; training "
+            f"scans {trained['min']:.3f} or more): enlarged from a smaller image, or blurred?"
         )
     return warnings
 
