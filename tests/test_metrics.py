@@ -435,3 +435,47 @@ def test_temperature_scaling_of_a_multiclass_run_is_fitted_not_ignored():
     q = apply_temperature(p, t, "multiclass")
     assert t > 1.5 and np.allclose(q.sum(1), 1) and (q.argmax(1) == p.argmax(1)).all()
     assert log_loss(truth, q) < log_loss(truth, p) - 0.05
+
+
+def test_a_label_with_one_or_two_positive_patients_gets_no_interval_and_no_verdict():
+    """A course label with 1 positive patient among 100 read 'ROC AUC 0.705 (0.619-0.786) ... beats prior: yes' on
+    noise images: the patient bootstrap redrew that one positive in most resamples, so its interval hid how little one
+    patient says. Under 5 positive (or negative) patients: no interval, no verdict, a warning naming them."""
+    from meddx.config import EvaluateConfig
+    from meddx.evaluation.evaluation import evaluate_arrays
+    from meddx.evaluation.sections import fmt, too_few, warnings_of
+
+    rng = np.random.default_rng(0)
+    y_val = np.array([[1.0], [0.0]] * 20)
+    p_val = np.clip(y_val * 0.5 + rng.random((40, 1)) * 0.4, 0, 1)
+    y = np.zeros((100, 1))
+    y[0] = 1.0
+    p = rng.random((100, 1))
+    p[0] = 0.72  # ranked above about 70% of the negatives: AUC ~0.7
+    cfg = EvaluateConfig(bootstrap=300)
+    result = evaluate_arrays(y_val, p_val, y, p, np.arange(100), np.array([0.01]), "binary", ["x"], cfg)
+    auc = result["model"]["per_label"]["x"]["roc_auc"]
+    assert 0.6 < auc["value"] < 0.8 and "ci_low" not in auc and too_few(result, "x")
+    assert fmt(auc) == f"{auc['value']:.3f} (no interval: 1 positive and 99 negative patient(s))"
+    assert not result["beats_prior"]["x"]
+    said = warnings_of({**result, "collapse": {"evaluation": result["collapse"]}})  # as the report nests it
+    assert any("too few patients of a class" in w and "x (1 positive" in w for w in said)
+    assert not any("does not beat the prior" in w for w in said)  # not judged, rather than judged a loser
+    five = np.zeros((100, 1))
+    five[:5] = 1.0
+    judged = evaluate_arrays(y_val, p_val, five, p, np.arange(100), np.array([0.01]), "binary", ["x"], cfg)
+    assert "ci_low" in judged["model"]["per_label"]["x"]["roc_auc"] and not too_few(judged, "x")
+
+
+def test_a_proportion_from_one_patients_images_has_no_interval_and_counts_get_clopper_pearson():
+    """'test PPV 0.500 (0.500-0.500)': two images called positive, both of one patient, one of each class; every
+    resample held the same pair. A proportion between 0 and 1 of one patient has no interval; one of several whose
+    resamples never differ gets the exact binomial interval of its count."""
+    from meddx.evaluation.intervals import exact_bounds
+    from meddx.evaluation.sections import _with_ci
+
+    assert exact_bounds(0.5, 1, 0.95) is None
+    assert exact_bounds(0.3, 10, 0.95) == pytest.approx((0.0667, 0.6525), abs=1e-4)  # Clopper-Pearson, 3 of 10
+    assert exact_bounds(0.0, 3, 0.95) == pytest.approx((0.0, 1 - 0.025 ** (1 / 3)))
+    row = {"test_ppv": 0.5, "test_ppv_ci": None}
+    assert _with_ci(row, "test_ppv") == "0.500 (no interval: 1 patient)"

@@ -123,8 +123,9 @@ def tradeoff_rows(
             if not np.isnan(bounds[i * len(keys) + j, 0]):
                 row[f"test_{key}_ci"] = bounds[i * len(keys) + j].tolist()
                 total = counts[i][key] if counts else 0
-                if row[f"test_{key}"] in (0.0, 1.0) and np.ptp(row[f"test_{key}_ci"]) == 0 and total >= 1:
-                    row[f"test_{key}_ci"] = list(exact_bounds(row[f"test_{key}"], total, ci))
+                if np.ptp(row[f"test_{key}_ci"]) == 0 and total >= 1:  # every resample the same
+                    exact = exact_bounds(row[f"test_{key}"], total, ci)
+                    row[f"test_{key}_ci"] = list(exact) if exact else None  # a split patient: no interval
         rows.append(row)
     return rows
 
@@ -247,5 +248,7 @@ def _beats_prior(result: dict, name: str) -> bool:
         return False
     if "p_exact" in auc:  # a perfect ranking of a few samples: better than chance only if luck is unlikely
         return bool(auc["value"] > 0.5 and auc["p_exact"] < (1 - result["bootstrap"]["ci"]) / 2)
+    if "ci_none" in auc:  # too few patients of a class to tell
+        return False
     low = auc.get("ci_low", auc["value"])
     return bool(low > 0.5 and (m["pr_auc"]["value"] or 0) > (b["pr_auc"]["value"] or 0))

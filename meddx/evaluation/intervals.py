@@ -14,6 +14,7 @@ from meddx.evaluation import metrics as M
 from meddx.evaluation.fused import CHUNK_BYTES, FusedPass, Segment, Sums
 
 RANKED = ("roc_auc", "pr_auc", "log_loss", "brier")  # the figures that need no decisions
+MIN_CLASS_PATIENTS = 5  # fewer positive or negative patients: resamples redraw the few there are, a too narrow interval
 PER_LABEL = ("roc_auc", "pr_auc", "log_loss", "brier", "accuracy", "sensitivity", "specificity", "ppv", "npv", "f1")
 
 
@@ -148,10 +149,12 @@ def scored(pr: Predictor, names: list[str], ci: float) -> dict:
         patients = patient_counts(segment.col, segment.mass[:, 0] > 0, segment.mass[:, 1] > 0)
         for key, denominator in PROPORTIONS.items():
             f, total = out["per_label"][n].get(key, {}), effective(key, denominator(pos, neg, tp, fp), patients)
-            degenerate = "ci_low" in f and f["ci_low"] == f["ci_high"]  # bootstrap 0: no interval to widen
-            if f.get("value") in (0.0, 1.0) and degenerate and total >= 1:
-                f.update(zip(("ci_low", "ci_high"), exact_bounds(f["value"], total, ci)), ci_exact=True)
+            if "ci_low" in f and f["ci_low"] == f["ci_high"] and total >= 1:  # every resample the same
+                bounds = exact_bounds(f["value"], total, ci)
+                f.update(zip(("ci_low", "ci_high"), bounds), ci_exact=True) if bounds else _no_interval(f, "1 patient")
         _perfect_ranking(out["per_label"][n].get("roc_auc", {}), *patients[:2])
+        for key in ("roc_auc", "pr_auc"):
+            _few_patients(out["per_label"][n].get(key, {}), *patients[:2])
     if len(names) == 1:  # one label: its macro figures are its own
         out["macro"] = {k: dict(v) for k, v in out["per_label"][names[0]].items()}
     return out
@@ -170,10 +173,31 @@ def effective(key: str, images: float, patients: tuple[int, int, int]) -> float:
     return min(images, {"sensitivity": patients[0], "specificity": patients[1]}.get(key, patients[2]))
 
 
-def exact_bounds(value: float, total: float, ci: float) -> tuple[float, float]:
-    """The exact binomial (Clopper-Pearson) interval of a proportion of 0 or 1 of `total`."""
-    edge = ((1 - ci) / 2) ** (1 / total)  # the exact bound for 0 or all of `total`
-    return (edge, 1.0) if value else (0.0, 1 - edge)
+def exact_bounds(value: float, total: float, ci: float) -> tuple[float, float] | None:
+    """The exact binomial (Clopper-Pearson) interval of a proportion `value` of `total` (its count rounded); None for
+    a proportion between 0 and 1 of one (a patient's images split: no count to bound)."""
+    from scipy.stats import beta
+
+    n = round(total)
+    k = round(value * n)
+    if 0 < value < 1 and (n < 2 or k in (0, n)):
+        return None
+    tail = (1 - ci) / 2
+    low = float(beta.ppf(tail, k, n - k + 1)) if k > 0 else 0.0
+    return low, float(beta.ppf(1 - tail, k + 1, n - k)) if k < n else 1.0
+
+
+def _no_interval(figure: dict, why: str) -> None:
+    del figure["ci_low"], figure["ci_high"]
+    figure["ci_none"] = why
+
+
+def _few_patients(figure: dict, pos: float, neg: float) -> None:
+    """A ranking figure whose positives or negatives come from fewer than MIN_CLASS_PATIENTS patients gets no
+    bootstrap interval: resamples redraw the few there are (one positive patient: in most of them), so an interval
+    would hide how little they say; the verdict on it is left open."""
+    if "ci_low" in figure and min(pos, neg) < MIN_CLASS_PATIENTS:
+        _no_interval(figure, f"{pos:.0f} positive and {neg:.0f} negative patient(s)")
 
 
 def _perfect_ranking(auc: dict, pos: float, neg: float) -> None:

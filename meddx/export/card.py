@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from meddx.evaluation.report import overlap_warnings
+from meddx.evaluation.sections import too_few
 from meddx.export.snippet import SNIPPET
 from meddx.run import ENSEMBLE, PREDICTIONS, Run, read_json
 
@@ -13,6 +14,8 @@ from meddx.run import ENSEMBLE, PREDICTIONS, Run, read_json
 def _fig(fig: dict | None) -> str:
     if not fig or fig.get("value") is None:
         return "n/a"
+    if "ci_none" in fig:
+        return f"{fig['value']:.3f} (no interval: {fig['ci_none']})"
     return f"{fig['value']:.3f}" + (f" (95% CI {fig['ci_low']:.3f}-{fig['ci_high']:.3f})" if "ci_low" in fig else "")
 
 
@@ -51,7 +54,8 @@ def model_card(run: Run, metrics: dict, parity_result: dict) -> str:
             m = metrics["model"]["per_label"][n]
             lines.append(
                 f"- {n}: ROC AUC {_fig(m['roc_auc'])}; sensitivity {_fig(m['sensitivity'])}; "
-                f"specificity {_fig(m['specificity'])}; beats the prior baseline: {metrics['beats_prior'][n]}"
+                f"specificity {_fig(m['specificity'])}; beats the prior baseline: "
+                f"{'too few patients of a class to tell' if too_few(metrics, n) else metrics['beats_prior'][n]}"
             )
     lines += _cross_validation(run) + _other_data(run)
     lines += [
