@@ -80,6 +80,19 @@ def test_a_row_is_named_by_its_file_line_past_cells_quoted_across_lines(tmp_path
         read_csv_manifest(_csv(tmp_path, "path,label,note", rows), check_files=False)
 
 
+def test_trailing_separators_and_leading_blank_lines_lose_no_column_and_no_line(tmp_path):
+    """`a.png,1,` rows (a separator at each line's end) made pandas take the image paths as the index: the `path`
+    column read the labels. Blank lines before the header crashed the line numbers. Cells past the header's: named."""
+    from meddx.data.tables import line_numbers, read_table
+
+    frame = read_table(_csv(tmp_path, "path,label", ["a.png,1,", "b.png,0,"]))
+    assert frame["path"].tolist() == ["a.png", "b.png"] and frame["label"].tolist() == ["1", "0"]
+    (tmp_path / "lead.csv").write_text("\n\npath,label\na.png,1\n\nb.png,0\n")
+    assert line_numbers(read_table(tmp_path / "lead.csv")) == [4, 6]
+    with pytest.raises(DataError, match=r"x\.csv: row 2 has 3 cells, the header names 2 columns"):
+        read_table(_csv(tmp_path, "path,label", ["a.png,1,oops", "b.png,0,"], "x.csv"))
+
+
 def test_a_patient_column_of_another_name_is_the_patient_not_ignored(tmp_path):
     """`path,subject,label` read `subject` as an unused column, each image its own patient: a patient on both sides
     of the split. A column of text ids repeated like a patient's is the patient now, and said."""

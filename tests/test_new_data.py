@@ -578,8 +578,10 @@ def test_a_class_the_binary_run_never_learnt_is_not_scored_as_its_negative(tmp_p
         (tmp_path / negative.replace(" ", "_") / "PNEUMONIA").rename(tmp_path / "Bronchiolitis" / "PNEUMONIA")
     (run.path / "data.json").write_text("{}")  # a run from before its classes were recorded: a note, no stop
     old = read_external(run, {"path": str(tmp_path / "Bronchiolitis")})
-    assert any("records no class names" in n and "'Bronchiolitis' is scored as its negative unchecked" in n
+    assert any("records no class names to check 'Bronchiolitis' against: scored as its negative unchecked" in n
                for n in old.notes)  # fmt: skip
+    (tmp_path / "Bronchiolitis" / "PNEUMONIA").rename(tmp_path / "benign" / "PNEUMONIA")  # reads as the negative
+    assert not any("records no class names" in n for n in read_external(run, {"path": str(tmp_path / "benign")}).notes)
 
 
 def test_a_csv_without_the_runs_patient_column_is_read_without_it_but_not_without_its_image_column(tmp_path):

@@ -204,3 +204,29 @@ def test_a_multiclass_service_lists_no_thresholds_it_does_not_use():
     shown = Predictor.shown_thresholds.fget
     assert shown(SimpleNamespace(task="multiclass", thresholds={"a": 0.5, "b": 0.5})) is None
     assert shown(SimpleNamespace(task="binary", thresholds={"a": 0.3})) == {"a": 0.3}
+
+
+def test_a_model_that_does_not_beat_the_prior_says_so_on_every_answer(package, scans, tmp_path):
+    """A chance-level model (AUC 0.61, 0.47-0.74) exported and served with nothing but a parity line: its caveats
+    (from its own test split) are now in the package, the export's and the server's warnings, /model, every /predict
+    answer and the page."""
+    import shutil
+
+    from meddx.config import EvaluateConfig
+    from meddx.evaluation.evaluation import evaluate_arrays
+    from meddx.export.card import caveats
+
+    y = (np.arange(60) % 2).astype(float)[:, None]
+    p = np.random.default_rng(9).random((60, 1))  # ROC AUC 0.496 against these labels
+    noise = evaluate_arrays(y, p, y, p, np.arange(60), np.array([0.5]), "binary", ["PD"], EvaluateConfig(bootstrap=200))
+    said = caveats({**noise, "collapse": {"evaluation": noise["collapse"]}})
+    assert len(said) == 1 and "does not beat the prior baseline" in said[0] and "PD" in said[0]
+    assert json.loads((package / "labels.json").read_text())["caveats"] == []  # the DaTscan model beats it
+    copy = tmp_path / "package"
+    shutil.copytree(package, copy)
+    labels = json.loads((copy / "labels.json").read_text())
+    (copy / "labels.json").write_text(json.dumps({**labels, "caveats": said}))
+    with TestClient(create_app(copy)) as c:
+        assert c.get("/model").json()["caveats"] == said
+        assert _post(c, scans[0].read_bytes()).json()["model_caveats"] == said
+        assert 'id="caveats"' in c.get("/").text

@@ -70,6 +70,8 @@ def export(
     for other, name in FILES.items():
         if other != fmt and (out / name).is_file():
             typer.echo(f"kept {name} of the earlier export (the same weights): the package holds both formats")
+    for caveat in json.loads((out / "labels.json").read_text()).get("caveats", []):
+        typer.echo(f"WARNING: {caveat} (in the package: the service shows it on every answer)", err=True)
 
 
 def explain(

@@ -91,12 +91,11 @@ def unlearnt_negative(ds: DataSet, known: list[str] | None, positive_named: bool
     other = next((c for c in ds.classes if _key(c) not in (_key(positive), _key(own_positive))), None)
     if other is None or _key(other) in {_key(k) for k in known or []} or _key(other) in NEGATIVE_WORDS:
         return
-    if not known:  # a run from before binary runs recorded their classes: nothing to check against
-        ds.notes.append(f"the run records no class names (trained before they were kept): '{other}' is scored as "
-                        f"its negative unchecked")  # fmt: skip
-        return
     denied = NOT_CLASS.fullmatch(other.strip())  # `Not pneumonia` denies the positive; `Non-Hodgkin lymphoma` does not
     if NEGATIVE_CLASS.fullmatch(other.strip()) or (denied and _key(denied[2]) in (_key(positive), _key(own_positive))):
+        return
+    if not known:  # an older run, or one trained from 0/1 columns: no class names to check against
+        ds.notes.append(f"the run records no class names to check '{other}' against: scored as its negative unchecked")
         return
     rows = [r.row or r.id for r in ds.records if not r.labels[0] >= 0.5]
     negative = next((k for k in known if _key(k) != _key(positive)), "its negative")

@@ -40,16 +40,7 @@ INTERNAL_NOTE = (
     "elsewhere (another hospital, scanner or population). `meddx evaluate RUN --data OTHER` measures that."
 )
 DECISION_HEADER = ["threshold probability", "net benefit: model", "treat all", "treat none"]
-TRADEOFF_HEADER = [
-    "rule",
-    "threshold",
-    "val sens",
-    "val spec",
-    "test sens",
-    "test spec",
-    "test PPV",
-    "test NPV",
-]  # test: the split
+TRADEOFF_HEADER = ["rule", "threshold", "val sens", "val spec", "test sens", "test spec", "test PPV", "test NPV"]
 
 
 def fmt(fig: dict | None, digits: int = 3) -> str:

@@ -22,10 +22,11 @@ NOT_LISTED = "(not in the manifest)"  # a sample whose row the manifest no longe
 FIGURES = ("roc_auc", "pr_auc", "sensitivity", "specificity")
 
 
-def subgroup_column(table, by: str | None, image_column: str | None, runs_column: bool = False) -> dict | None:
-    """What `--by COLUMN` or `--by COLUMN:N` asks for: the column's value per sample id, and N quantile bands for a
-    numeric column (age:4), 0 for one subgroup per value; None without `by`. New data lacking the run's image column
-    (`runs_column`: it came from the run) stops as its reader would, naming the option that sets this data's."""
+def subgroup_column(
+    table: str | dict, by: str | None, image_column: str | None, runs_column: bool = False
+) -> dict | None:
+    """`--by COLUMN[:N]`: each sample's value (N quantile bands of a number); new data lacking the run's image column
+    (`runs_column`) stops naming the option that sets this data's, as its reader does."""
     if not by:
         return None
     try:
@@ -36,7 +37,7 @@ def subgroup_column(table, by: str | None, image_column: str | None, runs_column
         raise
 
 
-def _subgroup_column(table, by: str, image_column: str | None) -> dict:
+def _subgroup_column(table: str | dict, by: str, image_column: str | None) -> dict:
     column, sep, bands = by.rpartition(":")
     try:  # the column as named (its name may hold ':')
         return {"column": by, "values": column_values(table, by, image_column), "bands": 0}

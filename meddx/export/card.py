@@ -19,6 +19,27 @@ def _fig(fig: dict | None) -> str:
     return f"{fig['value']:.3f}" + (f" (95% CI {fig['ci_low']:.3f}-{fig['ci_high']:.3f})" if "ci_low" in fig else "")
 
 
+def caveats(metrics: dict) -> list[str]:
+    """What a user of the model must know before its numbers, from its own test split: a collapsed model, labels it
+    does not beat the prior on, labels with too few patients to tell (plain sentences; none when it is fine)."""
+    if not metrics:
+        return []
+    out, per_label = [], metrics["model"]["per_label"]
+    split = metrics.get("split", "test")
+    if (metrics.get("collapse", {}).get("evaluation") or {}).get("collapsed"):
+        out.append(f"on its {split} split the model gave (nearly) the same output for every scan: a collapsed model")
+    losers = [n for n, ok in metrics["beats_prior"].items()
+              if not ok and per_label[n]["roc_auc"]["value"] is not None and not too_few(metrics, n)]  # fmt: skip
+    if losers:
+        out.append(
+            f"on its {split} split the model does not beat the prior baseline (a guess from the class shares) for "
+            f"{', '.join(losers)}: its outputs there may be no better than chance"
+        )
+    if few := [n for n in metrics["beats_prior"] if too_few(metrics, n)]:
+        out.append(f"its {split} split held too few patients of a class to judge {', '.join(few)}")
+    return out
+
+
 def public_origin(origin: str) -> str:
     """The data's file and folder names without the folders above them: a card or a service never shows where on the
     training machine the data lived."""
@@ -65,8 +86,8 @@ def model_card(run: Run, metrics: dict, parity_result: dict) -> str:
         "- Trained on the data above only: other scanners, modalities, ages or preprocessing may change its behaviour.",
         "- Inputs must be prepared exactly as `preprocess.json` says (channels, size, normalisation).",
         "- `input_stats.json` describes the training scans; `meddx serve` warns when an upload falls outside them "
-        "(another modality, an inverted or unscaled image, colour, another aspect ratio). The check is a guard, "
-        "not a guarantee: a scan within those statistics can still be unlike the training data.",
+        "(another modality, an inverted or unscaled image, a small image enlarged, colour, another aspect ratio). The "
+        "check is a guard, not a guarantee: a scan within those statistics can still be unlike the training data.",
         "",
         "## Running the file without meddx",
         "numpy, Pillow and onnxruntime only, in this folder; `predict(['scan.png'])` gives meddx's probabilities "

@@ -11,7 +11,7 @@ from meddx.data.images import is_colour, read_pixels, to_channels
 from meddx.data.records import Record, spread_evenly
 from meddx.data.tensors import volume_depth
 from meddx.errors import MeddxError
-from meddx.export.domain import check_input
+from meddx.export.domain import STATS_VERSION, check_input
 from meddx.export.package import training_input_stats
 from meddx.run import Run
 
@@ -24,9 +24,18 @@ def _reason(warning: str) -> str:
 
 
 def _training_stats(run: Run) -> dict:
-    """The training scans' input statistics: the run's package's (export wrote them), else read from the scans."""
+    """The training scans' input statistics: the run's package's (export wrote them) unless an older meddx wrote them
+    and the scans can be read again, else read from the scans."""
     saved = run.path / "package" / "input_stats.json"
-    return json.loads(saved.read_text()) if saved.is_file() else training_input_stats(run)
+    stats = json.loads(saved.read_text()) if saved.is_file() else None
+    if stats is not None and stats.get("version", 1) >= STATS_VERSION:
+        return stats
+    try:
+        return training_input_stats(run)
+    except (MeddxError, OSError, ValueError):
+        if stats is None:
+            raise
+        return stats  # the training scans moved: the checks the package knows
 
 
 def new_data_domain(run: Run, records: list[Record], limit: int = 300) -> dict:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import sys
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, nullcontext
@@ -217,6 +218,8 @@ def serve(
     from meddx.serve.protocol import with_read_timeout
 
     app = create_app(path, **settings)
+    for caveat in app.state.predictor.caveats:  # said once here, and on every answer and the page
+        print(f"meddx: warning: {caveat}", file=sys.stderr)
     uvicorn.run(
         app, host=host, port=port, timeout_keep_alive=5, log_level="info", http=with_read_timeout(read_timeout_s)
     )

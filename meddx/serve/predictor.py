@@ -25,6 +25,7 @@ from meddx.data.tensors import Preprocess, volume_depth
 from meddx.errors import ConfigError, DataError
 from meddx.evaluation.folds import fold_ensemble, is_folds_only
 from meddx.evaluation.operating import resolve_operating_point, run_operating_point
+from meddx.export.card import caveats
 from meddx.export.domain import check_input
 from meddx.export.package import training_input_stats, validation_rates
 from meddx.models.output import build_model, probabilities
@@ -138,6 +139,7 @@ class Predictor:
             labels = json.loads((self.path / "labels.json").read_text())
             self.labels, self.task, self.negative = labels["labels"], labels["task"], labels.get("negative", "negative")
             self.name = labels.get("run", self.path.name)  # the run it came from, not `package`
+            self.caveats = labels.get("caveats", [])  # packages before 2026-12-07 carry none
             self.prep = Preprocess.load(self.path / PREPROCESS)
             self.config = load_config(self.path / CONFIG)
             self.stats = json.loads((self.path / "input_stats.json").read_text())
@@ -159,6 +161,7 @@ class Predictor:
             self.negative, self.name = run.negative_class, self.path.name
             self.stats, self.val_rates = training_input_stats(run), validation_rates(run)
             self.thresholds, self.rule = run_operating_point(run)
+            self.caveats = caveats(run.metrics("test"))
             self.card = (
                 f"# {run.path.name}\n\nRun folder served directly (PyTorch); `meddx export` writes a full model card.\n"
             )
@@ -208,6 +211,7 @@ class Predictor:
                 "normalize": self.prep.normalize,
             },
             "val_rates": self.val_rates,
+            "caveats": self.caveats,
             "card": self.card,
         }
 
@@ -268,6 +272,7 @@ class Predictor:
             "thresholds": self.shown_thresholds,
             "operating_point": self.rule,
             "domain": prepared.domain,
+            "model_caveats": self.caveats,
             "backend": self.backend,
         }
         if image or cam:

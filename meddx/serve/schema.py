@@ -34,6 +34,9 @@ class Prediction(BaseModel):
     thresholds: dict[str, float] | None
     operating_point: str
     domain: Domain
+    model_caveats: list[str] = Field(
+        [], description="What the model's own test split says against trusting it (does not beat the prior, ...)."
+    )
     backend: str
     image_png: str | None = Field(None, description="The decoded scan, base64 PNG (with image=true).")
     cam_png: str | None = Field(None, description="The Grad-CAM overlay, base64 PNG (with cam=true).")
@@ -70,6 +73,7 @@ class ModelInfo(BaseModel):
     grad_cam: bool
     input: dict[str, Any]
     val_rates: dict[str, Any]
+    caveats: list[str] = []
     card: str
 
 
