@@ -18,7 +18,7 @@ from meddx.config import DataConfig, EvaluateConfig, RunConfig, SplitConfig, as_
 from meddx.data.explore import explore as _explore
 from meddx.data.leakage import LeakageReport, check_leakage
 from meddx.data.readers import read_dataset
-from meddx.data.split import assign_splits
+from meddx.data.split import as_given, assign_splits
 from meddx.errors import ConfigError, DataError
 from meddx.evaluation.external import data_source, external_name, read_checked
 from meddx.evaluation.report import evaluate_run
@@ -181,11 +181,12 @@ def explore(data: DataConfig | dict, read_images: bool = True) -> dict:
 def leakage(data: DataConfig | dict, split: SplitConfig | dict | None = None) -> LeakageReport:
     """Split the data as training would and report what sits on two sides (patients guessed from file names that
     official splits share included: training drops them from the earlier split)."""
-    cfg = data if isinstance(data, DataConfig) else DataConfig(**data)
-    ds = read_dataset(cfg, check_files=False)
+    ds = read_dataset(data if isinstance(data, DataConfig) else DataConfig(**data), check_files=False)
+    given = {id(r): r.split for r in ds.records}  # the files' own splits, before one is carved from another
     assign_splits(ds, split if isinstance(split, SplitConfig) or split is None else SplitConfig(**split), mend=False)
     report = check_leakage(ds)
-    report.actions += [f"{n} (as training would: a split not given is carved)" for n in ds.notes if "splits: " in n]
+    carved = [f"{n} (as training would: a split not given is carved)" for n in ds.notes if "splits: " in n]
+    report.actions += carved + as_given(report.shared_patients, ds.records, given)
     if ds.patients_guessed and report.shared_patients:
         report.actions.append(
             "patient ids guessed from the file names (data.guess_patients): `meddx train` keeps each shared patient's "

@@ -268,3 +268,18 @@ def test_a_class_with_fewer_patients_than_folds_is_refused_by_name():
     with pytest.raises(DataError, match=r"cannot make 3 folds: patients per class \(SWEDD: 1\) fewer than the folds"):
         fold_indices(table, "multiclass", 3, names=["HC", "PD", "SWEDD"])
     assert set(fold_indices(table[:80], "multiclass", 3, names=["HC", "PD", "SWEDD"])) == {0, 1, 2}
+
+
+def test_check_leakage_names_the_files_splits_when_test_was_carved_from_train(data_dir):
+    """The course's train-small and valid-small share 11 patients; with test carved from train, two of them read
+    'val + test' (their train rows went to test), with no remedy. The files' own sides are named now, and the fix."""
+    from meddx.api import leakage
+
+    course = need(data_dir, "nih_chestxray14_course_small")
+    data = {"path": {"train": str(course / "train-small.csv"), "valid": str(course / "valid-small.csv")},
+            "patient_column": "PatientId"}  # fmt: skip
+    report = leakage(data)
+    assert len(report.shared_patients) == 11 and report.shared_patients["18253"] == ["val", "test"]
+    said = [a for a in report.actions if a.startswith("as the files give them")]
+    assert said and "18253: train + val" in said[0] and "4461" not in said[0]  # 4461 already reads train + val
+    assert "split.use_official=false" in said[0]

@@ -7,7 +7,7 @@ from collections import Counter, defaultdict
 import numpy as np
 
 from meddx.config import SplitConfig
-from meddx.data.records import SPLITS, DataSet
+from meddx.data.records import SPLITS, DataSet, Record
 from meddx.errors import DataError
 
 
@@ -222,3 +222,17 @@ def _absent_labels(ds: DataSet) -> str:
     return "; ".join(gaps) + (
         ": its figures there are undefined and macro averages leave it out (more of its data fixes it)" if gaps else ""
     )
+
+
+def as_given(shared: dict[str, list[str]], records: list[Record], given: dict[int, str | None]) -> list[str]:
+    """Shared patients by the splits their files gave, where a carved split renamed a side (`val + test` for a patient
+    of the train and valid files, test carved from train), and what to do."""
+    if not shared or all(given.get(id(r)) in (None, r.split) for r in records):  # `given`: by id(record)
+        return []
+    sides: dict[str, set] = {}
+    for r in records:
+        if r.patient_id in shared and given.get(id(r)):
+            sides.setdefault(r.patient_id, set()).add(given[id(r)])
+    named = [f"{p}: {' + '.join(sorted(s))}" for p, s in sorted(sides.items()) if sorted(s) != sorted(shared[p])][:20]
+    fix = "remove their rows from one file, or set split.use_official=false to split again by patient"
+    return [f"as the files give them (a carved split renames a side): {'; '.join(named)}; {fix}"] if named else []
