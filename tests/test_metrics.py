@@ -398,6 +398,12 @@ def test_a_perfect_ranking_of_few_samples_has_no_pretended_interval_and_the_trad
 
     rows = {r[0]: r for r in _label_section({**many, "split": "test"}, "x")["rows"]}
     assert rows["baseline: all_negative"][1 + HEADLINE.index("log_loss")] == "n/a (p = 0)"  # not 25.79 (0.1-...)
+    assert rows["baseline: majority"][1 + HEADLINE.index("log_loss")] == "n/a (p = 0 or 1)"  # hard 0/1 too
+    from meddx.evaluation.sections import _overall_section
+
+    overall = _overall_section(many)
+    where = next(i for i, k in enumerate(overall["header"]) if "log" in k.lower())
+    assert {r[0]: r[where] for r in overall["rows"]}["baseline: all_negative"] == "n/a (p = 0)"  # was 15.111
 
 
 def test_cv_scores_of_a_multiclass_task_are_categorical():

@@ -115,9 +115,12 @@ def _num(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.3f}"
 
 
+HARD = {"baseline: all_negative": "n/a (p = 0)", "baseline: majority": "n/a (p = 0 or 1)"}
+
+
 def _cell(row: str, key: str, figure: dict | None) -> str:
-    """A table cell; the all-negative baseline's log loss is none (its probabilities of 0 give the clip's -log)."""
-    return "n/a (p = 0)" if row == "baseline: all_negative" and key == "log_loss" else fmt(figure)
+    """A table cell; a log loss of hard 0/1 probabilities (all-negative, majority) is none: the clip's -log."""
+    return HARD[row] if row in HARD and "log" in key else fmt(figure)
 
 
 def _label_section(result: dict, name: str) -> dict:
@@ -205,7 +208,7 @@ def _overall_section(result: dict) -> dict:
         ]
         if micro:
             values += [block["micro"].get("roc_auc"), block["micro"].get("pr_auc")]
-        rows.append([row, *(fmt(v) for v in values)])
+        rows.append([row, *(_cell(row, k.lower(), v) for k, v in zip(keys, values))])
     return {"header": ["", *keys], "rows": rows}
 
 
