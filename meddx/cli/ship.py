@@ -82,8 +82,8 @@ def explain(
     label: Annotated[
         Optional[str],
         typer.Option(
-            help="Label to explain (default: the most probable class of a multi-class run, else the first label; "
-            "--gallery: a page per label)."
+            help="Class to explain, case ignored (a binary run's negative class too; default: a binary run's "
+            "positive class, else the most probable label; --gallery: a page per label)."
         ),
     ] = None,
     layer: Annotated[

@@ -81,11 +81,23 @@ def find_target_layer(
     return spatial[-1], model.get_submodule(spatial[-1])
 
 
+class NegatedOutput:
+    """A Grad-CAM target for a binary model's negative class: minus its one logit (what makes the scan negative)."""
+
+    def __init__(self, category: int):
+        self.category = category
+
+    def __call__(self, model_output: torch.Tensor) -> torch.Tensor:
+        return -(model_output[self.category] if model_output.ndim == 1 else model_output[:, self.category])
+
+
 class Explainer:
     """Grad-CAM for one model: its preprocessing, label names and the chosen target layer.
 
     grad-cam hooks the model for good (every forward records activations), so give it a model of its own.
     """
+
+    negative: str | None = None  # a binary run's negative class: explained as minus its one output
 
     def __init__(self, model: nn.Module, prep: Preprocess, labels: list[str], task: str, layer: str | None = None):
         from pytorch_grad_cam import GradCAM
@@ -108,42 +120,55 @@ class Explainer:
         if run.is_sequence:
             raise ConfigError(f"{run.path}: a token-sequence run; Grad-CAM explains image models")
         model = without_tta(run.model)  # Grad-CAM explains the model, not its average over shifted copies
-        if run.is_ensemble:
-            return EnsembleExplainer(model, run.preprocess, run.label_names, run.task, layer)
-        return cls(copy.deepcopy(model), run.preprocess, run.label_names, run.task, layer)
+        kind = EnsembleExplainer if run.is_ensemble else cls
+        explainer = kind(model if run.is_ensemble else copy.deepcopy(model), run.preprocess, run.label_names, run.task,
+                         layer)  # fmt: skip
+        explainer.negative = run.negative_class if run.task == "binary" else None
+        return explainer
 
     def label_index(self, label: str | None) -> int:
-        """Index of a label name; default: the first (the positive class of a binary run)."""
+        """Index of a label name, case ignored; default: the first (the positive class of a binary run)."""
+        return self.target(label)[0]
+
+    def target(self, label: str | None) -> tuple[int, bool]:
+        """(output index, whether it is a binary run's negative class) for a label name, case ignored."""
         if label is None:
-            return 0
-        if label not in self.labels:
-            raise ConfigError(f"unknown label '{label}'; this model's labels are {self.labels}")
-        return self.labels.index(label)
+            return 0, False
+        named = {n.casefold(): i for i, n in enumerate(self.labels)}
+        if label.casefold() in named:
+            return named[label.casefold()], False
+        if self.negative and label.casefold() == self.negative.casefold():
+            return 0, True
+        known = self.labels + ([self.negative] if self.negative else [])
+        raise ConfigError(f"unknown label '{label}'; this model's classes are {known}")
 
     def default_label(self, original: np.ndarray) -> str:
-        """The label explained when none is named: a multi-class run's most probable class, else the first label."""
-        if self.task != "multiclass":
+        """The label explained when none is named: a binary run's positive class, else the most probable label."""
+        if self.task == "binary":
             return self.labels[0]
         with torch.no_grad():
             return self.labels[int(probabilities(self.model(self.prep.model_input(original)), self.task)[0].argmax())]
 
-    def maps(self, images: torch.Tensor, label: int) -> np.ndarray:
-        """(B, H, W) maps in [0, 1] for normalised model inputs (B, C, H, W) and one output index."""
+    def maps(self, images: torch.Tensor, label: int, negative: bool = False) -> np.ndarray:
+        """(B, H, W) maps in [0, 1] for normalised model inputs (B, C, H, W) and one output index (`negative`: what
+        lowers it, a binary run's negative class)."""
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
+        target = NegatedOutput(label) if negative else ClassifierOutputTarget(label)
         with torch.enable_grad():
-            return self.cam(input_tensor=images, targets=[ClassifierOutputTarget(label)] * len(images))
+            return self.cam(input_tensor=images, targets=[target] * len(images))
 
     def explain(
         self, source: Record | str | Path | np.ndarray, label: str | None = None
     ) -> tuple[np.ndarray, np.ndarray, float]:
         """(overlay RGB uint8 at the scan's own size, map (H, W) in [0, 1] at model size, probability) for one scan."""
-        j = self.label_index(label)
+        j, negative = self.target(label)
         original = source if isinstance(source, np.ndarray) else self.original(source)
         x = self.prep.model_input(original)
         with torch.no_grad():
             prob = float(probabilities(self.model(x), self.task)[0, j])
-        cam = self.maps(x, j)[0]
+        cam = self.maps(x, j, negative)[0]
+        prob = 1 - prob if negative else prob
         return overlay(original, cam), cam, prob
 
     def original(self, source: Record | str | Path) -> np.ndarray:
@@ -165,8 +190,8 @@ class EnsembleExplainer(Explainer):
         self.weights = ensemble.weights.double().numpy()
         self.layer_name = self.members[0].layer_name
 
-    def maps(self, images: torch.Tensor, label: int) -> np.ndarray:
-        return np.tensordot(self.weights, np.stack([m.maps(images, label) for m in self.members]), axes=1)
+    def maps(self, images: torch.Tensor, label: int, negative: bool = False) -> np.ndarray:
+        return np.tensordot(self.weights, np.stack([m.maps(images, label, negative) for m in self.members]), axes=1)
 
 
 def display_grey(image: np.ndarray) -> np.ndarray:
