@@ -32,11 +32,13 @@ def test_explore_cli_folder_writes_json_and_markdown(data_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr
     s = json.loads((tmp_path / "explore.json").read_text())
     assert s["rows"] == 800 and s["splits"] == {"train": 600, "val": 200}
-    assert s["labels"]["1_abnormal"] == {"positives": 400, "negatives": 400, "missing": 0}
+    assert s["labels"]["1_abnormal"] == {
+        "positives": 400, "negatives": 400, "missing": 0, "by_split": {"train": 300, "val": 100}
+    }  # fmt: skip
     assert s["files"]["channels_or_depth"] == {"3": 800}  # 780 RGB + 20 RGBA, alpha dropped
     assert s["files"]["sizes"] == {"64x64": 800} and s["files"]["unreadable"] == 0
     md = (tmp_path / "explore.md").read_text()
-    assert "| 1_abnormal | 400 | 400 | 0 |" in md
+    assert "| 1_abnormal | 400 | 400 | 0 | 50.0% | train 300, val 100 |" in md
     assert "800 rows" in proc.stdout
 
 
@@ -44,3 +46,20 @@ def test_explore_finds_duplicate_images_in_bundled_set():
     s = meddx.explore({"path": "pneumoniamnist"})
     assert s["rows"] == 4690 + 524 + 624 and not s["patients_known"]
     assert s["files"]["duplicate_image_groups"] >= 8
+
+
+def test_explore_shows_each_splits_positives_rare_labels_shared_patients_and_the_root_hint(data_dir):
+    """A student saw 'Hernia 52' pooled over the course's splits (2 in train, 0 in valid, 50 in test), no prevalence,
+    no word on the 11 patients train and valid share, and 'missing: 1000' with no hint that --root was needed."""
+    from meddx.data.explore import rare_labels, to_markdown
+
+    folder = need(data_dir, "nih_chestxray14_course_small")
+    data = {"train": str(folder / "train-small.csv"), "valid": str(folder / "valid-small.csv"),
+            "test": str(folder / "test.csv")}  # fmt: skip
+    s = meddx.explore({"path": data, "patient_column": "PatientId"})
+    assert s["labels"]["Hernia"]["by_split"] == {"test": 50, "train": 2, "val": 0}
+    assert s["patients_in_several_splits"] == 11
+    assert "Hernia: 2 positive(s) in train; none in val" in rare_labels(s)
+    text = to_markdown(s)
+    assert "| Hernia | 52 | 1477 | 0 | 3.4% | test 50, train 2, val 0 |" in text
+    assert "none of the paths exist as written: name the folder they are relative to with --root" in text

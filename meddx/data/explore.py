@@ -39,6 +39,16 @@ def explore(ds: DataSet, read_images: bool = True) -> dict:
         "duplicate_ids": sorted(i for i, c in ids.items() if c > 1)[:50],
         "notes": list(ds.notes),
     }
+    splits = sorted({r.split for r in recs if r.split})
+    if len(splits) > 1:  # a label's positives per split: 2 in train and 50 in test is its own lesson
+        for j, n in enumerate(ds.label_names):
+            out["labels"][n]["by_split"] = {
+                s: int(np.nansum(labels[[r.split == s for r in recs], j])) for s in splits
+            }  # fmt: skip
+        sides = defaultdict(set)
+        for r in recs:
+            sides[r.patient_id].add(r.split)
+        out["patients_in_several_splits"] = sum(len(v) > 1 for v in sides.values()) if ds.patients_known else None
     if ds.task == "multilabel":
         out["label_cardinality"] = float(np.nanmean(np.nansum(labels, axis=1))) if len(labels) else 0.0
         out["no_positive_label"] = int(np.sum(np.nansum(labels, axis=1) == 0))
@@ -79,6 +89,27 @@ def _describe(values: list[int]) -> dict:
     return {"min": int(a.min()), "median": float(np.median(a)), "mean": round(float(a.mean()), 3), "max": int(a.max())}
 
 
+RARE = 10  # fewer positives than this to train on: too few to learn the label well
+
+
+def rare_labels(summary: dict) -> list[str]:
+    """Labels with fewer than RARE positives to train on (the train split's, else all), or none in a split: said
+    before training."""
+    out = []
+    for n, v in summary["labels"].items():
+        by = v.get("by_split", {})
+        empty, learnt = [k for k, c in by.items() if c == 0], by.get("train", v["positives"])
+        if learnt < RARE or empty:
+            where = f"; none in {', '.join(empty)}" if empty else ""
+            out.append(f"{n}: {learnt} positive(s){' in train' * ('train' in by)}{where}")
+    return out
+
+
+def _share(v: dict) -> str:
+    known = v["positives"] + v["negatives"]
+    return f"{v['positives'] / known:.1%}" if known else "n/a"
+
+
 def to_markdown(summary: dict) -> str:
     """The explore summary as a Markdown document."""
     s = summary
@@ -96,15 +127,29 @@ def to_markdown(summary: dict) -> str:
             f"- labels per sample: {s['label_cardinality']:.3f}; "
             f"samples with no positive label: {s['no_positive_label']}"
         )
-    lines += ["", "| label | positives | negatives | missing |", "|---|---|---|---|"]
-    lines += [f"| {n} | {v['positives']} | {v['negatives']} | {v['missing']} |" for n, v in s["labels"].items()]
+    if s.get("patients_in_several_splits"):
+        lines.append(f"- patients in more than one split: {s['patients_in_several_splits']} (`meddx check-leakage` "
+                     "names them; training stops on them)")  # fmt: skip
+    lines += [f"- rare label: {w}" for w in rare_labels(s)]
+    lines += [
+        "",
+        "| label | positives | negatives | missing | prevalence | positives by split |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {n} | {v['positives']} | {v['negatives']} | {v['missing']} | {_share(v)} | "
+        f"{', '.join(f'{k} {c}' for k, c in v.get('by_split', {}).items())} |"
+        for n, v in s["labels"].items()
+    ]
     if "files" in s:
         f = s["files"]
+        everything = f["missing"] and f["missing"] == s["rows"]
         lines += [
             "",
             "## Files",
             "",
-            f"- missing: {f['missing']} {f['missing_examples'][:3]}",
+            f"- missing: {f['missing']} {f['missing_examples'][:3]}"
+            + ("; none of the paths exist as written: name the folder they are relative to with --root" * everything),
             f"- unreadable: {f['unreadable']} {f['unreadable_examples'][:3]}",
             f"- sizes (top 10): {f['sizes']}; distinct sizes: {f['distinct_sizes']}",
             f"- channels (or stack depth): {f['channels_or_depth']}",
@@ -137,10 +182,12 @@ def summary_table(summary: dict):
     table = Table(
         title=f"{summary['origin']}: {summary['rows']} rows, {summary['patients']} patients, {summary['task']}"
     )
-    for col in ("label", "positives", "negatives", "missing"):
+    split = any("by_split" in v for v in summary["labels"].values())
+    for col in ("label", "positives", "negatives", "missing", "prevalence", *(["positives by split"] * split)):
         table.add_column(col)
     for n, v in summary["labels"].items():
-        table.add_row(n, str(v["positives"]), str(v["negatives"]), str(v["missing"]))
+        by = [", ".join(f"{k} {c}" for k, c in v.get("by_split", {}).items())] * split
+        table.add_row(n, str(v["positives"]), str(v["negatives"]), str(v["missing"]), _share(v), *by)
     return table
 
 
