@@ -165,3 +165,18 @@ def test_a_binary_runs_negative_class_and_any_case_can_be_explained(datscan_run,
     assert p_hc == pytest.approx(1 - p_pd) and not np.allclose(pd_map, hc_map)
     with pytest.raises(MeddxError, match=r"unknown label 'nope'; this model's classes are \['PD', 'HC'\]"):
         explainer.label_index("nope")
+
+
+def test_explain_says_when_a_map_is_empty_or_coarse(datscan_run, data_dir, monkeypatch, tmp_path):
+    """A flat blue map (p 0.28) came with no word, and DenseNet at 64 px explained a 2x2 feature map unsaid."""
+    from meddx.explain.gradcam import explain_scan
+
+    scan = sorted((need(data_dir, "datscan_spect_ppmi_2d") / "train" / "PD").iterdir())[0]
+    explainer = Explainer.from_run(datscan_run)
+    done = explain_scan(datscan_run, explainer, scan, None, tmp_path / "a.png")
+    assert len(explainer.grid) == 2 and any("coarse" in n for n in done["notes"]) == (min(explainer.grid) <= 4)
+    flat = explainer.explain(scan)
+    monkeypatch.setattr(explainer, "explain", lambda *a: (flat[0], np.zeros_like(flat[1]), flat[2]))
+    assert any(
+        "the map is empty" in n for n in explain_scan(datscan_run, explainer, scan, None, tmp_path / "b.png")["notes"]
+    )

@@ -99,27 +99,31 @@ def explain(
     k: Annotated[int, typer.Option("-k", help="Cases per group for --gallery.")] = 6,
 ) -> None:
     """Grad-CAM overlays on the scans (grey levels kept, heat map blended), or a gallery over a split."""
-    from meddx.explain import explain_file
+    from meddx.data.records import file_record
     from meddx.explain import gallery as make_gallery
+    from meddx.explain.gradcam import Explainer, explain_scan
+    from meddx.export.new_data import new_data_domain
+    from meddx.run import Run
 
     if gallery:
         typer.echo(f"wrote {make_gallery(run, split, label, k, output, layer)}")
         return
     if not scans:
         raise MeddxError("give one or more scan files, or --gallery")
+    ran = Run(run)
+    explainer, said = Explainer.from_run(ran, layer), set()  # built once for every scan
     for scan in scans:
         out = (
             output
             if output and len(scans) == 1 and output.suffix.lower() == ".png"
             else (output / f"{scan.stem}-{label or 'map'}.png" if output else None)
         )
-        path, prob, name = explain_file(run, scan, label, out, layer)
-        typer.echo(f"{scan}: p({name}) = {prob:.4f} -> {path}")
-    from meddx.data.records import file_record
-    from meddx.export.new_data import new_data_domain
-    from meddx.run import Run
-
-    domain = new_data_domain(Run(run), [file_record(s) for s in scans], limit=len(scans))  # as `predict` checks
+        done = explain_scan(ran, explainer, scan, label, out)
+        typer.echo(f"{scan}: p({done['label']}) = {done['probability']:.4f} -> {done['path']}")
+        for note in [n for n in done["notes"] if n not in said]:
+            typer.echo(f"note: {note}", err=True)
+            said.add(note) if note.startswith("a coarse map") else None  # the same for every scan: said once
+    domain = new_data_domain(ran, [file_record(s) for s in scans], limit=len(scans))  # as `predict` checks
     for flagged in domain.get("flagged", []):
         typer.echo(f"WARNING: outside the training scans' input domain: {flagged}; the map and p say little", err=True)
     if domain["outside"] > len(domain.get("flagged", [])):

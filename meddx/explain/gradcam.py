@@ -98,6 +98,7 @@ class Explainer:
     """
 
     negative: str | None = None  # a binary run's negative class: explained as minus its one output
+    grid: tuple[int, int] | None = None  # the target layer's cells in the last map made
 
     def __init__(self, model: nn.Module, prep: Preprocess, labels: list[str], task: str, layer: str | None = None):
         from pytorch_grad_cam import GradCAM
@@ -156,7 +157,10 @@ class Explainer:
 
         target = NegatedOutput(label) if negative else ClassifierOutputTarget(label)
         with torch.enable_grad():
-            return self.cam(input_tensor=images, targets=[target] * len(images))
+            out = self.cam(input_tensor=images, targets=[target] * len(images))
+        seen = self.cam.activations_and_grads.activations  # the target layer's map: its cells are the map's detail
+        self.grid = tuple(seen[0].shape[-2:]) if seen else None
+        return out
 
     def explain(
         self, source: Record | str | Path | np.ndarray, label: str | None = None
@@ -191,7 +195,9 @@ class EnsembleExplainer(Explainer):
         self.layer_name = self.members[0].layer_name
 
     def maps(self, images: torch.Tensor, label: int, negative: bool = False) -> np.ndarray:
-        return np.tensordot(self.weights, np.stack([m.maps(images, label, negative) for m in self.members]), axes=1)
+        maps = np.stack([m.maps(images, label, negative) for m in self.members])
+        self.grid = self.members[0].grid
+        return np.tensordot(self.weights, maps, axes=1)
 
 
 def display_grey(image: np.ndarray) -> np.ndarray:
@@ -246,9 +252,22 @@ def explain_file(
     """Grad-CAM overlay of one scan saved as PNG (default: RUN/explain/<scan>-<label>.png) for `label` (default: the
     positive class; multi-class: the most probable class); returns path, probability and the label explained."""
     run = run if isinstance(run, Run) else Run(run)
-    explainer = Explainer.from_run(run, layer)
+    done = explain_scan(run, Explainer.from_run(run, layer), scan, label, out)
+    return done["path"], done["probability"], done["label"]
+
+
+def explain_scan(run: Run, explainer: Explainer, scan: str | Path, label: str | None, out: str | Path | None) -> dict:
+    """`explain_file` with an explainer built once for many scans: {path, probability, label, notes} (an empty map,
+    a coarse one)."""
     original = explainer.original(scan)
     name = label or explainer.default_label(original)
-    image, _, prob = explainer.explain(original, name)
-    path = Path(out) if out else run.path / "explain" / f"{Path(scan).stem}-{name}.png"
-    return save_png(image, path), prob, name
+    image, cam, prob = explainer.explain(original, name)
+    path = save_png(image, Path(out) if out else run.path / "explain" / f"{Path(scan).stem}-{name}.png")
+    notes = [f"the map is empty: nothing in this scan raises p({name}) (Grad-CAM keeps positive evidence only)"] * (
+        float(cam.max()) <= 0
+    )
+    grid = getattr(explainer, "grid", None)
+    if grid and min(grid) <= 4:
+        notes.append(f"a coarse map: layer {explainer.layer_name} is {grid[0]}x{grid[1]} cells at this input size (a "
+                     "larger data.image_size or an earlier --layer gives a finer one)")  # fmt: skip
+    return {"path": path, "probability": prob, "label": name, "notes": notes}
