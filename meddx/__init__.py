@@ -2,6 +2,7 @@
 
 import meddx
 run = meddx.train({"data": {"path": "pneumoniamnist"}})   # train + evaluate; returns a Run
+meddx.print_summary(run)                                  # the table and warnings `meddx train` prints
 run.predict(["scan.png"])
 meddx.load_run("runs/...").predictions("test")
 """
@@ -24,6 +25,7 @@ _API = {
     "compare": "meddx.api",
     "model_info": "meddx.api",
     "resume": "meddx.api",
+    "print_summary": "meddx.evaluation.summary",
     "load_run": "meddx.run",
     "Run": "meddx.run",
     "RunConfig": "meddx.config",

@@ -404,3 +404,18 @@ def test_flat_predictions_on_new_data_point_at_the_scans_not_at_training():
     first = warnings_of(result)[0]
     assert first.startswith("predictions are (nearly) the same for every scan of this data on PD: check its scans")
     assert warnings_of({**result, "split": "test"})[0].startswith("model collapse:")
+
+
+def test_a_notebook_user_prints_what_the_command_line_prints(datscan_run):
+    """`meddx.train(...)` in a script printed nothing, not even the WARNING lines the CLI shows; `meddx.print_summary`
+    is the one call that does, and it is the function the CLI uses."""
+    import io
+
+    from rich.console import Console
+
+    import meddx
+
+    out = io.StringIO()
+    meddx.print_summary(datscan_run, console=Console(file=out, force_terminal=True, width=200))
+    text = out.getvalue()
+    assert "test split" in text and "PD" in text and "beats prior" in text
