@@ -57,9 +57,9 @@ def test_explore_shows_each_splits_positives_rare_labels_shared_patients_and_the
     data = {"train": str(folder / "train-small.csv"), "valid": str(folder / "valid-small.csv"),
             "test": str(folder / "test.csv")}  # fmt: skip
     s = meddx.explore({"path": data, "patient_column": "PatientId"})
-    assert s["labels"]["Hernia"]["by_split"] == {"test": 50, "train": 2, "val": 0}
+    assert s["labels"]["Hernia"]["by_split"] == {"train": 2, "val": 0, "test": 50}
     assert s["patients_in_several_splits"] == 11
     assert "Hernia: 2 positive(s) in train; none in val" in rare_labels(s)
     text = to_markdown(s)
-    assert "| Hernia | 52 | 1477 | 0 | 3.4% | test 50, train 2, val 0 |" in text
+    assert "| Hernia | 52 | 1477 | 0 | 3.4% | train 2, val 0, test 50 |" in text
     assert "none of the paths exist as written: name the folder they are relative to with --root" in text

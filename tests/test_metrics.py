@@ -467,21 +467,33 @@ def test_a_label_with_one_or_two_positive_patients_gets_no_interval_and_no_verdi
     said = warnings_of({**result, "collapse": {"evaluation": result["collapse"]}})  # as the report nests it
     assert any("too few patients of a class" in w and "x (1 positive" in w for w in said)
     assert not any("does not beat the prior" in w for w in said)  # not judged, rather than judged a loser
+    unbooted = evaluate_arrays(y_val, p_val, y, p, np.arange(100), np.array([0.01]), "binary", ["x"],
+                               EvaluateConfig(bootstrap=0))  # fmt: skip
+    assert too_few(unbooted, "x") and not unbooted["beats_prior"]["x"]  # no bootstrap: the same rule
     five = np.zeros((100, 1))
     five[:5] = 1.0
     judged = evaluate_arrays(y_val, p_val, five, p, np.arange(100), np.array([0.01]), "binary", ["x"], cfg)
     assert "ci_low" in judged["model"]["per_label"]["x"]["roc_auc"] and not too_few(judged, "x")
 
 
-def test_a_proportion_from_one_patients_images_has_no_interval_and_counts_get_clopper_pearson():
-    """'test PPV 0.500 (0.500-0.500)': two images called positive, both of one patient, one of each class; every
-    resample held the same pair. A proportion between 0 and 1 of one patient has no interval; one of several whose
-    resamples never differ gets the exact binomial interval of its count."""
+def test_a_proportion_no_resample_changes_between_0_and_1_has_no_interval():
+    """'test PPV 0.500 (0.500-0.500)': the two images called positive were one patient's, one of each class, so every
+    resample held the same pair. No count of independent draws bounds it: no interval, said; 0 or 1 keep theirs."""
+    from meddx.config import EvaluateConfig
+    from meddx.evaluation.evaluation import evaluate_arrays
     from meddx.evaluation.intervals import exact_bounds
-    from meddx.evaluation.sections import _with_ci
+    from meddx.evaluation.sections import fmt
 
-    assert exact_bounds(0.5, 1, 0.95) is None
-    assert exact_bounds(0.3, 10, 0.95) == pytest.approx((0.0667, 0.6525), abs=1e-4)  # Clopper-Pearson, 3 of 10
-    assert exact_bounds(0.0, 3, 0.95) == pytest.approx((0.0, 1 - 0.025 ** (1 / 3)))
-    row = {"test_ppv": 0.5, "test_ppv_ci": None}
-    assert _with_ci(row, "test_ppv") == "0.500 (no interval: 1 patient)"
+    y_val = np.array([[1.0], [0.0]] * 20)
+    p_val = y_val * 0.5 + 0.25  # separable at any threshold between 0.25 and 0.75
+    y = np.array([[1.0], [0.0]] + [[1.0], [0.0]] * 29)
+    p = np.array([[0.9], [0.9]] + [[0.2], [0.1]] * 29)  # patient 0's two images are the only ones called positive
+    patients = np.array([0, 0, *range(1, 59)])
+    result = evaluate_arrays(
+        y_val, p_val, y, p, patients, np.array([0.5]), "binary", ["x"], EvaluateConfig(bootstrap=300)
+    )
+    ppv = result["model"]["per_label"]["x"]["ppv"]
+    assert ppv["value"] == 0.5 and "ci_low" not in ppv and fmt(ppv) == "0.500 (no interval: every resample the same)"
+    assert exact_bounds(0.5, 2, 0.95) is None and exact_bounds(0.0, 3, 0.95) == pytest.approx(
+        (0.0, 1 - 0.025 ** (1 / 3))
+    )

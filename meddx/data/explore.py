@@ -10,7 +10,7 @@ import numpy as np
 
 from meddx.atomic import write_text
 from meddx.data.images import content_hash, read_pixels
-from meddx.data.records import DataSet
+from meddx.data.records import SPLITS, DataSet
 from meddx.errors import DataError
 
 
@@ -39,16 +39,7 @@ def explore(ds: DataSet, read_images: bool = True) -> dict:
         "duplicate_ids": sorted(i for i, c in ids.items() if c > 1)[:50],
         "notes": list(ds.notes),
     }
-    splits = sorted({r.split for r in recs if r.split})
-    if len(splits) > 1:  # a label's positives per split: 2 in train and 50 in test is its own lesson
-        for j, n in enumerate(ds.label_names):
-            out["labels"][n]["by_split"] = {
-                s: int(np.nansum(labels[[r.split == s for r in recs], j])) for s in splits
-            }  # fmt: skip
-        sides = defaultdict(set)
-        for r in recs:
-            sides[r.patient_id].add(r.split)
-        out["patients_in_several_splits"] = sum(len(v) > 1 for v in sides.values()) if ds.patients_known else None
+    _by_split(ds, out)
     if ds.task == "multilabel":
         out["label_cardinality"] = float(np.nanmean(np.nansum(labels, axis=1))) if len(labels) else 0.0
         out["no_positive_label"] = int(np.sum(np.nansum(labels, axis=1) == 0))
@@ -80,6 +71,21 @@ def explore(ds: DataSet, read_images: bool = True) -> dict:
             "duplicate_image_groups": sum(1 for g in by_hash.values() if len(g) > 1),
         }
     return out
+
+
+def _by_split(ds: DataSet, out: dict) -> None:
+    """Each label's positives per split (2 in train and 50 in test is its own lesson) and the patients in several."""
+    given = {r.split for r in ds.records if r.split}
+    splits = [s for s in SPLITS if s in given] + sorted(given - set(SPLITS))
+    if len(splits) < 2:
+        return
+    for j, n in enumerate(ds.label_names):
+        column = ds.labels[:, j]
+        out["labels"][n]["by_split"] = {s: int(np.nansum(column[[r.split == s for r in ds.records]])) for s in splits}
+    sides = defaultdict(set)
+    for r in ds.records:
+        sides[r.patient_id].add(r.split)
+    out["patients_in_several_splits"] = sum(len(v) > 1 for v in sides.values()) if ds.patients_known else None
 
 
 def _describe(values: list[int]) -> dict:
@@ -128,8 +134,10 @@ def to_markdown(summary: dict) -> str:
             f"samples with no positive label: {s['no_positive_label']}"
         )
     if s.get("patients_in_several_splits"):
-        lines.append(f"- patients in more than one split: {s['patients_in_several_splits']} (`meddx check-leakage` "
-                     "names them; training stops on them)")  # fmt: skip
+        lines.append(
+            f"- patients in more than one split: {s['patients_in_several_splits']} (`meddx check-leakage` names them; "
+            "training stops on them, or drops patients guessed from file names from the earlier split)"
+        )
     lines += [f"- rare label: {w}" for w in rare_labels(s)]
     lines += [
         "",
@@ -156,23 +164,28 @@ def to_markdown(summary: dict) -> str:
             f"- groups of identical images: {f['duplicate_image_groups']}",
         ]
     if "sequences" in s:
-        q = s["sequences"]
-        lines += [
-            "",
-            "## Sequences",
-            "",
-            f"- length: {q['length']}",
-            f"- length histogram: {q['length_histogram']}",
-            f"- distinct tokens: {q['distinct_tokens']}",
-            f"- empty label (normal): {q['empty_label_rows']} rows ({q['empty_label_share']:.1%}); label cardinality "
-            f"{q['label_cardinality']}; labels per row: {q['label_count_distribution']}",
-            f"- duplicate descriptions: {q['duplicate_description_groups']} group(s), "
-            f"{q['rows_in_duplicate_groups']} rows, "
-            f"{q['duplicates_with_different_labels']} with different labels",
-        ]
-        lines += [f"- vs {name}: {v}" for name, v in q["other_sets"].items()]
+        lines += _sequence_lines(s["sequences"])
     lines += [""] + [f"- note: {n}" for n in s["notes"]]
     return "\n".join(lines) + "\n"
+
+
+def _sequence_lines(q: dict) -> list[str]:
+    """The sequences part of the Markdown summary."""
+    lines = [
+        "",
+        "## Sequences",
+        "",
+        f"- length: {q['length']}",
+        f"- length histogram: {q['length_histogram']}",
+        f"- distinct tokens: {q['distinct_tokens']}",
+        f"- empty label (normal): {q['empty_label_rows']} rows ({q['empty_label_share']:.1%}); label cardinality "
+        f"{q['label_cardinality']}; labels per row: {q['label_count_distribution']}",
+        f"- duplicate descriptions: {q['duplicate_description_groups']} group(s), "
+        f"{q['rows_in_duplicate_groups']} rows, "
+        f"{q['duplicates_with_different_labels']} with different labels",
+    ]
+    lines += [f"- vs {name}: {v}" for name, v in q["other_sets"].items()]
+    return lines
 
 
 def summary_table(summary: dict):

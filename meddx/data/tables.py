@@ -40,8 +40,11 @@ def read_table(csv: str | Path) -> pd.DataFrame:
         return frame
     starts, extra = _row_lines(str(csv), encoding, sep, lead)
     if extra:
-        raise DataError(f"{csv}: row {extra[0]} has {extra[1]} cells, the header names {len(frame.columns)} columns; "
-                        "its cells past the header's would be lost (a separator inside an unquoted cell?)")  # fmt: skip
+        raise DataError(
+            f"{csv}: row {extra[0]} has {extra[1]} cells, the header names {len(frame.columns)} columns; its cells "
+            "past the header's would be lost (row names without a header cell, as R's write.table writes them? a "
+            "separator inside an unquoted cell?)"
+        )
     frame.index = [line - 2 for line in starts] if len(starts) == len(frame) else [i + lead for i in range(len(frame))]
     return frame[~frame.apply(lambda col: col.str.strip() == "").all(axis=1)]
 

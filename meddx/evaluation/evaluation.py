@@ -125,7 +125,7 @@ def tradeoff_rows(
                 total = counts[i][key] if counts else 0
                 if np.ptp(row[f"test_{key}_ci"]) == 0 and total >= 1:  # every resample the same
                     exact = exact_bounds(row[f"test_{key}"], total, ci)
-                    row[f"test_{key}_ci"] = list(exact) if exact else None  # a split patient: no interval
+                    row[f"test_{key}_ci"] = list(exact) if exact else None  # between 0 and 1: no count to bound
         rows.append(row)
     return rows
 

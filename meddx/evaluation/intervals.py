@@ -151,7 +151,7 @@ def scored(pr: Predictor, names: list[str], ci: float) -> dict:
             f, total = out["per_label"][n].get(key, {}), effective(key, denominator(pos, neg, tp, fp), patients)
             if "ci_low" in f and f["ci_low"] == f["ci_high"] and total >= 1:  # every resample the same
                 bounds = exact_bounds(f["value"], total, ci)
-                f.update(zip(("ci_low", "ci_high"), bounds), ci_exact=True) if bounds else _no_interval(f, "1 patient")
+                f.update(zip(("ci_low", "ci_high"), bounds), ci_exact=True) if bounds else _no_interval(f, SAME)
         _perfect_ranking(out["per_label"][n].get("roc_auc", {}), *patients[:2])
         for key in ("roc_auc", "pr_auc"):
             _few_patients(out["per_label"][n].get(key, {}), *patients[:2])
@@ -174,29 +174,27 @@ def effective(key: str, images: float, patients: tuple[int, int, int]) -> float:
 
 
 def exact_bounds(value: float, total: float, ci: float) -> tuple[float, float] | None:
-    """The exact binomial (Clopper-Pearson) interval of a proportion `value` of `total` (its count rounded); None for
-    a proportion between 0 and 1 of one (a patient's images split: no count to bound)."""
-    from scipy.stats import beta
-
-    n = round(total)
-    k = round(value * n)
-    if 0 < value < 1 and (n < 2 or k in (0, n)):
+    """The exact binomial (Clopper-Pearson) interval of a proportion of 0 or 1 of `total`; None for one in between,
+    whose count of independent draws is not known (a patient's images split between classes)."""
+    if 0 < value < 1:
         return None
-    tail = (1 - ci) / 2
-    low = float(beta.ppf(tail, k, n - k + 1)) if k > 0 else 0.0
-    return low, float(beta.ppf(1 - tail, k + 1, n - k)) if k < n else 1.0
+    edge = ((1 - ci) / 2) ** (1 / total)  # the exact bound for 0 or all of `total`
+    return (edge, 1.0) if value else (0.0, 1 - edge)
+
+
+SAME = "every resample the same"  # a proportion between 0 and 1 no resample changes: one patient's images, most likely
 
 
 def _no_interval(figure: dict, why: str) -> None:
-    del figure["ci_low"], figure["ci_high"]
+    """Drop a figure's interval (if any) and say why it has none."""
+    figure.pop("ci_low", None), figure.pop("ci_high", None)
     figure["ci_none"] = why
 
 
 def _few_patients(figure: dict, pos: float, neg: float) -> None:
-    """A ranking figure whose positives or negatives come from fewer than MIN_CLASS_PATIENTS patients gets no
-    bootstrap interval: resamples redraw the few there are (one positive patient: in most of them), so an interval
-    would hide how little they say; the verdict on it is left open."""
-    if "ci_low" in figure and min(pos, neg) < MIN_CLASS_PATIENTS:
+    """A ranking figure of fewer than MIN_CLASS_PATIENTS positive or negative patients (not a perfect ranking, whose
+    chance is exact): no interval, with or without a bootstrap (resamples redraw the few there are), no verdict."""
+    if figure.get("value") is not None and "p_exact" not in figure and min(pos, neg) < MIN_CLASS_PATIENTS:
         _no_interval(figure, f"{pos:.0f} positive and {neg:.0f} negative patient(s)")
 
 

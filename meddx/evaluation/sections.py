@@ -154,8 +154,8 @@ def _label_section(result: dict, name: str) -> dict:
 def _with_ci(row: dict, key: str) -> str:
     """A trade-off figure with its interval when the evaluation bootstrapped."""
     value = _num(row.get(key))
-    if f"{key}_ci" in row and row[f"{key}_ci"] is None:  # from one patient's images: no count to bound
-        return value + " (no interval: 1 patient)"
+    if f"{key}_ci" in row and row[f"{key}_ci"] is None:  # no resample changed it: one patient's images, most likely
+        return value + " (no interval: every resample the same)"
     return value + (" ({:.3f}-{:.3f})".format(*row[f"{key}_ci"]) if row.get(f"{key}_ci") else "")
 
 

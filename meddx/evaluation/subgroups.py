@@ -216,8 +216,8 @@ def _gap_text(sub: dict) -> str:
     return text
 
 
-VERDICTS = {None: "no intervals (bootstrap 0)", True: "their intervals overlap",
-            False: "their intervals do not overlap: a real gap"}  # fmt: skip
+VERDICTS = {None: "no intervals to compare (bootstrap 0, or too few patients of a class)",
+            True: "their intervals overlap", False: "their intervals do not overlap: a real gap"}  # fmt: skip
 
 
 def _verdict(gap: dict) -> str:

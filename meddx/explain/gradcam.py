@@ -128,20 +128,29 @@ class Explainer:
         return explainer
 
     def label_index(self, label: str | None) -> int:
-        """Index of a label name, case ignored; default: the first (the positive class of a binary run)."""
-        return self.target(label)[0]
+        """Index of one of the model's labels, case ignored; default: the first (a binary run's positive class)."""
+        j, negative = self.target(label)
+        if negative:
+            raise ConfigError(f"'{label}' is the run's negative class: explain it scan by scan (`meddx explain RUN "
+                              f"SCAN --label {label}`); galleries show {self.labels[0]}'s maps")  # fmt: skip
+        return j
 
     def target(self, label: str | None) -> tuple[int, bool]:
-        """(output index, whether it is a binary run's negative class) for a label name, case ignored."""
+        """(output index, whether it is a binary run's negative class) for a name: exact, else in any case."""
         if label is None:
             return 0, False
-        named = {n.casefold(): i for i, n in enumerate(self.labels)}
-        if label.casefold() in named:
-            return named[label.casefold()], False
-        if self.negative and label.casefold() == self.negative.casefold():
-            return 0, True
-        known = self.labels + ([self.negative] if self.negative else [])
-        raise ConfigError(f"unknown label '{label}'; this model's classes are {known}")
+        names = self.labels + ([self.negative] if self.negative else [])
+        found = [i for i, n in enumerate(names) if n == label] or [
+            i for i, n in enumerate(names) if n.casefold() == label.casefold()
+        ]  # fmt: skip
+        if not found:
+            raise ConfigError(f"unknown label '{label}'; this model's classes are {names}")
+        return (0, True) if found[0] == len(self.labels) else (found[0], False)
+
+    def class_name(self, label: str | None) -> str:
+        """The model's own spelling of a class named in any case (the positive class when none is named)."""
+        j, negative = self.target(label)
+        return self.negative if negative else self.labels[j]
 
     def default_label(self, original: np.ndarray) -> str:
         """The label explained when none is named: a binary run's positive class, else the most probable label."""
@@ -260,7 +269,7 @@ def explain_scan(run: Run, explainer: Explainer, scan: str | Path, label: str | 
     """`explain_file` with an explainer built once for many scans: {path, probability, label, notes} (an empty map,
     a coarse one)."""
     original = explainer.original(scan)
-    name = label or explainer.default_label(original)
+    name = explainer.class_name(label) if label else explainer.default_label(original)
     image, cam, prob = explainer.explain(original, name)
     path = save_png(image, Path(out) if out else run.path / "explain" / f"{Path(scan).stem}-{name}.png")
     notes = [f"the map is empty: nothing in this scan raises p({name}) (Grad-CAM keeps positive evidence only)"] * (

@@ -183,7 +183,7 @@ def _shape_warnings(image: np.ndarray, resized: np.ndarray, stats: dict) -> list
             f"a {image.shape[1]}x{image.shape[2]} px scan, upsampled to the model's {resized.shape[1]} px: training "
             f"scans were at least {smallest:.0f} px (a lower resolution than the model learnt from)"
         )
-    elif (trained := stats.get("detail")) and (found := detail(resized)) < trained["limit"]:
+    elif (trained := stats.get("detail", {})).get("p01") and (found := detail(resized)) < trained["limit"]:
         warnings.append(
             f"less fine detail than the training scans ({found:.3f} at the model's {resized.shape[-2]} px; 99% of "
             f"training scans {trained['p01']:.3f} or more): enlarged from a smaller image, or blurred?"
