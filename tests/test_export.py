@@ -33,8 +33,10 @@ def test_export_parity_on_real_images(small_run, fmt, tmp_path):
         "model.onnx" if fmt == "onnx" else "model.ts",
     ):
         assert (out / f).is_file(), f
+    from meddx.export.card import caveats
+
     labels = {"labels": ["PD"], "task": "binary", "negative": "HC", "run": small_run.path.name}
-    assert json.loads((out / "labels.json").read_text()) == labels
+    assert json.loads((out / "labels.json").read_text()) == {**labels, "caveats": caveats(small_run.metrics("test"))}
     assert "ROC AUC" in (out / "card.md").read_text()
 
 
