@@ -206,7 +206,7 @@ def test_a_multiclass_service_lists_no_thresholds_it_does_not_use():
     assert shown(SimpleNamespace(task="binary", thresholds={"a": 0.3})) == {"a": 0.3}
 
 
-def test_a_model_that_does_not_beat_the_prior_says_so_on_every_answer(package, scans, tmp_path):
+def test_a_model_that_does_not_beat_the_prior_says_so_on_every_answer(datscan_run, package, scans, tmp_path):
     """A chance-level model (AUC 0.61, 0.47-0.74) exported and served with nothing but a parity line: its caveats
     (from its own test split) are now in the package, the export's and the server's warnings, /model, every /predict
     answer and the page."""
@@ -226,6 +226,10 @@ def test_a_model_that_does_not_beat_the_prior_says_so_on_every_answer(package, s
     shutil.copytree(package, copy)
     labels = json.loads((copy / "labels.json").read_text())
     (copy / "labels.json").write_text(json.dumps({**labels, "caveats": said}))
+    from meddx.export.card import model_caveats
+
+    assert model_caveats(copy) == said  # what `meddx predict` warns of, from a package or a run
+    assert model_caveats(datscan_run.path) == caveats(datscan_run.metrics("test")) == []
     with TestClient(create_app(copy)) as c:
         assert c.get("/model").json()["caveats"] == said
         assert _post(c, scans[0].read_bytes()).json()["model_caveats"] == said

@@ -44,6 +44,10 @@ def predict(
         from meddx.serve.batch import short_table
 
         typer.echo(short_table(df).to_string(index=False))
+    from meddx.export.card import model_caveats
+
+    for caveat in model_caveats(run):  # what the model's own test split says against trusting these numbers
+        typer.echo(f"WARNING: {caveat}", err=True)
     if failed:
         typer.echo(f"meddx: {failed} of {len(df)} file(s) could not be read (their rows name why)", err=True)
         raise typer.Exit(1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from meddx.errors import MeddxError
 from meddx.evaluation.report import overlap_warnings
 from meddx.evaluation.sections import too_few
 from meddx.export.snippet import SNIPPET
@@ -38,6 +39,20 @@ def caveats(metrics: dict) -> list[str]:
     if few := [n for n in metrics["beats_prior"] if too_few(metrics, n)]:
         out.append(f"its {split} split held too few patients of a class to judge {', '.join(few)}")
     return out
+
+
+def model_caveats(path: str | Path) -> list[str]:
+    """The caveats of what `meddx predict` was given: a package's own (none before they were kept), else those of the
+    run's (or a `meddx cv` folder's fold ensemble's) test split; none when nothing was evaluated."""
+    from meddx.evaluation.folds import FOLD_ENSEMBLE, is_folds_only
+
+    path = Path(path)
+    if (path / "labels.json").is_file():
+        return read_json(path / "labels.json").get("caveats", [])
+    try:
+        return caveats(Run(path / FOLD_ENSEMBLE if is_folds_only(path) else path).metrics("test"))
+    except (MeddxError, OSError, ValueError, KeyError):
+        return []
 
 
 def public_origin(origin: str) -> str:
