@@ -66,6 +66,8 @@ def test_grad_cam_and_scan_images_in_the_response(client, scans):
         assert cam.size == scan.size == original.size and cam.mode == "RGB"
     assert body["cam_label"] == "PD"
     assert _post(client, scans[0].read_bytes(), cam=True, label="nope").status_code == 400
+    negative = _post(client, scans[0].read_bytes(), cam=True, label="hc").json()  # any case; the negative class
+    assert negative["cam_label"] == "HC" and negative["cam_png"] != body["cam_png"]
 
 
 def _dicom_without_pixels(path) -> bytes:

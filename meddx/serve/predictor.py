@@ -57,11 +57,8 @@ def sniff(data: bytes) -> str:
     for kind, (offset, magic) in MAGIC.items():
         if data[offset : offset + len(magic)] == magic:
             return kind
-    raise UploadError(
-        "unsupported file content: expected PNG, JPEG, DICOM (with the DICM preamble) or NPY; "
-        f"the first bytes are {data[:8]!r}",
-        422,
-    )
+    raise UploadError(f"unsupported file content: expected PNG, JPEG, DICOM (with the DICM preamble) or NPY; the "
+                      f"first bytes are {data[:8]!r}", 422)  # fmt: skip
 
 
 def _check_parity(path: Path, fmt: str | None = None) -> None:
@@ -190,9 +187,11 @@ class Predictor:
 
         model = without_tta(self.torch_model)  # Grad-CAM explains the model, not its average over shifted copies
         if isinstance(model, ProbabilityAverage):  # copies its members itself
-            return EnsembleExplainer(model, self.prep, self.labels, self.task)
-        # a copy: grad-cam's hooks record every forward, so plain predictions in other threads must not share it
-        return Explainer.for_model(copy.deepcopy(model), self.prep, self.labels, self.task)
+            explainer = EnsembleExplainer(model, self.prep, self.labels, self.task)
+        else:  # a copy: grad-cam's hooks record every forward, so predictions in other threads must not share it
+            explainer = Explainer.for_model(copy.deepcopy(model), self.prep, self.labels, self.task)
+        explainer.negative = self.negative if self.task == "binary" else None  # its map: what lowers the output
+        return explainer
 
     def info(self) -> dict:
         """What GET /model returns: labels, thresholds, the validation table for the threshold control, the card."""
@@ -290,10 +289,12 @@ class Predictor:
         if cam and not self.has_weights:  # the prediction is still the answer; the map is what it lacks
             out["cam_error"] = "no Grad-CAM: this package has no PyTorch weights (an ensemble's); serve the run folder"
         elif cam:
-            name = label or self.labels[0]
-            if name not in self.labels:
-                raise UploadError(f"unknown label '{name}'; labels are {self.labels}", 400)
+            try:  # a label in any case, or a binary model's negative class
+                j, negative = self.explainer.target(label)
+            except ConfigError as e:
+                raise UploadError(str(e), 400) from None
             with self._cam_lock:  # Grad-CAM's hooks hold state: one map at a time
-                heat = self.explainer.maps(prepared.x, self.labels.index(name))[0]
+                heat = self.explainer.maps(prepared.x, j, negative)[0]
+            name = self.explainer.class_name(label)
             out["cam_png"], out["cam_label"] = _png_base64(overlay(prepared.scan, heat, max_side=512)), name
         return out
