@@ -226,3 +226,5 @@ def test_the_table_says_when_a_run_is_not_above_chance():
     below = {**first, "figures": {k: {"value": 0.3, "ci": [0.2, 0.4]} for k in first["figures"]}}
     _, rows = comparison_table({"task": "binary", "runs": [below]})
     assert rows[0][-1].startswith("best; below chance (its ROC AUC interval lies under 0.5")
+    few = comparison_table({"task": "binary", "runs": [first, second], "fewest_class_patients": 1})[1]
+    assert all(r[-1].endswith("a label has 1 patient(s) of a class: too few to tell") for r in few)  # as the report

@@ -12,7 +12,7 @@ from scipy.stats import norm, rankdata
 from meddx.errors import ConfigError, DataError
 from meddx.evaluation.folds import run_label
 from meddx.evaluation.fused import CHUNK_BYTES
-from meddx.evaluation.intervals import paired_figures
+from meddx.evaluation.intervals import MIN_CLASS_PATIENTS, paired_figures
 from meddx.run import PREDICTIONS, Run
 
 FIGURES = ("roc_auc", "pr_auc", "brier", "log_loss")  # each macro over labels (`intervals.paired_figures`)
@@ -123,9 +123,11 @@ def compare_runs(
             diff = row["vs_best"]["roc_auc"]
             diff["delong_agrees"] = all(t["p"] < 1 - ci for t in tests.values())  # per image, per label: a side note
         rows.append(row)
+    pid = frame["patient_id"].to_numpy()
+    fewest = min(min(len(set(pid[y[:, j] >= 0.5])), len(set(pid[y[:, j] < 0.5]))) for j in range(y.shape[1]))
     return {"split": split, "task": runs[0].task, "samples": int(len(y)),
-            "patients": int(frame["patient_id"].nunique()), "resamples": resamples, "ci": ci,
-            "best": str(runs[best].path), "runs": rows}  # fmt: skip
+            "patients": int(frame["patient_id"].nunique()), "fewest_class_patients": int(fewest),
+            "resamples": resamples, "ci": ci, "best": str(runs[best].path), "runs": rows}  # fmt: skip
 
 
 def comparison_table(result: dict) -> tuple[list[str], list[list[str]]]:
@@ -158,6 +160,8 @@ def comparison_table(result: dict) -> tuple[list[str], list[list[str]]]:
             verdict += "; below chance (its ROC AUC interval lies under 0.5: labels the other way round?)"
         elif auc_ci[0] <= 0.5:
             verdict += "; not above chance (its ROC AUC interval holds 0.5)"
+        if result.get("fewest_class_patients", MIN_CLASS_PATIENTS) < MIN_CLASS_PATIENTS:  # as a report says
+            verdict += f"; a label has {result['fewest_class_patients']} patient(s) of a class: too few to tell"
         diff = "" if d is None else f"{d['diff']:+.4f} ({d['ci'][0]:+.4f} to {d['ci'][1]:+.4f})"
         rows.append([str(k), r["name"], f["roc_auc"], f["pr_auc"], f["brier"], f["log_loss"], diff, p, verdict])
     return header, rows
