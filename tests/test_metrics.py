@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from sklearn import metrics as skm
@@ -443,13 +445,15 @@ def test_temperature_scaling_of_a_multiclass_run_is_fitted_not_ignored():
     assert log_loss(truth, q) < log_loss(truth, p) - 0.05
 
 
-def test_a_label_with_one_or_two_positive_patients_gets_no_interval_and_no_verdict():
+def test_a_label_with_few_positive_patients_is_judged_by_the_exact_chance_of_its_ranking():
     """A course label with 1 positive patient among 100 read 'ROC AUC 0.705 (0.619-0.786) ... beats prior: yes' on
     noise images: the patient bootstrap redrew that one positive in most resamples, so its interval hid how little one
-    patient says. Under 5 positive (or negative) patients: no interval, no verdict, a warning naming them."""
+    patient says. Under 5 positive (or negative) patients: no interval; the verdict rests on the exact chance that a
+    random ranking of those patients does as well (Mann-Whitney), with or without a bootstrap."""
     from meddx.config import EvaluateConfig
     from meddx.evaluation.evaluation import evaluate_arrays
-    from meddx.evaluation.sections import fmt, too_few, warnings_of
+    from meddx.evaluation.metrics import rank_chance
+    from meddx.evaluation.sections import fmt, warnings_of
 
     rng = np.random.default_rng(0)
     y_val = np.array([[1.0], [0.0]] * 20)
@@ -458,22 +462,28 @@ def test_a_label_with_one_or_two_positive_patients_gets_no_interval_and_no_verdi
     y[0] = 1.0
     p = rng.random((100, 1))
     p[0] = 0.72  # ranked above about 70% of the negatives: AUC ~0.7
-    cfg = EvaluateConfig(bootstrap=300)
-    result = evaluate_arrays(y_val, p_val, y, p, np.arange(100), np.array([0.01]), "binary", ["x"], cfg)
-    auc = result["model"]["per_label"]["x"]["roc_auc"]
-    assert 0.6 < auc["value"] < 0.8 and "ci_low" not in auc and too_few(result, "x")
-    assert fmt(auc) == f"{auc['value']:.3f} (no interval: 1 positive and 99 negative patient(s))"
-    assert not result["beats_prior"]["x"]
+    for boot in (300, 0):
+        result = evaluate_arrays(y_val, p_val, y, p, np.arange(100), np.array([0.01]), "binary", ["x"],
+                                 EvaluateConfig(bootstrap=boot))  # fmt: skip
+        auc = result["model"]["per_label"]["x"]["roc_auc"]
+        assert 0.6 < auc["value"] < 0.8 and "ci_low" not in auc and not result["beats_prior"]["x"]
+        assert auc["p_exact"] == pytest.approx(rank_chance(auc["value"], 1, 99)) and auc["p_exact"] > 0.2
+        assert fmt(auc) == f"{auc['value']:.3f} (no interval; chance p {auc['p_exact']:.2g})"
     said = warnings_of({**result, "collapse": {"evaluation": result["collapse"]}})  # as the report nests it
-    assert any("too few patients of a class" in w and "x (1 positive" in w for w in said)
-    assert not any("does not beat the prior" in w for w in said)  # not judged, rather than judged a loser
-    unbooted = evaluate_arrays(y_val, p_val, y, p, np.arange(100), np.array([0.01]), "binary", ["x"],
-                               EvaluateConfig(bootstrap=0))  # fmt: skip
-    assert too_few(unbooted, "x") and not unbooted["beats_prior"]["x"]  # no bootstrap: the same rule
+    assert any("does not beat the prior" in w and "x" in w for w in said)
+    top = p * 0.9
+    top[:3] = 0.99  # three positive patients ranked above every negative
+    three = np.zeros((100, 1))
+    three[:3] = 1.0
+    good = evaluate_arrays(y_val, p_val, three, top, np.arange(100), np.array([0.01]), "binary", ["x"],
+                           EvaluateConfig(bootstrap=300))  # fmt: skip
+    assert good["model"]["per_label"]["x"]["roc_auc"]["p_exact"] == pytest.approx(1 / math.comb(100, 3))
+    assert good["beats_prior"]["x"]
     five = np.zeros((100, 1))
     five[:5] = 1.0
-    judged = evaluate_arrays(y_val, p_val, five, p, np.arange(100), np.array([0.01]), "binary", ["x"], cfg)
-    assert "ci_low" in judged["model"]["per_label"]["x"]["roc_auc"] and not too_few(judged, "x")
+    judged = evaluate_arrays(y_val, p_val, five, p, np.arange(100), np.array([0.01]), "binary", ["x"],
+                             EvaluateConfig(bootstrap=300))  # fmt: skip
+    assert "ci_low" in judged["model"]["per_label"]["x"]["roc_auc"]  # 5 of each: the bootstrap interval
 
 
 def test_a_proportion_no_resample_changes_between_0_and_1_has_no_interval():

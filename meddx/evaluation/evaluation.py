@@ -248,7 +248,5 @@ def _beats_prior(result: dict, name: str) -> bool:
         return False
     if "p_exact" in auc:  # a perfect ranking of a few samples: better than chance only if luck is unlikely
         return bool(auc["value"] > 0.5 and auc["p_exact"] < (1 - result["bootstrap"]["ci"]) / 2)
-    if "ci_none" in auc:  # too few patients of a class to tell
-        return False
     low = auc.get("ci_low", auc["value"])
     return bool(low > 0.5 and (m["pr_auc"]["value"] or 0) > (b["pr_auc"]["value"] or 0))

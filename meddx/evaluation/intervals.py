@@ -153,8 +153,8 @@ def scored(pr: Predictor, names: list[str], ci: float) -> dict:
                 bounds = exact_bounds(f["value"], total, ci)
                 f.update(zip(("ci_low", "ci_high"), bounds), ci_exact=True) if bounds else _no_interval(f, SAME)
         _perfect_ranking(out["per_label"][n].get("roc_auc", {}), *patients[:2])
-        for key in ("roc_auc", "pr_auc"):
-            _few_patients(out["per_label"][n].get(key, {}), *patients[:2])
+        _few_patients(out["per_label"][n].get("roc_auc", {}), *patients[:2], exact=True)
+        _few_patients(out["per_label"][n].get("pr_auc", {}), *patients[:2])
     if len(names) == 1:  # one label: its macro figures are its own
         out["macro"] = {k: dict(v) for k, v in out["per_label"][names[0]].items()}
     return out
@@ -191,11 +191,14 @@ def _no_interval(figure: dict, why: str) -> None:
     figure["ci_none"] = why
 
 
-def _few_patients(figure: dict, pos: float, neg: float) -> None:
-    """A ranking figure of fewer than MIN_CLASS_PATIENTS positive or negative patients (not a perfect ranking, whose
-    chance is exact): no interval, with or without a bootstrap (resamples redraw the few there are), no verdict."""
-    if figure.get("value") is not None and "p_exact" not in figure and min(pos, neg) < MIN_CLASS_PATIENTS:
-        _no_interval(figure, f"{pos:.0f} positive and {neg:.0f} negative patient(s)")
+def _few_patients(figure: dict, pos: float, neg: float, exact: bool = False) -> None:
+    """A ranking figure of fewer than MIN_CLASS_PATIENTS positive or negative patients: no interval (resamples redraw
+    the few there are), with or without a bootstrap; `exact`: a ROC AUC gets the exact chance of ranking so well."""
+    if figure.get("value") is None or "p_exact" in figure or min(pos, neg) >= MIN_CLASS_PATIENTS:
+        return
+    _no_interval(figure, f"{pos:.0f} positive and {neg:.0f} negative patient(s)")
+    if exact and pos >= 1 <= neg:
+        figure["p_exact"] = M.rank_chance(figure["value"], round(pos), round(neg))
 
 
 def _perfect_ranking(auc: dict, pos: float, neg: float) -> None:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 EPS = 1e-15
@@ -175,3 +177,17 @@ def on_known(fn, y: np.ndarray, p: np.ndarray, w: np.ndarray, ranking: bool = Tr
     the others (log loss, Brier)."""
     known, yb = known_binary(y)
     return fn((yb if ranking else np.asarray(y, dtype=np.float64))[known], np.asarray(p)[known], w[:, known])
+
+
+def rank_chance(auc: float, pos: int, neg: int) -> float:
+    """The exact chance that a random ranking of `pos` positive and `neg` negative patients (one draw each) reaches
+    this ROC AUC or more: Mann-Whitney's U from the q-binomial coefficient [pos + neg, pos], exact for few."""
+    m, n = min(pos, neg), max(pos, neg)
+    counts = np.zeros(m * n + 1)
+    counts[0] = 1.0
+    for i in range(1, m + 1):  # times (1 - q^(n+i)) / (1 - q^i): the arrangements by their U
+        counts[n + i :] -= counts[: m * n + 1 - n - i].copy()
+        for r in range(i):  # dividing by (1 - q^i): a running sum along every i-th coefficient
+            counts[r::i] = np.cumsum(counts[r::i])
+    reached = int(np.ceil(auc * m * n - 1e-9))
+    return float(counts[reached:].sum() / math.comb(m + n, m))

@@ -9,7 +9,6 @@ import yaml
 
 from meddx.evaluation.data_section import data_section
 from meddx.evaluation.decision import decision_table
-from meddx.evaluation.intervals import MIN_CLASS_PATIENTS
 from meddx.evaluation.plan_section import plan_section
 from meddx.evaluation.plots import figure_list
 from meddx.evaluation.scores import competition_for, score_table
@@ -50,7 +49,7 @@ def fmt(fig: dict | None, digits: int = 3) -> str:
     s = f"{fig['value']:.{digits}f}"
     if "p_exact" in fig:  # a perfect ranking on too few samples for any resample to differ
         return s + f" (no interval; chance p {fig['p_exact']:.2g})"
-    if "ci_none" in fig:  # too few patients of a class, or a proportion from one patient
+    if "ci_none" in fig:  # a PR AUC of too few patients of a class, or a proportion no resample changes
         return s + f" (no interval: {fig['ci_none']})"
     return s + (f" ({fig['ci_low']:.{digits}f}-{fig['ci_high']:.{digits}f})" if "ci_low" in fig else "")
 
@@ -78,13 +77,7 @@ def warnings_of(result: dict) -> list[str]:
             f"ROC AUC undefined for {', '.join(undefined)}: this data holds one class only (or no known label) there, "
             "so nothing can be ranked; its sensitivity or specificity still says how the positives or negatives fared"
         )
-    few = {n: per_label[n]["roc_auc"]["ci_none"] for n in result["beats_prior"] if too_few(result, n)}
-    if few:
-        out.append(
-            "too few patients of a class to tell whether the model beats the prior (fewer than "
-            f"{MIN_CLASS_PATIENTS}; no interval, no verdict): " + ", ".join(f"{n} ({why})" for n, why in few.items())
-        )
-    losers = [n for n, ok in result["beats_prior"].items() if not ok and n not in undefined and n not in few]
+    losers = [n for n, ok in result["beats_prior"].items() if not ok and n not in undefined]
     if losers:
         out.append(
             "does not beat the prior baseline (AUC interval not above 0.5, or PR AUC not above prevalence): "
@@ -96,13 +89,6 @@ def warnings_of(result: dict) -> list[str]:
             "warning_argmax_misses")  # fmt: skip
     out += [result[k] for k in keys if k in result]
     return out
-
-
-def too_few(result: dict, name: str) -> bool:
-    """A label's ROC AUC left without interval or verdict: too few positive or negative patients (not a perfect
-    ranking, whose chance is exact)."""
-    auc = result["model"]["per_label"][name]["roc_auc"]
-    return "ci_none" in auc and "p_exact" not in auc
 
 
 def _summary_rows(result: dict) -> list[tuple[str, dict]]:
@@ -145,7 +131,6 @@ def _label_section(result: dict, name: str) -> dict:
         "header": ["", *(TITLES[k] for k in HEADLINE)],
         "rows": rows,
         "beats_prior": result["beats_prior"][name] or result["model"]["per_label"][name]["roc_auc"]["value"] is None,
-        "too_few": result["model"]["per_label"][name]["roc_auc"]["ci_none"] if too_few(result, name) else "",
         "tradeoff": tradeoff,
         "decision": {"text": _decision_text(curve, result["split"]), "rows": decision_table(curve)} if curve else None,
     }

@@ -9,7 +9,7 @@ from rich.table import Table
 from meddx.data.records import SPLITS
 from meddx.evaluation.data_section import leakage_text
 from meddx.evaluation.scores import COMPETITIONS
-from meddx.evaluation.sections import fmt, too_few, warnings_of
+from meddx.evaluation.sections import fmt, warnings_of
 from meddx.evaluation.subgroups import subgroup_text
 from meddx.logs import terminal
 from meddx.run import DATA, PREDICTIONS, Run, read_json, split_suffix
@@ -37,8 +37,6 @@ def headline(metrics: dict) -> Table:
             fmt(per["specificity"]),
             "n/a: one class"
             if per["roc_auc"]["value"] is None
-            else "too few to tell"
-            if too_few(metrics, n)
             else "yes"
             if metrics["beats_prior"][n]
             else "[bold red]NO[/]",

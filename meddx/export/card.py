@@ -7,7 +7,6 @@ from pathlib import Path
 
 from meddx.errors import MeddxError
 from meddx.evaluation.report import overlap_warnings
-from meddx.evaluation.sections import too_few
 from meddx.export.snippet import SNIPPET
 from meddx.run import ENSEMBLE, PREDICTIONS, Run, read_json
 
@@ -22,22 +21,19 @@ def _fig(fig: dict | None) -> str:
 
 def caveats(metrics: dict) -> list[str]:
     """What a user of the model must know before its numbers, from its own test split: a collapsed model, labels it
-    does not beat the prior on, labels with too few patients to tell (plain sentences; none when it is fine)."""
+    does not beat the prior on (plain sentences; none when it is fine)."""
     if not metrics:
         return []
     out, per_label = [], metrics["model"]["per_label"]
     split = metrics.get("split", "test")
     if (metrics.get("collapse", {}).get("evaluation") or {}).get("collapsed"):
         out.append(f"on its {split} split the model gave (nearly) the same output for every scan: a collapsed model")
-    losers = [n for n, ok in metrics["beats_prior"].items()
-              if not ok and per_label[n]["roc_auc"]["value"] is not None and not too_few(metrics, n)]  # fmt: skip
+    losers = [n for n, ok in metrics["beats_prior"].items() if not ok and per_label[n]["roc_auc"]["value"] is not None]
     if losers:
         out.append(
             f"on its {split} split the model does not beat the prior baseline (a guess from the class shares) for "
             f"{', '.join(losers)}: its outputs there may be no better than chance"
         )
-    if few := [n for n in metrics["beats_prior"] if too_few(metrics, n)]:
-        out.append(f"its {split} split held too few patients of a class to judge {', '.join(few)}")
     return out
 
 
@@ -90,8 +86,7 @@ def model_card(run: Run, metrics: dict, parity_result: dict) -> str:
             m = metrics["model"]["per_label"][n]
             lines.append(
                 f"- {n}: ROC AUC {_fig(m['roc_auc'])}; sensitivity {_fig(m['sensitivity'])}; "
-                f"specificity {_fig(m['specificity'])}; beats the prior baseline: "
-                f"{'too few patients of a class to tell' if too_few(metrics, n) else metrics['beats_prior'][n]}"
+                f"specificity {_fig(m['specificity'])}; beats the prior baseline: {metrics['beats_prior'][n]}"
             )
     lines += _cross_validation(run) + _other_data(run)
     lines += [
