@@ -80,8 +80,8 @@ def warnings_of(result: dict) -> list[str]:
     losers = [n for n, ok in result["beats_prior"].items() if not ok and n not in undefined]
     if losers:
         out.append(
-            "does not beat the prior baseline (AUC interval not above 0.5, or PR AUC not above prevalence): "
-            + ", ".join(losers)
+            "does not beat the prior baseline (AUC interval not above 0.5, or for a few patients its exact chance not "
+            "small, or PR AUC not above prevalence): " + ", ".join(losers)
         )
     keys = ("warning_label_numbering", "warning_same_split", "warning_small_split", "warning_small_val",
             "warning_domain", "warning_training_overlap", "warning_unconfirmed_copies", "warning_resampled_copies",
