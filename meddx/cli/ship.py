@@ -126,7 +126,8 @@ def explain(
         typer.echo(f"{scan}: p({done['label']}) = {done['probability']:.4f} -> {done['path']}")
         for note in [n for n in done["notes"] if n not in said]:
             typer.echo(f"note: {note}", err=True)
-            said.add(note) if note.startswith("a coarse map") else None  # the same for every scan: said once
+            if note.startswith("a coarse map"):  # the same for every scan: said once
+                said.add(note)
     domain = new_data_domain(ran, [file_record(s) for s in scans], limit=len(scans))  # as `predict` checks
     for flagged in domain.get("flagged", []):
         typer.echo(f"WARNING: outside the training scans' input domain: {flagged}; the map and p say little", err=True)

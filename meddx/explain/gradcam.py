@@ -97,22 +97,24 @@ class Explainer:
     grad-cam hooks the model for good (every forward records activations), so give it a model of its own.
     """
 
-    negative: str | None = None  # a binary run's negative class: explained as minus its one output
     grid: tuple[int, int] | None = None  # the target layer's cells in the last map made
 
-    def __init__(self, model: nn.Module, prep: Preprocess, labels: list[str], task: str, layer: str | None = None):
+    def __init__(self, model: nn.Module, prep: Preprocess, labels: list[str], task: str, layer: str | None = None,
+                 negative: str | None = None):  # fmt: skip
         from pytorch_grad_cam import GradCAM
 
         self.model, self.prep, self.labels, self.task = model.eval(), prep, labels, task
+        self.negative = negative if task == "binary" else None  # explained as minus the one output
         core, size = core_of(self.model)  # an ensemble member's layers lie under its resizing and renormalising
         self.layer_name, layer_module = find_target_layer(core, prep.channels, size or tuple(prep.image_size), layer)
         self.cam = GradCAM(model=self.model, target_layers=[layer_module], reshape_transform=token_reshape(core))
 
     @classmethod
     def for_model(
-        cls, model: nn.Module, prep: Preprocess, labels: list[str], task: str, layer: str | None = None
-    ) -> Explainer:
-        return cls(model, prep, labels, task, layer)
+        cls, model: nn.Module, prep: Preprocess, labels: list[str], task: str, layer: str | None = None,
+        negative: str | None = None,
+    ) -> Explainer:  # fmt: skip
+        return cls(model, prep, labels, task, layer, negative)
 
     @classmethod
     def from_run(cls, run: Run | str | Path, layer: str | None = None) -> Explainer:
@@ -121,11 +123,9 @@ class Explainer:
         if run.is_sequence:
             raise ConfigError(f"{run.path}: a token-sequence run; Grad-CAM explains image models")
         model = without_tta(run.model)  # Grad-CAM explains the model, not its average over shifted copies
-        kind = EnsembleExplainer if run.is_ensemble else cls
-        explainer = kind(model if run.is_ensemble else copy.deepcopy(model), run.preprocess, run.label_names, run.task,
-                         layer)  # fmt: skip
-        explainer.negative = run.negative_class if run.task == "binary" else None
-        return explainer
+        if run.is_ensemble:
+            return EnsembleExplainer(model, run.preprocess, run.label_names, run.task, layer, run.negative_class)
+        return cls(copy.deepcopy(model), run.preprocess, run.label_names, run.task, layer, run.negative_class)
 
     def label_index(self, label: str | None) -> int:
         """Index of one of the model's labels, case ignored; default: the first (a binary run's positive class)."""
@@ -195,8 +195,10 @@ class EnsembleExplainer(Explainer):
     """Grad-CAM of an ensemble (a planned ensemble of seeds, or `meddx ensemble`): the mean of its members' maps, each
     in [0, 1] and weighted as in the ensemble, beside the ensemble's own probability."""
 
-    def __init__(self, ensemble: nn.Module, prep: Preprocess, labels: list[str], task: str, layer: str | None = None):
+    def __init__(self, ensemble: nn.Module, prep: Preprocess, labels: list[str], task: str, layer: str | None = None,
+                 negative: str | None = None):  # fmt: skip
         self.model, self.prep, self.labels, self.task = ensemble.eval(), prep, labels, task
+        self.negative = negative if task == "binary" else None
         self.members = [
             Explainer(without_shifts(copy.deepcopy(m)), prep, labels, task, layer) for m in ensemble.members
         ]

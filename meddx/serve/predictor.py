@@ -25,7 +25,7 @@ from meddx.data.tensors import Preprocess, volume_depth
 from meddx.errors import ConfigError, DataError
 from meddx.evaluation.folds import fold_ensemble, is_folds_only
 from meddx.evaluation.operating import resolve_operating_point, run_operating_point
-from meddx.export.card import caveats
+from meddx.export.card import model_caveats
 from meddx.export.domain import check_input
 from meddx.export.package import training_input_stats, validation_rates
 from meddx.models.output import build_model, probabilities
@@ -136,7 +136,6 @@ class Predictor:
             labels = json.loads((self.path / "labels.json").read_text())
             self.labels, self.task, self.negative = labels["labels"], labels["task"], labels.get("negative", "negative")
             self.name = labels.get("run", self.path.name)  # the run it came from, not `package`
-            self.caveats = labels.get("caveats", [])  # packages before 2026-12-07 carry none
             self.prep = Preprocess.load(self.path / PREPROCESS)
             self.config = load_config(self.path / CONFIG)
             self.stats = json.loads((self.path / "input_stats.json").read_text())
@@ -158,12 +157,12 @@ class Predictor:
             self.negative, self.name = run.negative_class, self.path.name
             self.stats, self.val_rates = training_input_stats(run), validation_rates(run)
             self.thresholds, self.rule = run_operating_point(run)
-            self.caveats = caveats(run.metrics("test"))
             self.card = (
                 f"# {run.path.name}\n\nRun folder served directly (PyTorch); `meddx export` writes a full model card.\n"
             )
         else:
             raise ConfigError(f"{self.path}: neither a model package (labels.json) nor a run folder (config.yaml)")
+        self.caveats = model_caveats(self.path)  # as `meddx predict` warns of them (packages before 2026-12-07: none)
 
     @property
     def shown_thresholds(self) -> dict | None:
@@ -187,11 +186,9 @@ class Predictor:
 
         model = without_tta(self.torch_model)  # Grad-CAM explains the model, not its average over shifted copies
         if isinstance(model, ProbabilityAverage):  # copies its members itself
-            explainer = EnsembleExplainer(model, self.prep, self.labels, self.task)
-        else:  # a copy: grad-cam's hooks record every forward, so predictions in other threads must not share it
-            explainer = Explainer.for_model(copy.deepcopy(model), self.prep, self.labels, self.task)
-        explainer.negative = self.negative if self.task == "binary" else None  # its map: what lowers the output
-        return explainer
+            return EnsembleExplainer(model, self.prep, self.labels, self.task, negative=self.negative)
+        # a copy: grad-cam's hooks record every forward, so plain predictions in other threads must not share it
+        return Explainer.for_model(copy.deepcopy(model), self.prep, self.labels, self.task, negative=self.negative)
 
     def info(self) -> dict:
         """What GET /model returns: labels, thresholds, the validation table for the threshold control, the card."""
@@ -295,6 +292,6 @@ class Predictor:
                 raise UploadError(str(e), 400) from None
             with self._cam_lock:  # Grad-CAM's hooks hold state: one map at a time
                 heat = self.explainer.maps(prepared.x, j, negative)[0]
-            name = self.explainer.class_name(label)
+            name = self.negative if negative else self.labels[j]
             out["cam_png"], out["cam_label"] = _png_base64(overlay(prepared.scan, heat, max_side=512)), name
         return out
