@@ -84,7 +84,16 @@ def variants(choices: dict, alternatives: list[dict], epochs: int) -> dict[str, 
     batch = int(choices["train.batch_size"])
     if batch >= 32:  # four times the steps per epoch: what a smaller batch buys when the budget caps the epochs
         out[f"batch {batch // 4} (a quarter)"] = {"train.batch_size": batch // 4}
+    for factor, words in ((2.0, "twice as strong"), (0.5, "half as strong")):  # the fixed strength the plan keeps
+        out[f"augmentation {words}"] = _augment_scaled(factor)
     return out
+
+
+def _augment_scaled(factor: float) -> dict:
+    """The default augmentation with every strength (rotation, shift, zoom, brightness, contrast) times `factor`."""
+    a = RunConfig().train.augment
+    keys = ("rotate_degrees", "translate", "scale", "brightness", "contrast")
+    return {f"train.augment.{k}": round(getattr(a, k) * factor, 4) for k in keys}
 
 
 def _patience(epochs: int) -> int:
@@ -156,6 +165,8 @@ def measure(set_name: str, args) -> list[dict]:
     base = {**choices, "train.max_epochs": epochs, "train.patience": _patience(epochs)}
     runs, missing = {}, []
     for i, (name, fields) in enumerate(variants(choices, alternatives, epochs).items()):
+        if args.only and name != RULES and not any(w in name for w in args.only.split(",")):
+            continue  # another run of the script measures it
         group = [train_seed(set_name, data, {**base, **fields}, f"v{i}", s, args) for s in range(args.seeds)]
         if all(group):
             runs[name] = group
@@ -224,6 +235,7 @@ def set_block(part: list[dict], args) -> str:
     """One set's tables (variants, the seed curve) under the line naming when and how they were measured."""
     set_name, seeds = part[0]["set"], args.seeds
     command = f"bench/plan_rules.py --seeds {seeds} --curve {args.curve} --sets {set_name}"
+    command += f" --only {args.only} --section {args.section}" if args.only else ""
     lines = [f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, 2 CPU cores, by `.venv/bin/python "
              f"{command}{' --report-only' if args.report_only else ''}`; {seeds} seeds per variant."]  # fmt: skip
     if all(r["variant"] == "missing" for r in part):
@@ -272,6 +284,8 @@ def main() -> None:
     ap.add_argument("--curve", type=int, default=0, help="Seeds of the rules' recipe for the ensemble-size curve.")
     ap.add_argument("--no-docs", action="store_true")
     ap.add_argument("--report-only", action="store_true", help="Train nothing: tabulate the finished runs.")
+    ap.add_argument("--only", default="", help="Variants whose names hold one of these words (and the rules').")
+    ap.add_argument("--section", default="", help="Write each set's block to plan-rules-SECTION-SET instead.")
     args = ap.parse_args()
     rows = []
     for set_name in args.sets.split(","):
@@ -280,9 +294,11 @@ def main() -> None:
         print(set_block(by_set(rows)[set_name], args), flush=True)
     if not args.no_docs:
         title = "Self-configuring training: each rule of the plan against its alternative"
+        title += f" ({args.section})" if args.section else ""
         write_section("plan-rules", title, HEADER)
         for set_name, part in by_set(rows).items():
-            print(f"wrote {write_section(f'plan-rules-{set_name}', f'{title}: {set_name}', set_block(part, args))}")
+            key = f"plan-rules-{args.section}-{set_name}" if args.section else f"plan-rules-{set_name}"
+            print(f"wrote {write_section(key, f'{title}: {set_name}', set_block(part, args))}")
 
 
 if __name__ == "__main__":

@@ -234,5 +234,6 @@ def as_given(shared: dict[str, list[str]], records: list[Record], given: dict[in
         if r.patient_id in shared and given.get(id(r)):
             sides.setdefault(r.patient_id, set()).add(given[id(r)])
     named = [f"{p}: {' + '.join(sorted(s))}" for p, s in sorted(sides.items()) if sorted(s) != sorted(shared[p])][:20]
-    fix = "remove their rows from one file, or set split.use_official=false to split again by patient"
+    fix = "keep each one's rows or images in one split's file or folder, or set split.use_official=false to split again"
+    fix += " by patient"
     return [f"as the files give them (a carved split renames a side): {'; '.join(named)}; {fix}"] if named else []
