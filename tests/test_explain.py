@@ -91,7 +91,13 @@ def test_explain_cli_and_gallery(datscan_run, data_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "p(PD) = " in proc.stdout
     with Image.open(out) as im, Image.open(scan) as original:
-        assert im.size == original.size and im.mode == "RGB"  # the overlay is on the scan at its own size
+        factor = im.width // original.width  # enlarged by a whole factor, the legend's band below
+        assert im.mode == "RGB" and im.width == factor * original.width >= 320 and im.height > factor * original.height
+        band = np.asarray(im)[factor * original.height :]
+        assert (band[..., 0] > 200).any() and (band[..., 2] > 200).any() and (band.min(axis=2) < 60).any()  # bar, words
+    plain = run_cli("explain", str(datscan_run.path), str(scan), "--no-legend", "-o", str(tmp_path / "plain.png"))
+    with Image.open(tmp_path / "plain.png") as im, Image.open(scan) as original:
+        assert plain.returncode == 0 and im.size == original.size  # pixel for pixel on the scan
     assert "WARNING" not in proc.stderr  # a DaTscan slice: in the training domain
     xray = sorted((need(data_dir, "nih_chestxray14_64px_binary") / "valid").rglob("*.png"))[0]
     other = run_cli("explain", str(datscan_run.path), str(xray), "-o", str(tmp_path / "xray.png"))

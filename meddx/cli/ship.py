@@ -101,6 +101,13 @@ def explain(
     ] = False,
     split: Annotated[str, typer.Option(help="Split for --gallery.")] = "test",
     k: Annotated[int, typer.Option("-k", help="Cases per group for --gallery.")] = 6,
+    legend: Annotated[
+        bool,
+        typer.Option(
+            help="Enlarge each overlay and name the class, its probability and the colours below it "
+            "(--no-legend: the scan's own size, pixel for pixel)."
+        ),  # fmt: skip
+    ] = True,
 ) -> None:
     """Grad-CAM overlays on the scans (grey levels kept, heat map blended), or a gallery over a split."""
     from meddx.data.records import file_record
@@ -122,7 +129,7 @@ def explain(
             if output and len(scans) == 1 and output.suffix.lower() == ".png"
             else (output / f"{scan.stem}-{label or 'map'}.png" if output else None)
         )
-        done = explain_scan(ran, explainer, scan, label, out)
+        done = explain_scan(ran, explainer, scan, label, out, legend)
         typer.echo(f"{scan}: p({done['label']}) = {done['probability']:.4f} -> {done['path']}")
         for note in [n for n in done["notes"] if n not in said]:
             typer.echo(f"note: {note}", err=True)

@@ -259,20 +259,28 @@ def explain_file(
     label: str | None = None,
     out: str | Path | None = None,
     layer: str | None = None,
+    legend: bool = True,
 ) -> tuple[Path, float, str]:
     """Grad-CAM overlay of one scan saved as PNG (default: RUN/explain/<scan>-<label>.png) for `label` (default: the
-    positive class; multi-class: the most probable class); returns path, probability and the label explained."""
+    positive class; multi-class: the most probable class); returns path, probability and the label explained.
+    `legend`: enlarged, with the class, its probability and a colour bar below (False: the scan's own size)."""
     run = run if isinstance(run, Run) else Run(run)
-    done = explain_scan(run, Explainer.from_run(run, layer), scan, label, out)
+    done = explain_scan(run, Explainer.from_run(run, layer), scan, label, out, legend)
     return done["path"], done["probability"], done["label"]
 
 
-def explain_scan(run: Run, explainer: Explainer, scan: str | Path, label: str | None, out: str | Path | None) -> dict:
+def explain_scan(
+    run: Run, explainer: Explainer, scan: str | Path, label: str | None, out: str | Path | None, legend: bool = True
+) -> dict:
     """`explain_file` with an explainer built once for many scans: {path, probability, label, notes} (an empty map,
     a coarse one)."""
+    from meddx.explain.legend import with_legend
+
     original = explainer.original(scan)
     name = explainer.class_name(label) if label else explainer.default_label(original)
     image, cam, prob = explainer.explain(original, name)
+    if legend:
+        image = with_legend(image, name, prob)
     path = save_png(image, Path(out) if out else run.path / "explain" / f"{Path(scan).stem}-{name}.png")
     notes = [f"the map is empty: nothing in this scan raises p({name}) (Grad-CAM keeps positive evidence only)"] * (
         float(cam.max()) <= 0
