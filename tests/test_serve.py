@@ -228,10 +228,14 @@ def test_a_model_that_does_not_beat_the_prior_says_so_on_every_answer(datscan_ru
     shutil.copytree(package, copy)
     labels = json.loads((copy / "labels.json").read_text())
     (copy / "labels.json").write_text(json.dumps({**labels, "caveats": said}))
-    from meddx.export.card import model_caveats
+    from meddx.export.card import UNCHECKED, model_caveats
 
     assert model_caveats(copy) == said  # what `meddx predict` warns of, from a package or a run
     assert model_caveats(datscan_run.path) == caveats(datscan_run.metrics("test")) == []
+    older = tmp_path / "older"
+    shutil.copytree(package, older)
+    (older / "labels.json").write_text(json.dumps({k: v for k, v in labels.items() if k != "caveats"}))
+    assert model_caveats(older) == [UNCHECKED]  # a package from before caveats: not the same as "none"
     with TestClient(create_app(copy)) as c:
         assert c.get("/model").json()["caveats"] == said
         assert _post(c, scans[0].read_bytes()).json()["model_caveats"] == said

@@ -37,14 +37,17 @@ def caveats(metrics: dict) -> list[str]:
     return out
 
 
+UNCHECKED = "not checked: this package was exported before meddx kept a model's caveats (export it again to check)"
+
+
 def model_caveats(path: str | Path) -> list[str]:
-    """The caveats of what `meddx predict` was given: a package's own (none before they were kept), else those of the
-    run's (or a `meddx cv` folder's fold ensemble's) test split; none when nothing was evaluated."""
+    """The caveats of what `meddx predict` was given: a package's own (UNCHECKED before they were kept), else those of
+    the run's (or a `meddx cv` folder's fold ensemble's) test split; none when nothing was evaluated."""
     from meddx.evaluation.folds import FOLD_ENSEMBLE, is_folds_only
 
     path = Path(path)
     if (path / "labels.json").is_file():
-        return read_json(path / "labels.json").get("caveats", [])
+        return read_json(path / "labels.json").get("caveats", [UNCHECKED])
     try:
         return caveats(Run(path / FOLD_ENSEMBLE if is_folds_only(path) else path).metrics("test"))
     except (MeddxError, OSError, ValueError, KeyError):

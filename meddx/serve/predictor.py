@@ -162,7 +162,7 @@ class Predictor:
             )
         else:
             raise ConfigError(f"{self.path}: neither a model package (labels.json) nor a run folder (config.yaml)")
-        self.caveats = model_caveats(self.path)  # as `meddx predict` warns of them (packages before 2026-12-07: none)
+        self.caveats = model_caveats(self.path)  # as `meddx predict` warns of them (older packages: unchecked)
 
     @property
     def shown_thresholds(self) -> dict | None:
