@@ -110,10 +110,8 @@ def explain(
     ] = True,
 ) -> None:
     """Grad-CAM overlays on the scans (grey levels kept, heat map blended), or a gallery over a split."""
-    from meddx.data.records import file_record
     from meddx.explain import gallery as make_gallery
     from meddx.explain.gradcam import Explainer, explain_scan
-    from meddx.export.new_data import new_data_domain
     from meddx.run import Run
 
     if gallery:
@@ -135,7 +133,15 @@ def explain(
             typer.echo(f"note: {note}", err=True)
             if note.startswith("a coarse map"):  # the same for every scan: said once
                 said.add(note)
-    domain = new_data_domain(ran, [file_record(s) for s in scans], limit=len(scans))  # as `predict` checks
+    _warn_domain(ran, scans)
+
+
+def _warn_domain(run, scans: list[Path]) -> None:
+    """The input-domain check of the explained scans, as `predict` checks them: a WARNING for each one outside."""
+    from meddx.data.records import file_record
+    from meddx.export.new_data import new_data_domain
+
+    domain = new_data_domain(run, [file_record(s) for s in scans], limit=len(scans))
     for flagged in domain.get("flagged", []):
         typer.echo(f"WARNING: outside the training scans' input domain: {flagged}; the map and p say little", err=True)
     if domain["outside"] > len(domain.get("flagged", [])):
