@@ -25,6 +25,7 @@ def test_export_parity_on_real_images(small_run, fmt, tmp_path):
     out = export_run(small_run, fmt, tmp_path / fmt)
     parity = json.loads((out / "parity.json").read_text())
     assert parity["passed"] and parity["max_abs_diff"] <= 1e-4 and parity["images"] > 10
+    assert parity["decisions_differ"] == 0  # no image decided otherwise at the operating point
     for f in (
         "preprocess.json",
         "labels.json",

@@ -130,11 +130,18 @@ def test_operating_points_are_chosen_on_validation_only():
     t = choose_threshold(yv, pv, "sensitivity", 0.95)
     sens, _ = rates(yv, pv, np.array([t]))
     assert sens[0] >= 0.95
-    assert rates(yv, pv, np.array([np.nextafter(t, 1)]))[0][0] < 0.95 or t == pv.max()  # the highest such threshold
+    above = np.unique(pv[pv > t])  # above[0] splits val as t does; above[1] is the next split up
+    assert rates(yv, pv, above[:1])[0][0] >= 0.95 > rates(yv, pv, above[1:2])[0][0]  # the highest such threshold
+    assert not np.isin(t, pv) and t > np.max(pv[pv < t])  # halfway in a gap: no val score sits on it
     t_spec = choose_threshold(yv, pv, "specificity", 0.9)
     assert rates(yv, pv, np.array([t_spec]))[1][0] >= 0.9
     fpr, tpr, thr = skm.roc_curve(yv, pv)
-    assert choose_threshold(yv, pv, "youden") == pytest.approx(thr[np.argmax(tpr - fpr)])
+    t_youden, theirs = choose_threshold(yv, pv, "youden"), thr[np.argmax(tpr - fpr)]  # sklearn's is a score
+    assert np.max(pv[pv < theirs]) < t_youden < theirs  # the same split of val, halfway to the next score down
+    assert rates(yv, pv, np.array([t_youden])) == rates(yv, pv, np.array([theirs]))
+    one = np.full(40, 0.0908688977)  # a collapsed model: one output; ONNX gave 0.09086886 and the decision flipped
+    t_one = choose_threshold((np.arange(40) % 2).astype(float), one, "youden")
+    assert abs(t_one - one[0]) > 0.01
     yt = (rng.random(300) < 0.5).astype(float)
     pt = rng.random(300)
     a = evaluate_arrays(

@@ -71,6 +71,9 @@ def export(
         f"wrote {out} ({fmt}); parity on {parity['images']} real images: max |diff| {parity['max_abs_diff']:.2e} "
         f"<= {tolerance:g}"
     )
+    if parity.get("decisions_differ"):  # probabilities within the tolerance, on either side of the threshold
+        typer.echo(f"note: {parity['decisions_differ']} of {parity['images']} images decided otherwise than by PyTorch "
+                   "(probabilities this close to the operating point: read them as borderline)", err=True)  # fmt: skip
     for other, name in FILES.items():
         if other != fmt and (out / name).is_file():
             typer.echo(f"kept {name} of the earlier export (the same weights): the package holds both formats")

@@ -39,9 +39,15 @@ def parse_operating_point(text: str) -> tuple[str, float | None]:
 
 
 def _candidates(p: np.ndarray) -> np.ndarray:
-    """Every distinct score as a threshold (decision: p >= t), plus one above the maximum (nothing positive)."""
+    """Thresholds (decision: p >= t) halfway between neighbouring distinct scores, and beyond the lowest and highest:
+    each splits val as a score would, but no score sits on it, so an exported model's rounding (1e-8) cannot flip
+    a decision the run made, as it did for a collapsed model's one output."""
     u = np.unique(np.asarray(p, dtype=np.float64))
-    return np.r_[u, np.nextafter(u[-1], np.inf)] if len(u) else np.array([0.5])
+    if not len(u):
+        return np.array([0.5])
+    low = u[0] / 2 if u[0] > 0 else u[0]  # everything positive (p >= 0 holds for every probability)
+    high = (u[-1] + 1) / 2 if u[-1] < 1 else np.nextafter(u[-1], np.inf)  # nothing positive
+    return np.r_[low, (u[:-1] + u[1:]) / 2, high]
 
 
 def rates(y: np.ndarray, p: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -137,15 +137,21 @@ def run_exported(path: Path, fmt: Format, images: np.ndarray) -> np.ndarray:
         return module(torch.from_numpy(images)).numpy()
 
 
-def parity(run: Run, path: Path, fmt: Format, images: torch.Tensor) -> dict:
-    """Largest absolute difference of probabilities, exported vs PyTorch, at two batch sizes."""
+def parity(run: Run, path: Path, fmt: Format, images: torch.Tensor, thresholds: list[float] | None = None) -> dict:
+    """Largest absolute difference of probabilities, exported vs PyTorch, at two batch sizes, and the images whose
+    decision differs (at `thresholds`, one per label; multi-class: the most probable class)."""
     wrapped = WithProbabilities(run.model, run.task).eval()
     with torch.inference_mode():
         reference = wrapped(images).numpy()
     full = run_exported(path, fmt, images.numpy())
     single = run_exported(path, fmt, images[:1].numpy())  # a different batch size: the batch axis is dynamic
     diff = float(max(np.abs(full - reference).max(), np.abs(single - reference[:1]).max()))
-    return {"max_abs_diff": diff, "images": int(len(images)), "batch_sizes": [int(len(images)), 1]}
+    if run.task == "multiclass" or thresholds is None:
+        differ = full.argmax(1) != reference.argmax(1)
+    else:
+        differ = ((full >= np.asarray(thresholds)) != (reference >= np.asarray(thresholds))).any(axis=1)
+    return {"max_abs_diff": diff, "images": int(len(images)), "batch_sizes": [int(len(images)), 1],
+            "decisions_differ": int(differ.sum())}  # fmt: skip
 
 
 def export_run(
@@ -216,7 +222,10 @@ def _write_package(run: Run, fmt: Format, out: Path, tolerance: float, split: st
     model_path = out / FILES[fmt]
     with run_log(run.path):
         _export_file(wrapped, images[: min(8, len(images))], fmt, model_path)
-    result = parity(run, model_path, fmt, images)
+    metrics = run.metrics("test")
+    point = metrics.get("operating_point") or _point_on_val(run)  # a fold ensemble: chosen on the out-of-fold ones
+    per_label = point.get("thresholds")  # None for a multi-class run: its decision is the most probable class
+    result = parity(run, model_path, fmt, images, per_label and [per_label[n] for n in run.label_names])
     result.update(format=fmt, tolerance=tolerance, passed=result["max_abs_diff"] <= tolerance, split=split)
     result["weights_sha1"] = weights_digest(run.model)
     write_text(out / "parity.json", json.dumps(result, indent=2))  # the latest export's; parity-<format>.json: each's
@@ -235,10 +244,8 @@ def _write_package(run: Run, fmt: Format, out: Path, tolerance: float, split: st
     write_text(out / CONFIG, yaml.safe_dump(shipped.model_dump(mode="json"), sort_keys=False))
     write_text(out / "input_stats.json", json.dumps(training_input_stats(run)))
     write_text(out / "val_rates.json", json.dumps(validation_rates(run)))
-    metrics = run.metrics("test")
     labels = {"labels": run.label_names, "task": run.task, "negative": run.negative_class, "run": run.path.name,
               "caveats": caveats(metrics)}  # fmt: skip
     write_text(out / "labels.json", json.dumps(labels, indent=2))
-    point = metrics.get("operating_point") or _point_on_val(run)  # a fold ensemble: chosen on the out-of-fold ones
     write_text(out / "thresholds.json", json.dumps(point, indent=2))
     write_text(out / "card.md", model_card(run, metrics, result))
