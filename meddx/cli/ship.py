@@ -1,6 +1,7 @@
 """Commands that ship a run: predict, export, explain, serve."""
 
 import json
+import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -29,7 +30,9 @@ def predict(
     """Per scan: probabilities, the decision at the run's operating point and the input-domain check."""
     from meddx.api import predict as api_predict
 
-    df = api_predict(run, [str(f) for f in inputs], root)
+    with warnings.catch_warnings():  # the caveats are printed below as WARNING lines, not as Python's warnings
+        warnings.simplefilter("ignore", UserWarning)
+        df = api_predict(run, [str(f) for f in inputs], root)
     failed = int(df["error"].notna().sum()) if "error" in df else 0
     records = df.to_json(orient="records", indent=2).replace("\\/", "/")  # pandas writes / as \/
     if output and (as_json or output.suffix.lower() == ".json"):
@@ -140,10 +143,14 @@ def explain(
 
 
 def _warn_domain(run, scans: list[Path]) -> None:
-    """The input-domain check of the explained scans, as `predict` checks them: a WARNING for each one outside."""
+    """The input-domain check of the explained scans, as `predict` checks them: a WARNING for each one outside, and
+    the model's caveats (a collapsed model's maps explain one output for every scan)."""
     from meddx.data.records import file_record
+    from meddx.export.card import model_caveats
     from meddx.export.new_data import new_data_domain
 
+    for caveat in model_caveats(run.path):
+        typer.echo(f"WARNING: {caveat}", err=True)
     domain = new_data_domain(run, [file_record(s) for s in scans], limit=len(scans))
     for flagged in domain.get("flagged", []):
         typer.echo(f"WARNING: outside the training scans' input domain: {flagged}; the map and p say little", err=True)

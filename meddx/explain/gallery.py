@@ -15,6 +15,7 @@ from meddx.errors import DataError
 from meddx.evaluation.external import read_external
 from meddx.evaluation.operating import run_operating_point
 from meddx.explain.gradcam import Explainer, grey_png, save_png
+from meddx.export.card import model_caveats
 from meddx.logs import progress
 from meddx.run import PREDICTIONS, Run, read_json
 
@@ -140,6 +141,7 @@ def _page(
         f"<p>Split <b>{e(split)}</b>, label <b>{e(name)}</b>, {decision}; layer "
         f"<code>{e(explainer.layer_name)}</code>. Each case: the scan, then the map for <b>{e(name)}</b> over it.</p>",
     ]
+    parts += [f"<p style='color:#b00'><b>Caveat:</b> {e(c)}</p>" for c in model_caveats(run.path)]  # e.g. collapsed
     for group, why in GROUPS:
         rows = chosen[group]
         parts.append(f"<h2>{e(group)} ({len(rows)})</h2><p>{e(why)}</p>")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -264,7 +265,11 @@ def explain_file(
     """Grad-CAM overlay of one scan saved as PNG (default: RUN/explain/<scan>-<label>.png) for `label` (default: the
     positive class; multi-class: the most probable class); returns path, probability and the label explained.
     `legend`: enlarged, with the class, its probability and a colour bar below (False: the scan's own size)."""
+    from meddx.export.card import model_caveats
+
     run = run if isinstance(run, Run) else Run(run)
+    for caveat in model_caveats(run.path):  # a collapsed model's map explains the one output it gives every scan
+        warnings.warn(f"{run.path}: {caveat}", UserWarning, stacklevel=2)
     done = explain_scan(run, Explainer.from_run(run, layer), scan, label, out, legend)
     return done["path"], done["probability"], done["label"]
 

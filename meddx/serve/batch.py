@@ -5,6 +5,7 @@ own row instead of stopping the batch."""
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -48,7 +49,8 @@ def expand_inputs(inputs: list[str | Path], root: str | Path | None = None) -> l
 def predict_files(path: str | Path, inputs: list[str | Path], root: str | Path | None = None) -> pd.DataFrame:
     """One row per scan: id, p_<label>, decision (the labels called positive, or the class), the operating point,
     in_domain and the domain warnings; `error` names a scan that could not be read (None for one that was: select
-    failures with `frame.error.notna()`); `root`: where CSV paths start."""
+    failures with `frame.error.notna()`); `root`: where CSV paths start. The model's caveats (a collapsed model, one
+    that does not beat the prior) are warned of and kept in `frame.attrs["model_caveats"]`."""
     predictor = Predictor(path)
     rows = []
     for scan_id, file in expand_inputs(inputs, root):
@@ -72,6 +74,9 @@ def predict_files(path: str | Path, inputs: list[str | Path], root: str | Path |
         row["domain_warnings"] = "; ".join(out["domain"]["warnings"])
         rows.append(row)
     frame = pd.DataFrame(rows)
+    frame.attrs["model_caveats"] = predictor.caveats  # a notebook's user sees them as warnings, and keeps them here
+    for caveat in predictor.caveats:
+        warnings.warn(f"{path}: {caveat}", UserWarning, stacklevel=3)
     errors = frame["error"] if "error" in frame else pd.Series([None] * len(frame), dtype=object)
     frame["error"] = errors.astype(object).where(errors.notna(), None)  # missing where the scan was read, as pandas
     return frame[[c for c in frame.columns if c != "error"] + ["error"]]  # last, whichever row came first
