@@ -244,7 +244,9 @@ def test_a_mismatch_names_the_model_the_weights_were_made_for(tmp_path):
     (tmp_path / "pre").mkdir()
     torch.save(create_model("small_cnn", in_chans=1, num_classes=1).state_dict(), tmp_path / "pre" / "encoder.pt")
     (tmp_path / "pre" / "pretrain.json").write_text('{"model": "small_cnn"}')
-    with pytest.raises(ConfigError, match=r"encoder.pt \(made for small_cnn\): weights do not fit the model"):
+    with pytest.raises(
+        ConfigError, match=r"encoder.pt \(made for small_cnn: give --model small_cnn\): weights do not fit the model"
+    ):
         load_pretrained(create_model("small_cnn_wide", in_chans=1, num_classes=1), tmp_path / "pre" / "encoder.pt")
 
 

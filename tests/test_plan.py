@@ -181,7 +181,17 @@ def test_an_encoder_to_fine_tune_brings_its_architecture_and_normalisation(data_
     plan = make_plan(as_config({"data": {"path": cfg.data.path}, "train": {"init_from": str(run)}}), ds)
     assert (plan.value("model.name"), plan.value("data.normalize")) == ("resnet18", "dataset")
     no_info = make_plan(as_config({"data": data, "train": {"init_from": str(tmp_path / "w.pt")}}), ds)
-    assert no_info.value("model.name") == "small_cnn"  # a bare weights file: the rules as usual
+    assert no_info.value("model.name") == "small_cnn"  # a file that is not there: the rules as usual
+    import torchvision
+
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "tv.pt")  # saved by hand, nothing beside it
+    by_names = make_plan(as_config({"data": data, "train": {"init_from": str(tmp_path / "tv.pt")}}), ds)
+    why = next(c.reason for c in by_names.choices if c.field == "model.name")
+    assert by_names.value("model.name") == "resnet18" and "tensors' names" in why
+    (run / "checkpoints").mkdir()
+    torch.save({}, run / "checkpoints" / "best.ckpt")  # a run's own checkpoint: the run above it says what it is
+    in_run = make_plan(as_config({"data": data, "train": {"init_from": str(run / "checkpoints" / "best.ckpt")}}), ds)
+    assert in_run.value("model.name") == "resnet18"
     assert make_plan(as_config({"data": data, "train": {"init_from": None}}), ds).value("model.name") == "small_cnn"
     (ssl / "pretrain.json").write_text('{"model": "small_')
     with pytest.raises(ConfigError, match="pretrain.json: not readable as JSON"):

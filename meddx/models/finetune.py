@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from meddx.errors import ConfigError
-from meddx.models.state_files import read_state_dict, source_model
+from meddx.models.state_files import fitting_models, read_state_dict, source_model
 
 HEAD_ATTRIBUTES = ("head", "classifier", "fc")
 
@@ -192,7 +192,9 @@ def load_pretrained(model: nn.Module, source: str | Path) -> dict:
             for name, items in (("shape mismatch", wrong), ("missing", missing), ("unexpected", unexpected))
             if items
         ]
-        made = f" (made for {arch})" if (arch := source_model(source)) else ""
+        arch = source_model(source)
+        fits = [arch] if arch else fitting_models(state)
+        made = f" (made for {' or '.join(fits)}: give --model {fits[0]})" if fits else ""
         fit = f"weights do not fit the model outside its head '{head}'"
         raise ConfigError(f"{source}{made}: {fit}; " + "; ".join(parts))
     model.load_state_dict(loaded, strict=False)

@@ -49,8 +49,7 @@ def read_state_dict(source: str | Path) -> dict[str, torch.Tensor]:
 def source_model(source: str | Path) -> str | None:
     """The model a weights source was made for, where meddx wrote it down: a run folder's (or a model.pt's)
     config.yaml, an encoder.pt's pretrain.json; else None."""
-    p = Path(source)
-    folder = p if p.is_dir() else p.parent
+    folder = weights_folder(source)
     try:
         if (folder / "pretrain.json").is_file():
             return json.loads((folder / "pretrain.json").read_text()).get("model")
@@ -59,6 +58,37 @@ def source_model(source: str | Path) -> str | None:
     except (OSError, ValueError, AttributeError, yaml.YAMLError):
         return None
     return None
+
+
+def weights_folder(source: str | Path) -> Path:
+    """The folder that says what a weights source was made as: the folder given, a file's own, or the run above a
+    Lightning checkpoint (RUN/checkpoints/best.ckpt)."""
+    p = Path(source)
+    if p.is_dir():
+        return p
+    if p.parent.name == "checkpoints" and (p.parent.parent / "config.yaml").is_file():
+        return p.parent.parent
+    return p.parent
+
+
+def fitting_models(state: dict[str, torch.Tensor]) -> list[str]:
+    """The registered image models whose tensors outside the head bear the names of a state dict's: what a file of
+    unknown origin was made for (a torchvision ResNet-18 fits resnet18)."""
+    from meddx.models.finetune import head_name
+    from meddx.models.registry import MODEL_INFO, create_model
+
+    def body(keys, head: str) -> set[str]:
+        return {k for k in keys if not k.startswith(head + ".") and not k.endswith("num_batches_tracked")}
+
+    names = []
+    for name, info in MODEL_INFO.items():
+        if info.kind != "image":
+            continue
+        model = create_model(name, 1, 1)
+        head = head_name(model)
+        if body(model.state_dict(), head) == body(state, head):
+            names.append(name)
+    return names
 
 
 def _folder_kind(p: Path) -> str:

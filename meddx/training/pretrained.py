@@ -10,6 +10,7 @@ from typing import Any
 
 from meddx.config import load_config
 from meddx.errors import ConfigError
+from meddx.models.state_files import fitting_models, read_state_dict, weights_folder
 from meddx.run import CONFIG, PREPROCESS
 
 PRETRAIN_INFO = "pretrain.json"
@@ -18,8 +19,7 @@ PRETRAIN_INFO = "pretrain.json"
 def encoder_recipe(source: str | Path) -> dict | None:
     """{model, image_size, normalize, origin} of `meddx pretrain`'s output (pretrain.json) or of a run folder
     (config.yaml + preprocess.json), for a folder or a weights file inside one; None when nothing says."""
-    path = Path(source)
-    folder = path if path.is_dir() else path.parent
+    folder = weights_folder(source)
     info_path = folder / PRETRAIN_INFO
     if info_path.is_file():
         try:
@@ -45,7 +45,23 @@ def encoder_recipe(source: str | Path) -> dict | None:
             "normalize": prep.get("normalize", cfg.data.normalize),
             "origin": str(folder / CONFIG),
         }
-    return None
+    return _recipe_from_tensors(Path(source))
+
+
+def _recipe_from_tensors(path: Path) -> dict | None:
+    """For a weights file nothing beside describes (a torchvision ResNet-18 saved by hand): the one registered model
+    whose tensor names it bears, else None (the plan chooses, and loading names what does not fit)."""
+    if not path.is_file():
+        return None
+    try:
+        fits = fitting_models(read_state_dict(path))
+    except ConfigError:
+        return None  # not a state dict: loading it says why, in one line
+    return (
+        {"model": fits[0], "image_size": None, "normalize": None, "origin": f"{path}: its tensors' names"}
+        if len(fits) == 1
+        else None
+    )
 
 
 def pretrained_rules(choose: Callable[[str, Any, str], Any], recipe: dict | None) -> None:
