@@ -34,3 +34,7 @@ def not_found(what: str, path: object) -> str:
 
     where = "" if Path(str(path)).is_absolute() else f" (a relative path: looked for from {Path.cwd()})"
     return f"{what} not found: {path}{where}"
+
+
+class MeddxWarning(UserWarning):
+    """meddx's own warning about a run (a collapse seen in training): shown as one WARNING line, no source line."""

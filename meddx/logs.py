@@ -38,6 +38,8 @@ def is_noise(text: str) -> bool:
 def _showwarning(message, category, filename, lineno, file=None, line=None) -> None:
     if is_noise(str(message)):
         LOG.info("%s:%s: %s: %s", filename, lineno, category.__name__, message)
+    elif category.__name__ == "MeddxWarning":  # meddx's own: one line, as the CLI's other warnings read
+        print(f"WARNING: {message}", file=file or sys.stderr, flush=True)
     else:
         _ORIGINAL_SHOWWARNING(message, category, filename, lineno, file, line)
 

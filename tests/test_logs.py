@@ -24,12 +24,14 @@ def test_noise_goes_to_the_run_log_and_other_warnings_still_show(tmp_path):
         "    warnings.warn('No positive samples in targets, true positive value should be meaningless')\n"
         "    warnings.warn(\"'set_vital' is deprecated, please do not call\")\n"
         "    warnings.warn('model collapse: every output the same')\n"
+        "    from meddx.errors import MeddxWarning; warnings.warn('epoch 1: model collapse (ours)', MeddxWarning)\n"
         "    warnings.warn('Experiment logs directory runs/x/logs/ exists and is not empty. Previous log files ...')\n"
         "    warnings.warn('The number of training batches (3) is smaller than the logging interval ...')\n"
     )
     stderr = _stderr_of(code)
     assert "model collapse" in stderr and "No positive samples" not in stderr and "set_vital" not in stderr
     assert "Experiment logs directory" not in stderr and "logging interval" not in stderr
+    assert "\nWARNING: epoch 1: model collapse (ours)\n" in stderr and "MeddxWarning" not in stderr  # one line
     assert "No positive samples" in (tmp_path / "meddx.log").read_text()
 
 

@@ -247,6 +247,17 @@ def test_collapse_fires_on_collapse_not_on_short_training_or_one_sample():
     assert one["collapsed"] is False and one["judged"] is False
 
 
+def test_the_likely_cause_of_a_collapse_comes_from_the_runs_own_record():
+    """The trial's resident set lr=1000: the training loss reached 1.7e6, yet the report listed five generic causes."""
+    from meddx.training.collapse import evident_causes
+
+    blown = evident_causes([{"epoch": 1, "train_loss": 1680112.0}, {"epoch": 2, "train_loss": float("nan")}], 1000.0)
+    assert len(blown) == 1 and "learning rate 1000 far too high" in blown[0] and "reached nan" in blown[0]
+    assert "far above" in evident_causes([{"train_loss": 0.7}], 0.5)[0]
+    assert "too low" in evident_causes([{"train_loss": 0.69}], 1e-7)[0]
+    assert evident_causes([{"train_loss": 0.69}], 2e-3) == []  # nothing in the record points anywhere
+
+
 def test_decision_curve_net_benefit():
     """Net benefit by hand on 10 patients, a perfect model's equals the prevalence, and a useless one's never beats
     treating all or none (Vickers and Elkin 2006)."""

@@ -11,8 +11,9 @@ from pytorch_lightning import seed_everything
 from pytorch_lightning.callbacks import BaseFinetuning, Callback
 from pytorch_lightning.utilities import rank_zero_warn
 
+from meddx.errors import MeddxWarning
 from meddx.models.finetune import freeze_all_but
-from meddx.training.collapse import SPREAD_TOLERANCE, collapse_message, detect_collapse
+from meddx.training.collapse import SPREAD_TOLERANCE, collapse_message, detect_collapse, evident_causes
 
 HIST_BINS = np.linspace(0.0, 1.0, 21)  # fixed 0-1 bins, so epochs compare
 
@@ -118,7 +119,9 @@ class CollapseMonitor(Callback):
         self.epochs.append(result)
         pl_module.log("val_pred_spread", min(result["spread"].values()), sync_dist=True)
         if result["collapsed"]:
-            rank_zero_warn(f"epoch {result['epoch']}: {collapse_message(result)}")
+            history = next((c.rows for c in trainer.callbacks if isinstance(c, EpochHistory)), [])
+            result["likely_causes"] = evident_causes(history, pl_module.train_cfg.lr) + result["likely_causes"]
+            rank_zero_warn(f"epoch {result['epoch']}: {collapse_message(result)}", category=MeddxWarning)
 
     def _targets(self, trainer, labels: list[torch.Tensor]) -> np.ndarray | None:
         """The val labels as one 0/1 column per label (class indices of a multi-class task one-hot), else None."""
