@@ -193,7 +193,7 @@ def test_the_table_says_what_its_multiclass_figures_are_and_why_an_excluding_int
     }
     result = {"task": "multiclass", "runs": [{"name": "a", "figures": figures, "vs_best": {}}, second]}  # fmt: skip
     header, rows = comparison_table(result)
-    assert header[5] == "log loss (one-vs-rest, mean over classes)" and "one-vs-rest" in header[4]
+    assert header[6] == "log loss (one-vs-rest, mean over classes)" and "one-vs-rest" in header[5]
     assert rows[1][-1].startswith("worse (real) by the patients' paired interval; DeLong's per-image p is not below")
     assert comparison_table({**result, "task": "binary"})[0][5] == "log loss"
 

@@ -290,8 +290,13 @@ def test_meddx_runs_lists_cv_folders_and_a_time_for_every_run(tmp_path):
     (tmp_path / "cv" / "cv.json").write_text(json.dumps({"folds": 2, "runs": ["fold0", "fold1"]}))
     (tmp_path / "cv" / "fold1" / "status.json").write_text(json.dumps({"state": "trained", "since": "2026-12-07"}))
     assert f"{tmp_path / 'cv'} (2 of 2 folds trained)\n" in run_cli("runs", str(tmp_path)).stdout  # none to resume
-    ens = next(line for line in out.splitlines() if line.endswith("ens"))
+    ens = next(line for line in out.splitlines() if str(tmp_path / "ens") in line)
     assert ens.split()[1].startswith("20")  # a date, from the folder's config when it has no status.json
+    (tmp_path / "ens" / "config.yaml").write_text("name: ens\nmodel: {name: resnet18}\ntrain: {init_from: src}\n")
+    collapsed = {"model": {"macro": {"roc_auc": {"value": 0.5}}}, "collapse": {"evaluation": {"collapsed": True}}}
+    (tmp_path / "ens" / "metrics.json").write_text(json.dumps(collapsed))
+    line = next(x for x in run_cli("runs", str(tmp_path)).stdout.splitlines() if x.endswith("COLLAPSED"))
+    assert line.endswith("  resnet18, from src; test ROC AUC 0.500; COLLAPSED") and str(tmp_path / "ens") in line
 
 
 def test_an_ensemble_names_every_members_architecture(tmp_path):

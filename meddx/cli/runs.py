@@ -189,7 +189,8 @@ def compare(
 
     result = api_compare(runs, output, split, bootstrap)
     header, rows = comparison_table(result)
-    keep = [0, 1, 2, 6, 7, 8]  # rank, run, ROC AUC, difference from the best, DeLong p, verdict (the rest: the files)
+    shown = ("rank", "run", "recipe", "ROC AUC", "ROC AUC - best", "DeLong p", "verdict")  # the rest: the files
+    keep = [header.index(name) for name in shown]
     table = Table(*[header[k] for k in keep], title=f"{result['split']}: {result['samples']} samples")
     for row in rows:
         table.add_row(*[row[k] for k in keep])

@@ -13,6 +13,7 @@ from meddx.errors import ConfigError, DataError
 from meddx.evaluation.folds import run_label
 from meddx.evaluation.fused import CHUNK_BYTES
 from meddx.evaluation.intervals import MIN_CLASS_PATIENTS, paired_figures
+from meddx.evaluation.training_summary import recipe_line
 from meddx.run import PREDICTIONS, Run
 
 FIGURES = ("roc_auc", "pr_auc", "brier", "log_loss")  # each macro over labels (`intervals.paired_figures`)
@@ -106,7 +107,8 @@ def compare_runs(
     for i in order:
         name = run_label(runs[i])  # a fold ensemble's val is its folds' out-of-fold predictions, not their mean
         name = name.replace(" (folds)", " (out of fold)") if split == "val" else name
-        row = {"run": str(runs[i].path), "name": name, "figures": {}, "vs_best": {}}
+        row = {"run": str(runs[i].path), "name": name, "recipe": recipe_line(getattr(runs[i], "config", None)), "figures": {},
+               "vs_best": {}}  # fmt: skip
         for name in FIGURES:
             values = scores[i][name]
             lo, hi = np.nanquantile(values[1:], q)
@@ -136,6 +138,7 @@ def comparison_table(result: dict) -> tuple[list[str], list[list[str]]]:
     header = [
         "rank",
         "run",
+        "recipe",
         "ROC AUC",
         "PR AUC",
         f"Brier{ovr}",
@@ -148,7 +151,7 @@ def comparison_table(result: dict) -> tuple[list[str], list[list[str]]]:
     for k, r in enumerate(result["runs"], 1):
         f = {n: f"{v['value']:.4f} ({v['ci'][0]:.4f}-{v['ci'][1]:.4f})" for n, v in r["figures"].items()}
         d = r["vs_best"].get("roc_auc")
-        p = ", ".join(f"{t['p']:.2g}" for t in r.get("delong", {}).values())
+        p = ", ".join("< 0.001" if t["p"] < 0.001 else f"{t['p']:.2g}" for t in r.get("delong", {}).values())
         verdict = "best" if d is None else ("worse (real)" if d["real"] else "not distinguishable from the best")
         if d is not None and d["real"] and d.get("delong_agrees") is False:  # the patients' interval decides
             level = 1 - result.get("ci", 0.95)
@@ -163,5 +166,18 @@ def comparison_table(result: dict) -> tuple[list[str], list[list[str]]]:
         if result.get("fewest_class_patients", MIN_CLASS_PATIENTS) < MIN_CLASS_PATIENTS:  # as a report says
             verdict += f"; a label has {result['fewest_class_patients']} patient(s) of a class: too few to tell"
         diff = "" if d is None else f"{d['diff']:+.4f} ({d['ci'][0]:+.4f} to {d['ci'][1]:+.4f})"
-        rows.append([str(k), r["name"], f["roc_auc"], f["pr_auc"], f["brier"], f["log_loss"], diff, p, verdict])
+        rows.append(
+            [
+                str(k),
+                r["name"],
+                r.get("recipe", ""),
+                f["roc_auc"],
+                f["pr_auc"],
+                f["brier"],
+                f["log_loss"],
+                diff,
+                p,
+                verdict,
+            ]
+        )
     return header, rows

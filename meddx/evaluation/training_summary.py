@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 def training_summary(training: dict) -> str:
     """Best epoch, epochs, seconds and val loss before and after (for an ensemble: each member's, with its weight when
@@ -46,3 +48,19 @@ def _members(training: dict) -> str:
 def _no_gain(training: dict) -> bool:
     first, best = training.get("initial_val_loss"), training.get("best_val_loss")
     return first is not None and best is not None and best >= first
+
+
+def recipe_line(cfg) -> str:
+    """'resnet18 64 px x3, from kermany_src, last 1 block(s) trained' for a run's config: what tells runs apart."""
+    from meddx.models.state_files import weights_folder
+
+    if cfg is None:  # predictions without a run's config (a bare table of them)
+        return ""
+    size = f" {cfg.data.image_size} px" if cfg.data.image_size else ""
+    line = f"{cfg.model.name}{size}" + (f" x{cfg.train.ensemble}" if cfg.train.ensemble > 1 else "")
+    if cfg.train.init_from:  # a run's checkpoint is named by its run
+        init = Path(cfg.train.init_from)
+        line += f", from {f'{weights_folder(init).name}/{init.name}' if init.is_file() else init.name}"
+        depth = cfg.train.finetune_depth
+        line += "" if depth == "all" else ", head only" if depth == 0 else f", last {depth} block(s) trained"
+    return line
