@@ -195,7 +195,7 @@ def test_the_table_says_what_its_multiclass_figures_are_and_why_an_excluding_int
     header, rows = comparison_table(result)
     assert header[6] == "log loss (one-vs-rest, mean over classes)" and "one-vs-rest" in header[5]
     assert rows[1][-1].startswith("worse (real) by the patients' paired interval; DeLong's per-image p is not below")
-    assert comparison_table({**result, "task": "binary"})[0][5] == "log loss"
+    assert comparison_table({**result, "task": "binary"})[0][6] == "log loss"
 
 
 def test_an_ensemble_of_one_run_twice_is_refused(tmp_path):
