@@ -123,7 +123,10 @@ def test_finetune_from_a_run_freezes_what_model_info_says(swa_run, data_dir, tmp
         "train.diagnostics=false",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    said = "scans the initial weights (swa) trained or were chosen on: val and test figures overstate"
+    assert "WARNING: " in proc.stderr and said in proc.stderr  # the same split: its val scans are swa's own val
     run = meddx.load_run(tmp_path / "ft")
+    assert said in (run.path / "report.md").read_text()
     cfg = run.config
     assert cfg.train.init_from == str(swa_run.path) and cfg.train.finetune_depth == 1 and cfg.train.unfreeze_every == 1
     training = json.loads((run.path / "training.json").read_text())

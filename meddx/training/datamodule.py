@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -20,11 +21,12 @@ from meddx.data.reports import read_descriptions
 from meddx.data.sequences import PAD, SequenceDataset, Vocab, build_vocab, is_sequence, trim_padding
 from meddx.data.split import assign_splits
 from meddx.data.tensors import ImageDataset, Preprocess, base_preprocess, decode_settings, fill_statistics
-from meddx.errors import ConfigError, MeddxError
+from meddx.errors import ConfigError, MeddxError, MeddxWarning
 from meddx.models import MODEL_INFO, min_input_size
 from meddx.models.sequence import resolve_size
 from meddx.run import CONFIG, VOCAB
 from meddx.training.distributed import grouped, is_rank_zero, share
+from meddx.training.pretrained import weights_overlap
 from meddx.training.pseudo import pseudo_records
 from meddx.training.sampling import EpochLengthGrouped, EpochShuffle
 
@@ -61,6 +63,10 @@ class RunDataModule(pl.LightningDataModule):
         leakage = enforce_no_leakage(ds, self.cfg.split).to_dict()
         if self.cfg.data.skip_unreadable:  # after the hashes: a file read for them is not decoded again
             leakage["unreadable"] = drop_unreadable(ds)
+        if seen := weights_overlap(self.cfg.train.init_from, ds):  # the initial weights' own data: said, not stopped
+            warnings.warn(seen, MeddxWarning, stacklevel=2)
+            ds.notes.append(seen)
+            leakage["initial_weights_saw"] = seen
         extra, note = pseudo_records(self.cfg, ds)  # after the gate: they join train only, never val or test
         if extra:
             ds.records += extra

@@ -11,7 +11,7 @@ from typing import Any
 from meddx.config import load_config
 from meddx.errors import ConfigError
 from meddx.models.state_files import fitting_models, read_state_dict, weights_folder
-from meddx.run import CONFIG, PREPROCESS
+from meddx.run import CONFIG, PREPROCESS, SPLIT
 
 PRETRAIN_INFO = "pretrain.json"
 
@@ -73,3 +73,28 @@ def pretrained_rules(choose: Callable[[str, Any, str], Any], recipe: dict | None
     choose("model.name", recipe["model"], f"{why} architecture: its weights fit no other")
     if recipe["normalize"] in ("dataset", "sample", "none"):
         choose("data.normalize", recipe["normalize"], f"{why} normalisation: the inputs it learnt from")
+
+
+def weights_overlap(init_from: str | None, ds) -> str:
+    """A note when val or test scans of `ds` are copies (identical, near-identical, cropped and resized) of scans the
+    initial weights' run trained or chose on: those figures then overstate. '' when none, or nothing says."""
+    import pandas as pd
+
+    from meddx.data.leakage import overlap_with_training
+
+    folder = weights_folder(init_from) if init_from else None
+    if folder is None or not (folder / SPLIT).is_file():
+        return ""
+    table = pd.read_csv(folder / SPLIT, dtype={"id": str, "patient_id": str, "sha1": str, "phash": str})
+    held = [r for r in ds.records if r.split in ("val", "test")]
+    if not held:
+        return ""
+    _, check = overlap_with_training(held, table, drop=True, patients_known=False)
+    copies = check["identical_to_training"] + check["near_duplicates_of_training"] + check.get("cropped_images", 0)
+    if not copies:
+        return ""
+    return (
+        f"{copies} of the {len(held)} val and test scans are copies (identical, near-identical, or cropped and "
+        f"resized) of scans the initial weights ({folder.name}) trained or were chosen on: val and test figures "
+        "overstate, and val choices lean on them; initialise from a run that never saw this data"
+    )
