@@ -80,6 +80,8 @@ def test_overlay_keeps_grey_levels_and_blends():
     flat = overlay(grey, np.zeros((8, 8), np.float32), alpha=0.0)
     assert flat.shape == (40, 30, 3) and (flat[..., 0] == flat[..., 1]).all()
     np.testing.assert_allclose(flat[..., 0] / 255.0, grey[0], atol=1 / 255)
+    dim = overlay(grey * 0.29, np.zeros((8, 8), np.float32), alpha=0.0)  # SPECT counts: a quarter of the range
+    assert dim.min() == 0 and dim.max() == 255  # stretched from the scan's own darkest to brightest, linearly
     hot = overlay(grey, np.ones((8, 8), np.float32), alpha=0.4)
     assert not np.array_equal(hot, flat) and abs(int(hot[0, 0, 0]) - int(flat[0, 0, 0])) > 10
 

@@ -233,7 +233,15 @@ def test_init_from_a_folder_meddx_made_says_what_to_give(tmp_path):
     with pytest.raises(ConfigError) as e:
         read_state_dict(tmp_path / "random.pt")
     said = str(e.value)
-    assert "\n" not in said and "not a loadable state dict" in said and "weights_only" not in said
+    assert "\n" not in said and "not a file torch.save wrote" in said and "weights_only" not in said
+    (tmp_path / "notes.pt").write_text("hello")  # a text file: it got 'not a loadable state dict (KeyError: 101)'
+    with pytest.raises(ConfigError, match=r"notes.pt: not a file torch.save wrote \(it starts b'hell'"):
+        read_state_dict(tmp_path / "notes.pt")
+    import pickle
+
+    (tmp_path / "objects.pt").write_bytes(pickle.dumps({"a": object}))  # a pickle, but of more than tensors
+    with pytest.raises(ConfigError, match="not a loadable state dict"):
+        read_state_dict(tmp_path / "objects.pt")
 
 
 def test_a_mismatch_names_the_model_the_weights_were_made_for(tmp_path):

@@ -24,6 +24,10 @@ def read_state_dict(source: str | Path) -> dict[str, torch.Tensor]:
         raise ConfigError(
             f"weights file not found: {p} (neither a meddx run folder nor a file; meddx never downloads weights)"
         )
+    with open(p, "rb") as f:  # torch.save writes a zip archive (or, before torch 1.6, a pickle: protocol byte 0x80)
+        head = f.read(4)
+    if not (head.startswith(b"PK") or head[:1] == b"\x80"):
+        raise ConfigError(f"{p}: not a file torch.save wrote (it starts {head!r}; a state dict is a zip archive)")
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch's own advice (weights_only=False) runs code: never given here
