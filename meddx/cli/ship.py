@@ -115,7 +115,7 @@ def explain(
         ),  # fmt: skip
     ] = True,
 ) -> None:
-    """Grad-CAM overlays on the scans (the scan in grey, stretched to its own range; the heat map blended), or a gallery over a split."""
+    """Grad-CAM overlays on the scans (in grey, stretched to their own range; heat map blended), or a gallery."""
     from meddx.explain import gallery as make_gallery
     from meddx.explain.gradcam import Explainer, explain_scan
     from meddx.run import Run
