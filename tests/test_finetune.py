@@ -264,20 +264,20 @@ def test_the_report_says_how_a_model_was_fine_tuned():
     from types import SimpleNamespace
 
     from meddx.config import as_config
-    from meddx.evaluation.sections import _transfer_summary
+    from meddx.evaluation.sections import transfer_summary
 
     cfg = as_config({"train": {"init_from": "pre/encoder.pt", "finetune_depth": 0, "unfreeze_every": 2,
                                "backbone_lr_mult": 0.1}})  # fmt: skip
     init = {"loaded": 36, "adapted": ["features.0.0.0.weight: 3 -> 1 channels"], "model": "small_cnn"}
-    said = _transfer_summary(SimpleNamespace(config=cfg, training={"init_from": init}))
+    said = transfer_summary(SimpleNamespace(config=cfg, training={"init_from": init}))
     assert said == (
         "; initialised from pre/encoder.pt, a small_cnn encoder (36 tensors, a new head); first conv adapted "
         "(features.0.0.0.weight: 3 -> 1 channels); the backbone frozen, the head trained, one more block unfrozen "
         "every 2 epoch(s); backbone learning rate 0.1 x the head's"
     )
-    assert _transfer_summary(SimpleNamespace(config=as_config({}), training={})) == ""
+    assert transfer_summary(SimpleNamespace(config=as_config({}), training={})) == ""
     bert = as_config({"model": {"weights": "mlm/encoder.pt"}, "train": {"finetune_depth": 2, "backbone_lr_mult": 0.1}})
-    assert _transfer_summary(SimpleNamespace(config=bert, training={})) == (
+    assert transfer_summary(SimpleNamespace(config=bert, training={})) == (
         "; pretrained weights mlm/encoder.pt; the head and the last 2 block(s) trained; backbone learning rate 0.1 x "
         "the head's"
     )

@@ -197,7 +197,7 @@ def _overall_section(result: dict) -> dict:
     return {"header": ["", *keys], "rows": rows}
 
 
-def _transfer_summary(run: Run) -> str:
+def transfer_summary(run: Run) -> str:
     """Where the weights came from and how they were fine-tuned (frozen blocks, unfreezing, the backbone's rate)."""
     t, init, weights = run.config.train, run.training.get("init_from") or {}, run.config.model.weights
     if not (t.init_from or weights):
@@ -222,7 +222,7 @@ def _model_section(run: Run) -> dict:
         model_input = (
             f"input {prep.channels} x {prep.image_size[0]} x {prep.image_size[1]}, normalisation {prep.normalize}"
         )
-    summary = _training_summary(training) + _transfer_summary(run)
+    summary = _training_summary(training) + transfer_summary(run)
     return {
         "name": run.architecture(),
         "input": model_input,

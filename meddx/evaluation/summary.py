@@ -9,7 +9,7 @@ from rich.table import Table
 from meddx.data.records import SPLITS
 from meddx.evaluation.data_section import leakage_text
 from meddx.evaluation.scores import COMPETITIONS
-from meddx.evaluation.sections import fmt, warnings_of
+from meddx.evaluation.sections import fmt, transfer_summary, warnings_of
 from meddx.evaluation.subgroups import subgroup_text
 from meddx.logs import terminal
 from meddx.run import DATA, PREDICTIONS, Run, read_json, split_suffix
@@ -59,6 +59,8 @@ def print_summary(run: Run | None, split: str = "test", console: Console | None 
         return
     console = console if console is not None and console.is_terminal else terminal()
     console.print(headline(metrics))
+    if metrics["split"] in SPLITS and (transfer := transfer_summary(run)):  # that the weights loaded, and how
+        console.print(f"fine-tuning: {transfer.removeprefix('; ')}", markup=False, highlight=False)
     source = read_json(run.path / PREDICTIONS / f"{metrics['split']}.data.json")  # new data: how it was read
     source = source or read_json(run.path / DATA)  # the run's own splits: how its data was read (copies dropped...)
     for note in source.get("notes") or []:
