@@ -7,6 +7,7 @@ import json
 import shutil
 
 import pytest
+import torch
 
 import meddx
 from meddx.data.unlabelled import read_unlabelled
@@ -60,6 +61,10 @@ def test_simclr_lowers_its_loss_and_its_encoder_fine_tunes(data_dir, tmp_path):
     info = json.loads((tmp_path / "ssl" / "pretrain.json").read_text())
     assert info["images"] == 485 and info["excluded_images"] == info["held_out_images"] == 315  # val/test patients
     assert info["final_val_ntxent"] < 0.9 * info["initial_val_ntxent"]
+    assert "in eval mode" not in proc.stderr  # the first validate() had left every layer in eval mode for fit()
+    encoder = torch.load(tmp_path / "ssl" / "encoder.pt", weights_only=True)
+    means = [v for k, v in encoder.items() if k.endswith("running_mean")]
+    assert means and all(v.abs().sum() > 0 for v in means)  # BatchNorm learnt the batches' statistics
     run = meddx.train(
         {
             "data": {"path": folder, "image_size": 32},

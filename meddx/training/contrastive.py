@@ -148,6 +148,7 @@ def pretrain_images(cfg: RunConfig) -> Path:
     )
     val_loader = DataLoader(val, batch_size=pc.batch_size)
     initial = float(trainer.validate(module, val_loader, verbose=False)[0]["val_ntxent"])
+    module.train()  # validate() leaves every layer in eval mode and fit() keeps it: BatchNorm would never learn
     started = time.perf_counter()
     trainer.fit(
         module,

@@ -193,6 +193,7 @@ def pretrain(config: RunConfig | dict | str | Path) -> Path:
     if not last.is_file():  # written now, so a resumed session still reports where the first one started
         info["initial_val_mlm_loss"] = val_mlm_loss(trainer, module, val_loader)
         write_text(info_path, json.dumps(info, indent=2))
+    module.train()  # validate() leaves every layer in eval mode and fit() keeps it: dropout would stay off
     started = time.perf_counter()
     with refuse_unsafe(last if last.is_file() else None), log_kept(out):  # a resume keeps the epochs logged before
         trainer.fit(
