@@ -62,6 +62,7 @@ def test_simclr_lowers_its_loss_and_its_encoder_fine_tunes(data_dir, tmp_path):
     assert info["images"] == 485 and info["excluded_images"] == info["held_out_images"] == 315  # val/test patients
     assert info["final_val_ntxent"] < 0.9 * info["initial_val_ntxent"]
     assert "in eval mode" not in proc.stderr  # the first validate() had left every layer in eval mode for fit()
+    assert "litlogger" not in proc.stdout + proc.stderr  # Lightning's advertisement: to the log, not the terminal
     encoder = torch.load(tmp_path / "ssl" / "encoder.pt", weights_only=True)
     means = [v for k, v in encoder.items() if k.endswith("running_mean")]
     assert means and all(v.abs().sum() > 0 for v in means)  # BatchNorm learnt the batches' statistics

@@ -20,6 +20,7 @@ from meddx.data.records import Record
 from meddx.data.split import assign_splits
 from meddx.data.tensors import ImageDataset, resolve_preprocess
 from meddx.data.unlabelled import read_unlabelled
+from meddx.logs import quiet_third_party
 from meddx.models import create_model
 from meddx.models.finetune import replace_head
 from meddx.run import CHECKPOINTS
@@ -136,6 +137,7 @@ def pretrain_images(cfg: RunConfig) -> Path:
         pc.max_epochs,
         cfg.model.kwargs,
     )
+    quiet_third_party()  # Lightning's tips and known warnings go to the log, not the terminal
     trainer = pl.Trainer(
         max_epochs=pc.max_epochs,
         accelerator=cfg.train.accelerator,

@@ -15,6 +15,7 @@ from meddx.config import PretrainConfig, RunConfig, as_config
 from meddx.data.reports import read_descriptions
 from meddx.data.sequences import MASK, N_SPECIAL, Vocab, build_vocab, length_grouped_sampler, trim_padding
 from meddx.errors import ConfigError
+from meddx.logs import quiet_third_party
 from meddx.models.sequence import bert_config, resolve_size
 from meddx.run import CHECKPOINTS, VOCAB
 from meddx.training.fit import log_kept, refuse_unsafe
@@ -145,6 +146,7 @@ def _trainer(cfg: RunConfig, out: Path, gpu: bool, precision: str) -> pl.Trainer
     from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
     checkpoint = ModelCheckpoint(dirpath=out / CHECKPOINTS, filename="best", monitor="val_mlm_loss", save_last=True)
+    quiet_third_party()  # Lightning's tips and known warnings go to the log, not the terminal
     return pl.Trainer(
         max_epochs=cfg.pretrain.max_epochs,
         accelerator="gpu" if gpu else "cpu",
