@@ -23,8 +23,8 @@ from meddx.evaluation.plots import write_figures
 from meddx.evaluation.scores import competition_for
 from meddx.evaluation.sections import report_context
 from meddx.evaluation.subgroups import NOT_LISTED, subgroup_scores
+from meddx.evaluation.training_summary import collapse_record
 from meddx.run import DATA, PREDICTIONS, Run, read_json, split_suffix
-from meddx.training.collapse import evident_causes
 
 
 def _arrays(run: Run, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -239,10 +239,7 @@ def evaluate_run(
         result[competition.name] = competition.score(y, p, names, prior=prior, seed=cfg.seed)
     result["evaluated_at"] = datetime.now().isoformat(timespec="seconds")
     result |= _warnings(run, split, result, val_patients(y_val, patients_val, names))
-    result["collapse"] = {"evaluation": result["collapse"], "training": run.training.get("collapse")}
-    if result["collapse"]["evaluation"]["likely_causes"]:  # what this run's own record points to, first
-        first = evident_causes(run.training.get("history") or [], run.config.train.lr)
-        result["collapse"]["evaluation"]["likely_causes"] = first + result["collapse"]["evaluation"]["likely_causes"]
+    result["collapse"] = collapse_record(run, result["collapse"])
     op = result["operating_point"]["thresholds"]
     thresholds = None if op is None else np.array([op[n] for n in names])
     if result["calibration"]["temperature"]:

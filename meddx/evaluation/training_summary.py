@@ -64,3 +64,13 @@ def recipe_line(cfg) -> str:
         depth = cfg.train.finetune_depth
         line += "" if depth == "all" else ", head only" if depth == 0 else f", last {depth} block(s) trained"
     return line
+
+
+def collapse_record(run, evaluation: dict) -> dict:
+    """The collapse check of an evaluation, the causes the run's own record points to first, and training's."""
+    from meddx.training.collapse import evident_causes
+
+    if evaluation["likely_causes"]:
+        first = evident_causes(run.training.get("history") or [], run.config.train.lr)
+        evaluation = {**evaluation, "likely_causes": first + evaluation["likely_causes"]}
+    return {"evaluation": evaluation, "training": run.training.get("collapse")}

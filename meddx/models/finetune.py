@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from meddx.errors import ConfigError
-from meddx.models.state_files import fitting_models, read_state_dict, source_model
+from meddx.models.state_files import read_state_dict, source_model
 
 HEAD_ATTRIBUTES = ("head", "classifier", "fc")
 
@@ -239,3 +239,22 @@ def replace_head(model: nn.Module, replacement: nn.Module | None = None) -> nn.M
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, replacement if replacement is not None else nn.Flatten())
     return model
+
+
+def fitting_models(state: dict[str, torch.Tensor]) -> list[str]:
+    """The registered image models whose tensors outside the head bear the names of a state dict's: what a file of
+    unknown origin was made for (a torchvision ResNet-18 fits resnet18)."""
+    from meddx.models.registry import MODEL_INFO, create_model
+
+    def body(keys, head: str) -> set[str]:
+        return {k for k in keys if not k.startswith(head + ".") and not k.endswith("num_batches_tracked")}
+
+    names = []
+    for name, info in MODEL_INFO.items():
+        if info.kind != "image":
+            continue
+        model = create_model(name, 1, 1)
+        head = head_name(model)
+        if body(model.state_dict(), head) == body(state, head):
+            names.append(name)
+    return names

@@ -75,26 +75,6 @@ def weights_folder(source: str | Path) -> Path:
     return p.parent
 
 
-def fitting_models(state: dict[str, torch.Tensor]) -> list[str]:
-    """The registered image models whose tensors outside the head bear the names of a state dict's: what a file of
-    unknown origin was made for (a torchvision ResNet-18 fits resnet18)."""
-    from meddx.models.finetune import head_name
-    from meddx.models.registry import MODEL_INFO, create_model
-
-    def body(keys, head: str) -> set[str]:
-        return {k for k in keys if not k.startswith(head + ".") and not k.endswith("num_batches_tracked")}
-
-    names = []
-    for name, info in MODEL_INFO.items():
-        if info.kind != "image":
-            continue
-        model = create_model(name, 1, 1)
-        head = head_name(model)
-        if body(model.state_dict(), head) == body(state, head):
-            names.append(name)
-    return names
-
-
 def _folder_kind(p: Path) -> str:
     """Why a folder given to initialise from has no model.pt, and what to give instead."""
     if (p / "encoder.pt").is_file():

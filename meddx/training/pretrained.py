@@ -10,7 +10,8 @@ from typing import Any
 
 from meddx.config import load_config
 from meddx.errors import ConfigError
-from meddx.models.state_files import fitting_models, read_state_dict, weights_folder
+from meddx.models.finetune import fitting_models
+from meddx.models.state_files import read_state_dict, weights_folder
 from meddx.run import CONFIG, PREPROCESS, SPLIT
 
 PRETRAIN_INFO = "pretrain.json"
