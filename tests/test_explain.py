@@ -96,7 +96,9 @@ def test_explain_cli_and_gallery(datscan_run, data_dir, tmp_path):
         factor = im.width // original.width  # enlarged by a whole factor, the legend's band below
         assert im.mode == "RGB" and im.width == factor * original.width >= 320 and im.height > factor * original.height
         band = np.asarray(im)[factor * original.height :]
-        assert (band[..., 0] > 200).any() and (band[..., 2] > 200).any() and (band.min(axis=2) < 60).any()  # bar, words
+        red = (band[..., 0] > 200) & (band[..., 2] < 60)  # the bar's two ends (white, the background, is neither)
+        blue = (band[..., 2] > 100) & (band[..., 0] < 60) & (band[..., 1] < 60)
+        assert red.any() and blue.any() and (band.max(axis=2) < 60).any()  # the bar and black words
     plain = run_cli("explain", str(datscan_run.path), str(scan), "--no-legend", "-o", str(tmp_path / "plain.png"))
     with Image.open(tmp_path / "plain.png") as im, Image.open(scan) as original:
         assert plain.returncode == 0 and im.size == original.size  # pixel for pixel on the scan

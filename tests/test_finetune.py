@@ -166,6 +166,8 @@ def test_cli_names_a_mismatched_tensor_in_one_line(data_dir, tmp_path):
         str(need(data_dir, "medmnist/breastmnist.npz")),
         "--init-from",
         str(tmp_path / "wide.pt"),
+        "--model",
+        "small_cnn",  # the user's model (without it the plan takes small_cnn_wide, the one whose shapes fit)
         "--finetune-depth",
         "0",
         "--epochs",
@@ -256,6 +258,9 @@ def test_a_mismatch_names_the_model_the_weights_were_made_for(tmp_path):
         ConfigError, match=r"encoder.pt \(made for small_cnn: give --model small_cnn\): weights do not fit the model"
     ):
         load_pretrained(create_model("small_cnn_wide", in_chans=1, num_classes=1), tmp_path / "pre" / "encoder.pt")
+    torch.save(create_model("small_cnn_wide", in_chans=1, num_classes=1).state_dict(), tmp_path / "bare.pt")
+    with pytest.raises(ConfigError, match=r"bare.pt \(made for small_cnn_wide: give --model small_cnn_wide\)"):
+        load_pretrained(create_model("small_cnn", in_chans=1, num_classes=1), tmp_path / "bare.pt")  # names alike
 
 
 def test_the_report_says_how_a_model_was_fine_tuned():

@@ -252,7 +252,7 @@ def test_the_likely_cause_of_a_collapse_comes_from_the_runs_own_record():
     from meddx.training.collapse import evident_causes
 
     blown = evident_causes([{"epoch": 1, "train_loss": 1680112.0}, {"epoch": 2, "train_loss": float("nan")}], 1000.0)
-    assert len(blown) == 1 and "learning rate 1000 far too high" in blown[0] and "reached nan" in blown[0]
+    assert len(blown) == 1 and "learning rate 1000 likely far too high" in blown[0] and "reached nan" in blown[0]
     assert "far above" in evident_causes([{"train_loss": 0.7}], 0.5)[0]
     assert "too low" in evident_causes([{"train_loss": 0.69}], 1e-7)[0]
     assert evident_causes([{"train_loss": 0.69}], 2e-3) == []  # nothing in the record points anywhere

@@ -35,7 +35,7 @@ def test_collapse_is_reported(collapsed_run):
     html = (collapsed_run.path / "report.html").read_text()
     assert "model collapse" in html and "learning rate too high" in html and "does not beat the prior" in html
     first = metrics["collapse"]["evaluation"]["likely_causes"][0]  # the run's own record, before the checklist
-    assert first.startswith("learning rate 10 far") and "AdamW" in first or "training loss reached" in first
+    assert first.startswith("learning rate 10 ") and ("AdamW" in first or "training loss reached" in first)
     proc = run_cli("evaluate", str(collapsed_run.path), "--bootstrap", "100")
     assert proc.returncode == 0, proc.stderr
     assert "model collapse" in proc.stdout and "NO" in proc.stdout

@@ -236,9 +236,10 @@ def test_a_model_that_does_not_beat_the_prior_says_so_on_every_answer(datscan_ru
     shutil.copytree(package, older)
     (older / "labels.json").write_text(json.dumps({k: v for k, v in labels.items() if k != "caveats"}))
     assert model_caveats(older) == [UNCHECKED]  # a package from before caveats: not the same as "none"
+    from meddx.errors import MeddxWarning
     from meddx.serve.batch import predict_files
 
-    with pytest.warns(UserWarning, match="does not beat the prior"):  # a notebook's user sees them too
+    with pytest.warns(MeddxWarning, match="does not beat the prior"):  # a notebook user sees them too
         assert predict_files(copy, [scans[0]]).attrs["model_caveats"] == said
     with TestClient(create_app(copy)) as c:
         assert c.get("/model").json()["caveats"] == said

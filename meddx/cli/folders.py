@@ -42,16 +42,14 @@ def runs(folder: Annotated[Path, typer.Argument(help="Folder holding run folders
 
 def _recipe_and_result(path: Path) -> str:
     """'  resnet18 64 px, from RUN; test ROC AUC 0.94; COLLAPSED' for a run folder: what tells runs apart in a list."""
-    from meddx.config import load_config
     from meddx.errors import MeddxError
     from meddx.evaluation.training_summary import recipe_line
-    from meddx.run import CONFIG
+    from meddx.run import Run
 
     try:
-        cfg = load_config(path / CONFIG)
-    except MeddxError:
+        parts = [recipe_line(Run(path))]
+    except (MeddxError, OSError, ValueError, KeyError):
         return ""
-    parts = [recipe_line(cfg)]
     try:
         metrics = json.loads((path / "metrics.json").read_text())
         auc = metrics["model"]["macro"]["roc_auc"]["value"]
@@ -59,7 +57,7 @@ def _recipe_and_result(path: Path) -> str:
         parts += ["COLLAPSED"] * bool(metrics.get("collapse", {}).get("evaluation", {}).get("collapsed"))
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    return "  " + "; ".join(parts)
+    return "  " + "; ".join(p for p in parts if p)
 
 
 def _fold_count(config: Path) -> int | str:

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from meddx.atomic import write_frame, write_text
-from meddx.errors import MeddxError
+from meddx.errors import MeddxError, MeddxWarning
 
 
 def predict(
@@ -31,7 +31,7 @@ def predict(
     from meddx.api import predict as api_predict
 
     with warnings.catch_warnings():  # the caveats are printed below as WARNING lines, not as Python's warnings
-        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", MeddxWarning)
         df = api_predict(run, [str(f) for f in inputs], root)
     failed = int(df["error"].notna().sum()) if "error" in df else 0
     records = df.to_json(orient="records", indent=2).replace("\\/", "/")  # pandas writes / as \/

@@ -241,7 +241,7 @@ def overlap_with_training(
     and the check for the report. `origin` (the new data's file) opens the error."""
     seen = split_table[split_table["split"].isin(["train", "val"])]
     known = dict(zip(seen["sha1"], seen["id"])) if "sha1" in seen else {}
-    sha1s = {r.id: content_hash(r) for r in records}
+    sha1s = {r.id: r.sha1 or content_hash(r) for r in records}  # hashed already when the leakage gate read them
     same = [(r, known[h]) for r in records if (h := sha1s[r.id]) and h in known]
     near, unconfirmed = [], 0
     if "phash" in seen:

@@ -107,7 +107,7 @@ def compare_runs(
     for i in order:
         name = run_label(runs[i])  # a fold ensemble's val is its folds' out-of-fold predictions, not their mean
         name = name.replace(" (folds)", " (out of fold)") if split == "val" else name
-        recipe = recipe_line(getattr(runs[i], "config", None))
+        recipe = recipe_line(runs[i])
         row = {"run": str(runs[i].path), "name": name, "recipe": recipe, "figures": {}, "vs_best": {}}
         for name in FIGURES:
             values = scores[i][name]

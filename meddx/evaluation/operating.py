@@ -40,13 +40,14 @@ def parse_operating_point(text: str) -> tuple[str, float | None]:
 
 def _candidates(p: np.ndarray) -> np.ndarray:
     """Thresholds (decision: p >= t) halfway between neighbouring distinct scores, and beyond the lowest and highest:
-    each splits val as a score would, but no score sits on it, so an exported model's rounding (1e-8) cannot flip
-    a decision the run made, as it did for a collapsed model's one output."""
+    each splits val as a score would, but no score sits on it, so an exported model's rounding (1e-8) no longer flips
+    a decision the run made, as it did for a collapsed model's one output (scores closer than that still may)."""
     u = np.unique(np.asarray(p, dtype=np.float64))
     if not len(u):
         return np.array([0.5])
     low = u[0] / 2 if u[0] > 0 else u[0]  # everything positive (p >= 0 holds for every probability)
-    high = (u[-1] + 1) / 2 if u[-1] < 1 else np.nextafter(u[-1], np.inf)  # nothing positive
+    high = (u[-1] + 1) / 2 if u[-1] < 1 else float(np.nextafter(np.float32(1), np.float32(2)))  # nothing positive:
+    # above 1 in float32 too (a float32 array compared with a Python float is compared in float32)
     return np.r_[low, (u[:-1] + u[1:]) / 2, high]
 
 

@@ -50,19 +50,30 @@ def _no_gain(training: dict) -> bool:
     return first is not None and best is not None and best >= first
 
 
-def recipe_line(cfg) -> str:
-    """'resnet18 64 px x3, from kermany_src, last 1 block(s) trained' for a run's config: what tells runs apart."""
+def recipe_line(run) -> str:
+    """'resnet18 64 px x3, from kermany_src, last 1 block(s) trained' for a run: what tells runs apart in a list
+    (an ensemble of runs: its members' architectures and count; '' for an object without a config)."""
     from meddx.models.state_files import weights_folder
 
-    if cfg is None:  # predictions without a run's config (a bare table of them)
+    cfg = getattr(run, "config", None)
+    if cfg is None:
         return ""
+    k = len(run.members()) if getattr(run, "is_ensemble", False) else cfg.train.ensemble
+    if " + " in (arch := run.architecture() if k > 1 else ""):  # runs of several architectures averaged
+        return f"{arch}, {k} models averaged"
     size = f" {cfg.data.image_size} px" if cfg.data.image_size else ""
-    line = f"{cfg.model.name}{size}" + (f" x{cfg.train.ensemble}" if cfg.train.ensemble > 1 else "")
-    if cfg.train.init_from:  # a run's checkpoint is named by its run
+    line = f"{cfg.model.name}{size}" + (f" x{k}" if k > 1 else "")
+    if cfg.train.init_from:  # a file is named with its folder (a run's checkpoint by its run)
         init = Path(cfg.train.init_from)
-        line += f", from {f'{weights_folder(init).name}/{init.name}' if init.is_file() else init.name}"
+        folder = weights_folder(init).name if init.suffix else ""
+        line += f", from {folder + '/' if folder else ''}{init.name}"
         depth = cfg.train.finetune_depth
         line += "" if depth == "all" else ", head only" if depth == 0 else f", last {depth} block(s) trained"
+        line += (
+            f", one more every {cfg.train.unfreeze_every} epoch(s)"
+            if depth != "all" and cfg.train.unfreeze_every
+            else ""
+        )
     return line
 
 

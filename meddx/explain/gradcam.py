@@ -16,7 +16,7 @@ from torch import nn
 from meddx.data.images import load_image
 from meddx.data.records import Record, file_record
 from meddx.data.tensors import Preprocess
-from meddx.errors import ConfigError
+from meddx.errors import ConfigError, MeddxWarning
 from meddx.models.ensemble import core_of, without_shifts
 from meddx.models.output import probabilities
 from meddx.models.tta import without_tta
@@ -268,7 +268,7 @@ def explain_file(
 
     run = run if isinstance(run, Run) else Run(run)
     for caveat in model_caveats(run.path):  # a collapsed model's map explains the one output it gives every scan
-        warnings.warn(f"{run.path}: {caveat}", UserWarning, stacklevel=2)
+        warnings.warn(f"{run.path}: {caveat}", MeddxWarning, stacklevel=2)
     done = explain_scan(run, Explainer.from_run(run, layer), scan, label, out, legend)
     return done["path"], done["probability"], done["label"]
 

@@ -193,8 +193,8 @@ def load_pretrained(model: nn.Module, source: str | Path) -> dict:
             if items
         ]
         arch = source_model(source)
-        fits = [arch] if arch else fitting_models(state)
-        made = f" (made for {' or '.join(fits)}: give --model {fits[0]})" if fits else ""
+        fits = [arch] if arch else fitting_models(state)  # a model whose names and shapes both fit
+        made = f" (made for {fits[0]}: give --model {fits[0]})" if len(fits) == 1 else ""
         fit = f"weights do not fit the model outside its head '{head}'"
         raise ConfigError(f"{source}{made}: {fit}; " + "; ".join(parts))
     model.load_state_dict(loaded, strict=False)
@@ -242,19 +242,24 @@ def replace_head(model: nn.Module, replacement: nn.Module | None = None) -> nn.M
 
 
 def fitting_models(state: dict[str, torch.Tensor]) -> list[str]:
-    """The registered image models whose tensors outside the head bear the names of a state dict's: what a file of
-    unknown origin was made for (a torchvision ResNet-18 fits resnet18)."""
+    """The registered image models whose tensors outside the head match a state dict's in name and
+    shape (the first conv's input channels may differ: they are adapted): what a file of unknown origin was made for
+    (a torchvision ResNet-18 fits resnet18)."""
     from meddx.models.registry import MODEL_INFO, create_model
-
-    def body(keys, head: str) -> set[str]:
-        return {k for k in keys if not k.startswith(head + ".") and not k.endswith("num_batches_tracked")}
 
     names = []
     for name, info in MODEL_INFO.items():
         if info.kind != "image":
             continue
         model = create_model(name, 1, 1)
-        head = head_name(model)
-        if body(model.state_dict(), head) == body(state, head):
+        head, own = head_name(model), model.state_dict()
+        body = {k: v for k, v in own.items() if not _under(k.rpartition(".")[0], head)}
+        theirs = {k for k in state if not _under(k.rpartition(".")[0], head)}
+        skip = "num_batches_tracked"
+        if {k for k in body if not k.endswith(skip)} != {k for k in theirs if not k.endswith(skip)}:
+            continue
+        if all(v.shape == state[k].shape or (v.dim() == 4 and v.shape[0] == state[k].shape[0]
+                                             and v.shape[2:] == state[k].shape[2:]) for k, v in body.items()
+               if not k.endswith(skip)):  # fmt: skip
             names.append(name)
     return names

@@ -13,7 +13,7 @@ import pandas as pd
 from meddx.data.columns import image_column
 from meddx.data.images import READABLE_EXTENSIONS
 from meddx.data.tables import line_numbers, read_table
-from meddx.errors import DataError, MeddxError
+from meddx.errors import DataError, MeddxError, MeddxWarning
 from meddx.serve.predictor import Predictor
 
 BLANK = Path("")  # a CSV row with no image path: an error row of its own, never dropped
@@ -76,7 +76,7 @@ def predict_files(path: str | Path, inputs: list[str | Path], root: str | Path |
     frame = pd.DataFrame(rows)
     frame.attrs["model_caveats"] = predictor.caveats  # a notebook's user sees them as warnings, and keeps them here
     for caveat in predictor.caveats:
-        warnings.warn(f"{path}: {caveat}", UserWarning, stacklevel=3)
+        warnings.warn(f"{path}: {caveat}", MeddxWarning, stacklevel=3)
     errors = frame["error"] if "error" in frame else pd.Series([None] * len(frame), dtype=object)
     frame["error"] = errors.astype(object).where(errors.notna(), None)  # missing where the scan was read, as pandas
     return frame[[c for c in frame.columns if c != "error"] + ["error"]]  # last, whichever row came first

@@ -57,8 +57,8 @@ def evident_causes(history: list[dict], lr: float) -> list[str]:
     losses = [r["train_loss"] for r in history if r.get("train_loss") is not None]
     worst = max(losses, key=lambda v: v if np.isfinite(v) else np.inf, default=None)
     if worst is not None and not (np.isfinite(worst) and worst < 10):
-        return [f"learning rate {lr:g} far too high: the training loss reached {worst:.3g} (a model that learns "
-                "stays near or below 1); the plan's rate, or 10x lower, trains"]  # fmt: skip
+        why = f"the training loss reached {worst:.3g} (a model that learns stays near or below 1; else NaN inputs)"
+        return [f"learning rate {lr:g} likely far too high: {why}; the plan's rate, or 10x lower, trains"]
     if lr >= 0.1:
         return [f"learning rate {lr:g} far above the 1e-4 to 1e-2 that AdamW trains at: try the plan's or 10x lower"]
     if lr <= 1e-6:

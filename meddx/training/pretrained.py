@@ -87,15 +87,20 @@ def weights_overlap(init_from: str | None, ds) -> str:
     if folder is None or not (folder / SPLIT).is_file():
         return ""
     table = pd.read_csv(folder / SPLIT, dtype={"id": str, "patient_id": str, "sha1": str, "phash": str})
-    held = [r for r in ds.records if r.split in ("val", "test")]
-    if not held:
+    counts = {}  # split -> (copies, scans): each split checked on its own, so each is named only when it holds any
+    for split in ("val", "test"):
+        if part := [r for r in ds.records if r.split == split]:
+            _, check = overlap_with_training(part, table, drop=True, patients_known=False)
+            found = check["identical_to_training"] + check["near_duplicates_of_training"]
+            found += check.get("cropped_images", 0) + check.get("resampled_volumes", 0)
+            counts[split] = (found, len(part))
+    hit = [s for s, (n, _) in counts.items() if n]
+    if not hit:
         return ""
-    _, check = overlap_with_training(held, table, drop=True, patients_known=False)
-    copies = check["identical_to_training"] + check["near_duplicates_of_training"] + check.get("cropped_images", 0)
-    if not copies:
-        return ""
+    said = " and ".join(f"{counts[s][0]} of the {counts[s][1]} {s}" for s in hit)
     return (
-        f"{copies} of the {len(held)} val and test scans are copies (identical, near-identical, or cropped and "
-        f"resized) of scans the initial weights ({folder.name}) trained or were chosen on: val and test figures "
-        "overstate, and val choices lean on them; initialise from a run that never saw this data"
+        f"{said} scans are copies (identical, near-identical, or cropped and resized) of scans the initial weights "
+        f"({folder.name}) trained or were chosen on: {' and '.join(hit)} figures overstate"
+        + (", and val choices lean on them" if "val" in hit else "")
+        + "; initialise from a run that never saw them"
     )
