@@ -222,7 +222,13 @@ def test_temperature_scaling_is_fitted_on_val_and_applied_to_test():
 
     r = evaluate(temperature_scaling=True)
     assert r["calibration"]["temperature"] == pytest.approx(4.0, rel=0.15)
-    assert r["calibration"]["per_label"]["x"]["ece"] < r["calibration"]["ece_before"]["x"]
+    t_raw = r["operating_point"]["thresholds"]["x"]  # what predict and the package compare the model's own p with
+    sens = ((over[1500:, 0] >= t_raw) & (y[1500:, 0] == 1)).sum() / (y[1500:, 0] == 1).sum()
+    assert sens == pytest.approx(r["model"]["per_label"]["x"]["sensitivity"]["value"])  # the report's own figure
+    sure = evaluate(temperature_scaling=True, operating_point="sensitivity=0.95")  # far from p = 0.5
+    t_sure = sure["operating_point"]["thresholds"]["x"]
+    sens = ((over[1500:, 0] >= t_sure) & (y[1500:, 0] == 1)).sum() / (y[1500:, 0] == 1).sum()
+    assert sens == pytest.approx(sure["model"]["per_label"]["x"]["sensitivity"]["value"])
     plain = evaluate()
     assert r["model"]["per_label"]["x"]["log_loss"]["value"] < plain["model"]["per_label"]["x"]["log_loss"]["value"]
     assert r["model"]["per_label"]["x"]["roc_auc"]["value"] == pytest.approx(

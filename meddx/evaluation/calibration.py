@@ -93,3 +93,13 @@ def apply_platt(p: np.ndarray, groups: list[np.ndarray], params: list[list[float
     for g, (a, b) in zip(groups, params):
         out[:, g] = 1 / (1 + np.exp(-(a * z[:, g] + b)))
     return out
+
+
+def uncalibrated_thresholds(thresholds: np.ndarray, temperature: float | None) -> np.ndarray:
+    """Thresholds chosen on temperature-scaled probabilities, moved to the model's own probabilities (the same
+    decisions: the scaling is monotone per label), which predict, packages and the service compare against; those
+    outside (0, 1) mean everyone or no one and stay."""
+    if not temperature:
+        return thresholds
+    inside = (thresholds > 0) & (thresholds < 1)
+    return np.where(inside, 1 / (1 + np.exp(-_logit(thresholds) * temperature)), thresholds)

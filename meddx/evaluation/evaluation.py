@@ -7,7 +7,7 @@ import numpy as np
 
 from meddx.config import EvaluateConfig
 from meddx.evaluation import metrics as M
-from meddx.evaluation.calibration import apply_temperature, fit_temperature, reliability
+from meddx.evaluation.calibration import apply_temperature, fit_temperature, reliability, uncalibrated_thresholds
 from meddx.evaluation.fused import FusedPass, count_chunks, patient_index
 from meddx.evaluation.intervals import (
     add_predictor,
@@ -208,6 +208,7 @@ def evaluate_arrays(
     y_test, p_test = np.asarray(y_test, np.float64), np.asarray(p_test, np.float64)
     calibration, p_val, p_test = calibrate(y_val, p_val, y_test, p_test, task, names, cfg)
     thresholds = None if task == "multiclass" else choose_thresholds(y_val, p_val, cfg.operating_point)
+    raw_thresholds = None if thresholds is None else uncalibrated_thresholds(thresholds, calibration["temperature"])
     method, value = parse_operating_point(cfg.operating_point)
     boot = bootstrap_all(y_val, p_val, y_test, p_test, patients_test, prior, task, names, thresholds, cfg)
     for n, interval in boot["ece_ci"].items():
@@ -226,7 +227,7 @@ def evaluate_arrays(
             "rule": "argmax" if task == "multiclass" else label_name(method, value),
             "method": method,
             "value": value,
-            "thresholds": None if thresholds is None else dict(zip(names, thresholds.tolist())),
+            "thresholds": None if thresholds is None else dict(zip(names, raw_thresholds.tolist())),
         },
         "bootstrap": {"resamples": cfg.bootstrap, "unit": "patient", "ci": cfg.ci, "seed": cfg.seed},
         "model": boot["model"],

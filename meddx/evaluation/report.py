@@ -241,9 +241,11 @@ def evaluate_run(
     result |= _warnings(run, split, result, val_patients(y_val, patients_val, names))
     result["collapse"] = collapse_record(run, result["collapse"])
     op = result["operating_point"]["thresholds"]
-    thresholds = None if op is None else np.array([op[n] for n in names])
-    if result["calibration"]["temperature"]:
-        p = apply_temperature(p, result["calibration"]["temperature"], run.task)
+    thresholds = None if op is None else np.array([op[n] for n in names])  # on the model's own probabilities
+    if t := result["calibration"]["temperature"]:  # the figures show the scaled ones: the thresholds move with them
+        p = apply_temperature(p, t, run.task)
+        thresholds = None if thresholds is None else np.where((thresholds > 0) & (thresholds < 1),
+                                                              apply_temperature(thresholds, t), thresholds)  # fmt: skip
     result["name"] = name or split
     suffix = split_suffix(name or split)  # the test split's report is the run's headline
     result["decision_curve"] = decision_curves(y, p, names)
