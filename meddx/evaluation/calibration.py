@@ -103,3 +103,16 @@ def uncalibrated_thresholds(thresholds: np.ndarray, temperature: float | None) -
         return thresholds
     inside = (thresholds > 0) & (thresholds < 1)
     return np.where(inside, 1 / (1 + np.exp(-_logit(thresholds) * temperature)), thresholds)
+
+
+def scaled_for_figures(p: np.ndarray, result: dict, names: list[str], task: str) -> tuple:
+    """(probabilities, thresholds) as the figures show them: temperature-scaled when the evaluation scaled them, the
+    thresholds (stored on the model's own probabilities) moved with them."""
+    op = result["operating_point"]["thresholds"]
+    thresholds = None if op is None else np.array([op[n] for n in names])
+    if not (t := result["calibration"]["temperature"]):
+        return p, thresholds
+    inside = None if thresholds is None else (thresholds > 0) & (thresholds < 1)
+    return apply_temperature(p, t, task), None if thresholds is None else np.where(
+        inside, apply_temperature(thresholds, t), thresholds
+    )

@@ -14,7 +14,7 @@ import numpy as np
 from meddx.atomic import write_text
 from meddx.config import EvaluateConfig
 from meddx.errors import ConfigError, DataError
-from meddx.evaluation.calibration import apply_temperature
+from meddx.evaluation.calibration import scaled_for_figures
 from meddx.evaluation.decision import decision_curves
 from meddx.evaluation.evaluation import decisions, evaluate_arrays
 from meddx.evaluation.intervals import patient_counts
@@ -240,12 +240,7 @@ def evaluate_run(
     result["evaluated_at"] = datetime.now().isoformat(timespec="seconds")
     result |= _warnings(run, split, result, val_patients(y_val, patients_val, names))
     result["collapse"] = collapse_record(run, result["collapse"])
-    op = result["operating_point"]["thresholds"]
-    thresholds = None if op is None else np.array([op[n] for n in names])  # on the model's own probabilities
-    if t := result["calibration"]["temperature"]:  # the figures show the scaled ones: the thresholds move with them
-        p = apply_temperature(p, t, run.task)
-        thresholds = None if thresholds is None else np.where((thresholds > 0) & (thresholds < 1),
-                                                              apply_temperature(thresholds, t), thresholds)  # fmt: skip
+    p, thresholds = scaled_for_figures(p, result, names, run.task)
     result["name"] = name or split
     suffix = split_suffix(name or split)  # the test split's report is the run's headline
     result["decision_curve"] = decision_curves(y, p, names)
