@@ -98,7 +98,7 @@ def apply_platt(p: np.ndarray, groups: list[np.ndarray], params: list[list[float
 def uncalibrated_thresholds(thresholds: np.ndarray, temperature: float | None) -> np.ndarray:
     """Thresholds chosen on temperature-scaled probabilities, moved to the model's own probabilities (the same
     decisions: the scaling is monotone per label), which predict, packages and the service compare against; those
-    outside (0, 1) mean everyone or no one and stay."""
+    outside (0, 1) mean everyone or no one and stay. With 1 / temperature: the other way, onto the scaled ones."""
     if not temperature:
         return thresholds
     inside = (thresholds > 0) & (thresholds < 1)
@@ -112,7 +112,4 @@ def scaled_for_figures(p: np.ndarray, result: dict, names: list[str], task: str)
     thresholds = None if op is None else np.array([op[n] for n in names])
     if not (t := result["calibration"]["temperature"]):
         return p, thresholds
-    inside = None if thresholds is None else (thresholds > 0) & (thresholds < 1)
-    return apply_temperature(p, t, task), None if thresholds is None else np.where(
-        inside, apply_temperature(thresholds, t), thresholds
-    )
+    return apply_temperature(p, t, task), None if thresholds is None else uncalibrated_thresholds(thresholds, 1 / t)
