@@ -5,24 +5,22 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _tianchi_ensembles import ensembles, oof
+from _tianchi_ledger import Ledger, commit, fold_figures, fold_note, fold_span, pooled
 from _tianchi_peers import plain_lstm_peer
 
 import meddx
-from meddx.config import EvaluateConfig, SplitConfig
+from meddx.config import SplitConfig
 from meddx.data.sequences import build_vocab
 from meddx.data.split import assign_splits
-from meddx.evaluation.calibration import apply_platt, fit_platt
-from meddx.evaluation.ensemble import ensemble_runs, greedy_weights
 from meddx.evaluation.metrics import mlogloss
 from meddx.run import Run
-from meddx.tianchi import calibrate_oof, label_groups
 from meddx.training.cv import cross_validate
 
 MODELS = "bilstm,rcnn,dpcnn,bigru_attention,textcnn,bilstm+fgm,bilstm+ema,bilstm+msd,bilstm+lookahead,bilstm+focal"
@@ -44,10 +42,13 @@ LRS = {"bilstm": 4e-3, "bigru": 4e-3, "rcnn": 4e-3, "bigru_attention": 4e-3, "tr
 
 
 class Rows:
-    """The table's rows (probabilities on the rows they score), each kept on disk so a rerun with --out resumes."""
+    """The table's rows (probabilities on the rows they score, or, for a row some of whose folds ran on another
+    machine, the ledger's per-fold figures), each kept on disk so a rerun with --out resumes."""
 
-    def __init__(self, folder: Path, y: np.ndarray, folds: np.ndarray, on_change: Callable[[], object]):
-        self.folder, self.y, self.folds, self.on_change, self.items = folder, y, folds, on_change, []
+    def __init__(self, folder: Path, y: np.ndarray, folds: np.ndarray, names: list[str], ledger: Ledger,
+                 on_change: Callable[[], object]):  # fmt: skip
+        self.folder, self.y, self.folds, self.names, self.ledger = folder, y, folds, names, ledger
+        self.on_change, self.items = on_change, []
 
     def cached(
         self, key: str, compute: Callable[[], tuple[np.ndarray, str, str]]
@@ -74,28 +75,60 @@ class Rows:
         self.add(name, p, mask, seconds, note)
         return p
 
+    def add_summary(self, name: str, folds: dict[int, dict], note: str) -> None:
+        """A row from the ledger's figures of the folds in `folds` (no probabilities: it joins no ensemble)."""
+        mask = np.isin(self.folds, list(folds))
+        seconds = sum(f["seconds"] for f in folds.values())
+        self.items.append({"name": name, "p": None, "folds": folds, "mask": mask, "seconds": seconds, "note": note})
+        print(f"{name:44s} mlogloss {pooled(list(folds.values()), 'combined'):.4f} on {mask.sum()} rows (ledger)")
+        if len(self.items) >= 4:
+            self.on_change()
 
-def fold_note(args) -> str:
-    first = f"folds 0-{args.neural_folds - 1}" if args.neural_folds > 1 else "fold 0"
-    return f"{first} of {args.folds}, {args.epochs} epochs max"
+    def record(self, key: str, k: int, test: np.ndarray, p: np.ndarray, seconds: float, note: str) -> dict:
+        """Put fold `k` of row `key` (probabilities `p` on the rows `test`) into the ledger; its entry."""
+        entry = fold_figures(self.y[test], p, self.names) | {"seconds": seconds, "commit": commit(), "note": note}
+        self.ledger.put(key, k, entry)
+        return entry
+
+
+def summary_note(folds: dict[int, dict], count: int, total: int) -> str:
+    """A ledger row's note: which folds (and how many of those to run are missing), the first fold's recipe, and the
+    commits that ran them."""
+    ran = (
+        ", ".join(map(str, sorted(folds)))
+        + f" of {total}"
+        + (f" ({count - len(folds)} still to run)" if len(folds) < count else "")
+    )
+    commits = ", ".join(sorted({f["commit"] for f in folds.values()}))
+    recipe = folds[min(folds)]["note"]
+    return f"folds {ran}, {recipe}; per-fold figures from the ledger (commits {commits}), mean AUC the folds' mean"
 
 
 def peer_rows(rows: Rows, ds, y: np.ndarray, neural: np.ndarray, args) -> None:
-    """The plain PyTorch BiLSTM on the same train/val/test rows as each `meddx cv` fold."""
-
-    def compute():
-        x = build_vocab([r.tokens for r in ds.records]).encode_all([r.tokens for r in ds.records])
-        peer, seconds = np.zeros_like(y), 0.0
-        for k in range(args.neural_folds):
-            part = copy.deepcopy(ds)
-            assign_splits(part, SplitConfig(folds=args.folds, fold=k))
-            split = np.array([r.split for r in part.records])
-            fold = lambda split=split: (plain_lstm_peer(x, y, split, args.epochs), "", "")  # noqa: E731
-            peer[split == "test"], _, fold_s, _ = rows.cached(f"peer_bilstm-fold{k}", fold)  # a kill keeps the folds
-            seconds += fold_s
-        return peer[neural], "peer: plain PyTorch BiLSTM", fold_note(args) + ", lr 0.002 constant", seconds
-
-    rows.add_cached("peer_bilstm", compute, neural)
+    """The plain PyTorch BiLSTM on the same train/val/test rows as each `meddx cv` fold; folds the ledger holds and
+    this machine lacks are not trained again."""
+    x, peer, folds, seconds = None, np.zeros_like(y), {}, 0.0
+    note = f"{args.epochs} epochs max, lr 0.002 constant"
+    for k in range(args.neural_folds):
+        entry = rows.ledger.get("peer_bilstm", k)
+        if not (rows.folder / f"peer_bilstm-fold{k}.npz").is_file() and (entry or args.record_only):
+            folds |= {k: entry} if entry else {}
+            continue
+        if x is None:
+            x = build_vocab([r.tokens for r in ds.records]).encode_all([r.tokens for r in ds.records])
+        part = copy.deepcopy(ds)
+        assign_splits(part, SplitConfig(folds=args.folds, fold=k))
+        split = np.array([r.split for r in part.records])
+        test = split == "test"
+        fold = lambda split=split, x=x: (plain_lstm_peer(x, y, split, args.epochs), "", "")  # noqa: E731
+        peer[test], _, fold_s, _ = rows.cached(f"peer_bilstm-fold{k}", fold)  # a kill keeps the folds
+        folds[k] = entry or rows.record("peer_bilstm", k, test, peer[test], fold_s, note)
+        seconds += fold_s
+    name = "peer: plain PyTorch BiLSTM"
+    if len(folds) == args.neural_folds and all((rows.folder / f"peer_bilstm-fold{k}.npz").is_file() for k in folds):
+        rows.add(name, peer[neural], neural, seconds, fold_note(args) + ", lr 0.002 constant")
+    elif folds:
+        rows.add_summary(name, folds, summary_note(folds, args.neural_folds, args.folds))
 
 
 def _set(cfg: dict, dotted: str, value) -> None:
@@ -165,28 +198,10 @@ def _pseudo(cfg: dict, sources: list[Path], unlabelled: list[Path]) -> str:
     return f"; pseudo-labels (every label at most 0.05 or at least 0.95) from the mean of {len(sources)} earlier rows"
 
 
-def timed_cv(cfg: dict, args, times: Path) -> tuple[Path, float]:
-    """`meddx cv` one fold at a time, each fold's wall seconds kept in `times`, so a row resumed in another run still
-    reports its whole time (a fold finished or stopped part way by an earlier run: at least its training seconds,
-    which its checkpoints carry across a kill); the CV folder and the total."""
-    spent = json.loads(times.read_text()) if times.is_file() else {}
-    for k in range(args.neural_folds):
-        if str(k) not in spent:
-            t = time.perf_counter()
-            cross_validate(cfg, args.folds, only_folds=[k])  # a fold an earlier run finished is reused at once
-            fold = Path(cfg["output_dir"]) / cfg["name"] / f"fold{k}"
-            spent[str(k)] = max(round(time.perf_counter() - t, 1), Run(fold).training.get("seconds", 0.0))
-            times.write_text(json.dumps(spent))
-    return cross_validate(cfg, args.folds, only_folds=list(range(args.neural_folds))), sum(spent.values())
-
-
-def _pseudo_counts(cv_dir: Path, folds: int) -> str:
-    """How many unlabelled reports each fold's training took as pseudo-labelled, from the folds' data notes."""
-    counts = []
-    for k in range(folds):
-        notes = json.loads((cv_dir / f"fold{k}" / "data.json").read_text()).get("notes", [])
-        counts += [n.split(" of ")[0] for n in notes if "pseudo-labels" in n] or ["0"]
-    return f" ({'/'.join(counts)} reports added, folds 0-{folds - 1})"
+def _pseudo_count(fold: Path) -> str:
+    """How many unlabelled reports a fold's training took as pseudo-labelled, from its data notes ('' if none)."""
+    notes = json.loads((fold / "data.json").read_text()).get("notes", []) if (fold / "data.json").is_file() else []
+    return "".join(f" ({n.split(' of ')[0]} reports added)" for n in notes if "pseudo-labels" in n)
 
 
 def _bert_tag(args) -> str:
@@ -194,94 +209,79 @@ def _bert_tag(args) -> str:
     return f"{args.bert_size}-mlm{args.mlm_epochs}-{args.mlm_masking}"
 
 
-def _oof(folder: Path, names: list[str], index: dict, y: np.ndarray, neural: np.ndarray, folds_run: int, split="oof"):
-    """Probabilities in train-file order from an oof.csv (cv folder) or the test predictions of fold runs."""
-    files = (
-        [folder / "oof.csv"] if split == "oof" else [folder / f"fold{k}/predictions/test.csv" for k in range(folds_run)]
+def _local(cv_dir: Path, k: int) -> bool:
+    return (cv_dir / f"fold{k}" / "predictions" / "test.csv").is_file()
+
+
+def _train_folds(rows: Rows, key: str, cfg: dict, args, index: dict, setup: Callable[[], str]) -> float:
+    """Train the folds of row `key` that neither this machine nor the ledger has (none with --record-only), each
+    fold's wall seconds kept, and put every fold finished here that the ledger lacks into it; the seconds of `setup`
+    (pretraining, pseudo-labels), which runs only when a fold trains."""
+    cv_dir, count = Path(cfg["output_dir"]) / key, args.neural_folds
+    todo = (
+        [] if args.record_only else [k for k in range(count) if not _local(cv_dir, k) and not rows.ledger.get(key, k)]
     )
-    frame = pd.concat([pd.read_csv(f, dtype={"id": str}) for f in files])
-    p = np.zeros_like(y)
-    p[[index[i] for i in frame["id"]]] = frame[[f"p_{n}" for n in names]].to_numpy()
-    return p[neural]
+    unrecorded = [k for k in range(count) if k not in todo and _local(cv_dir, k) and not rows.ledger.get(key, k)]
+    if not todo and not unrecorded:
+        return 0.0
+    t = time.perf_counter()
+    extra = setup() if todo else ""
+    setup_s, times = time.perf_counter() - t, rows.folder / f"{key}-fold-seconds.json"
+    spent = json.loads(times.read_text()) if times.is_file() else {}
+    for k in sorted(todo + unrecorded):
+        fold = cv_dir / f"fold{k}"
+        if k in todo:  # a fold an earlier run stopped part way resumes and counts at least its training seconds
+            t = time.perf_counter()
+            cross_validate(cfg, args.folds, only_folds=[k])
+            spent[str(k)] = max(round(time.perf_counter() - t, 1), Run(fold).training.get("seconds", 0.0))
+            times.write_text(json.dumps(spent))
+        frame = pd.read_csv(fold / "predictions" / "test.csv", dtype={"id": str}).set_index("id")
+        ids = [r for r in index if r in frame.index]  # in train-file order, as the fold's rows mask lists them
+        test = np.zeros(len(rows.y), bool)
+        test[[index[i] for i in ids]] = True
+        p = frame.loc[ids, [f"p_{n}" for n in rows.names]].to_numpy(np.float64)
+        note = f"{args.epochs} epochs max, lr {cfg['train']['lr']:g}{extra}{_pseudo_count(fold)}"
+        rows.record(key, k, test, p, spent.get(str(k), Run(fold).training.get("seconds", 0.0)), note)
+    return setup_s
+
+
+def _key(token: str, args) -> tuple[str, str, list[str]]:
+    """A --models token's cache key (a BERT row's settings in it, so rows of other sizes never reuse it)."""
+    model, *options = token.split("+")
+    tag = {"bert_mlm": f"-{_bert_tag(args)}", "bert_small": f"-{args.bert_size}"}.get(model, "")
+    return f"r{args.round}-" + token.replace("+", "-") + tag, model, options
 
 
 def meddx_rows(rows: Rows, ds, y, neural, args, train_file: Path, unlabelled: list[Path]) -> None:
-    """One `meddx cv` per --models token, then the ensembles of them all."""
+    """One `meddx cv` per --models token (a row whose folds partly ran elsewhere: from the ledger's figures), then
+    the ensembles of the rows whose predictions are all here."""
     out = Path(rows.folder).parent
     index = {r.id: i for i, r in enumerate(ds.records)}
     probs, cv_dirs = [], []
     for token in [m for m in args.models.split(",") if m]:
-        model, *options = token.split("+")
-        key = (
-            f"r{args.round}-"
-            + token.replace("+", "-")
-            + {"bert_mlm": f"-{_bert_tag(args)}", "bert_small": f"-{args.bert_size}"}.get(model, "")
-        )
+        key, model, options = _key(token, args)
+        label = " + ".join([model, *options]) + (f" ({args.bert_size})" if model.startswith("bert") else "")
+        cfg = _config("bert_small" if model == "bert_mlm" else model, options, args, train_file, unlabelled, out)
+        cfg["name"] = key
 
-        def train(model=model, options=options, key=key):  # called at once: cv_dirs holds the earlier rows
-            cfg = _config("bert_small" if model == "bert_mlm" else model, options, args, train_file, unlabelled, out)
-            cfg["name"] = key
-            note = _pseudo(cfg, list(cv_dirs), unlabelled) if "pseudo" in options else ""
-            t = time.perf_counter()
-            extra = _pretrained(cfg, model, options, args, out) + note
-            pretrain_s = time.perf_counter() - t
-            cv_dir, folds_s = timed_cv(cfg, args, rows.folder / f"{key}-fold-seconds.json")
-            p = _oof(cv_dir, ds.label_names, index, y, neural, args.neural_folds)
-            extra += _pseudo_counts(cv_dir, args.neural_folds) if "pseudo" in options else ""
-            label = " + ".join([model, *options]) + (f" ({args.bert_size})" if model.startswith("bert") else "")
-            note = fold_note(args) + f", lr {cfg['train']['lr']:g}{extra}"
-            return p, f"meddx {label}", note, pretrain_s + folds_s
+        def setup(cfg=cfg, model=model, options=options, sources=tuple(cv_dirs)) -> str:
+            note = _pseudo(cfg, list(sources), unlabelled) if "pseudo" in options else ""
+            return _pretrained(cfg, model, options, args, out) + note
 
-        probs.append(rows.add_cached(key, train, neural))
-        cv_dirs.append(out / key)
+        cached = (rows.folder / f"{key}.npz").is_file()
+        setup_s = 0.0 if cached else _train_folds(rows, key, cfg, args, index, setup)
+        folds = rows.ledger.folds(key, args.neural_folds)
+        if cached or all(_local(out / key, k) for k in range(args.neural_folds)):
+            note = f"{fold_span(args)}, {folds[0]['note'] if 0 in folds else ''}"
+            seconds = sum(f["seconds"] for f in folds.values()) + setup_s
+
+            def assemble(key=key, label=label, note=note, seconds=seconds):
+                p = oof(out / key, ds.label_names, index, y, neural, args.neural_folds, "folds")
+                return p, f"meddx {label}", note, seconds
+
+            probs.append(rows.add_cached(key, assemble, neural))
+            cv_dirs.append(out / key)
+        elif folds:
+            rows.add_summary(f"meddx {label}", folds, summary_note(folds, args.neural_folds, args.folds))
     if len(probs) > 1:
         ensembles(rows, probs, cv_dirs, ds, y, neural, args, index)
-
-
-def ensembles(rows: Rows, probs, cv_dirs, ds, y, neural, args, index) -> None:
-    """Weights chosen on each fold's val (`meddx ensemble --weights val`), and when every fold ran, cross-fitted
-    out-of-fold weights (fold k's from the other folds' OOF rows only): neither lets a scored row choose."""
-    note = fold_note(args)
-
-    def val_weighted():
-        weights = []
-        for k in range(args.neural_folds):
-            shutil.rmtree(rows.folder / "ensemble_val" / f"fold{k}", ignore_errors=True)
-            ens = ensemble_runs([d / f"fold{k}" for d in cv_dirs], rows.folder / "ensemble_val" / f"fold{k}",
-                                EvaluateConfig(bootstrap=0), weights="val")  # fmt: skip
-            weights.append(json.loads((ens.path / "ensemble.json").read_text())["weights"])
-        mean_w = ", ".join(f"{d.name} {w:.2f}" for d, w in zip(cv_dirs, np.mean(weights, 0)) if w > 0)
-        p = _oof(rows.folder / "ensemble_val", ds.label_names, index, y, neural, args.neural_folds, "folds")
-        return p, "meddx ensemble, weights chosen on each fold's val", note + f"; mean weights: {mean_w}"
-
-    rows.add_cached("ensemble_val-" + "+".join(d.name for d in cv_dirs), val_weighted, neural)
-    rows.add_cached("ensemble_val_platt-" + "+".join(d.name for d in cv_dirs), lambda: _val_platt(rows, ds, y, neural,
-                    index, args), neural)  # fmt: skip
-    if args.neural_folds == args.folds:
-        blended, used = np.zeros_like(probs[0]), np.zeros(len(probs))
-        fold_of = rows.folds[neural]
-        for k in range(args.folds):
-            other, this = fold_of != k, fold_of == k
-            w = greedy_weights([p[other] for p in probs], y[neural][other], "multilabel")
-            blended[this] = sum(wi * p[this] for wi, p in zip(w, probs))
-            used += w / args.folds
-        mean_w = ", ".join(f"{d.name} {w:.2f}" for d, w in zip(cv_dirs, used) if w > 0)
-        name = "meddx ensemble, cross-fitted out-of-fold weights"
-        rows.add(name, blended, neural, 0, note + f"; mean weights: {mean_w}")
-        scaled = calibrate_oof(y[neural], blended, fold_of, label_groups(ds.label_names))
-        rows.add(name + ", Platt-scaled out of fold", scaled, neural, 0, note + "; `meddx tianchi blend`'s calibration")
-
-
-def _val_platt(rows: Rows, ds, y, neural, index, args) -> tuple:
-    """The val-weighted ensemble of each fold, Platt-scaled (regions and types apart) by slopes fitted on its val."""
-    groups, names = label_groups(ds.label_names), ds.label_names
-    for k in range(args.neural_folds):
-        folder = rows.folder / "ensemble_val" / f"fold{k}" / "predictions"
-        val, test = (pd.read_csv(folder / f"{s}.csv", dtype={"id": str}) for s in ("val", "test"))
-        cols = [f"p_{n}" for n in names]
-        slopes = fit_platt(val[names].to_numpy(np.float64), val[cols].to_numpy(np.float64), groups)
-        test[cols] = apply_platt(test[cols].to_numpy(np.float64), groups, slopes)
-        (rows.folder / "ensemble_val_platt" / f"fold{k}" / "predictions").mkdir(parents=True, exist_ok=True)
-        test.to_csv(rows.folder / "ensemble_val_platt" / f"fold{k}" / "predictions" / "test.csv", index=False)
-    p = _oof(rows.folder / "ensemble_val_platt", names, index, y, neural, args.neural_folds, "folds")
-    return p, "meddx ensemble, weights and Platt slopes chosen on each fold's val", fold_note(args)

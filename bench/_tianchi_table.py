@@ -9,21 +9,33 @@ import platform
 import numpy as np
 import torch
 from _docs import write_section
-from _tianchi_rows import MODELS, fold_note
-
-from meddx.evaluation.metrics import mlogloss, roc_auc
-
-SHARE = 0.6  # round 2: score = 0.6 x (1 - region mlogloss) + 0.4 x (1 - type mlogloss)
+from _tianchi_ledger import fold_figures, fold_note, loss, mean_auc, pooled
+from _tianchi_rows import MODELS
 
 
-def loss(y: np.ndarray, p: np.ndarray, names: list[str]) -> tuple[float, ...]:
-    """(combined loss = 1 - score, mlogloss over every label, regions', types'); round 1: regions only."""
-    types = np.array([n.startswith("type_") for n in names])
-    everything = mlogloss(y, p)
-    if not types.any():
-        return everything, everything, everything, float("nan")
-    r, t = mlogloss(y[:, ~types], p[:, ~types]), mlogloss(y[:, types], p[:, types])
-    return SHARE * r + (1 - SHARE) * t, everything, r, t
+def per_fold(rows, r: dict, names: list[str]) -> dict[int, dict]:
+    """A row's figures fold by fold: the ledger's, or worked out from its probabilities."""
+    if r["p"] is None:
+        return r["folds"]
+    y, p = rows.y[r["mask"]], r["p"]
+    at = rows.folds[r["mask"]]
+    return {k: fold_figures(y[at == k], p[at == k], names) for k in np.unique(at)}
+
+
+def figures(rows, r: dict, names: list[str], tfidf: dict, peer: dict | None) -> tuple:
+    """(combined, regions, types loss, mean AUC, ratio to TF-IDF, ratio to the plain BiLSTM or '') on the row's rows;
+    losses pooled over folds equal those over all its rows."""
+    y, mask = rows.y[r["mask"]], r["mask"]
+    if r["p"] is None:
+        folds = list(r["folds"].values())
+        combined, reg, typ, auc = (pooled(folds, f) for f in ("combined", "regions", "types", "auc"))
+    else:
+        combined, _, reg, typ = loss(y, r["p"], names)
+        auc = mean_auc(y, r["p"])
+    vs_tfidf = combined / loss(y, tfidf["p"][mask], names)[0]
+    mine, theirs = per_fold(rows, r, names), per_fold(rows, peer, names) if peer else {}
+    vs_peer = f"{combined / pooled([theirs[k] for k in mine], 'combined'):.2f}" if set(mine) <= set(theirs) else ""
+    return combined, reg, typ, auc, vs_tfidf, vs_peer
 
 
 def render(rows, y: np.ndarray, names: list[str], args) -> str:
@@ -50,17 +62,13 @@ def render(rows, y: np.ndarray, names: list[str], args) -> str:
         + "score | mean AUC | vs TF-IDF peer | vs plain BiLSTM peer | minutes | notes |",
         "|---|---|---|---|---|---|---|---|---|" + ("---|" if round2 else ""),
     ]
-    tfidf, peer = rows.items[2], rows.items[3] if len(rows.items) > 3 else None
+    tfidf = rows.items[2]
+    peer = next((r for r in rows.items if r["name"].startswith("peer: plain")), None)
     for r in rows.items:
-        mask = r["mask"]
-        combined, _, reg, typ = loss(y[mask], r["p"], names)
-        auc = np.nanmean([roc_auc(y[mask][:, j], r["p"][:, j])[0] for j in range(len(names))])
-        vs_tfidf = combined / loss(y[mask], tfidf["p"][mask], names)[0]
-        same = peer is not None and (mask == peer["mask"]).all()
-        vs_peer = f"{combined / loss(y[mask], peer['p'], names)[0]:.2f}" if same else ""
-        figures = f"{reg:.4f} | {typ:.4f}" if round2 else f"{combined:.4f}"
+        combined, reg, typ, auc, vs_tfidf, vs_peer = figures(rows, r, names, tfidf, peer)
+        losses = f"{reg:.4f} | {typ:.4f}" if round2 else f"{combined:.4f}"
         lines.append(
-            f"| {r['name']} | {int(mask.sum())} | {figures} | {1 - combined:.4f} | {auc:.4f} | {vs_tfidf:.2f} | "
+            f"| {r['name']} | {int(r['mask'].sum())} | {losses} | {1 - combined:.4f} | {auc:.4f} | {vs_tfidf:.2f} | "
             f"{vs_peer} | {r['seconds'] / 60:.1f} | {r['note']} |"
         )
     table = "\n".join(lines)

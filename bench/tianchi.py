@@ -27,6 +27,7 @@ from meddx.data.readers import read_dataset
 from meddx.data.split import _patient_table, fold_indices
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _tianchi_ledger import RESULTS, Ledger  # noqa: E402
 from _tianchi_peers import sklearn_peer  # noqa: E402
 from _tianchi_rows import MODELS, Rows, meddx_rows, peer_rows  # noqa: E402
 from _tianchi_table import render  # noqa: E402
@@ -51,6 +52,9 @@ def arguments() -> argparse.Namespace:
     ap.add_argument("--mlm-masking", choices=("token", "ngram"), default="ngram", help="MLM: tokens or whole n-grams.")
     ap.add_argument("--out", default=None, help="Folder for runs (default: a temporary one); a rerun resumes.")
     ap.add_argument("--no-docs", action="store_true")
+    ap.add_argument("--record-only", action="store_true", help="Train nothing: put the folds finished in --out into the "
+                    "ledger (bench/results/tianchi-rN) and write the table from what is there.")  # fmt: skip
+    ap.add_argument("--ledger", default=None, help="The ledger's root folder (default: bench/results).")
     ap.add_argument("--section", default="", help="Write the table to its own section (KEY-SECTION), e.g. bert.")
     return ap.parse_args()
 
@@ -65,7 +69,10 @@ def main() -> None:
     patients, table = _patient_table(ds, ds.records)  # duplicate descriptions (round 2) stay in one fold
     fold_of = dict(zip(patients, fold_indices(table, ds.task, args.folds, seed=0)))
     folds = np.array([fold_of[r.patient_id] for r in ds.records])
-    rows = Rows(out / f"rows-r{args.round}", y, folds, lambda: render(rows, y, ds.label_names, args))
+    ledger = Ledger(args.round, Path(args.ledger) if args.ledger else RESULTS)
+    rows = Rows(
+        out / f"rows-r{args.round}", y, folds, ds.label_names, ledger, lambda: render(rows, y, ds.label_names, args)
+    )
     every = np.ones(len(y), bool)
     prior = np.zeros_like(y)
     for k in range(args.folds):
