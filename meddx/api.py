@@ -151,16 +151,15 @@ def predict(run: Run | str | Path, inputs: list, root: str | Path | None = None)
     from meddx.data.records import Record
     from meddx.evaluation.folds import fold_ensemble, is_folds_only
     from meddx.evaluation.operating import with_decisions
+    from meddx.serve.batch import predict_files, with_caveats
 
     path = run.path if isinstance(run, Run) else Path(run)
     if is_folds_only(path):  # a `meddx cv` folder: its fold ensemble
         run = path = fold_ensemble(path).path
-    if any(isinstance(x, Record) for x in inputs):
-        return (run if isinstance(run, Run) else load_run(run)).predict(inputs)
+    if any(isinstance(x, Record) for x in inputs):  # the model's caveats warned of and kept, as for files
+        return with_caveats((run if isinstance(run, Run) else load_run(run)).predict(inputs), path)
     if not (path / "labels.json").is_file() and (loaded := run if isinstance(run, Run) else load_run(path)).is_sequence:
-        return with_decisions(loaded, loaded.predict(inputs))
-    from meddx.serve.batch import predict_files
-
+        return with_caveats(with_decisions(loaded, loaded.predict(inputs)), path)
     return predict_files(path, inputs, root)
 
 

@@ -133,3 +133,31 @@ def test_the_card_lists_evaluations_on_other_data(small_run, data_dir, tmp_path)
     assert "- card-site (`site`, 8 samples), PD: ROC AUC " in section and str(tmp_path) not in card
     assert f"sensitivity {sens:.3f}" in section
     assert "(**not external**: all 8 samples evaluated here are the run's own test images" in section  # they are
+
+
+def test_a_model_never_scored_on_held_out_data_is_not_called_fine(tmp_path):
+    """A `meddx cv` fold ensemble has no test split: its package said caveats [] ('checked, none') for folds that had
+    all collapsed. Its caveats now come from the out-of-fold predictions; a run never evaluated says it was not."""
+    import pandas as pd
+
+    from meddx.export.card import NOT_EVALUATED, model_caveats
+
+    cv_dir = tmp_path / "cv"
+    (cv_dir / "ensemble").mkdir(parents=True)
+    (cv_dir / "ensemble" / "config.yaml").write_text("{}\n")
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 60)
+    p = np.where(np.arange(60) < 30, 0.31, np.clip(0.2 + 0.6 * y + rng.normal(0, 0.05, 60), 0, 1))  # fold0 flat
+    frame = pd.DataFrame({"id": map(str, range(60)), "patient_id": map(str, range(60)), "PD": y, "p_PD": p,
+                          "fold": np.arange(60) >= 30, "prior_PD": 0.5})  # fmt: skip
+    frame.astype({"fold": int}).to_csv(cv_dir / "oof.csv", index=False)
+    cv = {"labels": 1, "task": "binary", "model": {"mlogloss": 0.45}, "baselines": {"prior": {"mlogloss": 0.69}}}
+    (cv_dir / "cv.json").write_text(json.dumps(cv))
+    said = model_caveats(cv_dir / "ensemble")
+    assert len(said) == 1 and said[0].startswith("fold0's model gave (nearly) the same output for every scan")
+    cv["model"]["mlogloss"] = 0.70  # out of fold no better than the class shares
+    (cv_dir / "cv.json").write_text(json.dumps(cv))
+    assert "no better than the prior's 0.6900" in model_caveats(cv_dir / "ensemble")[-1]
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "config.yaml").write_text("{}\n")
+    assert model_caveats(tmp_path / "plain") == [NOT_EVALUATED]

@@ -245,3 +245,10 @@ def test_a_model_that_does_not_beat_the_prior_says_so_on_every_answer(datscan_ru
         assert c.get("/model").json()["caveats"] == said
         assert _post(c, scans[0].read_bytes()).json()["model_caveats"] == said
         assert 'id="caveats"' in c.get("/").text
+    run_copy = tmp_path / "run"  # meddx.predict on records (and on report files) warned of nothing
+    shutil.copytree(datscan_run.path, run_copy, ignore=shutil.ignore_patterns("checkpoints", "tb", "logs"))
+    (run_copy / "metrics.json").write_text(json.dumps({**noise, "collapse": {"evaluation": noise["collapse"]}}))
+    import meddx
+
+    with pytest.warns(MeddxWarning, match="does not beat the prior"):
+        assert meddx.predict(run_copy, datscan_run.records("test")[:2]).attrs["model_caveats"] == said

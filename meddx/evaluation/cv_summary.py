@@ -6,6 +6,12 @@ import json
 from pathlib import Path
 
 
+def oof_losses(cv_json: dict) -> tuple[float, float]:
+    """A cv.json's out-of-fold (mean) log loss and the prior's on the same rows."""
+    key = "log_loss" if cv_json.get("task") == "multiclass" else "mlogloss"
+    return cv_json["model"][key], cv_json["baselines"]["prior"][key]
+
+
 def cv_summary(out: Path) -> tuple[str, str | None]:
     """(the line, a warning or None) from cv.json: log loss beside the prior's (and the all-zero one's for several
     labels, the competition's baseline), mean AUC, accuracy or exact match; round 2's score parts."""
@@ -42,6 +48,7 @@ def cv_summary(out: Path) -> tuple[str, str | None]:
     if reused := r.get("reused"):
         line += f"\n{len(reused)} of {len(r.get('runs', []))} folds trained by an earlier call: reused"
     warning = None
+    loss, prior = oof_losses(r)
     if loss >= prior:
         ranks = m.get("mean_roc_auc", 0.5) >= 0.7
         why = "they rank the cases, so their probabilities are off (too few epochs, class weights)" if ranks else (

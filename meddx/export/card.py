@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from meddx.errors import MeddxError
 from meddx.evaluation.report import overlap_warnings
 from meddx.export.snippet import SNIPPET
@@ -38,20 +40,52 @@ def caveats(metrics: dict) -> list[str]:
 
 
 UNCHECKED = "not checked: this package was exported before meddx kept a model's caveats (export it again to check)"
+NOT_EVALUATED = "not checked: the model was never evaluated on held-out data (`meddx evaluate RUN` checks it)"
+
+
+def held_out_caveats(run: Run) -> list[str]:
+    """The caveats of a run's test split; of a `meddx cv` fold ensemble's out-of-fold predictions (it has no test
+    split); NOT_EVALUATED when neither was scored (never an empty list that would read as 'checked, none')."""
+    from meddx.evaluation.cv_summary import oof_losses
+    from meddx.evaluation.folds import FOLD_ENSEMBLE, is_cv_folder
+    from meddx.training.collapse import detect_collapse
+    from meddx.training.cv import oof_arrays, read_oof
+
+    if metrics := run.metrics("test"):
+        return caveats(metrics)
+    cv_dir = run.path.parent
+    if run.path.name != FOLD_ENSEMBLE or not is_cv_folder(cv_dir) or not (cv_dir / "oof.csv").is_file():
+        return [NOT_EVALUATED]
+    frame, names = read_oof(cv_dir)
+    y, p, _ = oof_arrays(frame, names)
+    folds = frame["fold"].to_numpy() if "fold" in frame else np.zeros(len(frame), int)
+    flat = [k for k in np.unique(folds) if detect_collapse(p[folds == k], names, labels=y[folds == k])["collapsed"]]
+    out = [
+        f"fold{k}'s model gave (nearly) the same output for every scan it held out: a collapsed model, averaged into "
+        "this one"
+        for k in flat
+    ]
+    loss, prior = oof_losses(read_json(cv_dir / "cv.json"))
+    if loss >= prior:
+        out.append(
+            f"out of fold its log loss {loss:.4f} is no better than the prior's {prior:.4f} (a guess from the class "
+            "shares): its outputs may be no better than chance"
+        )
+    return out
 
 
 def model_caveats(path: str | Path) -> list[str]:
     """The caveats of what `meddx predict` was given: a package's own (UNCHECKED before they were kept), else those of
-    the run's (or a `meddx cv` folder's fold ensemble's) test split; none when nothing was evaluated."""
-    from meddx.evaluation.folds import FOLD_ENSEMBLE, is_folds_only
+    the run's test split (a `meddx cv` folder's: its fold ensemble's out-of-fold predictions)."""
+    from meddx.evaluation.folds import folds_or_run
 
     path = Path(path)
     if (path / "labels.json").is_file():
         return read_json(path / "labels.json").get("caveats", [UNCHECKED])
     try:
-        return caveats(Run(path / FOLD_ENSEMBLE if is_folds_only(path) else path).metrics("test"))
-    except (MeddxError, OSError, ValueError, KeyError):
-        return []
+        return held_out_caveats(folds_or_run(path))  # a cv folder: its fold ensemble (written or refreshed)
+    except (MeddxError, OSError, ValueError, KeyError) as exc:
+        return [f"not checked: the model's held-out figures could not be read ({exc})"]
 
 
 def public_origin(origin: str) -> str:

@@ -24,7 +24,7 @@ from meddx.data.tensors import ImageDataset, volume_depth
 from meddx.errors import MeddxError
 from meddx.evaluation.folds import fold_ensemble, is_folds_only
 from meddx.evaluation.operating import rates, run_operating_point
-from meddx.export.card import caveats, model_card, public_origin
+from meddx.export.card import held_out_caveats, model_card, public_origin
 from meddx.export.domain import input_stats
 from meddx.logs import LOG, run_log
 from meddx.models.output import probabilities
@@ -245,7 +245,7 @@ def _write_package(run: Run, fmt: Format, out: Path, tolerance: float, split: st
     write_text(out / "input_stats.json", json.dumps(training_input_stats(run)))
     write_text(out / "val_rates.json", json.dumps(validation_rates(run)))
     labels = {"labels": run.label_names, "task": run.task, "negative": run.negative_class, "run": run.path.name,
-              "caveats": caveats(metrics)}  # fmt: skip
+              "caveats": held_out_caveats(run)}  # fmt: skip
     write_text(out / "labels.json", json.dumps(labels, indent=2))
     write_text(out / "thresholds.json", json.dumps(point, indent=2))
     write_text(out / "card.md", model_card(run, metrics, result))

@@ -14,6 +14,7 @@ from meddx.data.columns import image_column
 from meddx.data.images import READABLE_EXTENSIONS
 from meddx.data.tables import line_numbers, read_table
 from meddx.errors import DataError, MeddxError, MeddxWarning
+from meddx.export.card import model_caveats
 from meddx.serve.predictor import Predictor
 
 BLANK = Path("")  # a CSV row with no image path: an error row of its own, never dropped
@@ -73,13 +74,21 @@ def predict_files(path: str | Path, inputs: list[str | Path], root: str | Path |
         row["in_domain"] = out["domain"]["in_distribution"]
         row["domain_warnings"] = "; ".join(out["domain"]["warnings"])
         rows.append(row)
-    frame = pd.DataFrame(rows)
-    frame.attrs["model_caveats"] = predictor.caveats  # a notebook's user sees them as warnings, and keeps them here
-    for caveat in predictor.caveats:
-        warnings.warn(f"{path}: {caveat}", MeddxWarning, stacklevel=3)
+    frame = with_caveats(pd.DataFrame(rows), path, predictor.caveats, depth=4)
     errors = frame["error"] if "error" in frame else pd.Series([None] * len(frame), dtype=object)
     frame["error"] = errors.astype(object).where(errors.notna(), None)  # missing where the scan was read, as pandas
     return frame[[c for c in frame.columns if c != "error"] + ["error"]]  # last, whichever row came first
+
+
+def with_caveats(
+    frame: pd.DataFrame, path: str | Path, caveats: list[str] | None = None, depth: int = 3
+) -> pd.DataFrame:
+    """`frame` with the model's caveats (of `path`, unless given) in `frame.attrs["model_caveats"]`, each also warned
+    of (a MeddxWarning): a notebook's user sees them and keeps them with the predictions."""
+    frame.attrs["model_caveats"] = model_caveats(path) if caveats is None else caveats
+    for caveat in frame.attrs["model_caveats"]:
+        warnings.warn(f"{path}: {caveat}", MeddxWarning, stacklevel=depth)  # depth: the user's call
+    return frame
 
 
 def short_table(frame: pd.DataFrame, width: int = 70) -> pd.DataFrame:
