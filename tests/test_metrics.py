@@ -225,6 +225,8 @@ def test_temperature_scaling_is_fitted_on_val_and_applied_to_test():
     t_raw = r["operating_point"]["thresholds"]["x"]  # what predict and the package compare the model's own p with
     sens = ((over[1500:, 0] >= t_raw) & (y[1500:, 0] == 1)).sum() / (y[1500:, 0] == 1).sum()
     assert sens == pytest.approx(r["model"]["per_label"]["x"]["sensitivity"]["value"])  # the report's own figure
+    row = next(row for row in r["tradeoff"]["x"] if row["rule"] == r["operating_point"]["rule"])
+    assert row["threshold"] == pytest.approx(t_raw)  # the trade-off table printed the scaled one (0.92 for 0.66)
     sure = evaluate(temperature_scaling=True, operating_point="sensitivity=0.95")  # far from p = 0.5
     t_sure = sure["operating_point"]["thresholds"]["x"]
     sens = ((over[1500:, 0] >= t_sure) & (y[1500:, 0] == 1)).sum() / (y[1500:, 0] == 1).sum()

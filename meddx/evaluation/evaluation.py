@@ -236,8 +236,10 @@ def evaluate_arrays(
         "collapse": detect_collapse(p_test, names, labels=y_test),
     }
     result["beats_prior"] = {n: _beats_prior(result, n) for n in names}
-    if task != "multiclass":
-        result["tradeoff"] = boot["tradeoff"]
+    if task != "multiclass":  # each rule's threshold on the model's own probabilities, as the operating point's
+        t = calibration["temperature"]
+        raw = lambda r: {**r, "threshold": float(uncalibrated_thresholds(np.array(r["threshold"]), t))}  # noqa: E731
+        result["tradeoff"] = {n: [raw(r) for r in rows] for n, rows in boot["tradeoff"].items()}
     return result
 
 
