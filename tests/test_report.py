@@ -309,6 +309,9 @@ def test_a_val_loss_no_lower_than_untrained_is_said():
     flat = {"best_epoch": 4, "epochs_run": 7, "seconds": 9, "initial_val_loss": 0.3325, "best_val_loss": 0.3356}
     assert "no lower than untrained" in _training_summary(flat)
     assert "no lower than untrained" not in _training_summary({**flat, "best_val_loss": 0.2})
+    weighted = {**flat, "loss_weights": {"pos_weight": [0.259], "neg_weight": [0.741]}}  # 0.033 beside log loss 0.084
+    assert "val loss (class-weighted, as trained: not the log loss below) 0.3325" in _training_summary(weighted)
+    assert "class-weighted" not in _training_summary({**flat, "loss_weights": {}})
 
 
 def test_a_threshold_that_does_not_transfer_is_warned():

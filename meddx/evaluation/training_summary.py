@@ -13,7 +13,7 @@ def training_summary(training: dict) -> str:
     tricks = training.get("tricks") or {}
     return (
         f"best epoch {training.get('best_epoch')} of {training.get('epochs_run')}; {training.get('seconds')} s; "
-        f"val loss {training.get('initial_val_loss') or float('nan'):.4f} untrained -> "
+        f"{_loss_name(training)} {training.get('initial_val_loss') or float('nan'):.4f} untrained -> "
         f"{training.get('best_val_loss', float('nan')):.4f}"
         + (" (no lower than untrained: nothing learnt that val loss shows)" if _no_gain(training) else "")
         + (
@@ -25,6 +25,14 @@ def training_summary(training: dict) -> str:
         + ("; options: " + ", ".join(f"{k} {v}" for k, v in tricks.items()) if tricks else "")
         + (f"; saved weights: {training['model_pt']}" if training.get("model_pt") else "")
     )
+
+
+def _loss_name(training: dict) -> str:
+    """'val loss', said to be the class-weighted training loss when it was (weights summing to 1 make it read far
+    lower than the plain log loss beside it in the report)."""
+    values = [v for w in (training.get("loss_weights") or {}).values() for v in (w if isinstance(w, list) else [w])]
+    weighted = any(isinstance(v, (int, float)) and abs(v - 1) > 1e-9 for v in values)
+    return "val loss (class-weighted, as trained: not the log loss below)" if weighted else "val loss"
 
 
 def _members(training: dict) -> str:
