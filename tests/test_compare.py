@@ -70,6 +70,9 @@ def test_compare_two_real_runs(datscan_run, data_dir, tmp_path):
     assert test["p"] == pytest.approx(_delong_plain(y, p[other["name"]], p[best["name"]]), abs=1e-6)
     assert json.loads((tmp_path / "cmp" / "compare.json").read_text())["best"] == best["run"]
     assert "DeLong" in (tmp_path / "cmp" / "compare.html").read_text()
+    for page in ("compare.html", "compare.md"):  # they said 'and every DeLong p-value' decides; the interval does
+        text = " ".join((tmp_path / "cmp" / page).read_text().split())
+        assert "real when its paired patient interval excludes 0;" in text and "every DeLong" not in text
     resplit = datscan_variant(data_dir, tmp_path, "resplit", {"max_epochs": 1}, 0, split={"seed": 1})
     with pytest.raises(ConfigError, match="holds other samples"):
         compare_runs([datscan_run, resplit])

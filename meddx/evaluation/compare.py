@@ -94,7 +94,7 @@ def compare_runs(
 ) -> dict:
     """Each run's figures with intervals, ranked by ROC AUC; each run's paired difference from the best with its
     interval (same patient resamples for all runs, drawn in chunks of at most `chunk_bytes`) and DeLong's p-value per
-    label; 'real' when the interval excludes 0 (and, for ROC AUC, DeLong's p < 1 - ci on every label)."""
+    label; 'real' when the interval excludes 0 (DeLong, per image and not by patient, is a side note)."""
     if len(runs) < 2:
         raise ConfigError("compare needs at least two runs")
     frame, probs = _aligned(runs, split)
