@@ -424,3 +424,13 @@ def test_a_notebook_user_prints_what_the_command_line_prints(datscan_run):
     meddx.print_summary(datscan_run, console=Console(file=out, force_terminal=True, width=200))
     text = out.getvalue()
     assert "test split" in text and "PD" in text and "beats prior" in text
+
+
+def test_the_trade_off_header_names_each_column_once_on_any_split():
+    """Evaluated on val, the header read 'val sens | val spec | val sens | val spec' (audit)."""
+    from meddx.evaluation.sections import tradeoff_header
+
+    on_val = tradeoff_header("val")
+    assert len(set(on_val)) == len(on_val) and "val sens (chosen on)" in on_val and "val PPV" in on_val
+    assert tradeoff_header("test")[2:5] == ["val sens", "val spec", "test sens"]
+    assert "external-kermany sens" in tradeoff_header("external-kermany")

@@ -42,6 +42,13 @@ DECISION_HEADER = ["threshold probability", "net benefit: model", "treat all", "
 TRADEOFF_HEADER = ["rule", "threshold", "val sens", "val spec", "test sens", "test spec", "test PPV", "test NPV"]
 
 
+def tradeoff_header(split: str) -> list[str]:
+    """The trade-off table's header: val's figures where each threshold was chosen, then `split`'s with intervals
+    (on val itself: 'val sens (chosen on)' then 'val sens', never the same name twice)."""
+    chosen = [h + (" (chosen on)" if split == "val" and h.startswith("val ") else "") for h in TRADEOFF_HEADER]
+    return [h.replace("test", split) for h in chosen]
+
+
 def fmt(fig: dict | None, digits: int = 3) -> str:
     """'0.912 (0.871-0.944)' for a figure with an interval, 'n/a' when undefined."""
     if not fig or fig.get("value") is None:
@@ -260,7 +267,7 @@ def report_context(run: Run, result: dict, figures: dict[str, Path]) -> dict:
         "subgroups": _subgroup_section(result),
         "competition": comp,
         "labels": [_label_section(result, n) for n in names],
-        "tradeoff_header": [h.replace("test", result["split"]) for h in TRADEOFF_HEADER],
+        "tradeoff_header": tradeoff_header(result["split"]),
         "decision_header": DECISION_HEADER,
         "overall": _overall_section(result),
         "calibration": _calibration_lines(cal, names),
