@@ -233,6 +233,15 @@ def test_temperature_scaling_is_fitted_on_val_and_applied_to_test():
     assert sens == pytest.approx(sure["model"]["per_label"]["x"]["sensitivity"]["value"])
     plain = evaluate()
     assert r["model"]["per_label"]["x"]["log_loss"]["value"] < plain["model"]["per_label"]["x"]["log_loss"]["value"]
+    from meddx.evaluation.calibration import calibration_lines
+
+    assert not any("worse" in line for line in calibration_lines(r["calibration"], ["x"], "test"))
+    shifted = evaluate_arrays(y[:1500], over[:1500], y[1500:], true_p[1500:], np.arange(1500), np.array([0.5]),
+                              "binary", ["x"], EvaluateConfig(bootstrap=0, temperature_scaling=True))  # fmt: skip
+    said = calibration_lines(shifted["calibration"], ["x"], "external-b")  # test was calibrated already: it harms
+    assert (
+        "fitted on val, 1500 samples" in said[0] and "on external-b, the scaling made x's calibration worse" in said[-1]
+    )
     assert r["model"]["per_label"]["x"]["roc_auc"]["value"] == pytest.approx(
         plain["model"]["per_label"]["x"]["roc_auc"]["value"]
     )

@@ -113,3 +113,31 @@ def scaled_for_figures(p: np.ndarray, result: dict, names: list[str], task: str)
     if not (t := result["calibration"]["temperature"]):
         return p, thresholds
     return apply_temperature(p, t, task), None if thresholds is None else uncalibrated_thresholds(thresholds, 1 / t)
+
+
+def calibration_lines(cal: dict, names: list[str], split: str) -> list[str]:
+    """Temperature scaling and each label's ECE with its interval; where the scaling made this split's calibration
+    worse (ECE and log loss both up), said with how many val samples the temperature rests on."""
+    lines = (
+        [
+            f"temperature scaling: {cal['temperature']:.3f} (fitted on val"
+            + (f", {cal['fitted_on']} samples)" if "fitted_on" in cal else ")")
+        ]  # fmt: skip
+        if cal["temperature"]
+        else ["temperature scaling: off"]
+    )
+    lines += [
+        f"{n}: ECE {cal['per_label'][n]['ece']:.4f}"
+        + (" ({:.4f}-{:.4f})".format(*cal["per_label"][n]["ece_ci"]) if "ece_ci" in cal["per_label"][n] else "")
+        + (f" (before scaling {cal['ece_before'][n]:.4f})" if "ece_before" in cal else "")
+        for n in names
+    ]
+    worse = [n for n, (before, after) in (cal.get("log_loss") or {}).items()
+             if after > before and cal["per_label"][n]["ece"] > cal["ece_before"][n]]  # fmt: skip
+    return lines + [
+        f"on {split}, the scaling made {n}'s calibration worse (ECE {cal['ece_before'][n]:.4f} -> "
+        f"{cal['per_label'][n]['ece']:.4f}, log loss {cal['log_loss'][n][0]:.4f} -> {cal['log_loss'][n][1]:.4f}): "
+        "the temperature fitted on val does not carry over here; the unscaled model's probabilities are the better "
+        "calibrated ones on this split (the figures above are the scaled model's)"
+        for n in worse
+    ]

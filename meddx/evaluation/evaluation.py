@@ -140,11 +140,15 @@ def calibrate(y_val, p_val, y_test, p_test, task: str, names: list[str], cfg: Ev
     calibration: dict = {"temperature": None}
     if cfg.temperature_scaling:
         t = fit_temperature(y_val, p_val, task)
-        calibration["temperature"] = t
+        calibration.update(temperature=t, fitted_on=int(len(y_val)))
         calibration["ece_before"] = {
             n: reliability(y_test[:, j], p_test[:, j], cfg.calibration_bins)["ece"] for j, n in enumerate(names)
         }
-        p_val, p_test = apply_temperature(p_val, t, task), apply_temperature(p_test, t, task)
+        scaled = apply_temperature(p_test, t, task)
+        if task != "multiclass":  # each label's log loss on this split before and after: does the scaling carry over
+            calibration["log_loss"] = {n: [M.mlogloss(y_test[:, j], q[:, j]) for q in (p_test, scaled)]
+                                       for j, n in enumerate(names)}  # fmt: skip
+        p_val, p_test = apply_temperature(p_val, t, task), scaled
     calibration["per_label"] = {
         n: reliability(y_test[:, j], p_test[:, j], cfg.calibration_bins) for j, n in enumerate(names)
     }

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 
+from meddx.evaluation.calibration import calibration_lines
 from meddx.evaluation.data_section import data_section
 from meddx.evaluation.decision import decision_table
 from meddx.evaluation.plan_section import plan_section
@@ -270,21 +271,6 @@ def report_context(run: Run, result: dict, figures: dict[str, Path]) -> dict:
         "tradeoff_header": tradeoff_header(result["split"]),
         "decision_header": DECISION_HEADER,
         "overall": _overall_section(result),
-        "calibration": _calibration_lines(cal, names),
+        "calibration": calibration_lines(cal, names, result["split"]),
         "figures": figure_list(figures, result),
     }
-
-
-def _calibration_lines(cal: dict, names: list[str]) -> list[str]:
-    """Temperature scaling and each label's ECE with its interval."""
-    lines = (
-        [f"temperature scaling: {cal['temperature']:.3f} (fitted on val)"]
-        if cal["temperature"]
-        else ["temperature scaling: off"]
-    )
-    return lines + [
-        f"{n}: ECE {cal['per_label'][n]['ece']:.4f}"
-        + (" ({:.4f}-{:.4f})".format(*cal["per_label"][n]["ece_ci"]) if "ece_ci" in cal["per_label"][n] else "")
-        + (f" (before scaling {cal['ece_before'][n]:.4f})" if "ece_before" in cal else "")
-        for n in names
-    ]
