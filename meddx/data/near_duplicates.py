@@ -1,13 +1,16 @@
 """Near-duplicate images on two sides of a split: re-encoded, resized or re-windowed copies that byte hashes miss.
 
 Candidates come from a perceptual hash (imagededup's PHash, 64 bits) within MAX_DISTANCE bits (imagededup's default);
-each candidate pair is confirmed by the correlation of 32 px grey thumbnails (at least MIN_CORRELATION). Measured on
-the shared data: copies (resized 1.5-2x and saved as JPEG 70, JPEG 60, downsized to 2/3) kept a correlation of at
-least 0.9995 on DaTscan and Kermany X-rays but moved the hash up to 6 bits on low-count DaTscan; among the 40,985
-candidate pairs of distinct DaTscan slices (smooth look-alikes) the highest correlation was 0.9974, among Kermany's,
-PneumoniaMNIST's and NIH's distinct pairs below 0.986. Missed: crops (a 5% crop moved the hash 6-12 bits and the
-correlation to 0.75-0.90) and 28 px images shrunk further (r 0.994). Hashes are kept by SHA-1 in the cache folder, so
-a data set's second run decodes nothing for this check.
+each candidate pair is confirmed by the correlation of 32 px grey thumbnails: at least MIN_CORRELATION, or at least
+LOOSE_CORRELATION for hashes within LOOSE_DISTANCE that are each other's best match by LOOSE_MARGIN. Measured on the
+shared data: copies (resized 1.5-2x and saved as JPEG 70, JPEG 60, downsized to 2/3) kept a correlation of at least
+0.9995 on DaTscan and Kermany X-rays but moved the hash up to 6 bits on low-count DaTscan; among the 40,985 candidate
+pairs of distinct DaTscan slices (smooth look-alikes) the highest correlation was 0.9974, none of them each other's
+best match by 0.01 at 0.99 or more; among Kermany's, PneumoniaMNIST's and NIH's distinct pairs below 0.986.
+BreastMNIST's official splits hold 27 more pairs of one ultrasound frame at 0.99-0.998 (pixels 6 grey levels apart
+at most, against 28 or more for 95% of distinct pairs), found by the looser rule. Missed: crops (a 5% crop moved the
+hash 6-12 bits and the correlation to 0.75-0.90; `crop_copies` looks for those). Hashes are kept by SHA-1 in the cache
+folder, so a data set's second run decodes nothing for this check.
 """
 
 from __future__ import annotations
@@ -26,8 +29,14 @@ from meddx.errors import DataError
 from meddx.logs import progress
 
 MAX_DISTANCE, MIN_CORRELATION, THUMB = 10, 0.998, 32
+# below MIN_CORRELATION a pair counts when its hashes are close and each image is the other's best match by a margin:
+# BreastMNIST's pairs at 0.99-0.998 lie 0-8 bits apart, DaTscan's look-alikes mostly 6-10, none with the margin
+LOOSE_CORRELATION, LOOSE_MARGIN, LOOSE_DISTANCE = 0.99, 0.01, 4
 SEARCH_BLOCK = 1024  # rows of the distance matrix at a time (8 MB of distances for 1,024 x 8,192 hashes)
-RULE = f"perceptual hash within {MAX_DISTANCE} of 64 bits, confirmed by {THUMB} px correlation >= {MIN_CORRELATION}"
+RULE = (
+    f"perceptual hash within {MAX_DISTANCE} of 64 bits, confirmed by {THUMB} px correlation >= {MIN_CORRELATION}, or "
+    f">= {LOOSE_CORRELATION} for each other's best match {LOOSE_MARGIN} above the next"
+)
 
 
 def pixels_or_none(record: Record) -> tuple[np.ndarray, str] | None:
@@ -69,9 +78,30 @@ class _Thumbs(dict):
         self[key] = None if plane is None else _thumb(plane)
         return self[key]
 
-    def same(self, a: str, b: str) -> bool:
+    def corr(self, a: str, b: str) -> float | None:
         ta, tb = self[a], self[b]
-        return ta is not None and tb is not None and float(np.mean(ta * tb)) >= MIN_CORRELATION
+        return None if ta is None or tb is None else float(np.mean(ta * tb))
+
+
+def _confirmed(thumbs: _Thumbs, pairs: list[tuple], hashes: dict[str, str], candidates: list[tuple]) -> list[tuple]:
+    """The `pairs` that are one image: correlation MIN_CORRELATION or more, or LOOSE_CORRELATION or more with hashes
+    within LOOSE_DISTANCE where each is the other's best match among its `candidates`, LOOSE_MARGIN above its next
+    (smooth look-alikes of a data set have many near neighbours, further hashes and no margin)."""
+    neighbours: dict[str, set[str]] = {}
+    for a, b in candidates:
+        neighbours.setdefault(a, set()).add(b)
+        neighbours.setdefault(b, set()).add(a)
+    scored = [(a, b, c) for a, b in pairs if (c := thumbs.corr(a, b)) is not None and c >= LOOSE_CORRELATION]
+    sure = [(a, b) for a, b, c in scored if c >= MIN_CORRELATION]
+    close = lambda a, b: (int(hashes[a], 16) ^ int(hashes[b], 16)).bit_count() <= LOOSE_DISTANCE  # noqa: E731
+    scored = [(a, b, c) for a, b, c in scored if close(a, b)]
+
+    def next_best(key: str, other: str) -> float:
+        return max((c for n in neighbours.get(key, ()) if n != other and (c := thumbs.corr(key, n)) is not None),
+                   default=-1.0)  # fmt: skip
+
+    loose = [(a, b, c) for a, b, c in scored if c < MIN_CORRELATION]
+    return sure + [(a, b) for a, b, c in loose if c - max(next_best(a, b), next_best(b, a)) >= LOOSE_MARGIN]
 
 
 def _hasher():
@@ -124,11 +154,10 @@ def near_duplicate_pairs(records: list[Record], exact: set[frozenset[str]]) -> l
     out: the SHA-1 check names them)."""
     hash_records(records)
     by_id = {r.id: r for r in records if r.phash}
-    thumbs, pairs = _Thumbs(by_id), []
-    for a, b in _candidates({i: r.phash for i, r in by_id.items()}):
-        if by_id[a].split != by_id[b].split and frozenset((a, b)) not in exact and thumbs.same(a, b):
-            pairs.append((by_id[a], by_id[b]))
-    return pairs
+    hashes = {i: r.phash for i, r in by_id.items()}
+    candidates = _candidates(hashes)
+    across = [(a, b) for a, b in candidates if by_id[a].split != by_id[b].split and frozenset((a, b)) not in exact]
+    return [(by_id[a], by_id[b]) for a, b in _confirmed(_Thumbs(by_id), across, hashes, candidates)]
 
 
 def record_at(location: str) -> Record:
@@ -147,19 +176,11 @@ def near_training(records: list[Record], training: dict[str, str]) -> tuple[list
     keys = {f"new:{i}": r.phash for i, r in enumerate(records) if r.phash}
     keys.update({f"old:{loc}": h for loc, h in training.items()})
     found: dict[str, tuple[Record, str]] = {}
-    unconfirmed: set[str] = set()
     by_key = {f"new:{i}": r for i, r in enumerate(records)} | {f"old:{loc}": record_at(loc) for loc in training}
     thumbs = _Thumbs(by_key)  # each image read once, however many candidate pairs it is in
-    for a, b in _candidates(keys):
-        if a.startswith("new:") == b.startswith("new:"):
-            continue
-        new, old = (a, b) if a.startswith("new:") else (b, a)
-        record, location = records[int(new[4:])], old[4:]
-        if record.id in found:
-            continue
-        mine, seen = thumbs[new], thumbs[old]
-        if seen is None:
-            unconfirmed.add(record.id)
-        elif mine is not None and float(np.mean(mine * seen)) >= MIN_CORRELATION:
-            found[record.id] = (record, location)
+    across = [(a, b) if a.startswith("new:") else (b, a) for a, b in _candidates(keys) if a[:4] != b[:4]]
+    unconfirmed = {records[int(new[4:])].id for new, old in across if thumbs[old] is None}
+    for new, old in _confirmed(thumbs, across, keys, across):  # best matches among the other side's images
+        record = records[int(new[4:])]
+        found.setdefault(record.id, (record, old[4:]))
     return list(found.values()), len(unconfirmed - set(found))
