@@ -74,6 +74,8 @@ def test_report_files_and_figures(healthy_run):
         assert (path / "figures" / f"{name}.png").stat().st_size > 5000
     md = (path / "report.md").read_text()
     assert "baseline: prior" in md and "Operating points" in md and "leakage check: passed" in md
+    unknown = "no patient ids: each sample counted as its own patient"  # DaTscan slices: '274 patients' said before
+    assert (unknown in md) != healthy_run.data_info["patients_known"]
     metrics = json.loads((path / "metrics.json").read_text())
     assert metrics["schema"] == "meddx.metrics/2" and metrics["thresholds_from"] == "val"
     assert set(metrics["baselines"]) == {"prior", "all_negative", "random", "majority"}
