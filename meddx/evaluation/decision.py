@@ -10,8 +10,8 @@ TABLE_POINTS = (0.05, 0.1, 0.2, 0.3, 0.5)
 
 
 def net_benefit(y: np.ndarray, p: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """True positives minus false positives weighted by the odds of each threshold, per patient: TP/N - FP/N *
-    t/(1-t)."""
+    """True positives minus false positives weighted by the odds of each threshold, per sample (N of them): TP/N -
+    FP/N * t/(1-t)."""
     y = np.asarray(y, dtype=bool)
     act = np.asarray(p)[None, :] >= thresholds[:, None]
     n = len(y)

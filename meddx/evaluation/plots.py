@@ -82,7 +82,7 @@ def roc_figure(y, p, names, thresholds, path: Path, patients=None, aucs: dict | 
     """Per label: the ROC curve, its patient-bootstrap band, the operating point; the title's AUC and interval are
     the evaluation's (`aucs`: label -> metrics.json's roc_auc) so the figure and the tables agree."""
     marked = "; red: operating point (val)" if thresholds is not None else " (argmax: no threshold to mark)"
-    fig, axes = _grid(len(names), f"ROC ({split}), 95% band{marked}")
+    fig, axes = _grid(len(names), f"ROC ({split}), pointwise 95% band{marked}")
     for j, (ax, n) in enumerate(zip(axes, names[:MAX_PANELS])):
         title = _title(n)
         k = ~np.isnan(y[:, j])  # unknown labels left out
