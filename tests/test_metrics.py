@@ -393,6 +393,11 @@ def test_a_proportion_of_0_or_1_gets_an_exact_interval_not_a_point():
     assert "ci_exact" not in sens and sens["ci_low"] < sens["value"] < sens["ci_high"]
     none = score_with_intervals(y, p, pred, "binary", ["x"], np.arange(49).astype(str), EvaluateConfig(bootstrap=0))
     assert "ci_low" not in none["per_label"]["x"]["specificity"]  # no bootstrap: no interval at all
+    silent = score_with_intervals(
+        y, p, 0 * pred, "binary", ["x"], np.arange(49).astype(str), EvaluateConfig(bootstrap=200)
+    )
+    f1 = silent["per_label"]["x"]["f1"]  # nobody called positive: F1 0 in every resample, no '(0.000-0.000)'
+    assert f1["value"] == 0 and "ci_low" not in f1 and f1["ci_none"] == "every resample the same"
 
 
 def test_a_perfect_ranking_of_few_samples_has_no_pretended_interval_and_the_tradeoff_rows_are_exact():

@@ -152,6 +152,9 @@ def scored(pr: Predictor, names: list[str], ci: float) -> dict:
             if "ci_low" in f and f["ci_low"] == f["ci_high"] and total >= 1:  # every resample the same
                 bounds = exact_bounds(f["value"], total, ci)
                 f.update(zip(("ci_low", "ci_high"), bounds), ci_exact=True) if bounds else _no_interval(f, SAME)
+        f1 = out["per_label"][n].get("f1", {})  # no proportion: '0.000 (0.000-0.000)' said nothing of its width
+        if "ci_low" in f1 and f1["ci_low"] == f1["ci_high"]:
+            _no_interval(f1, SAME)
         _perfect_ranking(out["per_label"][n].get("roc_auc", {}), *patients[:2])
         _few_patients(out["per_label"][n].get("roc_auc", {}), *patients[:2], exact=True)
         _few_patients(out["per_label"][n].get("pr_auc", {}), *patients[:2])
