@@ -456,3 +456,14 @@ def test_the_trade_off_header_names_each_column_once_on_any_split():
     assert len(set(on_val)) == len(on_val) and "val sens (chosen on)" in on_val and "val PPV" in on_val
     assert tradeoff_header("test")[2:5] == ["val sens", "val spec", "test sens"]
     assert "external-kermany sens" in tradeoff_header("external-kermany")
+
+
+def test_a_decision_curve_gain_of_a_model_at_chance_is_called_likely_chance():
+    """A model at AUC 0.485 'adds net benefit ... at 9 of 99 points between 36% and 45%' and nothing more (audit)."""
+    from meddx.evaluation.sections import _decision_text
+
+    curve = {"useful_range": [0.36, 0.45], "useful_contiguous": False, "useful_points": 9, "thresholds": [0] * 99,
+             "prevalence": 0.438}  # fmt: skip
+    assert "likely chance" in _decision_text(curve, "test", beats_prior=False)
+    assert "likely chance" not in _decision_text(curve, "test") and "at 9 of 99 points" in _decision_text(curve, "test")
+    assert "likely chance" not in _decision_text({**curve, "useful_range": None}, "test", beats_prior=False)

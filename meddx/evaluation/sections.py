@@ -140,7 +140,12 @@ def _label_section(result: dict, name: str) -> dict:
         "rows": rows,
         "beats_prior": result["beats_prior"][name] or result["model"]["per_label"][name]["roc_auc"]["value"] is None,
         "tradeoff": tradeoff,
-        "decision": {"text": _decision_text(curve, result["split"]), "rows": decision_table(curve)} if curve else None,
+        "decision": {
+            "text": _decision_text(curve, result["split"], result["beats_prior"][name]),
+            "rows": decision_table(curve),
+        }
+        if curve
+        else None,  # fmt: skip
     }
 
 
@@ -171,7 +176,8 @@ def _subgroup_section(result: dict) -> dict | None:
     return {"column": sub["column"], "text": subgroup_text(sub), "header": header, "rows": rows}
 
 
-def _decision_text(curve: dict, split: str) -> str:
+def _decision_text(curve: dict, split: str, beats_prior: bool = True) -> str:
+    """The decision curve in words; for a model that does not beat the prior, a gain at a few thresholds is chance."""
     useful = curve["useful_range"]
     span = f"from {useful[0]:.0%} to {useful[1]:.0%}" if useful else ""
     if useful and not curve.get("useful_contiguous", True):
@@ -182,7 +188,9 @@ def _decision_text(curve: dict, split: str) -> str:
         if useful
         else "acting on the model adds no net benefit over treating everyone or no one at any threshold probability"
     )
-    return f"Decision curve ({split}, prevalence {curve['prevalence']:.1%}): {where} (point estimates)."
+    chance = "; the model does not beat the prior here, so such gains are likely chance"
+    chance = chance if useful and not beats_prior else ""
+    return f"Decision curve ({split}, prevalence {curve['prevalence']:.1%}): {where} (point estimates{chance})."
 
 
 def _overall_section(result: dict) -> dict:
