@@ -43,6 +43,13 @@ DECISION_HEADER = ["threshold probability", "net benefit: model", "treat all", "
 TRADEOFF_HEADER = ["rule", "threshold", "val sens", "val spec", "test sens", "test spec", "test PPV", "test NPV"]
 
 
+def patients_text(result: dict, run: Run) -> str:
+    """'274 patients'; for a run's own split of data without patient ids, that each sample counted as its own."""
+    if run.data_info.get("patients_known", True) or result["split"] not in ("test", "val"):
+        return f"{result['n_patients']} patients"
+    return "no patient ids: each sample counted as its own patient"
+
+
 def tradeoff_header(split: str) -> list[str]:
     """The trade-off table's header: val's figures where each threshold was chosen, then `split`'s with intervals
     (on val itself: 'val sens (chosen on)' then 'val sens', never the same name twice)."""

@@ -9,19 +9,21 @@ from rich.table import Table
 from meddx.data.records import SPLITS
 from meddx.evaluation.data_section import leakage_text
 from meddx.evaluation.scores import COMPETITIONS
-from meddx.evaluation.sections import fmt, transfer_summary, warnings_of
+from meddx.evaluation.sections import fmt, patients_text, transfer_summary, warnings_of
 from meddx.evaluation.subgroups import subgroup_text
 from meddx.logs import terminal
 from meddx.run import DATA, PREDICTIONS, Run, read_json, split_suffix
 
 
-def headline(metrics: dict) -> Table:
-    """Each label's ROC AUC, PR AUC (and the prior's), sensitivity and specificity, and whether it beats the prior."""
+def headline(metrics: dict, patients: str = "") -> Table:
+    """Each label's ROC AUC, PR AUC (and the prior's), sensitivity and specificity, and whether it beats the prior;
+    `patients`: how the split's patients are said (default 'N patients')."""
     intervals = f"{metrics['bootstrap']['ci']:.0%} intervals" if metrics["bootstrap"]["resamples"] else "no intervals"
     unknown = {n: k for n, k in (metrics.get("unknown_labels") or {}).items() if k}
     left_out = f" ({', '.join(f'{n}: {k} unknown, left out' for n, k in unknown.items())})" if unknown else ""
     table = Table(
-        title=f"{metrics['split']} split: {metrics['n_samples']} samples{left_out}, {metrics['n_patients']} patients; "
+        title=f"{metrics['split']} split: {metrics['n_samples']} samples{left_out}, "
+        f"{patients or str(metrics['n_patients']) + ' patients'}; "
         f"operating point {_rule(metrics['operating_point']['rule'])}; {intervals}"
     )
     for col in ("label", "ROC AUC", "PR AUC", "prior PR AUC", "sensitivity", "specificity", "beats prior"):
@@ -58,7 +60,7 @@ def print_summary(run: Run | None, split: str = "test", console: Console | None 
     if not metrics:
         return
     console = console if console is not None and console.is_terminal else terminal()
-    console.print(headline(metrics))
+    console.print(headline(metrics, patients_text(metrics, run)))
     if metrics["split"] in SPLITS and (transfer := transfer_summary(run)):  # that the weights loaded, and how
         console.print(f"fine-tuning: {transfer.removeprefix('; ')}", markup=False, highlight=False)
     source = read_json(run.path / PREDICTIONS / f"{metrics['split']}.data.json")  # new data: how it was read
