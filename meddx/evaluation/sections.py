@@ -267,9 +267,7 @@ def report_context(run: Run, result: dict, figures: dict[str, Path]) -> dict:
         "name": run.path.name,
         "split": result["split"],
         "n_samples": result["n_samples"],
-        "n_patients": f"{result['n_patients']} patients"
-        if run.data_info.get("patients_known", True) or result["split"] not in ("test", "val")
-        else "no patient ids: each sample counted as its own patient",  # fmt: skip
+        "n_patients": patients_text(result, run),
         "rule": result["operating_point"]["rule"],
         "intervals": (
             f"{b['resamples']} bootstrap resamples of patients, {b['ci']:.0%} intervals (a proportion of 0 or 1, "
