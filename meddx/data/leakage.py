@@ -21,6 +21,8 @@ from meddx.data.volume_copies import resampled_copies
 from meddx.errors import LeakageError
 from meddx.logs import progress
 
+MAX_DROP_ROUNDS = 5  # drop, check again: a looser twin shows once the copy beside it is gone
+
 
 @dataclass
 class LeakageReport:
@@ -149,11 +151,28 @@ def enforce_no_leakage(ds: DataSet, cfg: SplitConfig | None = None) -> LeakageRe
 
 def _drop_copies(ds: DataSet, report: LeakageReport, cfg: SplitConfig) -> LeakageReport:
     """Drop the train copy of every identical or near-identical group; a group with no train copy (val and test, as
-    in BreastMNIST's official splits) loses its val copy, so that the test split stays whole."""
-    groups = report.duplicate_images + report.near_duplicates
-    drop = {(i, s) for g in groups for i, s in g if s == "train"}
-    drop |= {(i, s) for g in groups if all(s != "train" for _, s in g) for i, s in g if s == "val"}
-    ds.records = [r for r in ds.records if (r.id, r.split) not in drop]
+    in BreastMNIST's official splits) loses its val copy, so that the test split stays whole. Checked again until no
+    copy is left: a dropped copy can have hidden a looser twin (each other's best match only once it is gone)."""
+    drop: set[tuple[str, str]] = set()
+    for _ in range(MAX_DROP_ROUNDS):
+        groups = report.duplicate_images + report.near_duplicates
+        found = {(i, s) for g in groups for i, s in g if s == "train"}
+        found |= {(i, s) for g in groups if all(s != "train" for _, s in g) for i, s in g if s == "val"}
+        if not found:
+            break
+        drop |= found
+        ds.records = [r for r in ds.records if (r.id, r.split) not in found]
+        rule, report = report.near_rule, check_leakage(ds, near=cfg.near_duplicates)
+        report.near_rule = report.near_rule or rule
+    report.actions.extend(_drop_actions(ds, report, drop))
+    report.dropped = [{"id": i, "split": s} for i, s in sorted(drop, key=lambda d: (d[1], d[0]))]
+    if not report.ok:
+        raise LeakageError("leakage remains after dropping copies:\n" + report.summary())
+    return report
+
+
+def _drop_actions(ds: DataSet, report: LeakageReport, drop: set[tuple[str, str]]) -> list[str]:
+    """The notes that say which copies were dropped (and, for named files without patient ids, the regex hint)."""
     actions = []
     for side in ("train", "val"):
         ids = sorted(i for i, s in drop if s == side)
@@ -168,14 +187,7 @@ def _drop_copies(ds: DataSet, report: LeakageReport, cfg: SplitConfig) -> Leakag
             "patient ids are unknown (each image its own patient): copies across splits often mean one patient's "
             "images; if file names carry the patient, --patient-regex keeps them on one side"
         )
-    near = [g for g in report.near_duplicates if not drop & set(g)]  # dropping copies makes no new pairs
-    report, rule = check_leakage(ds, near=False), report.near_rule
-    report.near_duplicates, report.near_rule = near, rule
-    report.actions.extend(actions)
-    report.dropped = [{"id": i, "split": s} for i, s in sorted(drop, key=lambda d: (d[1], d[0]))]
-    if not report.ok:
-        raise LeakageError("leakage remains after dropping copies:\n" + report.summary())
-    return report
+    return actions
 
 
 def _own_test_copies(records: list[Record], sha1s: dict[str, str], split_table: pd.DataFrame) -> tuple[dict, set]:

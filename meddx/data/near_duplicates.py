@@ -2,12 +2,13 @@
 
 Candidates come from a perceptual hash (imagededup's PHash, 64 bits) within MAX_DISTANCE bits (imagededup's default);
 each candidate pair is confirmed by the correlation of 32 px grey thumbnails: at least MIN_CORRELATION, or at least
-LOOSE_CORRELATION for hashes within LOOSE_DISTANCE that are each other's best match by LOOSE_MARGIN. Measured on the
+LOOSE_CORRELATION for hashes within LOOSE_DISTANCE that are each other's best match by LOOSE_MARGIN (copies of either
+image are no rivals; among LOOSE_MIN_IMAGES images or more, below which any margin is wide). Measured on the
 shared data: copies (resized 1.5-2x and saved as JPEG 70, JPEG 60, downsized to 2/3) kept a correlation of at least
 0.9995 on DaTscan and Kermany X-rays but moved the hash up to 6 bits on low-count DaTscan; among the 40,985 candidate
 pairs of distinct DaTscan slices (smooth look-alikes) the highest correlation was 0.9974, none of them each other's
 best match by 0.01 at 0.99 or more; among Kermany's, PneumoniaMNIST's and NIH's distinct pairs below 0.986.
-BreastMNIST's official splits hold 27 more pairs of one ultrasound frame at 0.99-0.998 (pixels 6 grey levels apart
+BreastMNIST's official splits hold 37 more pairs of one ultrasound frame at 0.99-0.998 (pixels 6 grey levels apart
 at most, against 28 or more for 95% of distinct pairs), found by the looser rule. Missed: crops (a 5% crop moved the
 hash 6-12 bits and the correlation to 0.75-0.90; `crop_copies` looks for those). Hashes are kept by SHA-1 in the cache
 folder, so a data set's second run decodes nothing for this check.
@@ -32,10 +33,11 @@ MAX_DISTANCE, MIN_CORRELATION, THUMB = 10, 0.998, 32
 # below MIN_CORRELATION a pair counts when its hashes are close and each image is the other's best match by a margin:
 # BreastMNIST's pairs at 0.99-0.998 lie 0-8 bits apart, DaTscan's look-alikes mostly 6-10, none with the margin
 LOOSE_CORRELATION, LOOSE_MARGIN, LOOSE_DISTANCE = 0.99, 0.01, 4
+LOOSE_MIN_IMAGES = 100  # fewer: a look-alike has few neighbours, so any margin is wide (40 DaTscan slices: 2 pairs)
 SEARCH_BLOCK = 1024  # rows of the distance matrix at a time (8 MB of distances for 1,024 x 8,192 hashes)
 RULE = (
     f"perceptual hash within {MAX_DISTANCE} of 64 bits, confirmed by {THUMB} px correlation >= {MIN_CORRELATION}, or "
-    f">= {LOOSE_CORRELATION} for each other's best match {LOOSE_MARGIN} above the next"
+    f">= {LOOSE_CORRELATION} within {LOOSE_DISTANCE} bits for each other's best match {LOOSE_MARGIN} above the next"
 )
 
 
@@ -83,25 +85,31 @@ class _Thumbs(dict):
         return None if ta is None or tb is None else float(np.mean(ta * tb))
 
 
-def _confirmed(thumbs: _Thumbs, pairs: list[tuple], hashes: dict[str, str], candidates: list[tuple]) -> list[tuple]:
-    """The `pairs` that are one image: correlation MIN_CORRELATION or more, or LOOSE_CORRELATION or more with hashes
-    within LOOSE_DISTANCE where each is the other's best match among its `candidates`, LOOSE_MARGIN above its next
-    (smooth look-alikes of a data set have many near neighbours, further hashes and no margin)."""
+def _confirmed(thumbs: _Thumbs, pairs: list, hashes: dict[str, str], candidates: list, loose: bool) -> list[tuple]:
+    """The `pairs` that are one image: correlation MIN_CORRELATION or more; with `loose` (enough images for a margin
+    to mean something), also LOOSE_CORRELATION or more with hashes within LOOSE_DISTANCE where each is the other's
+    best match among its `candidates` by LOOSE_MARGIN, copies of either image not counted as rivals (smooth
+    look-alikes of a data set have many near neighbours, further hashes and no margin)."""
     neighbours: dict[str, set[str]] = {}
     for a, b in candidates:
         neighbours.setdefault(a, set()).add(b)
         neighbours.setdefault(b, set()).add(a)
-    scored = [(a, b, c) for a, b in pairs if (c := thumbs.corr(a, b)) is not None and c >= LOOSE_CORRELATION]
-    sure = [(a, b) for a, b, c in scored if c >= MIN_CORRELATION]
+    known: dict[frozenset, float | None] = {}
+    corr = lambda a, b: known.setdefault(frozenset((a, b)), thumbs.corr(a, b))  # noqa: E731
+    copy = lambda a, b: (c := corr(a, b)) is not None and c >= MIN_CORRELATION  # noqa: E731
+    scored = [(a, b, c) for a, b in pairs if (c := corr(a, b)) is not None and c >= LOOSE_CORRELATION]
     close = lambda a, b: (int(hashes[a], 16) ^ int(hashes[b], 16)).bit_count() <= LOOSE_DISTANCE  # noqa: E731
-    scored = [(a, b, c) for a, b, c in scored if close(a, b)]
+    candidates_loose = [(a, b, c) for a, b, c in scored if loose and c < MIN_CORRELATION and close(a, b)]
 
-    def next_best(key: str, other: str) -> float:
-        return max((c for n in neighbours.get(key, ()) if n != other and (c := thumbs.corr(key, n)) is not None),
-                   default=-1.0)  # fmt: skip
+    def rival(key: str, other: str) -> float:  # the best match of `key` that is neither `other` nor a copy of either
+        rivals = (c for n in neighbours.get(key, ()) if n != other and (c := corr(key, n)) is not None
+                  and not copy(n, other) and not copy(n, key))  # fmt: skip
+        return max(rivals, default=-1.0)
 
-    loose = [(a, b, c) for a, b, c in scored if c < MIN_CORRELATION]
-    return sure + [(a, b) for a, b, c in loose if c - max(next_best(a, b), next_best(b, a)) >= LOOSE_MARGIN]
+    margin = lambda a, b, c: c - max(rival(a, b), rival(b, a)) >= LOOSE_MARGIN  # noqa: E731
+    return [(a, b) for a, b, c in scored if c >= MIN_CORRELATION] + [
+        (a, b) for a, b, c in candidates_loose if margin(a, b, c)
+    ]
 
 
 def _hasher():
@@ -157,7 +165,8 @@ def near_duplicate_pairs(records: list[Record], exact: set[frozenset[str]]) -> l
     hashes = {i: r.phash for i, r in by_id.items()}
     candidates = _candidates(hashes)
     across = [(a, b) for a, b in candidates if by_id[a].split != by_id[b].split and frozenset((a, b)) not in exact]
-    return [(by_id[a], by_id[b]) for a, b in _confirmed(_Thumbs(by_id), across, hashes, candidates)]
+    loose = len(by_id) >= LOOSE_MIN_IMAGES
+    return [(by_id[a], by_id[b]) for a, b in _confirmed(_Thumbs(by_id), across, hashes, candidates, loose)]
 
 
 def record_at(location: str) -> Record:
@@ -180,7 +189,8 @@ def near_training(records: list[Record], training: dict[str, str]) -> tuple[list
     thumbs = _Thumbs(by_key)  # each image read once, however many candidate pairs it is in
     across = [(a, b) if a.startswith("new:") else (b, a) for a, b in _candidates(keys) if a[:4] != b[:4]]
     unconfirmed = {records[int(new[4:])].id for new, old in across if thumbs[old] is None}
-    for new, old in _confirmed(thumbs, across, keys, across):  # best matches among the other side's images
+    loose = len(training) >= LOOSE_MIN_IMAGES  # margins among the training images
+    for new, old in _confirmed(thumbs, across, keys, across, loose):  # best matches among the other side's images
         record = records[int(new[4:])]
         found.setdefault(record.id, (record, old[4:]))
     return list(found.values()), len(unconfirmed - set(found))
