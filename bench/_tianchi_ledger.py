@@ -49,17 +49,20 @@ def commit() -> str:
     try:
         git = ["git", "-C", str(Path(__file__).parents[1])]
         rev = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
-        dirty = subprocess.run([*git, "status", "--porcelain", "--", "meddx", "bench"], capture_output=True, text=True)
+        code = ["meddx", "bench/*.py"]  # not bench/results: the ledger's own files would mark every later fold
+        dirty = subprocess.run([*git, "status", "--porcelain", "--", *code], capture_output=True, text=True)
         return rev.stdout.strip() + ("+" if dirty.stdout.strip() else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
 
 class Ledger:
-    """The figures of each finished fold of each row, one small JSON file per fold."""
+    """The figures of each finished fold of each row, one small JSON file per fold, under a folder named by what the
+    folds depend on beyond the row (`tag`: epochs, fold count, a data file given with --data), so a run of another
+    recipe never reads them as its own."""
 
-    def __init__(self, round_: int, root: Path = RESULTS):
-        self.folder = root / f"tianchi-r{round_}"
+    def __init__(self, round_: int, root: Path = RESULTS, tag: str = ""):
+        self.folder = root / f"tianchi-r{round_}" / tag
 
     def get(self, key: str, k: int) -> dict | None:
         f = self.folder / key / f"fold{k}.json"

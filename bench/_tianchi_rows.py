@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,8 +15,8 @@ import pandas as pd
 from _tianchi_ensembles import ensembles, oof
 from _tianchi_ledger import Ledger, commit, fold_figures, fold_note, fold_span, pooled
 from _tianchi_peers import plain_lstm_peer
+from _tianchi_setup import bert_tag, pretrained, pseudo_setup
 
-import meddx
 from meddx.config import SplitConfig
 from meddx.data.sequences import build_vocab
 from meddx.data.split import assign_splits
@@ -100,7 +101,11 @@ def summary_note(folds: dict[int, dict], count: int, total: int) -> str:
         + (f" ({count - len(folds)} still to run)" if len(folds) < count else "")
     )
     commits = ", ".join(sorted({f["commit"] for f in folds.values()}))
-    recipe = folds[min(folds)]["note"]
+    bare = {k: re.sub(r" \((\d+) reports added\)", "", f["note"]) for k, f in folds.items()}  # pseudo-label counts
+    added = [m.group(1) for k in sorted(folds) if (m := re.search(r"\((\d+) reports added\)", folds[k]["note"]))]
+    recipe = bare[min(folds)] + (f" ({'/'.join(added)} reports added)" if added else "")
+    other = [f"fold {k}: {note}" for k, note in sorted(bare.items()) if note != bare[min(folds)]]
+    recipe += f" (other recipes: {'; '.join(other)})" if other else ""
     return f"folds {ran}, {recipe}; per-fold figures from the ledger (commits {commits}), mean AUC the folds' mean"
 
 
@@ -168,64 +173,29 @@ def _config(model: str, options: list[str], args, train_file: Path, unlabelled: 
     return cfg
 
 
-def _pretrained(cfg: dict, model: str, options: list[str], args, out: Path) -> str:
-    """Run the pretraining a row needs (MLM for bert_mlm, word2vec for +w2v) and point the config at it."""
-    extra = ""
-    if model == "bert_mlm":
-        cfg["pretrain"] = {"dir": str(out / f"mlm-{_bert_tag(args)}"), "max_epochs": args.mlm_epochs,
-                           "size": args.bert_size, "batch_size": 64, "lr": 1e-3, "masking": args.mlm_masking}  # fmt: skip
-        folder = meddx.pretrain(cfg)
-        info = json.loads((folder / "pretrain.json").read_text())
-        cfg["model"] = {"name": "bert_small", "weights": str(folder / "encoder.pt"), "dropout": 0.1}
-        minutes, loss = info.get("seconds_this_session", 0) / 60, info["final_val_mlm_loss"]
-        extra = (
-            f"; MLM {args.mlm_epochs} epochs ({args.mlm_masking} masking, {minutes:.0f} min), val MLM loss {loss:.2f}"
-        )
-    if "w2v" in options or "w2vfrozen" in options:
-        cfg["pretrain"] = {"objective": "word2vec", "dir": str(out / "word2vec")}
-        folder = meddx.pretrain(cfg)
-        cfg["model"]["embeddings"] = str(folder)
-        info = json.loads((folder / "pretrain.json").read_text())
-        extra = f"; word2vec {info.get('seconds', float('nan')):.0f} s on the train + unlabelled descriptions"
-    return extra
-
-
-def _pseudo(cfg: dict, sources: list[Path], unlabelled: list[Path]) -> str:
-    """Pseudo-labels from the mean of every earlier row's models (fold k's from their fold k, fold-safe)."""
-    if not sources or not unlabelled:
-        raise SystemExit("--models: +pseudo needs earlier rows to label with and unlabelled descriptions (round 1)")
-    cfg["train"]["pseudo_labels"] = {"sources": [str(d) for d in sources], "data": [str(p) for p in unlabelled]}
-    return f"; pseudo-labels (every label at most 0.05 or at least 0.95) from the mean of {len(sources)} earlier rows"
-
-
 def _pseudo_count(fold: Path) -> str:
     """How many unlabelled reports a fold's training took as pseudo-labelled, from its data notes ('' if none)."""
     notes = json.loads((fold / "data.json").read_text()).get("notes", []) if (fold / "data.json").is_file() else []
     return "".join(f" ({n.split(' of ')[0]} reports added)" for n in notes if "pseudo-labels" in n)
 
 
-def _bert_tag(args) -> str:
-    """A BERT row's settings in its cache key, so rows of other sizes or MLM schedules never reuse it."""
-    return f"{args.bert_size}-mlm{args.mlm_epochs}-{args.mlm_masking}"
-
-
 def _local(cv_dir: Path, k: int) -> bool:
     return (cv_dir / f"fold{k}" / "predictions" / "test.csv").is_file()
 
 
-def _train_folds(rows: Rows, key: str, cfg: dict, args, index: dict, setup: Callable[[], str]) -> float:
-    """Train the folds of row `key` that neither this machine nor the ledger has (none with --record-only), each
-    fold's wall seconds kept, and put every fold finished here that the ledger lacks into it; the seconds of `setup`
-    (pretraining, pseudo-labels), which runs only when a fold trains."""
+def _train_folds(rows: Rows, key: str, cfg: dict, args, index: dict, setup: Callable[[bool], str], train: bool):
+    """Train (with `train`, and not --record-only) the folds of row `key` that neither this machine nor the ledger
+    has, each fold's wall seconds kept, and put every fold finished here that the ledger lacks into it. `setup`
+    (pretraining, pseudo-labels) runs before the first fold trains, its seconds counted in that fold's; with nothing
+    to train it only describes what an earlier run left (the ledger's recipe note)."""
     cv_dir, count = Path(cfg["output_dir"]) / key, args.neural_folds
-    todo = (
-        [] if args.record_only else [k for k in range(count) if not _local(cv_dir, k) and not rows.ledger.get(key, k)]
-    )
+    missing = [k for k in range(count) if not _local(cv_dir, k) and not rows.ledger.get(key, k)]
+    todo = missing if train and not args.record_only else []
     unrecorded = [k for k in range(count) if k not in todo and _local(cv_dir, k) and not rows.ledger.get(key, k)]
     if not todo and not unrecorded:
-        return 0.0
+        return
     t = time.perf_counter()
-    extra = setup() if todo else ""
+    extra = setup(bool(todo))
     setup_s, times = time.perf_counter() - t, rows.folder / f"{key}-fold-seconds.json"
     spent = json.loads(times.read_text()) if times.is_file() else {}
     for k in sorted(todo + unrecorded):
@@ -233,7 +203,8 @@ def _train_folds(rows: Rows, key: str, cfg: dict, args, index: dict, setup: Call
         if k in todo:  # a fold an earlier run stopped part way resumes and counts at least its training seconds
             t = time.perf_counter()
             cross_validate(cfg, args.folds, only_folds=[k])
-            spent[str(k)] = max(round(time.perf_counter() - t, 1), Run(fold).training.get("seconds", 0.0))
+            wall = round(time.perf_counter() - t + setup_s, 1)
+            spent[str(k)], setup_s = max(wall, Run(fold).training.get("seconds", 0.0)), 0.0
             times.write_text(json.dumps(spent))
         frame = pd.read_csv(fold / "predictions" / "test.csv", dtype={"id": str}).set_index("id")
         ids = [r for r in index if r in frame.index]  # in train-file order, as the fold's rows mask lists them
@@ -242,38 +213,43 @@ def _train_folds(rows: Rows, key: str, cfg: dict, args, index: dict, setup: Call
         p = frame.loc[ids, [f"p_{n}" for n in rows.names]].to_numpy(np.float64)
         note = f"{args.epochs} epochs max, lr {cfg['train']['lr']:g}{extra}{_pseudo_count(fold)}"
         rows.record(key, k, test, p, spent.get(str(k), Run(fold).training.get("seconds", 0.0)), note)
-    return setup_s
+    if todo:  # cv.json and oof.csv list every fold here (a +pseudo row finds a source's folds through them)
+        cross_validate(cfg, args.folds, only_folds=[k for k in range(count) if _local(cv_dir, k)])
 
 
 def _key(token: str, args) -> tuple[str, str, list[str]]:
     """A --models token's cache key (a BERT row's settings in it, so rows of other sizes never reuse it)."""
     model, *options = token.split("+")
-    tag = {"bert_mlm": f"-{_bert_tag(args)}", "bert_small": f"-{args.bert_size}"}.get(model, "")
+    tag = {"bert_mlm": f"-{bert_tag(args)}", "bert_small": f"-{args.bert_size}"}.get(model, "")
     return f"r{args.round}-" + token.replace("+", "-") + tag, model, options
 
 
 def meddx_rows(rows: Rows, ds, y, neural, args, train_file: Path, unlabelled: list[Path]) -> None:
     """One `meddx cv` per --models token (a row whose folds partly ran elsewhere: from the ledger's figures), then
-    the ensembles of the rows whose predictions are all here."""
+    the ensembles of the rows whose predictions are all here. A +pseudo row's key names the rows it labels from."""
     out = Path(rows.folder).parent
     index = {r.id: i for i, r in enumerate(ds.records)}
-    probs, cv_dirs = [], []
+    probs, cv_dirs, earlier = [], [], []
     for token in [m for m in args.models.split(",") if m]:
         key, model, options = _key(token, args)
+        key += "-from-" + "_".join(k.split("-", 1)[1] for k in earlier) if "pseudo" in options else ""
         label = " + ".join([model, *options]) + (f" ({args.bert_size})" if model.startswith("bert") else "")
         cfg = _config("bert_small" if model == "bert_mlm" else model, options, args, train_file, unlabelled, out)
         cfg["name"] = key
 
-        def setup(cfg=cfg, model=model, options=options, sources=tuple(cv_dirs)) -> str:
-            note = _pseudo(cfg, list(sources), unlabelled) if "pseudo" in options else ""
-            return _pretrained(cfg, model, options, args, out) + note
+        def setup(run: bool, cfg=cfg, model=model, options=options, sources=tuple(cv_dirs), before=tuple(earlier)):
+            pseudo = "pseudo" in options
+            note = pseudo_setup(cfg, list(sources), unlabelled, list(before)) if pseudo and run else ""
+            note = note or (f"; pseudo-labels from the mean of {len(before)} earlier rows" if pseudo else "")
+            return pretrained(cfg, model, options, args, out, run) + note
 
         cached = (rows.folder / f"{key}.npz").is_file()
-        setup_s = 0.0 if cached else _train_folds(rows, key, cfg, args, index, setup)
+        _train_folds(rows, key, cfg, args, index, setup, train=not cached)
         folds = rows.ledger.folds(key, args.neural_folds)
+        earlier.append(key)
         if cached or all(_local(out / key, k) for k in range(args.neural_folds)):
             note = f"{fold_span(args)}, {folds[0]['note'] if 0 in folds else ''}"
-            seconds = sum(f["seconds"] for f in folds.values()) + setup_s
+            seconds = sum(f["seconds"] for f in folds.values())
 
             def assemble(key=key, label=label, note=note, seconds=seconds):
                 p = oof(out / key, ds.label_names, index, y, neural, args.neural_folds, "folds")

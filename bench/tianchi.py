@@ -69,7 +69,8 @@ def main() -> None:
     patients, table = _patient_table(ds, ds.records)  # duplicate descriptions (round 2) stay in one fold
     fold_of = dict(zip(patients, fold_indices(table, ds.task, args.folds, seed=0)))
     folds = np.array([fold_of[r.patient_id] for r in ds.records])
-    ledger = Ledger(args.round, Path(args.ledger) if args.ledger else RESULTS)
+    tag = f"{args.epochs}ep-{args.folds}f" + (f"-{data.name}" if args.data else "")
+    ledger = Ledger(args.round, Path(args.ledger) if args.ledger else RESULTS, tag)
     rows = Rows(
         out / f"rows-r{args.round}", y, folds, ds.label_names, ledger, lambda: render(rows, y, ds.label_names, args)
     )

@@ -68,3 +68,18 @@ def test_pseudo_labels_need_sources_and_data():
 
     with pytest.raises(ValueError, match="both sources"):
         PseudoLabelConfig(sources=["runs/x"])
+
+
+def test_members_that_added_other_pseudo_labels_share_every_labelled_rows_split(tmp_path):
+    """A pseudo-labelled fold and a plain one of the same fold refused to ensemble ('its split differs ... e.g.
+    pseudo:track1_round1_testA...'): the unlabelled reports added to train are not the labelled split."""
+    from meddx.evaluation.ensemble import labelled_split
+
+    rows = "id,patient_id,split\na,a,train\nb,b,val\nc,c,test\n"
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "split.csv").write_text(rows)
+    (tmp_path / "pseudo").mkdir()
+    (tmp_path / "pseudo" / "split.csv").write_text(rows + "pseudo:testA.csv:7,pseudo:testA.csv:7,train\n")
+    assert labelled_split(tmp_path / "pseudo").equals(labelled_split(tmp_path / "plain"))
+    (tmp_path / "pseudo" / "split.csv").write_text(rows.replace("c,c,test", "c,c,val"))
+    assert not labelled_split(tmp_path / "pseudo").equals(labelled_split(tmp_path / "plain"))

@@ -19,6 +19,7 @@ NEGATIVE_CLASS = re.compile(  # class names that name the negative of two (`0_no
     r"(\d+[ _-]*)?(normal|healthy|negative|benign|controls?|hc|no[ _-]?findings?)", re.IGNORECASE
 )
 SPLITS = ("train", "val", "test")
+PSEUDO_PREFIX = "pseudo:"  # the id of an unlabelled report added to train with pseudo-labels: pseudo:<file>:<id>
 
 
 @dataclass

@@ -13,6 +13,7 @@ import pandas as pd
 
 from meddx.atomic import write_frame, write_text
 from meddx.config import EvaluateConfig, RunConfig, save_config
+from meddx.data.records import PSEUDO_PREFIX
 from meddx.data.tensors import Preprocess
 from meddx.errors import ConfigError, DataError
 from meddx.evaluation.metrics import categorical_log_loss, mlogloss
@@ -22,10 +23,17 @@ from meddx.run import CONFIG, DATA, ENSEMBLE, MEMBERS, PLAN, PREDICTIONS, SPLIT,
 MEMBER_KEYS = ("best_epoch", "epochs_run", "seconds", "initial_val_loss", "best_val_loss", "stopped_by_time_limit")
 
 
+def labelled_split(path: Path) -> pd.DataFrame:
+    """A run's split.csv (id, patient, split) without the unlabelled reports its training added with pseudo-labels
+    (train only: members of an ensemble may add others and still share every labelled row's split)."""
+    split = pd.read_csv(path / SPLIT, dtype=str)[["id", "patient_id", "split"]]
+    return split[~split["id"].str.startswith(PSEUDO_PREFIX)].reset_index(drop=True)
+
+
 def _check_same(runs: list[Run]) -> None:
     """Same task, labels, preprocessing and identical split assignment (ids, patients, splits), else a ConfigError."""
     first = runs[0]
-    split0 = pd.read_csv(first.path / SPLIT, dtype=str)[["id", "patient_id", "split"]]
+    split0 = labelled_split(first.path)
     prep_file = first.prep_file
     prep0 = json.loads((first.path / prep_file).read_text())
     for r in runs[1:]:
@@ -34,7 +42,7 @@ def _check_same(runs: list[Run]) -> None:
                 f"{r.path}: task/labels {r.task} {r.label_names} differ from {first.path}'s "
                 f"{first.task} {first.label_names}"
             )
-        split = pd.read_csv(r.path / SPLIT, dtype=str)[["id", "patient_id", "split"]]
+        split = labelled_split(r.path)
         if not split.equals(split0):
             diff = split.merge(split0, on="id", how="outer", suffixes=("", "_first"), indicator=True)
             bad = diff[(diff["_merge"] != "both") | (diff["split"] != diff["split_first"])]

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from meddx.config import RunConfig
-from meddx.data.records import DataSet, Record
+from meddx.data.records import PSEUDO_PREFIX, DataSet, Record
 from meddx.data.reports import read_tianchi
 from meddx.data.sequences import is_sequence
 from meddx.errors import ConfigError
@@ -66,7 +66,7 @@ def pseudo_records(cfg: RunConfig, ds: DataSet) -> tuple[list[Record], str | Non
     records = []
     for i in keep:
         name, r = unlabelled[i]
-        rid = f"pseudo:{name}:{r.id}"  # test A and B reuse ids: the file name keeps them apart
+        rid = f"{PSEUDO_PREFIX}{name}:{r.id}"  # test A and B reuse ids: the file name keeps them apart
         records.append(
             Record(rid, rid, r.source, probs[i].astype(np.float32), split="train", row=r.row, tokens=r.tokens)
         )
