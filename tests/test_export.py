@@ -158,6 +158,13 @@ def test_a_model_never_scored_on_held_out_data_is_not_called_fine(tmp_path):
     cv["model"]["mlogloss"] = 0.70  # out of fold no better than the class shares
     (cv_dir / "cv.json").write_text(json.dumps(cv))
     assert "no better than the prior's 0.6900" in model_caveats(cv_dir / "ensemble")[-1]
+    noise = rng.integers(0, 2, 60)  # two labels, the second noise: the overall loss beat the prior and [] was said
+    frame = frame.assign(PD=y, p_PD=np.clip(0.2 + 0.6 * y + rng.normal(0, 0.05, 60), 0, 1), fold=np.arange(60) >= 30,
+                         B=noise, p_B=rng.random(60), prior_B=0.5)  # fmt: skip
+    frame.astype({"fold": int}).to_csv(cv_dir / "oof.csv", index=False)
+    (cv_dir / "cv.json").write_text(json.dumps({**cv, "labels": 2, "model": {"mlogloss": 0.45}}))
+    said = model_caveats(cv_dir / "ensemble")
+    assert len(said) == 1 and "does no better than the prior (a guess from the class shares) for B:" in said[0]
     (tmp_path / "plain").mkdir()
     (tmp_path / "plain" / "config.yaml").write_text("{}\n")
     assert model_caveats(tmp_path / "plain") == [NOT_EVALUATED]

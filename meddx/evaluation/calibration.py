@@ -134,10 +134,18 @@ def calibration_lines(cal: dict, names: list[str], split: str) -> list[str]:
     ]
     worse = [n for n, (before, after) in (cal.get("log_loss") or {}).items()
              if after > before and cal["per_label"][n]["ece"] > cal["ece_before"][n]]  # fmt: skip
-    return lines + [
-        f"on {split}, the scaling made {n}'s calibration worse (ECE {cal['ece_before'][n]:.4f} -> "
-        f"{cal['per_label'][n]['ece']:.4f}, log loss {cal['log_loss'][n][0]:.4f} -> {cal['log_loss'][n][1]:.4f}): "
-        "the temperature fitted on val does not carry over here; the unscaled model's probabilities are the better "
-        "calibrated ones on this split (the figures above are the scaled model's)"
-        for n in worse
-    ]
+    return (
+        lines
+        + [
+            f"on {split}, the scaling made {n}'s calibration worse (ECE {cal['ece_before'][n]:.4f} -> "
+            f"{cal['per_label'][n]['ece']:.4f}, log loss {cal['log_loss'][n][0]:.4f} -> {cal['log_loss'][n][1]:.4f}): "
+            + (
+                "one temperature, fitted on val for every label at once, does not suit this label"
+                if len(names) > 1
+                else "the temperature fitted on val does not carry over here"
+            )  # fmt: skip
+            + "; the unscaled model's probabilities are the better calibrated ones here (the figures above are the "
+            "scaled model's)"
+            for n in worse
+        ]
+    )

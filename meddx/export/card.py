@@ -57,7 +57,7 @@ def held_out_caveats(run: Run) -> list[str]:
     if run.path.name != FOLD_ENSEMBLE or not is_cv_folder(cv_dir) or not (cv_dir / "oof.csv").is_file():
         return [NOT_EVALUATED]
     frame, names = read_oof(cv_dir)
-    y, p, _ = oof_arrays(frame, names)
+    y, p, prior_p = oof_arrays(frame, names)
     folds = frame["fold"].to_numpy() if "fold" in frame else np.zeros(len(frame), int)
     flat = [k for k in np.unique(folds) if detect_collapse(p[folds == k], names, labels=y[folds == k])["collapsed"]]
     out = [
@@ -65,12 +65,32 @@ def held_out_caveats(run: Run) -> list[str]:
         "this one"
         for k in flat
     ]
-    loss, prior = oof_losses(read_json(cv_dir / "cv.json"))
+    cv = read_json(cv_dir / "cv.json")
+    loss, prior = oof_losses(cv)
     if loss >= prior:
         out.append(
             f"out of fold its log loss {loss:.4f} is no better than the prior's {prior:.4f} (a guess from the class "
             "shares): its outputs may be no better than chance"
         )
+    elif cv.get("task") != "multiclass" and (losers := _oof_losers(y, p, prior_p, names)):
+        out.append(
+            f"out of fold it does no better than the prior (a guess from the class shares) for {', '.join(losers)}: "
+            "its outputs there may be no better than chance"
+        )
+    return out
+
+
+def _oof_losers(y: np.ndarray, p: np.ndarray, prior: np.ndarray, names: list[str]) -> list[str]:
+    """The labels whose out-of-fold log loss is no lower than the prior's or whose ROC AUC is 0.5 or below."""
+    from meddx.evaluation.metrics import mlogloss, roc_auc
+
+    out = []
+    for j, n in enumerate(names):
+        known = ~np.isnan(y[:, j])
+        auc = roc_auc(y[known, j], p[known, j])[0] if known.any() else None
+        worse = mlogloss(y[known, j], p[known, j]) >= mlogloss(y[known, j], prior[known, j]) if known.any() else False
+        if worse or (auc is not None and auc <= 0.5):
+            out.append(n)
     return out
 
 
