@@ -183,13 +183,14 @@ def _local(cv_dir: Path, k: int) -> bool:
     return (cv_dir / f"fold{k}" / "predictions" / "test.csv").is_file()
 
 
-def _train_folds(rows: Rows, key: str, cfg: dict, args, index: dict, setup: Callable[[bool], str], train: bool):
+def _train_folds(rows: Rows, key: str, cfg: dict, args, index: dict, setup: Callable, train: bool, here: bool):
     """Train (with `train`, and not --record-only) the folds of row `key` that neither this machine nor the ledger
-    has, each fold's wall seconds kept, and put every fold finished here that the ledger lacks into it. `setup`
-    (pretraining, pseudo-labels) runs before the first fold trains, its seconds counted in that fold's; with nothing
-    to train it only describes what an earlier run left (the ledger's recipe note)."""
+    has (with `here`: every fold not on this machine, whose models a +pseudo row needs), each fold's wall seconds
+    kept, and put every fold finished here that the ledger lacks into it. `setup` (pretraining, pseudo-labels) runs
+    before the first fold trains, its seconds counted in that fold's; with nothing to train it only describes what an
+    earlier run left (the ledger's recipe note)."""
     cv_dir, count = Path(cfg["output_dir"]) / key, args.neural_folds
-    missing = [k for k in range(count) if not _local(cv_dir, k) and not rows.ledger.get(key, k)]
+    missing = [k for k in range(count) if not _local(cv_dir, k) and (here or not rows.ledger.get(key, k))]
     todo = missing if train and not args.record_only else []
     unrecorded = [k for k in range(count) if k not in todo and _local(cv_dir, k) and not rows.ledger.get(key, k)]
     if not todo and not unrecorded:
@@ -206,6 +207,8 @@ def _train_folds(rows: Rows, key: str, cfg: dict, args, index: dict, setup: Call
             wall = round(time.perf_counter() - t + setup_s, 1)
             spent[str(k)], setup_s = max(wall, Run(fold).training.get("seconds", 0.0)), 0.0
             times.write_text(json.dumps(spent))
+        if rows.ledger.get(key, k):  # a fold retrained here as a +pseudo source: the ledger keeps its first figures
+            continue
         frame = pd.read_csv(fold / "predictions" / "test.csv", dtype={"id": str}).set_index("id")
         ids = [r for r in index if r in frame.index]  # in train-file order, as the fold's rows mask lists them
         test = np.zeros(len(rows.y), bool)
@@ -224,15 +227,37 @@ def _key(token: str, args) -> tuple[str, str, list[str]]:
     return f"r{args.round}-" + token.replace("+", "-") + tag, model, options
 
 
+def _rows(args) -> list[tuple[str, str, list[str]]]:
+    """(key, model, options) of each --models token; a +pseudo row's key names the rows before it (its sources)."""
+    out: list[tuple[str, str, list[str]]] = []
+    for token in [m for m in args.models.split(",") if m]:
+        key, model, options = _key(token, args)
+        key += "-from-" + "_".join(k.split("-", 1)[1] for k, _, _ in out) if "pseudo" in options else ""
+        out.append((key, model, options))
+    return out
+
+
+def _pseudo_sources(rows: Rows, args) -> set[str]:
+    """The rows whose fold models must be on this machine: those before a +pseudo row that still has folds to train
+    (it labels with them), retrained here when their folds ran elsewhere (their ledger figures stay)."""
+    needed, keys = set(), _rows(args)
+    for i, (key, _, options) in enumerate(keys):
+        if (
+            "pseudo" in options
+            and not args.record_only
+            and len(rows.ledger.folds(key, args.neural_folds)) < args.neural_folds
+        ):
+            needed |= {k for k, _, _ in keys[:i]}
+    return needed
+
+
 def meddx_rows(rows: Rows, ds, y, neural, args, train_file: Path, unlabelled: list[Path]) -> None:
     """One `meddx cv` per --models token (a row whose folds partly ran elsewhere: from the ledger's figures), then
     the ensembles of the rows whose predictions are all here. A +pseudo row's key names the rows it labels from."""
     out = Path(rows.folder).parent
     index = {r.id: i for i, r in enumerate(ds.records)}
-    probs, cv_dirs, earlier = [], [], []
-    for token in [m for m in args.models.split(",") if m]:
-        key, model, options = _key(token, args)
-        key += "-from-" + "_".join(k.split("-", 1)[1] for k in earlier) if "pseudo" in options else ""
+    probs, cv_dirs, earlier, rows_here = [], [], [], _pseudo_sources(rows, args)
+    for key, model, options in _rows(args):
         label = " + ".join([model, *options]) + (f" ({args.bert_size})" if model.startswith("bert") else "")
         cfg = _config("bert_small" if model == "bert_mlm" else model, options, args, train_file, unlabelled, out)
         cfg["name"] = key
@@ -244,7 +269,7 @@ def meddx_rows(rows: Rows, ds, y, neural, args, train_file: Path, unlabelled: li
             return pretrained(cfg, model, options, args, out, run) + note
 
         cached = (rows.folder / f"{key}.npz").is_file()
-        _train_folds(rows, key, cfg, args, index, setup, train=not cached)
+        _train_folds(rows, key, cfg, args, index, setup, train=not cached, here=key in rows_here)
         folds = rows.ledger.folds(key, args.neural_folds)
         earlier.append(key)
         if cached or all(_local(out / key, k) for k in range(args.neural_folds)):
