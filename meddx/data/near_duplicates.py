@@ -95,15 +95,21 @@ def _confirmed(thumbs: _Thumbs, pairs: list, hashes: dict[str, str], candidates:
         neighbours.setdefault(a, set()).add(b)
         neighbours.setdefault(b, set()).add(a)
     known: dict[frozenset, float | None] = {}
-    corr = lambda a, b: known.setdefault(frozenset((a, b)), thumbs.corr(a, b))  # noqa: E731
-    copy = lambda a, b: (c := corr(a, b)) is not None and c >= MIN_CORRELATION  # noqa: E731
+
+    def corr(a: str, b: str) -> float | None:  # each pair's correlation once, however many margins it enters
+        key = frozenset((a, b))
+        if key not in known:
+            known[key] = thumbs.corr(a, b)
+        return known[key]
+
+    is_copy = lambda a, b: (c := corr(a, b)) is not None and c >= MIN_CORRELATION  # noqa: E731
     scored = [(a, b, c) for a, b in pairs if (c := corr(a, b)) is not None and c >= LOOSE_CORRELATION]
     close = lambda a, b: (int(hashes[a], 16) ^ int(hashes[b], 16)).bit_count() <= LOOSE_DISTANCE  # noqa: E731
     candidates_loose = [(a, b, c) for a, b, c in scored if loose and c < MIN_CORRELATION and close(a, b)]
 
     def rival(key: str, other: str) -> float:  # the best match of `key` that is neither `other` nor a copy of either
         rivals = (c for n in neighbours.get(key, ()) if n != other and (c := corr(key, n)) is not None
-                  and not copy(n, other) and not copy(n, key))  # fmt: skip
+                  and not is_copy(n, other) and not is_copy(n, key))  # fmt: skip
         return max(rivals, default=-1.0)
 
     margin = lambda a, b, c: c - max(rival(a, b), rival(b, a)) >= LOOSE_MARGIN  # noqa: E731
